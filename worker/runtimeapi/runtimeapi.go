@@ -1,0 +1,94 @@
+// Package runtimeapi is the contract between the worker and the runtimes
+// that execute instances: wasmrt (wazero) today, ctrrt (containerd) later.
+// The worker's supervisor only ever talks to a Runtime, so that a runtime
+// conformance suite can hold every implementation to the same behaviour.
+package runtimeapi
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Exit reasons recorded on an instance's status.
+const (
+	ReasonCompleted   = "Completed"   // exited 0
+	ReasonError       = "Error"       // exited non-zero
+	ReasonTrap        = "Trap"        // the guest trapped (unreachable, out-of-bounds ...)
+	ReasonImportError = "ImportError" // an import the runtime does not provide
+	ReasonMemoryLimit = "MemoryLimit" // needs more memory than its limit
+	ReasonInvalid     = "InvalidModule"
+	ReasonStopped     = "Stopped" // stopped by the worker
+	ReasonStartError  = "StartError"
+)
+
+// TrapExitCode is the exit code recorded for a trap: 128+SIGABRT, the code
+// wasmtime's CLI exits with when its guest traps.
+const TrapExitCode = 134
+
+// Artifact is what an instance runs: the bytes, already on the worker's disk
+// and verified against their digest.
+type Artifact struct {
+	Digest string // "sha256:<hex>"
+	Path   string // local file with the bytes
+}
+
+// InstanceSpec describes one instance to start.
+type InstanceSpec struct {
+	ID          string
+	Artifact    Artifact
+	Args        []string // argv[1:]; the runtime supplies argv[0]
+	Env         []string // "K=V"
+	MemoryBytes int64    // 0 means the runtime's default
+	Stdout      io.Writer
+	Stderr      io.Writer
+	// OnExit, if set, is called exactly once, from the runtime's own
+	// goroutine, after the instance has exited. It must not block for long.
+	OnExit func(Exit)
+}
+
+// Exit is how an instance ended.
+type Exit struct {
+	Code      int32
+	Reason    string // one of the Reason* constants
+	Message   string // human-readable detail, e.g. the trap's message
+	Permanent bool   // restarting cannot help (import error, invalid module)
+	At        time.Time
+}
+
+// Runtime executes instances of one kind of artifact.
+type Runtime interface {
+	// Name is the runtime's name as nodes advertise it: "wasm", "container".
+	Name() string
+	// Prepare readies an artifact for starting instances with the given
+	// memory limit (compiling a module, for instance). It is idempotent and
+	// safe to call concurrently; Start calls it implicitly.
+	Prepare(ctx context.Context, a Artifact, memoryBytes int64) error
+	// Release lets the runtime drop what Prepare kept for the artifact once
+	// no instance of it is wanted any more.
+	Release(a Artifact)
+	// Start starts an instance and returns once it runs. An error means it
+	// never ran (the returned Exit-like error names why); OnExit is then not
+	// called.
+	Start(ctx context.Context, spec InstanceSpec) (Instance, error)
+	// Close stops every instance and frees the runtime.
+	Close(ctx context.Context) error
+}
+
+// Instance is one started instance.
+type Instance interface {
+	ID() string
+	// Done is closed once the instance has exited and OnExit has returned.
+	Done() <-chan struct{}
+	// Exit reports how it ended; meaningful after Done is closed.
+	Exit() Exit
+	// Stop asks the instance to stop, forces it after grace, and returns
+	// once it has exited. Safe to call more than once and after exit.
+	Stop(ctx context.Context, grace time.Duration) Exit
+}
+
+// StartError is returned by Start when an instance could not be started;
+// it carries the Exit to record.
+type StartError struct{ Exit Exit }
+
+func (e *StartError) Error() string { return e.Exit.Reason + ": " + e.Exit.Message }

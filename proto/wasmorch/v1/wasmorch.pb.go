@@ -146,17 +146,20 @@ func (InstanceState) EnumDescriptor() ([]byte, []int) {
 // WorkloadSpec is what the user asks for. Every change to it bumps the
 // workload's generation; instances carry the spec of the generation they run.
 type WorkloadSpec struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`                                     // "wasm"
-	ModuleDigest  string                 `protobuf:"bytes,2,opt,name=module_digest,json=moduleDigest,proto3" json:"module_digest,omitempty"` // "sha256:<64 hex>"
-	ModuleSize    int64                  `protobuf:"varint,3,opt,name=module_size,json=moduleSize,proto3" json:"module_size,omitempty"`
-	Replicas      int32                  `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
-	Env           []*EnvVar              `protobuf:"bytes,5,rep,name=env,proto3" json:"env,omitempty"`
-	Args          []string               `protobuf:"bytes,6,rep,name=args,proto3" json:"args,omitempty"`
-	MemoryBytes   int64                  `protobuf:"varint,7,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"` // per-instance limit; 0 = default (128 MiB)
-	Restart       RestartPolicy          `protobuf:"varint,8,opt,name=restart,proto3,enum=wasmorch.v1.RestartPolicy" json:"restart,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Kind         string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`                                     // "wasm"
+	ModuleDigest string                 `protobuf:"bytes,2,opt,name=module_digest,json=moduleDigest,proto3" json:"module_digest,omitempty"` // "sha256:<64 hex>"
+	ModuleSize   int64                  `protobuf:"varint,3,opt,name=module_size,json=moduleSize,proto3" json:"module_size,omitempty"`
+	Replicas     int32                  `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Env          []*EnvVar              `protobuf:"bytes,5,rep,name=env,proto3" json:"env,omitempty"`
+	Args         []string               `protobuf:"bytes,6,rep,name=args,proto3" json:"args,omitempty"`
+	MemoryBytes  int64                  `protobuf:"varint,7,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"` // per-instance limit; 0 = default (128 MiB)
+	Restart      RestartPolicy          `protobuf:"varint,8,opt,name=restart,proto3,enum=wasmorch.v1.RestartPolicy" json:"restart,omitempty"`
+	// What each instance reserves on its node for scheduling; set by the
+	// control plane from the module's initial memory at deploy time.
+	MemoryRequestBytes int64 `protobuf:"varint,9,opt,name=memory_request_bytes,json=memoryRequestBytes,proto3" json:"memory_request_bytes,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *WorkloadSpec) Reset() {
@@ -243,6 +246,13 @@ func (x *WorkloadSpec) GetRestart() RestartPolicy {
 		return x.Restart
 	}
 	return RestartPolicy_RESTART_POLICY_UNSPECIFIED
+}
+
+func (x *WorkloadSpec) GetMemoryRequestBytes() int64 {
+	if x != nil {
+		return x.MemoryRequestBytes
+	}
+	return 0
 }
 
 type EnvVar struct {
@@ -771,15 +781,16 @@ func (x *Node) GetRegisteredUnixNano() int64 {
 
 // Blob metadata; the bytes live in chunks beside it.
 type BlobMeta struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Digest          string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
-	Size            int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	Chunks          int32                  `protobuf:"varint,3,opt,name=chunks,proto3" json:"chunks,omitempty"`
-	ChunkSize       int32                  `protobuf:"varint,4,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
-	MediaType       string                 `protobuf:"bytes,5,opt,name=media_type,json=mediaType,proto3" json:"media_type,omitempty"` // "application/wasm"
-	CreatedUnixNano int64                  `protobuf:"varint,6,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Digest             string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	Size               int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Chunks             int32                  `protobuf:"varint,3,opt,name=chunks,proto3" json:"chunks,omitempty"`
+	ChunkSize          int32                  `protobuf:"varint,4,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
+	MediaType          string                 `protobuf:"bytes,5,opt,name=media_type,json=mediaType,proto3" json:"media_type,omitempty"` // "application/wasm"
+	CreatedUnixNano    int64                  `protobuf:"varint,6,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	WasmMinMemoryBytes int64                  `protobuf:"varint,7,opt,name=wasm_min_memory_bytes,json=wasmMinMemoryBytes,proto3" json:"wasm_min_memory_bytes,omitempty"` // a module's initial linear memory
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *BlobMeta) Reset() {
@@ -850,6 +861,13 @@ func (x *BlobMeta) GetMediaType() string {
 func (x *BlobMeta) GetCreatedUnixNano() int64 {
 	if x != nil {
 		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *BlobMeta) GetWasmMinMemoryBytes() int64 {
+	if x != nil {
+		return x.WasmMinMemoryBytes
 	}
 	return 0
 }
@@ -2493,7 +2511,7 @@ var File_wasmorch_v1_wasmorch_proto protoreflect.FileDescriptor
 
 const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
-	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\x98\x02\n" +
+	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xca\x02\n" +
 	"\fWorkloadSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12#\n" +
 	"\rmodule_digest\x18\x02 \x01(\tR\fmoduleDigest\x12\x1f\n" +
@@ -2503,7 +2521,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x03env\x18\x05 \x03(\v2\x13.wasmorch.v1.EnvVarR\x03env\x12\x12\n" +
 	"\x04args\x18\x06 \x03(\tR\x04args\x12!\n" +
 	"\fmemory_bytes\x18\a \x01(\x03R\vmemoryBytes\x124\n" +
-	"\arestart\x18\b \x01(\x0e2\x1a.wasmorch.v1.RestartPolicyR\arestart\"2\n" +
+	"\arestart\x18\b \x01(\x0e2\x1a.wasmorch.v1.RestartPolicyR\arestart\x120\n" +
+	"\x14memory_request_bytes\x18\t \x01(\x03R\x12memoryRequestBytes\"2\n" +
 	"\x06EnvVar\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"\xc5\x01\n" +
@@ -2557,7 +2576,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	" \x01(\x03R\x12registeredUnixNano\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xeb\x01\n" +
 	"\bBlobMeta\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -2566,7 +2585,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"chunk_size\x18\x04 \x01(\x05R\tchunkSize\x12\x1d\n" +
 	"\n" +
 	"media_type\x18\x05 \x01(\tR\tmediaType\x12*\n" +
-	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\"d\n" +
+	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\x121\n" +
+	"\x15wasm_min_memory_bytes\x18\a \x01(\x03R\x12wasmMinMemoryBytes\"d\n" +
 	"\rUploadRequest\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.wasmorch.v1.UploadHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +

@@ -1,0 +1,373 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/internal/version"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// controlAPI serves the Control service the CLI speaks.
+type controlAPI struct {
+	v1.UnimplementedControlServer
+	s *Server
+}
+
+func (a *controlAPI) Version(context.Context, *v1.VersionRequest) (*v1.VersionResponse, error) {
+	return &v1.VersionResponse{Version: version.Version, Member: a.s.cfg.Name}, nil
+}
+
+// UploadBlob receives a module as a client stream, checks its digest and
+// validity, and stores it once.
+func (a *controlAPI) UploadBlob(stream v1.Control_UploadBlobServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hdr := first.GetHeader()
+	if hdr == nil {
+		return errdefs.Invalidf("upload must start with a header naming the digest and size")
+	}
+	if _, err := blobs.ParseDigest(hdr.GetDigest()); err != nil {
+		return err
+	}
+	b, err := blobs.ReadUpload(&chunkReader{recv: stream.Recv}, hdr.GetSize())
+	if err != nil {
+		return err
+	}
+	if got := blobs.Digest(b); got != hdr.GetDigest() {
+		return errdefs.Invalidf("digest mismatch: expected %s, the uploaded bytes hash to %s", hdr.GetDigest(), got)
+	}
+	media := hdr.GetMediaType()
+	if media == "" {
+		media = "application/wasm"
+	}
+	if media != "application/wasm" {
+		return errdefs.Invalidf("media type %q is not supported: upload application/wasm modules", media)
+	}
+	info, err := inspectModule(stream.Context(), b)
+	if err != nil {
+		return err
+	}
+	existed, err := a.s.blobs.Put(stream.Context(), hdr.GetDigest(), b, media, info.minMemoryBytes)
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(&v1.UploadResponse{Digest: hdr.GetDigest(), Size: int64(len(b)), Existed: existed})
+}
+
+// chunkReader turns the upload stream's chunks into an io.Reader.
+type chunkReader struct {
+	recv func() (*v1.UploadRequest, error)
+	buf  []byte
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		m, err := r.recv()
+		if err != nil {
+			return 0, err // io.EOF ends the upload
+		}
+		if m.GetHeader() != nil {
+			return 0, errdefs.Invalidf("upload sent a second header")
+		}
+		r.buf = m.GetChunk()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// ApplyWorkload creates a workload or updates its spec. A change to
+// anything but the replica count is a new generation.
+func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadRequest) (*v1.ApplyWorkloadResponse, error) {
+	if err := ValidateName(req.GetName()); err != nil {
+		return nil, err
+	}
+	spec := proto.Clone(req.GetSpec()).(*v1.WorkloadSpec)
+	if spec == nil {
+		return nil, errdefs.Invalidf("workload spec is missing")
+	}
+	if spec.Kind == "" {
+		spec.Kind = "wasm"
+	}
+	for attempt := 0; ; attempt++ {
+		cur, err := a.s.store.Workloads.Get(ctx, req.GetName())
+		exists := err == nil
+		if err != nil && !errdefs.IsNotFound(err) {
+			return nil, err
+		}
+		if exists && cur.Value.GetSpec().GetKind() != spec.GetKind() {
+			return nil, errdefs.Preconditionf("workload %q already exists with kind %q, not %q; delete it first or choose another name",
+				req.GetName(), cur.Value.GetSpec().GetKind(), spec.GetKind())
+		}
+		if err := validateSpec(spec); err != nil {
+			return nil, err
+		}
+		meta, err := a.s.blobs.Stat(ctx, spec.GetModuleDigest())
+		if errdefs.IsNotFound(err) {
+			return nil, errdefs.Preconditionf("module %s has not been uploaded; upload it first ('wasmorch deploy FILE.wasm' does both)", spec.GetModuleDigest())
+		} else if err != nil {
+			return nil, err
+		}
+		spec.ModuleSize = meta.GetSize()
+		spec.MemoryRequestBytes = max(meta.GetWasmMinMemoryBytes(), wasmPageSize)
+		now := time.Now().UnixNano()
+		if !exists {
+			wl := &v1.Workload{Name: req.GetName(), Spec: spec, Generation: 1, CreatedUnixNano: now, UpdatedUnixNano: now}
+			if _, err := a.s.store.Workloads.Create(ctx, wl.Name, wl); errdefs.IsAlreadyExists(err) && attempt < 5 {
+				continue
+			} else if err != nil {
+				return nil, err
+			}
+			return &v1.ApplyWorkloadResponse{Workload: wl, Created: true, Changed: true}, nil
+		}
+		wl := proto.Clone(cur.Value).(*v1.Workload)
+		sameButReplicas := proto.Clone(cur.Value.GetSpec()).(*v1.WorkloadSpec)
+		sameButReplicas.Replicas = spec.GetReplicas()
+		if proto.Equal(sameButReplicas, spec) && cur.Value.GetSpec().GetReplicas() == spec.GetReplicas() {
+			return &v1.ApplyWorkloadResponse{Workload: wl}, nil
+		}
+		if !proto.Equal(sameButReplicas, spec) {
+			wl.Generation++
+		}
+		wl.Spec, wl.UpdatedUnixNano = spec, now
+		if _, err := a.s.store.Workloads.Update(ctx, wl.Name, wl, cur.ModRevision); errdefs.IsConflict(err) && attempt < 5 {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		return &v1.ApplyWorkloadResponse{Workload: wl, Changed: true}, nil
+	}
+}
+
+func (a *controlAPI) ScaleWorkload(ctx context.Context, req *v1.ScaleRequest) (*v1.Workload, error) {
+	if req.GetReplicas() < 0 || req.GetReplicas() > MaxReplicas {
+		return nil, errdefs.Invalidf("replicas %d is outside 0..%d", req.GetReplicas(), MaxReplicas)
+	}
+	for attempt := 0; ; attempt++ {
+		cur, err := a.s.store.Workloads.Get(ctx, req.GetName())
+		if err != nil {
+			return nil, err
+		}
+		wl := proto.Clone(cur.Value).(*v1.Workload)
+		wl.Spec.Replicas = req.GetReplicas()
+		wl.UpdatedUnixNano = time.Now().UnixNano()
+		if _, err := a.s.store.Workloads.Update(ctx, wl.Name, wl, cur.ModRevision); errdefs.IsConflict(err) && attempt < 5 {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		return wl, nil
+	}
+}
+
+func (a *controlAPI) DeleteWorkload(ctx context.Context, req *v1.DeleteWorkloadRequest) (*v1.DeleteWorkloadResponse, error) {
+	resp, err := a.s.store.Client.Delete(ctx, a.s.store.Workloads.Key(req.GetName()))
+	if err != nil {
+		return nil, errdefs.Unavailablef("delete workload %q: %v", req.GetName(), err)
+	}
+	if resp.Deleted == 0 {
+		return nil, errdefs.NotFoundf("workload %q not found", req.GetName())
+	}
+	// The controller stops its instances on its next pass.
+	return &v1.DeleteWorkloadResponse{}, nil
+}
+
+func (a *controlAPI) GetWorkload(ctx context.Context, req *v1.GetWorkloadRequest) (*v1.WorkloadView, error) {
+	wl, err := a.s.store.Workloads.Get(ctx, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	v, err := a.s.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return v.workloadView(wl.Value), nil
+}
+
+func (a *controlAPI) ListWorkloads(ctx context.Context, _ *v1.ListWorkloadsRequest) (*v1.ListWorkloadsResponse, error) {
+	v, err := a.s.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &v1.ListWorkloadsResponse{}
+	for _, wl := range v.workloads {
+		out.Workloads = append(out.Workloads, v.workloadView(wl))
+	}
+	return out, nil
+}
+
+func (a *controlAPI) ListInstances(ctx context.Context, req *v1.ListInstancesRequest) (*v1.ListInstancesResponse, error) {
+	v, err := a.s.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetWorkload() != "" && v.workload(req.GetWorkload()) == nil {
+		return nil, errdefs.NotFoundf("workload %q not found", req.GetWorkload())
+	}
+	out := &v1.ListInstancesResponse{}
+	for _, inst := range v.instances {
+		if req.GetWorkload() != "" && inst.GetWorkload() != req.GetWorkload() {
+			continue
+		}
+		st := v.statuses[inst.GetId()]
+		out.Instances = append(out.Instances, &v1.InstanceView{Instance: inst, Status: st, State: EffectiveState(inst, st, v.alive)})
+	}
+	return out, nil
+}
+
+func (a *controlAPI) ListNodes(ctx context.Context, _ *v1.ListNodesRequest) (*v1.ListNodesResponse, error) {
+	v, err := a.s.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &v1.ListNodesResponse{}
+	for _, n := range v.nodes {
+		nv := &v1.NodeView{Node: n, Ready: v.alive[n.GetName()], Allocated: &v1.Resources{}}
+		for _, inst := range v.instances {
+			if inst.GetNode() == n.GetName() {
+				nv.Instances++
+				nv.Allocated.Instances++
+				nv.Allocated.MemoryBytes += inst.GetSpec().GetMemoryRequestBytes()
+			}
+		}
+		out.Nodes = append(out.Nodes, nv)
+	}
+	return out, nil
+}
+
+// Logs gathers the workload's instance output from the workers that hold it.
+func (a *controlAPI) Logs(req *v1.LogsRequest, stream v1.Control_LogsServer) error {
+	ctx := stream.Context()
+	if _, err := a.s.store.Workloads.Get(ctx, req.GetWorkload()); err != nil {
+		return err
+	}
+	v, err := a.s.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	byNode := map[string][]string{}
+	for _, inst := range v.instances {
+		if inst.GetWorkload() == req.GetWorkload() && inst.GetNode() != "" {
+			byNode[inst.GetNode()] = append(byNode[inst.GetNode()], inst.GetId())
+		}
+	}
+	nodes := make([]string, 0, len(byNode))
+	for n := range byNode {
+		nodes = append(nodes, n)
+	}
+	sort.Strings(nodes)
+	var unreachable []error
+	for _, name := range nodes {
+		node := v.node(name)
+		if node == nil || node.GetAddress() == "" {
+			continue
+		}
+		ids := byNode[name]
+		sort.Strings(ids)
+		err := a.s.workers.logs(ctx, node.GetAddress(), &v1.InstanceLogsRequest{Instances: ids, TailBytes: req.GetTailBytes()}, stream.Send)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			unreachable = append(unreachable, errdefs.Unavailablef("node %s at %s: %v", name, node.GetAddress(), err))
+		}
+	}
+	if len(unreachable) > 0 {
+		return errdefs.Unavailablef("logs from some nodes could not be read: %v", errors.Join(unreachable...))
+	}
+	return nil
+}
+
+// view is one read of the cluster state, for the list calls.
+type view struct {
+	workloads []*v1.Workload
+	instances []*v1.Instance
+	statuses  map[string]*v1.InstanceStatus
+	nodes     []*v1.Node
+	alive     map[string]bool
+}
+
+func (s *Server) snapshot(ctx context.Context) (*view, error) {
+	v := &view{statuses: map[string]*v1.InstanceStatus{}}
+	wls, _, err := s.store.Workloads.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range wls {
+		v.workloads = append(v.workloads, w.Value)
+	}
+	insts, _, err := s.store.Instances.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, i := range insts {
+		v.instances = append(v.instances, i.Value)
+	}
+	sort.SliceStable(v.instances, func(i, j int) bool {
+		a, b := v.instances[i], v.instances[j]
+		return a.GetWorkload() < b.GetWorkload() || a.GetWorkload() == b.GetWorkload() && a.GetCreatedUnixNano() < b.GetCreatedUnixNano()
+	})
+	sts, _, err := s.store.Statuses.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range sts {
+		v.statuses[st.Name] = st.Value
+	}
+	nodes, _, err := s.store.Nodes.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range nodes {
+		v.nodes = append(v.nodes, n.Value)
+	}
+	if v.alive, err = s.aliveNodes(ctx); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (v *view) workload(name string) *v1.Workload {
+	for _, w := range v.workloads {
+		if w.GetName() == name {
+			return w
+		}
+	}
+	return nil
+}
+
+func (v *view) node(name string) *v1.Node {
+	for _, n := range v.nodes {
+		if n.GetName() == name {
+			return n
+		}
+	}
+	return nil
+}
+
+func (v *view) workloadView(wl *v1.Workload) *v1.WorkloadView {
+	out := &v1.WorkloadView{Workload: wl}
+	for _, inst := range v.instances {
+		if inst.GetWorkload() != wl.GetName() {
+			continue
+		}
+		out.Total++
+		if inst.GetGeneration() != wl.GetGeneration() {
+			continue
+		}
+		out.Current++
+		if isReady(inst, v.statuses[inst.GetId()], v.alive) {
+			out.Ready++
+		}
+	}
+	return out
+}

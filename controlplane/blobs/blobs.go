@@ -1,0 +1,180 @@
+// Package blobs is the control plane's content-addressed store for module
+// bytes (and later image archives). A blob is kept in etcd, so it replicates
+// with the cluster: its bytes in chunks under etcd's request-size limit and a
+// metadata record written last, so that a reader never sees half a blob.
+// Blobs are named by sha256 and stored once however often they are uploaded.
+package blobs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// ChunkSize is the size of each stored piece, under etcd's request limit.
+const ChunkSize = 1 << 20
+
+// MaxSize bounds one blob (etcd keeps everything in its backend file).
+const MaxSize = 256 << 20
+
+// Store keeps blobs in etcd.
+type Store struct {
+	kv clientv3.KV
+}
+
+// New returns a blob store over an etcd client.
+func New(kv clientv3.KV) *Store { return &Store{kv: kv} }
+
+// ParseDigest checks a "sha256:<64 hex>" digest and returns its hex part.
+func ParseDigest(digest string) (string, error) {
+	hexPart, ok := strings.CutPrefix(digest, "sha256:")
+	if !ok || len(hexPart) != 64 {
+		return "", errdefs.Invalidf("digest %q is not of the form sha256:<64 hex digits>", digest)
+	}
+	if _, err := hex.DecodeString(hexPart); err != nil || strings.ToLower(hexPart) != hexPart {
+		return "", errdefs.Invalidf("digest %q is not of the form sha256:<64 lowercase hex digits>", digest)
+	}
+	return hexPart, nil
+}
+
+// Digest returns the digest of b.
+func Digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+func metaKey(hexPart string) string { return store.BlobsPrefix + hexPart + "/meta" }
+func chunkKey(hexPart string, i int) string {
+	return fmt.Sprintf("%s%s/chunk/%06d", store.BlobsPrefix, hexPart, i)
+}
+
+// Stat returns a blob's metadata, or ErrNotFound.
+func (s *Store) Stat(ctx context.Context, digest string) (*v1.BlobMeta, error) {
+	hexPart, err := ParseDigest(digest)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.kv.Get(ctx, metaKey(hexPart))
+	if err != nil {
+		return nil, fmt.Errorf("%w: read blob %s: %w", errdefs.ErrUnavailable, digest, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, errdefs.NotFoundf("blob %s not found", digest)
+	}
+	meta := &v1.BlobMeta{}
+	if err := proto.Unmarshal(resp.Kvs[0].Value, meta); err != nil {
+		return nil, fmt.Errorf("blob %s: corrupt metadata: %w", digest, err)
+	}
+	return meta, nil
+}
+
+// Put stores b under its digest, which must equal want. It reports whether
+// the blob was already stored (deduplicated) and then writes nothing.
+func (s *Store) Put(ctx context.Context, want string, b []byte, mediaType string, wasmMinMemory int64) (existed bool, err error) {
+	got := Digest(b)
+	if want != got {
+		return false, errdefs.Invalidf("digest mismatch: expected %s, the uploaded bytes hash to %s", want, got)
+	}
+	if len(b) > MaxSize {
+		return false, errdefs.Invalidf("blob of %d bytes is over the %d-byte limit", len(b), MaxSize)
+	}
+	if _, err := s.Stat(ctx, got); err == nil {
+		return true, nil
+	} else if !errdefs.IsNotFound(err) {
+		return false, err
+	}
+	hexPart, _ := ParseDigest(got)
+	chunks := 0
+	for off := 0; off < len(b) || chunks == 0; off += ChunkSize {
+		end := min(off+ChunkSize, len(b))
+		if _, err := s.kv.Put(ctx, chunkKey(hexPart, chunks), string(b[off:end])); err != nil {
+			return false, fmt.Errorf("%w: store blob %s chunk %d: %w", errdefs.ErrUnavailable, got, chunks, err)
+		}
+		chunks++
+		if end == len(b) {
+			break
+		}
+	}
+	meta, err := proto.Marshal(&v1.BlobMeta{
+		Digest: got, Size: int64(len(b)), Chunks: int32(chunks), ChunkSize: ChunkSize,
+		MediaType: mediaType, CreatedUnixNano: time.Now().UnixNano(), WasmMinMemoryBytes: wasmMinMemory,
+	})
+	if err != nil {
+		return false, err
+	}
+	// Concurrent uploads of the same bytes write the same chunks; the first
+	// metadata write wins and the second is a harmless no-op.
+	key := metaKey(hexPart)
+	if _, err := s.kv.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(meta))).Commit(); err != nil {
+		return false, fmt.Errorf("%w: store blob %s metadata: %w", errdefs.ErrUnavailable, got, err)
+	}
+	return false, nil
+}
+
+// WriteTo streams the blob's bytes to w, chunk by chunk.
+func (s *Store) WriteTo(ctx context.Context, digest string, w func(chunk []byte, size int64) error) error {
+	meta, err := s.Stat(ctx, digest)
+	if err != nil {
+		return err
+	}
+	hexPart, _ := ParseDigest(digest)
+	for i := 0; i < int(meta.GetChunks()); i++ {
+		resp, err := s.kv.Get(ctx, chunkKey(hexPart, i))
+		if err != nil {
+			return fmt.Errorf("%w: read blob %s chunk %d: %w", errdefs.ErrUnavailable, digest, i, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return fmt.Errorf("blob %s is missing chunk %d of %d", digest, i, meta.GetChunks())
+		}
+		if err := w(resp.Kvs[0].Value, meta.GetSize()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Read returns the whole blob.
+func (s *Store) Read(ctx context.Context, digest string) ([]byte, error) {
+	var out []byte
+	err := s.WriteTo(ctx, digest, func(chunk []byte, size int64) error {
+		if out == nil {
+			out = make([]byte, 0, size)
+		}
+		out = append(out, chunk...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if got := Digest(out); got != digest {
+		return nil, fmt.Errorf("blob %s is corrupt in the store: its bytes hash to %s", digest, got)
+	}
+	return out, nil
+}
+
+// ReadUpload reads an upload of at most MaxSize bytes from r.
+func ReadUpload(r io.Reader, size int64) ([]byte, error) {
+	if size < 0 || size > MaxSize {
+		return nil, errdefs.Invalidf("upload size %d is outside 0..%d bytes", size, MaxSize)
+	}
+	b, err := io.ReadAll(io.LimitReader(r, MaxSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) != size {
+		return nil, errdefs.Invalidf("upload truncated or oversized: header says %d bytes, received %d", size, len(b))
+	}
+	return b, nil
+}

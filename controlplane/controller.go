@@ -1,0 +1,333 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wasmorch/wasmorch/controlplane/scheduler"
+	"github.com/wasmorch/wasmorch/controlplane/store"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// controller is the level-based workload controller and the scheduler's
+// plumbing. It runs only on the elected leader. Every pass reads the whole
+// state, computes what differs from the specs, and writes the difference
+// with compare-and-swap; a pass that loses a race is simply repeated, so a
+// missed event is never fatal.
+type controller struct {
+	st      *store.Store
+	log     *slog.Logger
+	alive   func(ctx context.Context) (map[string]bool, error)
+	resync  time.Duration
+	metrics *metrics
+}
+
+// world is one consistent read of everything the controller looks at.
+type world struct {
+	workloads map[string]store.Versioned[*v1.Workload]
+	instances []store.Versioned[*v1.Instance]
+	statuses  map[string]*v1.InstanceStatus
+	nodes     []store.Versioned[*v1.Node]
+	alive     map[string]bool
+	rev       int64
+}
+
+// Start runs passes whenever the state changes, until ctx is done.
+func (c *controller) Start(ctx context.Context) error {
+	wch := c.st.Client.Watch(clientv3.WithRequireLeader(ctx), store.Root, clientv3.WithPrefix(), clientv3.WithFilterDelete())
+	kick := make(chan struct{}, 1)
+	go func() {
+		for resp := range wch {
+			for _, ev := range resp.Events {
+				if isBlobKey(ev.Kv.Key) {
+					continue
+				}
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+				break
+			}
+		}
+	}()
+	ticker := time.NewTicker(c.resync)
+	defer ticker.Stop()
+	for {
+		if err := c.pass(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("controller pass failed; retrying", "err", err)
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-kick:
+			// Let a burst of writes settle into one pass.
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-ctx.Done():
+				return nil
+			}
+		case <-ticker.C:
+		}
+	}
+}
+
+func isBlobKey(k []byte) bool {
+	return len(k) >= len(store.BlobsPrefix) && string(k[:len(store.BlobsPrefix)]) == store.BlobsPrefix
+}
+
+func (c *controller) read(ctx context.Context) (*world, error) {
+	w := &world{workloads: map[string]store.Versioned[*v1.Workload]{}, statuses: map[string]*v1.InstanceStatus{}}
+	wls, rev, err := c.st.Workloads.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w.rev = rev
+	for _, wl := range wls {
+		w.workloads[wl.Name] = wl
+	}
+	if w.instances, _, err = c.st.Instances.List(ctx); err != nil {
+		return nil, err
+	}
+	sts, _, err := c.st.Statuses.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range sts {
+		w.statuses[s.Name] = s.Value
+	}
+	if w.nodes, _, err = c.st.Nodes.List(ctx); err != nil {
+		return nil, err
+	}
+	if w.alive, err = c.alive(ctx); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// pass is one reconciliation of every workload, then one scheduling pass.
+func (c *controller) pass(ctx context.Context) error {
+	c.metrics.passes.Inc()
+	w, err := c.read(ctx)
+	if err != nil {
+		return err
+	}
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	remove := func(inst store.Versioned[*v1.Instance]) {
+		cmps = append(cmps, c.st.Instances.Unchanged(inst.Name, inst.ModRevision))
+		ops = append(ops, c.st.Instances.DeleteOp(inst.Name)) // its status goes on the next pass
+	}
+	byWorkload := map[string][]store.Versioned[*v1.Instance]{}
+	for _, inst := range w.instances {
+		if _, ok := w.workloads[inst.Value.GetWorkload()]; !ok {
+			remove(inst) // its workload was deleted
+			continue
+		}
+		byWorkload[inst.Value.GetWorkload()] = append(byWorkload[inst.Value.GetWorkload()], inst)
+	}
+	var creates []clientv3.Op
+	for name, wl := range w.workloads {
+		toRemove, toCreate := c.diff(wl.Value, byWorkload[name], w)
+		for _, inst := range toRemove {
+			remove(inst)
+		}
+		for i := 0; i < toCreate; i++ {
+			inst := newInstance(wl.Value)
+			op, err := c.st.Instances.PutOp(inst.Id, inst)
+			if err != nil {
+				return err
+			}
+			creates = append(creates, op)
+		}
+	}
+	// Statuses whose instance is gone (a report that raced a deletion).
+	live := make(map[string]bool, len(w.instances))
+	for _, inst := range w.instances {
+		live[inst.Name] = true
+	}
+	for id := range w.statuses {
+		if !live[id] {
+			creates = append(creates, c.st.Statuses.DeleteOp(id))
+		}
+	}
+	if _, err := store.Txn(ctx, c.st.Client, cmps, ops); err != nil {
+		return err
+	}
+	if _, err := store.Txn(ctx, c.st.Client, nil, creates); err != nil {
+		return err
+	}
+	if len(ops) > 0 || len(creates) > 0 {
+		c.log.Debug("reconciled", "removed", len(ops), "created_or_cleaned", len(creates))
+	}
+	return c.schedule(ctx, w)
+}
+
+// diff decides which instances of one workload go and how many to create.
+// Instances of an older generation stay until the current generation has
+// its replicas ready, so a new revision never takes the workload down.
+func (c *controller) diff(wl *v1.Workload, insts []store.Versioned[*v1.Instance], w *world) (remove []store.Versioned[*v1.Instance], create int) {
+	want := int(wl.GetSpec().GetReplicas())
+	var current, old []store.Versioned[*v1.Instance]
+	for _, inst := range insts {
+		if inst.Value.GetGeneration() == wl.GetGeneration() {
+			current = append(current, inst)
+		} else {
+			old = append(old, inst)
+		}
+	}
+	if len(current) > want {
+		// Scale down: drop the ones that help least first.
+		sort.SliceStable(current, func(i, j int) bool {
+			ci, ti := removalRank(current[i].Value, w)
+			cj, tj := removalRank(current[j].Value, w)
+			return ci < cj || ci == cj && ti > tj
+		})
+		remove = append(remove, current[:len(current)-want]...)
+		current = current[len(current)-want:]
+	}
+	create = want - len(current)
+	ready := 0
+	for _, inst := range current {
+		if isReady(inst.Value, w.statuses[inst.Name], w.alive) {
+			ready++
+		}
+	}
+	if ready >= want {
+		remove = append(remove, old...)
+	} else {
+		// Old instances that are not ready do not serve anyone.
+		for _, inst := range old {
+			if !isReady(inst.Value, w.statuses[inst.Name], w.alive) {
+				remove = append(remove, inst)
+			}
+		}
+	}
+	return remove, create
+}
+
+// removalRank orders instances for scale-down: unplaced first, then not
+// ready, then ready; within a class the newest goes first.
+func removalRank(inst *v1.Instance, w *world) (class int, created int64) {
+	switch {
+	case inst.GetNode() == "":
+		return 0, inst.GetCreatedUnixNano()
+	case !isReady(inst, w.statuses[inst.GetId()], w.alive):
+		return 1, inst.GetCreatedUnixNano()
+	}
+	return 2, inst.GetCreatedUnixNano()
+}
+
+// isReady says whether an instance is doing its job: running, or (for a
+// command) its last run completed.
+func isReady(inst *v1.Instance, st *v1.InstanceStatus, alive map[string]bool) bool {
+	if inst.GetNode() == "" || !alive[inst.GetNode()] || st == nil || st.GetNode() != inst.GetNode() {
+		return false
+	}
+	s := st.GetState()
+	return s == v1.InstanceState_INSTANCE_STATE_RUNNING || s == v1.InstanceState_INSTANCE_STATE_SUCCEEDED
+}
+
+// EffectiveState is the state users see: Pending and Scheduled until the
+// worker reports, Lost while the node is not ready.
+func EffectiveState(inst *v1.Instance, st *v1.InstanceStatus, alive map[string]bool) v1.InstanceState {
+	switch {
+	case inst.GetNode() == "":
+		return v1.InstanceState_INSTANCE_STATE_PENDING
+	case !alive[inst.GetNode()]:
+		return v1.InstanceState_INSTANCE_STATE_LOST
+	case st == nil || st.GetNode() != inst.GetNode():
+		return v1.InstanceState_INSTANCE_STATE_SCHEDULED
+	}
+	return st.GetState()
+}
+
+func newInstance(wl *v1.Workload) *v1.Instance {
+	return &v1.Instance{
+		Id:              wl.GetName() + "-" + randomSuffix(5),
+		Workload:        wl.GetName(),
+		Generation:      wl.GetGeneration(),
+		Spec:            wl.GetSpec(),
+		CreatedUnixNano: time.Now().UnixNano(),
+	}
+}
+
+const suffixAlphabet = "bcdfghjklmnpqrstvwxz2456789" // no vowels: no words by accident
+
+func randomSuffix(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = suffixAlphabet[int(b[i])%len(suffixAlphabet)]
+	}
+	return string(b)
+}
+
+// schedule binds pending instances to nodes and records why the rest wait.
+func (c *controller) schedule(ctx context.Context, w *world) error {
+	var pending []store.Versioned[*v1.Instance]
+	snap := scheduler.Snapshot{}
+	for _, inst := range w.instances {
+		if _, ok := w.workloads[inst.Value.GetWorkload()]; !ok {
+			continue
+		}
+		if inst.Value.GetNode() == "" {
+			pending = append(pending, inst)
+		} else {
+			snap.Placed = append(snap.Placed, inst.Value)
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	for _, n := range w.nodes {
+		snap.Nodes = append(snap.Nodes, scheduler.NodeInfo{Node: n.Value, Ready: w.alive[n.Name]})
+	}
+	sort.Slice(pending, func(i, j int) bool {
+		return pending[i].Value.GetCreatedUnixNano() < pending[j].Value.GetCreatedUnixNano()
+	})
+	values := make([]*v1.Instance, len(pending))
+	for i, p := range pending {
+		values[i] = p.Value
+	}
+	plan := scheduler.Schedule(snap, values)
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	for _, p := range pending {
+		updated := proto.Clone(p.Value).(*v1.Instance)
+		if node, ok := plan.Bindings[p.Name]; ok {
+			updated.Node, updated.PendingReason = node, ""
+		} else if reason := plan.Unplaced[p.Name]; reason != p.Value.GetPendingReason() {
+			updated.PendingReason = reason
+		} else {
+			continue
+		}
+		op, err := c.st.Instances.PutOp(p.Name, updated)
+		if err != nil {
+			return err
+		}
+		cmps = append(cmps, c.st.Instances.Unchanged(p.Name, p.ModRevision))
+		ops = append(ops, op)
+	}
+	failed, err := store.Txn(ctx, c.st.Client, cmps, ops)
+	if err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d scheduling batches lost a race; will retry", failed)
+	}
+	if len(plan.Bindings) > 0 {
+		c.log.Debug("scheduled", "bound", len(plan.Bindings), "unplaced", len(plan.Unplaced))
+	}
+	return nil
+}

@@ -1,0 +1,42 @@
+package controlplane
+
+import (
+	"context"
+
+	"github.com/tetratelabs/wazero"
+
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+)
+
+const wasmPageSize = 64 * 1024
+
+// moduleInfo is what the control plane learns from a module at upload.
+type moduleInfo struct {
+	minMemoryBytes int64
+}
+
+// inspectModule validates a module with wazero's interpreter (it compiles
+// quickly and validates fully) and reads its initial memory.
+func inspectModule(ctx context.Context, wasm []byte) (moduleInfo, error) {
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	defer rt.Close(ctx)
+	cm, err := rt.CompileModule(ctx, wasm)
+	if err != nil {
+		return moduleInfo{}, errdefs.Invalidf("invalid module: %v", err)
+	}
+	defer cm.Close(ctx)
+	if _, ok := cm.ExportedFunctions()["_start"]; !ok {
+		return moduleInfo{}, errdefs.Invalidf("not a WASI command module: no _start export")
+	}
+	var info moduleInfo
+	for _, m := range cm.ExportedMemories() {
+		info.minMemoryBytes = max(info.minMemoryBytes, int64(m.Min())*wasmPageSize)
+	}
+	for _, m := range cm.ImportedMemories() {
+		info.minMemoryBytes = max(info.minMemoryBytes, int64(m.Min())*wasmPageSize)
+	}
+	if info.minMemoryBytes > 4<<30 {
+		return moduleInfo{}, errdefs.Invalidf("module needs %d bytes of initial memory, over the 4 GiB a wasm32 module can address", info.minMemoryBytes)
+	}
+	return info, nil
+}

@@ -1,0 +1,370 @@
+// Package controlplane is a wasmorch control-plane member: an embedded etcd
+// holding all cluster state, the gRPC API that the CLI (Control) and the
+// workers (Agent) speak, and the leader-only loops — the workload controller
+// and the scheduler — that run behind an etcd election even with a single
+// member, so that adding members is additive.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.etcd.io/etcd/server/v3/embed"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// Server is one control-plane member.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	etcd    *embed.Etcd
+	store   *store.Store
+	blobs   *blobs.Store
+	grpc    *grpc.Server
+	apiLis  net.Listener
+	http    *http.Server
+	httpLis net.Listener
+	workers *workerClients
+	metrics *metrics
+
+	stopping  chan struct{}
+	closeOnce sync.Once
+}
+
+// New validates cfg, starts the embedded etcd and binds the API and HTTP
+// listeners. On any failure it closes what it had started.
+func New(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("control plane config: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "controlplane"), stopping: make(chan struct{}), workers: newWorkerClients()}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if s.apiLis, err = net.Listen("tcp", cfg.APIAddr); err != nil {
+		return nil, fmt.Errorf("API address %s: %w", cfg.APIAddr, err)
+	}
+	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("HTTP address %s: %w", cfg.HTTPAddr, err)
+	}
+	var cli *clientv3.Client
+	if s.etcd, cli, err = startEtcd(ctx, cfg); err != nil {
+		return nil, err
+	}
+	s.store = store.New(cli)
+	s.blobs = blobs.New(cli)
+	s.metrics = newMetrics()
+
+	s.grpc = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(s.metrics.unary, unaryErrors),
+		grpc.ChainStreamInterceptor(streamErrors),
+		grpc.MaxRecvMsgSize(4<<20),
+	)
+	v1.RegisterControlServer(s.grpc, &controlAPI{s: s})
+	v1.RegisterAgentServer(s.grpc, &agentAPI{s: s, leases: map[string]clientv3.LeaseID{}})
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, fmt.Sprintf("no route for %s: HTTP functions are not served by this version", r.URL.Path), http.StatusNotFound)
+	})
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+// APIAddr is the bound gRPC address.
+func (s *Server) APIAddr() string { return s.apiLis.Addr().String() }
+
+// HTTPAddr is the bound HTTP address.
+func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// Start serves the API and HTTP, and takes part in the controller election,
+// until ctx is done; then it shuts everything down.
+func (s *Server) Start(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := s.grpc.Serve(s.apiLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("gRPC API: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("HTTP: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return s.lead(gctx) })
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+		case err := <-s.etcd.Err():
+			return fmt.Errorf("embedded etcd: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		s.shutdown()
+		return nil
+	})
+	err := g.Wait()
+	s.Close()
+	return err
+}
+
+// shutdown stops the servers: streams (sessions, logs) are told to end, and
+// the gRPC server is given a moment to finish calls in flight.
+func (s *Server) shutdown() {
+	s.closeStopping()
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		s.grpc.Stop()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = s.http.Shutdown(sctx)
+}
+
+func (s *Server) closeStopping() {
+	select {
+	case <-s.stopping:
+	default:
+		close(s.stopping)
+	}
+}
+
+// Close releases everything; safe to call twice.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.closeStopping()
+		if s.grpc != nil {
+			s.grpc.Stop()
+		}
+		if s.http != nil {
+			_ = s.http.Close()
+		}
+		if s.apiLis != nil {
+			_ = s.apiLis.Close()
+		}
+		if s.httpLis != nil {
+			_ = s.httpLis.Close()
+		}
+		s.workers.close()
+		if s.store != nil {
+			_ = s.store.Client.Close()
+		}
+		if s.etcd != nil {
+			s.etcd.Close()
+		}
+	})
+	return nil
+}
+
+// lead campaigns for leadership and runs the controller while it leads.
+func (s *Server) lead(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if err := s.leadOnce(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("leadership lost or campaign failed; campaigning again", "err", err)
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Server) leadOnce(ctx context.Context) error {
+	ttl := int(s.cfg.ElectionTTL.Round(time.Second) / time.Second)
+	sess, err := concurrency.NewSession(s.store.Client, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("election session: %w", err)
+	}
+	defer sess.Close()
+	// A previous incarnation of this member (killed before it could resign)
+	// may still hold the election under its old lease: it is us, so end it
+	// rather than wait for the lease to expire.
+	if err := s.revokeStaleSelf(ctx, sess.Lease()); err != nil {
+		s.log.Warn("could not clear a stale leadership of this member", "err", err)
+	}
+	el := concurrency.NewElection(sess, store.ElectionPrefix)
+	if err := el.Campaign(ctx, s.cfg.Name); err != nil {
+		return fmt.Errorf("campaign: %w", err)
+	}
+	s.log.Info("elected leader; running controllers", "member", s.cfg.Name)
+	s.metrics.leader.Set(1)
+	defer s.metrics.leader.Set(0)
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			cancel()
+		case <-lctx.Done():
+		}
+	}()
+	c := &controller{st: s.store, log: s.log.With("loop", "controller"), alive: s.aliveNodes, resync: 5 * time.Second, metrics: s.metrics}
+	err = c.Start(lctx)
+	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+	defer rcancel()
+	_ = el.Resign(rctx)
+	select {
+	case <-sess.Done():
+		return errors.New("election session ended")
+	default:
+		return err
+	}
+}
+
+func (s *Server) revokeStaleSelf(ctx context.Context, mine clientv3.LeaseID) error {
+	resp, err := s.store.Client.Get(ctx, store.ElectionPrefix+"/", clientv3.WithPrefix())
+	if err != nil {
+		return err
+	}
+	for _, kv := range resp.Kvs {
+		if string(kv.Value) == s.cfg.Name && clientv3.LeaseID(kv.Lease) != mine {
+			if _, err := s.store.Client.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := s.store.Client.Get(ctx, "health-probe"); err != nil {
+		http.Error(w, "etcd not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// unaryErrors maps error categories to gRPC codes at the API edge.
+func unaryErrors(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	return resp, errdefs.ToGRPC(err)
+}
+
+func streamErrors(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	return errdefs.ToGRPC(h(srv, ss))
+}
+
+// workerClients caches connections to workers (for logs).
+type workerClients struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newWorkerClients() *workerClients { return &workerClients{conns: map[string]*grpc.ClientConn{}} }
+
+func (w *workerClients) client(addr string) (v1.WorkerClient, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c, ok := w.conns[addr]; ok {
+		return v1.NewWorkerClient(c), nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	w.conns[addr] = c
+	return v1.NewWorkerClient(c), nil
+}
+
+func (w *workerClients) logs(ctx context.Context, addr string, req *v1.InstanceLogsRequest, send func(*v1.LogChunk) error) error {
+	c, err := w.client(addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	stream, err := c.InstanceLogs(ctx, req)
+	if err != nil {
+		return err
+	}
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := send(chunk); err != nil {
+			return err
+		}
+	}
+}
+
+func (w *workerClients) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, c := range w.conns {
+		_ = c.Close()
+	}
+	w.conns = map[string]*grpc.ClientConn{}
+}
+
+// metrics are the member's Prometheus metrics.
+type metrics struct {
+	registry *prometheus.Registry
+	leader   prometheus.Gauge
+	calls    *prometheus.CounterVec
+	passes   prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		leader:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmorch_controlplane_is_leader", Help: "1 while this member runs the controllers."}),
+		calls:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_api_calls_total", Help: "Unary API calls by method and outcome."}, []string{"method", "code"}),
+		passes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_controller_passes_total", Help: "Reconciliation passes run by the workload controller."}),
+	}
+	m.registry.MustRegister(m.leader, m.calls, m.passes, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	code := "OK"
+	if err != nil {
+		code = "error"
+	}
+	m.calls.WithLabelValues(info.FullMethod, code).Inc()
+	return resp, err
+}

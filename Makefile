@@ -18,3 +18,26 @@ proto:
 	  --go_out=proto --go_opt=paths=source_relative \
 	  --go-grpc_out=proto --go-grpc_opt=paths=source_relative \
 	  proto/wasmorch/v1/wasmorch.proto
+
+# Rebuild the Wasm test modules from their sources (wat2wasm, clang, Go).
+testdata:
+	$(MAKE) -C testdata
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+# The whole suite: unit, integration (embedded etcd + wazero in-process) and
+# end-to-end (the built binary, driven as a user would).
+test: vet
+	$(GO) test -count=1 -timeout 15m ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+# Start the all-in-one, deploy a sample module, print what to try next.
+run: build
+	@scripts/run.sh
+
+clean:
+	rm -rf bin

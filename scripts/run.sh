@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# make run: start the all-in-one (`wasmorch up`), deploy a sample module once
+# it answers, print what to try next, and stay in the foreground until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=bin/wasmorch
+DATA_DIR=${WASMORCH_DATA_DIR:-.wasmorch}
+API=${WASMORCH_API:-127.0.0.1:7070}
+HTTP=${WASMORCH_HTTP:-127.0.0.1:8080}
+
+"$BIN" up --data-dir "$DATA_DIR" --api "$API" --http "$HTTP" &
+UP=$!
+trap 'kill -TERM $UP 2>/dev/null; wait $UP' INT TERM
+
+for _ in $(seq 1 300); do
+  if "$BIN" get nodes --server "$API" -o json 2>/dev/null | grep -q '"Ready"'; then break; fi
+  if ! kill -0 $UP 2>/dev/null; then echo "wasmorch up exited; see the messages above" >&2; exit 1; fi
+  sleep 0.1
+done
+
+"$BIN" deploy testdata/ticker.wasm --name ticker --replicas 2 --server "$API"
+
+cat <<MSG
+
+wasmorch is running (data in $DATA_DIR, API on $API). In another terminal, try:
+
+  $BIN get workloads
+  $BIN get instances -o json
+  $BIN logs ticker
+  $BIN deploy testdata/hello.wasm --name hello --replicas 3
+  $BIN scale ticker --replicas 5
+  $BIN delete ticker
+
+Press Ctrl-C to stop; 'make run' again brings every workload back.
+MSG
+wait $UP

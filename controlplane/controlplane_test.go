@@ -29,6 +29,13 @@ type cluster struct {
 
 func startCluster(t *testing.T, dir string) *cluster {
 	t.Helper()
+	return startClusterTB(t, dir)
+}
+
+func startClusterB(b *testing.B) *cluster { return startClusterTB(b, b.TempDir()) }
+
+func startClusterTB(t testing.TB, dir string) *cluster {
+	t.Helper()
 	cfg := controlplane.DefaultConfig()
 	cfg.Name = "cp1"
 	cfg.DataDir = dir
@@ -50,7 +57,7 @@ func startCluster(t *testing.T, dir string) *cluster {
 	return c
 }
 
-func (c *cluster) stop(t *testing.T) {
+func (c *cluster) stop(t testing.TB) {
 	c.cancel()
 	select {
 	case err := <-c.done:
@@ -65,6 +72,10 @@ func (c *cluster) stop(t *testing.T) {
 
 func upload(ctx context.Context, t *testing.T, c v1.ControlClient, b []byte, digest string) error {
 	t.Helper()
+	return uploadB(ctx, c, b, digest)
+}
+
+func uploadB(ctx context.Context, c v1.ControlClient, b []byte, digest string) error {
 	stream, err := c.UploadBlob(ctx)
 	if err != nil {
 		return err
@@ -82,7 +93,9 @@ func upload(ctx context.Context, t *testing.T, c v1.ControlClient, b []byte, dig
 	return errdefs.FromGRPC(err)
 }
 
-func readModule(t *testing.T, name string) []byte {
+func readModule(t *testing.T, name string) []byte { return readModuleB(t, name) }
+
+func readModuleB(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile("../testdata/" + name)
 	if err != nil {
@@ -281,7 +294,7 @@ func TestStateSurvivesRestartOnSameDataDir(t *testing.T) {
 	dir := t.TempDir()
 	c := startCluster(t, dir)
 	ctx := context.Background()
-	hello := readModule(t, "hello.wasm")
+	hello := readModule(t, "gohello.wasm") // over 1 MiB: stored in several chunks
 	digest := blobs.Digest(hello)
 	if err := upload(ctx, t, c.control, hello, digest); err != nil {
 		t.Fatal(err)

@@ -24,7 +24,9 @@ func startEtcd(ctx context.Context, cfg Config) (*embed.Etcd, *clientv3.Client, 
 	ec.Name = cfg.Name
 	ec.Dir = filepath.Join(cfg.DataDir, "etcd")
 	ec.Logger = "zap"
-	ec.LogLevel = "error"
+	// etcd reports its own shutdown as errors ("use of closed network
+	// connection"); failures that matter reach us through StartEtcd and Err().
+	ec.LogLevel = "fatal"
 	ec.LogOutputs = []string{"stderr"}
 	// wasmorch's clients go through its gRPC API; etcd's listeners stay on
 	// loopback and only matter to future peers.

@@ -199,6 +199,7 @@ func (a *controlAPI) ListWorkloads(ctx context.Context, _ *v1.ListWorkloadsReque
 		return nil, err
 	}
 	out := &v1.ListWorkloadsResponse{}
+	v.indexByWorkload()
 	for _, wl := range v.workloads {
 		out.Workloads = append(out.Workloads, v.workloadView(wl))
 	}
@@ -230,16 +231,18 @@ func (a *controlAPI) ListNodes(ctx context.Context, _ *v1.ListNodesRequest) (*v1
 		return nil, err
 	}
 	out := &v1.ListNodesResponse{}
+	byNode := map[string]*v1.NodeView{}
 	for _, n := range v.nodes {
 		nv := &v1.NodeView{Node: n, Ready: v.alive[n.GetName()], Allocated: &v1.Resources{}}
-		for _, inst := range v.instances {
-			if inst.GetNode() == n.GetName() {
-				nv.Instances++
-				nv.Allocated.Instances++
-				nv.Allocated.MemoryBytes += inst.GetSpec().GetMemoryRequestBytes()
-			}
-		}
+		byNode[n.GetName()] = nv
 		out.Nodes = append(out.Nodes, nv)
+	}
+	for _, inst := range v.instances {
+		if nv := byNode[inst.GetNode()]; nv != nil {
+			nv.Instances++
+			nv.Allocated.Instances++
+			nv.Allocated.MemoryBytes += inst.GetSpec().GetMemoryRequestBytes()
+		}
 	}
 	return out, nil
 }
@@ -294,6 +297,15 @@ type view struct {
 	statuses  map[string]*v1.InstanceStatus
 	nodes     []*v1.Node
 	alive     map[string]bool
+
+	byWorkload map[string][]*v1.Instance // built on demand by indexByWorkload
+}
+
+func (v *view) indexByWorkload() {
+	v.byWorkload = make(map[string][]*v1.Instance, len(v.workloads))
+	for _, inst := range v.instances {
+		v.byWorkload[inst.GetWorkload()] = append(v.byWorkload[inst.GetWorkload()], inst)
+	}
 }
 
 func (s *Server) snapshot(ctx context.Context) (*view, error) {
@@ -356,7 +368,11 @@ func (v *view) node(name string) *v1.Node {
 
 func (v *view) workloadView(wl *v1.Workload) *v1.WorkloadView {
 	out := &v1.WorkloadView{Workload: wl}
-	for _, inst := range v.instances {
+	insts := v.instances
+	if v.byWorkload != nil {
+		insts = v.byWorkload[wl.GetName()]
+	}
+	for _, inst := range insts {
 		if inst.GetWorkload() != wl.GetName() {
 			continue
 		}

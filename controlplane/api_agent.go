@@ -184,7 +184,12 @@ func (a *agentAPI) ReportStatus(ctx context.Context, batch *v1.StatusBatch) (*v1
 		if err != nil {
 			return nil, err
 		}
-		ops = append(ops, op)
+		// Only instances that still exist get a status: a report racing a
+		// deletion (or a fenced node's final word) must not resurrect one.
+		// An instance is bound to one node for its whole life, so existence
+		// is enough to keep one node from writing over another's report.
+		exists := clientv3.Compare(clientv3.CreateRevision(a.s.store.Instances.Key(st.GetId())), ">", 0)
+		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{exists}, []clientv3.Op{op}, nil))
 	}
 	if _, err := store.Txn(ctx, a.s.store.Client, nil, ops); err != nil {
 		return nil, err

@@ -1,0 +1,212 @@
+package worker
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
+)
+
+// Defaults for Config's zero fields.
+const (
+	DefaultListenAddr          = "127.0.0.1:7071"
+	DefaultMaxInstances        = 20000
+	DefaultLogBytesPerInstance = 1 << 20
+	DefaultStatusBatchInterval = 100 * time.Millisecond
+
+	minLogBytesPerInstance = 4 << 10
+)
+
+// Subdirectories of Config.DataDir.
+const (
+	modulesDir = "modules"
+	compileDir = "compile"
+	logsDir    = "logs"
+)
+
+// Config configures a worker. Zero fields take the defaults that
+// DefaultConfig fills in; DataDir, Servers and Runtimes are required.
+type Config struct {
+	NodeName            string               `json:"nodeName" yaml:"nodeName"`
+	DataDir             string               `json:"dataDir" yaml:"dataDir"`
+	Servers             []string             `json:"servers" yaml:"servers"`
+	ListenAddr          string               `json:"listenAddr" yaml:"listenAddr"`
+	AdvertiseAddr       string               `json:"advertiseAddr" yaml:"advertiseAddr"`
+	Labels              map[string]string    `json:"labels" yaml:"labels"`
+	MemoryBytes         int64                `json:"memoryBytes" yaml:"memoryBytes"`
+	MaxInstances        int32                `json:"maxInstances" yaml:"maxInstances"`
+	LogBytesPerInstance int64                `json:"logBytesPerInstance" yaml:"logBytesPerInstance"`
+	StatusBatchInterval time.Duration        `json:"statusBatchInterval" yaml:"statusBatchInterval"`
+	Runtimes            []runtimeapi.Runtime `json:"-" yaml:"-"`
+	Logger              *slog.Logger         `json:"-" yaml:"-"`
+}
+
+// DefaultConfig returns a Config with every defaultable field set.
+func DefaultConfig() Config {
+	return Config{}.withDefaults()
+}
+
+// CompileCacheDir is where the runtimes should keep compiled code
+// (wasmrt.Config.CacheDir): DataDir/compile.
+func (c Config) CompileCacheDir() string {
+	if c.DataDir == "" {
+		return ""
+	}
+	return filepath.Join(c.DataDir, compileDir)
+}
+
+func (c Config) withDefaults() Config {
+	if c.NodeName == "" {
+		c.NodeName, _ = os.Hostname() // Validate reports it if still empty.
+	}
+	if c.ListenAddr == "" {
+		c.ListenAddr = DefaultListenAddr
+	}
+	if c.MemoryBytes == 0 {
+		c.MemoryBytes = totalMemory()
+	}
+	if c.MaxInstances == 0 {
+		c.MaxInstances = DefaultMaxInstances
+	}
+	if c.LogBytesPerInstance == 0 {
+		c.LogBytesPerInstance = DefaultLogBytesPerInstance
+	}
+	if c.StatusBatchInterval == 0 {
+		c.StatusBatchInterval = DefaultStatusBatchInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate checks the config as New would use it (zero fields defaulted).
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, errdefs.Invalidf(format, a...)) }
+	if c.NodeName == "" {
+		bad("worker: NodeName is empty and the host name is unknown")
+	}
+	if c.DataDir == "" {
+		bad("worker: DataDir is required")
+	}
+	if len(c.Servers) == 0 {
+		bad("worker: Servers needs at least one control-plane address")
+	}
+	for _, s := range c.Servers {
+		if err := checkHostPort(s); err != nil {
+			bad("worker: server address %q: %v", s, err)
+		}
+	}
+	if err := checkHostPort(c.ListenAddr); err != nil {
+		bad("worker: ListenAddr %q: %v", c.ListenAddr, err)
+	}
+	if c.AdvertiseAddr != "" {
+		if err := checkHostPort(c.AdvertiseAddr); err != nil {
+			bad("worker: AdvertiseAddr %q: %v", c.AdvertiseAddr, err)
+		}
+	}
+	if c.MemoryBytes <= 0 {
+		bad("worker: MemoryBytes must be positive (total memory could not be read from /proc/meminfo)")
+	}
+	if c.MaxInstances < 0 {
+		bad("worker: MaxInstances %d is negative", c.MaxInstances)
+	}
+	if c.LogBytesPerInstance < minLogBytesPerInstance {
+		bad("worker: LogBytesPerInstance %d is below the minimum of %d", c.LogBytesPerInstance, minLogBytesPerInstance)
+	}
+	if c.StatusBatchInterval < 0 {
+		bad("worker: StatusBatchInterval %s is negative", c.StatusBatchInterval)
+	}
+	if len(c.Runtimes) == 0 {
+		bad("worker: Runtimes needs at least one runtime")
+	}
+	seen := map[string]bool{}
+	for i, rt := range c.Runtimes {
+		switch {
+		case rt == nil:
+			bad("worker: Runtimes[%d] is nil", i)
+		case rt.Name() == "":
+			bad("worker: Runtimes[%d] has no name", i)
+		case seen[rt.Name()]:
+			bad("worker: two runtimes are named %q", rt.Name())
+		default:
+			seen[rt.Name()] = true
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("bad port %q", port)
+	}
+	return nil
+}
+
+// totalMemory reads MemTotal from /proc/meminfo; 0 if it cannot.
+func totalMemory() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			return 0
+		}
+		kb, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			return 0
+		}
+		return kb << 10
+	}
+	return 0
+}
+
+// advertiseAddr is the address to register: the configured one, else the
+// bound one, with an unspecified host (0.0.0.0, ::) replaced by an address
+// other machines can reach.
+func advertiseAddr(configured string, bound net.Addr) string {
+	if configured != "" {
+		return configured
+	}
+	tcp, ok := bound.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return bound.String()
+	}
+	return net.JoinHostPort(reachableIP(), strconv.Itoa(tcp.Port))
+}
+
+// reachableIP picks the first global unicast IPv4 address of this host.
+func reachableIP() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
+				return ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}

@@ -1,0 +1,421 @@
+package worker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+	"github.com/wasmorch/wasmorch/worker/internal/fakert"
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
+)
+
+// ---------------------------------------------------------------- fake control plane
+
+// fakeCP implements the Agent service the way the control plane must: each
+// Session stream gets the current full desired set, then every new one.
+type fakeCP struct {
+	pb.UnimplementedAgentServer
+	heartbeatMs int64
+
+	mu         sync.Mutex
+	nodes      []*pb.Node
+	heartbeats int
+	sessions   int
+	reports    []*pb.StatusBatch
+	latest     map[string]*pb.InstanceStatus
+	blobs      map[string][]byte
+	fetches    int
+	desired    *pb.Assignments
+	changed    chan struct{} // closed when desired changes
+}
+
+func newFakeCP() *fakeCP {
+	return &fakeCP{
+		heartbeatMs: 20,
+		latest:      map[string]*pb.InstanceStatus{},
+		blobs:       map[string][]byte{testDigest: testModule},
+		changed:     make(chan struct{}),
+	}
+}
+
+func (f *fakeCP) Register(_ context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nodes = append(f.nodes, req.GetNode())
+	return &pb.RegisterResponse{HeartbeatIntervalMs: f.heartbeatMs, NodeGraceMs: 3 * f.heartbeatMs}, nil
+}
+
+func (f *fakeCP) Heartbeat(context.Context, *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.heartbeats++
+	return &pb.HeartbeatResponse{}, nil
+}
+
+func (f *fakeCP) Session(_ *pb.SessionRequest, stream grpc.ServerStreamingServer[pb.Assignments]) error {
+	f.mu.Lock()
+	f.sessions++
+	f.mu.Unlock()
+	var sent *pb.Assignments
+	for {
+		f.mu.Lock()
+		cur, changed := f.desired, f.changed
+		f.mu.Unlock()
+		if cur != nil && cur != sent {
+			if err := stream.Send(cur); err != nil {
+				return err
+			}
+			sent = cur
+		}
+		select {
+		case <-changed:
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}
+
+func (f *fakeCP) ReportStatus(_ context.Context, b *pb.StatusBatch) (*pb.StatusAck, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reports = append(f.reports, b)
+	for _, st := range b.GetStatuses() {
+		f.latest[st.GetId()] = st
+	}
+	return &pb.StatusAck{}, nil
+}
+
+func (f *fakeCP) FetchBlob(req *pb.FetchBlobRequest, stream grpc.ServerStreamingServer[pb.BlobChunk]) error {
+	f.mu.Lock()
+	f.fetches++
+	b, ok := f.blobs[req.GetDigest()]
+	f.mu.Unlock()
+	if !ok {
+		return grpcNotFound(req.GetDigest())
+	}
+	const chunk = 7 // Several chunks even for a tiny test module.
+	for off := 0; off < len(b) || off == 0; off += chunk {
+		c := &pb.BlobChunk{Data: b[off:min(off+chunk, len(b))]}
+		if off == 0 {
+			c.Size = int64(len(b))
+		}
+		if err := stream.Send(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func grpcNotFound(digest string) error {
+	return status.Errorf(codes.NotFound, "blob %s not found", digest)
+}
+
+func (f *fakeCP) setDesired(instances ...*pb.Instance) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.desired = &pb.Assignments{Instances: instances, Revision: f.desired.GetRevision() + 1}
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func (f *fakeCP) status(id string) *pb.InstanceStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.latest[id]
+}
+
+func (f *fakeCP) reportCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.reports)
+}
+
+func (f *fakeCP) reportsCopy() []*pb.StatusBatch {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*pb.StatusBatch(nil), f.reports...)
+}
+
+func (f *fakeCP) registrations() []*pb.Node {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*pb.Node(nil), f.nodes...)
+}
+
+// serveCP serves cp on addr ("" picks a free port) until stop is called.
+func serveCP(t *testing.T, cp *fakeCP, addr string) (string, func()) {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	pb.RegisterAgentServer(srv, cp)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(lis)
+	}()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			srv.Stop()
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return lis.Addr().String(), stop
+}
+
+// ---------------------------------------------------------------- fake clock
+
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	c  *fakeClock
+	at time.Time
+	d  time.Duration
+	f  func()
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_700_000_000, 0)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{c: c, at: c.now.Add(d), d: d, f: f}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+func (t *fakeTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	for i, x := range t.c.timers {
+		if x == t {
+			t.c.timers = append(t.c.timers[:i], t.c.timers[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// Advance moves time on and runs the timers that fall due, in order.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	var due, keep []*fakeTimer
+	for _, t := range c.timers {
+		if !t.at.After(c.now) {
+			due = append(due, t)
+		} else {
+			keep = append(keep, t)
+		}
+	}
+	c.timers = keep
+	c.mu.Unlock()
+	sort.SliceStable(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
+	for _, t := range due {
+		t.f()
+	}
+}
+
+// Pending returns the durations the pending timers were set for.
+func (c *fakeClock) Pending() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ds []time.Duration
+	for _, t := range c.timers {
+		ds = append(ds, t.d)
+	}
+	return ds
+}
+
+func (c *fakeClock) hasPending(d time.Duration) bool {
+	for _, p := range c.Pending() {
+		if p == d {
+			return true
+		}
+	}
+	return false
+}
+
+// ---------------------------------------------------------------- harness
+
+var (
+	testModule = []byte("\x00asm\x01\x00\x00\x00 a fake module")
+	testDigest = digestOf(testModule)
+)
+
+func digestOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+func rec(id string, policy pb.RestartPolicy) *pb.Instance {
+	return &pb.Instance{
+		Id:         id,
+		Workload:   "hello",
+		Generation: 1,
+		Node:       "node-a",
+		Spec:       &pb.WorkloadSpec{Kind: "wasm", ModuleDigest: testDigest, Restart: policy},
+	}
+}
+
+type env struct {
+	t      *testing.T
+	cp     *fakeCP
+	cpAddr string
+	stopCP func()
+	rt     *fakert.Runtime
+	w      *Worker
+	clock  *fakeClock // nil when the worker runs on real time
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type envOptions struct {
+	fakeTime bool
+	config   func(*Config)
+	worker   func(*Worker)
+}
+
+func startEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	e := &env{t: t, cp: newFakeCP(), rt: fakert.New("wasm")}
+	e.cpAddr, e.stopCP = serveCP(t, e.cp, "")
+	cfg := Config{
+		NodeName:            "node-a",
+		DataDir:             t.TempDir(),
+		Servers:             []string{e.cpAddr},
+		ListenAddr:          "127.0.0.1:0",
+		MemoryBytes:         1 << 30,
+		StatusBatchInterval: 5 * time.Millisecond,
+		Runtimes:            []runtimeapi.Runtime{e.rt},
+		Logger:              slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	w, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.w = w
+	w.reconnectBase, w.reconnectMax = 5*time.Millisecond, 50*time.Millisecond
+	w.backoffBase = time.Millisecond
+	w.stopGrace = time.Second
+	if o.fakeTime {
+		e.clock = newFakeClock()
+		w.clock = e.clock
+		w.backoffBase = defaultBackoff
+	}
+	if o.worker != nil {
+		o.worker(w)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	e.done = make(chan error, 1)
+	go func() { e.done <- w.Start(ctx) }()
+	t.Cleanup(func() { e.stop() })
+	return e
+}
+
+// stop shuts the worker down and returns what Start returned.
+func (e *env) stop() error {
+	e.cancel()
+	select {
+	case err, ok := <-e.done:
+		if ok {
+			close(e.done)
+		}
+		return err
+	case <-time.After(30 * time.Second):
+		e.t.Fatal("worker did not stop")
+		return nil
+	}
+}
+
+// eventually polls cond until it holds, failing the test after a generous
+// deadline (a hang guard, not a performance assertion).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// inspect runs f on the worker's record of instance id (nil if none).
+func (e *env) inspect(id string, f func(in *instance)) {
+	e.w.mu.Lock()
+	in := e.w.instances[id]
+	e.w.mu.Unlock()
+	if in == nil {
+		f(nil)
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	f(in)
+}
+
+// workerStatus is the worker's latest status of id, or nil.
+func (e *env) workerStatus(id string) *pb.InstanceStatus {
+	var st *pb.InstanceStatus
+	e.inspect(id, func(in *instance) {
+		if in != nil {
+			st = in.status
+		}
+	})
+	return st
+}
+
+// waitRunning waits until the worker has fully recorded a run of id.
+func (e *env) waitRunning(id string) *fakert.Instance {
+	e.t.Helper()
+	eventually(e.t, id+" running", func() bool {
+		ok := false
+		e.inspect(id, func(in *instance) { ok = in != nil && in.run != nil && !in.busy })
+		return ok
+	})
+	return e.rt.Latest(id)
+}
+
+// idle reports whether id has no start queued, in progress or scheduled.
+func (e *env) idle(id string) bool {
+	ok := false
+	e.inspect(id, func(in *instance) {
+		ok = in != nil && !in.queued && !in.busy && in.timer == nil && in.run == nil
+	})
+	return ok
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

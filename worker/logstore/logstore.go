@@ -1,0 +1,378 @@
+// Package logstore keeps each instance's output (stdout and stderr) on disk,
+// bounded in size and in open file descriptors: a worker holds ten thousand
+// instances, so each log is one current file plus one rotated ".1" file (each
+// at most half the bound), and only a small LRU of files stays open.
+package logstore
+
+import (
+	"container/list"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// DefaultMaxOpen is how many log files a Store keeps open when told 0.
+const DefaultMaxOpen = 512
+
+// minLimit keeps rotation meaningful: each half must hold at least a line.
+const minLimit = 2
+
+// evictScan bounds how many busy logs an opener skips while looking for a
+// file to close; past it the open-file bound is briefly exceeded instead.
+const evictScan = 8
+
+const (
+	currentSuffix = ".log"
+	rotatedSuffix = ".log.1"
+)
+
+// Store holds the logs of the instances of one worker, one directory.
+//
+// Lock order: Log.mu, then Store.mu; a Log's mutex is only ever tried
+// (TryLock) while Store.mu is held, so eviction never deadlocks.
+type Store struct {
+	dir     string
+	limit   int64
+	maxOpen int
+	logger  *slog.Logger
+
+	mu   sync.Mutex
+	logs map[string]*Log
+	lru  list.List // of *Log whose file is open; front = most recent
+}
+
+// Log is one instance's output. It is an io.Writer that never fails: output
+// that cannot be stored is dropped, so that a full disk never kills a guest.
+type Log struct {
+	s    *Store
+	id   string
+	name string // file name stem, derived from id
+
+	mu      sync.Mutex
+	f       *os.File      // nil while closed
+	elem    *list.Element // in s.lru while f != nil; guarded by s.mu
+	size    int64         // bytes in the current file
+	sized   bool          // size has been read from disk once
+	removed bool
+	failed  bool // a write error has been logged already
+}
+
+// New returns a Store over dir, keeping at most limit bytes per instance on
+// disk and at most maxOpen files open (0 means DefaultMaxOpen).
+func New(dir string, limit int64, maxOpen int, logger *slog.Logger) (*Store, error) {
+	if limit < minLimit {
+		return nil, fmt.Errorf("logstore: limit %d bytes is too small", limit)
+	}
+	if maxOpen <= 0 {
+		maxOpen = DefaultMaxOpen
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("logstore: %w", err)
+	}
+	return &Store{dir: dir, limit: limit, maxOpen: maxOpen, logger: logger, logs: map[string]*Log{}}, nil
+}
+
+// Open returns the log of instance id, creating it if needed. Output already
+// on disk for id (from an earlier run) is kept and appended to.
+func (s *Store) Open(id string) *Log {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l, ok := s.logs[id]; ok {
+		return l
+	}
+	l := &Log{s: s, id: id, name: fileStem(id)}
+	s.logs[id] = l
+	return l
+}
+
+// Get returns the log of instance id, or nil if the store does not hold it.
+func (s *Store) Get(id string) *Log {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logs[id]
+}
+
+// Remove forgets instance id and deletes its files. Later writes to its Log
+// are dropped.
+func (s *Store) Remove(id string) error {
+	l := s.Get(id)
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.removed = true
+	s.mu.Lock()
+	if s.logs[id] == l {
+		delete(s.logs, id)
+	}
+	s.closeLocked(l)
+	s.mu.Unlock()
+	return l.deleteFiles()
+}
+
+// RemoveUnknown deletes the files of every log the store does not hold: the
+// output of instances that this worker no longer runs.
+func (s *Store) RemoveUnknown() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keep := make(map[string]bool, len(s.logs))
+	for _, l := range s.logs {
+		keep[l.name] = true
+	}
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("logstore: %w", err)
+	}
+	var firstErr error
+	for _, e := range entries {
+		stem, ok := strings.CutSuffix(e.Name(), rotatedSuffix)
+		if !ok {
+			stem, ok = strings.CutSuffix(e.Name(), currentSuffix)
+		}
+		if !ok || keep[stem] {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil && !os.IsNotExist(err) && firstErr == nil {
+			firstErr = fmt.Errorf("logstore: %w", err)
+		}
+	}
+	return firstErr
+}
+
+// OpenFiles reports how many log files are open.
+func (s *Store) OpenFiles() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lru.Len()
+}
+
+// Close closes every open file; logs stay usable and reopen on demand.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	logs := make([]*Log, 0, s.lru.Len())
+	for e := s.lru.Front(); e != nil; e = e.Next() {
+		logs = append(logs, e.Value.(*Log))
+	}
+	s.mu.Unlock()
+	for _, l := range logs {
+		l.mu.Lock()
+		s.mu.Lock()
+		s.closeLocked(l)
+		s.mu.Unlock()
+		l.mu.Unlock()
+	}
+	return nil
+}
+
+// closeLocked closes l's file; the caller holds l.mu and s.mu.
+func (s *Store) closeLocked(l *Log) {
+	if l.elem != nil {
+		s.lru.Remove(l.elem)
+		l.elem = nil
+	}
+	if l.f != nil {
+		_ = l.f.Close() // Written with plain writes: nothing buffered to lose.
+		l.f = nil
+	}
+}
+
+// Write appends p, rotating at half the bound. A write larger than half the
+// bound keeps only its newest half.
+func (l *Log) Write(p []byte) (int, error) {
+	n := len(p)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.removed {
+		return n, nil
+	}
+	half := l.s.limit / 2
+	if int64(len(p)) > half {
+		p = p[int64(len(p))-half:]
+	}
+	for len(p) > 0 {
+		if err := l.ensureOpen(); err != nil {
+			l.fail(err)
+			return n, nil
+		}
+		if l.size >= half {
+			if err := l.rotate(); err != nil {
+				l.fail(err)
+				return n, nil
+			}
+			continue
+		}
+		chunk := p[:min(int64(len(p)), half-l.size)]
+		m, err := l.f.Write(chunk)
+		l.size += int64(m)
+		p = p[m:]
+		if err != nil {
+			l.fail(err)
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
+func (l *Log) fail(err error) {
+	if !l.failed {
+		l.failed = true
+		l.s.logger.Warn("instance output dropped", "instance", l.id, "err", err)
+	}
+}
+
+// ensureOpen opens the current file in append mode if it is closed, and
+// marks it most recently used. The caller holds l.mu.
+func (l *Log) ensureOpen() error {
+	s := l.s
+	if l.f != nil {
+		s.mu.Lock()
+		if l.elem != nil {
+			s.lru.MoveToFront(l.elem)
+		}
+		s.mu.Unlock()
+		return nil
+	}
+	f, err := os.OpenFile(l.path(currentSuffix), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	if !l.sized {
+		fi, err := f.Stat()
+		if err != nil {
+			_ = f.Close()
+			return err
+		}
+		l.size, l.sized = fi.Size(), true
+	}
+	s.mu.Lock()
+	l.f = f
+	l.elem = s.lru.PushFront(l)
+	s.evictLocked()
+	s.mu.Unlock()
+	return nil
+}
+
+// evictLocked closes least recently used files beyond the bound, skipping
+// logs that are busy writing.
+func (s *Store) evictLocked() {
+	e := s.lru.Back()
+	for scanned := 0; s.lru.Len() > s.maxOpen && e != nil && scanned < evictScan; scanned++ {
+		prev := e.Prev()
+		victim := e.Value.(*Log)
+		if victim.mu.TryLock() {
+			s.closeLocked(victim)
+			victim.mu.Unlock()
+		}
+		e = prev
+	}
+}
+
+// rotate moves the current file to ".1", replacing the previous one. The
+// caller holds l.mu.
+func (l *Log) rotate() error {
+	l.s.mu.Lock()
+	l.s.closeLocked(l)
+	l.s.mu.Unlock()
+	if err := os.Rename(l.path(currentSuffix), l.path(rotatedSuffix)); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	l.size, l.sized = 0, true
+	return l.ensureOpen()
+}
+
+// Reader returns the kept output, oldest first; tail > 0 keeps only its last
+// tail bytes. The caller closes it.
+func (l *Log) Reader(tail int64) (io.ReadCloser, error) {
+	l.mu.Lock()
+	var files []*os.File
+	var sizes []int64
+	for _, suffix := range []string{rotatedSuffix, currentSuffix} {
+		f, err := os.Open(l.path(suffix))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err == nil {
+			var fi os.FileInfo
+			if fi, err = f.Stat(); err == nil {
+				files, sizes = append(files, f), append(sizes, fi.Size())
+				continue
+			}
+			_ = f.Close()
+		}
+		l.mu.Unlock()
+		closeAll(files)
+		return nil, fmt.Errorf("logstore: instance %s: %w", l.id, err)
+	}
+	l.mu.Unlock()
+
+	var total int64
+	for _, n := range sizes {
+		total += n
+	}
+	skip := int64(0)
+	if tail > 0 && total > tail {
+		skip = total - tail
+	}
+	readers := make([]io.Reader, 0, len(files))
+	for i, f := range files {
+		off := min(skip, sizes[i])
+		skip -= off
+		if off < sizes[i] {
+			readers = append(readers, io.NewSectionReader(f, off, sizes[i]-off))
+		}
+	}
+	return &multiReadCloser{Reader: io.MultiReader(readers...), files: files}, nil
+}
+
+func (l *Log) path(suffix string) string { return filepath.Join(l.s.dir, l.name+suffix) }
+
+func (l *Log) deleteFiles() error {
+	var firstErr error
+	for _, suffix := range []string{currentSuffix, rotatedSuffix} {
+		if err := os.Remove(l.path(suffix)); err != nil && !os.IsNotExist(err) && firstErr == nil {
+			firstErr = fmt.Errorf("logstore: %w", err)
+		}
+	}
+	return firstErr
+}
+
+type multiReadCloser struct {
+	io.Reader
+	files []*os.File
+}
+
+func (m *multiReadCloser) Close() error {
+	closeAll(m.files)
+	return nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		_ = f.Close() // Opened read-only.
+	}
+}
+
+// fileStem names an instance's files: the id itself when it is a plain file
+// name, else a hash of it, so that no id can reach outside the directory.
+func fileStem(id string) string {
+	safe := id != "" && len(id) <= 200 && id[0] != '.'
+	for i := 0; safe && i < len(id); i++ {
+		c := id[i]
+		safe = c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+	}
+	if safe {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "x-" + hex.EncodeToString(sum[:16])
+}

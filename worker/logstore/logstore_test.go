@@ -1,0 +1,197 @@
+package logstore
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func newStore(t *testing.T, limit int64, maxOpen int) *Store {
+	t.Helper()
+	s, err := New(t.TempDir(), limit, maxOpen, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func diskBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += fi.Size()
+	}
+	return total
+}
+
+func readAll(t *testing.T, l *Log, tail int64) []byte {
+	t.Helper()
+	r, err := l.Reader(tail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestOutputStaysWithinBoundAndKeepsTheNewest(t *testing.T) {
+	const limit = 1 << 20
+	s := newStore(t, limit, 0)
+	l := s.Open("chatty-abcde")
+
+	// 20 MiB of numbered lines in uneven writes, then one write larger than
+	// the whole bound.
+	var last bytes.Buffer
+	written := 0
+	for i := 0; written < 20<<20; i++ {
+		line := fmt.Sprintf("line %08d %s\n", i, strings.Repeat("x", i%4000))
+		if _, err := l.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+		written += len(line)
+		last.WriteString(line)
+		if last.Len() > 2*limit {
+			last.Next(last.Len() - limit)
+		}
+	}
+	if got := diskBytes(t, s.dir); got > limit {
+		t.Fatalf("on disk after 20 MiB: %d bytes, want <= %d", got, limit)
+	}
+	kept := readAll(t, l, 0)
+	if int64(len(kept)) < limit/2 {
+		t.Fatalf("kept %d bytes, want at least half the bound", len(kept))
+	}
+	if !bytes.HasSuffix(last.Bytes(), kept) {
+		t.Fatalf("kept output is not the newest output")
+	}
+	tail := readAll(t, l, 100)
+	if !bytes.Equal(tail, last.Bytes()[last.Len()-100:]) {
+		t.Fatalf("tail 100 = %q, want the last 100 bytes written", tail)
+	}
+
+	huge := bytes.Repeat([]byte("y"), 3*limit)
+	copy(huge[len(huge)-5:], "!end\n")
+	if n, err := l.Write(huge); err != nil || n != len(huge) {
+		t.Fatalf("Write(3 MiB) = %d, %v; want %d, nil", n, err, len(huge))
+	}
+	if got := diskBytes(t, s.dir); got > limit {
+		t.Fatalf("on disk after a 3 MiB write: %d bytes, want <= %d", got, limit)
+	}
+	if got := readAll(t, l, 5); string(got) != "!end\n" {
+		t.Fatalf("tail after huge write = %q", got)
+	}
+}
+
+func TestOpenFilesStayBoundedAndReopenAppends(t *testing.T) {
+	s := newStore(t, 1<<20, 4)
+	const n = 20
+	for round := range 3 {
+		for i := range n {
+			l := s.Open(fmt.Sprintf("inst-%02d", i))
+			fmt.Fprintf(l, "round %d\n", round)
+			if open := s.OpenFiles(); open > 4 {
+				t.Fatalf("%d files open, want <= 4", open)
+			}
+		}
+	}
+	for i := range n {
+		got := string(readAll(t, s.Get(fmt.Sprintf("inst-%02d", i)), 0))
+		if want := "round 0\nround 1\nround 2\n"; got != want {
+			t.Fatalf("inst-%02d kept %q, want %q", i, got, want)
+		}
+	}
+}
+
+func TestOutputSurvivesANewStore(t *testing.T) {
+	dir := t.TempDir()
+	s1, err := New(dir, 1<<20, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(s1.Open("a"), "before\n")
+	_ = s1.Close()
+
+	s2, err := New(dir, 1<<20, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	l := s2.Open("a")
+	fmt.Fprint(l, "after\n")
+	if got := string(readAll(t, l, 0)); got != "before\nafter\n" {
+		t.Fatalf("kept %q", got)
+	}
+}
+
+func TestRemoveDeletesFilesAndDropsLaterWrites(t *testing.T) {
+	s := newStore(t, 64, 0)
+	l := s.Open("gone")
+	for range 10 {
+		fmt.Fprint(l, "0123456789") // Rotates: both files exist.
+	}
+	if err := s.Remove("gone"); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(l, "late output")
+	if got := diskBytes(t, s.dir); got != 0 {
+		t.Fatalf("%d bytes left on disk after Remove", got)
+	}
+	if s.Get("gone") != nil {
+		t.Fatal("Get after Remove returned a log")
+	}
+}
+
+func TestRemoveUnknownKeepsHeldLogsOnly(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"old.log", "old.log.1", "kept.log", "unrelated.txt"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := New(dir, 1<<20, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Open("kept")
+	if err := s.RemoveUnknown(); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if got := strings.Join(names, ","); got != "kept.log,unrelated.txt" {
+		t.Fatalf("left %s", got)
+	}
+}
+
+func TestIDsCannotEscapeTheDirectory(t *testing.T) {
+	for _, id := range []string{"../../etc/passwd", "a/b", ".hidden", ""} {
+		stem := fileStem(id)
+		if strings.ContainsAny(stem, "/\\") || strings.HasPrefix(stem, ".") || stem == "" {
+			t.Errorf("fileStem(%q) = %q", id, stem)
+		}
+	}
+	if got := fileStem("hello-ab3de"); got != "hello-ab3de" {
+		t.Errorf("fileStem of a plain id = %q, want it unchanged", got)
+	}
+}

@@ -1,0 +1,224 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"runtime"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/internal/version"
+	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+const (
+	registerTimeout          = 5 * time.Second
+	defaultHeartbeatInterval = time.Second
+	// maxRecvMsgSize bounds one message from the control plane: a full
+	// desired set of 20,000 instances, each with its spec, is ~5 MB.
+	maxRecvMsgSize = 64 << 20
+)
+
+// dialOptions are the options of every connection to the control plane.
+// Transport security (mTLS) is to be added here, and only here.
+func (w *Worker) dialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
+	}
+}
+
+// serverOptions are the options of the worker's own gRPC service.
+func serverOptions() []grpc.ServerOption {
+	return nil
+}
+
+// runSessions keeps a session with the control plane until ctx is done.
+// Each round tries the servers in order and stays with the first that
+// registers the node and sends its desired set; when that session ends the
+// next round starts over from the first server. Rounds in which no session
+// got that far back off exponentially. Instances keep running throughout:
+// only a new desired set changes them.
+func (w *Worker) runSessions(ctx context.Context) error {
+	delay := w.reconnectBase
+	for {
+		established := false
+		for _, addr := range w.cfg.Servers {
+			ok, err := w.session(ctx, addr)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if ok {
+				established = true
+				w.logger.Warn("session with the control plane ended", "server", addr, "err", err)
+				break
+			}
+			w.logger.Warn("no session with the control plane", "server", addr, "err", err)
+		}
+		if established {
+			delay = w.reconnectBase
+		}
+		// Jitter spreads the reconnects of many workers after an outage.
+		wait := delay/2 + rand.N(delay/2+1)
+		if !sleep(ctx, realClock{}, wait) {
+			return nil
+		}
+		if !established {
+			delay = min(2*delay, w.reconnectMax)
+		}
+	}
+}
+
+// session registers with the server at addr and runs one session: the
+// heartbeats and the stream of desired sets. It reports whether the session
+// got as far as a desired set, and why it ended.
+func (w *Worker) session(ctx context.Context, addr string) (bool, error) {
+	cc, err := grpc.NewClient(addr, w.dialOptions()...)
+	if err != nil {
+		return false, fmt.Errorf("dialing %s: %w", addr, err)
+	}
+	defer cc.Close()
+	client := pb.NewAgentClient(cc)
+
+	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
+	resp, err := client.Register(rctx, &pb.RegisterRequest{Node: w.node()})
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("registering with %s: %w", addr, errdefs.FromGRPC(err))
+	}
+	interval := time.Duration(resp.GetHeartbeatIntervalMs()) * time.Millisecond
+	if interval <= 0 {
+		interval = defaultHeartbeatInterval
+	}
+	w.logger.Info("registered with the control plane", "server", addr, "heartbeat", interval)
+
+	g, gctx := errgroup.WithContext(ctx)
+	stream, err := client.Session(gctx, &pb.SessionRequest{Node: w.cfg.NodeName})
+	if err != nil {
+		return false, fmt.Errorf("opening the session with %s: %w", addr, errdefs.FromGRPC(err))
+	}
+	w.setClient(client)
+	defer w.setClient(nil)
+	// The control plane may have missed reports while we were away, and
+	// instances waiting to fetch their module were waiting for this.
+	w.statuses.addAll(w.currentStatuses())
+	w.retryFetchesNow()
+
+	g.Go(func() error { return w.heartbeat(gctx, client, interval) })
+	established := false
+	g.Go(func() error {
+		for {
+			a, err := stream.Recv()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					return errdefs.Unavailablef("the control plane closed the session")
+				}
+				return fmt.Errorf("session: %w", errdefs.FromGRPC(err))
+			}
+			established = true
+			w.setDesired(a)
+		}
+	})
+	err = g.Wait()
+	return established, err
+}
+
+// heartbeat keeps the node's lease alive; a failed heartbeat ends the
+// session so that the worker registers again, possibly elsewhere.
+func (w *Worker) heartbeat(ctx context.Context, client pb.AgentClient, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		hctx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
+		_, err := client.Heartbeat(hctx, &pb.HeartbeatRequest{Node: w.cfg.NodeName})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("heartbeat: %w", errdefs.FromGRPC(err))
+		}
+	}
+}
+
+func (w *Worker) node() *pb.Node {
+	names := make([]string, 0, len(w.cfg.Runtimes))
+	for _, rt := range w.cfg.Runtimes {
+		names = append(names, rt.Name())
+	}
+	return &pb.Node{
+		Name:    w.cfg.NodeName,
+		Address: w.advertise,
+		Arch:    runtime.GOARCH,
+		Os:      runtime.GOOS,
+		Capacity: &pb.Resources{
+			MemoryBytes: w.cfg.MemoryBytes,
+			CpuMillis:   int64(runtime.NumCPU()) * 1000,
+			Instances:   w.cfg.MaxInstances,
+		},
+		Runtimes: names,
+		Labels:   maps.Clone(w.cfg.Labels),
+		Version:  version.Version,
+	}
+}
+
+func (w *Worker) setClient(c pb.AgentClient) {
+	w.clientMu.Lock()
+	defer w.clientMu.Unlock()
+	w.client = c
+}
+
+// agentClient returns the client of the current session, or nil.
+func (w *Worker) agentClient() pb.AgentClient {
+	w.clientMu.Lock()
+	defer w.clientMu.Unlock()
+	return w.client
+}
+
+// fetchBlob streams the blob named digest from the control plane into dst.
+// Without a session it fails at once: the instance retries with backoff
+// rather than hold a start slot that cached modules could use.
+func (w *Worker) fetchBlob(ctx context.Context, digest string, dst io.Writer) error {
+	client := w.agentClient()
+	if client == nil {
+		return errdefs.Unavailablef("not connected to a control plane")
+	}
+	stream, err := client.FetchBlob(ctx, &pb.FetchBlobRequest{Digest: digest})
+	if err != nil {
+		return errdefs.FromGRPC(err)
+	}
+	var got, size int64 = 0, -1
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return errdefs.FromGRPC(err)
+		}
+		if size < 0 && chunk.GetSize() > 0 {
+			size = chunk.GetSize()
+		}
+		got += int64(len(chunk.GetData()))
+		if size >= 0 && got > size {
+			return fmt.Errorf("the control plane sent more than the %d bytes it announced", size)
+		}
+		if _, err := dst.Write(chunk.GetData()); err != nil {
+			return err
+		}
+	}
+	if size >= 0 && got != size {
+		return fmt.Errorf("the control plane sent %d of the %d bytes it announced", got, size)
+	}
+	return nil
+}

@@ -1,0 +1,412 @@
+// Package worker is the agent side of wasmorch. A Worker registers its node
+// with the control plane, receives the node's full desired set of instances
+// over a session stream and converges to it through its runtimes, supervises
+// each instance (restart policy, backoff), reports status in batches, and
+// serves the instances' bounded logs over its own gRPC service.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+	"github.com/wasmorch/wasmorch/worker/logstore"
+	"github.com/wasmorch/wasmorch/worker/modcache"
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
+)
+
+const (
+	defaultStartWorkers  = 16 // start steps in flight: fetch, prepare, instantiate
+	defaultStopWorkers   = 16 // stops in flight when instances leave the set
+	shutdownConcurrency  = 256
+	runtimeCloseTimeout  = 10 * time.Second
+	defaultReconnectBase = 100 * time.Millisecond
+	defaultReconnectMax  = 5 * time.Second
+)
+
+// Worker runs the instances the control plane assigns to one node.
+type Worker struct {
+	cfg       Config
+	logger    *slog.Logger
+	lis       net.Listener
+	advertise string
+	runtimes  map[string]runtimeapi.Runtime
+	modules   *modcache.Cache
+	logs      *logstore.Store
+	statuses  *statusBatcher
+	startq    *queue
+	stopq     *queue
+	closing   atomic.Bool // shutting down: exits are not restarted
+	started   atomic.Bool // Start or Close has been called
+
+	// Timing, replaced by tests between New and Start.
+	clock         clock
+	backoffBase   time.Duration
+	backoffMax    time.Duration
+	backoffReset  time.Duration
+	reconnectBase time.Duration
+	reconnectMax  time.Duration
+	stopGrace     time.Duration
+	startWorkers  int
+	stopWorkers   int
+
+	mu        sync.Mutex
+	instances map[string]*instance
+	refs      map[artifactKey]int // instances per prepared artifact, for Release
+	pruned    bool                // stale logs removed after the first desired set
+
+	desiredMu sync.Mutex
+	desired   *pb.Assignments
+	kick      chan struct{} // capacity 1: the desired set changed
+
+	clientMu sync.Mutex
+	client   pb.AgentClient // nil while no session is up
+}
+
+type artifactKey struct{ runtime, digest string }
+
+// New validates cfg, creates the data directories and binds ListenAddr. On
+// error it leaves nothing behind. Once New succeeds the Worker owns
+// cfg.Runtimes: Start (or Close) closes them.
+func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", cfg.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("worker: listening on %s: %w", cfg.ListenAddr, err)
+	}
+	var created []string
+	defer func() {
+		if err != nil {
+			_ = lis.Close() // Don't leak the listener on error.
+			for i := len(created) - 1; i >= 0; i-- {
+				_ = os.Remove(created[i]) // Only removes what is still empty.
+			}
+		}
+	}()
+	for _, dir := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, modulesDir), cfg.CompileCacheDir(), filepath.Join(cfg.DataDir, logsDir)} {
+		made, err := mkdirAll(dir)
+		created = append(created, made...)
+		if err != nil {
+			return nil, fmt.Errorf("worker: creating %s: %w", dir, err)
+		}
+	}
+
+	w := &Worker{
+		cfg:           cfg,
+		logger:        cfg.Logger.With("node", cfg.NodeName),
+		lis:           lis,
+		advertise:     advertiseAddr(cfg.AdvertiseAddr, lis.Addr()),
+		runtimes:      map[string]runtimeapi.Runtime{},
+		statuses:      newStatusBatcher(defaultMaxBatch),
+		startq:        newQueue(),
+		stopq:         newQueue(),
+		clock:         realClock{},
+		backoffBase:   defaultBackoff,
+		backoffMax:    defaultBackoffMax,
+		backoffReset:  defaultResetAfter,
+		reconnectBase: defaultReconnectBase,
+		reconnectMax:  defaultReconnectMax,
+		stopGrace:     defaultStopGrace,
+		startWorkers:  defaultStartWorkers,
+		stopWorkers:   defaultStopWorkers,
+		instances:     map[string]*instance{},
+		refs:          map[artifactKey]int{},
+		kick:          make(chan struct{}, 1),
+	}
+	for _, rt := range cfg.Runtimes {
+		w.runtimes[rt.Name()] = rt
+	}
+	if w.modules, err = modcache.New(filepath.Join(cfg.DataDir, modulesDir), w.fetchBlob); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if w.logs, err = logstore.New(filepath.Join(cfg.DataDir, logsDir), cfg.LogBytesPerInstance, 0, w.logger); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	return w, nil
+}
+
+// mkdirAll is os.MkdirAll that also returns the directories it created,
+// outermost first.
+func mkdirAll(dir string) ([]string, error) {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	for i, j := 0, len(missing)-1; i < j; i, j = i+1, j-1 {
+		missing[i], missing[j] = missing[j], missing[i]
+	}
+	return missing, nil
+}
+
+// Addr returns the address the worker's gRPC service is bound to.
+func (w *Worker) Addr() string { return w.lis.Addr().String() }
+
+// Start runs the worker until ctx is done: it serves the logs service, keeps
+// a session with the control plane (reconnecting forever with backoff,
+// failing over through Servers in order) and supervises the assigned
+// instances. When it returns every instance has been stopped and the
+// runtimes, the listener and the log files are closed.
+func (w *Worker) Start(ctx context.Context) error {
+	if !w.started.CompareAndSwap(false, true) {
+		return errdefs.Preconditionf("worker: Start called twice, or after Close")
+	}
+	srv := grpc.NewServer(serverOptions()...)
+	pb.RegisterWorkerServer(srv, &logService{logs: w.logs})
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(w.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("worker: serving on %s: %w", w.Addr(), err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		w.closing.Store(true)
+		srv.Stop()
+		return nil
+	})
+	g.Go(func() error { return w.runSessions(gctx) })
+	g.Go(func() error { return w.reconcileLoop(gctx) })
+	g.Go(func() error { return w.sendStatuses(gctx) })
+	for range w.startWorkers {
+		g.Go(func() error { w.drain(gctx, w.startq, w.doStart); return nil })
+	}
+	for range w.stopWorkers {
+		g.Go(func() error { w.drain(gctx, w.stopq, w.doStop); return nil })
+	}
+	w.logger.Info("worker started", "addr", w.Addr(), "servers", w.cfg.Servers)
+	err := g.Wait()
+
+	w.closing.Store(true)
+	w.stopAll()
+	w.closeRuntimes()
+	_ = w.logs.Close() // Plain writes: nothing buffered to lose.
+	w.logger.Info("worker stopped")
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Close releases what New acquired when Start is never going to run. After
+// Start has been called it does nothing: Start closes everything on return.
+// It is safe to call more than once.
+func (w *Worker) Close() error {
+	if !w.started.CompareAndSwap(false, true) {
+		return nil
+	}
+	err := w.lis.Close()
+	w.closeRuntimes()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// drain runs step for each instance popped from q until ctx is done.
+func (w *Worker) drain(ctx context.Context, q *queue, step func(context.Context, *instance)) {
+	for {
+		in, ok := q.pop(ctx)
+		if !ok || ctx.Err() != nil {
+			return
+		}
+		step(ctx, in)
+	}
+}
+
+// stopAll stops every instance concurrently, each within the stop grace.
+func (w *Worker) stopAll() {
+	w.mu.Lock()
+	all := make([]*instance, 0, len(w.instances))
+	for _, in := range w.instances {
+		all = append(all, in)
+	}
+	w.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), w.stopGrace+stopSlack)
+	defer cancel()
+	var g errgroup.Group
+	g.SetLimit(shutdownConcurrency)
+	for _, in := range all {
+		in.mu.Lock()
+		in.stopping, in.final = true, true
+		if in.timer != nil {
+			in.timer.Stop()
+			in.timer = nil
+		}
+		run := in.run
+		in.run = nil
+		in.mu.Unlock()
+		if run != nil {
+			g.Go(func() error { run.Stop(ctx, w.stopGrace); return nil })
+		}
+	}
+	_ = g.Wait() // The goroutines return nil.
+}
+
+func (w *Worker) closeRuntimes() {
+	ctx, cancel := context.WithTimeout(context.Background(), runtimeCloseTimeout)
+	defer cancel()
+	for _, rt := range w.cfg.Runtimes {
+		if err := rt.Close(ctx); err != nil {
+			w.logger.Warn("closing runtime", "runtime", rt.Name(), "err", err)
+		}
+	}
+}
+
+// setDesired records the latest full desired set; the reconciler converges
+// to whichever set is latest when it runs.
+func (w *Worker) setDesired(a *pb.Assignments) {
+	w.desiredMu.Lock()
+	w.desired = a
+	w.desiredMu.Unlock()
+	w.kickReconcile()
+}
+
+func (w *Worker) kickReconcile() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Worker) reconcileLoop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.kick:
+		}
+		w.desiredMu.Lock()
+		a := w.desired
+		w.desiredMu.Unlock()
+		if a != nil {
+			w.converge(a)
+		}
+	}
+}
+
+// converge starts what the set has and the worker lacks, and stops what the
+// worker has and the set lacks (or holds at another generation). An instance
+// still stopping is left to finish; forgetting it kicks another pass.
+func (w *Worker) converge(a *pb.Assignments) {
+	want := make(map[string]*pb.Instance, len(a.GetInstances()))
+	for _, rec := range a.GetInstances() {
+		if rec.GetId() != "" {
+			want[rec.GetId()] = rec
+		}
+	}
+	var stops, starts []*instance
+	w.mu.Lock()
+	for id, in := range w.instances {
+		if rec, ok := want[id]; !ok || rec.GetGeneration() != in.rec.GetGeneration() {
+			stops = append(stops, in)
+		}
+	}
+	for id, rec := range want {
+		if _, ok := w.instances[id]; ok {
+			continue
+		}
+		in := w.newInstanceLocked(rec)
+		w.instances[id] = in
+		starts = append(starts, in)
+	}
+	prune := !w.pruned
+	w.pruned = true
+	w.mu.Unlock()
+
+	for _, in := range stops {
+		w.requestStop(in)
+	}
+	for _, in := range starts {
+		w.enqueueStart(in)
+	}
+	if prune {
+		if err := w.logs.RemoveUnknown(); err != nil {
+			w.logger.Warn("removing logs of unassigned instances", "err", err)
+		}
+	}
+	if len(stops)+len(starts) > 0 {
+		w.logger.Debug("converging", "revision", a.GetRevision(), "desired", len(want), "starting", len(starts), "stopping", len(stops))
+	}
+}
+
+func (w *Worker) newInstanceLocked(rec *pb.Instance) *instance {
+	in := &instance{rec: rec, log: w.logs.Open(rec.GetId())}
+	if spec := rec.GetSpec(); spec != nil {
+		in.rt = w.runtimes[kindOf(spec)]
+		if in.rt != nil {
+			w.refs[artifactKey{in.rt.Name(), spec.GetModuleDigest()}]++
+		}
+	}
+	return in
+}
+
+// unrefLocked drops in's reference to its artifact, releasing the artifact
+// from its runtime when no instance wants it any more.
+func (w *Worker) unrefLocked(in *instance) {
+	if in.rt == nil {
+		return
+	}
+	spec := in.rec.GetSpec()
+	key := artifactKey{in.rt.Name(), spec.GetModuleDigest()}
+	if w.refs[key]--; w.refs[key] > 0 {
+		return
+	}
+	delete(w.refs, key)
+	if art, ok := w.artifactOf(spec); ok {
+		in.rt.Release(art)
+	}
+}
+
+// currentStatuses returns the latest status of every instance.
+func (w *Worker) currentStatuses() []*pb.InstanceStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]*pb.InstanceStatus, 0, len(w.instances))
+	for _, in := range w.instances {
+		in.mu.Lock()
+		if in.status != nil {
+			out = append(out, in.status)
+		}
+		in.mu.Unlock()
+	}
+	return out
+}
+
+func (w *Worker) runtimeNames() []string {
+	names := make([]string, 0, len(w.runtimes))
+	for name := range w.runtimes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -73,7 +73,7 @@ func (c *controller) Start(ctx context.Context) error {
 		case <-kick:
 			// Let a burst of writes settle into one pass.
 			select {
-			case <-time.After(10 * time.Millisecond):
+			case <-time.After(2 * time.Millisecond):
 			case <-ctx.Done():
 				return nil
 			}
@@ -136,19 +136,14 @@ func (c *controller) pass(ctx context.Context) error {
 		}
 		byWorkload[inst.Value.GetWorkload()] = append(byWorkload[inst.Value.GetWorkload()], inst)
 	}
-	var creates []clientv3.Op
+	var created []*v1.Instance
 	for name, wl := range w.workloads {
 		toRemove, toCreate := c.diff(wl.Value, byWorkload[name], w)
 		for _, inst := range toRemove {
 			remove(inst)
 		}
 		for i := 0; i < toCreate; i++ {
-			inst := newInstance(wl.Value)
-			op, err := c.st.Instances.PutOp(inst.Id, inst)
-			if err != nil {
-				return err
-			}
-			creates = append(creates, op)
+			created = append(created, newInstance(wl.Value))
 		}
 	}
 	// Statuses whose instance is gone (a report that raced a deletion).
@@ -156,21 +151,24 @@ func (c *controller) pass(ctx context.Context) error {
 	for _, inst := range w.instances {
 		live[inst.Name] = true
 	}
+	var cleanups []clientv3.Op
 	for id := range w.statuses {
 		if !live[id] {
-			creates = append(creates, c.st.Statuses.DeleteOp(id))
+			cleanups = append(cleanups, c.st.Statuses.DeleteOp(id))
 		}
 	}
 	if _, err := store.Txn(ctx, c.st.Client, cmps, ops); err != nil {
 		return err
 	}
-	if _, err := store.Txn(ctx, c.st.Client, nil, creates); err != nil {
+	if _, err := store.Txn(ctx, c.st.Client, nil, cleanups); err != nil {
 		return err
 	}
-	if len(ops) > 0 || len(creates) > 0 {
-		c.log.Debug("reconciled", "removed", len(ops), "created_or_cleaned", len(creates))
+	if len(ops) > 0 || len(created) > 0 {
+		c.log.Debug("reconciled", "removed", len(ops), "created", len(created))
 	}
-	return c.schedule(ctx, w)
+	// New instances are scheduled before they are first written, so that a
+	// deploy costs one pass, not two.
+	return c.schedule(ctx, w, created)
 }
 
 // diff decides which instances of one workload go and how many to create.
@@ -273,8 +271,9 @@ func randomSuffix(n int) string {
 	return string(b)
 }
 
-// schedule binds pending instances to nodes and records why the rest wait.
-func (c *controller) schedule(ctx context.Context, w *world) error {
+// schedule binds pending instances (unbound ones already stored, and
+// created ones not yet written) to nodes, and records why the rest wait.
+func (c *controller) schedule(ctx context.Context, w *world, created []*v1.Instance) error {
 	var pending []store.Versioned[*v1.Instance]
 	snap := scheduler.Snapshot{}
 	for _, inst := range w.instances {
@@ -287,7 +286,7 @@ func (c *controller) schedule(ctx context.Context, w *world) error {
 			snap.Placed = append(snap.Placed, inst.Value)
 		}
 	}
-	if len(pending) == 0 {
+	if len(pending) == 0 && len(created) == 0 {
 		return nil
 	}
 	for _, n := range w.nodes {
@@ -296,28 +295,43 @@ func (c *controller) schedule(ctx context.Context, w *world) error {
 	sort.Slice(pending, func(i, j int) bool {
 		return pending[i].Value.GetCreatedUnixNano() < pending[j].Value.GetCreatedUnixNano()
 	})
-	values := make([]*v1.Instance, len(pending))
-	for i, p := range pending {
-		values[i] = p.Value
+	values := make([]*v1.Instance, 0, len(pending)+len(created))
+	for _, p := range pending {
+		values = append(values, p.Value)
 	}
+	values = append(values, created...)
 	plan := scheduler.Schedule(snap, values)
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
-	for _, p := range pending {
-		updated := proto.Clone(p.Value).(*v1.Instance)
-		if node, ok := plan.Bindings[p.Name]; ok {
+	apply := func(inst *v1.Instance, guard clientv3.Cmp, isNew bool) error {
+		updated := inst
+		if !isNew {
+			updated = proto.Clone(inst).(*v1.Instance)
+		}
+		if node, ok := plan.Bindings[inst.GetId()]; ok {
 			updated.Node, updated.PendingReason = node, ""
-		} else if reason := plan.Unplaced[p.Name]; reason != p.Value.GetPendingReason() {
+		} else if reason := plan.Unplaced[inst.GetId()]; isNew || reason != inst.GetPendingReason() {
 			updated.PendingReason = reason
 		} else {
-			continue
+			return nil
 		}
-		op, err := c.st.Instances.PutOp(p.Name, updated)
+		op, err := c.st.Instances.PutOp(inst.GetId(), updated)
 		if err != nil {
 			return err
 		}
-		cmps = append(cmps, c.st.Instances.Unchanged(p.Name, p.ModRevision))
-		ops = append(ops, op)
+		cmps, ops = append(cmps, guard), append(ops, op)
+		return nil
+	}
+	for _, p := range pending {
+		if err := apply(p.Value, c.st.Instances.Unchanged(p.Name, p.ModRevision), false); err != nil {
+			return err
+		}
+	}
+	for _, inst := range created {
+		guard := clientv3.Compare(clientv3.CreateRevision(c.st.Instances.Key(inst.GetId())), "=", 0)
+		if err := apply(inst, guard, true); err != nil {
+			return err
+		}
 	}
 	failed, err := store.Txn(ctx, c.st.Client, cmps, ops)
 	if err != nil {

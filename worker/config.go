@@ -21,7 +21,7 @@ const (
 	DefaultListenAddr          = "127.0.0.1:7071"
 	DefaultMaxInstances        = 20000
 	DefaultLogBytesPerInstance = 1 << 20
-	DefaultStatusBatchInterval = 100 * time.Millisecond
+	DefaultStatusBatchInterval = 2 * time.Millisecond
 
 	minLogBytesPerInstance = 4 << 10
 )

@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wasmorch/wasmorch/controlplane"
+	"github.com/wasmorch/wasmorch/internal/cliclient"
+	"github.com/wasmorch/wasmorch/internal/version"
+	"github.com/wasmorch/wasmorch/wasmrt"
+	"github.com/wasmorch/wasmorch/worker"
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
+)
+
+const (
+	defaultContainerdSocket = "/run/containerd/containerd.sock"
+	containerdHelp          = "containerd socket for the container runtime; containers are not supported yet: the path is only recorded"
+	// runtimeCloseTimeout bounds how long the Wasm runtime may take to stop
+	// its instances once the worker has returned.
+	runtimeCloseTimeout = 10 * time.Second
+)
+
+func hostname() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return strings.ToLower(h)
+	}
+	return "wasmorch"
+}
+
+// newUpCommand is `wasmorch up`: a control-plane member and a worker in
+// one process, the worker joined to the member over the real gRPC API.
+func newUpCommand(stopSignals func()) *cobra.Command {
+	cp := controlplane.DefaultConfig()
+	var containerd, nodeName, logLevel string
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run a control plane and a worker in this process",
+		Long: `Run a control-plane member and a worker in one foreground process, with all
+state in one data directory. Ctrl-C (SIGINT or SIGTERM) shuts it down cleanly;
+starting it again on the same data directory brings every workload back.
+
+The worker runs WebAssembly modules. --containerd-socket is accepted and
+recorded for the container runtime, which a later version adds.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(cmd.ErrOrStderr(), logLevel)
+			if err != nil {
+				return err
+			}
+			cp.Name = nodeName
+			cp.Logger = logger // controlplane adds its own component attribute
+			if err := cp.Validate(); err != nil {
+				return configError(cmd, err)
+			}
+			wk := worker.DefaultConfig()
+			wk.NodeName = nodeName
+			wk.DataDir = filepath.Join(cp.DataDir, "worker")
+			wk.ListenAddr = "127.0.0.1:0"
+			wk.Logger = logger.With("component", "worker")
+			rt := wasmrt.DefaultConfig()
+			rt.CacheDir = wk.CompileCacheDir()
+			rt.Logger = logger.With("component", "wasmrt")
+			return runUp(cmd.Context(), daemonIO{out: cmd.OutOrStdout(), logger: logger, stopSignals: stopSignals}, cp, wk, rt, containerd)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cp.DataDir, "data-dir", cp.DataDir, "directory for all state (etcd data, module and compile caches)")
+	f.StringVar(&cp.APIAddr, "api", cp.APIAddr, "gRPC API listen address HOST:PORT (clients use it as --server)")
+	f.StringVar(&cp.HTTPAddr, "http", cp.HTTPAddr, "HTTP gateway, /healthz and /metrics listen address HOST:PORT")
+	f.StringVar(&containerd, "containerd-socket", defaultContainerdSocket, containerdHelp)
+	f.StringVar(&nodeName, "node-name", hostname(), "name of this control-plane member and of its worker node")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+// newServerCommand is `wasmorch server`: a control-plane member alone.
+func newServerCommand(stopSignals func()) *cobra.Command {
+	cp := controlplane.DefaultConfig()
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a control-plane member alone",
+		Long: `Run a control-plane member alone: the API, the embedded etcd, the scheduler and
+controllers, and the HTTP gateway. Workers join it with 'wasmorch agent --server'.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(cmd.ErrOrStderr(), logLevel)
+			if err != nil {
+				return err
+			}
+			cp.Logger = logger // controlplane adds its own component attribute
+			if err := cp.Validate(); err != nil {
+				return configError(cmd, err)
+			}
+			return runServer(cmd.Context(), daemonIO{out: cmd.OutOrStdout(), logger: logger, stopSignals: stopSignals}, cp)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cp.DataDir, "data-dir", cp.DataDir, "directory for the member's state (etcd data)")
+	f.StringVar(&cp.APIAddr, "api", cp.APIAddr, "gRPC API listen address HOST:PORT")
+	f.StringVar(&cp.HTTPAddr, "http", cp.HTTPAddr, "HTTP gateway, /healthz and /metrics listen address HOST:PORT")
+	f.StringVar(&cp.Name, "name", hostname(), "member name")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+// newAgentCommand is `wasmorch agent`: a worker alone, joined to a
+// control plane.
+func newAgentCommand(stopSignals func()) *cobra.Command {
+	var (
+		dataDir, listen, name, containerd, logLevel string
+		servers, labels                             []string
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a worker and join it to a control plane",
+		Long: `Run a worker alone and join it to a control plane given by --server (several
+members separated by commas). The worker runs WebAssembly modules;
+--containerd-socket is accepted and recorded for the container runtime, which a
+later version adds.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(cmd.ErrOrStderr(), logLevel)
+			if err != nil {
+				return err
+			}
+			lbls, err := parseLabels(labels)
+			if err != nil {
+				return err
+			}
+			wk := worker.DefaultConfig()
+			wk.NodeName = name
+			wk.DataDir = dataDir
+			wk.Servers = servers
+			wk.ListenAddr = listen
+			wk.Labels = lbls
+			wk.Logger = logger.With("component", "worker")
+			rt := wasmrt.DefaultConfig()
+			rt.CacheDir = wk.CompileCacheDir()
+			rt.Logger = logger.With("component", "wasmrt")
+			return runAgent(cmd.Context(), daemonIO{out: cmd.OutOrStdout(), logger: logger, stopSignals: stopSignals}, wk, rt, containerd)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&servers, "server", []string{defaultServer}, "control-plane API addresses HOST:PORT[,HOST:PORT...]")
+	f.StringVar(&dataDir, "data-dir", ".wasmorch-agent", "directory for the worker's state (module and compile caches)")
+	f.StringVar(&listen, "listen", "127.0.0.1:7071", "address HOST:PORT of the worker's own gRPC service (logs)")
+	f.StringVar(&name, "name", hostname(), "node name")
+	f.StringSliceVar(&labels, "labels", nil, "node labels k=v[,k=v...]")
+	f.StringVar(&containerd, "containerd-socket", defaultContainerdSocket, containerdHelp)
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+// daemonIO is what a long-running command prints to and how it hands
+// signals back once it is shutting down.
+type daemonIO struct {
+	out         io.Writer
+	logger      *slog.Logger
+	stopSignals func()
+}
+
+// onShutdown lets a second signal kill the process once ctx is done, and
+// says so.
+func (d daemonIO) onShutdown(ctx context.Context) (release func()) {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			d.stopSignals()
+			d.logger.Info("shutting down; press Ctrl-C again to stop at once")
+		case <-done:
+		}
+	}()
+	return func() { close(done) }
+}
+
+func runUp(ctx context.Context, d daemonIO, cp controlplane.Config, wk worker.Config, rtc wasmrt.Config, containerd string) (err error) {
+	srv, err := controlplane.New(ctx, cp)
+	if err != nil {
+		return startError("the control plane", err, "is another 'wasmorch up' or 'wasmorch server' running? choose other --api/--http addresses or another --data-dir")
+	}
+	defer func() { err = errors.Join(err, srv.Close()) }()
+
+	rt, err := wasmrt.New(ctx, rtc)
+	if err != nil {
+		return startError("the WebAssembly runtime", err, "check --data-dir")
+	}
+	defer func() { err = errors.Join(err, closeRuntime(ctx, rt)) }()
+
+	wk.Servers = []string{dialable(srv.APIAddr())}
+	wk.Runtimes = []runtimeapi.Runtime{rt}
+	if err := wk.Validate(); err != nil {
+		return startError("the worker", err, "check the flags")
+	}
+	w, err := worker.New(ctx, wk)
+	if err != nil {
+		return startError("the worker", err, "check --data-dir and --node-name")
+	}
+	defer func() { err = errors.Join(err, w.Close()) }() // Start closes it; this covers not getting there.
+	d.logger.Info("container runtime not available yet; containerd socket recorded", "containerd-socket", containerd)
+
+	server := dialable(srv.APIAddr())
+	try := "wasmorch deploy testdata/hello.wasm --name hello"
+	if server != defaultServer {
+		try += " --server " + server
+	}
+	fmt.Fprintf(d.out, "wasmorch %s is up\n  API:      %s\n  gateway:  http://%s\n  data dir: %s\n  node:     %s (worker at %s; runtimes: wasm)\ntry: %s\n",
+		version.Version, server, srv.HTTPAddr(), absPath(cp.DataDir), wk.NodeName, w.Addr(), try)
+
+	release := d.onShutdown(ctx)
+	defer release()
+
+	// The control plane outlives the worker, so that the worker can report
+	// the instances it stopped on its way out.
+	g, gctx := errgroup.WithContext(ctx)
+	serverCtx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServer()
+	g.Go(func() error {
+		defer stopServer()
+		return ranUntil(gctx, "the worker", w.Start(gctx))
+	})
+	g.Go(func() error {
+		return ranUntil(serverCtx, "the control plane", srv.Start(serverCtx))
+	})
+	return g.Wait()
+}
+
+func runServer(ctx context.Context, d daemonIO, cp controlplane.Config) (err error) {
+	srv, err := controlplane.New(ctx, cp)
+	if err != nil {
+		return startError("the control plane", err, "is another wasmorch server running? choose other --api/--http addresses or another --data-dir")
+	}
+	defer func() { err = errors.Join(err, srv.Close()) }()
+	server := dialable(srv.APIAddr())
+	fmt.Fprintf(d.out, "wasmorch server %s is up\n  API:      %s\n  gateway:  http://%s\n  data dir: %s\n  member:   %s\njoin a worker: wasmorch agent --server %s\n",
+		version.Version, server, srv.HTTPAddr(), absPath(cp.DataDir), cp.Name, server)
+	release := d.onShutdown(ctx)
+	defer release()
+	return ranUntil(ctx, "the control plane", srv.Start(ctx))
+}
+
+func runAgent(ctx context.Context, d daemonIO, wk worker.Config, rtc wasmrt.Config, containerd string) (err error) {
+	rt, err := wasmrt.New(ctx, rtc)
+	if err != nil {
+		return startError("the WebAssembly runtime", err, "check --data-dir")
+	}
+	defer func() { err = errors.Join(err, closeRuntime(ctx, rt)) }()
+	wk.Runtimes = []runtimeapi.Runtime{rt}
+	if err := wk.Validate(); err != nil {
+		return &cliclient.Error{What: "invalid agent settings: " + cliclient.OneLine(err.Error()), Hint: "see 'wasmorch agent --help'", Cause: err}
+	}
+	w, err := worker.New(ctx, wk)
+	if err != nil {
+		return startError("the worker", err, "check --server, --listen and --data-dir")
+	}
+	defer func() { err = errors.Join(err, w.Close()) }() // Start closes it; this covers not getting there.
+	d.logger.Info("container runtime not available yet; containerd socket recorded", "containerd-socket", containerd)
+	fmt.Fprintf(d.out, "wasmorch agent %s is up\n  node:     %s (listening on %s; runtimes: wasm)\n  servers:  %s\n  data dir: %s\n",
+		version.Version, wk.NodeName, w.Addr(), strings.Join(wk.Servers, ","), absPath(wk.DataDir))
+	release := d.onShutdown(ctx)
+	defer release()
+	return ranUntil(ctx, "the worker", w.Start(ctx))
+}
+
+// ranUntil judges how a component's Start returned: stopping because ctx
+// ended is a clean shutdown; stopping on its own is an error.
+func ranUntil(ctx context.Context, what string, err error) error {
+	switch {
+	case ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)):
+		return nil
+	case err == nil:
+		return &cliclient.Error{What: what + " stopped on its own", Hint: "see the log above"}
+	}
+	return &cliclient.Error{What: what + " failed: " + cliclient.OneLine(err.Error()), Hint: "see the log above", Cause: err}
+}
+
+func startError(what string, err error, hint string) error {
+	return &cliclient.Error{What: "cannot start " + what + ": " + cliclient.OneLine(err.Error()), Hint: hint, Cause: err}
+}
+
+func configError(cmd *cobra.Command, err error) error {
+	return &cliclient.Error{
+		What:  "invalid settings: " + cliclient.OneLine(strings.ReplaceAll(err.Error(), "\n", "; ")),
+		Hint:  fmt.Sprintf("see '%s --help'", cmd.CommandPath()),
+		Cause: err,
+	}
+}
+
+func closeRuntime(ctx context.Context, rt *wasmrt.Runtime) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), runtimeCloseTimeout)
+	defer cancel()
+	return rt.Close(ctx)
+}
+
+// dialable turns a listen address into one to connect to: a wildcard host
+// (0.0.0.0, ::) becomes loopback.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
+}
+
+func absPath(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
+}
+
+// newLogger logs as text to w at the named level.
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, cliclient.Errorf("use --log-level debug, info, warn or error", "invalid --log-level %q", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+// parseLabels parses k=v items, each of which may itself hold several
+// comma-separated pairs (as a config file or variable may give them).
+func parseLabels(items []string) (map[string]string, error) {
+	labels := map[string]string{}
+	for _, item := range items {
+		for _, pair := range strings.Split(item, ",") {
+			pair = strings.TrimSpace(pair)
+			if pair == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(pair, "=")
+			if !ok || strings.TrimSpace(k) == "" {
+				return nil, cliclient.Errorf("use --labels key=value[,key=value...]", "invalid label %q", pair)
+			}
+			labels[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return labels, nil
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wasmorch/wasmorch/internal/cliclient"
+	"github.com/wasmorch/wasmorch/internal/version"
+)
+
+const defaultServer = "127.0.0.1:7070"
+
+// newRootCommand builds the command tree. stopSignals restores the default
+// signal handling, so that a second Ctrl-C during a slow shutdown kills
+// the process.
+func newRootCommand(stopSignals func()) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "wasmorch",
+		Short: "Run WebAssembly workloads on one machine or many",
+		Long: `wasmorch runs WebAssembly modules (and, later, OCI containers) as workloads:
+it places their instances on workers, restarts them when they fail, scales
+them, and rolls out new versions.
+
+Start a cluster of one with 'wasmorch up', then from another terminal:
+  wasmorch deploy testdata/hello.wasm --name hello --replicas 3
+  wasmorch get instances
+  wasmorch logs hello
+
+Every flag can also be set with a WASMORCH_<FLAG> variable (dashes become
+underscores: --data-dir is WASMORCH_DATA_DIR) or a key named like the flag in
+the config file; a flag on the command line wins over the variable, which
+wins over the file. Flags that name or describe one object (deploy --name and
+--env, scale --replicas, get --workload) come from the command line only.`,
+		Version:       version.Version,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applySettings(cmd)
+		},
+		// Args and RunE make an unknown command an error with a suggestion,
+		// rather than cobra's multi-line message.
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			hint := "see 'wasmorch --help'"
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				hint = fmt.Sprintf("did you mean 'wasmorch %s'? see 'wasmorch --help'", s[0])
+			}
+			return &cliclient.Error{What: fmt.Sprintf("unknown command %q", args[0]), Hint: hint}
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	root.PersistentFlags().String(configFlag, "", "config file (YAML; default $XDG_CONFIG_HOME/wasmorch/config.yaml or ~/.config/wasmorch/config.yaml if it exists; also WASMORCH_CONFIG)")
+	root.CompletionOptions.HiddenDefaultCmd = true
+	root.SuggestionsMinimumDistance = 2
+	root.AddGroup(
+		&cobra.Group{ID: "run", Title: "Running a cluster:"},
+		&cobra.Group{ID: "client", Title: "Working with workloads:"},
+	)
+	for _, c := range []*cobra.Command{newUpCommand(stopSignals), newServerCommand(stopSignals), newAgentCommand(stopSignals)} {
+		c.GroupID = "run"
+		root.AddCommand(c)
+	}
+	for _, c := range []*cobra.Command{newDeployCommand(), newGetCommand(), newLogsCommand(), newScaleCommand(), newDeleteCommand(), newVersionCommand()} {
+		c.GroupID = "client"
+		root.AddCommand(c)
+	}
+	return root
+}
+
+// addServerFlag adds --server to a client command.
+func addServerFlag(cmd *cobra.Command) *string {
+	return cmd.Flags().String("server", defaultServer, "control-plane API address HOST:PORT (also WASMORCH_SERVER)")
+}
+
+// dial prepares a client for a client command.
+func dial(cmd *cobra.Command, server string) (*cliclient.Client, error) {
+	return cliclient.Dial(server, cmd.Name())
+}

@@ -1,0 +1,165 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// BenchmarkDeployToRunning measures, all-in-one, the time from ApplyWorkload
+// of a new workload (module already uploaded) to its one instance Running —
+// the control plane, scheduler, session, worker and wazero in the path.
+// Target (TARGETS.md): p50 ≤ 20 ms.
+func BenchmarkDeployToRunning(b *testing.B) {
+	a := start(b, options{})
+	a.deploy(b, "warm", "ticker.wasm", &v1.WorkloadSpec{Replicas: 1}) // uploads the module, warms the caches
+	a.waitInstances(b, "warm", 1, state(running))
+	digest := a.instances(b, "warm")[0].GetInstance().GetSpec().GetModuleDigest()
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("d%d", i)
+		t0 := time.Now()
+		if _, err := a.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: name, Spec: &v1.WorkloadSpec{ModuleDigest: digest, Replicas: 1}}); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			v, err := a.control.GetWorkload(ctx, &v1.GetWorkloadRequest{Name: name})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if v.GetReady() == 1 {
+				break
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	reportPercentiles(b, lat)
+}
+
+// BenchmarkStart500Instances measures the time from ApplyWorkload of a
+// 500-replica workload of the ticker module to all 500 Running.
+// Target (TARGETS.md): ≤ 1 s.
+func BenchmarkStart500Instances(b *testing.B) {
+	a := start(b, options{})
+	a.deploy(b, "warm", "ticker.wasm", &v1.WorkloadSpec{Replicas: 1})
+	a.waitInstances(b, "warm", 1, state(running))
+	digest := a.instances(b, "warm")[0].GetInstance().GetSpec().GetModuleDigest()
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("many%d", i)
+		t0 := time.Now()
+		if _, err := a.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: name, Spec: &v1.WorkloadSpec{ModuleDigest: digest, Replicas: 500}}); err != nil {
+			b.Fatal(err)
+		}
+		waitReady(b, a, name, 500, 60*time.Second)
+		b.ReportMetric(time.Since(t0).Seconds()*1000, "ms-to-500-running")
+		b.StopTimer()
+		if _, err := a.control.DeleteWorkload(ctx, &v1.DeleteWorkloadRequest{Name: name}); err != nil {
+			b.Fatal(err)
+		}
+		a.waitInstances(b, name, 0, nil)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkDensity runs N ticker instances (default 10,000; set
+// WASMORCH_DENSITY) on one worker, all-in-one, and reports the process RSS
+// and Go heap per running instance beyond an idle baseline measured in the
+// same run, plus how long `get instances` takes with all of them.
+// Target (TARGETS.md): ≤ 64 KiB per instance beyond the module's own
+// linear memory (the ticker's is one 64 KiB page).
+func BenchmarkDensity(b *testing.B) {
+	n := 10000
+	if s := os.Getenv("WASMORCH_DENSITY"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	a := start(b, options{})
+	a.deploy(b, "warm", "ticker.wasm", &v1.WorkloadSpec{Replicas: 1})
+	a.waitInstances(b, "warm", 1, state(running))
+	digest := a.instances(b, "warm")[0].GetInstance().GetSpec().GetModuleDigest()
+	ctx := context.Background()
+	baseRSS, baseHeap := settle()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := a.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: "dense", Spec: &v1.WorkloadSpec{ModuleDigest: digest, Replicas: int32(n)}}); err != nil {
+			b.Fatal(err)
+		}
+		waitReady(b, a, "dense", n, 5*time.Minute)
+		b.ReportMetric(time.Since(t0).Seconds(), "s-to-all-running")
+	}
+	b.StopTimer()
+	rss, heap := settle()
+	t0 := time.Now()
+	l, err := a.control.ListInstances(ctx, &v1.ListInstancesRequest{})
+	if err != nil || len(l.GetInstances()) < n {
+		b.Fatalf("list instances: %d, %v", len(l.GetInstances()), err)
+	}
+	b.ReportMetric(time.Since(t0).Seconds()*1000, "ms-list-instances")
+	b.ReportMetric(float64(n), "instances")
+	b.ReportMetric(float64(rss-baseRSS)/float64(n)/1024, "KiB-RSS/instance")
+	b.ReportMetric(float64(heap-baseHeap)/float64(n)/1024, "KiB-heap/instance")
+	b.ReportMetric(float64(rss-baseRSS-int64(n)*64<<10)/float64(n)/1024, "KiB-RSS/instance-beyond-linear-memory")
+}
+
+func waitReady(b *testing.B, a *allInOne, name string, n int, limit time.Duration) {
+	b.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		v, err := a.control.GetWorkload(context.Background(), &v1.GetWorkloadRequest{Name: name})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if int(v.GetReady()) >= n {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.Fatalf("%s: fewer than %d ready after %s", name, n, limit)
+}
+
+// settle lets the GC return what it can and reads RSS and live heap.
+func settle() (rss, heap int64) {
+	for i := 0; i < 3; i++ {
+		runtime.GC()
+		debug.FreeOSMemory()
+		time.Sleep(200 * time.Millisecond)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return residentBytes(), int64(ms.HeapInuse)
+}
+
+func residentBytes() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func reportPercentiles(b *testing.B, lat []time.Duration) {
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}

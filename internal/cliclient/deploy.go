@@ -1,0 +1,278 @@
+package cliclient
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"time"
+
+	"github.com/wasmorch/wasmorch/internal/cliout"
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+	"github.com/wasmorch/wasmorch/wasmrt"
+)
+
+const (
+	maxReplicas     = math.MaxInt32
+	uploadChunkSize = 1 << 20 // stays well under gRPC's 4 MiB message limit
+	mediaTypeWasm   = "application/wasm"
+	pollInterval    = 100 * time.Millisecond
+)
+
+// DefaultDeployTimeout is how long deploy waits for a workload by default.
+const DefaultDeployTimeout = 2 * time.Minute
+
+// DeployConfig is what `wasmorch deploy` was asked to do, as typed on the
+// command line; Deploy validates it before it touches the network.
+type DeployConfig struct {
+	File     string   // path of the .wasm module
+	Name     string   // empty: the file's base name without .wasm
+	Replicas int      // ≥ 0
+	Env      []string // K=V
+	Memory   string   // per-instance limit such as "64Mi"; empty: the runtime's default
+	Restart  string   // always, on-failure or never; empty: always
+	Args     []string // the module's argv[1:]
+	// Timeout bounds the upload and the wait; 0 means DefaultDeployTimeout.
+	Timeout time.Duration
+	// NoWait returns once the workload is applied.
+	NoWait bool
+}
+
+// DeployResult is how a deploy ended.
+type DeployResult struct {
+	Name       string
+	Generation int64
+	Created    bool // the workload did not exist before
+	Waited     bool // false with NoWait
+	Ready      int32
+	Replicas   int32
+	// StartOnly is set for --restart never, where deploy waited for the
+	// instances to start rather than to be ready.
+	StartOnly bool
+}
+
+// request checks the flags and builds the name and spec, without the
+// module's digest and size.
+func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
+	name := cfg.Name
+	if name == "" {
+		name = NameFromFile(cfg.File)
+		if err := ValidateName(name); err != nil {
+			return "", nil, Errorf("pass --name with a valid name; "+nameRules, "cannot name the workload after %s: %v", cfg.File, err)
+		}
+	} else if err := ValidateName(name); err != nil {
+		return "", nil, Errorf(nameRules, "invalid --name: %v", err)
+	}
+	if cfg.Replicas < 0 || cfg.Replicas > maxReplicas {
+		return "", nil, Errorf("pass --replicas 0 or more", "invalid --replicas %d", cfg.Replicas)
+	}
+	mem, err := ParseMemory(cfg.Memory)
+	if err != nil {
+		return "", nil, Errorf("use bytes or a unit, e.g. 64Mi, 128MiB, 1Gi", "invalid --memory: %v", err)
+	}
+	env, err := ParseEnv(cfg.Env)
+	if err != nil {
+		return "", nil, Errorf("use --env NAME=VALUE", "invalid --env: %v", err)
+	}
+	restart, err := ParseRestart(cfg.Restart)
+	if err != nil {
+		return "", nil, Errorf("use --restart always, on-failure or never", "invalid --restart: %v", err)
+	}
+	if cfg.Timeout < 0 {
+		return "", nil, Errorf("use e.g. --timeout 2m", "invalid --timeout %s", cfg.Timeout)
+	}
+	return name, &wasmorchv1.WorkloadSpec{
+		Kind:        "wasm",
+		Replicas:    int32(cfg.Replicas),
+		Env:         env,
+		Args:        cfg.Args,
+		MemoryBytes: mem,
+		Restart:     restart,
+	}, nil
+}
+
+// readModule reads a module file and validates it locally, so that a bad
+// file is refused before anything is sent.
+func readModule(ctx context.Context, path string) ([]byte, error) {
+	wasm, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		why := err.Error()
+		if errors.As(err, &pe) {
+			why = pe.Err.Error()
+		}
+		hint := "check the path"
+		if errors.Is(err, fs.ErrPermission) {
+			hint = "check the file's permissions"
+		}
+		return nil, &Error{What: fmt.Sprintf("cannot read %s: %s", path, why), Hint: hint, Cause: err}
+	}
+	if err := wasmrt.Validate(ctx, wasm); err != nil {
+		return nil, &Error{
+			What:  fmt.Sprintf("%s is not a valid WebAssembly module: %s", path, OneLine(err.Error())),
+			Hint:  "build it as a WASI command (wasm32-wasip1) that exports _start",
+			Cause: err,
+		}
+	}
+	return wasm, nil
+}
+
+// Deploy validates cfg and the module, uploads it, applies the workload
+// and, unless cfg.NoWait, waits until it is ready, calling progress with
+// a short status line whenever it polls.
+func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(string)) (DeployResult, error) {
+	name, spec, err := cfg.request()
+	if err != nil {
+		return DeployResult{}, err
+	}
+	wasm, err := readModule(ctx, cfg.File)
+	if err != nil {
+		return DeployResult{}, err
+	}
+	sum := sha256.Sum256(wasm)
+	spec.ModuleDigest = "sha256:" + hex.EncodeToString(sum[:])
+	spec.ModuleSize = int64(len(wasm))
+
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = DefaultDeployTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	if err := c.upload(ctx, spec.ModuleDigest, wasm); err != nil {
+		return DeployResult{}, err
+	}
+	applied, err := call(ctx, c, "", c.api.ApplyWorkload, &wasmorchv1.ApplyWorkloadRequest{Name: name, Spec: spec})
+	if err != nil {
+		return DeployResult{}, err
+	}
+	res := DeployResult{
+		Name:       name,
+		Generation: applied.GetWorkload().GetGeneration(),
+		Created:    applied.GetCreated(),
+		Replicas:   spec.Replicas,
+		StartOnly:  spec.Restart == wasmorchv1.RestartPolicy_RESTART_POLICY_NEVER,
+	}
+	if cfg.NoWait {
+		return res, nil
+	}
+	res.Waited = true
+	if spec.Replicas == 0 {
+		return res, nil
+	}
+	r, err := c.wait(ctx, name, timeout, progress)
+	res.Generation, res.Ready, res.Replicas = r.generation, r.ready, r.replicas
+	return res, err
+}
+
+// upload streams the module: a header, then chunks of at most 1 MiB.
+func (c *Client) upload(ctx context.Context, digest string, wasm []byte) error {
+	if err := c.connect(ctx); err != nil {
+		return err
+	}
+	stream, err := c.api.UploadBlob(ctx)
+	if err != nil {
+		return c.failure(err, "")
+	}
+	send := func(req *wasmorchv1.UploadRequest) bool {
+		// io.EOF means the server ended the stream; CloseAndRecv says why.
+		return stream.Send(req) == nil
+	}
+	ok := send(&wasmorchv1.UploadRequest{Part: &wasmorchv1.UploadRequest_Header{Header: &wasmorchv1.UploadHeader{
+		Digest: digest, Size: int64(len(wasm)), MediaType: mediaTypeWasm,
+	}}})
+	for off := 0; ok && off < len(wasm); off += uploadChunkSize {
+		end := min(off+uploadChunkSize, len(wasm))
+		ok = send(&wasmorchv1.UploadRequest{Part: &wasmorchv1.UploadRequest_Chunk{Chunk: wasm[off:end]}})
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil && !errors.Is(err, io.EOF) {
+		return c.failure(err, "")
+	}
+	if err != nil || resp.GetDigest() != digest {
+		return &Error{
+			What: fmt.Sprintf("the server stored %q while %s was sent", resp.GetDigest(), digest),
+			Hint: "try again; if it persists, see the server's log",
+		}
+	}
+	return nil
+}
+
+// wait polls the workload and its instances until the rollout is done,
+// has failed, or ctx ends.
+func (c *Client) wait(ctx context.Context, name string, timeout time.Duration, progress func(string)) (rollout, error) {
+	var last rollout
+	var lastErr error
+	ticker := time.NewTicker(pollInterval)
+	defer ticker.Stop()
+	for {
+		r, err := c.poll(ctx, name)
+		switch {
+		case err == nil:
+			last, lastErr = r, nil
+			if progress != nil {
+				progress(r.summary(name))
+			}
+			if failed := r.failure(name); failed != nil {
+				return r, failed
+			}
+			if r.done() {
+				return r, nil
+			}
+		case ctx.Err() != nil:
+			// Interrupted or out of time: the select below says which.
+		default:
+			if !isTransient(err) {
+				return last, err
+			}
+			// A busy or restarting server: keep polling until the deadline.
+			lastErr = err
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return last, c.failure(ctx.Err(), name)
+			}
+			return last, last.timeoutError(name, timeout, lastErr)
+		case <-ticker.C:
+		}
+	}
+}
+
+// poll reads the workload and its instances once.
+func (c *Client) poll(ctx context.Context, name string) (rollout, error) {
+	w, err := call(ctx, c, name, c.api.GetWorkload, &wasmorchv1.GetWorkloadRequest{Name: name})
+	if err != nil {
+		return rollout{}, err
+	}
+	is, err := call(ctx, c, name, c.api.ListInstances, &wasmorchv1.ListInstancesRequest{Workload: name})
+	if err != nil {
+		return rollout{}, err
+	}
+	return assess(w, is.GetInstances()), nil
+}
+
+// isTransient reports whether a poll that failed may succeed if tried
+// again: the server was busy or between leaders, but not gone.
+func isTransient(err error) bool {
+	if errors.Is(err, errUnreachable) {
+		return false
+	}
+	return errdefs.IsUnavailable(err) || errdefs.IsConflict(err) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// RestartNames lists the restart policies for help texts.
+func RestartNames() []string {
+	var names []string
+	for _, p := range cliout.RestartPolicies {
+		names = append(names, cliout.RestartName(p))
+	}
+	return names
+}

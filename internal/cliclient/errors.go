@@ -1,0 +1,131 @@
+package cliclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+)
+
+// Error is a failure as the CLI reports it: what went wrong and what to do
+// about it, printed as "error: <What>; <Hint>" on one line.
+type Error struct {
+	What  string
+	Hint  string
+	Cause error // for errors.Is / errors.As; never printed
+}
+
+func (e *Error) Error() string {
+	if e.Hint == "" {
+		return e.What
+	}
+	return e.What + "; " + e.Hint
+}
+
+func (e *Error) Unwrap() error { return e.Cause }
+
+// Errorf builds an Error whose What is formatted.
+func Errorf(hint, format string, a ...any) *Error {
+	err := fmt.Errorf(format, a...)
+	return &Error{What: err.Error(), Hint: hint, Cause: errors.Unwrap(err)}
+}
+
+// OneLine folds a message onto one line, so that every error the CLI
+// prints is exactly one line however its cause was written.
+func OneLine(s string) string {
+	lines := strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' })
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	return strings.Join(lines, " ")
+}
+
+// errUnreachable marks the errors for a server that could not be
+// connected to, as opposed to one that answered with an error.
+var errUnreachable = errors.New("server unreachable")
+
+const serverHint = "is 'wasmorch up' running? set --server or WASMORCH_SERVER"
+
+// unreachable is the error for a server that cannot be connected to.
+func (c *Client) unreachable(why string, cause error) error {
+	return &Error{
+		What:  fmt.Sprintf("cannot reach the wasmorch server at %s (%s)", c.addr, why),
+		Hint:  serverHint,
+		Cause: errors.Join(errUnreachable, errdefs.ErrUnavailable, cause),
+	}
+}
+
+// dialReason says in a few words why a dial failed, from the error's type
+// rather than its text.
+func dialReason(err error) string {
+	var dnsErr *net.DNSError
+	var netErr net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.As(err, &dnsErr):
+		return "unknown host " + dnsErr.Name
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "no route to host"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return "no answer"
+	}
+	return OneLine(err.Error())
+}
+
+// failure turns an error from a call into the one the user sees. workload,
+// when set, names the workload the call was about, so that NotFound can
+// say which one is missing.
+func (c *Client) failure(err error, workload string) error {
+	if err == nil {
+		return nil
+	}
+	var ue *Error
+	if errors.As(err, &ue) {
+		return err
+	}
+	code := status.Code(err)
+	if code == codes.Canceled || errors.Is(err, context.Canceled) {
+		return &Error{What: "interrupted", Hint: "nothing more was sent; see 'wasmorch get workloads' for where things stand", Cause: err}
+	}
+	if code == codes.Unavailable || code == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) {
+		if why, cause, ok := c.dials.unreachable(); ok {
+			return c.unreachable(why, cause)
+		}
+	}
+	if code == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) {
+		return &Error{
+			What:  fmt.Sprintf("the wasmorch server at %s did not answer in time", c.addr),
+			Hint:  "check its log, or try again",
+			Cause: errors.Join(context.DeadlineExceeded, err),
+		}
+	}
+	cat := errdefs.FromGRPC(err)
+	msg := OneLine(cat.Error())
+	switch {
+	case errdefs.IsNotFound(cat) && workload != "":
+		return &Error{What: fmt.Sprintf("workload %q not found", workload), Hint: "see 'wasmorch get workloads'", Cause: cat}
+	case errdefs.IsNotFound(cat):
+		return &Error{What: msg, Hint: "see 'wasmorch get workloads'", Cause: cat}
+	case errdefs.IsInvalidArgument(cat):
+		return &Error{What: "the server refused the request: " + msg, Hint: "fix it and try again (see 'wasmorch " + c.Command + " --help')", Cause: cat}
+	case errdefs.IsAlreadyExists(cat):
+		return &Error{What: msg, Hint: "choose another --name, or 'wasmorch delete' the existing workload first", Cause: cat}
+	case errdefs.IsFailedPrecondition(cat):
+		return &Error{What: msg, Hint: "see 'wasmorch get nodes' and 'wasmorch get workloads'", Cause: cat}
+	case errdefs.IsConflict(cat):
+		return &Error{What: msg, Hint: "it changed while this ran; try again", Cause: cat}
+	case errdefs.IsUnavailable(cat):
+		return &Error{What: fmt.Sprintf("the wasmorch server at %s is not ready: %s", c.addr, msg), Hint: "try again in a moment", Cause: cat}
+	case code == codes.Unimplemented:
+		return &Error{What: fmt.Sprintf("the wasmorch server at %s does not support this: %s", c.addr, msg), Hint: "use a client and server of the same version ('wasmorch version')", Cause: err}
+	}
+	return &Error{What: fmt.Sprintf("the wasmorch server at %s failed: %s", c.addr, msg), Hint: "see the server's log", Cause: err}
+}

@@ -1,0 +1,267 @@
+// Package cliout is how the wasmorch CLI shows things: plain view structs
+// built from the API's records (their JSON names are part of the CLI's
+// contract, so they are spelled here and never come from protojson), the
+// table, JSON and YAML printers over them, and the progress line that
+// deploy updates while it waits.
+package cliout
+
+import (
+	"sort"
+	"strings"
+	"time"
+
+	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// Workload is one workload as `get workloads` shows it.
+type Workload struct {
+	Name        string    `json:"name"`
+	Kind        string    `json:"kind"`
+	Replicas    int32     `json:"replicas"`
+	Ready       int32     `json:"ready"`
+	Current     int32     `json:"current"` // instances of the current generation
+	Total       int32     `json:"total"`   // instances of any generation
+	Generation  int64     `json:"generation"`
+	Digest      string    `json:"digest,omitempty"`
+	Size        int64     `json:"size,omitempty"`
+	MemoryBytes int64     `json:"memoryBytes,omitempty"`
+	Restart     string    `json:"restart"`
+	Env         []EnvVar  `json:"env,omitempty"`
+	Args        []string  `json:"args,omitempty"`
+	CreatedAt   time.Time `json:"createdAt,omitzero"`
+	UpdatedAt   time.Time `json:"updatedAt,omitzero"`
+}
+
+// EnvVar is one environment variable of a workload.
+type EnvVar struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Instance is one instance as `get instances` shows it.
+type Instance struct {
+	ID         string    `json:"id"`
+	Workload   string    `json:"workload"`
+	Generation int64     `json:"generation"`
+	Node       string    `json:"node"`
+	State      string    `json:"state"`
+	Restarts   int32     `json:"restarts"`
+	ExitCode   *int32    `json:"exitCode,omitempty"` // set once it has exited
+	Reason     string    `json:"reason,omitempty"`
+	Message    string    `json:"message,omitempty"`
+	CreatedAt  time.Time `json:"createdAt,omitzero"`
+	StartedAt  time.Time `json:"startedAt,omitzero"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+}
+
+// Node is one node as `get nodes` shows it.
+type Node struct {
+	Name         string            `json:"name"`
+	State        string            `json:"state"` // Ready or NotReady
+	Address      string            `json:"address,omitempty"`
+	Arch         string            `json:"arch,omitempty"`
+	OS           string            `json:"os,omitempty"`
+	Runtimes     []string          `json:"runtimes"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Instances    int32             `json:"instances"`
+	Cordoned     bool              `json:"cordoned"`
+	Version      string            `json:"version,omitempty"`
+	Capacity     *Resources        `json:"capacity,omitempty"`
+	Allocated    *Resources        `json:"allocated,omitempty"`
+	RegisteredAt time.Time         `json:"registeredAt,omitzero"`
+}
+
+// Resources is a node's capacity or what its instances hold of it.
+type Resources struct {
+	MemoryBytes int64 `json:"memoryBytes"`
+	CPUMillis   int64 `json:"cpuMillis"`
+	Instances   int32 `json:"instances"`
+}
+
+// Node states.
+const (
+	NodeReady    = "Ready"
+	NodeNotReady = "NotReady"
+)
+
+// RestartPolicies are the policies a user can choose, in the order help
+// lists them.
+var RestartPolicies = []wasmorchv1.RestartPolicy{
+	wasmorchv1.RestartPolicy_RESTART_POLICY_ALWAYS,
+	wasmorchv1.RestartPolicy_RESTART_POLICY_ON_FAILURE,
+	wasmorchv1.RestartPolicy_RESTART_POLICY_NEVER,
+}
+
+// RestartName is the CLI's spelling of a restart policy: always,
+// on-failure or never. Unspecified is always, as the API treats it.
+func RestartName(p wasmorchv1.RestartPolicy) string {
+	switch p {
+	case wasmorchv1.RestartPolicy_RESTART_POLICY_UNSPECIFIED, wasmorchv1.RestartPolicy_RESTART_POLICY_ALWAYS:
+		return "always"
+	case wasmorchv1.RestartPolicy_RESTART_POLICY_ON_FAILURE:
+		return "on-failure"
+	case wasmorchv1.RestartPolicy_RESTART_POLICY_NEVER:
+		return "never"
+	}
+	return p.String()
+}
+
+// StateName is an instance state's CamelCase name: INSTANCE_STATE_RUNNING
+// is "Running". Unspecified is "Unknown".
+func StateName(s wasmorchv1.InstanceState) string {
+	if s == wasmorchv1.InstanceState_INSTANCE_STATE_UNSPECIFIED {
+		return "Unknown"
+	}
+	words := strings.Split(strings.TrimPrefix(s.String(), "INSTANCE_STATE_"), "_")
+	for i, w := range words {
+		words[i] = w[:1] + strings.ToLower(w[1:])
+	}
+	return strings.Join(words, "")
+}
+
+// EffectiveState is an instance's state as users see it: the control
+// plane's effective state, else the worker's last report, else Pending
+// when it has no node and Scheduled when it has one.
+func EffectiveState(v *wasmorchv1.InstanceView) wasmorchv1.InstanceState {
+	if s := v.GetState(); s != wasmorchv1.InstanceState_INSTANCE_STATE_UNSPECIFIED {
+		return s
+	}
+	if s := v.GetStatus().GetState(); s != wasmorchv1.InstanceState_INSTANCE_STATE_UNSPECIFIED {
+		return s
+	}
+	if v.GetInstance().GetNode() == "" {
+		return wasmorchv1.InstanceState_INSTANCE_STATE_PENDING
+	}
+	return wasmorchv1.InstanceState_INSTANCE_STATE_SCHEDULED
+}
+
+// WorkloadFrom builds the view of one workload.
+func WorkloadFrom(v *wasmorchv1.WorkloadView) Workload {
+	w, spec := v.GetWorkload(), v.GetWorkload().GetSpec()
+	out := Workload{
+		Name:        w.GetName(),
+		Kind:        spec.GetKind(),
+		Replicas:    spec.GetReplicas(),
+		Ready:       v.GetReady(),
+		Current:     v.GetCurrent(),
+		Total:       v.GetTotal(),
+		Generation:  w.GetGeneration(),
+		Digest:      spec.GetModuleDigest(),
+		Size:        spec.GetModuleSize(),
+		MemoryBytes: spec.GetMemoryBytes(),
+		Restart:     RestartName(spec.GetRestart()),
+		Args:        spec.GetArgs(),
+		CreatedAt:   unixNano(w.GetCreatedUnixNano()),
+		UpdatedAt:   unixNano(w.GetUpdatedUnixNano()),
+	}
+	for _, e := range spec.GetEnv() {
+		out.Env = append(out.Env, EnvVar{Name: e.GetName(), Value: e.GetValue()})
+	}
+	return out
+}
+
+// InstanceFrom builds the view of one instance.
+func InstanceFrom(v *wasmorchv1.InstanceView) Instance {
+	in, st := v.GetInstance(), v.GetStatus()
+	out := Instance{
+		ID:         in.GetId(),
+		Workload:   in.GetWorkload(),
+		Generation: in.GetGeneration(),
+		Node:       in.GetNode(),
+		State:      StateName(EffectiveState(v)),
+		Restarts:   st.GetRestarts(),
+		Reason:     st.GetReason(),
+		Message:    st.GetMessage(),
+		CreatedAt:  unixNano(in.GetCreatedUnixNano()),
+		StartedAt:  unixNano(st.GetStartedUnixNano()),
+		FinishedAt: unixNano(st.GetFinishedUnixNano()),
+	}
+	if out.Node == "" {
+		out.Node = st.GetNode()
+	}
+	if st.GetExited() {
+		code := st.GetExitCode()
+		out.ExitCode = &code
+	}
+	if out.Reason == "" && in.GetPendingReason() != "" {
+		out.Reason = "Unschedulable"
+		out.Message = in.GetPendingReason()
+	}
+	return out
+}
+
+// NodeFrom builds the view of one node.
+func NodeFrom(v *wasmorchv1.NodeView) Node {
+	n := v.GetNode()
+	out := Node{
+		Name:         n.GetName(),
+		State:        NodeNotReady,
+		Address:      n.GetAddress(),
+		Arch:         n.GetArch(),
+		OS:           n.GetOs(),
+		Runtimes:     append([]string{}, n.GetRuntimes()...),
+		Labels:       n.GetLabels(),
+		Instances:    v.GetInstances(),
+		Cordoned:     n.GetCordoned(),
+		Version:      n.GetVersion(),
+		Capacity:     resourcesFrom(n.GetCapacity()),
+		Allocated:    resourcesFrom(v.GetAllocated()),
+		RegisteredAt: unixNano(n.GetRegisteredUnixNano()),
+	}
+	if v.GetReady() {
+		out.State = NodeReady
+	}
+	return out
+}
+
+// Workloads, Instances and Nodes build sorted views of a list; never nil,
+// so that an empty list prints as [].
+func Workloads(vs []*wasmorchv1.WorkloadView) []Workload {
+	out := make([]Workload, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, WorkloadFrom(v))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func Instances(vs []*wasmorchv1.InstanceView) []Instance {
+	out := make([]Instance, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, InstanceFrom(v))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Workload != b.Workload {
+			return a.Workload < b.Workload
+		}
+		if a.Generation != b.Generation {
+			return a.Generation > b.Generation
+		}
+		return a.ID < b.ID
+	})
+	return out
+}
+
+func Nodes(vs []*wasmorchv1.NodeView) []Node {
+	out := make([]Node, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, NodeFrom(v))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func resourcesFrom(r *wasmorchv1.Resources) *Resources {
+	if r == nil {
+		return nil
+	}
+	return &Resources{MemoryBytes: r.GetMemoryBytes(), CPUMillis: r.GetCpuMillis(), Instances: r.GetInstances()}
+}
+
+func unixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}

@@ -1,0 +1,182 @@
+package wasmrt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
+)
+
+// StopExitCode is the exit code recorded for an instance ended by Stop or
+// Close: 128+SIGKILL, because WASI preview 1 has no signals, so a guest is
+// never asked to stop, only ended where it stands.
+const StopExitCode = 137
+
+// NotStartedExitCode is the exit code recorded for an instance whose guest
+// never ran: its module cannot run here (see Start), or Start failed.
+const NotStartedExitCode = -1
+
+// errStopped is the cause given to an instance ended by Stop.
+var errStopped = errors.New("stopped by the worker")
+
+// instance is one running module. Everything else it needs lives on its
+// goroutine's stack or in wazero, to keep a parked instance small.
+type instance struct {
+	id     string
+	ctx    context.Context // canceled by Stop and by Runtime.Close
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+	onExit func(runtimeapi.Exit)
+	exit   runtimeapi.Exit // written before done is closed
+
+	timer *time.Timer // reused by sleep; only the instance's goroutine uses it
+}
+
+func (i *instance) ID() string            { return i.id }
+func (i *instance) Done() <-chan struct{} { return i.done }
+
+// Exit reports how the instance ended, or the zero Exit while it runs.
+func (i *instance) Exit() runtimeapi.Exit {
+	select {
+	case <-i.done:
+		return i.exit
+	default:
+		return runtimeapi.Exit{}
+	}
+}
+
+// Stop ends the instance at once: WASI preview 1 has no way to ask a guest
+// to stop, so grace is not used. Canceling the instance's context makes
+// wazero close the module at the guest's next function call or loop
+// iteration, and cuts short a sleep in poll_oneoff. If ctx ends first, Stop
+// returns a Stopped exit that says the instance had not exited yet; Done
+// still tells when it does.
+func (i *instance) Stop(ctx context.Context, _ time.Duration) runtimeapi.Exit {
+	i.cancel(errStopped)
+	select {
+	case <-i.done:
+		return i.exit
+	case <-ctx.Done():
+		return runtimeapi.Exit{
+			Code:    StopExitCode,
+			Reason:  runtimeapi.ReasonStopped,
+			Message: fmt.Sprintf("stop requested, but instance %s had not exited yet: %v", i.id, context.Cause(ctx)),
+			At:      time.Now(),
+		}
+	}
+}
+
+// run is the instance's goroutine: it instantiates m, runs _start until the
+// guest returns, exits or is stopped, and finishes the instance.
+func (i *instance) run(r *Runtime, m *module, spec runtimeapi.InstanceSpec) {
+	cfg := r.moduleConfig.
+		WithArgs(append([]string{spec.ID}, spec.Args...)...).
+		WithNanosleep(i.sleep)
+	if spec.Stdout != nil {
+		cfg = cfg.WithStdout(spec.Stdout)
+	}
+	if spec.Stderr != nil {
+		cfg = cfg.WithStderr(spec.Stderr)
+	}
+	for _, kv := range spec.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		cfg = cfg.WithEnv(k, v)
+	}
+
+	mod, err := m.wz.InstantiateModule(i.ctx, m.code, cfg)
+	if err != nil {
+		i.finish(r, m, i.exitFrom(err, "instantiate: "))
+		return
+	}
+	_, err = mod.ExportedFunction("_start").Call(i.ctx)
+	_ = mod.Close(context.WithoutCancel(i.ctx))
+	i.finish(r, m, i.exitFrom(err, ""))
+}
+
+// finish records the exit, lets go of the module, tells the supervisor and
+// closes done, in that order.
+func (i *instance) finish(r *Runtime, m *module, exit runtimeapi.Exit) {
+	defer r.running.Done()
+	if m != nil {
+		r.drop(m)
+	}
+	i.cancel(nil) // frees the context; a no-op if already stopped
+	exit.At = time.Now()
+	i.exit = exit
+	if i.onExit != nil {
+		i.onExit(exit)
+	}
+	close(i.done)
+}
+
+// exitFrom maps how _start (or instantiation, with a prefix for the
+// message) ended to an Exit.
+func (i *instance) exitFrom(err error, prefix string) runtimeapi.Exit {
+	if err == nil {
+		return runtimeapi.Exit{Code: 0, Reason: runtimeapi.ReasonCompleted}
+	}
+	var exitErr *sys.ExitError
+	if errors.As(err, &exitErr) {
+		code := exitErr.ExitCode()
+		switch {
+		case code == sys.ExitCodeContextCanceled && i.ctx.Err() != nil:
+			return runtimeapi.Exit{Code: StopExitCode, Reason: runtimeapi.ReasonStopped, Message: context.Cause(i.ctx).Error()}
+		case code == 0:
+			return runtimeapi.Exit{Code: 0, Reason: runtimeapi.ReasonCompleted}
+		default:
+			return runtimeapi.Exit{Code: int32(code), Reason: runtimeapi.ReasonError,
+				Message: fmt.Sprintf("exited with code %d", int32(code))}
+		}
+	}
+	if prefix != "" {
+		// Imports and memory were checked when compiling, so what is left
+		// is a module that cannot be instantiated at all (a table or
+		// global import, an element segment out of bounds ...).
+		return permanentExit(runtimeapi.ReasonInvalid, prefix+firstLine(err))
+	}
+	// Anything else that ends a call is a trap: a wasm runtime error, or a
+	// host function that panicked.
+	return runtimeapi.Exit{Code: runtimeapi.TrapExitCode, Reason: runtimeapi.ReasonTrap, Message: trapMessage(err)}
+}
+
+// sleep is the instance's nanosleep (what poll_oneoff on a clock calls): a
+// real sleep, like wazero's WithSysNanosleep, that Stop cuts short, so that
+// stopping a guest that sleeps for an hour does not take one. A cut-short
+// sleep ends the guest there, as proc_exit does, rather than letting it run
+// on until wazero notices the canceled context.
+func (i *instance) sleep(ns int64) {
+	if ns > 0 {
+		d := time.Duration(ns)
+		if i.timer == nil {
+			i.timer = time.NewTimer(d)
+		} else {
+			i.timer.Reset(d)
+		}
+		select {
+		case <-i.timer.C:
+			return
+		case <-i.ctx.Done():
+			i.timer.Stop()
+		}
+	}
+	if i.ctx.Err() != nil {
+		panic(sys.NewExitError(sys.ExitCodeContextCanceled))
+	}
+}
+
+// trapMessage is the first line of a trap's error, which names the trap,
+// and the innermost frame of the wasm stack trace wazero appends, if any:
+// "wasm error: unreachable (at .$0())".
+func trapMessage(err error) string {
+	msg, trace, _ := strings.Cut(err.Error(), "\nwasm stack trace:\n\t")
+	msg, _, _ = strings.Cut(msg, "\n")
+	if frame, _, _ := strings.Cut(trace, "\n"); frame != "" {
+		msg += " (at " + strings.TrimSpace(frame) + ")"
+	}
+	return msg
+}

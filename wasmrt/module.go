@@ -1,0 +1,305 @@
+package wasmrt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
+)
+
+// moduleKey names one compiled module: wazero bakes the memory limit into
+// a compiled module, so the same bytes under two limits are two modules.
+type moduleKey struct {
+	digest string
+	pages  uint32
+}
+
+// module is a compiled module shared by every instance of one key. The
+// first caller that needs it compiles it; the others wait on ready.
+type module struct {
+	key   moduleKey
+	ready chan struct{}
+
+	// Written before ready is closed, read-only after.
+	wz   wazero.Runtime
+	code wazero.CompiledModule
+	err  *runtimeapi.StartError // why it cannot run; Permanent if the module is to blame
+
+	// Guarded by Runtime.mu.
+	users    int  // instances holding it, including starts in progress
+	compiled bool // compile is done: ready is or is about to be closed
+	released bool // no longer in Runtime.modules: close once unused
+	closed   bool
+}
+
+// unusedLocked reports, once, that m is released, compiled and unused: the
+// caller then closes it. Runtime.mu must be held.
+func (m *module) unusedLocked() bool {
+	if m.released && m.compiled && m.users == 0 && !m.closed {
+		m.closed = true
+		return true
+	}
+	return false
+}
+
+func (m *module) close() {
+	if m.code != nil {
+		_ = m.code.Close(context.Background())
+	}
+}
+
+// Prepare implements runtimeapi.Runtime: it compiles the module for the
+// memory limit unless already done. Its error is a *runtimeapi.StartError;
+// a Permanent one means no instance of the module can ever run here
+// (invalid module, memory minimum above the limit, missing import, no
+// _start), and Start would report the same Exit.
+func (r *Runtime) Prepare(ctx context.Context, a runtimeapi.Artifact, memoryBytes int64) error {
+	_, err := r.acquire(ctx, a, memoryBytes, false)
+	return err
+}
+
+// Release implements runtimeapi.Runtime: the compiled modules of the
+// artifact are closed now if no instance runs them, or when the last does.
+// A later Prepare or Start compiles again (from the file cache).
+func (r *Runtime) Release(a runtimeapi.Artifact) {
+	var unused []*module
+	r.mu.Lock()
+	for key, m := range r.modules {
+		if key.digest != a.Digest {
+			continue
+		}
+		delete(r.modules, key)
+		m.released = true
+		if m.unusedLocked() {
+			unused = append(unused, m)
+		}
+	}
+	r.mu.Unlock()
+	for _, m := range unused {
+		m.close()
+	}
+}
+
+// acquire returns the compiled module for a and the memory limit, compiling
+// it if no one has. With hold, the caller becomes one of its users and must
+// call drop when done with it.
+func (r *Runtime) acquire(ctx context.Context, a runtimeapi.Artifact, memoryBytes int64, hold bool) (*module, error) {
+	key := moduleKey{digest: a.Digest, pages: r.cfg.memoryPages(memoryBytes)}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, startError(false, "the wasm runtime is closed")
+	}
+	m, ok := r.modules[key]
+	if !ok {
+		m = &module{key: key, ready: make(chan struct{})}
+		r.modules[key] = m
+	}
+	if hold {
+		m.users++
+	}
+	r.mu.Unlock()
+
+	if !ok {
+		r.compile(ctx, m, a)
+	} else {
+		select {
+		case <-m.ready:
+		case <-ctx.Done():
+			if hold {
+				r.drop(m)
+			}
+			return nil, startError(false, fmt.Sprintf("waiting for module %s to compile: %v", a.Digest, context.Cause(ctx)))
+		}
+	}
+	if m.err != nil {
+		if hold {
+			r.drop(m)
+		}
+		if ok && !m.err.Exit.Permanent && ctx.Err() == nil {
+			// Another caller's compile failed for its own reason (its
+			// context ended ...) and the entry is gone: compile ourselves.
+			return r.acquire(ctx, a, memoryBytes, hold)
+		}
+		failed := *m.err // a copy, dated now, for a module that failed before
+		failed.Exit.At = time.Now()
+		return nil, &failed
+	}
+	return m, nil
+}
+
+// drop ends one use of m, closing it if it was released and was the last.
+func (r *Runtime) drop(m *module) {
+	r.mu.Lock()
+	m.users--
+	unused := m.unusedLocked()
+	r.mu.Unlock()
+	if unused {
+		m.close()
+	}
+}
+
+// compile fills m and closes m.ready. Failures the module is not to blame
+// for are forgotten, so that the next caller tries again.
+func (r *Runtime) compile(ctx context.Context, m *module, a runtimeapi.Artifact) {
+	m.wz, m.code, m.err = r.compileModule(ctx, m.key, a)
+	r.mu.Lock()
+	if m.err != nil && !m.err.Exit.Permanent && r.modules[m.key] == m {
+		delete(r.modules, m.key)
+		m.released = true
+	}
+	m.compiled = true
+	unused := m.unusedLocked()
+	r.mu.Unlock()
+	if unused {
+		m.close()
+	}
+	close(m.ready)
+}
+
+func (r *Runtime) compileModule(ctx context.Context, key moduleKey, a runtimeapi.Artifact) (wazero.Runtime, wazero.CompiledModule, *runtimeapi.StartError) {
+	bin, serr := readModule(a)
+	if serr != nil {
+		return nil, nil, serr
+	}
+	wz, err := r.wazeroFor(ctx, key.pages)
+	if err != nil {
+		return nil, nil, startError(false, err.Error())
+	}
+	began := time.Now()
+	r.compiles.Add(1)
+	code, err := wz.CompileModule(experimental.WithCompilationWorkers(ctx, r.cfg.CompilationWorkers), bin)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, startError(false, fmt.Sprintf("compile module %s: %v", a.Digest, context.Cause(ctx)))
+		}
+		return nil, nil, &runtimeapi.StartError{Exit: r.whyNotCompiled(ctx, bin, key.pages, err)}
+	}
+	r.log.Debug("compiled wasm module", "digest", a.Digest, "memoryLimitPages", key.pages,
+		"bytes", len(bin), "took", time.Since(began))
+	if exit, ok := r.whyNotRunnable(code); !ok {
+		_ = code.Close(ctx)
+		return nil, nil, &runtimeapi.StartError{Exit: exit}
+	}
+	return wz, code, nil
+}
+
+// whyNotCompiled explains a compile failure: the module is invalid, or it
+// is valid but needs more memory than the limit, which is the one thing the
+// limit changes in compilation. Checking that again without a limit, with
+// the interpreter, avoids reading wazero's error strings.
+func (r *Runtime) whyNotCompiled(ctx context.Context, bin []byte, pages uint32, compileErr error) runtimeapi.Exit {
+	exit := permanentExit(runtimeapi.ReasonInvalid, "invalid module: "+firstLine(compileErr))
+	_ = inspect(ctx, bin, func(code wazero.CompiledModule) error {
+		exit = permanentExit(runtimeapi.ReasonMemoryLimit,
+			fmt.Sprintf("memory minimum %s exceeds the instance limit of %s", pagesText(minMemoryPages(code)), pagesText(pages)))
+		return nil
+	})
+	return exit
+}
+
+// minMemoryPages is the declared minimum of the module's memory, or 0 if
+// the memory is neither imported nor exported (wazero does not show it).
+func minMemoryPages(code wazero.CompiledModule) uint32 {
+	for _, mem := range code.ImportedMemories() {
+		return mem.Min()
+	}
+	for _, mem := range code.ExportedMemories() {
+		return mem.Min()
+	}
+	return 0
+}
+
+func pagesText(pages uint32) string {
+	if pages == 0 {
+		return "(unknown)"
+	}
+	return fmt.Sprintf("%d pages (%s)", pages, bytesText(int64(pages)*pageSize))
+}
+
+func bytesText(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+}
+
+// whyNotRunnable checks what compiling cannot: that the module is a WASI
+// command and that the runtime provides every function and memory it
+// imports, with the right signature.
+func (r *Runtime) whyNotRunnable(code wazero.CompiledModule) (runtimeapi.Exit, bool) {
+	if err := checkCommand(code); err != nil {
+		return permanentExit(runtimeapi.ReasonInvalid, err.Error()), false
+	}
+	var problems []string
+	for _, fn := range code.ImportedFunctions() {
+		mod, name, _ := fn.Import()
+		provided, ok := r.wasi[name]
+		switch {
+		case mod != wasi_snapshot_preview1.ModuleName || !ok:
+			problems = append(problems, fmt.Sprintf("import %s.%s is not provided by the wasm runtime (WASI preview 1 only)", mod, name))
+		case !slices.Equal(fn.ParamTypes(), provided.ParamTypes()) || !slices.Equal(fn.ResultTypes(), provided.ResultTypes()):
+			problems = append(problems, fmt.Sprintf("import %s.%s has type %s but the wasm runtime provides %s",
+				mod, name, signature(fn), signature(provided)))
+		}
+	}
+	for _, mem := range code.ImportedMemories() {
+		mod, name, _ := mem.Import()
+		problems = append(problems, fmt.Sprintf("import %s.%s (a memory) is not provided by the wasm runtime (WASI preview 1 only)", mod, name))
+	}
+	switch len(problems) {
+	case 0:
+		return runtimeapi.Exit{}, true
+	case 1:
+		return permanentExit(runtimeapi.ReasonImportError, problems[0]), false
+	default:
+		return permanentExit(runtimeapi.ReasonImportError,
+			fmt.Sprintf("%s (and %d more unresolved imports)", problems[0], len(problems)-1)), false
+	}
+}
+
+// checkCommand reports whether a module is a WASI command, which is what an
+// instance runs.
+func checkCommand(code wazero.CompiledModule) error {
+	start, ok := code.ExportedFunctions()["_start"]
+	if !ok {
+		return errors.New("not a WASI command module: no _start export")
+	}
+	if len(start.ParamTypes()) != 0 || len(start.ResultTypes()) != 0 {
+		return fmt.Errorf("not a WASI command module: _start has type %s, want () -> ()", signature(start))
+	}
+	return nil
+}
+
+func signature(fn api.FunctionDefinition) string {
+	return "(" + valueTypes(fn.ParamTypes()) + ") -> (" + valueTypes(fn.ResultTypes()) + ")"
+}
+
+func valueTypes(ts []api.ValueType) string {
+	var s string
+	for i, t := range ts {
+		if i > 0 {
+			s += ", "
+		}
+		s += api.ValueTypeName(t)
+	}
+	return s
+}
+
+func permanentExit(reason, msg string) runtimeapi.Exit {
+	return runtimeapi.Exit{Code: NotStartedExitCode, Reason: reason, Message: msg, Permanent: true, At: time.Now()}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -27,6 +28,7 @@ type controller struct {
 	alive   func(ctx context.Context) (map[string]bool, error)
 	resync  time.Duration
 	metrics *metrics
+	events  *events
 }
 
 // world is one consistent read of everything the controller looks at.
@@ -41,12 +43,12 @@ type world struct {
 
 // Start runs passes whenever the state changes, until ctx is done.
 func (c *controller) Start(ctx context.Context) error {
-	wch := c.st.Client.Watch(clientv3.WithRequireLeader(ctx), store.Root, clientv3.WithPrefix(), clientv3.WithFilterDelete())
+	wch := c.st.Client.Watch(clientv3.WithRequireLeader(ctx), store.Root, clientv3.WithPrefix())
 	kick := make(chan struct{}, 1)
 	go func() {
 		for resp := range wch {
 			for _, ev := range resp.Events {
-				if isBlobKey(ev.Kv.Key) {
+				if ignoredByController(ev.Kv.Key) {
 					continue
 				}
 				select {
@@ -82,8 +84,11 @@ func (c *controller) Start(ctx context.Context) error {
 	}
 }
 
-func isBlobKey(k []byte) bool {
-	return len(k) >= len(store.BlobsPrefix) && string(k[:len(store.BlobsPrefix)]) == store.BlobsPrefix
+// ignoredByController says whether a change under key cannot affect a pass:
+// blobs, events (which passes themselves write) and the election.
+func ignoredByController(key []byte) bool {
+	k := string(key)
+	return strings.HasPrefix(k, store.BlobsPrefix) || strings.HasPrefix(k, store.EventsPrefix) || strings.HasPrefix(k, store.ElectionPrefix)
 }
 
 func (c *controller) read(ctx context.Context) (*world, error) {

@@ -45,6 +45,7 @@ type Server struct {
 	httpLis net.Listener
 	workers *workerClients
 	metrics *metrics
+	events  *events
 
 	stopping  chan struct{}
 	closeOnce sync.Once
@@ -81,6 +82,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.store = store.New(cli)
 	s.blobs = blobs.New(cli)
 	s.metrics = newMetrics()
+	s.events = &events{cli: cli, source: cfg.Name}
 
 	s.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(s.metrics.unary, unaryErrors),
@@ -236,7 +238,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 		case <-lctx.Done():
 		}
 	}()
-	c := &controller{st: s.store, log: s.log.With("loop", "controller"), alive: s.aliveNodes, resync: 5 * time.Second, metrics: s.metrics}
+	c := &controller{st: s.store, log: s.log.With("loop", "controller"), alive: s.aliveNodes, resync: 5 * time.Second, metrics: s.metrics, events: s.events}
 	err = c.Start(lctx)
 	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 	defer rcancel()

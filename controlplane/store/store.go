@@ -29,6 +29,7 @@ const (
 	AlivePrefix     = Root + "alive/" // a node's liveness key, bound to its lease
 	BlobsPrefix     = Root + "blobs/"
 	ElectionPrefix  = Root + "election/controllers"
+	EventsPrefix    = Root + "events/"
 )
 
 // MaxOpsPerTxn bounds the operations the store puts in one transaction; the

@@ -31,16 +31,37 @@ func (a *agentAPI) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 	if err := ValidateNodeName(n.GetName()); err != nil {
 		return nil, err
 	}
+	for k, v := range n.GetLabels() {
+		if err := ValidateLabel(k, v); err != nil {
+			return nil, errdefs.Invalidf("node %s: %v", n.GetName(), err)
+		}
+	}
 	n.RegisteredUnixNano = time.Now().UnixNano()
-	if cur, err := a.s.store.Nodes.Get(ctx, n.GetName()); err == nil {
-		n.Cordoned = cur.Value.GetCordoned() // an operator's choice survives re-registration
-	}
-	op, err := a.s.store.Nodes.PutOp(n.GetName(), n)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := a.s.store.Client.Txn(ctx).Then(op).Commit(); err != nil {
-		return nil, errdefs.Unavailablef("register node %s: %v", n.GetName(), err)
+	// Compare-and-swap, so that a cordon or drain racing the registration
+	// is kept rather than overwritten.
+	for attempt := 0; ; attempt++ {
+		guard := clientv3.Compare(clientv3.CreateRevision(a.s.store.Nodes.Key(n.GetName())), "=", 0)
+		if cur, err := a.s.store.Nodes.Get(ctx, n.GetName()); err == nil {
+			n.Cordoned = cur.Value.GetCordoned() // an operator's choice survives re-registration
+			n.Draining = cur.Value.GetDraining()
+			guard = a.s.store.Nodes.Unchanged(n.GetName(), cur.ModRevision)
+		} else if !errdefs.IsNotFound(err) {
+			return nil, err
+		}
+		op, err := a.s.store.Nodes.PutOp(n.GetName(), n)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := a.s.store.Client.Txn(ctx).If(guard).Then(op).Commit()
+		if err != nil {
+			return nil, errdefs.Unavailablef("register node %s: %v", n.GetName(), err)
+		}
+		if resp.Succeeded {
+			break
+		}
+		if attempt >= 5 {
+			return nil, errdefs.Conflictf("node %s changed during registration; try again", n.GetName())
+		}
 	}
 	if err := a.renew(ctx, n.GetName(), true); err != nil {
 		return nil, err
@@ -108,7 +129,8 @@ func (a *agentAPI) Session(req *v1.SessionRequest, stream v1.Agent_SessionServer
 		set := &v1.Assignments{Revision: rev}
 		mine := map[string]bool{}
 		for _, inst := range insts {
-			if inst.Value.GetNode() == node {
+			// A lost instance has been replaced: its node, back, must stop it.
+			if inst.Value.GetNode() == node && inst.Value.GetLostUnixNano() == 0 {
 				set.Instances = append(set.Instances, inst.Value)
 				mine[inst.Name] = true
 			}

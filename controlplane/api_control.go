@@ -9,6 +9,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/controlplane/gateway"
+	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/internal/version"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -49,12 +51,18 @@ func (a *controlAPI) UploadBlob(stream v1.Control_UploadBlobServer) error {
 	if media == "" {
 		media = "application/wasm"
 	}
-	if media != "application/wasm" {
-		return errdefs.Invalidf("media type %q is not supported: upload application/wasm modules", media)
-	}
-	info, err := inspectModule(stream.Context(), b)
-	if err != nil {
-		return err
+	var info moduleInfo
+	switch media {
+	case "application/wasm":
+		if info, err = inspectModule(stream.Context(), b); err != nil {
+			return err
+		}
+	case ociarchive.MediaType:
+		if err := inspectImageArchive(b); err != nil {
+			return err
+		}
+	default:
+		return errdefs.Invalidf("media type %q is not supported: upload application/wasm modules or %s image archives", media, ociarchive.MediaType)
 	}
 	existed, err := a.s.blobs.Put(stream.Context(), hdr.GetDigest(), b, media, info.minMemoryBytes)
 	if err != nil {
@@ -111,14 +119,26 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		if err := validateSpec(spec); err != nil {
 			return nil, err
 		}
-		meta, err := a.s.blobs.Stat(ctx, spec.GetModuleDigest())
-		if errdefs.IsNotFound(err) {
-			return nil, errdefs.Preconditionf("module %s has not been uploaded; upload it first ('wasmorch deploy FILE.wasm' does both)", spec.GetModuleDigest())
-		} else if err != nil {
+		if err := gateway.CheckRoute(ctx, a.s.store, req.GetName(), spec.GetHttp()); err != nil {
 			return nil, err
 		}
-		spec.ModuleSize = meta.GetSize()
-		spec.MemoryRequestBytes = max(meta.GetWasmMinMemoryBytes(), wasmPageSize)
+		if spec.GetKind() == kindContainer {
+			if err := a.s.resolveContainerSource(ctx, spec); err != nil {
+				return nil, err
+			}
+		} else {
+			meta, err := a.s.blobs.Stat(ctx, spec.GetModuleDigest())
+			if errdefs.IsNotFound(err) {
+				return nil, errdefs.Preconditionf("module %s has not been uploaded; upload it first ('wasmorch deploy FILE.wasm' does both)", spec.GetModuleDigest())
+			} else if err != nil {
+				return nil, err
+			}
+			if meta.GetMediaType() == ociarchive.MediaType {
+				return nil, errdefs.Preconditionf("blob %s is an OCI image archive, not a module: deploy it as a container workload", spec.GetModuleDigest())
+			}
+			spec.ModuleSize = meta.GetSize()
+			spec.MemoryRequestBytes = max(meta.GetWasmMinMemoryBytes(), wasmPageSize)
+		}
 		now := time.Now().UnixNano()
 		if !exists {
 			wl := &v1.Workload{Name: req.GetName(), Spec: spec, Generation: 1, CreatedUnixNano: now, UpdatedUnixNano: now}
@@ -230,21 +250,7 @@ func (a *controlAPI) ListNodes(ctx context.Context, _ *v1.ListNodesRequest) (*v1
 	if err != nil {
 		return nil, err
 	}
-	out := &v1.ListNodesResponse{}
-	byNode := map[string]*v1.NodeView{}
-	for _, n := range v.nodes {
-		nv := &v1.NodeView{Node: n, Ready: v.alive[n.GetName()], Allocated: &v1.Resources{}}
-		byNode[n.GetName()] = nv
-		out.Nodes = append(out.Nodes, nv)
-	}
-	for _, inst := range v.instances {
-		if nv := byNode[inst.GetNode()]; nv != nil {
-			nv.Instances++
-			nv.Allocated.Instances++
-			nv.Allocated.MemoryBytes += inst.GetSpec().GetMemoryRequestBytes()
-		}
-	}
-	return out, nil
+	return &v1.ListNodesResponse{Nodes: v.nodeViews()}, nil
 }
 
 // Logs gathers the workload's instance output from the workers that hold it.
@@ -373,8 +379,8 @@ func (v *view) workloadView(wl *v1.Workload) *v1.WorkloadView {
 		insts = v.byWorkload[wl.GetName()]
 	}
 	for _, inst := range insts {
-		if inst.GetWorkload() != wl.GetName() {
-			continue
+		if inst.GetWorkload() != wl.GetName() || inst.GetLostUnixNano() != 0 {
+			continue // a lost instance has been replaced
 		}
 		out.Total++
 		if inst.GetGeneration() != wl.GetGeneration() {

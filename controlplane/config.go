@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -30,7 +32,15 @@ type Config struct {
 	NodeGrace         time.Duration `json:"nodeGrace" yaml:"nodeGrace"`
 	// ElectionTTL bounds how long a dead leader keeps its leadership.
 	ElectionTTL time.Duration `json:"electionTTL" yaml:"electionTTL"`
-	Logger      *slog.Logger  `json:"-" yaml:"-"`
+	// InitialCluster lists every member of a new multi-member cluster, as
+	// etcd's --initial-cluster ("cp1=http://10.0.0.1:2380,cp2=http://...");
+	// it must name this member with EtcdPeerAddr. Empty: a cluster of one,
+	// or the one Join returns. Ignored once DataDir holds etcd data.
+	InitialCluster string `json:"initialCluster" yaml:"initialCluster"`
+	// Join lists API addresses of running members; a member starting on an
+	// empty data dir asks one of them to add it to the etcd cluster.
+	Join   []string     `json:"join" yaml:"join"`
+	Logger *slog.Logger `json:"-" yaml:"-"`
 }
 
 // DefaultConfig returns the defaults `wasmorch up` and `server` start with.
@@ -72,8 +82,48 @@ func (c Config) Validate() error {
 	if c.NodeGrace < 2*c.HeartbeatInterval {
 		errs = append(errs, fmt.Errorf("node grace %s must be at least twice the heartbeat interval %s", c.NodeGrace, c.HeartbeatInterval))
 	}
+	if c.InitialCluster != "" && len(c.Join) > 0 {
+		errs = append(errs, errors.New("give either an initial cluster or members to join, not both"))
+	}
+	if c.InitialCluster != "" || len(c.Join) > 0 {
+		if _, port, err := net.SplitHostPort(c.EtcdPeerAddr); err == nil && (port == "0" || port == "") {
+			errs = append(errs, fmt.Errorf("etcd peer address %q needs a fixed port when the cluster has several members", c.EtcdPeerAddr))
+		}
+	}
+	if c.InitialCluster != "" {
+		if _, err := parseInitialCluster(c.InitialCluster); err != nil {
+			errs = append(errs, err)
+		} else if !strings.Contains(","+c.InitialCluster+",", ","+c.Name+"=") {
+			errs = append(errs, fmt.Errorf("initial cluster %q does not name this member %q", c.InitialCluster, c.Name))
+		}
+	}
+	for _, a := range c.Join {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("join address %q is not host:port", a))
+		}
+	}
 	if c.ElectionTTL < time.Second {
 		errs = append(errs, errors.New("election TTL must be at least 1s"))
 	}
 	return errors.Join(errs...)
+}
+
+// parseInitialCluster checks etcd's NAME=URL[,NAME=URL...] list.
+func parseInitialCluster(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		name, u, ok := strings.Cut(part, "=")
+		if !ok || name == "" || u == "" {
+			return nil, fmt.Errorf("initial cluster entry %q is not NAME=http://HOST:PORT", part)
+		}
+		pu, err := url.Parse(u)
+		if err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https") {
+			return nil, fmt.Errorf("initial cluster entry %q: %q is not a peer URL like http://HOST:PORT", part, u)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("initial cluster names member %q twice", name)
+		}
+		out[name] = u
+	}
+	return out, nil
 }

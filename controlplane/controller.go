@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/scheduler"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -23,12 +24,19 @@ import (
 // with compare-and-swap; a pass that loses a race is simply repeated, so a
 // missed event is never fatal.
 type controller struct {
-	st      *store.Store
+	st *store.Store
+	// kv is what the controller writes through: the store's client fenced
+	// on this member's leadership (fencedKV), so that a deposed leader
+	// writes nothing.
+	kv      clientv3.KV
 	log     *slog.Logger
 	alive   func(ctx context.Context) (map[string]bool, error)
 	resync  time.Duration
 	metrics *metrics
 	events  *events
+
+	ready         map[string]bool // node readiness seen by the last pass, for events
+	pendingEvents []*v1.Event     // queued by a pass, recorded at its end
 }
 
 // world is one consistent read of everything the controller looks at.
@@ -39,6 +47,9 @@ type world struct {
 	nodes     []store.Versioned[*v1.Node]
 	alive     map[string]bool
 	rev       int64
+
+	nodeByName map[string]*v1.Node
+	draining   map[string]bool // nodes being drained
 }
 
 // Start runs passes whenever the state changes, until ctx is done.
@@ -88,7 +99,8 @@ func (c *controller) Start(ctx context.Context) error {
 // blobs, events (which passes themselves write) and the election.
 func ignoredByController(key []byte) bool {
 	k := string(key)
-	return strings.HasPrefix(k, store.BlobsPrefix) || strings.HasPrefix(k, store.EventsPrefix) || strings.HasPrefix(k, store.ElectionPrefix)
+	return strings.HasPrefix(k, store.BlobsPrefix) || strings.HasPrefix(k, store.EventsPrefix) || strings.HasPrefix(k, store.ElectionPrefix) ||
+		strings.HasPrefix(k, gateway.LoadPrefix)
 }
 
 func (c *controller) read(ctx context.Context) (*world, error) {
@@ -117,26 +129,49 @@ func (c *controller) read(ctx context.Context) (*world, error) {
 	if w.alive, err = c.alive(ctx); err != nil {
 		return nil, err
 	}
+	w.nodeByName, w.draining = make(map[string]*v1.Node, len(w.nodes)), map[string]bool{}
+	for _, n := range w.nodes {
+		w.nodeByName[n.Name] = n.Value
+		if n.Value.GetDraining() {
+			w.draining[n.Name] = true
+		}
+	}
 	return w, nil
 }
 
 // pass is one reconciliation of every workload, then one scheduling pass.
-func (c *controller) pass(ctx context.Context) error {
+func (c *controller) pass(ctx context.Context) (err error) {
 	c.metrics.passes.Inc()
 	w, err := c.read(ctx)
 	if err != nil {
 		return err
 	}
+	defer func() { c.flushEvents(context.WithoutCancel(ctx), err == nil) }()
+	c.nodeTransitions(w)
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
 	remove := func(inst store.Versioned[*v1.Instance]) {
 		cmps = append(cmps, c.st.Instances.Unchanged(inst.Name, inst.ModRevision))
 		ops = append(ops, c.st.Instances.DeleteOp(inst.Name)) // its status goes on the next pass
 	}
+	mark := func(inst store.Versioned[*v1.Instance], updated *v1.Instance) error {
+		op, err := c.st.Instances.PutOp(inst.Name, updated)
+		if err != nil {
+			return err
+		}
+		cmps, ops = append(cmps, c.st.Instances.Unchanged(inst.Name, inst.ModRevision)), append(ops, op)
+		return nil
+	}
 	byWorkload := map[string][]store.Versioned[*v1.Instance]{}
-	for _, inst := range w.instances {
+	for i := range w.instances {
+		inst := w.instances[i]
 		if _, ok := w.workloads[inst.Value.GetWorkload()]; !ok {
 			remove(inst) // its workload was deleted
+			continue
+		}
+		if lost, err := c.lostOrGone(&w.instances[i], w, mark, remove); err != nil {
+			return err
+		} else if lost {
 			continue
 		}
 		byWorkload[inst.Value.GetWorkload()] = append(byWorkload[inst.Value.GetWorkload()], inst)
@@ -162,12 +197,14 @@ func (c *controller) pass(ctx context.Context) error {
 			cleanups = append(cleanups, c.st.Statuses.DeleteOp(id))
 		}
 	}
-	if _, err := store.Txn(ctx, c.st.Client, cmps, ops); err != nil {
+	failedBatches, err := store.Txn(ctx, c.kv, cmps, ops)
+	if err != nil {
 		return err
 	}
-	if _, err := store.Txn(ctx, c.st.Client, nil, cleanups); err != nil {
+	if _, err := store.Txn(ctx, c.kv, nil, cleanups); err != nil {
 		return err
 	}
+	c.flushEvents(ctx, failedBatches == 0) // lost instances, now marked
 	if len(ops) > 0 || len(created) > 0 {
 		c.log.Debug("reconciled", "removed", len(ops), "created", len(created))
 	}
@@ -181,9 +218,13 @@ func (c *controller) pass(ctx context.Context) error {
 // its replicas ready, so a new revision never takes the workload down.
 func (c *controller) diff(wl *v1.Workload, insts []store.Versioned[*v1.Instance], w *world) (remove []store.Versioned[*v1.Instance], create int) {
 	want := int(wl.GetSpec().GetReplicas())
-	var current, old []store.Versioned[*v1.Instance]
+	var current, old, evicting []store.Versioned[*v1.Instance]
 	for _, inst := range insts {
 		if inst.Value.GetGeneration() == wl.GetGeneration() {
+			if w.draining[inst.Value.GetNode()] {
+				evicting = append(evicting, inst)
+				continue
+			}
 			current = append(current, inst)
 		} else {
 			old = append(old, inst)
@@ -206,6 +247,7 @@ func (c *controller) diff(wl *v1.Workload, insts []store.Versioned[*v1.Instance]
 			ready++
 		}
 	}
+	remove = append(remove, evictions(evicting, ready, want, w)...)
 	if ready >= want {
 		remove = append(remove, old...)
 	} else {
@@ -234,7 +276,7 @@ func removalRank(inst *v1.Instance, w *world) (class int, created int64) {
 // isReady says whether an instance is doing its job: running, or (for a
 // command) its last run completed.
 func isReady(inst *v1.Instance, st *v1.InstanceStatus, alive map[string]bool) bool {
-	if inst.GetNode() == "" || !alive[inst.GetNode()] || st == nil || st.GetNode() != inst.GetNode() {
+	if inst.GetNode() == "" || inst.GetLostUnixNano() != 0 || !alive[inst.GetNode()] || st == nil || st.GetNode() != inst.GetNode() {
 		return false
 	}
 	s := st.GetState()
@@ -247,7 +289,7 @@ func EffectiveState(inst *v1.Instance, st *v1.InstanceStatus, alive map[string]b
 	switch {
 	case inst.GetNode() == "":
 		return v1.InstanceState_INSTANCE_STATE_PENDING
-	case !alive[inst.GetNode()]:
+	case !alive[inst.GetNode()] || inst.GetLostUnixNano() != 0:
 		return v1.InstanceState_INSTANCE_STATE_LOST
 	case st == nil || st.GetNode() != inst.GetNode():
 		return v1.InstanceState_INSTANCE_STATE_SCHEDULED
@@ -285,9 +327,12 @@ func (c *controller) schedule(ctx context.Context, w *world, created []*v1.Insta
 		if _, ok := w.workloads[inst.Value.GetWorkload()]; !ok {
 			continue
 		}
-		if inst.Value.GetNode() == "" {
+		switch {
+		case inst.Value.GetNode() == "":
 			pending = append(pending, inst)
-		} else {
+		case inst.Value.GetLostUnixNano() == 0 && !w.draining[inst.Value.GetNode()]:
+			// Lost and evicted instances are leaving: they neither hold
+			// capacity nor count for spreading.
 			snap.Placed = append(snap.Placed, inst.Value)
 		}
 	}
@@ -308,6 +353,13 @@ func (c *controller) schedule(ctx context.Context, w *world, created []*v1.Insta
 	plan := scheduler.Schedule(snap, values)
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
+	bound, failed := map[string]map[string]int{}, map[string]map[string]int{}
+	count := func(m map[string]map[string]int, workload, key string) {
+		if m[workload] == nil {
+			m[workload] = map[string]int{}
+		}
+		m[workload][key]++
+	}
 	apply := func(inst *v1.Instance, guard clientv3.Cmp, isNew bool) error {
 		updated := inst
 		if !isNew {
@@ -315,8 +367,10 @@ func (c *controller) schedule(ctx context.Context, w *world, created []*v1.Insta
 		}
 		if node, ok := plan.Bindings[inst.GetId()]; ok {
 			updated.Node, updated.PendingReason = node, ""
+			count(bound, inst.GetWorkload(), node)
 		} else if reason := plan.Unplaced[inst.GetId()]; isNew || reason != inst.GetPendingReason() {
 			updated.PendingReason = reason
+			count(failed, inst.GetWorkload(), reason)
 		} else {
 			return nil
 		}
@@ -338,13 +392,14 @@ func (c *controller) schedule(ctx context.Context, w *world, created []*v1.Insta
 			return err
 		}
 	}
-	failed, err := store.Txn(ctx, c.st.Client, cmps, ops)
+	lostRaces, err := store.Txn(ctx, c.kv, cmps, ops)
 	if err != nil {
 		return err
 	}
-	if failed > 0 {
-		return fmt.Errorf("%d scheduling batches lost a race; will retry", failed)
+	if lostRaces > 0 {
+		return fmt.Errorf("%d scheduling batches lost a race; will retry", lostRaces)
 	}
+	c.schedulingEvents(bound, failed)
 	if len(plan.Bindings) > 0 {
 		c.log.Debug("scheduled", "bound", len(plan.Bindings), "unplaced", len(plan.Unplaced))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -17,12 +18,24 @@ import (
 // etcdMaxRequestBytes leaves room for one blob chunk plus its key.
 const etcdMaxRequestBytes = 2 * 1024 * 1024
 
+// etcdDir is where a member's etcd data lives under its data dir.
+func etcdDir(dataDir string) string { return filepath.Join(dataDir, "etcd") }
+
+// hasEtcdData reports whether the data dir already holds an etcd member,
+// in which case etcd restarts from it and ignores every bootstrap setting.
+func hasEtcdData(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(etcdDir(dataDir), "member"))
+	return err == nil
+}
+
 // startEtcd starts the embedded etcd member and returns it with an
 // in-process client (no network hop for the control plane's own calls).
-func startEtcd(ctx context.Context, cfg Config) (*embed.Etcd, *clientv3.Client, error) {
+// joined, when set, is the initial cluster a running member returned for
+// this one (AddMember): the member then joins an existing cluster.
+func startEtcd(ctx context.Context, cfg Config, joined string) (*embed.Etcd, *clientv3.Client, error) {
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
-	ec.Dir = filepath.Join(cfg.DataDir, "etcd")
+	ec.Dir = etcdDir(cfg.DataDir)
 	ec.Logger = "zap"
 	// etcd reports its own shutdown as errors ("use of closed network
 	// connection"); failures that matter reach us through StartEtcd and Err().
@@ -42,7 +55,16 @@ func startEtcd(ctx context.Context, cfg Config) (*embed.Etcd, *clientv3.Client, 
 	ec.AdvertiseClientUrls = []url.URL{*clientURL}
 	ec.ListenPeerUrls = []url.URL{*peerURL}
 	ec.AdvertisePeerUrls = []url.URL{*peerURL}
-	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	ec.InitialClusterToken = "wasmorch"
+	switch {
+	case joined != "":
+		ec.InitialCluster = joined
+		ec.ClusterState = embed.ClusterStateFlagExisting
+	case cfg.InitialCluster != "":
+		ec.InitialCluster = cfg.InitialCluster
+	default:
+		ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	}
 	ec.MaxTxnOps = store.MaxOpsPerTxn
 	ec.MaxRequestBytes = etcdMaxRequestBytes
 	ec.QuotaBackendBytes = 8 << 30

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -46,6 +47,7 @@ type Server struct {
 	workers *workerClients
 	metrics *metrics
 	events  *events
+	gateway *gateway.Gateway
 
 	stopping  chan struct{}
 	closeOnce sync.Once
@@ -75,9 +77,20 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("HTTP address %s: %w", cfg.HTTPAddr, err)
 	}
+	var joined string
+	if len(cfg.Join) > 0 && !hasEtcdData(cfg.DataDir) {
+		if joined, err = joinCluster(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
 	var cli *clientv3.Client
-	if s.etcd, cli, err = startEtcd(ctx, cfg); err != nil {
+	if s.etcd, cli, err = startEtcd(ctx, cfg, joined); err != nil {
 		return nil, err
+	}
+	if joined != "" {
+		if err := promoteSelf(ctx, cfg); err != nil {
+			return nil, err
+		}
 	}
 	s.store = store.New(cli)
 	s.blobs = blobs.New(cli)
@@ -85,7 +98,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.events = &events{cli: cli, source: cfg.Name}
 
 	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(s.metrics.unary, unaryErrors),
+		grpc.ChainUnaryInterceptor(s.metrics.unary, unaryErrors, s.quorumGuard),
 		grpc.ChainStreamInterceptor(streamErrors),
 		grpc.MaxRecvMsgSize(4<<20),
 	)
@@ -96,9 +109,15 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, fmt.Sprintf("no route for %s: HTTP functions are not served by this version", r.URL.Path), http.StatusNotFound)
+	s.gateway = gateway.New(gateway.Config{
+		Store: s.store, Alive: s.aliveNodes, Member: cfg.Name, Logger: s.log.With("component", "gateway"),
+		Record: func(ctx context.Context, object, reason, message string) {
+			if err := s.events.Record(ctx, object, reason, "%s", message); err != nil {
+				s.log.Debug("recording an event failed", "object", object, "reason", reason, "err", err)
+			}
+		},
 	})
+	mux.Handle("/", s.gateway)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
 }
@@ -126,6 +145,10 @@ func (s *Server) Start(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return s.lead(gctx) })
+	g.Go(func() error { return s.gateway.Start(gctx) })
+	g.Go(func() error { return s.advertise(gctx) })
+	g.Go(func() error { return s.watchRaft(gctx) })
+	g.Go(func() error { return s.expediteFailover(gctx) })
 	g.Go(func() error {
 		select {
 		case <-gctx.Done():
@@ -238,8 +261,16 @@ func (s *Server) leadOnce(ctx context.Context) error {
 		case <-lctx.Done():
 		}
 	}()
-	c := &controller{st: s.store, log: s.log.With("loop", "controller"), alive: s.aliveNodes, resync: 5 * time.Second, metrics: s.metrics, events: s.events}
+	c := &controller{st: s.store, kv: fenceFor(s.store.Client, el), log: s.log.With("loop", "controller"), alive: s.aliveNodes, resync: 5 * time.Second, metrics: s.metrics, events: s.events}
+	scaled := make(chan struct{})
+	go func() {
+		defer close(scaled)
+		as := &autoscaler{st: s.store, log: s.log.With("loop", "autoscaler"), events: s.events, now: time.Now}
+		_ = as.Start(lctx) // returns nil when lctx ends
+	}()
 	err = c.Start(lctx)
+	cancel()
+	<-scaled
 	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 	defer rcancel()
 	_ = el.Resign(rctx)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -42,11 +43,18 @@ func validateSpec(spec *v1.WorkloadSpec) error {
 	}
 	switch spec.GetKind() {
 	case "", "wasm":
+		if spec.GetImage() != "" {
+			return errdefs.Invalidf("image %q belongs to a container workload, not a wasm one", spec.GetImage())
+		}
+		if _, err := blobs.ParseDigest(spec.GetModuleDigest()); err != nil {
+			return err
+		}
+	case kindContainer:
+		if err := validateContainerSource(spec); err != nil {
+			return err
+		}
 	default:
-		return errdefs.Invalidf("workload kind %q is not supported: this cluster runs \"wasm\" workloads", spec.GetKind())
-	}
-	if _, err := blobs.ParseDigest(spec.GetModuleDigest()); err != nil {
-		return err
+		return errdefs.Invalidf("workload kind %q is not supported: use \"wasm\" or \"container\"", spec.GetKind())
 	}
 	if r := spec.GetReplicas(); r < 0 || r > MaxReplicas {
 		return errdefs.Invalidf("replicas %d is outside 0..%d", r, MaxReplicas)
@@ -61,6 +69,12 @@ func validateSpec(spec *v1.WorkloadSpec) error {
 	}
 	if _, ok := v1.RestartPolicy_name[int32(spec.GetRestart())]; !ok {
 		return errdefs.Invalidf("restart policy %d is not known", spec.GetRestart())
+	}
+	if err := validatePlacement(spec); err != nil {
+		return err
+	}
+	if err := httptrigger.Validate(spec.GetHttp()); err != nil {
+		return err
 	}
 	return nil
 }

@@ -81,7 +81,7 @@ func freeAddr(t *testing.T) string {
 // cliEnv is the environment commands run with: the test's, without any
 // WASMORCH_ setting, with a config home of the test's own so that a
 // developer's config file cannot leak in, plus extra.
-func cliEnv(t *testing.T, extra ...string) []string {
+func cliEnv(t testing.TB, extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "WASMORCH_") && !strings.HasPrefix(kv, "XDG_CONFIG_HOME=") {
@@ -104,7 +104,7 @@ func (r result) String() string {
 }
 
 // run runs the binary to completion.
-func run(t *testing.T, env []string, args ...string) result {
+func run(t testing.TB, env []string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), commandLimit)
 	defer cancel()
@@ -148,8 +148,9 @@ func startUp(t *testing.T) *cluster {
 
 // startUpAt starts `wasmorch up` on the given data directory and
 // addresses (to restart a cluster where it was) and waits until its node
-// is Ready. The process is stopped when the test ends.
-func startUpAt(t *testing.T, dataDir, api, http string) *cluster {
+// is Ready. The process is stopped when the test ends. extra are more
+// flags for up.
+func startUpAt(t *testing.T, dataDir, api, http string, extra ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, dataDir: dataDir, api: api, http: http, env: cliEnv(t)}
 	logFile, err := os.CreateTemp(t.TempDir(), "up-*.log")
@@ -157,7 +158,7 @@ func startUpAt(t *testing.T, dataDir, api, http string) *cluster {
 		t.Fatal(err)
 	}
 	c.log = logFile.Name()
-	cmd := exec.Command(binary, "up", "--data-dir", dataDir, "--api", api, "--http", http, "--node-name", "e2e-node")
+	cmd := exec.Command(binary, append([]string{"up", "--data-dir", dataDir, "--api", api, "--http", http, "--node-name", "e2e-node"}, extra...)...)
 	cmd.Dir = repoRoot
 	cmd.Env = c.env
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -317,7 +318,7 @@ func (c *cluster) instances(workload string) []instanceJSON {
 
 // eventually polls cond until it holds; cond returns a description of
 // what it saw, for the failure message.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
+func eventually(t testing.TB, what string, cond func() (bool, string)) {
 	t.Helper()
 	var seen string
 	for range maxPolls {

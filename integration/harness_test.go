@@ -32,6 +32,7 @@ type allInOne struct {
 	control v1.ControlClient
 	cancel  context.CancelFunc
 	group   *errgroup.Group
+	http    string // the gateway's address
 }
 
 type options struct {
@@ -82,7 +83,7 @@ func start(tb testing.TB, opts options) *allInOne {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	a := &allInOne{control: v1.NewControlClient(conn), cancel: cancel, group: g}
+	a := &allInOne{control: v1.NewControlClient(conn), cancel: cancel, group: g, http: srv.HTTPAddr()}
 	tb.Cleanup(func() {
 		_ = conn.Close()
 		cancel()

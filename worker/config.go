@@ -41,6 +41,7 @@ type Config struct {
 	Servers             []string             `json:"servers" yaml:"servers"`
 	ListenAddr          string               `json:"listenAddr" yaml:"listenAddr"`
 	AdvertiseAddr       string               `json:"advertiseAddr" yaml:"advertiseAddr"`
+	FunctionListenAddr  string               `json:"functionListenAddr" yaml:"functionListenAddr"` // HTTP function server; empty: DefaultFunctionListenAddr
 	Labels              map[string]string    `json:"labels" yaml:"labels"`
 	MemoryBytes         int64                `json:"memoryBytes" yaml:"memoryBytes"`
 	MaxInstances        int32                `json:"maxInstances" yaml:"maxInstances"`

@@ -113,6 +113,7 @@ func (w *Worker) session(ctx context.Context, addr string) (bool, error) {
 	w.retryFetchesNow()
 
 	g.Go(func() error { return w.heartbeat(gctx, client, interval) })
+	g.Go(func() error { return w.untilRuntimesChange(gctx) })
 	established := false
 	g.Go(func() error {
 		for {
@@ -152,10 +153,7 @@ func (w *Worker) heartbeat(ctx context.Context, client pb.AgentClient, interval 
 }
 
 func (w *Worker) node() *pb.Node {
-	names := make([]string, 0, len(w.cfg.Runtimes))
-	for _, rt := range w.cfg.Runtimes {
-		names = append(names, rt.Name())
-	}
+	names := w.offeredRuntimes()
 	return &pb.Node{
 		Name:    w.cfg.NodeName,
 		Address: w.advertise,
@@ -166,9 +164,10 @@ func (w *Worker) node() *pb.Node {
 			CpuMillis:   int64(runtime.NumCPU()) * 1000,
 			Instances:   w.cfg.MaxInstances,
 		},
-		Runtimes: names,
-		Labels:   maps.Clone(w.cfg.Labels),
-		Version:  version.Version,
+		Runtimes:    names,
+		Labels:      maps.Clone(w.cfg.Labels),
+		Version:     version.Version,
+		HttpAddress: w.funcAdvertise,
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wasmorch/wasmorch/internal/errdefs"
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/worker/logstore"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
@@ -172,16 +171,10 @@ func (w *Worker) launch(ctx context.Context, in *instance, gen uint32) (runtimea
 		msg := fmt.Sprintf("no runtime for kind %q on node %s (it offers %v)", kindOf(spec), w.cfg.NodeName, w.runtimeNames())
 		return nil, time.Time{}, runtimeapi.Exit{Reason: ReasonNoRuntime, Message: msg, Permanent: true}, false
 	}
-	fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
-	path, err := w.modules.Get(fctx, spec.GetModuleDigest())
-	cancel()
-	if err != nil {
-		if errdefs.IsInvalidArgument(err) {
-			return nil, time.Time{}, runtimeapi.Exit{Reason: ReasonInvalidSpec, Message: err.Error(), Permanent: true}, false
-		}
-		return nil, time.Time{}, runtimeapi.Exit{Reason: ReasonFetchError, Message: err.Error()}, true
+	art, failure, retry := w.fetchArtifact(ctx, spec)
+	if failure != nil {
+		return nil, time.Time{}, *failure, retry
 	}
-	art := runtimeapi.Artifact{Digest: spec.GetModuleDigest(), Path: path}
 	if err := in.rt.Prepare(ctx, art, spec.GetMemoryBytes()); err != nil {
 		return nil, time.Time{}, startExit(err), false
 	}
@@ -191,9 +184,13 @@ func (w *Worker) launch(ctx context.Context, in *instance, gen uint32) (runtimea
 		Args:        spec.GetArgs(),
 		Env:         envList(spec.GetEnv()),
 		MemoryBytes: spec.GetMemoryBytes(),
+		MilliCPU:    spec.GetCpuMillis(),
 		Stdout:      in.log,
 		Stderr:      in.log,
 		OnExit:      func(e runtimeapi.Exit) { w.onExit(in, gen, e) },
+	}
+	if spec.GetHttp() != nil {
+		return w.startFunction(ctx, in, art, spec)
 	}
 	startedAt := w.clock.Now()
 	run, err := in.rt.Start(ctx, rs)
@@ -370,6 +367,7 @@ func (w *Worker) newStatus(in *instance, state pb.InstanceState, reason, message
 		Node:            w.cfg.NodeName,
 		State:           state,
 		Restarts:        in.restarts,
+		Runtime:         runtimeName(in),
 		Reason:          reason,
 		Message:         message,
 		UpdatedUnixNano: w.clock.Now().UnixNano(),
@@ -402,6 +400,9 @@ func envList(vars []*pb.EnvVar) []string {
 
 // artifactOf names the artifact a spec runs, for Release.
 func (w *Worker) artifactOf(spec *pb.WorkloadSpec) (runtimeapi.Artifact, bool) {
+	if usesImageRef(spec) {
+		return runtimeapi.Artifact{Ref: spec.GetImage()}, true
+	}
 	path, err := w.modules.Path(spec.GetModuleDigest())
 	if err != nil {
 		return runtimeapi.Artifact{}, false

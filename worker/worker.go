@@ -23,6 +23,7 @@ import (
 
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+	"github.com/wasmorch/wasmorch/worker/funcserver"
 	"github.com/wasmorch/wasmorch/worker/logstore"
 	"github.com/wasmorch/wasmorch/worker/modcache"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
@@ -74,6 +75,15 @@ type Worker struct {
 
 	clientMu sync.Mutex
 	client   pb.AgentClient // nil while no session is up
+
+	unavailableMu   sync.Mutex
+	unavailable     map[string]bool // runtimes that stopped answering (see runtimes.go)
+	runtimesChanged chan struct{}   // capacity 1: the runtimes offered changed
+
+	// The function server (func.go): HTTP functions assigned to this node.
+	funcs         *funcserver.Server
+	funcLis       net.Listener
+	funcAdvertise string
 }
 
 type artifactKey struct{ runtime, digest string }
@@ -93,9 +103,13 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		return nil, fmt.Errorf("worker: listening on %s: %w", cfg.ListenAddr, err)
 	}
 	var created []string
+	var funcLis net.Listener
 	defer func() {
 		if err != nil {
 			_ = lis.Close() // Don't leak the listener on error.
+			if funcLis != nil {
+				_ = funcLis.Close()
+			}
 			for i := len(created) - 1; i >= 0; i-- {
 				_ = os.Remove(created[i]) // Only removes what is still empty.
 			}
@@ -130,10 +144,17 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		instances:     map[string]*instance{},
 		refs:          map[artifactKey]int{},
 		kick:          make(chan struct{}, 1),
+
+		unavailable:     map[string]bool{},
+		runtimesChanged: make(chan struct{}, 1),
 	}
 	for _, rt := range cfg.Runtimes {
 		w.runtimes[rt.Name()] = rt
 	}
+	if err = w.listenFunctions(ctx); err != nil {
+		return nil, err
+	}
+	funcLis = w.funcLis
 	if w.modules, err = modcache.New(filepath.Join(cfg.DataDir, modulesDir), w.fetchBlob); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
@@ -193,9 +214,11 @@ func (w *Worker) Start(ctx context.Context) error {
 		srv.Stop()
 		return nil
 	})
+	g.Go(func() error { return w.serveFunctions(gctx) })
 	g.Go(func() error { return w.runSessions(gctx) })
 	g.Go(func() error { return w.reconcileLoop(gctx) })
 	g.Go(func() error { return w.sendStatuses(gctx) })
+	g.Go(func() error { return w.watchRuntimes(gctx) })
 	for range w.startWorkers {
 		g.Go(func() error { w.drain(gctx, w.startq, w.doStart); return nil })
 	}
@@ -224,6 +247,7 @@ func (w *Worker) Close() error {
 		return nil
 	}
 	err := w.lis.Close()
+	_ = w.funcLis.Close()
 	w.closeRuntimes()
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
@@ -353,6 +377,7 @@ func (w *Worker) converge(a *pb.Assignments) {
 		if err := w.logs.RemoveUnknown(); err != nil {
 			w.logger.Warn("removing logs of unassigned instances", "err", err)
 		}
+		w.removeUnwanted(want)
 	}
 	if len(stops)+len(starts) > 0 {
 		w.logger.Debug("converging", "revision", a.GetRevision(), "desired", len(want), "starting", len(starts), "stopping", len(stops))
@@ -364,7 +389,7 @@ func (w *Worker) newInstanceLocked(rec *pb.Instance) *instance {
 	if spec := rec.GetSpec(); spec != nil {
 		in.rt = w.runtimes[kindOf(spec)]
 		if in.rt != nil {
-			w.refs[artifactKey{in.rt.Name(), spec.GetModuleDigest()}]++
+			w.refs[artifactKey{in.rt.Name(), artifactID(spec)}]++
 		}
 	}
 	return in
@@ -377,7 +402,7 @@ func (w *Worker) unrefLocked(in *instance) {
 		return
 	}
 	spec := in.rec.GetSpec()
-	key := artifactKey{in.rt.Name(), spec.GetModuleDigest()}
+	key := artifactKey{in.rt.Name(), artifactID(spec)}
 	if w.refs[key]--; w.refs[key] > 0 {
 		return
 	}

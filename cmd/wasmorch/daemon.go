@@ -25,7 +25,6 @@ import (
 
 const (
 	defaultContainerdSocket = "/run/containerd/containerd.sock"
-	containerdHelp          = "containerd socket for the container runtime; containers are not supported yet: the path is only recorded"
 	// runtimeCloseTimeout bounds how long the Wasm runtime may take to stop
 	// its instances once the worker has returned.
 	runtimeCloseTimeout = 10 * time.Second
@@ -50,8 +49,8 @@ func newUpCommand(stopSignals func()) *cobra.Command {
 state in one data directory. Ctrl-C (SIGINT or SIGTERM) shuts it down cleanly;
 starting it again on the same data directory brings every workload back.
 
-The worker runs WebAssembly modules. --containerd-socket is accepted and
-recorded for the container runtime, which a later version adds.`,
+The worker runs WebAssembly modules, and OCI containers when containerd answers
+on --containerd-socket.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := newLogger(cmd.ErrOrStderr(), logLevel)
@@ -88,6 +87,7 @@ recorded for the container runtime, which a later version adds.`,
 func newServerCommand(stopSignals func()) *cobra.Command {
 	cp := controlplane.DefaultConfig()
 	var logLevel string
+	var initNew bool
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a control-plane member alone",
@@ -100,6 +100,9 @@ controllers, and the HTTP gateway. Workers join it with 'wasmorch agent --server
 				return err
 			}
 			cp.Logger = logger // controlplane adds its own component attribute
+			if initNew && len(cp.Join) > 0 {
+				return cliclient.Errorf("use --init for the first member and --join for the others", "--init starts a new cluster; it cannot be combined with --join")
+			}
 			if err := cp.Validate(); err != nil {
 				return configError(cmd, err)
 			}
@@ -111,6 +114,10 @@ controllers, and the HTTP gateway. Workers join it with 'wasmorch agent --server
 	f.StringVar(&cp.APIAddr, "api", cp.APIAddr, "gRPC API listen address HOST:PORT")
 	f.StringVar(&cp.HTTPAddr, "http", cp.HTTPAddr, "HTTP gateway, /healthz and /metrics listen address HOST:PORT")
 	f.StringVar(&cp.Name, "name", hostname(), "member name")
+	f.StringVar(&cp.EtcdPeerAddr, "peer", cp.EtcdPeerAddr, "etcd peer listen and advertise address HOST:PORT; other members reach this one there (a fixed port when there are several members)")
+	f.BoolVar(&initNew, "init", false, "start a new cluster with this member (the default without --join or --initial-cluster)")
+	f.StringSliceVar(&cp.Join, "join", nil, "API addresses HOST:PORT[,...] of running members: join their cluster on first start")
+	f.StringVar(&cp.InitialCluster, "initial-cluster", "", "static membership of a new cluster, NAME=http://HOST:PORT[,...] (etcd's --initial-cluster), every member started with the same list")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }
@@ -122,13 +129,13 @@ func newAgentCommand(stopSignals func()) *cobra.Command {
 		dataDir, listen, name, containerd, logLevel string
 		servers, labels                             []string
 	)
+	var functionsListen string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run a worker and join it to a control plane",
 		Long: `Run a worker alone and join it to a control plane given by --server (several
-members separated by commas). The worker runs WebAssembly modules;
---containerd-socket is accepted and recorded for the container runtime, which a
-later version adds.`,
+members separated by commas). The worker runs WebAssembly modules, and OCI
+containers when containerd answers on --containerd-socket.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := newLogger(cmd.ErrOrStderr(), logLevel)
@@ -144,6 +151,7 @@ later version adds.`,
 			wk.DataDir = dataDir
 			wk.Servers = servers
 			wk.ListenAddr = listen
+			wk.FunctionListenAddr = functionsListen
 			wk.Labels = lbls
 			wk.Logger = logger.With("component", "worker")
 			rt := wasmrt.DefaultConfig()
@@ -156,6 +164,7 @@ later version adds.`,
 	f.StringSliceVar(&servers, "server", []string{defaultServer}, "control-plane API addresses HOST:PORT[,HOST:PORT...]")
 	f.StringVar(&dataDir, "data-dir", ".wasmorch-agent", "directory for the worker's state (module and compile caches)")
 	f.StringVar(&listen, "listen", "127.0.0.1:7071", "address HOST:PORT of the worker's own gRPC service (logs)")
+	f.StringVar(&functionsListen, "functions-listen", worker.DefaultFunctionListenAddr, "address HOST:PORT of the worker's HTTP function server, which the gateways call")
 	f.StringVar(&name, "name", hostname(), "node name")
 	f.StringSliceVar(&labels, "labels", nil, "node labels k=v[,k=v...]")
 	f.StringVar(&containerd, "containerd-socket", defaultContainerdSocket, containerdHelp)
@@ -200,7 +209,9 @@ func runUp(ctx context.Context, d daemonIO, cp controlplane.Config, wk worker.Co
 	defer func() { err = errors.Join(err, closeRuntime(ctx, rt)) }()
 
 	wk.Servers = []string{dialable(srv.APIAddr())}
-	wk.Runtimes = []runtimeapi.Runtime{rt}
+	var closeContainers func() error
+	wk.Runtimes, closeContainers = withContainers(ctx, d.logger, containerd, wk.DataDir, []runtimeapi.Runtime{rt})
+	defer func() { err = errors.Join(err, closeContainers()) }()
 	if err := wk.Validate(); err != nil {
 		return startError("the worker", err, "check the flags")
 	}
@@ -209,15 +220,14 @@ func runUp(ctx context.Context, d daemonIO, cp controlplane.Config, wk worker.Co
 		return startError("the worker", err, "check --data-dir and --node-name")
 	}
 	defer func() { err = errors.Join(err, w.Close()) }() // Start closes it; this covers not getting there.
-	d.logger.Info("container runtime not available yet; containerd socket recorded", "containerd-socket", containerd)
 
 	server := dialable(srv.APIAddr())
 	try := "wasmorch deploy testdata/hello.wasm --name hello"
 	if server != defaultServer {
 		try += " --server " + server
 	}
-	fmt.Fprintf(d.out, "wasmorch %s is up\n  API:      %s\n  gateway:  http://%s\n  data dir: %s\n  node:     %s (worker at %s; runtimes: wasm)\ntry: %s\n",
-		version.Version, server, srv.HTTPAddr(), absPath(cp.DataDir), wk.NodeName, w.Addr(), try)
+	fmt.Fprintf(d.out, "wasmorch %s is up\n  API:      %s\n  gateway:  http://%s\n  data dir: %s\n  node:     %s (worker at %s; runtimes: %s)\ntry: %s\n",
+		version.Version, server, srv.HTTPAddr(), absPath(cp.DataDir), wk.NodeName, w.Addr(), runtimeNames(wk.Runtimes), try)
 
 	release := d.onShutdown(ctx)
 	defer release()
@@ -257,7 +267,9 @@ func runAgent(ctx context.Context, d daemonIO, wk worker.Config, rtc wasmrt.Conf
 		return startError("the WebAssembly runtime", err, "check --data-dir")
 	}
 	defer func() { err = errors.Join(err, closeRuntime(ctx, rt)) }()
-	wk.Runtimes = []runtimeapi.Runtime{rt}
+	var closeContainers func() error
+	wk.Runtimes, closeContainers = withContainers(ctx, d.logger, containerd, wk.DataDir, []runtimeapi.Runtime{rt})
+	defer func() { err = errors.Join(err, closeContainers()) }()
 	if err := wk.Validate(); err != nil {
 		return &cliclient.Error{What: "invalid agent settings: " + cliclient.OneLine(err.Error()), Hint: "see 'wasmorch agent --help'", Cause: err}
 	}
@@ -266,9 +278,8 @@ func runAgent(ctx context.Context, d daemonIO, wk worker.Config, rtc wasmrt.Conf
 		return startError("the worker", err, "check --server, --listen and --data-dir")
 	}
 	defer func() { err = errors.Join(err, w.Close()) }() // Start closes it; this covers not getting there.
-	d.logger.Info("container runtime not available yet; containerd socket recorded", "containerd-socket", containerd)
-	fmt.Fprintf(d.out, "wasmorch agent %s is up\n  node:     %s (listening on %s; runtimes: wasm)\n  servers:  %s\n  data dir: %s\n",
-		version.Version, wk.NodeName, w.Addr(), strings.Join(wk.Servers, ","), absPath(wk.DataDir))
+	fmt.Fprintf(d.out, "wasmorch agent %s is up\n  node:     %s (listening on %s; runtimes: %s)\n  servers:  %s\n  data dir: %s\n",
+		version.Version, wk.NodeName, w.Addr(), runtimeNames(wk.Runtimes), strings.Join(wk.Servers, ","), absPath(wk.DataDir))
 	release := d.onShutdown(ctx)
 	defer release()
 	return ranUntil(ctx, "the worker", w.Start(ctx))

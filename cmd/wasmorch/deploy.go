@@ -16,26 +16,39 @@ func newDeployCommand() *cobra.Command {
 		server *string
 	)
 	cmd := &cobra.Command{
-		Use:   "deploy FILE.wasm [flags] [-- ARG...]",
+		Use:   "deploy FILE.wasm|IMAGE-oci.tar [flags] [-- ARG...]",
 		Short: "Upload a module and deploy or update a workload, then wait until it is ready",
 		Long: `Upload a WebAssembly module (a WASI command that exports _start) and deploy it
 as a workload, or update the workload if it exists. Arguments after -- become the
 module's argv[1:].
 
+An OCI image archive (docker save, skopeo copy ... oci-archive:FILE) is uploaded
+the same way and runs as a container on nodes that offer the container runtime;
+so does an image reference given with --image, which each node pulls. Arguments
+after -- then replace the image's CMD.
+
 deploy then waits until every replica is ready (running, or exited 0), and for
 --restart never until every replica has started. It fails at once, naming the
 instance, its exit code and reason, if an instance fails.`,
 		Example: `  wasmorch deploy testdata/hello.wasm --replicas 3
-  wasmorch deploy app.wasm --name api --env MODE=prod --memory 64Mi -- --port 8000`,
+  wasmorch deploy app.wasm --name api --env MODE=prod --memory 64Mi -- --port 8000
+  wasmorch deploy ./api-oci.tar --name api2
+  wasmorch deploy --image registry.example.com/team/api:1.4 --name api --memory 256Mi`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files, moduleArgs := args, []string(nil)
 			if dash := cmd.ArgsLenAtDash(); dash >= 0 {
 				files, moduleArgs = args[:dash], args[dash:]
 			}
-			if len(files) != 1 {
+			switch {
+			case cfg.Image != "" && len(files) == 0:
+				cfg.Args = moduleArgs
+			case cfg.Image != "":
+				return cliclient.Errorf("drop the file to run the image, or drop --image", "deploy takes a file or --image %s, not both", cfg.Image)
+			case len(files) != 1:
 				return cliclient.Errorf("e.g. 'wasmorch deploy testdata/hello.wasm --name hello'", "deploy takes one module file, got %d", len(files))
+			default:
+				cfg.File, cfg.Args = files[0], moduleArgs
 			}
-			cfg.File, cfg.Args = files[0], moduleArgs
 			client, err := dial(cmd, *server)
 			if err != nil {
 				return err
@@ -68,6 +81,11 @@ instance, its exit code and reason, if an instance fails.`,
 	f.StringVar(&cfg.Restart, "restart", "always", "restart policy: "+strings.Join(cliclient.RestartNames(), ", "))
 	f.DurationVar(&cfg.Timeout, "timeout", cliclient.DefaultDeployTimeout, "how long to wait for the workload to be ready")
 	f.BoolVar(&cfg.NoWait, "no-wait", false, "return once the workload is applied, without waiting")
+	f.StringVar(&cfg.Image, "image", "", "run this image reference as a container (each node pulls it) instead of a file")
+	f.StringSliceVar(&cfg.Selector, "selector", nil, "node labels k=v[,k=v...] a node must carry to run the instances")
+	f.StringVar(&cfg.Spread, "spread", "", "node label to spread the replicas across, e.g. zone")
+	f.StringVar(&cfg.CPU, "cpu", "", "CPU each instance reserves on its node: millicores (250m) or cores (0.5)")
+	addFunctionFlags(f, &cfg.Function)
 	commandLineOnly(f, "name", "env")
 	return cmd
 }

@@ -39,9 +39,13 @@ Aliases: workload, wl; instance, inst; node.`,
 			if !ok {
 				return cliclient.Errorf("use workloads, instances or nodes", "cannot get %q", args[0])
 			}
+			wide := strings.EqualFold(output, "wide") // a table with more columns
+			if wide {
+				output = string(cliout.Table)
+			}
 			format, err := cliout.ParseFormat(output)
 			if err != nil {
-				return &cliclient.Error{What: "invalid -o: " + err.Error(), Hint: "use -o table, json or yaml", Cause: err}
+				return &cliclient.Error{What: "invalid -o: " + err.Error(), Hint: "use -o table, wide, json or yaml", Cause: err}
 			}
 			if workload != "" && kind != "instances" {
 				return cliclient.Errorf("use 'wasmorch get instances --workload "+workload+"'", "--workload only applies to instances")
@@ -52,7 +56,7 @@ Aliases: workload, wl; instance, inst; node.`,
 			}
 			defer client.Close()
 			ctx, out := cmd.Context(), cmd.OutOrStdout()
-			p := cliout.Printer{Format: format, Now: time.Now()}
+			p := cliout.Printer{Format: format, Now: time.Now(), Wide: wide}
 			switch kind {
 			case "workloads":
 				ws, err := client.ListWorkloads(ctx)
@@ -76,7 +80,7 @@ Aliases: workload, wl; instance, inst; node.`,
 		},
 	}
 	server = addServerFlag(cmd)
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, wide, json or yaml")
 	cmd.Flags().StringVar(&workload, "workload", "", "only the instances of this workload")
 	commandLineOnly(cmd.Flags(), "workload")
 	return cmd

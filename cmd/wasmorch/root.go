@@ -58,13 +58,23 @@ wins over the file. Flags that name or describe one object (deploy --name and
 	root.AddGroup(
 		&cobra.Group{ID: "run", Title: "Running a cluster:"},
 		&cobra.Group{ID: "client", Title: "Working with workloads:"},
+		&cobra.Group{ID: "members", Title: "Control-plane members and backups:"},
 	)
+	for _, c := range []*cobra.Command{newMembersCommand(), newMemberCommand(), newSnapshotCommand()} {
+		c.GroupID = "members"
+		root.AddCommand(c)
+	}
 	for _, c := range []*cobra.Command{newUpCommand(stopSignals), newServerCommand(stopSignals), newAgentCommand(stopSignals)} {
 		c.GroupID = "run"
 		root.AddCommand(c)
 	}
 	for _, c := range []*cobra.Command{newDeployCommand(), newGetCommand(), newLogsCommand(), newScaleCommand(), newDeleteCommand(), newVersionCommand()} {
 		c.GroupID = "client"
+		root.AddCommand(c)
+	}
+	root.AddGroup(&cobra.Group{ID: "nodes", Title: "Working with nodes:"})
+	for _, c := range []*cobra.Command{newDescribeCommand(), newCordonCommand(), newUncordonCommand(), newDrainCommand(), newNodeCommand()} {
+		c.GroupID = "nodes"
 		root.AddCommand(c)
 	}
 	return root

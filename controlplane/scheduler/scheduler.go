@@ -3,6 +3,13 @@
 // instances goes in, a Plan comes out; the leader's controller applies the
 // plan to etcd with compare-and-swap. That keeps it table-testable and
 // benchmarkable with thousands of fake nodes.
+//
+// A node is feasible for an instance when it is ready, not cordoned, offers
+// the workload's runtime, has an accepted arch and OS, carries every label
+// of the workload's selector, and has free instance slots, memory and CPU.
+// Among feasible nodes the scheduler prefers, in this order: the value of
+// the workload's spread label holding the fewest of its replicas, the node
+// holding the fewest of its replicas, and the least allocated node.
 package scheduler
 
 import (
@@ -35,7 +42,8 @@ type Snapshot struct {
 type Plan struct {
 	// Bindings maps an instance ID to the node it should run on.
 	Bindings map[string]string
-	// Unplaced maps an instance ID to why no node fits it.
+	// Unplaced maps an instance ID to why no node fits it, e.g.
+	// "0/3 nodes fit: 2 selector mismatch, 1 cordoned".
 	Unplaced map[string]string
 }
 
@@ -49,108 +57,294 @@ func MemoryRequest(spec *v1.WorkloadSpec) int64 {
 	return DefaultMemoryRequest
 }
 
+// Reasons a node is ruled out, as they appear in Plan.Unplaced.
+const (
+	reasonNotReady = "not ready"
+	reasonCordoned = "cordoned"
+	reasonArch     = "arch mismatch"
+	reasonOS       = "os mismatch"
+	reasonSelector = "selector mismatch"
+	reasonSlots    = "instance slots full"
+	reasonMemory   = "insufficient memory"
+	reasonCPU      = "insufficient cpu"
+)
+
 type nodeState struct {
-	info       NodeInfo
-	memUsed    int64
-	count      int32
-	byWorkload map[string]int32
+	idx     int
+	info    NodeInfo
+	memUsed int64
+	cpuUsed int64
+	count   int32
+	memCap  int64 // 0: unlimited
+	cpuCap  int64
+	slots   int32
+}
+
+// group is what one workload generation's instances share: the nodes that
+// pass the filters that do not depend on usage, and why the others fail.
+type group struct {
+	feasible    []*nodeState
+	static      map[string]int
+	counts      *workloadCounts
+	spread      *labelSpread // nil without a spread label
+	mem, cpu    int64
+	unplaceable string // set once an instance found no room: usage only grows in a pass
+}
+
+// workloadCounts are where one workload's replicas are.
+type workloadCounts struct {
+	perNode []int32                 // by node index
+	spreads map[string]*labelSpread // by label key
+}
+
+// labelSpread counts a workload's replicas per value of one node label.
+type labelSpread struct {
+	valueOf []int32 // node index → value index
+	count   []int32 // value index → replicas
+}
+
+type pass struct {
+	nodes    []*nodeState
+	byName   map[string]*nodeState
+	groups   map[string]*group
+	counts   map[string]*workloadCounts
+	placedBy map[string][]int // workload → node indexes of its placed instances
 }
 
 // Schedule places the pending instances (those with no node) on nodes.
 // Instances are placed in the order given; each placement updates the
 // working state so that one pass spreads a workload's replicas.
 func Schedule(snap Snapshot, pending []*v1.Instance) Plan {
-	plan := Plan{Bindings: make(map[string]string), Unplaced: make(map[string]string)}
-	nodes := make([]*nodeState, 0, len(snap.Nodes))
-	byName := make(map[string]*nodeState, len(snap.Nodes))
+	plan := Plan{Bindings: make(map[string]string, len(pending)), Unplaced: make(map[string]string)}
+	p := &pass{byName: make(map[string]*nodeState, len(snap.Nodes)), groups: map[string]*group{}, counts: map[string]*workloadCounts{}}
 	for _, n := range snap.Nodes {
-		ns := &nodeState{info: n, byWorkload: make(map[string]int32)}
-		nodes = append(nodes, ns)
-		byName[n.Node.GetName()] = ns
+		capy := n.Node.GetCapacity()
+		p.nodes = append(p.nodes, &nodeState{info: n, memCap: capy.GetMemoryBytes(), cpuCap: capy.GetCpuMillis(), slots: capy.GetInstances()})
 	}
-	sort.Slice(nodes, func(i, j int) bool { return nodes[i].info.Node.GetName() < nodes[j].info.Node.GetName() })
+	sort.Slice(p.nodes, func(i, j int) bool { return p.nodes[i].info.Node.GetName() < p.nodes[j].info.Node.GetName() })
+	for i, ns := range p.nodes {
+		ns.idx = i
+		p.byName[ns.info.Node.GetName()] = ns
+	}
+	wanted := map[string]bool{}
+	for _, inst := range pending {
+		wanted[inst.GetWorkload()] = true
+	}
+	p.placedBy = map[string][]int{}
 	for _, inst := range snap.Placed {
-		if ns := byName[inst.GetNode()]; ns != nil {
-			ns.add(inst)
+		ns := p.byName[inst.GetNode()]
+		if ns == nil {
+			continue
+		}
+		ns.memUsed += MemoryRequest(inst.GetSpec())
+		ns.cpuUsed += inst.GetSpec().GetCpuMillis()
+		ns.count++
+		if wanted[inst.GetWorkload()] {
+			p.placedBy[inst.GetWorkload()] = append(p.placedBy[inst.GetWorkload()], ns.idx)
 		}
 	}
 	for _, inst := range pending {
-		best, reason := pick(nodes, inst)
+		g := p.group(inst)
+		if g.unplaceable != "" {
+			plan.Unplaced[inst.GetId()] = g.unplaceable
+			continue
+		}
+		best := p.pick(g)
 		if best == nil {
-			plan.Unplaced[inst.GetId()] = reason
+			g.unplaceable = p.reason(g)
+			plan.Unplaced[inst.GetId()] = g.unplaceable
 			continue
 		}
 		plan.Bindings[inst.GetId()] = best.info.Node.GetName()
-		best.add(inst)
+		best.memUsed += g.mem
+		best.cpuUsed += g.cpu
+		best.count++
+		g.counts.add(best.idx)
 	}
 	return plan
 }
 
-func (ns *nodeState) add(inst *v1.Instance) {
-	ns.memUsed += MemoryRequest(inst.GetSpec())
-	ns.count++
-	ns.byWorkload[inst.GetWorkload()]++
-}
-
-// pick filters the nodes that can run inst and returns the best by score,
-// or nil and a reason that says what ruled each node out.
-func pick(nodes []*nodeState, inst *v1.Instance) (*nodeState, string) {
-	if len(nodes) == 0 {
-		return nil, "no nodes are registered"
+// group returns the shared state of inst's workload generation, building
+// it on first use.
+func (p *pass) group(inst *v1.Instance) *group {
+	key := fmt.Sprintf("%s/%d", inst.GetWorkload(), inst.GetGeneration())
+	if g, ok := p.groups[key]; ok {
+		return g
 	}
-	kind := inst.GetSpec().GetKind()
+	spec := inst.GetSpec()
+	g := &group{static: map[string]int{}, mem: MemoryRequest(spec), cpu: spec.GetCpuMillis(), counts: p.workloadCounts(inst.GetWorkload())}
+	kind := spec.GetKind()
 	if kind == "" {
 		kind = "wasm"
 	}
-	mem := MemoryRequest(inst.GetSpec())
-	ruledOut := map[string]int{}
-	var best *nodeState
-	var bestScore float64
-	for _, ns := range nodes {
-		n := ns.info.Node
-		switch {
-		case !ns.info.Ready:
-			ruledOut["not ready"]++
-			continue
-		case n.GetCordoned():
-			ruledOut["cordoned"]++
-			continue
-		case !slices.Contains(n.GetRuntimes(), kind):
-			ruledOut[fmt.Sprintf("no %s runtime", kind)]++
-			continue
-		case n.GetCapacity().GetInstances() > 0 && ns.count >= n.GetCapacity().GetInstances():
-			ruledOut["instance slots full"]++
-			continue
-		case n.GetCapacity().GetMemoryBytes() > 0 && ns.memUsed+mem > n.GetCapacity().GetMemoryBytes():
-			ruledOut["insufficient memory"]++
+	pl := spec.GetPlacement()
+	for _, ns := range p.nodes {
+		if why := staticMismatch(ns.info, kind, pl); why != "" {
+			g.static[why]++
 			continue
 		}
-		s := score(ns, inst, mem)
-		if best == nil || s > bestScore {
-			best, bestScore = ns, s
-		}
+		g.feasible = append(g.feasible, ns)
 	}
-	if best != nil {
-		return best, ""
+	if label := pl.GetSpread(); label != "" {
+		g.spread = p.labelSpread(g.counts, label)
 	}
-	reasons := make([]string, 0, len(ruledOut))
-	for r, c := range ruledOut {
-		reasons = append(reasons, fmt.Sprintf("%d %s", c, r))
-	}
-	sort.Strings(reasons)
-	return nil, fmt.Sprintf("0/%d nodes fit: %s", len(nodes), strings.Join(reasons, ", "))
+	p.groups[key] = g
+	return g
 }
 
-// score prefers nodes with fewer replicas of the same workload (spread),
-// then the least allocated node.
-func score(ns *nodeState, inst *v1.Instance, mem int64) float64 {
-	spread := 1.0 / float64(1+ns.byWorkload[inst.GetWorkload()])
-	var free float64 = 1
-	if capMem := ns.info.Node.GetCapacity().GetMemoryBytes(); capMem > 0 {
-		free = 1 - float64(ns.memUsed+mem)/float64(capMem)
+// staticMismatch says why a node can never take an instance in this pass,
+// or "" when it might.
+func staticMismatch(n NodeInfo, kind string, pl *v1.Placement) string {
+	node := n.Node
+	switch {
+	case !n.Ready:
+		return reasonNotReady
+	case node.GetCordoned():
+		return reasonCordoned
+	case !slices.Contains(node.GetRuntimes(), kind):
+		return fmt.Sprintf("no %s runtime", kind)
+	case len(pl.GetArch()) > 0 && !slices.Contains(pl.GetArch(), node.GetArch()):
+		return reasonArch
+	case len(pl.GetOs()) > 0 && !slices.Contains(pl.GetOs(), node.GetOs()):
+		return reasonOS
 	}
-	if slots := ns.info.Node.GetCapacity().GetInstances(); slots > 0 {
-		free = (free + 1 - float64(ns.count+1)/float64(slots)) / 2
+	for k, v := range pl.GetSelector() {
+		if got, ok := node.GetLabels()[k]; !ok || got != v {
+			return reasonSelector
+		}
 	}
-	return 2*spread + free
+	return ""
+}
+
+func (p *pass) workloadCounts(workload string) *workloadCounts {
+	if wc, ok := p.counts[workload]; ok {
+		return wc
+	}
+	wc := &workloadCounts{perNode: make([]int32, len(p.nodes)), spreads: map[string]*labelSpread{}}
+	for _, idx := range p.placedBy[workload] {
+		wc.perNode[idx]++
+	}
+	p.counts[workload] = wc
+	return wc
+}
+
+// labelSpread returns the workload's replica counts per value of the node
+// label key; nodes without the label count as one more value.
+func (p *pass) labelSpread(wc *workloadCounts, key string) *labelSpread {
+	if ls, ok := wc.spreads[key]; ok {
+		return ls
+	}
+	ls := &labelSpread{valueOf: make([]int32, len(p.nodes))}
+	index := map[string]int32{}
+	for i, ns := range p.nodes {
+		v := ns.info.Node.GetLabels()[key]
+		vi, ok := index[v]
+		if !ok {
+			vi = int32(len(ls.count))
+			index[v] = vi
+			ls.count = append(ls.count, 0)
+		}
+		ls.valueOf[i] = vi
+		ls.count[vi] += wc.perNode[i]
+	}
+	wc.spreads[key] = ls
+	return ls
+}
+
+func (wc *workloadCounts) add(idx int) {
+	wc.perNode[idx]++
+	for _, ls := range wc.spreads {
+		ls.count[ls.valueOf[idx]]++
+	}
+}
+
+// fits reports whether ns has room for one more instance of g.
+func (g *group) fits(ns *nodeState) string {
+	switch {
+	case ns.slots > 0 && ns.count >= ns.slots:
+		return reasonSlots
+	case ns.memCap > 0 && ns.memUsed+g.mem > ns.memCap:
+		return reasonMemory
+	case ns.cpuCap > 0 && g.cpu > 0 && ns.cpuUsed+g.cpu > ns.cpuCap:
+		return reasonCPU
+	}
+	return ""
+}
+
+// pick returns the best feasible node with room for one more instance of
+// g, or nil.
+func (p *pass) pick(g *group) *nodeState {
+	var best *nodeState
+	var bestLabel, bestNode int32
+	var bestFree float64
+	for _, ns := range g.feasible {
+		if g.fits(ns) != "" {
+			continue
+		}
+		var label int32
+		if g.spread != nil {
+			label = g.spread.count[g.spread.valueOf[ns.idx]]
+		}
+		onNode := g.counts.perNode[ns.idx]
+		if best != nil && (label > bestLabel || label == bestLabel && onNode > bestNode) {
+			continue
+		}
+		free := ns.free(g)
+		if best != nil && label == bestLabel && onNode == bestNode && free <= bestFree {
+			continue
+		}
+		best, bestLabel, bestNode, bestFree = ns, label, onNode, free
+	}
+	return best
+}
+
+// free is the share of the node left after placing one more instance of g,
+// averaged over the resources it has limits for (least allocated wins).
+func (ns *nodeState) free(g *group) float64 {
+	sum, n := 0.0, 0
+	if ns.memCap > 0 {
+		sum += 1 - float64(ns.memUsed+g.mem)/float64(ns.memCap)
+		n++
+	}
+	if ns.cpuCap > 0 {
+		sum += 1 - float64(ns.cpuUsed+g.cpu)/float64(ns.cpuCap)
+		n++
+	}
+	if ns.slots > 0 {
+		sum += 1 - float64(ns.count+1)/float64(ns.slots)
+		n++
+	}
+	if n == 0 {
+		return 1
+	}
+	return sum / float64(n)
+}
+
+// reason says what ruled out each node, most common first:
+// "0/3 nodes fit: 2 selector mismatch, 1 cordoned".
+func (p *pass) reason(g *group) string {
+	if len(p.nodes) == 0 {
+		return "no nodes are registered"
+	}
+	ruledOut := make(map[string]int, len(g.static)+3)
+	for r, c := range g.static {
+		ruledOut[r] += c
+	}
+	for _, ns := range g.feasible {
+		if r := g.fits(ns); r != "" {
+			ruledOut[r]++
+		}
+	}
+	reasons := make([]string, 0, len(ruledOut))
+	for r := range ruledOut {
+		reasons = append(reasons, r)
+	}
+	sort.Slice(reasons, func(i, j int) bool {
+		a, b := reasons[i], reasons[j]
+		return ruledOut[a] > ruledOut[b] || ruledOut[a] == ruledOut[b] && a < b
+	})
+	for i, r := range reasons {
+		reasons[i] = fmt.Sprintf("%d %s", ruledOut[r], r)
+	}
+	return fmt.Sprintf("0/%d nodes fit: %s", len(p.nodes), strings.Join(reasons, ", "))
 }

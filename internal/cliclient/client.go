@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +18,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/wasmorch/wasmorch/internal/cliout"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -52,16 +55,29 @@ type Client struct {
 // connect: the first call does, so commands that fail on their own input
 // never touch the network.
 func Dial(addr, command string) (*Client, error) {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, Errorf("set --server or WASMORCH_SERVER to HOST:PORT, e.g. 127.0.0.1:7070", "the server address %q is not HOST:PORT", addr)
+	// Several members, comma-separated: the connection goes to the first
+	// that answers, and moves to another if that one goes away.
+	var addrs []resolver.Address
+	for _, a := range strings.Split(addr, ",") {
+		a = strings.TrimSpace(a)
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, Errorf("set --server or WASMORCH_SERVER to HOST:PORT[,HOST:PORT...], e.g. 127.0.0.1:7070", "the server address %q is not HOST:PORT", a)
+		}
+		addrs = append(addrs, resolver.Address{Addr: a})
+	}
+	target, opts := "passthrough:///"+addr, []grpc.DialOption(nil)
+	if len(addrs) > 1 {
+		r := manual.NewBuilderWithScheme("wasmorch-members")
+		r.InitialState(resolver.State{Addresses: addrs})
+		target, opts = r.Scheme()+":///members", []grpc.DialOption{grpc.WithResolvers(r)}
 	}
 	d := &dialLog{}
-	conn, err := grpc.NewClient("passthrough:///"+addr,
+	conn, err := grpc.NewClient(target, append(opts,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(d.dial),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: DefaultConnectTimeout}),
 		grpc.WithDefaultCallOptions(grpc.WaitForReady(false)),
-	)
+	)...)
 	if err != nil {
 		return nil, Errorf("set --server or WASMORCH_SERVER to HOST:PORT", "cannot use the server address %q: %v", addr, err)
 	}

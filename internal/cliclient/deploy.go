@@ -2,8 +2,6 @@ package cliclient
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +40,17 @@ type DeployConfig struct {
 	Timeout time.Duration
 	// NoWait returns once the workload is applied.
 	NoWait bool
+	// Image is an image reference to run as a container instead of File
+	// (see container.go).
+	Image string
+	// Selector holds node labels k=v (items may hold several, comma
+	// separated) that a node must carry; Spread names a node label to
+	// spread replicas across; CPU is a per-instance request ("250m", "1").
+	Selector []string
+	Spread   string
+	CPU      string
+	// Function makes the workload an HTTP function (see function.go).
+	Function FunctionConfig
 }
 
 // DeployResult is how a deploy ended.
@@ -62,7 +71,7 @@ type DeployResult struct {
 func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 	name := cfg.Name
 	if name == "" {
-		name = NameFromFile(cfg.File)
+		name = cfg.defaultName()
 		if err := ValidateName(name); err != nil {
 			return "", nil, Errorf("pass --name with a valid name; "+nameRules, "cannot name the workload after %s: %v", cfg.File, err)
 		}
@@ -87,9 +96,21 @@ func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 	if cfg.Timeout < 0 {
 		return "", nil, Errorf("use e.g. --timeout 2m", "invalid --timeout %s", cfg.Timeout)
 	}
+	placement, cpu, err := cfg.placement()
+	if err != nil {
+		return "", nil, err
+	}
+	trigger, autoscale, replicas, err := cfg.trigger(int32(cfg.Replicas))
+	if err != nil {
+		return "", nil, err
+	}
 	return name, &wasmorchv1.WorkloadSpec{
+		Placement:   placement,
+		CpuMillis:   cpu,
 		Kind:        "wasm",
-		Replicas:    int32(cfg.Replicas),
+		Replicas:    replicas,
+		Http:        trigger,
+		Autoscale:   autoscale,
 		Env:         env,
 		Args:        cfg.Args,
 		MemoryBytes: mem,
@@ -131,13 +152,10 @@ func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(str
 	if err != nil {
 		return DeployResult{}, err
 	}
-	wasm, err := readModule(ctx, cfg.File)
+	wasm, media, err := readSource(ctx, cfg, spec)
 	if err != nil {
 		return DeployResult{}, err
 	}
-	sum := sha256.Sum256(wasm)
-	spec.ModuleDigest = "sha256:" + hex.EncodeToString(sum[:])
-	spec.ModuleSize = int64(len(wasm))
 
 	timeout := cfg.Timeout
 	if timeout == 0 {
@@ -146,8 +164,10 @@ func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(str
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	if err := c.upload(ctx, spec.ModuleDigest, wasm); err != nil {
-		return DeployResult{}, err
+	if wasm != nil {
+		if err := c.upload(ctx, spec.ModuleDigest, wasm, media); err != nil {
+			return DeployResult{}, err
+		}
 	}
 	applied, err := call(ctx, c, "", c.api.ApplyWorkload, &wasmorchv1.ApplyWorkloadRequest{Name: name, Spec: spec})
 	if err != nil {
@@ -173,7 +193,7 @@ func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(str
 }
 
 // upload streams the module: a header, then chunks of at most 1 MiB.
-func (c *Client) upload(ctx context.Context, digest string, wasm []byte) error {
+func (c *Client) upload(ctx context.Context, digest string, wasm []byte, mediaType string) error {
 	if err := c.connect(ctx); err != nil {
 		return err
 	}
@@ -186,7 +206,7 @@ func (c *Client) upload(ctx context.Context, digest string, wasm []byte) error {
 		return stream.Send(req) == nil
 	}
 	ok := send(&wasmorchv1.UploadRequest{Part: &wasmorchv1.UploadRequest_Header{Header: &wasmorchv1.UploadHeader{
-		Digest: digest, Size: int64(len(wasm)), MediaType: mediaTypeWasm,
+		Digest: digest, Size: int64(len(wasm)), MediaType: mediaType,
 	}}})
 	for off := 0; ok && off < len(wasm); off += uploadChunkSize {
 		end := min(off+uploadChunkSize, len(wasm))

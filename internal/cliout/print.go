@@ -38,6 +38,9 @@ func ParseFormat(s string) (Format, error) {
 type Printer struct {
 	Format Format
 	Now    time.Time
+	// Wide adds columns to tables (-o wide): an instance's runtime and
+	// the message that explains its reason.
+	Wide bool
 }
 
 // Workloads prints workloads.
@@ -56,6 +59,7 @@ func (p Printer) Workloads(w io.Writer, ws []Workload) error {
 			Age(p.Now, x.CreatedAt),
 		})
 	}
+	addRouteColumn(rows, ws)
 	return writeTable(w, rows)
 }
 
@@ -77,11 +81,22 @@ func (p Printer) Instances(w io.Writer, is []Instance) error {
 			x.State,
 			strconv.Itoa(int(x.Restarts)),
 			exit,
-			dash(x.Reason),
+			reasonCell(x),
 			Age(p.Now, x.CreatedAt),
 		})
 	}
+	if p.Wide {
+		addWideInstanceColumns(rows, is)
+	}
 	return writeTable(w, rows)
+}
+
+// addWideInstanceColumns adds RUNTIME and MESSAGE to an instance table.
+func addWideInstanceColumns(rows [][]string, is []Instance) {
+	rows[0] = append(rows[0], "RUNTIME", "MESSAGE")
+	for i, x := range is {
+		rows[i+1] = append(rows[i+1], dash(x.Runtime), dash(x.Message))
+	}
 }
 
 // Nodes prints nodes.
@@ -89,19 +104,16 @@ func (p Printer) Nodes(w io.Writer, ns []Node) error {
 	if p.Format != Table {
 		return p.encode(w, ns)
 	}
-	rows := [][]string{{"NAME", "STATE", "ARCH", "OS", "RUNTIMES", "INSTANCES", "AGE"}}
+	rows := [][]string{{"NAME", "STATE", "ARCH", "OS", "RUNTIMES", "INSTANCES", "LABELS", "AGE"}}
 	for _, x := range ns {
-		state := x.State
-		if x.Cordoned {
-			state += ",Cordoned"
-		}
 		rows = append(rows, []string{
 			x.Name,
-			state,
+			nodeState(x),
 			dash(x.Arch),
 			dash(x.OS),
 			dash(strings.Join(x.Runtimes, ",")),
 			strconv.Itoa(int(x.Instances)),
+			dash(FormatLabels(x.Labels)),
 			Age(p.Now, x.RegisteredAt),
 		})
 	}
@@ -138,6 +150,15 @@ func writeTable(w io.Writer, rows [][]string) error {
 	return tw.Flush()
 }
 
+// reasonCell is an instance's REASON column: why a Pending one waits, or
+// the reason of its last state.
+func reasonCell(x Instance) string {
+	if x.Reason == "Unschedulable" && x.Message != "" {
+		return "Unschedulable: " + x.Message
+	}
+	return dash(x.Reason)
+}
+
 func dash(s string) string {
 	if s == "" {
 		return "-"
@@ -163,4 +184,19 @@ func Age(now, t time.Time) string {
 		return fmt.Sprintf("%dh", int(d/time.Hour))
 	}
 	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+}
+
+// addRouteColumn appends a ROUTE column to the workload rows when any
+// workload is an HTTP function, so that tables without functions keep
+// their columns.
+func addRouteColumn(rows [][]string, ws []Workload) {
+	for _, x := range ws {
+		if x.Route != "" {
+			rows[0] = append(rows[0], "ROUTE")
+			for i, x := range ws {
+				rows[i+1] = append(rows[i+1], dash(x.Route))
+			}
+			return
+		}
+	}
 }

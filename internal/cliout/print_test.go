@@ -75,11 +75,11 @@ func TestTablesAlignColumnsUnderHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = "" +
-		"ID            WORKLOAD   NODE   STATE       RESTARTS   EXIT   REASON          AGE\n" +
-		"hello-ab12c   hello      n1     Failed      2          3      Error           5m\n" +
-		"hello-rr000   hello      n1     Running     0          -      -               -\n" +
-		"hello-xy000   hello      n1     Succeeded   0          0      Completed       -\n" +
-		"hello-zz999   hello      -      Pending     0          -      Unschedulable   -\n"
+		"ID            WORKLOAD   NODE   STATE       RESTARTS   EXIT   REASON                            AGE\n" +
+		"hello-ab12c   hello      n1     Failed      2          3      Error                             5m\n" +
+		"hello-rr000   hello      n1     Running     0          -      -                                 -\n" +
+		"hello-xy000   hello      n1     Succeeded   0          0      Completed                         -\n" +
+		"hello-zz999   hello      -      Pending     0          -      Unschedulable: no node is ready   -\n"
 	if b.String() != want {
 		t.Errorf("instances table:\n%s\nwant:\n%s", b.String(), want)
 	}
@@ -89,9 +89,9 @@ func TestTablesAlignColumnsUnderHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = "" +
-		"NAME   STATE      ARCH    OS      RUNTIMES         INSTANCES   AGE\n" +
-		"n1     Ready      amd64   linux   wasm,container   3           -\n" +
-		"n2     NotReady   arm64   linux   wasm             0           2d\n"
+		"NAME   STATE      ARCH    OS      RUNTIMES         INSTANCES   LABELS   AGE\n" +
+		"n1     Ready      amd64   linux   wasm,container   3           zone=a   -\n" +
+		"n2     NotReady   arm64   linux   wasm             0           -        2d\n"
 	if b.String() != want {
 		t.Errorf("nodes table:\n%s\nwant:\n%s", b.String(), want)
 	}

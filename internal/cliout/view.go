@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -30,6 +31,11 @@ type Workload struct {
 	Args        []string  `json:"args,omitempty"`
 	CreatedAt   time.Time `json:"createdAt,omitzero"`
 	UpdatedAt   time.Time `json:"updatedAt,omitzero"`
+	// Route is an HTTP function's route ("/greet", "host/greet").
+	Route string `json:"route,omitempty"`
+	// MinReplicas and MaxReplicas bound an autoscaled function's replicas.
+	MinReplicas *int32 `json:"minReplicas,omitempty"`
+	MaxReplicas *int32 `json:"maxReplicas,omitempty"`
 }
 
 // EnvVar is one environment variable of a workload.
@@ -46,6 +52,7 @@ type Instance struct {
 	Node       string    `json:"node"`
 	State      string    `json:"state"`
 	Restarts   int32     `json:"restarts"`
+	Runtime    string    `json:"runtime,omitempty"`  // wasm or container: what runs it, or will
 	ExitCode   *int32    `json:"exitCode,omitempty"` // set once it has exited
 	Reason     string    `json:"reason,omitempty"`
 	Message    string    `json:"message,omitempty"`
@@ -65,6 +72,7 @@ type Node struct {
 	Labels       map[string]string `json:"labels,omitempty"`
 	Instances    int32             `json:"instances"`
 	Cordoned     bool              `json:"cordoned"`
+	Draining     bool              `json:"draining,omitempty"`
 	Version      string            `json:"version,omitempty"`
 	Capacity     *Resources        `json:"capacity,omitempty"`
 	Allocated    *Resources        `json:"allocated,omitempty"`
@@ -154,6 +162,13 @@ func WorkloadFrom(v *wasmorchv1.WorkloadView) Workload {
 		CreatedAt:   unixNano(w.GetCreatedUnixNano()),
 		UpdatedAt:   unixNano(w.GetUpdatedUnixNano()),
 	}
+	if spec.GetHttp() != nil {
+		out.Route = httptrigger.Describe(spec.GetHttp())
+	}
+	if as := spec.GetAutoscale(); as.GetMaxReplicas() > 0 {
+		lo, hi := as.GetMinReplicas(), as.GetMaxReplicas()
+		out.MinReplicas, out.MaxReplicas = &lo, &hi
+	}
 	for _, e := range spec.GetEnv() {
 		out.Env = append(out.Env, EnvVar{Name: e.GetName(), Value: e.GetValue()})
 	}
@@ -170,6 +185,7 @@ func InstanceFrom(v *wasmorchv1.InstanceView) Instance {
 		Node:       in.GetNode(),
 		State:      StateName(EffectiveState(v)),
 		Restarts:   st.GetRestarts(),
+		Runtime:    instanceRuntime(in, st),
 		Reason:     st.GetReason(),
 		Message:    st.GetMessage(),
 		CreatedAt:  unixNano(in.GetCreatedUnixNano()),
@@ -187,6 +203,13 @@ func InstanceFrom(v *wasmorchv1.InstanceView) Instance {
 		out.Reason = "Unschedulable"
 		out.Message = in.GetPendingReason()
 	}
+	if out.State == StateName(wasmorchv1.InstanceState_INSTANCE_STATE_LOST) {
+		out.Reason = "NodeLost"
+		out.Message = "node " + out.Node + " stopped answering"
+		if in.GetLostUnixNano() != 0 {
+			out.Message += "; replaced"
+		}
+	}
 	return out
 }
 
@@ -203,6 +226,7 @@ func NodeFrom(v *wasmorchv1.NodeView) Node {
 		Labels:       n.GetLabels(),
 		Instances:    v.GetInstances(),
 		Cordoned:     n.GetCordoned(),
+		Draining:     n.GetDraining(),
 		Version:      n.GetVersion(),
 		Capacity:     resourcesFrom(n.GetCapacity()),
 		Allocated:    resourcesFrom(v.GetAllocated()),
@@ -264,4 +288,16 @@ func unixNano(n int64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, n).UTC()
+}
+
+// instanceRuntime is the runtime its node reported running the instance
+// with, or, before any report, the runtime its workload's kind asks for.
+func instanceRuntime(in *wasmorchv1.Instance, st *wasmorchv1.InstanceStatus) string {
+	if r := st.GetRuntime(); r != "" {
+		return r
+	}
+	if k := in.GetSpec().GetKind(); k != "" {
+		return k
+	}
+	return "wasm"
 }

@@ -20,6 +20,7 @@ const (
 	ReasonInvalid     = "InvalidModule"
 	ReasonStopped     = "Stopped" // stopped by the worker
 	ReasonStartError  = "StartError"
+	ReasonOOMKilled   = "OOMKilled" // the kernel's OOM killer ended it at its memory limit (containers)
 )
 
 // TrapExitCode is the exit code recorded for a trap: 128+SIGABRT, the code
@@ -31,6 +32,9 @@ const TrapExitCode = 134
 type Artifact struct {
 	Digest string // "sha256:<hex>"
 	Path   string // local file with the bytes
+	// Ref is an image reference to pull instead (containers); Digest and
+	// Path are then empty.
+	Ref string
 }
 
 // InstanceSpec describes one instance to start.
@@ -40,6 +44,7 @@ type InstanceSpec struct {
 	Args        []string // argv[1:]; the runtime supplies argv[0]
 	Env         []string // "K=V"
 	MemoryBytes int64    // 0 means the runtime's default
+	MilliCPU    int64    // CPU limit in thousandths of a core; 0 means none
 	Stdout      io.Writer
 	Stderr      io.Writer
 	// OnExit, if set, is called exactly once, from the runtime's own
@@ -85,6 +90,18 @@ type Instance interface {
 	// Stop asks the instance to stop, forces it after grace, and returns
 	// once it has exited. Safe to call more than once and after exit.
 	Stop(ctx context.Context, grace time.Duration) Exit
+}
+
+// Adopter is a Runtime whose instances outlive the worker process
+// (containers run under containerd, not the worker). Its Start adopts a
+// still-running instance of the same ID instead of starting a duplicate,
+// and the worker calls RemoveUnwanted once it knows its full desired set,
+// so that a restarted worker leaves no orphans behind.
+type Adopter interface {
+	Runtime
+	// RemoveUnwanted removes every instance the runtime holds whose ID is
+	// not in keep and that this worker process did not start.
+	RemoveUnwanted(ctx context.Context, keep map[string]bool) error
 }
 
 // StartError is returned by Start when an instance could not be started;

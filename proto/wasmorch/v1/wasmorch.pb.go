@@ -164,7 +164,13 @@ type WorkloadSpec struct {
 	// autoscaler between min and max.
 	Autoscale *Autoscale `protobuf:"bytes,11,opt,name=autoscale,proto3" json:"autoscale,omitempty"`
 	// Where instances may run.
-	Placement     *Placement `protobuf:"bytes,12,opt,name=placement,proto3" json:"placement,omitempty"`
+	Placement *Placement `protobuf:"bytes,12,opt,name=placement,proto3" json:"placement,omitempty"`
+	// cluster: CPU each instance reserves on its node, in millicores (a
+	// scheduling request; 0 = none).
+	CpuMillis int64 `protobuf:"varint,30,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
+	// containers: an image reference each node pulls, for kind "container"
+	// without an uploaded image archive in module_digest.
+	Image         string `protobuf:"bytes,40,opt,name=image,proto3" json:"image,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -281,6 +287,20 @@ func (x *WorkloadSpec) GetPlacement() *Placement {
 		return x.Placement
 	}
 	return nil
+}
+
+func (x *WorkloadSpec) GetCpuMillis() int64 {
+	if x != nil {
+		return x.CpuMillis
+	}
+	return 0
+}
+
+func (x *WorkloadSpec) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
 }
 
 // HttpTrigger routes HTTP requests to a function (CGI-over-WASI, WAGI style).
@@ -437,9 +457,13 @@ func (x *Autoscale) GetIdleMs() int64 {
 }
 
 type Placement struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Selector      map[string]string      `protobuf:"bytes,1,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // node labels that must match
-	Spread        string                 `protobuf:"bytes,2,opt,name=spread,proto3" json:"spread,omitempty"`                                                                               // node label key to spread replicas across
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Selector map[string]string      `protobuf:"bytes,1,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // node labels that must match
+	Spread   string                 `protobuf:"bytes,2,opt,name=spread,proto3" json:"spread,omitempty"`                                                                               // node label key to spread replicas across
+	// cluster: accepted node architectures and operating systems (GOARCH,
+	// GOOS spelling); empty = any.
+	Arch          []string `protobuf:"bytes,30,rep,name=arch,proto3" json:"arch,omitempty"`
+	Os            []string `protobuf:"bytes,31,rep,name=os,proto3" json:"os,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -486,6 +510,20 @@ func (x *Placement) GetSpread() string {
 		return x.Spread
 	}
 	return ""
+}
+
+func (x *Placement) GetArch() []string {
+	if x != nil {
+		return x.Arch
+	}
+	return nil
+}
+
+func (x *Placement) GetOs() []string {
+	if x != nil {
+		return x.Os
+	}
+	return nil
 }
 
 type EnvVar struct {
@@ -629,8 +667,11 @@ type Instance struct {
 	Spec            *WorkloadSpec          `protobuf:"bytes,5,opt,name=spec,proto3" json:"spec,omitempty"` // copy of the workload spec at generation
 	CreatedUnixNano int64                  `protobuf:"varint,6,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	PendingReason   string                 `protobuf:"bytes,7,opt,name=pending_reason,json=pendingReason,proto3" json:"pending_reason,omitempty"` // why the scheduler could not place it
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// cluster: set when its node stopped answering. A lost instance is no
+	// longer desired (its node stops it on return) and has been replaced.
+	LostUnixNano  int64 `protobuf:"varint,30,opt,name=lost_unix_nano,json=lostUnixNano,proto3" json:"lost_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Instance) Reset() {
@@ -712,6 +753,13 @@ func (x *Instance) GetPendingReason() string {
 	return ""
 }
 
+func (x *Instance) GetLostUnixNano() int64 {
+	if x != nil {
+		return x.LostUnixNano
+	}
+	return 0
+}
+
 type InstanceStatus struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Id               string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -725,8 +773,10 @@ type InstanceStatus struct {
 	StartedUnixNano  int64                  `protobuf:"varint,9,opt,name=started_unix_nano,json=startedUnixNano,proto3" json:"started_unix_nano,omitempty"`
 	FinishedUnixNano int64                  `protobuf:"varint,10,opt,name=finished_unix_nano,json=finishedUnixNano,proto3" json:"finished_unix_nano,omitempty"`
 	UpdatedUnixNano  int64                  `protobuf:"varint,11,opt,name=updated_unix_nano,json=updatedUnixNano,proto3" json:"updated_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// containers: the runtime that runs it on its node, "wasm" or "container".
+	Runtime       string `protobuf:"bytes,40,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InstanceStatus) Reset() {
@@ -836,6 +886,13 @@ func (x *InstanceStatus) GetUpdatedUnixNano() int64 {
 	return 0
 }
 
+func (x *InstanceStatus) GetRuntime() string {
+	if x != nil {
+		return x.Runtime
+	}
+	return ""
+}
+
 type Resources struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	MemoryBytes   int64                  `protobuf:"varint,1,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
@@ -909,8 +966,11 @@ type Node struct {
 	Version            string                 `protobuf:"bytes,9,opt,name=version,proto3" json:"version,omitempty"`
 	RegisteredUnixNano int64                  `protobuf:"varint,10,opt,name=registered_unix_nano,json=registeredUnixNano,proto3" json:"registered_unix_nano,omitempty"`
 	HttpAddress        string                 `protobuf:"bytes,11,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"` // the worker's function server (HTTP), if any
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// cluster: set by drain (with cordoned): the controller moves the node's
+	// instances away, each replacement running before its original stops.
+	Draining      bool `protobuf:"varint,30,opt,name=draining,proto3" json:"draining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
@@ -1018,6 +1078,13 @@ func (x *Node) GetHttpAddress() string {
 		return x.HttpAddress
 	}
 	return ""
+}
+
+func (x *Node) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
 }
 
 // Event records something the control plane decided or observed about an
@@ -1191,6 +1258,78 @@ func (x *BlobMeta) GetWasmMinMemoryBytes() int64 {
 	return 0
 }
 
+// functions
+// FunctionLoad is one gateway's recent load on one function, kept under
+// /wasmorch/fnload/<workload>/<member> with a short lease; the autoscaler
+// sums it over the members.
+type FunctionLoad struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	InFlight            int64                  `protobuf:"varint,1,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`                                      // requests running or held now
+	PeakInFlight        int64                  `protobuf:"varint,2,opt,name=peak_in_flight,json=peakInFlight,proto3" json:"peak_in_flight,omitempty"`                        // the most at once since the last report
+	LastRequestUnixNano int64                  `protobuf:"varint,3,opt,name=last_request_unix_nano,json=lastRequestUnixNano,proto3" json:"last_request_unix_nano,omitempty"` // when the latest request arrived
+	Requests            int64                  `protobuf:"varint,4,opt,name=requests,proto3" json:"requests,omitempty"`                                                      // requests since the gateway started
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *FunctionLoad) Reset() {
+	*x = FunctionLoad{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FunctionLoad) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FunctionLoad) ProtoMessage() {}
+
+func (x *FunctionLoad) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FunctionLoad.ProtoReflect.Descriptor instead.
+func (*FunctionLoad) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *FunctionLoad) GetInFlight() int64 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *FunctionLoad) GetPeakInFlight() int64 {
+	if x != nil {
+		return x.PeakInFlight
+	}
+	return 0
+}
+
+func (x *FunctionLoad) GetLastRequestUnixNano() int64 {
+	if x != nil {
+		return x.LastRequestUnixNano
+	}
+	return 0
+}
+
+func (x *FunctionLoad) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
 type UploadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Part:
@@ -1204,7 +1343,7 @@ type UploadRequest struct {
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1355,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1368,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{12}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UploadRequest) GetPart() isUploadRequest_Part {
@@ -1284,7 +1423,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1435,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1448,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{13}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UploadHeader) GetDigest() string {
@@ -1344,7 +1483,7 @@ type UploadResponse struct {
 
 func (x *UploadResponse) Reset() {
 	*x = UploadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1495,7 @@ func (x *UploadResponse) String() string {
 func (*UploadResponse) ProtoMessage() {}
 
 func (x *UploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1508,7 @@ func (x *UploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
 func (*UploadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{14}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UploadResponse) GetDigest() string {
@@ -1403,7 +1542,7 @@ type ApplyWorkloadRequest struct {
 
 func (x *ApplyWorkloadRequest) Reset() {
 	*x = ApplyWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1554,7 @@ func (x *ApplyWorkloadRequest) String() string {
 func (*ApplyWorkloadRequest) ProtoMessage() {}
 
 func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1567,7 @@ func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{15}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApplyWorkloadRequest) GetName() string {
@@ -1456,7 +1595,7 @@ type ApplyWorkloadResponse struct {
 
 func (x *ApplyWorkloadResponse) Reset() {
 	*x = ApplyWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1607,7 @@ func (x *ApplyWorkloadResponse) String() string {
 func (*ApplyWorkloadResponse) ProtoMessage() {}
 
 func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1620,7 @@ func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{16}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ApplyWorkloadResponse) GetWorkload() *Workload {
@@ -1514,7 +1653,7 @@ type GetWorkloadRequest struct {
 
 func (x *GetWorkloadRequest) Reset() {
 	*x = GetWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1665,7 @@ func (x *GetWorkloadRequest) String() string {
 func (*GetWorkloadRequest) ProtoMessage() {}
 
 func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1678,7 @@ func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{17}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetWorkloadRequest) GetName() string {
@@ -1557,7 +1696,7 @@ type ListWorkloadsRequest struct {
 
 func (x *ListWorkloadsRequest) Reset() {
 	*x = ListWorkloadsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1708,7 @@ func (x *ListWorkloadsRequest) String() string {
 func (*ListWorkloadsRequest) ProtoMessage() {}
 
 func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1721,7 @@ func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{18}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
 }
 
 type WorkloadView struct {
@@ -1597,7 +1736,7 @@ type WorkloadView struct {
 
 func (x *WorkloadView) Reset() {
 	*x = WorkloadView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +1748,7 @@ func (x *WorkloadView) String() string {
 func (*WorkloadView) ProtoMessage() {}
 
 func (x *WorkloadView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +1761,7 @@ func (x *WorkloadView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadView.ProtoReflect.Descriptor instead.
 func (*WorkloadView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WorkloadView) GetWorkload() *Workload {
@@ -1662,7 +1801,7 @@ type ListWorkloadsResponse struct {
 
 func (x *ListWorkloadsResponse) Reset() {
 	*x = ListWorkloadsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1674,7 +1813,7 @@ func (x *ListWorkloadsResponse) String() string {
 func (*ListWorkloadsResponse) ProtoMessage() {}
 
 func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1687,7 +1826,7 @@ func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListWorkloadsResponse) GetWorkloads() []*WorkloadView {
@@ -1707,7 +1846,7 @@ type ScaleRequest struct {
 
 func (x *ScaleRequest) Reset() {
 	*x = ScaleRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1858,7 @@ func (x *ScaleRequest) String() string {
 func (*ScaleRequest) ProtoMessage() {}
 
 func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1871,7 @@ func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleRequest.ProtoReflect.Descriptor instead.
 func (*ScaleRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ScaleRequest) GetName() string {
@@ -1758,7 +1897,7 @@ type DeleteWorkloadRequest struct {
 
 func (x *DeleteWorkloadRequest) Reset() {
 	*x = DeleteWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +1909,7 @@ func (x *DeleteWorkloadRequest) String() string {
 func (*DeleteWorkloadRequest) ProtoMessage() {}
 
 func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +1922,7 @@ func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteWorkloadRequest) GetName() string {
@@ -1801,7 +1940,7 @@ type DeleteWorkloadResponse struct {
 
 func (x *DeleteWorkloadResponse) Reset() {
 	*x = DeleteWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +1952,7 @@ func (x *DeleteWorkloadResponse) String() string {
 func (*DeleteWorkloadResponse) ProtoMessage() {}
 
 func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +1965,7 @@ func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
 }
 
 type ListInstancesRequest struct {
@@ -1838,7 +1977,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1989,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +2002,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListInstancesRequest) GetWorkload() string {
@@ -1884,7 +2023,7 @@ type InstanceView struct {
 
 func (x *InstanceView) Reset() {
 	*x = InstanceView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +2035,7 @@ func (x *InstanceView) String() string {
 func (*InstanceView) ProtoMessage() {}
 
 func (x *InstanceView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +2048,7 @@ func (x *InstanceView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceView.ProtoReflect.Descriptor instead.
 func (*InstanceView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InstanceView) GetInstance() *Instance {
@@ -1942,7 +2081,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1954,7 +2093,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1967,7 +2106,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*InstanceView {
@@ -1985,7 +2124,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2136,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2149,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
 }
 
 type NodeView struct {
@@ -2025,7 +2164,7 @@ type NodeView struct {
 
 func (x *NodeView) Reset() {
 	*x = NodeView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2037,7 +2176,7 @@ func (x *NodeView) String() string {
 func (*NodeView) ProtoMessage() {}
 
 func (x *NodeView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2050,7 +2189,7 @@ func (x *NodeView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeView.ProtoReflect.Descriptor instead.
 func (*NodeView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeView) GetNode() *Node {
@@ -2090,7 +2229,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2102,7 +2241,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2115,7 +2254,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeView {
@@ -2135,7 +2274,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2286,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2299,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LogsRequest) GetWorkload() string {
@@ -2187,7 +2326,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2199,7 +2338,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2212,7 +2351,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LogChunk) GetInstance() string {
@@ -2238,7 +2377,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2250,7 +2389,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2263,7 +2402,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListEventsRequest) GetObject() string {
@@ -2282,7 +2421,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2433,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2446,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -2325,7 +2464,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2337,7 +2476,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2350,7 +2489,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
 }
 
 type VersionResponse struct {
@@ -2363,7 +2502,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2514,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2527,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -2405,6 +2544,1066 @@ func (x *VersionResponse) GetMember() string {
 	return ""
 }
 
+// cluster
+type NodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeRequest) Reset() {
+	*x = NodeRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeRequest) ProtoMessage() {}
+
+func (x *NodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeRequest.ProtoReflect.Descriptor instead.
+func (*NodeRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *NodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Force         bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"` // also remove a Ready node
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RemoveNodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoveNodeRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type RemoveNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LostInstances int32                  `protobuf:"varint,1,opt,name=lost_instances,json=lostInstances,proto3" json:"lost_instances,omitempty"` // instances it held, now replaced elsewhere
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RemoveNodeResponse) GetLostInstances() int32 {
+	if x != nil {
+		return x.LostInstances
+	}
+	return 0
+}
+
+// ha
+// Member is one control-plane member: an etcd member plus its API.
+type Member struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Id               uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"` // etcd member ID
+	PeerUrls         []string               `protobuf:"bytes,3,rep,name=peer_urls,json=peerUrls,proto3" json:"peer_urls,omitempty"`
+	ApiAddress       string                 `protobuf:"bytes,4,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"` // its gRPC API, "" until it has registered
+	HttpAddress      string                 `protobuf:"bytes,5,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	EtcdLeader       bool                   `protobuf:"varint,6,opt,name=etcd_leader,json=etcdLeader,proto3" json:"etcd_leader,omitempty"`                   // the raft leader
+	ControllerLeader bool                   `protobuf:"varint,7,opt,name=controller_leader,json=controllerLeader,proto3" json:"controller_leader,omitempty"` // runs the scheduler and controllers
+	Healthy          bool                   `protobuf:"varint,8,opt,name=healthy,proto3" json:"healthy,omitempty"`                                           // answered a status probe just now
+	Error            string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`                                                // why it is not healthy
+	Learner          bool                   `protobuf:"varint,10,opt,name=learner,proto3" json:"learner,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *Member) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Member) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Member) GetPeerUrls() []string {
+	if x != nil {
+		return x.PeerUrls
+	}
+	return nil
+}
+
+func (x *Member) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
+	}
+	return ""
+}
+
+func (x *Member) GetHttpAddress() string {
+	if x != nil {
+		return x.HttpAddress
+	}
+	return ""
+}
+
+func (x *Member) GetEtcdLeader() bool {
+	if x != nil {
+		return x.EtcdLeader
+	}
+	return false
+}
+
+func (x *Member) GetControllerLeader() bool {
+	if x != nil {
+		return x.ControllerLeader
+	}
+	return false
+}
+
+func (x *Member) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *Member) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Member) GetLearner() bool {
+	if x != nil {
+		return x.Learner
+	}
+	return false
+}
+
+type ListMembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembersRequest) Reset() {
+	*x = ListMembersRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersRequest) ProtoMessage() {}
+
+func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
+func (*ListMembersRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
+}
+
+type ListMembersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembersResponse) Reset() {
+	*x = ListMembersResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersResponse) ProtoMessage() {}
+
+func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
+func (*ListMembersResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ListMembersResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type AddMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	PeerUrl       string                 `protobuf:"bytes,2,opt,name=peer_url,json=peerUrl,proto3" json:"peer_url,omitempty"` // "http://HOST:PORT" the new member's etcd peer listener
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddMemberRequest) Reset() {
+	*x = AddMemberRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddMemberRequest) ProtoMessage() {}
+
+func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
+func (*AddMemberRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *AddMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddMemberRequest) GetPeerUrl() string {
+	if x != nil {
+		return x.PeerUrl
+	}
+	return ""
+}
+
+type AddMemberResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Id             uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	InitialCluster string                 `protobuf:"bytes,2,opt,name=initial_cluster,json=initialCluster,proto3" json:"initial_cluster,omitempty"` // etcd --initial-cluster for the new member, itself included
+	// security: the cluster CA (PEM), key included, for a member that joined
+	// with a server join token: it issues certificates like every member.
+	CaCertificate []byte `protobuf:"bytes,60,opt,name=ca_certificate,json=caCertificate,proto3" json:"ca_certificate,omitempty"`
+	CaKey         []byte `protobuf:"bytes,61,opt,name=ca_key,json=caKey,proto3" json:"ca_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddMemberResponse) Reset() {
+	*x = AddMemberResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddMemberResponse) ProtoMessage() {}
+
+func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
+func (*AddMemberResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *AddMemberResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *AddMemberResponse) GetInitialCluster() string {
+	if x != nil {
+		return x.InitialCluster
+	}
+	return ""
+}
+
+func (x *AddMemberResponse) GetCaCertificate() []byte {
+	if x != nil {
+		return x.CaCertificate
+	}
+	return nil
+}
+
+func (x *AddMemberResponse) GetCaKey() []byte {
+	if x != nil {
+		return x.CaKey
+	}
+	return nil
+}
+
+type PromoteMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteMemberRequest) Reset() {
+	*x = PromoteMemberRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteMemberRequest) ProtoMessage() {}
+
+func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteMemberRequest.ProtoReflect.Descriptor instead.
+func (*PromoteMemberRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *PromoteMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type PromoteMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteMemberResponse) Reset() {
+	*x = PromoteMemberResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteMemberResponse) ProtoMessage() {}
+
+func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteMemberResponse.ProtoReflect.Descriptor instead.
+func (*PromoteMemberResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
+}
+
+type RemoveMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberRequest) Reset() {
+	*x = RemoveMemberRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberRequest) ProtoMessage() {}
+
+func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
+func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RemoveMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberResponse) Reset() {
+	*x = RemoveMemberResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberResponse) ProtoMessage() {}
+
+func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
+func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
+}
+
+type SnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRequest) Reset() {
+	*x = SnapshotRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRequest) ProtoMessage() {}
+
+func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
+}
+
+type SnapshotChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *SnapshotChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// security
+// JoinToken is a join token as stored (/wasmorch/tokens/<id>): its secret
+// only hashed. Listed without the hash.
+type JoinToken struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	SecretHash      []byte                 `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	Role            string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"` // "agent" or "server"
+	ExpiresUnixNano int64                  `protobuf:"varint,4,opt,name=expires_unix_nano,json=expiresUnixNano,proto3" json:"expires_unix_nano,omitempty"`
+	CreatedUnixNano int64                  `protobuf:"varint,5,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	Description     string                 `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *JoinToken) Reset() {
+	*x = JoinToken{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinToken) ProtoMessage() {}
+
+func (x *JoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
+func (*JoinToken) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *JoinToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinToken) GetSecretHash() []byte {
+	if x != nil {
+		return x.SecretHash
+	}
+	return nil
+}
+
+func (x *JoinToken) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *JoinToken) GetExpiresUnixNano() int64 {
+	if x != nil {
+		return x.ExpiresUnixNano
+	}
+	return 0
+}
+
+func (x *JoinToken) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *JoinToken) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+type CreateTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`                                // "agent" (default) or "server"
+	TtlSeconds    int64                  `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // 0: 24 hours
+	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenRequest) Reset() {
+	*x = CreateTokenRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenRequest) ProtoMessage() {}
+
+func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *CreateTokenRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *CreateTokenRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+type CreateTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"` // wmt_<id>.<secret>.<CA pin>, shown once
+	Info          *JoinToken             `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenResponse) Reset() {
+	*x = CreateTokenResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenResponse) ProtoMessage() {}
+
+func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *CreateTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateTokenResponse) GetInfo() *JoinToken {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
+}
+
+type ListTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*JoinToken           `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ListTokensResponse) GetTokens() []*JoinToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type RevokeTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *RevokeTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RevokeTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
+}
+
 type RegisterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -2414,7 +3613,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2426,7 +3625,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2439,7 +3638,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RegisterRequest) GetNode() *Node {
@@ -2459,7 +3658,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +3670,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +3683,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -2510,7 +3709,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +3721,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +3734,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *HeartbeatRequest) GetNode() string {
@@ -2553,7 +3752,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2565,7 +3764,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2578,7 +3777,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
 }
 
 type SessionRequest struct {
@@ -2590,7 +3789,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2602,7 +3801,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2615,7 +3814,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SessionRequest) GetNode() string {
@@ -2636,7 +3835,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2648,7 +3847,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2661,7 +3860,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *Assignments) GetInstances() []*Instance {
@@ -2688,7 +3887,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2700,7 +3899,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2713,7 +3912,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -2738,7 +3937,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2750,7 +3949,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2763,7 +3962,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
 }
 
 type FetchBlobRequest struct {
@@ -2775,7 +3974,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2787,7 +3986,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2800,7 +3999,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
@@ -2820,7 +4019,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2832,7 +4031,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2845,7 +4044,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -2862,6 +4061,167 @@ func (x *BlobChunk) GetSize() int64 {
 	return 0
 }
 
+// security
+// JoinRequest presents a join token once, with a certificate request for
+// a key that never leaves the node; the node's certificate comes back.
+type JoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Csr           []byte                 `protobuf:"bytes,3,opt,name=csr,proto3" json:"csr,omitempty"` // DER
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *JoinRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type JoinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificate   []byte                 `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`                          // PEM
+	CaCertificate []byte                 `protobuf:"bytes,2,opt,name=ca_certificate,json=caCertificate,proto3" json:"ca_certificate,omitempty"` // PEM
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *JoinResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *JoinResponse) GetCaCertificate() []byte {
+	if x != nil {
+		return x.CaCertificate
+	}
+	return nil
+}
+
+// RenewRequest asks, over mutual TLS, for a new certificate for the
+// caller's own identity.
+type RenewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Csr           []byte                 `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *RenewRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
 type InstanceLogsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Instances     []string               `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
@@ -2872,7 +4232,7 @@ type InstanceLogsRequest struct {
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2884,7 +4244,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2897,7 +4257,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -2918,7 +4278,7 @@ var File_wasmorch_v1_wasmorch_proto protoreflect.FileDescriptor
 
 const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
-	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xe4\x03\n" +
+	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\x99\x04\n" +
 	"\fWorkloadSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12#\n" +
 	"\rmodule_digest\x18\x02 \x01(\tR\fmoduleDigest\x12\x1f\n" +
@@ -2933,7 +4293,10 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x04http\x18\n" +
 	" \x01(\v2\x18.wasmorch.v1.HttpTriggerR\x04http\x124\n" +
 	"\tautoscale\x18\v \x01(\v2\x16.wasmorch.v1.AutoscaleR\tautoscale\x124\n" +
-	"\tplacement\x18\f \x01(\v2\x16.wasmorch.v1.PlacementR\tplacement\"\xb4\x01\n" +
+	"\tplacement\x18\f \x01(\v2\x16.wasmorch.v1.PlacementR\tplacement\x12\x1d\n" +
+	"\n" +
+	"cpu_millis\x18\x1e \x01(\x03R\tcpuMillis\x12\x14\n" +
+	"\x05image\x18( \x01(\tR\x05image\"\xb4\x01\n" +
 	"\vHttpTrigger\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1d\n" +
@@ -2946,10 +4309,12 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\fmin_replicas\x18\x01 \x01(\x05R\vminReplicas\x12!\n" +
 	"\fmax_replicas\x18\x02 \x01(\x05R\vmaxReplicas\x12-\n" +
 	"\x12target_concurrency\x18\x03 \x01(\x05R\x11targetConcurrency\x12\x17\n" +
-	"\aidle_ms\x18\x04 \x01(\x03R\x06idleMs\"\xa2\x01\n" +
+	"\aidle_ms\x18\x04 \x01(\x03R\x06idleMs\"\xc6\x01\n" +
 	"\tPlacement\x12@\n" +
 	"\bselector\x18\x01 \x03(\v2$.wasmorch.v1.Placement.SelectorEntryR\bselector\x12\x16\n" +
-	"\x06spread\x18\x02 \x01(\tR\x06spread\x1a;\n" +
+	"\x06spread\x18\x02 \x01(\tR\x06spread\x12\x12\n" +
+	"\x04arch\x18\x1e \x03(\tR\x04arch\x12\x0e\n" +
+	"\x02os\x18\x1f \x03(\tR\x02os\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
@@ -2963,7 +4328,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"generation\x18\x03 \x01(\x03R\n" +
 	"generation\x12*\n" +
 	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\x12*\n" +
-	"\x11updated_unix_nano\x18\x05 \x01(\x03R\x0fupdatedUnixNano\"\xec\x01\n" +
+	"\x11updated_unix_nano\x18\x05 \x01(\x03R\x0fupdatedUnixNano\"\x92\x02\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x1e\n" +
@@ -2973,7 +4338,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x04node\x18\x04 \x01(\tR\x04node\x12-\n" +
 	"\x04spec\x18\x05 \x01(\v2\x19.wasmorch.v1.WorkloadSpecR\x04spec\x12*\n" +
 	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\x12%\n" +
-	"\x0epending_reason\x18\a \x01(\tR\rpendingReason\"\xef\x02\n" +
+	"\x0epending_reason\x18\a \x01(\tR\rpendingReason\x12$\n" +
+	"\x0elost_unix_nano\x18\x1e \x01(\x03R\flostUnixNano\"\x89\x03\n" +
 	"\x0eInstanceStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x120\n" +
@@ -2986,12 +4352,13 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x11started_unix_nano\x18\t \x01(\x03R\x0fstartedUnixNano\x12,\n" +
 	"\x12finished_unix_nano\x18\n" +
 	" \x01(\x03R\x10finishedUnixNano\x12*\n" +
-	"\x11updated_unix_nano\x18\v \x01(\x03R\x0fupdatedUnixNano\"k\n" +
+	"\x11updated_unix_nano\x18\v \x01(\x03R\x0fupdatedUnixNano\x12\x18\n" +
+	"\aruntime\x18( \x01(\tR\aruntime\"k\n" +
 	"\tResources\x12!\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x02 \x01(\x03R\tcpuMillis\x12\x1c\n" +
-	"\tinstances\x18\x03 \x01(\x05R\tinstances\"\xa5\x03\n" +
+	"\tinstances\x18\x03 \x01(\x05R\tinstances\"\xc1\x03\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -3004,7 +4371,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\aversion\x18\t \x01(\tR\aversion\x120\n" +
 	"\x14registered_unix_nano\x18\n" +
 	" \x01(\x03R\x12registeredUnixNano\x12!\n" +
-	"\fhttp_address\x18\v \x01(\tR\vhttpAddress\x1a9\n" +
+	"\fhttp_address\x18\v \x01(\tR\vhttpAddress\x12\x1a\n" +
+	"\bdraining\x18\x1e \x01(\bR\bdraining\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +
@@ -3023,7 +4391,12 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
 	"media_type\x18\x05 \x01(\tR\tmediaType\x12*\n" +
 	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\x121\n" +
-	"\x15wasm_min_memory_bytes\x18\a \x01(\x03R\x12wasmMinMemoryBytes\"d\n" +
+	"\x15wasm_min_memory_bytes\x18\a \x01(\x03R\x12wasmMinMemoryBytes\"\xa2\x01\n" +
+	"\fFunctionLoad\x12\x1b\n" +
+	"\tin_flight\x18\x01 \x01(\x03R\binFlight\x12$\n" +
+	"\x0epeak_in_flight\x18\x02 \x01(\x03R\fpeakInFlight\x123\n" +
+	"\x16last_request_unix_nano\x18\x03 \x01(\x03R\x13lastRequestUnixNano\x12\x1a\n" +
+	"\brequests\x18\x04 \x01(\x03R\brequests\"d\n" +
 	"\rUploadRequest\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.wasmorch.v1.UploadHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
@@ -3090,7 +4463,70 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x0eVersionRequest\"C\n" +
 	"\x0fVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
-	"\x06member\x18\x02 \x01(\tR\x06member\"8\n" +
+	"\x06member\x18\x02 \x01(\tR\x06member\"!\n" +
+	"\vNodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"=\n" +
+	"\x11RemoveNodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\";\n" +
+	"\x12RemoveNodeResponse\x12%\n" +
+	"\x0elost_instances\x18\x01 \x01(\x05R\rlostInstances\"\xa5\x02\n" +
+	"\x06Member\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x1b\n" +
+	"\tpeer_urls\x18\x03 \x03(\tR\bpeerUrls\x12\x1f\n" +
+	"\vapi_address\x18\x04 \x01(\tR\n" +
+	"apiAddress\x12!\n" +
+	"\fhttp_address\x18\x05 \x01(\tR\vhttpAddress\x12\x1f\n" +
+	"\vetcd_leader\x18\x06 \x01(\bR\n" +
+	"etcdLeader\x12+\n" +
+	"\x11controller_leader\x18\a \x01(\bR\x10controllerLeader\x12\x18\n" +
+	"\ahealthy\x18\b \x01(\bR\ahealthy\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12\x18\n" +
+	"\alearner\x18\n" +
+	" \x01(\bR\alearner\"\x14\n" +
+	"\x12ListMembersRequest\"D\n" +
+	"\x13ListMembersResponse\x12-\n" +
+	"\amembers\x18\x01 \x03(\v2\x13.wasmorch.v1.MemberR\amembers\"A\n" +
+	"\x10AddMemberRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\bpeer_url\x18\x02 \x01(\tR\apeerUrl\"\x8a\x01\n" +
+	"\x11AddMemberResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12'\n" +
+	"\x0finitial_cluster\x18\x02 \x01(\tR\x0einitialCluster\x12%\n" +
+	"\x0eca_certificate\x18< \x01(\fR\rcaCertificate\x12\x15\n" +
+	"\x06ca_key\x18= \x01(\fR\x05caKey\"*\n" +
+	"\x14PromoteMemberRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x17\n" +
+	"\x15PromoteMemberResponse\")\n" +
+	"\x13RemoveMemberRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14RemoveMemberResponse\"\x11\n" +
+	"\x0fSnapshotRequest\"#\n" +
+	"\rSnapshotChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xca\x01\n" +
+	"\tJoinToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vsecret_hash\x18\x02 \x01(\fR\n" +
+	"secretHash\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12*\n" +
+	"\x11expires_unix_nano\x18\x04 \x01(\x03R\x0fexpiresUnixNano\x12*\n" +
+	"\x11created_unix_nano\x18\x05 \x01(\x03R\x0fcreatedUnixNano\x12 \n" +
+	"\vdescription\x18\x06 \x01(\tR\vdescription\"k\n" +
+	"\x12CreateTokenRequest\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
+	"ttlSeconds\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\"W\n" +
+	"\x13CreateTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12*\n" +
+	"\x04info\x18\x02 \x01(\v2\x16.wasmorch.v1.JoinTokenR\x04info\"\x13\n" +
+	"\x11ListTokensRequest\"D\n" +
+	"\x12ListTokensResponse\x12.\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x16.wasmorch.v1.JoinTokenR\x06tokens\"$\n" +
+	"\x12RevokeTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x15\n" +
+	"\x13RevokeTokenResponse\"8\n" +
 	"\x0fRegisterRequest\x12%\n" +
 	"\x04node\x18\x01 \x01(\v2\x11.wasmorch.v1.NodeR\x04node\"j\n" +
 	"\x10RegisterResponse\x122\n" +
@@ -3112,7 +4548,16 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\"3\n" +
 	"\tBlobChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x03R\x04size\"R\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"I\n" +
+	"\vJoinRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x10\n" +
+	"\x03csr\x18\x03 \x01(\fR\x03csr\"W\n" +
+	"\fJoinResponse\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12%\n" +
+	"\x0eca_certificate\x18\x02 \x01(\fR\rcaCertificate\" \n" +
+	"\fRenewRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\"R\n" +
 	"\x13InstanceLogsRequest\x12\x1c\n" +
 	"\tinstances\x18\x01 \x03(\tR\tinstances\x12\x1d\n" +
 	"\n" +
@@ -3131,7 +4576,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x18INSTANCE_STATE_SUCCEEDED\x10\x05\x12\x19\n" +
 	"\x15INSTANCE_STATE_FAILED\x10\x06\x12\x17\n" +
 	"\x13INSTANCE_STATE_LOST\x10\a\x12\x1a\n" +
-	"\x16INSTANCE_STATE_STOPPED\x10\b2\xdf\x06\n" +
+	"\x16INSTANCE_STATE_STOPPED\x10\b2\xf2\r\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"UploadBlob\x12\x1a.wasmorch.v1.UploadRequest\x1a\x1b.wasmorch.v1.UploadResponse(\x01\x12V\n" +
@@ -3145,13 +4590,30 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x04Logs\x12\x18.wasmorch.v1.LogsRequest\x1a\x15.wasmorch.v1.LogChunk0\x01\x12D\n" +
 	"\aVersion\x12\x1b.wasmorch.v1.VersionRequest\x1a\x1c.wasmorch.v1.VersionResponse\x12M\n" +
 	"\n" +
-	"ListEvents\x12\x1e.wasmorch.v1.ListEventsRequest\x1a\x1f.wasmorch.v1.ListEventsResponse2\xe8\x02\n" +
+	"ListEvents\x12\x1e.wasmorch.v1.ListEventsRequest\x1a\x1f.wasmorch.v1.ListEventsResponse\x12=\n" +
+	"\n" +
+	"CordonNode\x12\x18.wasmorch.v1.NodeRequest\x1a\x15.wasmorch.v1.NodeView\x12?\n" +
+	"\fUncordonNode\x12\x18.wasmorch.v1.NodeRequest\x1a\x15.wasmorch.v1.NodeView\x12<\n" +
+	"\tDrainNode\x12\x18.wasmorch.v1.NodeRequest\x1a\x15.wasmorch.v1.NodeView\x12M\n" +
+	"\n" +
+	"RemoveNode\x12\x1e.wasmorch.v1.RemoveNodeRequest\x1a\x1f.wasmorch.v1.RemoveNodeResponse\x12P\n" +
+	"\vListMembers\x12\x1f.wasmorch.v1.ListMembersRequest\x1a .wasmorch.v1.ListMembersResponse\x12J\n" +
+	"\tAddMember\x12\x1d.wasmorch.v1.AddMemberRequest\x1a\x1e.wasmorch.v1.AddMemberResponse\x12V\n" +
+	"\rPromoteMember\x12!.wasmorch.v1.PromoteMemberRequest\x1a\".wasmorch.v1.PromoteMemberResponse\x12S\n" +
+	"\fRemoveMember\x12 .wasmorch.v1.RemoveMemberRequest\x1a!.wasmorch.v1.RemoveMemberResponse\x12F\n" +
+	"\bSnapshot\x12\x1c.wasmorch.v1.SnapshotRequest\x1a\x1a.wasmorch.v1.SnapshotChunk0\x01\x12P\n" +
+	"\vCreateToken\x12\x1f.wasmorch.v1.CreateTokenRequest\x1a .wasmorch.v1.CreateTokenResponse\x12M\n" +
+	"\n" +
+	"ListTokens\x12\x1e.wasmorch.v1.ListTokensRequest\x1a\x1f.wasmorch.v1.ListTokensResponse\x12P\n" +
+	"\vRevokeToken\x12\x1f.wasmorch.v1.RevokeTokenRequest\x1a .wasmorch.v1.RevokeTokenResponse2\xef\x03\n" +
 	"\x05Agent\x12G\n" +
 	"\bRegister\x12\x1c.wasmorch.v1.RegisterRequest\x1a\x1d.wasmorch.v1.RegisterResponse\x12J\n" +
 	"\tHeartbeat\x12\x1d.wasmorch.v1.HeartbeatRequest\x1a\x1e.wasmorch.v1.HeartbeatResponse\x12B\n" +
 	"\aSession\x12\x1b.wasmorch.v1.SessionRequest\x1a\x18.wasmorch.v1.Assignments0\x01\x12@\n" +
 	"\fReportStatus\x12\x18.wasmorch.v1.StatusBatch\x1a\x16.wasmorch.v1.StatusAck\x12D\n" +
-	"\tFetchBlob\x12\x1d.wasmorch.v1.FetchBlobRequest\x1a\x16.wasmorch.v1.BlobChunk0\x012S\n" +
+	"\tFetchBlob\x12\x1d.wasmorch.v1.FetchBlobRequest\x1a\x16.wasmorch.v1.BlobChunk0\x01\x12;\n" +
+	"\x04Join\x12\x18.wasmorch.v1.JoinRequest\x1a\x19.wasmorch.v1.JoinResponse\x12H\n" +
+	"\x10RenewCertificate\x12\x19.wasmorch.v1.RenewRequest\x1a\x19.wasmorch.v1.JoinResponse2S\n" +
 	"\x06Worker\x12I\n" +
 	"\fInstanceLogs\x12 .wasmorch.v1.InstanceLogsRequest\x1a\x15.wasmorch.v1.LogChunk0\x01B;Z9github.com/wasmorch/wasmorch/proto/wasmorch/v1;wasmorchv1b\x06proto3"
 
@@ -3168,7 +4630,7 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 }
 
 var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),             // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),             // 1: wasmorch.v1.InstanceState
@@ -3184,43 +4646,68 @@ var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(*Node)(nil),                   // 11: wasmorch.v1.Node
 	(*Event)(nil),                  // 12: wasmorch.v1.Event
 	(*BlobMeta)(nil),               // 13: wasmorch.v1.BlobMeta
-	(*UploadRequest)(nil),          // 14: wasmorch.v1.UploadRequest
-	(*UploadHeader)(nil),           // 15: wasmorch.v1.UploadHeader
-	(*UploadResponse)(nil),         // 16: wasmorch.v1.UploadResponse
-	(*ApplyWorkloadRequest)(nil),   // 17: wasmorch.v1.ApplyWorkloadRequest
-	(*ApplyWorkloadResponse)(nil),  // 18: wasmorch.v1.ApplyWorkloadResponse
-	(*GetWorkloadRequest)(nil),     // 19: wasmorch.v1.GetWorkloadRequest
-	(*ListWorkloadsRequest)(nil),   // 20: wasmorch.v1.ListWorkloadsRequest
-	(*WorkloadView)(nil),           // 21: wasmorch.v1.WorkloadView
-	(*ListWorkloadsResponse)(nil),  // 22: wasmorch.v1.ListWorkloadsResponse
-	(*ScaleRequest)(nil),           // 23: wasmorch.v1.ScaleRequest
-	(*DeleteWorkloadRequest)(nil),  // 24: wasmorch.v1.DeleteWorkloadRequest
-	(*DeleteWorkloadResponse)(nil), // 25: wasmorch.v1.DeleteWorkloadResponse
-	(*ListInstancesRequest)(nil),   // 26: wasmorch.v1.ListInstancesRequest
-	(*InstanceView)(nil),           // 27: wasmorch.v1.InstanceView
-	(*ListInstancesResponse)(nil),  // 28: wasmorch.v1.ListInstancesResponse
-	(*ListNodesRequest)(nil),       // 29: wasmorch.v1.ListNodesRequest
-	(*NodeView)(nil),               // 30: wasmorch.v1.NodeView
-	(*ListNodesResponse)(nil),      // 31: wasmorch.v1.ListNodesResponse
-	(*LogsRequest)(nil),            // 32: wasmorch.v1.LogsRequest
-	(*LogChunk)(nil),               // 33: wasmorch.v1.LogChunk
-	(*ListEventsRequest)(nil),      // 34: wasmorch.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),     // 35: wasmorch.v1.ListEventsResponse
-	(*VersionRequest)(nil),         // 36: wasmorch.v1.VersionRequest
-	(*VersionResponse)(nil),        // 37: wasmorch.v1.VersionResponse
-	(*RegisterRequest)(nil),        // 38: wasmorch.v1.RegisterRequest
-	(*RegisterResponse)(nil),       // 39: wasmorch.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),       // 40: wasmorch.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),      // 41: wasmorch.v1.HeartbeatResponse
-	(*SessionRequest)(nil),         // 42: wasmorch.v1.SessionRequest
-	(*Assignments)(nil),            // 43: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),            // 44: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),              // 45: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),       // 46: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),              // 47: wasmorch.v1.BlobChunk
-	(*InstanceLogsRequest)(nil),    // 48: wasmorch.v1.InstanceLogsRequest
-	nil,                            // 49: wasmorch.v1.Placement.SelectorEntry
-	nil,                            // 50: wasmorch.v1.Node.LabelsEntry
+	(*FunctionLoad)(nil),           // 14: wasmorch.v1.FunctionLoad
+	(*UploadRequest)(nil),          // 15: wasmorch.v1.UploadRequest
+	(*UploadHeader)(nil),           // 16: wasmorch.v1.UploadHeader
+	(*UploadResponse)(nil),         // 17: wasmorch.v1.UploadResponse
+	(*ApplyWorkloadRequest)(nil),   // 18: wasmorch.v1.ApplyWorkloadRequest
+	(*ApplyWorkloadResponse)(nil),  // 19: wasmorch.v1.ApplyWorkloadResponse
+	(*GetWorkloadRequest)(nil),     // 20: wasmorch.v1.GetWorkloadRequest
+	(*ListWorkloadsRequest)(nil),   // 21: wasmorch.v1.ListWorkloadsRequest
+	(*WorkloadView)(nil),           // 22: wasmorch.v1.WorkloadView
+	(*ListWorkloadsResponse)(nil),  // 23: wasmorch.v1.ListWorkloadsResponse
+	(*ScaleRequest)(nil),           // 24: wasmorch.v1.ScaleRequest
+	(*DeleteWorkloadRequest)(nil),  // 25: wasmorch.v1.DeleteWorkloadRequest
+	(*DeleteWorkloadResponse)(nil), // 26: wasmorch.v1.DeleteWorkloadResponse
+	(*ListInstancesRequest)(nil),   // 27: wasmorch.v1.ListInstancesRequest
+	(*InstanceView)(nil),           // 28: wasmorch.v1.InstanceView
+	(*ListInstancesResponse)(nil),  // 29: wasmorch.v1.ListInstancesResponse
+	(*ListNodesRequest)(nil),       // 30: wasmorch.v1.ListNodesRequest
+	(*NodeView)(nil),               // 31: wasmorch.v1.NodeView
+	(*ListNodesResponse)(nil),      // 32: wasmorch.v1.ListNodesResponse
+	(*LogsRequest)(nil),            // 33: wasmorch.v1.LogsRequest
+	(*LogChunk)(nil),               // 34: wasmorch.v1.LogChunk
+	(*ListEventsRequest)(nil),      // 35: wasmorch.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),     // 36: wasmorch.v1.ListEventsResponse
+	(*VersionRequest)(nil),         // 37: wasmorch.v1.VersionRequest
+	(*VersionResponse)(nil),        // 38: wasmorch.v1.VersionResponse
+	(*NodeRequest)(nil),            // 39: wasmorch.v1.NodeRequest
+	(*RemoveNodeRequest)(nil),      // 40: wasmorch.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),     // 41: wasmorch.v1.RemoveNodeResponse
+	(*Member)(nil),                 // 42: wasmorch.v1.Member
+	(*ListMembersRequest)(nil),     // 43: wasmorch.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),    // 44: wasmorch.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),       // 45: wasmorch.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),      // 46: wasmorch.v1.AddMemberResponse
+	(*PromoteMemberRequest)(nil),   // 47: wasmorch.v1.PromoteMemberRequest
+	(*PromoteMemberResponse)(nil),  // 48: wasmorch.v1.PromoteMemberResponse
+	(*RemoveMemberRequest)(nil),    // 49: wasmorch.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),   // 50: wasmorch.v1.RemoveMemberResponse
+	(*SnapshotRequest)(nil),        // 51: wasmorch.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),          // 52: wasmorch.v1.SnapshotChunk
+	(*JoinToken)(nil),              // 53: wasmorch.v1.JoinToken
+	(*CreateTokenRequest)(nil),     // 54: wasmorch.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),    // 55: wasmorch.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),      // 56: wasmorch.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),     // 57: wasmorch.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),     // 58: wasmorch.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),    // 59: wasmorch.v1.RevokeTokenResponse
+	(*RegisterRequest)(nil),        // 60: wasmorch.v1.RegisterRequest
+	(*RegisterResponse)(nil),       // 61: wasmorch.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),       // 62: wasmorch.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),      // 63: wasmorch.v1.HeartbeatResponse
+	(*SessionRequest)(nil),         // 64: wasmorch.v1.SessionRequest
+	(*Assignments)(nil),            // 65: wasmorch.v1.Assignments
+	(*StatusBatch)(nil),            // 66: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),              // 67: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),       // 68: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),              // 69: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),            // 70: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),           // 71: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),           // 72: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),    // 73: wasmorch.v1.InstanceLogsRequest
+	nil,                            // 74: wasmorch.v1.Placement.SelectorEntry
+	nil,                            // 75: wasmorch.v1.Node.LabelsEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	6,  // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
@@ -3228,67 +4715,98 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	3,  // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
 	4,  // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
 	5,  // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
-	49, // 5: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	74, // 5: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
 	2,  // 6: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
 	2,  // 7: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
 	1,  // 8: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
 	10, // 9: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	50, // 10: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
-	15, // 11: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
+	75, // 10: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	16, // 11: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
 	2,  // 12: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
 	7,  // 13: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
 	7,  // 14: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
-	21, // 15: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
+	22, // 15: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
 	8,  // 16: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
 	9,  // 17: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
 	1,  // 18: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
-	27, // 19: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
+	28, // 19: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
 	11, // 20: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
 	10, // 21: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
-	30, // 22: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
+	31, // 22: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
 	12, // 23: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
-	11, // 24: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	8,  // 25: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
-	9,  // 26: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	14, // 27: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	17, // 28: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	19, // 29: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	20, // 30: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	23, // 31: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	24, // 32: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	26, // 33: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	29, // 34: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	32, // 35: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	36, // 36: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	34, // 37: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	38, // 38: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	40, // 39: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	42, // 40: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	44, // 41: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	46, // 42: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	48, // 43: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	16, // 44: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	18, // 45: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	21, // 46: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	22, // 47: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	7,  // 48: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	25, // 49: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	28, // 50: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	31, // 51: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	33, // 52: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	37, // 53: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	35, // 54: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	39, // 55: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	41, // 56: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	43, // 57: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	45, // 58: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	47, // 59: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	33, // 60: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	44, // [44:61] is the sub-list for method output_type
-	27, // [27:44] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	42, // 24: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
+	53, // 25: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
+	53, // 26: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
+	11, // 27: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
+	8,  // 28: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
+	9,  // 29: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
+	15, // 30: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	18, // 31: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	20, // 32: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	21, // 33: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	24, // 34: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	25, // 35: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	27, // 36: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	30, // 37: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	33, // 38: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	37, // 39: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	35, // 40: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	39, // 41: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	39, // 42: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	39, // 43: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	40, // 44: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	43, // 45: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	45, // 46: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	47, // 47: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	49, // 48: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	51, // 49: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	54, // 50: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	56, // 51: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	58, // 52: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	60, // 53: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	62, // 54: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	64, // 55: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	66, // 56: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	68, // 57: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	70, // 58: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	72, // 59: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	73, // 60: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	17, // 61: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	19, // 62: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	22, // 63: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	23, // 64: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	7,  // 65: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	26, // 66: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	29, // 67: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	32, // 68: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	34, // 69: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	38, // 70: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	36, // 71: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	31, // 72: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	31, // 73: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	31, // 74: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	41, // 75: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	44, // 76: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	46, // 77: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	48, // 78: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	50, // 79: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	52, // 80: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	55, // 81: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	57, // 82: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	59, // 83: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	61, // 84: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	63, // 85: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	65, // 86: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	67, // 87: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	69, // 88: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	71, // 89: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	71, // 90: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	34, // 91: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	61, // [61:92] is the sub-list for method output_type
+	30, // [30:61] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -3296,7 +4814,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 	if File_wasmorch_v1_wasmorch_proto != nil {
 		return
 	}
-	file_wasmorch_v1_wasmorch_proto_msgTypes[12].OneofWrappers = []any{
+	file_wasmorch_v1_wasmorch_proto_msgTypes[13].OneofWrappers = []any{
 		(*UploadRequest_Header)(nil),
 		(*UploadRequest_Chunk)(nil),
 	}
@@ -3306,7 +4824,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   49,
+			NumMessages:   74,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

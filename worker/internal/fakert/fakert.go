@@ -53,9 +53,10 @@ func New(name string) *Runtime {
 // Name implements runtimeapi.Runtime.
 func (r *Runtime) Name() string { return r.name }
 
-// Prepare implements runtimeapi.Runtime; it checks the artifact is on disk.
+// Prepare implements runtimeapi.Runtime; it checks the artifact is on
+// disk, unless it is an image reference.
 func (r *Runtime) Prepare(ctx context.Context, a runtimeapi.Artifact, _ int64) error {
-	if _, err := os.Stat(a.Path); err != nil {
+	if _, err := os.Stat(a.Path); a.Ref == "" && err != nil {
 		return &runtimeapi.StartError{Exit: runtimeapi.Exit{Reason: runtimeapi.ReasonInvalid, Message: err.Error(), Permanent: true}}
 	}
 	if r.PrepareHook != nil {

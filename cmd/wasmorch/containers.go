@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+
+	"github.com/wasmorch/wasmorch/ctrrt"
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
+)
+
+const containerdHelp = "containerd socket; the worker offers the container runtime only when containerd answers there (\"\" disables it)"
+
+// containerRuntime connects to containerd on socket for the worker whose
+// data is in dataDir. When containerd does not answer it says so and
+// returns nil: the node then offers Wasm only.
+func containerRuntime(ctx context.Context, logger *slog.Logger, socket, dataDir string) *ctrrt.Runtime {
+	if socket == "" {
+		logger.Info("container runtime disabled (--containerd-socket is empty)")
+		return nil
+	}
+	cfg := ctrrt.DefaultConfig()
+	cfg.Socket = socket
+	// The shim opens the pipes by path, from its own working directory.
+	cfg.FIFODir = filepath.Join(absPath(dataDir), "fifo")
+	cfg.Logger = logger.With("component", "ctrrt")
+	rt, err := ctrrt.New(ctx, cfg)
+	if err != nil {
+		logger.Info("container runtime not offered", "containerd-socket", socket, "reason", err)
+		return nil
+	}
+	logger.Info("container runtime offered", "containerd-socket", socket, "namespace", cfg.Namespace)
+	return rt
+}
+
+// withContainers appends the container runtime to rts when containerd
+// answers, and returns a function that closes it.
+func withContainers(ctx context.Context, logger *slog.Logger, socket, dataDir string, rts []runtimeapi.Runtime) ([]runtimeapi.Runtime, func() error) {
+	crt := containerRuntime(ctx, logger, socket, dataDir)
+	if crt == nil {
+		return rts, func() error { return nil }
+	}
+	return append(rts, crt), func() error {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), runtimeCloseTimeout)
+		defer cancel()
+		return crt.Close(cctx)
+	}
+}
+
+// runtimeNames lists the runtimes' names for the banner.
+func runtimeNames(rts []runtimeapi.Runtime) string {
+	names := make([]string, 0, len(rts))
+	for _, rt := range rts {
+		names = append(names, rt.Name())
+	}
+	return strings.Join(names, ", ")
+}

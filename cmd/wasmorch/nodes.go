@@ -1,0 +1,213 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wasmorch/wasmorch/internal/cliclient"
+	"github.com/wasmorch/wasmorch/internal/cliout"
+)
+
+// oneNode checks that a command got exactly one node name.
+func oneNode(cmd *cobra.Command, args []string, example string) (string, error) {
+	if len(args) != 1 {
+		return "", cliclient.Errorf("e.g. '"+example+"'", "%s takes one node name, got %d", cmd.CommandPath(), len(args))
+	}
+	return args[0], nil
+}
+
+func newCordonCommand() *cobra.Command {
+	var server *string
+	cmd := &cobra.Command{
+		Use:   "cordon NODE",
+		Short: "Stop placing new instances on a node",
+		Long:  `Mark a node unschedulable: the instances it runs stay, new ones go elsewhere.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := oneNode(cmd, args, "wasmorch cordon edge-1")
+			if err != nil {
+				return err
+			}
+			client, err := dial(cmd, *server)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			if _, err := client.Cordon(cmd.Context(), name); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s cordoned\n", name)
+			return nil
+		},
+	}
+	server = addServerFlag(cmd)
+	return cmd
+}
+
+func newUncordonCommand() *cobra.Command {
+	var server *string
+	cmd := &cobra.Command{
+		Use:   "uncordon NODE",
+		Short: "Allow instances on a node again (ends a drain)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := oneNode(cmd, args, "wasmorch uncordon edge-1")
+			if err != nil {
+				return err
+			}
+			client, err := dial(cmd, *server)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			if _, err := client.Uncordon(cmd.Context(), name); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s uncordoned\n", name)
+			return nil
+		},
+	}
+	server = addServerFlag(cmd)
+	return cmd
+}
+
+func newDrainCommand() *cobra.Command {
+	var (
+		server  *string
+		timeout time.Duration
+		noWait  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "drain NODE",
+		Short: "Move every instance off a node, keeping workloads available",
+		Long: `Cordon a node and move its instances to other nodes. Each instance is removed
+only once a replacement runs elsewhere, so a workload stays at its replica count
+wherever the cluster has room; an instance whose replacement cannot be placed
+stays where it is (see 'wasmorch get instances' for why). drain waits until the
+node is empty; 'wasmorch uncordon NODE' ends a drain.`,
+		Example: "  wasmorch drain vm-1",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := oneNode(cmd, args, "wasmorch drain vm-1")
+			if err != nil {
+				return err
+			}
+			client, err := dial(cmd, *server)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			wait := timeout
+			if noWait {
+				wait = 0
+			}
+			progress := cliout.NewStderrProgress()
+			_, err = client.Drain(cmd.Context(), name, wait, progress.Update)
+			progress.Done()
+			if err != nil {
+				return err
+			}
+			if noWait {
+				fmt.Fprintf(cmd.OutOrStdout(), "node %s draining; see 'wasmorch describe node %s'\n", name, name)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "node %s drained\n", name)
+			}
+			return nil
+		},
+	}
+	server = addServerFlag(cmd)
+	cmd.Flags().DurationVar(&timeout, "timeout", cliclient.DefaultDrainTimeout, "how long to wait for the node to empty")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the drain has started")
+	return cmd
+}
+
+func newNodeCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Manage nodes (rm)",
+	}
+	var (
+		server *string
+		force  bool
+	)
+	rm := &cobra.Command{
+		Use:     "rm NODE",
+		Aliases: []string{"remove"},
+		Short:   "Forget a node; its instances are replaced elsewhere",
+		Long: `Remove a node from the cluster. A Ready node is refused: stop its agent first
+(a running agent registers its node again), or drain it and pass --force.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := oneNode(cmd, args, "wasmorch node rm edge-1")
+			if err != nil {
+				return err
+			}
+			client, err := dial(cmd, *server)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			held, err := client.RemoveNode(cmd.Context(), name, force)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s removed", name)
+			if held > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "; its %d instance(s) are being replaced", held)
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			return nil
+		},
+	}
+	server = addServerFlag(rm)
+	rm.Flags().BoolVar(&force, "force", false, "also remove a Ready node")
+	commandLineOnly(rm.Flags(), "force")
+	cmd.AddCommand(rm)
+	return cmd
+}
+
+func newDescribeCommand() *cobra.Command {
+	var (
+		server *string
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "describe workload|node NAME",
+		Short: "Show a workload's or node's details, instances and events",
+		Example: `  wasmorch describe workload hello
+  wasmorch describe node edge-1 -o json`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return cliclient.Errorf("e.g. 'wasmorch describe workload hello' or 'wasmorch describe node edge-1'", "describe takes a kind (workload or node) and a name")
+			}
+			format, err := cliout.ParseFormat(output)
+			if err != nil {
+				return &cliclient.Error{What: "invalid -o: " + err.Error(), Hint: "use -o table, json or yaml", Cause: err}
+			}
+			kind, name := getKinds[strings.ToLower(args[0])], args[1]
+			if kind != "workloads" && kind != "nodes" {
+				return cliclient.Errorf("use workload or node", "cannot describe %q", args[0])
+			}
+			client, err := dial(cmd, *server)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			p := cliout.Printer{Format: format, Now: time.Now()}
+			if kind == "workloads" {
+				d, err := client.DescribeWorkload(cmd.Context(), name)
+				if err != nil {
+					return err
+				}
+				return p.DescribeWorkload(cmd.OutOrStdout(), d)
+			}
+			d, err := client.DescribeNode(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			return p.DescribeNode(cmd.OutOrStdout(), d)
+		},
+	}
+	server = addServerFlag(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
+	return cmd
+}

@@ -1,0 +1,143 @@
+package controlplane
+
+import (
+	"context"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// CordonNode stops new instances from being placed on a node; those it
+// runs stay.
+func (a *controlAPI) CordonNode(ctx context.Context, req *v1.NodeRequest) (*v1.NodeView, error) {
+	return a.s.updateNode(ctx, req.GetName(), "NodeCordoned", "node %s cordoned: no new instances are placed on it", func(n *v1.Node) {
+		n.Cordoned = true
+	})
+}
+
+// UncordonNode makes a node schedulable again, ending a drain.
+func (a *controlAPI) UncordonNode(ctx context.Context, req *v1.NodeRequest) (*v1.NodeView, error) {
+	return a.s.updateNode(ctx, req.GetName(), "NodeUncordoned", "node %s uncordoned: instances may be placed on it", func(n *v1.Node) {
+		n.Cordoned, n.Draining = false, false
+	})
+}
+
+// DrainNode cordons a node and has the controller move its instances
+// away, each workload kept at its replica count where the cluster has room.
+// It returns at once; the node's instance count falls to zero as it drains.
+func (a *controlAPI) DrainNode(ctx context.Context, req *v1.NodeRequest) (*v1.NodeView, error) {
+	return a.s.updateNode(ctx, req.GetName(), "NodeDraining", "node %s draining: its instances move to other nodes", func(n *v1.Node) {
+		n.Cordoned, n.Draining = true, true
+	})
+}
+
+// RemoveNode forgets a node. A Ready node is refused unless force is set:
+// its agent would register it again at its next heartbeat. The instances it
+// held are replaced elsewhere by the controller.
+func (a *controlAPI) RemoveNode(ctx context.Context, req *v1.RemoveNodeRequest) (*v1.RemoveNodeResponse, error) {
+	name := req.GetName()
+	if err := ValidateNodeName(name); err != nil {
+		return nil, err
+	}
+	cur, err := a.s.store.Nodes.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	alive, err := a.s.store.Client.Get(ctx, store.AlivePrefix+name)
+	if err != nil {
+		return nil, errdefs.Unavailablef("read liveness of node %s: %v", name, err)
+	}
+	if len(alive.Kvs) > 0 && !req.GetForce() {
+		return nil, errdefs.Preconditionf("node %s is Ready: stop its agent first (or drain it with 'wasmorch drain %s'), or pass --force", name, name)
+	}
+	resp, err := a.s.store.Client.Txn(ctx).
+		If(a.s.store.Nodes.Unchanged(name, cur.ModRevision)).
+		Then(clientv3.OpDelete(a.s.store.Nodes.Key(name)), clientv3.OpDelete(store.AlivePrefix+name)).
+		Commit()
+	if err != nil {
+		return nil, errdefs.Unavailablef("remove node %s: %v", name, err)
+	}
+	if !resp.Succeeded {
+		return nil, errdefs.Conflictf("node %s changed while it was being removed; try again", name)
+	}
+	if len(alive.Kvs) > 0 && alive.Kvs[0].Lease != 0 {
+		_, _ = a.s.store.Client.Revoke(ctx, clientv3.LeaseID(alive.Kvs[0].Lease)) // its lease has nothing else to keep
+	}
+	insts, _, err := a.s.store.Instances.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var held int32
+	for _, inst := range insts {
+		if inst.Value.GetNode() == name && inst.Value.GetLostUnixNano() == 0 {
+			held++
+		}
+	}
+	if err := a.s.events.Record(ctx, objNode(name), "NodeRemoved", "node %s removed (%d instances to replace)", name, held); err != nil {
+		a.s.log.Warn("could not record event", "err", err)
+	}
+	a.s.log.Info("node removed", "node", name, "instances", held, "forced", req.GetForce())
+	return &v1.RemoveNodeResponse{LostInstances: held}, nil
+}
+
+// updateNode changes a node record with compare-and-swap, retrying on
+// conflicts with concurrent registrations, and records an event.
+func (s *Server) updateNode(ctx context.Context, name, reason, format string, change func(*v1.Node)) (*v1.NodeView, error) {
+	if err := ValidateNodeName(name); err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		cur, err := s.store.Nodes.Get(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		n := proto.Clone(cur.Value).(*v1.Node)
+		change(n)
+		if proto.Equal(n, cur.Value) {
+			break
+		}
+		if _, err := s.store.Nodes.Update(ctx, name, n, cur.ModRevision); errdefs.IsConflict(err) && attempt < 5 {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		if err := s.events.Record(ctx, objNode(name), reason, format, name); err != nil {
+			s.log.Warn("could not record event", "err", err)
+		}
+		break
+	}
+	v, err := s.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, nv := range v.nodeViews() {
+		if nv.GetNode().GetName() == name {
+			return nv, nil
+		}
+	}
+	return nil, errdefs.NotFoundf("node %q not found", name)
+}
+
+// nodeViews summarizes every node with what its instances hold.
+func (v *view) nodeViews() []*v1.NodeView {
+	out := make([]*v1.NodeView, 0, len(v.nodes))
+	byNode := map[string]*v1.NodeView{}
+	for _, n := range v.nodes {
+		nv := &v1.NodeView{Node: n, Ready: v.alive[n.GetName()], Allocated: &v1.Resources{}}
+		byNode[n.GetName()] = nv
+		out = append(out, nv)
+	}
+	for _, inst := range v.instances {
+		if nv := byNode[inst.GetNode()]; nv != nil && inst.GetLostUnixNano() == 0 {
+			nv.Instances++
+			nv.Allocated.Instances++
+			nv.Allocated.MemoryBytes += inst.GetSpec().GetMemoryRequestBytes()
+			nv.Allocated.CpuMillis += inst.GetSpec().GetCpuMillis()
+		}
+	}
+	return out
+}

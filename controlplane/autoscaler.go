@@ -1,0 +1,141 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wasmorch/wasmorch/controlplane/gateway"
+	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// Autoscaling defaults for an Autoscale's zero fields.
+const (
+	DefaultTargetConcurrency = 10
+	DefaultIdle              = 5 * time.Minute
+	autoscalePeriod          = 500 * time.Millisecond
+)
+
+// autoscaler sets the replica count of autoscaled functions from the load
+// the gateways report (gateway.LoadPrefix): up as soon as the requests in
+// flight exceed the target per replica, down to the minimum (zero, if so
+// set) after the idle period without requests. Scaling from zero is the
+// gateway's: it holds the request and asks for a replica. The autoscaler
+// runs on the leader only, beside the controller.
+type autoscaler struct {
+	st     *store.Store
+	log    *slog.Logger
+	events *events
+	now    func() time.Time
+}
+
+// Start runs a pass every autoscalePeriod until ctx is done.
+func (a *autoscaler) Start(ctx context.Context) error {
+	t := time.NewTicker(autoscalePeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := a.pass(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("autoscaler pass failed; retrying", "err", err)
+		}
+	}
+}
+
+func (a *autoscaler) pass(ctx context.Context) error {
+	wls, _, err := a.st.Workloads.List(ctx)
+	if err != nil {
+		return err
+	}
+	resp, err := a.st.Client.Get(ctx, gateway.LoadPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return errdefs.Unavailablef("read function loads: %v", err)
+	}
+	loads := map[string][]*v1.FunctionLoad{}
+	for _, kv := range resp.Kvs {
+		workload, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), gateway.LoadPrefix), "/")
+		l := &v1.FunctionLoad{}
+		if proto.Unmarshal(kv.Value, l) == nil {
+			loads[workload] = append(loads[workload], l)
+		}
+	}
+	for _, wl := range wls {
+		spec := wl.Value.GetSpec()
+		if spec.GetHttp() == nil || spec.GetAutoscale().GetMaxReplicas() < 1 {
+			continue
+		}
+		want, reason, why := decideScale(wl.Value, loads[wl.Name], a.now())
+		if want == spec.GetReplicas() {
+			continue
+		}
+		next := proto.Clone(wl.Value).(*v1.Workload)
+		next.Spec.Replicas = want
+		next.UpdatedUnixNano = a.now().UnixNano()
+		if _, err := a.st.Workloads.Update(ctx, wl.Name, next, wl.ModRevision); err != nil {
+			if errdefs.IsConflict(err) {
+				continue // changed meanwhile: the next pass sees it
+			}
+			return err
+		}
+		msg := fmt.Sprintf("replicas %d -> %d: %s", spec.GetReplicas(), want, why)
+		a.log.Info("autoscaled", "workload", wl.Name, "reason", reason, "message", msg)
+		if err := a.events.Record(ctx, "workload/"+wl.Name, reason, "%s", msg); err != nil {
+			a.log.Debug("recording an event failed", "err", err)
+		}
+	}
+	return nil
+}
+
+// decideScale is the autoscaling rule, for one function: the replica count
+// it should have, and why (an event reason and message) if that differs.
+func decideScale(wl *v1.Workload, loads []*v1.FunctionLoad, now time.Time) (int32, string, string) {
+	spec := wl.GetSpec()
+	as := spec.GetAutoscale()
+	lo, hi, cur := as.GetMinReplicas(), as.GetMaxReplicas(), spec.GetReplicas()
+	target := int64(as.GetTargetConcurrency())
+	if target <= 0 {
+		target = DefaultTargetConcurrency
+	}
+	idle := time.Duration(as.GetIdleMs()) * time.Millisecond
+	if idle <= 0 {
+		idle = DefaultIdle
+	}
+	var inFlight int64
+	active := time.Unix(0, wl.GetUpdatedUnixNano()) // a deploy or a scaling counts as activity
+	for _, l := range loads {
+		inFlight += max(l.GetInFlight(), l.GetPeakInFlight())
+		if t := time.Unix(0, l.GetLastRequestUnixNano()); t.After(active) {
+			active = t
+		}
+	}
+	need := int32((inFlight + target - 1) / target)
+	switch {
+	case cur < lo:
+		return lo, "ScaledUp", fmt.Sprintf("below the minimum of %d", lo)
+	case cur > hi:
+		return hi, "ScaledDown", fmt.Sprintf("above the maximum of %d", hi)
+	case need > cur && cur < hi:
+		want := min(need, hi)
+		return want, "ScaledUp", fmt.Sprintf("%d requests in flight, target %d per replica", inFlight, target)
+	case inFlight == 0 && cur > lo && now.Sub(active) >= idle:
+		reason := "ScaledDown"
+		if lo == 0 {
+			reason = "ScaledToZero"
+		}
+		return lo, reason, fmt.Sprintf("no requests for %s", idle)
+	case need < cur && inFlight > 0 && now.Sub(time.Unix(0, wl.GetUpdatedUnixNano())) >= idle:
+		want := max(need, lo, 1)
+		return want, "ScaledDown", fmt.Sprintf("%d requests in flight, target %d per replica", inFlight, target)
+	}
+	return cur, "", ""
+}

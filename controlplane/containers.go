@@ -1,0 +1,71 @@
+package controlplane
+
+import (
+	"context"
+
+	"github.com/distribution/reference"
+
+	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// Container workloads run an OCI image: an uploaded image archive (a blob,
+// named by module_digest like a module) or an image reference each node
+// pulls (image). Exactly one of the two.
+
+const kindContainer = "container"
+
+// validateContainerSource checks a container spec's image on its own.
+func validateContainerSource(spec *v1.WorkloadSpec) error {
+	digest, image := spec.GetModuleDigest(), spec.GetImage()
+	switch {
+	case digest == "" && image == "":
+		return errdefs.Invalidf("a container workload needs an image: an uploaded OCI image archive or an image reference")
+	case digest != "" && image != "":
+		return errdefs.Invalidf("a container workload runs an uploaded image archive or an image reference (%q), not both", image)
+	case digest != "":
+		_, err := blobs.ParseDigest(digest)
+		return err
+	}
+	if _, err := reference.ParseNormalizedNamed(image); err != nil {
+		return errdefs.Invalidf("image reference %q is not valid: %v", image, err)
+	}
+	return nil
+}
+
+// resolveContainerSource checks that a container spec's archive has been
+// uploaded as an image archive, and sets what each instance reserves on
+// its node: its memory limit, as a container's memory is not measured
+// from a module.
+func (s *Server) resolveContainerSource(ctx context.Context, spec *v1.WorkloadSpec) error {
+	spec.MemoryRequestBytes = spec.GetMemoryBytes()
+	if spec.MemoryRequestBytes == 0 {
+		spec.MemoryRequestBytes = DefaultMemory
+	}
+	if spec.GetModuleDigest() == "" {
+		spec.ModuleSize = 0
+		return nil
+	}
+	meta, err := s.blobs.Stat(ctx, spec.GetModuleDigest())
+	if errdefs.IsNotFound(err) {
+		return errdefs.Preconditionf("image archive %s has not been uploaded; upload it first ('wasmorch deploy IMAGE-oci.tar' does both)", spec.GetModuleDigest())
+	} else if err != nil {
+		return err
+	}
+	if meta.GetMediaType() != ociarchive.MediaType {
+		return errdefs.Preconditionf("blob %s is %s, not an OCI image archive: deploy it as a wasm workload", spec.GetModuleDigest(), meta.GetMediaType())
+	}
+	spec.ModuleSize = meta.GetSize()
+	return nil
+}
+
+// inspectImageArchive refuses an upload that is not a complete OCI image
+// layout archive.
+func inspectImageArchive(b []byte) error {
+	if _, err := ociarchive.Inspect(b); err != nil {
+		return errdefs.Invalidf("invalid OCI image archive: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,360 @@
+// Package gateway is the HTTP front door of every control-plane member: it
+// keeps a route table built from etcd (workloads with an HTTP trigger and
+// their ready instances), matches each request to a function (optional
+// host, longest path prefix), and proxies it to the function server of a
+// worker holding a ready replica, chosen by the power of two choices on
+// requests in flight. It enforces each function's body limit (413) and
+// timeout (504) and passes the workers' 503s through.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/internal/httptrigger"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+const (
+	// timeoutSlack is what the gateway allows beyond a function's timeout,
+	// which the worker enforces itself (stopping the sandbox and answering
+	// 504 with the reason); the gateway's own 504 is for a worker that
+	// does not answer at all.
+	timeoutSlack = 2 * time.Second
+	// resync rebuilds the table even without changes, in case a watch
+	// event was missed.
+	resync = 5 * time.Second
+	// settle lets a burst of changes become one rebuild.
+	settle = 5 * time.Millisecond
+	// maxAttempts bounds how many times one request is offered to a
+	// replica that its worker no longer serves (each round after the
+	// first waits for the route table to change).
+	maxAttempts = 10
+)
+
+// Config is what a gateway needs from its control-plane member.
+type Config struct {
+	Store *store.Store
+	// Alive reports which nodes are ready (lease-based liveness).
+	Alive func(context.Context) (map[string]bool, error)
+	// Member names this member in load reports and events.
+	Member string
+	// Record, if set, records an event about an object ("workload/x").
+	Record func(ctx context.Context, object, reason, message string)
+	Logger *slog.Logger
+}
+
+// Gateway is an http.Handler; Start keeps its route table current.
+type Gateway struct {
+	st     *store.Store
+	alive  func(context.Context) (map[string]bool, error)
+	member string
+	record func(ctx context.Context, object, reason, message string)
+	log    *slog.Logger
+	table  atomic.Pointer[table]
+	proxy  *httputil.ReverseProxy
+	ready  chan struct{} // closed after the first table is built
+
+	swapMu sync.Mutex
+	swap   chan struct{} // closed and replaced at each table swap
+
+	loadsMu sync.Mutex
+	loads   map[string]*load // by workload
+}
+
+// New returns a gateway over the store; Start makes it route.
+func New(cfg Config) *Gateway {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{
+		st: cfg.Store, alive: cfg.Alive, member: cfg.Member, record: cfg.Record, log: log,
+		ready: make(chan struct{}), swap: make(chan struct{}), loads: map[string]*load{},
+	}
+	g.table.Store(&table{})
+	transport := &http.Transport{
+		Proxy:               nil, // workers are reached directly
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:       rewrite,
+		Transport:     &upstream{g: g, base: transport},
+		FlushInterval: -1, // stream what the function writes as it writes it
+		ErrorHandler:  g.proxyError,
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return g
+}
+
+// Start watches the cluster and rebuilds the route table on every change
+// until ctx is done.
+func (g *Gateway) Start(ctx context.Context) error {
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		g.reportLoads(ctx)
+	}()
+	defer func() { <-reported }()
+	kick := make(chan struct{}, 1)
+	wch := g.st.Client.Watch(clientv3.WithRequireLeader(ctx), store.Root, clientv3.WithPrefix())
+	go func() {
+		for resp := range wch {
+			for _, ev := range resp.Events {
+				if relevant(ev.Kv.Key) {
+					select {
+					case kick <- struct{}{}:
+					default:
+					}
+					break
+				}
+			}
+		}
+	}()
+	ticker := time.NewTicker(resync)
+	defer ticker.Stop()
+	for {
+		if err := g.rebuild(ctx); err != nil && ctx.Err() == nil {
+			g.log.Warn("gateway: reading routes failed; retrying", "err", err)
+			select {
+			case <-time.After(200 * time.Millisecond):
+				continue
+			case <-ctx.Done():
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-kick:
+			select {
+			case <-time.After(settle):
+			case <-ctx.Done():
+				return nil
+			}
+		case <-ticker.C:
+		}
+	}
+}
+
+// relevant says whether a change under key can change the route table.
+func relevant(key []byte) bool {
+	k := string(key)
+	for _, p := range []string{store.WorkloadsPrefix, store.InstancesPrefix, store.StatusPrefix, store.NodesPrefix, store.AlivePrefix} {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *Gateway) rebuild(ctx context.Context) error {
+	s := snapshot{statuses: map[string]*v1.InstanceStatus{}, nodes: map[string]*v1.Node{}}
+	wls, _, err := g.st.Workloads.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, w := range wls {
+		s.workloads = append(s.workloads, w.Value)
+	}
+	insts, _, err := g.st.Instances.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, i := range insts {
+		s.instances = append(s.instances, i.Value)
+	}
+	sts, _, err := g.st.Statuses.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, st := range sts {
+		s.statuses[st.Name] = st.Value
+	}
+	nodes, _, err := g.st.Nodes.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		s.nodes[n.Name] = n.Value
+	}
+	if s.alive, err = g.alive(ctx); err != nil {
+		return err
+	}
+	g.publish(build(s, g.table.Load()))
+	select {
+	case <-g.ready:
+	default:
+		close(g.ready)
+	}
+	return nil
+}
+
+// Ready is closed once the gateway has read its first route table.
+func (g *Gateway) Ready() <-chan struct{} { return g.ready }
+
+// call is what RoundTrip needs to know about a matched request.
+type call struct {
+	route *route
+}
+
+type callKey struct{}
+
+// ServeHTTP routes one request.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	rt := g.table.Load().match(req.Host, req.URL.Path)
+	if rt == nil {
+		http.Error(w, fmt.Sprintf("404 not found: no function is routed at %s%s", req.Host, req.URL.Path), http.StatusNotFound)
+		return
+	}
+	set := rt.settings
+	if len(rt.replicas) == 0 && rt.autoscale == nil {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, fmt.Sprintf("503 service unavailable: function %s has no ready replica", rt.workload), http.StatusServiceUnavailable)
+		return
+	}
+	if req.ContentLength > set.MaxBody {
+		http.Error(w, fmt.Sprintf("413 request entity too large: the body of %d bytes is over function %s's limit of %d bytes",
+			req.ContentLength, rt.workload, set.MaxBody), http.StatusRequestEntityTooLarge)
+		return
+	}
+	if req.Body != nil && req.Body != http.NoBody {
+		req.Body = http.MaxBytesReader(w, req.Body, set.MaxBody)
+	}
+	ctx, cancel := context.WithTimeoutCause(req.Context(), set.Timeout+timeoutSlack, errTimeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, callKey{}, &call{route: rt})
+	l := g.loadOf(rt.workload)
+	l.begin(time.Now())
+	defer l.end()
+	g.proxy.ServeHTTP(w, req.WithContext(ctx))
+}
+
+var (
+	errTimeout   = errors.New("the function did not answer within its timeout")
+	errNoReplica = errors.New("no ready replica")
+)
+
+// proxyError answers for a request the proxy could not complete.
+func (g *Gateway) proxyError(w http.ResponseWriter, req *http.Request, err error) {
+	c, _ := req.Context().Value(callKey{}).(*call)
+	name := ""
+	if c != nil {
+		name = c.route.workload
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		http.Error(w, fmt.Sprintf("413 request entity too large: the body is over function %s's limit of %d bytes", name, mbe.Limit), http.StatusRequestEntityTooLarge)
+	case errors.Is(context.Cause(req.Context()), errTimeout):
+		http.Error(w, fmt.Sprintf("504 gateway timeout: function %s did not answer within %s", name, c.route.settings.Timeout), http.StatusGatewayTimeout)
+	case errors.Is(err, errNoReplica):
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, fmt.Sprintf("503 service unavailable: function %s has no ready replica", name), http.StatusServiceUnavailable)
+	case req.Context().Err() != nil:
+		// The client went away: nobody to answer.
+	default:
+		g.log.Debug("gateway: proxying failed", "workload", name, "err", err)
+		http.Error(w, fmt.Sprintf("502 bad gateway: function %s: %v", name, err), http.StatusBadGateway)
+	}
+}
+
+// rewrite prepares the outgoing request; the replica is chosen per attempt
+// in upstream.RoundTrip. A client cannot name a replica or claim an
+// address: the gateway's own headers are set only here.
+func rewrite(pr *httputil.ProxyRequest) {
+	for name := range pr.Out.Header {
+		if strings.HasPrefix(name, "X-Wasmorch-") {
+			pr.Out.Header.Del(name)
+		}
+	}
+	pr.SetXForwarded()
+	pr.Out.Host = pr.In.Host
+	pr.Out.Header.Set(httptrigger.HeaderRemoteAddr, pr.In.RemoteAddr)
+}
+
+// upstream sends a request to a replica, and to another one if the worker
+// answers that it no longer serves the first (a replica that stopped
+// between two table rebuilds) and the request has no body to replay.
+type upstream struct {
+	g    *Gateway
+	base http.RoundTripper
+}
+
+func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
+	c, _ := out.Context().Value(callKey{}).(*call)
+	if c == nil {
+		return nil, errors.New("gateway: request without a route")
+	}
+	replayable := out.Body == nil || out.Body == http.NoBody
+	var tried map[*replica]bool
+	for attempt := 0; ; {
+		rep := c.route.pick(tried)
+		if rep == nil {
+			// Scaled to zero (autoscaled functions), or every replica in
+			// this table went away (a rollout, a scale-down): hold the
+			// request until a replica is ready, after the table has
+			// changed if the ones it had were tried.
+			fresh, err := u.g.waitForReplica(out.Context(), c.route, len(tried) > 0)
+			if err != nil {
+				return nil, err
+			}
+			c.route, tried = fresh, nil
+			continue
+		}
+		try := out.Clone(out.Context())
+		try.URL.Scheme, try.URL.Host = "http", rep.addr
+		try.Header.Set(httptrigger.HeaderInstance, rep.instance)
+		try.Header.Set(httptrigger.HeaderRoute, c.route.settings.Route)
+		rep.inFlight.Add(1)
+		resp, err := u.base.RoundTrip(try)
+		if err != nil {
+			rep.inFlight.Add(-1)
+			return nil, err
+		}
+		attempt++
+		if resp.StatusCode == http.StatusServiceUnavailable && replayable && attempt < maxAttempts &&
+			resp.Header.Get(httptrigger.HeaderUnavailable) == httptrigger.UnavailableNoReplica {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+			_ = resp.Body.Close()
+			rep.inFlight.Add(-1)
+			if tried == nil {
+				tried = map[*replica]bool{}
+			}
+			tried[rep] = true
+			continue
+		}
+		resp.Header.Del(httptrigger.HeaderUnavailable)
+		resp.Body = &countedBody{ReadCloser: resp.Body, rep: rep}
+		return resp, nil
+	}
+}
+
+// countedBody keeps a replica's in-flight count until the response is read.
+type countedBody struct {
+	io.ReadCloser
+	rep  *replica
+	done atomic.Bool
+}
+
+func (b *countedBody) Close() error {
+	if b.done.CompareAndSwap(false, true) {
+		b.rep.inFlight.Add(-1)
+	}
+	return b.ReadCloser.Close()
+}

@@ -1,0 +1,244 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// Node health and placement hygiene, as the controller applies them in
+// each pass:
+//
+//   - an instance whose node is not ready (its lease expired) is marked
+//     Lost; the workload's replica count no longer includes it, so the
+//     same pass creates and schedules its replacement elsewhere;
+//   - a lost instance is deleted once its node is ready again (the node's
+//     desired set already left it out, so the worker has stopped it) or
+//     once the node is removed;
+//   - an instance on a draining node is evicted: it stops counting towards
+//     its workload's replicas, so a replacement is created at once, and it
+//     is removed only when the replacements running elsewhere keep the
+//     workload fully available.
+
+// lostOrGone handles an instance bound to a node that is not ready or no
+// longer exists. It reports whether the instance is lost (and so out of
+// its workload's count); mark and remove add the writes to the pass.
+func (c *controller) lostOrGone(inst *store.Versioned[*v1.Instance], w *world, mark func(store.Versioned[*v1.Instance], *v1.Instance) error, remove func(store.Versioned[*v1.Instance])) (bool, error) {
+	v := inst.Value
+	node := v.GetNode()
+	if node == "" {
+		return false, nil
+	}
+	_, exists := w.nodeByName[node]
+	switch {
+	case v.GetLostUnixNano() != 0 && (w.alive[node] || !exists):
+		remove(*inst)
+		return true, nil
+	case v.GetLostUnixNano() != 0:
+		return true, nil
+	case w.alive[node] && exists:
+		return false, nil
+	}
+	lost := proto.Clone(v).(*v1.Instance)
+	lost.LostUnixNano = time.Now().UnixNano()
+	why := "stopped answering"
+	if !exists {
+		why = "was removed"
+		remove(*inst)
+	} else if err := mark(*inst, lost); err != nil {
+		return false, err
+	}
+	inst.Value = lost
+	c.note(objWorkload(v.GetWorkload()), "InstanceLost", "instance %s is lost: node %s %s; replacing it", v.GetId(), node, why)
+	return true, nil
+}
+
+// nodeTransitions records NodeReady and NodeNotReady events for nodes whose
+// readiness changed since the previous pass of this leader.
+func (c *controller) nodeTransitions(w *world) {
+	first := c.ready == nil
+	if first {
+		c.ready = map[string]bool{}
+	}
+	for name := range w.nodeByName {
+		now, was := w.alive[name], c.ready[name]
+		c.ready[name] = now
+		if first || now == was {
+			continue
+		}
+		if now {
+			c.note(objNode(name), "NodeReady", "node %s is ready", name)
+		} else {
+			c.note(objNode(name), "NodeNotReady", "node %s missed its heartbeats: its lease expired", name)
+		}
+	}
+	for name := range c.ready {
+		if _, ok := w.nodeByName[name]; !ok {
+			delete(c.ready, name)
+		}
+	}
+}
+
+// evictions picks which instances on draining nodes can go now: those not
+// ready at once, ready ones only as far as the workload's other ready
+// instances keep it at its replica count.
+func evictions(evicting []store.Versioned[*v1.Instance], readyElsewhere, want int, w *world) []store.Versioned[*v1.Instance] {
+	var out, ready []store.Versioned[*v1.Instance]
+	for _, inst := range evicting {
+		if isReady(inst.Value, w.statuses[inst.Name], w.alive) {
+			ready = append(ready, inst)
+		} else {
+			out = append(out, inst)
+		}
+	}
+	removable := max(0, readyElsewhere+len(ready)-want)
+	return append(out, ready[:min(removable, len(ready))]...)
+}
+
+// note queues an event; the pass records its queued events in one write
+// once its decisions are committed.
+func (c *controller) note(object, reason, format string, a ...any) {
+	c.pendingEvents = append(c.pendingEvents, &v1.Event{Object: object, Reason: reason, Message: fmt.Sprintf(format, a...)})
+}
+
+// flushEvents records the queued events if the pass committed its
+// decisions (a failed pass is repeated and queues them again); a failure to
+// record is only logged, since an event is never worth failing a decision
+// for.
+func (c *controller) flushEvents(ctx context.Context, committed bool) {
+	evs := c.pendingEvents
+	c.pendingEvents = nil
+	if len(evs) == 0 || c.events == nil || !committed {
+		return
+	}
+	if err := c.events.RecordAll(ctx, evs); err != nil {
+		c.log.Warn("could not record events", "err", err, "events", len(evs))
+	}
+}
+
+// RecordAll stores several events in as few transactions as possible.
+func (e *events) RecordAll(ctx context.Context, evs []*v1.Event) error {
+	lease, err := e.leaseFor(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UnixNano()
+	ops := make([]clientv3.Op, 0, len(evs))
+	for i, ev := range evs {
+		ev.UnixNano, ev.Source = now+int64(i), e.source // distinct keys within one batch
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		key := fmt.Sprintf("%s%s/%020d", store.EventsPrefix, ev.GetObject(), ev.GetUnixNano())
+		ops = append(ops, clientv3.OpPut(key, string(b), clientv3.WithLease(lease)))
+	}
+	_, err = store.Txn(ctx, e.cli, nil, ops)
+	return err
+}
+
+func objWorkload(name string) string { return "workload/" + name }
+func objNode(name string) string     { return "node/" + name }
+
+// maxNodesInEvent bounds how many nodes a Scheduled event names.
+const maxNodesInEvent = 10
+
+// schedulingEvents turns a plan's outcome into one Scheduled and one
+// FailedScheduling event per workload: "placed 3 instances: a ×2, b ×1".
+func (c *controller) schedulingEvents(bound map[string]map[string]int, failed map[string]map[string]int) {
+	for _, wl := range sortedKeys(bound) {
+		perNode := bound[wl]
+		total, parts := 0, make([]string, 0, min(len(perNode), maxNodesInEvent+1))
+		for i, n := range sortedKeys(perNode) {
+			total += perNode[n]
+			if i < maxNodesInEvent {
+				parts = append(parts, fmt.Sprintf("%s ×%d", n, perNode[n]))
+			}
+		}
+		if len(perNode) > maxNodesInEvent {
+			parts = append(parts, fmt.Sprintf("and %d more nodes", len(perNode)-maxNodesInEvent))
+		}
+		c.note(objWorkload(wl), "Scheduled", "placed %d instance%s: %s", total, plural(total), strings.Join(parts, ", "))
+	}
+	for _, wl := range sortedKeys(failed) {
+		for _, reason := range sortedKeys(failed[wl]) {
+			n := failed[wl][reason]
+			c.note(objWorkload(wl), "FailedScheduling", "%d instance%s pending: %s", n, plural(n), reason)
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// Label keys and values, after Kubernetes: an optional DNS prefix and a
+// name of letters, digits, '-', '_' and '.'.
+var (
+	labelKey   = regexp.MustCompile(`^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+	labelValue = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
+	goName     = regexp.MustCompile(`^[a-z0-9]+$`)
+)
+
+// MaxCPUMillis bounds a workload's CPU request: 1,024 cores.
+const MaxCPUMillis = 1 << 20
+
+// validatePlacement checks the scheduling parts of a spec.
+func validatePlacement(spec *v1.WorkloadSpec) error {
+	if c := spec.GetCpuMillis(); c < 0 || c > MaxCPUMillis {
+		return errdefs.Invalidf("cpu request %dm is outside 0..%dm", c, MaxCPUMillis)
+	}
+	pl := spec.GetPlacement()
+	for k, v := range pl.GetSelector() {
+		if err := ValidateLabel(k, v); err != nil {
+			return errdefs.Invalidf("selector: %v", err)
+		}
+	}
+	if s := pl.GetSpread(); s != "" && (len(s) > 63 || !labelKey.MatchString(s)) {
+		return errdefs.Invalidf("spread label key %q is not a label key: use letters, digits, '-', '_' and '.', optionally after a 'prefix/'", s)
+	}
+	for _, a := range pl.GetArch() {
+		if !goName.MatchString(a) {
+			return errdefs.Invalidf("arch %q is not an architecture name such as amd64 or arm64", a)
+		}
+	}
+	for _, o := range pl.GetOs() {
+		if !goName.MatchString(o) {
+			return errdefs.Invalidf("os %q is not an operating system name such as linux", o)
+		}
+	}
+	return nil
+}
+
+// ValidateLabel checks one node label or selector entry.
+func ValidateLabel(k, v string) error {
+	if len(k) > 253 || !labelKey.MatchString(k) {
+		return errdefs.Invalidf("label key %q is not valid: use letters, digits, '-', '_' and '.', optionally after a 'prefix/'", k)
+	}
+	if len(v) > 63 || !labelValue.MatchString(v) {
+		return errdefs.Invalidf("label value %q of %q is not valid: use at most 63 letters, digits, '-', '_' and '.'", v, k)
+	}
+	return nil
+}

@@ -1,0 +1,51 @@
+package controlplane
+
+import (
+	"fmt"
+	"os"
+
+	"go.etcd.io/etcd/etcdutl/v3/snapshot"
+	"go.uber.org/zap"
+)
+
+// RestoreConfig says where a snapshot becomes a member's data dir.
+type RestoreConfig struct {
+	// Snapshot is the file `wasmorch snapshot save` wrote.
+	Snapshot string
+	// DataDir is the new member's data dir; it must not hold etcd data yet.
+	DataDir string
+	// Name and PeerAddr are the restored member's; the restored cluster
+	// has this one member, and others join it afterwards.
+	Name     string
+	PeerAddr string
+}
+
+// RestoreSnapshot turns a snapshot into the data dir of a one-member
+// cluster (etcd's own restore: the snapshot's integrity hash is checked,
+// and the cluster gets a new identity so that it cannot mix with the old
+// members). Start `wasmorch server` or `up` on DataDir afterwards.
+func RestoreSnapshot(cfg RestoreConfig) error {
+	if _, err := os.Stat(cfg.Snapshot); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	if hasEtcdData(cfg.DataDir) {
+		return fmt.Errorf("data dir %s already holds a member's state (%s); restore into an empty data dir", cfg.DataDir, etcdDir(cfg.DataDir))
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	peerURL := "http://" + cfg.PeerAddr
+	err := snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
+		SnapshotPath:        cfg.Snapshot,
+		Name:                cfg.Name,
+		OutputDataDir:       etcdDir(cfg.DataDir),
+		PeerURLs:            []string{peerURL},
+		InitialCluster:      cfg.Name + "=" + peerURL,
+		InitialClusterToken: "wasmorch",
+	})
+	if err != nil {
+		_ = os.RemoveAll(etcdDir(cfg.DataDir))
+		return fmt.Errorf("restore %s: %w", cfg.Snapshot, err)
+	}
+	return nil
+}

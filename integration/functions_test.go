@@ -1,0 +1,95 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// TestFunctionRollingUpdateUnderLoad updates a function's spec (a new
+// generation: new replicas start, the old ones stop once they are ready)
+// while clients keep calling it: no request fails.
+func TestFunctionRollingUpdateUnderLoad(t *testing.T) {
+	a := start(t, options{})
+	spec := func(greeting string) *v1.WorkloadSpec {
+		return &v1.WorkloadSpec{Kind: "wasm", Replicas: 2, Http: &v1.HttpTrigger{Route: "/greet"},
+			Env: []*v1.EnvVar{{Name: "GREETING", Value: greeting}}}
+	}
+	a.deployFunction(t, "greet", "greet.wasm", "/greet", func(s *v1.WorkloadSpec) {
+		s.Replicas, s.Env = 2, spec("v1").Env
+	})
+
+	const clients, maxPerClient = 4, 20000 // bounds the load loop
+	var ok, sawV2 atomic.Int64
+	var mu sync.Mutex
+	var failures []string
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range maxPerClient {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := http.Get("http://" + a.http + "/greet?who=load")
+				var body []byte
+				if err == nil {
+					body, _ = io.ReadAll(resp.Body)
+					_ = resp.Body.Close()
+				}
+				switch {
+				case err != nil:
+					mu.Lock()
+					failures = append(failures, err.Error())
+					mu.Unlock()
+				case resp.StatusCode != 200:
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("%d %s", resp.StatusCode, body))
+					mu.Unlock()
+				default:
+					ok.Add(1)
+					if strings.HasPrefix(string(body), "v2,") {
+						sawV2.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	a.deploy(t, "greet", "greet.wasm", spec("v2"))
+	a.waitFor(t, "the rollout to generation 2", func() (bool, string) {
+		is := a.instances(t, "greet")
+		if len(is) != 2 {
+			return false, describe(is)
+		}
+		for _, iv := range is {
+			if iv.GetInstance().GetGeneration() != 2 || iv.GetState() != v1.InstanceState_INSTANCE_STATE_RUNNING {
+				return false, describe(is)
+			}
+		}
+		return sawV2.Load() > 0, describe(is)
+	})
+	close(stop)
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Errorf("%d of %d requests failed during the rollout; first: %s", len(failures), int64(len(failures))+ok.Load(), failures[0])
+	}
+	resp, err := http.Get("http://" + a.http + "/greet?who=after")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if string(body) != "v2, after!\n" {
+		t.Errorf("after the rollout: %d %q", resp.StatusCode, body)
+	}
+}

@@ -1,0 +1,174 @@
+package cliout
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// Event is one recorded event as describe shows it.
+type Event struct {
+	Time    time.Time `json:"time"`
+	Reason  string    `json:"reason"`
+	Message string    `json:"message"`
+	Source  string    `json:"source,omitempty"`
+}
+
+// WorkloadDescription is what `describe workload` shows.
+type WorkloadDescription struct {
+	Workload  Workload   `json:"workload"`
+	Selector  string     `json:"selector,omitempty"`
+	Spread    string     `json:"spread,omitempty"`
+	CPUMillis int64      `json:"cpuMillis,omitempty"`
+	Instances []Instance `json:"instances"`
+	Events    []Event    `json:"events"`
+}
+
+// NodeDescription is what `describe node` shows.
+type NodeDescription struct {
+	Node      Node       `json:"node"`
+	Instances []Instance `json:"instances"`
+	Events    []Event    `json:"events"`
+}
+
+// DescribeWorkload builds a workload's description.
+func DescribeWorkload(wv *wasmorchv1.WorkloadView, insts []*wasmorchv1.InstanceView, evs []*wasmorchv1.Event) WorkloadDescription {
+	spec := wv.GetWorkload().GetSpec()
+	return WorkloadDescription{
+		Workload:  WorkloadFrom(wv),
+		Selector:  FormatLabels(spec.GetPlacement().GetSelector()),
+		Spread:    spec.GetPlacement().GetSpread(),
+		CPUMillis: spec.GetCpuMillis(),
+		Instances: Instances(insts),
+		Events:    Events(evs),
+	}
+}
+
+// DescribeNode builds a node's description.
+func DescribeNode(nv *wasmorchv1.NodeView, insts []*wasmorchv1.InstanceView, evs []*wasmorchv1.Event) NodeDescription {
+	return NodeDescription{Node: NodeFrom(nv), Instances: Instances(insts), Events: Events(evs)}
+}
+
+// Events builds the views of events, oldest first.
+func Events(evs []*wasmorchv1.Event) []Event {
+	out := make([]Event, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, Event{Time: unixNano(e.GetUnixNano()), Reason: e.GetReason(), Message: e.GetMessage(), Source: e.GetSource()})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out
+}
+
+// FormatLabels writes labels as k=v,k=v in key order; "" when there are none.
+func FormatLabels(l map[string]string) string {
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + l[k]
+	}
+	return strings.Join(keys, ",")
+}
+
+// DescribeWorkload prints a workload's description.
+func (p Printer) DescribeWorkload(w io.Writer, d WorkloadDescription) error {
+	if p.Format != Table {
+		return p.encode(w, d)
+	}
+	x := d.Workload
+	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
+	field := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	field("Name", x.Name)
+	field("Kind", dash(x.Kind))
+	field("Generation", fmt.Sprint(x.Generation))
+	field("Replicas", fmt.Sprintf("%d desired, %d ready, %d current, %d total", x.Replicas, x.Ready, x.Current, x.Total))
+	field("Module", fmt.Sprintf("%s (%d bytes)", dash(x.Digest), x.Size))
+	field("Restart", x.Restart)
+	if x.MemoryBytes > 0 {
+		field("Memory limit", fmt.Sprintf("%d bytes", x.MemoryBytes))
+	}
+	if d.CPUMillis > 0 {
+		field("CPU request", fmt.Sprintf("%dm", d.CPUMillis))
+	}
+	field("Selector", dash(d.Selector))
+	field("Spread", dash(d.Spread))
+	if len(x.Args) > 0 {
+		field("Args", strings.Join(x.Args, " "))
+	}
+	for _, e := range x.Env {
+		field("Env", e.Name+"="+e.Value)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return p.describeTail(w, d.Instances, d.Events)
+}
+
+// DescribeNode prints a node's description.
+func (p Printer) DescribeNode(w io.Writer, d NodeDescription) error {
+	if p.Format != Table {
+		return p.encode(w, d)
+	}
+	x := d.Node
+	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
+	field := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	field("Name", x.Name)
+	field("State", nodeState(x))
+	field("Address", dash(x.Address))
+	field("Arch/OS", dash(x.Arch)+"/"+dash(x.OS))
+	field("Runtimes", dash(strings.Join(x.Runtimes, ",")))
+	field("Labels", dash(FormatLabels(x.Labels)))
+	if c, a := x.Capacity, x.Allocated; c != nil && a != nil {
+		field("Instances", fmt.Sprintf("%d of %d slots", a.Instances, c.Instances))
+		field("Memory", fmt.Sprintf("%d of %d bytes reserved", a.MemoryBytes, c.MemoryBytes))
+		field("CPU", fmt.Sprintf("%dm of %dm reserved", a.CPUMillis, c.CPUMillis))
+	}
+	field("Version", dash(x.Version))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return p.describeTail(w, d.Instances, d.Events)
+}
+
+func (p Printer) describeTail(w io.Writer, insts []Instance, evs []Event) error {
+	var b strings.Builder
+	b.WriteString("\nInstances:\n")
+	if len(insts) == 0 {
+		b.WriteString("(none)\n")
+	} else if err := p.Instances(&b, insts); err != nil {
+		return err
+	}
+	b.WriteString("\nEvents:\n")
+	if len(evs) == 0 {
+		b.WriteString("(none)\n")
+	} else {
+		rows := [][]string{{"AGE", "REASON", "MESSAGE"}}
+		for _, e := range evs {
+			rows = append(rows, []string{Age(p.Now, e.Time), e.Reason, e.Message})
+		}
+		if err := writeTable(&b, rows); err != nil {
+			return err
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// nodeState is a node's state with its scheduling flags: Ready,
+// Ready,Cordoned or Ready,Draining.
+func nodeState(x Node) string {
+	switch {
+	case x.Draining:
+		return x.State + ",Draining"
+	case x.Cordoned:
+		return x.State + ",Cordoned"
+	}
+	return x.State
+}

@@ -1,0 +1,278 @@
+// Package ctrtest gives tests a private containerd: its own config, root,
+// state directory and socket under a temporary directory, started and
+// stopped by the test, so that neither CI nor a developer needs a system
+// containerd service. It also builds the images those tests run: static Go
+// binaries packed into OCI image layout archives, with no registry.
+// Tests that need it skip, saying why, when containerd, runc or root are
+// missing.
+package ctrtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
+)
+
+const (
+	startTimeout = 30 * time.Second
+	stopTimeout  = 15 * time.Second
+	pollEvery    = 50 * time.Millisecond
+)
+
+// Daemon is a private containerd started for one test.
+type Daemon struct {
+	Socket string // the gRPC socket clients dial
+	Dir    string // holds config, root, state, socket and log
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    string
+}
+
+// Missing reports why a private containerd cannot run here, or "" if it
+// can: tests call t.Skip with it.
+func Missing() string {
+	if runtime.GOOS != "linux" {
+		return "containers need Linux"
+	}
+	if os.Geteuid() != 0 {
+		return "containerd needs root (run the tests as root)"
+	}
+	for _, bin := range []string{"containerd", "runc", "containerd-shim-runc-v2"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Sprintf("%s is not installed (apt-get install containerd runc)", bin)
+		}
+	}
+	return ""
+}
+
+// Start starts a private containerd and waits until it serves; the test's
+// cleanup removes every container it holds and stops it. It skips the test
+// when Missing says containerd cannot run here.
+func Start(t testing.TB) *Daemon {
+	t.Helper()
+	if why := Missing(); why != "" {
+		t.Skip("skipping: " + why)
+	}
+	// A short directory of its own rather than t.TempDir: socket paths must
+	// fit in 108 bytes, and test names make t.TempDir long.
+	dir, err := os.MkdirTemp("", "wctrd-")
+	if err != nil {
+		t.Fatalf("ctrtest: %v", err)
+	}
+	d := &Daemon{Socket: filepath.Join(dir, "containerd.sock"), Dir: dir, exited: make(chan struct{}), log: filepath.Join(dir, "containerd.log")}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("ctrtest: %v", err)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("ctrtest: removing %s: %v", dir, err)
+		}
+	})
+	if err := d.start(); err != nil {
+		t.Fatalf("ctrtest: %v", err)
+	}
+	return d
+}
+
+func (d *Daemon) start() error {
+	cfg := fmt.Sprintf(`version = 2
+root = %[1]q
+state = %[2]q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = %[3]q
+
+[ttrpc]
+  address = %[4]q
+
+[debug]
+  level = "info"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = %[5]q
+`, filepath.Join(d.Dir, "root"), filepath.Join(d.Dir, "state"), d.Socket, d.Socket+".ttrpc", filepath.Join(d.Dir, "opt"))
+	cfgPath := filepath.Join(d.Dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	logf, err := os.Create(d.log)
+	if err != nil {
+		return err
+	}
+	defer logf.Close() // The child holds its own descriptor.
+	d.cmd = exec.Command("containerd", "--config", cfgPath)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	// Its own process group, so that a Ctrl-C meant for the test run does
+	// not kill it before the cleanup has removed its containers.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := d.cmd.Start(); err != nil {
+		return fmt.Errorf("starting containerd: %w", err)
+	}
+	go func() {
+		_ = d.cmd.Wait() // Its exit is what d.exited reports.
+		close(d.exited)
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	for {
+		if err := d.serving(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-d.exited:
+			return fmt.Errorf("containerd exited at start: %s", d.logTail())
+		case <-ctx.Done():
+			return fmt.Errorf("containerd did not serve on %s within %s: %s", d.Socket, startTimeout, d.logTail())
+		case <-time.After(pollEvery):
+		}
+	}
+}
+
+func (d *Daemon) serving(ctx context.Context) error {
+	if _, err := os.Stat(d.Socket); err != nil {
+		return err
+	}
+	c, err := client.New(d.Socket, client.WithTimeout(time.Second))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ok, err := c.IsServing(ctx)
+	if err == nil && !ok {
+		err = errors.New("not serving")
+	}
+	return err
+}
+
+// Client returns a client of the daemon in namespace ns, closed with the test.
+func (d *Daemon) Client(t testing.TB, ns string) *client.Client {
+	t.Helper()
+	c, err := client.New(d.Socket, client.WithDefaultNamespace(ns))
+	if err != nil {
+		t.Fatalf("ctrtest: client: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Stop removes every container left in every namespace (killing its task
+// and removing its snapshot), then stops containerd: SIGTERM, then SIGKILL
+// after a grace period. It is safe to call more than once.
+func (d *Daemon) Stop() error {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return nil
+	}
+	select {
+	case <-d.exited:
+		return nil
+	default:
+	}
+	sweepErr := d.sweep()
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(stopTimeout):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+	}
+	if sweepErr != nil {
+		return fmt.Errorf("removing containers left behind: %w", sweepErr)
+	}
+	return nil
+}
+
+// sweep deletes every container in every namespace.
+func (d *Daemon) sweep() error {
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	c, err := client.New(d.Socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	nss, err := c.NamespaceService().List(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, ns := range nss {
+		nctx := namespaces.WithNamespace(ctx, ns)
+		ctrs, err := c.Containers(nctx)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, ctr := range ctrs {
+			if task, err := ctr.Task(nctx, nil); err == nil {
+				_, _ = task.Delete(nctx, client.WithProcessKill)
+			}
+			if err := ctr.Delete(nctx, client.WithSnapshotCleanup); err != nil {
+				errs = append(errs, fmt.Errorf("container %s/%s: %w", ns, ctr.ID(), err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Daemon) logTail() string {
+	b, _ := os.ReadFile(d.log)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// BuildStatic builds the Go package in dir (a path inside this module) as
+// a static linux binary (CGO_ENABLED=0) and returns its path.
+func BuildStatic(t testing.TB, dir string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), filepath.Base(dir))
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ctrtest: go build %s: %v\n%s", dir, err, b)
+	}
+	return out
+}
+
+// ImageArchive packs the binary at bin into an OCI image layout archive
+// whose entrypoint runs it as /app, and returns the archive's path.
+func ImageArchive(t testing.TB, bin string, env ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatalf("ctrtest: %v", err)
+	}
+	var buf bytes.Buffer
+	if err := ociarchive.Write(&buf, ociarchive.Image{
+		Files:      []ociarchive.File{{Path: "/app", Mode: 0o755, Data: b}},
+		Entrypoint: []string{"/app"},
+		Env:        append([]string{"PATH=/"}, env...),
+		Arch:       runtime.GOARCH,
+	}); err != nil {
+		t.Fatalf("ctrtest: writing image archive: %v", err)
+	}
+	out := filepath.Join(t.TempDir(), filepath.Base(bin)+"-oci.tar")
+	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+		t.Fatalf("ctrtest: %v", err)
+	}
+	return out
+}

@@ -1,0 +1,28 @@
+// greet.wasm: an HTTP function (CGI over WASI). Answers
+// "<GREETING>, <who>!" where GREETING comes from the workload's environment
+// (default "hello") and who from the query string (?who=ana; default
+// "world").
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int main(void) {
+	const char *greeting = getenv("GREETING");
+	if (greeting == NULL || *greeting == '\0') {
+		greeting = "hello";
+	}
+	char who[128] = "world";
+	const char *q = getenv("QUERY_STRING");
+	for (const char *p = q; p != NULL && *p != '\0';) {
+		const char *end = strchr(p, '&');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		if (n > 4 && strncmp(p, "who=", 4) == 0) {
+			size_t len = n - 4 < sizeof who - 1 ? n - 4 : sizeof who - 1;
+			memcpy(who, p + 4, len);
+			who[len] = '\0';
+		}
+		p = end ? end + 1 : NULL;
+	}
+	printf("Content-Type: text/plain; charset=utf-8\n\n%s, %s!\n", greeting, who);
+	return 0;
+}

@@ -1,0 +1,312 @@
+package wasmrt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
+)
+
+// This file is the CGI-over-WASI call path (as WAGI defined it): one
+// compiled module per revision, a fresh instance per request, the request
+// in the environment and on stdin, the response parsed from stdout.
+
+var _ runtimeapi.FunctionRuntime = (*Runtime)(nil)
+
+// function is a prepared revision of an HTTP function. It holds its
+// compiled module (as one of its users) until Close.
+type function struct {
+	r    *Runtime
+	m    *module
+	env  []string // the workload's K=V
+	once chan struct{}
+}
+
+// PrepareFunction implements runtimeapi.FunctionRuntime: it compiles the
+// module for the memory limit unless already done, and keeps it until the
+// Function is closed.
+func (r *Runtime) PrepareFunction(ctx context.Context, a runtimeapi.Artifact, spec runtimeapi.FunctionSpec) (runtimeapi.Function, error) {
+	for _, kv := range spec.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.IndexByte(kv, 0) >= 0 {
+			return nil, startError(true, fmt.Sprintf("environment entry %q is not KEY=VALUE", kv))
+		}
+	}
+	m, err := r.acquire(ctx, a, spec.MemoryBytes, true)
+	if err != nil {
+		return nil, err
+	}
+	return &function{r: r, m: m, env: spec.Env, once: make(chan struct{}, 1)}, nil
+}
+
+// Close implements runtimeapi.Function; calls after the first do nothing.
+func (f *function) Close() {
+	select {
+	case f.once <- struct{}{}:
+		f.r.drop(f.m)
+	default:
+	}
+}
+
+// Serve implements runtimeapi.Function: it instantiates the module afresh,
+// runs _start with the request as CGI variables and stdin, and streams the
+// CGI response from stdout to w, flushing after every write.
+func (f *function) Serve(ctx context.Context, w http.ResponseWriter, req *runtimeapi.FunctionRequest) runtimeapi.FunctionResult {
+	r := f.r
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return failCall(w, req, http.StatusServiceUnavailable, runtimeapi.OutcomeError, "the wasm runtime is closed")
+	}
+	r.running.Add(1) // under mu, so that Close cannot be waiting already
+	r.mu.Unlock()
+	defer r.running.Done()
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(r.base, func() { cancel(errRuntimeClosed) })
+	defer stop()
+	if req.Timeout > 0 {
+		var cancelTimeout context.CancelFunc
+		ctx, cancelTimeout = context.WithTimeoutCause(ctx, req.Timeout, errCallTimeout)
+		defer cancelTimeout()
+	}
+
+	out := &cgiWriter{w: w}
+	out.flusher, _ = w.(http.Flusher)
+	body := &bodyReader{r: req.Body}
+	logs := req.Logs
+	if logs == nil {
+		logs = io.Discard
+	}
+	cfg := r.moduleConfig.
+		WithArgs("function").
+		WithStdin(body).
+		WithStdout(out).
+		WithStderr(logs).
+		WithNanosleep(ctxSleep(ctx, out.pause))
+	for _, kv := range cgiEnv(req, f.env) {
+		k, v, _ := strings.Cut(kv, "=")
+		cfg = cfg.WithEnv(k, v)
+	}
+
+	mod, err := f.m.wz.InstantiateModule(ctx, f.m.code, cfg)
+	if err == nil {
+		_, err = mod.ExportedFunction("_start").Call(ctx)
+		_ = mod.Close(context.WithoutCancel(ctx))
+	} else if !isExit(err) {
+		return failCall(w, req, http.StatusInternalServerError, runtimeapi.OutcomeError, "instantiate: "+firstLine(err))
+	}
+	out.end()
+	return finishCall(ctx, w, req, out, body, err)
+}
+
+// errCallTimeout is the cause of a call's context when its timeout expires.
+var errCallTimeout = errors.New("the function's request timeout expired")
+
+func isExit(err error) bool {
+	var exitErr *sys.ExitError
+	return errors.As(err, &exitErr)
+}
+
+// finishCall decides the response from how the guest ended and what it
+// wrote, and completes it.
+func finishCall(ctx context.Context, w http.ResponseWriter, req *runtimeapi.FunctionRequest, out *cgiWriter, body *bodyReader, err error) runtimeapi.FunctionResult {
+	outcome, status, msg := runtimeapi.OutcomeOK, 0, ""
+	var exitErr *sys.ExitError
+	switch {
+	case body.tooLarge != nil:
+		outcome, status, msg = runtimeapi.OutcomeTooLarge, http.StatusRequestEntityTooLarge,
+			fmt.Sprintf("the request body is larger than the function's limit of %d bytes", body.tooLarge.Limit)
+	case out.bad != nil:
+		outcome, status, msg = runtimeapi.OutcomeMalformed, http.StatusBadGateway, "malformed CGI output: "+out.bad.Error()
+	case err != nil && ctx.Err() != nil:
+		switch cause := context.Cause(ctx); {
+		case errors.Is(cause, errCallTimeout):
+			outcome, status, msg = runtimeapi.OutcomeTimeout, http.StatusGatewayTimeout,
+				fmt.Sprintf("stopped at its timeout of %s", req.Timeout)
+		case errors.Is(cause, errRuntimeClosed):
+			outcome, status, msg = runtimeapi.OutcomeError, http.StatusServiceUnavailable, "stopped: the worker is shutting down"
+		default:
+			outcome, status, msg = runtimeapi.OutcomeCanceled, 499, "stopped: the client went away ("+cause.Error()+")"
+		}
+	case errors.As(err, &exitErr) && exitErr.ExitCode() != 0:
+		outcome, status, msg = runtimeapi.OutcomeTrap, http.StatusInternalServerError, fmt.Sprintf("exited with code %d", int32(exitErr.ExitCode()))
+	case err != nil && !isExit(err):
+		outcome, status, msg = runtimeapi.OutcomeTrap, http.StatusInternalServerError, "trapped: "+trapMessage(err)
+	case !out.sent:
+		outcome, status = runtimeapi.OutcomeMalformed, http.StatusBadGateway
+		switch _, _, perr := parseCGIHeaders(out.head); {
+		case len(out.head) == 0:
+			msg = "malformed CGI output: the function wrote nothing; it must print CGI headers, a blank line, then the body"
+		case perr != nil:
+			msg = "malformed CGI output: " + perr.Error()
+		default:
+			msg = "malformed CGI output: it ended before the blank line that ends the CGI headers"
+		}
+	}
+	if outcome == runtimeapi.OutcomeOK {
+		return runtimeapi.FunctionResult{Status: out.status, Outcome: outcome}
+	}
+	if out.sent {
+		// The status is gone already: the response can only be cut short.
+		note(req, out.status, msg+" (after the response headers were sent: response truncated)")
+		return runtimeapi.FunctionResult{Status: out.status, Outcome: outcome, Message: msg, Truncated: true}
+	}
+	return failCall(w, req, status, outcome, msg)
+}
+
+// failCall answers with an error status and notes why in the logs.
+func failCall(w http.ResponseWriter, req *runtimeapi.FunctionRequest, status int, outcome, msg string) runtimeapi.FunctionResult {
+	note(req, status, msg)
+	if status != 499 {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		w.WriteHeader(status)
+		fmt.Fprintf(w, "%d %s: %s\n", status, http.StatusText(status), msg)
+	}
+	return runtimeapi.FunctionResult{Status: status, Outcome: outcome, Message: msg}
+}
+
+// note writes one line about a failed call to the function's logs.
+func note(req *runtimeapi.FunctionRequest, status int, msg string) {
+	if req.Logs == nil {
+		return
+	}
+	method, path := "", ""
+	if req.HTTP != nil {
+		method, path = req.HTTP.Method, req.HTTP.URL.RequestURI()
+	}
+	fmt.Fprintf(req.Logs, "[wasmorch] %s %s: %d: %s\n", method, path, status, msg)
+}
+
+// ctxSleep is a nanosleep that a done ctx cuts short, ending the guest
+// there as proc_exit does (see instance.sleep). pause runs before the
+// guest waits.
+func ctxSleep(ctx context.Context, pause func()) sys.Nanosleep {
+	return func(ns int64) {
+		pause()
+		if ns > 0 {
+			t := time.NewTimer(time.Duration(ns))
+			select {
+			case <-t.C:
+				return
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		if ctx.Err() != nil {
+			panic(sys.NewExitError(sys.ExitCodeContextCanceled))
+		}
+	}
+}
+
+// bodyReader remembers that the body went over its limit, so that the call
+// answers 413 rather than whatever the guest made of a failed read.
+type bodyReader struct {
+	r        io.Reader
+	tooLarge *http.MaxBytesError
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.r == nil {
+		return 0, io.EOF
+	}
+	n, err := b.r.Read(p)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		b.tooLarge = mbe
+	}
+	return n, err
+}
+
+// cgiEnv is a request's environment: the CGI/1.1 variables (RFC 3875) and
+// WAGI's extras, then the workload's own variables that the request does
+// not set.
+func cgiEnv(req *runtimeapi.FunctionRequest, workloadEnv []string) []string {
+	hr := req.HTTP
+	host, port := hr.Host, ""
+	if h, p, err := net.SplitHostPort(hr.Host); err == nil {
+		host, port = h, p
+	}
+	if port == "" {
+		port = "80"
+		if hr.TLS != nil {
+			port = "443"
+		}
+	}
+	remote := req.RemoteAddr
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		remote = h
+	}
+	scheme := "http"
+	if hr.TLS != nil {
+		scheme = "https"
+	}
+	env := make([]string, 0, 20+len(hr.Header)+len(workloadEnv))
+	env = append(env,
+		"GATEWAY_INTERFACE=CGI/1.1",
+		"SERVER_SOFTWARE=wasmorch",
+		"SERVER_PROTOCOL="+hr.Proto,
+		"SERVER_NAME="+host,
+		"SERVER_PORT="+port,
+		"REQUEST_METHOD="+hr.Method,
+		"SCRIPT_NAME="+req.ScriptName,
+		"PATH_INFO="+req.PathInfo,
+		"PATH_TRANSLATED="+req.PathInfo,
+		"QUERY_STRING="+hr.URL.RawQuery,
+		"REMOTE_ADDR="+remote,
+		"REMOTE_HOST="+remote,
+		"X_MATCHED_ROUTE="+req.ScriptName,
+		"X_RAW_PATH_INFO="+req.PathInfo,
+		"X_FULL_URL="+scheme+"://"+hr.Host+hr.URL.RequestURI(),
+	)
+	if ct := hr.Header.Get("Content-Type"); ct != "" {
+		env = append(env, "CONTENT_TYPE="+ct)
+	}
+	if hr.ContentLength >= 0 {
+		env = append(env, fmt.Sprintf("CONTENT_LENGTH=%d", hr.ContentLength))
+	}
+	if hr.Host != "" {
+		env = append(env, "HTTP_HOST="+hr.Host)
+	}
+	for name, values := range hr.Header {
+		switch name {
+		case "Content-Type", "Content-Length", "Host":
+			continue // in their CGI variables
+		case "Proxy":
+			continue // httpoxy: HTTP_PROXY would configure the guest's proxy
+		}
+		key := "HTTP_" + strings.Map(func(r rune) rune {
+			switch {
+			case r == '-':
+				return '_'
+			case r >= 'a' && r <= 'z':
+				return r - 'a' + 'A'
+			}
+			return r
+		}, name)
+		env = append(env, key+"="+strings.Join(values, ", "))
+	}
+	set := make(map[string]bool, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		set[k] = true
+	}
+	for _, kv := range workloadEnv {
+		if k, _, _ := strings.Cut(kv, "="); !set[k] {
+			env = append(env, kv)
+		}
+	}
+	return env
+}

@@ -1,0 +1,48 @@
+package wasmrt_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/wasmorch/wasmorch/wasmrt"
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
+	"github.com/wasmorch/wasmorch/worker/runtimeapi/rtconformance"
+)
+
+// TestConformance holds wasmrt to the runtime conformance suite, with the
+// conformance program built as a Go wasip1 module.
+func TestConformance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and compiles a Go wasip1 module")
+	}
+	mod := rtconformance.BuildProgram(t, "wasip1", "wasm")
+	b, err := os.ReadFile(mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	cfg := wasmrt.DefaultConfig()
+	cfg.CacheDir = t.TempDir()
+	rt, err := wasmrt.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := rt.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	rtconformance.Run(t, rtconformance.Harness{
+		Runtime:  rt,
+		Artifact: runtimeapi.Artifact{Digest: "sha256:" + hex.EncodeToString(sum[:]), Path: mod},
+		// A Go guest whose memory.grow fails exits with the Go runtime's
+		// fatal-error code 2; other guests trap or fail to instantiate.
+		MemoryLimitReasons: []string{runtimeapi.ReasonError, runtimeapi.ReasonTrap, runtimeapi.ReasonMemoryLimit},
+	})
+}

@@ -1,0 +1,92 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/wasmorch/wasmorch/internal/httptrigger"
+	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+	"github.com/wasmorch/wasmorch/worker/funcserver"
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
+)
+
+// A workload with an HTTP trigger is a function: its instances are not run
+// as long-running commands but served by the worker's function server, one
+// fresh sandbox per request. An instance is Running once its module is
+// prepared and the function server accepts requests for it.
+
+// DefaultFunctionListenAddr is where the function server listens unless
+// Config.FunctionListenAddr says otherwise.
+const DefaultFunctionListenAddr = "127.0.0.1:0"
+
+// functionServerShutdown bounds how long requests in flight may take once
+// the worker stops.
+const functionServerShutdown = 5 * time.Second
+
+// listenFunctions binds the function server's listener (in New).
+func (w *Worker) listenFunctions(ctx context.Context) error {
+	addr := w.cfg.FunctionListenAddr
+	if addr == "" {
+		addr = DefaultFunctionListenAddr
+	}
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("worker: function server listening on %s: %w", addr, err)
+	}
+	w.funcLis = lis
+	w.funcAdvertise = advertiseAddr("", lis.Addr())
+	w.funcs = funcserver.New(w.logger.With("component", "funcserver"))
+	return nil
+}
+
+// FunctionAddr is the address the function server is bound to.
+func (w *Worker) FunctionAddr() string { return w.funcLis.Addr().String() }
+
+// serveFunctions runs the function server until ctx is done.
+func (w *Worker) serveFunctions(ctx context.Context) error {
+	srv := &http.Server{Handler: w.funcs, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), functionServerShutdown)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+	}()
+	if err := srv.Serve(w.funcLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("worker: function server on %s: %w", w.FunctionAddr(), err)
+	}
+	return nil
+}
+
+// startFunction prepares a function instance and adds it to the function
+// server; the replica stands for the instance until it is stopped.
+func (w *Worker) startFunction(ctx context.Context, in *instance, art runtimeapi.Artifact, spec *pb.WorkloadSpec) (runtimeapi.Instance, time.Time, runtimeapi.Exit, bool) {
+	frt, ok := in.rt.(runtimeapi.FunctionRuntime)
+	if !ok {
+		msg := fmt.Sprintf("runtime %q on node %s cannot serve HTTP functions", in.rt.Name(), w.cfg.NodeName)
+		return nil, time.Time{}, runtimeapi.Exit{Reason: runtimeapi.ReasonStartError, Message: msg, Permanent: true}, false
+	}
+	fn, err := frt.PrepareFunction(ctx, art, runtimeapi.FunctionSpec{MemoryBytes: spec.GetMemoryBytes(), Env: envList(spec.GetEnv())})
+	if err != nil {
+		return nil, time.Time{}, startExit(err), false
+	}
+	startedAt := w.clock.Now()
+	rep, err := w.funcs.Add(funcserver.ReplicaSpec{
+		ID:       in.id(),
+		Workload: in.rec.GetWorkload(),
+		Settings: httptrigger.Effective(spec.GetHttp()),
+		Function: fn,
+		Logs:     in.log,
+	})
+	if err != nil {
+		fn.Close()
+		return nil, time.Time{}, runtimeapi.Exit{Reason: runtimeapi.ReasonStartError, Message: err.Error()}, false
+	}
+	return rep, startedAt, runtimeapi.Exit{}, false
+}

@@ -192,6 +192,9 @@ func settle(ctx context.Context) error {
 // ReportStatus stores a batch of observed states in as few transactions as
 // the request limit allows.
 func (a *agentAPI) ReportStatus(ctx context.Context, batch *v1.StatusBatch) (*v1.StatusAck, error) {
+	if err := a.checkOwnership(ctx, batch); err != nil {
+		return nil, err
+	}
 	ops := make([]clientv3.Op, 0, len(batch.GetStatuses()))
 	now := time.Now().UnixNano()
 	for _, st := range batch.GetStatuses() {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
@@ -64,7 +65,7 @@ func (a *controlAPI) UploadBlob(stream v1.Control_UploadBlobServer) error {
 	default:
 		return errdefs.Invalidf("media type %q is not supported: upload application/wasm modules or %s image archives", media, ociarchive.MediaType)
 	}
-	existed, err := a.s.blobs.Put(stream.Context(), hdr.GetDigest(), b, media, info.minMemoryBytes)
+	existed, err := a.s.blobs.Put(stream.Context(), hdr.GetDigest(), b, media, info.minMemoryBytes, info.unsupported)
 	if err != nil {
 		return err
 	}
@@ -122,6 +123,9 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		if err := gateway.CheckRoute(ctx, a.s.store, req.GetName(), spec.GetHttp()); err != nil {
 			return nil, err
 		}
+		if a.s.routeChecked != nil {
+			a.s.routeChecked()
+		}
 		if spec.GetKind() == kindContainer {
 			if err := a.s.resolveContainerSource(ctx, spec); err != nil {
 				return nil, err
@@ -138,11 +142,14 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 			}
 			spec.ModuleSize = meta.GetSize()
 			spec.MemoryRequestBytes = max(meta.GetWasmMinMemoryBytes(), wasmPageSize)
+			if err := a.s.resolveFallback(ctx, spec, meta); err != nil {
+				return nil, err
+			}
 		}
 		now := time.Now().UnixNano()
 		if !exists {
 			wl := &v1.Workload{Name: req.GetName(), Spec: spec, Generation: 1, CreatedUnixNano: now, UpdatedUnixNano: now}
-			if _, err := a.s.store.Workloads.Create(ctx, wl.Name, wl); errdefs.IsAlreadyExists(err) && attempt < 5 {
+			if err := a.writeWorkload(ctx, wl, nil, 0); errdefs.IsConflict(err) && attempt < 5 {
 				continue
 			} else if err != nil {
 				return nil, err
@@ -159,13 +166,42 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 			wl.Generation++
 		}
 		wl.Spec, wl.UpdatedUnixNano = spec, now
-		if _, err := a.s.store.Workloads.Update(ctx, wl.Name, wl, cur.ModRevision); errdefs.IsConflict(err) && attempt < 5 {
+		if err := a.writeWorkload(ctx, wl, cur.Value.GetSpec().GetHttp(), cur.ModRevision); errdefs.IsConflict(err) && attempt < 5 {
 			continue
 		} else if err != nil {
 			return nil, err
 		}
 		return &v1.ApplyWorkloadResponse{Workload: wl, Changed: true}, nil
 	}
+}
+
+// writeWorkload creates (modRev 0) or updates wl if it is still at modRev,
+// claiming its HTTP route in the same transaction (gateway.ClaimRoute;
+// prev is its trigger until now). It fails with ErrConflict when either
+// changed since it was read.
+func (a *controlAPI) writeWorkload(ctx context.Context, wl *v1.Workload, prev *v1.HttpTrigger, modRev int64) error {
+	cmps, ops, err := gateway.ClaimRoute(ctx, a.s.store, wl.GetName(), wl.GetSpec().GetHttp(), prev)
+	if err != nil {
+		return err
+	}
+	put, err := a.s.store.Workloads.PutOp(wl.GetName(), wl)
+	if err != nil {
+		return err
+	}
+	key := a.s.store.Workloads.Key(wl.GetName())
+	if modRev == 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+	} else {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", modRev))
+	}
+	resp, err := a.s.store.Client.Txn(ctx).If(cmps...).Then(append(ops, put)...).Commit()
+	if err != nil {
+		return errdefs.Unavailablef("write workload %q: %v", wl.GetName(), err)
+	}
+	if !resp.Succeeded {
+		return errdefs.Conflictf("workload %q or the claim of its route changed since they were read", wl.GetName())
+	}
+	return nil
 }
 
 func (a *controlAPI) ScaleWorkload(ctx context.Context, req *v1.ScaleRequest) (*v1.Workload, error) {
@@ -190,12 +226,25 @@ func (a *controlAPI) ScaleWorkload(ctx context.Context, req *v1.ScaleRequest) (*
 }
 
 func (a *controlAPI) DeleteWorkload(ctx context.Context, req *v1.DeleteWorkloadRequest) (*v1.DeleteWorkloadResponse, error) {
-	resp, err := a.s.store.Client.Delete(ctx, a.s.store.Workloads.Key(req.GetName()))
-	if err != nil {
-		return nil, errdefs.Unavailablef("delete workload %q: %v", req.GetName(), err)
-	}
-	if resp.Deleted == 0 {
-		return nil, errdefs.NotFoundf("workload %q not found", req.GetName())
+	for attempt := 0; ; attempt++ {
+		cur, err := a.s.store.Workloads.Get(ctx, req.GetName())
+		if err != nil {
+			return nil, err
+		}
+		ops := []clientv3.Op{a.s.store.Workloads.DeleteOp(req.GetName())}
+		if trig := cur.Value.GetSpec().GetHttp(); trig.GetRoute() != "" {
+			ops = append(ops, gateway.ReleaseRouteOp(req.GetName(), trig))
+		}
+		resp, err := a.s.store.Client.Txn(ctx).If(a.s.store.Workloads.Unchanged(req.GetName(), cur.ModRevision)).Then(ops...).Commit()
+		if err != nil {
+			return nil, errdefs.Unavailablef("delete workload %q: %v", req.GetName(), err)
+		}
+		if resp.Succeeded {
+			break
+		}
+		if attempt == 5 {
+			return nil, errdefs.Conflictf("workload %q kept changing while deleting it; try again", req.GetName())
+		}
 	}
 	// The controller stops its instances on its next pass.
 	return &v1.DeleteWorkloadResponse{}, nil
@@ -210,12 +259,18 @@ func (a *controlAPI) GetWorkload(ctx context.Context, req *v1.GetWorkloadRequest
 	if err != nil {
 		return nil, err
 	}
+	if err := v.readLoads(ctx, a.s.store.Client); err != nil {
+		return nil, err
+	}
 	return v.workloadView(wl.Value), nil
 }
 
 func (a *controlAPI) ListWorkloads(ctx context.Context, _ *v1.ListWorkloadsRequest) (*v1.ListWorkloadsResponse, error) {
 	v, err := a.s.snapshot(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := v.readLoads(ctx, a.s.store.Client); err != nil {
 		return nil, err
 	}
 	out := &v1.ListWorkloadsResponse{}
@@ -282,7 +337,7 @@ func (a *controlAPI) Logs(req *v1.LogsRequest, stream v1.Control_LogsServer) err
 		}
 		ids := byNode[name]
 		sort.Strings(ids)
-		err := a.s.workers.logs(ctx, node.GetAddress(), &v1.InstanceLogsRequest{Instances: ids, TailBytes: req.GetTailBytes()}, stream.Send)
+		err := a.s.workers.logs(ctx, name, node.GetAddress(), &v1.InstanceLogsRequest{Instances: ids, TailBytes: req.GetTailBytes()}, stream.Send)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -305,6 +360,23 @@ type view struct {
 	alive     map[string]bool
 
 	byWorkload map[string][]*v1.Instance // built on demand by indexByWorkload
+	inFlight   map[string]int64          // functions' requests in flight, read by readLoads
+}
+
+// readLoads sums the requests in flight that every gateway last reported
+// for each function.
+func (v *view) readLoads(ctx context.Context, kv clientv3.KV) error {
+	loads, err := gateway.ReadLoads(ctx, kv)
+	if err != nil {
+		return err
+	}
+	v.inFlight = make(map[string]int64, len(loads))
+	for name, ls := range loads {
+		for _, l := range ls {
+			v.inFlight[name] += l.GetInFlight()
+		}
+	}
+	return nil
 }
 
 func (v *view) indexByWorkload() {
@@ -373,7 +445,7 @@ func (v *view) node(name string) *v1.Node {
 }
 
 func (v *view) workloadView(wl *v1.Workload) *v1.WorkloadView {
-	out := &v1.WorkloadView{Workload: wl}
+	out := &v1.WorkloadView{Workload: wl, InFlight: v.inFlight[wl.GetName()]}
 	insts := v.instances
 	if v.byWorkload != nil {
 		insts = v.byWorkload[wl.GetName()]

@@ -6,6 +6,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wasmorch/wasmorch/controlplane/scheduler"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -135,7 +136,7 @@ func (v *view) nodeViews() []*v1.NodeView {
 		if nv := byNode[inst.GetNode()]; nv != nil && inst.GetLostUnixNano() == 0 {
 			nv.Instances++
 			nv.Allocated.Instances++
-			nv.Allocated.MemoryBytes += inst.GetSpec().GetMemoryRequestBytes()
+			nv.Allocated.MemoryBytes += scheduler.InstanceMemoryRequest(inst)
 			nv.Allocated.CpuMillis += inst.GetSpec().GetCpuMillis()
 		}
 	}

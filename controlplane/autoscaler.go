@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/store"
-	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -30,7 +28,10 @@ const (
 // gateway's: it holds the request and asks for a replica. The autoscaler
 // runs on the leader only, beside the controller.
 type autoscaler struct {
-	st     *store.Store
+	st *store.Store
+	// kv is what it writes through: fenced on the leadership, as the
+	// controller's writes are, so that a deposed leader scales nothing.
+	kv     clientv3.KV
 	log    *slog.Logger
 	events *events
 	now    func() time.Time
@@ -57,17 +58,9 @@ func (a *autoscaler) pass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := a.st.Client.Get(ctx, gateway.LoadPrefix, clientv3.WithPrefix())
+	loads, err := gateway.ReadLoads(ctx, a.st.Client)
 	if err != nil {
-		return errdefs.Unavailablef("read function loads: %v", err)
-	}
-	loads := map[string][]*v1.FunctionLoad{}
-	for _, kv := range resp.Kvs {
-		workload, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), gateway.LoadPrefix), "/")
-		l := &v1.FunctionLoad{}
-		if proto.Unmarshal(kv.Value, l) == nil {
-			loads[workload] = append(loads[workload], l)
-		}
+		return err
 	}
 	for _, wl := range wls {
 		spec := wl.Value.GetSpec()
@@ -81,11 +74,14 @@ func (a *autoscaler) pass(ctx context.Context) error {
 		next := proto.Clone(wl.Value).(*v1.Workload)
 		next.Spec.Replicas = want
 		next.UpdatedUnixNano = a.now().UnixNano()
-		if _, err := a.st.Workloads.Update(ctx, wl.Name, next, wl.ModRevision); err != nil {
-			if errdefs.IsConflict(err) {
-				continue // changed meanwhile: the next pass sees it
-			}
+		put, err := a.st.Workloads.PutOp(wl.Name, next)
+		if err != nil {
 			return err
+		}
+		if lost, err := store.Txn(ctx, a.kv, []clientv3.Cmp{a.st.Workloads.Unchanged(wl.Name, wl.ModRevision)}, []clientv3.Op{put}); err != nil {
+			return err
+		} else if lost > 0 {
+			continue // changed meanwhile (or leadership lost): the next pass sees it
 		}
 		msg := fmt.Sprintf("replicas %d -> %d: %s", spec.GetReplicas(), want, why)
 		a.log.Info("autoscaled", "workload", wl.Name, "reason", reason, "message", msg)

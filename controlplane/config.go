@@ -41,6 +41,17 @@ type Config struct {
 	// empty data dir asks one of them to add it to the etcd cluster.
 	Join   []string     `json:"join" yaml:"join"`
 	Logger *slog.Logger `json:"-" yaml:"-"`
+
+	// security: JoinToken is the server-role join token a member joining
+	// through Join presents (it receives the cluster CA in return).
+	JoinToken string `json:"joinToken" yaml:"joinToken"`
+	// CertLifetime is the lifetime of the certificates this member issues
+	// (zero: a year); holders renew at two thirds of it. Tests shorten it.
+	CertLifetime time.Duration `json:"certLifetime" yaml:"certLifetime"`
+	// UserCredentialsDir, when set, also receives a copy of the admin
+	// credential, named after the API address, where the CLI of the same
+	// user finds it (auth.UserCredentialsDir).
+	UserCredentialsDir string `json:"userCredentialsDir" yaml:"userCredentialsDir"`
 }
 
 // DefaultConfig returns the defaults `wasmorch up` and `server` start with.
@@ -101,6 +112,12 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			errs = append(errs, fmt.Errorf("join address %q is not host:port", a))
 		}
+	}
+	if len(c.Join) > 0 && c.JoinToken == "" && !hasEtcdData(c.DataDir) {
+		errs = append(errs, errors.New("joining a cluster needs a server join token (create one on a running member with 'wasmorch token create --role server')"))
+	}
+	if c.CertLifetime < 0 {
+		errs = append(errs, errors.New("certificate lifetime must not be negative"))
 	}
 	if c.ElectionTTL < time.Second {
 		errs = append(errs, errors.New("election TTL must be at least 1s"))

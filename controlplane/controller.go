@@ -367,6 +367,9 @@ func (c *controller) schedule(ctx context.Context, w *world, created []*v1.Insta
 		}
 		if node, ok := plan.Bindings[inst.GetId()]; ok {
 			updated.Node, updated.PendingReason = node, ""
+			if c, ok := plan.Runtimes[inst.GetId()]; ok {
+				updated.Runtime, updated.RuntimeReason = c.Runtime, c.Reason
+			}
 			count(bound, inst.GetWorkload(), node)
 		} else if reason := plan.Unplaced[inst.GetId()]; isNew || reason != inst.GetPendingReason() {
 			updated.PendingReason = reason

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/wasmorch/wasmorch/controlplane"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
@@ -48,7 +47,9 @@ func startClusterTB(t testing.TB, dir string) *cluster {
 	}
 	c := &cluster{srv: srv, cancel: cancel, done: make(chan error, 1)}
 	go func() { c.done <- srv.Start(ctx) }()
-	conn, err := grpc.NewClient(srv.APIAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// A member's credential: it may call Control, and Agent for any node
+	// (the tests play many nodes over one connection).
+	conn, err := grpc.NewClient(srv.APIAddr(), grpc.WithTransportCredentials(srv.MemberCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,10 +17,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -64,23 +66,36 @@ func joinCluster(ctx context.Context, cfg Config) (string, error) {
 
 // joinOnce asks each of cfg.Join in turn; retry says whether a later
 // attempt may succeed.
+//
+// The join is authenticated both ways by the server join token: the member
+// asked checks the token, and this one checks that member's certificate
+// against the CA fingerprint in the token. The answer carries the cluster
+// CA, key included, which this member saves in its pki directory: every
+// member issues certificates.
 func joinOnce(ctx context.Context, cfg Config, req *v1.AddMemberRequest) (joined string, retry bool, _ error) {
+	tok, err := auth.ParseToken(cfg.JoinToken)
+	if err != nil {
+		return "", false, err
+	}
 	var errs []error
 	for _, addr := range cfg.Join {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(auth.PinnedClientTLS(tok.CAPin))))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, joinTimeout)
+		cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+cfg.JoinToken), joinTimeout)
 		resp, err := v1.NewControlClient(conn).AddMember(cctx, req)
 		cancel()
 		_ = conn.Close()
 		if err == nil {
+			if err := auth.SaveCA(pkiDir(cfg.DataDir), resp.GetCaCertificate(), resp.GetCaKey()); err != nil {
+				return "", false, fmt.Errorf("the cluster CA received from %s: %w", addr, err)
+			}
 			return resp.GetInitialCluster(), false, nil
 		}
 		switch status.Code(err) {
-		case codes.InvalidArgument, codes.FailedPrecondition, codes.AlreadyExists:
+		case codes.InvalidArgument, codes.FailedPrecondition, codes.AlreadyExists, codes.Unauthenticated, codes.PermissionDenied:
 			// The cluster answered and refused: asking another member
 			// would get the same answer.
 			return "", false, fmt.Errorf("joining through %s: %s", addr, status.Convert(err).Message())
@@ -149,7 +164,17 @@ func (a *controlAPI) AddMember(ctx context.Context, req *v1.AddMemberRequest) (*
 		}
 	}
 	sort.Strings(parts)
-	return &v1.AddMemberResponse{Id: id, InitialCluster: strings.Join(parts, ",")}, nil
+	resp := &v1.AddMemberResponse{Id: id, InitialCluster: strings.Join(parts, ",")}
+	// The CA goes to a member joining (with a server token, or as a
+	// member), not to an admin merely adding one.
+	if caller, err := callerOf(ctx); err != nil || caller.Role == auth.RoleMember {
+		key, err := a.s.sec.ca.KeyPEM()
+		if err != nil {
+			return nil, err
+		}
+		resp.CaCertificate, resp.CaKey = a.s.sec.ca.CertPEM, key
+	}
+	return resp, nil
 }
 
 // PromoteMember makes a learner a voting member; etcd refuses until the
@@ -178,12 +203,12 @@ func (a *controlAPI) PromoteMember(ctx context.Context, req *v1.PromoteMemberReq
 
 // promoteSelf asks the members this one joined through to make it a voting
 // member, until they do (it has caught up) or joinPatience runs out.
-func promoteSelf(ctx context.Context, cfg Config) error {
+func promoteSelf(ctx context.Context, cfg Config, sec *security) error {
 	deadline := time.Now().Add(joinPatience)
 	var last error
 	for time.Now().Before(deadline) {
 		for _, addr := range cfg.Join {
-			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(auth.MemberClientTLS(sec.ca.Pool(), sec.member))))
 			if err != nil {
 				last = err
 				continue

@@ -6,6 +6,7 @@ import (
 	"github.com/tetratelabs/wazero"
 
 	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/wasmrt"
 )
 
 const wasmPageSize = 64 * 1024
@@ -13,11 +14,17 @@ const wasmPageSize = 64 * 1024
 // moduleInfo is what the control plane learns from a module at upload.
 type moduleInfo struct {
 	minMemoryBytes int64
+	unsupported    string // why the wasm runtime cannot run it ("" = it can)
 }
 
 // inspectModule validates a module with wazero's interpreter (it compiles
-// quickly and validates fully) and reads its initial memory.
+// quickly and validates fully) and reads its initial memory and whether
+// the wasm runtime provides its imports. A component (WASI preview 2) is
+// taken as it is, as a module that can run only as a fallback image.
 func inspectModule(ctx context.Context, wasm []byte) (moduleInfo, error) {
+	if wasmrt.IsComponent(wasm) {
+		return moduleInfo{unsupported: wasmrt.ComponentUnsupported}, nil
+	}
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
 	defer rt.Close(ctx)
 	cm, err := rt.CompileModule(ctx, wasm)
@@ -28,7 +35,7 @@ func inspectModule(ctx context.Context, wasm []byte) (moduleInfo, error) {
 	if _, ok := cm.ExportedFunctions()["_start"]; !ok {
 		return moduleInfo{}, errdefs.Invalidf("not a WASI command module: no _start export")
 	}
-	var info moduleInfo
+	info := moduleInfo{unsupported: wasmrt.UnresolvedImports(cm)}
 	for _, m := range cm.ExportedMemories() {
 		info.minMemoryBytes = max(info.minMemoryBytes, int64(m.Min())*wasmPageSize)
 	}

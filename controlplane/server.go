@@ -24,8 +24,9 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/store"
@@ -48,6 +49,11 @@ type Server struct {
 	metrics *metrics
 	events  *events
 	gateway *gateway.Gateway
+	sec     *security // the cluster CA and this member's certificate
+
+	// routeChecked, set by tests only, runs in ApplyWorkload between
+	// reading the routes and writing the workload.
+	routeChecked func()
 
 	stopping  chan struct{}
 	closeOnce sync.Once
@@ -87,19 +93,32 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.etcd, cli, err = startEtcd(ctx, cfg, joined); err != nil {
 		return nil, err
 	}
-	if joined != "" {
-		if err := promoteSelf(ctx, cfg); err != nil {
+	s.store = store.New(cli)
+	if cfg.InitialCluster != "" && !hasCA(cfg.DataDir) {
+		if err := adoptBootstrapCA(ctx, cli, cfg.DataDir); err != nil {
 			return nil, err
 		}
 	}
-	s.store = store.New(cli)
+	if s.sec, err = newSecurity(cfg, s.APIAddr()); err != nil {
+		return nil, fmt.Errorf("cluster credentials in %s: %w", pkiDir(cfg.DataDir), err)
+	}
+	if err := s.sec.writeAdminCredential(cfg, s.clientAddr()); err != nil {
+		return nil, fmt.Errorf("admin credential: %w", err)
+	}
+	s.workers.sec = s.sec
+	if joined != "" {
+		if err := promoteSelf(ctx, cfg, s.sec); err != nil {
+			return nil, err
+		}
+	}
 	s.blobs = blobs.New(cli)
 	s.metrics = newMetrics()
 	s.events = &events{cli: cli, source: cfg.Name}
 
 	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(s.metrics.unary, unaryErrors, s.quorumGuard),
-		grpc.ChainStreamInterceptor(streamErrors),
+		grpc.Creds(newAPICreds(s.sec)),
+		grpc.ChainUnaryInterceptor(s.metrics.unary, unaryErrors, s.unaryAuth, s.quorumGuard),
+		grpc.ChainStreamInterceptor(streamErrors, s.streamAuth),
 		grpc.MaxRecvMsgSize(4<<20),
 	)
 	v1.RegisterControlServer(s.grpc, &controlAPI{s: s})
@@ -111,6 +130,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	s.gateway = gateway.New(gateway.Config{
 		Store: s.store, Alive: s.aliveNodes, Member: cfg.Name, Logger: s.log.With("component", "gateway"),
+		TLS: auth.NodesClientTLS(s.sec.ca.Pool(), s.sec.member),
 		Record: func(ctx context.Context, object, reason, message string) {
 			if err := s.events.Record(ctx, object, reason, "%s", message); err != nil {
 				s.log.Debug("recording an event failed", "object", object, "reason", reason, "err", err)
@@ -120,6 +140,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.Handle("/", s.gateway)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
+}
+
+// ServeFunctionsLocally lets the gateway call the function server of a
+// worker in this process (node) directly, without an HTTP hop.
+func (s *Server) ServeFunctionsLocally(node string, h http.Handler) {
+	s.gateway.ServeLocally(node, h)
 }
 
 // APIAddr is the bound gRPC address.
@@ -149,6 +175,7 @@ func (s *Server) Start(ctx context.Context) error {
 	g.Go(func() error { return s.advertise(gctx) })
 	g.Go(func() error { return s.watchRaft(gctx) })
 	g.Go(func() error { return s.expediteFailover(gctx) })
+	g.Go(func() error { return s.keepCertificates(gctx) })
 	g.Go(func() error {
 		select {
 		case <-gctx.Done():
@@ -265,7 +292,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 	scaled := make(chan struct{})
 	go func() {
 		defer close(scaled)
-		as := &autoscaler{st: s.store, log: s.log.With("loop", "autoscaler"), events: s.events, now: time.Now}
+		as := &autoscaler{st: s.store, kv: c.kv, log: s.log.With("loop", "autoscaler"), events: s.events, now: time.Now}
 		_ = as.Start(lctx) // returns nil when lctx ends
 	}()
 	err = c.Start(lctx)
@@ -317,30 +344,33 @@ func streamErrors(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grp
 	return errdefs.ToGRPC(h(srv, ss))
 }
 
-// workerClients caches connections to workers (for logs).
+// workerClients caches connections to workers (for logs), mutual TLS
+// with this member's certificate, each checked to be its node's worker.
 type workerClients struct {
+	sec   *security
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	conns map[string]*grpc.ClientConn // by node and address
 }
 
 func newWorkerClients() *workerClients { return &workerClients{conns: map[string]*grpc.ClientConn{}} }
 
-func (w *workerClients) client(addr string) (v1.WorkerClient, error) {
+func (w *workerClients) client(node, addr string) (v1.WorkerClient, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if c, ok := w.conns[addr]; ok {
+	key := node + "@" + addr
+	if c, ok := w.conns[key]; ok {
 		return v1.NewWorkerClient(c), nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(auth.NodeClientTLS(w.sec.ca.Pool(), w.sec.member, node))))
 	if err != nil {
 		return nil, err
 	}
-	w.conns[addr] = c
+	w.conns[key] = c
 	return v1.NewWorkerClient(c), nil
 }
 
-func (w *workerClients) logs(ctx context.Context, addr string, req *v1.InstanceLogsRequest, send func(*v1.LogChunk) error) error {
-	c, err := w.client(addr)
+func (w *workerClients) logs(ctx context.Context, node, addr string, req *v1.InstanceLogsRequest, send func(*v1.LogChunk) error) error {
+	c, err := w.client(node, addr)
 	if err != nil {
 		return err
 	}

@@ -76,5 +76,8 @@ func validateSpec(spec *v1.WorkloadSpec) error {
 	if err := httptrigger.Validate(spec.GetHttp()); err != nil {
 		return err
 	}
+	if err := validateFallback(spec); err != nil {
+		return err
+	}
 	return nil
 }

@@ -272,8 +272,12 @@ func TestRestartedWorkerAdoptsAndRemoves(t *testing.T) {
 	ctx := context.Background()
 	c := f.d.Client(t, "wasmorch")
 	for _, id := range []string{"kept-1", "orphan-1"} {
-		if _, err := f.rt.Start(ctx, runtimeapi.InstanceSpec{ID: id, Artifact: f.artifact, Args: []string{"tick"}}); err != nil {
+		inst, err := f.rt.Start(ctx, runtimeapi.InstanceSpec{ID: id, Artifact: f.artifact, Args: []string{"tick"}, Restarts: 3})
+		if err != nil {
 			t.Fatal(err)
+		}
+		if n, adopted := inst.(runtimeapi.Readopted).Readopted(); adopted {
+			t.Errorf("a started instance says it was adopted (restarts %d)", n)
 		}
 	}
 	kept, err := c.LoadContainer(ctx, "kept-1")
@@ -294,6 +298,9 @@ func TestRestartedWorkerAdoptsAndRemoves(t *testing.T) {
 	inst, err := again.Start(ctx, runtimeapi.InstanceSpec{ID: "kept-1", Artifact: f.artifact, Args: []string{"tick"}, Stdout: &out})
 	if err != nil {
 		t.Fatalf("Start of a running instance: %v", err)
+	}
+	if n, adopted := inst.(runtimeapi.Readopted).Readopted(); !adopted || n != 3 {
+		t.Errorf("adopted instance: Readopted() = %d, %v; want the restart count it was started with (3), true", n, adopted)
 	}
 	ctrs, err := c.Containers(ctx)
 	if err != nil {

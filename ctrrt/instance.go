@@ -37,7 +37,15 @@ type instance struct {
 
 	mu       sync.Mutex
 	stopping string // why the worker stopped it; "" while it was not
+
+	adopted  bool  // taken over from a previous worker process
+	restarts int32 // the restart count it was created with
 }
+
+var _ runtimeapi.Readopted = (*instance)(nil)
+
+// Readopted implements runtimeapi.Readopted.
+func (i *instance) Readopted() (int32, bool) { return i.restarts, i.adopted }
 
 func (i *instance) ID() string            { return i.id }
 func (i *instance) Done() <-chan struct{} { return i.done }
@@ -116,7 +124,9 @@ func (r *Runtime) Start(ctx context.Context, spec runtimeapi.InstanceSpec) (_ ru
 		client.WithNewSnapshot(spec.ID, img),
 		client.WithRuntime(r.cfg.Shim, nil),
 		client.WithNewSpec(specOpts...),
-		client.WithContainerLabels(map[string]string{LabelInstance: spec.ID, LabelArtifact: artifactKey(spec.Artifact)}),
+		client.WithContainerLabels(map[string]string{
+			LabelInstance: spec.ID, LabelArtifact: artifactKey(spec.Artifact), LabelRestarts: strconv.Itoa(int(spec.Restarts)),
+		}),
 	)
 	if err != nil {
 		return nil, startError(false, runtimeapi.ReasonStartError, fmt.Sprintf("creating container %s: %v", spec.ID, err))
@@ -183,7 +193,10 @@ func (r *Runtime) adopt(ctx context.Context, in *instance, spec runtimeapi.Insta
 	if err != nil {
 		return nil, false
 	}
-	in.ctr, in.task = ctr, task
+	in.ctr, in.task, in.adopted = ctr, task, true
+	if n, err := strconv.ParseInt(labels[LabelRestarts], 10, 32); err == nil {
+		in.restarts = int32(n)
+	}
 	return exitCh, true
 }
 
@@ -229,7 +242,12 @@ func (r *Runtime) remove(ctx context.Context, id string) error {
 	}
 	if task, err := ctr.Task(ctx, nil); err == nil {
 		if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			return err
+			// Someone else (a worker process still waiting for it) may have
+			// deleted it meanwhile, its shim closing the connection under
+			// this call: that is as good as done.
+			if _, terr := ctr.Task(ctx, nil); !errdefs.IsNotFound(terr) {
+				return err
+			}
 		}
 	}
 	if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {

@@ -42,6 +42,9 @@ var identifier = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$`)
 const (
 	LabelInstance = "wasmorch.io/instance"
 	LabelArtifact = "wasmorch.io/artifact"
+	// LabelRestarts keeps the instance's restart count for a worker that
+	// adopts the container (runtimeapi.Readopted).
+	LabelRestarts = "wasmorch.io/restarts"
 )
 
 // NotStartedExitCode is the exit code recorded for an instance whose

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -27,8 +26,9 @@ import (
 func BenchmarkNodeLossToReplacementsRunning(b *testing.B) {
 	env := benchEnv(b)
 	api, http := loopbackAddr(b, "127.0.0.1"), loopbackAddr(b, "127.0.0.1")
-	startDaemon(b, "server", env, "server", "--data-dir", b.TempDir(), "--api", api, "--http", http, "--name", "cp")
-	conn, err := grpc.NewClient(api, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	dataDir := b.TempDir()
+	startDaemon(b, "server", env, "server", "--data-dir", dataDir, "--api", api, "--http", http, "--name", "cp")
+	conn, err := grpc.NewClient(api, grpc.WithTransportCredentials(adminCreds(b, dataDir)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -36,8 +36,9 @@ func BenchmarkNodeLossToReplacementsRunning(b *testing.B) {
 	control := v1.NewControlClient(conn)
 	ctx := context.Background()
 	agents := map[string]*daemon{}
+	token := joinTokenWhenUp(b, env, api)
 	for name, ip := range map[string]string{"b1": "127.0.0.5", "b2": "127.0.0.6"} {
-		agents[name] = startDaemon(b, "agent-"+name, env, "agent", "--server", api, "--name", name, "--data-dir", b.TempDir(), "--listen", loopbackAddr(b, ip))
+		agents[name] = startDaemon(b, "agent-"+name, env, "agent", "--server", api, "--token", token, "--name", name, "--data-dir", b.TempDir(), "--listen", loopbackAddr(b, ip))
 	}
 	benchWait(b, "both nodes Ready", func() bool { return readyNodes(ctx, control) == 2 })
 

@@ -109,6 +109,7 @@ type multi struct {
 	*cluster // the client side: run, getJSON, instances ...
 	server   *daemon
 	agents   map[string]*daemon
+	token    string // the agents' join token (joinToken)
 }
 
 // startServer starts `wasmorch server` on free ports and waits until its
@@ -156,7 +157,7 @@ func loopbackAddr(t testing.TB, ip string) string {
 // with labels (k=v,...; may be empty), and waits until the node is Ready.
 func (m *multi) startAgent(name, ip, labels string) *daemon {
 	m.t.Helper()
-	args := []string{"agent", "--server", m.api, "--name", name, "--data-dir", m.t.TempDir(), "--listen", loopbackAddr(m.t, ip)}
+	args := []string{"agent", "--server", m.api, "--token", m.joinToken(), "--name", name, "--data-dir", m.t.TempDir(), "--listen", loopbackAddr(m.t, ip)}
 	if labels != "" {
 		args = append(args, "--labels", labels)
 	}

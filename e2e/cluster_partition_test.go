@@ -79,7 +79,7 @@ func TestClusterPartitionedAgentIsReplacedAndRejoinsWithoutDuplicates(t *testing
 	m.startAgent("p2", "127.0.0.8", "")
 	// The partitioned agent logs at debug level, where the worker says how
 	// many instances each new desired set makes it stop.
-	args := []string{"agent", "--server", m.api, "--name", "pn", "--data-dir", t.TempDir(), "--listen", link.nsIP + ":0", "--log-level", "debug"}
+	args := []string{"agent", "--server", m.api, "--token", m.joinToken(), "--name", "pn", "--data-dir", t.TempDir(), "--listen", link.nsIP + ":0", "--log-level", "debug"}
 	m.agents["pn"] = startWrapped(t, "agent-pn", m.env, []string{"ip", "netns", "exec", link.ns}, args...)
 	m.waitNode("pn", "Ready")
 

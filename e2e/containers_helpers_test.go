@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -70,6 +71,10 @@ type instanceDetail struct {
 	Runtime string `json:"runtime"`
 	Reason  string `json:"reason"`
 	Message string `json:"message"`
+	// Why a wasm workload's instance runs as its fallback container.
+	RuntimeReason string    `json:"runtimeReason"`
+	Restarts      int       `json:"restarts"`
+	StartedAt     time.Time `json:"startedAt"`
 }
 
 func (c *cluster) instanceDetails(workload string) []instanceDetail {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/wasmorch/wasmorch/internal/ctrtest"
 )
@@ -127,8 +128,8 @@ func TestContainerBadInput(t *testing.T) {
 // TestContainerReadoptedAfterAgentKilled kills `up` (SIGKILL: nothing is
 // stopped) while a container runs, and starts it again on the same data
 // directory: the worker adopts the running container (same process, no
-// duplicate, its output still reaching the logs) and removes the container
-// of an instance nobody wants any more.
+// duplicate, its output still reaching the logs, its restart count kept)
+// and removes the container of an instance nobody wants any more.
 func TestContainerReadoptedAfterAgentKilled(t *testing.T) {
 	d := ctrtest.Start(t)
 	archive := appImage(t)
@@ -136,6 +137,14 @@ func TestContainerReadoptedAfterAgentKilled(t *testing.T) {
 	c := startUpAt(t, dataDir, api, http, "--containerd-socket", d.Socket)
 	c.mustRun("deploy", archive, "--name", "ticker", "--", "tick")
 	id := c.instanceDetails("ticker")[0].ID
+	// Killed behind the worker's back once, so that it has restarted.
+	if err := syscall.Kill(int(taskPid(t, d, id)), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "ticker restarted once", func() (bool, string) {
+		is := c.instances("ticker")
+		return len(is) == 1 && is[0].State == "Running" && is[0].Restarts == 1, toJSON(is)
+	})
 	pid := taskPid(t, d, id)
 	eventually(t, "ticker's output in the logs", func() (bool, string) {
 		logs := c.mustRun("logs", "ticker").stdout
@@ -149,10 +158,11 @@ func TestContainerReadoptedAfterAgentKilled(t *testing.T) {
 	}
 	ghost := startGhost(t, d, archive)
 
+	restarted := time.Now()
 	c = startUpAt(t, dataDir, api, http, "--containerd-socket", d.Socket)
-	eventually(t, "ticker running again, adopted", func() (bool, string) {
+	eventually(t, "ticker running again, adopted, with its restart count", func() (bool, string) {
 		is := c.instanceDetails("ticker")
-		return len(is) == 1 && is[0].ID == id && is[0].State == "Running", toJSON(is)
+		return len(is) == 1 && is[0].ID == id && is[0].State == "Running" && is[0].StartedAt.After(restarted) && is[0].Restarts == 1, toJSON(is)
 	})
 	eventually(t, "the unwanted container removed, the wanted one kept", func() (bool, string) {
 		ctrs, _ := leftovers(t, d)
@@ -193,4 +203,47 @@ func TestContainerdStoppedNodeStopsOfferingContainers(t *testing.T) {
 		t.Errorf("the wasm workload after containerd stopped: %s", toJSON(is))
 	}
 	c.mustRun("deploy", "testdata/hello.wasm", "--name", "hello")
+
+	// containerd back: the node offers containers again and the waiting
+	// instance runs.
+	if err := d.Run(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the waiting container instance running once containerd is back", func() (bool, string) {
+		is := c.instanceDetails("later")
+		return len(is) == 1 && is[0].State == "Running" && is[0].Runtime == "container", toJSON(is)
+	})
+}
+
+// TestContainerdStartedAfterTheWorker starts `up` before its containerd:
+// the node offers only wasm, a container workload waits Pending, and once
+// containerd answers the node offers containers and the instance runs.
+func TestContainerdStartedAfterTheWorker(t *testing.T) {
+	d := ctrtest.Prepare(t)
+	archive := appImage(t)
+	c := startUpAt(t, t.TempDir(), freeAddr(t), freeAddr(t), "--containerd-socket", d.Socket)
+	if rts := c.nodeRuntimes()["e2e-node"]; !slices.Equal(rts, []string{"wasm"}) {
+		t.Fatalf("e2e-node offers %v before containerd runs, want only wasm", rts)
+	}
+	c.mustRun("deploy", archive, "--name", "early", "--no-wait", "--", "sleep")
+	eventually(t, "the container instance Pending", func() (bool, string) {
+		is := c.instanceDetails("early")
+		return len(is) == 1 && is[0].State == "Pending" && strings.Contains(is[0].Message, "no container runtime"), toJSON(is)
+	})
+
+	if err := d.Run(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the container instance running once containerd answers", func() (bool, string) {
+		is := c.instanceDetails("early")
+		return len(is) == 1 && is[0].State == "Running" && is[0].Runtime == "container", toJSON(is)
+	})
+	if rts := c.nodeRuntimes()["e2e-node"]; !slices.Contains(rts, "container") {
+		t.Errorf("e2e-node offers %v, want container too", rts)
+	}
+	c.mustRun("delete", "early")
+	eventually(t, "the container and its snapshot removed", func() (bool, string) {
+		ctrs, snaps := leftovers(t, d)
+		return len(ctrs) == 0 && len(snaps) == 0, "containers " + strings.Join(ctrs, ",") + " snapshots " + strings.Join(snaps, ",")
+	})
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"path/filepath"
 	"sort"
 	"syscall"
 	"testing"
@@ -20,9 +21,13 @@ import (
 //	go test ./e2e/ -run '^$' -bench LeaderFailover -benchtime 5x
 func BenchmarkLeaderFailover(b *testing.B) {
 	h := startHAClusterTB(b)
-	startDaemon(b, "agent", h.env, "agent", "--server", h.servers(), "--name", "bench-node",
+	startDaemon(b, "agent", h.env, "agent", "--server", h.servers(), "--token", h.serverToken, "--name", "bench-node",
 		"--data-dir", b.TempDir(), "--listen", loopbackAddr(b, "127.0.0.40"))
-	client, err := cliclient.Dial(h.servers(), "bench")
+	cred, err := cliclient.LoadCredential(filepath.Join(h.members[0].dataDir, "admin.yaml"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	client, err := cliclient.Dial(h.servers(), "bench", cliclient.WithCredential(cred, nil))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -28,9 +31,10 @@ type memberJSON struct {
 // haCluster is three control-plane members and the agents joined to all
 // of them, each process on its own loopback address.
 type haCluster struct {
-	t       testing.TB
-	env     []string
-	members []*member
+	t           testing.TB
+	env         []string
+	members     []*member
+	serverToken string // a server join token, which admits agents too
 }
 
 func startHACluster(t *testing.T) *haCluster { return startHAClusterTB(t) }
@@ -49,7 +53,10 @@ func startHAClusterTB(t testing.TB) *haCluster {
 			for _, o := range h.members {
 				join = append(join, o.api)
 			}
-			args = append(args, "--join", strings.Join(join, ","))
+			if h.serverToken == "" {
+				h.serverToken = joinToken(t, h.env, h.members[0].api, "--role", "server")
+			}
+			args = append(args, "--join", strings.Join(join, ","), "--token", h.serverToken)
 		}
 		m.proc = startDaemon(t, m.name, h.env, args...)
 		h.members = append(h.members, m)
@@ -136,13 +143,14 @@ func (h *haCluster) controllerLeader(api string) (*member, string) {
 // gone the API refuses clearly.
 func TestControlPlaneSurvivesLosingItsLeader(t *testing.T) {
 	h := startHACluster(t)
-	agent := startDaemon(t, "agent", h.env, "agent", "--server", h.servers(), "--name", "ha-node",
-		"--data-dir", t.TempDir(), "--listen", loopbackAddr(t, "127.0.0.40"))
+	agent := startDaemon(t, "agent", h.env, "agent", "--server", h.servers(), "--token", h.serverToken, "--name", "ha-node",
+		"--data-dir", t.TempDir(), "--listen", loopbackAddr(t, "127.0.0.40"), "--functions-listen", loopbackAddr(t, "127.0.0.40"))
 	eventually(t, "the agent's node Ready", func() (bool, string) {
 		r := h.run("get", "nodes")
 		return r.code == 0 && hasRow(r.stdout, "ha-node", "Ready"), r.String()
 	})
 	h.mustRun("deploy", "testdata/ticker.wasm", "--name", "base", "--replicas", "2")
+	h.mustRun("deploy", "testdata/greet.wasm", "--name", "greet", "--route", "/greet", "--env", "GREETING=hi")
 
 	leader, seen := h.controllerLeader(h.members[0].api)
 	if leader == nil {
@@ -181,6 +189,15 @@ func TestControlPlaneSurvivesLosingItsLeader(t *testing.T) {
 		return l != nil && l != leader, seen
 	})
 	h.mustRun("deploy", "testdata/ticker.wasm", "--name", "after", "--replicas", "2")
+	// Every surviving member's gateway still answers the function.
+	for _, m := range h.members {
+		if m == leader {
+			continue
+		}
+		eventually(t, "the function through "+m.name+"'s gateway", func() (bool, string) {
+			return gatewayGet(t, "http://"+m.http+"/greet?who=ha")
+		})
+	}
 
 	// The killed member comes back and catches up.
 	leader.proc.start()
@@ -257,6 +274,23 @@ func TestControlPlaneSurvivesLosingItsLeader(t *testing.T) {
 		}
 		return true, ""
 	})
+}
+
+// gatewayGet reports whether GET url answered 200 with the greeting.
+func gatewayGet(t *testing.T, url string) (bool, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), requestLimit)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode == http.StatusOK && strings.Contains(string(b), "hi"), fmt.Sprintf("%d %s", resp.StatusCode, b)
 }
 
 // startTimes maps each Running instance in `get instances -o json` to its

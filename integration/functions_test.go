@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -8,8 +9,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+	"github.com/wasmorch/wasmorch/worker/funcserver"
 )
 
 // TestFunctionRollingUpdateUnderLoad updates a function's spec (a new
@@ -91,5 +94,60 @@ func TestFunctionRollingUpdateUnderLoad(t *testing.T) {
 	_ = resp.Body.Close()
 	if string(body) != "v2, after!\n" {
 		t.Errorf("after the rollout: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestFunctionColdStartServesBeforeAReplica: a request for a function
+// scaled to zero is answered by the worker that ran it, without a replica
+// (a cold replica prepared from the compile cache), with the gateway
+// calling the worker directly (`up`) or over HTTP (as across processes);
+// the replica count is raised beside it, so that a real replica follows.
+// The function's timeout holds on that path too.
+func TestFunctionColdStartServesBeforeAReplica(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts options
+	}{{"up", options{}}, {"http", options{functionsOverHTTP: true}}} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := start(t, tt.opts)
+			a.deployFunction(t, "lazy", "greet.wasm", "/lazy", func(s *v1.WorkloadSpec) {
+				s.Autoscale = &v1.Autoscale{MinReplicas: 0, MaxReplicas: 2, IdleMs: time.Hour.Milliseconds()}
+				s.Env = []*v1.EnvVar{{Name: "GREETING", Value: "cold"}}
+			})
+			funcs := a.worker.FunctionHandler().(*funcserver.Server)
+			a.scaleToZero(t, "lazy")
+			before := funcs.ColdRequests()
+
+			resp, err := http.Get("http://" + a.http + "/lazy?who=ana")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(body), "cold, ana!") {
+				t.Fatalf("cold request: %s %q", resp.Status, body)
+			}
+			if n := funcs.ColdRequests() - before; n != 1 {
+				t.Errorf("%d requests served cold after one request at zero, want 1", n)
+			}
+			a.waitFor(t, "a replica after the cold start", func() (bool, string) {
+				wl, err := a.control.GetWorkload(context.Background(), &v1.GetWorkloadRequest{Name: "lazy"})
+				return err == nil && wl.GetWorkload().GetSpec().GetReplicas() == 1 && wl.GetReady() == 1, wl.String()
+			})
+
+			// A function that loops forever, at zero from the start: the
+			// cold path stops it at its timeout.
+			a.deploy(t, "spin", "loop.wasm", &v1.WorkloadSpec{Kind: "wasm", Replicas: 0,
+				Http:      &v1.HttpTrigger{Route: "/spin", TimeoutMs: 300},
+				Autoscale: &v1.Autoscale{MinReplicas: 0, MaxReplicas: 1, IdleMs: time.Hour.Milliseconds()}})
+			a.waitFor(t, "spin routed", func() (bool, string) {
+				resp, err := http.Get("http://" + a.http + "/spin")
+				if err != nil {
+					return false, err.Error()
+				}
+				_ = resp.Body.Close()
+				return resp.StatusCode == http.StatusGatewayTimeout, resp.Status
+			})
+		})
 	}
 }

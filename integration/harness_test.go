@@ -16,10 +16,11 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/wasmorch/wasmorch/controlplane"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/internal/ctrtest"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/wasmrt"
@@ -33,10 +34,20 @@ type allInOne struct {
 	cancel  context.CancelFunc
 	group   *errgroup.Group
 	http    string // the gateway's address
+	worker  *worker.Worker
 }
 
 type options struct {
 	logBytes int64
+	// containerd, when set, makes the worker offer the container runtime
+	// on that daemon (containers_bench_test.go).
+	containerd *ctrtest.Daemon
+	// functionsOverHTTP makes the gateway reach the worker's function
+	// server over HTTP, as across processes, instead of calling it
+	// directly as `wasmorch up` does.
+	functionsOverHTTP bool
+	// coldIdle, when set, is the worker's ColdReplicaIdle.
+	coldIdle time.Duration
 }
 
 func start(tb testing.TB, opts options) *allInOne {
@@ -61,6 +72,7 @@ func start(tb testing.TB, opts options) *allInOne {
 	if opts.logBytes > 0 {
 		wk.LogBytesPerInstance = opts.logBytes
 	}
+	wk.ColdReplicaIdle = opts.coldIdle
 	rtc := wasmrt.DefaultConfig()
 	rtc.CacheDir, rtc.Logger = wk.CompileCacheDir(), logger
 	rt, err := wasmrt.New(ctx, rtc)
@@ -70,20 +82,40 @@ func start(tb testing.TB, opts options) *allInOne {
 		tb.Fatal(err)
 	}
 	wk.Runtimes = []runtimeapi.Runtime{rt}
+	if opts.containerd != nil {
+		wk.Runtimes = append(wk.Runtimes, containerRuntime(tb, opts.containerd))
+	}
+	if err := srv.IssueNodeCredential(wk.PKIDir(), wk.NodeName); err != nil {
+		cancel()
+		srv.Close()
+		tb.Fatal(err)
+	}
 	w, err := worker.New(ctx, wk)
 	if err != nil {
 		cancel()
 		srv.Close()
 		tb.Fatal(err)
 	}
+	if !opts.functionsOverHTTP {
+		srv.ServeFunctionsLocally(wk.NodeName, w.FunctionHandler())
+	}
 	g := &errgroup.Group{}
 	g.Go(func() error { return srv.Start(ctx) })
 	g.Go(func() error { return w.Start(ctx) })
-	conn, err := grpc.NewClient(srv.APIAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The admin credential the member wrote, as the CLI uses it.
+	cred, err := srv.AdminCredential()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	a := &allInOne{control: v1.NewControlClient(conn), cancel: cancel, group: g, http: srv.HTTPAddr()}
+	tlsCfg, err := cred.ClientTLS()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	conn, err := grpc.NewClient(srv.APIAddr(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a := &allInOne{control: v1.NewControlClient(conn), cancel: cancel, group: g, http: srv.HTTPAddr(), worker: w}
 	tb.Cleanup(func() {
 		_ = conn.Close()
 		cancel()

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
@@ -92,14 +93,10 @@ func (f *function) Serve(ctx context.Context, w http.ResponseWriter, req *runtim
 		WithStdout(out).
 		WithStderr(logs).
 		WithNanosleep(ctxSleep(ctx, out.pause))
-	for _, kv := range cgiEnv(req, f.env) {
-		k, v, _ := strings.Cut(kv, "=")
-		cfg = cfg.WithEnv(k, v)
-	}
 
-	mod, err := f.m.wz.InstantiateModule(ctx, f.m.code, cfg)
+	mod, err := f.m.wz.InstantiateModule(experimental.WithMemoryAllocator(ctx, &r.memory), f.m.code, cfg)
 	if err == nil {
-		_, err = mod.ExportedFunction("_start").Call(ctx)
+		_, err = mod.ExportedFunction("_start").Call(withEnviron(ctx, cgiEnv(req, f.env)))
 		_ = mod.Close(context.WithoutCancel(ctx))
 	} else if !isExit(err) {
 		return failCall(w, req, http.StatusInternalServerError, runtimeapi.OutcomeError, "instantiate: "+firstLine(err))

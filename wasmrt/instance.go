@@ -83,17 +83,13 @@ func (i *instance) run(r *Runtime, m *module, spec runtimeapi.InstanceSpec) {
 	if spec.Stderr != nil {
 		cfg = cfg.WithStderr(spec.Stderr)
 	}
-	for _, kv := range spec.Env {
-		k, v, _ := strings.Cut(kv, "=")
-		cfg = cfg.WithEnv(k, v)
-	}
 
 	mod, err := m.wz.InstantiateModule(i.ctx, m.code, cfg)
 	if err != nil {
 		i.finish(r, m, i.exitFrom(err, "instantiate: "))
 		return
 	}
-	_, err = mod.ExportedFunction("_start").Call(i.ctx)
+	_, err = mod.ExportedFunction("_start").Call(withEnviron(i.ctx, spec.Env))
 	_ = mod.Close(context.WithoutCancel(i.ctx))
 	i.finish(r, m, i.exitFrom(err, ""))
 }

@@ -245,10 +245,20 @@ func (r *Runtime) whyNotRunnable(code wazero.CompiledModule) (runtimeapi.Exit, b
 	if err := checkCommand(code); err != nil {
 		return permanentExit(runtimeapi.ReasonInvalid, err.Error()), false
 	}
+	if problem := unresolvedImports(code, r.wasi); problem != "" {
+		return permanentExit(runtimeapi.ReasonImportError, problem), false
+	}
+	return runtimeapi.Exit{}, true
+}
+
+// unresolvedImports says which imports of code the runtime, providing the
+// WASI functions wasi, cannot satisfy: the first, and how many more; ""
+// when it can satisfy them all.
+func unresolvedImports(code wazero.CompiledModule, wasi map[string]api.FunctionDefinition) string {
 	var problems []string
 	for _, fn := range code.ImportedFunctions() {
 		mod, name, _ := fn.Import()
-		provided, ok := r.wasi[name]
+		provided, ok := wasi[name]
 		switch {
 		case mod != wasi_snapshot_preview1.ModuleName || !ok:
 			problems = append(problems, fmt.Sprintf("import %s.%s is not provided by the wasm runtime (WASI preview 1 only)", mod, name))
@@ -263,12 +273,11 @@ func (r *Runtime) whyNotRunnable(code wazero.CompiledModule) (runtimeapi.Exit, b
 	}
 	switch len(problems) {
 	case 0:
-		return runtimeapi.Exit{}, true
+		return ""
 	case 1:
-		return permanentExit(runtimeapi.ReasonImportError, problems[0]), false
+		return problems[0]
 	default:
-		return permanentExit(runtimeapi.ReasonImportError,
-			fmt.Sprintf("%s (and %d more unresolved imports)", problems[0], len(problems)-1)), false
+		return fmt.Sprintf("%s (and %d more unresolved imports)", problems[0], len(problems)-1)
 	}
 }
 

@@ -57,6 +57,9 @@ type Runtime struct {
 	freeOnce sync.Once
 
 	compiles atomic.Int64 // compilations started; tests read it
+
+	// memory lends function requests their linear memory (memory.go).
+	memory memoryPool
 }
 
 // New validates cfg, filling zero fields from DefaultConfig, and returns a
@@ -131,7 +134,7 @@ func (r *Runtime) wazeroFor(ctx context.Context, pages uint32) (wazero.Runtime, 
 		WithCompilationCache(r.cache).
 		WithCloseOnContextDone(true). // lets Stop end a guest in a busy loop
 		WithMemoryLimitPages(pages))
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, wz); err != nil {
+	if err := instantiateWASI(ctx, wz); err != nil {
 		_ = wz.Close(ctx)
 		return nil, fmt.Errorf("wasm runtime: instantiate WASI: %w", err)
 	}

@@ -49,6 +49,21 @@ type Config struct {
 	StatusBatchInterval time.Duration        `json:"statusBatchInterval" yaml:"statusBatchInterval"`
 	Runtimes            []runtimeapi.Runtime `json:"-" yaml:"-"`
 	Logger              *slog.Logger         `json:"-" yaml:"-"`
+	// security: JoinToken is presented once, when DataDir/pki holds no
+	// usable node certificate, to receive one (see identity.go).
+	JoinToken string `json:"joinToken" yaml:"joinToken"`
+	// ColdReplicaIdle is how long the function server keeps a function it
+	// served without a replica (a cold start) after its last request;
+	// zero: funcserver.DefaultColdIdle.
+	ColdReplicaIdle time.Duration `json:"coldReplicaIdle" yaml:"coldReplicaIdle"`
+	// GCPercent is the Go GC's target (debug.SetGCPercent) set by New,
+	// unless the GOGC environment variable is set; see gc.go. Negative
+	// leaves the process's setting alone.
+	GCPercent int `json:"gcPercent" yaml:"gcPercent"`
+	// GCMemoryLimit is the Go runtime's soft memory limit
+	// (debug.SetMemoryLimit) set by New, unless GOMEMLIMIT is set; zero
+	// means half of MemoryBytes, negative leaves it alone.
+	GCMemoryLimit int64 `json:"gcMemoryLimit" yaml:"gcMemoryLimit"`
 }
 
 // DefaultConfig returns a Config with every defaultable field set.
@@ -83,6 +98,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StatusBatchInterval == 0 {
 		c.StatusBatchInterval = DefaultStatusBatchInterval
+	}
+	if c.GCPercent == 0 {
+		c.GCPercent = DefaultGCPercent
+	}
+	if c.GCMemoryLimit == 0 {
+		c.GCMemoryLimit = c.MemoryBytes / 2
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

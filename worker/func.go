@@ -2,12 +2,18 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/worker/funcserver"
@@ -41,8 +47,44 @@ func (w *Worker) listenFunctions(ctx context.Context) error {
 	w.funcLis = lis
 	w.funcAdvertise = advertiseAddr("", lis.Addr())
 	w.funcs = funcserver.New(w.logger.With("component", "funcserver"))
+	w.funcs.EnableCold(funcserver.ColdConfig{
+		Prepare: w.prepareCold,
+		Logs: func(workload string) io.Writer {
+			return &logLines{log: w.logger.With("workload", workload, "component", "cold-start")}
+		},
+		Idle: w.cfg.ColdReplicaIdle,
+	})
 	return nil
 }
+
+// prepareCold prepares a function the node holds no replica of, for a
+// cold start (see funcserver.ColdConfig): the module comes from the module
+// cache (fetched by digest if missing) and its code from the compile cache.
+// What a cold replica writes to stderr goes to the worker's log, as it has
+// no instance.
+func (w *Worker) prepareCold(ctx context.Context, workload string, spec *pb.WorkloadSpec) (runtimeapi.Function, error) {
+	frt, ok := w.runtimes[kindOf(spec)].(runtimeapi.FunctionRuntime)
+	if !ok || usesImageRef(spec) {
+		return nil, fmt.Errorf("node %s cannot serve %s functions without a replica", w.cfg.NodeName, kindOf(spec))
+	}
+	art, failure, _ := w.fetchArtifact(ctx, spec)
+	if failure != nil {
+		return nil, errors.New(failure.Message)
+	}
+	return frt.PrepareFunction(ctx, art, runtimeapi.FunctionSpec{MemoryBytes: spec.GetMemoryBytes(), Env: envList(spec.GetEnv())})
+}
+
+// logLines writes what it is given to a logger, a record per write.
+type logLines struct{ log *slog.Logger }
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.log.Info(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// FunctionHandler is the function server, for a gateway in the same
+// process to call directly (gateway.ServeLocally).
+func (w *Worker) FunctionHandler() http.Handler { return w.funcs }
 
 // FunctionAddr is the address the function server is bound to.
 func (w *Worker) FunctionAddr() string { return w.funcLis.Addr().String() }
@@ -57,8 +99,10 @@ func (w *Worker) serveFunctions(ctx context.Context) error {
 		if srv.Shutdown(sctx) != nil {
 			_ = srv.Close()
 		}
+		w.funcs.Close(functionServerShutdown)
 	}()
-	if err := srv.Serve(w.funcLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	// Only control-plane members call functions here, over mutual TLS.
+	if err := srv.Serve(tls.NewListener(w.funcLis, auth.NodeServerTLS(w.id.pool, w.id.kp))); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("worker: function server on %s: %w", w.FunctionAddr(), err)
 	}
 	return nil
@@ -83,6 +127,7 @@ func (w *Worker) startFunction(ctx context.Context, in *instance, art runtimeapi
 		Settings: httptrigger.Effective(spec.GetHttp()),
 		Function: fn,
 		Logs:     in.log,
+		ColdKey:  in.rec.GetWorkload() + "/" + strconv.FormatInt(in.rec.GetGeneration(), 10),
 	})
 	if err != nil {
 		fn.Close()

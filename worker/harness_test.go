@@ -163,7 +163,7 @@ func serveCP(t *testing.T, cp *fakeCP, addr string) (string, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.Creds(memberServerCreds(t)))
 	pb.RegisterAgentServer(srv, cp)
 	done := make(chan struct{})
 	go func() {
@@ -321,6 +321,7 @@ func startEnv(t *testing.T, o envOptions) *env {
 	if o.config != nil {
 		o.config(&cfg)
 	}
+	giveNodeCredential(t, cfg.DataDir, cfg.NodeName)
 	w, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -115,13 +115,7 @@ func (w *Worker) offeredRuntimes() []string {
 // the node offers: the scheduler then stops (or starts again) placing
 // their workloads here. Instances of other runtimes are not affected.
 func (w *Worker) watchRuntimes(ctx context.Context) error {
-	var probers []runtimeapi.Runtime
-	for _, rt := range w.cfg.Runtimes {
-		if _, ok := rt.(prober); ok {
-			probers = append(probers, rt)
-		}
-	}
-	if len(probers) == 0 {
+	if len(w.probers()) == 0 {
 		return nil
 	}
 	t := time.NewTicker(runtimeProbeInterval)
@@ -132,21 +126,58 @@ func (w *Worker) watchRuntimes(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		for _, rt := range probers {
-			pctx, cancel := context.WithTimeout(ctx, runtimeProbeInterval)
-			down := !rt.(prober).Serving(pctx)
-			cancel()
-			w.unavailableMu.Lock()
-			changed := w.unavailable[rt.Name()] != down
-			w.unavailable[rt.Name()] = down
-			w.unavailableMu.Unlock()
-			if changed {
-				w.logger.Warn("runtime availability changed", "runtime", rt.Name(), "offered", !down)
-				select {
-				case w.runtimesChanged <- struct{}{}:
-				default:
-				}
-			}
+		w.probeRuntimes(ctx)
+	}
+}
+
+func (w *Worker) probers() []runtimeapi.Runtime {
+	var probers []runtimeapi.Runtime
+	for _, rt := range w.cfg.Runtimes {
+		if _, ok := rt.(prober); ok {
+			probers = append(probers, rt)
+		}
+	}
+	return probers
+}
+
+// probeRuntimesOnce probes before the first registration, which then
+// offers what answers: no change to signal yet.
+func (w *Worker) probeRuntimesOnce(ctx context.Context) {
+	w.probeRuntimes(ctx)
+	select {
+	case <-w.runtimesChanged:
+	default:
+	}
+}
+
+// probeRuntimes asks each runtime that can go away whether it answers,
+// and records (and signals) what changed. Start runs it once before the
+// first registration, so that a runtime that does not answer yet (a
+// containerd that has not started) is not offered meanwhile. A runtime
+// that answers again may find what a previous worker process left: the
+// next convergence lets it remove what is not wanted.
+func (w *Worker) probeRuntimes(ctx context.Context) {
+	for _, rt := range w.probers() {
+		pctx, cancel := context.WithTimeout(ctx, runtimeProbeInterval)
+		down := !rt.(prober).Serving(pctx)
+		cancel()
+		w.unavailableMu.Lock()
+		changed := w.unavailable[rt.Name()] != down
+		w.unavailable[rt.Name()] = down
+		w.unavailableMu.Unlock()
+		if !changed {
+			continue
+		}
+		w.logger.Warn("runtime availability changed", "runtime", rt.Name(), "offered", !down)
+		if !down {
+			w.mu.Lock()
+			w.pruned = false
+			w.mu.Unlock()
+			w.kickReconcile()
+		}
+		select {
+		case w.runtimesChanged <- struct{}{}:
+		default:
 		}
 	}
 }

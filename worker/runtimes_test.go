@@ -87,3 +87,20 @@ func TestNodeOffersOnlyRuntimesThatAnswer(t *testing.T) {
 	ctr.up.Store(true)
 	eventually(t, "registered again with it", func() bool { return slices.Equal(last(), []string{"wasm", "container"}) })
 }
+
+// TestRuntimeNotAnsweringAtStartIsNotOffered: a runtime that does not
+// answer when the worker starts (containerd not running yet) is left out
+// of the very first registration, and offered once it answers.
+func TestRuntimeNotAnsweringAtStartIsNotOffered(t *testing.T) {
+	ctr := &flaky{Runtime: fakert.New("container")}
+	e := startEnv(t, envOptions{config: func(c *Config) { c.Runtimes = append(c.Runtimes, ctr) }})
+	eventually(t, "registered", func() bool { return len(e.cp.registrations()) > 0 })
+	if first := e.cp.registrations()[0].GetRuntimes(); !slices.Equal(first, []string{"wasm"}) {
+		t.Fatalf("first registration offers %v, want only wasm", first)
+	}
+	ctr.up.Store(true)
+	eventually(t, "registered again with the container runtime", func() bool {
+		regs := e.cp.registrations()
+		return slices.Equal(regs[len(regs)-1].GetRuntimes(), []string{"wasm", "container"})
+	})
+}

@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/internal/version"
@@ -27,18 +26,19 @@ const (
 	maxRecvMsgSize = 64 << 20
 )
 
-// dialOptions are the options of every connection to the control plane.
-// Transport security (mTLS) is to be added here, and only here.
+// dialOptions are the options of every connection to the control plane:
+// mutual TLS with the node's certificate (identity.go).
 func (w *Worker) dialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(w.clientTLS()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
 	}
 }
 
-// serverOptions are the options of the worker's own gRPC service.
-func serverOptions() []grpc.ServerOption {
-	return nil
+// serverOptions are the options of the worker's own gRPC service: mutual
+// TLS, members only.
+func (w *Worker) serverOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.Creds(w.serverTLS())}
 }
 
 // runSessions keeps a session with the control plane until ctx is done.

@@ -135,6 +135,10 @@ func (w *Worker) doStart(ctx context.Context, in *instance) {
 	case run != nil:
 		if in.everStarted {
 			in.restarts++
+		} else if a, ok := run.(runtimeapi.Readopted); ok {
+			if n, adopted := a.Readopted(); adopted {
+				in.restarts = n // Carry on counting where a previous worker process stopped.
+			}
 		}
 		in.everStarted = true
 		in.startedAt = startedAt
@@ -178,6 +182,12 @@ func (w *Worker) launch(ctx context.Context, in *instance, gen uint32) (runtimea
 	if err := in.rt.Prepare(ctx, art, spec.GetMemoryBytes()); err != nil {
 		return nil, time.Time{}, startExit(err), false
 	}
+	in.mu.Lock()
+	restarts := in.restarts
+	if in.everStarted {
+		restarts++
+	}
+	in.mu.Unlock()
 	rs := runtimeapi.InstanceSpec{
 		ID:          in.id(),
 		Artifact:    art,
@@ -188,6 +198,10 @@ func (w *Worker) launch(ctx context.Context, in *instance, gen uint32) (runtimea
 		Stdout:      in.log,
 		Stderr:      in.log,
 		OnExit:      func(e runtimeapi.Exit) { w.onExit(in, gen, e) },
+		Restarts:    restarts,
+	}
+	if spec.GetHttp() != nil && kindOf(spec) == kindContainer {
+		return w.startContainerFunction(ctx, in, rs, spec)
 	}
 	if spec.GetHttp() != nil {
 		return w.startFunction(ctx, in, art, spec)
@@ -368,6 +382,7 @@ func (w *Worker) newStatus(in *instance, state pb.InstanceState, reason, message
 		State:           state,
 		Restarts:        in.restarts,
 		Runtime:         runtimeName(in),
+		RuntimeReason:   in.rec.GetRuntimeReason(),
 		Reason:          reason,
 		Message:         message,
 		UpdatedUnixNano: w.clock.Now().UnixNano(),

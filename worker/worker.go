@@ -76,6 +76,8 @@ type Worker struct {
 	clientMu sync.Mutex
 	client   pb.AgentClient // nil while no session is up
 
+	id *identity // the node's credential; nil until joined (identity.go)
+
 	unavailableMu   sync.Mutex
 	unavailable     map[string]bool // runtimes that stopped answering (see runtimes.go)
 	runtimesChanged chan struct{}   // capacity 1: the runtimes offered changed
@@ -96,6 +98,7 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	tuneGC(cfg)
 
 	var lc net.ListenConfig
 	lis, err := lc.Listen(ctx, "tcp", cfg.ListenAddr)
@@ -151,6 +154,9 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 	for _, rt := range cfg.Runtimes {
 		w.runtimes[rt.Name()] = rt
 	}
+	if err = w.loadIdentity(); err != nil {
+		return nil, err
+	}
 	if err = w.listenFunctions(ctx); err != nil {
 		return nil, err
 	}
@@ -198,7 +204,21 @@ func (w *Worker) Start(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return errdefs.Preconditionf("worker: Start called twice, or after Close")
 	}
-	srv := grpc.NewServer(serverOptions()...)
+	if w.id == nil {
+		if err := w.join(ctx); err != nil {
+			w.closing.Store(true)
+			_ = w.lis.Close()
+			_ = w.funcLis.Close()
+			w.closeRuntimes()
+			_ = w.logs.Close()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+	w.probeRuntimesOnce(ctx)
+	srv := grpc.NewServer(w.serverOptions()...)
 	pb.RegisterWorkerServer(srv, &logService{logs: w.logs})
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -216,6 +236,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	})
 	g.Go(func() error { return w.serveFunctions(gctx) })
 	g.Go(func() error { return w.runSessions(gctx) })
+	g.Go(func() error { return w.keepCertificate(gctx) })
 	g.Go(func() error { return w.reconcileLoop(gctx) })
 	g.Go(func() error { return w.sendStatuses(gctx) })
 	g.Go(func() error { return w.watchRuntimes(gctx) })
@@ -385,6 +406,7 @@ func (w *Worker) converge(a *pb.Assignments) {
 }
 
 func (w *Worker) newInstanceLocked(rec *pb.Instance) *instance {
+	rec = runsAs(rec)
 	in := &instance{rec: rec, log: w.logs.Open(rec.GetId())}
 	if spec := rec.GetSpec(); spec != nil {
 		in.rt = w.runtimes[kindOf(spec)]

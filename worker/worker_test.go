@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/internal/version"
@@ -323,7 +322,7 @@ func TestInstanceLogsOverGRPC(t *testing.T) {
 	}
 	io.WriteString(run.Stdout(), want.String())
 
-	cc, err := grpc.NewClient(e.w.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(e.w.Addr(), grpc.WithTransportCredentials(memberToNode(t, "node-a")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +384,9 @@ func TestShutdownStopsEveryInstance(t *testing.T) {
 
 func TestCloseWithoutStartReleasesEverything(t *testing.T) {
 	rt := fakert.New("wasm")
-	w, err := New(context.Background(), Config{NodeName: "n", DataDir: t.TempDir(), Servers: []string{"127.0.0.1:1"},
+	dataDir := t.TempDir()
+	giveNodeCredential(t, dataDir, "n")
+	w, err := New(context.Background(), Config{NodeName: "n", DataDir: dataDir, Servers: []string{"127.0.0.1:1"},
 		ListenAddr: "127.0.0.1:0", MemoryBytes: 1 << 30, Runtimes: []runtimeapi.Runtime{rt}})
 	if err != nil {
 		t.Fatal(err)

@@ -13,9 +13,10 @@ import (
 const containerdHelp = "containerd socket; the worker offers the container runtime only when containerd answers there (\"\" disables it)"
 
 // containerRuntime connects to containerd on socket for the worker whose
-// data is in dataDir. When containerd does not answer it says so and
-// returns nil: the node then offers Wasm only.
-func containerRuntime(ctx context.Context, logger *slog.Logger, socket, dataDir string) *ctrrt.Runtime {
+// data is in dataDir. When containerd does not answer yet it says so and
+// returns a runtime that connects once it does (the worker offers it from
+// then on); nil when socket is empty.
+func containerRuntime(ctx context.Context, logger *slog.Logger, socket, dataDir string) runtimeapi.Runtime {
 	if socket == "" {
 		logger.Info("container runtime disabled (--containerd-socket is empty)")
 		return nil
@@ -26,16 +27,21 @@ func containerRuntime(ctx context.Context, logger *slog.Logger, socket, dataDir 
 	cfg.FIFODir = filepath.Join(absPath(dataDir), "fifo")
 	cfg.Logger = logger.With("component", "ctrrt")
 	rt, err := ctrrt.New(ctx, cfg)
-	if err != nil {
-		logger.Info("container runtime not offered", "containerd-socket", socket, "reason", err)
+	if err == nil {
+		logger.Info("container runtime offered", "containerd-socket", socket, "namespace", cfg.Namespace)
+		return rt
+	}
+	deferred, derr := ctrrt.NewDeferred(cfg)
+	if derr != nil {
+		logger.Info("container runtime not offered", "containerd-socket", socket, "reason", derr)
 		return nil
 	}
-	logger.Info("container runtime offered", "containerd-socket", socket, "namespace", cfg.Namespace)
-	return rt
+	logger.Info("container runtime not offered until containerd answers", "containerd-socket", socket, "reason", err)
+	return deferred
 }
 
-// withContainers appends the container runtime to rts when containerd
-// answers, and returns a function that closes it.
+// withContainers appends the container runtime to rts unless it is
+// disabled, and returns a function that closes it.
 func withContainers(ctx context.Context, logger *slog.Logger, socket, dataDir string, rts []runtimeapi.Runtime) ([]runtimeapi.Runtime, func() error) {
 	crt := containerRuntime(ctx, logger, socket, dataDir)
 	if crt == nil {
@@ -48,11 +54,16 @@ func withContainers(ctx context.Context, logger *slog.Logger, socket, dataDir st
 	}
 }
 
-// runtimeNames lists the runtimes' names for the banner.
+// runtimeNames lists the runtimes' names for the banner; one that waits
+// for its daemon says so.
 func runtimeNames(rts []runtimeapi.Runtime) string {
 	names := make([]string, 0, len(rts))
 	for _, rt := range rts {
-		names = append(names, rt.Name())
+		name := rt.Name()
+		if _, waiting := rt.(*ctrrt.Deferred); waiting {
+			name += " (once containerd answers)"
+		}
+		names = append(names, name)
 	}
 	return strings.Join(names, ", ")
 }

@@ -59,6 +59,7 @@ on --containerd-socket.`,
 			}
 			cp.Name = nodeName
 			cp.Logger = logger // controlplane adds its own component attribute
+			cp.UserCredentialsDir = userCredentialsDir()
 			if err := cp.Validate(); err != nil {
 				return configError(cmd, err)
 			}
@@ -80,6 +81,7 @@ on --containerd-socket.`,
 	f.StringVar(&containerd, "containerd-socket", defaultContainerdSocket, containerdHelp)
 	f.StringVar(&nodeName, "node-name", hostname(), "name of this control-plane member and of its worker node")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	addCertLifetimeFlag(cmd, &cp)
 	return cmd
 }
 
@@ -100,6 +102,7 @@ controllers, and the HTTP gateway. Workers join it with 'wasmorch agent --server
 				return err
 			}
 			cp.Logger = logger // controlplane adds its own component attribute
+			cp.UserCredentialsDir = userCredentialsDir()
 			if initNew && len(cp.Join) > 0 {
 				return cliclient.Errorf("use --init for the first member and --join for the others", "--init starts a new cluster; it cannot be combined with --join")
 			}
@@ -118,7 +121,9 @@ controllers, and the HTTP gateway. Workers join it with 'wasmorch agent --server
 	f.BoolVar(&initNew, "init", false, "start a new cluster with this member (the default without --join or --initial-cluster)")
 	f.StringSliceVar(&cp.Join, "join", nil, "API addresses HOST:PORT[,...] of running members: join their cluster on first start")
 	f.StringVar(&cp.InitialCluster, "initial-cluster", "", "static membership of a new cluster, NAME=http://HOST:PORT[,...] (etcd's --initial-cluster), every member started with the same list")
+	f.StringVar(&cp.JoinToken, "token", "", "server join token for --join (from 'wasmorch token create --role server' on a running member)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	addCertLifetimeFlag(cmd, &cp)
 	return cmd
 }
 
@@ -126,8 +131,8 @@ controllers, and the HTTP gateway. Workers join it with 'wasmorch agent --server
 // control plane.
 func newAgentCommand(stopSignals func()) *cobra.Command {
 	var (
-		dataDir, listen, name, containerd, logLevel string
-		servers, labels                             []string
+		dataDir, listen, name, containerd, logLevel, token string
+		servers, labels                                    []string
 	)
 	var functionsListen string
 	cmd := &cobra.Command{
@@ -153,6 +158,7 @@ containers when containerd answers on --containerd-socket.`,
 			wk.ListenAddr = listen
 			wk.FunctionListenAddr = functionsListen
 			wk.Labels = lbls
+			wk.JoinToken = token
 			wk.Logger = logger.With("component", "worker")
 			rt := wasmrt.DefaultConfig()
 			rt.CacheDir = wk.CompileCacheDir()
@@ -167,6 +173,7 @@ containers when containerd answers on --containerd-socket.`,
 	f.StringVar(&functionsListen, "functions-listen", worker.DefaultFunctionListenAddr, "address HOST:PORT of the worker's HTTP function server, which the gateways call")
 	f.StringVar(&name, "name", hostname(), "node name")
 	f.StringSliceVar(&labels, "labels", nil, "node labels k=v[,k=v...]")
+	f.StringVar(&token, "token", "", "join token (from 'wasmorch token create'), needed on the first start only: the node's certificate is kept in --data-dir")
 	f.StringVar(&containerd, "containerd-socket", defaultContainerdSocket, containerdHelp)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
@@ -209,6 +216,11 @@ func runUp(ctx context.Context, d daemonIO, cp controlplane.Config, wk worker.Co
 	defer func() { err = errors.Join(err, closeRuntime(ctx, rt)) }()
 
 	wk.Servers = []string{dialable(srv.APIAddr())}
+	// The worker in this process gets its node certificate straight from
+	// the member's CA, as an agent gets one by joining.
+	if err := srv.IssueNodeCredential(wk.PKIDir(), wk.NodeName); err != nil {
+		return startError("the worker", err, "check --data-dir")
+	}
 	var closeContainers func() error
 	wk.Runtimes, closeContainers = withContainers(ctx, d.logger, containerd, wk.DataDir, []runtimeapi.Runtime{rt})
 	defer func() { err = errors.Join(err, closeContainers()) }()
@@ -220,14 +232,18 @@ func runUp(ctx context.Context, d daemonIO, cp controlplane.Config, wk worker.Co
 		return startError("the worker", err, "check --data-dir and --node-name")
 	}
 	defer func() { err = errors.Join(err, w.Close()) }() // Start closes it; this covers not getting there.
+	// One process: the gateway calls the worker's function server directly.
+	srv.ServeFunctionsLocally(wk.NodeName, w.FunctionHandler())
 
 	server := dialable(srv.APIAddr())
 	try := "wasmorch deploy testdata/hello.wasm --name hello"
 	if server != defaultServer {
 		try += " --server " + server
 	}
-	fmt.Fprintf(d.out, "wasmorch %s is up\n  API:      %s\n  gateway:  http://%s\n  data dir: %s\n  node:     %s (worker at %s; runtimes: %s)\ntry: %s\n",
-		version.Version, server, srv.HTTPAddr(), absPath(cp.DataDir), wk.NodeName, w.Addr(), runtimeNames(wk.Runtimes), try)
+	fmt.Fprintf(d.out, "wasmorch %s is up\n  API:      %s\n  gateway:  http://%s\n  data dir: %s\n  node:     %s (worker at %s; runtimes: %s)\n",
+		version.Version, server, srv.HTTPAddr(), absPath(cp.DataDir), wk.NodeName, w.Addr(), runtimeNames(wk.Runtimes))
+	printCredentials(ctx, d, srv, cp, server)
+	fmt.Fprintf(d.out, "try: %s\n", try)
 
 	release := d.onShutdown(ctx)
 	defer release()
@@ -254,8 +270,9 @@ func runServer(ctx context.Context, d daemonIO, cp controlplane.Config) (err err
 	}
 	defer func() { err = errors.Join(err, srv.Close()) }()
 	server := dialable(srv.APIAddr())
-	fmt.Fprintf(d.out, "wasmorch server %s is up\n  API:      %s\n  gateway:  http://%s\n  data dir: %s\n  member:   %s\njoin a worker: wasmorch agent --server %s\n",
-		version.Version, server, srv.HTTPAddr(), absPath(cp.DataDir), cp.Name, server)
+	fmt.Fprintf(d.out, "wasmorch server %s is up\n  API:      %s\n  gateway:  http://%s\n  data dir: %s\n  member:   %s\n",
+		version.Version, server, srv.HTTPAddr(), absPath(cp.DataDir), cp.Name)
+	printCredentials(ctx, d, srv, cp, server)
 	release := d.onShutdown(ctx)
 	defer release()
 	return ranUntil(ctx, "the control plane", srv.Start(ctx))
@@ -282,7 +299,7 @@ func runAgent(ctx context.Context, d daemonIO, wk worker.Config, rtc wasmrt.Conf
 		version.Version, wk.NodeName, w.Addr(), runtimeNames(wk.Runtimes), strings.Join(wk.Servers, ","), absPath(wk.DataDir))
 	release := d.onShutdown(ctx)
 	defer release()
-	return ranUntil(ctx, "the worker", w.Start(ctx))
+	return joinError(ranUntil(ctx, "the worker", w.Start(ctx)))
 }
 
 // ranUntil judges how a component's Start returned: stopping because ctx

@@ -25,7 +25,14 @@ module's argv[1:].
 An OCI image archive (docker save, skopeo copy ... oci-archive:FILE) is uploaded
 the same way and runs as a container on nodes that offer the container runtime;
 so does an image reference given with --image, which each node pulls. Arguments
-after -- then replace the image's CMD.
+after -- then replace the image's CMD. With --route, a container is an HTTP
+function: it listens on $PORT (--port, default 8080) and the gateway proxies the
+route's requests to it.
+
+--fallback-image gives a module an image (a reference or an OCI image archive)
+that runs as a container where the module cannot run as Wasm: on nodes without
+the wasm runtime, and everywhere if the module imports what the wasm runtime
+does not provide or is a component (WASI preview 2).
 
 deploy then waits until every replica is ready (running, or exited 0), and for
 --restart never until every replica has started. It fails at once, naming the
@@ -33,7 +40,9 @@ instance, its exit code and reason, if an instance fails.`,
 		Example: `  wasmorch deploy testdata/hello.wasm --replicas 3
   wasmorch deploy app.wasm --name api --env MODE=prod --memory 64Mi -- --port 8000
   wasmorch deploy ./api-oci.tar --name api2
-  wasmorch deploy --image registry.example.com/team/api:1.4 --name api --memory 256Mi`,
+  wasmorch deploy --image registry.example.com/team/api:1.4 --name api --memory 256Mi
+  wasmorch deploy --image team/api:1.4 --name api --port 8080 --route /api
+  wasmorch deploy app.wasm --fallback-image team/app:1.0`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files, moduleArgs := args, []string(nil)
 			if dash := cmd.ArgsLenAtDash(); dash >= 0 {
@@ -82,6 +91,8 @@ instance, its exit code and reason, if an instance fails.`,
 	f.DurationVar(&cfg.Timeout, "timeout", cliclient.DefaultDeployTimeout, "how long to wait for the workload to be ready")
 	f.BoolVar(&cfg.NoWait, "no-wait", false, "return once the workload is applied, without waiting")
 	f.StringVar(&cfg.Image, "image", "", "run this image reference as a container (each node pulls it) instead of a file")
+	f.StringVar(&cfg.FallbackImage, "fallback-image", "", "a module's fallback, an image reference or an OCI image archive: runs as a container where the module cannot run as Wasm")
+	f.IntVar(&cfg.Port, "port", 0, "the port an HTTP container listens on ($PORT) for its --route (default 8080)")
 	f.StringSliceVar(&cfg.Selector, "selector", nil, "node labels k=v[,k=v...] a node must carry to run the instances")
 	f.StringVar(&cfg.Spread, "spread", "", "node label to spread the replicas across, e.g. zone")
 	f.StringVar(&cfg.CPU, "cpu", "", "CPU each instance reserves on its node: millicores (250m) or cores (0.5)")

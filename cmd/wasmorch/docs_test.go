@@ -11,7 +11,7 @@ import (
 
 // commonFlags are described once, in the conventions at the top of
 // docs/cli.md, rather than in every command's section.
-var commonFlags = map[string]bool{"server": true}
+var commonFlags = map[string]bool{"server": true, "credentials": true}
 
 // TestCLIDocCoversEveryCommandAndFlag keeps docs/cli.md true: every
 // command has a "### wasmorch <path>" section, and every flag of the

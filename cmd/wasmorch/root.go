@@ -60,7 +60,7 @@ wins over the file. Flags that name or describe one object (deploy --name and
 		&cobra.Group{ID: "client", Title: "Working with workloads:"},
 		&cobra.Group{ID: "members", Title: "Control-plane members and backups:"},
 	)
-	for _, c := range []*cobra.Command{newMembersCommand(), newMemberCommand(), newSnapshotCommand()} {
+	for _, c := range []*cobra.Command{newMembersCommand(), newMemberCommand(), newSnapshotCommand(), newTokenCommand()} {
 		c.GroupID = "members"
 		root.AddCommand(c)
 	}
@@ -80,12 +80,18 @@ wins over the file. Flags that name or describe one object (deploy --name and
 	return root
 }
 
-// addServerFlag adds --server to a client command.
+// addServerFlag adds --server, and --credentials, to a client command.
 func addServerFlag(cmd *cobra.Command) *string {
+	cmd.Flags().String(credentialsFlag, "", "admin credential file (default: the one 'wasmorch up'/'server' wrote for --server in ~/.config/wasmorch/credentials/; also WASMORCH_CREDENTIALS)")
 	return cmd.Flags().String("server", defaultServer, "control-plane API address HOST:PORT (also WASMORCH_SERVER)")
 }
 
-// dial prepares a client for a client command.
+// dial prepares a client for a client command, with its credential
+// (creds.go).
 func dial(cmd *cobra.Command, server string) (*cliclient.Client, error) {
-	return cliclient.Dial(server, cmd.Name())
+	cred, tried, err := findCredential(cmd, server)
+	if err != nil {
+		return nil, err
+	}
+	return cliclient.Dial(server, cmd.Name(), cliclient.WithCredential(cred, tried))
 }

@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -134,3 +136,17 @@ func SaveNodeCredential(dir string, nc NodeCredential) error {
 
 // NodeCertPath is the node certificate's file in dir (tests read it).
 func NodeCertPath(dir string) string { return filepath.Join(dir, nodeCertFile) }
+
+// ClientTLS is the TLS configuration of a client presenting c to a
+// member of its cluster.
+func (c Credential) ClientTLS() (*tls.Config, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(c.CA)) {
+		return nil, errdefs.Invalidf("the credential holds no valid CA certificate")
+	}
+	kp, err := NewKeypair([]byte(c.Cert), []byte(c.Key))
+	if err != nil {
+		return nil, err
+	}
+	return MemberClientTLS(pool, kp), nil
+}

@@ -166,3 +166,32 @@ func VerifyPeer(pool *x509.CertPool, certs []*x509.Certificate, now time.Time) (
 	}
 	return IdentityOf(leaf)
 }
+
+// PoolOf is a pool of the PEM certificates in b (a CA certificate).
+func PoolOf(b []byte) *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AppendCertsFromPEM(b)
+	return p
+}
+
+// NodesClientTLS dials the function server of any node of the cluster
+// (the gateway shares one connection pool among all workers): the server
+// must hold a node certificate of the CA in pool; the member presents k.
+func NodesClientTLS(pool *x509.CertPool, k *Keypair) *tls.Config {
+	return &tls.Config{
+		MinVersion:           tls.VersionTLS13,
+		RootCAs:              pool,
+		ServerName:           NodeServerName,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return k.get(), nil },
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			id, err := IdentityOf(cs.PeerCertificates[0])
+			if err != nil {
+				return err
+			}
+			if id.Role != RoleNode {
+				return fmt.Errorf("the worker presented the certificate of %s, not a node's", id)
+			}
+			return nil
+		},
+	}
+}

@@ -80,8 +80,10 @@ func (s *Store) Stat(ctx context.Context, digest string) (*v1.BlobMeta, error) {
 }
 
 // Put stores b under its digest, which must equal want. It reports whether
-// the blob was already stored (deduplicated) and then writes nothing.
-func (s *Store) Put(ctx context.Context, want string, b []byte, mediaType string, wasmMinMemory int64) (existed bool, err error) {
+// the blob was already stored (deduplicated) and then writes nothing. A
+// module's initial memory and why it cannot run as Wasm ("" when it can)
+// are kept in its metadata.
+func (s *Store) Put(ctx context.Context, want string, b []byte, mediaType string, wasmMinMemory int64, wasmUnsupported string) (existed bool, err error) {
 	got := Digest(b)
 	if want != got {
 		return false, errdefs.Invalidf("digest mismatch: expected %s, the uploaded bytes hash to %s", want, got)
@@ -109,6 +111,7 @@ func (s *Store) Put(ctx context.Context, want string, b []byte, mediaType string
 	meta, err := proto.Marshal(&v1.BlobMeta{
 		Digest: got, Size: int64(len(b)), Chunks: int32(chunks), ChunkSize: ChunkSize,
 		MediaType: mediaType, CreatedUnixNano: time.Now().UnixNano(), WasmMinMemoryBytes: wasmMinMemory,
+		WasmUnsupported: wasmUnsupported,
 	})
 	if err != nil {
 		return false, err

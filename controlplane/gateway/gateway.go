@@ -9,10 +9,12 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -55,6 +57,9 @@ type Config struct {
 	// Record, if set, records an event about an object ("workload/x").
 	Record func(ctx context.Context, object, reason, message string)
 	Logger *slog.Logger
+	// TLS, when set, is how the gateway dials the workers' function
+	// servers (security: mutual TLS with the member's certificate).
+	TLS *tls.Config
 }
 
 // Gateway is an http.Handler; Start keeps its route table current.
@@ -67,12 +72,19 @@ type Gateway struct {
 	table  atomic.Pointer[table]
 	proxy  *httputil.ReverseProxy
 	ready  chan struct{} // closed after the first table is built
+	scheme string        // of the workers' function servers: https with Config.TLS
 
 	swapMu sync.Mutex
 	swap   chan struct{} // closed and replaced at each table swap
 
 	loadsMu sync.Mutex
 	loads   map[string]*load // by workload
+
+	localMu sync.Mutex
+	local   map[string]http.Handler // function servers in this process, by node
+
+	runCtx atomic.Pointer[context.Context] // Start's, for background wake-ups
+	bg     sync.WaitGroup                  // wake-ups in flight
 }
 
 // New returns a gateway over the store; Start makes it route.
@@ -84,14 +96,23 @@ func New(cfg Config) *Gateway {
 	g := &Gateway{
 		st: cfg.Store, alive: cfg.Alive, member: cfg.Member, record: cfg.Record, log: log,
 		ready: make(chan struct{}), swap: make(chan struct{}), loads: map[string]*load{},
+		local: map[string]http.Handler{},
 	}
 	g.table.Store(&table{})
 	transport := &http.Transport{
 		Proxy:               nil, // workers are reached directly
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 256,
+		MaxIdleConnsPerHost: 1024, // few workers, many requests each: keep every connection
 		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true, // pass the function's bytes through as they are
+		WriteBufferSize:     16 << 10,
+		ReadBufferSize:      16 << 10,
+		TLSClientConfig:     cfg.TLS,
+	}
+	g.scheme = "http"
+	if cfg.TLS != nil {
+		g.scheme = "https"
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:       rewrite,
@@ -99,6 +120,7 @@ func New(cfg Config) *Gateway {
 		FlushInterval: -1, // stream what the function writes as it writes it
 		ErrorHandler:  g.proxyError,
 		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		BufferPool:    bufferPool{},
 	}
 	return g
 }
@@ -106,6 +128,8 @@ func New(cfg Config) *Gateway {
 // Start watches the cluster and rebuilds the route table on every change
 // until ctx is done.
 func (g *Gateway) Start(ctx context.Context) error {
+	g.runCtx.Store(&ctx)
+	defer g.bg.Wait()
 	reported := make(chan struct{})
 	go func() {
 		defer close(reported)
@@ -196,6 +220,9 @@ func (g *Gateway) rebuild(ctx context.Context) error {
 	if s.alive, err = g.alive(ctx); err != nil {
 		return err
 	}
+	g.localMu.Lock()
+	s.local = maps.Clone(g.local)
+	g.localMu.Unlock()
 	g.publish(build(s, g.table.Load()))
 	select {
 	case <-g.ready:
@@ -208,9 +235,19 @@ func (g *Gateway) rebuild(ctx context.Context) error {
 // Ready is closed once the gateway has read its first route table.
 func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 
+// ServeLocally makes the gateway call h, the function server of a worker
+// running in this process as node, directly rather than over HTTP (as
+// `wasmorch up` runs them). It takes effect at the next table rebuild.
+func (g *Gateway) ServeLocally(node string, h http.Handler) {
+	g.localMu.Lock()
+	g.local[node] = h
+	g.localMu.Unlock()
+}
+
 // call is what RoundTrip needs to know about a matched request.
 type call struct {
 	route *route
+	cold  *target // set: try a cold start there first
 }
 
 type callKey struct{}
@@ -238,11 +275,32 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	ctx, cancel := context.WithTimeoutCause(req.Context(), set.Timeout+timeoutSlack, errTimeout)
 	defer cancel()
-	ctx = context.WithValue(ctx, callKey{}, &call{route: rt})
+	c := &call{route: rt}
+	ctx = context.WithValue(ctx, callKey{}, c)
+	req = req.WithContext(ctx)
 	l := g.loadOf(rt.workload)
 	l.begin(time.Now())
 	defer l.end()
-	g.proxy.ServeHTTP(w, req.WithContext(ctx))
+	if len(rt.replicas) == 0 && len(rt.coldTargets) > 0 {
+		// Scaled to zero: serve the request on a worker at once (a fresh
+		// sandbox needs no replica) while the replica count is raised.
+		g.wakeInBackground(rt)
+		c.cold = rt.coldTargets[0]
+		if c.cold.local != nil {
+			c.cold = nil
+			if g.serveLocal(w, req, rt, *rt.coldTargets[0], "") {
+				return
+			}
+		}
+	} else if rep := rt.pick(nil); rep != nil && rep.local != nil {
+		rep.inFlight.Add(1)
+		done := g.serveLocal(w, req, rt, rep.target, rep.instance)
+		rep.inFlight.Add(-1)
+		if done {
+			return
+		}
+	}
+	g.proxy.ServeHTTP(w, req)
 }
 
 var (
@@ -302,6 +360,25 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 		return nil, errors.New("gateway: request without a route")
 	}
 	replayable := out.Body == nil || out.Body == http.NoBody
+	if t := c.cold; t != nil {
+		c.cold = nil
+		try := out.Clone(out.Context())
+		try.URL.Scheme, try.URL.Host = u.g.scheme, t.addr
+		setColdHeaders(try.Header, c.route)
+		resp, err := u.base.RoundTrip(try)
+		if err != nil && !replayable {
+			return nil, err
+		}
+		if err == nil {
+			if !replayable || !noReplica(resp) {
+				resp.Header.Del(httptrigger.HeaderUnavailable)
+				return resp, nil
+			}
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+			_ = resp.Body.Close()
+		}
+		// That worker cannot serve it: wait for a replica instead.
+	}
 	var tried map[*replica]bool
 	for attempt := 0; ; {
 		rep := c.route.pick(tried)
@@ -318,7 +395,7 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 			continue
 		}
 		try := out.Clone(out.Context())
-		try.URL.Scheme, try.URL.Host = "http", rep.addr
+		try.URL.Scheme, try.URL.Host = u.g.scheme, rep.addr
 		try.Header.Set(httptrigger.HeaderInstance, rep.instance)
 		try.Header.Set(httptrigger.HeaderRoute, c.route.settings.Route)
 		rep.inFlight.Add(1)
@@ -328,8 +405,7 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		attempt++
-		if resp.StatusCode == http.StatusServiceUnavailable && replayable && attempt < maxAttempts &&
-			resp.Header.Get(httptrigger.HeaderUnavailable) == httptrigger.UnavailableNoReplica {
+		if replayable && attempt < maxAttempts && noReplica(resp) {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 			_ = resp.Body.Close()
 			rep.inFlight.Add(-1)
@@ -343,6 +419,13 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 		resp.Body = &countedBody{ReadCloser: resp.Body, rep: rep}
 		return resp, nil
 	}
+}
+
+// noReplica reports whether a worker answered that it does not serve the
+// replica (or function) the request named.
+func noReplica(resp *http.Response) bool {
+	return resp.StatusCode == http.StatusServiceUnavailable &&
+		resp.Header.Get(httptrigger.HeaderUnavailable) == httptrigger.UnavailableNoReplica
 }
 
 // countedBody keeps a replica's in-flight count until the response is read.

@@ -2,7 +2,11 @@ package gateway
 
 import (
 	"context"
+	"net/url"
 	"sort"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
@@ -39,4 +43,64 @@ func CheckRoute(ctx context.Context, st *store.Store, name string, trig *v1.Http
 		}
 	}
 	return nil
+}
+
+// RoutesPrefix holds one claim per route and host
+// (RoutesPrefix/<host>/<route>, both query-escaped; the value is the
+// workload's name). The claim is written in the transaction that writes
+// the workload, on the condition that nobody else holds it, so that two
+// deploys of one route at the same moment cannot both succeed: CheckRoute
+// alone reads, then the write follows.
+const RoutesPrefix = store.Root + "routes/"
+
+// ClaimKey is the key of a trigger's route claim.
+func ClaimKey(t *v1.HttpTrigger) string {
+	return RoutesPrefix + url.QueryEscape(strings.ToLower(t.GetHost())) + "/" + url.QueryEscape(httptrigger.NormalizeRoute(t.GetRoute()))
+}
+
+// ClaimRoute returns what the transaction writing workload name with
+// trigger trig (prev: its trigger until now) must compare and do to hold
+// trig's route: claim it if free, keep it if name holds it, take it over
+// from a workload that no longer has it, and release prev's when the route
+// changes. A route held by another workload that has it is refused as
+// CheckRoute refuses it.
+func ClaimRoute(ctx context.Context, st *store.Store, name string, trig, prev *v1.HttpTrigger) ([]clientv3.Cmp, []clientv3.Op, error) {
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	if prev != nil && prev.GetRoute() != "" && (trig == nil || ClaimKey(prev) != ClaimKey(trig)) {
+		ops = append(ops, ReleaseRouteOp(name, prev))
+	}
+	if trig == nil || trig.GetRoute() == "" {
+		return cmps, ops, nil
+	}
+	key := ClaimKey(trig)
+	resp, err := st.Client.Get(ctx, key)
+	if err != nil {
+		return nil, nil, errdefs.Unavailablef("read the claim of route %s: %v", httptrigger.Describe(trig), err)
+	}
+	if len(resp.Kvs) == 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+		return cmps, append(ops, clientv3.OpPut(key, name)), nil
+	}
+	kv := resp.Kvs[0]
+	if holder := string(kv.Value); holder != name {
+		wl, err := st.Workloads.Get(ctx, holder)
+		switch {
+		case err == nil && httptrigger.SameRoute(wl.Value.GetSpec().GetHttp(), trig):
+			return nil, nil, errdefs.Preconditionf("HTTP route %s is already served by workload %s: choose another --route or --host, or delete %s first",
+				httptrigger.Describe(trig), holder, holder)
+		case err != nil && !errdefs.IsNotFound(err):
+			return nil, nil, err
+		}
+		// Left by a workload that no longer has it: take it over.
+	}
+	cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision))
+	return cmps, append(ops, clientv3.OpPut(key, name)), nil
+}
+
+// ReleaseRouteOp deletes trig's route claim if name holds it, for the
+// transaction that deletes the workload or changes its route.
+func ReleaseRouteOp(name string, trig *v1.HttpTrigger) clientv3.Op {
+	key := ClaimKey(trig)
+	return clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(key), "=", name)}, []clientv3.Op{clientv3.OpDelete(key)}, nil)
 }

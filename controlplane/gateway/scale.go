@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -88,7 +89,9 @@ func (g *Gateway) reportLoads(ctx context.Context) {
 				reports = append(reports, report{name, &v1.FunctionLoad{
 					InFlight: l.inFlight, PeakInFlight: l.peak, LastRequestUnixNano: l.last.UnixNano(), Requests: l.requests,
 				}})
-				l.dirty, l.peak = false, l.inFlight
+				// A peak above the count now is reported once; the next
+				// report lowers it, or the autoscaler would keep seeing it.
+				l.dirty, l.peak = l.peak != l.inFlight, l.inFlight
 			}
 			l.mu.Unlock()
 		}
@@ -117,6 +120,23 @@ func (g *Gateway) reportLoads(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// ReadLoads reads every gateway's latest load report, by workload.
+func ReadLoads(ctx context.Context, kv clientv3.KV) (map[string][]*v1.FunctionLoad, error) {
+	resp, err := kv.Get(ctx, LoadPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, errdefs.Unavailablef("read function loads: %v", err)
+	}
+	loads := map[string][]*v1.FunctionLoad{}
+	for _, kv := range resp.Kvs {
+		workload, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), LoadPrefix), "/")
+		l := &v1.FunctionLoad{}
+		if proto.Unmarshal(kv.Value, l) == nil {
+			loads[workload] = append(loads[workload], l)
+		}
+	}
+	return loads, nil
 }
 
 // waitForReplica holds a request for a function with no routable replica

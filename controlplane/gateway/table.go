@@ -1,11 +1,17 @@
 package gateway
 
 import (
+	"encoding/base64"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -23,6 +29,28 @@ type route struct {
 	settings  httptrigger.Settings
 	autoscale *v1.Autoscale // nil: a fixed replica count
 	replicas  []*replica
+
+	// coldTargets are the workers that can serve the function without a
+	// replica (a cold start, see cold.go), those that last held one of
+	// its replicas (its module compiled there) first; empty when it
+	// cannot be served so (not autoscaled, or not a Wasm module).
+	coldTargets []*target
+	// workloadHeader and specHeader name the function to those workers.
+	workloadHeader, specHeader string
+	placement                  *v1.Placement
+	// waking is when the latest wake-up from zero began (unix nano), 0
+	// once the function has a replica.
+	waking *atomic.Int64
+}
+
+// target is a worker's function server: its address, and its handler when
+// the worker runs in this process (`wasmorch up`), which the gateway then
+// calls directly instead of over HTTP.
+type target struct {
+	node  string
+	addr  string
+	local http.Handler
+	warm  bool // a cold target that held a replica of the function
 }
 
 // byName returns the route of a workload, or nil.
@@ -40,7 +68,7 @@ func (t *table) byName(workload string) *route {
 // that in-flight counts survive a rebuild.
 type replica struct {
 	instance string
-	addr     string
+	target
 	inFlight atomic.Int64
 }
 
@@ -51,13 +79,16 @@ type snapshot struct {
 	statuses  map[string]*v1.InstanceStatus
 	nodes     map[string]*v1.Node
 	alive     map[string]bool
+	local     map[string]http.Handler // function servers in this process, by node
 }
 
 // build makes a table, reusing the replicas of prev by instance id.
 func build(s snapshot, prev *table) *table {
 	old := map[string]*replica{}
+	prevRoutes := map[string]*route{}
 	if prev != nil {
 		for _, r := range prev.routes {
+			prevRoutes[r.workload] = r
 			for _, rep := range r.replicas {
 				old[rep.instance] = rep
 			}
@@ -70,9 +101,22 @@ func build(s snapshot, prev *table) *table {
 		if trig == nil || trig.GetRoute() == "" {
 			continue
 		}
-		r := &route{workload: wl.GetName(), settings: httptrigger.Effective(trig)}
+		r := &route{workload: wl.GetName(), settings: httptrigger.Effective(trig), placement: wl.GetSpec().GetPlacement()}
 		if as := wl.GetSpec().GetAutoscale(); as != nil && as.GetMaxReplicas() > 0 {
 			r.autoscale = as
+		}
+		r.waking = &atomic.Int64{}
+		if p := prevRoutes[wl.GetName()]; p != nil {
+			r.waking = p.waking
+		}
+		// A container, or a module that may run as its fallback container,
+		// cannot start cold in a fresh sandbox: it waits for a replica.
+		if r.autoscale != nil && wl.GetSpec().GetModuleDigest() != "" && wl.GetSpec().GetKind() != "container" &&
+			wl.GetSpec().GetFallbackImage() == "" && wl.GetSpec().GetFallbackArchiveDigest() == "" {
+			if b, err := proto.Marshal(wl.GetSpec()); err == nil {
+				r.workloadHeader = wl.GetName() + "/" + strconv.FormatInt(wl.GetGeneration(), 10)
+				r.specHeader = base64.RawURLEncoding.EncodeToString(b)
+			}
 		}
 		byWorkload[wl.GetName()] = r
 		t.routes = append(t.routes, r)
@@ -92,10 +136,18 @@ func build(s snapshot, prev *table) *table {
 			continue
 		}
 		rep := old[inst.GetId()]
-		if rep == nil || rep.addr != addr {
-			rep = &replica{instance: inst.GetId(), addr: addr}
+		if rep == nil || rep.addr != addr || rep.local != s.local[node] {
+			rep = &replica{instance: inst.GetId(), target: target{node: node, addr: addr, local: s.local[node]}}
 		}
 		r.replicas = append(r.replicas, rep)
+	}
+	for _, r := range t.routes {
+		if len(r.replicas) > 0 {
+			r.waking.Store(0) // woken: the next time at zero wakes it again
+		}
+		if r.specHeader != "" {
+			r.coldTargets = coldTargets(r, prevRoutes[r.workload], s)
+		}
 	}
 	sort.SliceStable(t.routes, func(i, j int) bool {
 		a, b := t.routes[i].settings, t.routes[j].settings
@@ -108,6 +160,54 @@ func build(s snapshot, prev *table) *table {
 		return a.Route < b.Route
 	})
 	return t
+}
+
+// coldTargets lists the ready workers with a function server and the Wasm
+// runtime: those holding (or, in prev, last holding) a replica of r first,
+// then those in this process, then the rest by name.
+func coldTargets(r, prev *route, s snapshot) []*target {
+	warm := map[string]bool{}
+	for _, rep := range r.replicas {
+		warm[rep.node] = true
+	}
+	if len(warm) == 0 && prev != nil {
+		for _, t := range prev.coldTargets {
+			if t.warm {
+				warm[t.node] = true
+			}
+		}
+	}
+	var out []*target
+	for name, n := range s.nodes {
+		if !s.alive[name] || n.GetHttpAddress() == "" || n.GetCordoned() || n.GetDraining() ||
+			!slices.Contains(n.GetRuntimes(), "wasm") || !placeable(r.placement, n) {
+			continue
+		}
+		out = append(out, &target{node: name, addr: n.GetHttpAddress(), local: s.local[name], warm: warm[name]})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.warm != b.warm {
+			return a.warm
+		}
+		if (a.local != nil) != (b.local != nil) {
+			return a.local != nil
+		}
+		return a.node < b.node
+	})
+	return out
+}
+
+// placeable reports whether a node meets a workload's placement rules
+// (node selector, architectures, operating systems).
+func placeable(p *v1.Placement, n *v1.Node) bool {
+	for k, v := range p.GetSelector() {
+		if n.GetLabels()[k] != v {
+			return false
+		}
+	}
+	return (len(p.GetArch()) == 0 || slices.Contains(p.GetArch(), n.GetArch())) &&
+		(len(p.GetOs()) == 0 || slices.Contains(p.GetOs(), n.GetOs()))
 }
 
 // match finds the route for a request's host and path: routes for the

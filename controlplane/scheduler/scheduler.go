@@ -5,7 +5,8 @@
 // benchmarkable with thousands of fake nodes.
 //
 // A node is feasible for an instance when it is ready, not cordoned, offers
-// the workload's runtime, has an accepted arch and OS, carries every label
+// the workload's runtime (for a wasm workload with a fallback image, either
+// runtime: see fallback.go), has an accepted arch and OS, carries every label
 // of the workload's selector, and has free instance slots, memory and CPU.
 // Among feasible nodes the scheduler prefers, in this order: the value of
 // the workload's spread label holding the fewest of its replicas, the node
@@ -45,6 +46,9 @@ type Plan struct {
 	// Unplaced maps an instance ID to why no node fits it, e.g.
 	// "0/3 nodes fit: 2 selector mismatch, 1 cordoned".
 	Unplaced map[string]string
+	// Runtimes maps the ID of a bound instance of a wasm workload with a
+	// fallback image to the runtime it runs with there (fallback.go).
+	Runtimes map[string]Choice
 }
 
 // MemoryRequest is what an instance reserves on its node: the module's own
@@ -88,7 +92,8 @@ type group struct {
 	counts      *workloadCounts
 	spread      *labelSpread // nil without a spread label
 	mem, cpu    int64
-	unplaceable string // set once an instance found no room: usage only grows in a pass
+	unplaceable string         // set once an instance found no room: usage only grows in a pass
+	fallback    *fallbackGroup // nil without a fallback image
 }
 
 // workloadCounts are where one workload's replicas are.
@@ -115,7 +120,7 @@ type pass struct {
 // Instances are placed in the order given; each placement updates the
 // working state so that one pass spreads a workload's replicas.
 func Schedule(snap Snapshot, pending []*v1.Instance) Plan {
-	plan := Plan{Bindings: make(map[string]string, len(pending)), Unplaced: make(map[string]string)}
+	plan := Plan{Bindings: make(map[string]string, len(pending)), Unplaced: make(map[string]string), Runtimes: map[string]Choice{}}
 	p := &pass{byName: make(map[string]*nodeState, len(snap.Nodes)), groups: map[string]*group{}, counts: map[string]*workloadCounts{}}
 	for _, n := range snap.Nodes {
 		capy := n.Node.GetCapacity()
@@ -136,7 +141,7 @@ func Schedule(snap Snapshot, pending []*v1.Instance) Plan {
 		if ns == nil {
 			continue
 		}
-		ns.memUsed += MemoryRequest(inst.GetSpec())
+		ns.memUsed += InstanceMemoryRequest(inst)
 		ns.cpuUsed += inst.GetSpec().GetCpuMillis()
 		ns.count++
 		if wanted[inst.GetWorkload()] {
@@ -156,7 +161,10 @@ func Schedule(snap Snapshot, pending []*v1.Instance) Plan {
 			continue
 		}
 		plan.Bindings[inst.GetId()] = best.info.Node.GetName()
-		best.memUsed += g.mem
+		if g.fallback != nil {
+			plan.Runtimes[inst.GetId()] = g.choice(best)
+		}
+		best.memUsed += g.memOn(best)
 		best.cpuUsed += g.cpu
 		best.count++
 		g.counts.add(best.idx)
@@ -178,8 +186,25 @@ func (p *pass) group(inst *v1.Instance) *group {
 		kind = "wasm"
 	}
 	pl := spec.GetPlacement()
+	if HasFallback(spec) {
+		g.fallback = &fallbackGroup{asContainer: make([]bool, len(p.nodes)), why: make([]string, len(p.nodes)), mem: spec.GetFallbackMemoryRequestBytes()}
+		if g.fallback.mem <= 0 {
+			g.fallback.mem = g.mem
+		}
+	}
 	for _, ns := range p.nodes {
-		if why := staticMismatch(ns.info, kind, pl); why != "" {
+		why := ""
+		if g.fallback != nil {
+			var c Choice
+			if c, why = choose(ns.info.Node, spec); why == "" {
+				why = staticMismatch(ns.info, c.Runtime, pl)
+				g.fallback.asContainer[ns.idx] = c.Runtime == RuntimeContainer
+				g.fallback.why[ns.idx] = c.Reason
+			}
+		} else {
+			why = staticMismatch(ns.info, kind, pl)
+		}
+		if why != "" {
 			g.static[why]++
 			continue
 		}
@@ -263,7 +288,7 @@ func (g *group) fits(ns *nodeState) string {
 	switch {
 	case ns.slots > 0 && ns.count >= ns.slots:
 		return reasonSlots
-	case ns.memCap > 0 && ns.memUsed+g.mem > ns.memCap:
+	case ns.memCap > 0 && ns.memUsed+g.memOn(ns) > ns.memCap:
 		return reasonMemory
 	case ns.cpuCap > 0 && g.cpu > 0 && ns.cpuUsed+g.cpu > ns.cpuCap:
 		return reasonCPU
@@ -277,6 +302,7 @@ func (p *pass) pick(g *group) *nodeState {
 	var best *nodeState
 	var bestLabel, bestNode int32
 	var bestFree float64
+	var bestAsContainer bool
 	for _, ns := range g.feasible {
 		if g.fits(ns) != "" {
 			continue
@@ -285,15 +311,23 @@ func (p *pass) pick(g *group) *nodeState {
 		if g.spread != nil {
 			label = g.spread.count[g.spread.valueOf[ns.idx]]
 		}
-		onNode := g.counts.perNode[ns.idx]
-		if best != nil && (label > bestLabel || label == bestLabel && onNode > bestNode) {
-			continue
+		// Between equally spread nodes, one that runs a fallback workload
+		// as Wasm wins.
+		asContainer := g.runsAsContainer(ns)
+		if best != nil && label == bestLabel && asContainer != bestAsContainer {
+			if asContainer {
+				continue
+			}
+		} else {
+			onNode := g.counts.perNode[ns.idx]
+			if best != nil && (label > bestLabel || label == bestLabel && onNode > bestNode) {
+				continue
+			}
+			if best != nil && label == bestLabel && onNode == bestNode && ns.free(g) <= bestFree {
+				continue
+			}
 		}
-		free := ns.free(g)
-		if best != nil && label == bestLabel && onNode == bestNode && free <= bestFree {
-			continue
-		}
-		best, bestLabel, bestNode, bestFree = ns, label, onNode, free
+		best, bestLabel, bestNode, bestFree, bestAsContainer = ns, label, g.counts.perNode[ns.idx], ns.free(g), asContainer
 	}
 	return best
 }
@@ -303,7 +337,7 @@ func (p *pass) pick(g *group) *nodeState {
 func (ns *nodeState) free(g *group) float64 {
 	sum, n := 0.0, 0
 	if ns.memCap > 0 {
-		sum += 1 - float64(ns.memUsed+g.mem)/float64(ns.memCap)
+		sum += 1 - float64(ns.memUsed+g.memOn(ns))/float64(ns.memCap)
 		n++
 	}
 	if ns.cpuCap > 0 {

@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
@@ -46,6 +45,7 @@ type Client struct {
 	conn  *grpc.ClientConn
 	api   wasmorchv1.ControlClient
 	dials *dialLog
+	opts  dialOptions // the credential (creds.go)
 
 	mu        sync.Mutex
 	connected bool
@@ -53,8 +53,13 @@ type Client struct {
 
 // Dial prepares a client for the server at addr (HOST:PORT). It does not
 // connect: the first call does, so commands that fail on their own input
-// never touch the network.
-func Dial(addr, command string) (*Client, error) {
+// never touch the network. Every connection is TLS; the credential
+// (WithCredential) proves who the client is and which cluster it trusts.
+func Dial(addr, command string, options ...DialOption) (*Client, error) {
+	var o dialOptions
+	for _, opt := range options {
+		opt(&o)
+	}
 	// Several members, comma-separated: the connection goes to the first
 	// that answers, and moves to another if that one goes away.
 	var addrs []resolver.Address
@@ -73,7 +78,7 @@ func Dial(addr, command string) (*Client, error) {
 	}
 	d := &dialLog{}
 	conn, err := grpc.NewClient(target, append(opts,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(o.transport(d)),
 		grpc.WithContextDialer(d.dial),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: DefaultConnectTimeout}),
 		grpc.WithDefaultCallOptions(grpc.WaitForReady(false)),
@@ -89,6 +94,7 @@ func Dial(addr, command string) (*Client, error) {
 		conn:           conn,
 		api:            wasmorchv1.NewControlClient(conn),
 		dials:          d,
+		opts:           o,
 	}, nil
 }
 
@@ -117,6 +123,9 @@ func (c *Client) connect(ctx context.Context) error {
 			c.connected = true
 			return nil
 		case connectivity.TransientFailure, connectivity.Shutdown:
+			if herr := c.dials.handshakeFailure(); herr != nil {
+				return c.credentialError(herr)
+			}
 			why, cause, _ := c.dials.unreachable()
 			return c.unreachable(why, cause)
 		}
@@ -207,10 +216,11 @@ func (c *Client) ServerVersion(ctx context.Context) (version, member string, err
 // failed call can say why the server was unreachable (refused, unknown
 // host ...) from the dial error's type instead of gRPC's message.
 type dialLog struct {
-	mu        sync.Mutex
-	lastErr   error
-	connected bool // the latest attempt succeeded
-	attempted bool
+	mu           sync.Mutex
+	handshakeErr error // the latest TLS handshake's (creds.go)
+	lastErr      error
+	connected    bool // the latest attempt succeeded
+	attempted    bool
 }
 
 func (d *dialLog) dial(ctx context.Context, addr string) (net.Conn, error) {

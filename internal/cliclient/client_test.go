@@ -109,11 +109,12 @@ func serve(t *testing.T, f *fakeControl) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	pki := newTestPKI(t)
+	srv := grpc.NewServer(grpc.Creds(pki.serverCreds(t)))
 	wasmorchv1.RegisterControlServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	c, err := Dial(lis.Addr().String(), "deploy")
+	c, err := Dial(lis.Addr().String(), "deploy", WithCredential(pki.adminCredential(t), nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,7 +64,7 @@ func readSource(ctx context.Context, cfg DeployConfig, spec *wasmorchv1.Workload
 			return nil, "", err
 		}
 		spec.Kind, media = kindContainer, ociarchive.MediaType
-	} else if b, err = readModule(ctx, cfg.File); err != nil {
+	} else if b, err = readModule(ctx, cfg.File, cfg.FallbackImage != ""); err != nil {
 		return nil, "", err
 	}
 	sum := sha256.Sum256(b)

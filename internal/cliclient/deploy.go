@@ -10,10 +10,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
 	"github.com/wasmorch/wasmorch/internal/cliout"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
-	"github.com/wasmorch/wasmorch/wasmrt"
 )
 
 const (
@@ -51,6 +51,11 @@ type DeployConfig struct {
 	CPU      string
 	// Function makes the workload an HTTP function (see function.go).
 	Function FunctionConfig
+	// FallbackImage is a module's fallback: an image reference or an OCI
+	// image archive's path; Port is where an HTTP container listens
+	// (fallback.go).
+	FallbackImage string
+	Port          int
 }
 
 // DeployResult is how a deploy ended.
@@ -120,7 +125,7 @@ func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 
 // readModule reads a module file and validates it locally, so that a bad
 // file is refused before anything is sent.
-func readModule(ctx context.Context, path string) ([]byte, error) {
+func readModule(ctx context.Context, path string, hasFallback bool) ([]byte, error) {
 	wasm, err := os.ReadFile(path)
 	if err != nil {
 		var pe *fs.PathError
@@ -134,7 +139,7 @@ func readModule(ctx context.Context, path string) ([]byte, error) {
 		}
 		return nil, &Error{What: fmt.Sprintf("cannot read %s: %s", path, why), Hint: hint, Cause: err}
 	}
-	if err := wasmrt.Validate(ctx, wasm); err != nil {
+	if err := validateModule(ctx, wasm, hasFallback); err != nil {
 		return nil, &Error{
 			What:  fmt.Sprintf("%s is not a valid WebAssembly module: %s", path, OneLine(err.Error())),
 			Hint:  "build it as a WASI command (wasm32-wasip1) that exports _start",
@@ -156,6 +161,10 @@ func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(str
 	if err != nil {
 		return DeployResult{}, err
 	}
+	fallback, err := readFallback(cfg, spec)
+	if err != nil {
+		return DeployResult{}, err
+	}
 
 	timeout := cfg.Timeout
 	if timeout == 0 {
@@ -166,6 +175,11 @@ func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(str
 
 	if wasm != nil {
 		if err := c.upload(ctx, spec.ModuleDigest, wasm, media); err != nil {
+			return DeployResult{}, err
+		}
+	}
+	if fallback != nil {
+		if err := c.upload(ctx, spec.FallbackArchiveDigest, fallback, ociarchive.MediaType); err != nil {
 			return DeployResult{}, err
 		}
 	}

@@ -95,6 +95,11 @@ func (c *Client) failure(err error, workload string) error {
 	if code == codes.Canceled || errors.Is(err, context.Canceled) {
 		return &Error{What: "interrupted", Hint: "nothing more was sent; see 'wasmorch get workloads' for where things stand", Cause: err}
 	}
+	if code == codes.Unavailable {
+		if herr := c.dials.handshakeFailure(); herr != nil {
+			return c.credentialError(herr)
+		}
+	}
 	if code == codes.Unavailable || code == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) {
 		if why, cause, ok := c.dials.unreachable(); ok {
 			return c.unreachable(why, cause)
@@ -110,6 +115,8 @@ func (c *Client) failure(err error, workload string) error {
 	cat := errdefs.FromGRPC(err)
 	msg := OneLine(cat.Error())
 	switch {
+	case errdefs.IsUnauthenticated(cat), errdefs.IsPermissionDenied(cat):
+		return c.authFailure(cat)
 	case errdefs.IsNotFound(cat) && workload != "":
 		return &Error{What: fmt.Sprintf("workload %q not found", workload), Hint: "see 'wasmorch get workloads'", Cause: cat}
 	case errdefs.IsNotFound(cat):

@@ -53,7 +53,7 @@ func (p Printer) Workloads(w io.Writer, ws []Workload) error {
 		rows = append(rows, []string{
 			x.Name,
 			fmt.Sprintf("%d/%d", x.Ready, x.Replicas),
-			strconv.Itoa(int(x.Replicas)),
+			replicasCell(x),
 			strconv.FormatInt(x.Generation, 10),
 			dash(x.Kind),
 			Age(p.Now, x.CreatedAt),
@@ -91,11 +91,12 @@ func (p Printer) Instances(w io.Writer, is []Instance) error {
 	return writeTable(w, rows)
 }
 
-// addWideInstanceColumns adds RUNTIME and MESSAGE to an instance table.
+// addWideInstanceColumns adds RUNTIME, WHY (a fallback's reason) and
+// MESSAGE to an instance table.
 func addWideInstanceColumns(rows [][]string, is []Instance) {
-	rows[0] = append(rows[0], "RUNTIME", "MESSAGE")
+	rows[0] = append(rows[0], "RUNTIME", "WHY", "MESSAGE")
 	for i, x := range is {
-		rows[i+1] = append(rows[i+1], dash(x.Runtime), dash(x.Message))
+		rows[i+1] = append(rows[i+1], dash(x.Runtime), dash(x.RuntimeReason), dash(x.Message))
 	}
 }
 
@@ -192,11 +193,24 @@ func Age(now, t time.Time) string {
 func addRouteColumn(rows [][]string, ws []Workload) {
 	for _, x := range ws {
 		if x.Route != "" {
-			rows[0] = append(rows[0], "ROUTE")
+			rows[0] = append(rows[0], "ROUTE", "IN-FLIGHT")
 			for i, x := range ws {
-				rows[i+1] = append(rows[i+1], dash(x.Route))
+				inFlight := "-"
+				if x.InFlight != nil {
+					inFlight = strconv.FormatInt(*x.InFlight, 10)
+				}
+				rows[i+1] = append(rows[i+1], dash(x.Route), inFlight)
 			}
 			return
 		}
 	}
+}
+
+// replicasCell is the replica count, and an autoscaled function's bounds:
+// "1 (0..10)".
+func replicasCell(x Workload) string {
+	if x.MinReplicas != nil && x.MaxReplicas != nil {
+		return fmt.Sprintf("%d (%d..%d)", x.Replicas, *x.MinReplicas, *x.MaxReplicas)
+	}
+	return strconv.Itoa(int(x.Replicas))
 }

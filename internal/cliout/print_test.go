@@ -246,3 +246,46 @@ func TestProgressRewritesOneLineOnATerminalAndPrintsChangesElsewhere(t *testing.
 		t.Errorf("terminal progress = %q, want %q", term.String(), want)
 	}
 }
+
+// TestFunctionsShowBoundsAndRequestsInFlight: an autoscaled function's row
+// shows its replica bounds and its requests in flight, in the table and in
+// JSON; other workloads show "-" for in-flight and leave it out of JSON.
+func TestFunctionsShowBoundsAndRequestsInFlight(t *testing.T) {
+	ws := Workloads([]*wasmorchv1.WorkloadView{
+		{Workload: &wasmorchv1.Workload{Name: "greet", Generation: 1, CreatedUnixNano: ago(time.Minute),
+			Spec: &wasmorchv1.WorkloadSpec{Kind: "wasm", Replicas: 1, Http: &wasmorchv1.HttpTrigger{Route: "/greet"},
+				Autoscale: &wasmorchv1.Autoscale{MinReplicas: 0, MaxReplicas: 10}}},
+			Ready: 1, Current: 1, Total: 1, InFlight: 7},
+		{Workload: &wasmorchv1.Workload{Name: "ticker", Generation: 1, CreatedUnixNano: ago(time.Minute),
+			Spec: &wasmorchv1.WorkloadSpec{Kind: "wasm", Replicas: 2}}},
+	})
+	var b strings.Builder
+	if err := (Printer{Format: Table, Now: now}).Workloads(&b, ws); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if !strings.Contains(lines[0], "IN-FLIGHT") {
+		t.Fatalf("no IN-FLIGHT column:\n%s", b.String())
+	}
+	greet, ticker := strings.Fields(lines[1]), strings.Fields(lines[2])
+	if !strings.Contains(lines[1], "1 (0..10)") || greet[len(greet)-1] != "7" || greet[len(greet)-2] != "/greet" {
+		t.Errorf("greet's row: %q, want replicas 1 (0..10), route /greet, 7 in flight", lines[1])
+	}
+	if ticker[len(ticker)-1] != "-" {
+		t.Errorf("ticker's row: %q, want - in flight", lines[2])
+	}
+	b.Reset()
+	if err := (Printer{Format: JSON, Now: now}).Workloads(&b, ws); err != nil {
+		t.Fatal(err)
+	}
+	var got []map[string]any
+	if err := json.Unmarshal([]byte(b.String()), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got[0]["inFlight"] != float64(7) {
+		t.Errorf("greet's JSON inFlight = %v, want 7", got[0]["inFlight"])
+	}
+	if _, ok := got[1]["inFlight"]; ok {
+		t.Errorf("ticker's JSON has inFlight: %v", got[1])
+	}
+}

@@ -36,6 +36,9 @@ type Workload struct {
 	// MinReplicas and MaxReplicas bound an autoscaled function's replicas.
 	MinReplicas *int32 `json:"minReplicas,omitempty"`
 	MaxReplicas *int32 `json:"maxReplicas,omitempty"`
+	// InFlight is an HTTP function's requests in flight, summed over the
+	// gateways' latest load reports.
+	InFlight *int64 `json:"inFlight,omitempty"`
 }
 
 // EnvVar is one environment variable of a workload.
@@ -59,6 +62,10 @@ type Instance struct {
 	CreatedAt  time.Time `json:"createdAt,omitzero"`
 	StartedAt  time.Time `json:"startedAt,omitzero"`
 	FinishedAt time.Time `json:"finishedAt,omitzero"`
+
+	// RuntimeReason says why a wasm workload's instance runs as its
+	// fallback container.
+	RuntimeReason string `json:"runtimeReason,omitempty"`
 }
 
 // Node is one node as `get nodes` shows it.
@@ -164,6 +171,8 @@ func WorkloadFrom(v *wasmorchv1.WorkloadView) Workload {
 	}
 	if spec.GetHttp() != nil {
 		out.Route = httptrigger.Describe(spec.GetHttp())
+		n := v.GetInFlight()
+		out.InFlight = &n
 	}
 	if as := spec.GetAutoscale(); as.GetMaxReplicas() > 0 {
 		lo, hi := as.GetMinReplicas(), as.GetMaxReplicas()
@@ -191,6 +200,8 @@ func InstanceFrom(v *wasmorchv1.InstanceView) Instance {
 		CreatedAt:  unixNano(in.GetCreatedUnixNano()),
 		StartedAt:  unixNano(st.GetStartedUnixNano()),
 		FinishedAt: unixNano(st.GetFinishedUnixNano()),
+
+		RuntimeReason: in.GetRuntimeReason(),
 	}
 	if out.Node == "" {
 		out.Node = st.GetNode()
@@ -294,6 +305,9 @@ func unixNano(n int64) time.Time {
 // with, or, before any report, the runtime its workload's kind asks for.
 func instanceRuntime(in *wasmorchv1.Instance, st *wasmorchv1.InstanceStatus) string {
 	if r := st.GetRuntime(); r != "" {
+		return r
+	}
+	if r := in.GetRuntime(); r != "" {
 		return r
 	}
 	if k := in.GetSpec().GetKind(); k != "" {

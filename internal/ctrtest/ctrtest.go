@@ -65,6 +65,17 @@ func Missing() string {
 // when Missing says containerd cannot run here.
 func Start(t testing.TB) *Daemon {
 	t.Helper()
+	d := Prepare(t)
+	if err := d.Run(); err != nil {
+		t.Fatalf("ctrtest: %v", err)
+	}
+	return d
+}
+
+// Prepare is Start without starting containerd: its socket path is known,
+// nothing answers there until Run.
+func Prepare(t testing.TB) *Daemon {
+	t.Helper()
 	if why := Missing(); why != "" {
 		t.Skip("skipping: " + why)
 	}
@@ -74,7 +85,7 @@ func Start(t testing.TB) *Daemon {
 	if err != nil {
 		t.Fatalf("ctrtest: %v", err)
 	}
-	d := &Daemon{Socket: filepath.Join(dir, "containerd.sock"), Dir: dir, exited: make(chan struct{}), log: filepath.Join(dir, "containerd.log")}
+	d := &Daemon{Socket: filepath.Join(dir, "containerd.sock"), Dir: dir, log: filepath.Join(dir, "containerd.log")}
 	t.Cleanup(func() {
 		if err := d.Stop(); err != nil {
 			t.Errorf("ctrtest: %v", err)
@@ -83,10 +94,21 @@ func Start(t testing.TB) *Daemon {
 			t.Errorf("ctrtest: removing %s: %v", dir, err)
 		}
 	})
-	if err := d.start(); err != nil {
-		t.Fatalf("ctrtest: %v", err)
-	}
 	return d
+}
+
+// Run starts containerd, for the first time or again after Stop (with the
+// same root and state), and waits until it serves.
+func (d *Daemon) Run() error {
+	if d.exited != nil {
+		select {
+		case <-d.exited:
+		default:
+			return errors.New("containerd is already running")
+		}
+	}
+	d.exited = make(chan struct{})
+	return d.start()
 }
 
 func (d *Daemon) start() error {
@@ -176,7 +198,7 @@ func (d *Daemon) Client(t testing.TB, ns string) *client.Client {
 // and removing its snapshot), then stops containerd: SIGTERM, then SIGKILL
 // after a grace period. It is safe to call more than once.
 func (d *Daemon) Stop() error {
-	if d.cmd == nil || d.cmd.Process == nil {
+	if d.cmd == nil || d.cmd.Process == nil || d.exited == nil {
 		return nil
 	}
 	select {
@@ -275,4 +297,16 @@ func ImageArchive(t testing.TB, bin string, env ...string) string {
 		t.Fatalf("ctrtest: %v", err)
 	}
 	return out
+}
+
+// HTTPServerImage returns the path of an OCI image archive of a static
+// HTTP server that listens on $PORT (testdata/httpserver: it says hello,
+// echoes bodies and sleeps on request), for the container-function tests.
+func HTTPServerImage(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("ctrtest: cannot locate its own source")
+	}
+	return ImageArchive(t, BuildStatic(t, filepath.Join(filepath.Dir(file), "testdata", "httpserver")))
 }

@@ -21,6 +21,10 @@ var (
 	ErrFailedPrecondition = errors.New("failed precondition")
 	ErrConflict           = errors.New("conflict") // a compare-and-swap lost a race
 	ErrUnavailable        = errors.New("unavailable")
+	// ErrUnauthenticated: no valid credential; ErrPermissionDenied: a
+	// valid one that does not allow the call.
+	ErrUnauthenticated  = errors.New("unauthenticated")
+	ErrPermissionDenied = errors.New("permission denied")
 )
 
 // IsNotFound and friends are shorthands for errors.Is.
@@ -30,6 +34,8 @@ func IsInvalidArgument(err error) bool    { return errors.Is(err, ErrInvalidArgu
 func IsFailedPrecondition(err error) bool { return errors.Is(err, ErrFailedPrecondition) }
 func IsConflict(err error) bool           { return errors.Is(err, ErrConflict) }
 func IsUnavailable(err error) bool        { return errors.Is(err, ErrUnavailable) }
+func IsUnauthenticated(err error) bool    { return errors.Is(err, ErrUnauthenticated) }
+func IsPermissionDenied(err error) bool   { return errors.Is(err, ErrPermissionDenied) }
 
 // Invalidf, NotFoundf ... build an error in a category with a message.
 func Invalidf(format string, a ...any) error  { return wrapf(ErrInvalidArgument, format, a...) }
@@ -40,6 +46,10 @@ func Preconditionf(format string, a ...any) error {
 }
 func Conflictf(format string, a ...any) error    { return wrapf(ErrConflict, format, a...) }
 func Unavailablef(format string, a ...any) error { return wrapf(ErrUnavailable, format, a...) }
+func Unauthenticatedf(format string, a ...any) error {
+	return wrapf(ErrUnauthenticated, format, a...)
+}
+func Deniedf(format string, a ...any) error { return wrapf(ErrPermissionDenied, format, a...) }
 
 type categorized struct {
 	cat error
@@ -89,6 +99,10 @@ func ToGRPC(err error) error {
 		code = codes.Aborted
 	case IsUnavailable(err):
 		code = codes.Unavailable
+	case IsUnauthenticated(err):
+		code = codes.Unauthenticated
+	case IsPermissionDenied(err):
+		code = codes.PermissionDenied
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -118,6 +132,10 @@ func FromGRPC(err error) error {
 		return &categorized{ErrConflict, msg}
 	case codes.Unavailable:
 		return &categorized{ErrUnavailable, msg}
+	case codes.Unauthenticated:
+		return &categorized{ErrUnauthenticated, msg}
+	case codes.PermissionDenied:
+		return &categorized{ErrPermissionDenied, msg}
 	}
 	return errors.New(msg)
 }

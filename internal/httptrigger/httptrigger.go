@@ -42,6 +42,12 @@ const (
 	HeaderUnavailable    = "X-Wasmorch-Unavailable"
 	UnavailableNoReplica = "no-replica"
 	UnavailableSaturated = "saturated"
+	// HeaderWorkload and HeaderSpec, instead of HeaderInstance, ask the
+	// worker to serve a function it holds no replica of (a cold start):
+	// the workload's name and generation ("name/generation") and its
+	// spec (a v1.WorkloadSpec, protobuf in unpadded base64url).
+	HeaderWorkload = "X-Wasmorch-Workload"
+	HeaderSpec     = "X-Wasmorch-Spec"
 )
 
 // Settings are a trigger's effective settings.

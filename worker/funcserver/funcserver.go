@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
@@ -26,8 +27,12 @@ import (
 type Server struct {
 	log *slog.Logger
 
-	mu       sync.RWMutex
-	replicas map[string]*Replica
+	mu         sync.RWMutex
+	replicas   map[string]*Replica
+	cold       map[string]*coldEntry // by "workload/generation"
+	coldCfg    *ColdConfig
+	closed     bool
+	coldServed atomic.Int64
 }
 
 // New returns a server with no replicas.
@@ -35,7 +40,7 @@ func New(log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{log: log, replicas: map[string]*Replica{}}
+	return &Server{log: log, replicas: map[string]*Replica{}, cold: map[string]*coldEntry{}}
 }
 
 // ReplicaSpec describes one replica to serve.
@@ -45,6 +50,10 @@ type ReplicaSpec struct {
 	Settings httptrigger.Settings
 	Function runtimeapi.Function // closed by the replica when it stops
 	Logs     io.Writer           // the instance's logs
+	// ColdKey ("workload/generation"), if set, lets the server keep
+	// Function for cold starts of that generation once the replica stops
+	// (see cold.go).
+	ColdKey string
 }
 
 // Add starts serving a replica; it is ready when Add returns. The replica
@@ -53,15 +62,7 @@ func (s *Server) Add(spec ReplicaSpec) (*Replica, error) {
 	if spec.ID == "" || spec.Function == nil {
 		return nil, fmt.Errorf("function server: replica spec needs an ID and a Function")
 	}
-	ctx, cancel := context.WithCancelCause(context.Background())
-	r := &Replica{
-		spec:   spec,
-		srv:    s,
-		slots:  make(chan struct{}, spec.Settings.Concurrency),
-		ctx:    ctx,
-		cancel: cancel,
-		done:   make(chan struct{}),
-	}
+	r := newReplica(s, spec)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.replicas[spec.ID]; ok {
@@ -69,6 +70,18 @@ func (s *Server) Add(spec ReplicaSpec) (*Replica, error) {
 	}
 	s.replicas[spec.ID] = r
 	return r, nil
+}
+
+func newReplica(s *Server, spec ReplicaSpec) *Replica {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	return &Replica{
+		spec:   spec,
+		srv:    s,
+		slots:  make(chan struct{}, spec.Settings.Concurrency),
+		ctx:    ctx,
+		cancel: cancel,
+		done:   make(chan struct{}),
+	}
 }
 
 func (s *Server) remove(r *Replica) {
@@ -84,10 +97,18 @@ func (s *Server) InFlight() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	n := 0
-	for _, r := range s.replicas {
+	count := func(r *Replica) {
 		r.mu.Lock()
 		n += r.active + r.waiting
 		r.mu.Unlock()
+	}
+	for _, r := range s.replicas {
+		count(r)
+	}
+	for _, e := range s.cold {
+		if e.rep != nil {
+			count(e.rep)
+		}
 	}
 	return n
 }
@@ -96,6 +117,10 @@ func (s *Server) InFlight() int {
 func (s *Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	id := req.Header.Get(httptrigger.HeaderInstance)
 	if id == "" {
+		if key := req.Header.Get(httptrigger.HeaderWorkload); key != "" {
+			s.serveCold(w, req, key)
+			return
+		}
 		http.Error(w, "404 not found: this is a worker's function server; call functions through the gateway", http.StatusNotFound)
 		return
 	}
@@ -182,7 +207,9 @@ func (r *Replica) Stop(ctx context.Context, grace time.Duration) runtimeapi.Exit
 		// ctx, the Function is closed when that call ends, not under it.
 		select {
 		case <-idle:
-			r.spec.Function.Close()
+			if !r.srv.adoptCold(r.spec) {
+				r.spec.Function.Close()
+			}
 		case <-ctx.Done():
 			go func() {
 				<-idle

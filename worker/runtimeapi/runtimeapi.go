@@ -50,6 +50,10 @@ type InstanceSpec struct {
 	// OnExit, if set, is called exactly once, from the runtime's own
 	// goroutine, after the instance has exited. It must not block for long.
 	OnExit func(Exit)
+
+	// Restarts is the instance's restart count with this start, which an
+	// Adopter keeps with the instance (see Readopted).
+	Restarts int32
 }
 
 // Exit is how an instance ended.

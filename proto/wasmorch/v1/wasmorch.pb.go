@@ -170,9 +170,23 @@ type WorkloadSpec struct {
 	CpuMillis int64 `protobuf:"varint,30,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
 	// containers: an image reference each node pulls, for kind "container"
 	// without an uploaded image archive in module_digest.
-	Image         string `protobuf:"bytes,40,opt,name=image,proto3" json:"image,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Image string `protobuf:"bytes,40,opt,name=image,proto3" json:"image,omitempty"`
+	// containers: a wasm workload's fallback, run as a container on nodes
+	// where the module cannot run: an image reference each node pulls, or an
+	// uploaded OCI image archive (at most one of the two).
+	FallbackImage         string `protobuf:"bytes,41,opt,name=fallback_image,json=fallbackImage,proto3" json:"fallback_image,omitempty"`
+	FallbackArchiveDigest string `protobuf:"bytes,42,opt,name=fallback_archive_digest,json=fallbackArchiveDigest,proto3" json:"fallback_archive_digest,omitempty"`
+	// containers: the port a container HTTP function listens on ($PORT);
+	// 0 = default (8080).
+	Port int32 `protobuf:"varint,43,opt,name=port,proto3" json:"port,omitempty"`
+	// containers: set by the control plane from the module at deploy: why it
+	// cannot run on the wasm runtime ("" = it can).
+	WasmUnsupported string `protobuf:"bytes,44,opt,name=wasm_unsupported,json=wasmUnsupported,proto3" json:"wasm_unsupported,omitempty"`
+	// containers: what an instance running as the fallback container
+	// reserves on its node (its memory limit); set by the control plane.
+	FallbackMemoryRequestBytes int64 `protobuf:"varint,45,opt,name=fallback_memory_request_bytes,json=fallbackMemoryRequestBytes,proto3" json:"fallback_memory_request_bytes,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
 }
 
 func (x *WorkloadSpec) Reset() {
@@ -301,6 +315,41 @@ func (x *WorkloadSpec) GetImage() string {
 		return x.Image
 	}
 	return ""
+}
+
+func (x *WorkloadSpec) GetFallbackImage() string {
+	if x != nil {
+		return x.FallbackImage
+	}
+	return ""
+}
+
+func (x *WorkloadSpec) GetFallbackArchiveDigest() string {
+	if x != nil {
+		return x.FallbackArchiveDigest
+	}
+	return ""
+}
+
+func (x *WorkloadSpec) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *WorkloadSpec) GetWasmUnsupported() string {
+	if x != nil {
+		return x.WasmUnsupported
+	}
+	return ""
+}
+
+func (x *WorkloadSpec) GetFallbackMemoryRequestBytes() int64 {
+	if x != nil {
+		return x.FallbackMemoryRequestBytes
+	}
+	return 0
 }
 
 // HttpTrigger routes HTTP requests to a function (CGI-over-WASI, WAGI style).
@@ -669,7 +718,11 @@ type Instance struct {
 	PendingReason   string                 `protobuf:"bytes,7,opt,name=pending_reason,json=pendingReason,proto3" json:"pending_reason,omitempty"` // why the scheduler could not place it
 	// cluster: set when its node stopped answering. A lost instance is no
 	// longer desired (its node stops it on return) and has been replaced.
-	LostUnixNano  int64 `protobuf:"varint,30,opt,name=lost_unix_nano,json=lostUnixNano,proto3" json:"lost_unix_nano,omitempty"`
+	LostUnixNano int64 `protobuf:"varint,30,opt,name=lost_unix_nano,json=lostUnixNano,proto3" json:"lost_unix_nano,omitempty"`
+	// containers: for a wasm workload with a fallback image, the runtime the
+	// scheduler chose on its node ("wasm" or "container") and why.
+	Runtime       string `protobuf:"bytes,41,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	RuntimeReason string `protobuf:"bytes,42,opt,name=runtime_reason,json=runtimeReason,proto3" json:"runtime_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -760,6 +813,20 @@ func (x *Instance) GetLostUnixNano() int64 {
 	return 0
 }
 
+func (x *Instance) GetRuntime() string {
+	if x != nil {
+		return x.Runtime
+	}
+	return ""
+}
+
+func (x *Instance) GetRuntimeReason() string {
+	if x != nil {
+		return x.RuntimeReason
+	}
+	return ""
+}
+
 type InstanceStatus struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Id               string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -774,7 +841,10 @@ type InstanceStatus struct {
 	FinishedUnixNano int64                  `protobuf:"varint,10,opt,name=finished_unix_nano,json=finishedUnixNano,proto3" json:"finished_unix_nano,omitempty"`
 	UpdatedUnixNano  int64                  `protobuf:"varint,11,opt,name=updated_unix_nano,json=updatedUnixNano,proto3" json:"updated_unix_nano,omitempty"`
 	// containers: the runtime that runs it on its node, "wasm" or "container".
-	Runtime       string `protobuf:"bytes,40,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	Runtime string `protobuf:"bytes,40,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	// containers: why the node runs it with that runtime, when it is a wasm
+	// workload's fallback.
+	RuntimeReason string `protobuf:"bytes,41,opt,name=runtime_reason,json=runtimeReason,proto3" json:"runtime_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -889,6 +959,13 @@ func (x *InstanceStatus) GetUpdatedUnixNano() int64 {
 func (x *InstanceStatus) GetRuntime() string {
 	if x != nil {
 		return x.Runtime
+	}
+	return ""
+}
+
+func (x *InstanceStatus) GetRuntimeReason() string {
+	if x != nil {
+		return x.RuntimeReason
 	}
 	return ""
 }
@@ -1175,8 +1252,11 @@ type BlobMeta struct {
 	MediaType          string                 `protobuf:"bytes,5,opt,name=media_type,json=mediaType,proto3" json:"media_type,omitempty"` // "application/wasm"
 	CreatedUnixNano    int64                  `protobuf:"varint,6,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	WasmMinMemoryBytes int64                  `protobuf:"varint,7,opt,name=wasm_min_memory_bytes,json=wasmMinMemoryBytes,proto3" json:"wasm_min_memory_bytes,omitempty"` // a module's initial linear memory
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// containers: why a module cannot run on the wasm runtime ("" = it can):
+	// imports it does not provide, or a component (WASI preview 2).
+	WasmUnsupported string `protobuf:"bytes,41,opt,name=wasm_unsupported,json=wasmUnsupported,proto3" json:"wasm_unsupported,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *BlobMeta) Reset() {
@@ -1256,6 +1336,13 @@ func (x *BlobMeta) GetWasmMinMemoryBytes() int64 {
 		return x.WasmMinMemoryBytes
 	}
 	return 0
+}
+
+func (x *BlobMeta) GetWasmUnsupported() string {
+	if x != nil {
+		return x.WasmUnsupported
+	}
+	return ""
 }
 
 // functions
@@ -1728,8 +1815,9 @@ type WorkloadView struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Workload      *Workload              `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
 	Ready         int32                  `protobuf:"varint,2,opt,name=ready,proto3" json:"ready,omitempty"`
-	Current       int32                  `protobuf:"varint,3,opt,name=current,proto3" json:"current,omitempty"` // instances of the current generation
-	Total         int32                  `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`     // all instances, any generation
+	Current       int32                  `protobuf:"varint,3,opt,name=current,proto3" json:"current,omitempty"`                    // instances of the current generation
+	Total         int32                  `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`                        // all instances, any generation
+	InFlight      int64                  `protobuf:"varint,20,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"` // functions: requests in flight across every gateway (their latest load reports)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1788,6 +1876,13 @@ func (x *WorkloadView) GetCurrent() int32 {
 func (x *WorkloadView) GetTotal() int32 {
 	if x != nil {
 		return x.Total
+	}
+	return 0
+}
+
+func (x *WorkloadView) GetInFlight() int64 {
+	if x != nil {
+		return x.InFlight
 	}
 	return 0
 }
@@ -4278,7 +4373,7 @@ var File_wasmorch_v1_wasmorch_proto protoreflect.FileDescriptor
 
 const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
-	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\x99\x04\n" +
+	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xfa\x05\n" +
 	"\fWorkloadSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12#\n" +
 	"\rmodule_digest\x18\x02 \x01(\tR\fmoduleDigest\x12\x1f\n" +
@@ -4296,7 +4391,12 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\tplacement\x18\f \x01(\v2\x16.wasmorch.v1.PlacementR\tplacement\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x1e \x01(\x03R\tcpuMillis\x12\x14\n" +
-	"\x05image\x18( \x01(\tR\x05image\"\xb4\x01\n" +
+	"\x05image\x18( \x01(\tR\x05image\x12%\n" +
+	"\x0efallback_image\x18) \x01(\tR\rfallbackImage\x126\n" +
+	"\x17fallback_archive_digest\x18* \x01(\tR\x15fallbackArchiveDigest\x12\x12\n" +
+	"\x04port\x18+ \x01(\x05R\x04port\x12)\n" +
+	"\x10wasm_unsupported\x18, \x01(\tR\x0fwasmUnsupported\x12A\n" +
+	"\x1dfallback_memory_request_bytes\x18- \x01(\x03R\x1afallbackMemoryRequestBytes\"\xb4\x01\n" +
 	"\vHttpTrigger\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1d\n" +
@@ -4328,7 +4428,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"generation\x18\x03 \x01(\x03R\n" +
 	"generation\x12*\n" +
 	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\x12*\n" +
-	"\x11updated_unix_nano\x18\x05 \x01(\x03R\x0fupdatedUnixNano\"\x92\x02\n" +
+	"\x11updated_unix_nano\x18\x05 \x01(\x03R\x0fupdatedUnixNano\"\xd3\x02\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x1e\n" +
@@ -4339,7 +4439,9 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x04spec\x18\x05 \x01(\v2\x19.wasmorch.v1.WorkloadSpecR\x04spec\x12*\n" +
 	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\x12%\n" +
 	"\x0epending_reason\x18\a \x01(\tR\rpendingReason\x12$\n" +
-	"\x0elost_unix_nano\x18\x1e \x01(\x03R\flostUnixNano\"\x89\x03\n" +
+	"\x0elost_unix_nano\x18\x1e \x01(\x03R\flostUnixNano\x12\x18\n" +
+	"\aruntime\x18) \x01(\tR\aruntime\x12%\n" +
+	"\x0eruntime_reason\x18* \x01(\tR\rruntimeReason\"\xb0\x03\n" +
 	"\x0eInstanceStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x120\n" +
@@ -4353,7 +4455,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x12finished_unix_nano\x18\n" +
 	" \x01(\x03R\x10finishedUnixNano\x12*\n" +
 	"\x11updated_unix_nano\x18\v \x01(\x03R\x0fupdatedUnixNano\x12\x18\n" +
-	"\aruntime\x18( \x01(\tR\aruntime\"k\n" +
+	"\aruntime\x18( \x01(\tR\aruntime\x12%\n" +
+	"\x0eruntime_reason\x18) \x01(\tR\rruntimeReason\"k\n" +
 	"\tResources\x12!\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
@@ -4381,7 +4484,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1b\n" +
 	"\tunix_nano\x18\x04 \x01(\x03R\bunixNano\x12\x16\n" +
-	"\x06source\x18\x05 \x01(\tR\x06source\"\xeb\x01\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"\x96\x02\n" +
 	"\bBlobMeta\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -4391,7 +4494,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
 	"media_type\x18\x05 \x01(\tR\tmediaType\x12*\n" +
 	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\x121\n" +
-	"\x15wasm_min_memory_bytes\x18\a \x01(\x03R\x12wasmMinMemoryBytes\"\xa2\x01\n" +
+	"\x15wasm_min_memory_bytes\x18\a \x01(\x03R\x12wasmMinMemoryBytes\x12)\n" +
+	"\x10wasm_unsupported\x18) \x01(\tR\x0fwasmUnsupported\"\xa2\x01\n" +
 	"\fFunctionLoad\x12\x1b\n" +
 	"\tin_flight\x18\x01 \x01(\x03R\binFlight\x12$\n" +
 	"\x0epeak_in_flight\x18\x02 \x01(\x03R\fpeakInFlight\x123\n" +
@@ -4419,12 +4523,13 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\achanged\x18\x03 \x01(\bR\achanged\"(\n" +
 	"\x12GetWorkloadRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14ListWorkloadsRequest\"\x87\x01\n" +
+	"\x14ListWorkloadsRequest\"\xa4\x01\n" +
 	"\fWorkloadView\x121\n" +
 	"\bworkload\x18\x01 \x01(\v2\x15.wasmorch.v1.WorkloadR\bworkload\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\x05R\x05ready\x12\x18\n" +
 	"\acurrent\x18\x03 \x01(\x05R\acurrent\x12\x14\n" +
-	"\x05total\x18\x04 \x01(\x05R\x05total\"P\n" +
+	"\x05total\x18\x04 \x01(\x05R\x05total\x12\x1b\n" +
+	"\tin_flight\x18\x14 \x01(\x03R\binFlight\"P\n" +
 	"\x15ListWorkloadsResponse\x127\n" +
 	"\tworkloads\x18\x01 \x03(\v2\x19.wasmorch.v1.WorkloadViewR\tworkloads\">\n" +
 	"\fScaleRequest\x12\x12\n" +

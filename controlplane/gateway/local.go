@@ -1,0 +1,166 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wasmorch/wasmorch/internal/httptrigger"
+)
+
+// Two shortcuts around the control loop and the second HTTP hop:
+//
+//   - a worker in this process (`wasmorch up`) is called directly: its
+//     function server is an http.Handler, so a request costs one HTTP
+//     exchange, not two;
+//   - a request for a function scaled to zero is sent at once to a worker
+//     that can run it without a replica (cold start): every request gets a
+//     fresh sandbox anyway, and the worker prepares the function from its
+//     module and compile caches. The replica count is raised beside it, in
+//     the background, so that the autoscaler's bookkeeping and the next
+//     requests follow the usual path.
+
+// wakeTimeout bounds a background wake-up; after it, the next request at
+// zero may try again.
+const wakeTimeout = 10 * time.Second
+
+// setColdHeaders names the function itself (not a replica) to the worker.
+func setColdHeaders(h http.Header, rt *route) {
+	h.Del(httptrigger.HeaderInstance)
+	h.Set(httptrigger.HeaderWorkload, rt.workloadHeader)
+	h.Set(httptrigger.HeaderSpec, rt.specHeader)
+	h.Set(httptrigger.HeaderRoute, rt.settings.Route)
+}
+
+// serveLocal offers the request to a function server in this process:
+// to a replica when instance is set, else as a cold start. It reports
+// false, having written nothing, when the worker does not serve it (the
+// caller then goes the usual way).
+func (g *Gateway) serveLocal(w http.ResponseWriter, req *http.Request, rt *route, t target, instance string) bool {
+	for name := range req.Header {
+		if strings.HasPrefix(name, "X-Wasmorch-") {
+			req.Header.Del(name)
+		}
+	}
+	req.Header.Set(httptrigger.HeaderRemoteAddr, req.RemoteAddr)
+	if instance != "" {
+		req.Header.Set(httptrigger.HeaderInstance, instance)
+		req.Header.Set(httptrigger.HeaderRoute, rt.settings.Route)
+	} else {
+		setColdHeaders(req.Header, rt)
+	}
+	body := &touchedBody{ReadCloser: req.Body}
+	if req.Body != nil && req.Body != http.NoBody {
+		req.Body = body
+	}
+	aw := &attemptWriter{w: w, h: http.Header{}}
+	t.local.ServeHTTP(aw, req)
+	if aw.retry && !body.touched {
+		req.Body = body.ReadCloser
+		return false
+	}
+	if aw.retry {
+		// The body is gone: nothing to offer another replica.
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "503 service unavailable: function "+rt.workload+" has no ready replica", http.StatusServiceUnavailable)
+	}
+	return true
+}
+
+// attemptWriter passes a local function server's response through, unless
+// it is the "no such replica" 503, which it swallows for the caller to try
+// elsewhere.
+type attemptWriter struct {
+	w     http.ResponseWriter
+	h     http.Header
+	wrote bool
+	retry bool
+}
+
+func (a *attemptWriter) Header() http.Header { return a.h }
+
+func (a *attemptWriter) WriteHeader(code int) {
+	if a.wrote || a.retry {
+		return
+	}
+	if code == http.StatusServiceUnavailable && a.h.Get(httptrigger.HeaderUnavailable) == httptrigger.UnavailableNoReplica {
+		a.retry = true
+		return
+	}
+	a.wrote = true
+	a.h.Del(httptrigger.HeaderUnavailable)
+	dst := a.w.Header()
+	for k, v := range a.h {
+		dst[k] = v
+	}
+	a.w.WriteHeader(code)
+}
+
+func (a *attemptWriter) Write(p []byte) (int, error) {
+	if !a.wrote {
+		a.WriteHeader(http.StatusOK)
+	}
+	if a.retry {
+		return len(p), nil
+	}
+	return a.w.Write(p)
+}
+
+// Flush implements http.Flusher, which functions stream through.
+func (a *attemptWriter) Flush() {
+	if !a.wrote {
+		a.WriteHeader(http.StatusOK)
+	}
+	if f, ok := a.w.(http.Flusher); ok && !a.retry {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (a *attemptWriter) Unwrap() http.ResponseWriter { return a.w }
+
+// touchedBody remembers whether the request body was read.
+type touchedBody struct {
+	io.ReadCloser
+	touched bool
+}
+
+func (b *touchedBody) Read(p []byte) (int, error) {
+	b.touched = true
+	return b.ReadCloser.Read(p)
+}
+
+// wakeInBackground raises the replica count of a function at zero, once
+// per wake-up (until the route table shows a replica), without holding the
+// request that asked for it.
+func (g *Gateway) wakeInBackground(rt *route) {
+	now, last := time.Now().UnixNano(), rt.waking.Load()
+	if last != 0 && now-last < int64(wakeTimeout) || !rt.waking.CompareAndSwap(last, now) {
+		return
+	}
+	base := context.Background()
+	if p := g.runCtx.Load(); p != nil {
+		base = *p
+	}
+	g.bg.Add(1)
+	go func() {
+		defer g.bg.Done()
+		ctx, cancel := context.WithTimeout(base, wakeTimeout)
+		defer cancel()
+		if err := g.wake(ctx, rt.workload); err != nil {
+			g.log.Warn("gateway: scaling a function from zero failed", "workload", rt.workload, "err", err)
+			rt.waking.Store(0)
+		}
+	}()
+}
+
+// bufferPool lends the proxy its copy buffers.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }

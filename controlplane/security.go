@@ -1,0 +1,268 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/wasmorch/wasmorch/controlplane/auth"
+	"github.com/wasmorch/wasmorch/controlplane/store"
+)
+
+// The cluster's identity on a member's disk (see docs/operations.md):
+//
+//	<data-dir>/pki/ca.crt, ca.key        the cluster CA (the same on every member)
+//	<data-dir>/pki/member.crt, member.key this member's certificate, for the API it serves
+//	<data-dir>/admin.yaml                 an admin credential for the CLI
+//
+// and, when Config.UserCredentialsDir is set, a copy of admin.yaml there
+// named after the API address, where the CLI of the same user finds it.
+const (
+	pkiDirName     = "pki"
+	memberCertFile = "member.crt"
+	memberKeyFile  = "member.key"
+	adminFileName  = "admin.yaml"
+)
+
+// pkiDir is where a member keeps its CA and certificate.
+func pkiDir(dataDir string) string { return filepath.Join(dataDir, pkiDirName) }
+
+// AdminCredentialPath is the admin credential a member keeps in its data
+// dir.
+func AdminCredentialPath(dataDir string) string { return filepath.Join(dataDir, adminFileName) }
+
+// security is a member's CA and the certificate it serves with.
+type security struct {
+	ca     *auth.CA
+	member *auth.Keypair
+	// created is true when this start created the CA (a new cluster).
+	created bool
+}
+
+// hasCA says whether the data dir holds a CA already.
+func hasCA(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(pkiDir(dataDir), "ca.crt"))
+	return err == nil
+}
+
+// adoptBootstrapCA gives every member of a statically bootstrapped cluster
+// (--initial-cluster, all started at once, none with a CA) the same CA:
+// the first to store one in etcd wins and the others take it. The CA key
+// then stays in etcd, and so in snapshots: see docs/ha.md.
+func adoptBootstrapCA(ctx context.Context, cli *clientv3.Client, dataDir string) error {
+	ca, _, err := auth.LoadOrCreateCA(filepath.Join(dataDir, pkiDirName+".new"))
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(filepath.Join(dataDir, pkiDirName+".new"))
+	keyPEM, err := ca.KeyPEM()
+	if err != nil {
+		return err
+	}
+	const key = store.Root + "pki/bootstrap-ca"
+	resp, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key+"/cert", string(ca.CertPEM)), clientv3.OpPut(key+"/key", string(keyPEM)), clientv3.OpPut(key, "")).
+		Else(clientv3.OpGet(key+"/cert"), clientv3.OpGet(key+"/key")).Commit()
+	if err != nil {
+		return fmt.Errorf("share the cluster CA through etcd: %w", err)
+	}
+	certPEM := ca.CertPEM
+	if !resp.Succeeded {
+		c, k := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs
+		if len(c) == 0 || len(k) == 0 {
+			return errors.New("the cluster CA in etcd is incomplete")
+		}
+		certPEM, keyPEM = c[0].Value, k[0].Value
+	}
+	return auth.SaveCA(pkiDir(dataDir), certPEM, keyPEM)
+}
+
+// newSecurity loads (or, on a new cluster, creates) the CA, and issues this
+// member a certificate when it has none or its current one is due for
+// renewal. apiAddr is the bound API address, put in the certificate.
+func newSecurity(cfg Config, apiAddr string) (*security, error) {
+	ca, created, err := auth.LoadOrCreateCA(pkiDir(cfg.DataDir))
+	if err != nil {
+		return nil, err
+	}
+	ca.Lifetime = cfg.CertLifetime
+	sec := &security{ca: ca, created: created}
+	certPEM, err1 := os.ReadFile(filepath.Join(pkiDir(cfg.DataDir), memberCertFile))
+	keyPEM, err2 := os.ReadFile(filepath.Join(pkiDir(cfg.DataDir), memberKeyFile))
+	if err1 == nil && err2 == nil {
+		if kp, err := auth.NewKeypair(certPEM, keyPEM); err == nil && sec.valid(kp.Leaf()) {
+			sec.member = kp
+		}
+	}
+	if sec.member == nil {
+		if err := sec.renewMember(cfg, apiAddr); err != nil {
+			return nil, err
+		}
+	}
+	return sec, nil
+}
+
+// valid says whether a certificate was issued by this CA and is not yet
+// due for renewal.
+func (sec *security) valid(cert *x509.Certificate) bool {
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: sec.ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return false
+	}
+	return !auth.NeedsRenewal(cert, time.Now())
+}
+
+// renewMember issues this member a new certificate and saves it.
+func (sec *security) renewMember(cfg Config, apiAddr string) error {
+	var hosts []string
+	if host, _, err := net.SplitHostPort(apiAddr); err == nil && host != "" {
+		hosts = append(hosts, host)
+	}
+	certPEM, keyPEM, err := sec.ca.Issue(auth.Identity{Role: auth.RoleMember, Name: cfg.Name}, hosts, time.Now())
+	if err != nil {
+		return err
+	}
+	// The CA goes after the certificate: a joiner checks it against the
+	// pin in its token.
+	chain := append(append([]byte{}, certPEM...), sec.ca.CertPEM...)
+	dir := pkiDir(cfg.DataDir)
+	if err := writePrivate(filepath.Join(dir, memberKeyFile), keyPEM); err != nil {
+		return err
+	}
+	if err := writePrivate(filepath.Join(dir, memberCertFile), chain); err != nil {
+		return err
+	}
+	if sec.member == nil {
+		sec.member, err = auth.NewKeypair(chain, keyPEM)
+		return err
+	}
+	return sec.member.Set(chain, keyPEM)
+}
+
+// writeAdminCredential keeps an admin credential in the data dir, issuing
+// a new one when there is none, it names another address, or it is due
+// for renewal, and copies it into the user's credentials directory (when
+// set) under the name of the API address.
+func (sec *security) writeAdminCredential(cfg Config, server string) error {
+	path := AdminCredentialPath(cfg.DataDir)
+	cur, err := auth.ReadCredential(path)
+	if err == nil && cur.Server == server {
+		if cert, err := auth.ParseCertificate([]byte(cur.Cert)); err == nil && sec.valid(cert) {
+			return sec.copyAdminCredential(cfg, server, cur)
+		}
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("admin credential: %w", err)
+	}
+	certPEM, keyPEM, err := sec.ca.Issue(auth.Identity{Role: auth.RoleAdmin, Name: "admin"}, nil, time.Now())
+	if err != nil {
+		return err
+	}
+	c := auth.Credential{Server: server, CA: string(sec.ca.CertPEM), Cert: string(certPEM), Key: string(keyPEM)}
+	if err := auth.WriteCredential(path, c); err != nil {
+		return err
+	}
+	return sec.copyAdminCredential(cfg, server, c)
+}
+
+func (sec *security) copyAdminCredential(cfg Config, server string, c auth.Credential) error {
+	if cfg.UserCredentialsDir == "" {
+		return nil
+	}
+	return auth.WriteCredential(filepath.Join(cfg.UserCredentialsDir, auth.CredentialFileName(server)), c)
+}
+
+// keepCertificates renews this member's certificate and the admin
+// credential at two thirds of their lifetime, until ctx ends.
+func (s *Server) keepCertificates(ctx context.Context) error {
+	for {
+		next := auth.RenewAt(s.sec.member.Leaf())
+		if cur, err := auth.ReadCredential(AdminCredentialPath(s.cfg.DataDir)); err == nil {
+			if cert, err := auth.ParseCertificate([]byte(cur.Cert)); err == nil && auth.RenewAt(cert).Before(next) {
+				next = auth.RenewAt(cert)
+			}
+		}
+		wait := time.Until(next)
+		// Woken at least hourly, so that a suspended machine catches up.
+		wait = min(max(wait, 100*time.Millisecond), time.Hour)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		if auth.NeedsRenewal(s.sec.member.Leaf(), time.Now()) {
+			if err := s.sec.renewMember(s.cfg, s.APIAddr()); err != nil {
+				s.log.Warn("could not renew this member's certificate", "err", err)
+			} else {
+				s.log.Info("renewed this member's certificate", "expires", s.sec.member.Leaf().NotAfter)
+			}
+		}
+		if err := s.sec.writeAdminCredential(s.cfg, s.clientAddr()); err != nil {
+			s.log.Warn("could not renew the admin credential", "err", err)
+		}
+	}
+}
+
+// clientAddr is the API address a client on this machine dials.
+func (s *Server) clientAddr() string { return dialableAddr(s.APIAddr()) }
+
+// dialableAddr turns a listen address into one to connect to: a wildcard
+// host (0.0.0.0, ::) becomes loopback.
+func dialableAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
+}
+
+// AdminCredential is the credential the member wrote for its admins.
+func (s *Server) AdminCredential() (auth.Credential, error) {
+	return auth.ReadCredential(AdminCredentialPath(s.cfg.DataDir))
+}
+
+// CreatedCluster says whether this start created the cluster's CA: the
+// first start of a new cluster.
+func (s *Server) CreatedCluster() bool { return s.sec.created }
+
+// IssueNodeCredential writes a credential for node into dir, as an agent
+// gets by joining with a token: `wasmorch up` gives its own worker one.
+func (s *Server) IssueNodeCredential(dir, node string) error {
+	csr, keyPEM, err := auth.NewRequest(node)
+	if err != nil {
+		return err
+	}
+	certPEM, err := s.sec.ca.SignRequest(csr, auth.Identity{Role: auth.RoleNode, Name: node}, time.Now())
+	if err != nil {
+		return err
+	}
+	return auth.SaveNodeCredential(dir, auth.NodeCredential{CAPEM: s.sec.ca.CertPEM, CertPEM: certPEM, KeyPEM: keyPEM})
+}
+
+// MemberCredentials are transport credentials with this member's identity,
+// for tests and tools in the same process that call the API as a member.
+func (s *Server) MemberCredentials() credentials.TransportCredentials {
+	return credentials.NewTLS(auth.MemberClientTLS(s.sec.ca.Pool(), s.sec.member))
+}
+
+func writePrivate(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return os.Rename(tmp, path)
+}

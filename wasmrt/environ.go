@@ -1,0 +1,89 @@
+package wasmrt
+
+import (
+	"context"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// An instance's environment travels in the context of its _start call, not
+// in its wazero.ModuleConfig: every ModuleConfig.WithEnv copies the config
+// and its map of keys, so the ~20 CGI variables of a function request cost
+// a quadratic number of map inserts per request (a third of a small
+// function's call). WASI reads the environment only through environ_get
+// and environ_sizes_get, which the runtime's WASI module provides from the
+// context instead of wazero's own.
+
+// environKey is the context key of an instance's environment (KEY=VALUE).
+type environKey struct{}
+
+// withEnviron returns ctx carrying env for the guest's environ_* calls.
+func withEnviron(ctx context.Context, env []string) context.Context {
+	return context.WithValue(ctx, environKey{}, env)
+}
+
+// errnoFault is WASI's EFAULT: a pointer outside the guest's memory.
+const errnoFault = 21
+
+// instantiateWASI instantiates WASI preview 1 in wz with the environment
+// read from the call's context.
+func instantiateWASI(ctx context.Context, wz wazero.Runtime) error {
+	b := wz.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
+	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
+	i32 := api.ValueTypeI32
+	b.NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(environSizesGet), []api.ValueType{i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("result.environc", "result.environv_len").
+		WithResultNames("errno").
+		Export("environ_sizes_get")
+	b.NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(environGet), []api.ValueType{i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("environ", "environ_buf").
+		WithResultNames("errno").
+		Export("environ_get")
+	_, err := b.Instantiate(ctx)
+	return err
+}
+
+func environOf(ctx context.Context) []string {
+	env, _ := ctx.Value(environKey{}).([]string)
+	return env
+}
+
+// environSizesGet is WASI's environ_sizes_get: the number of variables
+// and the bytes their NUL-terminated KEY=VALUE strings take.
+func environSizesGet(ctx context.Context, mod api.Module, stack []uint64) {
+	env := environOf(ctx)
+	size := 0
+	for _, kv := range env {
+		size += len(kv) + 1
+	}
+	mem := mod.Memory()
+	if mem == nil || !mem.WriteUint32Le(uint32(stack[0]), uint32(len(env))) || !mem.WriteUint32Le(uint32(stack[1]), uint32(size)) {
+		stack[0] = errnoFault
+		return
+	}
+	stack[0] = 0
+}
+
+// environGet is WASI's environ_get: a pointer per variable at environ,
+// each to its NUL-terminated KEY=VALUE string written from environ_buf.
+func environGet(ctx context.Context, mod api.Module, stack []uint64) {
+	env := environOf(ctx)
+	ptrs, buf := uint32(stack[0]), uint32(stack[1])
+	mem := mod.Memory()
+	if mem == nil {
+		stack[0] = errnoFault
+		return
+	}
+	for i, kv := range env {
+		if !mem.WriteUint32Le(ptrs+uint32(4*i), buf) || !mem.WriteString(buf, kv) || !mem.WriteByte(buf+uint32(len(kv)), 0) {
+			stack[0] = errnoFault
+			return
+		}
+		buf += uint32(len(kv)) + 1
+	}
+	stack[0] = 0
+}

@@ -95,6 +95,8 @@ instance, its exit code and reason, if an instance fails.`,
 	f.IntVar(&cfg.Port, "port", 0, "the port an HTTP container listens on ($PORT) for its --route (default 8080)")
 	f.StringSliceVar(&cfg.Selector, "selector", nil, "node labels k=v[,k=v...] a node must carry to run the instances")
 	f.StringVar(&cfg.Spread, "spread", "", "node label to spread the replicas across, e.g. zone")
+	f.StringSliceVar(&cfg.Arch, "arch", nil, "CPU architectures a node must have, any of (GOARCH names: amd64,arm64)")
+	f.StringSliceVar(&cfg.OS, "os", nil, "operating systems a node must run, any of (GOOS names: linux)")
 	f.StringVar(&cfg.CPU, "cpu", "", "CPU each instance reserves on its node: millicores (250m) or cores (0.5)")
 	addFunctionFlags(f, &cfg.Function)
 	commandLineOnly(f, "name", "env")

@@ -48,7 +48,10 @@ type DeployConfig struct {
 	// spread replicas across; CPU is a per-instance request ("250m", "1").
 	Selector []string
 	Spread   string
-	CPU      string
+	// Arch and OS restrict the nodes by GOARCH/GOOS names (any of).
+	Arch []string
+	OS   []string
+	CPU  string
 	// Function makes the workload an HTTP function (see function.go).
 	Function FunctionConfig
 	// FallbackImage is a module's fallback: an image reference or an OCI

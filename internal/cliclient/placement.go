@@ -27,10 +27,39 @@ func (cfg DeployConfig) placement() (*wasmorchv1.Placement, int64, error) {
 	if strings.ContainsAny(spread, "=, ") {
 		return nil, 0, Errorf("use --spread LABEL, e.g. --spread zone", "invalid --spread %q: it names one node label key", cfg.Spread)
 	}
-	if len(sel) == 0 && spread == "" {
+	arch, err := platformNames("--arch", "amd64,arm64", cfg.Arch)
+	if err != nil {
+		return nil, 0, err
+	}
+	oses, err := platformNames("--os", "linux", cfg.OS)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(sel) == 0 && spread == "" && len(arch) == 0 && len(oses) == 0 {
 		return nil, cpu, nil
 	}
-	return &wasmorchv1.Placement{Selector: sel, Spread: spread}, cpu, nil
+	return &wasmorchv1.Placement{Selector: sel, Spread: spread, Arch: arch, Os: oses}, cpu, nil
+}
+
+// platformNames checks --arch and --os values: GOARCH/GOOS-style names,
+// lower case letters and digits.
+func platformNames(flag, example string, items []string) ([]string, error) {
+	var out []string
+	for _, it := range items {
+		for _, v := range strings.Split(it, ",") {
+			v = strings.TrimSpace(v)
+			if v == "" {
+				continue
+			}
+			for _, r := range v {
+				if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+					return nil, Errorf(fmt.Sprintf("use %s %s", flag, example), "invalid %s %q: names look like %s", flag, v, example)
+				}
+			}
+			out = append(out, v)
+		}
+	}
+	return out, nil
 }
 
 // ParseSelector parses k=v items, each of which may hold several

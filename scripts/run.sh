@@ -20,11 +20,13 @@ for _ in $(seq 1 300); do
 done
 
 "$BIN" deploy testdata/ticker.wasm --name ticker --replicas 2 --server "$API"
+"$BIN" deploy testdata/greet.wasm --name greet --route /greet --env GREETING=hello --server "$API"
 
 cat <<MSG
 
 wasmorch is running (data in $DATA_DIR, API on $API). In another terminal, try:
 
+  curl 'http://$HTTP/greet?who=you'      # an HTTP function: a fresh Wasm sandbox per request
   $BIN get workloads
   $BIN get instances -o json
   $BIN logs ticker

@@ -136,6 +136,10 @@ func (a *agentAPI) Session(req *v1.SessionRequest, stream v1.Agent_SessionServer
 			}
 		}
 		sort.Slice(set.Instances, func(i, j int) bool { return set.Instances[i].GetId() < set.Instances[j].GetId() })
+		if err := a.s.resolveEnv(ctx, set.Instances); err != nil { // configs
+			a.s.log.Warn("cannot resolve the configs and secrets of a node's instances", "node", node, "err", err)
+			return err
+		}
 		if err := stream.Send(set); err != nil {
 			return err
 		}

@@ -120,6 +120,11 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		if err := validateSpec(spec); err != nil {
 			return nil, err
 		}
+		// configs: a dry run (diff, apply's check) may name configs that
+		// the same manifest creates; the client checks the others.
+		if err := a.s.checkReferences(ctx, spec); err != nil && !req.GetDryRun() {
+			return nil, err
+		}
 		if err := gateway.CheckRoute(ctx, a.s.store, req.GetName(), spec.GetHttp()); err != nil {
 			return nil, err
 		}
@@ -132,6 +137,10 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 			}
 		} else {
 			meta, err := a.s.blobs.Stat(ctx, spec.GetModuleDigest())
+			if errdefs.IsNotFound(err) && req.GetDryRun() {
+				// configs: a module not uploaded yet is surely a change.
+				return &v1.ApplyWorkloadResponse{Workload: &v1.Workload{Name: req.GetName(), Spec: spec}, Created: !exists, Changed: true}, nil
+			}
 			if errdefs.IsNotFound(err) {
 				return nil, errdefs.Preconditionf("module %s has not been uploaded; upload it first ('wasmorch deploy FILE.wasm' does both)", spec.GetModuleDigest())
 			} else if err != nil {
@@ -149,6 +158,9 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		now := time.Now().UnixNano()
 		if !exists {
 			wl := &v1.Workload{Name: req.GetName(), Spec: spec, Generation: 1, CreatedUnixNano: now, UpdatedUnixNano: now}
+			if req.GetDryRun() {
+				return &v1.ApplyWorkloadResponse{Workload: wl, Created: true, Changed: true}, nil
+			}
 			if err := a.writeWorkload(ctx, wl, nil, 0); errdefs.IsConflict(err) && attempt < 5 {
 				continue
 			} else if err != nil {
@@ -166,6 +178,9 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 			wl.Generation++
 		}
 		wl.Spec, wl.UpdatedUnixNano = spec, now
+		if req.GetDryRun() {
+			return &v1.ApplyWorkloadResponse{Workload: wl, Changed: true}, nil
+		}
 		if err := a.writeWorkload(ctx, wl, cur.Value.GetSpec().GetHttp(), cur.ModRevision); errdefs.IsConflict(err) && attempt < 5 {
 			continue
 		} else if err != nil {

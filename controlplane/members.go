@@ -92,6 +92,9 @@ func joinOnce(ctx context.Context, cfg Config, req *v1.AddMemberRequest) (joined
 			if err := auth.SaveCA(pkiDir(cfg.DataDir), resp.GetCaCertificate(), resp.GetCaKey()); err != nil {
 				return "", false, fmt.Errorf("the cluster CA received from %s: %w", addr, err)
 			}
+			if err := saveReceivedSecretsKey(cfg.DataDir, resp.GetSecretsKey()); err != nil {
+				return "", false, fmt.Errorf("the secrets key received from %s: %w", addr, err)
+			}
 			return resp.GetInitialCluster(), false, nil
 		}
 		switch status.Code(err) {
@@ -173,6 +176,7 @@ func (a *controlAPI) AddMember(ctx context.Context, req *v1.AddMemberRequest) (*
 			return nil, err
 		}
 		resp.CaCertificate, resp.CaKey = a.s.sec.ca.CertPEM, key
+		resp.SecretsKey = a.s.keys.member[:] // configs: secrets sealed by any member open on every member
 	}
 	return resp, nil
 }

@@ -50,6 +50,7 @@ type Server struct {
 	events  *events
 	gateway *gateway.Gateway
 	sec     *security // the cluster CA and this member's certificate
+	keys    *keyring  // configs: the secrets key and the data keys it unwrapped
 
 	// routeChecked, set by tests only, runs in ApplyWorkload between
 	// reading the routes and writing the workload.
@@ -101,6 +102,16 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if s.sec, err = newSecurity(cfg, s.APIAddr()); err != nil {
 		return nil, fmt.Errorf("cluster credentials in %s: %w", pkiDir(cfg.DataDir), err)
+	}
+	// configs: the secrets key, like the CA: shared through etcd by a
+	// static bootstrap, received by a joining member, created otherwise.
+	if cfg.InitialCluster != "" && !hasSecretsKey(cfg.DataDir) {
+		if err := adoptBootstrapSecretsKey(ctx, cli, cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	if s.keys, err = newKeyring(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	if err := s.sec.writeAdminCredential(cfg, s.clientAddr()); err != nil {
 		return nil, fmt.Errorf("admin credential: %w", err)

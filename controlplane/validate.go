@@ -79,5 +79,8 @@ func validateSpec(spec *v1.WorkloadSpec) error {
 	if err := validateFallback(spec); err != nil {
 		return err
 	}
+	if err := validateReferences(spec); err != nil { // configs
+		return err
+	}
 	return nil
 }

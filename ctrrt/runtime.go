@@ -334,5 +334,8 @@ func checkSpec(spec runtimeapi.InstanceSpec) error {
 	if spec.MemoryBytes < 0 || spec.MilliCPU < 0 {
 		return startError(true, runtimeapi.ReasonStartError, "negative memory or CPU limit")
 	}
+	if len(spec.Files) > 0 { // configs: not mounted into containers yet
+		return startError(true, runtimeapi.ReasonStartError, "config and secret files are not mounted into containers: use them as environment variables")
+	}
 	return nil
 }

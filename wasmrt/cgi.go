@@ -29,6 +29,9 @@ type function struct {
 	m    *module
 	env  []string // the workload's K=V
 	once chan struct{}
+	// alloc lends the instances their memory (memory.go), if the module's
+	// initial memory is small enough to pool; nil: wazero allocates.
+	alloc experimental.MemoryAllocator
 }
 
 // PrepareFunction implements runtimeapi.FunctionRuntime: it compiles the
@@ -44,7 +47,11 @@ func (r *Runtime) PrepareFunction(ctx context.Context, a runtimeapi.Artifact, sp
 	if err != nil {
 		return nil, err
 	}
-	return &function{r: r, m: m, env: spec.Env, once: make(chan struct{}, 1)}, nil
+	f := &function{r: r, m: m, env: spec.Env, once: make(chan struct{}, 1)}
+	if pages := minMemoryPages(m.code); pages > 0 && uint64(pages)*pageSize <= maxPooledMemory {
+		f.alloc = &r.memory
+	}
+	return f, nil
 }
 
 // Close implements runtimeapi.Function; calls after the first do nothing.
@@ -94,7 +101,7 @@ func (f *function) Serve(ctx context.Context, w http.ResponseWriter, req *runtim
 		WithStderr(logs).
 		WithNanosleep(ctxSleep(ctx, out.pause))
 
-	mod, err := f.m.wz.InstantiateModule(experimental.WithMemoryAllocator(ctx, &r.memory), f.m.code, cfg)
+	mod, err := f.m.wz.InstantiateModule(experimental.WithMemoryAllocator(ctx, f.alloc), f.m.code, cfg)
 	if err == nil {
 		_, err = mod.ExportedFunction("_start").Call(withEnviron(ctx, cgiEnv(req, f.env)))
 		_ = mod.Close(context.WithoutCancel(ctx))

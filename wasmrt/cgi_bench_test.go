@@ -15,9 +15,14 @@ import (
 
 // BenchmarkCGIServe is one function call without HTTP: a fresh instance
 // of greet.wasm (C) with the CGI environment, run, response parsed.
-func BenchmarkCGIServe(b *testing.B) {
+func BenchmarkCGIServe(b *testing.B) { benchServe(b, "greet.wasm") }
+
+// BenchmarkCGIServeGo is BenchmarkCGIServe for a Go (GOOS=wasip1) function.
+func BenchmarkCGIServeGo(b *testing.B) { benchServe(b, "gofn.wasm") }
+
+func benchServe(b *testing.B, module string) {
 	r := newTestRuntime(b, Config{})
-	fn, err := r.PrepareFunction(context.Background(), testArtifact(b, "greet.wasm"), runtimeapi.FunctionSpec{Env: []string{"GREETING=hi"}})
+	fn, err := r.PrepareFunction(context.Background(), testArtifact(b, module), runtimeapi.FunctionSpec{Env: []string{"GREETING=hi"}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -83,6 +83,9 @@ func (i *instance) run(r *Runtime, m *module, spec runtimeapi.InstanceSpec) {
 	if spec.Stderr != nil {
 		cfg = cfg.WithStderr(spec.Stderr)
 	}
+	if len(spec.Files) > 0 {
+		cfg = cfg.WithFSConfig(filesConfig(spec.Files))
+	}
 
 	mod, err := m.wz.InstantiateModule(i.ctx, m.code, cfg)
 	if err != nil {

@@ -199,6 +199,7 @@ func (w *Worker) launch(ctx context.Context, in *instance, gen uint32) (runtimea
 		Stderr:      in.log,
 		OnExit:      func(e runtimeapi.Exit) { w.onExit(in, gen, e) },
 		Restarts:    restarts,
+		Files:       filesOf(spec.GetFiles()), // configs
 	}
 	if spec.GetHttp() != nil && kindOf(spec) == kindContainer {
 		return w.startContainerFunction(ctx, in, rs, spec)
@@ -400,6 +401,18 @@ func kindOf(spec *pb.WorkloadSpec) string {
 		return k
 	}
 	return defaultKind
+}
+
+// filesOf maps the files a spec carries by path.
+func filesOf(files []*pb.MountedFile) map[string][]byte {
+	if len(files) == 0 {
+		return nil
+	}
+	out := make(map[string][]byte, len(files))
+	for _, f := range files {
+		out[f.GetPath()] = f.GetData()
+	}
+	return out
 }
 
 func envList(vars []*pb.EnvVar) []string {

@@ -99,6 +99,11 @@ instance, its exit code and reason, if an instance fails.`,
 	f.StringSliceVar(&cfg.OS, "os", nil, "operating systems a node must run, any of (GOOS names: linux)")
 	f.StringVar(&cfg.CPU, "cpu", "", "CPU each instance reserves on its node: millicores (250m) or cores (0.5)")
 	addFunctionFlags(f, &cfg.Function)
-	commandLineOnly(f, "name", "env")
+	// --config names the CLI's own config file, hence --from-config.
+	f.StringArrayVar(&cfg.Configs, "from-config", nil, "a config whose keys become environment variables of every instance (repeatable; see 'wasmorch config')")
+	f.StringArrayVar(&cfg.Secrets, "from-secret", nil, "a secret whose keys become environment variables of every instance (repeatable; see 'wasmorch secret')")
+	f.StringArrayVar(&cfg.ConfigFiles, "config-files", nil, "a config whose keys become read-only files /config/NAME/KEY of every wasm instance (repeatable)")
+	f.StringArrayVar(&cfg.SecretFiles, "secret-files", nil, "a secret whose keys become read-only files /secrets/NAME/KEY of every wasm instance (repeatable)")
+	commandLineOnly(f, "name", "env", "from-config", "from-secret", "config-files", "secret-files")
 	return cmd
 }

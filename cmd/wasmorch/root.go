@@ -72,6 +72,11 @@ wins over the file. Flags that name or describe one object (deploy --name and
 		c.GroupID = "client"
 		root.AddCommand(c)
 	}
+	// configs
+	for _, c := range []*cobra.Command{newApplyCommand(), newDiffCommand(), newConfigCommand(), newSecretCommand()} {
+		c.GroupID = "client"
+		root.AddCommand(c)
+	}
 	root.AddGroup(&cobra.Group{ID: "nodes", Title: "Working with nodes:"})
 	for _, c := range []*cobra.Command{newDescribeCommand(), newCordonCommand(), newUncordonCommand(), newDrainCommand(), newNodeCommand()} {
 		c.GroupID = "nodes"

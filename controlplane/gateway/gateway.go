@@ -293,10 +293,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			}
 		}
 	} else if rep := rt.pick(nil); rep != nil && rep.local != nil {
-		rep.inFlight.Add(1)
-		done := g.serveLocal(w, req, rt, rep.target, rep.instance)
-		rep.inFlight.Add(-1)
-		if done {
+		if g.serveLocalReplica(w, req, rt, rep) {
 			return
 		}
 	}

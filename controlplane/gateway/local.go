@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -35,6 +36,13 @@ func setColdHeaders(h http.Header, rt *route) {
 	h.Set(httptrigger.HeaderRoute, rt.settings.Route)
 }
 
+// serveLocalReplica is serveLocal for a replica, counted in flight.
+func (g *Gateway) serveLocalReplica(w http.ResponseWriter, req *http.Request, rt *route, rep *replica) bool {
+	rep.inFlight.Add(1)
+	defer rep.inFlight.Add(-1) // also when the response is aborted (a panic)
+	return g.serveLocal(w, req, rt, rep.target, rep.instance)
+}
+
 // serveLocal offers the request to a function server in this process:
 // to a replica when instance is set, else as a cold start. It reports
 // false, having written nothing, when the worker does not serve it (the
@@ -46,6 +54,7 @@ func (g *Gateway) serveLocal(w http.ResponseWriter, req *http.Request, rt *route
 		}
 	}
 	req.Header.Set(httptrigger.HeaderRemoteAddr, req.RemoteAddr)
+	setForwarded(req)
 	if instance != "" {
 		req.Header.Set(httptrigger.HeaderInstance, instance)
 		req.Header.Set(httptrigger.HeaderRoute, rt.settings.Route)
@@ -68,6 +77,26 @@ func (g *Gateway) serveLocal(w http.ResponseWriter, req *http.Request, rt *route
 		http.Error(w, "503 service unavailable: function "+rt.workload+" has no ready replica", http.StatusServiceUnavailable)
 	}
 	return true
+}
+
+// setForwarded sets the X-Forwarded-* headers as the HTTP proxy does
+// (httputil.ProxyRequest.SetXForwarded), so that a function sees the same
+// request whichever way the gateway reaches its worker.
+func setForwarded(req *http.Request) {
+	if ip, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+		if prior := req.Header["X-Forwarded-For"]; len(prior) > 0 {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		req.Header.Set("X-Forwarded-For", ip)
+	} else {
+		req.Header.Del("X-Forwarded-For")
+	}
+	req.Header.Set("X-Forwarded-Host", req.Host)
+	if req.TLS == nil {
+		req.Header.Set("X-Forwarded-Proto", "http")
+	} else {
+		req.Header.Set("X-Forwarded-Proto", "https")
+	}
 }
 
 // attemptWriter passes a local function server's response through, unless

@@ -30,6 +30,10 @@ const (
 	BlobsPrefix     = Root + "blobs/"
 	ElectionPrefix  = Root + "election/controllers"
 	EventsPrefix    = Root + "events/"
+	// configs
+	ConfigsPrefix    = Root + "configs/"
+	SecretsPrefix    = Root + "secrets/"    // sealed: see controlplane/secretbox
+	SecretKeysPrefix = Root + "secretkeys/" // data keys, wrapped under the member key
 )
 
 // MaxOpsPerTxn bounds the operations the store puts in one transaction; the
@@ -58,6 +62,10 @@ type Store struct {
 	Instances Collection[*v1.Instance]
 	Statuses  Collection[*v1.InstanceStatus]
 	Nodes     Collection[*v1.Node]
+	// configs
+	Configs    Collection[*v1.Config]
+	Secrets    Collection[*v1.Secret]
+	SecretKeys Collection[*v1.SecretKey]
 }
 
 // New wraps an etcd client.
@@ -68,6 +76,10 @@ func New(cli *clientv3.Client) *Store {
 		Instances: Collection[*v1.Instance]{cli, InstancesPrefix, "instance", func() *v1.Instance { return &v1.Instance{} }},
 		Statuses:  Collection[*v1.InstanceStatus]{cli, StatusPrefix, "instance status", func() *v1.InstanceStatus { return &v1.InstanceStatus{} }},
 		Nodes:     Collection[*v1.Node]{cli, NodesPrefix, "node", func() *v1.Node { return &v1.Node{} }},
+		// configs
+		Configs:    Collection[*v1.Config]{cli, ConfigsPrefix, "config", func() *v1.Config { return &v1.Config{} }},
+		Secrets:    Collection[*v1.Secret]{cli, SecretsPrefix, "secret", func() *v1.Secret { return &v1.Secret{} }},
+		SecretKeys: Collection[*v1.SecretKey]{cli, SecretKeysPrefix, "secret key", func() *v1.SecretKey { return &v1.SecretKey{} }},
 	}
 }
 

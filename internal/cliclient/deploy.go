@@ -59,6 +59,14 @@ type DeployConfig struct {
 	// (fallback.go).
 	FallbackImage string
 	Port          int
+	// Configs and Secrets name the configs and secrets whose keys become
+	// the instances' environment variables (configs.go).
+	Configs []string
+	Secrets []string
+	// ConfigFiles and SecretFiles name those whose keys become read-only
+	// files /config/<name>/<key> and /secrets/<name>/<key> (wasm only).
+	ConfigFiles []string
+	SecretFiles []string
 }
 
 // DeployResult is how a deploy ended.
@@ -123,6 +131,10 @@ func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 		Args:        cfg.Args,
 		MemoryBytes: mem,
 		Restart:     restart,
+		Configs:     cfg.Configs,
+		Secrets:     cfg.Secrets,
+		ConfigFiles: cfg.ConfigFiles,
+		SecretFiles: cfg.SecretFiles,
 	}, nil
 }
 

@@ -190,16 +190,17 @@ func TestStopDrainsThenClosesTheFunction(t *testing.T) {
 	<-fn.started
 	stopped := make(chan runtimeapi.Exit, 1)
 	go func() { stopped <- rep.Stop(context.Background(), safetyTimeout) }()
-	// New requests are refused while the one in flight finishes.
-	for i := 0; ; i++ {
-		resp := send(t, ts, "/fn", "fn-abcde", nil)
-		readAll(t, resp)
-		if resp.StatusCode == 503 {
-			break
-		}
-		if i > 1000 {
-			t.Fatal("a stopping replica kept taking requests")
-		}
+	// New requests are refused while the one in flight finishes (once
+	// Stop has begun: a request sent before would be admitted and wait).
+	waitFor(t, "the replica stopping", func() bool {
+		rep.mu.Lock()
+		defer rep.mu.Unlock()
+		return rep.stopping
+	})
+	resp := send(t, ts, "/fn", "fn-abcde", nil)
+	readAll(t, resp)
+	if resp.StatusCode != 503 {
+		t.Fatalf("a stopping replica took a request: %d", resp.StatusCode)
 	}
 	if fn.closed.Load() != 0 {
 		t.Fatal("the function was closed with a request in flight")

@@ -54,6 +54,10 @@ type InstanceSpec struct {
 	// Restarts is the instance's restart count with this start, which an
 	// Adopter keeps with the instance (see Readopted).
 	Restarts int32
+	// Files are read-only files the instance sees, by absolute guest path
+	// (/config/<name>/<key>): configs and secrets mounted as files.
+	// Runtimes that cannot mount them refuse a spec that has them.
+	Files map[string][]byte
 }
 
 // Exit is how an instance ended.

@@ -185,8 +185,21 @@ type WorkloadSpec struct {
 	// containers: what an instance running as the fallback container
 	// reserves on its node (its memory limit); set by the control plane.
 	FallbackMemoryRequestBytes int64 `protobuf:"varint,45,opt,name=fallback_memory_request_bytes,json=fallbackMemoryRequestBytes,proto3" json:"fallback_memory_request_bytes,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// configs: configs and secrets whose keys become environment variables
+	// of every instance (configs in order, then secrets; env wins). The
+	// values are resolved when the instance is sent to its node, never
+	// copied here; a change to one of them bumps the generation.
+	Configs []string `protobuf:"bytes,70,rep,name=configs,proto3" json:"configs,omitempty"`
+	Secrets []string `protobuf:"bytes,71,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// configs: configs and secrets whose keys become read-only files of
+	// every (wasm) instance: /config/<name>/<key> and /secrets/<name>/<key>.
+	ConfigFiles []string `protobuf:"bytes,72,rep,name=config_files,json=configFiles,proto3" json:"config_files,omitempty"`
+	SecretFiles []string `protobuf:"bytes,73,rep,name=secret_files,json=secretFiles,proto3" json:"secret_files,omitempty"`
+	// configs: those files, filled in only in the Assignments a node
+	// receives, never stored.
+	Files         []*MountedFile `protobuf:"bytes,74,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkloadSpec) Reset() {
@@ -350,6 +363,41 @@ func (x *WorkloadSpec) GetFallbackMemoryRequestBytes() int64 {
 		return x.FallbackMemoryRequestBytes
 	}
 	return 0
+}
+
+func (x *WorkloadSpec) GetConfigs() []string {
+	if x != nil {
+		return x.Configs
+	}
+	return nil
+}
+
+func (x *WorkloadSpec) GetSecrets() []string {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *WorkloadSpec) GetConfigFiles() []string {
+	if x != nil {
+		return x.ConfigFiles
+	}
+	return nil
+}
+
+func (x *WorkloadSpec) GetSecretFiles() []string {
+	if x != nil {
+		return x.SecretFiles
+	}
+	return nil
+}
+
+func (x *WorkloadSpec) GetFiles() []*MountedFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
 }
 
 // HttpTrigger routes HTTP requests to a function (CGI-over-WASI, WAGI style).
@@ -1417,6 +1465,348 @@ func (x *FunctionLoad) GetRequests() int64 {
 	return 0
 }
 
+// configs
+// Config is a named set of key-value pairs (/wasmorch/configs/<name>),
+// referenced by workloads.
+type Config struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Data            map[string]string      `protobuf:"bytes,2,rep,name=data,proto3" json:"data,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CreatedUnixNano int64                  `protobuf:"varint,3,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	UpdatedUnixNano int64                  `protobuf:"varint,4,opt,name=updated_unix_nano,json=updatedUnixNano,proto3" json:"updated_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Config) Reset() {
+	*x = Config{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Config) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Config) ProtoMessage() {}
+
+func (x *Config) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Config.ProtoReflect.Descriptor instead.
+func (*Config) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Config) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Config) GetData() map[string]string {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *Config) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *Config) GetUpdatedUnixNano() int64 {
+	if x != nil {
+		return x.UpdatedUnixNano
+	}
+	return 0
+}
+
+// Secret is a config whose data is kept encrypted (/wasmorch/secrets/<name>):
+// ciphertext is a SecretData sealed with AES-256-GCM under the data key
+// key_id. keys and digest describe it without revealing it.
+type Secret struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Keys            []string               `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`     // sorted
+	Digest          string                 `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"` // keyed hash of the data, for comparing
+	KeyId           string                 `protobuf:"bytes,4,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Nonce           []byte                 `protobuf:"bytes,5,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	Ciphertext      []byte                 `protobuf:"bytes,6,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	CreatedUnixNano int64                  `protobuf:"varint,7,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	UpdatedUnixNano int64                  `protobuf:"varint,8,opt,name=updated_unix_nano,json=updatedUnixNano,proto3" json:"updated_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Secret) Reset() {
+	*x = Secret{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Secret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Secret) ProtoMessage() {}
+
+func (x *Secret) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Secret.ProtoReflect.Descriptor instead.
+func (*Secret) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Secret) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Secret) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *Secret) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *Secret) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *Secret) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *Secret) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
+func (x *Secret) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *Secret) GetUpdatedUnixNano() int64 {
+	if x != nil {
+		return x.UpdatedUnixNano
+	}
+	return 0
+}
+
+// MountedFile is one read-only file an instance sees.
+type MountedFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"` // absolute guest path, /config/<name>/<key>
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MountedFile) Reset() {
+	*x = MountedFile{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MountedFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MountedFile) ProtoMessage() {}
+
+func (x *MountedFile) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MountedFile.ProtoReflect.Descriptor instead.
+func (*MountedFile) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MountedFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *MountedFile) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// SecretData is a secret's plaintext; it is only ever stored encrypted.
+type SecretData struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          map[string]string      `protobuf:"bytes,1,rep,name=data,proto3" json:"data,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretData) Reset() {
+	*x = SecretData{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretData) ProtoMessage() {}
+
+func (x *SecretData) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretData.ProtoReflect.Descriptor instead.
+func (*SecretData) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SecretData) GetData() map[string]string {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// SecretKey is a data key (/wasmorch/secretkeys/<id>), wrapped with
+// AES-256-GCM under the members' secrets key (<data-dir>/pki/secrets.key).
+type SecretKey struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Nonce           []byte                 `protobuf:"bytes,2,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	Wrapped         []byte                 `protobuf:"bytes,3,opt,name=wrapped,proto3" json:"wrapped,omitempty"`
+	CreatedUnixNano int64                  `protobuf:"varint,4,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SecretKey) Reset() {
+	*x = SecretKey{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretKey) ProtoMessage() {}
+
+func (x *SecretKey) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretKey.ProtoReflect.Descriptor instead.
+func (*SecretKey) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SecretKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SecretKey) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *SecretKey) GetWrapped() []byte {
+	if x != nil {
+		return x.Wrapped
+	}
+	return nil
+}
+
+func (x *SecretKey) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
 type UploadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Part:
@@ -1430,7 +1820,7 @@ type UploadRequest struct {
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1832,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1845,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{13}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UploadRequest) GetPart() isUploadRequest_Part {
@@ -1510,7 +1900,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1912,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1925,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{14}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UploadHeader) GetDigest() string {
@@ -1570,7 +1960,7 @@ type UploadResponse struct {
 
 func (x *UploadResponse) Reset() {
 	*x = UploadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1972,7 @@ func (x *UploadResponse) String() string {
 func (*UploadResponse) ProtoMessage() {}
 
 func (x *UploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1985,7 @@ func (x *UploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
 func (*UploadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{15}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UploadResponse) GetDigest() string {
@@ -1620,16 +2010,19 @@ func (x *UploadResponse) GetExisted() bool {
 }
 
 type ApplyWorkloadRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Spec          *WorkloadSpec          `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Spec  *WorkloadSpec          `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	// configs: check and compare only; the response says what applying
+	// would do (a module not uploaded yet counts as a change).
+	DryRun        bool `protobuf:"varint,70,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApplyWorkloadRequest) Reset() {
 	*x = ApplyWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +2034,7 @@ func (x *ApplyWorkloadRequest) String() string {
 func (*ApplyWorkloadRequest) ProtoMessage() {}
 
 func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +2047,7 @@ func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{16}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyWorkloadRequest) GetName() string {
@@ -1671,6 +2064,13 @@ func (x *ApplyWorkloadRequest) GetSpec() *WorkloadSpec {
 	return nil
 }
 
+func (x *ApplyWorkloadRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type ApplyWorkloadResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Workload      *Workload              `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
@@ -1682,7 +2082,7 @@ type ApplyWorkloadResponse struct {
 
 func (x *ApplyWorkloadResponse) Reset() {
 	*x = ApplyWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +2094,7 @@ func (x *ApplyWorkloadResponse) String() string {
 func (*ApplyWorkloadResponse) ProtoMessage() {}
 
 func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +2107,7 @@ func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{17}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApplyWorkloadResponse) GetWorkload() *Workload {
@@ -1740,7 +2140,7 @@ type GetWorkloadRequest struct {
 
 func (x *GetWorkloadRequest) Reset() {
 	*x = GetWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +2152,7 @@ func (x *GetWorkloadRequest) String() string {
 func (*GetWorkloadRequest) ProtoMessage() {}
 
 func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +2165,7 @@ func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{18}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetWorkloadRequest) GetName() string {
@@ -1783,7 +2183,7 @@ type ListWorkloadsRequest struct {
 
 func (x *ListWorkloadsRequest) Reset() {
 	*x = ListWorkloadsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +2195,7 @@ func (x *ListWorkloadsRequest) String() string {
 func (*ListWorkloadsRequest) ProtoMessage() {}
 
 func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +2208,7 @@ func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
 }
 
 type WorkloadView struct {
@@ -1824,7 +2224,7 @@ type WorkloadView struct {
 
 func (x *WorkloadView) Reset() {
 	*x = WorkloadView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +2236,7 @@ func (x *WorkloadView) String() string {
 func (*WorkloadView) ProtoMessage() {}
 
 func (x *WorkloadView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +2249,7 @@ func (x *WorkloadView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadView.ProtoReflect.Descriptor instead.
 func (*WorkloadView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WorkloadView) GetWorkload() *Workload {
@@ -1896,7 +2296,7 @@ type ListWorkloadsResponse struct {
 
 func (x *ListWorkloadsResponse) Reset() {
 	*x = ListWorkloadsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +2308,7 @@ func (x *ListWorkloadsResponse) String() string {
 func (*ListWorkloadsResponse) ProtoMessage() {}
 
 func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,7 +2321,7 @@ func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListWorkloadsResponse) GetWorkloads() []*WorkloadView {
@@ -1941,7 +2341,7 @@ type ScaleRequest struct {
 
 func (x *ScaleRequest) Reset() {
 	*x = ScaleRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2353,7 @@ func (x *ScaleRequest) String() string {
 func (*ScaleRequest) ProtoMessage() {}
 
 func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2366,7 @@ func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleRequest.ProtoReflect.Descriptor instead.
 func (*ScaleRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ScaleRequest) GetName() string {
@@ -1992,7 +2392,7 @@ type DeleteWorkloadRequest struct {
 
 func (x *DeleteWorkloadRequest) Reset() {
 	*x = DeleteWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2404,7 @@ func (x *DeleteWorkloadRequest) String() string {
 func (*DeleteWorkloadRequest) ProtoMessage() {}
 
 func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2417,7 @@ func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteWorkloadRequest) GetName() string {
@@ -2035,7 +2435,7 @@ type DeleteWorkloadResponse struct {
 
 func (x *DeleteWorkloadResponse) Reset() {
 	*x = DeleteWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2447,7 @@ func (x *DeleteWorkloadResponse) String() string {
 func (*DeleteWorkloadResponse) ProtoMessage() {}
 
 func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2460,7 @@ func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
 }
 
 type ListInstancesRequest struct {
@@ -2072,7 +2472,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2484,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2497,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListInstancesRequest) GetWorkload() string {
@@ -2118,7 +2518,7 @@ type InstanceView struct {
 
 func (x *InstanceView) Reset() {
 	*x = InstanceView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2130,7 +2530,7 @@ func (x *InstanceView) String() string {
 func (*InstanceView) ProtoMessage() {}
 
 func (x *InstanceView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2143,7 +2543,7 @@ func (x *InstanceView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceView.ProtoReflect.Descriptor instead.
 func (*InstanceView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *InstanceView) GetInstance() *Instance {
@@ -2176,7 +2576,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2588,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2601,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*InstanceView {
@@ -2219,7 +2619,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2631,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2644,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
 }
 
 type NodeView struct {
@@ -2259,7 +2659,7 @@ type NodeView struct {
 
 func (x *NodeView) Reset() {
 	*x = NodeView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2671,7 @@ func (x *NodeView) String() string {
 func (*NodeView) ProtoMessage() {}
 
 func (x *NodeView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2684,7 @@ func (x *NodeView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeView.ProtoReflect.Descriptor instead.
 func (*NodeView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *NodeView) GetNode() *Node {
@@ -2324,7 +2724,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2336,7 +2736,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2349,7 +2749,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeView {
@@ -2369,7 +2769,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2381,7 +2781,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2394,7 +2794,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LogsRequest) GetWorkload() string {
@@ -2421,7 +2821,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2433,7 +2833,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2446,7 +2846,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LogChunk) GetInstance() string {
@@ -2472,7 +2872,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2484,7 +2884,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2497,7 +2897,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListEventsRequest) GetObject() string {
@@ -2516,7 +2916,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2528,7 +2928,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2541,7 +2941,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -2559,7 +2959,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2571,7 +2971,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2584,7 +2984,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
 }
 
 type VersionResponse struct {
@@ -2597,7 +2997,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +3009,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +3022,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -2649,7 +3049,7 @@ type NodeRequest struct {
 
 func (x *NodeRequest) Reset() {
 	*x = NodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2661,7 +3061,7 @@ func (x *NodeRequest) String() string {
 func (*NodeRequest) ProtoMessage() {}
 
 func (x *NodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2674,7 +3074,7 @@ func (x *NodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRequest.ProtoReflect.Descriptor instead.
 func (*NodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *NodeRequest) GetName() string {
@@ -2694,7 +3094,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2706,7 +3106,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2719,7 +3119,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -2745,7 +3145,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2757,7 +3157,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2770,7 +3170,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RemoveNodeResponse) GetLostInstances() int32 {
@@ -2800,7 +3200,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2812,7 +3212,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2825,7 +3225,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Member) GetName() string {
@@ -2906,7 +3306,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2918,7 +3318,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2931,7 +3331,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
 }
 
 type ListMembersResponse struct {
@@ -2943,7 +3343,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2955,7 +3355,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2968,7 +3368,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2988,7 +3388,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +3400,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +3413,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AddMemberRequest) GetName() string {
@@ -3038,13 +3438,15 @@ type AddMemberResponse struct {
 	// with a server join token: it issues certificates like every member.
 	CaCertificate []byte `protobuf:"bytes,60,opt,name=ca_certificate,json=caCertificate,proto3" json:"ca_certificate,omitempty"`
 	CaKey         []byte `protobuf:"bytes,61,opt,name=ca_key,json=caKey,proto3" json:"ca_key,omitempty"`
+	// configs: the secrets key (32 bytes), handed over like the CA key.
+	SecretsKey    []byte `protobuf:"bytes,70,opt,name=secrets_key,json=secretsKey,proto3" json:"secrets_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3056,7 +3458,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3069,7 +3471,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AddMemberResponse) GetId() uint64 {
@@ -3100,6 +3502,13 @@ func (x *AddMemberResponse) GetCaKey() []byte {
 	return nil
 }
 
+func (x *AddMemberResponse) GetSecretsKey() []byte {
+	if x != nil {
+		return x.SecretsKey
+	}
+	return nil
+}
+
 type PromoteMemberRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -3109,7 +3518,7 @@ type PromoteMemberRequest struct {
 
 func (x *PromoteMemberRequest) Reset() {
 	*x = PromoteMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3121,7 +3530,7 @@ func (x *PromoteMemberRequest) String() string {
 func (*PromoteMemberRequest) ProtoMessage() {}
 
 func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3134,7 +3543,7 @@ func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberRequest.ProtoReflect.Descriptor instead.
 func (*PromoteMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PromoteMemberRequest) GetName() string {
@@ -3152,7 +3561,7 @@ type PromoteMemberResponse struct {
 
 func (x *PromoteMemberResponse) Reset() {
 	*x = PromoteMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3164,7 +3573,7 @@ func (x *PromoteMemberResponse) String() string {
 func (*PromoteMemberResponse) ProtoMessage() {}
 
 func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3177,7 +3586,7 @@ func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberResponse.ProtoReflect.Descriptor instead.
 func (*PromoteMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
 }
 
 type RemoveMemberRequest struct {
@@ -3189,7 +3598,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3201,7 +3610,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3214,7 +3623,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RemoveMemberRequest) GetName() string {
@@ -3232,7 +3641,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3244,7 +3653,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3257,7 +3666,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
 }
 
 type SnapshotRequest struct {
@@ -3268,7 +3677,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3280,7 +3689,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3293,7 +3702,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
 }
 
 type SnapshotChunk struct {
@@ -3305,7 +3714,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3317,7 +3726,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3330,7 +3739,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -3357,7 +3766,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3369,7 +3778,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3382,7 +3791,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *JoinToken) GetId() string {
@@ -3438,7 +3847,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3450,7 +3859,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3463,7 +3872,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CreateTokenRequest) GetRole() string {
@@ -3497,7 +3906,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3509,7 +3918,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3522,7 +3931,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -3547,7 +3956,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3559,7 +3968,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3572,7 +3981,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
 }
 
 type ListTokensResponse struct {
@@ -3584,7 +3993,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3596,7 +4005,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3609,7 +4018,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListTokensResponse) GetTokens() []*JoinToken {
@@ -3628,7 +4037,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3640,7 +4049,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3653,7 +4062,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -3671,7 +4080,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3683,7 +4092,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3696,7 +4105,853 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
+}
+
+// configs
+type SetConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Data          map[string]string      `protobuf:"bytes,2,rep,name=data,proto3" json:"data,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // replaces the config's data
+	DryRun        bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetConfigRequest) Reset() {
+	*x = SetConfigRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetConfigRequest) ProtoMessage() {}
+
+func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
+func (*SetConfigRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *SetConfigRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetConfigRequest) GetData() map[string]string {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SetConfigRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type SetConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *Config                `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	Created       bool                   `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	Changed       bool                   `protobuf:"varint,3,opt,name=changed,proto3" json:"changed,omitempty"`
+	Rolled        []string               `protobuf:"bytes,4,rep,name=rolled,proto3" json:"rolled,omitempty"` // workloads given a new generation
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetConfigResponse) Reset() {
+	*x = SetConfigResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetConfigResponse) ProtoMessage() {}
+
+func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetConfigResponse.ProtoReflect.Descriptor instead.
+func (*SetConfigResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *SetConfigResponse) GetConfig() *Config {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *SetConfigResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *SetConfigResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+func (x *SetConfigResponse) GetRolled() []string {
+	if x != nil {
+		return x.Rolled
+	}
+	return nil
+}
+
+type GetConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConfigRequest) Reset() {
+	*x = GetConfigRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConfigRequest) ProtoMessage() {}
+
+func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetConfigRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *GetConfigRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ListConfigsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConfigsRequest) Reset() {
+	*x = ListConfigsRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConfigsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConfigsRequest) ProtoMessage() {}
+
+func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConfigsRequest.ProtoReflect.Descriptor instead.
+func (*ListConfigsRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
+}
+
+type ListConfigsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Configs       []*Config              `protobuf:"bytes,1,rep,name=configs,proto3" json:"configs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConfigsResponse) Reset() {
+	*x = ListConfigsResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConfigsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConfigsResponse) ProtoMessage() {}
+
+func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConfigsResponse.ProtoReflect.Descriptor instead.
+func (*ListConfigsResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ListConfigsResponse) GetConfigs() []*Config {
+	if x != nil {
+		return x.Configs
+	}
+	return nil
+}
+
+type DeleteConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConfigRequest) Reset() {
+	*x = DeleteConfigRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConfigRequest) ProtoMessage() {}
+
+func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConfigRequest.ProtoReflect.Descriptor instead.
+func (*DeleteConfigRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *DeleteConfigRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConfigResponse) Reset() {
+	*x = DeleteConfigResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConfigResponse) ProtoMessage() {}
+
+func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConfigResponse.ProtoReflect.Descriptor instead.
+func (*DeleteConfigResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
+}
+
+// SecretView is a secret as the API shows it: never its values.
+type SecretView struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Keys            []string               `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	Digest          string                 `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	KeyId           string                 `protobuf:"bytes,4,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	CreatedUnixNano int64                  `protobuf:"varint,5,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	UpdatedUnixNano int64                  `protobuf:"varint,6,opt,name=updated_unix_nano,json=updatedUnixNano,proto3" json:"updated_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SecretView) Reset() {
+	*x = SecretView{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretView) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretView) ProtoMessage() {}
+
+func (x *SecretView) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretView.ProtoReflect.Descriptor instead.
+func (*SecretView) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *SecretView) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SecretView) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *SecretView) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *SecretView) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SecretView) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *SecretView) GetUpdatedUnixNano() int64 {
+	if x != nil {
+		return x.UpdatedUnixNano
+	}
+	return 0
+}
+
+type SetSecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Data          map[string]string      `protobuf:"bytes,2,rep,name=data,proto3" json:"data,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // replaces the secret's data
+	DryRun        bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSecretRequest) Reset() {
+	*x = SetSecretRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSecretRequest) ProtoMessage() {}
+
+func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSecretRequest.ProtoReflect.Descriptor instead.
+func (*SetSecretRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *SetSecretRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetSecretRequest) GetData() map[string]string {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SetSecretRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type SetSecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secret        *SecretView            `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	Created       bool                   `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	Changed       bool                   `protobuf:"varint,3,opt,name=changed,proto3" json:"changed,omitempty"`
+	Rolled        []string               `protobuf:"bytes,4,rep,name=rolled,proto3" json:"rolled,omitempty"`
+	ChangedKeys   []string               `protobuf:"bytes,5,rep,name=changed_keys,json=changedKeys,proto3" json:"changed_keys,omitempty"` // keys added, removed or with a new value
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSecretResponse) Reset() {
+	*x = SetSecretResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSecretResponse) ProtoMessage() {}
+
+func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSecretResponse.ProtoReflect.Descriptor instead.
+func (*SetSecretResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *SetSecretResponse) GetSecret() *SecretView {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *SetSecretResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *SetSecretResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+func (x *SetSecretResponse) GetRolled() []string {
+	if x != nil {
+		return x.Rolled
+	}
+	return nil
+}
+
+func (x *SetSecretResponse) GetChangedKeys() []string {
+	if x != nil {
+		return x.ChangedKeys
+	}
+	return nil
+}
+
+type GetSecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSecretRequest) Reset() {
+	*x = GetSecretRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSecretRequest) ProtoMessage() {}
+
+func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
+func (*GetSecretRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *GetSecretRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ListSecretsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSecretsRequest) Reset() {
+	*x = ListSecretsRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSecretsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSecretsRequest) ProtoMessage() {}
+
+func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
+func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
+}
+
+type ListSecretsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secrets       []*SecretView          `protobuf:"bytes,1,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSecretsResponse) Reset() {
+	*x = ListSecretsResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSecretsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSecretsResponse) ProtoMessage() {}
+
+func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
+func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *ListSecretsResponse) GetSecrets() []*SecretView {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+type DeleteSecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSecretRequest) Reset() {
+	*x = DeleteSecretRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSecretRequest) ProtoMessage() {}
+
+func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *DeleteSecretRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteSecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSecretResponse) Reset() {
+	*x = DeleteSecretResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSecretResponse) ProtoMessage() {}
+
+func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
+}
+
+type RotateSecretKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateSecretKeyRequest) Reset() {
+	*x = RotateSecretKeyRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSecretKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSecretKeyRequest) ProtoMessage() {}
+
+func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSecretKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateSecretKeyRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
+}
+
+type RotateSecretKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"` // the new data key
+	Secrets       int32                  `protobuf:"varint,2,opt,name=secrets,proto3" json:"secrets,omitempty"`         // secrets re-encrypted under it
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateSecretKeyResponse) Reset() {
+	*x = RotateSecretKeyResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSecretKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSecretKeyResponse) ProtoMessage() {}
+
+func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSecretKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateSecretKeyResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *RotateSecretKeyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *RotateSecretKeyResponse) GetSecrets() int32 {
+	if x != nil {
+		return x.Secrets
+	}
+	return 0
 }
 
 type RegisterRequest struct {
@@ -3708,7 +4963,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3720,7 +4975,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3733,7 +4988,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *RegisterRequest) GetNode() *Node {
@@ -3753,7 +5008,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3765,7 +5020,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3778,7 +5033,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -3804,7 +5059,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3816,7 +5071,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3829,7 +5084,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *HeartbeatRequest) GetNode() string {
@@ -3847,7 +5102,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3859,7 +5114,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3872,7 +5127,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
 }
 
 type SessionRequest struct {
@@ -3884,7 +5139,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3896,7 +5151,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3909,7 +5164,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *SessionRequest) GetNode() string {
@@ -3930,7 +5185,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3942,7 +5197,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3955,7 +5210,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *Assignments) GetInstances() []*Instance {
@@ -3982,7 +5237,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3994,7 +5249,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4007,7 +5262,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -4032,7 +5287,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4044,7 +5299,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4057,7 +5312,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
 }
 
 type FetchBlobRequest struct {
@@ -4069,7 +5324,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4081,7 +5336,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4094,7 +5349,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
@@ -4114,7 +5369,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4126,7 +5381,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4139,7 +5394,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -4170,7 +5425,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4182,7 +5437,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4195,7 +5450,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -4229,7 +5484,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4241,7 +5496,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4254,7 +5509,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *JoinResponse) GetCertificate() []byte {
@@ -4282,7 +5537,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4294,7 +5549,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4307,7 +5562,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -4327,7 +5582,7 @@ type InstanceLogsRequest struct {
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4339,7 +5594,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4352,7 +5607,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -4373,7 +5628,7 @@ var File_wasmorch_v1_wasmorch_proto protoreflect.FileDescriptor
 
 const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
-	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xfa\x05\n" +
+	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xa4\a\n" +
 	"\fWorkloadSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12#\n" +
 	"\rmodule_digest\x18\x02 \x01(\tR\fmoduleDigest\x12\x1f\n" +
@@ -4396,7 +5651,12 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x17fallback_archive_digest\x18* \x01(\tR\x15fallbackArchiveDigest\x12\x12\n" +
 	"\x04port\x18+ \x01(\x05R\x04port\x12)\n" +
 	"\x10wasm_unsupported\x18, \x01(\tR\x0fwasmUnsupported\x12A\n" +
-	"\x1dfallback_memory_request_bytes\x18- \x01(\x03R\x1afallbackMemoryRequestBytes\"\xb4\x01\n" +
+	"\x1dfallback_memory_request_bytes\x18- \x01(\x03R\x1afallbackMemoryRequestBytes\x12\x18\n" +
+	"\aconfigs\x18F \x03(\tR\aconfigs\x12\x18\n" +
+	"\asecrets\x18G \x03(\tR\asecrets\x12!\n" +
+	"\fconfig_files\x18H \x03(\tR\vconfigFiles\x12!\n" +
+	"\fsecret_files\x18I \x03(\tR\vsecretFiles\x12.\n" +
+	"\x05files\x18J \x03(\v2\x18.wasmorch.v1.MountedFileR\x05files\"\xb4\x01\n" +
 	"\vHttpTrigger\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1d\n" +
@@ -4500,7 +5760,40 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\tin_flight\x18\x01 \x01(\x03R\binFlight\x12$\n" +
 	"\x0epeak_in_flight\x18\x02 \x01(\x03R\fpeakInFlight\x123\n" +
 	"\x16last_request_unix_nano\x18\x03 \x01(\x03R\x13lastRequestUnixNano\x12\x1a\n" +
-	"\brequests\x18\x04 \x01(\x03R\brequests\"d\n" +
+	"\brequests\x18\x04 \x01(\x03R\brequests\"\xe0\x01\n" +
+	"\x06Config\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
+	"\x04data\x18\x02 \x03(\v2\x1d.wasmorch.v1.Config.DataEntryR\x04data\x12*\n" +
+	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x12*\n" +
+	"\x11updated_unix_nano\x18\x04 \x01(\x03R\x0fupdatedUnixNano\x1a7\n" +
+	"\tDataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xed\x01\n" +
+	"\x06Secret\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x15\n" +
+	"\x06key_id\x18\x04 \x01(\tR\x05keyId\x12\x14\n" +
+	"\x05nonce\x18\x05 \x01(\fR\x05nonce\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x06 \x01(\fR\n" +
+	"ciphertext\x12*\n" +
+	"\x11created_unix_nano\x18\a \x01(\x03R\x0fcreatedUnixNano\x12*\n" +
+	"\x11updated_unix_nano\x18\b \x01(\x03R\x0fupdatedUnixNano\"5\n" +
+	"\vMountedFile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"|\n" +
+	"\n" +
+	"SecretData\x125\n" +
+	"\x04data\x18\x01 \x03(\v2!.wasmorch.v1.SecretData.DataEntryR\x04data\x1a7\n" +
+	"\tDataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +
+	"\tSecretKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05nonce\x18\x02 \x01(\fR\x05nonce\x12\x18\n" +
+	"\awrapped\x18\x03 \x01(\fR\awrapped\x12*\n" +
+	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\"d\n" +
 	"\rUploadRequest\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.wasmorch.v1.UploadHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
@@ -4513,10 +5806,11 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x0eUploadResponse\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x18\n" +
-	"\aexisted\x18\x03 \x01(\bR\aexisted\"Y\n" +
+	"\aexisted\x18\x03 \x01(\bR\aexisted\"r\n" +
 	"\x14ApplyWorkloadRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
-	"\x04spec\x18\x02 \x01(\v2\x19.wasmorch.v1.WorkloadSpecR\x04spec\"~\n" +
+	"\x04spec\x18\x02 \x01(\v2\x19.wasmorch.v1.WorkloadSpecR\x04spec\x12\x17\n" +
+	"\adry_run\x18F \x01(\bR\x06dryRun\"~\n" +
 	"\x15ApplyWorkloadResponse\x121\n" +
 	"\bworkload\x18\x01 \x01(\v2\x15.wasmorch.v1.WorkloadR\bworkload\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\x12\x18\n" +
@@ -4595,12 +5889,14 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\amembers\x18\x01 \x03(\v2\x13.wasmorch.v1.MemberR\amembers\"A\n" +
 	"\x10AddMemberRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
-	"\bpeer_url\x18\x02 \x01(\tR\apeerUrl\"\x8a\x01\n" +
+	"\bpeer_url\x18\x02 \x01(\tR\apeerUrl\"\xab\x01\n" +
 	"\x11AddMemberResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12'\n" +
 	"\x0finitial_cluster\x18\x02 \x01(\tR\x0einitialCluster\x12%\n" +
 	"\x0eca_certificate\x18< \x01(\fR\rcaCertificate\x12\x15\n" +
-	"\x06ca_key\x18= \x01(\fR\x05caKey\"*\n" +
+	"\x06ca_key\x18= \x01(\fR\x05caKey\x12\x1f\n" +
+	"\vsecrets_key\x18F \x01(\fR\n" +
+	"secretsKey\"*\n" +
 	"\x14PromoteMemberRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x17\n" +
 	"\x15PromoteMemberResponse\")\n" +
@@ -4631,7 +5927,60 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x06tokens\x18\x01 \x03(\v2\x16.wasmorch.v1.JoinTokenR\x06tokens\"$\n" +
 	"\x12RevokeTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x15\n" +
-	"\x13RevokeTokenResponse\"8\n" +
+	"\x13RevokeTokenResponse\"\xb5\x01\n" +
+	"\x10SetConfigRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
+	"\x04data\x18\x02 \x03(\v2'.wasmorch.v1.SetConfigRequest.DataEntryR\x04data\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x1a7\n" +
+	"\tDataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8c\x01\n" +
+	"\x11SetConfigResponse\x12+\n" +
+	"\x06config\x18\x01 \x01(\v2\x13.wasmorch.v1.ConfigR\x06config\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\x12\x18\n" +
+	"\achanged\x18\x03 \x01(\bR\achanged\x12\x16\n" +
+	"\x06rolled\x18\x04 \x03(\tR\x06rolled\"&\n" +
+	"\x10GetConfigRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
+	"\x12ListConfigsRequest\"D\n" +
+	"\x13ListConfigsResponse\x12-\n" +
+	"\aconfigs\x18\x01 \x03(\v2\x13.wasmorch.v1.ConfigR\aconfigs\")\n" +
+	"\x13DeleteConfigRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14DeleteConfigResponse\"\xbb\x01\n" +
+	"\n" +
+	"SecretView\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x15\n" +
+	"\x06key_id\x18\x04 \x01(\tR\x05keyId\x12*\n" +
+	"\x11created_unix_nano\x18\x05 \x01(\x03R\x0fcreatedUnixNano\x12*\n" +
+	"\x11updated_unix_nano\x18\x06 \x01(\x03R\x0fupdatedUnixNano\"\xb5\x01\n" +
+	"\x10SetSecretRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
+	"\x04data\x18\x02 \x03(\v2'.wasmorch.v1.SetSecretRequest.DataEntryR\x04data\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x1a7\n" +
+	"\tDataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x01\n" +
+	"\x11SetSecretResponse\x12/\n" +
+	"\x06secret\x18\x01 \x01(\v2\x17.wasmorch.v1.SecretViewR\x06secret\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\x12\x18\n" +
+	"\achanged\x18\x03 \x01(\bR\achanged\x12\x16\n" +
+	"\x06rolled\x18\x04 \x03(\tR\x06rolled\x12!\n" +
+	"\fchanged_keys\x18\x05 \x03(\tR\vchangedKeys\"&\n" +
+	"\x10GetSecretRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
+	"\x12ListSecretsRequest\"H\n" +
+	"\x13ListSecretsResponse\x121\n" +
+	"\asecrets\x18\x01 \x03(\v2\x17.wasmorch.v1.SecretViewR\asecrets\")\n" +
+	"\x13DeleteSecretRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14DeleteSecretResponse\"\x18\n" +
+	"\x16RotateSecretKeyRequest\"J\n" +
+	"\x17RotateSecretKeyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
+	"\asecrets\x18\x02 \x01(\x05R\asecrets\"8\n" +
 	"\x0fRegisterRequest\x12%\n" +
 	"\x04node\x18\x01 \x01(\v2\x11.wasmorch.v1.NodeR\x04node\"j\n" +
 	"\x10RegisterResponse\x122\n" +
@@ -4681,7 +6030,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x18INSTANCE_STATE_SUCCEEDED\x10\x05\x12\x19\n" +
 	"\x15INSTANCE_STATE_FAILED\x10\x06\x12\x17\n" +
 	"\x13INSTANCE_STATE_LOST\x10\a\x12\x1a\n" +
-	"\x16INSTANCE_STATE_STOPPED\x10\b2\xf2\r\n" +
+	"\x16INSTANCE_STATE_STOPPED\x10\b2\xbc\x13\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"UploadBlob\x12\x1a.wasmorch.v1.UploadRequest\x1a\x1b.wasmorch.v1.UploadResponse(\x01\x12V\n" +
@@ -4710,7 +6059,16 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\vCreateToken\x12\x1f.wasmorch.v1.CreateTokenRequest\x1a .wasmorch.v1.CreateTokenResponse\x12M\n" +
 	"\n" +
 	"ListTokens\x12\x1e.wasmorch.v1.ListTokensRequest\x1a\x1f.wasmorch.v1.ListTokensResponse\x12P\n" +
-	"\vRevokeToken\x12\x1f.wasmorch.v1.RevokeTokenRequest\x1a .wasmorch.v1.RevokeTokenResponse2\xef\x03\n" +
+	"\vRevokeToken\x12\x1f.wasmorch.v1.RevokeTokenRequest\x1a .wasmorch.v1.RevokeTokenResponse\x12J\n" +
+	"\tSetConfig\x12\x1d.wasmorch.v1.SetConfigRequest\x1a\x1e.wasmorch.v1.SetConfigResponse\x12?\n" +
+	"\tGetConfig\x12\x1d.wasmorch.v1.GetConfigRequest\x1a\x13.wasmorch.v1.Config\x12P\n" +
+	"\vListConfigs\x12\x1f.wasmorch.v1.ListConfigsRequest\x1a .wasmorch.v1.ListConfigsResponse\x12S\n" +
+	"\fDeleteConfig\x12 .wasmorch.v1.DeleteConfigRequest\x1a!.wasmorch.v1.DeleteConfigResponse\x12J\n" +
+	"\tSetSecret\x12\x1d.wasmorch.v1.SetSecretRequest\x1a\x1e.wasmorch.v1.SetSecretResponse\x12C\n" +
+	"\tGetSecret\x12\x1d.wasmorch.v1.GetSecretRequest\x1a\x17.wasmorch.v1.SecretView\x12P\n" +
+	"\vListSecrets\x12\x1f.wasmorch.v1.ListSecretsRequest\x1a .wasmorch.v1.ListSecretsResponse\x12S\n" +
+	"\fDeleteSecret\x12 .wasmorch.v1.DeleteSecretRequest\x1a!.wasmorch.v1.DeleteSecretResponse\x12\\\n" +
+	"\x0fRotateSecretKey\x12#.wasmorch.v1.RotateSecretKeyRequest\x1a$.wasmorch.v1.RotateSecretKeyResponse2\xef\x03\n" +
 	"\x05Agent\x12G\n" +
 	"\bRegister\x12\x1c.wasmorch.v1.RegisterRequest\x1a\x1d.wasmorch.v1.RegisterResponse\x12J\n" +
 	"\tHeartbeat\x12\x1d.wasmorch.v1.HeartbeatRequest\x1a\x1e.wasmorch.v1.HeartbeatResponse\x12B\n" +
@@ -4735,183 +6093,236 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 }
 
 var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 100)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
-	(RestartPolicy)(0),             // 0: wasmorch.v1.RestartPolicy
-	(InstanceState)(0),             // 1: wasmorch.v1.InstanceState
-	(*WorkloadSpec)(nil),           // 2: wasmorch.v1.WorkloadSpec
-	(*HttpTrigger)(nil),            // 3: wasmorch.v1.HttpTrigger
-	(*Autoscale)(nil),              // 4: wasmorch.v1.Autoscale
-	(*Placement)(nil),              // 5: wasmorch.v1.Placement
-	(*EnvVar)(nil),                 // 6: wasmorch.v1.EnvVar
-	(*Workload)(nil),               // 7: wasmorch.v1.Workload
-	(*Instance)(nil),               // 8: wasmorch.v1.Instance
-	(*InstanceStatus)(nil),         // 9: wasmorch.v1.InstanceStatus
-	(*Resources)(nil),              // 10: wasmorch.v1.Resources
-	(*Node)(nil),                   // 11: wasmorch.v1.Node
-	(*Event)(nil),                  // 12: wasmorch.v1.Event
-	(*BlobMeta)(nil),               // 13: wasmorch.v1.BlobMeta
-	(*FunctionLoad)(nil),           // 14: wasmorch.v1.FunctionLoad
-	(*UploadRequest)(nil),          // 15: wasmorch.v1.UploadRequest
-	(*UploadHeader)(nil),           // 16: wasmorch.v1.UploadHeader
-	(*UploadResponse)(nil),         // 17: wasmorch.v1.UploadResponse
-	(*ApplyWorkloadRequest)(nil),   // 18: wasmorch.v1.ApplyWorkloadRequest
-	(*ApplyWorkloadResponse)(nil),  // 19: wasmorch.v1.ApplyWorkloadResponse
-	(*GetWorkloadRequest)(nil),     // 20: wasmorch.v1.GetWorkloadRequest
-	(*ListWorkloadsRequest)(nil),   // 21: wasmorch.v1.ListWorkloadsRequest
-	(*WorkloadView)(nil),           // 22: wasmorch.v1.WorkloadView
-	(*ListWorkloadsResponse)(nil),  // 23: wasmorch.v1.ListWorkloadsResponse
-	(*ScaleRequest)(nil),           // 24: wasmorch.v1.ScaleRequest
-	(*DeleteWorkloadRequest)(nil),  // 25: wasmorch.v1.DeleteWorkloadRequest
-	(*DeleteWorkloadResponse)(nil), // 26: wasmorch.v1.DeleteWorkloadResponse
-	(*ListInstancesRequest)(nil),   // 27: wasmorch.v1.ListInstancesRequest
-	(*InstanceView)(nil),           // 28: wasmorch.v1.InstanceView
-	(*ListInstancesResponse)(nil),  // 29: wasmorch.v1.ListInstancesResponse
-	(*ListNodesRequest)(nil),       // 30: wasmorch.v1.ListNodesRequest
-	(*NodeView)(nil),               // 31: wasmorch.v1.NodeView
-	(*ListNodesResponse)(nil),      // 32: wasmorch.v1.ListNodesResponse
-	(*LogsRequest)(nil),            // 33: wasmorch.v1.LogsRequest
-	(*LogChunk)(nil),               // 34: wasmorch.v1.LogChunk
-	(*ListEventsRequest)(nil),      // 35: wasmorch.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),     // 36: wasmorch.v1.ListEventsResponse
-	(*VersionRequest)(nil),         // 37: wasmorch.v1.VersionRequest
-	(*VersionResponse)(nil),        // 38: wasmorch.v1.VersionResponse
-	(*NodeRequest)(nil),            // 39: wasmorch.v1.NodeRequest
-	(*RemoveNodeRequest)(nil),      // 40: wasmorch.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),     // 41: wasmorch.v1.RemoveNodeResponse
-	(*Member)(nil),                 // 42: wasmorch.v1.Member
-	(*ListMembersRequest)(nil),     // 43: wasmorch.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),    // 44: wasmorch.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),       // 45: wasmorch.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),      // 46: wasmorch.v1.AddMemberResponse
-	(*PromoteMemberRequest)(nil),   // 47: wasmorch.v1.PromoteMemberRequest
-	(*PromoteMemberResponse)(nil),  // 48: wasmorch.v1.PromoteMemberResponse
-	(*RemoveMemberRequest)(nil),    // 49: wasmorch.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),   // 50: wasmorch.v1.RemoveMemberResponse
-	(*SnapshotRequest)(nil),        // 51: wasmorch.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),          // 52: wasmorch.v1.SnapshotChunk
-	(*JoinToken)(nil),              // 53: wasmorch.v1.JoinToken
-	(*CreateTokenRequest)(nil),     // 54: wasmorch.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),    // 55: wasmorch.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),      // 56: wasmorch.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),     // 57: wasmorch.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),     // 58: wasmorch.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),    // 59: wasmorch.v1.RevokeTokenResponse
-	(*RegisterRequest)(nil),        // 60: wasmorch.v1.RegisterRequest
-	(*RegisterResponse)(nil),       // 61: wasmorch.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),       // 62: wasmorch.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),      // 63: wasmorch.v1.HeartbeatResponse
-	(*SessionRequest)(nil),         // 64: wasmorch.v1.SessionRequest
-	(*Assignments)(nil),            // 65: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),            // 66: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),              // 67: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),       // 68: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),              // 69: wasmorch.v1.BlobChunk
-	(*JoinRequest)(nil),            // 70: wasmorch.v1.JoinRequest
-	(*JoinResponse)(nil),           // 71: wasmorch.v1.JoinResponse
-	(*RenewRequest)(nil),           // 72: wasmorch.v1.RenewRequest
-	(*InstanceLogsRequest)(nil),    // 73: wasmorch.v1.InstanceLogsRequest
-	nil,                            // 74: wasmorch.v1.Placement.SelectorEntry
-	nil,                            // 75: wasmorch.v1.Node.LabelsEntry
+	(RestartPolicy)(0),              // 0: wasmorch.v1.RestartPolicy
+	(InstanceState)(0),              // 1: wasmorch.v1.InstanceState
+	(*WorkloadSpec)(nil),            // 2: wasmorch.v1.WorkloadSpec
+	(*HttpTrigger)(nil),             // 3: wasmorch.v1.HttpTrigger
+	(*Autoscale)(nil),               // 4: wasmorch.v1.Autoscale
+	(*Placement)(nil),               // 5: wasmorch.v1.Placement
+	(*EnvVar)(nil),                  // 6: wasmorch.v1.EnvVar
+	(*Workload)(nil),                // 7: wasmorch.v1.Workload
+	(*Instance)(nil),                // 8: wasmorch.v1.Instance
+	(*InstanceStatus)(nil),          // 9: wasmorch.v1.InstanceStatus
+	(*Resources)(nil),               // 10: wasmorch.v1.Resources
+	(*Node)(nil),                    // 11: wasmorch.v1.Node
+	(*Event)(nil),                   // 12: wasmorch.v1.Event
+	(*BlobMeta)(nil),                // 13: wasmorch.v1.BlobMeta
+	(*FunctionLoad)(nil),            // 14: wasmorch.v1.FunctionLoad
+	(*Config)(nil),                  // 15: wasmorch.v1.Config
+	(*Secret)(nil),                  // 16: wasmorch.v1.Secret
+	(*MountedFile)(nil),             // 17: wasmorch.v1.MountedFile
+	(*SecretData)(nil),              // 18: wasmorch.v1.SecretData
+	(*SecretKey)(nil),               // 19: wasmorch.v1.SecretKey
+	(*UploadRequest)(nil),           // 20: wasmorch.v1.UploadRequest
+	(*UploadHeader)(nil),            // 21: wasmorch.v1.UploadHeader
+	(*UploadResponse)(nil),          // 22: wasmorch.v1.UploadResponse
+	(*ApplyWorkloadRequest)(nil),    // 23: wasmorch.v1.ApplyWorkloadRequest
+	(*ApplyWorkloadResponse)(nil),   // 24: wasmorch.v1.ApplyWorkloadResponse
+	(*GetWorkloadRequest)(nil),      // 25: wasmorch.v1.GetWorkloadRequest
+	(*ListWorkloadsRequest)(nil),    // 26: wasmorch.v1.ListWorkloadsRequest
+	(*WorkloadView)(nil),            // 27: wasmorch.v1.WorkloadView
+	(*ListWorkloadsResponse)(nil),   // 28: wasmorch.v1.ListWorkloadsResponse
+	(*ScaleRequest)(nil),            // 29: wasmorch.v1.ScaleRequest
+	(*DeleteWorkloadRequest)(nil),   // 30: wasmorch.v1.DeleteWorkloadRequest
+	(*DeleteWorkloadResponse)(nil),  // 31: wasmorch.v1.DeleteWorkloadResponse
+	(*ListInstancesRequest)(nil),    // 32: wasmorch.v1.ListInstancesRequest
+	(*InstanceView)(nil),            // 33: wasmorch.v1.InstanceView
+	(*ListInstancesResponse)(nil),   // 34: wasmorch.v1.ListInstancesResponse
+	(*ListNodesRequest)(nil),        // 35: wasmorch.v1.ListNodesRequest
+	(*NodeView)(nil),                // 36: wasmorch.v1.NodeView
+	(*ListNodesResponse)(nil),       // 37: wasmorch.v1.ListNodesResponse
+	(*LogsRequest)(nil),             // 38: wasmorch.v1.LogsRequest
+	(*LogChunk)(nil),                // 39: wasmorch.v1.LogChunk
+	(*ListEventsRequest)(nil),       // 40: wasmorch.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),      // 41: wasmorch.v1.ListEventsResponse
+	(*VersionRequest)(nil),          // 42: wasmorch.v1.VersionRequest
+	(*VersionResponse)(nil),         // 43: wasmorch.v1.VersionResponse
+	(*NodeRequest)(nil),             // 44: wasmorch.v1.NodeRequest
+	(*RemoveNodeRequest)(nil),       // 45: wasmorch.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),      // 46: wasmorch.v1.RemoveNodeResponse
+	(*Member)(nil),                  // 47: wasmorch.v1.Member
+	(*ListMembersRequest)(nil),      // 48: wasmorch.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),     // 49: wasmorch.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),        // 50: wasmorch.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),       // 51: wasmorch.v1.AddMemberResponse
+	(*PromoteMemberRequest)(nil),    // 52: wasmorch.v1.PromoteMemberRequest
+	(*PromoteMemberResponse)(nil),   // 53: wasmorch.v1.PromoteMemberResponse
+	(*RemoveMemberRequest)(nil),     // 54: wasmorch.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),    // 55: wasmorch.v1.RemoveMemberResponse
+	(*SnapshotRequest)(nil),         // 56: wasmorch.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),           // 57: wasmorch.v1.SnapshotChunk
+	(*JoinToken)(nil),               // 58: wasmorch.v1.JoinToken
+	(*CreateTokenRequest)(nil),      // 59: wasmorch.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),     // 60: wasmorch.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),       // 61: wasmorch.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),      // 62: wasmorch.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),      // 63: wasmorch.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),     // 64: wasmorch.v1.RevokeTokenResponse
+	(*SetConfigRequest)(nil),        // 65: wasmorch.v1.SetConfigRequest
+	(*SetConfigResponse)(nil),       // 66: wasmorch.v1.SetConfigResponse
+	(*GetConfigRequest)(nil),        // 67: wasmorch.v1.GetConfigRequest
+	(*ListConfigsRequest)(nil),      // 68: wasmorch.v1.ListConfigsRequest
+	(*ListConfigsResponse)(nil),     // 69: wasmorch.v1.ListConfigsResponse
+	(*DeleteConfigRequest)(nil),     // 70: wasmorch.v1.DeleteConfigRequest
+	(*DeleteConfigResponse)(nil),    // 71: wasmorch.v1.DeleteConfigResponse
+	(*SecretView)(nil),              // 72: wasmorch.v1.SecretView
+	(*SetSecretRequest)(nil),        // 73: wasmorch.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),       // 74: wasmorch.v1.SetSecretResponse
+	(*GetSecretRequest)(nil),        // 75: wasmorch.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),      // 76: wasmorch.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),     // 77: wasmorch.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),     // 78: wasmorch.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),    // 79: wasmorch.v1.DeleteSecretResponse
+	(*RotateSecretKeyRequest)(nil),  // 80: wasmorch.v1.RotateSecretKeyRequest
+	(*RotateSecretKeyResponse)(nil), // 81: wasmorch.v1.RotateSecretKeyResponse
+	(*RegisterRequest)(nil),         // 82: wasmorch.v1.RegisterRequest
+	(*RegisterResponse)(nil),        // 83: wasmorch.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),        // 84: wasmorch.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 85: wasmorch.v1.HeartbeatResponse
+	(*SessionRequest)(nil),          // 86: wasmorch.v1.SessionRequest
+	(*Assignments)(nil),             // 87: wasmorch.v1.Assignments
+	(*StatusBatch)(nil),             // 88: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),               // 89: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),        // 90: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),               // 91: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),             // 92: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),            // 93: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),            // 94: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),     // 95: wasmorch.v1.InstanceLogsRequest
+	nil,                             // 96: wasmorch.v1.Placement.SelectorEntry
+	nil,                             // 97: wasmorch.v1.Node.LabelsEntry
+	nil,                             // 98: wasmorch.v1.Config.DataEntry
+	nil,                             // 99: wasmorch.v1.SecretData.DataEntry
+	nil,                             // 100: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                             // 101: wasmorch.v1.SetSecretRequest.DataEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
-	6,  // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
-	0,  // 1: wasmorch.v1.WorkloadSpec.restart:type_name -> wasmorch.v1.RestartPolicy
-	3,  // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
-	4,  // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
-	5,  // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
-	74, // 5: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
-	2,  // 6: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
-	2,  // 7: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
-	1,  // 8: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
-	10, // 9: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	75, // 10: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
-	16, // 11: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
-	2,  // 12: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
-	7,  // 13: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
-	7,  // 14: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
-	22, // 15: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
-	8,  // 16: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
-	9,  // 17: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
-	1,  // 18: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
-	28, // 19: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
-	11, // 20: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
-	10, // 21: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
-	31, // 22: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
-	12, // 23: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
-	42, // 24: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
-	53, // 25: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
-	53, // 26: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
-	11, // 27: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	8,  // 28: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
-	9,  // 29: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	15, // 30: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	18, // 31: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	20, // 32: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	21, // 33: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	24, // 34: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	25, // 35: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	27, // 36: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	30, // 37: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	33, // 38: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	37, // 39: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	35, // 40: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	39, // 41: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
-	39, // 42: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
-	39, // 43: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
-	40, // 44: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
-	43, // 45: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
-	45, // 46: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
-	47, // 47: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
-	49, // 48: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
-	51, // 49: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
-	54, // 50: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
-	56, // 51: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
-	58, // 52: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
-	60, // 53: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	62, // 54: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	64, // 55: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	66, // 56: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	68, // 57: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	70, // 58: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	72, // 59: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	73, // 60: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	17, // 61: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	19, // 62: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	22, // 63: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	23, // 64: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	7,  // 65: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	26, // 66: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	29, // 67: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	32, // 68: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	34, // 69: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	38, // 70: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	36, // 71: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	31, // 72: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	31, // 73: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	31, // 74: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	41, // 75: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	44, // 76: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	46, // 77: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	48, // 78: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	50, // 79: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	52, // 80: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	55, // 81: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	57, // 82: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	59, // 83: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	61, // 84: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	63, // 85: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	65, // 86: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	67, // 87: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	69, // 88: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	71, // 89: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	71, // 90: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	34, // 91: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	61, // [61:92] is the sub-list for method output_type
-	30, // [30:61] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	6,   // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
+	0,   // 1: wasmorch.v1.WorkloadSpec.restart:type_name -> wasmorch.v1.RestartPolicy
+	3,   // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
+	4,   // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
+	5,   // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
+	17,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
+	96,  // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	2,   // 7: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
+	2,   // 8: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
+	1,   // 9: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
+	10,  // 10: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
+	97,  // 11: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	98,  // 12: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	99,  // 13: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	21,  // 14: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
+	2,   // 15: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
+	7,   // 16: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
+	7,   // 17: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
+	27,  // 18: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
+	8,   // 19: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
+	9,   // 20: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
+	1,   // 21: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
+	33,  // 22: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
+	11,  // 23: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
+	10,  // 24: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
+	36,  // 25: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
+	12,  // 26: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
+	47,  // 27: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
+	58,  // 28: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
+	58,  // 29: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
+	100, // 30: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	15,  // 31: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
+	15,  // 32: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
+	101, // 33: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	72,  // 34: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
+	72,  // 35: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
+	11,  // 36: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
+	8,   // 37: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
+	9,   // 38: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
+	20,  // 39: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	23,  // 40: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	25,  // 41: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	26,  // 42: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	29,  // 43: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	30,  // 44: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	32,  // 45: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	35,  // 46: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	38,  // 47: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	42,  // 48: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	40,  // 49: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	44,  // 50: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	44,  // 51: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	44,  // 52: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	45,  // 53: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	48,  // 54: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	50,  // 55: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	52,  // 56: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	54,  // 57: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	56,  // 58: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	59,  // 59: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	61,  // 60: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	63,  // 61: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	65,  // 62: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
+	67,  // 63: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
+	68,  // 64: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
+	70,  // 65: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
+	73,  // 66: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
+	75,  // 67: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
+	76,  // 68: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
+	78,  // 69: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
+	80,  // 70: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
+	82,  // 71: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	84,  // 72: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	86,  // 73: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	88,  // 74: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	90,  // 75: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	92,  // 76: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	94,  // 77: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	95,  // 78: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	22,  // 79: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	24,  // 80: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	27,  // 81: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	28,  // 82: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	7,   // 83: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	31,  // 84: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	34,  // 85: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	37,  // 86: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	39,  // 87: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	43,  // 88: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	41,  // 89: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	36,  // 90: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	36,  // 91: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	36,  // 92: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	46,  // 93: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	49,  // 94: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	51,  // 95: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	53,  // 96: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	55,  // 97: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	57,  // 98: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	60,  // 99: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	62,  // 100: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	64,  // 101: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	66,  // 102: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	15,  // 103: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	69,  // 104: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	71,  // 105: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	74,  // 106: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	72,  // 107: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	77,  // 108: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	79,  // 109: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	81,  // 110: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	83,  // 111: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	85,  // 112: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	87,  // 113: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	89,  // 114: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	91,  // 115: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	93,  // 116: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	93,  // 117: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	39,  // 118: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	79,  // [79:119] is the sub-list for method output_type
+	39,  // [39:79] is the sub-list for method input_type
+	39,  // [39:39] is the sub-list for extension type_name
+	39,  // [39:39] is the sub-list for extension extendee
+	0,   // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -4919,7 +6330,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 	if File_wasmorch_v1_wasmorch_proto != nil {
 		return
 	}
-	file_wasmorch_v1_wasmorch_proto_msgTypes[13].OneofWrappers = []any{
+	file_wasmorch_v1_wasmorch_proto_msgTypes[18].OneofWrappers = []any{
 		(*UploadRequest_Header)(nil),
 		(*UploadRequest_Chunk)(nil),
 	}
@@ -4929,7 +6340,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   74,
+			NumMessages:   100,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

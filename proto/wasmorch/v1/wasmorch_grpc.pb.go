@@ -22,29 +22,38 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Control_UploadBlob_FullMethodName     = "/wasmorch.v1.Control/UploadBlob"
-	Control_ApplyWorkload_FullMethodName  = "/wasmorch.v1.Control/ApplyWorkload"
-	Control_GetWorkload_FullMethodName    = "/wasmorch.v1.Control/GetWorkload"
-	Control_ListWorkloads_FullMethodName  = "/wasmorch.v1.Control/ListWorkloads"
-	Control_ScaleWorkload_FullMethodName  = "/wasmorch.v1.Control/ScaleWorkload"
-	Control_DeleteWorkload_FullMethodName = "/wasmorch.v1.Control/DeleteWorkload"
-	Control_ListInstances_FullMethodName  = "/wasmorch.v1.Control/ListInstances"
-	Control_ListNodes_FullMethodName      = "/wasmorch.v1.Control/ListNodes"
-	Control_Logs_FullMethodName           = "/wasmorch.v1.Control/Logs"
-	Control_Version_FullMethodName        = "/wasmorch.v1.Control/Version"
-	Control_ListEvents_FullMethodName     = "/wasmorch.v1.Control/ListEvents"
-	Control_CordonNode_FullMethodName     = "/wasmorch.v1.Control/CordonNode"
-	Control_UncordonNode_FullMethodName   = "/wasmorch.v1.Control/UncordonNode"
-	Control_DrainNode_FullMethodName      = "/wasmorch.v1.Control/DrainNode"
-	Control_RemoveNode_FullMethodName     = "/wasmorch.v1.Control/RemoveNode"
-	Control_ListMembers_FullMethodName    = "/wasmorch.v1.Control/ListMembers"
-	Control_AddMember_FullMethodName      = "/wasmorch.v1.Control/AddMember"
-	Control_PromoteMember_FullMethodName  = "/wasmorch.v1.Control/PromoteMember"
-	Control_RemoveMember_FullMethodName   = "/wasmorch.v1.Control/RemoveMember"
-	Control_Snapshot_FullMethodName       = "/wasmorch.v1.Control/Snapshot"
-	Control_CreateToken_FullMethodName    = "/wasmorch.v1.Control/CreateToken"
-	Control_ListTokens_FullMethodName     = "/wasmorch.v1.Control/ListTokens"
-	Control_RevokeToken_FullMethodName    = "/wasmorch.v1.Control/RevokeToken"
+	Control_UploadBlob_FullMethodName      = "/wasmorch.v1.Control/UploadBlob"
+	Control_ApplyWorkload_FullMethodName   = "/wasmorch.v1.Control/ApplyWorkload"
+	Control_GetWorkload_FullMethodName     = "/wasmorch.v1.Control/GetWorkload"
+	Control_ListWorkloads_FullMethodName   = "/wasmorch.v1.Control/ListWorkloads"
+	Control_ScaleWorkload_FullMethodName   = "/wasmorch.v1.Control/ScaleWorkload"
+	Control_DeleteWorkload_FullMethodName  = "/wasmorch.v1.Control/DeleteWorkload"
+	Control_ListInstances_FullMethodName   = "/wasmorch.v1.Control/ListInstances"
+	Control_ListNodes_FullMethodName       = "/wasmorch.v1.Control/ListNodes"
+	Control_Logs_FullMethodName            = "/wasmorch.v1.Control/Logs"
+	Control_Version_FullMethodName         = "/wasmorch.v1.Control/Version"
+	Control_ListEvents_FullMethodName      = "/wasmorch.v1.Control/ListEvents"
+	Control_CordonNode_FullMethodName      = "/wasmorch.v1.Control/CordonNode"
+	Control_UncordonNode_FullMethodName    = "/wasmorch.v1.Control/UncordonNode"
+	Control_DrainNode_FullMethodName       = "/wasmorch.v1.Control/DrainNode"
+	Control_RemoveNode_FullMethodName      = "/wasmorch.v1.Control/RemoveNode"
+	Control_ListMembers_FullMethodName     = "/wasmorch.v1.Control/ListMembers"
+	Control_AddMember_FullMethodName       = "/wasmorch.v1.Control/AddMember"
+	Control_PromoteMember_FullMethodName   = "/wasmorch.v1.Control/PromoteMember"
+	Control_RemoveMember_FullMethodName    = "/wasmorch.v1.Control/RemoveMember"
+	Control_Snapshot_FullMethodName        = "/wasmorch.v1.Control/Snapshot"
+	Control_CreateToken_FullMethodName     = "/wasmorch.v1.Control/CreateToken"
+	Control_ListTokens_FullMethodName      = "/wasmorch.v1.Control/ListTokens"
+	Control_RevokeToken_FullMethodName     = "/wasmorch.v1.Control/RevokeToken"
+	Control_SetConfig_FullMethodName       = "/wasmorch.v1.Control/SetConfig"
+	Control_GetConfig_FullMethodName       = "/wasmorch.v1.Control/GetConfig"
+	Control_ListConfigs_FullMethodName     = "/wasmorch.v1.Control/ListConfigs"
+	Control_DeleteConfig_FullMethodName    = "/wasmorch.v1.Control/DeleteConfig"
+	Control_SetSecret_FullMethodName       = "/wasmorch.v1.Control/SetSecret"
+	Control_GetSecret_FullMethodName       = "/wasmorch.v1.Control/GetSecret"
+	Control_ListSecrets_FullMethodName     = "/wasmorch.v1.Control/ListSecrets"
+	Control_DeleteSecret_FullMethodName    = "/wasmorch.v1.Control/DeleteSecret"
+	Control_RotateSecretKey_FullMethodName = "/wasmorch.v1.Control/RotateSecretKey"
 )
 
 // ControlClient is the client API for Control service.
@@ -77,6 +86,16 @@ type ControlClient interface {
 	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
 	ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error)
 	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
+	// configs
+	SetConfig(ctx context.Context, in *SetConfigRequest, opts ...grpc.CallOption) (*SetConfigResponse, error)
+	GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*Config, error)
+	ListConfigs(ctx context.Context, in *ListConfigsRequest, opts ...grpc.CallOption) (*ListConfigsResponse, error)
+	DeleteConfig(ctx context.Context, in *DeleteConfigRequest, opts ...grpc.CallOption) (*DeleteConfigResponse, error)
+	SetSecret(ctx context.Context, in *SetSecretRequest, opts ...grpc.CallOption) (*SetSecretResponse, error)
+	GetSecret(ctx context.Context, in *GetSecretRequest, opts ...grpc.CallOption) (*SecretView, error)
+	ListSecrets(ctx context.Context, in *ListSecretsRequest, opts ...grpc.CallOption) (*ListSecretsResponse, error)
+	DeleteSecret(ctx context.Context, in *DeleteSecretRequest, opts ...grpc.CallOption) (*DeleteSecretResponse, error)
+	RotateSecretKey(ctx context.Context, in *RotateSecretKeyRequest, opts ...grpc.CallOption) (*RotateSecretKeyResponse, error)
 }
 
 type controlClient struct {
@@ -338,6 +357,96 @@ func (c *controlClient) RevokeToken(ctx context.Context, in *RevokeTokenRequest,
 	return out, nil
 }
 
+func (c *controlClient) SetConfig(ctx context.Context, in *SetConfigRequest, opts ...grpc.CallOption) (*SetConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetConfigResponse)
+	err := c.cc.Invoke(ctx, Control_SetConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*Config, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Config)
+	err := c.cc.Invoke(ctx, Control_GetConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) ListConfigs(ctx context.Context, in *ListConfigsRequest, opts ...grpc.CallOption) (*ListConfigsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListConfigsResponse)
+	err := c.cc.Invoke(ctx, Control_ListConfigs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) DeleteConfig(ctx context.Context, in *DeleteConfigRequest, opts ...grpc.CallOption) (*DeleteConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteConfigResponse)
+	err := c.cc.Invoke(ctx, Control_DeleteConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) SetSecret(ctx context.Context, in *SetSecretRequest, opts ...grpc.CallOption) (*SetSecretResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetSecretResponse)
+	err := c.cc.Invoke(ctx, Control_SetSecret_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) GetSecret(ctx context.Context, in *GetSecretRequest, opts ...grpc.CallOption) (*SecretView, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SecretView)
+	err := c.cc.Invoke(ctx, Control_GetSecret_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) ListSecrets(ctx context.Context, in *ListSecretsRequest, opts ...grpc.CallOption) (*ListSecretsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSecretsResponse)
+	err := c.cc.Invoke(ctx, Control_ListSecrets_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) DeleteSecret(ctx context.Context, in *DeleteSecretRequest, opts ...grpc.CallOption) (*DeleteSecretResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteSecretResponse)
+	err := c.cc.Invoke(ctx, Control_DeleteSecret_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) RotateSecretKey(ctx context.Context, in *RotateSecretKeyRequest, opts ...grpc.CallOption) (*RotateSecretKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateSecretKeyResponse)
+	err := c.cc.Invoke(ctx, Control_RotateSecretKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -368,6 +477,16 @@ type ControlServer interface {
 	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
 	ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error)
 	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
+	// configs
+	SetConfig(context.Context, *SetConfigRequest) (*SetConfigResponse, error)
+	GetConfig(context.Context, *GetConfigRequest) (*Config, error)
+	ListConfigs(context.Context, *ListConfigsRequest) (*ListConfigsResponse, error)
+	DeleteConfig(context.Context, *DeleteConfigRequest) (*DeleteConfigResponse, error)
+	SetSecret(context.Context, *SetSecretRequest) (*SetSecretResponse, error)
+	GetSecret(context.Context, *GetSecretRequest) (*SecretView, error)
+	ListSecrets(context.Context, *ListSecretsRequest) (*ListSecretsResponse, error)
+	DeleteSecret(context.Context, *DeleteSecretRequest) (*DeleteSecretResponse, error)
+	RotateSecretKey(context.Context, *RotateSecretKeyRequest) (*RotateSecretKeyResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -446,6 +565,33 @@ func (UnimplementedControlServer) ListTokens(context.Context, *ListTokensRequest
 }
 func (UnimplementedControlServer) RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeToken not implemented")
+}
+func (UnimplementedControlServer) SetConfig(context.Context, *SetConfigRequest) (*SetConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetConfig not implemented")
+}
+func (UnimplementedControlServer) GetConfig(context.Context, *GetConfigRequest) (*Config, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetConfig not implemented")
+}
+func (UnimplementedControlServer) ListConfigs(context.Context, *ListConfigsRequest) (*ListConfigsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListConfigs not implemented")
+}
+func (UnimplementedControlServer) DeleteConfig(context.Context, *DeleteConfigRequest) (*DeleteConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteConfig not implemented")
+}
+func (UnimplementedControlServer) SetSecret(context.Context, *SetSecretRequest) (*SetSecretResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetSecret not implemented")
+}
+func (UnimplementedControlServer) GetSecret(context.Context, *GetSecretRequest) (*SecretView, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSecret not implemented")
+}
+func (UnimplementedControlServer) ListSecrets(context.Context, *ListSecretsRequest) (*ListSecretsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSecrets not implemented")
+}
+func (UnimplementedControlServer) DeleteSecret(context.Context, *DeleteSecretRequest) (*DeleteSecretResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteSecret not implemented")
+}
+func (UnimplementedControlServer) RotateSecretKey(context.Context, *RotateSecretKeyRequest) (*RotateSecretKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateSecretKey not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -857,6 +1003,168 @@ func _Control_RevokeToken_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_SetConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).SetConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_SetConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).SetConfig(ctx, req.(*SetConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_GetConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).GetConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_GetConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).GetConfig(ctx, req.(*GetConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_ListConfigs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListConfigsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).ListConfigs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_ListConfigs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).ListConfigs(ctx, req.(*ListConfigsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_DeleteConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).DeleteConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_DeleteConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).DeleteConfig(ctx, req.(*DeleteConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_SetSecret_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetSecretRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).SetSecret(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_SetSecret_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).SetSecret(ctx, req.(*SetSecretRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_GetSecret_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSecretRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).GetSecret(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_GetSecret_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).GetSecret(ctx, req.(*GetSecretRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_ListSecrets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSecretsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).ListSecrets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_ListSecrets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).ListSecrets(ctx, req.(*ListSecretsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_DeleteSecret_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSecretRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).DeleteSecret(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_DeleteSecret_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).DeleteSecret(ctx, req.(*DeleteSecretRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_RotateSecretKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateSecretKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).RotateSecretKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_RotateSecretKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).RotateSecretKey(ctx, req.(*RotateSecretKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -943,6 +1251,42 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeToken",
 			Handler:    _Control_RevokeToken_Handler,
+		},
+		{
+			MethodName: "SetConfig",
+			Handler:    _Control_SetConfig_Handler,
+		},
+		{
+			MethodName: "GetConfig",
+			Handler:    _Control_GetConfig_Handler,
+		},
+		{
+			MethodName: "ListConfigs",
+			Handler:    _Control_ListConfigs_Handler,
+		},
+		{
+			MethodName: "DeleteConfig",
+			Handler:    _Control_DeleteConfig_Handler,
+		},
+		{
+			MethodName: "SetSecret",
+			Handler:    _Control_SetSecret_Handler,
+		},
+		{
+			MethodName: "GetSecret",
+			Handler:    _Control_GetSecret_Handler,
+		},
+		{
+			MethodName: "ListSecrets",
+			Handler:    _Control_ListSecrets_Handler,
+		},
+		{
+			MethodName: "DeleteSecret",
+			Handler:    _Control_DeleteSecret_Handler,
+		},
+		{
+			MethodName: "RotateSecretKey",
+			Handler:    _Control_RotateSecretKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

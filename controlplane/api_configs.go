@@ -1,0 +1,478 @@
+package controlplane
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// maxConfigBytes bounds one config's or secret's data, well under etcd's
+// request limit.
+const maxConfigBytes = 512 << 10
+
+// validateObjectName checks a config or secret name: a DNS label, like a
+// workload's.
+func validateObjectName(kind, name string) error {
+	if name == "" {
+		return errdefs.Invalidf("%s name must not be empty", kind)
+	}
+	if len(name) > maxWorkloadNameLn || !dnsLabel.MatchString(name) {
+		return errdefs.Invalidf("%s name %q is not a DNS label: use 1-63 lowercase letters, digits and '-', starting with a letter and not ending with '-'", kind, name)
+	}
+	return nil
+}
+
+// validateData checks a config's or secret's keys (they become environment
+// variable and file names) and size. Values are never quoted in errors.
+func validateData(kind, name string, data map[string]string) error {
+	size := 0
+	for k, v := range data {
+		if !envName.MatchString(k) {
+			return errdefs.Invalidf("%s %s: key %q is not valid: use letters, digits, '_', '.' and '-', starting with a letter or '_'", kind, name, k)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return errdefs.Invalidf("%s %s: the value of %s contains a NUL byte", kind, name, k)
+		}
+		size += len(k) + len(v)
+	}
+	if size > maxConfigBytes {
+		return errdefs.Invalidf("%s %s holds %d bytes, more than %d", kind, name, size, maxConfigBytes)
+	}
+	return nil
+}
+
+// validateReferences checks the configs and secrets a spec names, on their
+// own (checkReferences checks that they exist).
+func validateReferences(spec *v1.WorkloadSpec) error {
+	for _, ref := range []struct {
+		kind  string
+		names []string
+	}{{"config", spec.GetConfigs()}, {"secret", spec.GetSecrets()}, {"config", spec.GetConfigFiles()}, {"secret", spec.GetSecretFiles()}} {
+		seen := map[string]bool{}
+		for _, n := range ref.names {
+			if err := validateObjectName(ref.kind, n); err != nil {
+				return err
+			}
+			if seen[n] {
+				return errdefs.Invalidf("%s %q is named twice", ref.kind, n)
+			}
+			seen[n] = true
+		}
+	}
+	if len(spec.GetFiles()) > 0 {
+		return errdefs.Invalidf("files are filled in by the control plane from config_files and secret_files, not given")
+	}
+	if len(spec.GetConfigFiles())+len(spec.GetSecretFiles()) > 0 {
+		switch {
+		case spec.GetKind() == kindContainer:
+			return errdefs.Invalidf("config and secret files are mounted for wasm workloads only: give a container its configs as environment variables (--from-config, --from-secret)")
+		case spec.GetHttp() != nil:
+			return errdefs.Invalidf("config and secret files are not mounted for HTTP functions yet: use --from-config or --from-secret")
+		case spec.GetFallbackImage() != "" || spec.GetFallbackArchiveDigest() != "":
+			return errdefs.Invalidf("config and secret files are not mounted for a fallback container: use --from-config or --from-secret")
+		}
+	}
+	return nil
+}
+
+// checkReferences fails unless every config and secret spec names exists.
+func (s *Server) checkReferences(ctx context.Context, spec *v1.WorkloadSpec) error {
+	for _, n := range slices.Concat(spec.GetConfigs(), spec.GetConfigFiles()) {
+		if _, err := s.store.Configs.Get(ctx, n); errdefs.IsNotFound(err) {
+			return errdefs.Preconditionf("config %q does not exist; create it first ('wasmorch config set %s KEY=VALUE...')", n, n)
+		} else if err != nil {
+			return err
+		}
+	}
+	for _, n := range slices.Concat(spec.GetSecrets(), spec.GetSecretFiles()) {
+		if _, err := s.store.Secrets.Get(ctx, n); errdefs.IsNotFound(err) {
+			return errdefs.Preconditionf("secret %q does not exist; create it first ('wasmorch secret set %s KEY=VALUE...')", n, n)
+		} else if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// users returns the workloads that reference the config (secret false) or
+// secret called name.
+func (s *Server) users(ctx context.Context, name string, secret bool) ([]store.Versioned[*v1.Workload], error) {
+	wls, _, err := s.store.Workloads.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Versioned[*v1.Workload]
+	for _, wl := range wls {
+		spec := wl.Value.GetSpec()
+		refs := slices.Concat(spec.GetConfigs(), spec.GetConfigFiles())
+		if secret {
+			refs = slices.Concat(spec.GetSecrets(), spec.GetSecretFiles())
+		}
+		if slices.Contains(refs, name) {
+			out = append(out, wl)
+		}
+	}
+	return out, nil
+}
+
+// rollOps bumps the generation of every workload in users, guarded by
+// their mod revisions, so that their instances are replaced by ones that
+// see the new values.
+func (s *Server) rollOps(users []store.Versioned[*v1.Workload]) ([]clientv3.Cmp, []clientv3.Op, []string, error) {
+	var (
+		cmps  []clientv3.Cmp
+		ops   []clientv3.Op
+		names []string
+	)
+	now := time.Now().UnixNano()
+	for _, u := range users {
+		wl := proto.Clone(u.Value).(*v1.Workload)
+		wl.Generation++
+		wl.UpdatedUnixNano = now
+		op, err := s.store.Workloads.PutOp(u.Name, wl)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cmps = append(cmps, s.store.Workloads.Unchanged(u.Name, u.ModRevision))
+		ops = append(ops, op)
+		names = append(names, u.Name)
+	}
+	return cmps, ops, names, nil
+}
+
+// guardOf is the comparison that a record read at modRev (0: absent) is
+// still as read.
+func guardOf(key string, modRev int64) clientv3.Cmp {
+	if modRev == 0 {
+		return clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	}
+	return clientv3.Compare(clientv3.ModRevision(key), "=", modRev)
+}
+
+// putRolling writes put (guarded by guard) and rolls users in one
+// transaction; ErrConflict when anything changed since it was read.
+func (s *Server) putRolling(ctx context.Context, kind, name string, guard clientv3.Cmp, put clientv3.Op, users []store.Versioned[*v1.Workload]) ([]string, error) {
+	cmps, ops, rolled, err := s.rollOps(users)
+	if err != nil {
+		return nil, err
+	}
+	if len(ops)+1 > store.MaxOpsPerTxn {
+		return nil, errdefs.Preconditionf("%s %s is used by %d workloads, more than one change can roll (%d)", kind, name, len(users), store.MaxOpsPerTxn-1)
+	}
+	resp, err := s.store.Client.Txn(ctx).If(append(cmps, guard)...).Then(append(ops, put)...).Commit()
+	if err != nil {
+		return nil, errdefs.Unavailablef("write %s %s: %v", kind, name, err)
+	}
+	if !resp.Succeeded {
+		return nil, errdefs.Conflictf("%s %s or a workload using it changed meanwhile; try again", kind, name)
+	}
+	for _, w := range rolled {
+		if err := s.events.Record(ctx, "workload/"+w, "ConfigChanged", "%s %s changed: replacing the instances", kind, name); err != nil {
+			s.log.Debug("recording an event failed", "workload", w, "err", err)
+		}
+	}
+	return rolled, nil
+}
+
+// SetConfig creates a config or replaces its data; a change rolls the
+// workloads that use it.
+func (a *controlAPI) SetConfig(ctx context.Context, req *v1.SetConfigRequest) (*v1.SetConfigResponse, error) {
+	name, data := req.GetName(), req.GetData()
+	if err := validateObjectName("config", name); err != nil {
+		return nil, err
+	}
+	if err := validateData("config", name, data); err != nil {
+		return nil, err
+	}
+	if data == nil {
+		data = map[string]string{}
+	}
+	for attempt := 0; ; attempt++ {
+		cur, err := a.s.store.Configs.Get(ctx, name)
+		exists := err == nil
+		if err != nil && !errdefs.IsNotFound(err) {
+			return nil, err
+		}
+		now := time.Now().UnixNano()
+		cfg := &v1.Config{Name: name, Data: data, CreatedUnixNano: now, UpdatedUnixNano: now}
+		if exists {
+			if maps.Equal(cur.Value.GetData(), data) {
+				return &v1.SetConfigResponse{Config: cur.Value}, nil
+			}
+			cfg.CreatedUnixNano = cur.Value.GetCreatedUnixNano()
+		}
+		if req.GetDryRun() {
+			return &v1.SetConfigResponse{Config: cfg, Created: !exists, Changed: true}, nil
+		}
+		users, err := a.s.users(ctx, name, false)
+		if err != nil {
+			return nil, err
+		}
+		put, err := a.s.store.Configs.PutOp(name, cfg)
+		if err != nil {
+			return nil, err
+		}
+		rolled, err := a.s.putRolling(ctx, "config", name, guardOf(a.s.store.Configs.Key(name), cur.ModRevision), put, users)
+		if errdefs.IsConflict(err) && attempt < 5 {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		a.s.log.Info("config set", "config", name, "keys", len(data), "rolled", rolled)
+		return &v1.SetConfigResponse{Config: cfg, Created: !exists, Changed: true, Rolled: rolled}, nil
+	}
+}
+
+func (a *controlAPI) GetConfig(ctx context.Context, req *v1.GetConfigRequest) (*v1.Config, error) {
+	cur, err := a.s.store.Configs.Get(ctx, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	return cur.Value, nil
+}
+
+func (a *controlAPI) ListConfigs(ctx context.Context, _ *v1.ListConfigsRequest) (*v1.ListConfigsResponse, error) {
+	list, _, err := a.s.store.Configs.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &v1.ListConfigsResponse{}
+	for _, c := range list {
+		resp.Configs = append(resp.Configs, c.Value)
+	}
+	return resp, nil
+}
+
+// DeleteConfig removes a config no workload uses.
+func (a *controlAPI) DeleteConfig(ctx context.Context, req *v1.DeleteConfigRequest) (*v1.DeleteConfigResponse, error) {
+	return &v1.DeleteConfigResponse{}, a.s.deleteUnused(ctx, "config", req.GetName(), a.s.store.Configs.Key(req.GetName()), false)
+}
+
+// deleteUnused deletes the config or secret at key unless a workload
+// references it.
+func (s *Server) deleteUnused(ctx context.Context, kind, name, key string, secret bool) error {
+	users, err := s.users(ctx, name, secret)
+	if err != nil {
+		return err
+	}
+	if len(users) > 0 {
+		names := make([]string, len(users))
+		for i, u := range users {
+			names[i] = u.Name
+		}
+		return errdefs.Preconditionf("%s %q is used by workload %s; deploy them without --from-%s %s or delete them first", kind, name, strings.Join(names, ", "), kind, name)
+	}
+	resp, err := s.store.Client.Delete(ctx, key)
+	if err != nil {
+		return errdefs.Unavailablef("delete %s %s: %v", kind, name, err)
+	}
+	if resp.Deleted == 0 {
+		return errdefs.NotFoundf("%s %q not found", kind, name)
+	}
+	s.log.Info(kind+" deleted", kind, name)
+	return nil
+}
+
+// secretView is what the API shows of a secret: never its values.
+func secretView(s *v1.Secret) *v1.SecretView {
+	return &v1.SecretView{Name: s.GetName(), Keys: s.GetKeys(), Digest: s.GetDigest(), KeyId: s.GetKeyId(),
+		CreatedUnixNano: s.GetCreatedUnixNano(), UpdatedUnixNano: s.GetUpdatedUnixNano()}
+}
+
+// changedKeys lists the keys added, removed or changed from old to new.
+func changedKeys(old, new map[string]string) []string {
+	var out []string
+	for k, v := range new {
+		if ov, ok := old[k]; !ok || ov != v {
+			out = append(out, k)
+		}
+	}
+	for k := range old {
+		if _, ok := new[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SetSecret creates a secret or replaces its data, sealed; a change rolls
+// the workloads that use it.
+func (a *controlAPI) SetSecret(ctx context.Context, req *v1.SetSecretRequest) (*v1.SetSecretResponse, error) {
+	name, data := req.GetName(), req.GetData()
+	if err := validateObjectName("secret", name); err != nil {
+		return nil, err
+	}
+	if err := validateData("secret", name, data); err != nil {
+		return nil, err
+	}
+	if data == nil {
+		data = map[string]string{}
+	}
+	for attempt := 0; ; attempt++ {
+		cur, err := a.s.store.Secrets.Get(ctx, name)
+		exists := err == nil
+		if err != nil && !errdefs.IsNotFound(err) {
+			return nil, err
+		}
+		now := time.Now().UnixNano()
+		sec := &v1.Secret{Name: name, CreatedUnixNano: now, UpdatedUnixNano: now}
+		var old map[string]string
+		if exists {
+			if old, err = a.s.openSecret(ctx, cur.Value); err != nil {
+				return nil, err
+			}
+			if maps.Equal(old, data) {
+				return &v1.SetSecretResponse{Secret: secretView(cur.Value)}, nil
+			}
+			sec.CreatedUnixNano = cur.Value.GetCreatedUnixNano()
+		}
+		changed := changedKeys(old, data)
+		if req.GetDryRun() {
+			sec.Keys = sortedKeys(data)
+			return &v1.SetSecretResponse{Secret: secretView(sec), Created: !exists, Changed: true, ChangedKeys: changed}, nil
+		}
+		if err := a.s.sealSecret(ctx, sec, data); err != nil {
+			return nil, err
+		}
+		users, err := a.s.users(ctx, name, true)
+		if err != nil {
+			return nil, err
+		}
+		put, err := a.s.store.Secrets.PutOp(name, sec)
+		if err != nil {
+			return nil, err
+		}
+		rolled, err := a.s.putRolling(ctx, "secret", name, guardOf(a.s.store.Secrets.Key(name), cur.ModRevision), put, users)
+		if errdefs.IsConflict(err) && attempt < 5 {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		a.s.log.Info("secret set", "secret", name, "keys", len(data), "rolled", rolled)
+		return &v1.SetSecretResponse{Secret: secretView(sec), Created: !exists, Changed: true, Rolled: rolled, ChangedKeys: changed}, nil
+	}
+}
+
+func (a *controlAPI) GetSecret(ctx context.Context, req *v1.GetSecretRequest) (*v1.SecretView, error) {
+	cur, err := a.s.store.Secrets.Get(ctx, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	return secretView(cur.Value), nil
+}
+
+func (a *controlAPI) ListSecrets(ctx context.Context, _ *v1.ListSecretsRequest) (*v1.ListSecretsResponse, error) {
+	list, _, err := a.s.store.Secrets.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &v1.ListSecretsResponse{}
+	for _, c := range list {
+		resp.Secrets = append(resp.Secrets, secretView(c.Value))
+	}
+	return resp, nil
+}
+
+// DeleteSecret removes a secret no workload uses.
+func (a *controlAPI) DeleteSecret(ctx context.Context, req *v1.DeleteSecretRequest) (*v1.DeleteSecretResponse, error) {
+	return &v1.DeleteSecretResponse{}, a.s.deleteUnused(ctx, "secret", req.GetName(), a.s.store.Secrets.Key(req.GetName()), true)
+}
+
+// resolveEnv gives every instance that references configs or secrets a
+// copy whose spec carries their keys as environment variables (configs in
+// order, then secrets, then the spec's own env, a later one winning) and
+// as files (config_files, secret_files). It runs on the member sending a
+// node its assignments, so secret values travel only over that node's
+// mutual-TLS session and are never stored in plaintext.
+func (s *Server) resolveEnv(ctx context.Context, insts []*v1.Instance) error {
+	configs := map[string]map[string]string{}
+	secrets := map[string]map[string]string{}
+	configData := func(n string) (map[string]string, error) {
+		if data, ok := configs[n]; ok {
+			return data, nil
+		}
+		cur, err := s.store.Configs.Get(ctx, n)
+		if errdefs.IsNotFound(err) {
+			s.log.Warn("an instance references a missing config", "config", n)
+		} else if err != nil {
+			return nil, err
+		}
+		configs[n] = cur.Value.GetData()
+		return configs[n], nil
+	}
+	secretData := func(n string) (map[string]string, error) {
+		if data, ok := secrets[n]; ok {
+			return data, nil
+		}
+		var data map[string]string
+		cur, err := s.store.Secrets.Get(ctx, n)
+		if errdefs.IsNotFound(err) {
+			s.log.Warn("an instance references a missing secret", "secret", n)
+		} else if err != nil {
+			return nil, err
+		} else if data, err = s.openSecret(ctx, cur.Value); err != nil {
+			return nil, err
+		}
+		secrets[n] = data
+		return data, nil
+	}
+	for i, inst := range insts {
+		spec := inst.GetSpec()
+		if len(spec.GetConfigs())+len(spec.GetSecrets())+len(spec.GetConfigFiles())+len(spec.GetSecretFiles()) == 0 {
+			continue
+		}
+		var env []*v1.EnvVar
+		index := map[string]int{}
+		add := func(k, v string) {
+			if j, ok := index[k]; ok {
+				env[j].Value = v
+				return
+			}
+			index[k] = len(env)
+			env = append(env, &v1.EnvVar{Name: k, Value: v})
+		}
+		var files []*v1.MountedFile
+		for _, src := range []struct {
+			names []string
+			get   func(string) (map[string]string, error)
+			dir   string // "": environment variables
+		}{
+			{spec.GetConfigs(), configData, ""},
+			{spec.GetSecrets(), secretData, ""},
+			{spec.GetConfigFiles(), configData, "/config/"},
+			{spec.GetSecretFiles(), secretData, "/secrets/"},
+		} {
+			for _, n := range src.names {
+				data, err := src.get(n)
+				if err != nil {
+					return err
+				}
+				for _, k := range sortedKeys(data) {
+					if src.dir == "" {
+						add(k, data[k])
+					} else {
+						files = append(files, &v1.MountedFile{Path: src.dir + n + "/" + k, Data: []byte(data[k])})
+					}
+				}
+			}
+		}
+		for _, e := range spec.GetEnv() {
+			add(e.GetName(), e.GetValue())
+		}
+		c := proto.Clone(inst).(*v1.Instance)
+		c.Spec.Env, c.Spec.Files = env, files
+		insts[i] = c
+	}
+	return nil
+}

@@ -1,0 +1,248 @@
+// Package manifest reads wasmorch manifests: multi-document YAML whose
+// documents (apiVersion wasmorch.dev/v1, kind Workload, Config or Secret)
+// map one-to-one onto the API's objects; docs/manifests.md is the schema.
+// Decoding is strict: an unknown or misplaced field is an error naming its
+// line, so that a typo never silently does nothing.
+package manifest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// APIVersion is the only apiVersion this version reads.
+const APIVersion = "wasmorch.dev/v1"
+
+// The kinds of object a manifest holds.
+const (
+	KindWorkload = "Workload"
+	KindConfig   = "Config"
+	KindSecret   = "Secret"
+)
+
+// Object is one document of a manifest.
+type Object struct {
+	APIVersion string            `yaml:"apiVersion"`
+	Kind       string            `yaml:"kind"`
+	Metadata   Metadata          `yaml:"metadata"`
+	Spec       *WorkloadSpec     `yaml:"spec"` // Workload
+	Data       map[string]string `yaml:"data"` // Config and Secret
+	// Line is where the document starts, for messages.
+	Line int `yaml:"-"`
+}
+
+// Metadata names an object.
+type Metadata struct {
+	Name string `yaml:"name"`
+}
+
+// WorkloadSpec is a workload as deploy's flags describe it.
+type WorkloadSpec struct {
+	Module        string            `yaml:"module"` // a .wasm or OCI archive path, relative to the manifest
+	Image         string            `yaml:"image"`
+	Replicas      *int              `yaml:"replicas"` // default 1
+	Args          []string          `yaml:"args"`
+	Env           map[string]string `yaml:"env"`
+	Configs       []string          `yaml:"configs"`
+	Secrets       []string          `yaml:"secrets"`
+	ConfigFiles   []string          `yaml:"configFiles"` // /config/<name>/<key>
+	SecretFiles   []string          `yaml:"secretFiles"` // /secrets/<name>/<key>
+	Memory        string            `yaml:"memory"`
+	Restart       string            `yaml:"restart"`
+	CPU           string            `yaml:"cpu"`
+	Selector      map[string]string `yaml:"selector"`
+	Spread        string            `yaml:"spread"`
+	Arch          []string          `yaml:"arch"`
+	OS            []string          `yaml:"os"`
+	FallbackImage string            `yaml:"fallbackImage"`
+	Port          int               `yaml:"port"`
+	HTTP          *HTTP             `yaml:"http"`
+}
+
+// HTTP makes a workload a function, as deploy's function flags do.
+type HTTP struct {
+	Route             string        `yaml:"route"`
+	Host              string        `yaml:"host"`
+	Timeout           time.Duration `yaml:"timeout"`
+	MaxBody           string        `yaml:"maxBody"`
+	Concurrency       int           `yaml:"concurrency"`
+	Queue             int           `yaml:"queue"`
+	MinReplicas       int           `yaml:"minReplicas"`
+	MaxReplicas       int           `yaml:"maxReplicas"`
+	TargetConcurrency int           `yaml:"targetConcurrency"`
+	Idle              time.Duration `yaml:"idle"`
+}
+
+// Error is a problem at a line of a manifest.
+type Error struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.File, e.Msg)
+}
+
+// Parse reads every document of a manifest; file names it in errors. Empty
+// documents are skipped. Nothing is returned unless every document is
+// valid.
+func Parse(file string, r io.Reader) ([]Object, error) {
+	src, err := io.ReadAll(r)
+	if err != nil {
+		return nil, &Error{File: file, Msg: err.Error()}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	var objs []Object
+	seen := map[string]int{}
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			line, msg := yamlErr(err)
+			return nil, &Error{File: file, Line: line, Msg: msg}
+		}
+		if len(doc.Content) == 0 || (doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].Tag == "!!null") {
+			continue
+		}
+		root := doc.Content[0]
+		if root.Kind != yaml.MappingNode {
+			return nil, &Error{File: file, Line: root.Line, Msg: "a document must be a mapping with apiVersion, kind, metadata and spec or data"}
+		}
+		if err := checkFields(root, reflect.TypeOf(Object{}), ""); err != nil {
+			err.File = file
+			return nil, err
+		}
+		var o Object
+		if err := root.Decode(&o); err != nil {
+			line, msg := yamlErr(err)
+			return nil, &Error{File: file, Line: line, Msg: msg}
+		}
+		o.Line = root.Line
+		if err := o.validate(); err != nil {
+			return nil, &Error{File: file, Line: root.Line, Msg: err.Error()}
+		}
+		id := o.Kind + "/" + o.Metadata.Name
+		if first, dup := seen[id]; dup {
+			return nil, &Error{File: file, Line: root.Line, Msg: fmt.Sprintf("%s is defined twice (first at line %d)", id, first)}
+		}
+		seen[id] = root.Line
+		objs = append(objs, o)
+	}
+	return objs, nil
+}
+
+func (o Object) validate() error {
+	if o.APIVersion != APIVersion {
+		return fmt.Errorf("apiVersion %q is not supported: use %s", o.APIVersion, APIVersion)
+	}
+	if o.Metadata.Name == "" {
+		return fmt.Errorf("%s has no metadata.name", o.Kind)
+	}
+	switch o.Kind {
+	case KindWorkload:
+		if o.Data != nil {
+			return fmt.Errorf("a Workload has spec, not data")
+		}
+		if o.Spec == nil {
+			return fmt.Errorf("workload %s has no spec", o.Metadata.Name)
+		}
+		if (o.Spec.Module == "") == (o.Spec.Image == "") {
+			return fmt.Errorf("workload %s needs exactly one of spec.module and spec.image", o.Metadata.Name)
+		}
+	case KindConfig, KindSecret:
+		if o.Spec != nil {
+			return fmt.Errorf("a %s has data, not spec", o.Kind)
+		}
+	case "":
+		return fmt.Errorf("the document has no kind: use Workload, Config or Secret")
+	default:
+		return fmt.Errorf("kind %q is not known: use Workload, Config or Secret", o.Kind)
+	}
+	return nil
+}
+
+// checkFields walks a mapping node against the struct type t (by yaml
+// tags) and reports the first key t does not have, with its line. Maps
+// take any key.
+func checkFields(n *yaml.Node, t reflect.Type, path string) *Error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return nil // a type error, which Decode reports with its line
+		}
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name != "" && name != "-" {
+				fields[name] = f.Type
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			ft, ok := fields[k.Value]
+			if !ok {
+				return &Error{Line: k.Line, Msg: fmt.Sprintf("unknown field %q%s", path+k.Value, suggest(k.Value, fields))}
+			}
+			if err := checkFields(v, ft, path+k.Value+"."); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice:
+		if n.Kind == yaml.SequenceNode {
+			for _, item := range n.Content {
+				if err := checkFields(item, t.Elem(), path); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// suggest names a known field that differs from name only in case, the
+// commonest typo.
+func suggest(name string, fields map[string]reflect.Type) string {
+	for f := range fields {
+		if strings.EqualFold(f, name) {
+			return fmt.Sprintf(" (did you mean %q?)", f)
+		}
+	}
+	return ""
+}
+
+// yamlErr splits a yaml error into its first problem's line and message.
+func yamlErr(err error) (int, string) {
+	var te *yaml.TypeError
+	msg := err.Error()
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	msg = strings.Join(strings.Fields(strings.TrimPrefix(msg, "yaml: ")), " ")
+	var line int
+	if i := strings.Index(msg, "line "); i >= 0 {
+		if _, err := fmt.Sscanf(msg[i:], "line %d", &line); err == nil {
+			if j := strings.Index(msg[i:], ": "); j >= 0 {
+				msg = msg[:i] + msg[i+j+2:]
+			}
+		}
+	}
+	return line, msg
+}

@@ -1,0 +1,110 @@
+package manifest
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseReadsEveryDocument(t *testing.T) {
+	src := `# leading comment
+---
+apiVersion: wasmorch.dev/v1
+kind: Config
+metadata: {name: cfg}
+data:
+  A: "1"
+---
+---
+apiVersion: wasmorch.dev/v1
+kind: Workload
+metadata:
+  name: fn
+spec:
+  module: greet.wasm
+  replicas: 0
+  configs: [cfg]
+  env: {B: two}
+  http:
+    route: /greet
+    timeout: 5s
+`
+	objs, err := Parse("m.yaml", strings.NewReader(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 2 {
+		t.Fatalf("got %d objects, want 2", len(objs))
+	}
+	if c := objs[0]; c.Kind != KindConfig || c.Metadata.Name != "cfg" || c.Data["A"] != "1" || c.Line != 3 {
+		t.Errorf("config = %+v", c)
+	}
+	w := objs[1]
+	if w.Kind != KindWorkload || w.Spec == nil || w.Spec.Module != "greet.wasm" || w.Spec.Replicas == nil || *w.Spec.Replicas != 0 {
+		t.Fatalf("workload = %+v", w)
+	}
+	if w.Spec.HTTP == nil || w.Spec.HTTP.Route != "/greet" || w.Spec.HTTP.Timeout != 5*time.Second {
+		t.Errorf("http = %+v", w.Spec.HTTP)
+	}
+	if len(w.Spec.Configs) != 1 || w.Spec.Env["B"] != "two" {
+		t.Errorf("spec = %+v", w.Spec)
+	}
+}
+
+func TestParseRefusesBadDocumentsWithTheirLine(t *testing.T) {
+	const head = "apiVersion: wasmorch.dev/v1\n"
+	for _, tc := range []struct {
+		name, src, want string
+	}{
+		{"unknown top-level field", head + "kind: Config\nmetadata: {name: c}\ndatas: {}\n", `m.yaml:4: unknown field "datas"`},
+		{"unknown nested field", head + "kind: Workload\nmetadata: {name: w}\nspec:\n  module: a.wasm\n  replicass: 2\n", `m.yaml:6: unknown field "spec.replicass"`},
+		{"field in a nested map", head + "kind: Workload\nmetadata: {name: w}\nspec:\n  module: a.wasm\n  http:\n    rout: /x\n", `m.yaml:7: unknown field "spec.http.rout"`},
+		{"case typo suggests", head + "kind: Config\nmetadata: {Name: c}\n", `unknown field "metadata.Name" (did you mean "name"?)`},
+		{"wrong type", head + "kind: Workload\nmetadata: {name: w}\nspec:\n  module: a.wasm\n  replicas: many\n", "m.yaml:6: cannot unmarshal !!str `many` into int"},
+		{"second document", head + "kind: Config\nmetadata: {name: c}\n---\n" + head + "kind: Config\nmetadata: {name: d}\nbogus: 1\n", `m.yaml:8: unknown field "bogus"`},
+		{"no apiVersion", "kind: Config\nmetadata: {name: c}\n", `m.yaml:1: apiVersion "" is not supported`},
+		{"unknown kind", head + "kind: Deployment\nmetadata: {name: c}\n", `kind "Deployment" is not known`},
+		{"no name", head + "kind: Config\ndata: {}\n", "has no metadata.name"},
+		{"workload without source", head + "kind: Workload\nmetadata: {name: w}\nspec: {replicas: 1}\n", "exactly one of spec.module and spec.image"},
+		{"config with spec", head + "kind: Config\nmetadata: {name: c}\nspec: {module: a.wasm}\n", "a Config has data, not spec"},
+		{"twice", head + "kind: Config\nmetadata: {name: c}\n---\n" + head + "kind: Config\nmetadata: {name: c}\n", "m.yaml:5: Config/c is defined twice (first at line 1)"},
+		{"not a mapping", "- a\n- b\n", "m.yaml:1: a document must be a mapping"},
+		{"bad yaml", head + "kind: [\n", "m.yaml:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs, err := Parse("m.yaml", strings.NewReader(tc.src))
+			if err == nil {
+				t.Fatalf("accepted: %+v", objs)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error is not one line: %q", err)
+			}
+			if objs != nil {
+				t.Fatalf("returned objects with an error: %+v", objs)
+			}
+		})
+	}
+}
+
+func TestTheExampleManifestParses(t *testing.T) {
+	f, err := os.Open("../../testdata/app.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	objs, err := Parse("app.yaml", f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := ""
+	for _, o := range objs {
+		kinds += o.Kind + " "
+	}
+	if kinds != "Config Secret Workload " {
+		t.Fatalf("kinds = %q", kinds)
+	}
+}

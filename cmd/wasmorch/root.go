@@ -18,9 +18,10 @@ func newRootCommand(stopSignals func()) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "wasmorch",
 		Short: "Run WebAssembly workloads on one machine or many",
-		Long: `wasmorch runs WebAssembly modules (and, later, OCI containers) as workloads:
-it places their instances on workers, restarts them when they fail, scales
-them, and rolls out new versions.
+		Long: `wasmorch runs WebAssembly modules, and OCI containers where Wasm cannot run
+yet, as workloads: it places their instances on workers, restarts them when
+they fail, scales them, serves HTTP functions with a fresh sandbox per
+request, and rolls out new versions.
 
 Start a cluster of one with 'wasmorch up', then from another terminal:
   wasmorch deploy testdata/hello.wasm --name hello --replicas 3

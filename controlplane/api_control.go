@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"slices"
 	"sort"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	"github.com/wasmorch/wasmorch/internal/version"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -161,7 +163,7 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 			if req.GetDryRun() {
 				return &v1.ApplyWorkloadResponse{Workload: wl, Created: true, Changed: true}, nil
 			}
-			if err := a.writeWorkload(ctx, wl, nil, 0); errdefs.IsConflict(err) && attempt < 5 {
+			if err := a.writeWorkload(ctx, wl, nil, 0, req.GetChangeCause()); errdefs.IsConflict(err) && attempt < 5 {
 				continue
 			} else if err != nil {
 				return nil, err
@@ -171,17 +173,24 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		wl := proto.Clone(cur.Value).(*v1.Workload)
 		sameButReplicas := proto.Clone(cur.Value.GetSpec()).(*v1.WorkloadSpec)
 		sameButReplicas.Replicas = spec.GetReplicas()
-		if proto.Equal(sameButReplicas, spec) && cur.Value.GetSpec().GetReplicas() == spec.GetReplicas() {
+		// rollouts: how to roll is not what runs: no new generation either.
+		sameButReplicas.MaxSurge, sameButReplicas.MaxUnavailable = spec.GetMaxSurge(), spec.GetMaxUnavailable()
+		if proto.Equal(cur.Value.GetSpec(), spec) {
 			return &v1.ApplyWorkloadResponse{Workload: wl}, nil
 		}
-		if !proto.Equal(sameButReplicas, spec) {
+		newGeneration := !proto.Equal(sameButReplicas, spec)
+		if newGeneration {
 			wl.Generation++
 		}
 		wl.Spec, wl.UpdatedUnixNano = spec, now
 		if req.GetDryRun() {
 			return &v1.ApplyWorkloadResponse{Workload: wl, Changed: true}, nil
 		}
-		if err := a.writeWorkload(ctx, wl, cur.Value.GetSpec().GetHttp(), cur.ModRevision); errdefs.IsConflict(err) && attempt < 5 {
+		cause := req.GetChangeCause()
+		if !newGeneration {
+			cause = "-" // rollouts: a replica change makes no revision
+		}
+		if err := a.writeWorkload(ctx, wl, cur.Value.GetSpec().GetHttp(), cur.ModRevision, cause); errdefs.IsConflict(err) && attempt < 5 {
 			continue
 		} else if err != nil {
 			return nil, err
@@ -193,11 +202,19 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 // writeWorkload creates (modRev 0) or updates wl if it is still at modRev,
 // claiming its HTTP route in the same transaction (gateway.ClaimRoute;
 // prev is its trigger until now). It fails with ErrConflict when either
-// changed since it was read.
-func (a *controlAPI) writeWorkload(ctx context.Context, wl *v1.Workload, prev *v1.HttpTrigger, modRev int64) error {
+// changed since it was read. rollouts: unless cause is "-", wl's
+// generation is new and its revision is written in the same transaction.
+func (a *controlAPI) writeWorkload(ctx context.Context, wl *v1.Workload, prev *v1.HttpTrigger, modRev int64, cause string) error {
 	cmps, ops, err := gateway.ClaimRoute(ctx, a.s.store, wl.GetName(), wl.GetSpec().GetHttp(), prev)
 	if err != nil {
 		return err
+	}
+	if cause != "-" {
+		rcmps, rops, err := a.s.revisionOps(ctx, wl, cause)
+		if err != nil {
+			return err
+		}
+		cmps, ops = append(cmps, rcmps...), append(ops, rops...)
 	}
 	put, err := a.s.store.Workloads.PutOp(wl.GetName(), wl)
 	if err != nil {
@@ -246,7 +263,8 @@ func (a *controlAPI) DeleteWorkload(ctx context.Context, req *v1.DeleteWorkloadR
 		if err != nil {
 			return nil, err
 		}
-		ops := []clientv3.Op{a.s.store.Workloads.DeleteOp(req.GetName())}
+		ops := []clientv3.Op{a.s.store.Workloads.DeleteOp(req.GetName()),
+			clientv3.OpDelete(a.s.store.Revisions.Key(req.GetName()+"/"), clientv3.WithPrefix())} // rollouts
 		if trig := cur.Value.GetSpec().GetHttp(); trig.GetRoute() != "" {
 			ops = append(ops, gateway.ReleaseRouteOp(req.GetName(), trig))
 		}
@@ -337,6 +355,15 @@ func (a *controlAPI) Logs(req *v1.LogsRequest, stream v1.Control_LogsServer) err
 	for _, inst := range v.instances {
 		if inst.GetWorkload() == req.GetWorkload() && inst.GetNode() != "" {
 			byNode[inst.GetNode()] = append(byNode[inst.GetNode()], inst.GetId())
+		}
+	}
+	// A function may have been served cold (before a replica existed) on
+	// any node that runs its kind: ask every such node for that output too.
+	if wl := v.workload(req.GetWorkload()); wl != nil && wl.GetSpec().GetHttp() != nil {
+		for _, n := range v.nodes {
+			if slices.Contains(n.GetRuntimes(), wl.GetSpec().GetKind()) {
+				byNode[n.GetName()] = append(byNode[n.GetName()], httptrigger.ColdLogID(req.GetWorkload()))
+			}
 		}
 	}
 	nodes := make([]string, 0, len(byNode))

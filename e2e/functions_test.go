@@ -324,4 +324,18 @@ func TestFunctionColdStartAcrossProcesses(t *testing.T) {
 	if !strings.Contains(table.stdout, "1 (0..2)") || !strings.Contains(table.stdout, "IN-FLIGHT") {
 		t.Errorf("get workloads does not show lazy's bounds and requests in flight:\n%s", table.stdout)
 	}
+
+	// What a cold start notes (here: why its answer was a 502) reaches
+	// `wasmorch logs`, though no instance served it.
+	m.deployFunction("testdata/badcgi.wasm", "bad", "/bad", "--min-replicas", "0", "--max-replicas", "1", "--idle", "1h")
+	m.mustRun("scale", "bad", "--replicas", "0")
+	eventually(t, "bad at zero", func() (bool, string) {
+		is := m.instances("bad")
+		return len(is) == 0, toJSON(is)
+	})
+	expect(t, "cold bad", m.call(request{path: "/bad/cold-path"}), 502, "")
+	eventually(t, "the cold 502's reason in wasmorch logs", func() (bool, string) {
+		r := m.run("logs", "bad")
+		return r.code == 0 && strings.Contains(r.stdout, "/bad/cold-path") && strings.Contains(r.stdout, "502"), r.String()
+	})
 }

@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/wasmorch/wasmorch/controlplane/auth"
@@ -49,9 +47,9 @@ func (w *Worker) listenFunctions(ctx context.Context) error {
 	w.funcs = funcserver.New(w.logger.With("component", "funcserver"))
 	w.funcs.EnableCold(funcserver.ColdConfig{
 		Prepare: w.prepareCold,
-		Logs: func(workload string) io.Writer {
-			return &logLines{log: w.logger.With("workload", workload, "component", "cold-start")}
-		},
+		// Kept like an instance's output, bounded, so that `wasmorch logs`
+		// shows it beside the replicas'.
+		Logs: func(workload string) io.Writer { return w.logs.Open(httptrigger.ColdLogID(workload)) },
 		Idle: w.cfg.ColdReplicaIdle,
 	})
 	return nil
@@ -60,8 +58,8 @@ func (w *Worker) listenFunctions(ctx context.Context) error {
 // prepareCold prepares a function the node holds no replica of, for a
 // cold start (see funcserver.ColdConfig): the module comes from the module
 // cache (fetched by digest if missing) and its code from the compile cache.
-// What a cold replica writes to stderr goes to the worker's log, as it has
-// no instance.
+// What a cold replica writes to stderr is kept under the function's cold
+// log (httptrigger.ColdLogID), as it has no instance.
 func (w *Worker) prepareCold(ctx context.Context, workload string, spec *pb.WorkloadSpec) (runtimeapi.Function, error) {
 	frt, ok := w.runtimes[kindOf(spec)].(runtimeapi.FunctionRuntime)
 	if !ok || usesImageRef(spec) {
@@ -72,14 +70,6 @@ func (w *Worker) prepareCold(ctx context.Context, workload string, spec *pb.Work
 		return nil, errors.New(failure.Message)
 	}
 	return frt.PrepareFunction(ctx, art, runtimeapi.FunctionSpec{MemoryBytes: spec.GetMemoryBytes(), Env: envList(spec.GetEnv())})
-}
-
-// logLines writes what it is given to a logger, a record per write.
-type logLines struct{ log *slog.Logger }
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.log.Info(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // FunctionHandler is the function server, for a gateway in the same

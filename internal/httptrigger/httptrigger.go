@@ -172,3 +172,9 @@ func Split(route, path string) (scriptName, pathInfo string) {
 	}
 	return route, path[len(route):]
 }
+
+// ColdLogID is the id under which a worker keeps what cold starts of a
+// function (requests served before the node held a replica of it) wrote
+// to stderr; `wasmorch logs` asks every node of a function for it. The
+// "@" cannot appear in an instance id, so the two never collide.
+func ColdLogID(workload string) string { return workload + "@cold" }

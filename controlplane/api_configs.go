@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"sort"
@@ -128,7 +129,7 @@ func (s *Server) users(ctx context.Context, name string, secret bool) ([]store.V
 // rollOps bumps the generation of every workload in users, guarded by
 // their mod revisions, so that their instances are replaced by ones that
 // see the new values.
-func (s *Server) rollOps(users []store.Versioned[*v1.Workload]) ([]clientv3.Cmp, []clientv3.Op, []string, error) {
+func (s *Server) rollOps(ctx context.Context, kind, name string, users []store.Versioned[*v1.Workload]) ([]clientv3.Cmp, []clientv3.Op, []string, error) {
 	var (
 		cmps  []clientv3.Cmp
 		ops   []clientv3.Op
@@ -146,6 +147,12 @@ func (s *Server) rollOps(users []store.Versioned[*v1.Workload]) ([]clientv3.Cmp,
 		cmps = append(cmps, s.store.Workloads.Unchanged(u.Name, u.ModRevision))
 		ops = append(ops, op)
 		names = append(names, u.Name)
+		// rollouts: the new generation's revision, in the same transaction
+		rcmps, rops, err := s.revisionOps(ctx, wl, fmt.Sprintf("%s %s changed", kind, name))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cmps, ops = append(cmps, rcmps...), append(ops, rops...)
 	}
 	return cmps, ops, names, nil
 }
@@ -162,7 +169,7 @@ func guardOf(key string, modRev int64) clientv3.Cmp {
 // putRolling writes put (guarded by guard) and rolls users in one
 // transaction; ErrConflict when anything changed since it was read.
 func (s *Server) putRolling(ctx context.Context, kind, name string, guard clientv3.Cmp, put clientv3.Op, users []store.Versioned[*v1.Workload]) ([]string, error) {
-	cmps, ops, rolled, err := s.rollOps(users)
+	cmps, ops, rolled, err := s.rollOps(ctx, kind, name, users)
 	if err != nil {
 		return nil, err
 	}

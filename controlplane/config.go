@@ -52,6 +52,20 @@ type Config struct {
 	// credential, named after the API address, where the CLI of the same
 	// user finds it (auth.UserCredentialsDir).
 	UserCredentialsDir string `json:"userCredentialsDir" yaml:"userCredentialsDir"`
+
+	// rollouts: RevisionHistoryLimit is how many revisions of each
+	// workload are kept (zero: DefaultRevisionHistoryLimit).
+	RevisionHistoryLimit int `json:"revisionHistoryLimit" yaml:"revisionHistoryLimit"`
+	// RolloutMinReady is how long a new instance must have been running
+	// before a rolling update counts it as available and lets an old one
+	// go (zero: DefaultMinReady).
+	RolloutMinReady time.Duration `json:"rolloutMinReady" yaml:"rolloutMinReady"`
+	// RolloutFailureRestarts and ProgressDeadline trigger an automatic
+	// rollback of a rollout: an instance of the new generation restarted
+	// this many times, or one not placed this long after the change (0
+	// turns each off).
+	RolloutFailureRestarts int           `json:"rolloutFailureRestarts" yaml:"rolloutFailureRestarts"`
+	ProgressDeadline       time.Duration `json:"progressDeadline" yaml:"progressDeadline"`
 }
 
 // DefaultConfig returns the defaults `wasmorch up` and `server` start with.
@@ -70,6 +84,9 @@ func DefaultConfig() Config {
 		HeartbeatInterval: 500 * time.Millisecond,
 		NodeGrace:         2 * time.Second,
 		ElectionTTL:       2 * time.Second,
+		// rollouts
+		RolloutFailureRestarts: DefaultRolloutFailureRestarts,
+		ProgressDeadline:       DefaultProgressDeadline,
 	}
 }
 
@@ -118,6 +135,15 @@ func (c Config) Validate() error {
 	}
 	if c.CertLifetime < 0 {
 		errs = append(errs, errors.New("certificate lifetime must not be negative"))
+	}
+	if c.RolloutFailureRestarts < 0 || c.ProgressDeadline < 0 {
+		errs = append(errs, errors.New("rollout failure restarts and progress deadline must not be negative"))
+	}
+	if c.RolloutMinReady < 0 {
+		errs = append(errs, errors.New("rollout min ready must not be negative"))
+	}
+	if c.RevisionHistoryLimit < 0 {
+		errs = append(errs, errors.New("revision history limit must not be negative"))
 	}
 	if c.ElectionTTL < time.Second {
 		errs = append(errs, errors.New("election TTL must be at least 1s"))

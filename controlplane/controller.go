@@ -37,6 +37,20 @@ type controller struct {
 
 	ready         map[string]bool // node readiness seen by the last pass, for events
 	pendingEvents []*v1.Event     // queued by a pass, recorded at its end
+
+	// rollouts: minReady is how long a new generation's instance must
+	// have been running before it counts as available in a rolling
+	// update; readySince is when this controller first saw each one
+	// running (its own clock: no skew with workers); wake is the earliest
+	// time an instance becomes available, when a pass must look again.
+	minReady   time.Duration
+	readySince map[string]readyMark
+	wake       time.Time
+	// rollouts: automatic rollback (0 disables each) and the history
+	// limit of the revisions it writes.
+	failureRestarts  int
+	progressDeadline time.Duration
+	revisionLimit    int
 }
 
 // world is one consistent read of everything the controller looks at.
@@ -80,9 +94,14 @@ func (c *controller) Start(ctx context.Context) error {
 			case <-ctx.Done():
 			}
 		}
+		var wake <-chan time.Time // rollouts: an instance becomes available
+		if !c.wake.IsZero() {
+			wake = time.After(time.Until(c.wake))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-wake:
 		case <-kick:
 			// Let a burst of writes settle into one pass.
 			select {
@@ -147,6 +166,7 @@ func (c *controller) pass(ctx context.Context) (err error) {
 		return err
 	}
 	defer func() { c.flushEvents(context.WithoutCancel(ctx), err == nil) }()
+	c.forgetReadySince(w) // rollouts
 	c.nodeTransitions(w)
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
@@ -178,6 +198,13 @@ func (c *controller) pass(ctx context.Context) (err error) {
 	}
 	var created []*v1.Instance
 	for name, wl := range w.workloads {
+		// rollouts: a failed rollout goes back to the previous revision;
+		// the next pass rolls the new generation.
+		if rolled, err := c.autoRollback(ctx, wl, byWorkload[name], w); err != nil {
+			return err
+		} else if rolled {
+			continue
+		}
 		toRemove, toCreate := c.diff(wl.Value, byWorkload[name], w)
 		for _, inst := range toRemove {
 			remove(inst)
@@ -214,8 +241,8 @@ func (c *controller) pass(ctx context.Context) (err error) {
 }
 
 // diff decides which instances of one workload go and how many to create.
-// Instances of an older generation stay until the current generation has
-// its replicas ready, so a new revision never takes the workload down.
+// Instances of an older generation are replaced in a rolling update
+// (rollingStep), so a new revision never takes the workload down.
 func (c *controller) diff(wl *v1.Workload, insts []store.Versioned[*v1.Instance], w *world) (remove []store.Versioned[*v1.Instance], create int) {
 	want := int(wl.GetSpec().GetReplicas())
 	var current, old, evicting []store.Versioned[*v1.Instance]
@@ -248,15 +275,18 @@ func (c *controller) diff(wl *v1.Workload, insts []store.Versioned[*v1.Instance]
 		}
 	}
 	remove = append(remove, evictions(evicting, ready, want, w)...)
-	if ready >= want {
-		remove = append(remove, old...)
-	} else {
-		// Old instances that are not ready do not serve anyone.
-		for _, inst := range old {
-			if !isReady(inst.Value, w.statuses[inst.Name], w.alive) {
-				remove = append(remove, inst)
+	if len(old) > 0 {
+		// rollouts: a rolling update, bounded by max surge and max
+		// unavailable (rollout.go).
+		surge, unavailable := RolloutBounds(wl.GetSpec())
+		available := 0
+		for _, inst := range current {
+			if c.available(inst.Value, w) {
+				available++
 			}
 		}
+		gone, n := rollingStep(want, surge, unavailable, len(current), available, old, w)
+		remove, create = append(remove, gone...), n
 	}
 	return remove, create
 }

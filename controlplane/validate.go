@@ -41,6 +41,9 @@ func validateSpec(spec *v1.WorkloadSpec) error {
 	if spec == nil {
 		return errdefs.Invalidf("workload spec is missing")
 	}
+	if err := validateRollout(spec); err != nil { // rollouts
+		return err
+	}
 	switch spec.GetKind() {
 	case "", "wasm":
 		if spec.GetImage() != "" {

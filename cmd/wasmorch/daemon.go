@@ -82,6 +82,7 @@ on --containerd-socket.`,
 	f.StringVar(&nodeName, "node-name", hostname(), "name of this control-plane member and of its worker node")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	addCertLifetimeFlag(cmd, &cp)
+	addRolloutSettings(cmd, &cp)
 	return cmd
 }
 
@@ -124,6 +125,7 @@ controllers, and the HTTP gateway. Workers join it with 'wasmorch agent --server
 	f.StringVar(&cp.JoinToken, "token", "", "server join token for --join (from 'wasmorch token create --role server' on a running member)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	addCertLifetimeFlag(cmd, &cp)
+	addRolloutSettings(cmd, &cp)
 	return cmd
 }
 

@@ -58,6 +58,7 @@ instance, its exit code and reason, if an instance fails.`,
 			default:
 				cfg.File, cfg.Args = files[0], moduleArgs
 			}
+			cfg.ChangeCause = "deploy " + cfg.File + cfg.Image // rollouts
 			client, err := dial(cmd, *server)
 			if err != nil {
 				return err
@@ -104,6 +105,10 @@ instance, its exit code and reason, if an instance fails.`,
 	f.StringArrayVar(&cfg.Secrets, "from-secret", nil, "a secret whose keys become environment variables of every instance (repeatable; see 'wasmorch secret')")
 	f.StringArrayVar(&cfg.ConfigFiles, "config-files", nil, "a config whose keys become read-only files /config/NAME/KEY of every wasm instance (repeatable)")
 	f.StringArrayVar(&cfg.SecretFiles, "secret-files", nil, "a secret whose keys become read-only files /secrets/NAME/KEY of every wasm instance (repeatable)")
+	// rollouts
+	f.StringVar(&cfg.MaxSurge, "max-surge", "", "how many instances a rolling update may add above --replicas: a count or a percentage (default 25%, rounded up)")
+	f.StringVar(&cfg.MaxUnavailable, "max-unavailable", "", "how many of --replicas a rolling update may leave not ready: a count or a percentage (default 25%, rounded down)")
+	commandLineOnly(f, "max-surge", "max-unavailable")
 	commandLineOnly(f, "name", "env", "from-config", "from-secret", "config-files", "secret-files")
 	return cmd
 }

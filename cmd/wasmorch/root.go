@@ -74,7 +74,7 @@ wins over the file. Flags that name or describe one object (deploy --name and
 		root.AddCommand(c)
 	}
 	// configs
-	for _, c := range []*cobra.Command{newApplyCommand(), newDiffCommand(), newConfigCommand(), newSecretCommand()} {
+	for _, c := range []*cobra.Command{newApplyCommand(), newDiffCommand(), newConfigCommand(), newSecretCommand(), newRolloutCommand()} {
 		c.GroupID = "client"
 		root.AddCommand(c)
 	}

@@ -34,6 +34,8 @@ const (
 	ConfigsPrefix    = Root + "configs/"
 	SecretsPrefix    = Root + "secrets/"    // sealed: see controlplane/secretbox
 	SecretKeysPrefix = Root + "secretkeys/" // data keys, wrapped under the member key
+	// rollouts: one immutable record per generation, <workload>/<generation>
+	RevisionsPrefix = Root + "revisions/"
 )
 
 // MaxOpsPerTxn bounds the operations the store puts in one transaction; the
@@ -66,6 +68,8 @@ type Store struct {
 	Configs    Collection[*v1.Config]
 	Secrets    Collection[*v1.Secret]
 	SecretKeys Collection[*v1.SecretKey]
+	// rollouts
+	Revisions Collection[*v1.Revision]
 }
 
 // New wraps an etcd client.
@@ -80,6 +84,8 @@ func New(cli *clientv3.Client) *Store {
 		Configs:    Collection[*v1.Config]{cli, ConfigsPrefix, "config", func() *v1.Config { return &v1.Config{} }},
 		Secrets:    Collection[*v1.Secret]{cli, SecretsPrefix, "secret", func() *v1.Secret { return &v1.Secret{} }},
 		SecretKeys: Collection[*v1.SecretKey]{cli, SecretKeysPrefix, "secret key", func() *v1.SecretKey { return &v1.SecretKey{} }},
+		// rollouts
+		Revisions: Collection[*v1.Revision]{cli, RevisionsPrefix, "revision", func() *v1.Revision { return &v1.Revision{} }},
 	}
 }
 
@@ -133,6 +139,23 @@ func (c Collection[T]) List(ctx context.Context) ([]Versioned[T], int64, error) 
 		out = append(out, Versioned[T]{Name: c.NameOf(kv.Key), Value: v, ModRevision: kv.ModRevision})
 	}
 	return out, resp.Header.Revision, nil
+}
+
+// ListUnder reads the records whose names start with prefix.
+func (c Collection[T]) ListUnder(ctx context.Context, prefix string) ([]Versioned[T], error) {
+	resp, err := c.kv.Get(ctx, c.prefix+prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := make([]Versioned[T], 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		v, err := c.Decode(kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", kv.Key, err)
+		}
+		out = append(out, Versioned[T]{Name: c.NameOf(kv.Key), Value: v, ModRevision: kv.ModRevision})
+	}
+	return out, nil
 }
 
 // Create writes a new record; if one exists it fails with ErrAlreadyExists.

@@ -159,6 +159,7 @@ func WorkloadConfig(o manifest.Object, dir string) DeployConfig {
 		Name: o.Metadata.Name, Replicas: 1, Image: s.Image, Args: s.Args, Memory: s.Memory, Restart: s.Restart,
 		CPU: s.CPU, Spread: s.Spread, Arch: s.Arch, OS: s.OS, FallbackImage: s.FallbackImage, Port: s.Port,
 		Configs: s.Configs, Secrets: s.Secrets, ConfigFiles: s.ConfigFiles, SecretFiles: s.SecretFiles, NoWait: true,
+		MaxSurge: s.MaxSurge, MaxUnavailable: s.MaxUnavailable, ChangeCause: "apply", // rollouts
 	}
 	if s.Module != "" {
 		cfg.File = s.Module
@@ -221,7 +222,7 @@ func (c *Client) applyWorkload(ctx context.Context, cfg DeployConfig, dryRun boo
 			}
 		}
 	}
-	resp, err := call(ctx, c, name, c.api.ApplyWorkload, &wasmorchv1.ApplyWorkloadRequest{Name: name, Spec: spec, DryRun: dryRun})
+	resp, err := call(ctx, c, name, c.api.ApplyWorkload, &wasmorchv1.ApplyWorkloadRequest{Name: name, Spec: spec, DryRun: dryRun, ChangeCause: cfg.ChangeCause})
 	return resp, before, err
 }
 

@@ -67,6 +67,11 @@ type DeployConfig struct {
 	// files /config/<name>/<key> and /secrets/<name>/<key> (wasm only).
 	ConfigFiles []string
 	SecretFiles []string
+	// rollouts: MaxSurge and MaxUnavailable bound a rolling update: counts
+	// ("1") or percentages of replicas ("25%"); empty: 25%.
+	MaxSurge, MaxUnavailable string
+	// ChangeCause is recorded in the revision a spec change makes.
+	ChangeCause string
 }
 
 // DeployResult is how a deploy ended.
@@ -116,6 +121,9 @@ func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 	if err != nil {
 		return "", nil, err
 	}
+	if err := checkRolloutFlags(cfg.MaxSurge, cfg.MaxUnavailable); err != nil {
+		return "", nil, err
+	}
 	trigger, autoscale, replicas, err := cfg.trigger(int32(cfg.Replicas))
 	if err != nil {
 		return "", nil, err
@@ -135,6 +143,9 @@ func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 		Secrets:     cfg.Secrets,
 		ConfigFiles: cfg.ConfigFiles,
 		SecretFiles: cfg.SecretFiles,
+		// rollouts
+		MaxSurge:       cfg.MaxSurge,
+		MaxUnavailable: cfg.MaxUnavailable,
 	}, nil
 }
 
@@ -198,7 +209,7 @@ func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(str
 			return DeployResult{}, err
 		}
 	}
-	applied, err := call(ctx, c, "", c.api.ApplyWorkload, &wasmorchv1.ApplyWorkloadRequest{Name: name, Spec: spec})
+	applied, err := call(ctx, c, "", c.api.ApplyWorkload, &wasmorchv1.ApplyWorkloadRequest{Name: name, Spec: spec, ChangeCause: cfg.ChangeCause})
 	if err != nil {
 		return DeployResult{}, err
 	}

@@ -64,6 +64,9 @@ type WorkloadSpec struct {
 	FallbackImage string            `yaml:"fallbackImage"`
 	Port          int               `yaml:"port"`
 	HTTP          *HTTP             `yaml:"http"`
+	// rollouts: a count or a percentage of replicas ("25%", the default)
+	MaxSurge       string `yaml:"maxSurge"`
+	MaxUnavailable string `yaml:"maxUnavailable"`
 }
 
 // HTTP makes a workload a function, as deploy's function flags do.

@@ -197,9 +197,15 @@ type WorkloadSpec struct {
 	SecretFiles []string `protobuf:"bytes,73,rep,name=secret_files,json=secretFiles,proto3" json:"secret_files,omitempty"`
 	// configs: those files, filled in only in the Assignments a node
 	// receives, never stored.
-	Files         []*MountedFile `protobuf:"bytes,74,rep,name=files,proto3" json:"files,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Files []*MountedFile `protobuf:"bytes,74,rep,name=files,proto3" json:"files,omitempty"`
+	// rollouts: how a new generation replaces the old one: a count ("2") or
+	// a percentage of replicas ("25%"); empty = 25%. max_surge is how many
+	// instances may exist above replicas (rounded up), max_unavailable how
+	// many below replicas may be not ready (rounded down); never both 0.
+	MaxSurge       string `protobuf:"bytes,80,opt,name=max_surge,json=maxSurge,proto3" json:"max_surge,omitempty"`
+	MaxUnavailable string `protobuf:"bytes,81,opt,name=max_unavailable,json=maxUnavailable,proto3" json:"max_unavailable,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *WorkloadSpec) Reset() {
@@ -398,6 +404,20 @@ func (x *WorkloadSpec) GetFiles() []*MountedFile {
 		return x.Files
 	}
 	return nil
+}
+
+func (x *WorkloadSpec) GetMaxSurge() string {
+	if x != nil {
+		return x.MaxSurge
+	}
+	return ""
+}
+
+func (x *WorkloadSpec) GetMaxUnavailable() string {
+	if x != nil {
+		return x.MaxUnavailable
+	}
+	return ""
 }
 
 // HttpTrigger routes HTTP requests to a function (CGI-over-WASI, WAGI style).
@@ -2015,7 +2035,9 @@ type ApplyWorkloadRequest struct {
 	Spec  *WorkloadSpec          `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
 	// configs: check and compare only; the response says what applying
 	// would do (a module not uploaded yet counts as a change).
-	DryRun        bool `protobuf:"varint,70,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,70,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// rollouts: why, recorded in the revision a spec change makes.
+	ChangeCause   string `protobuf:"bytes,80,opt,name=change_cause,json=changeCause,proto3" json:"change_cause,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2069,6 +2091,13 @@ func (x *ApplyWorkloadRequest) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *ApplyWorkloadRequest) GetChangeCause() string {
+	if x != nil {
+		return x.ChangeCause
+	}
+	return ""
 }
 
 type ApplyWorkloadResponse struct {
@@ -4954,6 +4983,225 @@ func (x *RotateSecretKeyResponse) GetSecrets() int32 {
 	return 0
 }
 
+// rollouts: Revision is the immutable record of one generation's spec,
+// stored under /wasmorch/revisions/<workload>/<generation> in the same
+// transaction as the workload.
+type Revision struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Workload        string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	Generation      int64                  `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Spec            *WorkloadSpec          `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	CreatedUnixNano int64                  `protobuf:"varint,4,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	ChangeCause     string                 `protobuf:"bytes,5,opt,name=change_cause,json=changeCause,proto3" json:"change_cause,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Revision) Reset() {
+	*x = Revision{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revision) ProtoMessage() {}
+
+func (x *Revision) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revision.ProtoReflect.Descriptor instead.
+func (*Revision) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *Revision) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *Revision) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Revision) GetSpec() *WorkloadSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *Revision) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *Revision) GetChangeCause() string {
+	if x != nil {
+		return x.ChangeCause
+	}
+	return ""
+}
+
+type ListRevisionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workload      string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevisionsRequest) Reset() {
+	*x = ListRevisionsRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevisionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevisionsRequest) ProtoMessage() {}
+
+func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
+func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *ListRevisionsRequest) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+type ListRevisionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revisions     []*Revision            `protobuf:"bytes,1,rep,name=revisions,proto3" json:"revisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevisionsResponse) Reset() {
+	*x = ListRevisionsResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevisionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevisionsResponse) ProtoMessage() {}
+
+func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
+func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *ListRevisionsResponse) GetRevisions() []*Revision {
+	if x != nil {
+		return x.Revisions
+	}
+	return nil
+}
+
+type RollbackRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workload      string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	ToGeneration  int64                  `protobuf:"varint,2,opt,name=to_generation,json=toGeneration,proto3" json:"to_generation,omitempty"` // 0 = the revision before the current one
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackRequest) Reset() {
+	*x = RollbackRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackRequest) ProtoMessage() {}
+
+func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
+func (*RollbackRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *RollbackRequest) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *RollbackRequest) GetToGeneration() int64 {
+	if x != nil {
+		return x.ToGeneration
+	}
+	return 0
+}
+
 type RegisterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -4963,7 +5211,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4975,7 +5223,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4988,7 +5236,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *RegisterRequest) GetNode() *Node {
@@ -5008,7 +5256,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5020,7 +5268,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5033,7 +5281,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -5059,7 +5307,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5071,7 +5319,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5084,7 +5332,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *HeartbeatRequest) GetNode() string {
@@ -5102,7 +5350,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5114,7 +5362,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5127,7 +5375,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
 }
 
 type SessionRequest struct {
@@ -5139,7 +5387,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5151,7 +5399,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5164,7 +5412,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *SessionRequest) GetNode() string {
@@ -5185,7 +5433,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5197,7 +5445,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5210,7 +5458,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *Assignments) GetInstances() []*Instance {
@@ -5237,7 +5485,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5249,7 +5497,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5262,7 +5510,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -5287,7 +5535,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5299,7 +5547,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5312,7 +5560,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
 }
 
 type FetchBlobRequest struct {
@@ -5324,7 +5572,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5336,7 +5584,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5349,7 +5597,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
@@ -5369,7 +5617,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5381,7 +5629,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5394,7 +5642,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -5425,7 +5673,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5437,7 +5685,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5450,7 +5698,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -5484,7 +5732,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5496,7 +5744,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5509,7 +5757,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *JoinResponse) GetCertificate() []byte {
@@ -5537,7 +5785,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5549,7 +5797,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5562,7 +5810,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -5582,7 +5830,7 @@ type InstanceLogsRequest struct {
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5594,7 +5842,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5607,7 +5855,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -5628,7 +5876,7 @@ var File_wasmorch_v1_wasmorch_proto protoreflect.FileDescriptor
 
 const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
-	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xa4\a\n" +
+	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xea\a\n" +
 	"\fWorkloadSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12#\n" +
 	"\rmodule_digest\x18\x02 \x01(\tR\fmoduleDigest\x12\x1f\n" +
@@ -5656,7 +5904,9 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\asecrets\x18G \x03(\tR\asecrets\x12!\n" +
 	"\fconfig_files\x18H \x03(\tR\vconfigFiles\x12!\n" +
 	"\fsecret_files\x18I \x03(\tR\vsecretFiles\x12.\n" +
-	"\x05files\x18J \x03(\v2\x18.wasmorch.v1.MountedFileR\x05files\"\xb4\x01\n" +
+	"\x05files\x18J \x03(\v2\x18.wasmorch.v1.MountedFileR\x05files\x12\x1b\n" +
+	"\tmax_surge\x18P \x01(\tR\bmaxSurge\x12'\n" +
+	"\x0fmax_unavailable\x18Q \x01(\tR\x0emaxUnavailable\"\xb4\x01\n" +
 	"\vHttpTrigger\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1d\n" +
@@ -5806,11 +6056,12 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x0eUploadResponse\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x18\n" +
-	"\aexisted\x18\x03 \x01(\bR\aexisted\"r\n" +
+	"\aexisted\x18\x03 \x01(\bR\aexisted\"\x95\x01\n" +
 	"\x14ApplyWorkloadRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04spec\x18\x02 \x01(\v2\x19.wasmorch.v1.WorkloadSpecR\x04spec\x12\x17\n" +
-	"\adry_run\x18F \x01(\bR\x06dryRun\"~\n" +
+	"\adry_run\x18F \x01(\bR\x06dryRun\x12!\n" +
+	"\fchange_cause\x18P \x01(\tR\vchangeCause\"~\n" +
 	"\x15ApplyWorkloadResponse\x121\n" +
 	"\bworkload\x18\x01 \x01(\v2\x15.wasmorch.v1.WorkloadR\bworkload\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\x12\x18\n" +
@@ -5980,7 +6231,22 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x16RotateSecretKeyRequest\"J\n" +
 	"\x17RotateSecretKeyResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
-	"\asecrets\x18\x02 \x01(\x05R\asecrets\"8\n" +
+	"\asecrets\x18\x02 \x01(\x05R\asecrets\"\xc4\x01\n" +
+	"\bRevision\x12\x1a\n" +
+	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x03R\n" +
+	"generation\x12-\n" +
+	"\x04spec\x18\x03 \x01(\v2\x19.wasmorch.v1.WorkloadSpecR\x04spec\x12*\n" +
+	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\x12!\n" +
+	"\fchange_cause\x18\x05 \x01(\tR\vchangeCause\"2\n" +
+	"\x14ListRevisionsRequest\x12\x1a\n" +
+	"\bworkload\x18\x01 \x01(\tR\bworkload\"L\n" +
+	"\x15ListRevisionsResponse\x123\n" +
+	"\trevisions\x18\x01 \x03(\v2\x15.wasmorch.v1.RevisionR\trevisions\"R\n" +
+	"\x0fRollbackRequest\x12\x1a\n" +
+	"\bworkload\x18\x01 \x01(\tR\bworkload\x12#\n" +
+	"\rto_generation\x18\x02 \x01(\x03R\ftoGeneration\"8\n" +
 	"\x0fRegisterRequest\x12%\n" +
 	"\x04node\x18\x01 \x01(\v2\x11.wasmorch.v1.NodeR\x04node\"j\n" +
 	"\x10RegisterResponse\x122\n" +
@@ -6030,7 +6296,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x18INSTANCE_STATE_SUCCEEDED\x10\x05\x12\x19\n" +
 	"\x15INSTANCE_STATE_FAILED\x10\x06\x12\x17\n" +
 	"\x13INSTANCE_STATE_LOST\x10\a\x12\x1a\n" +
-	"\x16INSTANCE_STATE_STOPPED\x10\b2\xbc\x13\n" +
+	"\x16INSTANCE_STATE_STOPPED\x10\b2\xea\x14\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"UploadBlob\x12\x1a.wasmorch.v1.UploadRequest\x1a\x1b.wasmorch.v1.UploadResponse(\x01\x12V\n" +
@@ -6068,7 +6334,9 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\tGetSecret\x12\x1d.wasmorch.v1.GetSecretRequest\x1a\x17.wasmorch.v1.SecretView\x12P\n" +
 	"\vListSecrets\x12\x1f.wasmorch.v1.ListSecretsRequest\x1a .wasmorch.v1.ListSecretsResponse\x12S\n" +
 	"\fDeleteSecret\x12 .wasmorch.v1.DeleteSecretRequest\x1a!.wasmorch.v1.DeleteSecretResponse\x12\\\n" +
-	"\x0fRotateSecretKey\x12#.wasmorch.v1.RotateSecretKeyRequest\x1a$.wasmorch.v1.RotateSecretKeyResponse2\xef\x03\n" +
+	"\x0fRotateSecretKey\x12#.wasmorch.v1.RotateSecretKeyRequest\x1a$.wasmorch.v1.RotateSecretKeyResponse\x12V\n" +
+	"\rListRevisions\x12!.wasmorch.v1.ListRevisionsRequest\x1a\".wasmorch.v1.ListRevisionsResponse\x12T\n" +
+	"\x10RollbackWorkload\x12\x1c.wasmorch.v1.RollbackRequest\x1a\".wasmorch.v1.ApplyWorkloadResponse2\xef\x03\n" +
 	"\x05Agent\x12G\n" +
 	"\bRegister\x12\x1c.wasmorch.v1.RegisterRequest\x1a\x1d.wasmorch.v1.RegisterResponse\x12J\n" +
 	"\tHeartbeat\x12\x1d.wasmorch.v1.HeartbeatRequest\x1a\x1e.wasmorch.v1.HeartbeatResponse\x12B\n" +
@@ -6093,7 +6361,7 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 }
 
 var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 100)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 104)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),              // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),              // 1: wasmorch.v1.InstanceState
@@ -6177,26 +6445,30 @@ var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(*DeleteSecretResponse)(nil),    // 79: wasmorch.v1.DeleteSecretResponse
 	(*RotateSecretKeyRequest)(nil),  // 80: wasmorch.v1.RotateSecretKeyRequest
 	(*RotateSecretKeyResponse)(nil), // 81: wasmorch.v1.RotateSecretKeyResponse
-	(*RegisterRequest)(nil),         // 82: wasmorch.v1.RegisterRequest
-	(*RegisterResponse)(nil),        // 83: wasmorch.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),        // 84: wasmorch.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 85: wasmorch.v1.HeartbeatResponse
-	(*SessionRequest)(nil),          // 86: wasmorch.v1.SessionRequest
-	(*Assignments)(nil),             // 87: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),             // 88: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),               // 89: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),        // 90: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),               // 91: wasmorch.v1.BlobChunk
-	(*JoinRequest)(nil),             // 92: wasmorch.v1.JoinRequest
-	(*JoinResponse)(nil),            // 93: wasmorch.v1.JoinResponse
-	(*RenewRequest)(nil),            // 94: wasmorch.v1.RenewRequest
-	(*InstanceLogsRequest)(nil),     // 95: wasmorch.v1.InstanceLogsRequest
-	nil,                             // 96: wasmorch.v1.Placement.SelectorEntry
-	nil,                             // 97: wasmorch.v1.Node.LabelsEntry
-	nil,                             // 98: wasmorch.v1.Config.DataEntry
-	nil,                             // 99: wasmorch.v1.SecretData.DataEntry
-	nil,                             // 100: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                             // 101: wasmorch.v1.SetSecretRequest.DataEntry
+	(*Revision)(nil),                // 82: wasmorch.v1.Revision
+	(*ListRevisionsRequest)(nil),    // 83: wasmorch.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),   // 84: wasmorch.v1.ListRevisionsResponse
+	(*RollbackRequest)(nil),         // 85: wasmorch.v1.RollbackRequest
+	(*RegisterRequest)(nil),         // 86: wasmorch.v1.RegisterRequest
+	(*RegisterResponse)(nil),        // 87: wasmorch.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),        // 88: wasmorch.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 89: wasmorch.v1.HeartbeatResponse
+	(*SessionRequest)(nil),          // 90: wasmorch.v1.SessionRequest
+	(*Assignments)(nil),             // 91: wasmorch.v1.Assignments
+	(*StatusBatch)(nil),             // 92: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),               // 93: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),        // 94: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),               // 95: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),             // 96: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),            // 97: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),            // 98: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),     // 99: wasmorch.v1.InstanceLogsRequest
+	nil,                             // 100: wasmorch.v1.Placement.SelectorEntry
+	nil,                             // 101: wasmorch.v1.Node.LabelsEntry
+	nil,                             // 102: wasmorch.v1.Config.DataEntry
+	nil,                             // 103: wasmorch.v1.SecretData.DataEntry
+	nil,                             // 104: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                             // 105: wasmorch.v1.SetSecretRequest.DataEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	6,   // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
@@ -6205,14 +6477,14 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	4,   // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
 	5,   // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
 	17,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
-	96,  // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	100, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
 	2,   // 7: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
 	2,   // 8: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
 	1,   // 9: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
 	10,  // 10: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	97,  // 11: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
-	98,  // 12: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	99,  // 13: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	101, // 11: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	102, // 12: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	103, // 13: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
 	21,  // 14: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
 	2,   // 15: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
 	7,   // 16: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
@@ -6229,100 +6501,106 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	47,  // 27: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
 	58,  // 28: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
 	58,  // 29: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
-	100, // 30: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	104, // 30: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
 	15,  // 31: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
 	15,  // 32: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	101, // 33: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	105, // 33: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
 	72,  // 34: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
 	72,  // 35: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
-	11,  // 36: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	8,   // 37: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
-	9,   // 38: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	20,  // 39: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	23,  // 40: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	25,  // 41: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	26,  // 42: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	29,  // 43: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	30,  // 44: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	32,  // 45: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	35,  // 46: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	38,  // 47: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	42,  // 48: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	40,  // 49: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	44,  // 50: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
-	44,  // 51: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
-	44,  // 52: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
-	45,  // 53: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
-	48,  // 54: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
-	50,  // 55: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
-	52,  // 56: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
-	54,  // 57: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
-	56,  // 58: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
-	59,  // 59: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
-	61,  // 60: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
-	63,  // 61: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
-	65,  // 62: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
-	67,  // 63: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
-	68,  // 64: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
-	70,  // 65: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
-	73,  // 66: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
-	75,  // 67: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
-	76,  // 68: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
-	78,  // 69: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
-	80,  // 70: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
-	82,  // 71: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	84,  // 72: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	86,  // 73: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	88,  // 74: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	90,  // 75: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	92,  // 76: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	94,  // 77: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	95,  // 78: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	22,  // 79: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	24,  // 80: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	27,  // 81: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	28,  // 82: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	7,   // 83: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	31,  // 84: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	34,  // 85: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	37,  // 86: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	39,  // 87: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	43,  // 88: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	41,  // 89: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	36,  // 90: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	36,  // 91: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	36,  // 92: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	46,  // 93: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	49,  // 94: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	51,  // 95: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	53,  // 96: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	55,  // 97: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	57,  // 98: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	60,  // 99: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	62,  // 100: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	64,  // 101: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	66,  // 102: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	15,  // 103: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	69,  // 104: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	71,  // 105: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	74,  // 106: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	72,  // 107: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	77,  // 108: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	79,  // 109: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	81,  // 110: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	83,  // 111: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	85,  // 112: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	87,  // 113: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	89,  // 114: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	91,  // 115: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	93,  // 116: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	93,  // 117: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	39,  // 118: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	79,  // [79:119] is the sub-list for method output_type
-	39,  // [39:79] is the sub-list for method input_type
-	39,  // [39:39] is the sub-list for extension type_name
-	39,  // [39:39] is the sub-list for extension extendee
-	0,   // [0:39] is the sub-list for field type_name
+	2,   // 36: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
+	82,  // 37: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
+	11,  // 38: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
+	8,   // 39: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
+	9,   // 40: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
+	20,  // 41: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	23,  // 42: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	25,  // 43: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	26,  // 44: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	29,  // 45: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	30,  // 46: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	32,  // 47: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	35,  // 48: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	38,  // 49: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	42,  // 50: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	40,  // 51: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	44,  // 52: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	44,  // 53: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	44,  // 54: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	45,  // 55: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	48,  // 56: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	50,  // 57: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	52,  // 58: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	54,  // 59: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	56,  // 60: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	59,  // 61: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	61,  // 62: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	63,  // 63: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	65,  // 64: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
+	67,  // 65: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
+	68,  // 66: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
+	70,  // 67: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
+	73,  // 68: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
+	75,  // 69: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
+	76,  // 70: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
+	78,  // 71: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
+	80,  // 72: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
+	83,  // 73: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
+	85,  // 74: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	86,  // 75: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	88,  // 76: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	90,  // 77: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	92,  // 78: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	94,  // 79: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	96,  // 80: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	98,  // 81: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	99,  // 82: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	22,  // 83: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	24,  // 84: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	27,  // 85: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	28,  // 86: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	7,   // 87: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	31,  // 88: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	34,  // 89: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	37,  // 90: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	39,  // 91: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	43,  // 92: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	41,  // 93: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	36,  // 94: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	36,  // 95: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	36,  // 96: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	46,  // 97: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	49,  // 98: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	51,  // 99: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	53,  // 100: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	55,  // 101: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	57,  // 102: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	60,  // 103: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	62,  // 104: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	64,  // 105: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	66,  // 106: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	15,  // 107: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	69,  // 108: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	71,  // 109: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	74,  // 110: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	72,  // 111: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	77,  // 112: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	79,  // 113: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	81,  // 114: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	84,  // 115: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	24,  // 116: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	87,  // 117: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	89,  // 118: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	91,  // 119: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	93,  // 120: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	95,  // 121: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	97,  // 122: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	97,  // 123: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	39,  // 124: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	83,  // [83:125] is the sub-list for method output_type
+	41,  // [41:83] is the sub-list for method input_type
+	41,  // [41:41] is the sub-list for extension type_name
+	41,  // [41:41] is the sub-list for extension extendee
+	0,   // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -6340,7 +6618,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   100,
+			NumMessages:   104,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

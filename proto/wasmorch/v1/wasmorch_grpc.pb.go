@@ -22,38 +22,40 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Control_UploadBlob_FullMethodName      = "/wasmorch.v1.Control/UploadBlob"
-	Control_ApplyWorkload_FullMethodName   = "/wasmorch.v1.Control/ApplyWorkload"
-	Control_GetWorkload_FullMethodName     = "/wasmorch.v1.Control/GetWorkload"
-	Control_ListWorkloads_FullMethodName   = "/wasmorch.v1.Control/ListWorkloads"
-	Control_ScaleWorkload_FullMethodName   = "/wasmorch.v1.Control/ScaleWorkload"
-	Control_DeleteWorkload_FullMethodName  = "/wasmorch.v1.Control/DeleteWorkload"
-	Control_ListInstances_FullMethodName   = "/wasmorch.v1.Control/ListInstances"
-	Control_ListNodes_FullMethodName       = "/wasmorch.v1.Control/ListNodes"
-	Control_Logs_FullMethodName            = "/wasmorch.v1.Control/Logs"
-	Control_Version_FullMethodName         = "/wasmorch.v1.Control/Version"
-	Control_ListEvents_FullMethodName      = "/wasmorch.v1.Control/ListEvents"
-	Control_CordonNode_FullMethodName      = "/wasmorch.v1.Control/CordonNode"
-	Control_UncordonNode_FullMethodName    = "/wasmorch.v1.Control/UncordonNode"
-	Control_DrainNode_FullMethodName       = "/wasmorch.v1.Control/DrainNode"
-	Control_RemoveNode_FullMethodName      = "/wasmorch.v1.Control/RemoveNode"
-	Control_ListMembers_FullMethodName     = "/wasmorch.v1.Control/ListMembers"
-	Control_AddMember_FullMethodName       = "/wasmorch.v1.Control/AddMember"
-	Control_PromoteMember_FullMethodName   = "/wasmorch.v1.Control/PromoteMember"
-	Control_RemoveMember_FullMethodName    = "/wasmorch.v1.Control/RemoveMember"
-	Control_Snapshot_FullMethodName        = "/wasmorch.v1.Control/Snapshot"
-	Control_CreateToken_FullMethodName     = "/wasmorch.v1.Control/CreateToken"
-	Control_ListTokens_FullMethodName      = "/wasmorch.v1.Control/ListTokens"
-	Control_RevokeToken_FullMethodName     = "/wasmorch.v1.Control/RevokeToken"
-	Control_SetConfig_FullMethodName       = "/wasmorch.v1.Control/SetConfig"
-	Control_GetConfig_FullMethodName       = "/wasmorch.v1.Control/GetConfig"
-	Control_ListConfigs_FullMethodName     = "/wasmorch.v1.Control/ListConfigs"
-	Control_DeleteConfig_FullMethodName    = "/wasmorch.v1.Control/DeleteConfig"
-	Control_SetSecret_FullMethodName       = "/wasmorch.v1.Control/SetSecret"
-	Control_GetSecret_FullMethodName       = "/wasmorch.v1.Control/GetSecret"
-	Control_ListSecrets_FullMethodName     = "/wasmorch.v1.Control/ListSecrets"
-	Control_DeleteSecret_FullMethodName    = "/wasmorch.v1.Control/DeleteSecret"
-	Control_RotateSecretKey_FullMethodName = "/wasmorch.v1.Control/RotateSecretKey"
+	Control_UploadBlob_FullMethodName       = "/wasmorch.v1.Control/UploadBlob"
+	Control_ApplyWorkload_FullMethodName    = "/wasmorch.v1.Control/ApplyWorkload"
+	Control_GetWorkload_FullMethodName      = "/wasmorch.v1.Control/GetWorkload"
+	Control_ListWorkloads_FullMethodName    = "/wasmorch.v1.Control/ListWorkloads"
+	Control_ScaleWorkload_FullMethodName    = "/wasmorch.v1.Control/ScaleWorkload"
+	Control_DeleteWorkload_FullMethodName   = "/wasmorch.v1.Control/DeleteWorkload"
+	Control_ListInstances_FullMethodName    = "/wasmorch.v1.Control/ListInstances"
+	Control_ListNodes_FullMethodName        = "/wasmorch.v1.Control/ListNodes"
+	Control_Logs_FullMethodName             = "/wasmorch.v1.Control/Logs"
+	Control_Version_FullMethodName          = "/wasmorch.v1.Control/Version"
+	Control_ListEvents_FullMethodName       = "/wasmorch.v1.Control/ListEvents"
+	Control_CordonNode_FullMethodName       = "/wasmorch.v1.Control/CordonNode"
+	Control_UncordonNode_FullMethodName     = "/wasmorch.v1.Control/UncordonNode"
+	Control_DrainNode_FullMethodName        = "/wasmorch.v1.Control/DrainNode"
+	Control_RemoveNode_FullMethodName       = "/wasmorch.v1.Control/RemoveNode"
+	Control_ListMembers_FullMethodName      = "/wasmorch.v1.Control/ListMembers"
+	Control_AddMember_FullMethodName        = "/wasmorch.v1.Control/AddMember"
+	Control_PromoteMember_FullMethodName    = "/wasmorch.v1.Control/PromoteMember"
+	Control_RemoveMember_FullMethodName     = "/wasmorch.v1.Control/RemoveMember"
+	Control_Snapshot_FullMethodName         = "/wasmorch.v1.Control/Snapshot"
+	Control_CreateToken_FullMethodName      = "/wasmorch.v1.Control/CreateToken"
+	Control_ListTokens_FullMethodName       = "/wasmorch.v1.Control/ListTokens"
+	Control_RevokeToken_FullMethodName      = "/wasmorch.v1.Control/RevokeToken"
+	Control_SetConfig_FullMethodName        = "/wasmorch.v1.Control/SetConfig"
+	Control_GetConfig_FullMethodName        = "/wasmorch.v1.Control/GetConfig"
+	Control_ListConfigs_FullMethodName      = "/wasmorch.v1.Control/ListConfigs"
+	Control_DeleteConfig_FullMethodName     = "/wasmorch.v1.Control/DeleteConfig"
+	Control_SetSecret_FullMethodName        = "/wasmorch.v1.Control/SetSecret"
+	Control_GetSecret_FullMethodName        = "/wasmorch.v1.Control/GetSecret"
+	Control_ListSecrets_FullMethodName      = "/wasmorch.v1.Control/ListSecrets"
+	Control_DeleteSecret_FullMethodName     = "/wasmorch.v1.Control/DeleteSecret"
+	Control_RotateSecretKey_FullMethodName  = "/wasmorch.v1.Control/RotateSecretKey"
+	Control_ListRevisions_FullMethodName    = "/wasmorch.v1.Control/ListRevisions"
+	Control_RollbackWorkload_FullMethodName = "/wasmorch.v1.Control/RollbackWorkload"
 )
 
 // ControlClient is the client API for Control service.
@@ -96,6 +98,9 @@ type ControlClient interface {
 	ListSecrets(ctx context.Context, in *ListSecretsRequest, opts ...grpc.CallOption) (*ListSecretsResponse, error)
 	DeleteSecret(ctx context.Context, in *DeleteSecretRequest, opts ...grpc.CallOption) (*DeleteSecretResponse, error)
 	RotateSecretKey(ctx context.Context, in *RotateSecretKeyRequest, opts ...grpc.CallOption) (*RotateSecretKeyResponse, error)
+	// rollouts
+	ListRevisions(ctx context.Context, in *ListRevisionsRequest, opts ...grpc.CallOption) (*ListRevisionsResponse, error)
+	RollbackWorkload(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*ApplyWorkloadResponse, error)
 }
 
 type controlClient struct {
@@ -447,6 +452,26 @@ func (c *controlClient) RotateSecretKey(ctx context.Context, in *RotateSecretKey
 	return out, nil
 }
 
+func (c *controlClient) ListRevisions(ctx context.Context, in *ListRevisionsRequest, opts ...grpc.CallOption) (*ListRevisionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRevisionsResponse)
+	err := c.cc.Invoke(ctx, Control_ListRevisions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) RollbackWorkload(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*ApplyWorkloadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyWorkloadResponse)
+	err := c.cc.Invoke(ctx, Control_RollbackWorkload_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -487,6 +512,9 @@ type ControlServer interface {
 	ListSecrets(context.Context, *ListSecretsRequest) (*ListSecretsResponse, error)
 	DeleteSecret(context.Context, *DeleteSecretRequest) (*DeleteSecretResponse, error)
 	RotateSecretKey(context.Context, *RotateSecretKeyRequest) (*RotateSecretKeyResponse, error)
+	// rollouts
+	ListRevisions(context.Context, *ListRevisionsRequest) (*ListRevisionsResponse, error)
+	RollbackWorkload(context.Context, *RollbackRequest) (*ApplyWorkloadResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -592,6 +620,12 @@ func (UnimplementedControlServer) DeleteSecret(context.Context, *DeleteSecretReq
 }
 func (UnimplementedControlServer) RotateSecretKey(context.Context, *RotateSecretKeyRequest) (*RotateSecretKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateSecretKey not implemented")
+}
+func (UnimplementedControlServer) ListRevisions(context.Context, *ListRevisionsRequest) (*ListRevisionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRevisions not implemented")
+}
+func (UnimplementedControlServer) RollbackWorkload(context.Context, *RollbackRequest) (*ApplyWorkloadResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackWorkload not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -1165,6 +1199,42 @@ func _Control_RotateSecretKey_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_ListRevisions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRevisionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).ListRevisions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_ListRevisions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).ListRevisions(ctx, req.(*ListRevisionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_RollbackWorkload_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).RollbackWorkload(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_RollbackWorkload_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).RollbackWorkload(ctx, req.(*RollbackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1287,6 +1357,14 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateSecretKey",
 			Handler:    _Control_RotateSecretKey_Handler,
+		},
+		{
+			MethodName: "ListRevisions",
+			Handler:    _Control_ListRevisions_Handler,
+		},
+		{
+			MethodName: "RollbackWorkload",
+			Handler:    _Control_RollbackWorkload_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wasmorch/wasmorch/controlplane"
+	"github.com/wasmorch/wasmorch/internal/cliclient"
+	"github.com/wasmorch/wasmorch/internal/cliout"
+)
+
+// rollouts: `wasmorch rollout status|history|undo`.
+func newRolloutCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rollout",
+		Short: "Follow, list and undo a workload's rollouts",
+		Long: `Every change to a workload's spec (anything but its replica count) is a new
+generation with an immutable revision, rolled out in a rolling update bounded by
+the workload's max surge and max unavailable (see 'wasmorch deploy --help').`,
+	}
+	cmd.AddCommand(newRolloutStatusCommand(), newRolloutHistoryCommand(), newRolloutUndoCommand())
+	return cmd
+}
+
+func newRolloutStatusCommand() *cobra.Command {
+	var (
+		server  *string
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "status NAME",
+		Short: "Wait until a workload's rollout is complete",
+		Long: `Wait until every replica of the workload's current generation is ready and no
+instance of an older generation is left, showing progress (in place on a
+terminal, a line per change otherwise). Fails with the reason if an instance of
+the current generation fails, or when --timeout passes.`,
+		Example: "  wasmorch rollout status hello",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := oneName(cmd, args, "wasmorch rollout status hello")
+			if err != nil {
+				return err
+			}
+			client, err := dial(cmd, *server)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			progress := cliout.NewStderrProgress()
+			gen, ready, replicas, err := client.RolloutStatus(cmd.Context(), name, timeout, progress.Update)
+			progress.Done()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s rolled out (generation %d): %d/%d ready\n", name, gen, ready, replicas)
+			return nil
+		},
+	}
+	server = addServerFlag(cmd)
+	cmd.Flags().DurationVar(&timeout, "timeout", cliclient.DefaultDeployTimeout, "how long to wait for the rollout to complete")
+	return cmd
+}
+
+func newRolloutHistoryCommand() *cobra.Command {
+	var server *string
+	cmd := &cobra.Command{
+		Use:     "history NAME",
+		Short:   "List a workload's kept revisions",
+		Example: "  wasmorch rollout history hello",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := oneName(cmd, args, "wasmorch rollout history hello")
+			if err != nil {
+				return err
+			}
+			client, err := dial(cmd, *server)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			revs, current, err := client.History(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 3, ' ', 0)
+			fmt.Fprintln(tw, "REVISION\tAGE\tCHANGE-CAUSE")
+			now := time.Now()
+			for _, r := range revs {
+				rev := fmt.Sprint(r.GetGeneration())
+				if r.GetGeneration() == current {
+					rev += " (current)"
+				}
+				cause := r.GetChangeCause()
+				if cause == "" {
+					cause = "<none>"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", rev, cliout.Age(now, time.Unix(0, r.GetCreatedUnixNano())), strings.ReplaceAll(cause, "\t", " "))
+			}
+			return tw.Flush()
+		},
+	}
+	server = addServerFlag(cmd)
+	return cmd
+}
+
+func newRolloutUndoCommand() *cobra.Command {
+	var (
+		server *string
+		to     int64
+	)
+	cmd := &cobra.Command{
+		Use:   "undo NAME [--to-revision N]",
+		Short: "Roll a workload back to an earlier revision",
+		Long: `Apply an earlier revision's spec (the one before the current generation, or
+--to-revision N) as a new generation, keeping the current replica count, and roll
+it out like any other change. Follow it with 'wasmorch rollout status NAME'.`,
+		Example: "  wasmorch rollout undo hello\n  wasmorch rollout undo hello --to-revision 3",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := oneName(cmd, args, "wasmorch rollout undo hello")
+			if err != nil {
+				return err
+			}
+			if to < 0 {
+				return cliclient.Errorf("see 'wasmorch rollout history "+name+"'", "invalid --to-revision %d", to)
+			}
+			client, err := dial(cmd, *server)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			resp, err := client.Undo(cmd.Context(), name, to)
+			if err != nil {
+				return err
+			}
+			if !resp.GetChanged() {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s unchanged: that revision's spec is the current one (generation %d)\n", name, resp.GetWorkload().GetGeneration())
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "rolled back %s: generation %d\n", name, resp.GetWorkload().GetGeneration())
+			return nil
+		},
+	}
+	server = addServerFlag(cmd)
+	cmd.Flags().Int64Var(&to, "to-revision", 0, "the revision to return to (default: the one before the current generation)")
+	return cmd
+}
+
+// addRolloutSettings adds the control plane's rollout settings to up and
+// server.
+func addRolloutSettings(cmd *cobra.Command, cp *controlplane.Config) {
+	cmd.Flags().IntVar(&cp.RevisionHistoryLimit, "revision-history-limit", controlplane.DefaultRevisionHistoryLimit, "revisions kept per workload for 'wasmorch rollout history' and 'undo'")
+	cmd.Flags().IntVar(&cp.RolloutFailureRestarts, "rollout-failure-restarts", cp.RolloutFailureRestarts, "roll a rollout back automatically when an instance of the new generation has restarted this many times (0: never)")
+	cmd.Flags().DurationVar(&cp.ProgressDeadline, "progress-deadline", cp.ProgressDeadline, "roll a rollout back automatically when an instance of the new generation is not placed this long after the change (0: never)")
+	cmd.Flags().DurationVar(&cp.RolloutMinReady, "rollout-min-ready", controlplane.DefaultMinReady, "how long a new instance must run before a rolling update lets an old one go")
+}

@@ -1,0 +1,287 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wasmorch/wasmorch/controlplane/gateway"
+	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/internal/errdefs"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// DefaultMaxSurge and DefaultMaxUnavailable are Kubernetes' defaults.
+const (
+	DefaultMaxSurge       = "25%"
+	DefaultMaxUnavailable = "25%"
+)
+
+// parseIntOrPercent checks a max surge / max unavailable value: a count
+// ("2") or a percentage ("25%"); "" is the default.
+func parseIntOrPercent(s string) (n int, percent bool, err error) {
+	num, pct := strings.CutSuffix(s, "%")
+	n, err = strconv.Atoi(num)
+	if err != nil || n < 0 || pct && n > 100 || strings.HasPrefix(num, "+") {
+		return 0, false, errdefs.Invalidf("%q is neither a count (like 2) nor a percentage (like 25%%)", s)
+	}
+	return n, pct, nil
+}
+
+// scaled resolves s against replicas, rounding a percentage up or down.
+func scaled(s, def string, replicas int, roundUp bool) int {
+	if s == "" {
+		s = def
+	}
+	n, pct, err := parseIntOrPercent(s)
+	if err != nil {
+		n, pct, _ = parseIntOrPercent(def) // validated at apply; never here
+	}
+	if !pct {
+		return n
+	}
+	v := float64(n) * float64(replicas) / 100
+	if roundUp {
+		return int(math.Ceil(v))
+	}
+	return int(math.Floor(v))
+}
+
+// RolloutBounds resolves a spec's max surge (rounded up) and max
+// unavailable (rounded down) against its replicas, as Kubernetes does:
+// when both come to 0, max unavailable is 1 so that a rollout can move.
+func RolloutBounds(spec *v1.WorkloadSpec) (surge, unavailable int) {
+	replicas := int(spec.GetReplicas())
+	surge = scaled(spec.GetMaxSurge(), DefaultMaxSurge, replicas, true)
+	unavailable = min(scaled(spec.GetMaxUnavailable(), DefaultMaxUnavailable, replicas, false), replicas)
+	if surge == 0 && unavailable == 0 {
+		unavailable = 1
+	}
+	return surge, unavailable
+}
+
+// validateRollout checks the rollout fields of a spec.
+func validateRollout(spec *v1.WorkloadSpec) error {
+	surge, unavail := spec.GetMaxSurge(), spec.GetMaxUnavailable()
+	for _, f := range []struct{ name, v string }{{"max surge", surge}, {"max unavailable", unavail}} {
+		if f.v == "" {
+			continue
+		}
+		if _, _, err := parseIntOrPercent(f.v); err != nil {
+			return errdefs.Invalidf("%s: %v", f.name, err)
+		}
+	}
+	isZero := func(s string) bool { n, _, _ := parseIntOrPercent(s); return s != "" && n == 0 }
+	if isZero(surge) && isZero(unavail) {
+		return errdefs.Invalidf("max surge and max unavailable cannot both be 0: a rollout could never move")
+	}
+	return nil
+}
+
+// rollingStep is one pass's decision for a workload with instances of an
+// older generation: which old ones go and how many new ones to create.
+// current are the current generation's instances (at most want), ready how
+// many of them are ready. Old instances that are not ready go at once
+// (they serve no one); ready ones go only while the ready count stays at
+// least want-unavailable; new ones are created while the total stays at
+// most want+surge.
+func rollingStep(want, surge, unavailable int, current, ready int, old []store.Versioned[*v1.Instance], w *world) (remove []store.Versioned[*v1.Instance], create int) {
+	var oldReady []store.Versioned[*v1.Instance]
+	for _, inst := range old {
+		if isReady(inst.Value, w.statuses[inst.Name], w.alive) {
+			oldReady = append(oldReady, inst)
+		} else {
+			remove = append(remove, inst)
+		}
+	}
+	// The oldest generation goes first; within one, the newest instance.
+	sort.SliceStable(oldReady, func(i, j int) bool {
+		gi, gj := oldReady[i].Value.GetGeneration(), oldReady[j].Value.GetGeneration()
+		return gi < gj || gi == gj && oldReady[i].Value.GetCreatedUnixNano() > oldReady[j].Value.GetCreatedUnixNano()
+	})
+	removable := max(0, min(len(oldReady), ready+len(oldReady)-(want-unavailable)))
+	remove = append(remove, oldReady[:removable]...)
+	total := current + len(oldReady) - removable
+	create = max(0, min(want-current, want+surge-total))
+	return remove, create
+}
+
+// DefaultMinReady is how long a new instance must run before a rolling
+// update counts it as available when Config.RolloutMinReady is zero: long
+// enough that a module that crashes at start never passes for ready.
+const DefaultMinReady = time.Second
+
+// readyMark is when the controller first saw an instance running, in the
+// run it is in (a restart starts a new run).
+type readyMark struct {
+	restarts int32
+	started  int64
+	since    time.Time
+}
+
+// available says whether a new generation's instance counts for a rolling
+// update: ready, and Succeeded or running for minReady (as this
+// controller has watched it). If it will be available later, the
+// controller is woken then.
+func (c *controller) available(inst *v1.Instance, w *world) bool {
+	st := w.statuses[inst.GetId()]
+	if !isReady(inst, st, w.alive) {
+		return false
+	}
+	if st.GetState() == v1.InstanceState_INSTANCE_STATE_SUCCEEDED || c.minReady <= 0 {
+		return true
+	}
+	if c.readySince == nil {
+		c.readySince = map[string]readyMark{}
+	}
+	now := time.Now()
+	m, ok := c.readySince[inst.GetId()]
+	if !ok || m.restarts != st.GetRestarts() || m.started != st.GetStartedUnixNano() {
+		m = readyMark{restarts: st.GetRestarts(), started: st.GetStartedUnixNano(), since: now}
+		c.readySince[inst.GetId()] = m
+	}
+	at := m.since.Add(c.minReady)
+	if !now.Before(at) {
+		return true
+	}
+	if c.wake.IsZero() || at.Before(c.wake) {
+		c.wake = at
+	}
+	return false
+}
+
+// forgetReadySince starts a pass: marks of instances that are gone or no
+// longer ready are dropped, and the wake-up is recomputed by the pass.
+func (c *controller) forgetReadySince(w *world) {
+	c.wake = time.Time{}
+	for _, inst := range w.instances {
+		if _, ok := c.readySince[inst.Name]; ok && !isReady(inst.Value, w.statuses[inst.Name], w.alive) {
+			delete(c.readySince, inst.Name)
+		}
+	}
+	if len(c.readySince) > len(w.instances) {
+		live := make(map[string]bool, len(w.instances))
+		for _, inst := range w.instances {
+			live[inst.Name] = true
+		}
+		for id := range c.readySince {
+			if !live[id] {
+				delete(c.readySince, id)
+			}
+		}
+	}
+}
+
+// Defaults of the automatic rollback settings (Config).
+const (
+	DefaultRolloutFailureRestarts = 3
+	DefaultProgressDeadline       = 10 * time.Minute
+)
+
+// rolloutFailure says why a workload's rollout has failed, or "": while
+// instances of an older generation remain, an instance of the current
+// generation has restarted failureRestarts times (or failed for good), or
+// one has not been placed within the progress deadline of the change.
+func (c *controller) rolloutFailure(wl *v1.Workload, insts []store.Versioned[*v1.Instance], w *world) string {
+	if c.failureRestarts <= 0 && c.progressDeadline <= 0 {
+		return ""
+	}
+	rolling := false
+	for _, inst := range insts {
+		if inst.Value.GetGeneration() != wl.GetGeneration() {
+			rolling = true
+		}
+	}
+	if !rolling {
+		return ""
+	}
+	for _, inst := range insts {
+		if inst.Value.GetGeneration() != wl.GetGeneration() {
+			continue
+		}
+		st := w.statuses[inst.Name]
+		if c.failureRestarts > 0 && st != nil && st.GetNode() == inst.Value.GetNode() {
+			failedForGood := st.GetState() == v1.InstanceState_INSTANCE_STATE_FAILED && wl.GetSpec().GetRestart() == v1.RestartPolicy_RESTART_POLICY_NEVER
+			if st.GetRestarts() >= int32(c.failureRestarts) || failedForGood {
+				why := st.GetReason()
+				if st.GetExited() {
+					why += fmt.Sprintf(" (exit code %d)", st.GetExitCode())
+				}
+				return fmt.Sprintf("instance %s crash-loops (%d restarts, last: %s)", inst.Name, st.GetRestarts(), strings.TrimSpace(why))
+			}
+		}
+		if c.progressDeadline > 0 && inst.Value.GetNode() == "" {
+			at := time.Unix(0, wl.GetUpdatedUnixNano()).Add(c.progressDeadline)
+			if !time.Now().Before(at) {
+				return fmt.Sprintf("instance %s was not placed within the progress deadline %s: %s", inst.Name, c.progressDeadline, inst.Value.GetPendingReason())
+			}
+			if c.wake.IsZero() || at.Before(c.wake) {
+				c.wake = at
+			}
+		}
+	}
+	return ""
+}
+
+// autoRollback rolls a workload whose rollout failed back to its previous
+// revision, as a new generation with its revision, through the fenced KV
+// and guarded on the workload as read. A generation that is itself an
+// automatic rollback is never rolled back again (no flip-flop).
+func (c *controller) autoRollback(ctx context.Context, wl store.Versioned[*v1.Workload], insts []store.Versioned[*v1.Instance], w *world) (bool, error) {
+	reason := c.rolloutFailure(wl.Value, insts, w)
+	if reason == "" {
+		return false, nil
+	}
+	revs, err := listRevisions(ctx, c.st, wl.Name)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range revs {
+		if r.GetGeneration() == wl.Value.GetGeneration() && strings.HasPrefix(r.GetChangeCause(), autoRollbackCause) {
+			return false, nil
+		}
+	}
+	target, err := pickRevision(revs, wl.Value, 0)
+	if err != nil {
+		return false, nil // nothing to go back to
+	}
+	next := proto.Clone(wl.Value).(*v1.Workload)
+	next.Generation++
+	next.Spec = proto.Clone(target.GetSpec()).(*v1.WorkloadSpec)
+	next.Spec.Replicas = wl.Value.GetSpec().GetReplicas()
+	next.UpdatedUnixNano = time.Now().UnixNano()
+	cause := fmt.Sprintf("%s to revision %d: %s", autoRollbackCause, target.GetGeneration(), reason)
+	cmps, ops, err := gateway.ClaimRoute(ctx, c.st, wl.Name, next.GetSpec().GetHttp(), wl.Value.GetSpec().GetHttp())
+	if err != nil {
+		return false, err
+	}
+	rcmps, rops, err := revisionOps(ctx, c.st, c.revisionLimit, next, cause)
+	if err != nil {
+		return false, err
+	}
+	put, err := c.st.Workloads.PutOp(wl.Name, next)
+	if err != nil {
+		return false, err
+	}
+	cmps = append(append(cmps, rcmps...), c.st.Workloads.Unchanged(wl.Name, wl.ModRevision))
+	resp, err := c.kv.Txn(ctx).If(cmps...).Then(append(append(ops, rops...), put)...).Commit()
+	if err != nil {
+		return false, err
+	}
+	if !resp.Succeeded {
+		return false, fmt.Errorf("rolling back %s lost a race; will retry", wl.Name)
+	}
+	c.log.Warn("rollout failed; rolled back", "workload", wl.Name, "generation", wl.Value.GetGeneration(), "to", target.GetGeneration(), "reason", reason)
+	c.note("workload/"+wl.Name, "RolledBack", "generation %d rolled back to revision %d as generation %d: %s",
+		wl.Value.GetGeneration(), target.GetGeneration(), next.GetGeneration(), reason)
+	return true, nil
+}
+
+// autoRollbackCause starts the change cause of an automatic rollback.
+const autoRollbackCause = "automatic rollback"

@@ -300,11 +300,7 @@ func TestFunctionColdStartAcrossProcesses(t *testing.T) {
 	m.deployFunction("testdata/greet.wasm", "lazy", "/lazy", "--env", "GREETING=cold", "--min-replicas", "0", "--max-replicas", "2", "--idle", "1h")
 	expect(t, "warm", m.call(request{path: "/lazy?who=ana"}), 200, "cold, ana!")
 
-	m.mustRun("scale", "lazy", "--replicas", "0")
-	eventually(t, "lazy at zero", func() (bool, string) {
-		is := m.instances("lazy")
-		return len(is) == 0, toJSON(is)
-	})
+	scaleToZero(t, m, "lazy")
 	// The gateway's table follows the instances' removal within
 	// milliseconds; either way the request must be answered.
 	expect(t, "cold", m.call(request{path: "/lazy?who=bo"}), 200, "cold, bo!")
@@ -328,14 +324,23 @@ func TestFunctionColdStartAcrossProcesses(t *testing.T) {
 	// What a cold start notes (here: why its answer was a 502) reaches
 	// `wasmorch logs`, though no instance served it.
 	m.deployFunction("testdata/badcgi.wasm", "bad", "/bad", "--min-replicas", "0", "--max-replicas", "1", "--idle", "1h")
-	m.mustRun("scale", "bad", "--replicas", "0")
-	eventually(t, "bad at zero", func() (bool, string) {
-		is := m.instances("bad")
-		return len(is) == 0, toJSON(is)
-	})
+	scaleToZero(t, m, "bad")
 	expect(t, "cold bad", m.call(request{path: "/bad/cold-path"}), 502, "")
 	eventually(t, "the cold 502's reason in wasmorch logs", func() (bool, string) {
 		r := m.run("logs", "bad")
 		return r.code == 0 && strings.Contains(r.stdout, "/bad/cold-path") && strings.Contains(r.stdout, "502"), r.String()
+	})
+}
+
+// scaleToZero scales an autoscaled function to zero replicas and waits
+// until it has none. The autoscaler may scale it up again at once on the
+// load report of a request that has just finished (that is its job), so
+// the scale is repeated until zero holds.
+func scaleToZero(t *testing.T, m *multi, name string) {
+	t.Helper()
+	eventually(t, name+" at zero", func() (bool, string) {
+		m.mustRun("scale", name, "--replicas", "0")
+		is := m.instances(name)
+		return len(is) == 0, toJSON(is)
 	})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -20,39 +21,32 @@ func oneNode(cmd *cobra.Command, args []string, example string) (string, error) 
 }
 
 func newCordonCommand() *cobra.Command {
-	var server *string
-	cmd := &cobra.Command{
-		Use:   "cordon NODE",
-		Short: "Stop placing new instances on a node",
-		Long:  `Mark a node unschedulable: the instances it runs stay, new ones go elsewhere.`,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name, err := oneNode(cmd, args, "wasmorch cordon edge-1")
-			if err != nil {
-				return err
-			}
-			client, err := dial(cmd, *server)
-			if err != nil {
-				return err
-			}
-			defer client.Close()
-			if _, err := client.Cordon(cmd.Context(), name); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "node %s cordoned\n", name)
-			return nil
-		},
-	}
-	server = addServerFlag(cmd)
-	return cmd
+	return newMarkNodeCommand("cordon", "Stop placing new instances on a node",
+		`Mark a node unschedulable: the instances it runs stay, new ones go elsewhere.`, "cordoned",
+		func(ctx context.Context, c *cliclient.Client, name string) error {
+			_, err := c.Cordon(ctx, name)
+			return err
+		})
 }
 
 func newUncordonCommand() *cobra.Command {
+	return newMarkNodeCommand("uncordon", "Allow instances on a node again (ends a drain)", "", "uncordoned",
+		func(ctx context.Context, c *cliclient.Client, name string) error {
+			_, err := c.Uncordon(ctx, name)
+			return err
+		})
+}
+
+// newMarkNodeCommand is a command that changes one node's schedulability
+// (cordon, uncordon) and says so.
+func newMarkNodeCommand(verb, short, long, done string, call func(context.Context, *cliclient.Client, string) error) *cobra.Command {
 	var server *string
 	cmd := &cobra.Command{
-		Use:   "uncordon NODE",
-		Short: "Allow instances on a node again (ends a drain)",
+		Use:   verb + " NODE",
+		Short: short,
+		Long:  long,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, err := oneNode(cmd, args, "wasmorch uncordon edge-1")
+			name, err := oneNode(cmd, args, "wasmorch "+verb+" edge-1")
 			if err != nil {
 				return err
 			}
@@ -61,10 +55,10 @@ func newUncordonCommand() *cobra.Command {
 				return err
 			}
 			defer client.Close()
-			if _, err := client.Uncordon(cmd.Context(), name); err != nil {
+			if err := call(cmd.Context(), client, name); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "node %s uncordoned\n", name)
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s %s\n", name, done)
 			return nil
 		},
 	}

@@ -204,8 +204,16 @@ type WorkloadSpec struct {
 	// many below replicas may be not ready (rounded down); never both 0.
 	MaxSurge       string `protobuf:"bytes,80,opt,name=max_surge,json=maxSurge,proto3" json:"max_surge,omitempty"`
 	MaxUnavailable string `protobuf:"bytes,81,opt,name=max_unavailable,json=maxUnavailable,proto3" json:"max_unavailable,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// rollouts: canary, for HTTP functions: a new generation first gets
+	// this percentage of the function's traffic ("10%") on canary replicas
+	// beside all the old ones (ceil(percent x replicas), at least 1), and
+	// goes on as a rolling update once promoted; empty = no canary.
+	Canary string `protobuf:"bytes,82,opt,name=canary,proto3" json:"canary,omitempty"`
+	// rollouts: how long every canary replica must have been available
+	// before the canary is promoted by itself; 0 = until `rollout promote`.
+	CanaryDurationMs int64 `protobuf:"varint,83,opt,name=canary_duration_ms,json=canaryDurationMs,proto3" json:"canary_duration_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *WorkloadSpec) Reset() {
@@ -420,17 +428,37 @@ func (x *WorkloadSpec) GetMaxUnavailable() string {
 	return ""
 }
 
+func (x *WorkloadSpec) GetCanary() string {
+	if x != nil {
+		return x.Canary
+	}
+	return ""
+}
+
+func (x *WorkloadSpec) GetCanaryDurationMs() int64 {
+	if x != nil {
+		return x.CanaryDurationMs
+	}
+	return 0
+}
+
 // HttpTrigger routes HTTP requests to a function (CGI-over-WASI, WAGI style).
 type HttpTrigger struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Route         string                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`                                      // path prefix, e.g. "/greet"
-	Host          string                 `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`                                        // optional Host match
-	TimeoutMs     int64                  `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`            // per request; 0 = default (30 s)
-	MaxBodyBytes  int64                  `protobuf:"varint,4,opt,name=max_body_bytes,json=maxBodyBytes,proto3" json:"max_body_bytes,omitempty"` // request body limit; 0 = default (10 MiB)
-	Concurrency   int32                  `protobuf:"varint,5,opt,name=concurrency,proto3" json:"concurrency,omitempty"`                         // concurrent requests per replica; 0 = default (100)
-	Queue         int32                  `protobuf:"varint,6,opt,name=queue,proto3" json:"queue,omitempty"`                                     // requests held per replica when saturated; 0 = default (100)
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Route        string                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`                                      // path prefix, e.g. "/greet"
+	Host         string                 `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`                                        // optional Host match
+	TimeoutMs    int64                  `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`            // per request; 0 = default (30 s)
+	MaxBodyBytes int64                  `protobuf:"varint,4,opt,name=max_body_bytes,json=maxBodyBytes,proto3" json:"max_body_bytes,omitempty"` // request body limit; 0 = default (10 MiB)
+	Concurrency  int32                  `protobuf:"varint,5,opt,name=concurrency,proto3" json:"concurrency,omitempty"`                         // concurrent requests per replica; 0 = default (100)
+	Queue        int32                  `protobuf:"varint,6,opt,name=queue,proto3" json:"queue,omitempty"`                                     // requests held per replica when saturated; 0 = default (100)
+	// rollouts: a path under the route ("/healthz" -> GET <route>/healthz)
+	// that the worker requests of each replica every health_interval_ms: a
+	// replica gets traffic once it has answered 2xx or 3xx, and none while
+	// it fails; empty = ready once its module is prepared.
+	HealthPath       string `protobuf:"bytes,80,opt,name=health_path,json=healthPath,proto3" json:"health_path,omitempty"`
+	HealthIntervalMs int64  `protobuf:"varint,81,opt,name=health_interval_ms,json=healthIntervalMs,proto3" json:"health_interval_ms,omitempty"` // 0 = default (2 s)
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *HttpTrigger) Reset() {
@@ -501,6 +529,20 @@ func (x *HttpTrigger) GetConcurrency() int32 {
 func (x *HttpTrigger) GetQueue() int32 {
 	if x != nil {
 		return x.Queue
+	}
+	return 0
+}
+
+func (x *HttpTrigger) GetHealthPath() string {
+	if x != nil {
+		return x.HealthPath
+	}
+	return ""
+}
+
+func (x *HttpTrigger) GetHealthIntervalMs() int64 {
+	if x != nil {
+		return x.HealthIntervalMs
 	}
 	return 0
 }
@@ -702,8 +744,12 @@ type Workload struct {
 	Generation      int64                  `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"` // bumped on every spec change except replicas
 	CreatedUnixNano int64                  `protobuf:"varint,4,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	UpdatedUnixNano int64                  `protobuf:"varint,5,opt,name=updated_unix_nano,json=updatedUnixNano,proto3" json:"updated_unix_nano,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// rollouts: the newest generation whose canary was promoted (`rollout
+	// promote`, or its canary duration passed); a rollback is promoted as it
+	// is written (it has no canary).
+	PromotedGeneration int64 `protobuf:"varint,80,opt,name=promoted_generation,json=promotedGeneration,proto3" json:"promoted_generation,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Workload) Reset() {
@@ -767,6 +813,13 @@ func (x *Workload) GetCreatedUnixNano() int64 {
 func (x *Workload) GetUpdatedUnixNano() int64 {
 	if x != nil {
 		return x.UpdatedUnixNano
+	}
+	return 0
+}
+
+func (x *Workload) GetPromotedGeneration() int64 {
+	if x != nil {
+		return x.PromotedGeneration
 	}
 	return 0
 }
@@ -913,8 +966,15 @@ type InstanceStatus struct {
 	// containers: why the node runs it with that runtime, when it is a wasm
 	// workload's fallback.
 	RuntimeReason string `protobuf:"bytes,41,opt,name=runtime_reason,json=runtimeReason,proto3" json:"runtime_reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// rollouts: functions with a health path: failed health checks in a
+	// row and what the last one got; a replica that has passed one and then
+	// fails failure-threshold checks in a row is unhealthy (no traffic)
+	// until it passes again. Until it first passes it stays Starting.
+	HealthFailures int32  `protobuf:"varint,80,opt,name=health_failures,json=healthFailures,proto3" json:"health_failures,omitempty"`
+	HealthMessage  string `protobuf:"bytes,81,opt,name=health_message,json=healthMessage,proto3" json:"health_message,omitempty"`
+	Unhealthy      bool   `protobuf:"varint,82,opt,name=unhealthy,proto3" json:"unhealthy,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *InstanceStatus) Reset() {
@@ -1036,6 +1096,27 @@ func (x *InstanceStatus) GetRuntimeReason() string {
 		return x.RuntimeReason
 	}
 	return ""
+}
+
+func (x *InstanceStatus) GetHealthFailures() int32 {
+	if x != nil {
+		return x.HealthFailures
+	}
+	return 0
+}
+
+func (x *InstanceStatus) GetHealthMessage() string {
+	if x != nil {
+		return x.HealthMessage
+	}
+	return ""
+}
+
+func (x *InstanceStatus) GetUnhealthy() bool {
+	if x != nil {
+		return x.Unhealthy
+	}
+	return false
 }
 
 type Resources struct {
@@ -5150,6 +5231,50 @@ func (x *ListRevisionsResponse) GetRevisions() []*Revision {
 	return nil
 }
 
+type PromoteRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workload      string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteRolloutRequest) Reset() {
+	*x = PromoteRolloutRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteRolloutRequest) ProtoMessage() {}
+
+func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
+func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *PromoteRolloutRequest) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
 type RollbackRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Workload      string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
@@ -5160,7 +5285,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5172,7 +5297,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5185,7 +5310,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *RollbackRequest) GetWorkload() string {
@@ -5211,7 +5336,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5223,7 +5348,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5236,7 +5361,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *RegisterRequest) GetNode() *Node {
@@ -5256,7 +5381,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5268,7 +5393,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5281,7 +5406,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -5307,7 +5432,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5319,7 +5444,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5332,7 +5457,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *HeartbeatRequest) GetNode() string {
@@ -5350,7 +5475,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5362,7 +5487,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5375,7 +5500,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
 }
 
 type SessionRequest struct {
@@ -5387,7 +5512,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5399,7 +5524,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5412,7 +5537,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *SessionRequest) GetNode() string {
@@ -5433,7 +5558,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5445,7 +5570,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5458,7 +5583,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *Assignments) GetInstances() []*Instance {
@@ -5485,7 +5610,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5497,7 +5622,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5510,7 +5635,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -5535,7 +5660,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5547,7 +5672,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5560,7 +5685,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
 }
 
 type FetchBlobRequest struct {
@@ -5572,7 +5697,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5584,7 +5709,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5597,7 +5722,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
@@ -5617,7 +5742,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5629,7 +5754,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5642,7 +5767,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -5673,7 +5798,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5685,7 +5810,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5698,7 +5823,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -5732,7 +5857,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5744,7 +5869,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5757,7 +5882,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *JoinResponse) GetCertificate() []byte {
@@ -5785,7 +5910,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5797,7 +5922,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5810,7 +5935,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -5830,7 +5955,7 @@ type InstanceLogsRequest struct {
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5842,7 +5967,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5855,7 +5980,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -5876,7 +6001,7 @@ var File_wasmorch_v1_wasmorch_proto protoreflect.FileDescriptor
 
 const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
-	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xea\a\n" +
+	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xb0\b\n" +
 	"\fWorkloadSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12#\n" +
 	"\rmodule_digest\x18\x02 \x01(\tR\fmoduleDigest\x12\x1f\n" +
@@ -5906,7 +6031,9 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\fsecret_files\x18I \x03(\tR\vsecretFiles\x12.\n" +
 	"\x05files\x18J \x03(\v2\x18.wasmorch.v1.MountedFileR\x05files\x12\x1b\n" +
 	"\tmax_surge\x18P \x01(\tR\bmaxSurge\x12'\n" +
-	"\x0fmax_unavailable\x18Q \x01(\tR\x0emaxUnavailable\"\xb4\x01\n" +
+	"\x0fmax_unavailable\x18Q \x01(\tR\x0emaxUnavailable\x12\x16\n" +
+	"\x06canary\x18R \x01(\tR\x06canary\x12,\n" +
+	"\x12canary_duration_ms\x18S \x01(\x03R\x10canaryDurationMs\"\x83\x02\n" +
 	"\vHttpTrigger\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1d\n" +
@@ -5914,7 +6041,10 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"timeout_ms\x18\x03 \x01(\x03R\ttimeoutMs\x12$\n" +
 	"\x0emax_body_bytes\x18\x04 \x01(\x03R\fmaxBodyBytes\x12 \n" +
 	"\vconcurrency\x18\x05 \x01(\x05R\vconcurrency\x12\x14\n" +
-	"\x05queue\x18\x06 \x01(\x05R\x05queue\"\x99\x01\n" +
+	"\x05queue\x18\x06 \x01(\x05R\x05queue\x12\x1f\n" +
+	"\vhealth_path\x18P \x01(\tR\n" +
+	"healthPath\x12,\n" +
+	"\x12health_interval_ms\x18Q \x01(\x03R\x10healthIntervalMs\"\x99\x01\n" +
 	"\tAutoscale\x12!\n" +
 	"\fmin_replicas\x18\x01 \x01(\x05R\vminReplicas\x12!\n" +
 	"\fmax_replicas\x18\x02 \x01(\x05R\vmaxReplicas\x12-\n" +
@@ -5930,7 +6060,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
 	"\x06EnvVar\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xc5\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xf6\x01\n" +
 	"\bWorkload\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04spec\x18\x02 \x01(\v2\x19.wasmorch.v1.WorkloadSpecR\x04spec\x12\x1e\n" +
@@ -5938,7 +6068,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"generation\x18\x03 \x01(\x03R\n" +
 	"generation\x12*\n" +
 	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\x12*\n" +
-	"\x11updated_unix_nano\x18\x05 \x01(\x03R\x0fupdatedUnixNano\"\xd3\x02\n" +
+	"\x11updated_unix_nano\x18\x05 \x01(\x03R\x0fupdatedUnixNano\x12/\n" +
+	"\x13promoted_generation\x18P \x01(\x03R\x12promotedGeneration\"\xd3\x02\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x1e\n" +
@@ -5951,7 +6082,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x0epending_reason\x18\a \x01(\tR\rpendingReason\x12$\n" +
 	"\x0elost_unix_nano\x18\x1e \x01(\x03R\flostUnixNano\x12\x18\n" +
 	"\aruntime\x18) \x01(\tR\aruntime\x12%\n" +
-	"\x0eruntime_reason\x18* \x01(\tR\rruntimeReason\"\xb0\x03\n" +
+	"\x0eruntime_reason\x18* \x01(\tR\rruntimeReason\"\x9e\x04\n" +
 	"\x0eInstanceStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x120\n" +
@@ -5966,7 +6097,10 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	" \x01(\x03R\x10finishedUnixNano\x12*\n" +
 	"\x11updated_unix_nano\x18\v \x01(\x03R\x0fupdatedUnixNano\x12\x18\n" +
 	"\aruntime\x18( \x01(\tR\aruntime\x12%\n" +
-	"\x0eruntime_reason\x18) \x01(\tR\rruntimeReason\"k\n" +
+	"\x0eruntime_reason\x18) \x01(\tR\rruntimeReason\x12'\n" +
+	"\x0fhealth_failures\x18P \x01(\x05R\x0ehealthFailures\x12%\n" +
+	"\x0ehealth_message\x18Q \x01(\tR\rhealthMessage\x12\x1c\n" +
+	"\tunhealthy\x18R \x01(\bR\tunhealthy\"k\n" +
 	"\tResources\x12!\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
@@ -6243,7 +6377,9 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x14ListRevisionsRequest\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\"L\n" +
 	"\x15ListRevisionsResponse\x123\n" +
-	"\trevisions\x18\x01 \x03(\v2\x15.wasmorch.v1.RevisionR\trevisions\"R\n" +
+	"\trevisions\x18\x01 \x03(\v2\x15.wasmorch.v1.RevisionR\trevisions\"3\n" +
+	"\x15PromoteRolloutRequest\x12\x1a\n" +
+	"\bworkload\x18\x01 \x01(\tR\bworkload\"R\n" +
 	"\x0fRollbackRequest\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x12#\n" +
 	"\rto_generation\x18\x02 \x01(\x03R\ftoGeneration\"8\n" +
@@ -6296,7 +6432,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x18INSTANCE_STATE_SUCCEEDED\x10\x05\x12\x19\n" +
 	"\x15INSTANCE_STATE_FAILED\x10\x06\x12\x17\n" +
 	"\x13INSTANCE_STATE_LOST\x10\a\x12\x1a\n" +
-	"\x16INSTANCE_STATE_STOPPED\x10\b2\xea\x14\n" +
+	"\x16INSTANCE_STATE_STOPPED\x10\b2\xb7\x15\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"UploadBlob\x12\x1a.wasmorch.v1.UploadRequest\x1a\x1b.wasmorch.v1.UploadResponse(\x01\x12V\n" +
@@ -6336,7 +6472,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\fDeleteSecret\x12 .wasmorch.v1.DeleteSecretRequest\x1a!.wasmorch.v1.DeleteSecretResponse\x12\\\n" +
 	"\x0fRotateSecretKey\x12#.wasmorch.v1.RotateSecretKeyRequest\x1a$.wasmorch.v1.RotateSecretKeyResponse\x12V\n" +
 	"\rListRevisions\x12!.wasmorch.v1.ListRevisionsRequest\x1a\".wasmorch.v1.ListRevisionsResponse\x12T\n" +
-	"\x10RollbackWorkload\x12\x1c.wasmorch.v1.RollbackRequest\x1a\".wasmorch.v1.ApplyWorkloadResponse2\xef\x03\n" +
+	"\x10RollbackWorkload\x12\x1c.wasmorch.v1.RollbackRequest\x1a\".wasmorch.v1.ApplyWorkloadResponse\x12K\n" +
+	"\x0ePromoteRollout\x12\".wasmorch.v1.PromoteRolloutRequest\x1a\x15.wasmorch.v1.Workload2\xef\x03\n" +
 	"\x05Agent\x12G\n" +
 	"\bRegister\x12\x1c.wasmorch.v1.RegisterRequest\x1a\x1d.wasmorch.v1.RegisterResponse\x12J\n" +
 	"\tHeartbeat\x12\x1d.wasmorch.v1.HeartbeatRequest\x1a\x1e.wasmorch.v1.HeartbeatResponse\x12B\n" +
@@ -6361,7 +6498,7 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 }
 
 var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 104)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 105)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),              // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),              // 1: wasmorch.v1.InstanceState
@@ -6448,27 +6585,28 @@ var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(*Revision)(nil),                // 82: wasmorch.v1.Revision
 	(*ListRevisionsRequest)(nil),    // 83: wasmorch.v1.ListRevisionsRequest
 	(*ListRevisionsResponse)(nil),   // 84: wasmorch.v1.ListRevisionsResponse
-	(*RollbackRequest)(nil),         // 85: wasmorch.v1.RollbackRequest
-	(*RegisterRequest)(nil),         // 86: wasmorch.v1.RegisterRequest
-	(*RegisterResponse)(nil),        // 87: wasmorch.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),        // 88: wasmorch.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 89: wasmorch.v1.HeartbeatResponse
-	(*SessionRequest)(nil),          // 90: wasmorch.v1.SessionRequest
-	(*Assignments)(nil),             // 91: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),             // 92: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),               // 93: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),        // 94: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),               // 95: wasmorch.v1.BlobChunk
-	(*JoinRequest)(nil),             // 96: wasmorch.v1.JoinRequest
-	(*JoinResponse)(nil),            // 97: wasmorch.v1.JoinResponse
-	(*RenewRequest)(nil),            // 98: wasmorch.v1.RenewRequest
-	(*InstanceLogsRequest)(nil),     // 99: wasmorch.v1.InstanceLogsRequest
-	nil,                             // 100: wasmorch.v1.Placement.SelectorEntry
-	nil,                             // 101: wasmorch.v1.Node.LabelsEntry
-	nil,                             // 102: wasmorch.v1.Config.DataEntry
-	nil,                             // 103: wasmorch.v1.SecretData.DataEntry
-	nil,                             // 104: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                             // 105: wasmorch.v1.SetSecretRequest.DataEntry
+	(*PromoteRolloutRequest)(nil),   // 85: wasmorch.v1.PromoteRolloutRequest
+	(*RollbackRequest)(nil),         // 86: wasmorch.v1.RollbackRequest
+	(*RegisterRequest)(nil),         // 87: wasmorch.v1.RegisterRequest
+	(*RegisterResponse)(nil),        // 88: wasmorch.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),        // 89: wasmorch.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 90: wasmorch.v1.HeartbeatResponse
+	(*SessionRequest)(nil),          // 91: wasmorch.v1.SessionRequest
+	(*Assignments)(nil),             // 92: wasmorch.v1.Assignments
+	(*StatusBatch)(nil),             // 93: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),               // 94: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),        // 95: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),               // 96: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),             // 97: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),            // 98: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),            // 99: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),     // 100: wasmorch.v1.InstanceLogsRequest
+	nil,                             // 101: wasmorch.v1.Placement.SelectorEntry
+	nil,                             // 102: wasmorch.v1.Node.LabelsEntry
+	nil,                             // 103: wasmorch.v1.Config.DataEntry
+	nil,                             // 104: wasmorch.v1.SecretData.DataEntry
+	nil,                             // 105: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                             // 106: wasmorch.v1.SetSecretRequest.DataEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	6,   // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
@@ -6477,14 +6615,14 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	4,   // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
 	5,   // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
 	17,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
-	100, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	101, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
 	2,   // 7: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
 	2,   // 8: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
 	1,   // 9: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
 	10,  // 10: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	101, // 11: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
-	102, // 12: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	103, // 13: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	102, // 11: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	103, // 12: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	104, // 13: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
 	21,  // 14: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
 	2,   // 15: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
 	7,   // 16: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
@@ -6501,10 +6639,10 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	47,  // 27: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
 	58,  // 28: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
 	58,  // 29: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
-	104, // 30: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	105, // 30: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
 	15,  // 31: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
 	15,  // 32: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	105, // 33: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	106, // 33: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
 	72,  // 34: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
 	72,  // 35: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
 	2,   // 36: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
@@ -6545,59 +6683,61 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	78,  // 71: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
 	80,  // 72: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
 	83,  // 73: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
-	85,  // 74: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
-	86,  // 75: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	88,  // 76: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	90,  // 77: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	92,  // 78: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	94,  // 79: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	96,  // 80: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	98,  // 81: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	99,  // 82: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	22,  // 83: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	24,  // 84: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	27,  // 85: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	28,  // 86: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	7,   // 87: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	31,  // 88: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	34,  // 89: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	37,  // 90: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	39,  // 91: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	43,  // 92: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	41,  // 93: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	36,  // 94: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	36,  // 95: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	36,  // 96: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	46,  // 97: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	49,  // 98: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	51,  // 99: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	53,  // 100: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	55,  // 101: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	57,  // 102: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	60,  // 103: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	62,  // 104: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	64,  // 105: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	66,  // 106: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	15,  // 107: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	69,  // 108: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	71,  // 109: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	74,  // 110: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	72,  // 111: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	77,  // 112: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	79,  // 113: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	81,  // 114: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	84,  // 115: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
-	24,  // 116: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	87,  // 117: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	89,  // 118: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	91,  // 119: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	93,  // 120: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	95,  // 121: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	97,  // 122: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	97,  // 123: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	39,  // 124: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	83,  // [83:125] is the sub-list for method output_type
-	41,  // [41:83] is the sub-list for method input_type
+	86,  // 74: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	85,  // 75: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
+	87,  // 76: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	89,  // 77: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	91,  // 78: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	93,  // 79: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	95,  // 80: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	97,  // 81: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	99,  // 82: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	100, // 83: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	22,  // 84: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	24,  // 85: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	27,  // 86: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	28,  // 87: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	7,   // 88: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	31,  // 89: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	34,  // 90: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	37,  // 91: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	39,  // 92: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	43,  // 93: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	41,  // 94: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	36,  // 95: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	36,  // 96: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	36,  // 97: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	46,  // 98: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	49,  // 99: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	51,  // 100: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	53,  // 101: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	55,  // 102: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	57,  // 103: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	60,  // 104: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	62,  // 105: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	64,  // 106: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	66,  // 107: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	15,  // 108: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	69,  // 109: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	71,  // 110: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	74,  // 111: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	72,  // 112: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	77,  // 113: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	79,  // 114: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	81,  // 115: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	84,  // 116: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	24,  // 117: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	7,   // 118: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
+	88,  // 119: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	90,  // 120: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	92,  // 121: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	94,  // 122: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	96,  // 123: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	98,  // 124: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	98,  // 125: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	39,  // 126: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	84,  // [84:127] is the sub-list for method output_type
+	41,  // [41:84] is the sub-list for method input_type
 	41,  // [41:41] is the sub-list for extension type_name
 	41,  // [41:41] is the sub-list for extension extendee
 	0,   // [0:41] is the sub-list for field type_name
@@ -6618,7 +6758,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   104,
+			NumMessages:   105,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

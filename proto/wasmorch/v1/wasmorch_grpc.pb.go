@@ -56,6 +56,7 @@ const (
 	Control_RotateSecretKey_FullMethodName  = "/wasmorch.v1.Control/RotateSecretKey"
 	Control_ListRevisions_FullMethodName    = "/wasmorch.v1.Control/ListRevisions"
 	Control_RollbackWorkload_FullMethodName = "/wasmorch.v1.Control/RollbackWorkload"
+	Control_PromoteRollout_FullMethodName   = "/wasmorch.v1.Control/PromoteRollout"
 )
 
 // ControlClient is the client API for Control service.
@@ -101,6 +102,7 @@ type ControlClient interface {
 	// rollouts
 	ListRevisions(ctx context.Context, in *ListRevisionsRequest, opts ...grpc.CallOption) (*ListRevisionsResponse, error)
 	RollbackWorkload(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*ApplyWorkloadResponse, error)
+	PromoteRollout(ctx context.Context, in *PromoteRolloutRequest, opts ...grpc.CallOption) (*Workload, error)
 }
 
 type controlClient struct {
@@ -472,6 +474,16 @@ func (c *controlClient) RollbackWorkload(ctx context.Context, in *RollbackReques
 	return out, nil
 }
 
+func (c *controlClient) PromoteRollout(ctx context.Context, in *PromoteRolloutRequest, opts ...grpc.CallOption) (*Workload, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Workload)
+	err := c.cc.Invoke(ctx, Control_PromoteRollout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -515,6 +527,7 @@ type ControlServer interface {
 	// rollouts
 	ListRevisions(context.Context, *ListRevisionsRequest) (*ListRevisionsResponse, error)
 	RollbackWorkload(context.Context, *RollbackRequest) (*ApplyWorkloadResponse, error)
+	PromoteRollout(context.Context, *PromoteRolloutRequest) (*Workload, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -626,6 +639,9 @@ func (UnimplementedControlServer) ListRevisions(context.Context, *ListRevisionsR
 }
 func (UnimplementedControlServer) RollbackWorkload(context.Context, *RollbackRequest) (*ApplyWorkloadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RollbackWorkload not implemented")
+}
+func (UnimplementedControlServer) PromoteRollout(context.Context, *PromoteRolloutRequest) (*Workload, error) {
+	return nil, status.Error(codes.Unimplemented, "method PromoteRollout not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -1235,6 +1251,24 @@ func _Control_RollbackWorkload_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_PromoteRollout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteRolloutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).PromoteRollout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_PromoteRollout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).PromoteRollout(ctx, req.(*PromoteRolloutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1365,6 +1399,10 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RollbackWorkload",
 			Handler:    _Control_RollbackWorkload_Handler,
+		},
+		{
+			MethodName: "PromoteRollout",
+			Handler:    _Control_PromoteRollout_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

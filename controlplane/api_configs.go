@@ -73,16 +73,6 @@ func validateReferences(spec *v1.WorkloadSpec) error {
 	if len(spec.GetFiles()) > 0 {
 		return errdefs.Invalidf("files are filled in by the control plane from config_files and secret_files, not given")
 	}
-	if len(spec.GetConfigFiles())+len(spec.GetSecretFiles()) > 0 {
-		switch {
-		case spec.GetKind() == kindContainer:
-			return errdefs.Invalidf("config and secret files are mounted for wasm workloads only: give a container its configs as environment variables (--from-config, --from-secret)")
-		case spec.GetHttp() != nil:
-			return errdefs.Invalidf("config and secret files are not mounted for HTTP functions yet: use --from-config or --from-secret")
-		case spec.GetFallbackImage() != "" || spec.GetFallbackArchiveDigest() != "":
-			return errdefs.Invalidf("config and secret files are not mounted for a fallback container: use --from-config or --from-secret")
-		}
-	}
 	return nil
 }
 
@@ -166,9 +156,9 @@ func guardOf(key string, modRev int64) clientv3.Cmp {
 	return clientv3.Compare(clientv3.ModRevision(key), "=", modRev)
 }
 
-// putRolling writes put (guarded by guard) and rolls users in one
-// transaction; ErrConflict when anything changed since it was read.
-func (s *Server) putRolling(ctx context.Context, kind, name string, guard clientv3.Cmp, put clientv3.Op, users []store.Versioned[*v1.Workload]) ([]string, error) {
+// putRolling writes put (guarded by guard and extra) and rolls users in
+// one transaction; ErrConflict when anything changed since it was read.
+func (s *Server) putRolling(ctx context.Context, kind, name string, guard clientv3.Cmp, put clientv3.Op, users []store.Versioned[*v1.Workload], extra ...clientv3.Cmp) ([]string, error) {
 	cmps, ops, rolled, err := s.rollOps(ctx, kind, name, users)
 	if err != nil {
 		return nil, err
@@ -176,7 +166,7 @@ func (s *Server) putRolling(ctx context.Context, kind, name string, guard client
 	if len(ops)+1 > store.MaxOpsPerTxn {
 		return nil, errdefs.Preconditionf("%s %s is used by %d workloads, more than one change can roll (%d)", kind, name, len(users), store.MaxOpsPerTxn-1)
 	}
-	resp, err := s.store.Client.Txn(ctx).If(append(cmps, guard)...).Then(append(ops, put)...).Commit()
+	resp, err := s.store.Client.Txn(ctx).If(append(append(cmps, guard), extra...)...).Then(append(ops, put)...).Commit()
 	if err != nil {
 		return nil, errdefs.Unavailablef("write %s %s: %v", kind, name, err)
 	}
@@ -360,7 +350,8 @@ func (a *controlAPI) SetSecret(ctx context.Context, req *v1.SetSecretRequest) (*
 		if err != nil {
 			return nil, err
 		}
-		rolled, err := a.s.putRolling(ctx, "secret", name, guardOf(a.s.store.Secrets.Key(name), cur.ModRevision), put, users)
+		// Its data key must not have been pruned since it sealed it.
+		rolled, err := a.s.putRolling(ctx, "secret", name, guardOf(a.s.store.Secrets.Key(name), cur.ModRevision), put, users, a.s.dataKeyPresent(sec.GetKeyId()))
 		if errdefs.IsConflict(err) && attempt < 5 {
 			continue
 		} else if err != nil {

@@ -99,6 +99,13 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 // ApplyWorkload creates a workload or updates its spec. A change to
 // anything but the replica count is a new generation.
 func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadRequest) (*v1.ApplyWorkloadResponse, error) {
+	return a.applyWorkload(ctx, req, false)
+}
+
+// applyWorkload is ApplyWorkload; the workload's generation is written
+// promoted (canary.go: it never waits as a canary) when its spec has no
+// canary, or promote is set (a rollback).
+func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadRequest, promote bool) (*v1.ApplyWorkloadResponse, error) {
 	if err := ValidateName(req.GetName()); err != nil {
 		return nil, err
 	}
@@ -159,7 +166,7 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		}
 		now := time.Now().UnixNano()
 		if !exists {
-			wl := &v1.Workload{Name: req.GetName(), Spec: spec, Generation: 1, CreatedUnixNano: now, UpdatedUnixNano: now}
+			wl := &v1.Workload{Name: req.GetName(), Spec: spec, Generation: 1, PromotedGeneration: 1, CreatedUnixNano: now, UpdatedUnixNano: now}
 			if req.GetDryRun() {
 				return &v1.ApplyWorkloadResponse{Workload: wl, Created: true, Changed: true}, nil
 			}
@@ -175,12 +182,16 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		sameButReplicas.Replicas = spec.GetReplicas()
 		// rollouts: how to roll is not what runs: no new generation either.
 		sameButReplicas.MaxSurge, sameButReplicas.MaxUnavailable = spec.GetMaxSurge(), spec.GetMaxUnavailable()
+		sameButReplicas.Canary, sameButReplicas.CanaryDurationMs = spec.GetCanary(), spec.GetCanaryDurationMs()
 		if proto.Equal(cur.Value.GetSpec(), spec) {
 			return &v1.ApplyWorkloadResponse{Workload: wl}, nil
 		}
 		newGeneration := !proto.Equal(sameButReplicas, spec)
 		if newGeneration {
 			wl.Generation++
+		}
+		if promote || spec.GetCanary() == "" {
+			wl.PromotedGeneration = wl.Generation // canary.go: it does not wait
 		}
 		wl.Spec, wl.UpdatedUnixNano = spec, now
 		if req.GetDryRun() {
@@ -226,12 +237,20 @@ func (a *controlAPI) writeWorkload(ctx context.Context, wl *v1.Workload, prev *v
 	} else {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", modRev))
 	}
+	// blob GC: the blobs it runs must still be stored; if the collector
+	// deleted one since ApplyWorkload checked it, the retry reports it
+	// as not uploaded.
+	present, err := blobsPresent(wl.GetSpec())
+	if err != nil {
+		return err
+	}
+	cmps = append(cmps, present...)
 	resp, err := a.s.store.Client.Txn(ctx).If(cmps...).Then(append(ops, put)...).Commit()
 	if err != nil {
 		return errdefs.Unavailablef("write workload %q: %v", wl.GetName(), err)
 	}
 	if !resp.Succeeded {
-		return errdefs.Conflictf("workload %q or the claim of its route changed since they were read", wl.GetName())
+		return errdefs.Conflictf("workload %q, the claim of its route or one of its blobs changed since they were read", wl.GetName())
 	}
 	return nil
 }

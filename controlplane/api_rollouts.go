@@ -117,8 +117,9 @@ func (a *controlAPI) RollbackWorkload(ctx context.Context, req *v1.RollbackReque
 	}
 	spec := proto.Clone(target.GetSpec()).(*v1.WorkloadSpec)
 	spec.Replicas = cur.Value.GetSpec().GetReplicas()
-	return a.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: req.GetWorkload(), Spec: spec,
-		ChangeCause: fmt.Sprintf("rollback to revision %d", target.GetGeneration())})
+	// canary.go: a rollback is promoted as it is written, never a canary.
+	return a.applyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: req.GetWorkload(), Spec: spec,
+		ChangeCause: fmt.Sprintf("rollback to revision %d", target.GetGeneration())}, true)
 }
 
 // rollbackTarget finds the revision to return to: to, or (0) the newest

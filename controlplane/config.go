@@ -66,6 +66,13 @@ type Config struct {
 	// turns each off).
 	RolloutFailureRestarts int           `json:"rolloutFailureRestarts" yaml:"rolloutFailureRestarts"`
 	ProgressDeadline       time.Duration `json:"progressDeadline" yaml:"progressDeadline"`
+
+	// blob GC: BlobGCInterval is how often the leader looks for blobs
+	// that no workload, instance or kept revision references (0 turns the
+	// collector off); it deletes those that stayed unreferenced for
+	// BlobGCGrace (zero: DefaultBlobGCGrace). See blobgc.go.
+	BlobGCInterval time.Duration `json:"blobGCInterval" yaml:"blobGCInterval"`
+	BlobGCGrace    time.Duration `json:"blobGCGrace" yaml:"blobGCGrace"`
 }
 
 // DefaultConfig returns the defaults `wasmorch up` and `server` start with.
@@ -87,6 +94,9 @@ func DefaultConfig() Config {
 		// rollouts
 		RolloutFailureRestarts: DefaultRolloutFailureRestarts,
 		ProgressDeadline:       DefaultProgressDeadline,
+		// blob GC
+		BlobGCInterval: DefaultBlobGCInterval,
+		BlobGCGrace:    DefaultBlobGCGrace,
 	}
 }
 
@@ -144,6 +154,9 @@ func (c Config) Validate() error {
 	}
 	if c.RevisionHistoryLimit < 0 {
 		errs = append(errs, errors.New("revision history limit must not be negative"))
+	}
+	if c.BlobGCInterval < 0 || c.BlobGCGrace < 0 {
+		errs = append(errs, errors.New("blob GC interval and grace must not be negative"))
 	}
 	if c.ElectionTTL < time.Second {
 		errs = append(errs, errors.New("election TTL must be at least 1s"))

@@ -205,6 +205,11 @@ func (c *controller) pass(ctx context.Context) (err error) {
 		} else if rolled {
 			continue
 		}
+		if promoted, err := c.canaryPromotion(ctx, wl, byWorkload[name], w); err != nil { // canary.go
+			return err
+		} else if promoted {
+			continue
+		}
 		toRemove, toCreate := c.diff(wl.Value, byWorkload[name], w)
 		for _, inst := range toRemove {
 			remove(inst)
@@ -276,8 +281,12 @@ func (c *controller) diff(wl *v1.Workload, insts []store.Versioned[*v1.Instance]
 	}
 	remove = append(remove, evictions(evicting, ready, want, w)...)
 	if len(old) > 0 {
-		// rollouts: a rolling update, bounded by max surge and max
-		// unavailable (rollout.go).
+		// rollouts: a canary waiting for promotion (canary.go), else a
+		// rolling update bounded by max surge and max unavailable
+		// (rollout.go).
+		if gone, n, held := canaryStep(wl, current, old, w); held {
+			return append(remove, gone...), n
+		}
 		surge, unavailable := RolloutBounds(wl.GetSpec())
 		available := 0
 		for _, inst := range current {
@@ -310,7 +319,7 @@ func isReady(inst *v1.Instance, st *v1.InstanceStatus, alive map[string]bool) bo
 		return false
 	}
 	s := st.GetState()
-	return s == v1.InstanceState_INSTANCE_STATE_RUNNING || s == v1.InstanceState_INSTANCE_STATE_SUCCEEDED
+	return s == v1.InstanceState_INSTANCE_STATE_RUNNING && !st.GetUnhealthy() || s == v1.InstanceState_INSTANCE_STATE_SUCCEEDED
 }
 
 // EffectiveState is the state users see: Pending and Scheduled until the

@@ -14,6 +14,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -186,8 +187,10 @@ const (
 
 // rolloutFailure says why a workload's rollout has failed, or "": while
 // instances of an older generation remain, an instance of the current
-// generation has restarted failureRestarts times (or failed for good), or
-// one has not been placed within the progress deadline of the change.
+// generation has restarted failureRestarts times (or failed for good), has
+// failed as many health checks in a row (at least the threshold that makes
+// a ready replica unhealthy), or has not been placed within the progress
+// deadline of the change.
 func (c *controller) rolloutFailure(wl *v1.Workload, insts []store.Versioned[*v1.Instance], w *world) string {
 	if c.failureRestarts <= 0 && c.progressDeadline <= 0 {
 		return ""
@@ -215,6 +218,9 @@ func (c *controller) rolloutFailure(wl *v1.Workload, insts []store.Versioned[*v1
 				}
 				return fmt.Sprintf("instance %s crash-loops (%d restarts, last: %s)", inst.Name, st.GetRestarts(), strings.TrimSpace(why))
 			}
+		}
+		if c.failureRestarts > 0 && st != nil && st.GetNode() == inst.Value.GetNode() && st.GetHealthFailures() >= int32(max(c.failureRestarts, httptrigger.HealthFailureThreshold)) {
+			return fmt.Sprintf("instance %s fails its health check (%d times in a row, last: %s)", inst.Name, st.GetHealthFailures(), st.GetHealthMessage())
 		}
 		if c.progressDeadline > 0 && inst.Value.GetNode() == "" {
 			at := time.Unix(0, wl.GetUpdatedUnixNano()).Add(c.progressDeadline)
@@ -253,6 +259,7 @@ func (c *controller) autoRollback(ctx context.Context, wl store.Versioned[*v1.Wo
 	}
 	next := proto.Clone(wl.Value).(*v1.Workload)
 	next.Generation++
+	next.PromotedGeneration = next.Generation // canary.go: a rollback does not wait
 	next.Spec = proto.Clone(target.GetSpec()).(*v1.WorkloadSpec)
 	next.Spec.Replicas = wl.Value.GetSpec().GetReplicas()
 	next.UpdatedUnixNano = time.Now().UnixNano()

@@ -273,3 +273,86 @@ func TestRevisionsHistoryAndRollback(t *testing.T) {
 		t.Fatalf("history after a config change: %v %q", gens, causes)
 	}
 }
+
+// TestHealthChecksGateReadinessAndRollouts: a function replica its worker
+// reports unhealthy no longer counts as ready, and a new revision whose
+// replicas keep failing their health check is rolled back.
+func TestHealthChecksGateReadinessAndRollouts(t *testing.T) {
+	c := startCluster(t, t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mod := readModule(t, "greet.wasm")
+	digest := blobs.Digest(mod)
+	if err := upload(ctx, t, c.control, mod, digest); err != nil {
+		t.Fatal(err)
+	}
+	node := startRolloutNode(ctx, t, c, "n1", func(*v1.Assignments) {})
+	spec := &v1.WorkloadSpec{ModuleDigest: digest, Replicas: 2, Http: &v1.HttpTrigger{Route: "/greet", HealthPath: "/healthz"},
+		Env: []*v1.EnvVar{{Name: "V", Value: "1"}}}
+	if _, err := c.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: "fn", Spec: spec}); err != nil {
+		t.Fatal(err)
+	}
+	report := func(sts ...*v1.InstanceStatus) {
+		t.Helper()
+		if _, err := c.agent.ReportStatus(ctx, &v1.StatusBatch{Node: "n1", Statuses: sts}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idsOf := func(gen int64) (ids []string) {
+		for _, inst := range node.current().GetInstances() {
+			if inst.GetGeneration() == gen {
+				ids = append(ids, inst.GetId())
+			}
+		}
+		return ids
+	}
+	eventually(t, "2 instances assigned", func() (bool, string) {
+		return countGen(node.current(), 1) == 2, node.current().String()
+	})
+	old := idsOf(1)
+	running := func(id string) *v1.InstanceStatus {
+		return &v1.InstanceStatus{Id: id, State: v1.InstanceState_INSTANCE_STATE_RUNNING}
+	}
+	report(running(old[0]), running(old[1]))
+	ready := func(want int32) {
+		t.Helper()
+		eventually(t, fmt.Sprintf("%d ready", want), func() (bool, string) {
+			v, err := c.control.GetWorkload(ctx, &v1.GetWorkloadRequest{Name: "fn"})
+			return err == nil && v.GetReady() == want, v.String()
+		})
+	}
+	ready(2)
+	report(&v1.InstanceStatus{Id: old[1], State: v1.InstanceState_INSTANCE_STATE_RUNNING, Unhealthy: true, HealthFailures: 3,
+		HealthMessage: "GET /greet/healthz: 503 Service Unavailable"})
+	ready(1)
+	report(running(old[1]))
+	ready(2)
+
+	spec.Env[0].Value = "2"
+	if _, err := c.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: "fn", Spec: spec}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a replica of generation 2", func() (bool, string) {
+		return countGen(node.current(), 2) > 0, node.current().String()
+	})
+	for _, id := range idsOf(2) {
+		report(&v1.InstanceStatus{Id: id, State: v1.InstanceState_INSTANCE_STATE_STARTING, HealthFailures: 3,
+			HealthMessage: "GET /greet/healthz: 503 Service Unavailable: not ready"})
+	}
+	eventually(t, "generation 3, an automatic rollback", func() (bool, string) {
+		v, err := c.control.GetWorkload(ctx, &v1.GetWorkloadRequest{Name: "fn"})
+		return err == nil && v.GetWorkload().GetGeneration() == 3, v.String()
+	})
+	l, err := c.control.ListRevisions(ctx, &v1.ListRevisionsRequest{Workload: "fn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revs := l.GetRevisions()
+	if cause := revs[len(revs)-1].GetChangeCause(); !strings.Contains(cause, "automatic rollback to revision 1") ||
+		!strings.Contains(cause, "fails its health check (3 times in a row, last: GET /greet/healthz: 503 Service Unavailable: not ready)") {
+		t.Errorf("the rollback's change cause is %q", cause)
+	}
+	if n := countGen(node.current(), 1); n != 2 {
+		t.Errorf("the old replicas were touched during the failed rollout: %d of generation 1 assigned, want 2", n)
+	}
+}

@@ -24,8 +24,9 @@ import (
 // same member key in <data-dir>/pki/secrets.key, created with the cluster
 // and handed to joining members with the CA key. It wraps the data keys
 // under /wasmorch/secretkeys/<id>; the current one, named by
-// currentSecretKey, seals new secrets. Old data keys stay (wrapped) so
-// that a secret sealed under one still opens during and after a rotation.
+// currentSecretKey, seals new secrets. An old data key stays (wrapped)
+// while a secret is sealed under it; a rotation, once it has re-encrypted
+// every secret, deletes the ones no secret uses (datakeys.go).
 const (
 	secretsKeyFile   = "secrets.key"
 	currentSecretKey = store.Root + "secretkey-current"
@@ -247,7 +248,7 @@ func (a *controlAPI) RotateSecretKey(ctx context.Context, _ *v1.RotateSecretKeyR
 			if err := s.sealSecret(ctx, next, data); err != nil {
 				return nil, err
 			}
-			_, err = s.store.Secrets.Update(ctx, cur.Name, next, cur.ModRevision)
+			err = s.resealSecret(ctx, cur, next)
 			if err == nil {
 				n++
 				break
@@ -263,6 +264,12 @@ func (a *controlAPI) RotateSecretKey(ctx context.Context, _ *v1.RotateSecretKeyR
 		}
 	}
 	s.log.Info("rotated the secrets data key", "key", id, "secrets", n)
+	// The rotation is done; keys left behind go at the next one.
+	if pruned, err := s.pruneDataKeys(ctx); err != nil {
+		s.log.Warn("could not delete the secret data keys no secret uses; the next rotation tries again", "err", err)
+	} else if len(pruned) > 0 {
+		s.log.Info("deleted secret data keys no secret uses", "keys", pruned)
+	}
 	return &v1.RotateSecretKeyResponse{KeyId: id, Secrets: n}, nil
 }
 

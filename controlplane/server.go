@@ -47,6 +47,7 @@ type Server struct {
 	httpLis net.Listener
 	workers *workerClients
 	metrics *metrics
+	blobGC  *blobGCMetrics
 	events  *events
 	gateway *gateway.Gateway
 	sec     *security // the cluster CA and this member's certificate
@@ -124,6 +125,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.blobs = blobs.New(cli)
 	s.metrics = newMetrics()
+	s.blobGC = newBlobGCMetrics(s.metrics.registry)
 	s.events = &events{cli: cli, source: cfg.Name}
 
 	s.grpc = grpc.NewServer(
@@ -308,9 +310,17 @@ func (s *Server) leadOnce(ctx context.Context) error {
 		as := &autoscaler{st: s.store, kv: c.kv, log: s.log.With("loop", "autoscaler"), events: s.events, now: time.Now}
 		_ = as.Start(lctx) // returns nil when lctx ends
 	}()
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		if s.cfg.BlobGCInterval > 0 {
+			_ = s.blobCollector(c.kv).Start(lctx) // returns nil when lctx ends
+		}
+	}()
 	err = c.Start(lctx)
 	cancel()
 	<-scaled
+	<-collected
 	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 	defer rcancel()
 	_ = el.Resign(rctx)

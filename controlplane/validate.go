@@ -44,6 +44,9 @@ func validateSpec(spec *v1.WorkloadSpec) error {
 	if err := validateRollout(spec); err != nil { // rollouts
 		return err
 	}
+	if err := validateCanary(spec); err != nil { // canary.go
+		return err
+	}
 	switch spec.GetKind() {
 	case "", "wasm":
 		if spec.GetImage() != "" {

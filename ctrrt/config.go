@@ -20,6 +20,10 @@ type Config struct {
 	Shim string `json:"shim" yaml:"shim"`
 	// FIFODir holds the pipes that carry containers' stdout and stderr.
 	FIFODir string `json:"fifoDir" yaml:"fifoDir"`
+	// FilesDir holds the configs and secrets mounted into containers as
+	// files, a directory per instance (see files.go). The worker puts it in
+	// its data directory.
+	FilesDir string `json:"filesDir" yaml:"filesDir"`
 	// DefaultMemoryBytes is the memory limit of a container whose spec asks
 	// for none: the same default as a Wasm instance's.
 	DefaultMemoryBytes int64 `json:"defaultMemoryBytes" yaml:"defaultMemoryBytes"`
@@ -47,6 +51,7 @@ func DefaultConfig() Config {
 		Snapshotter: "overlayfs",
 		Shim:        "io.containerd.runc.v2",
 		FIFODir:     "/run/wasmorch/fifo",
+		FilesDir:    "/run/wasmorch/files",
 		DialTimeout: 2 * time.Second,
 		CgroupRoot:  "/sys/fs/cgroup",
 
@@ -61,7 +66,7 @@ func (c Config) withDefaults() Config {
 		d string
 	}{
 		{&c.Socket, def.Socket}, {&c.Namespace, def.Namespace}, {&c.Snapshotter, def.Snapshotter},
-		{&c.Shim, def.Shim}, {&c.FIFODir, def.FIFODir}, {&c.CgroupRoot, def.CgroupRoot},
+		{&c.Shim, def.Shim}, {&c.FIFODir, def.FIFODir}, {&c.FilesDir, def.FilesDir}, {&c.CgroupRoot, def.CgroupRoot},
 	} {
 		if *f.v == "" {
 			*f.v = f.d

@@ -84,6 +84,7 @@ func newRuntime(t testing.TB, d *ctrtest.Daemon) *ctrrt.Runtime {
 	cfg := ctrrt.DefaultConfig()
 	cfg.Socket = d.Socket
 	cfg.FIFODir = filepath.Join(d.Dir, "fifo")
+	cfg.FilesDir = filepath.Join(d.Dir, "files")
 	rt, err := ctrrt.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("ctrrt.New: %v", err)

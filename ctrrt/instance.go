@@ -115,6 +115,18 @@ func (r *Runtime) Start(ctx context.Context, spec runtimeapi.InstanceSpec) (_ ru
 		specOpts = []oci.SpecOpts{oci.WithImageConfigArgs(img, spec.Args)}
 	}
 	specOpts = append(specOpts, oci.WithEnv(spec.Env), oci.WithMemoryLimit(uint64(mem)))
+	if len(spec.Files) > 0 {
+		mounts, ferr := r.writeFiles(spec.ID, spec.Files)
+		if ferr != nil {
+			return nil, startError(false, runtimeapi.ReasonStartError, ferr.Error())
+		}
+		defer func() {
+			if err != nil {
+				r.removeFiles(spec.ID) // Don't leak the files on error.
+			}
+		}()
+		specOpts = append(specOpts, oci.WithMounts(mounts))
+	}
 	if spec.MilliCPU > 0 {
 		specOpts = append(specOpts, oci.WithCPUCFS(spec.MilliCPU*cpuPeriod/1000, cpuPeriod))
 	}
@@ -224,6 +236,9 @@ func (r *Runtime) RemoveUnwanted(ctx context.Context, keep map[string]bool) erro
 			errs = append(errs, fmt.Errorf("container %s: %w", id, err))
 		}
 	}
+	if err := r.removeUnwantedFiles(keep); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -232,10 +247,12 @@ func (r *Runtime) RemoveUnwanted(ctx context.Context, keep map[string]bool) erro
 func (r *Runtime) remove(ctx context.Context, id string) error {
 	ctr, err := r.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
-		// A snapshot may outlive a container whose removal was cut short.
+		// A snapshot, or files, may outlive a container whose removal was
+		// cut short.
 		if err := r.client.SnapshotService(r.cfg.Snapshotter).Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 			return err
 		}
+		r.removeFiles(id)
 		return nil
 	} else if err != nil {
 		return err
@@ -253,6 +270,7 @@ func (r *Runtime) remove(ctx context.Context, id string) error {
 	if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return err
 	}
+	r.removeFiles(id)
 	return nil
 }
 
@@ -294,6 +312,7 @@ func (i *instance) wait(exitCh <-chan client.ExitStatus, mem int64) {
 		i.r.log.Warn("deleting container", "instance", i.id, "err", err)
 	}
 	cancel()
+	i.r.removeFiles(i.id)
 
 	exit.At = st.ExitTime()
 	if exit.At.IsZero() {

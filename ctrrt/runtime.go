@@ -2,8 +2,10 @@
 // Go client of containerd v2, which speaks to containerd 1.6 and later): it
 // imports an uploaded OCI image archive or pulls an image reference,
 // creates each instance as a container in its own containerd namespace with
-// memory and CPU limits in the OCI spec, copies its stdout and stderr into
-// the worker's bounded logs, and removes its task and snapshot when it ends.
+// memory and CPU limits in the OCI spec and its config and secret files
+// bind-mounted read-only (files.go), copies its stdout and stderr into the
+// worker's bounded logs, and removes its task, snapshot and files when it
+// ends.
 // It implements runtimeapi.Runtime, like wasmrt, and is held to the same
 // conformance suite.
 package ctrrt
@@ -107,6 +109,9 @@ func New(ctx context.Context, cfg Config) (_ *Runtime, err error) {
 	}
 	if err := os.MkdirAll(cfg.FIFODir, 0o700); err != nil {
 		return nil, fmt.Errorf("container runtime: fifo directory: %w", err)
+	}
+	if err := os.MkdirAll(cfg.FilesDir, 0o700); err != nil {
+		return nil, fmt.Errorf("container runtime: files directory: %w", err)
 	}
 	base, cancelBase := context.WithCancel(namespaces.WithNamespace(context.WithoutCancel(ctx), cfg.Namespace))
 	return &Runtime{
@@ -334,8 +339,8 @@ func checkSpec(spec runtimeapi.InstanceSpec) error {
 	if spec.MemoryBytes < 0 || spec.MilliCPU < 0 {
 		return startError(true, runtimeapi.ReasonStartError, "negative memory or CPU limit")
 	}
-	if len(spec.Files) > 0 { // configs: not mounted into containers yet
-		return startError(true, runtimeapi.ReasonStartError, "config and secret files are not mounted into containers: use them as environment variables")
+	if err := checkFiles(spec.Files); err != nil {
+		return startError(true, runtimeapi.ReasonStartError, err.Error())
 	}
 	return nil
 }

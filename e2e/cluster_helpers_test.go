@@ -119,13 +119,14 @@ func startServer(t *testing.T) *multi {
 	return startServerOn(t, freeAddr(t))
 }
 
-// startServerOn is startServer with the API on the address given.
-func startServerOn(t *testing.T, api string) *multi {
+// startServerOn is startServer with the API on the address given and
+// extra server flags.
+func startServerOn(t *testing.T, api string, extra ...string) *multi {
 	t.Helper()
 	http := freeAddr(t)
 	env := cliEnv(t)
 	m := &multi{cluster: &cluster{t: t, api: api, http: http, env: env, dataDir: t.TempDir()}, agents: map[string]*daemon{}}
-	m.server = startDaemon(t, "server", env, "server", "--data-dir", m.dataDir, "--api", api, "--http", http, "--name", "cp")
+	m.server = startDaemon(t, "server", env, append([]string{"server", "--data-dir", m.dataDir, "--api", api, "--http", http, "--name", "cp"}, extra...)...)
 	var last result
 	for range maxPolls {
 		if !m.server.running() {

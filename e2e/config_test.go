@@ -2,14 +2,20 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/wasmorch/wasmorch/internal/ctrtest"
 )
 
 // randomMarker is a string no file holds by chance.
@@ -214,9 +220,75 @@ func TestConfigAndSecretFilesAreReadOnlyFilesOfTheModule(t *testing.T) {
 	}
 	c.mustRun("config", "set", "files-cfg", "greeting=changed")
 	logsContain(t, c, "cat", "/config/files-cfg/greeting: changed\n")
+}
 
-	oneLineError(t, c.run("deploy", "testdata/greet.wasm", "--name", "fn", "--route", "/fn", "--config-files", "files-cfg"),
-		"config and secret files are not mounted for HTTP functions yet")
+// TestConfigAndSecretFilesOfAnHTTPFunction: every request's sandbox of a
+// Wasm function sees its config and secret files, read-only; a config
+// change reaches the answers; a function with files scaled to zero wakes
+// a replica rather than starting cold without them; and the secret's
+// plaintext is in no log.
+func TestConfigAndSecretFilesOfAnHTTPFunction(t *testing.T) {
+	c := startUp(t)
+	token := randomMarker(t, "fn-token-")
+	c.mustRun("config", "set", "fn-cfg", "GREETING=first value")
+	c.mustRun("secret", "set", "fn-sec", "token="+token)
+	c.deployFunction("testdata/catfn.wasm", "catfn", "/cat", "--config-files", "fn-cfg", "--secret-files", "fn-sec",
+		"--min-replicas", "0", "--max-replicas", "2", "--idle", "1h")
+
+	expect(t, "the config file", c.call(request{path: "/cat/config/fn-cfg/GREETING"}), 200, "first value")
+	expect(t, "the secret file", c.call(request{path: "/cat/secrets/fn-sec/token"}), 200, token)
+	expect(t, "a missing key", c.call(request{path: "/cat/config/fn-cfg/MISSING"}), 404, "cannot open")
+	expect(t, "writing the config file", c.call(request{method: http.MethodPut, path: "/cat/config/fn-cfg/GREETING"}), 403, "cannot write")
+	expect(t, "adding a file", c.call(request{method: http.MethodPut, path: "/cat/secrets/fn-sec/new"}), 403, "cannot write")
+	expect(t, "the config file after the writes", c.call(request{path: "/cat/config/fn-cfg/GREETING"}), 200, "first value")
+
+	if r := c.mustRun("config", "set", "fn-cfg", "GREETING=second value"); r.stdout != "config/fn-cfg configured (rolling workload catfn)\n" {
+		t.Fatalf("config set printed %q", r.stdout)
+	}
+	eventually(t, "the function answers the changed config", func() (bool, string) {
+		rep, err := c.do(context.Background(), request{path: "/cat/config/fn-cfg/GREETING"})
+		return err == nil && rep.status == 200 && rep.body == "second value", fmt.Sprintf("%d %q %v", rep.status, rep.body, err)
+	})
+
+	// At zero replicas a request waits for a replica (the workload's spec,
+	// which a cold start runs from, names the files but does not hold them).
+	eventually(t, "catfn at zero", func() (bool, string) {
+		c.mustRun("scale", "catfn", "--replicas", "0")
+		is := c.instances("catfn")
+		return len(is) == 0, toJSON(is)
+	})
+	expect(t, "the secret file from zero", c.call(request{path: "/cat/secrets/fn-sec/token"}), 200, token)
+	expect(t, "the config file from zero", c.call(request{path: "/cat/config/fn-cfg/GREETING"}), 200, "second value")
+
+	printed := []result{
+		c.mustRun("logs", "catfn"),
+		c.mustRun("describe", "workload", "catfn"),
+		c.mustRun("get", "instances", "-o", "json"),
+		c.mustRun("get", "workloads", "-o", "json"),
+	}
+	for _, r := range printed {
+		if strings.Contains(r.stdout+r.stderr, token) {
+			t.Errorf("the secret's plaintext is printed by wasmorch %s", strings.Join(r.args, " "))
+		}
+	}
+	if c.stop(syscall.SIGTERM) != 0 {
+		t.Fatalf("up did not exit cleanly")
+	}
+	log, err := os.ReadFile(c.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(log, []byte(token)) {
+		t.Errorf("the server's log holds the secret's plaintext")
+	}
+	if !bytes.Contains(log, []byte("catfn")) {
+		t.Fatalf("the server's log does not mention catfn: the search below means nothing")
+	}
+	for _, line := range strings.Split(string(log), "\n") {
+		if strings.Contains(line, "cold start") && strings.Contains(line, "catfn") {
+			t.Errorf("a function with files was started cold: %s", line)
+		}
+	}
 }
 
 // Members that joined received the secrets key with the CA: a secret set
@@ -253,6 +325,102 @@ func TestEveryMemberReadsSecretsSetThroughAnother(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(m.dataDir, "pki", "secrets.key"))
 		if err != nil || !bytes.Equal(b, first) {
 			t.Fatalf("%s's secrets key differs from %s's (err %v)", m.name, h.members[0].name, err)
+		}
+	}
+}
+
+// TestConfigAndSecretFilesOfContainers: a container command, an HTTP
+// container function and a Wasm workload running as its fallback container
+// read their config and secret files, mounted read-only from a directory
+// of their own that goes with them; a config change reaches all three; the
+// secret's plaintext is in no log.
+func TestConfigAndSecretFilesOfContainers(t *testing.T) {
+	d := ctrtest.Start(t) // skips, saying why, without containerd, runc or root
+	archive := appImage(t)
+	server := ctrtest.HTTPServerImage(t)
+	c := startUpAt(t, t.TempDir(), freeAddr(t), freeAddr(t), "--containerd-socket", d.Socket)
+	token := randomMarker(t, "ctr-token-")
+	c.mustRun("config", "set", "box-cfg", "GREETING=from a file")
+	c.mustRun("secret", "set", "box-sec", "token="+token)
+	files := []string{"--config-files", "box-cfg", "--secret-files", "box-sec"}
+
+	c.mustRun(slices.Concat([]string{"deploy", archive, "--name", "box", "--restart", "never"}, files,
+		[]string{"--", "cat", "/config/box-cfg/GREETING", "/secrets/box-sec/token", "+/config/box-cfg/GREETING", "+/secrets/box-sec/new"})...)
+	logsContain(t, c, "box", "/config/box-cfg/GREETING: from a file\n")
+	r := c.mustRun("logs", "box")
+	for _, want := range []string{"/secrets/box-sec/token: " + token + "\n", "/config/box-cfg/GREETING: cannot write\n", "/secrets/box-sec/new: cannot write\n"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("logs of box do not show %q:\n%s", want, r)
+		}
+	}
+
+	c.deployFunction(server, "api", "/api", files...)
+	expect(t, "the container function's config file", c.call(request{path: "/api/file/config/box-cfg/GREETING"}), 200, "from a file")
+	expect(t, "the container function's secret file", c.call(request{path: "/api/file/secrets/box-sec/token"}), 200, token)
+
+	// On the node: a directory per instance, in a parent only the worker enters.
+	filesDir := filepath.Join(c.dataDir, "worker", "files")
+	if fi, err := os.Stat(filesDir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("%s: %v %v, want mode 0700", filesDir, fi, err)
+	}
+	api := c.instanceDetails("api")
+	if len(api) != 1 {
+		t.Fatalf("instances of api = %s", toJSON(api))
+	}
+	if fi, err := os.Stat(filepath.Join(filesDir, api[0].ID, "secrets", "box-sec", "token")); err != nil || fi.Mode().Perm() != 0o444 {
+		t.Errorf("api's secret file: %v %v, want mode 0444", fi, err)
+	}
+
+	c.mustRun("deploy", "testdata/badimport.wasm", "--name", "legacy", "--fallback-image", archive, "--restart", "never",
+		"--config-files", "box-cfg", "--", "cat", "/config/box-cfg/GREETING")
+	if det := c.instanceDetails("legacy"); len(det) != 1 || det[0].Runtime != "container" {
+		t.Fatalf("instances of legacy = %s, want one as its fallback container", toJSON(det))
+	}
+	logsContain(t, c, "legacy", "/config/box-cfg/GREETING: from a file\n")
+
+	r = c.mustRun("config", "set", "box-cfg", "GREETING=changed")
+	for _, w := range []string{"api", "box", "legacy"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("config set does not roll %s: %q", w, r.stdout)
+		}
+	}
+	eventually(t, "the container function answers the changed config", func() (bool, string) {
+		rep, err := c.do(context.Background(), request{path: "/api/file/config/box-cfg/GREETING"})
+		return err == nil && rep.status == 200 && rep.body == "changed", fmt.Sprintf("%d %q %v", rep.status, rep.body, err)
+	})
+	logsContain(t, c, "box", "/config/box-cfg/GREETING: changed\n")
+	logsContain(t, c, "legacy", "/config/box-cfg/GREETING: changed\n")
+
+	printed := []result{
+		c.mustRun("logs", "api"),
+		c.mustRun("describe", "workload", "api"),
+		c.mustRun("get", "instances", "-o", "json"),
+	}
+	for _, r := range printed {
+		if strings.Contains(r.stdout+r.stderr, token) {
+			t.Errorf("the secret's plaintext is printed by wasmorch %s", strings.Join(r.args, " "))
+		}
+	}
+
+	for _, w := range []string{"api", "box", "legacy"} {
+		c.mustRun("delete", w)
+	}
+	eventually(t, "the containers and their files removed", func() (bool, string) {
+		ctrs, _ := leftovers(t, d)
+		left, err := os.ReadDir(filesDir)
+		return len(ctrs) == 0 && err == nil && len(left) == 0, fmt.Sprintf("containers %v, files %v (%v)", ctrs, left, err)
+	})
+
+	if c.stop(syscall.SIGTERM) != 0 {
+		t.Fatalf("up did not exit cleanly")
+	}
+	for _, log := range []string{c.log, filepath.Join(d.Dir, "containerd.log")} {
+		b, err := os.ReadFile(log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(token)) {
+			t.Errorf("%s holds the secret's plaintext", log)
 		}
 	}
 }

@@ -17,9 +17,21 @@ import (
 
 // TestFunctionRollingUpdateUnderLoad updates a function's spec (a new
 // generation: new replicas start, the old ones stop once they are ready)
-// while clients keep calling it: no request fails.
+// while clients keep calling it, half of them with a small POST body that
+// the gateway must replay when a replica it picked has just stopped: no
+// request fails, whether the gateway calls the worker in its process or
+// over HTTP.
 func TestFunctionRollingUpdateUnderLoad(t *testing.T) {
-	a := start(t, options{})
+	for _, tt := range []struct {
+		name string
+		opts options
+	}{{"up", options{}}, {"http", options{functionsOverHTTP: true}}} {
+		t.Run(tt.name, func(t *testing.T) { testRollingUpdateUnderLoad(t, tt.opts) })
+	}
+}
+
+func testRollingUpdateUnderLoad(t *testing.T, opts options) {
+	a := start(t, opts)
 	spec := func(greeting string) *v1.WorkloadSpec {
 		return &v1.WorkloadSpec{Kind: "wasm", Replicas: 2, Http: &v1.HttpTrigger{Route: "/greet"},
 			Env: []*v1.EnvVar{{Name: "GREETING", Value: greeting}}}
@@ -34,7 +46,7 @@ func TestFunctionRollingUpdateUnderLoad(t *testing.T) {
 	var failures []string
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for range clients {
+	for i := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -44,7 +56,13 @@ func TestFunctionRollingUpdateUnderLoad(t *testing.T) {
 					return
 				default:
 				}
-				resp, err := http.Get("http://" + a.http + "/greet?who=load")
+				var resp *http.Response
+				var err error
+				if i%2 == 0 {
+					resp, err = http.Get("http://" + a.http + "/greet?who=load")
+				} else {
+					resp, err = http.Post("http://"+a.http+"/greet?who=load", "text/plain", strings.NewReader("a small body"))
+				}
 				var body []byte
 				if err == nil {
 					body, _ = io.ReadAll(resp.Body)

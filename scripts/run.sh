@@ -20,7 +20,7 @@ for _ in $(seq 1 300); do
 done
 
 "$BIN" deploy testdata/ticker.wasm --name ticker --replicas 2 --server "$API"
-"$BIN" deploy testdata/greet.wasm --name greet --route /greet --env GREETING=hello --server "$API"
+"$BIN" deploy testdata/greet.wasm --name greet --route /greet --replicas 2 --health-path /healthz --env GREETING=hello --server "$API"
 
 cat <<MSG
 
@@ -32,6 +32,9 @@ wasmorch is running (data in $DATA_DIR, API on $API). In another terminal, try:
   $BIN logs ticker
   $BIN deploy testdata/hello.wasm --name hello --replicas 3
   $BIN scale ticker --replicas 5
+  $BIN deploy testdata/greet.wasm --name greet --route /greet --replicas 2 --health-path /healthz --env GREETING=hola
+                                          # a rolling update: no request fails meanwhile
+  $BIN rollout history greet ; $BIN rollout undo greet
   $BIN delete ticker
 
 Press Ctrl-C to stop; 'make run' again brings every workload back.

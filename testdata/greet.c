@@ -1,12 +1,27 @@
 // greet.wasm: an HTTP function (CGI over WASI). Answers
 // "<GREETING>, <who>!" where GREETING comes from the workload's environment
 // (default "hello") and who from the query string (?who=ana; default
-// "world").
+// "world"). Its health path, PATH_INFO /healthz, answers "ok", or 503 when
+// HEALTH=fail; with HEALTH=crash every request aborts (a crashing
+// revision).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 int main(void) {
+	const char *health = getenv("HEALTH");
+	if (health != NULL && strcmp(health, "crash") == 0) {
+		abort();
+	}
+	const char *path = getenv("PATH_INFO");
+	if (path != NULL && strcmp(path, "/healthz") == 0) {
+		if (health != NULL && strcmp(health, "fail") == 0) {
+			printf("Status: 503 Service Unavailable\nContent-Type: text/plain\n\nnot ready: HEALTH=fail\n");
+		} else {
+			printf("Content-Type: text/plain\n\nok\n");
+		}
+		return 0;
+	}
 	const char *greeting = getenv("GREETING");
 	if (greeting == NULL || *greeting == '\0') {
 		greeting = "hello";

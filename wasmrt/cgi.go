@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
@@ -25,9 +26,11 @@ var _ runtimeapi.FunctionRuntime = (*Runtime)(nil)
 // function is a prepared revision of an HTTP function. It holds its
 // compiled module (as one of its users) until Close.
 type function struct {
-	r    *Runtime
-	m    *module
-	env  []string // the workload's K=V
+	r   *Runtime
+	m   *module
+	env []string // the workload's K=V
+	// fs preopens the function's files for every request; nil: none.
+	fs   wazero.FSConfig
 	once chan struct{}
 	// alloc lends the instances their memory (memory.go), if the module's
 	// initial memory is small enough to pool; nil: wazero allocates.
@@ -48,6 +51,9 @@ func (r *Runtime) PrepareFunction(ctx context.Context, a runtimeapi.Artifact, sp
 		return nil, err
 	}
 	f := &function{r: r, m: m, env: spec.Env, once: make(chan struct{}, 1)}
+	if len(spec.Files) > 0 {
+		f.fs = filesConfig(spec.Files)
+	}
 	if pages := minMemoryPages(m.code); pages > 0 && uint64(pages)*pageSize <= maxPooledMemory {
 		f.alloc = &r.memory
 	}
@@ -100,6 +106,9 @@ func (f *function) Serve(ctx context.Context, w http.ResponseWriter, req *runtim
 		WithStdout(out).
 		WithStderr(logs).
 		WithNanosleep(ctxSleep(ctx, out.pause))
+	if f.fs != nil {
+		cfg = cfg.WithFSConfig(f.fs)
+	}
 
 	mod, err := f.m.wz.InstantiateModule(experimental.WithMemoryAllocator(ctx, f.alloc), f.m.code, cfg)
 	if err == nil {

@@ -333,3 +333,58 @@ func TestCGIServeAfterCloseRefuses(t *testing.T) {
 	}
 	fn.Close()
 }
+
+// A function's config and secret files are read-only files of every
+// request's sandbox, and of that function's only.
+func TestCGIServeFilesReadOnly(t *testing.T) {
+	t.Parallel()
+	r := newTestRuntime(t, Config{})
+	files := map[string][]byte{"/config/app/GREETING": []byte("hello from a file"), "/secrets/db/password": []byte("s3cret")}
+	fn, err := r.PrepareFunction(context.Background(), testArtifact(t, "catfn.wasm"), runtimeapi.FunctionSpec{Files: files})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fn.Close)
+	s := &serveTest{t: t, fn: fn}
+	call := func(s *serveTest, method, path string) (int, string) {
+		t.Helper()
+		rec, res, logs := s.serve(httptest.NewRequest(method, "http://example.test/fn"+path, nil), nil, 0)
+		if res.Outcome != runtimeapi.OutcomeOK {
+			t.Fatalf("%s %s: %+v, logs %q", method, path, res, logs)
+		}
+		return rec.Code, rec.Body.String()
+	}
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		body         string
+	}{
+		{"GET", "/config/app/GREETING", 200, "hello from a file"},
+		{"GET", "/secrets/db/password", 200, "s3cret"},
+		{"GET", "/config/app/missing", 404, "/config/app/missing: cannot open\n"},
+		{"PUT", "/config/app/GREETING", 403, "/config/app/GREETING: cannot write\n"},
+		{"PUT", "/config/app/new", 403, "/config/app/new: cannot write\n"},
+		{"PUT", "/secrets/db/password", 403, "/secrets/db/password: cannot write\n"},
+		{"GET", "/config/app/GREETING", 200, "hello from a file"},
+		{"GET", "/config/app/new", 404, "/config/app/new: cannot open\n"},
+	} {
+		if code, body := call(s, tc.method, tc.path); code != tc.code || body != tc.body {
+			t.Errorf("%s %s = %d %q, want %d %q", tc.method, tc.path, code, body, tc.code, tc.body)
+		}
+	}
+	// Concurrent requests each see the files.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if code, body := call(s, "GET", "/secrets/db/password"); code != 200 || body != "s3cret" {
+				t.Errorf("concurrent GET = %d %q", code, body)
+			}
+		})
+	}
+	wg.Wait()
+
+	plain := prepareFunction(t, r, "catfn.wasm")
+	if code, body := call(plain, "GET", "/config/app/GREETING"); code != 404 {
+		t.Errorf("a function without files reads another's: %d %q", code, body)
+	}
+}

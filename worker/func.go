@@ -61,6 +61,12 @@ func (w *Worker) listenFunctions(ctx context.Context) error {
 // What a cold replica writes to stderr is kept under the function's cold
 // log (httptrigger.ColdLogID), as it has no instance.
 func (w *Worker) prepareCold(ctx context.Context, workload string, spec *pb.WorkloadSpec) (runtimeapi.Function, error) {
+	if len(spec.GetConfigFiles())+len(spec.GetSecretFiles()) > 0 {
+		// The spec the gateway sends is the workload's, which names its
+		// config and secret files but never holds them: only an
+		// instance's assignment does. Such a function waits for a replica.
+		return nil, errors.New("a function with config or secret files is not started without a replica")
+	}
 	frt, ok := w.runtimes[kindOf(spec)].(runtimeapi.FunctionRuntime)
 	if !ok || usesImageRef(spec) {
 		return nil, fmt.Errorf("node %s cannot serve %s functions without a replica", w.cfg.NodeName, kindOf(spec))
@@ -106,9 +112,13 @@ func (w *Worker) startFunction(ctx context.Context, in *instance, art runtimeapi
 		msg := fmt.Sprintf("runtime %q on node %s cannot serve HTTP functions", in.rt.Name(), w.cfg.NodeName)
 		return nil, time.Time{}, runtimeapi.Exit{Reason: runtimeapi.ReasonStartError, Message: msg, Permanent: true}, false
 	}
-	fn, err := frt.PrepareFunction(ctx, art, runtimeapi.FunctionSpec{MemoryBytes: spec.GetMemoryBytes(), Env: envList(spec.GetEnv())})
+	fn, err := frt.PrepareFunction(ctx, art, runtimeapi.FunctionSpec{MemoryBytes: spec.GetMemoryBytes(), Env: envList(spec.GetEnv()), Files: filesOf(spec.GetFiles())})
 	if err != nil {
 		return nil, time.Time{}, startExit(err), false
+	}
+	coldKey := in.rec.GetWorkload() + "/" + strconv.FormatInt(in.rec.GetGeneration(), 10)
+	if len(spec.GetConfigFiles())+len(spec.GetSecretFiles()) > 0 {
+		coldKey = "" // never started cold (prepareCold): its files are not kept past the replica
 	}
 	startedAt := w.clock.Now()
 	rep, err := w.funcs.Add(funcserver.ReplicaSpec{
@@ -117,7 +127,7 @@ func (w *Worker) startFunction(ctx context.Context, in *instance, art runtimeapi
 		Settings: httptrigger.Effective(spec.GetHttp()),
 		Function: fn,
 		Logs:     in.log,
-		ColdKey:  in.rec.GetWorkload() + "/" + strconv.FormatInt(in.rec.GetGeneration(), 10),
+		ColdKey:  coldKey,
 	})
 	if err != nil {
 		fn.Close()

@@ -150,6 +150,11 @@ func (w *Worker) doStart(ctx context.Context, in *instance) {
 			in.run = run
 			if !in.stopping {
 				st := w.newStatus(in, pb.InstanceState_INSTANCE_STATE_RUNNING, "", "")
+				if p, set, ok := healthSettings(run, in.rec.GetSpec()); ok {
+					// Ready once a health check passes (health.go).
+					st = w.newStatus(in, pb.InstanceState_INSTANCE_STATE_STARTING, "", "waiting for a health check (GET "+set.HealthPath+") to pass")
+					go w.checkHealth(ctx, in, gen, p, run.Done(), set)
+				}
 				st.StartedUnixNano = startedAt.UnixNano()
 				w.setStatusLocked(in, st)
 			}

@@ -25,6 +25,8 @@ func containerRuntime(ctx context.Context, logger *slog.Logger, socket, dataDir 
 	cfg.Socket = socket
 	// The shim opens the pipes by path, from its own working directory.
 	cfg.FIFODir = filepath.Join(absPath(dataDir), "fifo")
+	// Configs and secrets mounted as files, a directory per container.
+	cfg.FilesDir = filepath.Join(absPath(dataDir), "files")
 	cfg.Logger = logger.With("component", "ctrrt")
 	rt, err := ctrrt.New(ctx, cfg)
 	if err == nil {

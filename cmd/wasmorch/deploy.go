@@ -36,13 +36,19 @@ does not provide or is a component (WASI preview 2).
 
 deploy then waits until every replica is ready (running, or exited 0), and for
 --restart never until every replica has started. It fails at once, naming the
-instance, its exit code and reason, if an instance fails.`,
+instance, its exit code and reason, if an instance fails.
+
+With --canary, a new revision of a function first gets that share of its traffic
+on its own replicas while the old ones serve the rest; deploy returns once the
+canary is ready, and 'wasmorch rollout promote' (or --canary-duration) lets the
+rollout go on.`,
 		Example: `  wasmorch deploy testdata/hello.wasm --replicas 3
   wasmorch deploy app.wasm --name api --env MODE=prod --memory 64Mi -- --port 8000
   wasmorch deploy ./api-oci.tar --name api2
   wasmorch deploy --image registry.example.com/team/api:1.4 --name api --memory 256Mi
   wasmorch deploy --image team/api:1.4 --name api --port 8080 --route /api
-  wasmorch deploy app.wasm --fallback-image team/app:1.0`,
+  wasmorch deploy app.wasm --fallback-image team/app:1.0
+  wasmorch deploy greet.wasm --name greet --route /greet --replicas 4 --canary 25%`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files, moduleArgs := args, []string(nil)
 			if dash := cmd.ArgsLenAtDash(); dash >= 0 {
@@ -65,7 +71,7 @@ instance, its exit code and reason, if an instance fails.`,
 			}
 			defer client.Close()
 			progress := cliout.NewStderrProgress()
-			res, err := client.Deploy(cmd.Context(), cfg, progress.Update)
+			res, err := client.Deploy(cmd.Context(), cfg, progress.Show)
 			progress.Done()
 			if err != nil {
 				return err
@@ -74,6 +80,8 @@ instance, its exit code and reason, if an instance fails.`,
 			switch {
 			case !res.Waited:
 				fmt.Fprintf(out, "deployed %s (generation %d); not waiting, see 'wasmorch get instances --workload %s'\n", res.Name, res.Generation, res.Name)
+			case res.Canary != nil:
+				fmt.Fprintf(out, "deployed %s (generation %d)\n%s\n", res.Name, res.Generation, res.Canary.Summary(res.Name))
 			case res.StartOnly:
 				fmt.Fprintf(out, "deployed %s (generation %d): %d/%d started\n", res.Name, res.Generation, res.Ready, res.Replicas)
 			default:
@@ -103,12 +111,14 @@ instance, its exit code and reason, if an instance fails.`,
 	// --config names the CLI's own config file, hence --from-config.
 	f.StringArrayVar(&cfg.Configs, "from-config", nil, "a config whose keys become environment variables of every instance (repeatable; see 'wasmorch config')")
 	f.StringArrayVar(&cfg.Secrets, "from-secret", nil, "a secret whose keys become environment variables of every instance (repeatable; see 'wasmorch secret')")
-	f.StringArrayVar(&cfg.ConfigFiles, "config-files", nil, "a config whose keys become read-only files /config/NAME/KEY of every wasm instance (repeatable)")
-	f.StringArrayVar(&cfg.SecretFiles, "secret-files", nil, "a secret whose keys become read-only files /secrets/NAME/KEY of every wasm instance (repeatable)")
+	f.StringArrayVar(&cfg.ConfigFiles, "config-files", nil, "a config whose keys become read-only files /config/NAME/KEY of every instance, Wasm or container (repeatable)")
+	f.StringArrayVar(&cfg.SecretFiles, "secret-files", nil, "a secret whose keys become read-only files /secrets/NAME/KEY of every instance, Wasm or container (repeatable)")
 	// rollouts
 	f.StringVar(&cfg.MaxSurge, "max-surge", "", "how many instances a rolling update may add above --replicas: a count or a percentage (default 25%, rounded up)")
 	f.StringVar(&cfg.MaxUnavailable, "max-unavailable", "", "how many of --replicas a rolling update may leave not ready: a count or a percentage (default 25%, rounded down)")
-	commandLineOnly(f, "max-surge", "max-unavailable")
+	f.StringVar(&cfg.Canary, "canary", "", "with --route: the share of the traffic a new revision gets before it is promoted, 1% to 99% (its replicas: that share of --replicas, rounded up); see 'wasmorch rollout promote'")
+	f.DurationVar(&cfg.CanaryDuration, "canary-duration", 0, "with --canary: promote the canary once its replicas have all been ready this long (default: wait for 'wasmorch rollout promote')")
+	commandLineOnly(f, "max-surge", "max-unavailable", "canary", "canary-duration")
 	commandLineOnly(f, "name", "env", "from-config", "from-secret", "config-files", "secret-files")
 	return cmd
 }

@@ -18,5 +18,7 @@ func addFunctionFlags(f *pflag.FlagSet, fn *cliclient.FunctionConfig) {
 	f.IntVar(&fn.MaxReplicas, "max-replicas", 0, "with --route: most replicas the autoscaler runs (enables autoscaling)")
 	f.IntVar(&fn.Target, "target-concurrency", 0, "with --max-replicas: requests in flight per replica the autoscaler aims for (default 10)")
 	f.DurationVar(&fn.Idle, "idle", 0, "with --max-replicas: scale down to --min-replicas (0: to zero) after this long without requests (default 5m)")
-	commandLineOnly(f, "route", "host", "request-timeout", "max-body", "concurrency", "queue", "min-replicas", "max-replicas", "target-concurrency", "idle")
+	f.StringVar(&fn.HealthPath, "health-path", "", "with --route: a path under the route (e.g. /healthz) each replica must answer 2xx or 3xx before it gets traffic, checked every --health-interval")
+	f.DurationVar(&fn.HealthInterval, "health-interval", 0, "with --health-path: how often each replica is checked (default 2s); 3 failures in a row take it out of rotation")
+	commandLineOnly(f, "route", "host", "request-timeout", "max-body", "concurrency", "queue", "min-replicas", "max-replicas", "target-concurrency", "idle", "health-path", "health-interval")
 }

@@ -20,9 +20,11 @@ func newRolloutCommand() *cobra.Command {
 		Short: "Follow, list and undo a workload's rollouts",
 		Long: `Every change to a workload's spec (anything but its replica count) is a new
 generation with an immutable revision, rolled out in a rolling update bounded by
-the workload's max surge and max unavailable (see 'wasmorch deploy --help').`,
+the workload's max surge and max unavailable (see 'wasmorch deploy --help'). A
+function deployed with --canary first gives the new generation that share of its
+traffic, until 'wasmorch rollout promote' (or its --canary-duration).`,
 	}
-	cmd.AddCommand(newRolloutStatusCommand(), newRolloutHistoryCommand(), newRolloutUndoCommand())
+	cmd.AddCommand(newRolloutStatusCommand(), newRolloutHistoryCommand(), newRolloutUndoCommand(), newRolloutPromoteCommand())
 	return cmd
 }
 
@@ -35,9 +37,12 @@ func newRolloutStatusCommand() *cobra.Command {
 		Use:   "status NAME",
 		Short: "Wait until a workload's rollout is complete",
 		Long: `Wait until every replica of the workload's current generation is ready and no
-instance of an older generation is left, showing progress (in place on a
+instance of an older generation is left, showing progress (a bar rewritten in place on a
 terminal, a line per change otherwise). Fails with the reason if an instance of
-the current generation fails, or when --timeout passes.`,
+the current generation fails, or when --timeout passes. A canary (deploy --canary)
+that waits for 'wasmorch rollout promote' ends the wait once its replicas are
+ready; one with a --canary-duration is followed until it is promoted and rolled
+out.`,
 		Example: "  wasmorch rollout status hello",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, err := oneName(cmd, args, "wasmorch rollout status hello")
@@ -50,12 +55,16 @@ the current generation fails, or when --timeout passes.`,
 			}
 			defer client.Close()
 			progress := cliout.NewStderrProgress()
-			gen, ready, replicas, err := client.RolloutStatus(cmd.Context(), name, timeout, progress.Update)
+			r, err := client.RolloutStatus(cmd.Context(), name, timeout, progress.Show)
 			progress.Done()
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s rolled out (generation %d): %d/%d ready\n", name, gen, ready, replicas)
+			if r.Canary != nil {
+				fmt.Fprintln(cmd.OutOrStdout(), r.Canary.Summary(name))
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s rolled out (generation %d): %d/%d ready\n", name, r.Generation, r.Ready, r.Replicas)
 			return nil
 		},
 	}
@@ -144,6 +153,39 @@ it out like any other change. Follow it with 'wasmorch rollout status NAME'.`,
 	}
 	server = addServerFlag(cmd)
 	cmd.Flags().Int64Var(&to, "to-revision", 0, "the revision to return to (default: the one before the current generation)")
+	return cmd
+}
+
+// canary.go: rollout promote.
+func newRolloutPromoteCommand() *cobra.Command {
+	var server *string
+	cmd := &cobra.Command{
+		Use:   "promote NAME",
+		Short: "Promote a function's canary: roll the new generation out to every replica",
+		Long: `End the canary phase of a function deployed with --canary: the new generation
+stops sharing the traffic with the old one, and the rolling update replaces the
+old replicas. Follow it with 'wasmorch rollout status NAME'. Fails if no canary
+is waiting for promotion.`,
+		Example: "  wasmorch rollout promote greet",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := oneName(cmd, args, "wasmorch rollout promote greet")
+			if err != nil {
+				return err
+			}
+			client, err := dial(cmd, *server)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			wl, err := client.Promote(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "promoted %s: generation %d rolls out to every replica\n", name, wl.GetGeneration())
+			return nil
+		},
+	}
+	server = addServerFlag(cmd)
 	return cmd
 }
 

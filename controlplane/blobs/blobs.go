@@ -80,9 +80,12 @@ func (s *Store) Stat(ctx context.Context, digest string) (*v1.BlobMeta, error) {
 }
 
 // Put stores b under its digest, which must equal want. It reports whether
-// the blob was already stored (deduplicated) and then writes nothing. A
-// module's initial memory and why it cannot run as Wasm ("" when it can)
-// are kept in its metadata.
+// the blob was already stored (deduplicated); its metadata record is then
+// rewritten unchanged, which bumps its mod revision: the collector
+// (controlplane/blobgc.go) restarts a blob's grace period at every upload
+// and cannot delete it under one that has just returned. A module's
+// initial memory and why it cannot run as Wasm ("" when it can) are kept
+// in its metadata.
 func (s *Store) Put(ctx context.Context, want string, b []byte, mediaType string, wasmMinMemory int64, wasmUnsupported string) (existed bool, err error) {
 	got := Digest(b)
 	if want != got {
@@ -91,17 +94,54 @@ func (s *Store) Put(ctx context.Context, want string, b []byte, mediaType string
 	if len(b) > MaxSize {
 		return false, errdefs.Invalidf("blob of %d bytes is over the %d-byte limit", len(b), MaxSize)
 	}
-	if _, err := s.Stat(ctx, got); err == nil {
-		return true, nil
-	} else if !errdefs.IsNotFound(err) {
-		return false, err
-	}
 	hexPart, _ := ParseDigest(got)
+	// Each attempt loses only to the collector deleting the blob at that
+	// moment; three in a row mean something else is wrong.
+	for range 3 {
+		if touched, err := s.touch(ctx, hexPart); err != nil || touched {
+			return touched, err
+		}
+		stored, err := s.write(ctx, hexPart, b, mediaType, wasmMinMemory, wasmUnsupported)
+		if err != nil || stored {
+			return false, err
+		}
+	}
+	return false, errdefs.Unavailablef("store blob %s: its chunks kept disappearing while they were written; try again", got)
+}
+
+// touch rewrites the blob's metadata unchanged if it is stored, and says
+// whether it did.
+func (s *Store) touch(ctx context.Context, hexPart string) (bool, error) {
+	key := metaKey(hexPart)
+	resp, err := s.kv.Get(ctx, key)
+	if err != nil {
+		return false, fmt.Errorf("%w: read blob sha256:%s: %w", errdefs.ErrUnavailable, hexPart, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return false, nil
+	}
+	kv := resp.Kvs[0]
+	txn, err := s.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
+		Then(clientv3.OpPut(key, string(kv.Value))).Commit()
+	if err != nil {
+		return false, fmt.Errorf("%w: store blob sha256:%s metadata: %w", errdefs.ErrUnavailable, hexPart, err)
+	}
+	return txn.Succeeded, nil // else it was just collected (or touched): look again
+}
+
+// write stores the chunks, then the metadata if every chunk is still
+// there. It reports false when a chunk is missing: the collector deleted
+// an unfinished upload's chunks (it never deletes a blob with
+// metadata that is referenced or was written within its grace period).
+// Concurrent uploads of the same bytes write the same chunks; the first
+// metadata write wins and the second finds it.
+func (s *Store) write(ctx context.Context, hexPart string, b []byte, mediaType string, wasmMinMemory int64, wasmUnsupported string) (bool, error) {
+	digest := "sha256:" + hexPart
 	chunks := 0
 	for off := 0; off < len(b) || chunks == 0; off += ChunkSize {
 		end := min(off+ChunkSize, len(b))
 		if _, err := s.kv.Put(ctx, chunkKey(hexPart, chunks), string(b[off:end])); err != nil {
-			return false, fmt.Errorf("%w: store blob %s chunk %d: %w", errdefs.ErrUnavailable, got, chunks, err)
+			return false, fmt.Errorf("%w: store blob %s chunk %d: %w", errdefs.ErrUnavailable, digest, chunks, err)
 		}
 		chunks++
 		if end == len(b) {
@@ -109,21 +149,26 @@ func (s *Store) Put(ctx context.Context, want string, b []byte, mediaType string
 		}
 	}
 	meta, err := proto.Marshal(&v1.BlobMeta{
-		Digest: got, Size: int64(len(b)), Chunks: int32(chunks), ChunkSize: ChunkSize,
+		Digest: digest, Size: int64(len(b)), Chunks: int32(chunks), ChunkSize: ChunkSize,
 		MediaType: mediaType, CreatedUnixNano: time.Now().UnixNano(), WasmMinMemoryBytes: wasmMinMemory,
 		WasmUnsupported: wasmUnsupported,
 	})
 	if err != nil {
 		return false, err
 	}
-	// Concurrent uploads of the same bytes write the same chunks; the first
-	// metadata write wins and the second is a harmless no-op.
 	key := metaKey(hexPart)
-	if _, err := s.kv.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(meta))).Commit(); err != nil {
-		return false, fmt.Errorf("%w: store blob %s metadata: %w", errdefs.ErrUnavailable, got, err)
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
+	for i := range chunks {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(chunkKey(hexPart, i)), ">", 0))
 	}
-	return false, nil
+	resp, err := s.kv.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(meta))).Else(clientv3.OpGet(key, clientv3.WithCountOnly())).Commit()
+	if err != nil {
+		return false, fmt.Errorf("%w: store blob %s metadata: %w", errdefs.ErrUnavailable, digest, err)
+	}
+	if resp.Succeeded {
+		return true, nil
+	}
+	return resp.Responses[0].GetResponseRange().GetCount() > 0, nil // another upload finished it
 }
 
 // WriteTo streams the blob's bytes to w, chunk by chunk.

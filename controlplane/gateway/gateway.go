@@ -8,6 +8,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -248,6 +249,9 @@ func (g *Gateway) ServeLocally(node string, h http.Handler) {
 type call struct {
 	route *route
 	cold  *target // set: try a cold start there first
+	// first is the replica ServeHTTP picked, tried first: one draw per
+	// request keeps a canary's share of the traffic exact.
+	first *replica
 }
 
 type callKey struct{}
@@ -272,6 +276,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = http.MaxBytesReader(w, req.Body, set.MaxBody)
+		if err := bufferSmallBody(req); err != nil {
+			http.Error(w, fmt.Sprintf("400 bad request: reading the request body: %v", err), http.StatusBadRequest)
+			return
+		}
 	}
 	ctx, cancel := context.WithTimeoutCause(req.Context(), set.Timeout+timeoutSlack, errTimeout)
 	defer cancel()
@@ -296,6 +304,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if g.serveLocalReplica(w, req, rt, rep) {
 			return
 		}
+	} else {
+		c.first = rep
 	}
 	g.proxy.ServeHTTP(w, req)
 }
@@ -356,10 +366,26 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 	if c == nil {
 		return nil, errors.New("gateway: request without a route")
 	}
-	replayable := out.Body == nil || out.Body == http.NoBody
+	replayable := out.Body == nil || out.Body == http.NoBody || out.GetBody != nil
+	// rewind gives every try after the first a fresh copy of the body.
+	sent := false
+	rewind := func(try *http.Request) error {
+		if sent && out.GetBody != nil {
+			b, err := out.GetBody()
+			if err != nil {
+				return err
+			}
+			try.Body = b
+		}
+		sent = true
+		return nil
+	}
 	if t := c.cold; t != nil {
 		c.cold = nil
 		try := out.Clone(out.Context())
+		if err := rewind(try); err != nil {
+			return nil, err
+		}
 		try.URL.Scheme, try.URL.Host = u.g.scheme, t.addr
 		setColdHeaders(try.Header, c.route)
 		resp, err := u.base.RoundTrip(try)
@@ -378,7 +404,10 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 	}
 	var tried map[*replica]bool
 	for attempt := 0; ; {
-		rep := c.route.pick(tried)
+		rep := c.first
+		if c.first = nil; rep == nil {
+			rep = c.route.pick(tried)
+		}
 		if rep == nil {
 			// Scaled to zero (autoscaled functions), or every replica in
 			// this table went away (a rollout, a scale-down): hold the
@@ -392,6 +421,9 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 			continue
 		}
 		try := out.Clone(out.Context())
+		if err := rewind(try); err != nil {
+			return nil, err
+		}
 		try.URL.Scheme, try.URL.Host = u.g.scheme, rep.addr
 		try.Header.Set(httptrigger.HeaderInstance, rep.instance)
 		try.Header.Set(httptrigger.HeaderRoute, c.route.settings.Route)
@@ -416,6 +448,28 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 		resp.Body = &countedBody{ReadCloser: resp.Body, rep: rep}
 		return resp, nil
 	}
+}
+
+// replayLimit is the largest request body the gateway reads before
+// choosing a replica, so that it can offer the request to another replica
+// when the first one's worker no longer serves it (a rollout or a
+// scale-down racing the route table). Larger bodies stream through and
+// cannot be replayed.
+const replayLimit = 64 << 10
+
+// bufferSmallBody reads a body of known length up to replayLimit into
+// memory and makes it replayable (GetBody).
+func bufferSmallBody(req *http.Request) error {
+	if req.ContentLength <= 0 || req.ContentLength > replayLimit {
+		return nil
+	}
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		return err
+	}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	return nil
 }
 
 // noReplica reports whether a worker answered that it does not serve the

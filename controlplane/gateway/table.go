@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wasmorch/wasmorch/internal/canary"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -41,6 +42,12 @@ type route struct {
 	// waking is when the latest wake-up from zero began (unix nano), 0
 	// once the function has a replica.
 	waking *atomic.Int64
+	// canary: generation is the workload's; canaryPercent, set while that
+	// generation waits for promotion, is the share of the requests its
+	// replicas (fresh) get when older ones (older) remain too.
+	generation    int64
+	canaryPercent int
+	fresh, older  []*replica
 }
 
 // target is a worker's function server: its address, and its handler when
@@ -67,7 +74,8 @@ func (t *table) byName(workload string) *route {
 // function server listens. Replicas keep their identity across tables so
 // that in-flight counts survive a rebuild.
 type replica struct {
-	instance string
+	instance   string
+	generation int64 // the instance's
 	target
 	inFlight atomic.Int64
 }
@@ -101,7 +109,11 @@ func build(s snapshot, prev *table) *table {
 		if trig == nil || trig.GetRoute() == "" {
 			continue
 		}
-		r := &route{workload: wl.GetName(), settings: httptrigger.Effective(trig), placement: wl.GetSpec().GetPlacement()}
+		r := &route{workload: wl.GetName(), settings: httptrigger.Effective(trig), placement: wl.GetSpec().GetPlacement(),
+			generation: wl.GetGeneration()}
+		if canary.Unpromoted(wl) {
+			r.canaryPercent = canary.Percent(wl)
+		}
 		if as := wl.GetSpec().GetAutoscale(); as != nil && as.GetMaxReplicas() > 0 {
 			r.autoscale = as
 		}
@@ -110,9 +122,12 @@ func build(s snapshot, prev *table) *table {
 			r.waking = p.waking
 		}
 		// A container, or a module that may run as its fallback container,
-		// cannot start cold in a fresh sandbox: it waits for a replica.
+		// cannot start cold in a fresh sandbox: it waits for a replica. So
+		// does one with config or secret files, which only an instance's
+		// assignment carries (the workload's spec names them).
 		if r.autoscale != nil && wl.GetSpec().GetModuleDigest() != "" && wl.GetSpec().GetKind() != "container" &&
-			wl.GetSpec().GetFallbackImage() == "" && wl.GetSpec().GetFallbackArchiveDigest() == "" {
+			wl.GetSpec().GetFallbackImage() == "" && wl.GetSpec().GetFallbackArchiveDigest() == "" &&
+			len(wl.GetSpec().GetConfigFiles())+len(wl.GetSpec().GetSecretFiles()) == 0 {
 			if b, err := proto.Marshal(wl.GetSpec()); err == nil {
 				r.workloadHeader = wl.GetName() + "/" + strconv.FormatInt(wl.GetGeneration(), 10)
 				r.specHeader = base64.RawURLEncoding.EncodeToString(b)
@@ -128,7 +143,7 @@ func build(s snapshot, prev *table) *table {
 		}
 		node, st := inst.GetNode(), s.statuses[inst.GetId()]
 		if node == "" || !s.alive[node] || st == nil || st.GetNode() != node ||
-			st.GetState() != v1.InstanceState_INSTANCE_STATE_RUNNING {
+			st.GetState() != v1.InstanceState_INSTANCE_STATE_RUNNING || st.GetUnhealthy() {
 			continue
 		}
 		addr := s.nodes[node].GetHttpAddress()
@@ -137,11 +152,12 @@ func build(s snapshot, prev *table) *table {
 		}
 		rep := old[inst.GetId()]
 		if rep == nil || rep.addr != addr || rep.local != s.local[node] {
-			rep = &replica{instance: inst.GetId(), target: target{node: node, addr: addr, local: s.local[node]}}
+			rep = &replica{instance: inst.GetId(), generation: inst.GetGeneration(), target: target{node: node, addr: addr, local: s.local[node]}}
 		}
 		r.replicas = append(r.replicas, rep)
 	}
 	for _, r := range t.routes {
+		r.splitCanary()
 		if len(r.replicas) > 0 {
 			r.waking.Store(0) // woken: the next time at zero wakes it again
 		}
@@ -230,17 +246,31 @@ func (t *table) match(host, path string) *route {
 
 // pick chooses a replica by the power of two choices: of two at random,
 // the one with fewer requests in flight; skip holds replicas already tried.
+// During a canary, the choice is made in the canary's pool or the older
+// one (canaryPool).
 func (r *route) pick(skip map[*replica]bool) *replica {
-	var cands []*replica
+	if r.canaryPercent > 0 {
+		return twoChoices(r.canaryPool(skip))
+	}
+	return twoChoices(untried(r.replicas, skip))
+}
+
+// untried is reps without those in skip.
+func untried(reps []*replica, skip map[*replica]bool) []*replica {
 	if len(skip) == 0 {
-		cands = r.replicas
-	} else {
-		for _, rep := range r.replicas {
-			if !skip[rep] {
-				cands = append(cands, rep)
-			}
+		return reps
+	}
+	var out []*replica
+	for _, rep := range reps {
+		if !skip[rep] {
+			out = append(out, rep)
 		}
 	}
+	return out
+}
+
+// twoChoices is the power of two choices among cands; nil if it is empty.
+func twoChoices(cands []*replica) *replica {
 	switch len(cands) {
 	case 0:
 		return nil

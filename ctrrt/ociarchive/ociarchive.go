@@ -209,6 +209,7 @@ type Image struct {
 	Entrypoint []string
 	Cmd        []string
 	Env        []string
+	User       string // the user the entrypoint runs as ("uid:gid"); empty: root
 	OS         string // default "linux"
 	Arch       string // default "amd64"
 	RefName    string // org.opencontainers.image.ref.name; optional
@@ -243,7 +244,7 @@ func Write(w io.Writer, img Image) error {
 	layerDesc := descriptor(ocispec.MediaTypeImageLayer, layer.Bytes())
 	cfg, err := json.Marshal(ocispec.Image{
 		Platform: ocispec.Platform{OS: img.OS, Architecture: img.Arch},
-		Config:   ocispec.ImageConfig{Entrypoint: img.Entrypoint, Cmd: img.Cmd, Env: img.Env},
+		Config:   ocispec.ImageConfig{Entrypoint: img.Entrypoint, Cmd: img.Cmd, Env: img.Env, User: img.User},
 		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{layerDesc.Digest}},
 	})
 	if err != nil {

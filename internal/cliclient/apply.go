@@ -160,6 +160,7 @@ func WorkloadConfig(o manifest.Object, dir string) DeployConfig {
 		CPU: s.CPU, Spread: s.Spread, Arch: s.Arch, OS: s.OS, FallbackImage: s.FallbackImage, Port: s.Port,
 		Configs: s.Configs, Secrets: s.Secrets, ConfigFiles: s.ConfigFiles, SecretFiles: s.SecretFiles, NoWait: true,
 		MaxSurge: s.MaxSurge, MaxUnavailable: s.MaxUnavailable, ChangeCause: "apply", // rollouts
+		Canary: s.Canary, CanaryDuration: s.CanaryDuration,
 	}
 	if s.Module != "" {
 		cfg.File = s.Module
@@ -182,7 +183,7 @@ func WorkloadConfig(o manifest.Object, dir string) DeployConfig {
 	if h := s.HTTP; h != nil {
 		cfg.Function = FunctionConfig{Route: h.Route, Host: h.Host, RequestTimeout: h.Timeout, MaxBody: h.MaxBody,
 			Concurrency: h.Concurrency, Queue: h.Queue, MinReplicas: h.MinReplicas, MaxReplicas: h.MaxReplicas,
-			Target: h.TargetConcurrency, Idle: h.Idle}
+			Target: h.TargetConcurrency, Idle: h.Idle, HealthPath: h.HealthPath, HealthInterval: h.HealthInterval}
 	}
 	return cfg
 }

@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/wasmorch/wasmorch/internal/cliout"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -152,11 +153,11 @@ func TestDeployUploadsInChunksAppliesAndWaitsUntilReady(t *testing.T) {
 	}
 	f := &fakeControl{script: running2}
 	c := serve(t, f)
-	var progress []string
+	var progress []cliout.Step
 	res, err := c.Deploy(context.Background(), DeployConfig{
 		File: module, Name: "hello", Replicas: 2, Env: []string{"A=1"}, Memory: "64Mi", Restart: "on-failure",
 		Args: []string{"x"},
-	}, func(s string) { progress = append(progress, s) })
+	}, func(s cliout.Step) { progress = append(progress, s) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,8 +186,8 @@ func TestDeployUploadsInChunksAppliesAndWaitsUntilReady(t *testing.T) {
 		spec.GetRestart() != wasmorchv1.RestartPolicy_RESTART_POLICY_ON_FAILURE || spec.GetArgs()[0] != "x" || spec.GetEnv()[0].GetName() != "A" {
 		t.Errorf("applied %v", f.applied)
 	}
-	if len(progress) == 0 || progress[len(progress)-1] != "hello: 2/2 ready" {
-		t.Errorf("progress = %q, want it to end with hello: 2/2 ready", progress)
+	if last := len(progress) - 1; last < 0 || progress[last] != (cliout.Step{Text: "hello: 2/2 ready", Done: 2, Total: 2}) {
+		t.Errorf("progress = %+v, want it to end with hello: 2/2 ready, 2 of 2 done", progress)
 	}
 }
 
@@ -220,7 +221,7 @@ func TestDeployInterruptedWhileWaitingSaysSo(t *testing.T) {
 	c := serve(t, f)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, err := c.Deploy(ctx, DeployConfig{File: "../../testdata/hello.wasm", Replicas: 1}, func(string) { cancel() })
+	_, err := c.Deploy(ctx, DeployConfig{File: "../../testdata/hello.wasm", Replicas: 1}, func(cliout.Step) { cancel() })
 	if err == nil || !strings.HasPrefix(err.Error(), "interrupted; ") {
 		t.Errorf("Deploy = %v, want interrupted", err)
 	}

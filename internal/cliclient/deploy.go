@@ -70,6 +70,12 @@ type DeployConfig struct {
 	// rollouts: MaxSurge and MaxUnavailable bound a rolling update: counts
 	// ("1") or percentages of replicas ("25%"); empty: 25%.
 	MaxSurge, MaxUnavailable string
+	// Canary is the share of an HTTP function's traffic ("10%") a new
+	// generation gets before it is promoted; CanaryDuration how long its
+	// replicas must be ready before the control plane promotes it (0:
+	// 'rollout promote' does). See canary.go.
+	Canary         string
+	CanaryDuration time.Duration
 	// ChangeCause is recorded in the revision a spec change makes.
 	ChangeCause string
 }
@@ -85,6 +91,9 @@ type DeployResult struct {
 	// StartOnly is set for --restart never, where deploy waited for the
 	// instances to start rather than to be ready.
 	StartOnly bool
+	// Canary is set when the wait ended at a canary that waits for
+	// 'rollout promote'.
+	Canary *Canary
 }
 
 // request checks the flags and builds the name and spec, without the
@@ -124,6 +133,9 @@ func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 	if err := checkRolloutFlags(cfg.MaxSurge, cfg.MaxUnavailable); err != nil {
 		return "", nil, err
 	}
+	if err := checkCanaryFlags(cfg); err != nil {
+		return "", nil, err
+	}
 	trigger, autoscale, replicas, err := cfg.trigger(int32(cfg.Replicas))
 	if err != nil {
 		return "", nil, err
@@ -146,6 +158,9 @@ func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 		// rollouts
 		MaxSurge:       cfg.MaxSurge,
 		MaxUnavailable: cfg.MaxUnavailable,
+		// canary.go
+		Canary:           cfg.Canary,
+		CanaryDurationMs: cfg.CanaryDuration.Milliseconds(),
 	}, nil
 }
 
@@ -178,7 +193,7 @@ func readModule(ctx context.Context, path string, hasFallback bool) ([]byte, err
 // Deploy validates cfg and the module, uploads it, applies the workload
 // and, unless cfg.NoWait, waits until it is ready, calling progress with
 // a short status line whenever it polls.
-func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(string)) (DeployResult, error) {
+func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(cliout.Step)) (DeployResult, error) {
 	name, spec, err := cfg.request()
 	if err != nil {
 		return DeployResult{}, err
@@ -228,7 +243,7 @@ func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(str
 		return res, nil
 	}
 	r, err := c.wait(ctx, name, timeout, progress)
-	res.Generation, res.Ready, res.Replicas = r.generation, r.ready, r.replicas
+	res.Generation, res.Ready, res.Replicas, res.Canary = r.generation, r.ready, r.replicas, r.held()
 	return res, err
 }
 
@@ -267,7 +282,7 @@ func (c *Client) upload(ctx context.Context, digest string, wasm []byte, mediaTy
 
 // wait polls the workload and its instances until the rollout is done,
 // has failed, or ctx ends.
-func (c *Client) wait(ctx context.Context, name string, timeout time.Duration, progress func(string)) (rollout, error) {
+func (c *Client) wait(ctx context.Context, name string, timeout time.Duration, progress func(cliout.Step)) (rollout, error) {
 	var last rollout
 	var lastErr error
 	ticker := time.NewTicker(pollInterval)
@@ -278,12 +293,12 @@ func (c *Client) wait(ctx context.Context, name string, timeout time.Duration, p
 		case err == nil:
 			last, lastErr = r, nil
 			if progress != nil {
-				progress(r.summary(name))
+				progress(cliout.Step{Text: r.summary(name), Done: int(r.count()), Total: int(r.replicas)})
 			}
 			if failed := r.failure(name); failed != nil {
 				return r, failed
 			}
-			if r.done() {
+			if r.done() || r.held() != nil { // canary.go: held until promoted
 				return r, nil
 			}
 		case ctx.Err() != nil:

@@ -25,6 +25,11 @@ type FunctionConfig struct {
 	// down to the minimum (0: 5m).
 	Target int
 	Idle   time.Duration
+	// HealthPath, under the route, is what the worker requests of each
+	// replica every HealthInterval (0: 2s); a replica gets traffic once it
+	// answers 2xx or 3xx (rollouts).
+	HealthPath     string
+	HealthInterval time.Duration
 }
 
 // trigger checks the function flags and builds the spec's trigger and
@@ -38,6 +43,7 @@ func (cfg DeployConfig) trigger(replicas int32) (*wasmorchv1.HttpTrigger, *wasmo
 			"--concurrency": f.Concurrency != 0, "--queue": f.Queue != 0,
 			"--min-replicas": f.MinReplicas != 0, "--max-replicas": f.MaxReplicas != 0,
 			"--target-concurrency": f.Target != 0, "--idle": f.Idle != 0,
+			"--health-path": f.HealthPath != "", "--health-interval": f.HealthInterval != 0,
 		} {
 			if set {
 				return nil, nil, 0, Errorf("add --route /PATH to deploy an HTTP function", "%s is only for HTTP functions", flag)
@@ -58,13 +64,18 @@ func (cfg DeployConfig) trigger(replicas int32) (*wasmorchv1.HttpTrigger, *wasmo
 	if f.Concurrency < 0 || f.Queue < 0 {
 		return nil, nil, 0, Errorf("use 1 or more, or 0 for the default", "invalid --concurrency %d or --queue %d", f.Concurrency, f.Queue)
 	}
+	if f.HealthInterval < 0 || f.HealthInterval%time.Millisecond != 0 {
+		return nil, nil, 0, Errorf("e.g. --health-interval 2s", "invalid --health-interval %s: use whole milliseconds", f.HealthInterval)
+	}
 	trig := &wasmorchv1.HttpTrigger{
-		Route:        f.Route,
-		Host:         strings.ToLower(f.Host),
-		TimeoutMs:    f.RequestTimeout.Milliseconds(),
-		MaxBodyBytes: maxBody,
-		Concurrency:  int32(f.Concurrency),
-		Queue:        int32(f.Queue),
+		Route:            f.Route,
+		Host:             strings.ToLower(f.Host),
+		TimeoutMs:        f.RequestTimeout.Milliseconds(),
+		MaxBodyBytes:     maxBody,
+		Concurrency:      int32(f.Concurrency),
+		Queue:            int32(f.Queue),
+		HealthPath:       f.HealthPath,
+		HealthIntervalMs: f.HealthInterval.Milliseconds(),
 	}
 	if err := httptrigger.Validate(trig); err != nil {
 		return nil, nil, 0, Errorf("see 'wasmorch deploy --help'", "invalid function flags: %v", err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wasmorch/wasmorch/internal/cliout"
+	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
@@ -26,6 +27,12 @@ type rollout struct {
 	old       int32 // instances of older generations still active
 	failed    *wasmorchv1.InstanceView
 	waitingOn string // why the first instance that is not ready is not
+	// canary.go: set in a canary phase, the share of the traffic, the
+	// replicas of the new generation and how long they must be ready
+	// before the control plane promotes them (0: 'rollout promote').
+	canaryPercent  int
+	canaryReplicas int32
+	canaryDuration time.Duration
 }
 
 // assess summarizes a workload and its instances.
@@ -47,12 +54,19 @@ func assess(w *wasmorchv1.WorkloadView, views []*wasmorchv1.InstanceView) rollou
 			continue
 		}
 		r.current++
-		switch state {
-		case wasmorchv1.InstanceState_INSTANCE_STATE_RUNNING, wasmorchv1.InstanceState_INSTANCE_STATE_SUCCEEDED:
+		unhealthy := v.GetStatus().GetUnhealthy()
+		switch {
+		case state == wasmorchv1.InstanceState_INSTANCE_STATE_RUNNING && !unhealthy, state == wasmorchv1.InstanceState_INSTANCE_STATE_SUCCEEDED:
 			r.ready++
 			r.started++
 			continue
-		case wasmorchv1.InstanceState_INSTANCE_STATE_FAILED:
+		case state == wasmorchv1.InstanceState_INSTANCE_STATE_STARTING && v.GetStatus().GetHealthFailures() >= httptrigger.HealthFailureThreshold:
+			// A function replica that has never passed its health check
+			// (the control plane rolls such a revision back).
+			if r.failed == nil {
+				r.failed = v
+			}
+		case state == wasmorchv1.InstanceState_INSTANCE_STATE_FAILED:
 			r.started++
 			if r.failed == nil {
 				r.failed = v
@@ -65,6 +79,7 @@ func assess(w *wasmorchv1.WorkloadView, views []*wasmorchv1.InstanceView) rollou
 	if r.waitingOn == "" && r.current < r.replicas {
 		r.waitingOn = fmt.Sprintf("%d of %d instances created", r.current, r.replicas)
 	}
+	r.assessCanary(w.GetWorkload())
 	return r
 }
 
@@ -141,6 +156,13 @@ func (r rollout) failure(name string) error {
 	if r.failed == nil {
 		return nil
 	}
+	if st := r.failed.GetStatus(); st.GetState() == wasmorchv1.InstanceState_INSTANCE_STATE_STARTING {
+		return &Error{
+			What: fmt.Sprintf("workload %s is not ready: instance %s fails its health check: %s",
+				name, r.failed.GetInstance().GetId(), strings.ReplaceAll(OneLine(st.GetHealthMessage()), ";", ",")),
+			Hint: fmt.Sprintf("see 'wasmorch logs %s'", name),
+		}
+	}
 	return &Error{
 		What: fmt.Sprintf("workload %s is not ready: instance %s failed: %s",
 			name, r.failed.GetInstance().GetId(), exitDescription(r.failed.GetStatus())),
@@ -158,6 +180,9 @@ func (r rollout) word() string {
 
 // summary is the progress line, e.g. "hello: 2/3 ready (instance hello-ab12c is Starting)".
 func (r rollout) summary(name string) string {
+	if r.canaryPercent > 0 {
+		return r.canarySummary(name)
+	}
 	s := fmt.Sprintf("%s: %d/%d %s", name, r.count(), r.replicas, r.word())
 	if r.old > 0 {
 		s += fmt.Sprintf(", %d of the previous generation still running", r.old)
@@ -180,6 +205,8 @@ func (r rollout) timeoutError(name string, timeout time.Duration, lastErr error)
 	}
 	what := fmt.Sprintf("workload %s is not ready after %s: %d/%d %s", name, timeout, r.count(), r.replicas, r.word())
 	switch {
+	case r.canaryReady():
+		what += fmt.Sprintf("; its canary is ready and is promoted once ready for %s", r.canaryDuration)
 	case r.waitingOn != "" && r.count() < r.replicas:
 		what += "; last seen: " + r.waitingOn
 	case r.old > 0:

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/wasmorch/wasmorch/internal/cliout"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -51,15 +52,24 @@ func (c *Client) Undo(ctx context.Context, name string, toRevision int64) (*wasm
 	return resp, err
 }
 
+// RolloutResult is how a rollout that rollout status followed ended.
+type RolloutResult struct {
+	Generation      int64
+	Ready, Replicas int32
+	// Canary is set when the rollout waits for 'rollout promote'.
+	Canary *Canary
+}
+
 // RolloutStatus waits until the workload's current generation is rolled
-// out (every replica ready, no instance of an older generation left),
-// failing with the reason if one of its instances fails.
-func (c *Client) RolloutStatus(ctx context.Context, name string, timeout time.Duration, progress func(string)) (generation int64, ready, replicas int32, err error) {
+// out (every replica ready, no instance of an older generation left), or
+// until its canary is ready and waits for 'rollout promote', failing with
+// the reason if one of its instances fails.
+func (c *Client) RolloutStatus(ctx context.Context, name string, timeout time.Duration, progress func(cliout.Step)) (RolloutResult, error) {
 	if timeout <= 0 {
 		timeout = DefaultDeployTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	r, err := c.wait(ctx, name, timeout, progress)
-	return r.generation, r.count(), r.replicas, err
+	return RolloutResult{Generation: r.generation, Ready: r.count(), Replicas: r.replicas, Canary: r.held()}, err
 }

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -27,6 +28,13 @@ type WorkloadDescription struct {
 	CPUMillis int64      `json:"cpuMillis,omitempty"`
 	Instances []Instance `json:"instances"`
 	Events    []Event    `json:"events"`
+	// Health is a function's health check: "GET /greet/healthz every 2s".
+	Health string `json:"health,omitempty"`
+
+	// canary.go: a function's canary setting, and what its canary does
+	// while a generation waits for promotion.
+	Canary      string `json:"canary,omitempty"`
+	CanaryPhase string `json:"canaryPhase,omitempty"`
 }
 
 // NodeDescription is what `describe node` shows.
@@ -46,6 +54,10 @@ func DescribeWorkload(wv *wasmorchv1.WorkloadView, insts []*wasmorchv1.InstanceV
 		CPUMillis: spec.GetCpuMillis(),
 		Instances: Instances(insts),
 		Events:    Events(evs),
+		Health:    healthCheck(spec),
+
+		Canary:      canarySetting(spec),
+		CanaryPhase: canaryPhase(wv.GetWorkload(), insts),
 	}
 }
 
@@ -99,16 +111,37 @@ func (p Printer) DescribeWorkload(w io.Writer, d WorkloadDescription) error {
 	}
 	field("Selector", dash(d.Selector))
 	field("Spread", dash(d.Spread))
+	if x.Route != "" {
+		field("Route", x.Route)
+	}
+	if d.Health != "" {
+		field("Health check", d.Health)
+	}
 	if len(x.Args) > 0 {
 		field("Args", strings.Join(x.Args, " "))
 	}
 	for _, e := range x.Env {
 		field("Env", e.Name+"="+e.Value)
 	}
+	if d.Canary != "" {
+		field("Canary", d.Canary)
+	}
+	if d.CanaryPhase != "" {
+		field("Rollout", d.CanaryPhase)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	return p.describeTail(w, d.Instances, d.Events)
+}
+
+// healthCheck describes a function's health check, "" without one.
+func healthCheck(spec *wasmorchv1.WorkloadSpec) string {
+	set := httptrigger.Effective(spec.GetHttp())
+	if set.HealthPath == "" {
+		return ""
+	}
+	return fmt.Sprintf("GET %s every %s (unhealthy after %d failures in a row)", set.HealthPath, set.HealthInterval, httptrigger.HealthFailureThreshold)
 }
 
 // DescribeNode prints a node's description.

@@ -247,6 +247,24 @@ func TestProgressRewritesOneLineOnATerminalAndPrintsChangesElsewhere(t *testing.
 	}
 }
 
+// TestProgressBarOnATerminal: a step with a total draws a bar on a
+// terminal and is plain text elsewhere.
+func TestProgressBarOnATerminal(t *testing.T) {
+	var term, plain strings.Builder
+	pt, pp := NewProgress(&term, true), NewProgress(&plain, false)
+	for _, s := range []Step{{Text: "a: 0/4 ready", Total: 4}, {Text: "a: 1/4 ready", Done: 1, Total: 4}, {Text: "a: 4/4 ready", Done: 4, Total: 4}, {Text: "no total"}} {
+		pt.Show(s)
+		pp.Show(s)
+	}
+	want := "\r\x1b[K[--------------------] a: 0/4 ready\r\x1b[K[#####---------------] a: 1/4 ready\r\x1b[K[####################] a: 4/4 ready\r\x1b[Kno total"
+	if term.String() != want {
+		t.Errorf("terminal progress = %q, want %q", term.String(), want)
+	}
+	if want := "a: 0/4 ready\na: 1/4 ready\na: 4/4 ready\nno total\n"; plain.String() != want {
+		t.Errorf("plain progress = %q, want %q", plain.String(), want)
+	}
+}
+
 // TestFunctionsShowBoundsAndRequestsInFlight: an autoscaled function's row
 // shows its replica bounds and its requests in flight, in the table and in
 // JSON; other workloads show "-" for in-flight and leave it out of JSON.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // Progress shows a status line that changes while a command waits. On a
@@ -50,6 +51,27 @@ func (p *Progress) Update(text string) {
 		return
 	}
 	fmt.Fprintln(p.w, text)
+}
+
+// Step is one look at something a command waits for: a status line and,
+// when Total > 0, how far along it is (Done of Total).
+type Step struct {
+	Text        string
+	Done, Total int
+}
+
+// barWidth is the width of the bar between its brackets.
+const barWidth = 20
+
+// Show shows a step: on a terminal with a progress bar before its text
+// ("[########------------] app: 4/10 ready"), elsewhere as Update does.
+func (p *Progress) Show(s Step) {
+	if !p.terminal || s.Total <= 0 {
+		p.Update(s.Text)
+		return
+	}
+	filled := min(barWidth, max(0, s.Done*barWidth/s.Total))
+	p.Update("[" + strings.Repeat("#", filled) + strings.Repeat("-", barWidth-filled) + "] " + s.Text)
 }
 
 // Done clears the in-place line so that what is printed next starts on a

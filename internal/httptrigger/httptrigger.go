@@ -26,6 +26,17 @@ const (
 	// MaxBodyLimit bounds a function's request body limit.
 	MaxBodyLimit = 1 << 30
 	maxRouteLen  = 1024
+
+	// DefaultHealthInterval is how often a replica's health path is
+	// requested when the trigger does not say.
+	DefaultHealthInterval = 2 * time.Second
+	// MinHealthInterval and MaxHealthInterval bound a health interval.
+	MinHealthInterval = 100 * time.Millisecond
+	MaxHealthInterval = 10 * time.Minute
+	// HealthFailureThreshold is how many failed health checks in a row
+	// make a ready replica unhealthy (no traffic), and a new revision's
+	// replica that never passed count as failing its rollout.
+	HealthFailureThreshold = 3
 )
 
 // Headers between the gateway and a worker's function server. The worker
@@ -58,6 +69,11 @@ type Settings struct {
 	MaxBody     int64
 	Concurrency int
 	Queue       int
+	// HealthPath is the full path the worker requests to check a replica
+	// (the route joined with the trigger's health path), "" for none;
+	// HealthInterval how often.
+	HealthPath     string
+	HealthInterval time.Duration
 }
 
 // Effective fills in a trigger's defaults.
@@ -82,7 +98,24 @@ func Effective(t *v1.HttpTrigger) Settings {
 	if s.Queue <= 0 {
 		s.Queue = DefaultQueue
 	}
+	if h := t.GetHealthPath(); h != "" {
+		s.HealthPath = HealthPath(s.Route, h)
+		s.HealthInterval = time.Duration(t.GetHealthIntervalMs()) * time.Millisecond
+		if s.HealthInterval <= 0 {
+			s.HealthInterval = DefaultHealthInterval
+		}
+	}
 	return s
+}
+
+// HealthPath joins a route and a health path under it: "/greet" and
+// "/healthz" make "/greet/healthz"; under "/" the health path stays.
+func HealthPath(route, health string) string {
+	route = NormalizeRoute(route)
+	if route == "/" {
+		return health
+	}
+	return route + health
 }
 
 var (
@@ -135,6 +168,25 @@ func Validate(t *v1.HttpTrigger) error {
 	}
 	if q := t.GetQueue(); q < 0 || q > 100000 {
 		return errdefs.Invalidf("HTTP queue %d is outside 0..100000", q)
+	}
+	if h := t.GetHealthPath(); h != "" {
+		if len(h) > maxRouteLen || !routeChars.MatchString(h) || strings.Contains(h, "//") {
+			return errdefs.Invalidf("health path %q is not a path: start with '/' and use URL path characters only, e.g. /healthz (it is requested under the route)", h)
+		}
+		for _, seg := range strings.Split(h, "/") {
+			if seg == "." || seg == ".." {
+				return errdefs.Invalidf("health path %q has a %q segment", h, seg)
+			}
+		}
+	}
+	if ms := t.GetHealthIntervalMs(); ms != 0 {
+		d := time.Duration(ms) * time.Millisecond
+		switch {
+		case t.GetHealthPath() == "":
+			return errdefs.Invalidf("a health interval needs a health path to request")
+		case d < MinHealthInterval || d > MaxHealthInterval:
+			return errdefs.Invalidf("health interval %s is outside %s..%s", d, MinHealthInterval, MaxHealthInterval)
+		}
 	}
 	return nil
 }

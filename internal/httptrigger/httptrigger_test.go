@@ -29,6 +29,11 @@ func TestValidate(t *testing.T) {
 		{name: "negative timeout", trig: &v1.HttpTrigger{Route: "/a", TimeoutMs: -1}, wantErr: "timeout"},
 		{name: "huge body", trig: &v1.HttpTrigger{Route: "/a", MaxBodyBytes: 2 << 30}, wantErr: "body limit"},
 		{name: "negative concurrency", trig: &v1.HttpTrigger{Route: "/a", Concurrency: -1}, wantErr: "concurrency"},
+		{name: "health path", trig: &v1.HttpTrigger{Route: "/a", HealthPath: "/healthz", HealthIntervalMs: 500}},
+		{name: "relative health path", trig: &v1.HttpTrigger{Route: "/a", HealthPath: "healthz"}, wantErr: "not a path"},
+		{name: "health path dot dot", trig: &v1.HttpTrigger{Route: "/a", HealthPath: "/../b"}, wantErr: `".." segment`},
+		{name: "health interval alone", trig: &v1.HttpTrigger{Route: "/a", HealthIntervalMs: 500}, wantErr: "needs a health path"},
+		{name: "health interval too short", trig: &v1.HttpTrigger{Route: "/a", HealthPath: "/h", HealthIntervalMs: 10}, wantErr: "outside 100ms..10m0s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,5 +96,22 @@ func TestEffectiveDefaultsAndSameRoute(t *testing.T) {
 	}
 	if SameRoute(a, nil) || SameRoute(a, &v1.HttpTrigger{Route: "/greet/x"}) {
 		t.Error("different routes reported the same")
+	}
+}
+
+func TestHealthSettings(t *testing.T) {
+	for _, tt := range []struct {
+		route, health, want string
+	}{{"/greet", "/healthz", "/greet/healthz"}, {"/greet/", "/h", "/greet/h"}, {"/", "/healthz", "/healthz"}, {"/a", "/", "/a/"}} {
+		if got := HealthPath(tt.route, tt.health); got != tt.want {
+			t.Errorf("HealthPath(%q, %q) = %q, want %q", tt.route, tt.health, got, tt.want)
+		}
+	}
+	s := Effective(&v1.HttpTrigger{Route: "/greet", HealthPath: "/healthz"})
+	if s.HealthPath != "/greet/healthz" || s.HealthInterval != DefaultHealthInterval {
+		t.Errorf("Effective: health %q every %s, want /greet/healthz every %s", s.HealthPath, s.HealthInterval, DefaultHealthInterval)
+	}
+	if s := Effective(&v1.HttpTrigger{Route: "/greet"}); s.HealthPath != "" || s.HealthInterval != 0 {
+		t.Errorf("Effective without a health path: %q every %s", s.HealthPath, s.HealthInterval)
 	}
 }

@@ -67,6 +67,10 @@ type WorkloadSpec struct {
 	// rollouts: a count or a percentage of replicas ("25%", the default)
 	MaxSurge       string `yaml:"maxSurge"`
 	MaxUnavailable string `yaml:"maxUnavailable"`
+	// canary: a function's share of the traffic for a new revision
+	// ("10%") until it is promoted, by hand or after canaryDuration
+	Canary         string        `yaml:"canary"`
+	CanaryDuration time.Duration `yaml:"canaryDuration"`
 }
 
 // HTTP makes a workload a function, as deploy's function flags do.
@@ -81,6 +85,9 @@ type HTTP struct {
 	MaxReplicas       int           `yaml:"maxReplicas"`
 	TargetConcurrency int           `yaml:"targetConcurrency"`
 	Idle              time.Duration `yaml:"idle"`
+	// rollouts: readiness by a health path under the route
+	HealthPath     string        `yaml:"healthPath"`
+	HealthInterval time.Duration `yaml:"healthInterval"`
 }
 
 // Error is a problem at a line of a manifest.

@@ -23,6 +23,10 @@ type FunctionRuntime interface {
 type FunctionSpec struct {
 	MemoryBytes int64    // per-request sandbox limit; 0 means the runtime's default
 	Env         []string // the workload's "K=V", beside the CGI variables
+	// Files are read-only files every request's sandbox sees, by absolute
+	// guest path, as InstanceSpec.Files: configs and secrets mounted as
+	// files. The runtime prepares them once, not per request.
+	Files map[string][]byte
 }
 
 // Function serves requests of one prepared revision; it is safe for

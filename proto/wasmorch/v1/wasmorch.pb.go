@@ -192,7 +192,7 @@ type WorkloadSpec struct {
 	Configs []string `protobuf:"bytes,70,rep,name=configs,proto3" json:"configs,omitempty"`
 	Secrets []string `protobuf:"bytes,71,rep,name=secrets,proto3" json:"secrets,omitempty"`
 	// configs: configs and secrets whose keys become read-only files of
-	// every (wasm) instance: /config/<name>/<key> and /secrets/<name>/<key>.
+	// every instance: /config/<name>/<key> and /secrets/<name>/<key>.
 	ConfigFiles []string `protobuf:"bytes,72,rep,name=config_files,json=configFiles,proto3" json:"config_files,omitempty"`
 	SecretFiles []string `protobuf:"bytes,73,rep,name=secret_files,json=secretFiles,proto3" json:"secret_files,omitempty"`
 	// configs: those files, filled in only in the Assignments a node

@@ -72,6 +72,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("StopSleeping", s.stopSleeping)
 	t.Run("MemoryLimit", s.memoryLimit)
 	t.Run("InvalidSpec", s.invalidSpec)
+	t.Run("ReadOnlyFiles", s.readOnlyFiles)
 }
 
 type suite struct{ h Harness }
@@ -128,24 +129,23 @@ func (s *suite) ctx(t testing.TB) context.Context {
 // stops it at the end of the test.
 func (s *suite) start(t *testing.T, mem int64, env []string, args ...string) *run {
 	t.Helper()
+	return s.startSpec(t, runtimeapi.InstanceSpec{Args: args, Env: env, MemoryBytes: mem})
+}
+
+// startSpec is start with more of the spec: its ID, artifact, output and
+// OnExit are filled in.
+func (s *suite) startSpec(t *testing.T, spec runtimeapi.InstanceSpec) *run {
+	t.Helper()
 	r := &run{stdout: &output{}, stderr: &output{}}
-	spec := runtimeapi.InstanceSpec{
-		ID:          newID(t),
-		Artifact:    s.h.Artifact,
-		Args:        args,
-		Env:         env,
-		MemoryBytes: mem,
-		Stdout:      r.stdout,
-		Stderr:      r.stderr,
-		OnExit: func(e runtimeapi.Exit) {
-			r.onExitMu.Lock()
-			r.onExits = append(r.onExits, e)
-			r.onExitMu.Unlock()
-		},
+	spec.ID, spec.Artifact, spec.Stdout, spec.Stderr = newID(t), s.h.Artifact, r.stdout, r.stderr
+	spec.OnExit = func(e runtimeapi.Exit) {
+		r.onExitMu.Lock()
+		r.onExits = append(r.onExits, e)
+		r.onExitMu.Unlock()
 	}
 	inst, err := s.h.Runtime.Start(s.ctx(t), spec)
 	if err != nil {
-		t.Fatalf("Start(%v): %v", args, err)
+		t.Fatalf("Start(%v): %v", spec.Args, err)
 	}
 	if inst.ID() != spec.ID {
 		t.Errorf("ID() = %q, want %q", inst.ID(), spec.ID)
@@ -301,6 +301,33 @@ func (s *suite) invalidSpec(t *testing.T) {
 			}
 			t.Errorf("%s: Start returned %v, want a *runtimeapi.StartError", tc.name, err)
 		}
+	}
+}
+
+// readOnlyFiles: configs and secrets mounted as files are there, by their
+// guest paths, and cannot be written or added to.
+func (s *suite) readOnlyFiles(t *testing.T) {
+	files := map[string][]byte{
+		"/config/app/GREETING": []byte("hello from a file"),
+		"/config/app/LEVEL":    []byte("info"),
+		"/secrets/db/password": []byte("s3cret"),
+	}
+	r := s.startSpec(t, runtimeapi.InstanceSpec{Files: files, Args: []string{"cat",
+		"/config/app/GREETING", "/config/app/LEVEL", "/secrets/db/password", "/config/app/missing",
+		"+/config/app/GREETING", "+/secrets/db/password", "+/config/app/new", "/config/app/GREETING"}})
+	if e := s.wait(t, r); e.Code != 0 {
+		t.Fatalf("cat exited %+v; stderr %q", e, r.stderr)
+	}
+	want := "/config/app/GREETING: hello from a file\n/config/app/LEVEL: info\n/secrets/db/password: s3cret\n/config/app/missing: cannot open\n" +
+		"/config/app/GREETING: cannot write\n/secrets/db/password: cannot write\n/config/app/new: cannot write\n/config/app/GREETING: hello from a file\n"
+	if got := r.stdout.String(); got != want {
+		t.Errorf("stdout = %q, want %q", got, want)
+	}
+	// An instance without files does not see another's.
+	other := s.start(t, 0, nil, "cat", "/config/app/GREETING")
+	s.wait(t, other)
+	if got := other.stdout.String(); got != "/config/app/GREETING: cannot open\n" {
+		t.Errorf("an instance without files: stdout = %q", got)
 	}
 }
 

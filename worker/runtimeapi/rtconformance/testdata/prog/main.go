@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -14,7 +15,7 @@ var sink int
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: prog exit N | echo ARG... | spin | tick | sleep | alloc MiB")
+		fmt.Fprintln(os.Stderr, "usage: prog exit N | echo ARG... | spin | tick | sleep | alloc MiB | cat [+]PATH...")
 		os.Exit(64)
 	}
 	switch os.Args[1] {
@@ -54,6 +55,25 @@ func main() {
 			keep = append(keep, b)
 		}
 		fmt.Println("allocated", len(keep), "MiB")
+	case "cat":
+		// Each PATH as "PATH: <content>" or "PATH: cannot open"; +PATH
+		// tries to write PATH: "PATH: written" or "PATH: cannot write".
+		for _, p := range os.Args[2:] {
+			if w, ok := strings.CutPrefix(p, "+"); ok {
+				if err := os.WriteFile(w, []byte("overwritten"), 0o644); err != nil {
+					fmt.Println(w + ": cannot write")
+				} else {
+					fmt.Println(w + ": written")
+				}
+				continue
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				fmt.Println(p + ": cannot open")
+				continue
+			}
+			fmt.Println(p + ": " + string(b))
+		}
 	default:
 		fmt.Fprintln(os.Stderr, "unknown command", os.Args[1])
 		os.Exit(64)

@@ -1,0 +1,315 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/controlplane/store"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// Blob garbage collection (docs/operations.md, "Blob garbage collection").
+// Uploaded modules and image archives stay in etcd until nothing can need
+// them: a blob is deleted once no workload, instance or kept revision
+// names it (module_digest, fallback_archive_digest) and it has stayed so
+// for a grace period, which covers the gap between an upload and the
+// apply that references it (deploy uploads first; a manifest uploads
+// several blobs before applying).
+//
+// The grace is measured on the leader's own clock from the first pass
+// that saw the blob unreferenced, not from BlobMeta.created_unix_nano
+// (another member's clock, and the time of the first upload only): every
+// upload rewrites the blob's metadata (blobs.Store.Put), which restarts
+// the clock, and a new leader starts every clock afresh, which only
+// delays deletions.
+//
+// Races are settled by etcd, not by timing. The collector reads the blobs
+// and every record that references one in a single transaction, at
+// revision R, and deletes in a transaction that holds only if no
+// workload, instance or revision was written after R and each blob's
+// metadata is as read (not uploaded again). A workload write, in turn,
+// requires the blobs it references to exist (blobsPresent): an apply that
+// loses to the collector fails and reports the blob as not uploaded,
+// rather than creating a workload that can never start.
+
+// Defaults of the collector's settings (Config.BlobGCInterval and
+// BlobGCGrace).
+const (
+	DefaultBlobGCInterval = time.Minute
+	DefaultBlobGCGrace    = time.Hour
+)
+
+// maxBlobsPerTxn bounds the blobs one deleting transaction names (one
+// comparison and one deletion each), under etcd's operation limit.
+const maxBlobsPerTxn = store.MaxOpsPerTxn / 4
+
+func (c Config) blobGCGrace() time.Duration {
+	if c.BlobGCGrace > 0 {
+		return c.BlobGCGrace
+	}
+	return DefaultBlobGCGrace
+}
+
+// blobGCMetrics are the collector's Prometheus metrics.
+type blobGCMetrics struct {
+	passes    prometheus.Counter
+	collected prometheus.Counter
+	bytes     prometheus.Counter
+	stored    prometheus.Gauge
+}
+
+func newBlobGCMetrics(reg prometheus.Registerer) *blobGCMetrics {
+	m := &blobGCMetrics{
+		passes: prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_blob_gc_passes_total",
+			Help: "Passes of the blob garbage collector (on the leader)."}),
+		collected: prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_blobs_collected_total",
+			Help: "Unreferenced blobs (modules, image archives) the garbage collector deleted."}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_blob_bytes_collected_total",
+			Help: "Bytes of the blobs the garbage collector deleted."}),
+		stored: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmorch_blobs_stored",
+			Help: "Blobs stored in etcd, as the last garbage collector pass on this member found them."}),
+	}
+	reg.MustRegister(m.passes, m.collected, m.bytes, m.stored)
+	return m
+}
+
+// blobCollector deletes unreferenced blobs. It runs only on the elected
+// leader and writes through its fence.
+type blobCollector struct {
+	st       *store.Store
+	kv       clientv3.KV // fenced on this member's leadership
+	log      *slog.Logger
+	events   *events
+	metrics  *blobGCMetrics
+	interval time.Duration
+	grace    time.Duration
+	now      func() time.Time
+
+	// unreferenced is, by digest, since when this collector has seen each
+	// blob unreferenced, and at which of its mod revisions: an upload
+	// (a new mod revision) starts the clock again.
+	unreferenced map[string]unreferencedMark
+}
+
+type unreferencedMark struct {
+	modRevision int64
+	since       time.Time
+}
+
+// blobCollector is the collector of this member's leadership, writing
+// through kv (fenced on it).
+func (s *Server) blobCollector(kv clientv3.KV) *blobCollector {
+	return &blobCollector{st: s.store, kv: kv, log: s.log.With("loop", "blobgc"), events: s.events, metrics: s.blobGC,
+		interval: s.cfg.BlobGCInterval, grace: s.cfg.blobGCGrace(), now: time.Now}
+}
+
+// Start runs a pass every interval until ctx is done.
+func (g *blobCollector) Start(ctx context.Context) error {
+	ticker := time.NewTicker(g.interval)
+	defer ticker.Stop()
+	for {
+		if _, err := g.pass(ctx); err != nil && ctx.Err() == nil {
+			g.log.Warn("blob collection pass failed; the next one tries again", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+// blobRefs is one consistent read of the stored blobs and of the digests
+// that records reference.
+type blobRefs struct {
+	rev        int64
+	stored     map[string]*blobs.Stored
+	referenced map[string]bool
+}
+
+// referencingPrefixes hold the records whose specs name blobs.
+var referencingPrefixes = []string{store.WorkloadsPrefix, store.InstancesPrefix, store.RevisionsPrefix}
+
+func (g *blobCollector) read(ctx context.Context) (*blobRefs, error) {
+	resp, err := g.st.Client.Txn(ctx).Then(
+		clientv3.OpGet(store.WorkloadsPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(store.InstancesPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(store.RevisionsPrefix, clientv3.WithPrefix()),
+		blobs.ListOp(),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read blobs and their references: %w", err)
+	}
+	refs := &blobRefs{rev: resp.Header.GetRevision(), referenced: map[string]bool{},
+		stored: blobs.Inventory(resp.Responses[3].GetResponseRange().GetKvs())}
+	// A record that does not decode might reference anything: then
+	// nothing is collected.
+	for _, kv := range resp.Responses[0].GetResponseRange().GetKvs() {
+		wl, err := g.st.Workloads.Decode(kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("workload record %s: %w", kv.Key, err)
+		}
+		refs.refer(wl.GetSpec())
+	}
+	for _, kv := range resp.Responses[1].GetResponseRange().GetKvs() {
+		inst, err := g.st.Instances.Decode(kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("instance record %s: %w", kv.Key, err)
+		}
+		refs.refer(inst.GetSpec())
+	}
+	for _, kv := range resp.Responses[2].GetResponseRange().GetKvs() {
+		rev, err := g.st.Revisions.Decode(kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("revision record %s: %w", kv.Key, err)
+		}
+		refs.refer(rev.GetSpec())
+	}
+	return refs, nil
+}
+
+func (r *blobRefs) refer(spec *v1.WorkloadSpec) {
+	for _, d := range specBlobs(spec) {
+		r.referenced[d] = true
+	}
+}
+
+// specBlobs are the digests of the blobs spec runs.
+func specBlobs(spec *v1.WorkloadSpec) []string {
+	var out []string
+	for _, d := range []string{spec.GetModuleDigest(), spec.GetFallbackArchiveDigest()} {
+		if d != "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// blobsPresent are comparisons that hold while every blob spec runs is
+// stored: a workload write includes them, so that it fails rather than
+// reference a blob the collector deleted after the write checked it.
+func blobsPresent(spec *v1.WorkloadSpec) ([]clientv3.Cmp, error) {
+	var cmps []clientv3.Cmp
+	for _, d := range specBlobs(spec) {
+		cmp, err := blobs.Present(d)
+		if err != nil {
+			return nil, err
+		}
+		cmps = append(cmps, cmp)
+	}
+	return cmps, nil
+}
+
+// pass reads the blobs and their references and deletes the blobs that
+// have stayed unreferenced for the grace period. It returns how many it
+// deleted.
+func (g *blobCollector) pass(ctx context.Context) (int, error) {
+	g.metrics.passes.Inc()
+	refs, err := g.read(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if g.unreferenced == nil {
+		g.unreferenced = map[string]unreferencedMark{}
+	}
+	now := g.now()
+	var due []*blobs.Stored
+	stored := 0
+	for digest, b := range refs.stored {
+		if b.MetaModRevision != 0 {
+			stored++
+		}
+		if refs.referenced[digest] {
+			delete(g.unreferenced, digest)
+			continue
+		}
+		mark, seen := g.unreferenced[digest]
+		if !seen || mark.modRevision != b.ModRevision {
+			g.unreferenced[digest] = unreferencedMark{modRevision: b.ModRevision, since: now}
+			continue
+		}
+		if now.Sub(mark.since) >= g.grace {
+			due = append(due, b)
+		}
+	}
+	for digest := range g.unreferenced {
+		if refs.stored[digest] == nil {
+			delete(g.unreferenced, digest)
+		}
+	}
+	g.metrics.stored.Set(float64(stored))
+	sort.Slice(due, func(i, j int) bool { return due[i].Digest < due[j].Digest })
+	collected := 0
+	for start := 0; start < len(due); start += maxBlobsPerTxn {
+		n, err := g.collect(ctx, refs.rev, due[start:min(start+maxBlobsPerTxn, len(due))], now)
+		collected += n
+		if err != nil {
+			return collected, err
+		}
+	}
+	return collected, nil
+}
+
+// collect deletes batch if nothing that references blobs has been written
+// since rev and no blob of batch has been uploaded again since.
+func (g *blobCollector) collect(ctx context.Context, rev int64, batch []*blobs.Stored, now time.Time) (int, error) {
+	// Their metadata, for the log: what was deleted and how big it was.
+	reads := make([]clientv3.Op, len(batch))
+	for i, b := range batch {
+		reads[i] = b.MetaOp()
+	}
+	metaResp, err := g.st.Client.Txn(ctx).Then(reads...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("read the metadata of unreferenced blobs: %w", err)
+	}
+	var cmps []clientv3.Cmp
+	for _, p := range referencingPrefixes {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(p), "<", rev+1).WithPrefix())
+	}
+	ops := make([]clientv3.Op, 0, len(batch))
+	for _, b := range batch {
+		cmps = append(cmps, b.Unchanged())
+		ops = append(ops, b.DeleteOp())
+	}
+	resp, err := g.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("delete unreferenced blobs: %w", err)
+	}
+	if !resp.Succeeded {
+		// A workload, instance or revision was written, a blob uploaded
+		// again, or leadership lost: the next pass decides afresh.
+		g.log.Debug("blob collection lost a race with a write; the next pass looks again", "blobs", len(batch))
+		return 0, nil
+	}
+	for i, b := range batch {
+		meta := &v1.BlobMeta{}
+		if kvs := metaResp.Responses[i].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			_ = proto.Unmarshal(kvs[0].Value, meta) // only for the log
+		}
+		unreferencedFor := now.Sub(g.unreferenced[b.Digest].since).Round(time.Second)
+		delete(g.unreferenced, b.Digest)
+		g.metrics.collected.Inc()
+		g.metrics.bytes.Add(float64(meta.GetSize()))
+		what := "blob"
+		if b.MetaModRevision == 0 {
+			what = "unfinished upload"
+		}
+		g.log.Info("collected an unreferenced "+what, "digest", b.Digest, "bytes", meta.GetSize(),
+			"mediaType", meta.GetMediaType(), "unreferencedFor", unreferencedFor.String())
+		if g.events != nil {
+			if err := g.events.Record(context.WithoutCancel(ctx), "blob/"+b.Digest, "BlobCollected",
+				"%s of %d bytes deleted: no workload, instance or kept revision had referenced it for %s", what, meta.GetSize(), unreferencedFor); err != nil {
+				g.log.Debug("recording an event failed", "blob", b.Digest, "err", err)
+			}
+		}
+	}
+	return len(batch), nil
+}

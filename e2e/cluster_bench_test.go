@@ -24,23 +24,9 @@ import (
 // that the next iteration moves them back. State is polled over gRPC every
 // 10 ms.
 func BenchmarkNodeLossToReplacementsRunning(b *testing.B) {
-	env := benchEnv(b)
-	api, http := loopbackAddr(b, "127.0.0.1"), loopbackAddr(b, "127.0.0.1")
-	dataDir := b.TempDir()
-	startDaemon(b, "server", env, "server", "--data-dir", dataDir, "--api", api, "--http", http, "--name", "cp")
-	conn, err := grpc.NewClient(api, grpc.WithTransportCredentials(adminCreds(b, dataDir)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	control := v1.NewControlClient(conn)
+	bc := startBenchCluster(b, map[string]string{"b1": "127.0.0.5", "b2": "127.0.0.6"})
+	control, agents := bc.control, bc.agents
 	ctx := context.Background()
-	agents := map[string]*daemon{}
-	token := joinTokenWhenUp(b, env, api)
-	for name, ip := range map[string]string{"b1": "127.0.0.5", "b2": "127.0.0.6"} {
-		agents[name] = startDaemon(b, "agent-"+name, env, "agent", "--server", api, "--token", token, "--name", name, "--data-dir", b.TempDir(), "--listen", loopbackAddr(b, ip))
-	}
-	benchWait(b, "both nodes Ready", func() bool { return readyNodes(ctx, control) == 2 })
 
 	// All four replicas on b1 to start with: deploy while b2 is cordoned.
 	if _, err := control.CordonNode(ctx, &v1.NodeRequest{Name: "b2"}); err != nil {
@@ -90,6 +76,37 @@ func BenchmarkNodeLossToReplacementsRunning(b *testing.B) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	b.ReportMetric(lat[len(lat)/2].Seconds(), "s-to-replaced-p50")
 	b.ReportMetric(lat[len(lat)-1].Seconds(), "s-to-replaced-max")
+}
+
+// benchCluster is one `wasmorch server` and agents in separate
+// processes, for benchmarks, with an admin gRPC client.
+type benchCluster struct {
+	env       []string
+	api, http string
+	control   v1.ControlClient
+	agents    map[string]*daemon
+}
+
+// startBenchCluster starts a server on free loopback ports and one agent
+// per name, listening on its loopback address, and waits until every node
+// is Ready. Everything stops when the benchmark ends.
+func startBenchCluster(b *testing.B, agents map[string]string) *benchCluster {
+	b.Helper()
+	bc := &benchCluster{env: benchEnv(b), api: loopbackAddr(b, "127.0.0.1"), http: loopbackAddr(b, "127.0.0.1"), agents: map[string]*daemon{}}
+	dataDir := b.TempDir()
+	startDaemon(b, "server", bc.env, "server", "--data-dir", dataDir, "--api", bc.api, "--http", bc.http, "--name", "cp")
+	conn, err := grpc.NewClient(bc.api, grpc.WithTransportCredentials(adminCreds(b, dataDir)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = conn.Close() })
+	bc.control = v1.NewControlClient(conn)
+	token := joinTokenWhenUp(b, bc.env, bc.api)
+	for name, ip := range agents {
+		bc.agents[name] = startDaemon(b, "agent-"+name, bc.env, "agent", "--server", bc.api, "--token", token, "--name", name, "--data-dir", b.TempDir(), "--listen", loopbackAddr(b, ip))
+	}
+	benchWait(b, "every node Ready", func() bool { return readyNodes(context.Background(), bc.control) == len(agents) })
+	return bc
 }
 
 // benchEnv is the environment of the processes: the test's, without any

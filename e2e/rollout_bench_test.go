@@ -6,10 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-
-	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
 // BenchmarkRolloutUnderLoad measures a rolling update of a function of 10
@@ -22,22 +18,9 @@ import (
 // replicas on an idle cluster ("x-first-deploy" is the ratio). Failed
 // requests (target 0) are every answer but 200 and every transport error.
 func BenchmarkRolloutUnderLoad(b *testing.B) {
-	env := benchEnv(b)
-	api, http := loopbackAddr(b, "127.0.0.1"), loopbackAddr(b, "127.0.0.1")
-	dataDir := b.TempDir()
-	startDaemon(b, "server", env, "server", "--data-dir", dataDir, "--api", api, "--http", http, "--name", "cp")
-	conn, err := grpc.NewClient(api, grpc.WithTransportCredentials(adminCreds(b, dataDir)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	control := v1.NewControlClient(conn)
+	bc := startBenchCluster(b, map[string]string{"r1": "127.0.0.7", "r2": "127.0.0.8"})
+	env, api, http := bc.env, bc.api, bc.http
 	ctx := context.Background()
-	token := joinTokenWhenUp(b, env, api)
-	for name, ip := range map[string]string{"r1": "127.0.0.7", "r2": "127.0.0.8"} {
-		startDaemon(b, "agent-"+name, env, "agent", "--server", api, "--token", token, "--name", name, "--data-dir", b.TempDir(), "--listen", loopbackAddr(b, ip))
-	}
-	benchWait(b, "both nodes Ready", func() bool { return readyNodes(ctx, control) == 2 })
 
 	deploy := func(greeting string) time.Duration {
 		b.Helper()

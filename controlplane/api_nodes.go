@@ -57,7 +57,10 @@ func (a *controlAPI) RemoveNode(ctx context.Context, req *v1.RemoveNodeRequest) 
 	}
 	resp, err := a.s.store.Client.Txn(ctx).
 		If(a.s.store.Nodes.Unchanged(name, cur.ModRevision)).
-		Then(clientv3.OpDelete(a.s.store.Nodes.Key(name)), clientv3.OpDelete(store.AlivePrefix+name)).
+		Then(clientv3.OpDelete(a.s.store.Nodes.Key(name)), clientv3.OpDelete(store.AlivePrefix+name),
+			// What it held at that moment: the controller starts replacing
+			// them as soon as the node is gone.
+			clientv3.OpGet(a.s.store.Instances.Prefix(), clientv3.WithPrefix())).
 		Commit()
 	if err != nil {
 		return nil, errdefs.Unavailablef("remove node %s: %v", name, err)
@@ -68,13 +71,13 @@ func (a *controlAPI) RemoveNode(ctx context.Context, req *v1.RemoveNodeRequest) 
 	if len(alive.Kvs) > 0 && alive.Kvs[0].Lease != 0 {
 		_, _ = a.s.store.Client.Revoke(ctx, clientv3.LeaseID(alive.Kvs[0].Lease)) // its lease has nothing else to keep
 	}
-	insts, _, err := a.s.store.Instances.List(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var held int32
-	for _, inst := range insts {
-		if inst.Value.GetNode() == name && inst.Value.GetLostUnixNano() == 0 {
+	for _, kv := range resp.Responses[2].GetResponseRange().GetKvs() {
+		inst, err := a.s.store.Instances.Decode(kv.Value)
+		if err != nil {
+			return nil, err
+		}
+		if inst.GetNode() == name && inst.GetLostUnixNano() == 0 {
 			held++
 		}
 	}

@@ -107,10 +107,20 @@ func decideScale(wl *v1.Workload, loads []*v1.FunctionLoad, now time.Time) (int3
 		idle = DefaultIdle
 	}
 	var inFlight int64
-	active := time.Unix(0, wl.GetUpdatedUnixNano()) // a deploy or a scaling counts as activity
+	updated := time.Unix(0, wl.GetUpdatedUnixNano())
+	active := updated // a deploy or a scaling counts as activity
 	for _, l := range loads {
-		inFlight += max(l.GetInFlight(), l.GetPeakInFlight())
-		if t := time.Unix(0, l.GetLastRequestUnixNano()); t.After(active) {
+		// A report's peak counts only if a request came after the latest
+		// change of the count: a peak from before it was the reason for
+		// that change, or is older than a person's `scale` and must not
+		// undo it.
+		n := l.GetInFlight()
+		t := time.Unix(0, l.GetLastRequestUnixNano())
+		if t.After(updated) {
+			n = max(n, l.GetPeakInFlight())
+		}
+		inFlight += n
+		if t.After(active) {
 			active = t
 		}
 	}

@@ -39,6 +39,9 @@ func TestDecideScale(t *testing.T) {
 		{"held at zero without requests", fn(0, 0, 5, time.Hour), nil, 0, ""},
 		{"raised to the minimum", fn(0, 2, 5, time.Hour), nil, 2, "ScaledUp"},
 		{"lowered to the maximum", fn(9, 0, 5, 0), []*v1.FunctionLoad{load(100, 100, 0)}, 5, "ScaledDown"},
+		{"a scale to zero by hand is not undone by a peak from before it", fn(0, 0, 5, time.Second), []*v1.FunctionLoad{load(0, 6, 2*time.Second)}, 0, ""},
+		{"a peak after the latest change counts", fn(1, 0, 5, 10*time.Second), []*v1.FunctionLoad{load(0, 8, time.Second)}, 2, "ScaledUp"},
+		{"requests in flight count whenever they came", fn(0, 0, 5, time.Second), []*v1.FunctionLoad{load(3, 6, 2*time.Second)}, 1, "ScaledUp"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

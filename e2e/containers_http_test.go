@@ -11,13 +11,15 @@ import (
 // TestContainerHTTPFunction deploys a static Go HTTP server, packed into an
 // OCI image archive by the test, as an HTTP container function: the gateway
 // proxies the route to the container's $PORT like to a Wasm function, with
-// the function's body limit and request timeout.
+// the function's body limit and request timeout; the worker checks each
+// replica's health path in the container before it gets traffic.
 func TestContainerHTTPFunction(t *testing.T) {
 	d := ctrtest.Start(t)
 	archive := ctrtest.HTTPServerImage(t)
 	c := startUpAt(t, t.TempDir(), freeAddr(t), freeAddr(t), "--containerd-socket", d.Socket)
 
-	c.deployFunction(archive, "api", "/api", "--port", "9090", "--replicas", "2", "--max-body", "1Ki", "--request-timeout", "300ms")
+	c.deployFunction(archive, "api", "/api", "--port", "9090", "--replicas", "2", "--max-body", "1Ki", "--request-timeout", "300ms",
+		"--health-path", "/healthz", "--health-interval", "200ms")
 	insts := c.instanceDetails("api")
 	if len(insts) != 2 || insts[0].Runtime != "container" || insts[0].State != "Running" {
 		t.Fatalf("instances of api = %s, want two Running as containers", toJSON(insts))
@@ -36,7 +38,7 @@ func TestContainerHTTPFunction(t *testing.T) {
 
 	eventually(t, "the requests in the logs", func() (bool, string) {
 		logs := c.mustRun("logs", "api").stdout
-		return strings.Contains(logs, "httpserver: GET /api/hello"), logs
+		return strings.Contains(logs, "httpserver: GET /api/hello") && strings.Contains(logs, "httpserver: GET /api/healthz"), logs
 	})
 
 	c.mustRun("delete", "api")

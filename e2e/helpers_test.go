@@ -275,6 +275,9 @@ type (
 		Replicas   int    `json:"replicas"`
 		Ready      int    `json:"ready"`
 		Generation int64  `json:"generation"`
+		// rollouts
+		Canary             string `json:"canary"`
+		PromotedGeneration int64  `json:"promotedGeneration"`
 	}
 	instanceJSON struct {
 		ID         string `json:"id"`

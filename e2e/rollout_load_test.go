@@ -97,8 +97,14 @@ func TestRolloutsUnderLoadDropNoRequests(t *testing.T) {
 		s := l.stats()
 		return s.Answers["v6, world!"] > 0, s.String()
 	})
+	if ws := m.workloads(); len(ws) != 1 || ws[0].Generation != 6 || ws[0].Canary != "25%" || ws[0].PromotedGeneration >= 6 {
+		t.Fatalf("get workloads during the canary: %s; want generation 6, canary 25%%, not promoted", toJSON(ws))
+	}
 	m.mustRun("rollout", "promote", "web")
 	m.mustRun("rollout", "status", "web")
+	if ws := m.workloads(); len(ws) != 1 || ws[0].PromotedGeneration != 6 {
+		t.Fatalf("get workloads after promote: %s; want generation 6 promoted", toJSON(ws))
+	}
 	m.onlyAnswer("/web", "v6, world!")
 	checkpoint("a canary and its promotion")
 

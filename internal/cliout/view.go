@@ -39,6 +39,10 @@ type Workload struct {
 	// InFlight is an HTTP function's requests in flight, summed over the
 	// gateways' latest load reports.
 	InFlight *int64 `json:"inFlight,omitempty"`
+	// Canary is a function's canary percentage, PromotedGeneration the
+	// newest generation promoted past its canary (rollouts).
+	Canary             string `json:"canary,omitempty"`
+	PromotedGeneration int64  `json:"promotedGeneration,omitempty"`
 }
 
 // EnvVar is one environment variable of a workload.
@@ -173,6 +177,9 @@ func WorkloadFrom(v *wasmorchv1.WorkloadView) Workload {
 		out.Route = httptrigger.Describe(spec.GetHttp())
 		n := v.GetInFlight()
 		out.InFlight = &n
+	}
+	if spec.GetCanary() != "" {
+		out.Canary, out.PromotedGeneration = spec.GetCanary(), w.GetPromotedGeneration()
 	}
 	if as := spec.GetAutoscale(); as.GetMaxReplicas() > 0 {
 		lo, hi := as.GetMinReplicas(), as.GetMaxReplicas()

@@ -66,6 +66,11 @@ type Config struct {
 	// turns each off).
 	RolloutFailureRestarts int           `json:"rolloutFailureRestarts" yaml:"rolloutFailureRestarts"`
 	ProgressDeadline       time.Duration `json:"progressDeadline" yaml:"progressDeadline"`
+	// RolloutMaxErrorPercent rolls back a function's rollout whose new
+	// generation failed more than this percentage of the requests the
+	// gateways sent it (at least rolloutMinRequests), and more than twice
+	// the rate of the older generations (0 turns it off).
+	RolloutMaxErrorPercent int `json:"rolloutMaxErrorPercent" yaml:"rolloutMaxErrorPercent"`
 
 	// blob GC: BlobGCInterval is how often the leader looks for blobs
 	// that no workload, instance or kept revision references (0 turns the
@@ -94,6 +99,7 @@ func DefaultConfig() Config {
 		// rollouts
 		RolloutFailureRestarts: DefaultRolloutFailureRestarts,
 		ProgressDeadline:       DefaultProgressDeadline,
+		RolloutMaxErrorPercent: DefaultRolloutMaxErrorPercent,
 		// blob GC
 		BlobGCInterval: DefaultBlobGCInterval,
 		BlobGCGrace:    DefaultBlobGCGrace,
@@ -148,6 +154,9 @@ func (c Config) Validate() error {
 	}
 	if c.RolloutFailureRestarts < 0 || c.ProgressDeadline < 0 {
 		errs = append(errs, errors.New("rollout failure restarts and progress deadline must not be negative"))
+	}
+	if c.RolloutMaxErrorPercent < 0 || c.RolloutMaxErrorPercent > 100 {
+		errs = append(errs, errors.New("rollout max error percent must be within 0..100"))
 	}
 	if c.RolloutMinReady < 0 {
 		errs = append(errs, errors.New("rollout min ready must not be negative"))

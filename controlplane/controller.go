@@ -50,6 +50,7 @@ type controller struct {
 	// limit of the revisions it writes.
 	failureRestarts  int
 	progressDeadline time.Duration
+	maxErrorPercent  int
 	revisionLimit    int
 }
 
@@ -64,6 +65,10 @@ type world struct {
 
 	nodeByName map[string]*v1.Node
 	draining   map[string]bool // nodes being drained
+
+	// loads are the gateways' load reports, read only when a function is
+	// being rolled out (rollouts: its requests by generation).
+	loads map[string][]*v1.FunctionLoad
 }
 
 // Start runs passes whenever the state changes, until ctx is done.
@@ -294,7 +299,7 @@ func (c *controller) diff(wl *v1.Workload, insts []store.Versioned[*v1.Instance]
 				available++
 			}
 		}
-		gone, n := rollingStep(want, surge, unavailable, len(current), available, old, w)
+		gone, n := rollingStep(want, surge, unavailable, len(current), available, old, wl.GetSpec(), w)
 		remove, create = append(remove, gone...), n
 	}
 	return remove, create

@@ -90,9 +90,11 @@ func validateRollout(spec *v1.WorkloadSpec) error {
 // current are the current generation's instances (at most want), ready how
 // many of them are ready. Old instances that are not ready go at once
 // (they serve no one); ready ones go only while the ready count stays at
-// least want-unavailable; new ones are created while the total stays at
-// most want+surge.
-func rollingStep(want, surge, unavailable int, current, ready int, old []store.Versioned[*v1.Instance], w *world) (remove []store.Versioned[*v1.Instance], create int) {
+// least want-unavailable, those that run another spec than spec first (so
+// that a rollback removes the failed revision's instances before those of
+// the revision it returns to); new ones are created while the total stays
+// at most want+surge.
+func rollingStep(want, surge, unavailable int, current, ready int, old []store.Versioned[*v1.Instance], spec *v1.WorkloadSpec, w *world) (remove []store.Versioned[*v1.Instance], create int) {
 	var oldReady []store.Versioned[*v1.Instance]
 	for _, inst := range old {
 		if isReady(inst.Value, w.statuses[inst.Name], w.alive) {
@@ -101,16 +103,39 @@ func rollingStep(want, surge, unavailable int, current, ready int, old []store.V
 			remove = append(remove, inst)
 		}
 	}
-	// The oldest generation goes first; within one, the newest instance.
+	// Another spec than the one rolled out goes first; then the oldest
+	// generation; within one, the newest instance.
+	same := make(map[string]bool, len(oldReady))
+	for _, inst := range oldReady {
+		same[inst.Name] = sameRevision(inst.Value.GetSpec(), spec)
+	}
 	sort.SliceStable(oldReady, func(i, j int) bool {
-		gi, gj := oldReady[i].Value.GetGeneration(), oldReady[j].Value.GetGeneration()
-		return gi < gj || gi == gj && oldReady[i].Value.GetCreatedUnixNano() > oldReady[j].Value.GetCreatedUnixNano()
+		a, b := oldReady[i], oldReady[j]
+		if same[a.Name] != same[b.Name] {
+			return !same[a.Name]
+		}
+		gi, gj := a.Value.GetGeneration(), b.Value.GetGeneration()
+		return gi < gj || gi == gj && a.Value.GetCreatedUnixNano() > b.Value.GetCreatedUnixNano()
 	})
 	removable := max(0, min(len(oldReady), ready+len(oldReady)-(want-unavailable)))
 	remove = append(remove, oldReady[:removable]...)
 	total := current + len(oldReady) - removable
 	create = max(0, min(want-current, want+surge-total))
 	return remove, create
+}
+
+// sameRevision says whether two specs run the same thing: equal but for
+// the replica count and the rollout settings.
+func sameRevision(a, b *v1.WorkloadSpec) bool {
+	strip := func(s *v1.WorkloadSpec) *v1.WorkloadSpec {
+		if s == nil {
+			return &v1.WorkloadSpec{}
+		}
+		s = proto.Clone(s).(*v1.WorkloadSpec)
+		s.Replicas, s.MaxSurge, s.MaxUnavailable, s.Canary, s.CanaryDurationMs = 0, "", "", "", 0
+		return s
+	}
+	return proto.Equal(strip(a), strip(b))
 }
 
 // DefaultMinReady is how long a new instance must run before a rolling
@@ -183,26 +208,71 @@ func (c *controller) forgetReadySince(w *world) {
 const (
 	DefaultRolloutFailureRestarts = 3
 	DefaultProgressDeadline       = 10 * time.Minute
+	DefaultRolloutMaxErrorPercent = 10
+	// rolloutMinRequests is how many requests a new generation must have
+	// answered before its failure rate can roll it back.
+	rolloutMinRequests = 20
+	// errorRateRecheck is how often a function's rollout is looked at for
+	// its failure rate (the gateways report their counts every second).
+	errorRateRecheck = time.Second
 )
 
-// rolloutFailure says why a workload's rollout has failed, or "": while
-// instances of an older generation remain, an instance of the current
-// generation has restarted failureRestarts times (or failed for good), has
-// failed as many health checks in a row (at least the threshold that makes
-// a ready replica unhealthy), or has not been placed within the progress
-// deadline of the change.
-func (c *controller) rolloutFailure(wl *v1.Workload, insts []store.Versioned[*v1.Instance], w *world) string {
-	if c.failureRestarts <= 0 && c.progressDeadline <= 0 {
-		return ""
-	}
-	rolling := false
-	for _, inst := range insts {
-		if inst.Value.GetGeneration() != wl.GetGeneration() {
-			rolling = true
+// errorRateFailure says why a function's new generation fails too many
+// requests, or "": it answered at least rolloutMinRequests through the
+// gateways (their latest load reports), failed more than maxPercent of
+// them, and more than twice the failure rate of the older generations
+// (so that a fault the old one shares, a database down, is not blamed on
+// the new one).
+func errorRateFailure(generation int64, loads []*v1.FunctionLoad, maxPercent int) string {
+	var cur, old v1.GenerationRequests
+	for _, l := range loads {
+		for gen, n := range l.GetGenerations() {
+			switch {
+			case gen == generation:
+				cur.Requests, cur.Errors = cur.Requests+n.GetRequests(), cur.Errors+n.GetErrors()
+			case gen < generation:
+				old.Requests, old.Errors = old.Requests+n.GetRequests(), old.Errors+n.GetErrors()
+			}
 		}
 	}
-	if !rolling {
+	if maxPercent <= 0 || cur.Requests < rolloutMinRequests {
 		return ""
+	}
+	rate := float64(cur.Errors) / float64(cur.Requests)
+	oldRate := 0.0
+	if old.Requests >= rolloutMinRequests {
+		oldRate = float64(old.Errors) / float64(old.Requests)
+	}
+	if rate*100 <= float64(maxPercent) || rate <= 2*oldRate {
+		return ""
+	}
+	return fmt.Sprintf("generation %d failed %d of %d requests (%.0f%%, over the limit of %d%%; the older generations: %.0f%%)",
+		generation, cur.Errors, cur.Requests, rate*100, maxPercent, oldRate*100)
+}
+
+// rolloutFailure says why a workload's rollout has failed, or "": while
+// instances of an older generation remain, a function's current
+// generation fails too many of its requests (errorRateFailure), or an
+// instance of it has restarted failureRestarts times (or failed for good),
+// has failed as many health checks in a row (at least the threshold that
+// makes a ready replica unhealthy), or has not been placed within the
+// progress deadline of the change.
+func (c *controller) rolloutFailure(wl *v1.Workload, insts []store.Versioned[*v1.Instance], w *world) string {
+	if c.failureRestarts <= 0 && c.progressDeadline <= 0 && c.maxErrorPercent <= 0 {
+		return ""
+	}
+	if !rollingOut(wl, insts) {
+		return ""
+	}
+	if wl.GetSpec().GetHttp() != nil && w.loads != nil {
+		if why := errorRateFailure(wl.GetGeneration(), w.loads[wl.GetName()], c.maxErrorPercent); why != "" {
+			return why
+		}
+		// The gateways report every second, and their reports do not
+		// wake the controller: look again then.
+		if at := time.Now().Add(errorRateRecheck); c.wake.IsZero() || at.Before(c.wake) {
+			c.wake = at
+		}
 	}
 	for _, inst := range insts {
 		if inst.Value.GetGeneration() != wl.GetGeneration() {
@@ -240,6 +310,13 @@ func (c *controller) rolloutFailure(wl *v1.Workload, insts []store.Versioned[*v1
 // and guarded on the workload as read. A generation that is itself an
 // automatic rollback is never rolled back again (no flip-flop).
 func (c *controller) autoRollback(ctx context.Context, wl store.Versioned[*v1.Workload], insts []store.Versioned[*v1.Instance], w *world) (bool, error) {
+	if c.maxErrorPercent > 0 && w.loads == nil && wl.Value.GetSpec().GetHttp() != nil && rollingOut(wl.Value, insts) {
+		loads, err := gateway.ReadLoads(ctx, c.st.Client)
+		if err != nil {
+			return false, err
+		}
+		w.loads = loads
+	}
 	reason := c.rolloutFailure(wl.Value, insts, w)
 	if reason == "" {
 		return false, nil
@@ -288,6 +365,17 @@ func (c *controller) autoRollback(ctx context.Context, wl store.Versioned[*v1.Wo
 	c.note("workload/"+wl.Name, "RolledBack", "generation %d rolled back to revision %d as generation %d: %s",
 		wl.Value.GetGeneration(), target.GetGeneration(), next.GetGeneration(), reason)
 	return true, nil
+}
+
+// rollingOut says whether a workload has instances of an older
+// generation than its own.
+func rollingOut(wl *v1.Workload, insts []store.Versioned[*v1.Instance]) bool {
+	for _, inst := range insts {
+		if inst.Value.GetGeneration() != wl.GetGeneration() {
+			return true
+		}
+	}
+	return false
 }
 
 // autoRollbackCause starts the change cause of an automatic rollback.

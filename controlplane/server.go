@@ -303,7 +303,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 	}()
 	c := &controller{st: s.store, kv: fenceFor(s.store.Client, el), log: s.log.With("loop", "controller"), alive: s.aliveNodes, resync: 5 * time.Second, metrics: s.metrics, events: s.events,
 		minReady: s.cfg.rolloutMinReady(), failureRestarts: s.cfg.RolloutFailureRestarts, progressDeadline: s.cfg.ProgressDeadline,
-		revisionLimit: s.revisionHistoryLimit()} // rollouts
+		maxErrorPercent: s.cfg.RolloutMaxErrorPercent, revisionLimit: s.revisionHistoryLimit()} // rollouts
 	scaled := make(chan struct{})
 	go func() {
 		defer close(scaled)

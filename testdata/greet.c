@@ -3,7 +3,8 @@
 // (default "hello") and who from the query string (?who=ana; default
 // "world"). Its health path, PATH_INFO /healthz, answers "ok", or 503 when
 // HEALTH=fail; with HEALTH=crash every request aborts (a crashing
-// revision).
+// revision); with FAIL set, every other request answers 500 (a revision
+// that passes its health check but fails its work).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,11 @@ int main(void) {
 		} else {
 			printf("Content-Type: text/plain\n\nok\n");
 		}
+		return 0;
+	}
+	const char *fail = getenv("FAIL");
+	if (fail != NULL && *fail != '\0') {
+		printf("Status: 500 Internal Server Error\nContent-Type: text/plain\n\nfailing: FAIL=%s\n", fail);
 		return 0;
 	}
 	const char *greeting = getenv("GREETING");

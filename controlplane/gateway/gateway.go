@@ -444,6 +444,8 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 			tried[rep] = true
 			continue
 		}
+		saturated := resp.Header.Get(httptrigger.HeaderUnavailable) == httptrigger.UnavailableSaturated
+		u.g.loadOf(c.route.workload).answered(rep.generation, failedAnswer(resp.StatusCode, saturated), time.Now())
 		resp.Header.Del(httptrigger.HeaderUnavailable)
 		resp.Body = &countedBody{ReadCloser: resp.Body, rep: rep}
 		return resp, nil

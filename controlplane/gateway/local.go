@@ -36,11 +36,16 @@ func setColdHeaders(h http.Header, rt *route) {
 	h.Set(httptrigger.HeaderRoute, rt.settings.Route)
 }
 
-// serveLocalReplica is serveLocal for a replica, counted in flight.
+// serveLocalReplica is serveLocal for a replica, counted in flight, and
+// its answer counted for its generation.
 func (g *Gateway) serveLocalReplica(w http.ResponseWriter, req *http.Request, rt *route, rep *replica) bool {
 	rep.inFlight.Add(1)
 	defer rep.inFlight.Add(-1) // also when the response is aborted (a panic)
-	return g.serveLocal(w, req, rt, rep.target, rep.instance)
+	aw, served := g.serveLocalTo(w, req, rt, rep.target, rep.instance)
+	if served && aw.wrote {
+		g.loadOf(rt.workload).answered(rep.generation, aw.failed(), time.Now())
+	}
+	return served
 }
 
 // serveLocal offers the request to a function server in this process:
@@ -48,6 +53,12 @@ func (g *Gateway) serveLocalReplica(w http.ResponseWriter, req *http.Request, rt
 // false, having written nothing, when the worker does not serve it (the
 // caller then goes the usual way).
 func (g *Gateway) serveLocal(w http.ResponseWriter, req *http.Request, rt *route, t target, instance string) bool {
+	_, served := g.serveLocalTo(w, req, rt, t, instance)
+	return served
+}
+
+// serveLocalTo is serveLocal, also returning how the worker answered.
+func (g *Gateway) serveLocalTo(w http.ResponseWriter, req *http.Request, rt *route, t target, instance string) (*attemptWriter, bool) {
 	for name := range req.Header {
 		if strings.HasPrefix(name, "X-Wasmorch-") {
 			req.Header.Del(name)
@@ -69,14 +80,14 @@ func (g *Gateway) serveLocal(w http.ResponseWriter, req *http.Request, rt *route
 	t.local.ServeHTTP(aw, req)
 	if aw.retry && !body.touched {
 		req.Body = body.ReadCloser
-		return false
+		return aw, false
 	}
 	if aw.retry {
 		// The body is gone: nothing to offer another replica.
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "503 service unavailable: function "+rt.workload+" has no ready replica", http.StatusServiceUnavailable)
 	}
-	return true
+	return aw, true
 }
 
 // setForwarded sets the X-Forwarded-* headers as the HTTP proxy does
@@ -103,11 +114,16 @@ func setForwarded(req *http.Request) {
 // it is the "no such replica" 503, which it swallows for the caller to try
 // elsewhere.
 type attemptWriter struct {
-	w     http.ResponseWriter
-	h     http.Header
-	wrote bool
-	retry bool
+	w         http.ResponseWriter
+	h         http.Header
+	wrote     bool
+	retry     bool
+	code      int  // the status passed through
+	saturated bool // a 503 because the replica was full
 }
+
+// failed says whether the function failed the request (failedAnswer).
+func (a *attemptWriter) failed() bool { return failedAnswer(a.code, a.saturated) }
 
 func (a *attemptWriter) Header() http.Header { return a.h }
 
@@ -119,7 +135,8 @@ func (a *attemptWriter) WriteHeader(code int) {
 		a.retry = true
 		return
 	}
-	a.wrote = true
+	a.wrote, a.code = true, code
+	a.saturated = a.h.Get(httptrigger.HeaderUnavailable) == httptrigger.UnavailableSaturated
 	a.h.Del(httptrigger.HeaderUnavailable)
 	dst := a.w.Header()
 	for k, v := range a.h {

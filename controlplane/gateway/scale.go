@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +36,63 @@ type load struct {
 	last     time.Time
 	requests int64
 	dirty    bool // changed since the last report
+
+	// rollouts: what each generation's replicas answered (answered).
+	generations map[int64]*generationCount
+}
+
+// generationCount is what one generation's replicas answered through this
+// gateway, and when last.
+type generationCount struct {
+	requests, errors int64
+	last             time.Time
+}
+
+// generationTTL is how long a generation that answers nothing more is
+// still reported: long enough for a rollout to compare it.
+const generationTTL = 10 * time.Minute
+
+// failedAnswer says whether a replica's answer counts as the function
+// failing the request: a 5xx it sent (a trap, malformed output, its
+// timeout), but not a replica too busy to take it.
+func failedAnswer(status int, saturated bool) bool {
+	return status >= 500 && !(status == http.StatusServiceUnavailable && saturated)
+}
+
+// answered counts a replica's answer for its generation.
+func (l *load) answered(generation int64, failed bool, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.generations == nil {
+		l.generations = map[int64]*generationCount{}
+	}
+	c := l.generations[generation]
+	if c == nil {
+		c = &generationCount{}
+		l.generations[generation] = c
+	}
+	c.requests++
+	if failed {
+		c.errors++
+	}
+	c.last, l.dirty = now, true
+}
+
+// generationsLocked is the generations part of a report; generations
+// that answered nothing for generationTTL are dropped.
+func (l *load) generationsLocked(now time.Time) map[int64]*v1.GenerationRequests {
+	if len(l.generations) == 0 {
+		return nil
+	}
+	out := make(map[int64]*v1.GenerationRequests, len(l.generations))
+	for gen, c := range l.generations {
+		if now.Sub(c.last) > generationTTL {
+			delete(l.generations, gen)
+			continue
+		}
+		out[gen] = &v1.GenerationRequests{Requests: c.requests, Errors: c.errors}
+	}
+	return out
 }
 
 func (l *load) begin(now time.Time) {
@@ -88,6 +146,7 @@ func (g *Gateway) reportLoads(ctx context.Context) {
 			if l.dirty || l.inFlight > 0 {
 				reports = append(reports, report{name, &v1.FunctionLoad{
 					InFlight: l.inFlight, PeakInFlight: l.peak, LastRequestUnixNano: l.last.UnixNano(), Requests: l.requests,
+					Generations: l.generationsLocked(time.Now()),
 				}})
 				// A peak above the count now is reported once; the next
 				// report lowers it, or the autoscaler would keep seeing it.

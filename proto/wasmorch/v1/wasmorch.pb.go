@@ -1504,8 +1504,12 @@ type FunctionLoad struct {
 	PeakInFlight        int64                  `protobuf:"varint,2,opt,name=peak_in_flight,json=peakInFlight,proto3" json:"peak_in_flight,omitempty"`                        // the most at once since the last report
 	LastRequestUnixNano int64                  `protobuf:"varint,3,opt,name=last_request_unix_nano,json=lastRequestUnixNano,proto3" json:"last_request_unix_nano,omitempty"` // when the latest request arrived
 	Requests            int64                  `protobuf:"varint,4,opt,name=requests,proto3" json:"requests,omitempty"`                                                      // requests since the gateway started
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// rollouts: what the replicas of each generation answered through this
+	// gateway since it started, for rollouts to compare a new generation's
+	// failures with the old one's.
+	Generations   map[int64]*GenerationRequests `protobuf:"bytes,80,rep,name=generations,proto3" json:"generations,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FunctionLoad) Reset() {
@@ -1566,6 +1570,69 @@ func (x *FunctionLoad) GetRequests() int64 {
 	return 0
 }
 
+func (x *FunctionLoad) GetGenerations() map[int64]*GenerationRequests {
+	if x != nil {
+		return x.Generations
+	}
+	return nil
+}
+
+// GenerationRequests counts the requests one generation's replicas
+// answered, and of them those that failed: a 5xx from the function (a
+// trap, malformed output, its timeout), not the worker being saturated or
+// unreachable.
+type GenerationRequests struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      int64                  `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	Errors        int64                  `protobuf:"varint,2,opt,name=errors,proto3" json:"errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerationRequests) Reset() {
+	*x = GenerationRequests{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerationRequests) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerationRequests) ProtoMessage() {}
+
+func (x *GenerationRequests) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerationRequests.ProtoReflect.Descriptor instead.
+func (*GenerationRequests) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GenerationRequests) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *GenerationRequests) GetErrors() int64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
 // configs
 // Config is a named set of key-value pairs (/wasmorch/configs/<name>),
 // referenced by workloads.
@@ -1581,7 +1648,7 @@ type Config struct {
 
 func (x *Config) Reset() {
 	*x = Config{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1593,7 +1660,7 @@ func (x *Config) String() string {
 func (*Config) ProtoMessage() {}
 
 func (x *Config) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1606,7 +1673,7 @@ func (x *Config) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Config.ProtoReflect.Descriptor instead.
 func (*Config) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{13}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Config) GetName() string {
@@ -1656,7 +1723,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1668,7 +1735,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1681,7 +1748,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{14}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Secret) GetName() string {
@@ -1751,7 +1818,7 @@ type MountedFile struct {
 
 func (x *MountedFile) Reset() {
 	*x = MountedFile{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +1830,7 @@ func (x *MountedFile) String() string {
 func (*MountedFile) ProtoMessage() {}
 
 func (x *MountedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +1843,7 @@ func (x *MountedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountedFile.ProtoReflect.Descriptor instead.
 func (*MountedFile) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{15}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MountedFile) GetPath() string {
@@ -1803,7 +1870,7 @@ type SecretData struct {
 
 func (x *SecretData) Reset() {
 	*x = SecretData{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1815,7 +1882,7 @@ func (x *SecretData) String() string {
 func (*SecretData) ProtoMessage() {}
 
 func (x *SecretData) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1828,7 +1895,7 @@ func (x *SecretData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretData.ProtoReflect.Descriptor instead.
 func (*SecretData) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{16}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SecretData) GetData() map[string]string {
@@ -1852,7 +1919,7 @@ type SecretKey struct {
 
 func (x *SecretKey) Reset() {
 	*x = SecretKey{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +1931,7 @@ func (x *SecretKey) String() string {
 func (*SecretKey) ProtoMessage() {}
 
 func (x *SecretKey) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +1944,7 @@ func (x *SecretKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretKey.ProtoReflect.Descriptor instead.
 func (*SecretKey) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{17}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SecretKey) GetId() string {
@@ -1921,7 +1988,7 @@ type UploadRequest struct {
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2000,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2013,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{18}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UploadRequest) GetPart() isUploadRequest_Part {
@@ -2001,7 +2068,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2013,7 +2080,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2026,7 +2093,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UploadHeader) GetDigest() string {
@@ -2061,7 +2128,7 @@ type UploadResponse struct {
 
 func (x *UploadResponse) Reset() {
 	*x = UploadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +2140,7 @@ func (x *UploadResponse) String() string {
 func (*UploadResponse) ProtoMessage() {}
 
 func (x *UploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +2153,7 @@ func (x *UploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
 func (*UploadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UploadResponse) GetDigest() string {
@@ -2125,7 +2192,7 @@ type ApplyWorkloadRequest struct {
 
 func (x *ApplyWorkloadRequest) Reset() {
 	*x = ApplyWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2204,7 @@ func (x *ApplyWorkloadRequest) String() string {
 func (*ApplyWorkloadRequest) ProtoMessage() {}
 
 func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2217,7 @@ func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApplyWorkloadRequest) GetName() string {
@@ -2192,7 +2259,7 @@ type ApplyWorkloadResponse struct {
 
 func (x *ApplyWorkloadResponse) Reset() {
 	*x = ApplyWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2204,7 +2271,7 @@ func (x *ApplyWorkloadResponse) String() string {
 func (*ApplyWorkloadResponse) ProtoMessage() {}
 
 func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2217,7 +2284,7 @@ func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ApplyWorkloadResponse) GetWorkload() *Workload {
@@ -2250,7 +2317,7 @@ type GetWorkloadRequest struct {
 
 func (x *GetWorkloadRequest) Reset() {
 	*x = GetWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2262,7 +2329,7 @@ func (x *GetWorkloadRequest) String() string {
 func (*GetWorkloadRequest) ProtoMessage() {}
 
 func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2275,7 +2342,7 @@ func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetWorkloadRequest) GetName() string {
@@ -2293,7 +2360,7 @@ type ListWorkloadsRequest struct {
 
 func (x *ListWorkloadsRequest) Reset() {
 	*x = ListWorkloadsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2305,7 +2372,7 @@ func (x *ListWorkloadsRequest) String() string {
 func (*ListWorkloadsRequest) ProtoMessage() {}
 
 func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2318,7 +2385,7 @@ func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
 }
 
 type WorkloadView struct {
@@ -2334,7 +2401,7 @@ type WorkloadView struct {
 
 func (x *WorkloadView) Reset() {
 	*x = WorkloadView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2346,7 +2413,7 @@ func (x *WorkloadView) String() string {
 func (*WorkloadView) ProtoMessage() {}
 
 func (x *WorkloadView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2359,7 +2426,7 @@ func (x *WorkloadView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadView.ProtoReflect.Descriptor instead.
 func (*WorkloadView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WorkloadView) GetWorkload() *Workload {
@@ -2406,7 +2473,7 @@ type ListWorkloadsResponse struct {
 
 func (x *ListWorkloadsResponse) Reset() {
 	*x = ListWorkloadsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +2485,7 @@ func (x *ListWorkloadsResponse) String() string {
 func (*ListWorkloadsResponse) ProtoMessage() {}
 
 func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +2498,7 @@ func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListWorkloadsResponse) GetWorkloads() []*WorkloadView {
@@ -2451,7 +2518,7 @@ type ScaleRequest struct {
 
 func (x *ScaleRequest) Reset() {
 	*x = ScaleRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2463,7 +2530,7 @@ func (x *ScaleRequest) String() string {
 func (*ScaleRequest) ProtoMessage() {}
 
 func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2476,7 +2543,7 @@ func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleRequest.ProtoReflect.Descriptor instead.
 func (*ScaleRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ScaleRequest) GetName() string {
@@ -2502,7 +2569,7 @@ type DeleteWorkloadRequest struct {
 
 func (x *DeleteWorkloadRequest) Reset() {
 	*x = DeleteWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2514,7 +2581,7 @@ func (x *DeleteWorkloadRequest) String() string {
 func (*DeleteWorkloadRequest) ProtoMessage() {}
 
 func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2527,7 +2594,7 @@ func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeleteWorkloadRequest) GetName() string {
@@ -2545,7 +2612,7 @@ type DeleteWorkloadResponse struct {
 
 func (x *DeleteWorkloadResponse) Reset() {
 	*x = DeleteWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +2624,7 @@ func (x *DeleteWorkloadResponse) String() string {
 func (*DeleteWorkloadResponse) ProtoMessage() {}
 
 func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +2637,7 @@ func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
 }
 
 type ListInstancesRequest struct {
@@ -2582,7 +2649,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2594,7 +2661,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2607,7 +2674,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListInstancesRequest) GetWorkload() string {
@@ -2628,7 +2695,7 @@ type InstanceView struct {
 
 func (x *InstanceView) Reset() {
 	*x = InstanceView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2640,7 +2707,7 @@ func (x *InstanceView) String() string {
 func (*InstanceView) ProtoMessage() {}
 
 func (x *InstanceView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2653,7 +2720,7 @@ func (x *InstanceView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceView.ProtoReflect.Descriptor instead.
 func (*InstanceView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *InstanceView) GetInstance() *Instance {
@@ -2686,7 +2753,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2698,7 +2765,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2711,7 +2778,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*InstanceView {
@@ -2729,7 +2796,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2741,7 +2808,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2754,7 +2821,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
 }
 
 type NodeView struct {
@@ -2769,7 +2836,7 @@ type NodeView struct {
 
 func (x *NodeView) Reset() {
 	*x = NodeView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2781,7 +2848,7 @@ func (x *NodeView) String() string {
 func (*NodeView) ProtoMessage() {}
 
 func (x *NodeView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2794,7 +2861,7 @@ func (x *NodeView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeView.ProtoReflect.Descriptor instead.
 func (*NodeView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *NodeView) GetNode() *Node {
@@ -2834,7 +2901,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +2913,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +2926,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeView {
@@ -2879,7 +2946,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2891,7 +2958,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2904,7 +2971,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LogsRequest) GetWorkload() string {
@@ -2931,7 +2998,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2943,7 +3010,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2956,7 +3023,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LogChunk) GetInstance() string {
@@ -2982,7 +3049,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2994,7 +3061,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3007,7 +3074,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListEventsRequest) GetObject() string {
@@ -3026,7 +3093,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3038,7 +3105,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3051,7 +3118,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -3069,7 +3136,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3081,7 +3148,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3094,7 +3161,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
 }
 
 type VersionResponse struct {
@@ -3107,7 +3174,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3119,7 +3186,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3132,7 +3199,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -3159,7 +3226,7 @@ type NodeRequest struct {
 
 func (x *NodeRequest) Reset() {
 	*x = NodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3171,7 +3238,7 @@ func (x *NodeRequest) String() string {
 func (*NodeRequest) ProtoMessage() {}
 
 func (x *NodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3184,7 +3251,7 @@ func (x *NodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRequest.ProtoReflect.Descriptor instead.
 func (*NodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *NodeRequest) GetName() string {
@@ -3204,7 +3271,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3216,7 +3283,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3229,7 +3296,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -3255,7 +3322,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3267,7 +3334,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3280,7 +3347,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RemoveNodeResponse) GetLostInstances() int32 {
@@ -3310,7 +3377,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3322,7 +3389,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3335,7 +3402,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Member) GetName() string {
@@ -3416,7 +3483,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3428,7 +3495,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3441,7 +3508,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
 }
 
 type ListMembersResponse struct {
@@ -3453,7 +3520,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3465,7 +3532,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3478,7 +3545,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -3498,7 +3565,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3510,7 +3577,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3523,7 +3590,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AddMemberRequest) GetName() string {
@@ -3556,7 +3623,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3568,7 +3635,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3581,7 +3648,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *AddMemberResponse) GetId() uint64 {
@@ -3628,7 +3695,7 @@ type PromoteMemberRequest struct {
 
 func (x *PromoteMemberRequest) Reset() {
 	*x = PromoteMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3640,7 +3707,7 @@ func (x *PromoteMemberRequest) String() string {
 func (*PromoteMemberRequest) ProtoMessage() {}
 
 func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3653,7 +3720,7 @@ func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberRequest.ProtoReflect.Descriptor instead.
 func (*PromoteMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PromoteMemberRequest) GetName() string {
@@ -3671,7 +3738,7 @@ type PromoteMemberResponse struct {
 
 func (x *PromoteMemberResponse) Reset() {
 	*x = PromoteMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3683,7 +3750,7 @@ func (x *PromoteMemberResponse) String() string {
 func (*PromoteMemberResponse) ProtoMessage() {}
 
 func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3696,7 +3763,7 @@ func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberResponse.ProtoReflect.Descriptor instead.
 func (*PromoteMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
 }
 
 type RemoveMemberRequest struct {
@@ -3708,7 +3775,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3720,7 +3787,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3733,7 +3800,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RemoveMemberRequest) GetName() string {
@@ -3751,7 +3818,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3763,7 +3830,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3776,7 +3843,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
 }
 
 type SnapshotRequest struct {
@@ -3787,7 +3854,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3799,7 +3866,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3812,7 +3879,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
 }
 
 type SnapshotChunk struct {
@@ -3824,7 +3891,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3836,7 +3903,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3849,7 +3916,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -3876,7 +3943,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3888,7 +3955,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3901,7 +3968,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *JoinToken) GetId() string {
@@ -3957,7 +4024,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3969,7 +4036,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3982,7 +4049,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CreateTokenRequest) GetRole() string {
@@ -4016,7 +4083,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4028,7 +4095,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4041,7 +4108,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -4066,7 +4133,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4078,7 +4145,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4091,7 +4158,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
 }
 
 type ListTokensResponse struct {
@@ -4103,7 +4170,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4115,7 +4182,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4128,7 +4195,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListTokensResponse) GetTokens() []*JoinToken {
@@ -4147,7 +4214,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4159,7 +4226,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4172,7 +4239,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -4190,7 +4257,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4202,7 +4269,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4215,7 +4282,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
 }
 
 // configs
@@ -4230,7 +4297,7 @@ type SetConfigRequest struct {
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4242,7 +4309,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4255,7 +4322,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SetConfigRequest) GetName() string {
@@ -4291,7 +4358,7 @@ type SetConfigResponse struct {
 
 func (x *SetConfigResponse) Reset() {
 	*x = SetConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4303,7 +4370,7 @@ func (x *SetConfigResponse) String() string {
 func (*SetConfigResponse) ProtoMessage() {}
 
 func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4316,7 +4383,7 @@ func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigResponse.ProtoReflect.Descriptor instead.
 func (*SetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *SetConfigResponse) GetConfig() *Config {
@@ -4356,7 +4423,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4368,7 +4435,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4381,7 +4448,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *GetConfigRequest) GetName() string {
@@ -4399,7 +4466,7 @@ type ListConfigsRequest struct {
 
 func (x *ListConfigsRequest) Reset() {
 	*x = ListConfigsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4411,7 +4478,7 @@ func (x *ListConfigsRequest) String() string {
 func (*ListConfigsRequest) ProtoMessage() {}
 
 func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4424,7 +4491,7 @@ func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsRequest.ProtoReflect.Descriptor instead.
 func (*ListConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
 }
 
 type ListConfigsResponse struct {
@@ -4436,7 +4503,7 @@ type ListConfigsResponse struct {
 
 func (x *ListConfigsResponse) Reset() {
 	*x = ListConfigsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4448,7 +4515,7 @@ func (x *ListConfigsResponse) String() string {
 func (*ListConfigsResponse) ProtoMessage() {}
 
 func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4461,7 +4528,7 @@ func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsResponse.ProtoReflect.Descriptor instead.
 func (*ListConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ListConfigsResponse) GetConfigs() []*Config {
@@ -4480,7 +4547,7 @@ type DeleteConfigRequest struct {
 
 func (x *DeleteConfigRequest) Reset() {
 	*x = DeleteConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4492,7 +4559,7 @@ func (x *DeleteConfigRequest) String() string {
 func (*DeleteConfigRequest) ProtoMessage() {}
 
 func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4505,7 +4572,7 @@ func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *DeleteConfigRequest) GetName() string {
@@ -4523,7 +4590,7 @@ type DeleteConfigResponse struct {
 
 func (x *DeleteConfigResponse) Reset() {
 	*x = DeleteConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4535,7 +4602,7 @@ func (x *DeleteConfigResponse) String() string {
 func (*DeleteConfigResponse) ProtoMessage() {}
 
 func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4548,7 +4615,7 @@ func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
 }
 
 // SecretView is a secret as the API shows it: never its values.
@@ -4566,7 +4633,7 @@ type SecretView struct {
 
 func (x *SecretView) Reset() {
 	*x = SecretView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4578,7 +4645,7 @@ func (x *SecretView) String() string {
 func (*SecretView) ProtoMessage() {}
 
 func (x *SecretView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4591,7 +4658,7 @@ func (x *SecretView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretView.ProtoReflect.Descriptor instead.
 func (*SecretView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *SecretView) GetName() string {
@@ -4647,7 +4714,7 @@ type SetSecretRequest struct {
 
 func (x *SetSecretRequest) Reset() {
 	*x = SetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4659,7 +4726,7 @@ func (x *SetSecretRequest) String() string {
 func (*SetSecretRequest) ProtoMessage() {}
 
 func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4672,7 +4739,7 @@ func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretRequest.ProtoReflect.Descriptor instead.
 func (*SetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *SetSecretRequest) GetName() string {
@@ -4709,7 +4776,7 @@ type SetSecretResponse struct {
 
 func (x *SetSecretResponse) Reset() {
 	*x = SetSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4721,7 +4788,7 @@ func (x *SetSecretResponse) String() string {
 func (*SetSecretResponse) ProtoMessage() {}
 
 func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4734,7 +4801,7 @@ func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretResponse.ProtoReflect.Descriptor instead.
 func (*SetSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *SetSecretResponse) GetSecret() *SecretView {
@@ -4781,7 +4848,7 @@ type GetSecretRequest struct {
 
 func (x *GetSecretRequest) Reset() {
 	*x = GetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4793,7 +4860,7 @@ func (x *GetSecretRequest) String() string {
 func (*GetSecretRequest) ProtoMessage() {}
 
 func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4806,7 +4873,7 @@ func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *GetSecretRequest) GetName() string {
@@ -4824,7 +4891,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4836,7 +4903,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4849,7 +4916,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
 }
 
 type ListSecretsResponse struct {
@@ -4861,7 +4928,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4873,7 +4940,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4886,7 +4953,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*SecretView {
@@ -4905,7 +4972,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4917,7 +4984,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4930,7 +4997,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *DeleteSecretRequest) GetName() string {
@@ -4948,7 +5015,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4960,7 +5027,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4973,7 +5040,7 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
 }
 
 type RotateSecretKeyRequest struct {
@@ -4984,7 +5051,7 @@ type RotateSecretKeyRequest struct {
 
 func (x *RotateSecretKeyRequest) Reset() {
 	*x = RotateSecretKeyRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4996,7 +5063,7 @@ func (x *RotateSecretKeyRequest) String() string {
 func (*RotateSecretKeyRequest) ProtoMessage() {}
 
 func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5009,7 +5076,7 @@ func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
 }
 
 type RotateSecretKeyResponse struct {
@@ -5022,7 +5089,7 @@ type RotateSecretKeyResponse struct {
 
 func (x *RotateSecretKeyResponse) Reset() {
 	*x = RotateSecretKeyResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5034,7 +5101,7 @@ func (x *RotateSecretKeyResponse) String() string {
 func (*RotateSecretKeyResponse) ProtoMessage() {}
 
 func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5047,7 +5114,7 @@ func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *RotateSecretKeyResponse) GetKeyId() string {
@@ -5080,7 +5147,7 @@ type Revision struct {
 
 func (x *Revision) Reset() {
 	*x = Revision{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5092,7 +5159,7 @@ func (x *Revision) String() string {
 func (*Revision) ProtoMessage() {}
 
 func (x *Revision) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5105,7 +5172,7 @@ func (x *Revision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revision.ProtoReflect.Descriptor instead.
 func (*Revision) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *Revision) GetWorkload() string {
@@ -5152,7 +5219,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5164,7 +5231,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5177,7 +5244,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ListRevisionsRequest) GetWorkload() string {
@@ -5196,7 +5263,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5208,7 +5275,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5221,7 +5288,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*Revision {
@@ -5240,7 +5307,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5252,7 +5319,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5265,7 +5332,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *PromoteRolloutRequest) GetWorkload() string {
@@ -5285,7 +5352,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5297,7 +5364,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5310,7 +5377,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *RollbackRequest) GetWorkload() string {
@@ -5336,7 +5403,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5348,7 +5415,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5361,7 +5428,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *RegisterRequest) GetNode() *Node {
@@ -5381,7 +5448,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5393,7 +5460,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5406,7 +5473,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -5432,7 +5499,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5444,7 +5511,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5457,7 +5524,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *HeartbeatRequest) GetNode() string {
@@ -5475,7 +5542,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5487,7 +5554,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5500,7 +5567,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
 }
 
 type SessionRequest struct {
@@ -5512,7 +5579,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5524,7 +5591,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5537,7 +5604,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *SessionRequest) GetNode() string {
@@ -5558,7 +5625,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5570,7 +5637,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5583,7 +5650,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *Assignments) GetInstances() []*Instance {
@@ -5610,7 +5677,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5622,7 +5689,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5635,7 +5702,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -5660,7 +5727,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5672,7 +5739,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5685,7 +5752,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
 }
 
 type FetchBlobRequest struct {
@@ -5697,7 +5764,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5709,7 +5776,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5722,7 +5789,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
@@ -5742,7 +5809,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5754,7 +5821,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5767,7 +5834,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -5798,7 +5865,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5810,7 +5877,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5823,7 +5890,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -5857,7 +5924,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5869,7 +5936,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5882,7 +5949,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *JoinResponse) GetCertificate() []byte {
@@ -5910,7 +5977,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5922,7 +5989,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5935,7 +6002,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -5955,7 +6022,7 @@ type InstanceLogsRequest struct {
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5967,7 +6034,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5980,7 +6047,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -6139,12 +6206,19 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"media_type\x18\x05 \x01(\tR\tmediaType\x12*\n" +
 	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\x121\n" +
 	"\x15wasm_min_memory_bytes\x18\a \x01(\x03R\x12wasmMinMemoryBytes\x12)\n" +
-	"\x10wasm_unsupported\x18) \x01(\tR\x0fwasmUnsupported\"\xa2\x01\n" +
+	"\x10wasm_unsupported\x18) \x01(\tR\x0fwasmUnsupported\"\xd1\x02\n" +
 	"\fFunctionLoad\x12\x1b\n" +
 	"\tin_flight\x18\x01 \x01(\x03R\binFlight\x12$\n" +
 	"\x0epeak_in_flight\x18\x02 \x01(\x03R\fpeakInFlight\x123\n" +
 	"\x16last_request_unix_nano\x18\x03 \x01(\x03R\x13lastRequestUnixNano\x12\x1a\n" +
-	"\brequests\x18\x04 \x01(\x03R\brequests\"\xe0\x01\n" +
+	"\brequests\x18\x04 \x01(\x03R\brequests\x12L\n" +
+	"\vgenerations\x18P \x03(\v2*.wasmorch.v1.FunctionLoad.GenerationsEntryR\vgenerations\x1a_\n" +
+	"\x10GenerationsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x03R\x03key\x125\n" +
+	"\x05value\x18\x02 \x01(\v2\x1f.wasmorch.v1.GenerationRequestsR\x05value:\x028\x01\"H\n" +
+	"\x12GenerationRequests\x12\x1a\n" +
+	"\brequests\x18\x01 \x01(\x03R\brequests\x12\x16\n" +
+	"\x06errors\x18\x02 \x01(\x03R\x06errors\"\xe0\x01\n" +
 	"\x06Config\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
 	"\x04data\x18\x02 \x03(\v2\x1d.wasmorch.v1.Config.DataEntryR\x04data\x12*\n" +
@@ -6498,7 +6572,7 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 }
 
 var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 105)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 107)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),              // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),              // 1: wasmorch.v1.InstanceState
@@ -6515,98 +6589,100 @@ var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(*Event)(nil),                   // 12: wasmorch.v1.Event
 	(*BlobMeta)(nil),                // 13: wasmorch.v1.BlobMeta
 	(*FunctionLoad)(nil),            // 14: wasmorch.v1.FunctionLoad
-	(*Config)(nil),                  // 15: wasmorch.v1.Config
-	(*Secret)(nil),                  // 16: wasmorch.v1.Secret
-	(*MountedFile)(nil),             // 17: wasmorch.v1.MountedFile
-	(*SecretData)(nil),              // 18: wasmorch.v1.SecretData
-	(*SecretKey)(nil),               // 19: wasmorch.v1.SecretKey
-	(*UploadRequest)(nil),           // 20: wasmorch.v1.UploadRequest
-	(*UploadHeader)(nil),            // 21: wasmorch.v1.UploadHeader
-	(*UploadResponse)(nil),          // 22: wasmorch.v1.UploadResponse
-	(*ApplyWorkloadRequest)(nil),    // 23: wasmorch.v1.ApplyWorkloadRequest
-	(*ApplyWorkloadResponse)(nil),   // 24: wasmorch.v1.ApplyWorkloadResponse
-	(*GetWorkloadRequest)(nil),      // 25: wasmorch.v1.GetWorkloadRequest
-	(*ListWorkloadsRequest)(nil),    // 26: wasmorch.v1.ListWorkloadsRequest
-	(*WorkloadView)(nil),            // 27: wasmorch.v1.WorkloadView
-	(*ListWorkloadsResponse)(nil),   // 28: wasmorch.v1.ListWorkloadsResponse
-	(*ScaleRequest)(nil),            // 29: wasmorch.v1.ScaleRequest
-	(*DeleteWorkloadRequest)(nil),   // 30: wasmorch.v1.DeleteWorkloadRequest
-	(*DeleteWorkloadResponse)(nil),  // 31: wasmorch.v1.DeleteWorkloadResponse
-	(*ListInstancesRequest)(nil),    // 32: wasmorch.v1.ListInstancesRequest
-	(*InstanceView)(nil),            // 33: wasmorch.v1.InstanceView
-	(*ListInstancesResponse)(nil),   // 34: wasmorch.v1.ListInstancesResponse
-	(*ListNodesRequest)(nil),        // 35: wasmorch.v1.ListNodesRequest
-	(*NodeView)(nil),                // 36: wasmorch.v1.NodeView
-	(*ListNodesResponse)(nil),       // 37: wasmorch.v1.ListNodesResponse
-	(*LogsRequest)(nil),             // 38: wasmorch.v1.LogsRequest
-	(*LogChunk)(nil),                // 39: wasmorch.v1.LogChunk
-	(*ListEventsRequest)(nil),       // 40: wasmorch.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),      // 41: wasmorch.v1.ListEventsResponse
-	(*VersionRequest)(nil),          // 42: wasmorch.v1.VersionRequest
-	(*VersionResponse)(nil),         // 43: wasmorch.v1.VersionResponse
-	(*NodeRequest)(nil),             // 44: wasmorch.v1.NodeRequest
-	(*RemoveNodeRequest)(nil),       // 45: wasmorch.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),      // 46: wasmorch.v1.RemoveNodeResponse
-	(*Member)(nil),                  // 47: wasmorch.v1.Member
-	(*ListMembersRequest)(nil),      // 48: wasmorch.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),     // 49: wasmorch.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),        // 50: wasmorch.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),       // 51: wasmorch.v1.AddMemberResponse
-	(*PromoteMemberRequest)(nil),    // 52: wasmorch.v1.PromoteMemberRequest
-	(*PromoteMemberResponse)(nil),   // 53: wasmorch.v1.PromoteMemberResponse
-	(*RemoveMemberRequest)(nil),     // 54: wasmorch.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),    // 55: wasmorch.v1.RemoveMemberResponse
-	(*SnapshotRequest)(nil),         // 56: wasmorch.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),           // 57: wasmorch.v1.SnapshotChunk
-	(*JoinToken)(nil),               // 58: wasmorch.v1.JoinToken
-	(*CreateTokenRequest)(nil),      // 59: wasmorch.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),     // 60: wasmorch.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),       // 61: wasmorch.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),      // 62: wasmorch.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),      // 63: wasmorch.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),     // 64: wasmorch.v1.RevokeTokenResponse
-	(*SetConfigRequest)(nil),        // 65: wasmorch.v1.SetConfigRequest
-	(*SetConfigResponse)(nil),       // 66: wasmorch.v1.SetConfigResponse
-	(*GetConfigRequest)(nil),        // 67: wasmorch.v1.GetConfigRequest
-	(*ListConfigsRequest)(nil),      // 68: wasmorch.v1.ListConfigsRequest
-	(*ListConfigsResponse)(nil),     // 69: wasmorch.v1.ListConfigsResponse
-	(*DeleteConfigRequest)(nil),     // 70: wasmorch.v1.DeleteConfigRequest
-	(*DeleteConfigResponse)(nil),    // 71: wasmorch.v1.DeleteConfigResponse
-	(*SecretView)(nil),              // 72: wasmorch.v1.SecretView
-	(*SetSecretRequest)(nil),        // 73: wasmorch.v1.SetSecretRequest
-	(*SetSecretResponse)(nil),       // 74: wasmorch.v1.SetSecretResponse
-	(*GetSecretRequest)(nil),        // 75: wasmorch.v1.GetSecretRequest
-	(*ListSecretsRequest)(nil),      // 76: wasmorch.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),     // 77: wasmorch.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),     // 78: wasmorch.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),    // 79: wasmorch.v1.DeleteSecretResponse
-	(*RotateSecretKeyRequest)(nil),  // 80: wasmorch.v1.RotateSecretKeyRequest
-	(*RotateSecretKeyResponse)(nil), // 81: wasmorch.v1.RotateSecretKeyResponse
-	(*Revision)(nil),                // 82: wasmorch.v1.Revision
-	(*ListRevisionsRequest)(nil),    // 83: wasmorch.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),   // 84: wasmorch.v1.ListRevisionsResponse
-	(*PromoteRolloutRequest)(nil),   // 85: wasmorch.v1.PromoteRolloutRequest
-	(*RollbackRequest)(nil),         // 86: wasmorch.v1.RollbackRequest
-	(*RegisterRequest)(nil),         // 87: wasmorch.v1.RegisterRequest
-	(*RegisterResponse)(nil),        // 88: wasmorch.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),        // 89: wasmorch.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 90: wasmorch.v1.HeartbeatResponse
-	(*SessionRequest)(nil),          // 91: wasmorch.v1.SessionRequest
-	(*Assignments)(nil),             // 92: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),             // 93: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),               // 94: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),        // 95: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),               // 96: wasmorch.v1.BlobChunk
-	(*JoinRequest)(nil),             // 97: wasmorch.v1.JoinRequest
-	(*JoinResponse)(nil),            // 98: wasmorch.v1.JoinResponse
-	(*RenewRequest)(nil),            // 99: wasmorch.v1.RenewRequest
-	(*InstanceLogsRequest)(nil),     // 100: wasmorch.v1.InstanceLogsRequest
-	nil,                             // 101: wasmorch.v1.Placement.SelectorEntry
-	nil,                             // 102: wasmorch.v1.Node.LabelsEntry
-	nil,                             // 103: wasmorch.v1.Config.DataEntry
-	nil,                             // 104: wasmorch.v1.SecretData.DataEntry
-	nil,                             // 105: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                             // 106: wasmorch.v1.SetSecretRequest.DataEntry
+	(*GenerationRequests)(nil),      // 15: wasmorch.v1.GenerationRequests
+	(*Config)(nil),                  // 16: wasmorch.v1.Config
+	(*Secret)(nil),                  // 17: wasmorch.v1.Secret
+	(*MountedFile)(nil),             // 18: wasmorch.v1.MountedFile
+	(*SecretData)(nil),              // 19: wasmorch.v1.SecretData
+	(*SecretKey)(nil),               // 20: wasmorch.v1.SecretKey
+	(*UploadRequest)(nil),           // 21: wasmorch.v1.UploadRequest
+	(*UploadHeader)(nil),            // 22: wasmorch.v1.UploadHeader
+	(*UploadResponse)(nil),          // 23: wasmorch.v1.UploadResponse
+	(*ApplyWorkloadRequest)(nil),    // 24: wasmorch.v1.ApplyWorkloadRequest
+	(*ApplyWorkloadResponse)(nil),   // 25: wasmorch.v1.ApplyWorkloadResponse
+	(*GetWorkloadRequest)(nil),      // 26: wasmorch.v1.GetWorkloadRequest
+	(*ListWorkloadsRequest)(nil),    // 27: wasmorch.v1.ListWorkloadsRequest
+	(*WorkloadView)(nil),            // 28: wasmorch.v1.WorkloadView
+	(*ListWorkloadsResponse)(nil),   // 29: wasmorch.v1.ListWorkloadsResponse
+	(*ScaleRequest)(nil),            // 30: wasmorch.v1.ScaleRequest
+	(*DeleteWorkloadRequest)(nil),   // 31: wasmorch.v1.DeleteWorkloadRequest
+	(*DeleteWorkloadResponse)(nil),  // 32: wasmorch.v1.DeleteWorkloadResponse
+	(*ListInstancesRequest)(nil),    // 33: wasmorch.v1.ListInstancesRequest
+	(*InstanceView)(nil),            // 34: wasmorch.v1.InstanceView
+	(*ListInstancesResponse)(nil),   // 35: wasmorch.v1.ListInstancesResponse
+	(*ListNodesRequest)(nil),        // 36: wasmorch.v1.ListNodesRequest
+	(*NodeView)(nil),                // 37: wasmorch.v1.NodeView
+	(*ListNodesResponse)(nil),       // 38: wasmorch.v1.ListNodesResponse
+	(*LogsRequest)(nil),             // 39: wasmorch.v1.LogsRequest
+	(*LogChunk)(nil),                // 40: wasmorch.v1.LogChunk
+	(*ListEventsRequest)(nil),       // 41: wasmorch.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),      // 42: wasmorch.v1.ListEventsResponse
+	(*VersionRequest)(nil),          // 43: wasmorch.v1.VersionRequest
+	(*VersionResponse)(nil),         // 44: wasmorch.v1.VersionResponse
+	(*NodeRequest)(nil),             // 45: wasmorch.v1.NodeRequest
+	(*RemoveNodeRequest)(nil),       // 46: wasmorch.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),      // 47: wasmorch.v1.RemoveNodeResponse
+	(*Member)(nil),                  // 48: wasmorch.v1.Member
+	(*ListMembersRequest)(nil),      // 49: wasmorch.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),     // 50: wasmorch.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),        // 51: wasmorch.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),       // 52: wasmorch.v1.AddMemberResponse
+	(*PromoteMemberRequest)(nil),    // 53: wasmorch.v1.PromoteMemberRequest
+	(*PromoteMemberResponse)(nil),   // 54: wasmorch.v1.PromoteMemberResponse
+	(*RemoveMemberRequest)(nil),     // 55: wasmorch.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),    // 56: wasmorch.v1.RemoveMemberResponse
+	(*SnapshotRequest)(nil),         // 57: wasmorch.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),           // 58: wasmorch.v1.SnapshotChunk
+	(*JoinToken)(nil),               // 59: wasmorch.v1.JoinToken
+	(*CreateTokenRequest)(nil),      // 60: wasmorch.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),     // 61: wasmorch.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),       // 62: wasmorch.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),      // 63: wasmorch.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),      // 64: wasmorch.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),     // 65: wasmorch.v1.RevokeTokenResponse
+	(*SetConfigRequest)(nil),        // 66: wasmorch.v1.SetConfigRequest
+	(*SetConfigResponse)(nil),       // 67: wasmorch.v1.SetConfigResponse
+	(*GetConfigRequest)(nil),        // 68: wasmorch.v1.GetConfigRequest
+	(*ListConfigsRequest)(nil),      // 69: wasmorch.v1.ListConfigsRequest
+	(*ListConfigsResponse)(nil),     // 70: wasmorch.v1.ListConfigsResponse
+	(*DeleteConfigRequest)(nil),     // 71: wasmorch.v1.DeleteConfigRequest
+	(*DeleteConfigResponse)(nil),    // 72: wasmorch.v1.DeleteConfigResponse
+	(*SecretView)(nil),              // 73: wasmorch.v1.SecretView
+	(*SetSecretRequest)(nil),        // 74: wasmorch.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),       // 75: wasmorch.v1.SetSecretResponse
+	(*GetSecretRequest)(nil),        // 76: wasmorch.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),      // 77: wasmorch.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),     // 78: wasmorch.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),     // 79: wasmorch.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),    // 80: wasmorch.v1.DeleteSecretResponse
+	(*RotateSecretKeyRequest)(nil),  // 81: wasmorch.v1.RotateSecretKeyRequest
+	(*RotateSecretKeyResponse)(nil), // 82: wasmorch.v1.RotateSecretKeyResponse
+	(*Revision)(nil),                // 83: wasmorch.v1.Revision
+	(*ListRevisionsRequest)(nil),    // 84: wasmorch.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),   // 85: wasmorch.v1.ListRevisionsResponse
+	(*PromoteRolloutRequest)(nil),   // 86: wasmorch.v1.PromoteRolloutRequest
+	(*RollbackRequest)(nil),         // 87: wasmorch.v1.RollbackRequest
+	(*RegisterRequest)(nil),         // 88: wasmorch.v1.RegisterRequest
+	(*RegisterResponse)(nil),        // 89: wasmorch.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),        // 90: wasmorch.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 91: wasmorch.v1.HeartbeatResponse
+	(*SessionRequest)(nil),          // 92: wasmorch.v1.SessionRequest
+	(*Assignments)(nil),             // 93: wasmorch.v1.Assignments
+	(*StatusBatch)(nil),             // 94: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),               // 95: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),        // 96: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),               // 97: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),             // 98: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),            // 99: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),            // 100: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),     // 101: wasmorch.v1.InstanceLogsRequest
+	nil,                             // 102: wasmorch.v1.Placement.SelectorEntry
+	nil,                             // 103: wasmorch.v1.Node.LabelsEntry
+	nil,                             // 104: wasmorch.v1.FunctionLoad.GenerationsEntry
+	nil,                             // 105: wasmorch.v1.Config.DataEntry
+	nil,                             // 106: wasmorch.v1.SecretData.DataEntry
+	nil,                             // 107: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                             // 108: wasmorch.v1.SetSecretRequest.DataEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	6,   // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
@@ -6614,133 +6690,135 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	3,   // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
 	4,   // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
 	5,   // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
-	17,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
-	101, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	18,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
+	102, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
 	2,   // 7: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
 	2,   // 8: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
 	1,   // 9: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
 	10,  // 10: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	102, // 11: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
-	103, // 12: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	104, // 13: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
-	21,  // 14: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
-	2,   // 15: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
-	7,   // 16: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
-	7,   // 17: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
-	27,  // 18: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
-	8,   // 19: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
-	9,   // 20: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
-	1,   // 21: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
-	33,  // 22: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
-	11,  // 23: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
-	10,  // 24: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
-	36,  // 25: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
-	12,  // 26: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
-	47,  // 27: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
-	58,  // 28: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
-	58,  // 29: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
-	105, // 30: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
-	15,  // 31: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
-	15,  // 32: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	106, // 33: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
-	72,  // 34: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
-	72,  // 35: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
-	2,   // 36: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
-	82,  // 37: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
-	11,  // 38: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	8,   // 39: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
-	9,   // 40: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	20,  // 41: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	23,  // 42: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	25,  // 43: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	26,  // 44: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	29,  // 45: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	30,  // 46: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	32,  // 47: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	35,  // 48: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	38,  // 49: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	42,  // 50: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	40,  // 51: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	44,  // 52: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
-	44,  // 53: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
-	44,  // 54: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
-	45,  // 55: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
-	48,  // 56: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
-	50,  // 57: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
-	52,  // 58: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
-	54,  // 59: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
-	56,  // 60: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
-	59,  // 61: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
-	61,  // 62: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
-	63,  // 63: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
-	65,  // 64: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
-	67,  // 65: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
-	68,  // 66: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
-	70,  // 67: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
-	73,  // 68: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
-	75,  // 69: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
-	76,  // 70: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
-	78,  // 71: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
-	80,  // 72: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
-	83,  // 73: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
-	86,  // 74: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
-	85,  // 75: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
-	87,  // 76: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	89,  // 77: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	91,  // 78: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	93,  // 79: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	95,  // 80: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	97,  // 81: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	99,  // 82: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	100, // 83: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	22,  // 84: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	24,  // 85: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	27,  // 86: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	28,  // 87: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	7,   // 88: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	31,  // 89: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	34,  // 90: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	37,  // 91: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	39,  // 92: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	43,  // 93: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	41,  // 94: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	36,  // 95: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	36,  // 96: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	36,  // 97: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	46,  // 98: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	49,  // 99: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	51,  // 100: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	53,  // 101: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	55,  // 102: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	57,  // 103: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	60,  // 104: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	62,  // 105: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	64,  // 106: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	66,  // 107: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	15,  // 108: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	69,  // 109: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	71,  // 110: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	74,  // 111: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	72,  // 112: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	77,  // 113: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	79,  // 114: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	81,  // 115: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	84,  // 116: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
-	24,  // 117: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	7,   // 118: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
-	88,  // 119: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	90,  // 120: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	92,  // 121: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	94,  // 122: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	96,  // 123: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	98,  // 124: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	98,  // 125: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	39,  // 126: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	84,  // [84:127] is the sub-list for method output_type
-	41,  // [41:84] is the sub-list for method input_type
-	41,  // [41:41] is the sub-list for extension type_name
-	41,  // [41:41] is the sub-list for extension extendee
-	0,   // [0:41] is the sub-list for field type_name
+	103, // 11: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	104, // 12: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
+	105, // 13: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	106, // 14: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	22,  // 15: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
+	2,   // 16: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
+	7,   // 17: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
+	7,   // 18: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
+	28,  // 19: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
+	8,   // 20: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
+	9,   // 21: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
+	1,   // 22: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
+	34,  // 23: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
+	11,  // 24: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
+	10,  // 25: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
+	37,  // 26: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
+	12,  // 27: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
+	48,  // 28: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
+	59,  // 29: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
+	59,  // 30: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
+	107, // 31: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	16,  // 32: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
+	16,  // 33: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
+	108, // 34: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	73,  // 35: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
+	73,  // 36: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
+	2,   // 37: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
+	83,  // 38: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
+	11,  // 39: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
+	8,   // 40: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
+	9,   // 41: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
+	15,  // 42: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
+	21,  // 43: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	24,  // 44: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	26,  // 45: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	27,  // 46: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	30,  // 47: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	31,  // 48: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	33,  // 49: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	36,  // 50: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	39,  // 51: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	43,  // 52: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	41,  // 53: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	45,  // 54: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	45,  // 55: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	45,  // 56: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	46,  // 57: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	49,  // 58: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	51,  // 59: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	53,  // 60: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	55,  // 61: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	57,  // 62: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	60,  // 63: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	62,  // 64: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	64,  // 65: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	66,  // 66: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
+	68,  // 67: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
+	69,  // 68: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
+	71,  // 69: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
+	74,  // 70: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
+	76,  // 71: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
+	77,  // 72: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
+	79,  // 73: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
+	81,  // 74: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
+	84,  // 75: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
+	87,  // 76: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	86,  // 77: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
+	88,  // 78: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	90,  // 79: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	92,  // 80: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	94,  // 81: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	96,  // 82: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	98,  // 83: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	100, // 84: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	101, // 85: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	23,  // 86: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	25,  // 87: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	28,  // 88: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	29,  // 89: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	7,   // 90: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	32,  // 91: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	35,  // 92: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	38,  // 93: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	40,  // 94: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	44,  // 95: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	42,  // 96: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	37,  // 97: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	37,  // 98: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	37,  // 99: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	47,  // 100: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	50,  // 101: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	52,  // 102: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	54,  // 103: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	56,  // 104: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	58,  // 105: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	61,  // 106: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	63,  // 107: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	65,  // 108: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	67,  // 109: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	16,  // 110: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	70,  // 111: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	72,  // 112: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	75,  // 113: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	73,  // 114: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	78,  // 115: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	80,  // 116: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	82,  // 117: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	85,  // 118: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	25,  // 119: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	7,   // 120: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
+	89,  // 121: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	91,  // 122: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	93,  // 123: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	95,  // 124: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	97,  // 125: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	99,  // 126: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	99,  // 127: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	40,  // 128: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	86,  // [86:129] is the sub-list for method output_type
+	43,  // [43:86] is the sub-list for method input_type
+	43,  // [43:43] is the sub-list for extension type_name
+	43,  // [43:43] is the sub-list for extension extendee
+	0,   // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -6748,7 +6826,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 	if File_wasmorch_v1_wasmorch_proto != nil {
 		return
 	}
-	file_wasmorch_v1_wasmorch_proto_msgTypes[18].OneofWrappers = []any{
+	file_wasmorch_v1_wasmorch_proto_msgTypes[19].OneofWrappers = []any{
 		(*UploadRequest_Header)(nil),
 		(*UploadRequest_Chunk)(nil),
 	}
@@ -6758,7 +6836,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   105,
+			NumMessages:   107,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

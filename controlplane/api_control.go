@@ -99,13 +99,16 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 // ApplyWorkload creates a workload or updates its spec. A change to
 // anything but the replica count is a new generation.
 func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadRequest) (*v1.ApplyWorkloadResponse, error) {
-	return a.applyWorkload(ctx, req, false)
+	return a.applyWorkload(ctx, req, false, 0)
 }
 
 // applyWorkload is ApplyWorkload; the workload's generation is written
 // promoted (canary.go: it never waits as a canary) when its spec has no
-// canary, or promote is set (a rollback).
-func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadRequest, promote bool) (*v1.ApplyWorkloadResponse, error) {
+// canary, or promote is set (a rollback). basedOn, if set, is the mod
+// revision of the workload the spec was derived from (a rollback, a
+// restart): if it changed meanwhile, nothing is written (Conflict), so
+// that a deploy in between is not undone.
+func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadRequest, promote bool, basedOn int64) (*v1.ApplyWorkloadResponse, error) {
 	if err := ValidateName(req.GetName()); err != nil {
 		return nil, err
 	}
@@ -121,6 +124,9 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		exists := err == nil
 		if err != nil && !errdefs.IsNotFound(err) {
 			return nil, err
+		}
+		if basedOn != 0 && (!exists || cur.ModRevision != basedOn) {
+			return nil, errdefs.Conflictf("workload %q changed meanwhile; try again", req.GetName())
 		}
 		if exists && cur.Value.GetSpec().GetKind() != spec.GetKind() {
 			return nil, errdefs.Preconditionf("workload %q already exists with kind %q, not %q; delete it first or choose another name",

@@ -119,7 +119,20 @@ func (a *controlAPI) RollbackWorkload(ctx context.Context, req *v1.RollbackReque
 	spec.Replicas = cur.Value.GetSpec().GetReplicas()
 	// canary.go: a rollback is promoted as it is written, never a canary.
 	return a.applyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: req.GetWorkload(), Spec: spec,
-		ChangeCause: fmt.Sprintf("rollback to revision %d", target.GetGeneration())}, true)
+		ChangeCause: fmt.Sprintf("rollback to revision %d", target.GetGeneration())}, true, cur.ModRevision)
+}
+
+// RestartRollout replaces every instance of a workload in a rolling
+// update, like `kubectl rollout restart`: the same spec with a new
+// restart time, as a new generation (and revision). It is never a canary.
+func (a *controlAPI) RestartRollout(ctx context.Context, req *v1.RestartRolloutRequest) (*v1.ApplyWorkloadResponse, error) {
+	cur, err := a.s.store.Workloads.Get(ctx, req.GetWorkload())
+	if err != nil {
+		return nil, err
+	}
+	spec := proto.Clone(cur.Value.GetSpec()).(*v1.WorkloadSpec)
+	spec.RestartedUnixNano = time.Now().UnixNano()
+	return a.applyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: req.GetWorkload(), Spec: spec, ChangeCause: "rollout restart"}, true, cur.ModRevision)
 }
 
 // rollbackTarget finds the revision to return to: to, or (0) the newest

@@ -149,3 +149,38 @@ func TestFailedRolloutsAreRolledBackAutomatically(t *testing.T) {
 		t.Fatalf("after the second rollback the workload is not generation 3's spec:\n%s", d)
 	}
 }
+
+// TestRolloutRestartReplacesEveryInstance: `rollout restart` rolls new
+// instances of the same spec out as a new generation with its revision.
+func TestRolloutRestartReplacesEveryInstance(t *testing.T) {
+	c := startUp(t)
+	c.mustRun("deploy", "testdata/ticker.wasm", "--name", "app", "--replicas", "3", "--env", "V=1")
+	before := map[string]bool{}
+	for _, i := range c.instances("app") {
+		before[i.ID] = true
+	}
+	r := c.mustRun("rollout", "restart", "app")
+	if want := "restarting app: generation 2 replaces every instance; follow it with 'wasmorch rollout status app'\n"; r.stdout != want {
+		t.Fatalf("rollout restart printed %q, want %q", r.stdout, want)
+	}
+	if r := c.mustRun("rollout", "status", "app"); r.stdout != "app rolled out (generation 2): 3/3 ready\n" {
+		t.Fatalf("rollout status after restart printed %q", r.stdout)
+	}
+	eventually(t, "3 new instances of generation 2", func() (bool, string) {
+		is := c.instances("app")
+		for _, i := range is {
+			if before[i.ID] {
+				return false, toJSON(is)
+			}
+		}
+		return len(is) == 3 && countInstances(is, 2, "Running") == 3, toJSON(is)
+	})
+	rows := historyRows(t, c.mustRun("rollout", "history", "app").stdout)
+	if rows["2 (current)"] != "rollout restart" {
+		t.Fatalf("rollout history: %v; want revision 2 caused by rollout restart", rows)
+	}
+	if d := c.mustRun("describe", "workload", "app").stdout; !regexp.MustCompile(`V=1\b`).MatchString(d) {
+		t.Fatalf("the restart changed the spec:\n%s", d)
+	}
+	oneLineError(t, c.run("rollout", "restart", "nope"), `workload "nope" not found`)
+}

@@ -13,7 +13,7 @@ import (
 	"github.com/wasmorch/wasmorch/internal/cliout"
 )
 
-// rollouts: `wasmorch rollout status|history|undo`.
+// rollouts: `wasmorch rollout status|history|undo|promote|restart`.
 func newRolloutCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollout",
@@ -24,7 +24,8 @@ the workload's max surge and max unavailable (see 'wasmorch deploy --help'). A
 function deployed with --canary first gives the new generation that share of its
 traffic, until 'wasmorch rollout promote' (or its --canary-duration).`,
 	}
-	cmd.AddCommand(newRolloutStatusCommand(), newRolloutHistoryCommand(), newRolloutUndoCommand(), newRolloutPromoteCommand())
+	cmd.AddCommand(newRolloutStatusCommand(), newRolloutHistoryCommand(), newRolloutUndoCommand(), newRolloutPromoteCommand(),
+		newRolloutRestartCommand())
 	return cmd
 }
 
@@ -153,6 +154,39 @@ it out like any other change. Follow it with 'wasmorch rollout status NAME'.`,
 	}
 	server = addServerFlag(cmd)
 	cmd.Flags().Int64Var(&to, "to-revision", 0, "the revision to return to (default: the one before the current generation)")
+	return cmd
+}
+
+func newRolloutRestartCommand() *cobra.Command {
+	var server *string
+	cmd := &cobra.Command{
+		Use:   "restart NAME",
+		Short: "Replace every instance of a workload in a rolling update",
+		Long: `Replace every instance of a workload with a new one of the same spec, in a
+rolling update bounded by its max surge and max unavailable, like 'kubectl
+rollout restart': a new generation and revision (change cause "rollout restart"),
+never a canary. Follow it with 'wasmorch rollout status NAME'.`,
+		Example: "  wasmorch rollout restart hello",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := oneName(cmd, args, "wasmorch rollout restart hello")
+			if err != nil {
+				return err
+			}
+			client, err := dial(cmd, *server)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			resp, err := client.Restart(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "restarting %s: generation %d replaces every instance; follow it with 'wasmorch rollout status %s'\n",
+				name, resp.GetWorkload().GetGeneration(), name)
+			return nil
+		},
+	}
+	server = addServerFlag(cmd)
 	return cmd
 }
 

@@ -60,6 +60,12 @@ type RolloutResult struct {
 	Canary *Canary
 }
 
+// Restart replaces every instance of a workload in a rolling update (a
+// new generation of the same spec).
+func (c *Client) Restart(ctx context.Context, name string) (*wasmorchv1.ApplyWorkloadResponse, error) {
+	return call(ctx, c, name, c.api.RestartRollout, &wasmorchv1.RestartRolloutRequest{Workload: name})
+}
+
 // RolloutStatus waits until the workload's current generation is rolled
 // out (every replica ready, no instance of an older generation left), or
 // until its canary is ready and waits for 'rollout promote', failing with

@@ -212,8 +212,11 @@ type WorkloadSpec struct {
 	// rollouts: how long every canary replica must have been available
 	// before the canary is promoted by itself; 0 = until `rollout promote`.
 	CanaryDurationMs int64 `protobuf:"varint,83,opt,name=canary_duration_ms,json=canaryDurationMs,proto3" json:"canary_duration_ms,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// rollouts: set by `rollout restart` (when), so that the same spec makes
+	// a new generation whose instances replace the running ones.
+	RestartedUnixNano int64 `protobuf:"varint,84,opt,name=restarted_unix_nano,json=restartedUnixNano,proto3" json:"restarted_unix_nano,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *WorkloadSpec) Reset() {
@@ -438,6 +441,13 @@ func (x *WorkloadSpec) GetCanary() string {
 func (x *WorkloadSpec) GetCanaryDurationMs() int64 {
 	if x != nil {
 		return x.CanaryDurationMs
+	}
+	return 0
+}
+
+func (x *WorkloadSpec) GetRestartedUnixNano() int64 {
+	if x != nil {
+		return x.RestartedUnixNano
 	}
 	return 0
 }
@@ -5342,6 +5352,50 @@ func (x *PromoteRolloutRequest) GetWorkload() string {
 	return ""
 }
 
+type RestartRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workload      string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestartRolloutRequest) Reset() {
+	*x = RestartRolloutRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartRolloutRequest) ProtoMessage() {}
+
+func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartRolloutRequest.ProtoReflect.Descriptor instead.
+func (*RestartRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *RestartRolloutRequest) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
 type RollbackRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Workload      string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
@@ -5352,7 +5406,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5364,7 +5418,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5377,7 +5431,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *RollbackRequest) GetWorkload() string {
@@ -5403,7 +5457,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5415,7 +5469,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5428,7 +5482,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *RegisterRequest) GetNode() *Node {
@@ -5448,7 +5502,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5460,7 +5514,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5473,7 +5527,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -5499,7 +5553,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5511,7 +5565,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5524,7 +5578,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *HeartbeatRequest) GetNode() string {
@@ -5542,7 +5596,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5554,7 +5608,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5567,7 +5621,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
 }
 
 type SessionRequest struct {
@@ -5579,7 +5633,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5591,7 +5645,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5604,7 +5658,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *SessionRequest) GetNode() string {
@@ -5625,7 +5679,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5637,7 +5691,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5650,7 +5704,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *Assignments) GetInstances() []*Instance {
@@ -5677,7 +5731,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5689,7 +5743,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5702,7 +5756,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -5727,7 +5781,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5739,7 +5793,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5752,7 +5806,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
 }
 
 type FetchBlobRequest struct {
@@ -5764,7 +5818,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5776,7 +5830,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5789,7 +5843,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
@@ -5809,7 +5863,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5821,7 +5875,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5834,7 +5888,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -5865,7 +5919,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5877,7 +5931,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5890,7 +5944,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -5924,7 +5978,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5936,7 +5990,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5949,7 +6003,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *JoinResponse) GetCertificate() []byte {
@@ -5977,7 +6031,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5989,7 +6043,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6002,7 +6056,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -6022,7 +6076,7 @@ type InstanceLogsRequest struct {
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6034,7 +6088,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6047,7 +6101,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -6068,7 +6122,7 @@ var File_wasmorch_v1_wasmorch_proto protoreflect.FileDescriptor
 
 const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
-	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xb0\b\n" +
+	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xe0\b\n" +
 	"\fWorkloadSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12#\n" +
 	"\rmodule_digest\x18\x02 \x01(\tR\fmoduleDigest\x12\x1f\n" +
@@ -6100,7 +6154,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\tmax_surge\x18P \x01(\tR\bmaxSurge\x12'\n" +
 	"\x0fmax_unavailable\x18Q \x01(\tR\x0emaxUnavailable\x12\x16\n" +
 	"\x06canary\x18R \x01(\tR\x06canary\x12,\n" +
-	"\x12canary_duration_ms\x18S \x01(\x03R\x10canaryDurationMs\"\x83\x02\n" +
+	"\x12canary_duration_ms\x18S \x01(\x03R\x10canaryDurationMs\x12.\n" +
+	"\x13restarted_unix_nano\x18T \x01(\x03R\x11restartedUnixNano\"\x83\x02\n" +
 	"\vHttpTrigger\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1d\n" +
@@ -6453,6 +6508,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x15ListRevisionsResponse\x123\n" +
 	"\trevisions\x18\x01 \x03(\v2\x15.wasmorch.v1.RevisionR\trevisions\"3\n" +
 	"\x15PromoteRolloutRequest\x12\x1a\n" +
+	"\bworkload\x18\x01 \x01(\tR\bworkload\"3\n" +
+	"\x15RestartRolloutRequest\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\"R\n" +
 	"\x0fRollbackRequest\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x12#\n" +
@@ -6506,7 +6563,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x18INSTANCE_STATE_SUCCEEDED\x10\x05\x12\x19\n" +
 	"\x15INSTANCE_STATE_FAILED\x10\x06\x12\x17\n" +
 	"\x13INSTANCE_STATE_LOST\x10\a\x12\x1a\n" +
-	"\x16INSTANCE_STATE_STOPPED\x10\b2\xb7\x15\n" +
+	"\x16INSTANCE_STATE_STOPPED\x10\b2\x91\x16\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"UploadBlob\x12\x1a.wasmorch.v1.UploadRequest\x1a\x1b.wasmorch.v1.UploadResponse(\x01\x12V\n" +
@@ -6547,7 +6604,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x0fRotateSecretKey\x12#.wasmorch.v1.RotateSecretKeyRequest\x1a$.wasmorch.v1.RotateSecretKeyResponse\x12V\n" +
 	"\rListRevisions\x12!.wasmorch.v1.ListRevisionsRequest\x1a\".wasmorch.v1.ListRevisionsResponse\x12T\n" +
 	"\x10RollbackWorkload\x12\x1c.wasmorch.v1.RollbackRequest\x1a\".wasmorch.v1.ApplyWorkloadResponse\x12K\n" +
-	"\x0ePromoteRollout\x12\".wasmorch.v1.PromoteRolloutRequest\x1a\x15.wasmorch.v1.Workload2\xef\x03\n" +
+	"\x0ePromoteRollout\x12\".wasmorch.v1.PromoteRolloutRequest\x1a\x15.wasmorch.v1.Workload\x12X\n" +
+	"\x0eRestartRollout\x12\".wasmorch.v1.RestartRolloutRequest\x1a\".wasmorch.v1.ApplyWorkloadResponse2\xef\x03\n" +
 	"\x05Agent\x12G\n" +
 	"\bRegister\x12\x1c.wasmorch.v1.RegisterRequest\x1a\x1d.wasmorch.v1.RegisterResponse\x12J\n" +
 	"\tHeartbeat\x12\x1d.wasmorch.v1.HeartbeatRequest\x1a\x1e.wasmorch.v1.HeartbeatResponse\x12B\n" +
@@ -6572,7 +6630,7 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 }
 
 var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 107)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 108)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),              // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),              // 1: wasmorch.v1.InstanceState
@@ -6661,28 +6719,29 @@ var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(*ListRevisionsRequest)(nil),    // 84: wasmorch.v1.ListRevisionsRequest
 	(*ListRevisionsResponse)(nil),   // 85: wasmorch.v1.ListRevisionsResponse
 	(*PromoteRolloutRequest)(nil),   // 86: wasmorch.v1.PromoteRolloutRequest
-	(*RollbackRequest)(nil),         // 87: wasmorch.v1.RollbackRequest
-	(*RegisterRequest)(nil),         // 88: wasmorch.v1.RegisterRequest
-	(*RegisterResponse)(nil),        // 89: wasmorch.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),        // 90: wasmorch.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 91: wasmorch.v1.HeartbeatResponse
-	(*SessionRequest)(nil),          // 92: wasmorch.v1.SessionRequest
-	(*Assignments)(nil),             // 93: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),             // 94: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),               // 95: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),        // 96: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),               // 97: wasmorch.v1.BlobChunk
-	(*JoinRequest)(nil),             // 98: wasmorch.v1.JoinRequest
-	(*JoinResponse)(nil),            // 99: wasmorch.v1.JoinResponse
-	(*RenewRequest)(nil),            // 100: wasmorch.v1.RenewRequest
-	(*InstanceLogsRequest)(nil),     // 101: wasmorch.v1.InstanceLogsRequest
-	nil,                             // 102: wasmorch.v1.Placement.SelectorEntry
-	nil,                             // 103: wasmorch.v1.Node.LabelsEntry
-	nil,                             // 104: wasmorch.v1.FunctionLoad.GenerationsEntry
-	nil,                             // 105: wasmorch.v1.Config.DataEntry
-	nil,                             // 106: wasmorch.v1.SecretData.DataEntry
-	nil,                             // 107: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                             // 108: wasmorch.v1.SetSecretRequest.DataEntry
+	(*RestartRolloutRequest)(nil),   // 87: wasmorch.v1.RestartRolloutRequest
+	(*RollbackRequest)(nil),         // 88: wasmorch.v1.RollbackRequest
+	(*RegisterRequest)(nil),         // 89: wasmorch.v1.RegisterRequest
+	(*RegisterResponse)(nil),        // 90: wasmorch.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),        // 91: wasmorch.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 92: wasmorch.v1.HeartbeatResponse
+	(*SessionRequest)(nil),          // 93: wasmorch.v1.SessionRequest
+	(*Assignments)(nil),             // 94: wasmorch.v1.Assignments
+	(*StatusBatch)(nil),             // 95: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),               // 96: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),        // 97: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),               // 98: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),             // 99: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),            // 100: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),            // 101: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),     // 102: wasmorch.v1.InstanceLogsRequest
+	nil,                             // 103: wasmorch.v1.Placement.SelectorEntry
+	nil,                             // 104: wasmorch.v1.Node.LabelsEntry
+	nil,                             // 105: wasmorch.v1.FunctionLoad.GenerationsEntry
+	nil,                             // 106: wasmorch.v1.Config.DataEntry
+	nil,                             // 107: wasmorch.v1.SecretData.DataEntry
+	nil,                             // 108: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                             // 109: wasmorch.v1.SetSecretRequest.DataEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	6,   // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
@@ -6691,15 +6750,15 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	4,   // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
 	5,   // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
 	18,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
-	102, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	103, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
 	2,   // 7: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
 	2,   // 8: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
 	1,   // 9: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
 	10,  // 10: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	103, // 11: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
-	104, // 12: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
-	105, // 13: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	106, // 14: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	104, // 11: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	105, // 12: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
+	106, // 13: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	107, // 14: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
 	22,  // 15: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
 	2,   // 16: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
 	7,   // 17: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
@@ -6716,10 +6775,10 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	48,  // 28: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
 	59,  // 29: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
 	59,  // 30: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
-	107, // 31: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	108, // 31: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
 	16,  // 32: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
 	16,  // 33: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	108, // 34: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	109, // 34: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
 	73,  // 35: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
 	73,  // 36: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
 	2,   // 37: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
@@ -6761,61 +6820,63 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	79,  // 73: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
 	81,  // 74: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
 	84,  // 75: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
-	87,  // 76: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	88,  // 76: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
 	86,  // 77: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
-	88,  // 78: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	90,  // 79: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	92,  // 80: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	94,  // 81: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	96,  // 82: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	98,  // 83: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	100, // 84: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	101, // 85: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	23,  // 86: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	25,  // 87: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	28,  // 88: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	29,  // 89: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	7,   // 90: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	32,  // 91: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	35,  // 92: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	38,  // 93: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	40,  // 94: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	44,  // 95: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	42,  // 96: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	37,  // 97: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	37,  // 98: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	37,  // 99: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	47,  // 100: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	50,  // 101: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	52,  // 102: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	54,  // 103: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	56,  // 104: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	58,  // 105: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	61,  // 106: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	63,  // 107: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	65,  // 108: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	67,  // 109: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	16,  // 110: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	70,  // 111: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	72,  // 112: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	75,  // 113: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	73,  // 114: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	78,  // 115: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	80,  // 116: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	82,  // 117: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	85,  // 118: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
-	25,  // 119: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	7,   // 120: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
-	89,  // 121: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	91,  // 122: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	93,  // 123: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	95,  // 124: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	97,  // 125: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	99,  // 126: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	99,  // 127: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	40,  // 128: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	86,  // [86:129] is the sub-list for method output_type
-	43,  // [43:86] is the sub-list for method input_type
+	87,  // 78: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
+	89,  // 79: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	91,  // 80: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	93,  // 81: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	95,  // 82: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	97,  // 83: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	99,  // 84: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	101, // 85: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	102, // 86: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	23,  // 87: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	25,  // 88: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	28,  // 89: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	29,  // 90: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	7,   // 91: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	32,  // 92: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	35,  // 93: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	38,  // 94: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	40,  // 95: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	44,  // 96: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	42,  // 97: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	37,  // 98: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	37,  // 99: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	37,  // 100: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	47,  // 101: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	50,  // 102: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	52,  // 103: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	54,  // 104: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	56,  // 105: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	58,  // 106: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	61,  // 107: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	63,  // 108: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	65,  // 109: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	67,  // 110: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	16,  // 111: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	70,  // 112: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	72,  // 113: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	75,  // 114: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	73,  // 115: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	78,  // 116: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	80,  // 117: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	82,  // 118: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	85,  // 119: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	25,  // 120: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	7,   // 121: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
+	25,  // 122: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	90,  // 123: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	92,  // 124: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	94,  // 125: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	96,  // 126: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	98,  // 127: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	100, // 128: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	100, // 129: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	40,  // 130: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	87,  // [87:131] is the sub-list for method output_type
+	43,  // [43:87] is the sub-list for method input_type
 	43,  // [43:43] is the sub-list for extension type_name
 	43,  // [43:43] is the sub-list for extension extendee
 	0,   // [0:43] is the sub-list for field type_name
@@ -6836,7 +6897,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   107,
+			NumMessages:   108,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -57,6 +57,7 @@ const (
 	Control_ListRevisions_FullMethodName    = "/wasmorch.v1.Control/ListRevisions"
 	Control_RollbackWorkload_FullMethodName = "/wasmorch.v1.Control/RollbackWorkload"
 	Control_PromoteRollout_FullMethodName   = "/wasmorch.v1.Control/PromoteRollout"
+	Control_RestartRollout_FullMethodName   = "/wasmorch.v1.Control/RestartRollout"
 )
 
 // ControlClient is the client API for Control service.
@@ -103,6 +104,7 @@ type ControlClient interface {
 	ListRevisions(ctx context.Context, in *ListRevisionsRequest, opts ...grpc.CallOption) (*ListRevisionsResponse, error)
 	RollbackWorkload(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*ApplyWorkloadResponse, error)
 	PromoteRollout(ctx context.Context, in *PromoteRolloutRequest, opts ...grpc.CallOption) (*Workload, error)
+	RestartRollout(ctx context.Context, in *RestartRolloutRequest, opts ...grpc.CallOption) (*ApplyWorkloadResponse, error)
 }
 
 type controlClient struct {
@@ -484,6 +486,16 @@ func (c *controlClient) PromoteRollout(ctx context.Context, in *PromoteRolloutRe
 	return out, nil
 }
 
+func (c *controlClient) RestartRollout(ctx context.Context, in *RestartRolloutRequest, opts ...grpc.CallOption) (*ApplyWorkloadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyWorkloadResponse)
+	err := c.cc.Invoke(ctx, Control_RestartRollout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -528,6 +540,7 @@ type ControlServer interface {
 	ListRevisions(context.Context, *ListRevisionsRequest) (*ListRevisionsResponse, error)
 	RollbackWorkload(context.Context, *RollbackRequest) (*ApplyWorkloadResponse, error)
 	PromoteRollout(context.Context, *PromoteRolloutRequest) (*Workload, error)
+	RestartRollout(context.Context, *RestartRolloutRequest) (*ApplyWorkloadResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -642,6 +655,9 @@ func (UnimplementedControlServer) RollbackWorkload(context.Context, *RollbackReq
 }
 func (UnimplementedControlServer) PromoteRollout(context.Context, *PromoteRolloutRequest) (*Workload, error) {
 	return nil, status.Error(codes.Unimplemented, "method PromoteRollout not implemented")
+}
+func (UnimplementedControlServer) RestartRollout(context.Context, *RestartRolloutRequest) (*ApplyWorkloadResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestartRollout not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -1269,6 +1285,24 @@ func _Control_PromoteRollout_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_RestartRollout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestartRolloutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).RestartRollout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_RestartRollout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).RestartRollout(ctx, req.(*RestartRolloutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1403,6 +1437,10 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PromoteRollout",
 			Handler:    _Control_PromoteRollout_Handler,
+		},
+		{
+			MethodName: "RestartRollout",
+			Handler:    _Control_RestartRollout_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

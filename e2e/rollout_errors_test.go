@@ -8,9 +8,13 @@ import (
 // TestCanaryFailingItsRequestsIsRolledBack: a canary that passes its
 // health check but answers 500 to its share of the traffic is rolled back
 // by the controller from the gateways' counts of what each generation
-// answered; only the canary's share failed meanwhile.
+// answered; only the canary's share failed meanwhile. The same revision
+// without a canary is rolled back during its rolling update, and deploy,
+// which waits for it, says so.
 func TestCanaryFailingItsRequestsIsRolledBack(t *testing.T) {
-	c := startUp(t)
+	// Each wave of the rolling update waits 3 s, so that the rollback
+	// comes while the update is still going on.
+	c := startUpAt(t, t.TempDir(), freeAddr(t), freeAddr(t), "--rollout-min-ready", "3s")
 	c.deployFunction("testdata/greet.wasm", "shop", "/shop", "--replicas", "4", "--health-path", "/healthz", "--env", "GREETING=v1")
 	l := c.startLoad("/shop", 4)
 	defer l.stop()
@@ -31,6 +35,12 @@ func TestCanaryFailingItsRequestsIsRolledBack(t *testing.T) {
 	c.mustRun("rollout", "status", "shop")
 	c.onlyAnswer("/shop", "v1, world!")
 
+	errorLine(t, c.run("deploy", "testdata/greet.wasm", "--name", "shop", "--route", "/shop", "--replicas", "4", "--health-path", "/healthz",
+		"--env", "GREETING=v4", "--env", "FAIL=yes"),
+		"generation 4 of shop was rolled back: generation 5 is an automatic rollback to revision 3: generation 4 failed")
+	c.mustRun("rollout", "status", "shop")
+	c.onlyAnswer("/shop", "v1, world!")
+
 	s := l.stop()
 	for f := range s.Failures {
 		if !strings.Contains(f, " 500 failing: FAIL=yes") {
@@ -38,7 +48,7 @@ func TestCanaryFailingItsRequestsIsRolledBack(t *testing.T) {
 		}
 	}
 	if s.Failed == 0 || s.Failed*2 > s.OK+s.Failed {
-		t.Errorf("the load saw %s; want some of the canary's 500s, and most requests answered by v1", s)
+		t.Errorf("the load saw %s; want some of the new generations' 500s, and most requests answered by v1", s)
 	}
 	t.Logf("during the failing canary: %s", s)
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
@@ -242,7 +243,7 @@ func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(cli
 	if spec.Replicas == 0 {
 		return res, nil
 	}
-	r, err := c.wait(ctx, name, timeout, progress)
+	r, err := c.wait(ctx, name, applied.GetWorkload().GetGeneration(), timeout, progress)
 	res.Generation, res.Ready, res.Replicas, res.Canary = r.generation, r.ready, r.replicas, r.held()
 	return res, err
 }
@@ -281,14 +282,35 @@ func (c *Client) upload(ctx context.Context, digest string, wasm []byte, mediaTy
 }
 
 // wait polls the workload and its instances until the rollout is done,
-// has failed, or ctx ends.
-func (c *Client) wait(ctx context.Context, name string, timeout time.Duration, progress func(cliout.Step)) (rollout, error) {
+// has failed, or ctx ends. gen is the generation waited for (0: the one
+// first seen): if the control plane rolls it back automatically, the wait
+// fails with the reason; another change is followed.
+func (c *Client) wait(ctx context.Context, name string, gen int64, timeout time.Duration, progress func(cliout.Step)) (rollout, error) {
 	var last rollout
 	var lastErr error
 	ticker := time.NewTicker(pollInterval)
 	defer ticker.Stop()
 	for {
 		r, err := c.poll(ctx, name)
+		if err == nil && gen == 0 {
+			gen = r.generation
+		}
+		if err == nil && r.generation > gen {
+			// rollouts: a newer generation: an automatic rollback of
+			// the one waited for, or someone else's change to follow.
+			rev, err := c.rollbackOf(ctx, name, gen, r.generation)
+			if err != nil {
+				return r, err
+			}
+			if rev != nil {
+				return r, &Error{
+					What: fmt.Sprintf("generation %d of %s was rolled back: generation %d is an %s", gen, name, rev.GetGeneration(),
+						strings.ReplaceAll(OneLine(rev.GetChangeCause()), ";", ",")),
+					Hint: fmt.Sprintf("see 'wasmorch describe workload %s' and 'wasmorch logs %s'", name, name),
+				}
+			}
+			gen = r.generation
+		}
 		switch {
 		case err == nil:
 			last, lastErr = r, nil
@@ -319,6 +341,21 @@ func (c *Client) wait(ctx context.Context, name string, timeout time.Duration, p
 		case <-ticker.C:
 		}
 	}
+}
+
+// rollbackOf finds the automatic rollback among a workload's revisions
+// after generation gen up to generation now, or nil.
+func (c *Client) rollbackOf(ctx context.Context, name string, gen, now int64) (*wasmorchv1.Revision, error) {
+	l, err := call(ctx, c, name, c.api.ListRevisions, &wasmorchv1.ListRevisionsRequest{Workload: name})
+	if err != nil {
+		return nil, err
+	}
+	for _, rev := range l.GetRevisions() {
+		if rev.GetGeneration() > gen && rev.GetGeneration() <= now && strings.HasPrefix(rev.GetChangeCause(), "automatic rollback") {
+			return rev, nil
+		}
+	}
+	return nil, nil
 }
 
 // poll reads the workload and its instances once.

@@ -76,6 +76,6 @@ func (c *Client) RolloutStatus(ctx context.Context, name string, timeout time.Du
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	r, err := c.wait(ctx, name, timeout, progress)
+	r, err := c.wait(ctx, name, 0, timeout, progress)
 	return RolloutResult{Generation: r.generation, Ready: r.count(), Replicas: r.replicas, Canary: r.held()}, err
 }

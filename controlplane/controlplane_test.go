@@ -35,7 +35,16 @@ func startClusterB(b *testing.B) *cluster { return startClusterTB(b, b.TempDir()
 
 func startClusterTB(t testing.TB, dir string) *cluster {
 	t.Helper()
+	return startClusterWith(t, dir, nil)
+}
+
+// startClusterWith is startCluster with the defaults changed by set.
+func startClusterWith(t testing.TB, dir string, set func(*controlplane.Config)) *cluster {
+	t.Helper()
 	cfg := controlplane.DefaultConfig()
+	if set != nil {
+		set(&cfg)
+	}
 	cfg.Name = "cp1"
 	cfg.DataDir = dir
 	cfg.APIAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"

@@ -217,6 +217,28 @@ const (
 	errorRateRecheck = time.Second
 )
 
+// stuck says how a new generation's instance makes no progress, and when
+// that fails its rollout (the progress deadline after the instance was
+// created): not placed, placed but never reported by its node, or still
+// preparing its module or image. An instance that fails, or fails its
+// health checks, makes progress towards the other reasons for a rollback.
+func (c *controller) stuck(inst *v1.Instance, st *v1.InstanceStatus, wl *v1.Workload) (string, time.Time) {
+	since := inst.GetCreatedUnixNano()
+	if since == 0 {
+		since = wl.GetUpdatedUnixNano()
+	}
+	at := time.Unix(0, since).Add(c.progressDeadline)
+	switch {
+	case inst.GetNode() == "":
+		return fmt.Sprintf("was not placed within the progress deadline %s: %s", c.progressDeadline, inst.GetPendingReason()), at
+	case st == nil || st.GetNode() != inst.GetNode():
+		return fmt.Sprintf("was not started by node %s within the progress deadline %s", inst.GetNode(), c.progressDeadline), at
+	case st.GetState() == v1.InstanceState_INSTANCE_STATE_STARTING && st.GetHealthFailures() == 0:
+		return fmt.Sprintf("has not started within the progress deadline %s: %s", c.progressDeadline, strings.TrimSpace(st.GetMessage())), at
+	}
+	return "", time.Time{}
+}
+
 // errorRateFailure says why a function's new generation fails too many
 // requests, or "": it answered at least rolloutMinRequests through the
 // gateways (their latest load reports), failed more than maxPercent of
@@ -292,13 +314,14 @@ func (c *controller) rolloutFailure(wl *v1.Workload, insts []store.Versioned[*v1
 		if c.failureRestarts > 0 && st != nil && st.GetNode() == inst.Value.GetNode() && st.GetHealthFailures() >= int32(max(c.failureRestarts, httptrigger.HealthFailureThreshold)) {
 			return fmt.Sprintf("instance %s fails its health check (%d times in a row, last: %s)", inst.Name, st.GetHealthFailures(), st.GetHealthMessage())
 		}
-		if c.progressDeadline > 0 && inst.Value.GetNode() == "" {
-			at := time.Unix(0, wl.GetUpdatedUnixNano()).Add(c.progressDeadline)
-			if !time.Now().Before(at) {
-				return fmt.Sprintf("instance %s was not placed within the progress deadline %s: %s", inst.Name, c.progressDeadline, inst.Value.GetPendingReason())
-			}
-			if c.wake.IsZero() || at.Before(c.wake) {
-				c.wake = at
+		if c.progressDeadline > 0 {
+			if why, at := c.stuck(inst.Value, st, wl); why != "" {
+				if !time.Now().Before(at) {
+					return "instance " + inst.Name + " " + why
+				}
+				if c.wake.IsZero() || at.Before(c.wake) {
+					c.wake = at
+				}
 			}
 		}
 	}

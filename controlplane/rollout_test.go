@@ -392,3 +392,50 @@ func TestErrorRateFailure(t *testing.T) {
 		t.Errorf("a limit of 0 turns it off; got %q", why)
 	}
 }
+
+// TestRolloutStuckPastTheProgressDeadlineIsRolledBack: a new generation
+// whose instances their node never starts (no status ever comes) is rolled
+// back once the progress deadline has passed since they were created.
+func TestRolloutStuckPastTheProgressDeadlineIsRolledBack(t *testing.T) {
+	c := startClusterWith(t, t.TempDir(), func(cfg *controlplane.Config) { cfg.ProgressDeadline = time.Second })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mod := readModule(t, "hello.wasm")
+	digest := blobs.Digest(mod)
+	if err := upload(ctx, t, c.control, mod, digest); err != nil {
+		t.Fatal(err)
+	}
+	node := startRolloutNode(ctx, t, c, "n1", func(*v1.Assignments) {})
+	spec := &v1.WorkloadSpec{ModuleDigest: digest, Replicas: 2, Env: []*v1.EnvVar{{Name: "V", Value: "1"}}}
+	if _, err := c.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: "app", Spec: spec}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "2 instances assigned", func() (bool, string) {
+		return countGen(node.current(), 1) == 2, node.current().String()
+	})
+	var sts []*v1.InstanceStatus
+	for _, inst := range node.current().GetInstances() {
+		sts = append(sts, &v1.InstanceStatus{Id: inst.GetId(), State: v1.InstanceState_INSTANCE_STATE_RUNNING})
+	}
+	if _, err := c.agent.ReportStatus(ctx, &v1.StatusBatch{Node: "n1", Statuses: sts}); err != nil {
+		t.Fatal(err)
+	}
+	spec.Env[0].Value = "2"
+	if _, err := c.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: "app", Spec: spec}); err != nil {
+		t.Fatal(err)
+	}
+	// The node never reports generation 2's instances.
+	eventually(t, "generation 3, an automatic rollback", func() (bool, string) {
+		v, err := c.control.GetWorkload(ctx, &v1.GetWorkloadRequest{Name: "app"})
+		return err == nil && v.GetWorkload().GetGeneration() == 3, v.String()
+	})
+	l, err := c.control.ListRevisions(ctx, &v1.ListRevisionsRequest{Workload: "app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revs := l.GetRevisions()
+	if cause := revs[len(revs)-1].GetChangeCause(); !strings.HasPrefix(cause, "automatic rollback to revision 1: instance app-") ||
+		!strings.HasSuffix(cause, "was not started by node n1 within the progress deadline 1s") {
+		t.Errorf("the rollback's change cause is %q", cause)
+	}
+}

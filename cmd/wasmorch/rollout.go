@@ -229,6 +229,6 @@ func addRolloutSettings(cmd *cobra.Command, cp *controlplane.Config) {
 	cmd.Flags().IntVar(&cp.RevisionHistoryLimit, "revision-history-limit", controlplane.DefaultRevisionHistoryLimit, "revisions kept per workload for 'wasmorch rollout history' and 'undo'")
 	cmd.Flags().IntVar(&cp.RolloutFailureRestarts, "rollout-failure-restarts", cp.RolloutFailureRestarts, "roll a rollout back automatically when an instance of the new generation has restarted this many times (0: never)")
 	cmd.Flags().IntVar(&cp.RolloutMaxErrorPercent, "rollout-max-error-rate", cp.RolloutMaxErrorPercent, "roll a function's rollout back automatically when its new generation fails more than this percentage of its requests (at least 20), and more than twice the rate of the old one (0: never)")
-	cmd.Flags().DurationVar(&cp.ProgressDeadline, "progress-deadline", cp.ProgressDeadline, "roll a rollout back automatically when an instance of the new generation is not placed this long after the change (0: never)")
+	cmd.Flags().DurationVar(&cp.ProgressDeadline, "progress-deadline", cp.ProgressDeadline, "roll a rollout back automatically when an instance of the new generation is not placed, not started by its node, or still preparing this long after it was created (0: never)")
 	cmd.Flags().DurationVar(&cp.RolloutMinReady, "rollout-min-ready", controlplane.DefaultMinReady, "how long a new instance must run before a rolling update lets an old one go")
 }

@@ -281,11 +281,7 @@ func TestHealthChecksGateReadinessAndRollouts(t *testing.T) {
 	c := startCluster(t, t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mod := readModule(t, "greet.wasm")
-	digest := blobs.Digest(mod)
-	if err := upload(ctx, t, c.control, mod, digest); err != nil {
-		t.Fatal(err)
-	}
+	digest := uploadModule(ctx, t, c, "greet.wasm")
 	node := startRolloutNode(ctx, t, c, "n1", func(*v1.Assignments) {})
 	spec := &v1.WorkloadSpec{ModuleDigest: digest, Replicas: 2, Http: &v1.HttpTrigger{Route: "/greet", HealthPath: "/healthz"},
 		Env: []*v1.EnvVar{{Name: "V", Value: "1"}}}
@@ -339,22 +335,40 @@ func TestHealthChecksGateReadinessAndRollouts(t *testing.T) {
 		report(&v1.InstanceStatus{Id: id, State: v1.InstanceState_INSTANCE_STATE_STARTING, HealthFailures: 3,
 			HealthMessage: "GET /greet/healthz: 503 Service Unavailable: not ready"})
 	}
-	eventually(t, "generation 3, an automatic rollback", func() (bool, string) {
-		v, err := c.control.GetWorkload(ctx, &v1.GetWorkloadRequest{Name: "fn"})
-		return err == nil && v.GetWorkload().GetGeneration() == 3, v.String()
-	})
-	l, err := c.control.ListRevisions(ctx, &v1.ListRevisionsRequest{Workload: "fn"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	revs := l.GetRevisions()
-	if cause := revs[len(revs)-1].GetChangeCause(); !strings.Contains(cause, "automatic rollback to revision 1") ||
+	if cause := rolledBackAs(ctx, t, c, "fn", 3); !strings.Contains(cause, "automatic rollback to revision 1") ||
 		!strings.Contains(cause, "fails its health check (3 times in a row, last: GET /greet/healthz: 503 Service Unavailable: not ready)") {
 		t.Errorf("the rollback's change cause is %q", cause)
 	}
 	if n := countGen(node.current(), 1); n != 2 {
 		t.Errorf("the old replicas were touched during the failed rollout: %d of generation 1 assigned, want 2", n)
 	}
+}
+
+// uploadModule uploads a test module and returns its digest.
+func uploadModule(ctx context.Context, t *testing.T, c *cluster, file string) string {
+	t.Helper()
+	mod := readModule(t, file)
+	digest := blobs.Digest(mod)
+	if err := upload(ctx, t, c.control, mod, digest); err != nil {
+		t.Fatal(err)
+	}
+	return digest
+}
+
+// rolledBackAs waits until workload is at generation gen, an automatic
+// rollback, and returns that revision's change cause.
+func rolledBackAs(ctx context.Context, t *testing.T, c *cluster, workload string, gen int64) string {
+	t.Helper()
+	eventually(t, fmt.Sprintf("generation %d, an automatic rollback", gen), func() (bool, string) {
+		v, err := c.control.GetWorkload(ctx, &v1.GetWorkloadRequest{Name: workload})
+		return err == nil && v.GetWorkload().GetGeneration() == gen, v.String()
+	})
+	l, err := c.control.ListRevisions(ctx, &v1.ListRevisionsRequest{Workload: workload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revs := l.GetRevisions()
+	return revs[len(revs)-1].GetChangeCause()
 }
 
 func TestErrorRateFailure(t *testing.T) {
@@ -400,11 +414,7 @@ func TestRolloutStuckPastTheProgressDeadlineIsRolledBack(t *testing.T) {
 	c := startClusterWith(t, t.TempDir(), func(cfg *controlplane.Config) { cfg.ProgressDeadline = time.Second })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mod := readModule(t, "hello.wasm")
-	digest := blobs.Digest(mod)
-	if err := upload(ctx, t, c.control, mod, digest); err != nil {
-		t.Fatal(err)
-	}
+	digest := uploadModule(ctx, t, c, "hello.wasm")
 	node := startRolloutNode(ctx, t, c, "n1", func(*v1.Assignments) {})
 	spec := &v1.WorkloadSpec{ModuleDigest: digest, Replicas: 2, Env: []*v1.EnvVar{{Name: "V", Value: "1"}}}
 	if _, err := c.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: "app", Spec: spec}); err != nil {
@@ -425,16 +435,7 @@ func TestRolloutStuckPastTheProgressDeadlineIsRolledBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The node never reports generation 2's instances.
-	eventually(t, "generation 3, an automatic rollback", func() (bool, string) {
-		v, err := c.control.GetWorkload(ctx, &v1.GetWorkloadRequest{Name: "app"})
-		return err == nil && v.GetWorkload().GetGeneration() == 3, v.String()
-	})
-	l, err := c.control.ListRevisions(ctx, &v1.ListRevisionsRequest{Workload: "app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	revs := l.GetRevisions()
-	if cause := revs[len(revs)-1].GetChangeCause(); !strings.HasPrefix(cause, "automatic rollback to revision 1: instance app-") ||
+	if cause := rolledBackAs(ctx, t, c, "app", 3); !strings.HasPrefix(cause, "automatic rollback to revision 1: instance app-") ||
 		!strings.HasSuffix(cause, "was not started by node n1 within the progress deadline 1s") {
 		t.Errorf("the rollback's change cause is %q", cause)
 	}

@@ -19,7 +19,7 @@ func TestDeployScaleDelete(t *testing.T) {
 	}
 
 	table := c.mustRun("get", "workloads").stdout
-	if !hasRow(table, "hello", "3/3", "3", "1", "wasm") {
+	if !hasRow(table, "hello", "3/3", "3", "3", "1", "wasm") {
 		t.Errorf("get workloads does not show hello 3/3:\n%s", table)
 	}
 	if y := c.mustRun("get", "wl", "-o", "yaml").stdout; !strings.Contains(y, "name: hello") || !strings.Contains(y, "ready: 3") {

@@ -48,11 +48,14 @@ func (p Printer) Workloads(w io.Writer, ws []Workload) error {
 	if p.Format != Table {
 		return p.encode(w, ws)
 	}
-	rows := [][]string{{"NAME", "READY", "REPLICAS", "GENERATION", "KIND", "AGE"}}
+	// UP-TO-DATE counts the instances of the current generation, as
+	// kubectl's does: below REPLICAS while a rollout goes on.
+	rows := [][]string{{"NAME", "READY", "UP-TO-DATE", "REPLICAS", "GENERATION", "KIND", "AGE"}}
 	for _, x := range ws {
 		rows = append(rows, []string{
 			x.Name,
 			fmt.Sprintf("%d/%d", x.Ready, x.Replicas),
+			strconv.Itoa(int(x.Current)),
 			replicasCell(x),
 			strconv.FormatInt(x.Generation, 10),
 			dash(x.Kind),

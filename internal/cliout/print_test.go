@@ -63,9 +63,9 @@ func TestTablesAlignColumnsUnderHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "" +
-		"NAME    READY   REPLICAS   GENERATION   KIND   AGE\n" +
-		"hello   0/0     0          1            wasm   45s\n" +
-		"web     2/3     3          2            wasm   3h\n"
+		"NAME    READY   UP-TO-DATE   REPLICAS   GENERATION   KIND   AGE\n" +
+		"hello   0/0     0            0          1            wasm   45s\n" +
+		"web     2/3     3            3          2            wasm   3h\n"
 	if b.String() != want {
 		t.Errorf("workloads table:\n%s\nwant:\n%s", b.String(), want)
 	}

@@ -52,6 +52,9 @@ type controller struct {
 	progressDeadline time.Duration
 	maxErrorPercent  int
 	revisionLimit    int
+	// unhealthy holds the function replicas last seen failing their
+	// health checks, for events on a change (healthTransitions).
+	unhealthy map[string]bool
 }
 
 // world is one consistent read of everything the controller looks at.
@@ -173,6 +176,7 @@ func (c *controller) pass(ctx context.Context) (err error) {
 	defer func() { c.flushEvents(context.WithoutCancel(ctx), err == nil) }()
 	c.forgetReadySince(w) // rollouts
 	c.nodeTransitions(w)
+	c.healthTransitions(w) // rollouts
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
 	remove := func(inst store.Versioned[*v1.Instance]) {

@@ -138,6 +138,44 @@ func sameRevision(a, b *v1.WorkloadSpec) bool {
 	return proto.Equal(strip(a), strip(b))
 }
 
+// healthTransitions records an event when a function replica starts
+// failing its health check (a ready one became unhealthy, or a new one
+// reached the failure threshold without ever passing) and when it passes
+// again. The first pass of a leadership only takes note.
+func (c *controller) healthTransitions(w *world) {
+	first := c.unhealthy == nil
+	if first {
+		c.unhealthy = map[string]bool{}
+	}
+	seen := make(map[string]bool, len(w.instances))
+	for _, inst := range w.instances {
+		st := w.statuses[inst.Name]
+		if st == nil || st.GetNode() != inst.Value.GetNode() || inst.Value.GetSpec().GetHttp().GetHealthPath() == "" {
+			continue
+		}
+		seen[inst.Name] = true
+		failing := st.GetUnhealthy() ||
+			st.GetState() == v1.InstanceState_INSTANCE_STATE_STARTING && st.GetHealthFailures() >= httptrigger.HealthFailureThreshold
+		was, known := c.unhealthy[inst.Name]
+		c.unhealthy[inst.Name] = failing
+		if first || failing == was || !known && !failing {
+			continue
+		}
+		obj := objWorkload(inst.Value.GetWorkload())
+		if failing {
+			c.note(obj, "Unhealthy", "instance %s on node %s fails its health check (%d times in a row, last: %s): it gets no traffic until a check passes",
+				inst.Name, inst.Value.GetNode(), st.GetHealthFailures(), st.GetHealthMessage())
+		} else {
+			c.note(obj, "Healthy", "instance %s on node %s passes its health check again", inst.Name, inst.Value.GetNode())
+		}
+	}
+	for id := range c.unhealthy {
+		if !seen[id] {
+			delete(c.unhealthy, id)
+		}
+	}
+}
+
 // DefaultMinReady is how long a new instance must run before a rolling
 // update counts it as available when Config.RolloutMinReady is zero: long
 // enough that a module that crashes at start never passes for ready.

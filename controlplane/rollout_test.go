@@ -321,8 +321,25 @@ func TestHealthChecksGateReadinessAndRollouts(t *testing.T) {
 	report(&v1.InstanceStatus{Id: old[1], State: v1.InstanceState_INSTANCE_STATE_RUNNING, Unhealthy: true, HealthFailures: 3,
 		HealthMessage: "GET /greet/healthz: 503 Service Unavailable"})
 	ready(1)
+	event := func(reason, text string) {
+		t.Helper()
+		eventually(t, "a "+reason+" event", func() (bool, string) {
+			evs, err := c.control.ListEvents(ctx, &v1.ListEventsRequest{Object: "workload/fn"})
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, e := range evs.GetEvents() {
+				if e.GetReason() == reason && strings.Contains(e.GetMessage(), text) {
+					return true, ""
+				}
+			}
+			return false, evs.String()
+		})
+	}
+	event("Unhealthy", "instance "+old[1]+" on node n1 fails its health check (3 times in a row, last: GET /greet/healthz: 503 Service Unavailable)")
 	report(running(old[1]))
 	ready(2)
+	event("Healthy", "instance "+old[1]+" on node n1 passes its health check again")
 
 	spec.Env[0].Value = "2"
 	if _, err := c.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: "fn", Spec: spec}); err != nil {

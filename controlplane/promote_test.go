@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -19,11 +18,7 @@ func TestCanaryPromoteAndRollbackAgainstTheAPI(t *testing.T) {
 	c := startCluster(t, t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mod := readModule(t, "hello.wasm")
-	digest := blobs.Digest(mod)
-	if err := upload(ctx, t, c.control, mod, digest); err != nil {
-		t.Fatal(err)
-	}
+	digest := uploadModule(ctx, t, c, "hello.wasm")
 	node := startRolloutNode(ctx, t, c, "n1", func(*v1.Assignments) {})
 	running := func(gen int64) {
 		t.Helper()

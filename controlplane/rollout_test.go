@@ -103,11 +103,7 @@ func TestRollingUpdateRespectsSurgeAndUnavailable(t *testing.T) {
 	c := startCluster(t, t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mod := readModule(t, "hello.wasm")
-	digest := blobs.Digest(mod)
-	if err := upload(ctx, t, c.control, mod, digest); err != nil {
-		t.Fatal(err)
-	}
+	digest := uploadModule(ctx, t, c, "hello.wasm")
 	var (
 		mu        sync.Mutex
 		readyNew  = map[string]bool{} // new-generation instances reported running
@@ -192,11 +188,7 @@ func TestRollingUpdateRespectsSurgeAndUnavailable(t *testing.T) {
 func TestRevisionsHistoryAndRollback(t *testing.T) {
 	c := startCluster(t, t.TempDir())
 	ctx := context.Background()
-	mod := readModule(t, "hello.wasm")
-	digest := blobs.Digest(mod)
-	if err := upload(ctx, t, c.control, mod, digest); err != nil {
-		t.Fatal(err)
-	}
+	digest := uploadModule(ctx, t, c, "hello.wasm")
 	apply := func(v string, replicas int32) *v1.Workload {
 		t.Helper()
 		resp, err := c.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: "app", ChangeCause: "set V=" + v,

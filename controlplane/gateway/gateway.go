@@ -296,7 +296,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		c.cold = rt.coldTargets[0]
 		if c.cold.local != nil {
 			c.cold = nil
-			if g.serveLocal(w, req, rt, *rt.coldTargets[0], "") {
+			if _, served := g.serveLocal(w, req, rt, *rt.coldTargets[0], ""); served {
 				return
 			}
 		}

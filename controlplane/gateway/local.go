@@ -41,7 +41,7 @@ func setColdHeaders(h http.Header, rt *route) {
 func (g *Gateway) serveLocalReplica(w http.ResponseWriter, req *http.Request, rt *route, rep *replica) bool {
 	rep.inFlight.Add(1)
 	defer rep.inFlight.Add(-1) // also when the response is aborted (a panic)
-	aw, served := g.serveLocalTo(w, req, rt, rep.target, rep.instance)
+	aw, served := g.serveLocal(w, req, rt, rep.target, rep.instance)
 	if served && aw.wrote {
 		g.loadOf(rt.workload).answered(rep.generation, aw.failed(), time.Now())
 	}
@@ -49,16 +49,10 @@ func (g *Gateway) serveLocalReplica(w http.ResponseWriter, req *http.Request, rt
 }
 
 // serveLocal offers the request to a function server in this process:
-// to a replica when instance is set, else as a cold start. It reports
-// false, having written nothing, when the worker does not serve it (the
-// caller then goes the usual way).
-func (g *Gateway) serveLocal(w http.ResponseWriter, req *http.Request, rt *route, t target, instance string) bool {
-	_, served := g.serveLocalTo(w, req, rt, t, instance)
-	return served
-}
-
-// serveLocalTo is serveLocal, also returning how the worker answered.
-func (g *Gateway) serveLocalTo(w http.ResponseWriter, req *http.Request, rt *route, t target, instance string) (*attemptWriter, bool) {
+// to a replica when instance is set, else as a cold start, and returns how
+// the worker answered. It reports false, having written nothing, when the
+// worker does not serve it (the caller then goes the usual way).
+func (g *Gateway) serveLocal(w http.ResponseWriter, req *http.Request, rt *route, t target, instance string) (*attemptWriter, bool) {
 	for name := range req.Header {
 		if strings.HasPrefix(name, "X-Wasmorch-") {
 			req.Header.Del(name)

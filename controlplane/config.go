@@ -22,10 +22,11 @@ type Config struct {
 	APIAddr string `json:"apiAddr" yaml:"apiAddr"`
 	// HTTPAddr is where the HTTP gateway, /healthz and /metrics listen.
 	HTTPAddr string `json:"httpAddr" yaml:"httpAddr"`
-	// EtcdClientAddr and EtcdPeerAddr are etcd's own listeners; loopback
-	// with a free port by default, since clients go through the gRPC API.
-	EtcdClientAddr string `json:"etcdClientAddr" yaml:"etcdClientAddr"`
-	EtcdPeerAddr   string `json:"etcdPeerAddr" yaml:"etcdPeerAddr"`
+	// EtcdPeerAddr is etcd's peer listener, where the other members reach
+	// this one (mutual TLS with member certificates only); loopback with
+	// a free port by default. etcd has no client listener: clients go
+	// through the gRPC API.
+	EtcdPeerAddr string `json:"etcdPeerAddr" yaml:"etcdPeerAddr"`
 	// HeartbeatInterval is how often workers heartbeat; NodeGrace is how
 	// long a node may stay silent before it is NotReady.
 	HeartbeatInterval time.Duration `json:"heartbeatInterval" yaml:"heartbeatInterval"`
@@ -33,10 +34,15 @@ type Config struct {
 	// ElectionTTL bounds how long a dead leader keeps its leadership.
 	ElectionTTL time.Duration `json:"electionTTL" yaml:"electionTTL"`
 	// InitialCluster lists every member of a new multi-member cluster, as
-	// etcd's --initial-cluster ("cp1=http://10.0.0.1:2380,cp2=http://...");
+	// etcd's --initial-cluster ("cp1=https://10.0.0.1:2380,cp2=https://...");
 	// it must name this member with EtcdPeerAddr. Empty: a cluster of one,
 	// or the one Join returns. Ignored once DataDir holds etcd data.
 	InitialCluster string `json:"initialCluster" yaml:"initialCluster"`
+	// CADir holds the cluster CA (ca.crt, ca.key, as 'wasmorch ca create'
+	// writes them) that a member copies into its data dir on its first
+	// start: how the members of a static bootstrap share one CA, which
+	// their etcd peer connections need before etcd starts.
+	CADir string `json:"caDir" yaml:"caDir"`
 	// Join lists API addresses of running members; a member starting on an
 	// empty data dir asks one of them to add it to the etcd cluster.
 	Join   []string     `json:"join" yaml:"join"`
@@ -91,7 +97,6 @@ func DefaultConfig() Config {
 		DataDir:           ".wasmorch",
 		APIAddr:           "127.0.0.1:7070",
 		HTTPAddr:          "127.0.0.1:8080",
-		EtcdClientAddr:    "127.0.0.1:0",
 		EtcdPeerAddr:      "127.0.0.1:0",
 		HeartbeatInterval: 500 * time.Millisecond,
 		NodeGrace:         2 * time.Second,
@@ -115,7 +120,7 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir must not be empty"))
 	}
-	for flag, addr := range map[string]string{"api": c.APIAddr, "http": c.HTTPAddr, "etcd client": c.EtcdClientAddr, "etcd peer": c.EtcdPeerAddr} {
+	for flag, addr := range map[string]string{"api": c.APIAddr, "http": c.HTTPAddr, "etcd peer": c.EtcdPeerAddr} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s address %q is not host:port", flag, addr))
 		}
@@ -133,6 +138,9 @@ func (c Config) Validate() error {
 		if _, port, err := net.SplitHostPort(c.EtcdPeerAddr); err == nil && (port == "0" || port == "") {
 			errs = append(errs, fmt.Errorf("etcd peer address %q needs a fixed port when the cluster has several members", c.EtcdPeerAddr))
 		}
+	}
+	if c.InitialCluster != "" && c.CADir == "" && !hasCA(c.DataDir) && !hasEtcdData(c.DataDir) {
+		errs = append(errs, errors.New("a member of a statically bootstrapped cluster needs the cluster CA before it starts: create it once with 'wasmorch ca create --dir DIR' and start every member with --ca-dir DIR"))
 	}
 	if c.InitialCluster != "" {
 		if _, err := parseInitialCluster(c.InitialCluster); err != nil {
@@ -179,11 +187,11 @@ func parseInitialCluster(s string) (map[string]string, error) {
 	for _, part := range strings.Split(s, ",") {
 		name, u, ok := strings.Cut(part, "=")
 		if !ok || name == "" || u == "" {
-			return nil, fmt.Errorf("initial cluster entry %q is not NAME=http://HOST:PORT", part)
+			return nil, fmt.Errorf("initial cluster entry %q is not NAME=https://HOST:PORT", part)
 		}
 		pu, err := url.Parse(u)
 		if err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https") {
-			return nil, fmt.Errorf("initial cluster entry %q: %q is not a peer URL like http://HOST:PORT", part, u)
+			return nil, fmt.Errorf("initial cluster entry %q: %q is not a peer URL like https://HOST:PORT", part, u)
 		}
 		if _, dup := out[name]; dup {
 			return nil, fmt.Errorf("initial cluster names member %q twice", name)

@@ -2,16 +2,20 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 
+	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 )
 
@@ -28,6 +32,43 @@ func hasEtcdData(dataDir string) bool {
 	return err == nil
 }
 
+// peerURLOf is the URL of an etcd peer listener: always TLS.
+func peerURLOf(addr string) string { return "https://" + addr }
+
+// peerTLS is how members talk to each other over etcd's peer port: mutual
+// TLS with their member certificates (member.crt holds the CA after the
+// certificate), each verifying the other's against the cluster CA under
+// the name every member certificate carries. A certificate of the same CA
+// issued to a node or an admin is refused: only member certificates carry
+// auth.MemberServerName. The client's addresses are not in member
+// certificates (members move), so etcd's check of the client's SAN
+// against its IP address is replaced by that name.
+func peerTLS(dataDir string) transport.TLSInfo {
+	dir := pkiDir(dataDir)
+	return transport.TLSInfo{
+		CertFile:            filepath.Join(dir, memberCertFile),
+		KeyFile:             filepath.Join(dir, memberKeyFile),
+		TrustedCAFile:       auth.CACertPath(dir),
+		ClientCertAuth:      true,
+		ServerName:          auth.MemberServerName,
+		AllowedHostnames:    []string{auth.MemberServerName},
+		SkipClientSANVerify: true,
+		MinVersion:          tls.VersionTLS13,
+	}
+}
+
+// httpsInitialCluster turns the peer URLs of an initial cluster list into
+// https ones: peers always speak TLS, and http:// is accepted in the list
+// for the sake of scripts written before they did.
+func httpsInitialCluster(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		name, u, _ := strings.Cut(p, "=")
+		parts[i] = name + "=" + "https://" + strings.TrimPrefix(strings.TrimPrefix(u, "http://"), "https://")
+	}
+	return strings.Join(parts, ",")
+}
+
 // startEtcd starts the embedded etcd member and returns it with an
 // in-process client (no network hop for the control plane's own calls).
 // joined, when set, is the initial cluster a running member returned for
@@ -41,27 +82,26 @@ func startEtcd(ctx context.Context, cfg Config, joined string) (*embed.Etcd, *cl
 	// connection"); failures that matter reach us through StartEtcd and Err().
 	ec.LogLevel = "fatal"
 	ec.LogOutputs = []string{"stderr"}
-	// wasmorch's clients go through its gRPC API; etcd's listeners stay on
-	// loopback and only matter to future peers.
-	clientURL, err := url.Parse("http://" + cfg.EtcdClientAddr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("etcd client address: %w", err)
-	}
-	peerURL, err := url.Parse("http://" + cfg.EtcdPeerAddr)
+	// etcd serves no clients over the network: the control plane uses an
+	// in-process client (v3client), and everything else goes through the
+	// gRPC API and its mutual TLS. Only the peer listener is open, for the
+	// other members, and it admits nothing but a member certificate of the
+	// cluster CA (see peerTLS).
+	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{}, []url.URL{}
+	peerURL, err := url.Parse(peerURLOf(cfg.EtcdPeerAddr))
 	if err != nil {
 		return nil, nil, fmt.Errorf("etcd peer address: %w", err)
 	}
-	ec.ListenClientUrls = []url.URL{*clientURL}
-	ec.AdvertiseClientUrls = []url.URL{*clientURL}
 	ec.ListenPeerUrls = []url.URL{*peerURL}
 	ec.AdvertisePeerUrls = []url.URL{*peerURL}
+	ec.PeerTLSInfo = peerTLS(cfg.DataDir)
 	ec.InitialClusterToken = "wasmorch"
 	switch {
 	case joined != "":
 		ec.InitialCluster = joined
 		ec.ClusterState = embed.ClusterStateFlagExisting
 	case cfg.InitialCluster != "":
-		ec.InitialCluster = cfg.InitialCluster
+		ec.InitialCluster = httpsInitialCluster(cfg.InitialCluster)
 	default:
 		ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
 	}

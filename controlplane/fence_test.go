@@ -8,6 +8,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -20,7 +21,7 @@ func TestFencedWritesStopWithLeadership(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Name, cfg.DataDir = "fence", t.TempDir()
 	ctx := context.Background()
-	e, cli, err := startEtcd(ctx, cfg, "")
+	e, cli, err := startTestEtcd(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestAutoscalerWritesThroughTheFence(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Name, cfg.DataDir = "fence", t.TempDir()
 	ctx := context.Background()
-	e, cli, err := startEtcd(ctx, cfg, "")
+	e, cli, err := startTestEtcd(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,4 +140,13 @@ func TestAutoscalerWritesThroughTheFence(t *testing.T) {
 	if got := replicas("b"); got != 0 {
 		t.Fatalf("a deposed leader's autoscaler scaled b to %d", got)
 	}
+}
+
+// startTestEtcd starts a member's etcd alone, with the credentials its
+// peer listener needs.
+func startTestEtcd(ctx context.Context, cfg Config) (*embed.Etcd, *clientv3.Client, error) {
+	if _, err := newSecurity(cfg, "127.0.0.1:0"); err != nil {
+		return nil, nil, err
+	}
+	return startEtcd(ctx, cfg, "")
 }

@@ -48,7 +48,7 @@ const (
 // to add this member to the etcd cluster, and returns the initial cluster
 // this member must start with.
 func joinCluster(ctx context.Context, cfg Config) (string, error) {
-	req := &v1.AddMemberRequest{Name: cfg.Name, PeerUrl: "http://" + cfg.EtcdPeerAddr}
+	req := &v1.AddMemberRequest{Name: cfg.Name, PeerUrl: peerURLOf(cfg.EtcdPeerAddr)}
 	deadline := time.Now().Add(joinPatience)
 	for attempt := 0; ; attempt++ {
 		joined, retry, err := joinOnce(ctx, cfg, req)
@@ -117,8 +117,8 @@ func (a *controlAPI) AddMember(ctx context.Context, req *v1.AddMemberRequest) (*
 		return nil, errdefs.Invalidf("invalid member name: %v", err)
 	}
 	u, err := url.Parse(req.GetPeerUrl())
-	if err != nil || u.Host == "" || u.Scheme != "http" {
-		return nil, errdefs.Invalidf("peer URL %q is not http://HOST:PORT", req.GetPeerUrl())
+	if err != nil || u.Host == "" || u.Scheme != "https" {
+		return nil, errdefs.Invalidf("peer URL %q is not https://HOST:PORT (members speak TLS to each other; is the joining member of an older version?)", req.GetPeerUrl())
 	}
 	cli := a.s.store.Client
 	list, err := cli.MemberList(ctx)
@@ -436,6 +436,42 @@ func (s *Server) expediteFailover(ctx context.Context) error {
 		_ = s.events.Record(ctx, "member/"+name, "LeaderGone", "member %s found nothing listening at %s; revoked its leadership", s.cfg.Name, addr)
 		refused = 0
 	}
+}
+
+// updatePeerURL makes the cluster's record of this member's peer URL the
+// one it listens on, as 'etcdctl member update' would: a member restarted
+// with another --peer (or, alone, with a free port), or one whose data dir
+// predates TLS between members (http://), is reachable again. It retries
+// until the cluster has quorum or ctx ends.
+func (s *Server) updatePeerURL(ctx context.Context) error {
+	want := peerURLOf(s.cfg.EtcdPeerAddr)
+	if _, port, err := net.SplitHostPort(s.cfg.EtcdPeerAddr); err == nil && port == "0" {
+		want = peerURLOf(s.etcd.Peers[0].Addr().String())
+	}
+	es := s.etcd.Server
+	for ctx.Err() == nil {
+		m := es.Cluster().Member(es.MemberID())
+		if m == nil || len(m.PeerURLs) == 1 && m.PeerURLs[0] == want {
+			return nil
+		}
+		uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := s.store.Client.MemberUpdate(uctx, uint64(es.MemberID()), []string{want})
+		cancel()
+		if err == nil {
+			log := s.log.Info
+			if u, err := url.Parse(strings.Join(m.PeerURLs, ",")); err == nil && u.Port() == "0" {
+				log = s.log.Debug // a member alone, on a free port: every start
+			}
+			log("updated this member's etcd peer URL", "from", strings.Join(m.PeerURLs, ","), "to", want)
+			return nil
+		}
+		s.log.Debug("cannot update this member's etcd peer URL yet", "err", err)
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+		}
+	}
+	return nil
 }
 
 // memberName is the name of the etcd member with this ID, "" if unknown.

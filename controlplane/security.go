@@ -11,11 +11,9 @@ import (
 	"path/filepath"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/wasmorch/wasmorch/controlplane/auth"
-	"github.com/wasmorch/wasmorch/controlplane/store"
 )
 
 // The cluster's identity on a member's disk (see docs/operations.md):
@@ -50,41 +48,8 @@ type security struct {
 
 // hasCA says whether the data dir holds a CA already.
 func hasCA(dataDir string) bool {
-	_, err := os.Stat(filepath.Join(pkiDir(dataDir), "ca.crt"))
+	_, err := os.Stat(auth.CACertPath(pkiDir(dataDir)))
 	return err == nil
-}
-
-// adoptBootstrapCA gives every member of a statically bootstrapped cluster
-// (--initial-cluster, all started at once, none with a CA) the same CA:
-// the first to store one in etcd wins and the others take it. The CA key
-// then stays in etcd, and so in snapshots: see docs/ha.md.
-func adoptBootstrapCA(ctx context.Context, cli *clientv3.Client, dataDir string) error {
-	ca, _, err := auth.LoadOrCreateCA(filepath.Join(dataDir, pkiDirName+".new"))
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(filepath.Join(dataDir, pkiDirName+".new"))
-	keyPEM, err := ca.KeyPEM()
-	if err != nil {
-		return err
-	}
-	const key = store.Root + "pki/bootstrap-ca"
-	resp, err := cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key+"/cert", string(ca.CertPEM)), clientv3.OpPut(key+"/key", string(keyPEM)), clientv3.OpPut(key, "")).
-		Else(clientv3.OpGet(key+"/cert"), clientv3.OpGet(key+"/key")).Commit()
-	if err != nil {
-		return fmt.Errorf("share the cluster CA through etcd: %w", err)
-	}
-	certPEM := ca.CertPEM
-	if !resp.Succeeded {
-		c, k := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs
-		if len(c) == 0 || len(k) == 0 {
-			return errors.New("the cluster CA in etcd is incomplete")
-		}
-		certPEM, keyPEM = c[0].Value, k[0].Value
-	}
-	return auth.SaveCA(pkiDir(dataDir), certPEM, keyPEM)
 }
 
 // newSecurity loads (or, on a new cluster, creates) the CA, and issues this

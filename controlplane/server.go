@@ -91,21 +91,23 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	if cfg.CADir != "" && !hasCA(cfg.DataDir) {
+		if err := auth.CopyCA(cfg.CADir, pkiDir(cfg.DataDir)); err != nil {
+			return nil, err
+		}
+	}
+	// The CA and this member's certificate come before etcd: its peer
+	// listener serves with them (peerTLS).
+	if s.sec, err = newSecurity(cfg, s.APIAddr()); err != nil {
+		return nil, fmt.Errorf("cluster credentials in %s: %w", pkiDir(cfg.DataDir), err)
+	}
 	var cli *clientv3.Client
 	if s.etcd, cli, err = startEtcd(ctx, cfg, joined); err != nil {
 		return nil, err
 	}
 	s.store = store.New(cli)
-	if cfg.InitialCluster != "" && !hasCA(cfg.DataDir) {
-		if err := adoptBootstrapCA(ctx, cli, cfg.DataDir); err != nil {
-			return nil, err
-		}
-	}
-	if s.sec, err = newSecurity(cfg, s.APIAddr()); err != nil {
-		return nil, fmt.Errorf("cluster credentials in %s: %w", pkiDir(cfg.DataDir), err)
-	}
-	// configs: the secrets key, like the CA: shared through etcd by a
-	// static bootstrap, received by a joining member, created otherwise.
+	// configs: the secrets key: shared through etcd by a static
+	// bootstrap, received by a joining member, created otherwise.
 	if cfg.InitialCluster != "" && !hasSecretsKey(cfg.DataDir) {
 		if err := adoptBootstrapSecretsKey(ctx, cli, cfg.DataDir); err != nil {
 			return nil, err
@@ -186,6 +188,7 @@ func (s *Server) Start(ctx context.Context) error {
 	g.Go(func() error { return s.lead(gctx) })
 	g.Go(func() error { return s.gateway.Start(gctx) })
 	g.Go(func() error { return s.advertise(gctx) })
+	g.Go(func() error { return s.updatePeerURL(gctx) })
 	g.Go(func() error { return s.watchRaft(gctx) })
 	g.Go(func() error { return s.expediteFailover(gctx) })
 	g.Go(func() error { return s.keepCertificates(gctx) })

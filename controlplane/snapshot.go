@@ -34,7 +34,7 @@ func RestoreSnapshot(cfg RestoreConfig) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	peerURL := "http://" + cfg.PeerAddr
+	peerURL := peerURLOf(cfg.PeerAddr)
 	err := snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
 		SnapshotPath:        cfg.Snapshot,
 		Name:                cfg.Name,

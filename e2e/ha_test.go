@@ -356,24 +356,34 @@ func TestSnapshotSaveAndRestore(t *testing.T) {
 // two healthy members that still accept writes.
 func TestStaticInitialClusterAndMemberRemoval(t *testing.T) {
 	env := cliEnv(t)
+	caDir := filepath.Join(t.TempDir(), "cluster-ca")
+	if r := run(t, env, "ca", "create", "--dir", caDir); r.code != 0 || !strings.Contains(r.stdout, "created the cluster CA") {
+		t.Fatalf("%s", r)
+	}
 	var ms []*member
 	var initial []string
 	for i := 1; i <= 3; i++ {
 		ip := fmt.Sprintf("127.0.0.%d", 50+i)
 		m := &member{name: fmt.Sprintf("s%d", i), api: loopbackAddr(t, ip), http: loopbackAddr(t, ip), peer: loopbackAddr(t, ip), dataDir: t.TempDir()}
 		ms = append(ms, m)
-		initial = append(initial, m.name+"=http://"+m.peer)
+		scheme := "https://"
+		if i == 3 {
+			scheme = "http://" // read as https://, for scripts written before peers spoke TLS
+		}
+		initial = append(initial, m.name+"="+scheme+m.peer)
 	}
 	h := &haCluster{t: t, env: env, members: ms}
 	for _, m := range ms {
 		m.proc = startDaemon(t, m.name, env, "server", "--name", m.name, "--data-dir", m.dataDir, "--api", m.api,
-			"--http", m.http, "--peer", m.peer, "--initial-cluster", strings.Join(initial, ","))
+			"--http", m.http, "--peer", m.peer, "--initial-cluster", strings.Join(initial, ","), "--ca-dir", caDir)
 	}
 	h.waitHealthy(3)
 
-	// Refused: a member name that is not there, and a bad bootstrap list.
+	// Refused: a member name that is not there, a bad bootstrap list, and
+	// a static bootstrap without the shared CA.
 	oneLineError(t, h.run("member", "remove", "nope"), `no control-plane member named "nope"`)
-	oneLineError(t, run(t, env, "server", "--name", "x", "--data-dir", t.TempDir(), "--peer", "127.0.0.1:1", "--initial-cluster", "y=http://127.0.0.1:1"), `does not name this member "x"`)
+	oneLineError(t, run(t, env, "server", "--name", "x", "--data-dir", t.TempDir(), "--peer", "127.0.0.1:1", "--ca-dir", caDir, "--initial-cluster", "y=https://127.0.0.1:1"), `does not name this member "x"`)
+	oneLineError(t, run(t, env, "server", "--name", "x", "--data-dir", t.TempDir(), "--peer", "127.0.0.1:1", "--initial-cluster", "x=https://127.0.0.1:1"), `wasmorch ca create --dir DIR`)
 
 	// etcd refuses to reconfigure a cluster whose members have not all
 	// been connected for 5 s; that refusal says to try again.

@@ -116,6 +116,27 @@ const (
 	caKeyFile  = "ca.key"
 )
 
+// CACertPath is where LoadOrCreateCA keeps the CA certificate in dir.
+func CACertPath(dir string) string { return filepath.Join(dir, caCertFile) }
+
+// CopyCA copies the CA kept in src (as LoadOrCreateCA keeps one) into dst,
+// after checking that its key and certificate belong together: how the
+// members of a statically bootstrapped cluster come to share one CA.
+func CopyCA(src, dst string) error {
+	certPEM, err := os.ReadFile(filepath.Join(src, caCertFile))
+	if err != nil {
+		return fmt.Errorf("read the cluster CA: %w", err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(src, caKeyFile))
+	if err != nil {
+		return fmt.Errorf("read the cluster CA: %w", err)
+	}
+	if _, err := parseCA(certPEM, keyPEM); err != nil {
+		return fmt.Errorf("the CA in %s: %w", src, err)
+	}
+	return SaveCA(dst, certPEM, keyPEM)
+}
+
 // LoadOrCreateCA loads the CA kept in dir, or creates it (and dir) when
 // there is none; created says which. A directory holding only one of the
 // two files is an error rather than a silent new CA.

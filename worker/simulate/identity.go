@@ -226,7 +226,9 @@ func dial(cfg Config, creds credentials.TransportCredentials) (*grpc.ClientConn,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
 		grpc.WithConnectParams(connectParams(cfg)),
-		// Thousands of mostly idle connections: no write buffer each.
+		// Thousands of mostly idle connections: no read or write buffer
+		// each (TLS buffers records already).
 		grpc.WithSharedWriteBuffer(true),
+		grpc.WithReadBufferSize(0),
 	)...)
 }

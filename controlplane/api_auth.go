@@ -32,7 +32,7 @@ import (
 //     "authorization: Bearer <token>" metadata (a member joining).
 
 // tokensPrefix holds join tokens, by id.
-const tokensPrefix = store.Root + "tokens/"
+const tokensPrefix = store.TokensPrefix
 
 // DefaultTokenTTL is how long a join token is valid unless told otherwise.
 const DefaultTokenTTL = 24 * time.Hour

@@ -34,7 +34,7 @@ import (
 // under /wasmorch/members/<name>, bound to a lease the member keeps alive,
 // which says where its API and gateway listen and whether it is up.
 
-const membersPrefix = store.Root + "members/"
+const membersPrefix = store.MembersPrefix
 
 // joinTimeout bounds one AddMember call to a running member; joinPatience
 // how long a starting member keeps asking while the cluster cannot add it

@@ -29,7 +29,7 @@ import (
 // every secret, deletes the ones no secret uses (datakeys.go).
 const (
 	secretsKeyFile   = "secrets.key"
-	currentSecretKey = store.Root + "secretkey-current"
+	currentSecretKey = store.CurrentSecretKey
 )
 
 // secretsKeyPath is the member key's file.
@@ -63,7 +63,7 @@ func adoptBootstrapSecretsKey(ctx context.Context, cli *clientv3.Client, dataDir
 	if err != nil {
 		return err
 	}
-	const key = store.Root + "pki/bootstrap-secrets-key"
+	const key = store.BootstrapSecretsKey
 	resp, err := cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, string(mine[:]))).

@@ -51,7 +51,7 @@ func CheckRoute(ctx context.Context, st *store.Store, name string, trig *v1.Http
 // the workload, on the condition that nobody else holds it, so that two
 // deploys of one route at the same moment cannot both succeed: CheckRoute
 // alone reads, then the write follows.
-const RoutesPrefix = store.Root + "routes/"
+const RoutesPrefix = store.RoutesPrefix
 
 // ClaimKey is the key of a trigger's route claim.
 func ClaimKey(t *v1.HttpTrigger) string {

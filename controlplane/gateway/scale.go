@@ -19,7 +19,7 @@ import (
 
 // LoadPrefix holds each gateway's load per function
 // (LoadPrefix/<workload>/<member>, a v1.FunctionLoad bound to a lease).
-const LoadPrefix = store.Root + "fnload/"
+const LoadPrefix = store.LoadsPrefix
 
 const (
 	// reportEvery is how often a gateway publishes its load.

@@ -17,27 +17,6 @@ import (
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
-// Root is the prefix of every key wasmorch writes.
-const Root = "/wasmorch/"
-
-// Key prefixes, one per kind of record.
-const (
-	WorkloadsPrefix = Root + "workloads/"
-	InstancesPrefix = Root + "instances/"
-	StatusPrefix    = Root + "status/"
-	NodesPrefix     = Root + "nodes/"
-	AlivePrefix     = Root + "alive/" // a node's liveness key, bound to its lease
-	BlobsPrefix     = Root + "blobs/"
-	ElectionPrefix  = Root + "election/controllers"
-	EventsPrefix    = Root + "events/"
-	// configs
-	ConfigsPrefix    = Root + "configs/"
-	SecretsPrefix    = Root + "secrets/"    // sealed: see controlplane/secretbox
-	SecretKeysPrefix = Root + "secretkeys/" // data keys, wrapped under the member key
-	// rollouts: one immutable record per generation, <workload>/<generation>
-	RevisionsPrefix = Root + "revisions/"
-)
-
 // MaxOpsPerTxn bounds the operations the store puts in one transaction; the
 // embedded etcd is configured to accept at least this many.
 const MaxOpsPerTxn = 1024

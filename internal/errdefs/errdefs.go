@@ -25,6 +25,9 @@ var (
 	// valid one that does not allow the call.
 	ErrUnauthenticated  = errors.New("unauthenticated")
 	ErrPermissionDenied = errors.New("permission denied")
+	// ErrExpired: a revision too old to watch or continue a list from
+	// (its history is compacted); the client lists again.
+	ErrExpired = errors.New("expired")
 )
 
 // IsNotFound and friends are shorthands for errors.Is.
@@ -36,6 +39,7 @@ func IsConflict(err error) bool           { return errors.Is(err, ErrConflict) }
 func IsUnavailable(err error) bool        { return errors.Is(err, ErrUnavailable) }
 func IsUnauthenticated(err error) bool    { return errors.Is(err, ErrUnauthenticated) }
 func IsPermissionDenied(err error) bool   { return errors.Is(err, ErrPermissionDenied) }
+func IsExpired(err error) bool            { return errors.Is(err, ErrExpired) }
 
 // Invalidf, NotFoundf ... build an error in a category with a message.
 func Invalidf(format string, a ...any) error  { return wrapf(ErrInvalidArgument, format, a...) }
@@ -49,7 +53,8 @@ func Unavailablef(format string, a ...any) error { return wrapf(ErrUnavailable, 
 func Unauthenticatedf(format string, a ...any) error {
 	return wrapf(ErrUnauthenticated, format, a...)
 }
-func Deniedf(format string, a ...any) error { return wrapf(ErrPermissionDenied, format, a...) }
+func Deniedf(format string, a ...any) error  { return wrapf(ErrPermissionDenied, format, a...) }
+func Expiredf(format string, a ...any) error { return wrapf(ErrExpired, format, a...) }
 
 type categorized struct {
 	cat error
@@ -103,6 +108,8 @@ func ToGRPC(err error) error {
 		code = codes.Unauthenticated
 	case IsPermissionDenied(err):
 		code = codes.PermissionDenied
+	case IsExpired(err):
+		code = codes.OutOfRange
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -136,6 +143,8 @@ func FromGRPC(err error) error {
 		return &categorized{ErrUnauthenticated, msg}
 	case codes.PermissionDenied:
 		return &categorized{ErrPermissionDenied, msg}
+	case codes.OutOfRange:
+		return &categorized{ErrExpired, msg}
 	}
 	return errors.New(msg)
 }

@@ -175,7 +175,7 @@ type Watcher struct {
 	match  func(Change) bool
 	cancel func()
 
-	rev    int64
+	rev int64
 
 	mu      sync.Mutex
 	backlog []Change

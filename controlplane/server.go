@@ -28,6 +28,7 @@ import (
 
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
@@ -36,10 +37,13 @@ import (
 
 // Server is one control-plane member.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	etcd    *embed.Etcd
-	store   *store.Store
+	cfg   Config
+	log   *slog.Logger
+	etcd  *embed.Etcd
+	store *store.Store
+	// cache is the member's view of the cluster, which every reader here
+	// uses instead of etcd (writes go to etcd).
+	cache   *cache.Cache
 	blobs   *blobs.Store
 	grpc    *grpc.Server
 	apiLis  net.Listener
@@ -106,6 +110,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.store = store.New(cli)
+	s.cache = cache.New(cache.Config{Client: cli, Logger: s.log.With("component", "cache")})
 	// configs: the secrets key: shared through etcd by a static
 	// bootstrap, received by a joining member, created otherwise.
 	if cfg.InitialCluster != "" && !hasSecretsKey(cfg.DataDir) {
@@ -144,7 +149,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	s.gateway = gateway.New(gateway.Config{
-		Store: s.store, Alive: s.aliveNodes, Member: cfg.Name, Logger: s.log.With("component", "gateway"),
+		Store: s.store, Cache: s.cache, Alive: s.aliveNodes, Member: cfg.Name, Logger: s.log.With("component", "gateway"),
 		TLS: auth.NodesClientTLS(s.sec.ca.Pool(), s.sec.member),
 		Record: func(ctx context.Context, object, reason, message string) {
 			if err := s.events.Record(ctx, object, reason, "%s", message); err != nil {
@@ -173,6 +178,7 @@ func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
 // until ctx is done; then it shuts everything down.
 func (s *Server) Start(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.cache.Start(gctx) })
 	g.Go(func() error {
 		if err := s.grpc.Serve(s.apiLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("gRPC API: %w", err)

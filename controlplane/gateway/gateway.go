@@ -26,6 +26,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -51,6 +52,9 @@ const (
 // Config is what a gateway needs from its control-plane member.
 type Config struct {
 	Store *store.Store
+	// Cache is the member's view of the cluster, which the route table is
+	// built from.
+	Cache *cache.Cache
 	// Alive reports which nodes are ready (lease-based liveness).
 	Alive func(context.Context) (map[string]bool, error)
 	// Member names this member in load reports and events.

@@ -143,6 +143,124 @@ func (InstanceState) EnumDescriptor() ([]byte, []int) {
 	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{1}
 }
 
+// Watch (scale): the changes after a revision (0: from now), as the
+// objects they leave, for one kind. Several changes to one object may
+// come as one event, carrying its latest state. A revision older than
+// the member keeps is refused with OUT_OF_RANGE: list again and watch
+// from the list's revision. A watch that falls too far behind ends with
+// UNAVAILABLE: watch again from the last revision received.
+type WatchKind int32
+
+const (
+	WatchKind_WATCH_KIND_UNSPECIFIED WatchKind = 0
+	WatchKind_WATCH_KIND_WORKLOADS   WatchKind = 1
+	WatchKind_WATCH_KIND_INSTANCES   WatchKind = 2
+	WatchKind_WATCH_KIND_NODES       WatchKind = 3
+	WatchKind_WATCH_KIND_EVENTS      WatchKind = 4
+)
+
+// Enum value maps for WatchKind.
+var (
+	WatchKind_name = map[int32]string{
+		0: "WATCH_KIND_UNSPECIFIED",
+		1: "WATCH_KIND_WORKLOADS",
+		2: "WATCH_KIND_INSTANCES",
+		3: "WATCH_KIND_NODES",
+		4: "WATCH_KIND_EVENTS",
+	}
+	WatchKind_value = map[string]int32{
+		"WATCH_KIND_UNSPECIFIED": 0,
+		"WATCH_KIND_WORKLOADS":   1,
+		"WATCH_KIND_INSTANCES":   2,
+		"WATCH_KIND_NODES":       3,
+		"WATCH_KIND_EVENTS":      4,
+	}
+)
+
+func (x WatchKind) Enum() *WatchKind {
+	p := new(WatchKind)
+	*p = x
+	return p
+}
+
+func (x WatchKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WatchKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_wasmorch_v1_wasmorch_proto_enumTypes[2].Descriptor()
+}
+
+func (WatchKind) Type() protoreflect.EnumType {
+	return &file_wasmorch_v1_wasmorch_proto_enumTypes[2]
+}
+
+func (x WatchKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WatchKind.Descriptor instead.
+func (WatchKind) EnumDescriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{2}
+}
+
+type WatchEventType int32
+
+const (
+	WatchEventType_WATCH_EVENT_TYPE_UNSPECIFIED WatchEventType = 0
+	WatchEventType_WATCH_EVENT_TYPE_ADDED       WatchEventType = 1
+	WatchEventType_WATCH_EVENT_TYPE_MODIFIED    WatchEventType = 2
+	WatchEventType_WATCH_EVENT_TYPE_DELETED     WatchEventType = 3
+	// BOOKMARK carries no object: the watch has seen everything up to its
+	// revision (sent first, with the revision the watch starts after).
+	WatchEventType_WATCH_EVENT_TYPE_BOOKMARK WatchEventType = 4
+)
+
+// Enum value maps for WatchEventType.
+var (
+	WatchEventType_name = map[int32]string{
+		0: "WATCH_EVENT_TYPE_UNSPECIFIED",
+		1: "WATCH_EVENT_TYPE_ADDED",
+		2: "WATCH_EVENT_TYPE_MODIFIED",
+		3: "WATCH_EVENT_TYPE_DELETED",
+		4: "WATCH_EVENT_TYPE_BOOKMARK",
+	}
+	WatchEventType_value = map[string]int32{
+		"WATCH_EVENT_TYPE_UNSPECIFIED": 0,
+		"WATCH_EVENT_TYPE_ADDED":       1,
+		"WATCH_EVENT_TYPE_MODIFIED":    2,
+		"WATCH_EVENT_TYPE_DELETED":     3,
+		"WATCH_EVENT_TYPE_BOOKMARK":    4,
+	}
+)
+
+func (x WatchEventType) Enum() *WatchEventType {
+	p := new(WatchEventType)
+	*p = x
+	return p
+}
+
+func (x WatchEventType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WatchEventType) Descriptor() protoreflect.EnumDescriptor {
+	return file_wasmorch_v1_wasmorch_proto_enumTypes[3].Descriptor()
+}
+
+func (WatchEventType) Type() protoreflect.EnumType {
+	return &file_wasmorch_v1_wasmorch_proto_enumTypes[3]
+}
+
+func (x WatchEventType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WatchEventType.Descriptor instead.
+func (WatchEventType) EnumDescriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{3}
+}
+
 // WorkloadSpec is what the user asks for. Every change to it bumps the
 // workload's generation; instances carry the spec of the generation they run.
 type WorkloadSpec struct {
@@ -2362,8 +2480,17 @@ func (x *GetWorkloadRequest) GetName() string {
 	return ""
 }
 
+// Lists page (scale): a reply holds at most `limit` objects (0: the
+// server's default page, DefaultPageSize; more than MaxPageSize is
+// refused), in name (for instances: ID) order, and `continue` is set
+// when more follow: pass it back, with the same filters, for the next
+// page. Each page is read at one revision (`revision`, which a Watch can
+// start from); pages are not one snapshot: what changes between two pages
+// shows as it is when its page is read.
 type ListWorkloadsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limit         int32                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	Continue      string                 `protobuf:"bytes,2,opt,name=continue,proto3" json:"continue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2396,6 +2523,20 @@ func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ListWorkloadsRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsRequest) Descriptor() ([]byte, []int) {
 	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListWorkloadsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListWorkloadsRequest) GetContinue() string {
+	if x != nil {
+		return x.Continue
+	}
+	return ""
 }
 
 type WorkloadView struct {
@@ -2477,6 +2618,8 @@ func (x *WorkloadView) GetInFlight() int64 {
 type ListWorkloadsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Workloads     []*WorkloadView        `protobuf:"bytes,1,rep,name=workloads,proto3" json:"workloads,omitempty"`
+	Continue      string                 `protobuf:"bytes,2,opt,name=continue,proto3" json:"continue,omitempty"`
+	Revision      int64                  `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2516,6 +2659,20 @@ func (x *ListWorkloadsResponse) GetWorkloads() []*WorkloadView {
 		return x.Workloads
 	}
 	return nil
+}
+
+func (x *ListWorkloadsResponse) GetContinue() string {
+	if x != nil {
+		return x.Continue
+	}
+	return ""
+}
+
+func (x *ListWorkloadsResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 type ScaleRequest struct {
@@ -2653,6 +2810,10 @@ func (*DeleteWorkloadResponse) Descriptor() ([]byte, []int) {
 type ListInstancesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Workload      string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	States        []InstanceState        `protobuf:"varint,3,rep,packed,name=states,proto3,enum=wasmorch.v1.InstanceState" json:"states,omitempty"` // any of them; empty: every state
+	Limit         int32                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Continue      string                 `protobuf:"bytes,5,opt,name=continue,proto3" json:"continue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2690,6 +2851,34 @@ func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
 func (x *ListInstancesRequest) GetWorkload() string {
 	if x != nil {
 		return x.Workload
+	}
+	return ""
+}
+
+func (x *ListInstancesRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ListInstancesRequest) GetStates() []InstanceState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *ListInstancesRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListInstancesRequest) GetContinue() string {
+	if x != nil {
+		return x.Continue
 	}
 	return ""
 }
@@ -2757,6 +2946,8 @@ func (x *InstanceView) GetState() InstanceState {
 type ListInstancesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Instances     []*InstanceView        `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
+	Continue      string                 `protobuf:"bytes,2,opt,name=continue,proto3" json:"continue,omitempty"`
+	Revision      int64                  `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2798,8 +2989,25 @@ func (x *ListInstancesResponse) GetInstances() []*InstanceView {
 	return nil
 }
 
+func (x *ListInstancesResponse) GetContinue() string {
+	if x != nil {
+		return x.Continue
+	}
+	return ""
+}
+
+func (x *ListInstancesResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type ListNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Selector      map[string]string      `protobuf:"bytes,1,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // nodes carrying every one of these labels
+	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Continue      string                 `protobuf:"bytes,3,opt,name=continue,proto3" json:"continue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2832,6 +3040,27 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
 	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListNodesRequest) GetSelector() map[string]string {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *ListNodesRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListNodesRequest) GetContinue() string {
+	if x != nil {
+		return x.Continue
+	}
+	return ""
 }
 
 type NodeView struct {
@@ -2905,6 +3134,8 @@ func (x *NodeView) GetAllocated() *Resources {
 type ListNodesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Nodes         []*NodeView            `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Continue      string                 `protobuf:"bytes,2,opt,name=continue,proto3" json:"continue,omitempty"`
+	Revision      int64                  `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2944,6 +3175,20 @@ func (x *ListNodesResponse) GetNodes() []*NodeView {
 		return x.Nodes
 	}
 	return nil
+}
+
+func (x *ListNodesResponse) GetContinue() string {
+	if x != nil {
+		return x.Continue
+	}
+	return ""
+}
+
+func (x *ListNodesResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 type LogsRequest struct {
@@ -3053,6 +3298,8 @@ func (x *LogChunk) GetData() []byte {
 type ListEventsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Object        string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"` // "workload/NAME", "node/NAME"; empty = all
+	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`  // paged as the other lists, oldest first
+	Continue      string                 `protobuf:"bytes,3,opt,name=continue,proto3" json:"continue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3094,9 +3341,25 @@ func (x *ListEventsRequest) GetObject() string {
 	return ""
 }
 
+func (x *ListEventsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListEventsRequest) GetContinue() string {
+	if x != nil {
+		return x.Continue
+	}
+	return ""
+}
+
 type ListEventsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Continue      string                 `protobuf:"bytes,2,opt,name=continue,proto3" json:"continue,omitempty"`
+	Revision      int64                  `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3138,6 +3401,218 @@ func (x *ListEventsResponse) GetEvents() []*Event {
 	return nil
 }
 
+func (x *ListEventsResponse) GetContinue() string {
+	if x != nil {
+		return x.Continue
+	}
+	return ""
+}
+
+func (x *ListEventsResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type WatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          WatchKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=wasmorch.v1.WatchKind" json:"kind,omitempty"`
+	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"` // deliver the changes after it; 0 = from now
+	Workload      string                 `protobuf:"bytes,3,opt,name=workload,proto3" json:"workload,omitempty"`  // instances and events: of this workload only
+	Node          string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`          // instances: on this node only; events: of this node only
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *WatchRequest) GetKind() WatchKind {
+	if x != nil {
+		return x.Kind
+	}
+	return WatchKind_WATCH_KIND_UNSPECIFIED
+}
+
+func (x *WatchRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type WatchEvent struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Type     WatchEventType         `protobuf:"varint,1,opt,name=type,proto3,enum=wasmorch.v1.WatchEventType" json:"type,omitempty"`
+	Revision int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Types that are valid to be assigned to Object:
+	//
+	//	*WatchEvent_Workload
+	//	*WatchEvent_Instance
+	//	*WatchEvent_Node
+	//	*WatchEvent_Event
+	Object        isWatchEvent_Object `protobuf_oneof:"object"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEvent) Reset() {
+	*x = WatchEvent{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEvent) ProtoMessage() {}
+
+func (x *WatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
+func (*WatchEvent) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *WatchEvent) GetType() WatchEventType {
+	if x != nil {
+		return x.Type
+	}
+	return WatchEventType_WATCH_EVENT_TYPE_UNSPECIFIED
+}
+
+func (x *WatchEvent) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetObject() isWatchEvent_Object {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetWorkload() *WorkloadView {
+	if x != nil {
+		if x, ok := x.Object.(*WatchEvent_Workload); ok {
+			return x.Workload
+		}
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetInstance() *InstanceView {
+	if x != nil {
+		if x, ok := x.Object.(*WatchEvent_Instance); ok {
+			return x.Instance
+		}
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetNode() *NodeView {
+	if x != nil {
+		if x, ok := x.Object.(*WatchEvent_Node); ok {
+			return x.Node
+		}
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetEvent() *Event {
+	if x != nil {
+		if x, ok := x.Object.(*WatchEvent_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+type isWatchEvent_Object interface {
+	isWatchEvent_Object()
+}
+
+type WatchEvent_Workload struct {
+	Workload *WorkloadView `protobuf:"bytes,3,opt,name=workload,proto3,oneof"`
+}
+
+type WatchEvent_Instance struct {
+	Instance *InstanceView `protobuf:"bytes,4,opt,name=instance,proto3,oneof"`
+}
+
+type WatchEvent_Node struct {
+	Node *NodeView `protobuf:"bytes,5,opt,name=node,proto3,oneof"`
+}
+
+type WatchEvent_Event struct {
+	Event *Event `protobuf:"bytes,6,opt,name=event,proto3,oneof"`
+}
+
+func (*WatchEvent_Workload) isWatchEvent_Object() {}
+
+func (*WatchEvent_Instance) isWatchEvent_Object() {}
+
+func (*WatchEvent_Node) isWatchEvent_Object() {}
+
+func (*WatchEvent_Event) isWatchEvent_Object() {}
+
 type VersionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3146,7 +3621,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3158,7 +3633,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3171,7 +3646,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
 }
 
 type VersionResponse struct {
@@ -3184,7 +3659,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3196,7 +3671,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3209,7 +3684,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -3236,7 +3711,7 @@ type NodeRequest struct {
 
 func (x *NodeRequest) Reset() {
 	*x = NodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3248,7 +3723,7 @@ func (x *NodeRequest) String() string {
 func (*NodeRequest) ProtoMessage() {}
 
 func (x *NodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3261,7 +3736,7 @@ func (x *NodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRequest.ProtoReflect.Descriptor instead.
 func (*NodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *NodeRequest) GetName() string {
@@ -3281,7 +3756,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3293,7 +3768,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3306,7 +3781,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -3332,7 +3807,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3344,7 +3819,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3357,7 +3832,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RemoveNodeResponse) GetLostInstances() int32 {
@@ -3387,7 +3862,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3399,7 +3874,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3412,7 +3887,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Member) GetName() string {
@@ -3493,7 +3968,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3505,7 +3980,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3518,7 +3993,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
 }
 
 type ListMembersResponse struct {
@@ -3530,7 +4005,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3542,7 +4017,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3555,7 +4030,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -3575,7 +4050,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3587,7 +4062,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3600,7 +4075,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *AddMemberRequest) GetName() string {
@@ -3633,7 +4108,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3645,7 +4120,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3658,7 +4133,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *AddMemberResponse) GetId() uint64 {
@@ -3705,7 +4180,7 @@ type PromoteMemberRequest struct {
 
 func (x *PromoteMemberRequest) Reset() {
 	*x = PromoteMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3717,7 +4192,7 @@ func (x *PromoteMemberRequest) String() string {
 func (*PromoteMemberRequest) ProtoMessage() {}
 
 func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3730,7 +4205,7 @@ func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberRequest.ProtoReflect.Descriptor instead.
 func (*PromoteMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PromoteMemberRequest) GetName() string {
@@ -3748,7 +4223,7 @@ type PromoteMemberResponse struct {
 
 func (x *PromoteMemberResponse) Reset() {
 	*x = PromoteMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3760,7 +4235,7 @@ func (x *PromoteMemberResponse) String() string {
 func (*PromoteMemberResponse) ProtoMessage() {}
 
 func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3773,7 +4248,7 @@ func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberResponse.ProtoReflect.Descriptor instead.
 func (*PromoteMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
 }
 
 type RemoveMemberRequest struct {
@@ -3785,7 +4260,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3797,7 +4272,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3810,7 +4285,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RemoveMemberRequest) GetName() string {
@@ -3828,7 +4303,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3840,7 +4315,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3853,7 +4328,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
 }
 
 type SnapshotRequest struct {
@@ -3864,7 +4339,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3876,7 +4351,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3889,7 +4364,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
 }
 
 type SnapshotChunk struct {
@@ -3901,7 +4376,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3913,7 +4388,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3926,7 +4401,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -3953,7 +4428,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3965,7 +4440,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3978,7 +4453,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *JoinToken) GetId() string {
@@ -4034,7 +4509,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4046,7 +4521,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4059,7 +4534,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CreateTokenRequest) GetRole() string {
@@ -4093,7 +4568,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4105,7 +4580,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4118,7 +4593,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -4143,7 +4618,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4155,7 +4630,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4168,7 +4643,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
 }
 
 type ListTokensResponse struct {
@@ -4180,7 +4655,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4192,7 +4667,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4205,7 +4680,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListTokensResponse) GetTokens() []*JoinToken {
@@ -4224,7 +4699,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4236,7 +4711,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4249,7 +4724,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -4267,7 +4742,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4279,7 +4754,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4292,7 +4767,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
 }
 
 // configs
@@ -4307,7 +4782,7 @@ type SetConfigRequest struct {
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4319,7 +4794,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4332,7 +4807,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *SetConfigRequest) GetName() string {
@@ -4368,7 +4843,7 @@ type SetConfigResponse struct {
 
 func (x *SetConfigResponse) Reset() {
 	*x = SetConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4380,7 +4855,7 @@ func (x *SetConfigResponse) String() string {
 func (*SetConfigResponse) ProtoMessage() {}
 
 func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4393,7 +4868,7 @@ func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigResponse.ProtoReflect.Descriptor instead.
 func (*SetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *SetConfigResponse) GetConfig() *Config {
@@ -4433,7 +4908,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4445,7 +4920,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4458,7 +4933,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetConfigRequest) GetName() string {
@@ -4476,7 +4951,7 @@ type ListConfigsRequest struct {
 
 func (x *ListConfigsRequest) Reset() {
 	*x = ListConfigsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4488,7 +4963,7 @@ func (x *ListConfigsRequest) String() string {
 func (*ListConfigsRequest) ProtoMessage() {}
 
 func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4501,7 +4976,7 @@ func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsRequest.ProtoReflect.Descriptor instead.
 func (*ListConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
 }
 
 type ListConfigsResponse struct {
@@ -4513,7 +4988,7 @@ type ListConfigsResponse struct {
 
 func (x *ListConfigsResponse) Reset() {
 	*x = ListConfigsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4525,7 +5000,7 @@ func (x *ListConfigsResponse) String() string {
 func (*ListConfigsResponse) ProtoMessage() {}
 
 func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4538,7 +5013,7 @@ func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsResponse.ProtoReflect.Descriptor instead.
 func (*ListConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListConfigsResponse) GetConfigs() []*Config {
@@ -4557,7 +5032,7 @@ type DeleteConfigRequest struct {
 
 func (x *DeleteConfigRequest) Reset() {
 	*x = DeleteConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4569,7 +5044,7 @@ func (x *DeleteConfigRequest) String() string {
 func (*DeleteConfigRequest) ProtoMessage() {}
 
 func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4582,7 +5057,7 @@ func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *DeleteConfigRequest) GetName() string {
@@ -4600,7 +5075,7 @@ type DeleteConfigResponse struct {
 
 func (x *DeleteConfigResponse) Reset() {
 	*x = DeleteConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4612,7 +5087,7 @@ func (x *DeleteConfigResponse) String() string {
 func (*DeleteConfigResponse) ProtoMessage() {}
 
 func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4625,7 +5100,7 @@ func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
 }
 
 // SecretView is a secret as the API shows it: never its values.
@@ -4643,7 +5118,7 @@ type SecretView struct {
 
 func (x *SecretView) Reset() {
 	*x = SecretView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4655,7 +5130,7 @@ func (x *SecretView) String() string {
 func (*SecretView) ProtoMessage() {}
 
 func (x *SecretView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4668,7 +5143,7 @@ func (x *SecretView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretView.ProtoReflect.Descriptor instead.
 func (*SecretView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *SecretView) GetName() string {
@@ -4724,7 +5199,7 @@ type SetSecretRequest struct {
 
 func (x *SetSecretRequest) Reset() {
 	*x = SetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4736,7 +5211,7 @@ func (x *SetSecretRequest) String() string {
 func (*SetSecretRequest) ProtoMessage() {}
 
 func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4749,7 +5224,7 @@ func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretRequest.ProtoReflect.Descriptor instead.
 func (*SetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *SetSecretRequest) GetName() string {
@@ -4786,7 +5261,7 @@ type SetSecretResponse struct {
 
 func (x *SetSecretResponse) Reset() {
 	*x = SetSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4798,7 +5273,7 @@ func (x *SetSecretResponse) String() string {
 func (*SetSecretResponse) ProtoMessage() {}
 
 func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4811,7 +5286,7 @@ func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretResponse.ProtoReflect.Descriptor instead.
 func (*SetSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *SetSecretResponse) GetSecret() *SecretView {
@@ -4858,7 +5333,7 @@ type GetSecretRequest struct {
 
 func (x *GetSecretRequest) Reset() {
 	*x = GetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4870,7 +5345,7 @@ func (x *GetSecretRequest) String() string {
 func (*GetSecretRequest) ProtoMessage() {}
 
 func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4883,7 +5358,7 @@ func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *GetSecretRequest) GetName() string {
@@ -4901,7 +5376,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4913,7 +5388,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4926,7 +5401,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
 }
 
 type ListSecretsResponse struct {
@@ -4938,7 +5413,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4950,7 +5425,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4963,7 +5438,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*SecretView {
@@ -4982,7 +5457,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4994,7 +5469,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5007,7 +5482,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *DeleteSecretRequest) GetName() string {
@@ -5025,7 +5500,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5037,7 +5512,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5050,7 +5525,7 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
 }
 
 type RotateSecretKeyRequest struct {
@@ -5061,7 +5536,7 @@ type RotateSecretKeyRequest struct {
 
 func (x *RotateSecretKeyRequest) Reset() {
 	*x = RotateSecretKeyRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5073,7 +5548,7 @@ func (x *RotateSecretKeyRequest) String() string {
 func (*RotateSecretKeyRequest) ProtoMessage() {}
 
 func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5086,7 +5561,7 @@ func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
 }
 
 type RotateSecretKeyResponse struct {
@@ -5099,7 +5574,7 @@ type RotateSecretKeyResponse struct {
 
 func (x *RotateSecretKeyResponse) Reset() {
 	*x = RotateSecretKeyResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5111,7 +5586,7 @@ func (x *RotateSecretKeyResponse) String() string {
 func (*RotateSecretKeyResponse) ProtoMessage() {}
 
 func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5124,7 +5599,7 @@ func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *RotateSecretKeyResponse) GetKeyId() string {
@@ -5157,7 +5632,7 @@ type Revision struct {
 
 func (x *Revision) Reset() {
 	*x = Revision{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5169,7 +5644,7 @@ func (x *Revision) String() string {
 func (*Revision) ProtoMessage() {}
 
 func (x *Revision) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5182,7 +5657,7 @@ func (x *Revision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revision.ProtoReflect.Descriptor instead.
 func (*Revision) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *Revision) GetWorkload() string {
@@ -5229,7 +5704,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5241,7 +5716,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5254,7 +5729,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ListRevisionsRequest) GetWorkload() string {
@@ -5273,7 +5748,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5285,7 +5760,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5298,7 +5773,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*Revision {
@@ -5317,7 +5792,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5329,7 +5804,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5342,7 +5817,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *PromoteRolloutRequest) GetWorkload() string {
@@ -5361,7 +5836,7 @@ type RestartRolloutRequest struct {
 
 func (x *RestartRolloutRequest) Reset() {
 	*x = RestartRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5373,7 +5848,7 @@ func (x *RestartRolloutRequest) String() string {
 func (*RestartRolloutRequest) ProtoMessage() {}
 
 func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5386,7 +5861,7 @@ func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RestartRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *RestartRolloutRequest) GetWorkload() string {
@@ -5406,7 +5881,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5418,7 +5893,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5431,7 +5906,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *RollbackRequest) GetWorkload() string {
@@ -5457,7 +5932,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5469,7 +5944,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5482,7 +5957,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *RegisterRequest) GetNode() *Node {
@@ -5502,7 +5977,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5514,7 +5989,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5527,7 +6002,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -5553,7 +6028,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5565,7 +6040,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5578,7 +6053,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *HeartbeatRequest) GetNode() string {
@@ -5596,7 +6071,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5608,7 +6083,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5621,19 +6096,26 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
 }
 
+// SessionRequest opens a node's session. A worker that sets deltas gets
+// its full desired set first and then only what changes; one that also
+// gives resume_revision (the revision of the last Assignments it applied)
+// may get only what changed since, when the member still keeps those
+// changes (full false in the first message).
 type SessionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Node           string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Deltas         bool                   `protobuf:"varint,2,opt,name=deltas,proto3" json:"deltas,omitempty"`
+	ResumeRevision int64                  `protobuf:"varint,3,opt,name=resume_revision,json=resumeRevision,proto3" json:"resume_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5645,7 +6127,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5658,7 +6140,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *SessionRequest) GetNode() string {
@@ -5668,18 +6150,37 @@ func (x *SessionRequest) GetNode() string {
 	return ""
 }
 
-// Assignments is the node's full desired set; anything not in it must stop.
+func (x *SessionRequest) GetDeltas() bool {
+	if x != nil {
+		return x.Deltas
+	}
+	return false
+}
+
+func (x *SessionRequest) GetResumeRevision() int64 {
+	if x != nil {
+		return x.ResumeRevision
+	}
+	return 0
+}
+
+// Assignments is the node's desired set. With full set, instances is the
+// whole set and anything not in it must stop; otherwise (deltas)
+// instances are added or changed ones and removed the IDs that left the
+// set. A worker that did not ask for deltas gets only full sets.
 type Assignments struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Instances     []*Instance            `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
-	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"` // etcd revision the set was read at
+	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"` // the set is as of this etcd revision (or later)
+	Full          bool                   `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
+	Removed       []string               `protobuf:"bytes,4,rep,name=removed,proto3" json:"removed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5691,7 +6192,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5704,7 +6205,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *Assignments) GetInstances() []*Instance {
@@ -5721,6 +6222,20 @@ func (x *Assignments) GetRevision() int64 {
 	return 0
 }
 
+func (x *Assignments) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *Assignments) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
 type StatusBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -5731,7 +6246,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5743,7 +6258,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5756,7 +6271,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -5781,7 +6296,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5793,7 +6308,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5806,7 +6321,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
 }
 
 type FetchBlobRequest struct {
@@ -5818,7 +6333,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5830,7 +6345,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5843,7 +6358,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
@@ -5863,7 +6378,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5875,7 +6390,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5888,7 +6403,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -5919,7 +6434,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5931,7 +6446,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5944,7 +6459,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -5978,7 +6493,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5990,7 +6505,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6003,7 +6518,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *JoinResponse) GetCertificate() []byte {
@@ -6031,7 +6546,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6043,7 +6558,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6056,7 +6571,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -6076,7 +6591,7 @@ type InstanceLogsRequest struct {
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6088,7 +6603,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6101,7 +6616,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -6330,49 +6845,85 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\acreated\x18\x02 \x01(\bR\acreated\x12\x18\n" +
 	"\achanged\x18\x03 \x01(\bR\achanged\"(\n" +
 	"\x12GetWorkloadRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14ListWorkloadsRequest\"\xa4\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"H\n" +
+	"\x14ListWorkloadsRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x1a\n" +
+	"\bcontinue\x18\x02 \x01(\tR\bcontinue\"\xa4\x01\n" +
 	"\fWorkloadView\x121\n" +
 	"\bworkload\x18\x01 \x01(\v2\x15.wasmorch.v1.WorkloadR\bworkload\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\x05R\x05ready\x12\x18\n" +
 	"\acurrent\x18\x03 \x01(\x05R\acurrent\x12\x14\n" +
 	"\x05total\x18\x04 \x01(\x05R\x05total\x12\x1b\n" +
-	"\tin_flight\x18\x14 \x01(\x03R\binFlight\"P\n" +
+	"\tin_flight\x18\x14 \x01(\x03R\binFlight\"\x88\x01\n" +
 	"\x15ListWorkloadsResponse\x127\n" +
-	"\tworkloads\x18\x01 \x03(\v2\x19.wasmorch.v1.WorkloadViewR\tworkloads\">\n" +
+	"\tworkloads\x18\x01 \x03(\v2\x19.wasmorch.v1.WorkloadViewR\tworkloads\x12\x1a\n" +
+	"\bcontinue\x18\x02 \x01(\tR\bcontinue\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\">\n" +
 	"\fScaleRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\x05R\breplicas\"+\n" +
 	"\x15DeleteWorkloadRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x18\n" +
-	"\x16DeleteWorkloadResponse\"2\n" +
+	"\x16DeleteWorkloadResponse\"\xac\x01\n" +
 	"\x14ListInstancesRequest\x12\x1a\n" +
-	"\bworkload\x18\x01 \x01(\tR\bworkload\"\xa8\x01\n" +
+	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x122\n" +
+	"\x06states\x18\x03 \x03(\x0e2\x1a.wasmorch.v1.InstanceStateR\x06states\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\x05R\x05limit\x12\x1a\n" +
+	"\bcontinue\x18\x05 \x01(\tR\bcontinue\"\xa8\x01\n" +
 	"\fInstanceView\x121\n" +
 	"\binstance\x18\x01 \x01(\v2\x15.wasmorch.v1.InstanceR\binstance\x123\n" +
 	"\x06status\x18\x02 \x01(\v2\x1b.wasmorch.v1.InstanceStatusR\x06status\x120\n" +
-	"\x05state\x18\x03 \x01(\x0e2\x1a.wasmorch.v1.InstanceStateR\x05state\"P\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1a.wasmorch.v1.InstanceStateR\x05state\"\x88\x01\n" +
 	"\x15ListInstancesResponse\x127\n" +
-	"\tinstances\x18\x01 \x03(\v2\x19.wasmorch.v1.InstanceViewR\tinstances\"\x12\n" +
-	"\x10ListNodesRequest\"\x9b\x01\n" +
+	"\tinstances\x18\x01 \x03(\v2\x19.wasmorch.v1.InstanceViewR\tinstances\x12\x1a\n" +
+	"\bcontinue\x18\x02 \x01(\tR\bcontinue\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"\xca\x01\n" +
+	"\x10ListNodesRequest\x12G\n" +
+	"\bselector\x18\x01 \x03(\v2+.wasmorch.v1.ListNodesRequest.SelectorEntryR\bselector\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1a\n" +
+	"\bcontinue\x18\x03 \x01(\tR\bcontinue\x1a;\n" +
+	"\rSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9b\x01\n" +
 	"\bNodeView\x12%\n" +
 	"\x04node\x18\x01 \x01(\v2\x11.wasmorch.v1.NodeR\x04node\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\bR\x05ready\x12\x1c\n" +
 	"\tinstances\x18\x03 \x01(\x05R\tinstances\x124\n" +
-	"\tallocated\x18\x04 \x01(\v2\x16.wasmorch.v1.ResourcesR\tallocated\"@\n" +
+	"\tallocated\x18\x04 \x01(\v2\x16.wasmorch.v1.ResourcesR\tallocated\"x\n" +
 	"\x11ListNodesResponse\x12+\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x15.wasmorch.v1.NodeViewR\x05nodes\"H\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x15.wasmorch.v1.NodeViewR\x05nodes\x12\x1a\n" +
+	"\bcontinue\x18\x02 \x01(\tR\bcontinue\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"H\n" +
 	"\vLogsRequest\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\x1d\n" +
 	"\n" +
 	"tail_bytes\x18\x02 \x01(\x03R\ttailBytes\":\n" +
 	"\bLogChunk\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"+\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"]\n" +
 	"\x11ListEventsRequest\x12\x16\n" +
-	"\x06object\x18\x01 \x01(\tR\x06object\"@\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1a\n" +
+	"\bcontinue\x18\x03 \x01(\tR\bcontinue\"x\n" +
 	"\x12ListEventsResponse\x12*\n" +
-	"\x06events\x18\x01 \x03(\v2\x12.wasmorch.v1.EventR\x06events\"\x10\n" +
+	"\x06events\x18\x01 \x03(\v2\x12.wasmorch.v1.EventR\x06events\x12\x1a\n" +
+	"\bcontinue\x18\x02 \x01(\tR\bcontinue\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"\x86\x01\n" +
+	"\fWatchRequest\x12*\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x16.wasmorch.v1.WatchKindR\x04kind\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1a\n" +
+	"\bworkload\x18\x03 \x01(\tR\bworkload\x12\x12\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\"\xae\x02\n" +
+	"\n" +
+	"WatchEvent\x12/\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x1b.wasmorch.v1.WatchEventTypeR\x04type\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x127\n" +
+	"\bworkload\x18\x03 \x01(\v2\x19.wasmorch.v1.WorkloadViewH\x00R\bworkload\x127\n" +
+	"\binstance\x18\x04 \x01(\v2\x19.wasmorch.v1.InstanceViewH\x00R\binstance\x12+\n" +
+	"\x04node\x18\x05 \x01(\v2\x15.wasmorch.v1.NodeViewH\x00R\x04node\x12*\n" +
+	"\x05event\x18\x06 \x01(\v2\x12.wasmorch.v1.EventH\x00R\x05eventB\b\n" +
+	"\x06object\"\x10\n" +
 	"\x0eVersionRequest\"C\n" +
 	"\x0fVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
@@ -6521,12 +7072,16 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\rnode_grace_ms\x18\x02 \x01(\x03R\vnodeGraceMs\"&\n" +
 	"\x10HeartbeatRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"\x13\n" +
-	"\x11HeartbeatResponse\"$\n" +
+	"\x11HeartbeatResponse\"e\n" +
 	"\x0eSessionRequest\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\"^\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06deltas\x18\x02 \x01(\bR\x06deltas\x12'\n" +
+	"\x0fresume_revision\x18\x03 \x01(\x03R\x0eresumeRevision\"\x8c\x01\n" +
 	"\vAssignments\x123\n" +
 	"\tinstances\x18\x01 \x03(\v2\x15.wasmorch.v1.InstanceR\tinstances\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"Z\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x12\n" +
+	"\x04full\x18\x03 \x01(\bR\x04full\x12\x18\n" +
+	"\aremoved\x18\x04 \x03(\tR\aremoved\"Z\n" +
 	"\vStatusBatch\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x127\n" +
 	"\bstatuses\x18\x02 \x03(\v2\x1b.wasmorch.v1.InstanceStatusR\bstatuses\"\v\n" +
@@ -6563,7 +7118,19 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x18INSTANCE_STATE_SUCCEEDED\x10\x05\x12\x19\n" +
 	"\x15INSTANCE_STATE_FAILED\x10\x06\x12\x17\n" +
 	"\x13INSTANCE_STATE_LOST\x10\a\x12\x1a\n" +
-	"\x16INSTANCE_STATE_STOPPED\x10\b2\x91\x16\n" +
+	"\x16INSTANCE_STATE_STOPPED\x10\b*\x88\x01\n" +
+	"\tWatchKind\x12\x1a\n" +
+	"\x16WATCH_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14WATCH_KIND_WORKLOADS\x10\x01\x12\x18\n" +
+	"\x14WATCH_KIND_INSTANCES\x10\x02\x12\x14\n" +
+	"\x10WATCH_KIND_NODES\x10\x03\x12\x15\n" +
+	"\x11WATCH_KIND_EVENTS\x10\x04*\xaa\x01\n" +
+	"\x0eWatchEventType\x12 \n" +
+	"\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16WATCH_EVENT_TYPE_ADDED\x10\x01\x12\x1d\n" +
+	"\x19WATCH_EVENT_TYPE_MODIFIED\x10\x02\x12\x1c\n" +
+	"\x18WATCH_EVENT_TYPE_DELETED\x10\x03\x12\x1d\n" +
+	"\x19WATCH_EVENT_TYPE_BOOKMARK\x10\x042\xd0\x16\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"UploadBlob\x12\x1a.wasmorch.v1.UploadRequest\x1a\x1b.wasmorch.v1.UploadResponse(\x01\x12V\n" +
@@ -6578,6 +7145,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\aVersion\x12\x1b.wasmorch.v1.VersionRequest\x1a\x1c.wasmorch.v1.VersionResponse\x12M\n" +
 	"\n" +
 	"ListEvents\x12\x1e.wasmorch.v1.ListEventsRequest\x1a\x1f.wasmorch.v1.ListEventsResponse\x12=\n" +
+	"\x05Watch\x12\x19.wasmorch.v1.WatchRequest\x1a\x17.wasmorch.v1.WatchEvent0\x01\x12=\n" +
 	"\n" +
 	"CordonNode\x12\x18.wasmorch.v1.NodeRequest\x1a\x15.wasmorch.v1.NodeView\x12?\n" +
 	"\fUncordonNode\x12\x18.wasmorch.v1.NodeRequest\x1a\x15.wasmorch.v1.NodeView\x12<\n" +
@@ -6629,257 +7197,272 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 	return file_wasmorch_v1_wasmorch_proto_rawDescData
 }
 
-var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 108)
+var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 111)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),              // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),              // 1: wasmorch.v1.InstanceState
-	(*WorkloadSpec)(nil),            // 2: wasmorch.v1.WorkloadSpec
-	(*HttpTrigger)(nil),             // 3: wasmorch.v1.HttpTrigger
-	(*Autoscale)(nil),               // 4: wasmorch.v1.Autoscale
-	(*Placement)(nil),               // 5: wasmorch.v1.Placement
-	(*EnvVar)(nil),                  // 6: wasmorch.v1.EnvVar
-	(*Workload)(nil),                // 7: wasmorch.v1.Workload
-	(*Instance)(nil),                // 8: wasmorch.v1.Instance
-	(*InstanceStatus)(nil),          // 9: wasmorch.v1.InstanceStatus
-	(*Resources)(nil),               // 10: wasmorch.v1.Resources
-	(*Node)(nil),                    // 11: wasmorch.v1.Node
-	(*Event)(nil),                   // 12: wasmorch.v1.Event
-	(*BlobMeta)(nil),                // 13: wasmorch.v1.BlobMeta
-	(*FunctionLoad)(nil),            // 14: wasmorch.v1.FunctionLoad
-	(*GenerationRequests)(nil),      // 15: wasmorch.v1.GenerationRequests
-	(*Config)(nil),                  // 16: wasmorch.v1.Config
-	(*Secret)(nil),                  // 17: wasmorch.v1.Secret
-	(*MountedFile)(nil),             // 18: wasmorch.v1.MountedFile
-	(*SecretData)(nil),              // 19: wasmorch.v1.SecretData
-	(*SecretKey)(nil),               // 20: wasmorch.v1.SecretKey
-	(*UploadRequest)(nil),           // 21: wasmorch.v1.UploadRequest
-	(*UploadHeader)(nil),            // 22: wasmorch.v1.UploadHeader
-	(*UploadResponse)(nil),          // 23: wasmorch.v1.UploadResponse
-	(*ApplyWorkloadRequest)(nil),    // 24: wasmorch.v1.ApplyWorkloadRequest
-	(*ApplyWorkloadResponse)(nil),   // 25: wasmorch.v1.ApplyWorkloadResponse
-	(*GetWorkloadRequest)(nil),      // 26: wasmorch.v1.GetWorkloadRequest
-	(*ListWorkloadsRequest)(nil),    // 27: wasmorch.v1.ListWorkloadsRequest
-	(*WorkloadView)(nil),            // 28: wasmorch.v1.WorkloadView
-	(*ListWorkloadsResponse)(nil),   // 29: wasmorch.v1.ListWorkloadsResponse
-	(*ScaleRequest)(nil),            // 30: wasmorch.v1.ScaleRequest
-	(*DeleteWorkloadRequest)(nil),   // 31: wasmorch.v1.DeleteWorkloadRequest
-	(*DeleteWorkloadResponse)(nil),  // 32: wasmorch.v1.DeleteWorkloadResponse
-	(*ListInstancesRequest)(nil),    // 33: wasmorch.v1.ListInstancesRequest
-	(*InstanceView)(nil),            // 34: wasmorch.v1.InstanceView
-	(*ListInstancesResponse)(nil),   // 35: wasmorch.v1.ListInstancesResponse
-	(*ListNodesRequest)(nil),        // 36: wasmorch.v1.ListNodesRequest
-	(*NodeView)(nil),                // 37: wasmorch.v1.NodeView
-	(*ListNodesResponse)(nil),       // 38: wasmorch.v1.ListNodesResponse
-	(*LogsRequest)(nil),             // 39: wasmorch.v1.LogsRequest
-	(*LogChunk)(nil),                // 40: wasmorch.v1.LogChunk
-	(*ListEventsRequest)(nil),       // 41: wasmorch.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),      // 42: wasmorch.v1.ListEventsResponse
-	(*VersionRequest)(nil),          // 43: wasmorch.v1.VersionRequest
-	(*VersionResponse)(nil),         // 44: wasmorch.v1.VersionResponse
-	(*NodeRequest)(nil),             // 45: wasmorch.v1.NodeRequest
-	(*RemoveNodeRequest)(nil),       // 46: wasmorch.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),      // 47: wasmorch.v1.RemoveNodeResponse
-	(*Member)(nil),                  // 48: wasmorch.v1.Member
-	(*ListMembersRequest)(nil),      // 49: wasmorch.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),     // 50: wasmorch.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),        // 51: wasmorch.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),       // 52: wasmorch.v1.AddMemberResponse
-	(*PromoteMemberRequest)(nil),    // 53: wasmorch.v1.PromoteMemberRequest
-	(*PromoteMemberResponse)(nil),   // 54: wasmorch.v1.PromoteMemberResponse
-	(*RemoveMemberRequest)(nil),     // 55: wasmorch.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),    // 56: wasmorch.v1.RemoveMemberResponse
-	(*SnapshotRequest)(nil),         // 57: wasmorch.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),           // 58: wasmorch.v1.SnapshotChunk
-	(*JoinToken)(nil),               // 59: wasmorch.v1.JoinToken
-	(*CreateTokenRequest)(nil),      // 60: wasmorch.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),     // 61: wasmorch.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),       // 62: wasmorch.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),      // 63: wasmorch.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),      // 64: wasmorch.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),     // 65: wasmorch.v1.RevokeTokenResponse
-	(*SetConfigRequest)(nil),        // 66: wasmorch.v1.SetConfigRequest
-	(*SetConfigResponse)(nil),       // 67: wasmorch.v1.SetConfigResponse
-	(*GetConfigRequest)(nil),        // 68: wasmorch.v1.GetConfigRequest
-	(*ListConfigsRequest)(nil),      // 69: wasmorch.v1.ListConfigsRequest
-	(*ListConfigsResponse)(nil),     // 70: wasmorch.v1.ListConfigsResponse
-	(*DeleteConfigRequest)(nil),     // 71: wasmorch.v1.DeleteConfigRequest
-	(*DeleteConfigResponse)(nil),    // 72: wasmorch.v1.DeleteConfigResponse
-	(*SecretView)(nil),              // 73: wasmorch.v1.SecretView
-	(*SetSecretRequest)(nil),        // 74: wasmorch.v1.SetSecretRequest
-	(*SetSecretResponse)(nil),       // 75: wasmorch.v1.SetSecretResponse
-	(*GetSecretRequest)(nil),        // 76: wasmorch.v1.GetSecretRequest
-	(*ListSecretsRequest)(nil),      // 77: wasmorch.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),     // 78: wasmorch.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),     // 79: wasmorch.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),    // 80: wasmorch.v1.DeleteSecretResponse
-	(*RotateSecretKeyRequest)(nil),  // 81: wasmorch.v1.RotateSecretKeyRequest
-	(*RotateSecretKeyResponse)(nil), // 82: wasmorch.v1.RotateSecretKeyResponse
-	(*Revision)(nil),                // 83: wasmorch.v1.Revision
-	(*ListRevisionsRequest)(nil),    // 84: wasmorch.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),   // 85: wasmorch.v1.ListRevisionsResponse
-	(*PromoteRolloutRequest)(nil),   // 86: wasmorch.v1.PromoteRolloutRequest
-	(*RestartRolloutRequest)(nil),   // 87: wasmorch.v1.RestartRolloutRequest
-	(*RollbackRequest)(nil),         // 88: wasmorch.v1.RollbackRequest
-	(*RegisterRequest)(nil),         // 89: wasmorch.v1.RegisterRequest
-	(*RegisterResponse)(nil),        // 90: wasmorch.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),        // 91: wasmorch.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 92: wasmorch.v1.HeartbeatResponse
-	(*SessionRequest)(nil),          // 93: wasmorch.v1.SessionRequest
-	(*Assignments)(nil),             // 94: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),             // 95: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),               // 96: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),        // 97: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),               // 98: wasmorch.v1.BlobChunk
-	(*JoinRequest)(nil),             // 99: wasmorch.v1.JoinRequest
-	(*JoinResponse)(nil),            // 100: wasmorch.v1.JoinResponse
-	(*RenewRequest)(nil),            // 101: wasmorch.v1.RenewRequest
-	(*InstanceLogsRequest)(nil),     // 102: wasmorch.v1.InstanceLogsRequest
-	nil,                             // 103: wasmorch.v1.Placement.SelectorEntry
-	nil,                             // 104: wasmorch.v1.Node.LabelsEntry
-	nil,                             // 105: wasmorch.v1.FunctionLoad.GenerationsEntry
-	nil,                             // 106: wasmorch.v1.Config.DataEntry
-	nil,                             // 107: wasmorch.v1.SecretData.DataEntry
-	nil,                             // 108: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                             // 109: wasmorch.v1.SetSecretRequest.DataEntry
+	(WatchKind)(0),                  // 2: wasmorch.v1.WatchKind
+	(WatchEventType)(0),             // 3: wasmorch.v1.WatchEventType
+	(*WorkloadSpec)(nil),            // 4: wasmorch.v1.WorkloadSpec
+	(*HttpTrigger)(nil),             // 5: wasmorch.v1.HttpTrigger
+	(*Autoscale)(nil),               // 6: wasmorch.v1.Autoscale
+	(*Placement)(nil),               // 7: wasmorch.v1.Placement
+	(*EnvVar)(nil),                  // 8: wasmorch.v1.EnvVar
+	(*Workload)(nil),                // 9: wasmorch.v1.Workload
+	(*Instance)(nil),                // 10: wasmorch.v1.Instance
+	(*InstanceStatus)(nil),          // 11: wasmorch.v1.InstanceStatus
+	(*Resources)(nil),               // 12: wasmorch.v1.Resources
+	(*Node)(nil),                    // 13: wasmorch.v1.Node
+	(*Event)(nil),                   // 14: wasmorch.v1.Event
+	(*BlobMeta)(nil),                // 15: wasmorch.v1.BlobMeta
+	(*FunctionLoad)(nil),            // 16: wasmorch.v1.FunctionLoad
+	(*GenerationRequests)(nil),      // 17: wasmorch.v1.GenerationRequests
+	(*Config)(nil),                  // 18: wasmorch.v1.Config
+	(*Secret)(nil),                  // 19: wasmorch.v1.Secret
+	(*MountedFile)(nil),             // 20: wasmorch.v1.MountedFile
+	(*SecretData)(nil),              // 21: wasmorch.v1.SecretData
+	(*SecretKey)(nil),               // 22: wasmorch.v1.SecretKey
+	(*UploadRequest)(nil),           // 23: wasmorch.v1.UploadRequest
+	(*UploadHeader)(nil),            // 24: wasmorch.v1.UploadHeader
+	(*UploadResponse)(nil),          // 25: wasmorch.v1.UploadResponse
+	(*ApplyWorkloadRequest)(nil),    // 26: wasmorch.v1.ApplyWorkloadRequest
+	(*ApplyWorkloadResponse)(nil),   // 27: wasmorch.v1.ApplyWorkloadResponse
+	(*GetWorkloadRequest)(nil),      // 28: wasmorch.v1.GetWorkloadRequest
+	(*ListWorkloadsRequest)(nil),    // 29: wasmorch.v1.ListWorkloadsRequest
+	(*WorkloadView)(nil),            // 30: wasmorch.v1.WorkloadView
+	(*ListWorkloadsResponse)(nil),   // 31: wasmorch.v1.ListWorkloadsResponse
+	(*ScaleRequest)(nil),            // 32: wasmorch.v1.ScaleRequest
+	(*DeleteWorkloadRequest)(nil),   // 33: wasmorch.v1.DeleteWorkloadRequest
+	(*DeleteWorkloadResponse)(nil),  // 34: wasmorch.v1.DeleteWorkloadResponse
+	(*ListInstancesRequest)(nil),    // 35: wasmorch.v1.ListInstancesRequest
+	(*InstanceView)(nil),            // 36: wasmorch.v1.InstanceView
+	(*ListInstancesResponse)(nil),   // 37: wasmorch.v1.ListInstancesResponse
+	(*ListNodesRequest)(nil),        // 38: wasmorch.v1.ListNodesRequest
+	(*NodeView)(nil),                // 39: wasmorch.v1.NodeView
+	(*ListNodesResponse)(nil),       // 40: wasmorch.v1.ListNodesResponse
+	(*LogsRequest)(nil),             // 41: wasmorch.v1.LogsRequest
+	(*LogChunk)(nil),                // 42: wasmorch.v1.LogChunk
+	(*ListEventsRequest)(nil),       // 43: wasmorch.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),      // 44: wasmorch.v1.ListEventsResponse
+	(*WatchRequest)(nil),            // 45: wasmorch.v1.WatchRequest
+	(*WatchEvent)(nil),              // 46: wasmorch.v1.WatchEvent
+	(*VersionRequest)(nil),          // 47: wasmorch.v1.VersionRequest
+	(*VersionResponse)(nil),         // 48: wasmorch.v1.VersionResponse
+	(*NodeRequest)(nil),             // 49: wasmorch.v1.NodeRequest
+	(*RemoveNodeRequest)(nil),       // 50: wasmorch.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),      // 51: wasmorch.v1.RemoveNodeResponse
+	(*Member)(nil),                  // 52: wasmorch.v1.Member
+	(*ListMembersRequest)(nil),      // 53: wasmorch.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),     // 54: wasmorch.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),        // 55: wasmorch.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),       // 56: wasmorch.v1.AddMemberResponse
+	(*PromoteMemberRequest)(nil),    // 57: wasmorch.v1.PromoteMemberRequest
+	(*PromoteMemberResponse)(nil),   // 58: wasmorch.v1.PromoteMemberResponse
+	(*RemoveMemberRequest)(nil),     // 59: wasmorch.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),    // 60: wasmorch.v1.RemoveMemberResponse
+	(*SnapshotRequest)(nil),         // 61: wasmorch.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),           // 62: wasmorch.v1.SnapshotChunk
+	(*JoinToken)(nil),               // 63: wasmorch.v1.JoinToken
+	(*CreateTokenRequest)(nil),      // 64: wasmorch.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),     // 65: wasmorch.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),       // 66: wasmorch.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),      // 67: wasmorch.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),      // 68: wasmorch.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),     // 69: wasmorch.v1.RevokeTokenResponse
+	(*SetConfigRequest)(nil),        // 70: wasmorch.v1.SetConfigRequest
+	(*SetConfigResponse)(nil),       // 71: wasmorch.v1.SetConfigResponse
+	(*GetConfigRequest)(nil),        // 72: wasmorch.v1.GetConfigRequest
+	(*ListConfigsRequest)(nil),      // 73: wasmorch.v1.ListConfigsRequest
+	(*ListConfigsResponse)(nil),     // 74: wasmorch.v1.ListConfigsResponse
+	(*DeleteConfigRequest)(nil),     // 75: wasmorch.v1.DeleteConfigRequest
+	(*DeleteConfigResponse)(nil),    // 76: wasmorch.v1.DeleteConfigResponse
+	(*SecretView)(nil),              // 77: wasmorch.v1.SecretView
+	(*SetSecretRequest)(nil),        // 78: wasmorch.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),       // 79: wasmorch.v1.SetSecretResponse
+	(*GetSecretRequest)(nil),        // 80: wasmorch.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),      // 81: wasmorch.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),     // 82: wasmorch.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),     // 83: wasmorch.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),    // 84: wasmorch.v1.DeleteSecretResponse
+	(*RotateSecretKeyRequest)(nil),  // 85: wasmorch.v1.RotateSecretKeyRequest
+	(*RotateSecretKeyResponse)(nil), // 86: wasmorch.v1.RotateSecretKeyResponse
+	(*Revision)(nil),                // 87: wasmorch.v1.Revision
+	(*ListRevisionsRequest)(nil),    // 88: wasmorch.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),   // 89: wasmorch.v1.ListRevisionsResponse
+	(*PromoteRolloutRequest)(nil),   // 90: wasmorch.v1.PromoteRolloutRequest
+	(*RestartRolloutRequest)(nil),   // 91: wasmorch.v1.RestartRolloutRequest
+	(*RollbackRequest)(nil),         // 92: wasmorch.v1.RollbackRequest
+	(*RegisterRequest)(nil),         // 93: wasmorch.v1.RegisterRequest
+	(*RegisterResponse)(nil),        // 94: wasmorch.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),        // 95: wasmorch.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 96: wasmorch.v1.HeartbeatResponse
+	(*SessionRequest)(nil),          // 97: wasmorch.v1.SessionRequest
+	(*Assignments)(nil),             // 98: wasmorch.v1.Assignments
+	(*StatusBatch)(nil),             // 99: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),               // 100: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),        // 101: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),               // 102: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),             // 103: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),            // 104: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),            // 105: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),     // 106: wasmorch.v1.InstanceLogsRequest
+	nil,                             // 107: wasmorch.v1.Placement.SelectorEntry
+	nil,                             // 108: wasmorch.v1.Node.LabelsEntry
+	nil,                             // 109: wasmorch.v1.FunctionLoad.GenerationsEntry
+	nil,                             // 110: wasmorch.v1.Config.DataEntry
+	nil,                             // 111: wasmorch.v1.SecretData.DataEntry
+	nil,                             // 112: wasmorch.v1.ListNodesRequest.SelectorEntry
+	nil,                             // 113: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                             // 114: wasmorch.v1.SetSecretRequest.DataEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
-	6,   // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
+	8,   // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
 	0,   // 1: wasmorch.v1.WorkloadSpec.restart:type_name -> wasmorch.v1.RestartPolicy
-	3,   // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
-	4,   // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
-	5,   // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
-	18,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
-	103, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
-	2,   // 7: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
-	2,   // 8: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
+	5,   // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
+	6,   // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
+	7,   // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
+	20,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
+	107, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	4,   // 7: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
+	4,   // 8: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
 	1,   // 9: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
-	10,  // 10: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	104, // 11: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
-	105, // 12: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
-	106, // 13: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	107, // 14: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
-	22,  // 15: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
-	2,   // 16: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
-	7,   // 17: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
-	7,   // 18: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
-	28,  // 19: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
-	8,   // 20: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
-	9,   // 21: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
-	1,   // 22: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
-	34,  // 23: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
-	11,  // 24: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
-	10,  // 25: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
-	37,  // 26: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
-	12,  // 27: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
-	48,  // 28: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
-	59,  // 29: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
-	59,  // 30: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
-	108, // 31: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
-	16,  // 32: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
-	16,  // 33: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	109, // 34: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
-	73,  // 35: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
-	73,  // 36: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
-	2,   // 37: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
-	83,  // 38: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
-	11,  // 39: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	8,   // 40: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
-	9,   // 41: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	15,  // 42: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
-	21,  // 43: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	24,  // 44: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	26,  // 45: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	27,  // 46: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	30,  // 47: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	31,  // 48: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	33,  // 49: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	36,  // 50: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	39,  // 51: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	43,  // 52: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	41,  // 53: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	45,  // 54: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
-	45,  // 55: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
-	45,  // 56: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
-	46,  // 57: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
-	49,  // 58: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
-	51,  // 59: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
-	53,  // 60: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
-	55,  // 61: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
-	57,  // 62: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
-	60,  // 63: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
-	62,  // 64: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
-	64,  // 65: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
-	66,  // 66: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
-	68,  // 67: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
-	69,  // 68: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
-	71,  // 69: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
-	74,  // 70: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
-	76,  // 71: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
-	77,  // 72: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
-	79,  // 73: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
-	81,  // 74: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
-	84,  // 75: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
-	88,  // 76: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
-	86,  // 77: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
-	87,  // 78: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
-	89,  // 79: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	91,  // 80: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	93,  // 81: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	95,  // 82: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	97,  // 83: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	99,  // 84: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	101, // 85: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	102, // 86: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	23,  // 87: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	25,  // 88: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	28,  // 89: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	29,  // 90: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	7,   // 91: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	32,  // 92: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	35,  // 93: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	38,  // 94: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	40,  // 95: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	44,  // 96: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	42,  // 97: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	37,  // 98: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	37,  // 99: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	37,  // 100: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	47,  // 101: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	50,  // 102: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	52,  // 103: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	54,  // 104: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	56,  // 105: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	58,  // 106: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	61,  // 107: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	63,  // 108: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	65,  // 109: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	67,  // 110: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	16,  // 111: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	70,  // 112: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	72,  // 113: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	75,  // 114: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	73,  // 115: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	78,  // 116: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	80,  // 117: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	82,  // 118: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	85,  // 119: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
-	25,  // 120: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	7,   // 121: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
-	25,  // 122: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	90,  // 123: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	92,  // 124: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	94,  // 125: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	96,  // 126: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	98,  // 127: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	100, // 128: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	100, // 129: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	40,  // 130: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	87,  // [87:131] is the sub-list for method output_type
-	43,  // [43:87] is the sub-list for method input_type
-	43,  // [43:43] is the sub-list for extension type_name
-	43,  // [43:43] is the sub-list for extension extendee
-	0,   // [0:43] is the sub-list for field type_name
+	12,  // 10: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
+	108, // 11: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	109, // 12: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
+	110, // 13: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	111, // 14: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	24,  // 15: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
+	4,   // 16: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
+	9,   // 17: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
+	9,   // 18: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
+	30,  // 19: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
+	1,   // 20: wasmorch.v1.ListInstancesRequest.states:type_name -> wasmorch.v1.InstanceState
+	10,  // 21: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
+	11,  // 22: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
+	1,   // 23: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
+	36,  // 24: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
+	112, // 25: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
+	13,  // 26: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
+	12,  // 27: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
+	39,  // 28: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
+	14,  // 29: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
+	2,   // 30: wasmorch.v1.WatchRequest.kind:type_name -> wasmorch.v1.WatchKind
+	3,   // 31: wasmorch.v1.WatchEvent.type:type_name -> wasmorch.v1.WatchEventType
+	30,  // 32: wasmorch.v1.WatchEvent.workload:type_name -> wasmorch.v1.WorkloadView
+	36,  // 33: wasmorch.v1.WatchEvent.instance:type_name -> wasmorch.v1.InstanceView
+	39,  // 34: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
+	14,  // 35: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
+	52,  // 36: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
+	63,  // 37: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
+	63,  // 38: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
+	113, // 39: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	18,  // 40: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
+	18,  // 41: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
+	114, // 42: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	77,  // 43: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
+	77,  // 44: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
+	4,   // 45: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
+	87,  // 46: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
+	13,  // 47: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
+	10,  // 48: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
+	11,  // 49: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
+	17,  // 50: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
+	23,  // 51: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	26,  // 52: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	28,  // 53: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	29,  // 54: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	32,  // 55: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	33,  // 56: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	35,  // 57: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	38,  // 58: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	41,  // 59: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	47,  // 60: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	43,  // 61: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	45,  // 62: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
+	49,  // 63: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	49,  // 64: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	49,  // 65: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	50,  // 66: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	53,  // 67: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	55,  // 68: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	57,  // 69: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	59,  // 70: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	61,  // 71: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	64,  // 72: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	66,  // 73: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	68,  // 74: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	70,  // 75: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
+	72,  // 76: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
+	73,  // 77: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
+	75,  // 78: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
+	78,  // 79: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
+	80,  // 80: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
+	81,  // 81: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
+	83,  // 82: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
+	85,  // 83: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
+	88,  // 84: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
+	92,  // 85: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	90,  // 86: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
+	91,  // 87: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
+	93,  // 88: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	95,  // 89: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	97,  // 90: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	99,  // 91: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	101, // 92: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	103, // 93: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	105, // 94: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	106, // 95: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	25,  // 96: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	27,  // 97: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	30,  // 98: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	31,  // 99: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	9,   // 100: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	34,  // 101: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	37,  // 102: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	40,  // 103: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	42,  // 104: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	48,  // 105: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	44,  // 106: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	46,  // 107: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
+	39,  // 108: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	39,  // 109: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	39,  // 110: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	51,  // 111: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	54,  // 112: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	56,  // 113: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	58,  // 114: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	60,  // 115: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	62,  // 116: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	65,  // 117: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	67,  // 118: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	69,  // 119: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	71,  // 120: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	18,  // 121: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	74,  // 122: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	76,  // 123: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	79,  // 124: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	77,  // 125: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	82,  // 126: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	84,  // 127: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	86,  // 128: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	89,  // 129: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	27,  // 130: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	9,   // 131: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
+	27,  // 132: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	94,  // 133: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	96,  // 134: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	98,  // 135: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	100, // 136: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	102, // 137: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	104, // 138: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	104, // 139: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	42,  // 140: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	96,  // [96:141] is the sub-list for method output_type
+	51,  // [51:96] is the sub-list for method input_type
+	51,  // [51:51] is the sub-list for extension type_name
+	51,  // [51:51] is the sub-list for extension extendee
+	0,   // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -6891,13 +7474,19 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 		(*UploadRequest_Header)(nil),
 		(*UploadRequest_Chunk)(nil),
 	}
+	file_wasmorch_v1_wasmorch_proto_msgTypes[42].OneofWrappers = []any{
+		(*WatchEvent_Workload)(nil),
+		(*WatchEvent_Instance)(nil),
+		(*WatchEvent_Node)(nil),
+		(*WatchEvent_Event)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   108,
+			NumEnums:      4,
+			NumMessages:   111,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -33,6 +33,7 @@ const (
 	Control_Logs_FullMethodName             = "/wasmorch.v1.Control/Logs"
 	Control_Version_FullMethodName          = "/wasmorch.v1.Control/Version"
 	Control_ListEvents_FullMethodName       = "/wasmorch.v1.Control/ListEvents"
+	Control_Watch_FullMethodName            = "/wasmorch.v1.Control/Watch"
 	Control_CordonNode_FullMethodName       = "/wasmorch.v1.Control/CordonNode"
 	Control_UncordonNode_FullMethodName     = "/wasmorch.v1.Control/UncordonNode"
 	Control_DrainNode_FullMethodName        = "/wasmorch.v1.Control/DrainNode"
@@ -75,6 +76,7 @@ type ControlClient interface {
 	Logs(ctx context.Context, in *LogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogChunk], error)
 	Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionResponse, error)
 	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
 	// cluster
 	CordonNode(ctx context.Context, in *NodeRequest, opts ...grpc.CallOption) (*NodeView, error)
 	UncordonNode(ctx context.Context, in *NodeRequest, opts ...grpc.CallOption) (*NodeView, error)
@@ -237,6 +239,25 @@ func (c *controlClient) ListEvents(ctx context.Context, in *ListEventsRequest, o
 	return out, nil
 }
 
+func (c *controlClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Control_ServiceDesc.Streams[2], Control_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Control_WatchClient = grpc.ServerStreamingClient[WatchEvent]
+
 func (c *controlClient) CordonNode(ctx context.Context, in *NodeRequest, opts ...grpc.CallOption) (*NodeView, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(NodeView)
@@ -319,7 +340,7 @@ func (c *controlClient) RemoveMember(ctx context.Context, in *RemoveMemberReques
 
 func (c *controlClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Control_ServiceDesc.Streams[2], Control_Snapshot_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Control_ServiceDesc.Streams[3], Control_Snapshot_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -511,6 +532,7 @@ type ControlServer interface {
 	Logs(*LogsRequest, grpc.ServerStreamingServer[LogChunk]) error
 	Version(context.Context, *VersionRequest) (*VersionResponse, error)
 	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
+	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
 	// cluster
 	CordonNode(context.Context, *NodeRequest) (*NodeView, error)
 	UncordonNode(context.Context, *NodeRequest) (*NodeView, error)
@@ -583,6 +605,9 @@ func (UnimplementedControlServer) Version(context.Context, *VersionRequest) (*Ve
 }
 func (UnimplementedControlServer) ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListEvents not implemented")
+}
+func (UnimplementedControlServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedControlServer) CordonNode(context.Context, *NodeRequest) (*NodeView, error) {
 	return nil, status.Error(codes.Unimplemented, "method CordonNode not implemented")
@@ -859,6 +884,17 @@ func _Control_ListEvents_Handler(srv interface{}, ctx context.Context, dec func(
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _Control_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ControlServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Control_WatchServer = grpc.ServerStreamingServer[WatchEvent]
 
 func _Control_CordonNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(NodeRequest)
@@ -1452,6 +1488,11 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Logs",
 			Handler:       _Control_Logs_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Watch",
+			Handler:       _Control_Watch_Handler,
 			ServerStreams: true,
 		},
 		{

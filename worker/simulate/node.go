@@ -40,6 +40,7 @@ type hollowNode struct {
 	set    *instanceSet
 	dirty  chan struct{} // capacity 1: statuses are pending
 	client pb.AgentClient
+	deltas bool // the last session's control plane served deltas
 
 	renewRetry time.Time // heartbeat goroutine only
 }
@@ -115,7 +116,8 @@ func (n *hollowNode) session(ctx context.Context) (established bool, err error) 
 		interval = defaultHeartbeatInterval
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	stream, err := n.client.Session(gctx, &pb.SessionRequest{Node: n.name})
+	req := n.sessionRequest()
+	stream, err := n.client.Session(gctx, req)
 	if err != nil {
 		return false, fmt.Errorf("opening the session: %w", errdefs.FromGRPC(err))
 	}
@@ -123,6 +125,7 @@ func (n *hollowNode) session(ctx context.Context) (established bool, err error) 
 	n.set.resendAll(time.Now().UnixNano())
 
 	var up sync.Once // the first desired set arrived
+	var deltas, first = false, true
 	defer func() {
 		if established {
 			s.registered.Add(-1)
@@ -137,7 +140,10 @@ func (n *hollowNode) session(ctx context.Context) (established bool, err error) 
 				}
 				return fmt.Errorf("session: %w", errdefs.FromGRPC(err))
 			}
-			s.instances.Add(int64(n.set.update(a, time.Now().UnixNano())))
+			if first {
+				deltas, first = n.servesDeltas(req, a), false
+			}
+			s.instances.Add(int64(n.set.update(a, !deltas || a.GetFull(), time.Now().UnixNano())))
 			up.Do(func() {
 				established = true
 				s.registered.Add(1)
@@ -152,6 +158,26 @@ func (n *hollowNode) session(ctx context.Context) (established bool, err error) 
 	n.kick()
 	err = g.Wait()
 	return established, err
+}
+
+// sessionRequest asks for deltas, as the real worker will: the full set
+// once, then what changes; after a session that served deltas, from the
+// revision last applied.
+func (n *hollowNode) sessionRequest() *pb.SessionRequest {
+	req := &pb.SessionRequest{Node: n.name, Deltas: true}
+	if n.deltas {
+		req.ResumeRevision = n.set.appliedRevision()
+	}
+	return req
+}
+
+// servesDeltas judges, from the first message of a session, whether the
+// control plane serves deltas: one that does begins with the full set
+// (full set), or resumes where asked; one that does not sends full sets
+// only, never flagged full. It remembers the answer for the next session.
+func (n *hollowNode) servesDeltas(req *pb.SessionRequest, first *pb.Assignments) bool {
+	n.deltas = first.GetFull() || req.GetResumeRevision() > 0
+	return n.deltas
 }
 
 // heartbeat keeps the node's lease alive; a failed heartbeat ends the

@@ -44,6 +44,7 @@ type fakeAgent struct {
 
 	mu            sync.Mutex
 	registered    []*pb.Node
+	sessions      []*pb.SessionRequest
 	heartbeats    int
 	reports       [][]*pb.InstanceStatus
 	failReports   int   // fail this many reports first
@@ -84,7 +85,10 @@ func (f *fakeAgent) ReportStatus(_ context.Context, b *pb.StatusBatch, _ ...grpc
 	return &pb.StatusAck{}, nil
 }
 
-func (f *fakeAgent) Session(ctx context.Context, _ *pb.SessionRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[pb.Assignments], error) {
+func (f *fakeAgent) Session(ctx context.Context, req *pb.SessionRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[pb.Assignments], error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sessions = append(f.sessions, req)
 	return &fakeStream{ctx: ctx, sets: f.sets}, nil
 }
 
@@ -227,6 +231,59 @@ func TestHollowNodeSession(t *testing.T) {
 			t.Errorf("label %s = %q, want %q", k, node.GetLabels()[k], v)
 		}
 	}
+}
+
+// TestHollowNodeDeltas: a node asks for deltas; a control plane that
+// serves them sends the full set first (full) and then what changed, and
+// after a reconnection the node resumes from the revision it applied. A
+// control plane that does not serve deltas sends full sets, never flagged
+// full, and the node takes each as its whole set.
+func TestHollowNodeDeltas(t *testing.T) {
+	agent := newFakeAgent()
+	_, n := testNode(t, agent, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- n.runSessions(ctx) }()
+
+	agent.sets <- &pb.Assignments{Full: true, Revision: 10, Instances: set("a", "b").GetInstances()}
+	agent.sets <- &pb.Assignments{Revision: 11, Instances: set("c").GetInstances(), Removed: []string{"a"}}
+	eventually(t, "a Stopped, b and c Running", func() bool {
+		_, latest := agent.reported()
+		return latest["a"] == stopped && latest["b"] == running && latest["c"] == running
+	})
+	// The control plane ends the session; the node comes back and resumes.
+	agent.mu.Lock()
+	ended := agent.sets
+	agent.sets = make(chan *pb.Assignments)
+	agent.mu.Unlock()
+	close(ended)
+	eventually(t, "a second session", func() bool {
+		agent.mu.Lock()
+		defer agent.mu.Unlock()
+		return len(agent.sessions) == 2
+	})
+	agent.mu.Lock()
+	first, second := agent.sessions[0], agent.sessions[1]
+	agent.mu.Unlock()
+	if !first.GetDeltas() || first.GetResumeRevision() != 0 || !second.GetDeltas() || second.GetResumeRevision() != 11 {
+		t.Errorf("session requests = %v, %v; want deltas, then deltas resuming from 11", first, second)
+	}
+	cancel()
+	<-done
+
+	// A control plane without deltas: every message is the whole set.
+	old := newFakeAgent()
+	_, n = testNode(t, old, 0)
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _, _ = n.session(ctx) }()
+	old.sets <- &pb.Assignments{Revision: 10, Instances: set("a", "b").GetInstances()}
+	old.sets <- &pb.Assignments{Revision: 11, Instances: set("b").GetInstances()}
+	eventually(t, "a Stopped once it left the full set", func() bool {
+		_, latest := old.reported()
+		return latest["a"] == stopped && latest["b"] == running
+	})
 }
 
 // TestHollowNodeRetriesFailedReports: a report the control plane does not

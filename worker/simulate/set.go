@@ -23,7 +23,8 @@ type instanceSet struct {
 	node string
 
 	mu        sync.Mutex
-	epoch     uint64 // counts full sets, to find what one left out
+	epoch     uint64 // counts updates, to find what a full set left out
+	revision  int64  // of the last Assignments applied
 	instances map[string]*tracked
 	pending   map[string]*pb.InstanceStatus // latest unreported status per instance
 }
@@ -41,12 +42,11 @@ func newInstanceSet(node string) *instanceSet {
 	return &instanceSet{node: node, instances: map[string]*tracked{}, pending: map[string]*pb.InstanceStatus{}}
 }
 
-// update applies one Assignments message, which today is always the
-// node's full desired set: what it holds is added (or kept), what it
-// lacks is removed. It returns how the number of instances changed. When
-// the session protocol gains deltas, a delta calls add and remove for
-// what it names and leaves the rest alone.
-func (s *instanceSet) update(a *pb.Assignments, now int64) (delta int) {
+// update applies one Assignments message. A full set (full) replaces the
+// node's set: what it holds is added or kept, what it lacks is removed. A
+// delta adds or changes the instances it holds and removes those it names,
+// leaving the rest alone. It returns how the number of instances changed.
+func (s *instanceSet) update(a *pb.Assignments, full bool, now int64) (delta int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	before := len(s.instances)
@@ -56,12 +56,26 @@ func (s *instanceSet) update(a *pb.Assignments, now int64) (delta int) {
 			s.addLocked(rec, now).seen = s.epoch
 		}
 	}
-	for id, t := range s.instances {
-		if t.seen != s.epoch {
-			s.removeLocked(id, now)
+	if full {
+		for id, t := range s.instances {
+			if t.seen != s.epoch {
+				s.removeLocked(id, now)
+			}
 		}
 	}
+	for _, id := range a.GetRemoved() {
+		s.removeLocked(id, now)
+	}
+	s.revision = a.GetRevision()
 	return len(s.instances) - before
+}
+
+// appliedRevision is the revision of the last Assignments applied, from
+// which a new session may resume.
+func (s *instanceSet) appliedRevision() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.revision
 }
 
 // addLocked starts tracking rec, unless it is tracked at its generation

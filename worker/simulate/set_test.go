@@ -37,7 +37,7 @@ const (
 // acknowledged, Running with its start time, then nothing more.
 func TestInstanceSetReportsStartingThenRunning(t *testing.T) {
 	s := newInstanceSet("n1")
-	if d := s.update(set("a"), 10); d != 1 {
+	if d := s.update(set("a"), true, 10); d != 1 {
 		t.Fatalf("update added %d instances, want 1", d)
 	}
 	first := s.take(0)
@@ -58,7 +58,7 @@ func TestInstanceSetReportsStartingThenRunning(t *testing.T) {
 		t.Errorf("counts = %d total, %d running; want 1, 1", total, run)
 	}
 	// The same set again changes nothing.
-	if d := s.update(set("a"), 40); d != 0 || s.hasPending() {
+	if d := s.update(set("a"), true, 40); d != 0 || s.hasPending() {
 		t.Errorf("the same set again: delta %d, pending %v; want 0 and nothing", d, s.take(0))
 	}
 }
@@ -70,6 +70,7 @@ func TestInstanceSetUpdate(t *testing.T) {
 		name        string
 		before      []string // instances the node runs (reported Running)
 		next        *pb.Assignments
+		delta       bool // next is a delta, not a full set
 		wantDelta   int
 		wantPending map[string]pb.InstanceState
 		wantHeld    []string
@@ -106,6 +107,24 @@ func TestInstanceSetUpdate(t *testing.T) {
 			wantHeld:    []string{"a", "b"},
 		},
 		{
+			name:        "a delta adds and changes what it holds and keeps the rest",
+			before:      []string{"a", "b"},
+			next:        &pb.Assignments{Revision: 42, Instances: []*pb.Instance{{Id: "c", Generation: 1}, {Id: "a", Generation: 2}}},
+			delta:       true,
+			wantDelta:   1,
+			wantPending: map[string]pb.InstanceState{"a": starting, "c": starting},
+			wantHeld:    []string{"a", "b", "c"},
+		},
+		{
+			name:        "a delta removes what it names",
+			before:      []string{"a", "b", "c"},
+			next:        &pb.Assignments{Revision: 43, Removed: []string{"a", "unknown"}},
+			delta:       true,
+			wantDelta:   -1,
+			wantPending: map[string]pb.InstanceState{"a": stopped},
+			wantHeld:    []string{"b", "c"},
+		},
+		{
 			name:        "a record without an id is ignored",
 			next:        &pb.Assignments{Instances: []*pb.Instance{{Generation: 1}, {Id: "a", Generation: 1}}},
 			wantDelta:   1,
@@ -115,7 +134,7 @@ func TestInstanceSetUpdate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := runningSet(t, tc.before...)
-			if d := s.update(tc.next, 100); d != tc.wantDelta {
+			if d := s.update(tc.next, !tc.delta, 100); d != tc.wantDelta {
 				t.Errorf("delta = %d, want %d", d, tc.wantDelta)
 			}
 			if got := states(s.take(0)); !maps.Equal(got, tc.wantPending) {
@@ -125,6 +144,9 @@ func TestInstanceSetUpdate(t *testing.T) {
 			if !slices.Equal(held, tc.wantHeld) {
 				t.Errorf("held = %v, want %v", held, tc.wantHeld)
 			}
+			if s.appliedRevision() != tc.next.GetRevision() {
+				t.Errorf("applied revision = %d, want %d", s.appliedRevision(), tc.next.GetRevision())
+			}
 		})
 	}
 }
@@ -133,7 +155,7 @@ func TestInstanceSetUpdate(t *testing.T) {
 func runningSet(t *testing.T, ids ...string) *instanceSet {
 	t.Helper()
 	s := newInstanceSet("n1")
-	s.update(set(ids...), 1)
+	s.update(set(ids...), true, 1)
 	s.acknowledged(s.take(0), 2)
 	s.acknowledged(s.take(0), 3)
 	if s.hasPending() {
@@ -148,9 +170,9 @@ func runningSet(t *testing.T, ids ...string) *instanceSet {
 // bring it back.
 func TestInstanceSetRemovedBeforeReported(t *testing.T) {
 	s := newInstanceSet("n1")
-	s.update(set("a", "b"), 1)
+	s.update(set("a", "b"), true, 1)
 	inFlight := s.take(0) // a and b Starting, being sent
-	s.update(set("b"), 2)
+	s.update(set("b"), true, 2)
 	s.acknowledged(inFlight, 3)
 	got := states(s.take(0))
 	if want := map[string]pb.InstanceState{"a": stopped, "b": running}; !maps.Equal(got, want) {
@@ -165,9 +187,9 @@ func TestInstanceSetRemovedBeforeReported(t *testing.T) {
 // go back, unless a newer one for the same instance came meanwhile.
 func TestInstanceSetFailedReportIsRetried(t *testing.T) {
 	s := newInstanceSet("n1")
-	s.update(set("a", "b"), 1)
+	s.update(set("a", "b"), true, 1)
 	failed := s.take(0)
-	s.update(set("b"), 2) // a: Stopped is newer than the Starting that failed
+	s.update(set("b"), true, 2) // a: Stopped is newer than the Starting that failed
 	s.putBack(failed)
 	got := states(s.take(0))
 	if want := map[string]pb.InstanceState{"a": stopped, "b": starting}; !maps.Equal(got, want) {
@@ -179,7 +201,7 @@ func TestInstanceSetFailedReportIsRetried(t *testing.T) {
 // stays for the next report.
 func TestInstanceSetBatches(t *testing.T) {
 	s := newInstanceSet("n1")
-	s.update(set("a", "b", "c", "d", "e"), 1)
+	s.update(set("a", "b", "c", "d", "e"), true, 1)
 	if got := len(s.take(2)); got != 2 {
 		t.Errorf("take(2) returned %d statuses", got)
 	}
@@ -192,7 +214,7 @@ func TestInstanceSetBatches(t *testing.T) {
 // status is reported again, without replacing one still pending.
 func TestInstanceSetResendAll(t *testing.T) {
 	s := runningSet(t, "a", "b")
-	s.update(set("a", "b", "c"), 10) // c Starting, pending
+	s.update(set("a", "b", "c"), true, 10) // c Starting, pending
 	s.resendAll(20)
 	got := states(s.take(0))
 	if want := map[string]pb.InstanceState{"a": running, "b": running, "c": starting}; !maps.Equal(got, want) {

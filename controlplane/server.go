@@ -149,7 +149,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	s.gateway = gateway.New(gateway.Config{
-		Store: s.store, Cache: s.cache, Alive: s.aliveNodes, Member: cfg.Name, Logger: s.log.With("component", "gateway"),
+		Store: s.store, Cache: s.cache, Member: cfg.Name, Logger: s.log.With("component", "gateway"),
 		TLS: auth.NodesClientTLS(s.sec.ca.Pool(), s.sec.member),
 		Record: func(ctx context.Context, object, reason, message string) {
 			if err := s.events.Record(ctx, object, reason, "%s", message); err != nil {

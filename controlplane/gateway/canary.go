@@ -7,7 +7,7 @@ import "math/rand/v2"
 // of a canary phase, or while one pool is empty, there is nothing to
 // split and every replica is picked alike.
 func (r *route) splitCanary() {
-	r.fresh, r.older = nil, nil
+	r.canaryPercent, r.fresh, r.older = r.canary, nil, nil
 	if r.canaryPercent <= 0 {
 		return
 	}

@@ -1,10 +1,12 @@
 // Package gateway is the HTTP front door of every control-plane member: it
-// keeps a route table built from etcd (workloads with an HTTP trigger and
-// their ready instances), matches each request to a function (optional
-// host, longest path prefix), and proxies it to the function server of a
-// worker holding a ready replica, chosen by the power of two choices on
-// requests in flight. It enforces each function's body limit (413) and
-// timeout (504) and passes the workers' 503s through.
+// keeps a route table of the functions (workloads with an HTTP trigger)
+// and their ready replicas, which follows the member's cache change by
+// change (rebuilding only the routes a change touches), matches each
+// request to a function (optional host, longest path prefix), and proxies
+// it to the function server of a worker holding a ready replica, chosen by
+// the power of two choices on requests in flight. It enforces each
+// function's body limit (413) and timeout (504) and passes the workers'
+// 503s through.
 package gateway
 
 import (
@@ -24,12 +26,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
-	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
 const (
@@ -38,10 +37,10 @@ const (
 	// 504 with the reason); the gateway's own 504 is for a worker that
 	// does not answer at all.
 	timeoutSlack = 2 * time.Second
-	// resync rebuilds the table even without changes, in case a watch
-	// event was missed.
-	resync = 5 * time.Second
-	// settle lets a burst of changes become one rebuild.
+	// resync rebuilds every route from the cache even without changes: a
+	// safety net, the cache's changes being enough.
+	resync = 30 * time.Second
+	// settle lets a burst of changes become one pass.
 	settle = 5 * time.Millisecond
 	// maxAttempts bounds how many times one request is offered to a
 	// replica that its worker no longer serves (each round after the
@@ -51,12 +50,12 @@ const (
 
 // Config is what a gateway needs from its control-plane member.
 type Config struct {
+	// Store is where the gateway writes: load reports, and a function's
+	// replica count when a request wakes it from zero.
 	Store *store.Store
 	// Cache is the member's view of the cluster, which the route table is
-	// built from.
+	// built from and follows (required).
 	Cache *cache.Cache
-	// Alive reports which nodes are ready (lease-based liveness).
-	Alive func(context.Context) (map[string]bool, error)
 	// Member names this member in load reports and events.
 	Member string
 	// Record, if set, records an event about an object ("workload/x").
@@ -70,7 +69,8 @@ type Config struct {
 // Gateway is an http.Handler; Start keeps its route table current.
 type Gateway struct {
 	st     *store.Store
-	alive  func(context.Context) (map[string]bool, error)
+	cache  *cache.Cache
+	build  *builder
 	member string
 	record func(ctx context.Context, object, reason, message string)
 	log    *slog.Logger
@@ -86,22 +86,23 @@ type Gateway struct {
 	loads   map[string]*load // by workload
 
 	localMu sync.Mutex
-	local   map[string]http.Handler // function servers in this process, by node
+	local   map[string]*localServer // function servers in this process, by node
 
 	runCtx atomic.Pointer[context.Context] // Start's, for background wake-ups
 	bg     sync.WaitGroup                  // wake-ups in flight
 }
 
-// New returns a gateway over the store; Start makes it route.
+// New returns a gateway over the cache and the store; Start makes it
+// route.
 func New(cfg Config) *Gateway {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{
-		st: cfg.Store, alive: cfg.Alive, member: cfg.Member, record: cfg.Record, log: log,
+		st: cfg.Store, cache: cfg.Cache, build: newBuilder(), member: cfg.Member, record: cfg.Record, log: log,
 		ready: make(chan struct{}), swap: make(chan struct{}), loads: map[string]*load{},
-		local: map[string]http.Handler{},
+		local: map[string]*localServer{},
 	}
 	g.table.Store(&table{})
 	transport := &http.Transport{
@@ -130,9 +131,13 @@ func New(cfg Config) *Gateway {
 	return g
 }
 
-// Start watches the cluster and rebuilds the route table on every change
-// until ctx is done.
+// Start keeps the route table current until ctx is done: it follows the
+// cache's changes, rebuilding the routes they touch a moment after each
+// burst, and rebuilds every route every resync.
 func (g *Gateway) Start(ctx context.Context) error {
+	if g.cache == nil {
+		return errors.New("gateway: no cache to build the route table from")
+	}
 	g.runCtx.Store(&ctx)
 	defer g.bg.Wait()
 	reported := make(chan struct{})
@@ -141,100 +146,55 @@ func (g *Gateway) Start(ctx context.Context) error {
 		g.reportLoads(ctx)
 	}()
 	defer func() { <-reported }()
-	kick := make(chan struct{}, 1)
-	wch := g.st.Client.Watch(clientv3.WithRequireLeader(ctx), store.Root, clientv3.WithPrefix())
-	go func() {
-		for resp := range wch {
-			for _, ev := range resp.Events {
-				if relevant(ev.Kv.Key) {
-					select {
-					case kick <- struct{}{}:
-					default:
-					}
-					break
-				}
-			}
-		}
-	}()
+	// Subscribed before the first read, so that no change falls between.
+	unsubscribe := g.cache.Subscribe(g.build.note)
+	defer unsubscribe()
+	select {
+	case <-g.cache.Synced():
+	case <-ctx.Done():
+		return nil
+	}
+	g.build.markAll()
 	ticker := time.NewTicker(resync)
 	defer ticker.Stop()
 	for {
-		if err := g.rebuild(ctx); err != nil && ctx.Err() == nil {
-			g.log.Warn("gateway: reading routes failed; retrying", "err", err)
-			select {
-			case <-time.After(200 * time.Millisecond):
-				continue
-			case <-ctx.Done():
-			}
-		}
+		g.pass()
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-kick:
+		case <-g.build.kick:
 			select {
 			case <-time.After(settle):
 			case <-ctx.Done():
 				return nil
 			}
 		case <-ticker.C:
+			g.build.markAll()
 		}
 	}
 }
 
-// relevant says whether a change under key can change the route table.
-func relevant(key []byte) bool {
-	k := string(key)
-	for _, p := range []string{store.WorkloadsPrefix, store.InstancesPrefix, store.StatusPrefix, store.NodesPrefix, store.AlivePrefix} {
-		if strings.HasPrefix(k, p) {
-			return true
-		}
-	}
-	return false
-}
-
-func (g *Gateway) rebuild(ctx context.Context) error {
-	s := snapshot{statuses: map[string]*v1.InstanceStatus{}, nodes: map[string]*v1.Node{}}
-	wls, _, err := g.st.Workloads.List(ctx)
-	if err != nil {
-		return err
-	}
-	for _, w := range wls {
-		s.workloads = append(s.workloads, w.Value)
-	}
-	insts, _, err := g.st.Instances.List(ctx)
-	if err != nil {
-		return err
-	}
-	for _, i := range insts {
-		s.instances = append(s.instances, i.Value)
-	}
-	sts, _, err := g.st.Statuses.List(ctx)
-	if err != nil {
-		return err
-	}
-	for _, st := range sts {
-		s.statuses[st.Name] = st.Value
-	}
-	nodes, _, err := g.st.Nodes.List(ctx)
-	if err != nil {
-		return err
-	}
-	for _, n := range nodes {
-		s.nodes[n.Name] = n.Value
-	}
-	if s.alive, err = g.alive(ctx); err != nil {
-		return err
-	}
+// pass rebuilds what changed since the previous pass and publishes the
+// table if a route changed.
+func (g *Gateway) pass() {
+	w := g.build.take()
 	g.localMu.Lock()
-	s.local = maps.Clone(g.local)
+	local := maps.Clone(g.local)
 	g.localMu.Unlock()
-	g.publish(build(s, g.table.Load()))
+	prev := g.table.Load()
+	if t := g.build.update(g.read, prev, w, local); t != prev {
+		g.publish(t)
+	}
 	select {
 	case <-g.ready:
 	default:
 		close(g.ready)
 	}
-	return nil
+}
+
+// read runs fn over the cache, held still.
+func (g *Gateway) read(fn func(source)) {
+	g.cache.Read(func(r cache.Reader) { fn(r) })
 }
 
 // Ready is closed once the gateway has read its first route table.
@@ -242,11 +202,12 @@ func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 
 // ServeLocally makes the gateway call h, the function server of a worker
 // running in this process as node, directly rather than over HTTP (as
-// `wasmorch up` runs them). It takes effect at the next table rebuild.
+// `wasmorch up` runs them). It takes effect at the next pass.
 func (g *Gateway) ServeLocally(node string, h http.Handler) {
 	g.localMu.Lock()
-	g.local[node] = h
+	g.local[node] = &localServer{h}
 	g.localMu.Unlock()
+	g.build.markNode(node)
 }
 
 // call is what RoundTrip needs to know about a matched request.

@@ -8,6 +8,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
@@ -25,11 +26,8 @@ func CheckRoute(ctx context.Context, st *store.Store, name string, trig *v1.Http
 	if trig == nil {
 		return nil
 	}
-	route := httptrigger.NormalizeRoute(trig.GetRoute())
-	for _, p := range Reserved {
-		if httptrigger.Matches(route, p) {
-			return errdefs.Invalidf("HTTP route %s would shadow the control plane's %s: choose another route", route, p)
-		}
+	if err := checkReserved(trig); err != nil {
+		return err
 	}
 	wls, _, err := st.Workloads.List(ctx)
 	if err != nil {
@@ -38,11 +36,45 @@ func CheckRoute(ctx context.Context, st *store.Store, name string, trig *v1.Http
 	sort.Slice(wls, func(i, j int) bool { return wls[i].Name < wls[j].Name })
 	for _, wl := range wls {
 		if wl.Name != name && httptrigger.SameRoute(wl.Value.GetSpec().GetHttp(), trig) {
-			return errdefs.Preconditionf("HTTP route %s is already served by workload %s: choose another --route or --host, or delete %s first",
-				httptrigger.Describe(trig), wl.Name, wl.Name)
+			return routeTaken(trig, wl.Name)
 		}
 	}
 	return nil
+}
+
+// CheckRouteIn is CheckRoute over the member's cache: it costs one look-up
+// of the route's holder, not a read of every workload.
+func CheckRouteIn(r cache.Reader, name string, trig *v1.HttpTrigger) error {
+	if trig == nil {
+		return nil
+	}
+	if err := checkReserved(trig); err != nil {
+		return err
+	}
+	holder, ok := r.RouteHolder(trig)
+	if !ok || holder == name {
+		return nil
+	}
+	if wl, ok := r.Workload(holder); ok && httptrigger.SameRoute(wl.Value.GetSpec().GetHttp(), trig) {
+		return routeTaken(trig, holder)
+	}
+	return nil
+}
+
+// checkReserved refuses a trigger that shadows one of Reserved.
+func checkReserved(trig *v1.HttpTrigger) error {
+	route := httptrigger.NormalizeRoute(trig.GetRoute())
+	for _, p := range Reserved {
+		if httptrigger.Matches(route, p) {
+			return errdefs.Invalidf("HTTP route %s would shadow the control plane's %s: choose another route", route, p)
+		}
+	}
+	return nil
+}
+
+func routeTaken(trig *v1.HttpTrigger, holder string) error {
+	return errdefs.Preconditionf("HTTP route %s is already served by workload %s: choose another --route or --host, or delete %s first",
+		httptrigger.Describe(trig), holder, holder)
 }
 
 // RoutesPrefix holds one claim per route and host
@@ -87,8 +119,7 @@ func ClaimRoute(ctx context.Context, st *store.Store, name string, trig, prev *v
 		wl, err := st.Workloads.Get(ctx, holder)
 		switch {
 		case err == nil && httptrigger.SameRoute(wl.Value.GetSpec().GetHttp(), trig):
-			return nil, nil, errdefs.Preconditionf("HTTP route %s is already served by workload %s: choose another --route or --host, or delete %s first",
-				httptrigger.Describe(trig), holder, holder)
+			return nil, nil, routeTaken(trig, holder)
 		case err != nil && !errdefs.IsNotFound(err):
 			return nil, nil, err
 		}

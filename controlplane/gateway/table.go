@@ -1,53 +1,63 @@
 package gateway
 
 import (
-	"encoding/base64"
+	"cmp"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
-	"sort"
-	"strconv"
 	"strings"
 	"sync/atomic"
 
-	"google.golang.org/protobuf/proto"
-
-	"github.com/wasmorch/wasmorch/internal/canary"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
 // table is one immutable snapshot of the routes and their ready replicas;
-// the gateway swaps in a new one whenever the cluster changes.
+// the gateway swaps in a new one whenever a route changes (see build.go).
 type table struct {
-	routes []*route // host-specific first, then longest prefix first
+	routes []*route       // host-specific first, then longest prefix first
+	pos    map[string]int // workload → its index in routes
 }
 
-// route is one function's trigger and the replicas that can serve it.
+// route is one function's trigger and the replicas that can serve it. A
+// route is never modified once in a table: a change makes a new one.
 type route struct {
-	workload  string
-	settings  httptrigger.Settings
-	autoscale *v1.Autoscale // nil: a fixed replica count
-	replicas  []*replica
+	*routeRecord
+	replicas []*replica
 
 	// coldTargets are the workers that can serve the function without a
-	// replica (a cold start, see cold.go), those that last held one of
+	// replica (a cold start, see local.go), those that last held one of
 	// its replicas (its module compiled there) first; empty when it
 	// cannot be served so (not autoscaled, or not a Wasm module).
 	coldTargets []*target
-	// workloadHeader and specHeader name the function to those workers.
-	workloadHeader, specHeader string
-	placement                  *v1.Placement
-	// waking is when the latest wake-up from zero began (unix nano), 0
-	// once the function has a replica.
-	waking *atomic.Int64
-	// canary: generation is the workload's; canaryPercent, set while that
-	// generation waits for promotion, is the share of the requests its
-	// replicas (fresh) get when older ones (older) remain too.
-	generation    int64
+	// canaryPercent, set while the workload's generation waits for
+	// promotion and both pools have replicas, is the share of the
+	// requests the replicas of that generation (fresh) get when older
+	// ones (older) remain too.
 	canaryPercent int
 	fresh, older  []*replica
+}
+
+// routeRecord is what a route takes from its workload's record: shared by
+// every route built from the same record, so that a change to the
+// function's replicas does not recompute it.
+type routeRecord struct {
+	record    *v1.Workload // the cache's (shared: never modified)
+	workload  string
+	settings  httptrigger.Settings
+	autoscale *v1.Autoscale // nil: a fixed replica count
+	placement *v1.Placement
+	// workloadHeader and specHeader name the function to cold targets;
+	// specHeader is empty when it cannot start cold.
+	workloadHeader, specHeader string
+	// waking is when the latest wake-up from zero began (unix nano), 0
+	// once the function has a replica; kept across records.
+	waking *atomic.Int64
+	// generation is the workload's; canary its canary percentage while
+	// that generation waits for promotion (canary.Unpromoted), else 0.
+	generation int64
+	canary     int
 }
 
 // target is a worker's function server: its address, and its handler when
@@ -56,16 +66,18 @@ type route struct {
 type target struct {
 	node  string
 	addr  string
-	local http.Handler
+	local *localServer
 	warm  bool // a cold target that held a replica of the function
 }
 
+// localServer is the function server of a worker in this process
+// (Gateway.ServeLocally); a pointer, so that targets compare by identity.
+type localServer struct{ http.Handler }
+
 // byName returns the route of a workload, or nil.
 func (t *table) byName(workload string) *route {
-	for _, r := range t.routes {
-		if r.workload == workload {
-			return r
-		}
+	if i, ok := t.pos[workload]; ok {
+		return t.routes[i]
 	}
 	return nil
 }
@@ -80,138 +92,59 @@ type replica struct {
 	inFlight atomic.Int64
 }
 
-// snapshot is what a table is built from.
-type snapshot struct {
-	workloads []*v1.Workload
-	instances []*v1.Instance
-	statuses  map[string]*v1.InstanceStatus
-	nodes     map[string]*v1.Node
-	alive     map[string]bool
-	local     map[string]http.Handler // function servers in this process, by node
-}
-
-// build makes a table, reusing the replicas of prev by instance id.
-func build(s snapshot, prev *table) *table {
-	old := map[string]*replica{}
-	prevRoutes := map[string]*route{}
-	if prev != nil {
-		for _, r := range prev.routes {
-			prevRoutes[r.workload] = r
-			for _, rep := range r.replicas {
-				old[rep.instance] = rep
-			}
+// with returns a table that is t with the routes in changed (by workload;
+// nil: removed) in place of its own. Routes keep their position when
+// their host and path do not change, and t's other routes are kept as
+// they are.
+func (t *table) with(changed map[string]*route) *table {
+	inPlace := true
+	for name, r := range changed {
+		i, ok := t.pos[name]
+		if !ok || r == nil || r.settings.Host != t.routes[i].settings.Host || r.settings.Route != t.routes[i].settings.Route {
+			inPlace = false
+			break
 		}
 	}
-	byWorkload := map[string]*route{}
-	t := &table{}
-	for _, wl := range s.workloads {
-		trig := wl.GetSpec().GetHttp()
-		if trig == nil || trig.GetRoute() == "" {
-			continue
+	if inPlace {
+		nt := &table{routes: slices.Clone(t.routes), pos: t.pos}
+		for name, r := range changed {
+			nt.routes[t.pos[name]] = r
 		}
-		r := &route{workload: wl.GetName(), settings: httptrigger.Effective(trig), placement: wl.GetSpec().GetPlacement(),
-			generation: wl.GetGeneration()}
-		if canary.Unpromoted(wl) {
-			r.canaryPercent = canary.Percent(wl)
-		}
-		if as := wl.GetSpec().GetAutoscale(); as != nil && as.GetMaxReplicas() > 0 {
-			r.autoscale = as
-		}
-		r.waking = &atomic.Int64{}
-		if p := prevRoutes[wl.GetName()]; p != nil {
-			r.waking = p.waking
-		}
-		// A container, or a module that may run as its fallback container,
-		// cannot start cold in a fresh sandbox: it waits for a replica. So
-		// does one with config or secret files, which only an instance's
-		// assignment carries (the workload's spec names them).
-		if r.autoscale != nil && wl.GetSpec().GetModuleDigest() != "" && wl.GetSpec().GetKind() != "container" &&
-			wl.GetSpec().GetFallbackImage() == "" && wl.GetSpec().GetFallbackArchiveDigest() == "" &&
-			len(wl.GetSpec().GetConfigFiles())+len(wl.GetSpec().GetSecretFiles()) == 0 {
-			if b, err := proto.Marshal(wl.GetSpec()); err == nil {
-				r.workloadHeader = wl.GetName() + "/" + strconv.FormatInt(wl.GetGeneration(), 10)
-				r.specHeader = base64.RawURLEncoding.EncodeToString(b)
-			}
-		}
-		byWorkload[wl.GetName()] = r
-		t.routes = append(t.routes, r)
+		return nt
 	}
-	for _, inst := range s.instances {
-		r := byWorkload[inst.GetWorkload()]
-		if r == nil || inst.GetSpec().GetHttp() == nil {
-			continue
-		}
-		node, st := inst.GetNode(), s.statuses[inst.GetId()]
-		if node == "" || !s.alive[node] || st == nil || st.GetNode() != node ||
-			st.GetState() != v1.InstanceState_INSTANCE_STATE_RUNNING || st.GetUnhealthy() {
-			continue
-		}
-		addr := s.nodes[node].GetHttpAddress()
-		if addr == "" {
-			continue
-		}
-		rep := old[inst.GetId()]
-		if rep == nil || rep.addr != addr || rep.local != s.local[node] {
-			rep = &replica{instance: inst.GetId(), generation: inst.GetGeneration(), target: target{node: node, addr: addr, local: s.local[node]}}
-		}
-		r.replicas = append(r.replicas, rep)
-	}
+	routes := make([]*route, 0, len(t.routes)+len(changed))
 	for _, r := range t.routes {
-		r.splitCanary()
-		if len(r.replicas) > 0 {
-			r.waking.Store(0) // woken: the next time at zero wakes it again
-		}
-		if r.specHeader != "" {
-			r.coldTargets = coldTargets(r, prevRoutes[r.workload], s)
+		if _, ok := changed[r.workload]; !ok {
+			routes = append(routes, r)
 		}
 	}
-	sort.SliceStable(t.routes, func(i, j int) bool {
-		a, b := t.routes[i].settings, t.routes[j].settings
-		if (a.Host != "") != (b.Host != "") {
-			return a.Host != ""
+	for _, r := range changed {
+		if r != nil {
+			routes = append(routes, r)
 		}
-		if len(a.Route) != len(b.Route) {
-			return len(a.Route) > len(b.Route)
-		}
-		return a.Route < b.Route
-	})
-	return t
+	}
+	slices.SortFunc(routes, matchOrder)
+	nt := &table{routes: routes, pos: make(map[string]int, len(routes))}
+	for i, r := range routes {
+		nt.pos[r.workload] = i
+	}
+	return nt
 }
 
-// coldTargets lists the ready workers with a function server and the Wasm
-// runtime: those holding (or, in prev, last holding) a replica of r first,
-// then those in this process, then the rest by name.
-func coldTargets(r, prev *route, s snapshot) []*target {
-	warm := map[string]bool{}
-	for _, rep := range r.replicas {
-		warm[rep.node] = true
+// matchOrder is the order match tries routes in: routes for one host
+// before routes for any host, then the longest path first.
+func matchOrder(a, b *route) int {
+	x, y := a.settings, b.settings
+	if (x.Host != "") != (y.Host != "") {
+		if x.Host != "" {
+			return -1
+		}
+		return 1
 	}
-	if len(warm) == 0 && prev != nil {
-		for _, t := range prev.coldTargets {
-			if t.warm {
-				warm[t.node] = true
-			}
-		}
+	if len(x.Route) != len(y.Route) {
+		return len(y.Route) - len(x.Route)
 	}
-	var out []*target
-	for name, n := range s.nodes {
-		if !s.alive[name] || n.GetHttpAddress() == "" || n.GetCordoned() || n.GetDraining() ||
-			!slices.Contains(n.GetRuntimes(), "wasm") || !placeable(r.placement, n) {
-			continue
-		}
-		out = append(out, &target{node: name, addr: n.GetHttpAddress(), local: s.local[name], warm: warm[name]})
-	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.warm != b.warm {
-			return a.warm
-		}
-		if (a.local != nil) != (b.local != nil) {
-			return a.local != nil
-		}
-		return a.node < b.node
-	})
-	return out
+	return cmp.Or(strings.Compare(x.Route, y.Route), strings.Compare(x.Host, y.Host), strings.Compare(a.workload, b.workload))
 }
 
 // placeable reports whether a node meets a workload's placement rules

@@ -4,7 +4,7 @@ BIN      := bin/wasmorch
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/wasmorch/wasmorch/internal/version.Version=$(VERSION)
 
-.PHONY: all build run test test-unit test-e2e bench proto testdata vet fmt clean
+.PHONY: all build run test test-unit test-e2e bench bench-scale proto testdata vet fmt clean
 
 all: build
 
@@ -34,6 +34,13 @@ test: vet
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+# The scale benchmark (issue 17): one `wasmorch server` driven by hollow
+# nodes (`wasmorch simulate`) at 10k, 50k and 200k instances; tens of
+# minutes. WASMORCH_SCALE_POINTS and WASMORCH_SCALE_NODES change the scale
+# (docs/scale.md).
+bench-scale:
+	WASMORCH_BENCH_SCALE=1 $(GO) test ./e2e/scale -run '^$$' -bench Scale -benchtime 1x -timeout 90m -v
 
 # Start the all-in-one, deploy a sample module, print what to try next.
 run: build

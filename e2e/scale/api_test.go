@@ -15,10 +15,10 @@ import (
 )
 
 // controlAPI is every call the benchmark makes to the control plane, in
-// one place, so that a list that pages (limit + continue token) or a
-// Watch replacing the polling changes this file only. It dials as the CLI
-// does: the admin credential the server wrote, gRPC's default 4 MiB limit
-// on a reply.
+// one place, so that how lists page (limit + continue token, followed to
+// the end here) or a Watch replacing the polling changes this file only.
+// It dials as the CLI does: the admin credential the server wrote, gRPC's
+// default 4 MiB limit on a reply.
 type controlAPI struct {
 	conn *grpc.ClientConn
 	c    pb.ControlClient
@@ -103,48 +103,87 @@ func (a *controlAPI) getWorkload(ctx context.Context, name string) error {
 	return err
 }
 
+// maxPages bounds a paged list, so that a server that never stops
+// sending continue tokens ends the benchmark rather than hangs it.
+const maxPages = 100000
+
+// listInstances lists the instances req asks for, page after page, each
+// page a call of its own.
+func (a *controlAPI) listInstances(ctx context.Context, req *pb.ListInstancesRequest) ([]*pb.InstanceView, error) {
+	var out []*pb.InstanceView
+	for range maxPages {
+		cctx, cancel := call(ctx)
+		resp, err := a.c.ListInstances(cctx, req)
+		cancel()
+		if err != nil {
+			return out, err
+		}
+		out = append(out, resp.GetInstances()...)
+		if resp.GetContinue() == "" {
+			return out, nil
+		}
+		req.Continue = resp.GetContinue()
+	}
+	return out, fmt.Errorf("ListInstances: more than %d pages", maxPages)
+}
+
 // workloadInstances lists one workload's instances (a filtered list).
 func (a *controlAPI) workloadInstances(ctx context.Context, name string) ([]*pb.InstanceView, error) {
-	ctx, cancel := call(ctx)
-	defer cancel()
-	resp, err := a.c.ListInstances(ctx, &pb.ListInstancesRequest{Workload: name})
-	return resp.GetInstances(), err
+	return a.listInstances(ctx, &pb.ListInstancesRequest{Workload: name})
 }
 
 // allInstances lists every instance of the cluster and returns how many
 // there are.
 func (a *controlAPI) allInstances(ctx context.Context) (int, error) {
-	ctx, cancel := call(ctx)
-	defer cancel()
-	resp, err := a.c.ListInstances(ctx, &pb.ListInstancesRequest{})
-	return len(resp.GetInstances()), err
+	is, err := a.listInstances(ctx, &pb.ListInstancesRequest{})
+	return len(is), err
 }
 
 // readyInstances sums the ready instances of every workload (a small
 // answer however many instances there are).
 func (a *controlAPI) readyInstances(ctx context.Context) (int, error) {
-	ctx, cancel := call(ctx)
-	defer cancel()
-	resp, err := a.c.ListWorkloads(ctx, &pb.ListWorkloadsRequest{})
 	ready := 0
-	for _, w := range resp.GetWorkloads() {
-		ready += int(w.GetReady())
+	req := &pb.ListWorkloadsRequest{}
+	for range maxPages {
+		cctx, cancel := call(ctx)
+		resp, err := a.c.ListWorkloads(cctx, req)
+		cancel()
+		if err != nil {
+			return ready, err
+		}
+		for _, w := range resp.GetWorkloads() {
+			ready += int(w.GetReady())
+		}
+		if resp.GetContinue() == "" {
+			return ready, nil
+		}
+		req.Continue = resp.GetContinue()
 	}
-	return ready, err
+	return ready, fmt.Errorf("ListWorkloads: more than %d pages", maxPages)
 }
 
 // readyNodes counts the Ready nodes.
 func (a *controlAPI) readyNodes(ctx context.Context) (int, error) {
-	ctx, cancel := call(ctx)
-	defer cancel()
-	resp, err := a.c.ListNodes(ctx, &pb.ListNodesRequest{})
 	ready := 0
-	for _, n := range resp.GetNodes() {
-		if n.GetReady() {
-			ready++
+	req := &pb.ListNodesRequest{}
+	for range maxPages {
+		cctx, cancel := call(ctx)
+		resp, err := a.c.ListNodes(cctx, req)
+		cancel()
+		if err != nil {
+			return ready, err
 		}
+		for _, n := range resp.GetNodes() {
+			if n.GetReady() {
+				ready++
+			}
+		}
+		if resp.GetContinue() == "" {
+			return ready, nil
+		}
+		req.Continue = resp.GetContinue()
 	}
-	return ready, err
+	return ready, fmt.Errorf("ListNodes: more than %d pages", maxPages)
 }
 
 func (a *controlAPI) cordon(ctx context.Context, node string, on bool) error {

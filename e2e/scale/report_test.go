@@ -61,7 +61,7 @@ func (r *scaleRun) rows() []row {
 		{"ListInstances of one workload, p50 / p99", func(p *pointResult) cell {
 			return percentiles(p.list, p.listErr)
 		}},
-		{"ListInstances of every instance (median of 3)", func(p *pointResult) cell {
+		{"ListInstances of every instance, every page (median of 3)", func(p *pointResult) cell {
 			if p.fullErr != "" {
 				return cell{note: p.fullErr}
 			}

@@ -9,7 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/wasmorch/wasmorch/controlplane/gateway"
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -28,7 +28,8 @@ const (
 // gateway's: it holds the request and asks for a replica. The autoscaler
 // runs on the leader only, beside the controller.
 type autoscaler struct {
-	st *store.Store
+	st    *store.Store
+	cache *cache.Cache
 	// kv is what it writes through: fenced on the leadership, as the
 	// controller's writes are, so that a deposed leader scales nothing.
 	kv     clientv3.KV
@@ -53,21 +54,26 @@ func (a *autoscaler) Start(ctx context.Context) error {
 	}
 }
 
+// pass looks at every autoscaled function (the cache's index of
+// functions: the cost is the functions, not the cluster).
 func (a *autoscaler) pass(ctx context.Context) error {
-	wls, _, err := a.st.Workloads.List(ctx)
-	if err != nil {
-		return err
+	type function struct {
+		wl    store.Versioned[*v1.Workload]
+		loads []*v1.FunctionLoad
 	}
-	loads, err := gateway.ReadLoads(ctx, a.st.Client)
-	if err != nil {
-		return err
-	}
-	for _, wl := range wls {
-		spec := wl.Value.GetSpec()
-		if spec.GetHttp() == nil || spec.GetAutoscale().GetMaxReplicas() < 1 {
-			continue
+	var fns []function
+	a.cache.Read(func(r cache.Reader) {
+		for _, w := range r.Functions() {
+			if w.Value.GetSpec().GetAutoscale().GetMaxReplicas() < 1 {
+				continue
+			}
+			fns = append(fns, function{store.Versioned[*v1.Workload]{Name: w.Value.GetName(), Value: w.Value, ModRevision: w.ModRevision}, r.Loads(w.Value.GetName())})
 		}
-		want, reason, why := decideScale(wl.Value, loads[wl.Name], a.now())
+	})
+	for _, fn := range fns {
+		wl := fn.wl
+		spec := wl.Value.GetSpec()
+		want, reason, why := decideScale(wl.Value, fn.loads, a.now())
 		if want == spec.GetReplicas() {
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -85,6 +86,7 @@ func newBlobGCMetrics(reg prometheus.Registerer) *blobGCMetrics {
 // leader and writes through its fence.
 type blobCollector struct {
 	st       *store.Store
+	cache    *cache.Cache
 	kv       clientv3.KV // fenced on this member's leadership
 	log      *slog.Logger
 	events   *events
@@ -107,7 +109,7 @@ type unreferencedMark struct {
 // blobCollector is the collector of this member's leadership, writing
 // through kv (fenced on it).
 func (s *Server) blobCollector(kv clientv3.KV) *blobCollector {
-	return &blobCollector{st: s.store, kv: kv, log: s.log.With("loop", "blobgc"), events: s.events, metrics: s.blobGC,
+	return &blobCollector{st: s.store, cache: s.cache, kv: kv, log: s.log.With("loop", "blobgc"), events: s.events, metrics: s.blobGC,
 		interval: s.cfg.BlobGCInterval, grace: s.cfg.blobGCGrace(), now: time.Now}
 }
 
@@ -139,34 +141,37 @@ type blobRefs struct {
 var referencingPrefixes = []string{store.WorkloadsPrefix, store.InstancesPrefix, store.RevisionsPrefix}
 
 func (g *blobCollector) read(ctx context.Context) (*blobRefs, error) {
+	// Workloads and instances from the member's cache, the revisions and
+	// blobs from etcd at the cache's revision: one consistent view.
+	if err := g.cache.Sync(ctx); err != nil {
+		return nil, err
+	}
+	refs := &blobRefs{referenced: map[string]bool{}}
+	g.cache.Read(func(r cache.Reader) {
+		refs.rev = r.Rev()
+		for _, w := range r.Workloads() {
+			refs.refer(w.Value.GetSpec())
+		}
+		var last *v1.WorkloadSpec
+		r.EachInstance(func(e cache.Instance) bool {
+			if spec := e.Value.GetSpec(); spec != last { // instances share their generation's spec
+				refs.refer(spec)
+				last = spec
+			}
+			return true
+		})
+	})
 	resp, err := g.st.Client.Txn(ctx).Then(
-		clientv3.OpGet(store.WorkloadsPrefix, clientv3.WithPrefix()),
-		clientv3.OpGet(store.InstancesPrefix, clientv3.WithPrefix()),
-		clientv3.OpGet(store.RevisionsPrefix, clientv3.WithPrefix()),
-		blobs.ListOp(),
+		clientv3.OpGet(store.RevisionsPrefix, clientv3.WithPrefix(), clientv3.WithRev(refs.rev)),
+		blobs.ListOp(clientv3.WithRev(refs.rev)),
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read blobs and their references: %w", err)
 	}
-	refs := &blobRefs{rev: resp.Header.GetRevision(), referenced: map[string]bool{},
-		stored: blobs.Inventory(resp.Responses[3].GetResponseRange().GetKvs())}
+	refs.stored = blobs.Inventory(resp.Responses[1].GetResponseRange().GetKvs())
 	// A record that does not decode might reference anything: then
 	// nothing is collected.
 	for _, kv := range resp.Responses[0].GetResponseRange().GetKvs() {
-		wl, err := g.st.Workloads.Decode(kv.Value)
-		if err != nil {
-			return nil, fmt.Errorf("workload record %s: %w", kv.Key, err)
-		}
-		refs.refer(wl.GetSpec())
-	}
-	for _, kv := range resp.Responses[1].GetResponseRange().GetKvs() {
-		inst, err := g.st.Instances.Decode(kv.Value)
-		if err != nil {
-			return nil, fmt.Errorf("instance record %s: %w", kv.Key, err)
-		}
-		refs.refer(inst.GetSpec())
-	}
-	for _, kv := range resp.Responses[2].GetResponseRange().GetKvs() {
 		rev, err := g.st.Revisions.Decode(kv.Value)
 		if err != nil {
 			return nil, fmt.Errorf("revision record %s: %w", kv.Key, err)

@@ -45,6 +45,10 @@ func newGCServer(t *testing.T, revisionLimit int) *gcServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.cache.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 	g := &gcServer{s: s, api: &controlAPI{s: s}, clock: time.Unix(1_000_000, 0)}
 	g.gc = g.collector(s.store.Client)
 	return g

@@ -120,16 +120,9 @@ func (c *controller) availableSince(inst *v1.Instance, w *world) (time.Time, boo
 		return time.Time{}, false
 	}
 	st := w.statuses[inst.GetId()]
-	m, ok := c.readySince[inst.GetId()]
-	if !ok || m.restarts != st.GetRestarts() || m.started != st.GetStartedUnixNano() {
-		// Only when available needs no mark (Succeeded, or no min-ready):
-		// available from the first pass that sees it so.
-		m = readyMark{restarts: st.GetRestarts(), started: st.GetStartedUnixNano(), since: time.Now()}
-		if c.readySince == nil {
-			c.readySince = map[string]readyMark{}
-		}
-		c.readySince[inst.GetId()] = m
-	}
+	// When available needs no mark (Succeeded, or no min-ready): available
+	// from the first reconcile that sees it so.
+	m := c.readyMark(inst, st)
 	if st.GetState() == v1.InstanceState_INSTANCE_STATE_SUCCEEDED || c.minReady <= 0 {
 		return m.since, true
 	}
@@ -207,12 +200,11 @@ func (a *controlAPI) canaryInProgress(ctx context.Context, wl *v1.Workload) erro
 	case !canary.Unpromoted(wl):
 		return errdefs.Preconditionf("workload %q has no canary in progress: generation %d is already promoted", name, gen)
 	}
-	insts, _, err := a.s.store.Instances.List(ctx)
-	if err != nil {
+	if err := a.s.cache.Sync(ctx); err != nil {
 		return err
 	}
-	for _, inst := range insts {
-		if inst.Value.GetWorkload() == name && inst.Value.GetGeneration() != gen {
+	for _, e := range a.s.cache.InstancesOf(name) {
+		if e.Value.GetGeneration() != gen {
 			return nil
 		}
 	}

@@ -103,9 +103,11 @@ func TestCanaryPromotesItselfAfterItsDuration(t *testing.T) {
 		t.Fatalf("promoteAt = %v before the canary is available", at)
 	}
 	age := func(d time.Duration) {
-		for id, m := range c.readySince {
-			m.since = m.since.Add(-d)
-			c.readySince[id] = m
+		for _, marks := range c.readySince {
+			for id, m := range marks {
+				m.since = m.since.Add(-d)
+				marks[id] = m
+			}
 		}
 	}
 	// Running for 30s as this controller saw it: available for 29s,

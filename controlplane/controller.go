@@ -10,41 +10,48 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/wasmorch/wasmorch/controlplane/gateway"
-	"github.com/wasmorch/wasmorch/controlplane/scheduler"
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
-// controller is the level-based workload controller and the scheduler's
-// plumbing. It runs only on the elected leader. Every pass reads the whole
-// state, computes what differs from the specs, and writes the difference
-// with compare-and-swap; a pass that loses a race is simply repeated, so a
-// missed event is never fatal.
+// controller is the workload controller and the scheduler's plumbing. It
+// runs only on the elected leader. It is level-based and incremental
+// (controller-runtime's shape): the member's cache tells it what changed,
+// the keys of what changed (a workload, a node) go into a work queue, and
+// each key is reconciled from the cache's current state — one workload
+// and its instances, not the cluster — with compare-and-swap writes. A
+// periodic resync of every key is the safety net: a missed event is never
+// fatal. Its own writes come back through the cache as changes to the
+// workloads they touched, and are reconciled once the cache has them.
 type controller struct {
-	st *store.Store
+	st    *store.Store
+	cache *cache.Cache
 	// kv is what the controller writes through: the store's client fenced
 	// on this member's leadership (fencedKV), so that a deposed leader
 	// writes nothing.
 	kv      clientv3.KV
 	log     *slog.Logger
-	alive   func(ctx context.Context) (map[string]bool, error)
 	resync  time.Duration
 	metrics *metrics
 	events  *events
+	queue   *workQueue
+	// written is the revision of the controller's latest write: a
+	// reconcile waits until the cache has reached it, so that it never
+	// decides on a state older than its own decisions.
+	written int64
 
-	ready         map[string]bool // node readiness seen by the last pass, for events
-	pendingEvents []*v1.Event     // queued by a pass, recorded at its end
+	ready map[string]bool // node readiness last seen, for events
 
 	// rollouts: minReady is how long a new generation's instance must
 	// have been running before it counts as available in a rolling
 	// update; readySince is when this controller first saw each one
-	// running (its own clock: no skew with workers); wake is the earliest
-	// time an instance becomes available, when a pass must look again.
+	// running (its own clock: no skew with workers), by workload; wake
+	// is the earliest time the workload being reconciled must be looked
+	// at again (an instance becomes available, a deadline passes).
 	minReady   time.Duration
-	readySince map[string]readyMark
+	readySince map[string]map[string]readyMark
 	wake       time.Time
 	// rollouts: automatic rollback (0 disables each) and the history
 	// limit of the revisions it writes.
@@ -53,205 +60,447 @@ type controller struct {
 	maxErrorPercent  int
 	revisionLimit    int
 	// unhealthy holds the function replicas last seen failing their
-	// health checks, for events on a change (healthTransitions).
-	unhealthy map[string]bool
+	// health checks, by workload, for events on a change
+	// (healthTransitions).
+	unhealthy map[string]map[string]bool
+
+	pendingEvents []*v1.Event // queued by a reconcile, recorded once its writes commit
 }
 
-// world is one consistent read of everything the controller looks at.
+// world is what one reconcile looks at: one workload's instances with
+// their statuses, and the nodes they are bound to, read from the cache at
+// one revision.
 type world struct {
-	workloads map[string]store.Versioned[*v1.Workload]
-	instances []store.Versioned[*v1.Instance]
-	statuses  map[string]*v1.InstanceStatus
-	nodes     []store.Versioned[*v1.Node]
-	alive     map[string]bool
-	rev       int64
-
+	instances  []store.Versioned[*v1.Instance]
+	statuses   map[string]*v1.InstanceStatus
+	alive      map[string]bool
 	nodeByName map[string]*v1.Node
 	draining   map[string]bool // nodes being drained
+	rev        int64
 
-	// loads are the gateways' load reports, read only when a function is
-	// being rolled out (rollouts: its requests by generation).
+	// loads are the gateways' load reports of the workload, if it is a
+	// function (rollouts: its requests by generation).
 	loads map[string][]*v1.FunctionLoad
 }
 
-// Start runs passes whenever the state changes, until ctx is done.
+// Work queue keys.
+const (
+	keyWorkload = "w/"      // + name: reconcile one workload
+	keyNode     = "n/"      // + name: a node's readiness changed, or its record
+	keyPending  = "pending" // place every pending instance (capacity appeared)
+	keyOrphans  = "orphans" // delete the statuses of instances that are gone
+)
+
+// Defaults of the loop.
+const (
+	// controllerResync enqueues every workload and node again: the
+	// safety net under the changes the cache reports.
+	controllerResync = 30 * time.Second
+	// maxBatch is how many keys one round takes from the queue: their
+	// writes share transactions, and the instances they create are
+	// placed by one scheduling call.
+	maxBatch = 256
+	// retryDelay is when a key whose writes lost a race (or failed) is
+	// looked at again.
+	retryDelay = 200 * time.Millisecond
+	// settleDelay lets a burst of changes gather into one round.
+	settleDelay = 2 * time.Millisecond
+)
+
+// Start reconciles what the cache reports as changed until ctx is done.
 func (c *controller) Start(ctx context.Context) error {
-	wch := c.st.Client.Watch(clientv3.WithRequireLeader(ctx), store.Root, clientv3.WithPrefix())
-	kick := make(chan struct{}, 1)
-	go func() {
-		for resp := range wch {
-			for _, ev := range resp.Events {
-				if ignoredByController(ev.Kv.Key) {
-					continue
-				}
-				select {
-				case kick <- struct{}{}:
-				default:
-				}
-				break
-			}
+	if c.queue == nil {
+		c.queue = newWorkQueue()
+	}
+	defer c.queue.Stop()
+	if c.resync <= 0 {
+		c.resync = controllerResync
+	}
+	// A new leader decides on a cache that holds every write before its
+	// election, including the last leader's.
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.cache.Sync(sctx)
+		cancel()
+		if err == nil {
+			break
 		}
-	}()
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.log.Warn("controller: the member's cache is not in sync yet; waiting", "err", err)
+	}
+	unsubscribe := c.cache.Subscribe(c.onChanges)
+	defer unsubscribe()
+	c.enqueueAll()
 	ticker := time.NewTicker(c.resync)
 	defer ticker.Stop()
 	for {
-		if err := c.pass(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("controller pass failed; retrying", "err", err)
-			select {
-			case <-time.After(200 * time.Millisecond):
-			case <-ctx.Done():
-			}
-		}
-		var wake <-chan time.Time // rollouts: an instance becomes available
-		if !c.wake.IsZero() {
-			wake = time.After(time.Until(c.wake))
-		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-wake:
-		case <-kick:
-			// Let a burst of writes settle into one pass.
+		case <-ticker.C:
+			c.enqueueAll()
+		default:
+		}
+		keys := c.queue.Take(maxBatch)
+		c.metrics.queueDepth.Set(float64(c.queue.Len()))
+		if len(keys) == 0 {
 			select {
-			case <-time.After(2 * time.Millisecond):
 			case <-ctx.Done():
 				return nil
+			case <-ticker.C:
+				c.enqueueAll()
+			case <-c.queue.notify:
+				// Let a burst of changes settle into one round.
+				select {
+				case <-time.After(settleDelay):
+				case <-ctx.Done():
+					return nil
+				}
 			}
-		case <-ticker.C:
+			continue
+		}
+		if err := c.round(ctx, keys); err != nil && ctx.Err() == nil {
+			c.log.Warn("controller round failed; retrying its keys", "err", err, "keys", len(keys))
+			for _, k := range keys {
+				c.queue.AddAfter(k, retryDelay)
+			}
 		}
 	}
 }
 
-// ignoredByController says whether a change under key cannot affect a pass:
-// blobs, events (which passes themselves write) and the election.
-func ignoredByController(key []byte) bool {
-	k := string(key)
-	return strings.HasPrefix(k, store.BlobsPrefix) || strings.HasPrefix(k, store.EventsPrefix) || strings.HasPrefix(k, store.ElectionPrefix) ||
-		strings.HasPrefix(k, gateway.LoadPrefix)
+// enqueueAll queues every workload and node: the resync.
+func (c *controller) enqueueAll() {
+	c.cache.Read(func(r cache.Reader) {
+		for _, w := range r.Workloads() {
+			c.queue.Add(keyWorkload + w.Value.GetName())
+		}
+		for _, n := range r.Nodes() {
+			c.queue.Add(keyNode + n.Value.GetName())
+		}
+		// Instances whose workload is gone (deleted while no leader ran).
+		for _, e := range r.Pending() {
+			if _, ok := r.Workload(e.Value.GetWorkload()); !ok {
+				c.queue.Add(keyWorkload + e.Value.GetWorkload())
+			}
+		}
+	})
+	c.queue.Add(keyPending)
+	c.queue.Add(keyOrphans)
 }
 
-func (c *controller) read(ctx context.Context) (*world, error) {
-	w := &world{workloads: map[string]store.Versioned[*v1.Workload]{}, statuses: map[string]*v1.InstanceStatus{}}
-	wls, rev, err := c.st.Workloads.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	w.rev = rev
-	for _, wl := range wls {
-		w.workloads[wl.Name] = wl
-	}
-	if w.instances, _, err = c.st.Instances.List(ctx); err != nil {
-		return nil, err
-	}
-	sts, _, err := c.st.Statuses.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range sts {
-		w.statuses[s.Name] = s.Value
-	}
-	if w.nodes, _, err = c.st.Nodes.List(ctx); err != nil {
-		return nil, err
-	}
-	if w.alive, err = c.alive(ctx); err != nil {
-		return nil, err
-	}
-	w.nodeByName, w.draining = make(map[string]*v1.Node, len(w.nodes)), map[string]bool{}
-	for _, n := range w.nodes {
-		w.nodeByName[n.Name] = n.Value
-		if n.Value.GetDraining() {
-			w.draining[n.Name] = true
+// onChanges turns the cache's changes into keys (on the cache's
+// goroutine: it only queues).
+func (c *controller) onChanges(cs []cache.Change) {
+	for _, ch := range cs {
+		switch ch.Kind {
+		case cache.KindWorkload:
+			if !ch.CountsOnly {
+				c.queue.Add(keyWorkload + ch.Name)
+			}
+		case cache.KindInstance:
+			c.queue.Add(keyWorkload + ch.Workload)
+			if ch.Deleted && ch.PrevNode != "" {
+				c.queue.Add(keyPending) // capacity freed
+			}
+		case cache.KindNode:
+			c.queue.Add(keyNode + ch.Name)
 		}
 	}
-	return w, nil
 }
 
-// pass is one reconciliation of every workload, then one scheduling pass.
-func (c *controller) pass(ctx context.Context) (err error) {
+// round reconciles a batch of keys: the workloads' writes first, then,
+// once the cache has them, the placement of every instance that waits.
+func (c *controller) round(ctx context.Context, keys []string) error {
+	start := time.Now()
+	defer func() { c.metrics.reconcileSeconds.Observe(time.Since(start).Seconds()) }()
 	c.metrics.passes.Inc()
-	w, err := c.read(ctx)
-	if err != nil {
+	if err := c.cache.WaitFor(ctx, c.written); err != nil {
 		return err
 	}
-	defer func() { c.flushEvents(context.WithoutCancel(ctx), err == nil) }()
-	c.forgetReadySince(w) // rollouts
-	c.nodeTransitions(w)
-	c.healthTransitions(w) // rollouts
-	var cmps []clientv3.Cmp
-	var ops []clientv3.Op
+	b := &batch{}
+	schedule := map[string]bool{}
+	placeAll := false
+	for _, k := range keys {
+		switch {
+		case strings.HasPrefix(k, keyWorkload):
+			name := k[len(keyWorkload):]
+			created, err := c.reconcile(ctx, name, b)
+			if err != nil {
+				c.log.Warn("reconciling a workload failed; retrying", "workload", name, "err", err)
+				c.queue.AddAfter(k, retryDelay)
+				continue
+			}
+			schedule[name] = true
+			b.created = append(b.created, created...)
+		case strings.HasPrefix(k, keyNode):
+			c.reconcileNode(k[len(keyNode):])
+		case k == keyPending:
+			placeAll = true
+		case k == keyOrphans:
+			c.removeOrphanStatuses(b)
+		}
+	}
+	if err := c.commit(ctx, b); err != nil {
+		return err
+	}
+	// Placement decides on capacity: wait until the cache has the
+	// removals just written, which free some.
+	if err := c.cache.WaitFor(ctx, c.written); err != nil {
+		return err
+	}
+	return c.schedule(ctx, b.created, schedule, placeAll)
+}
+
+// batch collects the writes of one round, by workload, so that a
+// workload whose writes lose a race is reconciled again as a whole.
+type batch struct {
+	groups  []*group
+	created []*v1.Instance
+}
+
+// group is one workload's guarded writes and the events they make:
+// cmps[i] guards ops[i].
+type group struct {
+	key    string
+	cmps   []clientv3.Cmp
+	ops    []clientv3.Op
+	events []*v1.Event
+}
+
+func (b *batch) group(key string) *group {
+	g := &group{key: key}
+	b.groups = append(b.groups, g)
+	return g
+}
+
+// commit writes the batch's groups in as few transactions as the limits
+// allow, a group never split unless it alone is over the limit; the
+// groups of a transaction that lost a race are queued again. Events are
+// recorded for the groups that committed.
+func (c *controller) commit(ctx context.Context, b *batch) error {
+	limit := store.MaxOpsPerTxn / 2
+	var txn []*group
+	size := 0
+	flush := func() error {
+		if len(txn) == 0 {
+			return nil
+		}
+		var cmps []clientv3.Cmp
+		var ops []clientv3.Op
+		for _, g := range txn {
+			cmps, ops = append(cmps, g.cmps...), append(ops, g.ops...)
+		}
+		failed, rev, err := c.txn(ctx, cmps, ops)
+		if err != nil {
+			return err
+		}
+		c.written = max(c.written, rev)
+		for _, g := range txn {
+			if failed {
+				c.queue.AddAfter(g.key, retryDelay)
+			} else {
+				c.pendingEvents = append(c.pendingEvents, g.events...)
+			}
+		}
+		txn, size = nil, 0
+		return nil
+	}
+	for _, g := range b.groups {
+		if len(g.ops) == 0 {
+			c.pendingEvents = append(c.pendingEvents, g.events...)
+			continue
+		}
+		if size+len(g.ops) > limit {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		txn = append(txn, g)
+		size += len(g.ops)
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	c.flushEvents(ctx, true)
+	return nil
+}
+
+// txn writes guarded operations in transactions of at most half the
+// request limit; failed says whether any lost its comparisons. rev is the
+// revision of the last write.
+func (c *controller) txn(ctx context.Context, cmps []clientv3.Cmp, ops []clientv3.Op) (failed bool, rev int64, err error) {
+	limit := store.MaxOpsPerTxn / 2
+	for start := 0; start < len(ops); start += limit {
+		end := min(start+limit, len(ops))
+		t := c.kv.Txn(ctx)
+		if len(cmps) != 0 {
+			t = t.If(cmps[start:end]...)
+		}
+		resp, err := t.Then(ops[start:end]...).Commit()
+		if err != nil {
+			return failed, rev, fmt.Errorf("controller write: %w", err)
+		}
+		rev = max(rev, resp.Header.Revision)
+		if !resp.Succeeded {
+			failed = true
+		}
+	}
+	return failed, rev, nil
+}
+
+// readWorld reads one workload and what its reconcile looks at.
+func (c *controller) readWorld(name string) (wl store.Versioned[*v1.Workload], exists bool, w *world) {
+	w = &world{statuses: map[string]*v1.InstanceStatus{}, alive: map[string]bool{}, nodeByName: map[string]*v1.Node{}, draining: map[string]bool{}}
+	c.cache.Read(func(r cache.Reader) {
+		w.rev = r.Rev()
+		if cw, ok := r.Workload(name); ok {
+			wl, exists = store.Versioned[*v1.Workload]{Name: name, Value: cw.Value, ModRevision: cw.ModRevision}, true
+			if cw.Value.GetSpec().GetHttp() != nil {
+				w.loads = map[string][]*v1.FunctionLoad{name: r.Loads(name)}
+			}
+		}
+		insts := r.InstancesOf(name)
+		w.instances = make([]store.Versioned[*v1.Instance], 0, len(insts))
+		for _, e := range insts {
+			w.instances = append(w.instances, store.Versioned[*v1.Instance]{Name: e.Value.GetId(), Value: e.Value, ModRevision: e.ModRevision})
+			if e.Status != nil {
+				w.statuses[e.Value.GetId()] = e.Status
+			}
+			node := e.Value.GetNode()
+			if _, seen := w.alive[node]; node == "" || seen {
+				continue
+			}
+			w.alive[node] = r.NodeAlive(node)
+			if n, ok := r.Node(node); ok {
+				w.nodeByName[node] = n.Value
+				if n.Value.GetDraining() {
+					w.draining[node] = true
+				}
+			}
+		}
+	})
+	return wl, exists, w
+}
+
+// reconcile is one workload's reconciliation: instances of a deleted
+// workload go, lost ones are marked and replaced, a failed rollout is
+// rolled back, a canary promoted, and the instances are brought to the
+// spec (rolling updates, scaling, evictions from draining nodes). It adds
+// its writes to b and returns the instances to create, which the round
+// places before it first writes them.
+func (c *controller) reconcile(ctx context.Context, name string, b *batch) ([]*v1.Instance, error) {
+	wl, exists, w := c.readWorld(name)
+	g := b.group(keyWorkload + name)
+	queued := len(c.pendingEvents)
+	defer func() {
+		// The events noted here belong to this workload's writes.
+		g.events = append(g.events, c.pendingEvents[queued:]...)
+		c.pendingEvents = c.pendingEvents[:queued]
+	}()
 	remove := func(inst store.Versioned[*v1.Instance]) {
-		cmps = append(cmps, c.st.Instances.Unchanged(inst.Name, inst.ModRevision))
-		ops = append(ops, c.st.Instances.DeleteOp(inst.Name)) // its status goes on the next pass
+		// Its status goes with it: a later report of a gone instance is
+		// dropped (ReportStatus writes only where the instance exists).
+		g.cmps = append(g.cmps, c.st.Instances.Unchanged(inst.Name, inst.ModRevision))
+		g.ops = append(g.ops, clientv3.OpTxn(nil, []clientv3.Op{c.st.Instances.DeleteOp(inst.Name), c.st.Statuses.DeleteOp(inst.Name)}, nil))
 	}
 	mark := func(inst store.Versioned[*v1.Instance], updated *v1.Instance) error {
 		op, err := c.st.Instances.PutOp(inst.Name, updated)
 		if err != nil {
 			return err
 		}
-		cmps, ops = append(cmps, c.st.Instances.Unchanged(inst.Name, inst.ModRevision)), append(ops, op)
+		g.cmps, g.ops = append(g.cmps, c.st.Instances.Unchanged(inst.Name, inst.ModRevision)), append(g.ops, op)
 		return nil
 	}
-	byWorkload := map[string][]store.Versioned[*v1.Instance]{}
-	for i := range w.instances {
-		inst := w.instances[i]
-		if _, ok := w.workloads[inst.Value.GetWorkload()]; !ok {
+	if !exists {
+		for _, inst := range w.instances {
 			remove(inst) // its workload was deleted
-			continue
 		}
+		delete(c.readySince, name)
+		delete(c.unhealthy, name)
+		return nil, nil
+	}
+	c.wake = time.Time{}
+	defer func() {
+		if !c.wake.IsZero() {
+			c.queue.AddAfter(keyWorkload+name, time.Until(c.wake))
+		}
+	}()
+	c.forgetReadySince(name, w)  // rollouts
+	c.healthTransitions(name, w) // rollouts
+	live := w.instances[:0:0]
+	for i := range w.instances {
 		if lost, err := c.lostOrGone(&w.instances[i], w, mark, remove); err != nil {
-			return err
-		} else if lost {
-			continue
-		}
-		byWorkload[inst.Value.GetWorkload()] = append(byWorkload[inst.Value.GetWorkload()], inst)
-	}
-	var created []*v1.Instance
-	for name, wl := range w.workloads {
-		// rollouts: a failed rollout goes back to the previous revision;
-		// the next pass rolls the new generation.
-		if rolled, err := c.autoRollback(ctx, wl, byWorkload[name], w); err != nil {
-			return err
-		} else if rolled {
-			continue
-		}
-		if promoted, err := c.canaryPromotion(ctx, wl, byWorkload[name], w); err != nil { // canary.go
-			return err
-		} else if promoted {
-			continue
-		}
-		toRemove, toCreate := c.diff(wl.Value, byWorkload[name], w)
-		for _, inst := range toRemove {
-			remove(inst)
-		}
-		for i := 0; i < toCreate; i++ {
-			created = append(created, newInstance(wl.Value))
+			return nil, err
+		} else if !lost {
+			live = append(live, w.instances[i])
 		}
 	}
-	// Statuses whose instance is gone (a report that raced a deletion).
-	live := make(map[string]bool, len(w.instances))
-	for _, inst := range w.instances {
-		live[inst.Name] = true
+	// rollouts: a failed rollout goes back to the previous revision; the
+	// next reconcile rolls the new generation.
+	if rolled, err := c.autoRollback(ctx, wl, live, w); err != nil {
+		return nil, err
+	} else if rolled {
+		return nil, nil
 	}
-	var cleanups []clientv3.Op
-	for id := range w.statuses {
-		if !live[id] {
-			cleanups = append(cleanups, c.st.Statuses.DeleteOp(id))
+	if promoted, err := c.canaryPromotion(ctx, wl, live, w); err != nil { // canary.go
+		return nil, err
+	} else if promoted {
+		return nil, nil
+	}
+	toRemove, toCreate := c.diff(wl.Value, live, w)
+	for _, inst := range toRemove {
+		remove(inst)
+	}
+	created := make([]*v1.Instance, 0, toCreate)
+	for range toCreate {
+		created = append(created, newInstance(wl.Value))
+	}
+	if len(g.ops) > 0 || len(created) > 0 {
+		c.log.Debug("reconciled", "workload", name, "writes", len(g.ops), "created", len(created))
+	}
+	return created, nil
+}
+
+// reconcileNode records a change of a node's readiness and has the
+// workloads with instances on it reconciled (lost, back, drained,
+// removed), and pending instances placed when it may take some.
+func (c *controller) reconcileNode(name string) {
+	var workloads map[string]bool
+	var n cache.Node
+	var exists bool
+	c.cache.Read(func(r cache.Reader) {
+		n, exists = r.Node(name)
+		insts := r.InstancesOn(name)
+		workloads = make(map[string]bool, len(insts))
+		for _, e := range insts {
+			workloads[e.Value.GetWorkload()] = true
 		}
+	})
+	c.nodeTransition(name, exists, n.Alive)
+	for w := range workloads {
+		c.queue.Add(keyWorkload + w)
 	}
-	failedBatches, err := store.Txn(ctx, c.kv, cmps, ops)
-	if err != nil {
-		return err
+	if exists && n.Alive && !n.Value.GetCordoned() {
+		c.queue.Add(keyPending)
 	}
-	if _, err := store.Txn(ctx, c.kv, nil, cleanups); err != nil {
-		return err
+}
+
+// removeOrphanStatuses deletes the status reports of instances that are
+// gone (a report that raced its instance's deletion, or written by an
+// older version that deleted statuses on a later pass).
+func (c *controller) removeOrphanStatuses(b *batch) {
+	var ids []string
+	c.cache.Read(func(r cache.Reader) { ids = r.OrphanStatuses() })
+	if len(ids) == 0 {
+		return
 	}
-	c.flushEvents(ctx, failedBatches == 0) // lost instances, now marked
-	if len(ops) > 0 || len(created) > 0 {
-		c.log.Debug("reconciled", "removed", len(ops), "created", len(created))
+	g := b.group(keyOrphans)
+	for _, id := range ids {
+		g.cmps = append(g.cmps, clientv3.Compare(clientv3.CreateRevision(c.st.Instances.Key(id)), "=", 0))
+		g.ops = append(g.ops, c.st.Statuses.DeleteOp(id))
 	}
-	// New instances are scheduled before they are first written, so that a
-	// deploy costs one pass, not two.
-	return c.schedule(ctx, w, created)
 }
 
 // diff decides which instances of one workload go and how many to create.
@@ -324,25 +573,13 @@ func removalRank(inst *v1.Instance, w *world) (class int, created int64) {
 // isReady says whether an instance is doing its job: running, or (for a
 // command) its last run completed.
 func isReady(inst *v1.Instance, st *v1.InstanceStatus, alive map[string]bool) bool {
-	if inst.GetNode() == "" || inst.GetLostUnixNano() != 0 || !alive[inst.GetNode()] || st == nil || st.GetNode() != inst.GetNode() {
-		return false
-	}
-	s := st.GetState()
-	return s == v1.InstanceState_INSTANCE_STATE_RUNNING && !st.GetUnhealthy() || s == v1.InstanceState_INSTANCE_STATE_SUCCEEDED
+	return cache.IsReady(inst, st, alive[inst.GetNode()])
 }
 
 // EffectiveState is the state users see: Pending and Scheduled until the
 // worker reports, Lost while the node is not ready.
 func EffectiveState(inst *v1.Instance, st *v1.InstanceStatus, alive map[string]bool) v1.InstanceState {
-	switch {
-	case inst.GetNode() == "":
-		return v1.InstanceState_INSTANCE_STATE_PENDING
-	case !alive[inst.GetNode()] || inst.GetLostUnixNano() != 0:
-		return v1.InstanceState_INSTANCE_STATE_LOST
-	case st == nil || st.GetNode() != inst.GetNode():
-		return v1.InstanceState_INSTANCE_STATE_SCHEDULED
-	}
-	return st.GetState()
+	return cache.EffectiveState(inst, st, alive[inst.GetNode()])
 }
 
 func newInstance(wl *v1.Workload) *v1.Instance {
@@ -364,95 +601,4 @@ func randomSuffix(n int) string {
 		b[i] = suffixAlphabet[int(b[i])%len(suffixAlphabet)]
 	}
 	return string(b)
-}
-
-// schedule binds pending instances (unbound ones already stored, and
-// created ones not yet written) to nodes, and records why the rest wait.
-func (c *controller) schedule(ctx context.Context, w *world, created []*v1.Instance) error {
-	var pending []store.Versioned[*v1.Instance]
-	snap := scheduler.Snapshot{}
-	for _, inst := range w.instances {
-		if _, ok := w.workloads[inst.Value.GetWorkload()]; !ok {
-			continue
-		}
-		switch {
-		case inst.Value.GetNode() == "":
-			pending = append(pending, inst)
-		case inst.Value.GetLostUnixNano() == 0 && !w.draining[inst.Value.GetNode()]:
-			// Lost and evicted instances are leaving: they neither hold
-			// capacity nor count for spreading.
-			snap.Placed = append(snap.Placed, inst.Value)
-		}
-	}
-	if len(pending) == 0 && len(created) == 0 {
-		return nil
-	}
-	for _, n := range w.nodes {
-		snap.Nodes = append(snap.Nodes, scheduler.NodeInfo{Node: n.Value, Ready: w.alive[n.Name]})
-	}
-	sort.Slice(pending, func(i, j int) bool {
-		return pending[i].Value.GetCreatedUnixNano() < pending[j].Value.GetCreatedUnixNano()
-	})
-	values := make([]*v1.Instance, 0, len(pending)+len(created))
-	for _, p := range pending {
-		values = append(values, p.Value)
-	}
-	values = append(values, created...)
-	plan := scheduler.Schedule(snap, values)
-	var cmps []clientv3.Cmp
-	var ops []clientv3.Op
-	bound, failed := map[string]map[string]int{}, map[string]map[string]int{}
-	count := func(m map[string]map[string]int, workload, key string) {
-		if m[workload] == nil {
-			m[workload] = map[string]int{}
-		}
-		m[workload][key]++
-	}
-	apply := func(inst *v1.Instance, guard clientv3.Cmp, isNew bool) error {
-		updated := inst
-		if !isNew {
-			updated = proto.Clone(inst).(*v1.Instance)
-		}
-		if node, ok := plan.Bindings[inst.GetId()]; ok {
-			updated.Node, updated.PendingReason = node, ""
-			if c, ok := plan.Runtimes[inst.GetId()]; ok {
-				updated.Runtime, updated.RuntimeReason = c.Runtime, c.Reason
-			}
-			count(bound, inst.GetWorkload(), node)
-		} else if reason := plan.Unplaced[inst.GetId()]; isNew || reason != inst.GetPendingReason() {
-			updated.PendingReason = reason
-			count(failed, inst.GetWorkload(), reason)
-		} else {
-			return nil
-		}
-		op, err := c.st.Instances.PutOp(inst.GetId(), updated)
-		if err != nil {
-			return err
-		}
-		cmps, ops = append(cmps, guard), append(ops, op)
-		return nil
-	}
-	for _, p := range pending {
-		if err := apply(p.Value, c.st.Instances.Unchanged(p.Name, p.ModRevision), false); err != nil {
-			return err
-		}
-	}
-	for _, inst := range created {
-		guard := clientv3.Compare(clientv3.CreateRevision(c.st.Instances.Key(inst.GetId())), "=", 0)
-		if err := apply(inst, guard, true); err != nil {
-			return err
-		}
-	}
-	lostRaces, err := store.Txn(ctx, c.kv, cmps, ops)
-	if err != nil {
-		return err
-	}
-	if lostRaces > 0 {
-		return fmt.Errorf("%d scheduling batches lost a race; will retry", lostRaces)
-	}
-	c.schedulingEvents(bound, failed)
-	if len(plan.Bindings) > 0 {
-		c.log.Debug("scheduled", "bound", len(plan.Bindings), "unplaced", len(plan.Unplaced))
-	}
-	return nil
 }

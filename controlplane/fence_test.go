@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.etcd.io/etcd/server/v3/embed"
 
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -104,7 +105,7 @@ func TestAutoscalerWritesThroughTheFence(t *testing.T) {
 	if err := el.Campaign(ctx, "me"); err != nil {
 		t.Fatal(err)
 	}
-	as := &autoscaler{st: st, kv: fenceFor(cli, el), log: slog.New(slog.DiscardHandler), events: &events{cli: cli, source: "fence"}, now: time.Now}
+	as := &autoscaler{st: st, cache: startTestCache(t, cli), kv: fenceFor(cli, el), log: slog.New(slog.DiscardHandler), events: &events{cli: cli, source: "fence"}, now: time.Now}
 	replicas := func(name string) int32 {
 		t.Helper()
 		wl, err := st.Workloads.Get(ctx, name)
@@ -112,6 +113,9 @@ func TestAutoscalerWritesThroughTheFence(t *testing.T) {
 			t.Fatal(err)
 		}
 		return wl.Value.GetSpec().GetReplicas()
+	}
+	if err := as.cache.Sync(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if err := as.pass(ctx); err != nil {
 		t.Fatal(err)
@@ -134,6 +138,9 @@ func TestAutoscalerWritesThroughTheFence(t *testing.T) {
 	if _, err := st.Workloads.Create(ctx, "b", fn("b")); err != nil {
 		t.Fatal(err)
 	}
+	if err := as.cache.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := as.pass(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -149,4 +156,15 @@ func startTestEtcd(ctx context.Context, cfg Config) (*embed.Etcd, *clientv3.Clie
 		return nil, nil, err
 	}
 	return startEtcd(ctx, cfg, "")
+}
+
+// startTestCache starts a member cache over cli until the test ends.
+func startTestCache(t *testing.T, cli *clientv3.Client) *cache.Cache {
+	t.Helper()
+	c := cache.New(cache.Config{Client: cli})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c
 }

@@ -16,8 +16,9 @@ import (
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
-// Node health and placement hygiene, as the controller applies them in
-// each pass:
+// Node health and placement hygiene, as the controller applies them when
+// it reconciles a workload (a change to a node has every workload with an
+// instance on it reconciled):
 //
 //   - an instance whose node is not ready (its lease expired) is marked
 //     Lost; the workload's replica count no longer includes it, so the
@@ -63,29 +64,26 @@ func (c *controller) lostOrGone(inst *store.Versioned[*v1.Instance], w *world, m
 	return true, nil
 }
 
-// nodeTransitions records NodeReady and NodeNotReady events for nodes whose
-// readiness changed since the previous pass of this leader.
-func (c *controller) nodeTransitions(w *world) {
-	first := c.ready == nil
-	if first {
+// nodeTransition records NodeReady and NodeNotReady events when a node's
+// readiness changed since this leader last looked at it (the first look
+// only takes note).
+func (c *controller) nodeTransition(name string, exists, alive bool) {
+	if c.ready == nil {
 		c.ready = map[string]bool{}
 	}
-	for name := range w.nodeByName {
-		now, was := w.alive[name], c.ready[name]
-		c.ready[name] = now
-		if first || now == was {
-			continue
-		}
-		if now {
-			c.note(objNode(name), "NodeReady", "node %s is ready", name)
-		} else {
-			c.note(objNode(name), "NodeNotReady", "node %s missed its heartbeats: its lease expired", name)
-		}
+	was, known := c.ready[name]
+	if !exists {
+		delete(c.ready, name)
+		return
 	}
-	for name := range c.ready {
-		if _, ok := w.nodeByName[name]; !ok {
-			delete(c.ready, name)
-		}
+	c.ready[name] = alive
+	if !known || alive == was {
+		return
+	}
+	if alive {
+		c.note(objNode(name), "NodeReady", "node %s is ready", name)
+	} else {
+		c.note(objNode(name), "NodeNotReady", "node %s missed its heartbeats: its lease expired", name)
 	}
 }
 

@@ -138,27 +138,27 @@ func sameRevision(a, b *v1.WorkloadSpec) bool {
 	return proto.Equal(strip(a), strip(b))
 }
 
-// healthTransitions records an event when a function replica starts
-// failing its health check (a ready one became unhealthy, or a new one
-// reached the failure threshold without ever passing) and when it passes
-// again. The first pass of a leadership only takes note.
-func (c *controller) healthTransitions(w *world) {
-	first := c.unhealthy == nil
-	if first {
-		c.unhealthy = map[string]bool{}
+// healthTransitions records an event when a function replica of a
+// workload starts failing its health check (a ready one became
+// unhealthy, or a new one reached the failure threshold without ever
+// passing) and when it passes again. The first look at a replica only
+// takes note.
+func (c *controller) healthTransitions(workload string, w *world) {
+	if c.unhealthy == nil {
+		c.unhealthy = map[string]map[string]bool{}
 	}
-	seen := make(map[string]bool, len(w.instances))
+	prev := c.unhealthy[workload]
+	next := map[string]bool{}
 	for _, inst := range w.instances {
 		st := w.statuses[inst.Name]
 		if st == nil || st.GetNode() != inst.Value.GetNode() || inst.Value.GetSpec().GetHttp().GetHealthPath() == "" {
 			continue
 		}
-		seen[inst.Name] = true
 		failing := st.GetUnhealthy() ||
 			st.GetState() == v1.InstanceState_INSTANCE_STATE_STARTING && st.GetHealthFailures() >= httptrigger.HealthFailureThreshold
-		was, known := c.unhealthy[inst.Name]
-		c.unhealthy[inst.Name] = failing
-		if first || failing == was || !known && !failing {
+		next[inst.Name] = failing
+		was, known := prev[inst.Name]
+		if prev == nil || failing == was || !known && !failing {
 			continue
 		}
 		obj := objWorkload(inst.Value.GetWorkload())
@@ -169,11 +169,7 @@ func (c *controller) healthTransitions(w *world) {
 			c.note(obj, "Healthy", "instance %s on node %s passes its health check again", inst.Name, inst.Value.GetNode())
 		}
 	}
-	for id := range c.unhealthy {
-		if !seen[id] {
-			delete(c.unhealthy, id)
-		}
-	}
+	c.unhealthy[workload] = next
 }
 
 // DefaultMinReady is how long a new instance must run before a rolling
@@ -201,17 +197,9 @@ func (c *controller) available(inst *v1.Instance, w *world) bool {
 	if st.GetState() == v1.InstanceState_INSTANCE_STATE_SUCCEEDED || c.minReady <= 0 {
 		return true
 	}
-	if c.readySince == nil {
-		c.readySince = map[string]readyMark{}
-	}
-	now := time.Now()
-	m, ok := c.readySince[inst.GetId()]
-	if !ok || m.restarts != st.GetRestarts() || m.started != st.GetStartedUnixNano() {
-		m = readyMark{restarts: st.GetRestarts(), started: st.GetStartedUnixNano(), since: now}
-		c.readySince[inst.GetId()] = m
-	}
+	m := c.readyMark(inst, st)
 	at := m.since.Add(c.minReady)
-	if !now.Before(at) {
+	if !time.Now().Before(at) {
 		return true
 	}
 	if c.wake.IsZero() || at.Before(c.wake) {
@@ -220,24 +208,39 @@ func (c *controller) available(inst *v1.Instance, w *world) bool {
 	return false
 }
 
-// forgetReadySince starts a pass: marks of instances that are gone or no
-// longer ready are dropped, and the wake-up is recomputed by the pass.
-func (c *controller) forgetReadySince(w *world) {
-	c.wake = time.Time{}
-	for _, inst := range w.instances {
-		if _, ok := c.readySince[inst.Name]; ok && !isReady(inst.Value, w.statuses[inst.Name], w.alive) {
-			delete(c.readySince, inst.Name)
-		}
+// readyMark returns when this controller first saw the instance in its
+// current run, marking it now if it had not.
+func (c *controller) readyMark(inst *v1.Instance, st *v1.InstanceStatus) readyMark {
+	if c.readySince == nil {
+		c.readySince = map[string]map[string]readyMark{}
 	}
-	if len(c.readySince) > len(w.instances) {
-		live := make(map[string]bool, len(w.instances))
-		for _, inst := range w.instances {
-			live[inst.Name] = true
-		}
-		for id := range c.readySince {
-			if !live[id] {
-				delete(c.readySince, id)
-			}
+	marks := c.readySince[inst.GetWorkload()]
+	if marks == nil {
+		marks = map[string]readyMark{}
+		c.readySince[inst.GetWorkload()] = marks
+	}
+	m, ok := marks[inst.GetId()]
+	if !ok || m.restarts != st.GetRestarts() || m.started != st.GetStartedUnixNano() {
+		m = readyMark{restarts: st.GetRestarts(), started: st.GetStartedUnixNano(), since: time.Now()}
+		marks[inst.GetId()] = m
+	}
+	return m
+}
+
+// forgetReadySince starts a workload's reconcile: the marks of its
+// instances that are gone or no longer ready are dropped.
+func (c *controller) forgetReadySince(workload string, w *world) {
+	marks := c.readySince[workload]
+	if len(marks) == 0 {
+		return
+	}
+	ready := make(map[string]bool, len(w.instances))
+	for _, inst := range w.instances {
+		ready[inst.Name] = isReady(inst.Value, w.statuses[inst.Name], w.alive)
+	}
+	for id := range marks {
+		if !ready[id] {
+			delete(marks, id)
 		}
 	}
 }
@@ -371,13 +374,6 @@ func (c *controller) rolloutFailure(wl *v1.Workload, insts []store.Versioned[*v1
 // and guarded on the workload as read. A generation that is itself an
 // automatic rollback is never rolled back again (no flip-flop).
 func (c *controller) autoRollback(ctx context.Context, wl store.Versioned[*v1.Workload], insts []store.Versioned[*v1.Instance], w *world) (bool, error) {
-	if c.maxErrorPercent > 0 && w.loads == nil && wl.Value.GetSpec().GetHttp() != nil && rollingOut(wl.Value, insts) {
-		loads, err := gateway.ReadLoads(ctx, c.st.Client)
-		if err != nil {
-			return false, err
-		}
-		w.loads = loads
-	}
 	reason := c.rolloutFailure(wl.Value, insts, w)
 	if reason == "" {
 		return false, nil

@@ -310,13 +310,13 @@ func (s *Server) leadOnce(ctx context.Context) error {
 		case <-lctx.Done():
 		}
 	}()
-	c := &controller{st: s.store, kv: fenceFor(s.store.Client, el), log: s.log.With("loop", "controller"), alive: s.aliveNodes, resync: 5 * time.Second, metrics: s.metrics, events: s.events,
+	c := &controller{st: s.store, cache: s.cache, kv: fenceFor(s.store.Client, el), log: s.log.With("loop", "controller"), metrics: s.metrics, events: s.events,
 		minReady: s.cfg.rolloutMinReady(), failureRestarts: s.cfg.RolloutFailureRestarts, progressDeadline: s.cfg.ProgressDeadline,
 		maxErrorPercent: s.cfg.RolloutMaxErrorPercent, revisionLimit: s.revisionHistoryLimit()} // rollouts
 	scaled := make(chan struct{})
 	go func() {
 		defer close(scaled)
-		as := &autoscaler{st: s.store, kv: c.kv, log: s.log.With("loop", "autoscaler"), events: s.events, now: time.Now}
+		as := &autoscaler{st: s.store, cache: s.cache, kv: c.kv, log: s.log.With("loop", "autoscaler"), events: s.events, now: time.Now}
 		_ = as.Start(lctx) // returns nil when lctx ends
 	}()
 	collected := make(chan struct{})
@@ -441,16 +441,23 @@ type metrics struct {
 	leader   prometheus.Gauge
 	calls    *prometheus.CounterVec
 	passes   prometheus.Counter
+	// the controller's work queue: keys waiting, and how long a round of
+	// reconciles (with its writes and placements) takes.
+	queueDepth       prometheus.Gauge
+	reconcileSeconds prometheus.Histogram
 }
 
 func newMetrics() *metrics {
 	m := &metrics{
-		registry: prometheus.NewRegistry(),
-		leader:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmorch_controlplane_is_leader", Help: "1 while this member runs the controllers."}),
-		calls:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_api_calls_total", Help: "Unary API calls by method and outcome."}, []string{"method", "code"}),
-		passes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_controller_passes_total", Help: "Reconciliation passes run by the workload controller."}),
+		registry:   prometheus.NewRegistry(),
+		leader:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmorch_controlplane_is_leader", Help: "1 while this member runs the controllers."}),
+		calls:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_api_calls_total", Help: "Unary API calls by method and outcome."}, []string{"method", "code"}),
+		passes:     prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_controller_passes_total", Help: "Rounds of reconciles run by the workload controller (each takes a batch of keys from its work queue)."}),
+		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmorch_controller_queue_depth", Help: "Keys (workloads, nodes) waiting in the workload controller's work queue."}),
+		reconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "wasmorch_controller_round_seconds", Help: "Time of one round of the workload controller: its reconciles, writes and placements.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
-	m.registry.MustRegister(m.leader, m.calls, m.passes, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m.registry.MustRegister(m.leader, m.calls, m.passes, m.queueDepth, m.reconcileSeconds, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
 

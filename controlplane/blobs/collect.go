@@ -24,9 +24,10 @@ type Stored struct {
 	ModRevision int64
 }
 
-// ListOp reads the keys of every blob, without their values, for Inventory.
-func ListOp() clientv3.Op {
-	return clientv3.OpGet(store.BlobsPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+// ListOp reads the keys of every blob, without their values, for
+// Inventory (opts: e.g. at a revision).
+func ListOp(opts ...clientv3.OpOption) clientv3.Op {
+	return clientv3.OpGet(store.BlobsPrefix, append([]clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}, opts...)...)
 }
 
 // Inventory groups the keys ListOp read by blob. Keys that are not a

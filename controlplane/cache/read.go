@@ -173,6 +173,17 @@ func (r Reader) OrphanStatuses() []string {
 	return out
 }
 
+// EachInstance calls fn with every instance until it returns false (a
+// periodic sweep, such as the blob collector's: it holds the cache still
+// for as long as it takes).
+func (r Reader) EachInstance(fn func(Instance) bool) {
+	for _, e := range r.s.instances {
+		if !fn(e) {
+			return
+		}
+	}
+}
+
 // Counts returns the cache's size: workloads, instances, nodes.
 func (r Reader) Counts() (workloads, instances, nodes int) {
 	return len(r.s.workloads), len(r.s.instances), len(r.s.nodes)

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"github.com/wasmorch/wasmorch/controlplane/scheduler"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -51,12 +52,8 @@ type Node struct {
 	Used Usage
 }
 
-// Usage is what a node's instances reserve.
-type Usage struct {
-	Instances   int32
-	MemoryBytes int64
-	CPUMillis   int64
-}
+// Usage is what a node's instances reserve, as the scheduler counts it.
+type Usage = scheduler.Usage
 
 // StoredConfig is a config record.
 type StoredConfig struct {

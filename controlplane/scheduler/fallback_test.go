@@ -98,7 +98,7 @@ func TestScheduleFallback(t *testing.T) {
 func TestPlacedFallbackHoldsContainerMemory(t *testing.T) {
 	placed := withFallback(withNode(instances("old", 1, 1<<20), "c"), "", 128<<20)
 	placed[0].Runtime = RuntimeContainer
-	plan := Schedule(Snapshot{Nodes: []NodeInfo{node("c", 200<<20, 100, "container")}, Placed: placed},
+	plan := Schedule(SnapshotOf([]NodeInfo{node("c", 200<<20, 100, "container")}, placed),
 		withFallback(instances("app", 1, 1<<20), "", 128<<20))
 	if len(plan.Bindings) != 0 || !strings.Contains(plan.Unplaced["app-0"], "insufficient memory") {
 		t.Fatalf("bindings %v, unplaced %v: want app-0 pending for memory", plan.Bindings, plan.Unplaced)

@@ -30,13 +30,48 @@ const DefaultMemoryRequest = 1 << 20
 type NodeInfo struct {
 	Node  *v1.Node
 	Ready bool
+	// Used is what the instances already placed on it reserve.
+	Used Usage
+}
+
+// Usage is what instances reserve on a node.
+type Usage struct {
+	Instances   int32
+	MemoryBytes int64
+	CPUMillis   int64
 }
 
 // Snapshot is the state a scheduling pass decides on. It is not modified.
 type Snapshot struct {
 	Nodes []NodeInfo
-	// Placed are the instances already bound to a node (they use capacity).
-	Placed []*v1.Instance
+	// Placed maps each workload that has instances to place to the nodes
+	// its placed instances are on, one entry per instance: spreading
+	// counts them. Other workloads' instances count only in Used.
+	Placed map[string][]string
+}
+
+// SnapshotOf builds a snapshot from nodes and every instance placed on
+// them: what a caller without per-node usage at hand (tests, tools)
+// passes.
+func SnapshotOf(nodes []NodeInfo, placed []*v1.Instance) Snapshot {
+	snap := Snapshot{Nodes: make([]NodeInfo, len(nodes)), Placed: map[string][]string{}}
+	idx := make(map[string]int, len(nodes))
+	for i, n := range nodes {
+		snap.Nodes[i] = n
+		idx[n.Node.GetName()] = i
+	}
+	for _, inst := range placed {
+		i, ok := idx[inst.GetNode()]
+		if !ok {
+			continue
+		}
+		u := &snap.Nodes[i].Used
+		u.Instances++
+		u.MemoryBytes += InstanceMemoryRequest(inst)
+		u.CPUMillis += inst.GetSpec().GetCpuMillis()
+		snap.Placed[inst.GetWorkload()] = append(snap.Placed[inst.GetWorkload()], inst.GetNode())
+	}
+	return snap
 }
 
 // Plan is the outcome of a pass.
@@ -124,29 +159,27 @@ func Schedule(snap Snapshot, pending []*v1.Instance) Plan {
 	p := &pass{byName: make(map[string]*nodeState, len(snap.Nodes)), groups: map[string]*group{}, counts: map[string]*workloadCounts{}}
 	for _, n := range snap.Nodes {
 		capy := n.Node.GetCapacity()
-		p.nodes = append(p.nodes, &nodeState{info: n, memCap: capy.GetMemoryBytes(), cpuCap: capy.GetCpuMillis(), slots: capy.GetInstances()})
+		p.nodes = append(p.nodes, &nodeState{info: n, memCap: capy.GetMemoryBytes(), cpuCap: capy.GetCpuMillis(), slots: capy.GetInstances(),
+			memUsed: n.Used.MemoryBytes, cpuUsed: n.Used.CPUMillis, count: n.Used.Instances})
 	}
 	sort.Slice(p.nodes, func(i, j int) bool { return p.nodes[i].info.Node.GetName() < p.nodes[j].info.Node.GetName() })
 	for i, ns := range p.nodes {
 		ns.idx = i
 		p.byName[ns.info.Node.GetName()] = ns
 	}
-	wanted := map[string]bool{}
-	for _, inst := range pending {
-		wanted[inst.GetWorkload()] = true
-	}
 	p.placedBy = map[string][]int{}
-	for _, inst := range snap.Placed {
-		ns := p.byName[inst.GetNode()]
-		if ns == nil {
+	for _, inst := range pending {
+		w := inst.GetWorkload()
+		if _, done := p.placedBy[w]; done {
 			continue
 		}
-		ns.memUsed += InstanceMemoryRequest(inst)
-		ns.cpuUsed += inst.GetSpec().GetCpuMillis()
-		ns.count++
-		if wanted[inst.GetWorkload()] {
-			p.placedBy[inst.GetWorkload()] = append(p.placedBy[inst.GetWorkload()], ns.idx)
+		idxs := make([]int, 0, len(snap.Placed[w]))
+		for _, node := range snap.Placed[w] {
+			if ns := p.byName[node]; ns != nil {
+				idxs = append(idxs, ns.idx)
+			}
 		}
+		p.placedBy[w] = idxs
 	}
 	for _, inst := range pending {
 		g := p.group(inst)

@@ -78,6 +78,11 @@ type Config struct {
 	// the rate of the older generations (0 turns it off).
 	RolloutMaxErrorPercent int `json:"rolloutMaxErrorPercent" yaml:"rolloutMaxErrorPercent"`
 
+	// ControllerResync is how often the leader's controller looks at every
+	// workload and node again although nothing said they changed (zero:
+	// 30 s): the safety net under the changes the member's cache reports.
+	ControllerResync time.Duration `json:"controllerResync" yaml:"controllerResync"`
+
 	// blob GC: BlobGCInterval is how often the leader looks for blobs
 	// that no workload, instance or kept revision references (0 turns the
 	// collector off); it deletes those that stayed unreferenced for
@@ -174,6 +179,9 @@ func (c Config) Validate() error {
 	}
 	if c.BlobGCInterval < 0 || c.BlobGCGrace < 0 {
 		errs = append(errs, errors.New("blob GC interval and grace must not be negative"))
+	}
+	if c.ControllerResync < 0 {
+		errs = append(errs, errors.New("controller resync must not be negative"))
 	}
 	if c.ElectionTTL < time.Second {
 		errs = append(errs, errors.New("election TTL must be at least 1s"))

@@ -226,6 +226,7 @@ func (c *controller) round(ctx context.Context, keys []string) error {
 		switch {
 		case strings.HasPrefix(k, keyWorkload):
 			name := k[len(keyWorkload):]
+			c.metrics.reconciles.WithLabelValues("workload").Inc()
 			created, err := c.reconcile(ctx, name, b)
 			if err != nil {
 				c.log.Warn("reconciling a workload failed; retrying", "workload", name, "err", err)
@@ -235,6 +236,7 @@ func (c *controller) round(ctx context.Context, keys []string) error {
 			schedule[name] = true
 			b.created = append(b.created, created...)
 		case strings.HasPrefix(k, keyNode):
+			c.metrics.reconciles.WithLabelValues("node").Inc()
 			c.reconcileNode(k[len(keyNode):])
 		case k == keyPending:
 			placeAll = true

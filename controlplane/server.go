@@ -311,6 +311,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 		}
 	}()
 	c := &controller{st: s.store, cache: s.cache, kv: fenceFor(s.store.Client, el), log: s.log.With("loop", "controller"), metrics: s.metrics, events: s.events,
+		resync:   s.cfg.ControllerResync,
 		minReady: s.cfg.rolloutMinReady(), failureRestarts: s.cfg.RolloutFailureRestarts, progressDeadline: s.cfg.ProgressDeadline,
 		maxErrorPercent: s.cfg.RolloutMaxErrorPercent, revisionLimit: s.revisionHistoryLimit()} // rollouts
 	scaled := make(chan struct{})
@@ -445,6 +446,7 @@ type metrics struct {
 	// reconciles (with its writes and placements) takes.
 	queueDepth       prometheus.Gauge
 	reconcileSeconds prometheus.Histogram
+	reconciles       *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -456,8 +458,9 @@ func newMetrics() *metrics {
 		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmorch_controller_queue_depth", Help: "Keys (workloads, nodes) waiting in the workload controller's work queue."}),
 		reconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "wasmorch_controller_round_seconds", Help: "Time of one round of the workload controller: its reconciles, writes and placements.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_controller_reconciles_total", Help: "Keys the workload controller reconciled, by kind (workload, node)."}, []string{"kind"}),
 	}
-	m.registry.MustRegister(m.leader, m.calls, m.passes, m.queueDepth, m.reconcileSeconds, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m.registry.MustRegister(m.leader, m.calls, m.passes, m.queueDepth, m.reconcileSeconds, m.reconciles, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -460,7 +461,7 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_controller_reconciles_total", Help: "Keys the workload controller reconciled, by kind (workload, node)."}, []string{"kind"}),
 	}
-	m.registry.MustRegister(m.leader, m.calls, m.passes, m.queueDepth, m.reconcileSeconds, m.reconciles, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m.registry.MustRegister(m.leader, m.calls, m.passes, m.queueDepth, m.reconcileSeconds, m.reconciles, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

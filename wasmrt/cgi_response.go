@@ -2,6 +2,7 @@ package wasmrt
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -181,10 +182,10 @@ func parseCGIHeaders(block []byte) (http.Header, int, error) {
 			code, _, _ := strings.Cut(value, " ")
 			n, err := strconv.Atoi(code)
 			if err != nil || n < 100 || n > 599 || len(code) != 3 {
-				return nil, 0, fmt.Errorf("Status %q is not a 3-digit HTTP status", clip(value))
+				return nil, 0, fmt.Errorf("the Status header %q is not a 3-digit HTTP status", clip(value))
 			}
 			if status != 0 {
-				return nil, 0, fmt.Errorf("Status is given twice")
+				return nil, 0, errors.New("the Status header is given twice")
 			}
 			status = n
 			continue

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
@@ -308,88 +309,198 @@ func (a *controlAPI) DeleteWorkload(ctx context.Context, req *v1.DeleteWorkloadR
 	return &v1.DeleteWorkloadResponse{}, nil
 }
 
+// The read calls answer from the member's cache (controlplane/cache),
+// after Sync so that a read sees every write acknowledged before it: a
+// single object costs O(1), a list its page.
+
 func (a *controlAPI) GetWorkload(ctx context.Context, req *v1.GetWorkloadRequest) (*v1.WorkloadView, error) {
-	wl, err := a.s.store.Workloads.Get(ctx, req.GetName())
-	if err != nil {
+	if err := a.s.cache.Sync(ctx); err != nil {
 		return nil, err
 	}
-	v, err := a.s.snapshot(ctx)
-	if err != nil {
-		return nil, err
+	var out *v1.WorkloadView
+	a.s.cache.Read(func(r cache.Reader) {
+		if w, ok := r.Workload(req.GetName()); ok {
+			out = workloadView(r, w)
+		}
+	})
+	if out == nil {
+		return nil, errdefs.NotFoundf("workload %q not found", req.GetName())
 	}
-	if err := v.readLoads(ctx, a.s.store.Client); err != nil {
-		return nil, err
-	}
-	return v.workloadView(wl.Value), nil
+	return out, nil
 }
 
-func (a *controlAPI) ListWorkloads(ctx context.Context, _ *v1.ListWorkloadsRequest) (*v1.ListWorkloadsResponse, error) {
-	v, err := a.s.snapshot(ctx)
+func (a *controlAPI) ListWorkloads(ctx context.Context, req *v1.ListWorkloadsRequest) (*v1.ListWorkloadsResponse, error) {
+	limit, err := pageLimit(req.GetLimit())
 	if err != nil {
 		return nil, err
 	}
-	if err := v.readLoads(ctx, a.s.store.Client); err != nil {
+	tok, err := parseContinue(req.GetContinue(), "workloads", "")
+	if err != nil {
+		return nil, err
+	}
+	if err := a.s.cache.Sync(ctx); err != nil {
 		return nil, err
 	}
 	out := &v1.ListWorkloadsResponse{}
-	v.indexByWorkload()
-	for _, wl := range v.workloads {
-		out.Workloads = append(out.Workloads, v.workloadView(wl))
+	var more bool
+	a.s.cache.Read(func(r cache.Reader) {
+		var page []cache.Workload
+		page, more = r.ListWorkloads(tok.After, limit)
+		out.Workloads = make([]*v1.WorkloadView, len(page))
+		for i, w := range page {
+			out.Workloads[i] = workloadView(r, w)
+		}
+		out.Revision = r.Rev()
+	})
+	if n := fitPage(out.Workloads); n < len(out.Workloads) {
+		out.Workloads, more = out.Workloads[:n], true
+	}
+	if more {
+		tok.After = out.Workloads[len(out.Workloads)-1].GetWorkload().GetName()
+		out.Continue = tok.encode()
 	}
 	return out, nil
+}
+
+// workloadView is a workload with its instance counts (kept by the
+// cache as they change) and, for a function, the requests in flight
+// across every gateway.
+func workloadView(r cache.Reader, w cache.Workload) *v1.WorkloadView {
+	out := &v1.WorkloadView{Workload: w.Value, Total: w.Counts.Total, Current: w.Counts.Current, Ready: w.Counts.Ready}
+	for _, l := range r.Loads(w.Value.GetName()) {
+		out.InFlight += l.GetInFlight()
+	}
+	return out
 }
 
 func (a *controlAPI) ListInstances(ctx context.Context, req *v1.ListInstancesRequest) (*v1.ListInstancesResponse, error) {
-	v, err := a.s.snapshot(ctx)
+	limit, err := pageLimit(req.GetLimit())
 	if err != nil {
 		return nil, err
 	}
-	if req.GetWorkload() != "" && v.workload(req.GetWorkload()) == nil {
-		return nil, errdefs.NotFoundf("workload %q not found", req.GetWorkload())
+	filter, states, err := instanceFilter(req.GetWorkload(), req.GetNode(), slices.Clone(req.GetStates()))
+	if err != nil {
+		return nil, err
 	}
+	tok, err := parseContinue(req.GetContinue(), "instances", filter)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.s.cache.Sync(ctx); err != nil {
+		return nil, err
+	}
+	f := cache.InstanceFilter{Workload: req.GetWorkload(), Node: req.GetNode(), States: states}
 	out := &v1.ListInstancesResponse{}
-	for _, inst := range v.instances {
-		if req.GetWorkload() != "" && inst.GetWorkload() != req.GetWorkload() {
-			continue
+	var more, missing bool
+	a.s.cache.Read(func(r cache.Reader) {
+		if f.Workload != "" {
+			if _, ok := r.Workload(f.Workload); !ok {
+				missing = true
+				return
+			}
 		}
-		st := v.statuses[inst.GetId()]
-		out.Instances = append(out.Instances, &v1.InstanceView{Instance: inst, Status: st, State: EffectiveState(inst, st, v.alive)})
+		var page []cache.Instance
+		page, more = r.ListInstances(f, tok.After, limit)
+		out.Instances = make([]*v1.InstanceView, len(page))
+		for i, e := range page {
+			out.Instances[i] = instanceView(e)
+		}
+		out.Revision = r.Rev()
+	})
+	if missing {
+		return nil, errdefs.NotFoundf("workload %q not found", f.Workload)
+	}
+	if n := fitPage(out.Instances); n < len(out.Instances) {
+		out.Instances, more = out.Instances[:n], true
+	}
+	if more {
+		tok.After = out.Instances[len(out.Instances)-1].GetInstance().GetId()
+		out.Continue = tok.encode()
 	}
 	return out, nil
 }
 
-func (a *controlAPI) ListNodes(ctx context.Context, _ *v1.ListNodesRequest) (*v1.ListNodesResponse, error) {
-	v, err := a.s.snapshot(ctx)
+func instanceView(e cache.Instance) *v1.InstanceView {
+	return &v1.InstanceView{Instance: e.Value, Status: e.Status, State: e.State}
+}
+
+func (a *controlAPI) ListNodes(ctx context.Context, req *v1.ListNodesRequest) (*v1.ListNodesResponse, error) {
+	limit, err := pageLimit(req.GetLimit())
 	if err != nil {
 		return nil, err
 	}
-	return &v1.ListNodesResponse{Nodes: v.nodeViews()}, nil
+	sel := req.GetSelector()
+	tok, err := parseContinue(req.GetContinue(), "nodes", selectorFilter(sel))
+	if err != nil {
+		return nil, err
+	}
+	if err := a.s.cache.Sync(ctx); err != nil {
+		return nil, err
+	}
+	var match func(cache.Node) bool
+	if len(sel) > 0 {
+		match = func(n cache.Node) bool { return hasLabels(n.Value.GetLabels(), sel) }
+	}
+	out := &v1.ListNodesResponse{}
+	var more bool
+	a.s.cache.Read(func(r cache.Reader) {
+		var page []cache.Node
+		page, more = r.ListNodes(match, tok.After, limit)
+		out.Nodes = make([]*v1.NodeView, len(page))
+		for i, n := range page {
+			out.Nodes[i] = nodeView(n)
+		}
+		out.Revision = r.Rev()
+	})
+	if n := fitPage(out.Nodes); n < len(out.Nodes) {
+		out.Nodes, more = out.Nodes[:n], true
+	}
+	if more {
+		tok.After = out.Nodes[len(out.Nodes)-1].GetNode().GetName()
+		out.Continue = tok.encode()
+	}
+	return out, nil
 }
 
 // Logs gathers the workload's instance output from the workers that hold it.
 func (a *controlAPI) Logs(req *v1.LogsRequest, stream v1.Control_LogsServer) error {
 	ctx := stream.Context()
-	if _, err := a.s.store.Workloads.Get(ctx, req.GetWorkload()); err != nil {
+	if err := a.s.cache.Sync(ctx); err != nil {
 		return err
 	}
-	v, err := a.s.snapshot(ctx)
-	if err != nil {
-		return err
-	}
+	name := req.GetWorkload()
 	byNode := map[string][]string{}
-	for _, inst := range v.instances {
-		if inst.GetWorkload() == req.GetWorkload() && inst.GetNode() != "" {
-			byNode[inst.GetNode()] = append(byNode[inst.GetNode()], inst.GetId())
+	addrs := map[string]string{}
+	found := false
+	a.s.cache.Read(func(r cache.Reader) {
+		w, ok := r.Workload(name)
+		if !ok {
+			return
 		}
-	}
-	// A function may have been served cold (before a replica existed) on
-	// any node that runs its kind: ask every such node for that output too.
-	if wl := v.workload(req.GetWorkload()); wl != nil && wl.GetSpec().GetHttp() != nil {
-		for _, n := range v.nodes {
-			if slices.Contains(n.GetRuntimes(), wl.GetSpec().GetKind()) {
-				byNode[n.GetName()] = append(byNode[n.GetName()], httptrigger.ColdLogID(req.GetWorkload()))
+		found = true
+		for _, e := range r.InstancesOf(name) {
+			if n := e.Value.GetNode(); n != "" {
+				byNode[n] = append(byNode[n], e.Value.GetId())
 			}
 		}
+		// A function may have been served cold (before a replica existed)
+		// on any node that runs its kind: ask every such node for that
+		// output too.
+		if spec := w.Value.GetSpec(); spec.GetHttp() != nil {
+			for _, n := range r.Nodes() {
+				if slices.Contains(n.Value.GetRuntimes(), spec.GetKind()) {
+					byNode[n.Value.GetName()] = append(byNode[n.Value.GetName()], httptrigger.ColdLogID(name))
+				}
+			}
+		}
+		for n := range byNode {
+			if node, ok := r.Node(n); ok {
+				addrs[n] = node.Value.GetAddress()
+			}
+		}
+	})
+	if !found {
+		return errdefs.NotFoundf("workload %q not found", name)
 	}
 	nodes := make([]string, 0, len(byNode))
 	for n := range byNode {
@@ -398,137 +509,22 @@ func (a *controlAPI) Logs(req *v1.LogsRequest, stream v1.Control_LogsServer) err
 	sort.Strings(nodes)
 	var unreachable []error
 	for _, name := range nodes {
-		node := v.node(name)
-		if node == nil || node.GetAddress() == "" {
+		addr := addrs[name]
+		if addr == "" {
 			continue
 		}
 		ids := byNode[name]
 		sort.Strings(ids)
-		err := a.s.workers.logs(ctx, name, node.GetAddress(), &v1.InstanceLogsRequest{Instances: ids, TailBytes: req.GetTailBytes()}, stream.Send)
+		err := a.s.workers.logs(ctx, name, addr, &v1.InstanceLogsRequest{Instances: ids, TailBytes: req.GetTailBytes()}, stream.Send)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			unreachable = append(unreachable, errdefs.Unavailablef("node %s at %s: %v", name, node.GetAddress(), err))
+			unreachable = append(unreachable, errdefs.Unavailablef("node %s at %s: %v", name, addr, err))
 		}
 	}
 	if len(unreachable) > 0 {
 		return errdefs.Unavailablef("logs from some nodes could not be read: %v", errors.Join(unreachable...))
 	}
 	return nil
-}
-
-// view is one read of the cluster state, for the list calls.
-type view struct {
-	workloads []*v1.Workload
-	instances []*v1.Instance
-	statuses  map[string]*v1.InstanceStatus
-	nodes     []*v1.Node
-	alive     map[string]bool
-
-	byWorkload map[string][]*v1.Instance // built on demand by indexByWorkload
-	inFlight   map[string]int64          // functions' requests in flight, read by readLoads
-}
-
-// readLoads sums the requests in flight that every gateway last reported
-// for each function.
-func (v *view) readLoads(ctx context.Context, kv clientv3.KV) error {
-	loads, err := gateway.ReadLoads(ctx, kv)
-	if err != nil {
-		return err
-	}
-	v.inFlight = make(map[string]int64, len(loads))
-	for name, ls := range loads {
-		for _, l := range ls {
-			v.inFlight[name] += l.GetInFlight()
-		}
-	}
-	return nil
-}
-
-func (v *view) indexByWorkload() {
-	v.byWorkload = make(map[string][]*v1.Instance, len(v.workloads))
-	for _, inst := range v.instances {
-		v.byWorkload[inst.GetWorkload()] = append(v.byWorkload[inst.GetWorkload()], inst)
-	}
-}
-
-func (s *Server) snapshot(ctx context.Context) (*view, error) {
-	v := &view{statuses: map[string]*v1.InstanceStatus{}}
-	wls, _, err := s.store.Workloads.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range wls {
-		v.workloads = append(v.workloads, w.Value)
-	}
-	insts, _, err := s.store.Instances.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, i := range insts {
-		v.instances = append(v.instances, i.Value)
-	}
-	sort.SliceStable(v.instances, func(i, j int) bool {
-		a, b := v.instances[i], v.instances[j]
-		return a.GetWorkload() < b.GetWorkload() || a.GetWorkload() == b.GetWorkload() && a.GetCreatedUnixNano() < b.GetCreatedUnixNano()
-	})
-	sts, _, err := s.store.Statuses.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, st := range sts {
-		v.statuses[st.Name] = st.Value
-	}
-	nodes, _, err := s.store.Nodes.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range nodes {
-		v.nodes = append(v.nodes, n.Value)
-	}
-	if v.alive, err = s.aliveNodes(ctx); err != nil {
-		return nil, err
-	}
-	return v, nil
-}
-
-func (v *view) workload(name string) *v1.Workload {
-	for _, w := range v.workloads {
-		if w.GetName() == name {
-			return w
-		}
-	}
-	return nil
-}
-
-func (v *view) node(name string) *v1.Node {
-	for _, n := range v.nodes {
-		if n.GetName() == name {
-			return n
-		}
-	}
-	return nil
-}
-
-func (v *view) workloadView(wl *v1.Workload) *v1.WorkloadView {
-	out := &v1.WorkloadView{Workload: wl, InFlight: v.inFlight[wl.GetName()]}
-	insts := v.instances
-	if v.byWorkload != nil {
-		insts = v.byWorkload[wl.GetName()]
-	}
-	for _, inst := range insts {
-		if inst.GetWorkload() != wl.GetName() || inst.GetLostUnixNano() != 0 {
-			continue // a lost instance has been replaced
-		}
-		out.Total++
-		if inst.GetGeneration() != wl.GetGeneration() {
-			continue
-		}
-		out.Current++
-		if isReady(inst, v.statuses[inst.GetId()], v.alive) {
-			out.Ready++
-		}
-	}
-	return out
 }

@@ -6,7 +6,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/wasmorch/wasmorch/controlplane/scheduler"
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -44,23 +44,22 @@ func (a *controlAPI) RemoveNode(ctx context.Context, req *v1.RemoveNodeRequest) 
 	if err := ValidateNodeName(name); err != nil {
 		return nil, err
 	}
-	cur, err := a.s.store.Nodes.Get(ctx, name)
-	if err != nil {
+	if err := a.s.cache.Sync(ctx); err != nil {
 		return nil, err
 	}
-	alive, err := a.s.store.Client.Get(ctx, store.AlivePrefix+name)
-	if err != nil {
-		return nil, errdefs.Unavailablef("read liveness of node %s: %v", name, err)
+	// What it holds as it is removed (the transaction fails if the node
+	// changed since): the controller starts replacing them as soon as
+	// the node is gone.
+	cur, ok := a.s.cache.Node(name)
+	if !ok {
+		return nil, errdefs.NotFoundf("node %q not found", name)
 	}
-	if len(alive.Kvs) > 0 && !req.GetForce() {
+	if cur.Alive && !req.GetForce() {
 		return nil, errdefs.Preconditionf("node %s is Ready: stop its agent first (or drain it with 'wasmorch drain %s'), or pass --force", name, name)
 	}
 	resp, err := a.s.store.Client.Txn(ctx).
 		If(a.s.store.Nodes.Unchanged(name, cur.ModRevision)).
-		Then(clientv3.OpDelete(a.s.store.Nodes.Key(name)), clientv3.OpDelete(store.AlivePrefix+name),
-			// What it held at that moment: the controller starts replacing
-			// them as soon as the node is gone.
-			clientv3.OpGet(a.s.store.Instances.Prefix(), clientv3.WithPrefix())).
+		Then(clientv3.OpDelete(a.s.store.Nodes.Key(name)), clientv3.OpDelete(store.AlivePrefix+name)).
 		Commit()
 	if err != nil {
 		return nil, errdefs.Unavailablef("remove node %s: %v", name, err)
@@ -68,19 +67,10 @@ func (a *controlAPI) RemoveNode(ctx context.Context, req *v1.RemoveNodeRequest) 
 	if !resp.Succeeded {
 		return nil, errdefs.Conflictf("node %s changed while it was being removed; try again", name)
 	}
-	if len(alive.Kvs) > 0 && alive.Kvs[0].Lease != 0 {
-		_, _ = a.s.store.Client.Revoke(ctx, clientv3.LeaseID(alive.Kvs[0].Lease)) // its lease has nothing else to keep
+	if cur.Alive && cur.Lease != 0 {
+		_, _ = a.s.store.Client.Revoke(ctx, clientv3.LeaseID(cur.Lease)) // its lease has nothing else to keep
 	}
-	var held int32
-	for _, kv := range resp.Responses[2].GetResponseRange().GetKvs() {
-		inst, err := a.s.store.Instances.Decode(kv.Value)
-		if err != nil {
-			return nil, err
-		}
-		if inst.GetNode() == name && inst.GetLostUnixNano() == 0 {
-			held++
-		}
-	}
+	held := cur.Used.Instances
 	if err := a.s.events.Record(ctx, objNode(name), "NodeRemoved", "node %s removed (%d instances to replace)", name, held); err != nil {
 		a.s.log.Warn("could not record event", "err", err)
 	}
@@ -114,34 +104,21 @@ func (s *Server) updateNode(ctx context.Context, name, reason, format string, ch
 		}
 		break
 	}
-	v, err := s.snapshot(ctx)
-	if err != nil {
+	if err := s.cache.Sync(ctx); err != nil {
 		return nil, err
 	}
-	for _, nv := range v.nodeViews() {
-		if nv.GetNode().GetName() == name {
-			return nv, nil
-		}
+	n, ok := s.cache.Node(name)
+	if !ok {
+		return nil, errdefs.NotFoundf("node %q not found", name)
 	}
-	return nil, errdefs.NotFoundf("node %q not found", name)
+	return nodeView(n), nil
 }
 
-// nodeViews summarizes every node with what its instances hold.
-func (v *view) nodeViews() []*v1.NodeView {
-	out := make([]*v1.NodeView, 0, len(v.nodes))
-	byNode := map[string]*v1.NodeView{}
-	for _, n := range v.nodes {
-		nv := &v1.NodeView{Node: n, Ready: v.alive[n.GetName()], Allocated: &v1.Resources{}}
-		byNode[n.GetName()] = nv
-		out = append(out, nv)
+// nodeView is a node with its readiness and what its instances (bound to
+// it, not lost) hold, as the cache keeps them.
+func nodeView(n cache.Node) *v1.NodeView {
+	return &v1.NodeView{
+		Node: n.Value, Ready: n.Alive, Instances: n.Used.Instances,
+		Allocated: &v1.Resources{Instances: n.Used.Instances, MemoryBytes: n.Used.MemoryBytes, CpuMillis: n.Used.CPUMillis},
 	}
-	for _, inst := range v.instances {
-		if nv := byNode[inst.GetNode()]; nv != nil && inst.GetLostUnixNano() == 0 {
-			nv.Instances++
-			nv.Allocated.Instances++
-			nv.Allocated.MemoryBytes += scheduler.InstanceMemoryRequest(inst)
-			nv.Allocated.CpuMillis += inst.GetSpec().GetCpuMillis()
-		}
-	}
-	return out
 }

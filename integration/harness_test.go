@@ -168,17 +168,31 @@ func (a *allInOne) tryDeploy(name, module string, spec *v1.WorkloadSpec) error {
 func (a *allInOne) instances(tb testing.TB, workload string) []*v1.InstanceView {
 	tb.Helper()
 	// Unfiltered: the instances of a deleted workload outlive it briefly.
-	l, err := a.control.ListInstances(context.Background(), &v1.ListInstancesRequest{})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	var out []*v1.InstanceView
-	for _, iv := range l.GetInstances() {
+	for _, iv := range a.allInstances(tb) {
 		if iv.GetInstance().GetWorkload() == workload {
 			out = append(out, iv)
 		}
 	}
 	return out
+}
+
+// allInstances lists every instance, page by page.
+func (a *allInOne) allInstances(tb testing.TB) []*v1.InstanceView {
+	tb.Helper()
+	var out []*v1.InstanceView
+	req := &v1.ListInstancesRequest{Limit: controlplane.MaxPageSize}
+	for {
+		l, err := a.control.ListInstances(context.Background(), req)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, l.GetInstances()...)
+		if l.GetContinue() == "" {
+			return out
+		}
+		req.Continue = l.GetContinue()
+	}
 }
 
 func (a *allInOne) logs(tb testing.TB, workload string) map[string]string {

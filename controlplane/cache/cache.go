@@ -292,7 +292,9 @@ func (c *Cache) list(ctx context.Context) error {
 		changes = diff(c.s, ns, rev)
 	}
 	c.s = ns
-	if !first {
+	if first {
+		c.hist.floor = rev // the changes before the list are not kept
+	} else {
 		c.hist.add(changes)
 		c.dispatchToNodes(changes)
 	}

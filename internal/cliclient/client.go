@@ -157,34 +157,6 @@ func call[Req, Resp any](ctx context.Context, c *Client, workload string, rpc fu
 	return resp, nil
 }
 
-// ListWorkloads lists every workload.
-func (c *Client) ListWorkloads(ctx context.Context) ([]cliout.Workload, error) {
-	resp, err := call(ctx, c, "", c.api.ListWorkloads, &wasmorchv1.ListWorkloadsRequest{})
-	if err != nil {
-		return nil, err
-	}
-	return cliout.Workloads(resp.GetWorkloads()), nil
-}
-
-// ListInstances lists the instances of one workload, or of all when
-// workload is empty.
-func (c *Client) ListInstances(ctx context.Context, workload string) ([]cliout.Instance, error) {
-	resp, err := call(ctx, c, workload, c.api.ListInstances, &wasmorchv1.ListInstancesRequest{Workload: workload})
-	if err != nil {
-		return nil, err
-	}
-	return cliout.Instances(resp.GetInstances()), nil
-}
-
-// ListNodes lists every node.
-func (c *Client) ListNodes(ctx context.Context) ([]cliout.Node, error) {
-	resp, err := call(ctx, c, "", c.api.ListNodes, &wasmorchv1.ListNodesRequest{})
-	if err != nil {
-		return nil, err
-	}
-	return cliout.Nodes(resp.GetNodes()), nil
-}
-
 // Scale sets a workload's replica count.
 func (c *Client) Scale(ctx context.Context, name string, replicas int) (cliout.Workload, error) {
 	if replicas < 0 || replicas > maxReplicas {

@@ -104,7 +104,7 @@ func (f *fakeControl) DeleteWorkload(context.Context, *wasmorchv1.DeleteWorkload
 }
 
 // serve starts f on a loopback port and returns a client for it.
-func serve(t *testing.T, f *fakeControl) *Client {
+func serve(t *testing.T, f wasmorchv1.ControlServer) *Client {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -364,11 +364,11 @@ func (c *Client) poll(ctx context.Context, name string) (rollout, error) {
 	if err != nil {
 		return rollout{}, err
 	}
-	is, err := call(ctx, c, name, c.api.ListInstances, &wasmorchv1.ListInstancesRequest{Workload: name})
+	is, err := c.instanceViews(ctx, &wasmorchv1.ListInstancesRequest{Workload: name})
 	if err != nil {
 		return rollout{}, err
 	}
-	return assess(w, is.GetInstances()), nil
+	return assess(w, is), nil
 }
 
 // isTransient reports whether a poll that failed may succeed if tried

@@ -22,7 +22,8 @@ func (c *Client) Logs(ctx context.Context, name string, tailBytes int64, w io.Wr
 	if _, err := call(ctx, c, name, c.api.GetWorkload, &wasmorchv1.GetWorkloadRequest{Name: name}); err != nil {
 		return err
 	}
-	insts, err := call(ctx, c, name, c.api.ListInstances, &wasmorchv1.ListInstancesRequest{Workload: name})
+	// Two are enough to know whether lines need their instance's ID.
+	insts, err := call(ctx, c, name, c.api.ListInstances, &wasmorchv1.ListInstancesRequest{Workload: name, Limit: 2})
 	if err != nil {
 		return err
 	}

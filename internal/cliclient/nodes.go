@@ -73,13 +73,13 @@ func (c *Client) Drain(ctx context.Context, node string, timeout time.Duration, 
 
 // instancesOn lists the instances bound to node that are not lost.
 func (c *Client) instancesOn(ctx context.Context, node string) ([]*wasmorchv1.InstanceView, error) {
-	resp, err := call(ctx, c, "", c.api.ListInstances, &wasmorchv1.ListInstancesRequest{})
+	views, err := c.instanceViews(ctx, &wasmorchv1.ListInstancesRequest{Node: node})
 	if err != nil {
 		return nil, err
 	}
 	var out []*wasmorchv1.InstanceView
-	for _, iv := range resp.GetInstances() {
-		if iv.GetInstance().GetNode() == node && iv.GetInstance().GetLostUnixNano() == 0 {
+	for _, iv := range views {
+		if iv.GetInstance().GetLostUnixNano() == 0 {
 			out = append(out, iv)
 		}
 	}
@@ -116,48 +116,36 @@ func (c *Client) DescribeWorkload(ctx context.Context, name string) (cliout.Work
 	if err != nil {
 		return d, err
 	}
-	insts, err := call(ctx, c, name, c.api.ListInstances, &wasmorchv1.ListInstancesRequest{Workload: name})
+	insts, err := c.instanceViews(ctx, &wasmorchv1.ListInstancesRequest{Workload: name})
 	if err != nil {
 		return d, err
 	}
-	evs, err := call(ctx, c, name, c.api.ListEvents, &wasmorchv1.ListEventsRequest{Object: "workload/" + name})
+	evs, err := c.events(ctx, name, "workload/"+name)
 	if err != nil {
 		return d, err
 	}
-	return cliout.DescribeWorkload(wv, insts.GetInstances(), evs.GetEvents()), nil
+	return cliout.DescribeWorkload(wv, insts, evs), nil
 }
 
 // DescribeNode gathers a node's record, its instances and its events.
 func (c *Client) DescribeNode(ctx context.Context, name string) (cliout.NodeDescription, error) {
 	var d cliout.NodeDescription
-	nodes, err := call(ctx, c, "", c.api.ListNodes, &wasmorchv1.ListNodesRequest{})
+	nv, err := c.nodeView(ctx, name)
 	if err != nil {
 		return d, err
-	}
-	var nv *wasmorchv1.NodeView
-	for _, n := range nodes.GetNodes() {
-		if n.GetNode().GetName() == name {
-			nv = n
-		}
 	}
 	if nv == nil {
 		return d, Errorf("see 'wasmorch get nodes'", "node %q not found", name)
 	}
-	insts, err := call(ctx, c, "", c.api.ListInstances, &wasmorchv1.ListInstancesRequest{})
+	mine, err := c.instanceViews(ctx, &wasmorchv1.ListInstancesRequest{Node: name})
 	if err != nil {
 		return d, err
 	}
-	var mine []*wasmorchv1.InstanceView
-	for _, iv := range insts.GetInstances() {
-		if iv.GetInstance().GetNode() == name {
-			mine = append(mine, iv)
-		}
-	}
-	evs, err := call(ctx, c, "", c.api.ListEvents, &wasmorchv1.ListEventsRequest{Object: "node/" + name})
+	evs, err := c.events(ctx, "", "node/"+name)
 	if err != nil {
 		return d, err
 	}
-	return cliout.DescribeNode(nv, mine, evs.GetEvents()), nil
+	return cliout.DescribeNode(nv, mine, evs), nil
 }
 
 // nodeFailure names the node a NotFound error is about.

@@ -12,12 +12,19 @@ import (
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
-// Event is one recorded event as describe shows it.
+// Event is one recorded event as describe and `get events` show it.
 type Event struct {
-	Time    time.Time `json:"time"`
-	Reason  string    `json:"reason"`
-	Message string    `json:"message"`
-	Source  string    `json:"source,omitempty"`
+	Time time.Time `json:"time"`
+	// Object is what it is about: "workload/NAME", "node/NAME".
+	Object  string `json:"object,omitempty"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+	Source  string `json:"source,omitempty"`
+}
+
+// EventFrom builds the view of one event.
+func EventFrom(e *wasmorchv1.Event) Event {
+	return Event{Time: unixNano(e.GetUnixNano()), Object: e.GetObject(), Reason: e.GetReason(), Message: e.GetMessage(), Source: e.GetSource()}
 }
 
 // WorkloadDescription is what `describe workload` shows.
@@ -70,7 +77,7 @@ func DescribeNode(nv *wasmorchv1.NodeView, insts []*wasmorchv1.InstanceView, evs
 func Events(evs []*wasmorchv1.Event) []Event {
 	out := make([]Event, 0, len(evs))
 	for _, e := range evs {
-		out = append(out, Event{Time: unixNano(e.GetUnixNano()), Reason: e.GetReason(), Message: e.GetMessage(), Source: e.GetSource()})
+		out = append(out, EventFrom(e))
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
 	return out

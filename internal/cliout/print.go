@@ -45,86 +45,128 @@ type Printer struct {
 
 // Workloads prints workloads.
 func (p Printer) Workloads(w io.Writer, ws []Workload) error {
-	if p.Format != Table {
-		return p.encode(w, ws)
+	s := p.NewStream(w, false)
+	if err := s.Workloads(ws, ""); err != nil {
+		return err
 	}
-	// UP-TO-DATE counts the instances of the current generation, as
-	// kubectl's does: below REPLICAS while a rollout goes on.
-	rows := [][]string{{"NAME", "READY", "UP-TO-DATE", "REPLICAS", "GENERATION", "KIND", "AGE"}}
-	for _, x := range ws {
-		rows = append(rows, []string{
-			x.Name,
-			fmt.Sprintf("%d/%d", x.Ready, x.Replicas),
-			strconv.Itoa(int(x.Current)),
-			replicasCell(x),
-			strconv.FormatInt(x.Generation, 10),
-			dash(x.Kind),
-			Age(p.Now, x.CreatedAt),
-		})
-	}
-	addRouteColumn(rows, ws)
-	return writeTable(w, rows)
+	return s.Close()
 }
 
 // Instances prints instances.
 func (p Printer) Instances(w io.Writer, is []Instance) error {
-	if p.Format != Table {
-		return p.encode(w, is)
+	s := p.NewStream(w, false)
+	if err := s.Instances(is, ""); err != nil {
+		return err
 	}
-	rows := [][]string{{"ID", "WORKLOAD", "NODE", "STATE", "RESTARTS", "EXIT", "REASON", "AGE"}}
-	for _, x := range is {
-		exit := "-"
-		if x.ExitCode != nil {
-			exit = strconv.Itoa(int(*x.ExitCode))
-		}
-		rows = append(rows, []string{
-			x.ID,
-			x.Workload,
-			dash(x.Node),
-			x.State,
-			strconv.Itoa(int(x.Restarts)),
-			exit,
-			reasonCell(x),
-			Age(p.Now, x.CreatedAt),
-		})
-	}
-	if p.Wide {
-		addWideInstanceColumns(rows, is)
-	}
-	return writeTable(w, rows)
-}
-
-// addWideInstanceColumns adds RUNTIME, WHY (a fallback's reason) and
-// MESSAGE to an instance table.
-func addWideInstanceColumns(rows [][]string, is []Instance) {
-	rows[0] = append(rows[0], "RUNTIME", "WHY", "MESSAGE")
-	for i, x := range is {
-		rows[i+1] = append(rows[i+1], dash(x.Runtime), dash(x.RuntimeReason), dash(x.Message))
-	}
+	return s.Close()
 }
 
 // Nodes prints nodes.
 func (p Printer) Nodes(w io.Writer, ns []Node) error {
-	if p.Format != Table {
-		return p.encode(w, ns)
+	s := p.NewStream(w, false)
+	if err := s.Nodes(ns, ""); err != nil {
+		return err
 	}
-	rows := [][]string{{"NAME", "STATE", "ARCH", "OS", "RUNTIMES", "INSTANCES", "LABELS", "AGE"}}
-	for _, x := range ns {
-		rows = append(rows, []string{
-			x.Name,
-			nodeState(x),
-			dash(x.Arch),
-			dash(x.OS),
-			dash(strings.Join(x.Runtimes, ",")),
-			strconv.Itoa(int(x.Instances)),
-			dash(FormatLabels(x.Labels)),
-			Age(p.Now, x.RegisteredAt),
-		})
-	}
-	return writeTable(w, rows)
+	return s.Close()
 }
 
-// encode writes v, a slice of views, as one JSON array or one YAML list.
+// workloadHeader is the workload table's header; route adds ROUTE and
+// IN-FLIGHT.
+func workloadHeader(route bool) []string {
+	// UP-TO-DATE counts the instances of the current generation, as
+	// kubectl's does: below REPLICAS while a rollout goes on.
+	h := []string{"NAME", "READY", "UP-TO-DATE", "REPLICAS", "GENERATION", "KIND", "AGE"}
+	if route {
+		h = append(h, "ROUTE", "IN-FLIGHT")
+	}
+	return h
+}
+
+func (p Printer) workloadRow(x Workload, route bool) []string {
+	row := []string{
+		x.Name,
+		fmt.Sprintf("%d/%d", x.Ready, x.Replicas),
+		strconv.Itoa(int(x.Current)),
+		replicasCell(x),
+		strconv.FormatInt(x.Generation, 10),
+		dash(x.Kind),
+		Age(p.Now, x.CreatedAt),
+	}
+	if route {
+		inFlight := "-"
+		if x.InFlight != nil {
+			inFlight = strconv.FormatInt(*x.InFlight, 10)
+		}
+		row = append(row, dash(x.Route), inFlight)
+	}
+	return row
+}
+
+// anyRoute says whether any workload is an HTTP function: the ROUTE
+// column is shown only then, so that tables without functions keep
+// their columns.
+func anyRoute(ws []Workload) bool {
+	for _, x := range ws {
+		if x.Route != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// instanceHeader is the instance table's header; wide adds RUNTIME, WHY
+// (a fallback's reason) and MESSAGE.
+func instanceHeader(wide bool) []string {
+	h := []string{"ID", "WORKLOAD", "NODE", "STATE", "RESTARTS", "EXIT", "REASON", "AGE"}
+	if wide {
+		h = append(h, "RUNTIME", "WHY", "MESSAGE")
+	}
+	return h
+}
+
+func (p Printer) instanceRow(x Instance) []string {
+	exit := "-"
+	if x.ExitCode != nil {
+		exit = strconv.Itoa(int(*x.ExitCode))
+	}
+	row := []string{
+		x.ID,
+		x.Workload,
+		dash(x.Node),
+		x.State,
+		strconv.Itoa(int(x.Restarts)),
+		exit,
+		reasonCell(x),
+		Age(p.Now, x.CreatedAt),
+	}
+	if p.Wide {
+		row = append(row, dash(x.Runtime), dash(x.RuntimeReason), dash(x.Message))
+	}
+	return row
+}
+
+var nodeHeader = []string{"NAME", "STATE", "ARCH", "OS", "RUNTIMES", "INSTANCES", "LABELS", "AGE"}
+
+func (p Printer) nodeRow(x Node) []string {
+	return []string{
+		x.Name,
+		nodeState(x),
+		dash(x.Arch),
+		dash(x.OS),
+		dash(strings.Join(x.Runtimes, ",")),
+		strconv.Itoa(int(x.Instances)),
+		dash(FormatLabels(x.Labels)),
+		Age(p.Now, x.RegisteredAt),
+	}
+}
+
+var eventHeader = []string{"AGE", "OBJECT", "REASON", "MESSAGE"}
+
+func (p Printer) eventRow(x Event) []string {
+	return []string{Age(p.Now, x.Time), x.Object, x.Reason, x.Message}
+}
+
+// encode writes v as indented JSON or as YAML.
 func (p Printer) encode(w io.Writer, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
@@ -188,25 +230,6 @@ func Age(now, t time.Time) string {
 		return fmt.Sprintf("%dh", int(d/time.Hour))
 	}
 	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
-}
-
-// addRouteColumn appends a ROUTE column to the workload rows when any
-// workload is an HTTP function, so that tables without functions keep
-// their columns.
-func addRouteColumn(rows [][]string, ws []Workload) {
-	for _, x := range ws {
-		if x.Route != "" {
-			rows[0] = append(rows[0], "ROUTE", "IN-FLIGHT")
-			for i, x := range ws {
-				inFlight := "-"
-				if x.InFlight != nil {
-					inFlight = strconv.FormatInt(*x.InFlight, 10)
-				}
-				rows[i+1] = append(rows[i+1], dash(x.Route), inFlight)
-			}
-			return
-		}
-	}
 }
 
 // replicasCell is the replica count, and an autoscaled function's bounds:

@@ -152,8 +152,13 @@ func (s *Server) watchCache(ctx context.Context, req *v1.WatchRequest, send func
 	// The usage of each node last sent (nodes only): an instance change
 	// sends its node again only when what the node holds changed.
 	sentUsage := map[string]cache.Usage{}
-	for {
+	for delivered := false; ; delivered = true {
 		changes, err := w.Next(ctx)
+		if errdefs.IsUnavailable(err) && !delivered {
+			// Too many changes since the revision to catch up on: watching
+			// again from it would fail again.
+			return errdefs.Expiredf("revision %d is more than %d changes behind the cluster: list again and watch from the list's revision", w.Rev(), cache.MaxWatchBacklog)
+		}
 		if err != nil {
 			return err
 		}

@@ -86,12 +86,15 @@ func (c *Client) Watch(ctx context.Context, spec WatchSpec, rev int64, relist fu
 	lost := time.Time{} // when the server went away, if it did
 	for {
 		req.Revision = rev
-		progressed, err := c.watchOnce(ctx, req, &rev, keep, change)
+		connected, err := c.watchOnce(ctx, req, &rev, keep, change)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if progressed {
-			lost, backoff = time.Time{}, 100*time.Millisecond
+		if connected {
+			lost = time.Time{}
+			if rev != req.Revision {
+				backoff = 100 * time.Millisecond // it got somewhere
+			}
 		}
 		var ue *Error
 		cat := errdefs.FromGRPC(err)
@@ -134,9 +137,9 @@ func (c *Client) Watch(ctx context.Context, spec WatchSpec, rev int64, relist fu
 }
 
 // watchOnce runs one Watch stream until it ends, moving rev to each
-// BOOKMARK's revision (from which a new stream resumes). progressed says
+// BOOKMARK's revision (from which a new stream resumes). connected says
 // whether the stream got as far as its first message.
-func (c *Client) watchOnce(ctx context.Context, req *wasmorchv1.WatchRequest, rev *int64, keep func(Change) bool, change func(Change) error) (progressed bool, err error) {
+func (c *Client) watchOnce(ctx context.Context, req *wasmorchv1.WatchRequest, rev *int64, keep func(Change) bool, change func(Change) error) (connected bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.api.Watch(ctx, req)
@@ -146,9 +149,9 @@ func (c *Client) watchOnce(ctx context.Context, req *wasmorchv1.WatchRequest, re
 	for {
 		ev, err := stream.Recv()
 		if err != nil {
-			return progressed, err
+			return connected, err
 		}
-		progressed = true
+		connected = true
 		ch, ok := changeOf(ev)
 		if !ok {
 			if ev.GetType() == wasmorchv1.WatchEventType_WATCH_EVENT_TYPE_BOOKMARK {
@@ -158,7 +161,7 @@ func (c *Client) watchOnce(ctx context.Context, req *wasmorchv1.WatchRequest, re
 		}
 		if keep(ch) {
 			if err := change(ch); err != nil {
-				return progressed, &Error{What: "printing the watch failed: " + err.Error(), Cause: err}
+				return connected, &Error{What: "printing the watch failed: " + err.Error(), Cause: err}
 			}
 		}
 	}

@@ -141,8 +141,10 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		if err := a.s.checkReferences(ctx, spec); err != nil && !req.GetDryRun() {
 			return nil, err
 		}
-		if err := gateway.CheckRoute(ctx, a.s.store, req.GetName(), spec.GetHttp()); err != nil {
-			return nil, err
+		var routeErr error
+		a.s.cache.Read(func(r cache.Reader) { routeErr = gateway.CheckRouteIn(r, req.GetName(), spec.GetHttp()) })
+		if routeErr != nil {
+			return nil, routeErr
 		}
 		if a.s.routeChecked != nil {
 			a.s.routeChecked()

@@ -578,12 +578,6 @@ func isReady(inst *v1.Instance, st *v1.InstanceStatus, alive map[string]bool) bo
 	return cache.IsReady(inst, st, alive[inst.GetNode()])
 }
 
-// EffectiveState is the state users see: Pending and Scheduled until the
-// worker reports, Lost while the node is not ready.
-func EffectiveState(inst *v1.Instance, st *v1.InstanceStatus, alive map[string]bool) v1.InstanceState {
-	return cache.EffectiveState(inst, st, alive[inst.GetNode()])
-}
-
 func newInstance(wl *v1.Workload) *v1.Instance {
 	return &v1.Instance{
 		Id:              wl.GetName() + "-" + randomSuffix(5),

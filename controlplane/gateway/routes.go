@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"net/url"
-	"sort"
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -19,31 +18,12 @@ import (
 // shadow.
 var Reserved = []string{"/healthz", "/readyz", "/metrics"}
 
-// CheckRoute refuses a trigger that another workload's trigger already
+// CheckRouteIn refuses a trigger that another workload's trigger already
 // claims (same route, same host), or that shadows a reserved path. name is
-// the workload being applied: its own current trigger is no conflict.
-func CheckRoute(ctx context.Context, st *store.Store, name string, trig *v1.HttpTrigger) error {
-	if trig == nil {
-		return nil
-	}
-	if err := checkReserved(trig); err != nil {
-		return err
-	}
-	wls, _, err := st.Workloads.List(ctx)
-	if err != nil {
-		return err
-	}
-	sort.Slice(wls, func(i, j int) bool { return wls[i].Name < wls[j].Name })
-	for _, wl := range wls {
-		if wl.Name != name && httptrigger.SameRoute(wl.Value.GetSpec().GetHttp(), trig) {
-			return routeTaken(trig, wl.Name)
-		}
-	}
-	return nil
-}
-
-// CheckRouteIn is CheckRoute over the member's cache: it costs one look-up
-// of the route's holder, not a read of every workload.
+// the workload being applied: its own current trigger is no conflict. It
+// reads the member's cache (one look-up of the route's holder); the claim
+// written with the workload (ClaimRoute) settles a race with another
+// apply.
 func CheckRouteIn(r cache.Reader, name string, trig *v1.HttpTrigger) error {
 	if trig == nil {
 		return nil

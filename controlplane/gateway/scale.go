@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -179,23 +178,6 @@ func (g *Gateway) reportLoads(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// ReadLoads reads every gateway's latest load report, by workload.
-func ReadLoads(ctx context.Context, kv clientv3.KV) (map[string][]*v1.FunctionLoad, error) {
-	resp, err := kv.Get(ctx, LoadPrefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, errdefs.Unavailablef("read function loads: %v", err)
-	}
-	loads := map[string][]*v1.FunctionLoad{}
-	for _, kv := range resp.Kvs {
-		workload, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), LoadPrefix), "/")
-		l := &v1.FunctionLoad{}
-		if proto.Unmarshal(kv.Value, l) == nil {
-			loads[workload] = append(loads[workload], l)
-		}
-	}
-	return loads, nil
 }
 
 // waitForReplica holds a request for a function with no routable replica

@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -73,10 +74,14 @@ func (a *agentAPI) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 	}, nil
 }
 
-// Heartbeat keeps the node's lease alive.
+// Heartbeat keeps the node's lease alive. The node's record is looked up
+// in the member's cache; etcd is asked only when the cache does not hold
+// it (registered a moment ago through another member, or removed).
 func (a *agentAPI) Heartbeat(ctx context.Context, req *v1.HeartbeatRequest) (*v1.HeartbeatResponse, error) {
-	if _, err := a.s.store.Nodes.Get(ctx, req.GetNode()); err != nil {
-		return nil, err // unknown node: the worker registers again
+	if _, ok := a.s.cache.Node(req.GetNode()); !ok {
+		if _, err := a.s.store.Nodes.Get(ctx, req.GetNode()); err != nil {
+			return nil, err // unknown node: the worker registers again
+		}
 	}
 	return &v1.HeartbeatResponse{}, a.renew(ctx, req.GetNode(), false)
 }
@@ -114,79 +119,153 @@ func (a *agentAPI) renew(ctx context.Context, node string, fresh bool) error {
 	return nil
 }
 
-// Session streams the node's full desired set whenever it changes.
+// Session streams the node's desired set (docs/cluster.md, "Sessions"):
+// the whole set first, then, for a worker that asked for deltas, only the
+// instances that changed and the IDs that left the set; a worker that
+// resumes from the revision of the last set it applied gets only what
+// changed since, when this member still keeps those changes. A worker
+// that did not ask for deltas gets the whole set again on every change.
+// Every message is built from the member's cache, and only a change to
+// one of the node's own instances wakes its session.
 func (a *agentAPI) Session(req *v1.SessionRequest, stream v1.Agent_SessionServer) error {
 	ctx := stream.Context()
 	node := req.GetNode()
-	if _, err := a.s.store.Nodes.Get(ctx, node); err != nil {
+	if err := a.s.cache.Sync(ctx); err != nil {
 		return err
 	}
-	for {
-		insts, rev, err := a.s.store.Instances.List(ctx)
-		if err != nil {
-			return err
-		}
-		set := &v1.Assignments{Revision: rev}
-		mine := map[string]bool{}
-		for _, inst := range insts {
-			// A lost instance has been replaced: its node, back, must stop it.
-			if inst.Value.GetNode() == node && inst.Value.GetLostUnixNano() == 0 {
-				set.Instances = append(set.Instances, inst.Value)
-				mine[inst.Name] = true
-			}
-		}
-		sort.Slice(set.Instances, func(i, j int) bool { return set.Instances[i].GetId() < set.Instances[j].GetId() })
-		if err := a.s.resolveEnv(ctx, set.Instances); err != nil { // configs
-			a.s.log.Warn("cannot resolve the configs and secrets of a node's instances", "node", node, "err", err)
-			return err
-		}
-		if err := stream.Send(set); err != nil {
-			return err
-		}
-		if err := a.waitForChange(ctx, node, rev, mine); err != nil {
-			return err
-		}
+	if _, ok := a.s.cache.Node(node); !ok {
+		return errdefs.NotFoundf("node %q not found", node)
 	}
-}
-
-// waitForChange blocks until an instance bound to node, or one in the set
-// it was last sent, changes after rev; then lets a burst settle.
-func (a *agentAPI) waitForChange(ctx context.Context, node string, rev int64, mine map[string]bool) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := a.s.store.Client.Watch(wctx, store.InstancesPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	var since int64
+	if req.GetDeltas() {
+		since = req.GetResumeRevision()
+	}
+	w, full, rev, resumed := a.s.cache.WatchNode(node, since)
+	defer w.Close()
+	sess := &nodeSession{a: a, node: node, deltas: req.GetDeltas(), sent: map[string]int64{}}
+	var first *v1.Assignments
+	if resumed {
+		ids, rev := w.Take()
+		first = sess.delta(ids, rev, true)
+	} else {
+		first = sess.fullFrom(full, rev)
+	}
+	if err := sess.send(ctx, stream, first); err != nil {
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-a.s.stopping:
 			return errdefs.Unavailablef("control plane is shutting down")
-		case resp, ok := <-wch:
-			if !ok {
-				return errdefs.Unavailablef("watch on instances ended")
-			}
-			if err := resp.Err(); err != nil {
-				return errdefs.Unavailablef("watch on instances: %v", err)
-			}
-			for _, ev := range resp.Events {
-				id := a.s.store.Instances.NameOf(ev.Kv.Key)
-				if mine[id] {
-					return settle(ctx)
-				}
-				if ev.Type == clientv3.EventTypePut {
-					inst, err := a.s.store.Instances.Decode(ev.Kv.Value)
-					if err == nil && inst.GetNode() == node {
-						return settle(ctx)
-					}
-				}
-			}
+		case <-w.Changed():
+		}
+		if err := settle(ctx); err != nil {
+			return err
+		}
+		ids, rev := w.Take()
+		msg := sess.delta(ids, rev, false)
+		if msg == nil {
+			continue // only statuses or liveness changed: nothing the node must hear
+		}
+		if !sess.deltas {
+			msg = sess.fullNow()
+		}
+		if err := sess.send(ctx, stream, msg); err != nil {
+			return err
 		}
 	}
 }
 
+// nodeSession is what one session has told its node.
+type nodeSession struct {
+	a      *agentAPI
+	node   string
+	deltas bool
+	// sent is the mod revision of each instance in the node's set as last
+	// sent; complete is whether it is the whole set (a resumed session
+	// knows only what it sent since).
+	sent     map[string]int64
+	complete bool
+}
+
+// wanted says whether the node must run inst: bound to it and not lost
+// (a lost instance has been replaced; its node, back, must stop it).
+func (n *nodeSession) wanted(e cache.Instance) bool {
+	return e.Value.GetNode() == n.node && e.Value.GetLostUnixNano() == 0
+}
+
+// fullFrom is the whole set out of the node's instances as the cache held
+// them at rev.
+func (n *nodeSession) fullFrom(insts []cache.Instance, rev int64) *v1.Assignments {
+	set := &v1.Assignments{Full: true, Revision: rev}
+	clear(n.sent)
+	for _, e := range insts { // by ID
+		if n.wanted(e) {
+			set.Instances = append(set.Instances, e.Value)
+			n.sent[e.Value.GetId()] = e.ModRevision
+		}
+	}
+	n.complete = true
+	return set
+}
+
+// fullNow is the whole set as the cache holds it now.
+func (n *nodeSession) fullNow() *v1.Assignments {
+	var (
+		insts []cache.Instance
+		rev   int64
+	)
+	n.a.s.cache.Read(func(r cache.Reader) { insts, rev = r.InstancesOn(n.node), r.Rev() })
+	return n.fullFrom(insts, rev)
+}
+
+// delta is what the node must hear about the instances ids, which changed
+// up to rev: those it runs now in a different version than last sent, and
+// those that left its set; nil when that is nothing (unless always).
+func (n *nodeSession) delta(ids []string, rev int64, always bool) *v1.Assignments {
+	sort.Strings(ids)
+	set := &v1.Assignments{Revision: rev}
+	n.a.s.cache.Read(func(r cache.Reader) {
+		for _, id := range ids {
+			e, ok := r.Instance(id)
+			_, had := n.sent[id]
+			switch {
+			case ok && n.wanted(e):
+				if had && n.sent[id] == e.ModRevision {
+					continue // its status changed, not the instance
+				}
+				set.Instances = append(set.Instances, e.Value)
+				n.sent[id] = e.ModRevision
+			case had || !n.complete:
+				set.Removed = append(set.Removed, id)
+				delete(n.sent, id)
+			}
+		}
+	})
+	if !always && len(set.Instances)+len(set.Removed) == 0 {
+		return nil
+	}
+	return set
+}
+
+// send resolves the configs and secrets of msg's instances and sends it.
+func (n *nodeSession) send(ctx context.Context, stream v1.Agent_SessionServer, msg *v1.Assignments) error {
+	if err := n.a.s.resolveEnv(ctx, msg.Instances); err != nil {
+		n.a.s.log.Warn("cannot resolve the configs and secrets of a node's instances", "node", n.node, "err", err)
+		return err
+	}
+	return stream.Send(msg)
+}
+
+// settle lets a burst of changes (a deploy binding many instances at
+// once) arrive before a message goes out, so that it carries them all.
 func settle(ctx context.Context) error {
+	t := time.NewTimer(5 * time.Millisecond)
+	defer t.Stop()
 	select {
-	case <-time.After(5 * time.Millisecond):
+	case <-t.C:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

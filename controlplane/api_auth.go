@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/auth"
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -308,11 +309,10 @@ func (a *agentAPI) Join(ctx context.Context, req *v1.JoinRequest) (*v1.JoinRespo
 	if err := ValidateNodeName(req.GetNode()); err != nil {
 		return nil, err
 	}
-	alive, err := a.s.aliveNodes(ctx)
-	if err != nil {
+	if err := a.s.cache.Sync(ctx); err != nil {
 		return nil, err
 	}
-	if alive[req.GetNode()] {
+	if a.s.cache.NodeAlive(req.GetNode()) {
 		return nil, errdefs.Preconditionf("node %s is registered and Ready: a second agent cannot take its name; choose another --name, or stop that agent first", req.GetNode())
 	}
 	cert, err := a.s.sec.ca.SignRequest(req.GetCsr(), auth.Identity{Role: auth.RoleNode, Name: req.GetNode()}, time.Now())
@@ -341,17 +341,38 @@ func (a *agentAPI) RenewCertificate(ctx context.Context, req *v1.RenewRequest) (
 }
 
 // checkOwnership refuses a batch that reports on an instance bound to
-// another node: a node reports on its own instances only. The reads are
-// local (serializable): an instance is bound to one node for its whole
-// life, and a binding this member has served in a session is already in
-// its local state.
+// another node: a node reports on its own instances only. An instance is
+// bound to one node for its whole life, so the member's cache answers for
+// every instance it holds bound; etcd is read (locally, serializable) only
+// for the others: an instance deleted meanwhile (a final report), or one
+// bound a moment ago through another member.
 func (a *agentAPI) checkOwnership(ctx context.Context, batch *v1.StatusBatch) error {
 	sts := batch.GetStatuses()
-	for start := 0; start < len(sts); start += store.MaxOpsPerTxn / 2 {
-		end := min(start+store.MaxOpsPerTxn/2, len(sts))
+	node := batch.GetNode()
+	var unknown []string
+	denied := ""
+	a.s.cache.Read(func(r cache.Reader) {
+		for _, st := range sts {
+			if st.GetId() == "" {
+				continue // ReportStatus skips it
+			}
+			e, ok := r.Instance(st.GetId())
+			switch {
+			case !ok || e.Value.GetNode() == "":
+				unknown = append(unknown, st.GetId())
+			case e.Value.GetNode() != node && denied == "":
+				denied = st.GetId()
+			}
+		}
+	})
+	if denied != "" {
+		return errdefs.Deniedf("node %s may not report on instance %s, which is not bound to it", node, denied)
+	}
+	for start := 0; start < len(unknown); start += store.MaxOpsPerTxn / 2 {
+		end := min(start+store.MaxOpsPerTxn/2, len(unknown))
 		ops := make([]clientv3.Op, 0, end-start)
-		for _, st := range sts[start:end] {
-			ops = append(ops, clientv3.OpGet(a.s.store.Instances.Key(st.GetId()), clientv3.WithSerializable()))
+		for _, id := range unknown[start:end] {
+			ops = append(ops, clientv3.OpGet(a.s.store.Instances.Key(id), clientv3.WithSerializable()))
 		}
 		resp, err := a.s.store.Client.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
@@ -366,8 +387,8 @@ func (a *agentAPI) checkOwnership(ctx context.Context, batch *v1.StatusBatch) er
 			if err != nil {
 				return err
 			}
-			if inst.GetNode() != batch.GetNode() {
-				return errdefs.Deniedf("node %s may not report on instance %s, which is not bound to it", batch.GetNode(), sts[start+i].GetId())
+			if inst.GetNode() != node {
+				return errdefs.Deniedf("node %s may not report on instance %s, which is not bound to it", node, unknown[start+i])
 			}
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -96,22 +97,24 @@ func (s *Server) checkReferences(ctx context.Context, spec *v1.WorkloadSpec) err
 }
 
 // users returns the workloads that reference the config (secret false) or
-// secret called name.
+// secret called name, from the member's cache once it holds every write
+// acknowledged before (the caller's writes are guarded by their mod
+// revisions).
 func (s *Server) users(ctx context.Context, name string, secret bool) ([]store.Versioned[*v1.Workload], error) {
-	wls, _, err := s.store.Workloads.List(ctx)
-	if err != nil {
+	if err := s.cache.Sync(ctx); err != nil {
 		return nil, err
 	}
-	var out []store.Versioned[*v1.Workload]
-	for _, wl := range wls {
-		spec := wl.Value.GetSpec()
-		refs := slices.Concat(spec.GetConfigs(), spec.GetConfigFiles())
+	var wls []cache.Workload
+	s.cache.Read(func(r cache.Reader) {
 		if secret {
-			refs = slices.Concat(spec.GetSecrets(), spec.GetSecretFiles())
+			wls = r.SecretUsers(name)
+		} else {
+			wls = r.ConfigUsers(name)
 		}
-		if slices.Contains(refs, name) {
-			out = append(out, wl)
-		}
+	})
+	out := make([]store.Versioned[*v1.Workload], len(wls))
+	for i, w := range wls {
+		out[i] = store.Versioned[*v1.Workload]{Name: w.Value.GetName(), Value: w.Value, ModRevision: w.ModRevision}
 	}
 	return out, nil
 }
@@ -392,38 +395,58 @@ func (a *controlAPI) DeleteSecret(ctx context.Context, req *v1.DeleteSecretReque
 // order, then secrets, then the spec's own env, a later one winning) and
 // as files (config_files, secret_files). It runs on the member sending a
 // node its assignments, so secret values travel only over that node's
-// mutual-TLS session and are never stored in plaintext.
+// mutual-TLS session and are never stored in plaintext. The configs and
+// secrets come from the member's cache, as the instances do; the
+// instances' own records are shared and left untouched.
 func (s *Server) resolveEnv(ctx context.Context, insts []*v1.Instance) error {
-	configs := map[string]map[string]string{}
-	secrets := map[string]map[string]string{}
-	configData := func(n string) (map[string]string, error) {
-		if data, ok := configs[n]; ok {
-			return data, nil
+	configNames, secretNames := map[string]bool{}, map[string]bool{}
+	for _, inst := range insts {
+		spec := inst.GetSpec()
+		for _, names := range [][]string{spec.GetConfigs(), spec.GetConfigFiles()} {
+			for _, n := range names {
+				configNames[n] = true
+			}
 		}
-		cur, err := s.store.Configs.Get(ctx, n)
-		if errdefs.IsNotFound(err) {
-			s.log.Warn("an instance references a missing config", "config", n)
-		} else if err != nil {
-			return nil, err
+		for _, names := range [][]string{spec.GetSecrets(), spec.GetSecretFiles()} {
+			for _, n := range names {
+				secretNames[n] = true
+			}
 		}
-		configs[n] = cur.Value.GetData()
-		return configs[n], nil
 	}
-	secretData := func(n string) (map[string]string, error) {
-		if data, ok := secrets[n]; ok {
-			return data, nil
+	if len(configNames)+len(secretNames) == 0 {
+		return nil
+	}
+	configs := make(map[string]map[string]string, len(configNames))
+	sealed := make(map[string]*v1.Secret, len(secretNames))
+	s.cache.Read(func(r cache.Reader) {
+		for n := range configNames {
+			if c, ok := r.Config(n); ok {
+				configs[n] = c.Value.GetData()
+			}
 		}
-		var data map[string]string
-		cur, err := s.store.Secrets.Get(ctx, n)
-		if errdefs.IsNotFound(err) {
+		for n := range secretNames {
+			if sec, ok := r.Secret(n); ok {
+				sealed[n] = sec.Value
+			}
+		}
+	})
+	secrets := make(map[string]map[string]string, len(sealed))
+	for n := range secretNames {
+		sec, ok := sealed[n]
+		if !ok {
 			s.log.Warn("an instance references a missing secret", "secret", n)
-		} else if err != nil {
-			return nil, err
-		} else if data, err = s.openSecret(ctx, cur.Value); err != nil {
-			return nil, err
+			continue
+		}
+		data, err := s.openSecret(ctx, sec)
+		if err != nil {
+			return err
 		}
 		secrets[n] = data
-		return data, nil
+	}
+	for n := range configNames {
+		if _, ok := configs[n]; !ok {
+			s.log.Warn("an instance references a missing config", "config", n)
+		}
 	}
 	for i, inst := range insts {
 		spec := inst.GetSpec()
@@ -443,19 +466,16 @@ func (s *Server) resolveEnv(ctx context.Context, insts []*v1.Instance) error {
 		var files []*v1.MountedFile
 		for _, src := range []struct {
 			names []string
-			get   func(string) (map[string]string, error)
+			data  map[string]map[string]string
 			dir   string // "": environment variables
 		}{
-			{spec.GetConfigs(), configData, ""},
-			{spec.GetSecrets(), secretData, ""},
-			{spec.GetConfigFiles(), configData, "/config/"},
-			{spec.GetSecretFiles(), secretData, "/secrets/"},
+			{spec.GetConfigs(), configs, ""},
+			{spec.GetSecrets(), secrets, ""},
+			{spec.GetConfigFiles(), configs, "/config/"},
+			{spec.GetSecretFiles(), secrets, "/secrets/"},
 		} {
 			for _, n := range src.names {
-				data, err := src.get(n)
-				if err != nil {
-					return err
-				}
+				data := src.data[n]
 				for _, k := range sortedKeys(data) {
 					if src.dir == "" {
 						add(k, data[k])

@@ -5,15 +5,19 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/worker/internal/fakert"
@@ -23,7 +27,11 @@ import (
 // ---------------------------------------------------------------- fake control plane
 
 // fakeCP implements the Agent service the way the control plane must: each
-// Session stream gets the current full desired set, then every new one.
+// Session stream gets the full desired set (or, resuming from a revision
+// it still keeps, what changed since), then what changes: deltas for a
+// worker that asks for them, full sets otherwise. Its revisions start
+// above those of every fakeCP made before it, as a new member's history
+// starts after the revisions a worker heard from an older one.
 type fakeCP struct {
 	pb.UnimplementedAgentServer
 	heartbeatMs int64
@@ -32,19 +40,36 @@ type fakeCP struct {
 	nodes      []*pb.Node
 	heartbeats int
 	sessions   int
+	requests   []*pb.SessionRequest
+	sent       []*pb.Assignments // every message sent, in order
 	reports    []*pb.StatusBatch
 	latest     map[string]*pb.InstanceStatus
 	blobs      map[string][]byte
 	fetches    int
-	desired    *pb.Assignments
+	desired    map[string]*pb.Instance
+	floor      int64         // the revision its history starts after
+	rev        int64         // of the latest change
+	history    []fakeChange  // every change after floor
 	changed    chan struct{} // closed when desired changes
 }
 
+// fakeChange says that instance id changed (or left the set) at rev.
+type fakeChange struct {
+	rev int64
+	id  string
+}
+
+var fakeCPs atomic.Int64
+
 func newFakeCP() *fakeCP {
+	floor := fakeCPs.Add(1) * 1_000_000
 	return &fakeCP{
 		heartbeatMs: 20,
 		latest:      map[string]*pb.InstanceStatus{},
 		blobs:       map[string][]byte{testDigest: testModule},
+		desired:     map[string]*pb.Instance{},
+		floor:       floor,
+		rev:         floor,
 		changed:     make(chan struct{}),
 	}
 }
@@ -63,20 +88,41 @@ func (f *fakeCP) Heartbeat(context.Context, *pb.HeartbeatRequest) (*pb.Heartbeat
 	return &pb.HeartbeatResponse{}, nil
 }
 
-func (f *fakeCP) Session(_ *pb.SessionRequest, stream grpc.ServerStreamingServer[pb.Assignments]) error {
+func (f *fakeCP) Session(req *pb.SessionRequest, stream grpc.ServerStreamingServer[pb.Assignments]) error {
 	f.mu.Lock()
 	f.sessions++
+	f.requests = append(f.requests, req)
+	var msg *pb.Assignments
+	since := req.GetResumeRevision()
+	if req.GetDeltas() && since >= f.floor && since <= f.rev {
+		msg = f.deltaLocked(since)
+	} else {
+		msg = f.fullLocked()
+	}
 	f.mu.Unlock()
-	var sent *pb.Assignments
 	for {
-		f.mu.Lock()
-		cur, changed := f.desired, f.changed
-		f.mu.Unlock()
-		if cur != nil && cur != sent {
-			if err := stream.Send(cur); err != nil {
+		if msg != nil {
+			if err := stream.Send(msg); err != nil {
 				return err
 			}
-			sent = cur
+			f.mu.Lock()
+			f.sent = append(f.sent, msg)
+			f.mu.Unlock()
+			since = msg.GetRevision()
+		}
+		f.mu.Lock()
+		changed := f.changed
+		msg = nil
+		if f.rev > since {
+			if req.GetDeltas() {
+				msg = f.deltaLocked(since)
+			} else {
+				msg = f.fullLocked()
+			}
+		}
+		f.mu.Unlock()
+		if msg != nil {
+			continue
 		}
 		select {
 		case <-changed:
@@ -84,6 +130,32 @@ func (f *fakeCP) Session(_ *pb.SessionRequest, stream grpc.ServerStreamingServer
 			return nil
 		}
 	}
+}
+
+func (f *fakeCP) fullLocked() *pb.Assignments {
+	a := &pb.Assignments{Full: true, Revision: f.rev}
+	for _, id := range slices.Sorted(maps.Keys(f.desired)) {
+		a.Instances = append(a.Instances, f.desired[id])
+	}
+	return a
+}
+
+// deltaLocked is what changed after since.
+func (f *fakeCP) deltaLocked(since int64) *pb.Assignments {
+	a := &pb.Assignments{Revision: f.rev}
+	seen := map[string]bool{}
+	for _, c := range f.history {
+		if c.rev <= since || seen[c.id] {
+			continue
+		}
+		seen[c.id] = true
+		if rec, ok := f.desired[c.id]; ok {
+			a.Instances = append(a.Instances, rec)
+		} else {
+			a.Removed = append(a.Removed, c.id)
+		}
+	}
+	return a
 }
 
 func (f *fakeCP) ReportStatus(_ context.Context, b *pb.StatusBatch) (*pb.StatusAck, error) {
@@ -121,12 +193,48 @@ func grpcNotFound(digest string) error {
 	return status.Errorf(codes.NotFound, "blob %s not found", digest)
 }
 
+// setDesired makes instances the node's desired set, as one change.
 func (f *fakeCP) setDesired(instances ...*pb.Instance) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.desired = &pb.Assignments{Instances: instances, Revision: f.desired.GetRevision() + 1}
+	f.rev++
+	next := map[string]*pb.Instance{}
+	for _, rec := range instances {
+		next[rec.GetId()] = rec
+		if old, ok := f.desired[rec.GetId()]; !ok || !proto.Equal(old, rec) {
+			f.history = append(f.history, fakeChange{f.rev, rec.GetId()})
+		}
+	}
+	for id := range f.desired {
+		if _, ok := next[id]; !ok {
+			f.history = append(f.history, fakeChange{f.rev, id})
+		}
+	}
+	f.desired = next
 	close(f.changed)
 	f.changed = make(chan struct{})
+}
+
+// forgetHistory makes the fake keep no change made so far: a session
+// resuming from before now gets a full set.
+func (f *fakeCP) forgetHistory() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.history, f.floor = nil, f.rev
+}
+
+// sessionRequests returns the session requests received, in order.
+func (f *fakeCP) sessionRequests() []*pb.SessionRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.requests)
+}
+
+// sentMessages returns the session messages sent, in order.
+func (f *fakeCP) sentMessages() []*pb.Assignments {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.sent)
 }
 
 func (f *fakeCP) status(id string) *pb.InstanceStatus {

@@ -22,7 +22,8 @@ const (
 	registerTimeout          = 5 * time.Second
 	defaultHeartbeatInterval = time.Second
 	// maxRecvMsgSize bounds one message from the control plane: a full
-	// desired set of 20,000 instances, each with its spec, is ~5 MB.
+	// desired set of 20,000 instances, each with its spec, is ~5 MB (a
+	// delta carries only what changed).
 	maxRecvMsgSize = 64 << 20
 )
 
@@ -46,7 +47,7 @@ func (w *Worker) serverOptions() []grpc.ServerOption {
 // registers the node and sends its desired set; when that session ends the
 // next round starts over from the first server. Rounds in which no session
 // got that far back off exponentially. Instances keep running throughout:
-// only a new desired set changes them.
+// only the desired set changes them.
 func (w *Worker) runSessions(ctx context.Context) error {
 	delay := w.reconnectBase
 	for {
@@ -101,7 +102,9 @@ func (w *Worker) session(ctx context.Context, addr string) (bool, error) {
 	w.logger.Info("registered with the control plane", "server", addr, "heartbeat", interval)
 
 	g, gctx := errgroup.WithContext(ctx)
-	stream, err := client.Session(gctx, &pb.SessionRequest{Node: w.cfg.NodeName})
+	// Deltas after the first set; resumed from the last message applied,
+	// when the member still keeps the changes since (else a full set).
+	stream, err := client.Session(gctx, &pb.SessionRequest{Node: w.cfg.NodeName, Deltas: true, ResumeRevision: w.desired.resumeRevision()})
 	if err != nil {
 		return false, fmt.Errorf("opening the session with %s: %w", addr, errdefs.FromGRPC(err))
 	}

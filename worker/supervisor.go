@@ -377,6 +377,7 @@ func (w *Worker) forget(in *instance) {
 	in.status = st
 	in.mu.Unlock()
 	w.statuses.add(st)
+	w.desired.touch(in.id())
 	w.kickReconcile()
 }
 

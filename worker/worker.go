@@ -1,8 +1,9 @@
 // Package worker is the agent side of wasmorch. A Worker registers its node
-// with the control plane, receives the node's full desired set of instances
-// over a session stream and converges to it through its runtimes, supervises
-// each instance (restart policy, backoff), reports status in batches, and
-// serves the instances' bounded logs over its own gRPC service.
+// with the control plane, receives the node's desired set of instances over
+// a session stream (the full set, then deltas) and converges to it through
+// its runtimes, supervises each instance (restart policy, backoff), reports
+// status in batches, and serves the instances' bounded logs over its own
+// gRPC service.
 package worker
 
 import (
@@ -69,9 +70,8 @@ type Worker struct {
 	refs      map[artifactKey]int // instances per prepared artifact, for Release
 	pruned    bool                // stale logs removed after the first desired set
 
-	desiredMu sync.Mutex
-	desired   *pb.Assignments
-	kick      chan struct{} // capacity 1: the desired set changed
+	desired *desiredSet
+	kick    chan struct{} // capacity 1: the desired set changed
 
 	clientMu sync.Mutex
 	client   pb.AgentClient // nil while no session is up
@@ -146,6 +146,7 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		stopWorkers:   defaultStopWorkers,
 		instances:     map[string]*instance{},
 		refs:          map[artifactKey]int{},
+		desired:       newDesiredSet(),
 		kick:          make(chan struct{}, 1),
 
 		unavailable:     map[string]bool{},
@@ -327,12 +328,10 @@ func (w *Worker) closeRuntimes() {
 	}
 }
 
-// setDesired records the latest full desired set; the reconciler converges
-// to whichever set is latest when it runs.
+// setDesired applies one message of the session (a full set or a delta)
+// to the desired set; the reconciler converges to it when it runs.
 func (w *Worker) setDesired(a *pb.Assignments) {
-	w.desiredMu.Lock()
-	w.desired = a
-	w.desiredMu.Unlock()
+	w.desired.apply(a)
 	w.kickReconcile()
 }
 
@@ -350,42 +349,45 @@ func (w *Worker) reconcileLoop(ctx context.Context) error {
 			return nil
 		case <-w.kick:
 		}
-		w.desiredMu.Lock()
-		a := w.desired
-		w.desiredMu.Unlock()
-		if a != nil {
-			w.converge(a)
+		w.mu.Lock()
+		prune := !w.pruned // a pass that prunes needs the whole set
+		w.mu.Unlock()
+		if p, ok := w.desired.take(prune); ok {
+			w.converge(p)
 		}
 	}
 }
 
 // converge starts what the set has and the worker lacks, and stops what the
-// worker has and the set lacks (or holds at another generation). An instance
-// still stopping is left to finish; forgetting it kicks another pass.
-func (w *Worker) converge(a *pb.Assignments) {
-	want := make(map[string]*pb.Instance, len(a.GetInstances()))
-	for _, rec := range a.GetInstances() {
-		if rec.GetId() != "" {
-			want[rec.GetId()] = rec
-		}
-	}
+// worker has and the set lacks (or holds at another generation): among
+// every instance for a pass over the whole set, among those that changed
+// otherwise. An instance still stopping is left to finish; forgetting it
+// kicks another pass.
+func (w *Worker) converge(p pass) {
 	var stops, starts []*instance
 	w.mu.Lock()
-	for id, in := range w.instances {
-		if rec, ok := want[id]; !ok || rec.GetGeneration() != in.rec.GetGeneration() {
+	if p.all {
+		for id, in := range w.instances {
+			if rec, ok := p.want[id]; !ok || rec.GetGeneration() != in.rec.GetGeneration() {
+				stops = append(stops, in)
+			}
+		}
+	}
+	for id, rec := range p.want {
+		in, ok := w.instances[id]
+		switch {
+		case ok && !p.all && (rec == nil || rec.GetGeneration() != in.rec.GetGeneration()):
 			stops = append(stops, in)
+		case !ok && rec != nil:
+			in := w.newInstanceLocked(rec)
+			w.instances[id] = in
+			starts = append(starts, in)
 		}
 	}
-	for id, rec := range want {
-		if _, ok := w.instances[id]; ok {
-			continue
-		}
-		in := w.newInstanceLocked(rec)
-		w.instances[id] = in
-		starts = append(starts, in)
+	prune := p.all && !w.pruned
+	if prune {
+		w.pruned = true
 	}
-	prune := !w.pruned
-	w.pruned = true
 	w.mu.Unlock()
 
 	for _, in := range stops {
@@ -398,10 +400,10 @@ func (w *Worker) converge(a *pb.Assignments) {
 		if err := w.logs.RemoveUnknown(); err != nil {
 			w.logger.Warn("removing logs of unassigned instances", "err", err)
 		}
-		w.removeUnwanted(want)
+		w.removeUnwanted(p.want)
 	}
 	if len(stops)+len(starts) > 0 {
-		w.logger.Debug("converging", "revision", a.GetRevision(), "desired", len(want), "starting", len(starts), "stopping", len(stops))
+		w.logger.Debug("converging", "revision", p.rev, "whole set", p.all, "looked at", len(p.want), "starting", len(starts), "stopping", len(stops))
 	}
 }
 

@@ -1,0 +1,112 @@
+package worker
+
+import (
+	"maps"
+	"sync"
+
+	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// desiredSet is the node's desired set as the sessions deliver it
+// (docs/cluster.md, "Sessions"): a full set replaces it, a delta adds or
+// replaces its instances and removes the IDs it names. The reconciler
+// takes what changed since its previous pass, so that a delta costs the
+// worker what it carries, not the size of the set. The revision of the
+// latest message applied is where the next session resumes; it lives in
+// memory only, so a restarted agent starts from a full set.
+type desiredSet struct {
+	mu    sync.Mutex
+	have  bool // a full set has arrived
+	set   map[string]*pb.Instance
+	rev   int64
+	all   bool                // the next pass looks at every instance
+	dirty map[string]struct{} // IDs to look at in the next pass
+}
+
+func newDesiredSet() *desiredSet {
+	return &desiredSet{set: map[string]*pb.Instance{}, dirty: map[string]struct{}{}}
+}
+
+// apply records one message of a session. A delta before any full set
+// (which a control plane never sends) is ignored: it could not say what
+// else the node must stop.
+func (d *desiredSet) apply(a *pb.Assignments) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if a.GetFull() {
+		clear(d.set)
+		for _, rec := range a.GetInstances() {
+			if rec.GetId() != "" {
+				d.set[rec.GetId()] = rec
+			}
+		}
+		clear(d.dirty)
+		d.have, d.all = true, true
+		d.rev = a.GetRevision()
+		return
+	}
+	if !d.have {
+		return
+	}
+	for _, id := range a.GetRemoved() {
+		delete(d.set, id)
+		d.dirty[id] = struct{}{}
+	}
+	for _, rec := range a.GetInstances() {
+		if rec.GetId() != "" {
+			d.set[rec.GetId()] = rec
+			d.dirty[rec.GetId()] = struct{}{}
+		}
+	}
+	d.rev = max(d.rev, a.GetRevision())
+}
+
+// resumeRevision is the revision a new session resumes from: that of the
+// latest message applied, or 0 before any full set.
+func (d *desiredSet) resumeRevision() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.have {
+		return 0
+	}
+	return d.rev
+}
+
+// touch makes the next pass look at id again (an instance that was
+// stopped, and may be wanted again meanwhile).
+func (d *desiredSet) touch(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.dirty[id] = struct{}{}
+}
+
+// pass is what one reconciler pass looks at: with all, want is the whole
+// set; otherwise want maps each ID that changed to its record, nil when
+// it left the set.
+type pass struct {
+	want map[string]*pb.Instance
+	all  bool
+	rev  int64
+}
+
+// take returns the next pass (everything when all is asked for), and
+// false when there is nothing to do yet.
+func (d *desiredSet) take(all bool) (pass, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.have {
+		return pass{}, false
+	}
+	p := pass{all: all || d.all, rev: d.rev}
+	if p.all {
+		p.want = maps.Clone(d.set)
+	} else {
+		p.want = make(map[string]*pb.Instance, len(d.dirty))
+		for id := range d.dirty {
+			p.want[id] = d.set[id]
+		}
+	}
+	clear(d.dirty)
+	d.all = false
+	return p, true
+}

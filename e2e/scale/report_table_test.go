@@ -21,7 +21,7 @@ func TestReportTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &scaleRun{set: set, rssEmpty: 40 << 20, rssNodes: 200 << 20, started: time.Now()}
+	r := &scaleRun{set: set, rssEmpty: 40 << 20, rssNodes: 200 << 20, atNodes: 600, started: time.Now()}
 	r.results = []*pointResult{
 		{point: 10000, instances: 10600, added: 9400, populate: 10 * time.Second,
 			bound: ms(100, 150, 300), running: ms(110, 160, 320), get: ms(20, 30), list: ms(25, 35),
@@ -52,6 +52,7 @@ func TestReportTable(t *testing.T) {
 		"| 2.00 s | not healed: not within 3m0s |",
 		"| 10,600 | 50,600 (×4.8) | **not reached",
 		"| 300 MiB | 900 MiB (×3.0) | gone | — |",
+		"| member RSS per instance, beyond the member with every node Ready | 10.2 KiB | 14.3 KiB (×1.4) |",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("the table lacks %q:\n%s", want, table)

@@ -94,6 +94,13 @@ func (r *scaleRun) rows() []row {
 			per := float64(p.rss-r.rssEmpty) / float64(p.instances)
 			return cell{vals: []float64{per}, text: fmt.Sprintf("%.1f KiB", per/1024)}
 		}},
+		{"member RSS per instance, beyond the member with every node Ready", func(p *pointResult) cell {
+			if p.rssErr != "" || p.instances <= r.atNodes {
+				return cell{note: "—"}
+			}
+			per := float64(p.rss-r.rssNodes) / float64(p.instances-r.atNodes)
+			return cell{vals: []float64{per}, text: fmt.Sprintf("%.1f KiB", per/1024)}
+		}},
 		{"etcd database file", func(p *pointResult) cell {
 			if p.dbErr != "" {
 				return cell{note: p.dbErr}
@@ -110,8 +117,8 @@ func (r *scaleRun) rows() []row {
 // first point's.
 func (r *scaleRun) report(w io.Writer) {
 	fmt.Fprintf(w, "\n### Scale benchmark, %s\n\n", r.started.UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(w, "Machine: %s. %s hollow nodes (%d instance slots each) in one `wasmorch simulate`, and %d one-node simulators for node loss; populated with `testdata/ticker.wasm` workloads of %s replicas. Empty server: %s RSS; with every node Ready: %s.\n\n",
-		machine(), count(r.set.nodes), r.set.slotsPerNode(), len(r.victims), count(r.set.workloadSize), mib(r.rssEmpty), mib(r.rssNodes))
+	fmt.Fprintf(w, "Machine: %s. %s hollow nodes (%d instance slots each) in one `wasmorch simulate`, and %d one-node simulators for node loss; populated with `testdata/ticker.wasm` workloads of %s replicas. Empty server: %s RSS; with every node Ready (and %s instances): %s.\n\n",
+		machine(), count(r.set.nodes), r.set.slotsPerNode(), len(r.victims), count(r.set.workloadSize), mib(r.rssEmpty), count(r.atNodes), mib(r.rssNodes))
 
 	header := []string{"scale point (instances)"}
 	sep := []string{"---"}

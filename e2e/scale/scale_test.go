@@ -66,7 +66,8 @@ type scaleRun struct {
 	main     *simulator
 	created  int // instances asked for: the sum of every workload's replicas
 	rssEmpty int64
-	rssNodes int64
+	rssNodes int64 // with every node Ready
+	atNodes  int   // instances when rssNodes was read (the victims')
 
 	results []*pointResult
 }
@@ -181,6 +182,7 @@ func (r *scaleRun) setUp(ctx context.Context) {
 	if r.rssNodes, err = r.srv.rss(); err != nil {
 		r.fatalf("%v", err)
 	}
+	r.atNodes = r.created
 	r.logf("%d nodes Ready", len(r.victims)+r.set.nodes)
 }
 

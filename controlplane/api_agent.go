@@ -317,19 +317,6 @@ func (a *agentAPI) FetchBlob(req *v1.FetchBlobRequest, stream v1.Agent_FetchBlob
 	})
 }
 
-// aliveNodes returns the names of nodes whose lease is live.
-func (s *Server) aliveNodes(ctx context.Context) (map[string]bool, error) {
-	resp, err := s.store.Client.Get(ctx, store.AlivePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return nil, errdefs.Unavailablef("read node liveness: %v", err)
-	}
-	alive := make(map[string]bool, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		alive[string(kv.Key[len(store.AlivePrefix):])] = true
-	}
-	return alive, nil
-}
-
 // ValidateNodeName checks a node name: a DNS name of labels.
 func ValidateNodeName(name string) error {
 	if name == "" || len(name) > 253 || !nodeName.MatchString(name) {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
+	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -26,6 +28,21 @@ type sessionWorld struct {
 
 func newSessionWorld(t *testing.T) *sessionWorld {
 	t.Helper()
+	w := newSessionWorldNoCache(t)
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(w.ctx)
+	t.Cleanup(func() { cancel(); <-done })
+	go func() { defer close(done); _ = w.s.cache.Start(ctx) }()
+	if err := w.s.cache.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// newSessionWorldNoCache is a member whose cache never starts (it holds
+// nothing): what it knows, it learns from etcd.
+func newSessionWorldNoCache(t *testing.T) *sessionWorld {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Name, cfg.DataDir = "sessions", t.TempDir()
 	cfg.APIAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
@@ -35,10 +52,8 @@ func newSessionWorld(t *testing.T) *sessionWorld {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	t.Cleanup(func() {
 		cancel()
-		<-done
 		_ = s.Close()
 	})
 	w := &sessionWorld{t: t, s: s, api: &agentAPI{s: s, leases: map[string]clientv3.LeaseID{}}, ctx: ctx}
@@ -49,10 +64,6 @@ func newSessionWorld(t *testing.T) *sessionWorld {
 	// is one it cannot resume from.
 	w.instance("a1", "n1", false)
 	w.instance("b1", "n2", false)
-	go func() { defer close(done); _ = s.cache.Start(ctx) }()
-	if err := s.cache.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
 	return w
 }
 
@@ -322,4 +333,47 @@ func TestChangeOnOneNodeCostsAnotherNodesSessionNothing(t *testing.T) {
 	// n2's session is awake for its own changes.
 	rev = w.instance("b2", "n2", false)
 	expect(t, "b2 on n2", n2.next(), false, []string{"b2"}, nil, rev)
+}
+
+// TestStatusOwnershipAndHeartbeatsFromTheCacheOrEtcd: a node may report
+// on its own instances only, and heartbeat only as a registered node,
+// whether the member's cache holds the records or only etcd does.
+func TestStatusOwnershipAndHeartbeatsFromTheCacheOrEtcd(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		world func(*testing.T) *sessionWorld
+	}{{"cache", newSessionWorld}, {"etcd", newSessionWorldNoCache}} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := tc.world(t)
+			w.instance("p1", "", false) // not placed yet
+			report := func(node string, ids ...string) error {
+				b := &v1.StatusBatch{Node: node}
+				for _, id := range ids {
+					b.Statuses = append(b.Statuses, &v1.InstanceStatus{Id: id, State: v1.InstanceState_INSTANCE_STATE_RUNNING})
+				}
+				_, err := w.api.ReportStatus(w.ctx, b)
+				return err
+			}
+			if err := report("n1", "a1", "gone"); err != nil {
+				t.Fatalf("n1 reporting on its own instance and a deleted one: %v", err)
+			}
+			if st, err := w.s.store.Statuses.Get(w.ctx, "a1"); err != nil || st.Value.GetNode() != "n1" {
+				t.Fatalf("a1's status after n1's report: %v, %v", st.Value, err)
+			}
+			if _, err := w.s.store.Statuses.Get(w.ctx, "gone"); !errdefs.IsNotFound(err) {
+				t.Fatalf("a report on a deleted instance was stored: %v", err)
+			}
+			for _, id := range []string{"b1", "p1"} {
+				if err := report("n1", "a1", id); !errdefs.IsPermissionDenied(err) || !strings.Contains(err.Error(), id+", which is not bound to it") {
+					t.Fatalf("n1 reporting on %s: %v, want denied", id, err)
+				}
+			}
+			if _, err := w.api.Heartbeat(w.ctx, &v1.HeartbeatRequest{Node: "n1"}); err != nil {
+				t.Fatalf("heartbeat of a registered node: %v", err)
+			}
+			if _, err := w.api.Heartbeat(w.ctx, &v1.HeartbeatRequest{Node: "nobody"}); !errdefs.IsNotFound(err) {
+				t.Fatalf("heartbeat of an unknown node: %v, want not found", err)
+			}
+		})
+	}
 }

@@ -42,6 +42,12 @@ func RestoreSnapshot(cfg RestoreConfig) error {
 		PeerURLs:            []string{peerURL},
 		InitialCluster:      cfg.Name + "=" + peerURL,
 		InitialClusterToken: "wasmorch",
+		// Revisions go on far above any the old cluster reached, and
+		// everything before is compacted, so that nothing that kept a
+		// revision of the old cluster (a node session's resume point, a
+		// watch) is taken as current in the new one: it starts over.
+		RevisionBump:  1_000_000_000,
+		MarkCompacted: true,
 	})
 	if err != nil {
 		_ = os.RemoveAll(etcdDir(cfg.DataDir))

@@ -108,7 +108,7 @@ func (r *scaleRun) rows() []row {
 			return cell{vals: []float64{float64(p.db)}, text: mib(p.db)}
 		}},
 		{"time spent on the point (populating and measuring)", func(p *pointResult) cell {
-			return cell{vals: []float64{p.took.Seconds()}, text: dur(p.took.Round(time.Second))}
+			return cell{vals: []float64{p.took.Seconds()}, text: dur(p.took)}
 		}},
 	}
 }

@@ -285,7 +285,7 @@ func (r *scaleRun) populate(ctx context.Context, res *pointResult) string {
 	}
 	limit := min(r.set.populate, r.timeLeft())
 	last, lastMoved := -1, time.Now()
-	err := poll(ctx, limit, time.Second, func(ctx context.Context) (bool, string, error) {
+	err := poll(ctx, limit, 200*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		if !r.main.running() {
 			return false, "", fmt.Errorf("the simulator exited: %s", r.main.output())
 		}

@@ -3,46 +3,18 @@ package cache
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"slices"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/internal/etcdtest"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
-
-// startEtcd starts a real embedded etcd with no listener but the peer one
-// on a free loopback port, and returns an in-process client.
-func startEtcd(t *testing.T) *clientv3.Client {
-	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.LogLevel = "fatal"
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{}, []url.URL{}
-	peer, _ := url.Parse("http://127.0.0.1:0")
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.TickMs, cfg.ElectionMs = 10, 100
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatal("etcd did not start")
-	}
-	cli := v3client.New(e.Server)
-	t.Cleanup(func() { _ = cli.Close(); e.Close() })
-	return cli
-}
 
 // fixture is a cache over a real etcd, started, with helpers to write.
 type fixture struct {
@@ -54,16 +26,13 @@ type fixture struct {
 
 func newFixture(t *testing.T, history int) *fixture {
 	t.Helper()
-	cli := startEtcd(t)
+	cli := etcdtest.Start(t)
 	return &fixture{t: t, cli: cli, st: store.New(cli), c: New(Config{Client: cli, History: history, PageSize: 7})}
 }
 
 func (f *fixture) start() {
 	f.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = f.c.Start(ctx) }()
-	f.t.Cleanup(func() { cancel(); <-done })
+	etcdtest.Run(f.t, f.c.Start)
 	select {
 	case <-f.c.Synced():
 	case <-time.After(30 * time.Second):
@@ -74,15 +43,7 @@ func (f *fixture) start() {
 // put writes a record and returns the revision of the write.
 func (f *fixture) put(key string, m proto.Message, opts ...clientv3.OpOption) int64 {
 	f.t.Helper()
-	b, err := proto.Marshal(m)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	resp, err := f.cli.Put(context.Background(), key, string(b), opts...)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return resp.Header.Revision
+	return etcdtest.Put(f.t, f.cli, key, m, opts...)
 }
 
 func (f *fixture) del(key string) int64 {

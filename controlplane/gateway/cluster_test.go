@@ -2,18 +2,16 @@ package gateway
 
 import (
 	"context"
-	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/internal/etcdtest"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -30,29 +28,9 @@ type cluster struct {
 
 func newCluster(tb testing.TB) *cluster {
 	tb.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = tb.TempDir()
-	cfg.LogLevel = "fatal"
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{}, []url.URL{}
-	peer, _ := url.Parse("http://127.0.0.1:0")
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.TickMs, cfg.ElectionMs = 10, 100
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		tb.Fatal("etcd did not start")
-	}
-	cli := v3client.New(e.Server)
+	cli := etcdtest.Start(tb)
 	k := &cluster{tb: tb, cli: cli, st: store.New(cli), c: cache.New(cache.Config{Client: cli})}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = k.c.Start(ctx) }()
-	tb.Cleanup(func() { cancel(); <-done; _ = cli.Close(); e.Close() })
+	etcdtest.Run(tb, k.c.Start)
 	select {
 	case <-k.c.Synced():
 	case <-time.After(30 * time.Second):
@@ -64,15 +42,7 @@ func newCluster(tb testing.TB) *cluster {
 // put writes a record and returns the revision of the write.
 func (k *cluster) put(key string, m proto.Message, opts ...clientv3.OpOption) int64 {
 	k.tb.Helper()
-	b, err := proto.Marshal(m)
-	if err != nil {
-		k.tb.Fatal(err)
-	}
-	resp, err := k.cli.Put(context.Background(), key, string(b), opts...)
-	if err != nil {
-		k.tb.Fatal(err)
-	}
-	return resp.Header.Revision
+	return etcdtest.Put(k.tb, k.cli, key, m, opts...)
 }
 
 // queue adds a put to the next flush: many records in few transactions.

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -71,7 +72,7 @@ func (a *controlAPI) RemoveNode(ctx context.Context, req *v1.RemoveNodeRequest) 
 		_, _ = a.s.store.Client.Revoke(ctx, clientv3.LeaseID(cur.Lease)) // its lease has nothing else to keep
 	}
 	held := cur.Used.Instances
-	if err := a.s.events.Record(ctx, objNode(name), "NodeRemoved", "node %s removed (%d instances to replace)", name, held); err != nil {
+	if err := a.s.events.Record(ctx, events.Node(name), "NodeRemoved", "node %s removed (%d instances to replace)", name, held); err != nil {
 		a.s.log.Warn("could not record event", "err", err)
 	}
 	a.s.log.Info("node removed", "node", name, "instances", held, "forced", req.GetForce())
@@ -99,7 +100,7 @@ func (s *Server) updateNode(ctx context.Context, name, reason, format string, ch
 		} else if err != nil {
 			return nil, err
 		}
-		if err := s.events.Record(ctx, objNode(name), reason, format, name); err != nil {
+		if err := s.events.Record(ctx, events.Node(name), reason, format, name); err != nil {
 			s.log.Warn("could not record event", "err", err)
 		}
 		break

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -275,9 +276,9 @@ func (s *Server) watchEvents(ctx context.Context, req *v1.WatchRequest, send fun
 	object := ""
 	switch {
 	case req.GetWorkload() != "":
-		object = objWorkload(req.GetWorkload())
+		object = events.Workload(req.GetWorkload())
 	case req.GetNode() != "":
-		object = objNode(req.GetNode())
+		object = events.Node(req.GetNode())
 	}
 	rev, err := s.currentRevision(ctx, req.GetRevision())
 	if err != nil {
@@ -291,7 +292,7 @@ func (s *Server) watchEvents(ctx context.Context, req *v1.WatchRequest, send fun
 	}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := s.store.Client.Watch(wctx, eventsPrefixOf(object), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	wch := s.store.Client.Watch(wctx, events.PrefixOf(object), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	for resp := range wch {
 		if err := resp.Err(); errors.Is(err, rpctypes.ErrCompacted) {
 			return errdefs.Expiredf("revision %d is older than the changes this member keeps (from revision %d on): list again and watch from the list's revision", rev, resp.CompactRevision)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -26,7 +27,7 @@ func TestEventsFromACompactedRevisionAreOutOfRange(t *testing.T) {
 	ctx := context.Background()
 	api := &controlAPI{s: s}
 	for i := range 4 {
-		if err := s.events.Record(ctx, objNode("n1"), "Tested", "event %d", i); err != nil {
+		if err := s.events.Record(ctx, events.Node("n1"), "Tested", "event %d", i); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -35,7 +36,7 @@ func TestEventsFromACompactedRevisionAreOutOfRange(t *testing.T) {
 		t.Fatalf("first page: %v, %v", first, err)
 	}
 	for i := range 2 {
-		if err := s.events.Record(ctx, objNode("n1"), "Tested", "event %d after the list", i); err != nil {
+		if err := s.events.Record(ctx, events.Node("n1"), "Tested", "event %d after the list", i); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -34,7 +35,7 @@ type autoscaler struct {
 	// controller's writes are, so that a deposed leader scales nothing.
 	kv     clientv3.KV
 	log    *slog.Logger
-	events *events
+	events *events.Recorder
 	now    func() time.Time
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -89,7 +90,7 @@ type blobCollector struct {
 	cache    *cache.Cache
 	kv       clientv3.KV // fenced on this member's leadership
 	log      *slog.Logger
-	events   *events
+	events   *events.Recorder
 	metrics  *blobGCMetrics
 	interval time.Duration
 	grace    time.Duration

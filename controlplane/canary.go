@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/canary"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
@@ -158,7 +159,7 @@ func (c *controller) canaryPromotion(ctx context.Context, wl store.Versioned[*v1
 	}
 	d := time.Duration(wl.Value.GetSpec().GetCanaryDurationMs()) * time.Millisecond
 	c.log.Info("canary promoted", "workload", wl.Name, "generation", next.GetGeneration())
-	c.note(objWorkload(wl.Name), "CanaryPromoted", "generation %d promoted: its canary (%s of the traffic) was available for %s",
+	c.note(events.Workload(wl.Name), "CanaryPromoted", "generation %d promoted: its canary (%s of the traffic) was available for %s",
 		next.GetGeneration(), wl.Value.GetSpec().GetCanary(), d)
 	return true, nil
 }
@@ -182,7 +183,7 @@ func (a *controlAPI) PromoteRollout(ctx context.Context, req *v1.PromoteRolloutR
 		} else if err != nil {
 			return nil, err
 		}
-		if err := a.s.events.Record(ctx, objWorkload(name), "CanaryPromoted", "generation %d promoted by 'rollout promote' (its canary had %s of the traffic)",
+		if err := a.s.events.Record(ctx, events.Workload(name), "CanaryPromoted", "generation %d promoted by 'rollout promote' (its canary had %s of the traffic)",
 			wl.GetGeneration(), wl.GetSpec().GetCanary()); err != nil {
 			a.s.log.Warn("could not record event", "err", err)
 		}

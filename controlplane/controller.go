@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -35,7 +36,7 @@ type controller struct {
 	log     *slog.Logger
 	resync  time.Duration
 	metrics *metrics
-	events  *events
+	events  *events.Recorder
 	queue   *workQueue
 	// written is the revision of the controller's latest write: a
 	// reconcile waits until the cache has reached it, so that it never

@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -105,7 +106,7 @@ func TestAutoscalerWritesThroughTheFence(t *testing.T) {
 	if err := el.Campaign(ctx, "me"); err != nil {
 		t.Fatal(err)
 	}
-	as := &autoscaler{st: st, cache: startTestCache(t, cli), kv: fenceFor(cli, el), log: slog.New(slog.DiscardHandler), events: &events{cli: cli, source: "fence"}, now: time.Now}
+	as := &autoscaler{st: st, cache: startTestCache(t, cli), kv: fenceFor(cli, el), log: slog.New(slog.DiscardHandler), events: events.New(cli, "fence"), now: time.Now}
 	replicas := func(name string) int32 {
 		t.Helper()
 		wl, err := st.Workloads.Get(ctx, name)

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -60,7 +60,7 @@ func (c *controller) lostOrGone(inst *store.Versioned[*v1.Instance], w *world, m
 		return false, err
 	}
 	inst.Value = lost
-	c.note(objWorkload(v.GetWorkload()), "InstanceLost", "instance %s is lost: node %s %s; replacing it", v.GetId(), node, why)
+	c.note(events.Workload(v.GetWorkload()), "InstanceLost", "instance %s is lost: node %s %s; replacing it", v.GetId(), node, why)
 	return true, nil
 }
 
@@ -81,9 +81,9 @@ func (c *controller) nodeTransition(name string, exists, alive bool) {
 		return
 	}
 	if alive {
-		c.note(objNode(name), "NodeReady", "node %s is ready", name)
+		c.note(events.Node(name), "NodeReady", "node %s is ready", name)
 	} else {
-		c.note(objNode(name), "NodeNotReady", "node %s missed its heartbeats: its lease expired", name)
+		c.note(events.Node(name), "NodeNotReady", "node %s missed its heartbeats: its lease expired", name)
 	}
 }
 
@@ -124,30 +124,6 @@ func (c *controller) flushEvents(ctx context.Context, committed bool) {
 	}
 }
 
-// RecordAll stores several events in as few transactions as possible.
-func (e *events) RecordAll(ctx context.Context, evs []*v1.Event) error {
-	lease, err := e.leaseFor(ctx)
-	if err != nil {
-		return err
-	}
-	now := time.Now().UnixNano()
-	ops := make([]clientv3.Op, 0, len(evs))
-	for i, ev := range evs {
-		ev.UnixNano, ev.Source = now+int64(i), e.source // distinct keys within one batch
-		b, err := proto.Marshal(ev)
-		if err != nil {
-			return err
-		}
-		key := fmt.Sprintf("%s%s/%020d", store.EventsPrefix, ev.GetObject(), ev.GetUnixNano())
-		ops = append(ops, clientv3.OpPut(key, string(b), clientv3.WithLease(lease)))
-	}
-	_, err = store.Txn(ctx, e.cli, nil, ops)
-	return err
-}
-
-func objWorkload(name string) string { return "workload/" + name }
-func objNode(name string) string     { return "node/" + name }
-
 // maxNodesInEvent bounds how many nodes a Scheduled event names.
 const maxNodesInEvent = 10
 
@@ -166,12 +142,12 @@ func (c *controller) schedulingEvents(bound map[string]map[string]int, failed ma
 		if len(perNode) > maxNodesInEvent {
 			parts = append(parts, fmt.Sprintf("and %d more nodes", len(perNode)-maxNodesInEvent))
 		}
-		c.note(objWorkload(wl), "Scheduled", "placed %d instance%s: %s", total, plural(total), strings.Join(parts, ", "))
+		c.note(events.Workload(wl), "Scheduled", "placed %d instance%s: %s", total, plural(total), strings.Join(parts, ", "))
 	}
 	for _, wl := range sortedKeys(failed) {
 		for _, reason := range sortedKeys(failed[wl]) {
 			n := failed[wl][reason]
-			c.note(objWorkload(wl), "FailedScheduling", "%d instance%s pending: %s", n, plural(n), reason)
+			c.note(events.Workload(wl), "FailedScheduling", "%d instance%s pending: %s", n, plural(n), reason)
 		}
 	}
 }

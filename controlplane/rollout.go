@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
@@ -161,7 +162,7 @@ func (c *controller) healthTransitions(workload string, w *world) {
 		if prev == nil || failing == was || !known && !failing {
 			continue
 		}
-		obj := objWorkload(inst.Value.GetWorkload())
+		obj := events.Workload(inst.Value.GetWorkload())
 		if failing {
 			c.note(obj, "Unhealthy", "instance %s on node %s fails its health check (%d times in a row, last: %s): it gets no traffic until a check passes",
 				inst.Name, inst.Value.GetNode(), st.GetHealthFailures(), st.GetHealthMessage())

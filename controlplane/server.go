@@ -30,6 +30,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
@@ -53,7 +54,7 @@ type Server struct {
 	workers *workerClients
 	metrics *metrics
 	blobGC  *blobGCMetrics
-	events  *events
+	events  *events.Recorder
 	gateway *gateway.Gateway
 	sec     *security // the cluster CA and this member's certificate
 	keys    *keyring  // configs: the secrets key and the data keys it unwrapped
@@ -134,7 +135,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.blobs = blobs.New(cli)
 	s.metrics = newMetrics()
 	s.blobGC = newBlobGCMetrics(s.metrics.registry)
-	s.events = &events{cli: cli, source: cfg.Name}
+	s.events = events.New(cli, cfg.Name)
 
 	s.grpc = grpc.NewServer(
 		grpc.Creds(newAPICreds(s.sec)),

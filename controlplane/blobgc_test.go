@@ -387,7 +387,7 @@ func TestBlobGCWritesThroughTheFence(t *testing.T) {
 	if err := el.Campaign(ctx, "me"); err != nil {
 		t.Fatal(err)
 	}
-	g.gc = g.collector(fenceFor(g.s.store.Client, el))
+	g.gc = g.collector(store.Fenced(g.s.store.Client, el))
 	g.pass(t)
 	g.clock = g.clock.Add(testGrace)
 	if _, err := g.s.store.Client.Revoke(ctx, sess.Lease()); err != nil { // deposed

@@ -30,7 +30,7 @@ type controller struct {
 	st    *store.Store
 	cache *cache.Cache
 	// kv is what the controller writes through: the store's client fenced
-	// on this member's leadership (fencedKV), so that a deposed leader
+	// on this member's leadership (store.Fenced), so that a deposed leader
 	// writes nothing.
 	kv      clientv3.KV
 	log     *slog.Logger

@@ -16,66 +16,6 @@ import (
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
-// TestFencedWritesStopWithLeadership: writes through the fence succeed
-// while the election key is ours and fail, writing nothing, once another
-// leadership has replaced it.
-func TestFencedWritesStopWithLeadership(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Name, cfg.DataDir = "fence", t.TempDir()
-	ctx := context.Background()
-	e, cli, err := startTestEtcd(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	defer cli.Close()
-
-	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(5))
-	if err != nil {
-		t.Fatal(err)
-	}
-	el := concurrency.NewElection(sess, store.ElectionPrefix)
-	if err := el.Campaign(ctx, "me"); err != nil {
-		t.Fatal(err)
-	}
-	kv := fenceFor(cli, el)
-
-	put := func(key string, cmps ...clientv3.Cmp) bool {
-		t.Helper()
-		failed, err := store.Txn(ctx, kv, cmps, []clientv3.Op{clientv3.OpPut(key, "v")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return failed == 0
-	}
-	if !put("/wasmorch/test/a") {
-		t.Fatal("a fenced write failed while leading")
-	}
-	if !put("/wasmorch/test/b", clientv3.Compare(clientv3.ModRevision("/wasmorch/test/b"), "=", 0)) {
-		t.Fatal("a fenced compare-and-swap failed while leading")
-	}
-
-	// Leadership ends (as when a dead leader's lease is revoked) and
-	// another member is elected.
-	if _, err := cli.Revoke(ctx, sess.Lease()); err != nil {
-		t.Fatal(err)
-	}
-	other, err := concurrency.NewSession(cli, concurrency.WithTTL(5))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	if err := concurrency.NewElection(other, store.ElectionPrefix).Campaign(ctx, "other"); err != nil {
-		t.Fatal(err)
-	}
-	if put("/wasmorch/test/c") {
-		t.Fatal("a deposed leader's write went through")
-	}
-	if resp, err := cli.Get(ctx, "/wasmorch/test/c"); err != nil || len(resp.Kvs) != 0 {
-		t.Fatalf("the deposed leader's key exists: %v %v", resp, err)
-	}
-}
-
 // TestAutoscalerWritesThroughTheFence: the autoscaler, a leader-only loop,
 // scales while its member leads and writes nothing once deposed.
 func TestAutoscalerWritesThroughTheFence(t *testing.T) {
@@ -106,7 +46,7 @@ func TestAutoscalerWritesThroughTheFence(t *testing.T) {
 	if err := el.Campaign(ctx, "me"); err != nil {
 		t.Fatal(err)
 	}
-	as := &autoscaler{st: st, cache: startTestCache(t, cli), kv: fenceFor(cli, el), log: slog.New(slog.DiscardHandler), events: events.New(cli, "fence"), now: time.Now}
+	as := &autoscaler{st: st, cache: startTestCache(t, cli), kv: store.Fenced(cli, el), log: slog.New(slog.DiscardHandler), events: events.New(cli, "fence"), now: time.Now}
 	replicas := func(name string) int32 {
 		t.Helper()
 		wl, err := st.Workloads.Get(ctx, name)

@@ -312,7 +312,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 		case <-lctx.Done():
 		}
 	}()
-	c := &controller{st: s.store, cache: s.cache, kv: fenceFor(s.store.Client, el), log: s.log.With("loop", "controller"), metrics: s.metrics, events: s.events,
+	c := &controller{st: s.store, cache: s.cache, kv: store.Fenced(s.store.Client, el), log: s.log.With("loop", "controller"), metrics: s.metrics, events: s.events,
 		resync:   s.cfg.ControllerResync,
 		minReady: s.cfg.rolloutMinReady(), failureRestarts: s.cfg.RolloutFailureRestarts, progressDeadline: s.cfg.ProgressDeadline,
 		maxErrorPercent: s.cfg.RolloutMaxErrorPercent, revisionLimit: s.revisionHistoryLimit()} // rollouts

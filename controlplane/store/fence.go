@@ -1,4 +1,4 @@
-package controlplane
+package store
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
-// fencedKV is the KV the controllers write through while this member
+// Fenced is the KV the leader's loops write through while the member
 // leads: every transaction also requires the member's election key to be
 // the one it was elected with. A deposed leader that has not noticed yet
 // (its lease revoked or expired a moment ago) then writes nothing: its
@@ -19,8 +19,9 @@ type fencedKV struct {
 	fence clientv3.Cmp
 }
 
-// fenceFor fences writes on el's leadership (el must have won Campaign).
-func fenceFor(kv clientv3.KV, el *concurrency.Election) fencedKV {
+// Fenced fences writes on el's leadership (el must have won Campaign): see
+// fencedKV.
+func Fenced(kv clientv3.KV, el *concurrency.Election) clientv3.KV {
 	return fencedKV{KV: kv, fence: clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev())}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -29,11 +30,11 @@ type agentAPI struct {
 // Register records a node and starts its liveness lease.
 func (a *agentAPI) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.RegisterResponse, error) {
 	n := req.GetNode()
-	if err := ValidateNodeName(n.GetName()); err != nil {
+	if err := workloads.ValidateNodeName(n.GetName()); err != nil {
 		return nil, err
 	}
 	for k, v := range n.GetLabels() {
-		if err := ValidateLabel(k, v); err != nil {
+		if err := workloads.ValidateLabel(k, v); err != nil {
 			return nil, errdefs.Invalidf("node %s: %v", n.GetName(), err)
 		}
 	}
@@ -315,12 +316,4 @@ func (a *agentAPI) FetchBlob(req *v1.FetchBlobRequest, stream v1.Agent_FetchBlob
 		}
 		return stream.Send(msg)
 	})
-}
-
-// ValidateNodeName checks a node name: a DNS name of labels.
-func ValidateNodeName(name string) error {
-	if name == "" || len(name) > 253 || !nodeName.MatchString(name) {
-		return errdefs.Invalidf("node name %q is not valid: use letters, digits, '-', '_' and '.'", name)
-	}
-	return nil
 }

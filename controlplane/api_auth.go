@@ -18,6 +18,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -306,7 +307,7 @@ func (a *agentAPI) Join(ctx context.Context, req *v1.JoinRequest) (*v1.JoinRespo
 	if _, err := a.s.checkToken(ctx, req.GetToken(), TokenRoleAgent); err != nil {
 		return nil, err
 	}
-	if err := ValidateNodeName(req.GetNode()); err != nil {
+	if err := workloads.ValidateNodeName(req.GetNode()); err != nil {
 		return nil, err
 	}
 	if err := a.s.cache.Sync(ctx); err != nil {

@@ -14,68 +14,10 @@ import (
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
-
-// maxConfigBytes bounds one config's or secret's data, well under etcd's
-// request limit.
-const maxConfigBytes = 512 << 10
-
-// validateObjectName checks a config or secret name: a DNS label, like a
-// workload's.
-func validateObjectName(kind, name string) error {
-	if name == "" {
-		return errdefs.Invalidf("%s name must not be empty", kind)
-	}
-	if len(name) > maxWorkloadNameLn || !dnsLabel.MatchString(name) {
-		return errdefs.Invalidf("%s name %q is not a DNS label: use 1-63 lowercase letters, digits and '-', starting with a letter and not ending with '-'", kind, name)
-	}
-	return nil
-}
-
-// validateData checks a config's or secret's keys (they become environment
-// variable and file names) and size. Values are never quoted in errors.
-func validateData(kind, name string, data map[string]string) error {
-	size := 0
-	for k, v := range data {
-		if !envName.MatchString(k) {
-			return errdefs.Invalidf("%s %s: key %q is not valid: use letters, digits, '_', '.' and '-', starting with a letter or '_'", kind, name, k)
-		}
-		if strings.IndexByte(v, 0) >= 0 {
-			return errdefs.Invalidf("%s %s: the value of %s contains a NUL byte", kind, name, k)
-		}
-		size += len(k) + len(v)
-	}
-	if size > maxConfigBytes {
-		return errdefs.Invalidf("%s %s holds %d bytes, more than %d", kind, name, size, maxConfigBytes)
-	}
-	return nil
-}
-
-// validateReferences checks the configs and secrets a spec names, on their
-// own (checkReferences checks that they exist).
-func validateReferences(spec *v1.WorkloadSpec) error {
-	for _, ref := range []struct {
-		kind  string
-		names []string
-	}{{"config", spec.GetConfigs()}, {"secret", spec.GetSecrets()}, {"config", spec.GetConfigFiles()}, {"secret", spec.GetSecretFiles()}} {
-		seen := map[string]bool{}
-		for _, n := range ref.names {
-			if err := validateObjectName(ref.kind, n); err != nil {
-				return err
-			}
-			if seen[n] {
-				return errdefs.Invalidf("%s %q is named twice", ref.kind, n)
-			}
-			seen[n] = true
-		}
-	}
-	if len(spec.GetFiles()) > 0 {
-		return errdefs.Invalidf("files are filled in by the control plane from config_files and secret_files, not given")
-	}
-	return nil
-}
 
 // checkReferences fails unless every config and secret spec names exists.
 func (s *Server) checkReferences(ctx context.Context, spec *v1.WorkloadSpec) error {
@@ -188,10 +130,10 @@ func (s *Server) putRolling(ctx context.Context, kind, name string, guard client
 // workloads that use it.
 func (a *controlAPI) SetConfig(ctx context.Context, req *v1.SetConfigRequest) (*v1.SetConfigResponse, error) {
 	name, data := req.GetName(), req.GetData()
-	if err := validateObjectName("config", name); err != nil {
+	if err := workloads.ValidateObjectName("config", name); err != nil {
 		return nil, err
 	}
-	if err := validateData("config", name, data); err != nil {
+	if err := workloads.ValidateData("config", name, data); err != nil {
 		return nil, err
 	}
 	if data == nil {
@@ -310,10 +252,10 @@ func changedKeys(old, new map[string]string) []string {
 // the workloads that use it.
 func (a *controlAPI) SetSecret(ctx context.Context, req *v1.SetSecretRequest) (*v1.SetSecretResponse, error) {
 	name, data := req.GetName(), req.GetData()
-	if err := validateObjectName("secret", name); err != nil {
+	if err := workloads.ValidateObjectName("secret", name); err != nil {
 		return nil, err
 	}
-	if err := validateData("secret", name, data); err != nil {
+	if err := workloads.ValidateData("secret", name, data); err != nil {
 		return nil, err
 	}
 	if data == nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
@@ -110,7 +111,7 @@ func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 // restart): if it changed meanwhile, nothing is written (Conflict), so
 // that a deploy in between is not undone.
 func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadRequest, promote bool, basedOn int64) (*v1.ApplyWorkloadResponse, error) {
-	if err := ValidateName(req.GetName()); err != nil {
+	if err := workloads.ValidateName(req.GetName()); err != nil {
 		return nil, err
 	}
 	spec := proto.Clone(req.GetSpec()).(*v1.WorkloadSpec)
@@ -133,7 +134,7 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 			return nil, errdefs.Preconditionf("workload %q already exists with kind %q, not %q; delete it first or choose another name",
 				req.GetName(), cur.Value.GetSpec().GetKind(), spec.GetKind())
 		}
-		if err := validateSpec(spec); err != nil {
+		if err := workloads.Validate(spec); err != nil {
 			return nil, err
 		}
 		// configs: a dry run (diff, apply's check) may name configs that
@@ -149,7 +150,7 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		if a.s.routeChecked != nil {
 			a.s.routeChecked()
 		}
-		if spec.GetKind() == kindContainer {
+		if spec.GetKind() == workloads.KindContainer {
 			if err := a.s.resolveContainerSource(ctx, spec); err != nil {
 				return nil, err
 			}
@@ -249,7 +250,7 @@ func (a *controlAPI) writeWorkload(ctx context.Context, wl *v1.Workload, prev *v
 	// blob GC: the blobs it runs must still be stored; if the collector
 	// deleted one since ApplyWorkload checked it, the retry reports it
 	// as not uploaded.
-	present, err := blobsPresent(wl.GetSpec())
+	present, err := workloads.BlobsPresent(wl.GetSpec())
 	if err != nil {
 		return err
 	}
@@ -265,8 +266,8 @@ func (a *controlAPI) writeWorkload(ctx context.Context, wl *v1.Workload, prev *v
 }
 
 func (a *controlAPI) ScaleWorkload(ctx context.Context, req *v1.ScaleRequest) (*v1.Workload, error) {
-	if req.GetReplicas() < 0 || req.GetReplicas() > MaxReplicas {
-		return nil, errdefs.Invalidf("replicas %d is outside 0..%d", req.GetReplicas(), MaxReplicas)
+	if req.GetReplicas() < 0 || req.GetReplicas() > workloads.MaxReplicas {
+		return nil, errdefs.Invalidf("replicas %d is outside 0..%d", req.GetReplicas(), workloads.MaxReplicas)
 	}
 	for attempt := 0; ; attempt++ {
 		cur, err := a.s.store.Workloads.Get(ctx, req.GetName())

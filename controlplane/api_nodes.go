@@ -9,6 +9,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -42,7 +43,7 @@ func (a *controlAPI) DrainNode(ctx context.Context, req *v1.NodeRequest) (*v1.No
 // held are replaced elsewhere by the controller.
 func (a *controlAPI) RemoveNode(ctx context.Context, req *v1.RemoveNodeRequest) (*v1.RemoveNodeResponse, error) {
 	name := req.GetName()
-	if err := ValidateNodeName(name); err != nil {
+	if err := workloads.ValidateNodeName(name); err != nil {
 		return nil, err
 	}
 	if err := a.s.cache.Sync(ctx); err != nil {
@@ -82,7 +83,7 @@ func (a *controlAPI) RemoveNode(ctx context.Context, req *v1.RemoveNodeRequest) 
 // updateNode changes a node record with compare-and-swap, retrying on
 // conflicts with concurrent registrations, and records an event.
 func (s *Server) updateNode(ctx context.Context, name, reason, format string, change func(*v1.Node)) (*v1.NodeView, error) {
-	if err := ValidateNodeName(name); err != nil {
+	if err := workloads.ValidateNodeName(name); err != nil {
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {

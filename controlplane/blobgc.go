@@ -15,6 +15,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -38,7 +39,7 @@ import (
 // revision R, and deletes in a transaction that holds only if no
 // workload, instance or revision was written after R and each blob's
 // metadata is as read (not uploaded again). A workload write, in turn,
-// requires the blobs it references to exist (blobsPresent): an apply that
+// requires the blobs it references to exist (workloads.BlobsPresent): an apply that
 // loses to the collector fails and reports the blob as not uploaded,
 // rather than creating a workload that can never start.
 
@@ -183,35 +184,9 @@ func (g *blobCollector) read(ctx context.Context) (*blobRefs, error) {
 }
 
 func (r *blobRefs) refer(spec *v1.WorkloadSpec) {
-	for _, d := range specBlobs(spec) {
+	for _, d := range workloads.Blobs(spec) {
 		r.referenced[d] = true
 	}
-}
-
-// specBlobs are the digests of the blobs spec runs.
-func specBlobs(spec *v1.WorkloadSpec) []string {
-	var out []string
-	for _, d := range []string{spec.GetModuleDigest(), spec.GetFallbackArchiveDigest()} {
-		if d != "" {
-			out = append(out, d)
-		}
-	}
-	return out
-}
-
-// blobsPresent are comparisons that hold while every blob spec runs is
-// stored: a workload write includes them, so that it fails rather than
-// reference a blob the collector deleted after the write checked it.
-func blobsPresent(spec *v1.WorkloadSpec) ([]clientv3.Cmp, error) {
-	var cmps []clientv3.Cmp
-	for _, d := range specBlobs(spec) {
-		cmp, err := blobs.Present(d)
-		if err != nil {
-			return nil, err
-		}
-		cmps = append(cmps, cmp)
-	}
-	return cmps, nil
 }
 
 // pass reads the blobs and their references and deletes the blobs that

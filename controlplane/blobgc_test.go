@@ -13,6 +13,7 @@ import (
 
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -162,7 +163,7 @@ func TestBlobGCKeepsKeptRevisionsBlobsAndCollectsDroppedOnes(t *testing.T) {
 	if err := g.apply("w", c); err != nil { // generation 3: revision 1 goes
 		t.Fatal(err)
 	}
-	revs, err := g.s.listRevisions(ctx, "w")
+	revs, err := workloads.ListRevisions(ctx, g.s.store, "w")
 	if err != nil || len(revs) != 2 || revs[0].GetGeneration() != 2 {
 		t.Fatalf("revisions = %v, %v; want generations 2 and 3", revs, err)
 	}

@@ -24,26 +24,6 @@ import (
 // been available for the spec's canary duration. Then the rolling update
 // goes on as usual. A rollback is written promoted: it never waits.
 
-// validateCanary checks the canary fields of a spec.
-func validateCanary(spec *v1.WorkloadSpec) error {
-	if spec.GetCanaryDurationMs() < 0 {
-		return errdefs.Invalidf("canary duration %dms is negative", spec.GetCanaryDurationMs())
-	}
-	if spec.GetCanary() == "" {
-		if spec.GetCanaryDurationMs() > 0 {
-			return errdefs.Invalidf("a canary duration needs a canary percentage (like 10%%)")
-		}
-		return nil
-	}
-	if _, err := canary.Parse(spec.GetCanary()); err != nil {
-		return errdefs.Invalidf("canary: %v", err)
-	}
-	if spec.GetHttp() == nil {
-		return errdefs.Invalidf("a canary splits an HTTP function's traffic: this workload has no HTTP route")
-	}
-	return nil
-}
-
 // canaryStep is one pass's decision for a workload with instances of an
 // older generation while its generation waits for promotion (held false
 // otherwise, and the rolling update decides): the canary replicas are

@@ -60,7 +60,7 @@ type Config struct {
 	UserCredentialsDir string `json:"userCredentialsDir" yaml:"userCredentialsDir"`
 
 	// rollouts: RevisionHistoryLimit is how many revisions of each
-	// workload are kept (zero: DefaultRevisionHistoryLimit).
+	// workload are kept (zero: workloads.DefaultRevisionHistoryLimit).
 	RevisionHistoryLimit int `json:"revisionHistoryLimit" yaml:"revisionHistoryLimit"`
 	// RolloutMinReady is how long a new instance must have been running
 	// before a rolling update counts it as available and lets an old one

@@ -3,9 +3,7 @@ package controlplane
 import (
 	"context"
 
-	"github.com/distribution/reference"
-
-	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -15,26 +13,6 @@ import (
 // named by module_digest like a module) or an image reference each node
 // pulls (image). Exactly one of the two.
 
-const kindContainer = "container"
-
-// validateContainerSource checks a container spec's image on its own.
-func validateContainerSource(spec *v1.WorkloadSpec) error {
-	digest, image := spec.GetModuleDigest(), spec.GetImage()
-	switch {
-	case digest == "" && image == "":
-		return errdefs.Invalidf("a container workload needs an image: an uploaded OCI image archive or an image reference")
-	case digest != "" && image != "":
-		return errdefs.Invalidf("a container workload runs an uploaded image archive or an image reference (%q), not both", image)
-	case digest != "":
-		_, err := blobs.ParseDigest(digest)
-		return err
-	}
-	if _, err := reference.ParseNormalizedNamed(image); err != nil {
-		return errdefs.Invalidf("image reference %q is not valid: %v", image, err)
-	}
-	return nil
-}
-
 // resolveContainerSource checks that a container spec's archive has been
 // uploaded as an image archive, and sets what each instance reserves on
 // its node: its memory limit, as a container's memory is not measured
@@ -42,7 +20,7 @@ func validateContainerSource(spec *v1.WorkloadSpec) error {
 func (s *Server) resolveContainerSource(ctx context.Context, spec *v1.WorkloadSpec) error {
 	spec.MemoryRequestBytes = spec.GetMemoryBytes()
 	if spec.MemoryRequestBytes == 0 {
-		spec.MemoryRequestBytes = DefaultMemory
+		spec.MemoryRequestBytes = workloads.DefaultMemory
 	}
 	if spec.GetModuleDigest() == "" {
 		spec.ModuleSize = 0

@@ -7,9 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wasmorch/wasmorch/controlplane"
-	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
+
+	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -57,7 +58,7 @@ func TestContainerWorkloads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("applying a container workload from an archive: %v", err)
 	}
-	if s := resp.GetWorkload().GetSpec(); s.GetModuleSize() != int64(len(archive)) || s.GetMemoryRequestBytes() != controlplane.DefaultMemory {
+	if s := resp.GetWorkload().GetSpec(); s.GetModuleSize() != int64(len(archive)) || s.GetMemoryRequestBytes() != workloads.DefaultMemory {
 		t.Errorf("spec = %v, want the archive's size and the default memory reserved", s)
 	}
 	resp, err = apply("pulled", &v1.WorkloadSpec{Kind: "container", Image: "registry.example.com/team/api:1.4", MemoryBytes: 256 << 20})

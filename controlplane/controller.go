@@ -14,6 +14,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -548,7 +549,7 @@ func (c *controller) diff(wl *v1.Workload, insts []store.Versioned[*v1.Instance]
 		if gone, n, held := canaryStep(wl, current, old, w); held {
 			return append(remove, gone...), n
 		}
-		surge, unavailable := RolloutBounds(wl.GetSpec())
+		surge, unavailable := workloads.RolloutBounds(wl.GetSpec())
 		available := 0
 		for _, inst := range current {
 			if c.available(inst.Value, w) {

@@ -3,10 +3,8 @@ package controlplane
 import (
 	"context"
 
-	"github.com/distribution/reference"
-
-	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/scheduler"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -20,40 +18,6 @@ import (
 // BlobMeta.wasm_unsupported). The scheduler chooses per node
 // (scheduler/fallback.go); the worker runs the instance with the runtime
 // its record names.
-
-// maxPort is the highest TCP port.
-const maxPort = 65535
-
-// validateFallback checks a spec's fallback image and HTTP port on their
-// own.
-func validateFallback(spec *v1.WorkloadSpec) error {
-	image, digest := spec.GetFallbackImage(), spec.GetFallbackArchiveDigest()
-	if p := spec.GetPort(); p < 0 || p > maxPort {
-		return errdefs.Invalidf("port %d is outside 1..%d", p, maxPort)
-	}
-	if spec.GetKind() == kindContainer {
-		if image != "" || digest != "" {
-			return errdefs.Invalidf("a fallback image belongs to a wasm workload; a container workload runs its image everywhere")
-		}
-	} else if spec.GetPort() != 0 && image == "" && digest == "" {
-		return errdefs.Invalidf("a port is for HTTP containers: a wasm function is served CGI-style; give it a fallback image or drop the port")
-	}
-	if spec.GetPort() != 0 && spec.GetHttp() == nil {
-		return errdefs.Invalidf("port %d is where the gateway sends HTTP requests: give the workload a route too", spec.GetPort())
-	}
-	switch {
-	case image != "" && digest != "":
-		return errdefs.Invalidf("a fallback is an image reference (%q) or an uploaded image archive, not both", image)
-	case digest != "":
-		_, err := blobs.ParseDigest(digest)
-		return err
-	case image != "":
-		if _, err := reference.ParseNormalizedNamed(image); err != nil {
-			return errdefs.Invalidf("fallback image reference %q is not valid: %v", image, err)
-		}
-	}
-	return nil
-}
 
 // resolveFallback completes a wasm spec from its module's metadata: a
 // module the wasm runtime cannot run is refused without a fallback when
@@ -70,7 +34,7 @@ func (s *Server) resolveFallback(ctx context.Context, spec *v1.WorkloadSpec, mod
 	spec.WasmUnsupported = unsupported
 	spec.FallbackMemoryRequestBytes = spec.GetMemoryBytes()
 	if spec.FallbackMemoryRequestBytes == 0 {
-		spec.FallbackMemoryRequestBytes = DefaultMemory
+		spec.FallbackMemoryRequestBytes = workloads.DefaultMemory
 	}
 	digest := spec.GetFallbackArchiveDigest()
 	if digest == "" {

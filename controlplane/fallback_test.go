@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wasmorch/wasmorch/controlplane"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -45,7 +45,7 @@ func TestFallbackImages(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a module with a fallback archive: %v", err)
 	}
-	if !strings.Contains(spec.GetWasmUnsupported(), "env.does_not_exist") || spec.GetFallbackMemoryRequestBytes() != controlplane.DefaultMemory {
+	if !strings.Contains(spec.GetWasmUnsupported(), "env.does_not_exist") || spec.GetFallbackMemoryRequestBytes() != workloads.DefaultMemory {
 		t.Errorf("spec = %v, want why it cannot run as wasm and the container's memory request", spec)
 	}
 	if spec, err = apply("plain", &v1.WorkloadSpec{ModuleDigest: hello, FallbackImage: "team/app:1.0", Replicas: 1}); err != nil || spec.GetWasmUnsupported() != "" {

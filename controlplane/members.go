@@ -24,6 +24,7 @@ import (
 
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -113,7 +114,7 @@ func joinOnce(ctx context.Context, cfg Config, req *v1.AddMemberRequest) (joined
 // added but never started again is allowed, so that a join that failed
 // half-way can be retried.
 func (a *controlAPI) AddMember(ctx context.Context, req *v1.AddMemberRequest) (*v1.AddMemberResponse, error) {
-	if err := ValidateNodeName(req.GetName()); err != nil {
+	if err := workloads.ValidateNodeName(req.GetName()); err != nil {
 		return nil, errdefs.Invalidf("invalid member name: %v", err)
 	}
 	u, err := url.Parse(req.GetPeerUrl())

@@ -3,7 +3,6 @@ package controlplane
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
-	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -166,53 +164,4 @@ func plural(n int) string {
 		return ""
 	}
 	return "s"
-}
-
-// Label keys and values, after Kubernetes: an optional DNS prefix and a
-// name of letters, digits, '-', '_' and '.'.
-var (
-	labelKey   = regexp.MustCompile(`^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
-	labelValue = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
-	goName     = regexp.MustCompile(`^[a-z0-9]+$`)
-)
-
-// MaxCPUMillis bounds a workload's CPU request: 1,024 cores.
-const MaxCPUMillis = 1 << 20
-
-// validatePlacement checks the scheduling parts of a spec.
-func validatePlacement(spec *v1.WorkloadSpec) error {
-	if c := spec.GetCpuMillis(); c < 0 || c > MaxCPUMillis {
-		return errdefs.Invalidf("cpu request %dm is outside 0..%dm", c, MaxCPUMillis)
-	}
-	pl := spec.GetPlacement()
-	for k, v := range pl.GetSelector() {
-		if err := ValidateLabel(k, v); err != nil {
-			return errdefs.Invalidf("selector: %v", err)
-		}
-	}
-	if s := pl.GetSpread(); s != "" && (len(s) > 63 || !labelKey.MatchString(s)) {
-		return errdefs.Invalidf("spread label key %q is not a label key: use letters, digits, '-', '_' and '.', optionally after a 'prefix/'", s)
-	}
-	for _, a := range pl.GetArch() {
-		if !goName.MatchString(a) {
-			return errdefs.Invalidf("arch %q is not an architecture name such as amd64 or arm64", a)
-		}
-	}
-	for _, o := range pl.GetOs() {
-		if !goName.MatchString(o) {
-			return errdefs.Invalidf("os %q is not an operating system name such as linux", o)
-		}
-	}
-	return nil
-}
-
-// ValidateLabel checks one node label or selector entry.
-func ValidateLabel(k, v string) error {
-	if len(k) > 253 || !labelKey.MatchString(k) {
-		return errdefs.Invalidf("label key %q is not valid: use letters, digits, '-', '_' and '.', optionally after a 'prefix/'", k)
-	}
-	if len(v) > 63 || !labelValue.MatchString(v) {
-		return errdefs.Invalidf("label value %q of %q is not valid: use at most 63 letters, digits, '-', '_' and '.'", v, k)
-	}
-	return nil
 }

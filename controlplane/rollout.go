@@ -3,9 +3,7 @@ package controlplane
 import (
 	"context"
 	"fmt"
-	"math"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,77 +12,10 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/store"
-	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
-
-// DefaultMaxSurge and DefaultMaxUnavailable are Kubernetes' defaults.
-const (
-	DefaultMaxSurge       = "25%"
-	DefaultMaxUnavailable = "25%"
-)
-
-// parseIntOrPercent checks a max surge / max unavailable value: a count
-// ("2") or a percentage ("25%"); "" is the default.
-func parseIntOrPercent(s string) (n int, percent bool, err error) {
-	num, pct := strings.CutSuffix(s, "%")
-	n, err = strconv.Atoi(num)
-	if err != nil || n < 0 || pct && n > 100 || strings.HasPrefix(num, "+") {
-		return 0, false, errdefs.Invalidf("%q is neither a count (like 2) nor a percentage (like 25%%)", s)
-	}
-	return n, pct, nil
-}
-
-// scaled resolves s against replicas, rounding a percentage up or down.
-func scaled(s, def string, replicas int, roundUp bool) int {
-	if s == "" {
-		s = def
-	}
-	n, pct, err := parseIntOrPercent(s)
-	if err != nil {
-		n, pct, _ = parseIntOrPercent(def) // validated at apply; never here
-	}
-	if !pct {
-		return n
-	}
-	v := float64(n) * float64(replicas) / 100
-	if roundUp {
-		return int(math.Ceil(v))
-	}
-	return int(math.Floor(v))
-}
-
-// RolloutBounds resolves a spec's max surge (rounded up) and max
-// unavailable (rounded down) against its replicas, as Kubernetes does:
-// when both come to 0, max unavailable is 1 so that a rollout can move.
-func RolloutBounds(spec *v1.WorkloadSpec) (surge, unavailable int) {
-	replicas := int(spec.GetReplicas())
-	surge = scaled(spec.GetMaxSurge(), DefaultMaxSurge, replicas, true)
-	unavailable = min(scaled(spec.GetMaxUnavailable(), DefaultMaxUnavailable, replicas, false), replicas)
-	if surge == 0 && unavailable == 0 {
-		unavailable = 1
-	}
-	return surge, unavailable
-}
-
-// validateRollout checks the rollout fields of a spec.
-func validateRollout(spec *v1.WorkloadSpec) error {
-	surge, unavail := spec.GetMaxSurge(), spec.GetMaxUnavailable()
-	for _, f := range []struct{ name, v string }{{"max surge", surge}, {"max unavailable", unavail}} {
-		if f.v == "" {
-			continue
-		}
-		if _, _, err := parseIntOrPercent(f.v); err != nil {
-			return errdefs.Invalidf("%s: %v", f.name, err)
-		}
-	}
-	isZero := func(s string) bool { n, _, _ := parseIntOrPercent(s); return s != "" && n == 0 }
-	if isZero(surge) && isZero(unavail) {
-		return errdefs.Invalidf("max surge and max unavailable cannot both be 0: a rollout could never move")
-	}
-	return nil
-}
 
 // rollingStep is one pass's decision for a workload with instances of an
 // older generation: which old ones go and how many new ones to create.
@@ -108,7 +39,7 @@ func rollingStep(want, surge, unavailable int, current, ready int, old []store.V
 	// generation; within one, the newest instance.
 	same := make(map[string]bool, len(oldReady))
 	for _, inst := range oldReady {
-		same[inst.Name] = sameRevision(inst.Value.GetSpec(), spec)
+		same[inst.Name] = workloads.SameRevision(inst.Value.GetSpec(), spec)
 	}
 	sort.SliceStable(oldReady, func(i, j int) bool {
 		a, b := oldReady[i], oldReady[j]
@@ -123,20 +54,6 @@ func rollingStep(want, surge, unavailable int, current, ready int, old []store.V
 	total := current + len(oldReady) - removable
 	create = max(0, min(want-current, want+surge-total))
 	return remove, create
-}
-
-// sameRevision says whether two specs run the same thing: equal but for
-// the replica count and the rollout settings.
-func sameRevision(a, b *v1.WorkloadSpec) bool {
-	strip := func(s *v1.WorkloadSpec) *v1.WorkloadSpec {
-		if s == nil {
-			return &v1.WorkloadSpec{}
-		}
-		s = proto.Clone(s).(*v1.WorkloadSpec)
-		s.Replicas, s.MaxSurge, s.MaxUnavailable, s.Canary, s.CanaryDurationMs = 0, "", "", "", 0
-		return s
-	}
-	return proto.Equal(strip(a), strip(b))
 }
 
 // healthTransitions records an event when a function replica of a
@@ -379,7 +296,7 @@ func (c *controller) autoRollback(ctx context.Context, wl store.Versioned[*v1.Wo
 	if reason == "" {
 		return false, nil
 	}
-	revs, err := listRevisions(ctx, c.st, wl.Name)
+	revs, err := workloads.ListRevisions(ctx, c.st, wl.Name)
 	if err != nil {
 		return false, err
 	}
@@ -388,7 +305,7 @@ func (c *controller) autoRollback(ctx context.Context, wl store.Versioned[*v1.Wo
 			return false, nil
 		}
 	}
-	target, err := pickRevision(revs, wl.Value, 0)
+	target, err := workloads.PickRevision(revs, wl.Value, 0)
 	if err != nil {
 		return false, nil // nothing to go back to
 	}
@@ -403,7 +320,7 @@ func (c *controller) autoRollback(ctx context.Context, wl store.Versioned[*v1.Wo
 	if err != nil {
 		return false, err
 	}
-	rcmps, rops, err := revisionOps(ctx, c.st, c.revisionLimit, next, cause)
+	rcmps, rops, err := workloads.RevisionOps(ctx, c.st, c.revisionLimit, next, cause)
 	if err != nil {
 		return false, err
 	}

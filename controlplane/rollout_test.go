@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/wasmorch/wasmorch/controlplane"
+
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -31,7 +33,7 @@ func TestRolloutBoundsRoundLikeKubernetes(t *testing.T) {
 		{0, "", "", 0, 1},
 	}
 	for _, tc := range tests {
-		s, u := controlplane.RolloutBounds(&v1.WorkloadSpec{Replicas: tc.replicas, MaxSurge: tc.surge, MaxUnavailable: tc.unavailable})
+		s, u := workloads.RolloutBounds(&v1.WorkloadSpec{Replicas: tc.replicas, MaxSurge: tc.surge, MaxUnavailable: tc.unavailable})
 		if s != tc.wantSurge || u != tc.wantUnavail {
 			t.Errorf("replicas %d surge %q unavailable %q: got %d/%d, want %d/%d", tc.replicas, tc.surge, tc.unavailable, s, u, tc.wantSurge, tc.wantUnavail)
 		}
@@ -235,7 +237,7 @@ func TestRevisionsHistoryAndRollback(t *testing.T) {
 		apply(fmt.Sprint(i), 3)
 	}
 	gens, _ := history()
-	if len(gens) != controlplane.DefaultRevisionHistoryLimit || gens[0] != 4 || gens[len(gens)-1] != 13 {
+	if len(gens) != workloads.DefaultRevisionHistoryLimit || gens[0] != 4 || gens[len(gens)-1] != 13 {
 		t.Fatalf("history after 13 generations: %v; want 4..13", gens)
 	}
 	// A rollout that cannot move is refused.

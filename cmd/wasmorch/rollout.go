@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wasmorch/wasmorch/controlplane"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/cliclient"
 	"github.com/wasmorch/wasmorch/internal/cliout"
 )
@@ -226,7 +227,7 @@ is waiting for promotion.`,
 // addRolloutSettings adds the control plane's rollout settings to up and
 // server.
 func addRolloutSettings(cmd *cobra.Command, cp *controlplane.Config) {
-	cmd.Flags().IntVar(&cp.RevisionHistoryLimit, "revision-history-limit", controlplane.DefaultRevisionHistoryLimit, "revisions kept per workload for 'wasmorch rollout history' and 'undo'")
+	cmd.Flags().IntVar(&cp.RevisionHistoryLimit, "revision-history-limit", workloads.DefaultRevisionHistoryLimit, "revisions kept per workload for 'wasmorch rollout history' and 'undo'")
 	cmd.Flags().IntVar(&cp.RolloutFailureRestarts, "rollout-failure-restarts", cp.RolloutFailureRestarts, "roll a rollout back automatically when an instance of the new generation has restarted this many times (0: never)")
 	cmd.Flags().IntVar(&cp.RolloutMaxErrorPercent, "rollout-max-error-rate", cp.RolloutMaxErrorPercent, "roll a function's rollout back automatically when its new generation fails more than this percentage of its requests (at least 20), and more than twice the rate of the old one (0: never)")
 	cmd.Flags().DurationVar(&cp.ProgressDeadline, "progress-deadline", cp.ProgressDeadline, "roll a rollout back automatically when an instance of the new generation is not placed, not started by its node, or still preparing this long after it was created (0: never)")

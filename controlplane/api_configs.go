@@ -281,7 +281,7 @@ func (a *controlAPI) SetSecret(ctx context.Context, req *v1.SetSecretRequest) (*
 		}
 		changed := changedKeys(old, data)
 		if req.GetDryRun() {
-			sec.Keys = sortedKeys(data)
+			sec.Keys = slices.Sorted(maps.Keys(data))
 			return &v1.SetSecretResponse{Secret: secretView(sec), Created: !exists, Changed: true, ChangedKeys: changed}, nil
 		}
 		if err := a.s.sealSecret(ctx, sec, data); err != nil {
@@ -418,7 +418,7 @@ func (s *Server) resolveEnv(ctx context.Context, insts []*v1.Instance) error {
 		} {
 			for _, n := range src.names {
 				data := src.data[n]
-				for _, k := range sortedKeys(data) {
+				for _, k := range slices.Sorted(maps.Keys(data)) {
 					if src.dir == "" {
 						add(k, data[k])
 					} else {

@@ -12,6 +12,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/controlplane/controller"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
@@ -29,7 +30,8 @@ const testGrace = time.Hour
 type gcServer struct {
 	s     *Server
 	api   *controlAPI
-	gc    *blobCollector
+	gc    *controller.BlobCollector
+	hook  *hookKV // what gc writes through: the store's client, and a hook
 	clock time.Time
 }
 
@@ -51,20 +53,22 @@ func newGCServer(t *testing.T, revisionLimit int) *gcServer {
 	go func() { defer close(done); _ = s.cache.Start(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	g := &gcServer{s: s, api: &controlAPI{s: s}, clock: time.Unix(1_000_000, 0)}
-	g.gc = g.collector(s.store.Client)
+	g.hook = &hookKV{KV: s.store.Client}
+	g.gc = g.collector(g.hook)
 	return g
 }
 
 // collector is a collector on the test's clock writing through kv.
-func (g *gcServer) collector(kv clientv3.KV) *blobCollector {
-	c := g.s.blobCollector(kv)
-	c.now = func() time.Time { return g.clock }
+func (g *gcServer) collector(kv clientv3.KV) *controller.BlobCollector {
+	c := controller.NewBlobCollector(controller.Config{Store: g.s.store, Cache: g.s.cache, KV: kv, Events: g.s.events, Metrics: g.s.loops,
+		BlobGCInterval: g.s.cfg.BlobGCInterval, BlobGCGrace: g.s.cfg.BlobGCGrace})
+	c.SetClock(func() time.Time { return g.clock })
 	return c
 }
 
 func (g *gcServer) pass(t *testing.T) int {
 	t.Helper()
-	n, err := g.gc.pass(context.Background())
+	n, err := g.gc.Pass(context.Background())
 	if err != nil {
 		t.Fatalf("collector pass: %v", err)
 	}
@@ -279,7 +283,7 @@ func TestBlobGCRacingDeploy(t *testing.T) {
 		d := g.upload(t, module)
 		g.pass(t)
 		g.clock = g.clock.Add(testGrace)
-		g.gc.kv = &hookKV{KV: g.s.store.Client, before: func() { g.upload(t, module) }}
+		g.hook.before = func() { g.upload(t, module) }
 		if n := g.pass(t); n != 0 || !g.stored(t, d) {
 			t.Fatalf("collected %d blobs, one of them uploaded again meanwhile", n)
 		}
@@ -293,7 +297,7 @@ func TestBlobGCRacingDeploy(t *testing.T) {
 		g.pass(t)
 		g.clock = g.clock.Add(testGrace)
 		var applied error
-		g.gc.kv = &hookKV{KV: g.s.store.Client, before: func() { applied = g.apply("w", d) }}
+		g.hook.before = func() { applied = g.apply("w", d) }
 		if n := g.pass(t); n != 0 {
 			t.Fatalf("collected %d blobs although a workload was applied meanwhile", n)
 		}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/wasmorch/wasmorch/controlplane/controller"
 )
 
 // Config configures one control-plane member. cobra and viper fill it in
@@ -86,10 +88,21 @@ type Config struct {
 	// blob GC: BlobGCInterval is how often the leader looks for blobs
 	// that no workload, instance or kept revision references (0 turns the
 	// collector off); it deletes those that stayed unreferenced for
-	// BlobGCGrace (zero: DefaultBlobGCGrace). See blobgc.go.
+	// BlobGCGrace (zero: DefaultBlobGCGrace). See controller/blobgc.go.
 	BlobGCInterval time.Duration `json:"blobGCInterval" yaml:"blobGCInterval"`
 	BlobGCGrace    time.Duration `json:"blobGCGrace" yaml:"blobGCGrace"`
 }
+
+// Defaults of the leader's loops (package controller), as the flags of
+// up and server show them.
+const (
+	DefaultMinReady               = controller.DefaultMinReady
+	DefaultRolloutFailureRestarts = controller.DefaultRolloutFailureRestarts
+	DefaultProgressDeadline       = controller.DefaultProgressDeadline
+	DefaultRolloutMaxErrorPercent = controller.DefaultRolloutMaxErrorPercent
+	DefaultBlobGCInterval         = controller.DefaultBlobGCInterval
+	DefaultBlobGCGrace            = controller.DefaultBlobGCGrace
+)
 
 // DefaultConfig returns the defaults `wasmorch up` and `server` start with.
 func DefaultConfig() Config {

@@ -4,6 +4,3 @@ package controlplane
 // routes and writing the workload, so that a test can line two deploys up
 // in that window.
 func SetRouteCheckedHook(s *Server, f func()) { s.routeChecked = f }
-
-// ErrorRateFailure is errorRateFailure, for the rollout tests.
-var ErrorRateFailure = errorRateFailure

@@ -382,42 +382,6 @@ func rolledBackAs(ctx context.Context, t *testing.T, c *cluster, workload string
 	return revs[len(revs)-1].GetChangeCause()
 }
 
-func TestErrorRateFailure(t *testing.T) {
-	gens := func(m map[int64][2]int64) *v1.FunctionLoad {
-		l := &v1.FunctionLoad{Generations: map[int64]*v1.GenerationRequests{}}
-		for g, n := range m {
-			l.Generations[g] = &v1.GenerationRequests{Requests: n[0], Errors: n[1]}
-		}
-		return l
-	}
-	for _, tt := range []struct {
-		name  string
-		loads []*v1.FunctionLoad
-		fails bool
-	}{
-		{"no requests yet", nil, false},
-		{"too few requests to judge", []*v1.FunctionLoad{gens(map[int64][2]int64{2: {19, 19}})}, false},
-		{"failing, summed over gateways", []*v1.FunctionLoad{gens(map[int64][2]int64{2: {10, 5}}), gens(map[int64][2]int64{1: {500, 0}, 2: {10, 5}})}, true},
-		{"under the limit", []*v1.FunctionLoad{gens(map[int64][2]int64{1: {100, 0}, 2: {100, 10}})}, false},
-		{"as bad as the old one", []*v1.FunctionLoad{gens(map[int64][2]int64{1: {100, 40}, 2: {100, 50}})}, false},
-		{"much worse than the old one", []*v1.FunctionLoad{gens(map[int64][2]int64{1: {100, 10}, 2: {100, 30}})}, true},
-		{"a newer generation's failures are not counted", []*v1.FunctionLoad{gens(map[int64][2]int64{2: {100, 0}, 3: {100, 100}})}, false},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			why := controlplane.ErrorRateFailure(2, tt.loads, 10)
-			if (why != "") != tt.fails {
-				t.Errorf("errorRateFailure = %q, want a failure: %v", why, tt.fails)
-			}
-		})
-	}
-	if why := controlplane.ErrorRateFailure(2, []*v1.FunctionLoad{gens(map[int64][2]int64{1: {100, 0}, 2: {40, 12}})}, 10); why != "generation 2 failed 12 of 40 requests (30%, over the limit of 10%; the older generations: 0%)" {
-		t.Errorf("errorRateFailure says %q", why)
-	}
-	if why := controlplane.ErrorRateFailure(2, []*v1.FunctionLoad{gens(map[int64][2]int64{2: {40, 40}})}, 0); why != "" {
-		t.Errorf("a limit of 0 turns it off; got %q", why)
-	}
-}
-
 // TestRolloutStuckPastTheProgressDeadlineIsRolledBack: a new generation
 // whose instances their node never starts (no status ever comes) is rolled
 // back once the progress deadline has passed since they were created.

@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -181,7 +183,7 @@ func (s *Server) sealSecret(ctx context.Context, sec *v1.Secret, data map[string
 	if err != nil {
 		return err
 	}
-	sec.Keys = sortedKeys(data)
+	sec.Keys = slices.Sorted(maps.Keys(data))
 	sec.Digest = secretbox.Digest(s.keys.member, data)
 	sec.KeyId, sec.Nonce, sec.Ciphertext = id, nonce, ct
 	return nil

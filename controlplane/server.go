@@ -30,6 +30,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/controller"
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/store"
@@ -53,7 +54,7 @@ type Server struct {
 	httpLis net.Listener
 	workers *workerClients
 	metrics *metrics
-	blobGC  *blobGCMetrics
+	loops   *controller.Metrics // the leader's loops
 	events  *events.Recorder
 	gateway *gateway.Gateway
 	sec     *security // the cluster CA and this member's certificate
@@ -134,7 +135,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.blobs = blobs.New(cli)
 	s.metrics = newMetrics()
-	s.blobGC = newBlobGCMetrics(s.metrics.registry)
+	s.loops = controller.NewMetrics(s.metrics.registry)
 	s.events = events.New(cli, cfg.Name)
 
 	s.grpc = grpc.NewServer(
@@ -312,27 +313,13 @@ func (s *Server) leadOnce(ctx context.Context) error {
 		case <-lctx.Done():
 		}
 	}()
-	c := &controller{st: s.store, cache: s.cache, kv: store.Fenced(s.store.Client, el), log: s.log.With("loop", "controller"), metrics: s.metrics, events: s.events,
-		resync:   s.cfg.ControllerResync,
-		minReady: s.cfg.rolloutMinReady(), failureRestarts: s.cfg.RolloutFailureRestarts, progressDeadline: s.cfg.ProgressDeadline,
-		maxErrorPercent: s.cfg.RolloutMaxErrorPercent, revisionLimit: s.revisionHistoryLimit()} // rollouts
-	scaled := make(chan struct{})
-	go func() {
-		defer close(scaled)
-		as := &autoscaler{st: s.store, cache: s.cache, kv: c.kv, log: s.log.With("loop", "autoscaler"), events: s.events, now: time.Now}
-		_ = as.Start(lctx) // returns nil when lctx ends
-	}()
-	collected := make(chan struct{})
-	go func() {
-		defer close(collected)
-		if s.cfg.BlobGCInterval > 0 {
-			_ = s.blobCollector(c.kv).Start(lctx) // returns nil when lctx ends
-		}
-	}()
-	err = c.Start(lctx)
+	err = controller.Run(lctx, controller.Config{
+		Store: s.store, Cache: s.cache, KV: store.Fenced(s.store.Client, el), Events: s.events, Logger: s.log, Metrics: s.loops,
+		Resync: s.cfg.ControllerResync, MinReady: s.cfg.RolloutMinReady, FailureRestarts: s.cfg.RolloutFailureRestarts,
+		ProgressDeadline: s.cfg.ProgressDeadline, MaxErrorPercent: s.cfg.RolloutMaxErrorPercent, RevisionLimit: s.revisionHistoryLimit(),
+		BlobGCInterval: s.cfg.BlobGCInterval, BlobGCGrace: s.cfg.BlobGCGrace,
+	})
 	cancel()
-	<-scaled
-	<-collected
 	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 	defer rcancel()
 	_ = el.Resign(rctx)
@@ -443,26 +430,15 @@ type metrics struct {
 	registry *prometheus.Registry
 	leader   prometheus.Gauge
 	calls    *prometheus.CounterVec
-	passes   prometheus.Counter
-	// the controller's work queue: keys waiting, and how long a round of
-	// reconciles (with its writes and placements) takes.
-	queueDepth       prometheus.Gauge
-	reconcileSeconds prometheus.Histogram
-	reconciles       *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
 	m := &metrics{
-		registry:   prometheus.NewRegistry(),
-		leader:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmorch_controlplane_is_leader", Help: "1 while this member runs the controllers."}),
-		calls:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_api_calls_total", Help: "Unary API calls by method and outcome."}, []string{"method", "code"}),
-		passes:     prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_controller_passes_total", Help: "Rounds of reconciles run by the workload controller (each takes a batch of keys from its work queue)."}),
-		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmorch_controller_queue_depth", Help: "Keys (workloads, nodes) waiting in the workload controller's work queue."}),
-		reconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "wasmorch_controller_round_seconds", Help: "Time of one round of the workload controller: its reconciles, writes and placements.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
-		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_controller_reconciles_total", Help: "Keys the workload controller reconciled, by kind (workload, node)."}, []string{"kind"}),
+		registry: prometheus.NewRegistry(),
+		leader:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmorch_controlplane_is_leader", Help: "1 while this member runs the controllers."}),
+		calls:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_api_calls_total", Help: "Unary API calls by method and outcome."}, []string{"method", "code"}),
 	}
-	m.registry.MustRegister(m.leader, m.calls, m.passes, m.queueDepth, m.reconcileSeconds, m.reconciles, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registry.MustRegister(m.leader, m.calls, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -1,4 +1,10 @@
-package controlplane
+// Package controller holds the loops that run on the elected leader of
+// the control plane: the workload controller, which reconciles workloads
+// and nodes from the member's cache through a work queue and places
+// instances with the scheduler; the autoscaler of functions; and the blob
+// collector. Run starts them for one leadership; every write goes through
+// the leadership's fence.
+package controller
 
 import (
 	"context"
@@ -36,7 +42,7 @@ type controller struct {
 	kv      clientv3.KV
 	log     *slog.Logger
 	resync  time.Duration
-	metrics *metrics
+	metrics *Metrics
 	events  *events.Recorder
 	queue   *workQueue
 	// written is the revision of the controller's latest write: a

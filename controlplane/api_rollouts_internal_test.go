@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -12,38 +11,6 @@ import (
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
-
-// TestRollbackRemovesTheFailedRevisionFirst: rolling back to revision 1
-// (as generation 3) after a canary of generation 2, the canary's instance
-// goes before any of generation 1's, which run the spec rolled out again.
-func TestRollbackRemovesTheFailedRevisionFirst(t *testing.T) {
-	specOf := func(v string) *v1.WorkloadSpec {
-		return &v1.WorkloadSpec{Replicas: 4, Http: &v1.HttpTrigger{Route: "/shop"}, Env: []*v1.EnvVar{{Name: "V", Value: v}}}
-	}
-	w := &world{statuses: map[string]*v1.InstanceStatus{}, alive: map[string]bool{"n1": true}}
-	var old []store.Versioned[*v1.Instance]
-	add := func(id string, gen int64, spec *v1.WorkloadSpec, created int64) {
-		old = append(old, store.Versioned[*v1.Instance]{Name: id, Value: &v1.Instance{Id: id, Generation: gen, Node: "n1", Spec: spec, CreatedUnixNano: created}})
-		w.statuses[id] = &v1.InstanceStatus{Id: id, Node: "n1", State: v1.InstanceState_INSTANCE_STATE_RUNNING}
-	}
-	for i := range 4 {
-		add(fmt.Sprintf("shop-v1-%d", i), 1, specOf("1"), int64(i))
-	}
-	canarySpec := specOf("2")
-	canarySpec.Canary = "25%"
-	add("shop-canary", 2, canarySpec, 10)
-
-	rollback := specOf("1")
-	rollback.Replicas = 4
-	remove, create := rollingStep(4, 1, 1, 0, 0, old, rollback, w)
-	if len(remove) != 2 || remove[0].Name != "shop-canary" || remove[1].Value.GetGeneration() != 1 || create != 2 {
-		var names []string
-		for _, r := range remove {
-			names = append(names, r.Name)
-		}
-		t.Fatalf("rollingStep removes %v and creates %d; want shop-canary first, then one of generation 1, and 2 created", names, create)
-	}
-}
 
 // TestDerivedApplyRefusesAWorkloadThatChanged: a rollback or restart,
 // whose spec is derived from the workload as read, writes nothing when the

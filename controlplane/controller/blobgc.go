@@ -1,4 +1,4 @@
-package controlplane
+package controller
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -54,45 +53,15 @@ const (
 // comparison and one deletion each), under etcd's operation limit.
 const maxBlobsPerTxn = store.MaxOpsPerTxn / 4
 
-func (c Config) blobGCGrace() time.Duration {
-	if c.BlobGCGrace > 0 {
-		return c.BlobGCGrace
-	}
-	return DefaultBlobGCGrace
-}
-
-// blobGCMetrics are the collector's Prometheus metrics.
-type blobGCMetrics struct {
-	passes    prometheus.Counter
-	collected prometheus.Counter
-	bytes     prometheus.Counter
-	stored    prometheus.Gauge
-}
-
-func newBlobGCMetrics(reg prometheus.Registerer) *blobGCMetrics {
-	m := &blobGCMetrics{
-		passes: prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_blob_gc_passes_total",
-			Help: "Passes of the blob garbage collector (on the leader)."}),
-		collected: prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_blobs_collected_total",
-			Help: "Unreferenced blobs (modules, image archives) the garbage collector deleted."}),
-		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_blob_bytes_collected_total",
-			Help: "Bytes of the blobs the garbage collector deleted."}),
-		stored: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmorch_blobs_stored",
-			Help: "Blobs stored in etcd, as the last garbage collector pass on this member found them."}),
-	}
-	reg.MustRegister(m.passes, m.collected, m.bytes, m.stored)
-	return m
-}
-
-// blobCollector deletes unreferenced blobs. It runs only on the elected
+// BlobCollector deletes unreferenced blobs. It runs only on the elected
 // leader and writes through its fence.
-type blobCollector struct {
+type BlobCollector struct {
 	st       *store.Store
 	cache    *cache.Cache
 	kv       clientv3.KV // fenced on this member's leadership
 	log      *slog.Logger
 	events   *events.Recorder
-	metrics  *blobGCMetrics
+	metrics  *Metrics
 	interval time.Duration
 	grace    time.Duration
 	now      func() time.Time
@@ -108,19 +77,12 @@ type unreferencedMark struct {
 	since       time.Time
 }
 
-// blobCollector is the collector of this member's leadership, writing
-// through kv (fenced on it).
-func (s *Server) blobCollector(kv clientv3.KV) *blobCollector {
-	return &blobCollector{st: s.store, cache: s.cache, kv: kv, log: s.log.With("loop", "blobgc"), events: s.events, metrics: s.blobGC,
-		interval: s.cfg.BlobGCInterval, grace: s.cfg.blobGCGrace(), now: time.Now}
-}
-
 // Start runs a pass every interval until ctx is done.
-func (g *blobCollector) Start(ctx context.Context) error {
+func (g *BlobCollector) Start(ctx context.Context) error {
 	ticker := time.NewTicker(g.interval)
 	defer ticker.Stop()
 	for {
-		if _, err := g.pass(ctx); err != nil && ctx.Err() == nil {
+		if _, err := g.Pass(ctx); err != nil && ctx.Err() == nil {
 			g.log.Warn("blob collection pass failed; the next one tries again", "err", err)
 		}
 		select {
@@ -142,7 +104,7 @@ type blobRefs struct {
 // referencingPrefixes hold the records whose specs name blobs.
 var referencingPrefixes = []string{store.WorkloadsPrefix, store.InstancesPrefix, store.RevisionsPrefix}
 
-func (g *blobCollector) read(ctx context.Context) (*blobRefs, error) {
+func (g *BlobCollector) read(ctx context.Context) (*blobRefs, error) {
 	// Workloads and instances from the member's cache, the revisions and
 	// blobs from etcd at the cache's revision: one consistent view.
 	if err := g.cache.Sync(ctx); err != nil {
@@ -192,8 +154,8 @@ func (r *blobRefs) refer(spec *v1.WorkloadSpec) {
 // pass reads the blobs and their references and deletes the blobs that
 // have stayed unreferenced for the grace period. It returns how many it
 // deleted.
-func (g *blobCollector) pass(ctx context.Context) (int, error) {
-	g.metrics.passes.Inc()
+func (g *BlobCollector) Pass(ctx context.Context) (int, error) {
+	g.metrics.gcPasses.Inc()
 	refs, err := g.read(ctx)
 	if err != nil {
 		return 0, err
@@ -226,7 +188,7 @@ func (g *blobCollector) pass(ctx context.Context) (int, error) {
 			delete(g.unreferenced, digest)
 		}
 	}
-	g.metrics.stored.Set(float64(stored))
+	g.metrics.blobsStored.Set(float64(stored))
 	sort.Slice(due, func(i, j int) bool { return due[i].Digest < due[j].Digest })
 	collected := 0
 	for start := 0; start < len(due); start += maxBlobsPerTxn {
@@ -241,7 +203,7 @@ func (g *blobCollector) pass(ctx context.Context) (int, error) {
 
 // collect deletes batch if nothing that references blobs has been written
 // since rev and no blob of batch has been uploaded again since.
-func (g *blobCollector) collect(ctx context.Context, rev int64, batch []*blobs.Stored, now time.Time) (int, error) {
+func (g *BlobCollector) collect(ctx context.Context, rev int64, batch []*blobs.Stored, now time.Time) (int, error) {
 	// Their metadata, for the log: what was deleted and how big it was.
 	reads := make([]clientv3.Op, len(batch))
 	for i, b := range batch {
@@ -277,8 +239,8 @@ func (g *blobCollector) collect(ctx context.Context, rev int64, batch []*blobs.S
 		}
 		unreferencedFor := now.Sub(g.unreferenced[b.Digest].since).Round(time.Second)
 		delete(g.unreferenced, b.Digest)
-		g.metrics.collected.Inc()
-		g.metrics.bytes.Add(float64(meta.GetSize()))
+		g.metrics.blobsCollected.Inc()
+		g.metrics.blobBytes.Add(float64(meta.GetSize()))
 		what := "blob"
 		if b.MetaModRevision == 0 {
 			what = "unfinished upload"

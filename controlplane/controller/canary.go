@@ -1,4 +1,4 @@
-package controlplane
+package controller
 
 import (
 	"context"
@@ -12,7 +12,6 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/canary"
-	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -142,52 +141,4 @@ func (c *controller) canaryPromotion(ctx context.Context, wl store.Versioned[*v1
 	c.note(events.Workload(wl.Name), "CanaryPromoted", "generation %d promoted: its canary (%s of the traffic) was available for %s",
 		next.GetGeneration(), wl.Value.GetSpec().GetCanary(), d)
 	return true, nil
-}
-
-// PromoteRollout ends a canary: the workload's generation is promoted and
-// the rolling update replaces the old instances.
-func (a *controlAPI) PromoteRollout(ctx context.Context, req *v1.PromoteRolloutRequest) (*v1.Workload, error) {
-	name := req.GetWorkload()
-	for attempt := 0; ; attempt++ {
-		cur, err := a.s.store.Workloads.Get(ctx, name)
-		if err != nil {
-			return nil, err
-		}
-		if err := a.canaryInProgress(ctx, cur.Value); err != nil {
-			return nil, err
-		}
-		wl := proto.Clone(cur.Value).(*v1.Workload)
-		wl.PromotedGeneration = wl.GetGeneration()
-		if _, err := a.s.store.Workloads.Update(ctx, name, wl, cur.ModRevision); errdefs.IsConflict(err) && attempt < 5 {
-			continue
-		} else if err != nil {
-			return nil, err
-		}
-		if err := a.s.events.Record(ctx, events.Workload(name), "CanaryPromoted", "generation %d promoted by 'rollout promote' (its canary had %s of the traffic)",
-			wl.GetGeneration(), wl.GetSpec().GetCanary()); err != nil {
-			a.s.log.Warn("could not record event", "err", err)
-		}
-		a.s.log.Info("canary promoted", "workload", name, "generation", wl.GetGeneration())
-		return wl, nil
-	}
-}
-
-// canaryInProgress says why wl has no canary to promote, or nil.
-func (a *controlAPI) canaryInProgress(ctx context.Context, wl *v1.Workload) error {
-	name, gen := wl.GetName(), wl.GetGeneration()
-	switch {
-	case wl.GetSpec().GetCanary() == "":
-		return errdefs.Preconditionf("workload %q has no canary in progress: it is not deployed with a canary", name)
-	case !canary.Unpromoted(wl):
-		return errdefs.Preconditionf("workload %q has no canary in progress: generation %d is already promoted", name, gen)
-	}
-	if err := a.s.cache.Sync(ctx); err != nil {
-		return err
-	}
-	for _, e := range a.s.cache.InstancesOf(name) {
-		if e.Value.GetGeneration() != gen {
-			return nil
-		}
-	}
-	return errdefs.Preconditionf("workload %q has no canary in progress: no instance of a generation before %d is left", name, gen)
 }

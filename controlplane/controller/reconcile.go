@@ -1,0 +1,278 @@
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"sort"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// world is what one reconcile looks at: one workload's instances with
+// their statuses, and the nodes they are bound to, read from the cache at
+// one revision.
+type world struct {
+	instances  []store.Versioned[*v1.Instance]
+	statuses   map[string]*v1.InstanceStatus
+	alive      map[string]bool
+	nodeByName map[string]*v1.Node
+	draining   map[string]bool // nodes being drained
+	rev        int64
+
+	// loads are the gateways' load reports of the workload, if it is a
+	// function (rollouts: its requests by generation).
+	loads map[string][]*v1.FunctionLoad
+}
+
+// readWorld reads one workload and what its reconcile looks at.
+func (c *controller) readWorld(name string) (wl store.Versioned[*v1.Workload], exists bool, w *world) {
+	w = &world{statuses: map[string]*v1.InstanceStatus{}, alive: map[string]bool{}, nodeByName: map[string]*v1.Node{}, draining: map[string]bool{}}
+	c.cache.Read(func(r cache.Reader) {
+		w.rev = r.Rev()
+		if cw, ok := r.Workload(name); ok {
+			wl, exists = store.Versioned[*v1.Workload]{Name: name, Value: cw.Value, ModRevision: cw.ModRevision}, true
+			if cw.Value.GetSpec().GetHttp() != nil {
+				w.loads = map[string][]*v1.FunctionLoad{name: r.Loads(name)}
+			}
+		}
+		insts := r.InstancesOf(name)
+		w.instances = make([]store.Versioned[*v1.Instance], 0, len(insts))
+		for _, e := range insts {
+			w.instances = append(w.instances, store.Versioned[*v1.Instance]{Name: e.Value.GetId(), Value: e.Value, ModRevision: e.ModRevision})
+			if e.Status != nil {
+				w.statuses[e.Value.GetId()] = e.Status
+			}
+			node := e.Value.GetNode()
+			if _, seen := w.alive[node]; node == "" || seen {
+				continue
+			}
+			w.alive[node] = r.NodeAlive(node)
+			if n, ok := r.Node(node); ok {
+				w.nodeByName[node] = n.Value
+				if n.Value.GetDraining() {
+					w.draining[node] = true
+				}
+			}
+		}
+	})
+	return wl, exists, w
+}
+
+// reconcile is one workload's reconciliation: instances of a deleted
+// workload go, lost ones are marked and replaced, a failed rollout is
+// rolled back, a canary promoted, and the instances are brought to the
+// spec (rolling updates, scaling, evictions from draining nodes). It adds
+// its writes to b and returns the instances to create, which the round
+// places before it first writes them.
+func (c *controller) reconcile(ctx context.Context, name string, b *batch) ([]*v1.Instance, error) {
+	wl, exists, w := c.readWorld(name)
+	g := b.group(keyWorkload + name)
+	queued := len(c.pendingEvents)
+	defer func() {
+		// The events noted here belong to this workload's writes.
+		g.events = append(g.events, c.pendingEvents[queued:]...)
+		c.pendingEvents = c.pendingEvents[:queued]
+	}()
+	remove := func(inst store.Versioned[*v1.Instance]) {
+		// Its status goes with it: a later report of a gone instance is
+		// dropped (ReportStatus writes only where the instance exists).
+		g.cmps = append(g.cmps, c.st.Instances.Unchanged(inst.Name, inst.ModRevision))
+		g.ops = append(g.ops, clientv3.OpTxn(nil, []clientv3.Op{c.st.Instances.DeleteOp(inst.Name), c.st.Statuses.DeleteOp(inst.Name)}, nil))
+	}
+	mark := func(inst store.Versioned[*v1.Instance], updated *v1.Instance) error {
+		op, err := c.st.Instances.PutOp(inst.Name, updated)
+		if err != nil {
+			return err
+		}
+		g.cmps, g.ops = append(g.cmps, c.st.Instances.Unchanged(inst.Name, inst.ModRevision)), append(g.ops, op)
+		return nil
+	}
+	if !exists {
+		for _, inst := range w.instances {
+			remove(inst) // its workload was deleted
+		}
+		delete(c.readySince, name)
+		delete(c.unhealthy, name)
+		return nil, nil
+	}
+	c.wake = time.Time{}
+	defer func() {
+		if !c.wake.IsZero() {
+			c.queue.AddAfter(keyWorkload+name, time.Until(c.wake))
+		}
+	}()
+	c.forgetReadySince(name, w)  // rollouts
+	c.healthTransitions(name, w) // rollouts
+	live := w.instances[:0:0]
+	for i := range w.instances {
+		if lost, err := c.lostOrGone(&w.instances[i], w, mark, remove); err != nil {
+			return nil, err
+		} else if !lost {
+			live = append(live, w.instances[i])
+		}
+	}
+	// rollouts: a failed rollout goes back to the previous revision; the
+	// next reconcile rolls the new generation.
+	if rolled, err := c.autoRollback(ctx, wl, live, w); err != nil {
+		return nil, err
+	} else if rolled {
+		return nil, nil
+	}
+	if promoted, err := c.canaryPromotion(ctx, wl, live, w); err != nil { // canary.go
+		return nil, err
+	} else if promoted {
+		return nil, nil
+	}
+	toRemove, toCreate := c.diff(wl.Value, live, w)
+	for _, inst := range toRemove {
+		remove(inst)
+	}
+	created := make([]*v1.Instance, 0, toCreate)
+	for range toCreate {
+		created = append(created, newInstance(wl.Value))
+	}
+	if len(g.ops) > 0 || len(created) > 0 {
+		c.log.Debug("reconciled", "workload", name, "writes", len(g.ops), "created", len(created))
+	}
+	return created, nil
+}
+
+// reconcileNode records a change of a node's readiness and has the
+// workloads with instances on it reconciled (lost, back, drained,
+// removed), and pending instances placed when it may take some.
+func (c *controller) reconcileNode(name string) {
+	var workloads map[string]bool
+	var n cache.Node
+	var exists bool
+	c.cache.Read(func(r cache.Reader) {
+		n, exists = r.Node(name)
+		insts := r.InstancesOn(name)
+		workloads = make(map[string]bool, len(insts))
+		for _, e := range insts {
+			workloads[e.Value.GetWorkload()] = true
+		}
+	})
+	c.nodeTransition(name, exists, n.Alive)
+	for w := range workloads {
+		c.queue.Add(keyWorkload + w)
+	}
+	if exists && n.Alive && !n.Value.GetCordoned() {
+		c.queue.Add(keyPending)
+	}
+}
+
+// removeOrphanStatuses deletes the status reports of instances that are
+// gone (a report that raced its instance's deletion, or written by an
+// older version that deleted statuses on a later pass).
+func (c *controller) removeOrphanStatuses(b *batch) {
+	var ids []string
+	c.cache.Read(func(r cache.Reader) { ids = r.OrphanStatuses() })
+	if len(ids) == 0 {
+		return
+	}
+	g := b.group(keyOrphans)
+	for _, id := range ids {
+		g.cmps = append(g.cmps, clientv3.Compare(clientv3.CreateRevision(c.st.Instances.Key(id)), "=", 0))
+		g.ops = append(g.ops, c.st.Statuses.DeleteOp(id))
+	}
+}
+
+// diff decides which instances of one workload go and how many to create.
+// Instances of an older generation are replaced in a rolling update
+// (rollingStep), so a new revision never takes the workload down.
+func (c *controller) diff(wl *v1.Workload, insts []store.Versioned[*v1.Instance], w *world) (remove []store.Versioned[*v1.Instance], create int) {
+	want := int(wl.GetSpec().GetReplicas())
+	var current, old, evicting []store.Versioned[*v1.Instance]
+	for _, inst := range insts {
+		if inst.Value.GetGeneration() == wl.GetGeneration() {
+			if w.draining[inst.Value.GetNode()] {
+				evicting = append(evicting, inst)
+				continue
+			}
+			current = append(current, inst)
+		} else {
+			old = append(old, inst)
+		}
+	}
+	if len(current) > want {
+		// Scale down: drop the ones that help least first.
+		sort.SliceStable(current, func(i, j int) bool {
+			ci, ti := removalRank(current[i].Value, w)
+			cj, tj := removalRank(current[j].Value, w)
+			return ci < cj || ci == cj && ti > tj
+		})
+		remove = append(remove, current[:len(current)-want]...)
+		current = current[len(current)-want:]
+	}
+	create = want - len(current)
+	ready := 0
+	for _, inst := range current {
+		if isReady(inst.Value, w.statuses[inst.Name], w.alive) {
+			ready++
+		}
+	}
+	remove = append(remove, evictions(evicting, ready, want, w)...)
+	if len(old) > 0 {
+		// rollouts: a canary waiting for promotion (canary.go), else a
+		// rolling update bounded by max surge and max unavailable
+		// (rollout.go).
+		if gone, n, held := canaryStep(wl, current, old, w); held {
+			return append(remove, gone...), n
+		}
+		surge, unavailable := workloads.RolloutBounds(wl.GetSpec())
+		available := 0
+		for _, inst := range current {
+			if c.available(inst.Value, w) {
+				available++
+			}
+		}
+		gone, n := rollingStep(want, surge, unavailable, len(current), available, old, wl.GetSpec(), w)
+		remove, create = append(remove, gone...), n
+	}
+	return remove, create
+}
+
+// removalRank orders instances for scale-down: unplaced first, then not
+// ready, then ready; within a class the newest goes first.
+func removalRank(inst *v1.Instance, w *world) (class int, created int64) {
+	switch {
+	case inst.GetNode() == "":
+		return 0, inst.GetCreatedUnixNano()
+	case !isReady(inst, w.statuses[inst.GetId()], w.alive):
+		return 1, inst.GetCreatedUnixNano()
+	}
+	return 2, inst.GetCreatedUnixNano()
+}
+
+// isReady says whether an instance is doing its job: running, or (for a
+// command) its last run completed.
+func isReady(inst *v1.Instance, st *v1.InstanceStatus, alive map[string]bool) bool {
+	return cache.IsReady(inst, st, alive[inst.GetNode()])
+}
+
+func newInstance(wl *v1.Workload) *v1.Instance {
+	return &v1.Instance{
+		Id:              wl.GetName() + "-" + randomSuffix(5),
+		Workload:        wl.GetName(),
+		Generation:      wl.GetGeneration(),
+		Spec:            wl.GetSpec(),
+		CreatedUnixNano: time.Now().UnixNano(),
+	}
+}
+
+const suffixAlphabet = "bcdfghjklmnpqrstvwxz2456789" // no vowels: no words by accident
+
+func randomSuffix(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = suffixAlphabet[int(b[i])%len(suffixAlphabet)]
+	}
+	return string(b)
+}

@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/wasmorch/wasmorch/controlplane"
+	"github.com/wasmorch/wasmorch/controlplane/api"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/scheduler"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
@@ -95,8 +95,8 @@ func TestListInstancesPagesEveryInstanceOnce(t *testing.T) {
 	waitTotal(t, c, "big", 1030)
 	waitTotal(t, c, "small", 30)
 	eventually(t, "200 instances placed", func() (bool, string) {
-		on1, _ := pageAll(t, c, &v1.ListInstancesRequest{Node: "n1", Limit: controlplane.MaxPageSize})
-		on2, _ := pageAll(t, c, &v1.ListInstancesRequest{Node: "n2", Limit: controlplane.MaxPageSize})
+		on1, _ := pageAll(t, c, &v1.ListInstancesRequest{Node: "n1", Limit: api.MaxPageSize})
+		on2, _ := pageAll(t, c, &v1.ListInstancesRequest{Node: "n2", Limit: api.MaxPageSize})
 		return len(on1)+len(on2) == 200, fmt.Sprintf("%d on n1, %d on n2", len(on1), len(on2))
 	})
 
@@ -160,7 +160,7 @@ func TestListInstancesPagesEveryInstanceOnce(t *testing.T) {
 		"no filter":        {Limit: 10, Continue: first.GetContinue()},
 		"a node too":       {Workload: "big", Node: "n1", Limit: 10, Continue: first.GetContinue()},
 		"a made-up token":  {Workload: "big", Limit: 10, Continue: "bm90LWEtdG9rZW4"},
-		"over the maximum": {Limit: controlplane.MaxPageSize + 1},
+		"over the maximum": {Limit: api.MaxPageSize + 1},
 		"a negative limit": {Limit: -1},
 		"an unknown state": {States: []v1.InstanceState{42}},
 	} {

@@ -11,9 +11,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/wasmorch/wasmorch/controlplane/auth"
+	"github.com/wasmorch/wasmorch/controlplane/api"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
 // The cluster's identity on a member's disk (see docs/operations.md):
@@ -230,4 +232,17 @@ func writePrivate(path string, b []byte) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return os.Rename(tmp, path)
+}
+
+// Join token roles and lifetime (see the API's tokens).
+const (
+	TokenRoleAgent  = api.TokenRoleAgent
+	TokenRoleServer = api.TokenRoleServer
+	DefaultTokenTTL = api.DefaultTokenTTL
+)
+
+// CreateJoinToken stores a new join token and returns it (a server's first
+// start prints one for agents).
+func (s *Server) CreateJoinToken(ctx context.Context, role string, ttl time.Duration, description string) (string, *v1.JoinToken, error) {
+	return s.api.CreateJoinToken(ctx, role, ttl, description)
 }

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,8 +24,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
+	"github.com/wasmorch/wasmorch/controlplane/api"
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
@@ -34,8 +33,6 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/store"
-	"github.com/wasmorch/wasmorch/internal/errdefs"
-	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
 // Server is one control-plane member.
@@ -52,17 +49,13 @@ type Server struct {
 	apiLis  net.Listener
 	http    *http.Server
 	httpLis net.Listener
-	workers *workerClients
+	api     *api.Server
 	metrics *metrics
 	loops   *controller.Metrics // the leader's loops
 	events  *events.Recorder
 	gateway *gateway.Gateway
-	sec     *security // the cluster CA and this member's certificate
-	keys    *keyring  // configs: the secrets key and the data keys it unwrapped
-
-	// routeChecked, set by tests only, runs in ApplyWorkload between
-	// reading the routes and writing the workload.
-	routeChecked func()
+	sec     *security    // the cluster CA and this member's certificate
+	keys    *api.Keyring // configs: the secrets key and the data keys it unwrapped
 
 	stopping  chan struct{}
 	closeOnce sync.Once
@@ -80,7 +73,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "controlplane"), stopping: make(chan struct{}), workers: newWorkerClients()}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "controlplane"), stopping: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -116,18 +109,17 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.cache = cache.New(cache.Config{Client: cli, Logger: s.log.With("component", "cache")})
 	// configs: the secrets key: shared through etcd by a static
 	// bootstrap, received by a joining member, created otherwise.
-	if cfg.InitialCluster != "" && !hasSecretsKey(cfg.DataDir) {
-		if err := adoptBootstrapSecretsKey(ctx, cli, cfg.DataDir); err != nil {
+	if cfg.InitialCluster != "" && !api.HasSecretsKey(cfg.DataDir) {
+		if err := api.AdoptBootstrapSecretsKey(ctx, cli, cfg.DataDir); err != nil {
 			return nil, err
 		}
 	}
-	if s.keys, err = newKeyring(cfg.DataDir); err != nil {
+	if s.keys, err = api.LoadKeyring(cfg.DataDir); err != nil {
 		return nil, err
 	}
 	if err := s.sec.writeAdminCredential(cfg, s.clientAddr()); err != nil {
 		return nil, fmt.Errorf("admin credential: %w", err)
 	}
-	s.workers.sec = s.sec
 	if joined != "" {
 		if err := promoteSelf(ctx, cfg, s.sec); err != nil {
 			return nil, err
@@ -138,14 +130,14 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.loops = controller.NewMetrics(s.metrics.registry)
 	s.events = events.New(cli, cfg.Name)
 
-	s.grpc = grpc.NewServer(
-		grpc.Creds(newAPICreds(s.sec)),
-		grpc.ChainUnaryInterceptor(s.metrics.unary, unaryErrors, s.unaryAuth, s.quorumGuard),
-		grpc.ChainStreamInterceptor(streamErrors, s.streamAuth),
-		grpc.MaxRecvMsgSize(4<<20),
-	)
-	v1.RegisterControlServer(s.grpc, &controlAPI{s: s})
-	v1.RegisterAgentServer(s.grpc, &agentAPI{s: s, leases: map[string]clientv3.LeaseID{}})
+	s.api = api.New(api.Config{
+		Name: cfg.Name, Logger: s.log, Store: s.store, Cache: s.cache, Blobs: s.blobs, Events: s.events, Etcd: s.etcd,
+		CA: s.sec.ca, Identity: s.sec.member, Secrets: s.keys, Registry: s.metrics.registry,
+		HeartbeatInterval: cfg.HeartbeatInterval, NodeGrace: cfg.NodeGrace, RevisionHistoryLimit: cfg.RevisionHistoryLimit,
+		Stopping: s.stopping,
+	})
+	s.grpc = grpc.NewServer(s.api.ServerOptions()...)
+	s.api.Register(s.grpc)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -259,7 +251,9 @@ func (s *Server) Close() error {
 		if s.httpLis != nil {
 			_ = s.httpLis.Close()
 		}
-		s.workers.close()
+		if s.api != nil {
+			s.api.Close()
+		}
 		if s.store != nil {
 			_ = s.store.Client.Close()
 		}
@@ -316,7 +310,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 	err = controller.Run(lctx, controller.Config{
 		Store: s.store, Cache: s.cache, KV: store.Fenced(s.store.Client, el), Events: s.events, Logger: s.log, Metrics: s.loops,
 		Resync: s.cfg.ControllerResync, MinReady: s.cfg.RolloutMinReady, FailureRestarts: s.cfg.RolloutFailureRestarts,
-		ProgressDeadline: s.cfg.ProgressDeadline, MaxErrorPercent: s.cfg.RolloutMaxErrorPercent, RevisionLimit: s.revisionHistoryLimit(),
+		ProgressDeadline: s.cfg.ProgressDeadline, MaxErrorPercent: s.cfg.RolloutMaxErrorPercent, RevisionLimit: s.cfg.RevisionHistoryLimit,
 		BlobGCInterval: s.cfg.BlobGCInterval, BlobGCGrace: s.cfg.BlobGCGrace,
 	})
 	cancel()
@@ -356,98 +350,17 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// unaryErrors maps error categories to gRPC codes at the API edge.
-func unaryErrors(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	resp, err := h(ctx, req)
-	return resp, errdefs.ToGRPC(err)
-}
-
-func streamErrors(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	return errdefs.ToGRPC(h(srv, ss))
-}
-
-// workerClients caches connections to workers (for logs), mutual TLS
-// with this member's certificate, each checked to be its node's worker.
-type workerClients struct {
-	sec   *security
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn // by node and address
-}
-
-func newWorkerClients() *workerClients { return &workerClients{conns: map[string]*grpc.ClientConn{}} }
-
-func (w *workerClients) client(node, addr string) (v1.WorkerClient, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	key := node + "@" + addr
-	if c, ok := w.conns[key]; ok {
-		return v1.NewWorkerClient(c), nil
-	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(auth.NodeClientTLS(w.sec.ca.Pool(), w.sec.member, node))))
-	if err != nil {
-		return nil, err
-	}
-	w.conns[key] = c
-	return v1.NewWorkerClient(c), nil
-}
-
-func (w *workerClients) logs(ctx context.Context, node, addr string, req *v1.InstanceLogsRequest, send func(*v1.LogChunk) error) error {
-	c, err := w.client(node, addr)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	stream, err := c.InstanceLogs(ctx, req)
-	if err != nil {
-		return err
-	}
-	for {
-		chunk, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := send(chunk); err != nil {
-			return err
-		}
-	}
-}
-
-func (w *workerClients) close() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, c := range w.conns {
-		_ = c.Close()
-	}
-	w.conns = map[string]*grpc.ClientConn{}
-}
-
 // metrics are the member's Prometheus metrics.
 type metrics struct {
 	registry *prometheus.Registry
 	leader   prometheus.Gauge
-	calls    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		leader:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmorch_controlplane_is_leader", Help: "1 while this member runs the controllers."}),
-		calls:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_api_calls_total", Help: "Unary API calls by method and outcome."}, []string{"method", "code"}),
 	}
-	m.registry.MustRegister(m.leader, m.calls, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registry.MustRegister(m.leader, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
-}
-
-func (m *metrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	resp, err := h(ctx, req)
-	code := "OK"
-	if err != nil {
-		code = "error"
-	}
-	m.calls.WithLabelValues(info.FullMethod, code).Inc()
-	return resp, err
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/wasmorch/wasmorch/controlplane"
+	"github.com/wasmorch/wasmorch/controlplane/api"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/internal/ctrtest"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
@@ -181,7 +182,7 @@ func (a *allInOne) instances(tb testing.TB, workload string) []*v1.InstanceView 
 func (a *allInOne) allInstances(tb testing.TB) []*v1.InstanceView {
 	tb.Helper()
 	var out []*v1.InstanceView
-	req := &v1.ListInstancesRequest{Limit: controlplane.MaxPageSize}
+	req := &v1.ListInstancesRequest{Limit: api.MaxPageSize}
 	for {
 		l, err := a.control.ListInstances(context.Background(), req)
 		if err != nil {

@@ -1,4 +1,4 @@
-package controlplane
+package api
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"

@@ -1,4 +1,4 @@
-package controlplane
+package api
 
 import (
 	"context"
@@ -7,6 +7,9 @@ import (
 	"sort"
 	"time"
 
+	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
+	"github.com/wasmorch/wasmorch/internal/version"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -14,10 +17,8 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
-	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
-	"github.com/wasmorch/wasmorch/internal/version"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 

@@ -1,8 +1,7 @@
-package controlplane
+package api
 
 import (
 	"context"
-	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -43,19 +42,9 @@ func newSessionWorld(t *testing.T) *sessionWorld {
 // nothing): what it knows, it learns from etcd.
 func newSessionWorldNoCache(t *testing.T) *sessionWorld {
 	t.Helper()
-	cfg := DefaultConfig()
-	cfg.Name, cfg.DataDir = "sessions", t.TempDir()
-	cfg.APIAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	s, err := New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newTestServer(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() {
-		cancel()
-		_ = s.Close()
-	})
+	t.Cleanup(cancel)
 	w := &sessionWorld{t: t, s: s, api: &agentAPI{s: s, leases: map[string]clientv3.LeaseID{}}, ctx: ctx}
 	for _, n := range []string{"n1", "n2"} {
 		w.node(n)

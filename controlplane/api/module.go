@@ -1,12 +1,12 @@
-package controlplane
+package api
 
 import (
 	"context"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/wasmorch/wasmorch/wasmrt"
 
 	"github.com/wasmorch/wasmorch/internal/errdefs"
-	"github.com/wasmorch/wasmorch/wasmrt"
 )
 
 const wasmPageSize = 64 * 1024

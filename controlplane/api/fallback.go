@@ -1,14 +1,15 @@
-package controlplane
+package api
 
 import (
 	"context"
 
+	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
+	"github.com/wasmorch/wasmorch/wasmrt"
+
 	"github.com/wasmorch/wasmorch/controlplane/scheduler"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
-	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
-	"github.com/wasmorch/wasmorch/wasmrt"
 )
 
 // A wasm workload may carry a fallback image (an image reference or an

@@ -1,8 +1,7 @@
-package controlplane
+package api
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"testing"
 
@@ -15,15 +14,7 @@ import (
 // own history; once etcd has compacted a revision, a watch or a list of
 // events continued from it is OUT_OF_RANGE and says to list again.
 func TestEventsFromACompactedRevisionAreOutOfRange(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Name, cfg.DataDir = "events", t.TempDir()
-	cfg.APIAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	s, err := New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := newTestServer(t, nil)
 	ctx := context.Background()
 	api := &controlAPI{s: s}
 	for i := range 4 {

@@ -1,18 +1,19 @@
-package controlplane
+package api
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"github.com/wasmorch/wasmorch/controlplane/controller"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
-	"github.com/wasmorch/wasmorch/controlplane/controller"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
@@ -37,17 +38,7 @@ type gcServer struct {
 
 func newGCServer(t *testing.T, revisionLimit int) *gcServer {
 	t.Helper()
-	cfg := DefaultConfig()
-	cfg.Name, cfg.DataDir = "blobgc", t.TempDir()
-	cfg.APIAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.RevisionHistoryLimit = revisionLimit
-	cfg.BlobGCGrace = testGrace
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	s, err := New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := newTestServer(t, func(cfg *Config) { cfg.RevisionHistoryLimit = revisionLimit })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.cache.Start(ctx) }()
@@ -60,8 +51,8 @@ func newGCServer(t *testing.T, revisionLimit int) *gcServer {
 
 // collector is a collector on the test's clock writing through kv.
 func (g *gcServer) collector(kv clientv3.KV) *controller.BlobCollector {
-	c := controller.NewBlobCollector(controller.Config{Store: g.s.store, Cache: g.s.cache, KV: kv, Events: g.s.events, Metrics: g.s.loops,
-		BlobGCInterval: g.s.cfg.BlobGCInterval, BlobGCGrace: g.s.cfg.BlobGCGrace})
+	c := controller.NewBlobCollector(controller.Config{Store: g.s.store, Cache: g.s.cache, KV: kv, Events: g.s.events,
+		Metrics: controller.NewMetrics(prometheus.NewRegistry()), BlobGCInterval: time.Minute, BlobGCGrace: testGrace})
 	c.SetClock(func() time.Time { return g.clock })
 	return c
 }
@@ -105,7 +96,7 @@ func testModules(t *testing.T, names ...string) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for _, n := range names {
-		b, err := os.ReadFile("../testdata/" + n)
+		b, err := os.ReadFile("../../testdata/" + n)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package controlplane
+package api
 
 import (
 	"context"
@@ -13,10 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wasmorch/wasmorch/controlplane/secretbox"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/wasmorch/wasmorch/controlplane/secretbox"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -34,13 +35,14 @@ const (
 	currentSecretKey = store.CurrentSecretKey
 )
 
-// secretsKeyPath is the member key's file.
+// secretsKeyPath is the member key's file, beside the member's CA and
+// certificate in <data-dir>/pki.
 func secretsKeyPath(dataDir string) string {
-	return filepath.Join(pkiDir(dataDir), secretsKeyFile)
+	return filepath.Join(dataDir, "pki", secretsKeyFile)
 }
 
-// keyring is a member's member key and the data keys it has unwrapped.
-type keyring struct {
+// Keyring is a member's member key and the data keys it has unwrapped.
+type Keyring struct {
 	member secretbox.Key
 	path   string
 
@@ -48,19 +50,21 @@ type keyring struct {
 	data map[string]secretbox.Key
 }
 
-func newKeyring(dataDir string) (*keyring, error) {
+// LoadKeyring loads the member key kept in dataDir (creating it in a new
+// cluster).
+func LoadKeyring(dataDir string) (*Keyring, error) {
 	path := secretsKeyPath(dataDir)
 	k, _, err := secretbox.LoadOrCreateKey(path)
 	if err != nil {
 		return nil, fmt.Errorf("secrets key: %w", err)
 	}
-	return &keyring{member: k, path: path, data: map[string]secretbox.Key{}}, nil
+	return &Keyring{member: k, path: path, data: map[string]secretbox.Key{}}, nil
 }
 
-// adoptBootstrapSecretsKey gives every member of a statically bootstrapped
+// AdoptBootstrapSecretsKey gives every member of a statically bootstrapped
 // cluster the same member key, as adoptBootstrapCA does for the CA (and
 // with the same caveat: the key then stays in etcd; see docs/ha.md).
-func adoptBootstrapSecretsKey(ctx context.Context, cli *clientv3.Client, dataDir string) error {
+func AdoptBootstrapSecretsKey(ctx context.Context, cli *clientv3.Client, dataDir string) error {
 	mine, err := secretbox.NewKey()
 	if err != nil {
 		return err
@@ -275,16 +279,16 @@ func (a *controlAPI) RotateSecretKey(ctx context.Context, _ *v1.RotateSecretKeyR
 	return &v1.RotateSecretKeyResponse{KeyId: id, Secrets: n}, nil
 }
 
-// hasSecretsKey says whether the data dir holds a secrets key already.
-func hasSecretsKey(dataDir string) bool {
+// HasSecretsKey says whether the data dir holds a secrets key already.
+func HasSecretsKey(dataDir string) bool {
 	_, err := os.Stat(secretsKeyPath(dataDir))
 	return err == nil
 }
 
-// saveReceivedSecretsKey keeps the secrets key a joining member received
+// SaveReceivedSecretsKey keeps the secrets key a joining member received
 // with the CA. A member answering without one (an older version) leaves
 // this member to create its own.
-func saveReceivedSecretsKey(dataDir string, b []byte) error {
+func SaveReceivedSecretsKey(dataDir string, b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wasmorch/wasmorch/controlplane/controller"
+	"github.com/wasmorch/wasmorch/controlplane/membership"
 )
 
 // Config configures one control-plane member. cobra and viper fill it in
@@ -157,7 +158,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("etcd peer address %q needs a fixed port when the cluster has several members", c.EtcdPeerAddr))
 		}
 	}
-	if c.InitialCluster != "" && c.CADir == "" && !hasCA(c.DataDir) && !hasEtcdData(c.DataDir) {
+	if c.InitialCluster != "" && c.CADir == "" && !hasCA(c.DataDir) && !membership.HasData(c.DataDir) {
 		errs = append(errs, errors.New("a member of a statically bootstrapped cluster needs the cluster CA before it starts: create it once with 'wasmorch ca create --dir DIR' and start every member with --ca-dir DIR"))
 	}
 	if c.InitialCluster != "" {
@@ -172,7 +173,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("join address %q is not host:port", a))
 		}
 	}
-	if len(c.Join) > 0 && c.JoinToken == "" && !hasEtcdData(c.DataDir) {
+	if len(c.Join) > 0 && c.JoinToken == "" && !membership.HasData(c.DataDir) {
 		errs = append(errs, errors.New("joining a cluster needs a server join token (create one on a running member with 'wasmorch token create --role server')"))
 	}
 	if c.CertLifetime < 0 {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/wasmorch/wasmorch/controlplane/api"
+	"github.com/wasmorch/wasmorch/controlplane/membership"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -246,3 +247,10 @@ const (
 func (s *Server) CreateJoinToken(ctx context.Context, role string, ttl time.Duration, description string) (string, *v1.JoinToken, error) {
 	return s.api.CreateJoinToken(ctx, role, ttl, description)
 }
+
+// RestoreConfig says where a snapshot becomes a member's data dir.
+type RestoreConfig = membership.RestoreConfig
+
+// RestoreSnapshot turns a snapshot (`wasmorch snapshot save`) into the data
+// dir of a one-member cluster; see membership.Restore.
+func RestoreSnapshot(cfg RestoreConfig) error { return membership.Restore(cfg) }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -32,6 +33,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/controller"
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
+	"github.com/wasmorch/wasmorch/controlplane/membership"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 )
 
@@ -85,10 +87,18 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("HTTP address %s: %w", cfg.HTTPAddr, err)
 	}
-	var joined string
-	if len(cfg.Join) > 0 && !hasEtcdData(cfg.DataDir) {
-		if joined, err = joinCluster(ctx, cfg); err != nil {
+	join := membership.JoinConfig{Name: cfg.Name, PeerAddr: cfg.EtcdPeerAddr, Servers: cfg.Join, Token: cfg.JoinToken, Logger: cfg.Logger}
+	var joined membership.Joined
+	if len(cfg.Join) > 0 && !membership.HasData(cfg.DataDir) {
+		if joined, err = membership.Join(ctx, join); err != nil {
 			return nil, err
+		}
+		// Every member holds the CA and the secrets key.
+		if err := auth.SaveCA(pkiDir(cfg.DataDir), joined.CACert, joined.CAKey); err != nil {
+			return nil, fmt.Errorf("the cluster CA received on joining: %w", err)
+		}
+		if err := api.SaveReceivedSecretsKey(cfg.DataDir, joined.SecretsKey); err != nil {
+			return nil, fmt.Errorf("the secrets key received on joining: %w", err)
 		}
 	}
 	if cfg.CADir != "" && !hasCA(cfg.DataDir) {
@@ -102,7 +112,10 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("cluster credentials in %s: %w", pkiDir(cfg.DataDir), err)
 	}
 	var cli *clientv3.Client
-	if s.etcd, cli, err = startEtcd(ctx, cfg, joined); err != nil {
+	pki := pkiDir(cfg.DataDir)
+	if s.etcd, cli, err = membership.StartEtcd(ctx, membership.EtcdConfig{Name: cfg.Name, DataDir: cfg.DataDir, PeerAddr: cfg.EtcdPeerAddr,
+		InitialCluster: cfg.InitialCluster, Joined: joined.InitialCluster,
+		CertFile: filepath.Join(pki, memberCertFile), KeyFile: filepath.Join(pki, memberKeyFile), CAFile: auth.CACertPath(pki)}); err != nil {
 		return nil, err
 	}
 	s.store = store.New(cli)
@@ -120,8 +133,8 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.sec.writeAdminCredential(cfg, s.clientAddr()); err != nil {
 		return nil, fmt.Errorf("admin credential: %w", err)
 	}
-	if joined != "" {
-		if err := promoteSelf(ctx, cfg, s.sec); err != nil {
+	if joined.InitialCluster != "" {
+		if err := membership.Promote(ctx, join, s.sec.ca, s.sec.member); err != nil {
 			return nil, err
 		}
 	}
@@ -188,10 +201,12 @@ func (s *Server) Start(ctx context.Context) error {
 	})
 	g.Go(func() error { return s.lead(gctx) })
 	g.Go(func() error { return s.gateway.Start(gctx) })
-	g.Go(func() error { return s.advertise(gctx) })
-	g.Go(func() error { return s.updatePeerURL(gctx) })
-	g.Go(func() error { return s.watchRaft(gctx) })
-	g.Go(func() error { return s.expediteFailover(gctx) })
+	m := &membership.Member{Name: s.cfg.Name, PeerAddr: s.cfg.EtcdPeerAddr, APIAddr: s.APIAddr(), HTTPAddr: s.HTTPAddr(), ElectionTTL: s.cfg.ElectionTTL,
+		Etcd: s.etcd, Client: s.store.Client, Events: s.events, Logger: s.log, Registry: s.metrics.registry}
+	g.Go(func() error { return m.Advertise(gctx) })
+	g.Go(func() error { return m.UpdatePeerURL(gctx) })
+	g.Go(func() error { return m.WatchRaft(gctx) })
+	g.Go(func() error { return m.ExpediteFailover(gctx) })
 	g.Go(func() error { return s.keepCertificates(gctx) })
 	g.Go(func() error {
 		select {

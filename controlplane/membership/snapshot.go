@@ -1,4 +1,4 @@
-package controlplane
+package membership
 
 import (
 	"fmt"
@@ -20,25 +20,25 @@ type RestoreConfig struct {
 	PeerAddr string
 }
 
-// RestoreSnapshot turns a snapshot into the data dir of a one-member
+// Restore turns a snapshot into the data dir of a one-member
 // cluster (etcd's own restore: the snapshot's integrity hash is checked,
 // and the cluster gets a new identity so that it cannot mix with the old
 // members). Start `wasmorch server` or `up` on DataDir afterwards.
-func RestoreSnapshot(cfg RestoreConfig) error {
+func Restore(cfg RestoreConfig) error {
 	if _, err := os.Stat(cfg.Snapshot); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	if hasEtcdData(cfg.DataDir) {
-		return fmt.Errorf("data dir %s already holds a member's state (%s); restore into an empty data dir", cfg.DataDir, etcdDir(cfg.DataDir))
+	if HasData(cfg.DataDir) {
+		return fmt.Errorf("data dir %s already holds a member's state (%s); restore into an empty data dir", cfg.DataDir, Dir(cfg.DataDir))
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	peerURL := peerURLOf(cfg.PeerAddr)
+	peerURL := PeerURL(cfg.PeerAddr)
 	err := snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
 		SnapshotPath:        cfg.Snapshot,
 		Name:                cfg.Name,
-		OutputDataDir:       etcdDir(cfg.DataDir),
+		OutputDataDir:       Dir(cfg.DataDir),
 		PeerURLs:            []string{peerURL},
 		InitialCluster:      cfg.Name + "=" + peerURL,
 		InitialClusterToken: "wasmorch",
@@ -50,7 +50,7 @@ func RestoreSnapshot(cfg RestoreConfig) error {
 		MarkCompacted: true,
 	})
 	if err != nil {
-		_ = os.RemoveAll(etcdDir(cfg.DataDir))
+		_ = os.RemoveAll(Dir(cfg.DataDir))
 		return fmt.Errorf("restore %s: %w", cfg.Snapshot, err)
 	}
 	return nil

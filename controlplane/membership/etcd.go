@@ -1,4 +1,11 @@
-package controlplane
+// Package membership is a member's place in the control plane's etcd
+// cluster: its embedded etcd (no client listener; peers on mutual TLS),
+// joining a running cluster with a server token and being promoted from
+// learner, advertising where it serves, following raft, ending a dead
+// controller leader's leadership early, and restoring a snapshot into a
+// new data dir. Quorum, leader election and replication are etcd's;
+// nothing here decides them.
+package membership
 
 import (
 	"context"
@@ -10,30 +17,31 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 
-	"github.com/wasmorch/wasmorch/controlplane/auth"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/wasmorch/wasmorch/controlplane/store"
 )
 
 // etcdMaxRequestBytes leaves room for one blob chunk plus its key.
 const etcdMaxRequestBytes = 2 * 1024 * 1024
 
-// etcdDir is where a member's etcd data lives under its data dir.
-func etcdDir(dataDir string) string { return filepath.Join(dataDir, "etcd") }
+// Dir is where a member's etcd data lives under its data dir.
+func Dir(dataDir string) string { return filepath.Join(dataDir, "etcd") }
 
-// hasEtcdData reports whether the data dir already holds an etcd member,
-// in which case etcd restarts from it and ignores every bootstrap setting.
-func hasEtcdData(dataDir string) bool {
-	_, err := os.Stat(filepath.Join(etcdDir(dataDir), "member"))
+// HasData reports whether the data dir already holds an etcd member, in
+// which case etcd restarts from it and ignores every bootstrap setting.
+func HasData(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(Dir(dataDir), "member"))
 	return err == nil
 }
 
-// peerURLOf is the URL of an etcd peer listener: always TLS.
-func peerURLOf(addr string) string { return "https://" + addr }
+// PeerURL is the URL of an etcd peer listener: always TLS.
+func PeerURL(addr string) string { return "https://" + addr }
 
 // peerTLS is how members talk to each other over etcd's peer port: mutual
 // TLS with their member certificates (member.crt holds the CA after the
@@ -43,12 +51,11 @@ func peerURLOf(addr string) string { return "https://" + addr }
 // auth.MemberServerName. The client's addresses are not in member
 // certificates (members move), so etcd's check of the client's SAN
 // against its IP address is replaced by that name.
-func peerTLS(dataDir string) transport.TLSInfo {
-	dir := pkiDir(dataDir)
+func peerTLS(cfg EtcdConfig) transport.TLSInfo {
 	return transport.TLSInfo{
-		CertFile:            filepath.Join(dir, memberCertFile),
-		KeyFile:             filepath.Join(dir, memberKeyFile),
-		TrustedCAFile:       auth.CACertPath(dir),
+		CertFile:            cfg.CertFile,
+		KeyFile:             cfg.KeyFile,
+		TrustedCAFile:       cfg.CAFile,
 		ClientCertAuth:      true,
 		ServerName:          auth.MemberServerName,
 		AllowedHostnames:    []string{auth.MemberServerName},
@@ -69,14 +76,28 @@ func httpsInitialCluster(s string) string {
 	return strings.Join(parts, ",")
 }
 
-// startEtcd starts the embedded etcd member and returns it with an
+// EtcdConfig is a member's embedded etcd.
+type EtcdConfig struct {
+	Name     string
+	DataDir  string // etcd's data goes in Dir(DataDir)
+	PeerAddr string // host:port of the peer listener
+	// InitialCluster is the static membership of a new cluster (etcd's
+	// --initial-cluster; http:// URLs are read as https://). Joined, when
+	// set, is the one a running member returned (Join): the member then
+	// joins an existing cluster. Neither: a cluster of one.
+	InitialCluster string
+	Joined         string
+	// CertFile and KeyFile are the member's certificate (with the CA after
+	// it) and key; CAFile the cluster CA: the peer listener's mutual TLS.
+	CertFile, KeyFile, CAFile string
+}
+
+// StartEtcd starts the embedded etcd member and returns it with an
 // in-process client (no network hop for the control plane's own calls).
-// joined, when set, is the initial cluster a running member returned for
-// this one (AddMember): the member then joins an existing cluster.
-func startEtcd(ctx context.Context, cfg Config, joined string) (*embed.Etcd, *clientv3.Client, error) {
+func StartEtcd(ctx context.Context, cfg EtcdConfig) (*embed.Etcd, *clientv3.Client, error) {
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
-	ec.Dir = etcdDir(cfg.DataDir)
+	ec.Dir = Dir(cfg.DataDir)
 	ec.Logger = "zap"
 	// etcd reports its own shutdown as errors ("use of closed network
 	// connection"); failures that matter reach us through StartEtcd and Err().
@@ -88,17 +109,17 @@ func startEtcd(ctx context.Context, cfg Config, joined string) (*embed.Etcd, *cl
 	// other members, and it admits nothing but a member certificate of the
 	// cluster CA (see peerTLS).
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{}, []url.URL{}
-	peerURL, err := url.Parse(peerURLOf(cfg.EtcdPeerAddr))
+	peerURL, err := url.Parse(PeerURL(cfg.PeerAddr))
 	if err != nil {
 		return nil, nil, fmt.Errorf("etcd peer address: %w", err)
 	}
 	ec.ListenPeerUrls = []url.URL{*peerURL}
 	ec.AdvertisePeerUrls = []url.URL{*peerURL}
-	ec.PeerTLSInfo = peerTLS(cfg.DataDir)
+	ec.PeerTLSInfo = peerTLS(cfg)
 	ec.InitialClusterToken = "wasmorch"
 	switch {
-	case joined != "":
-		ec.InitialCluster = joined
+	case cfg.Joined != "":
+		ec.InitialCluster = cfg.Joined
 		ec.ClusterState = embed.ClusterStateFlagExisting
 	case cfg.InitialCluster != "":
 		ec.InitialCluster = httpsInitialCluster(cfg.InitialCluster)

@@ -81,6 +81,11 @@ type Config struct {
 	// the rate of the older generations (0 turns it off).
 	RolloutMaxErrorPercent int `json:"rolloutMaxErrorPercent" yaml:"rolloutMaxErrorPercent"`
 
+	// DebugAddr, when set, is where Go's profiler answers
+	// (/debug/pprof/, net/http/pprof): keep it on loopback, it has no
+	// authentication.
+	DebugAddr string `json:"debugAddr" yaml:"debugAddr"`
+
 	// ControllerResync is how often the leader's controller looks at every
 	// workload and node again although nothing said they changed (zero:
 	// 30 s): the safety net under the changes the member's cache reports.
@@ -193,6 +198,11 @@ func (c Config) Validate() error {
 	}
 	if c.BlobGCInterval < 0 || c.BlobGCGrace < 0 {
 		errs = append(errs, errors.New("blob GC interval and grace must not be negative"))
+	}
+	if c.DebugAddr != "" {
+		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
+			errs = append(errs, fmt.Errorf("debug address %q is not host:port", c.DebugAddr))
+		}
 	}
 	if c.ControllerResync < 0 {
 		errs = append(errs, errors.New("controller resync must not be negative"))

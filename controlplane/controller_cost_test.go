@@ -17,8 +17,10 @@ import (
 
 // TestOneChangeReconcilesOneWorkload: with 40 workloads placed, scaling
 // one of them has the controller reconcile that workload (a few times, as
-// its own writes come back), never every workload as a full pass would:
-// the cost of one change does not grow with the cluster.
+// its own writes come back), never every workload as a full pass would;
+// a node registering again and status reports that change nothing cost
+// no reconcile at all: the cost of one change does not grow with the
+// cluster.
 func TestOneChangeReconcilesOneWorkload(t *testing.T) {
 	c := startClusterWith(t, t.TempDir(), func(cfg *controlplane.Config) {
 		cfg.ControllerResync = time.Hour // no safety-net pass during the test
@@ -50,6 +52,53 @@ func TestOneChangeReconcilesOneWorkload(t *testing.T) {
 	t.Logf("scaling one workload: %d workload reconciles", n)
 	if n < 1 || n > 8 {
 		t.Fatalf("scaling one of %d workloads cost %d workload reconciles; want a few, for that one only", workloads, n)
+	}
+
+	// The node, which holds an instance of every workload, registers
+	// again (as a worker does when it reconnects): its record changes, it
+	// stays alive, and no workload needs looking at.
+	before = reconciles(t, c)
+	registerNode(ctx, t, c, "n1")
+	time.Sleep(300 * time.Millisecond)
+	if n := reconciles(t, c) - before; n != 0 {
+		t.Errorf("a node registering again cost %d workload reconciles; want none", n)
+	}
+
+	// Its worker reports every instance Running: the reports that make a
+	// workload ready are reconciled; once every workload is settled (its
+	// replicas all current and ready), more reports of them cost nothing.
+	report := func(msg string) {
+		l, err := c.control.ListInstances(ctx, &v1.ListInstancesRequest{Limit: 500})
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch := &v1.StatusBatch{Node: "n1"}
+		for _, iv := range l.GetInstances() {
+			batch.Statuses = append(batch.Statuses, &v1.InstanceStatus{Id: iv.GetInstance().GetId(), State: v1.InstanceState_INSTANCE_STATE_RUNNING, Message: msg})
+		}
+		if _, err := c.agent.ReportStatus(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report("started")
+	eventually(t, "every workload ready", func() (bool, string) {
+		l, err := c.control.ListWorkloads(ctx, &v1.ListWorkloadsRequest{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, w := range l.GetWorkloads() {
+			if w.GetReady() != w.GetWorkload().GetSpec().GetReplicas() {
+				return false, w.String()
+			}
+		}
+		return true, ""
+	})
+	time.Sleep(300 * time.Millisecond)
+	before = reconciles(t, c)
+	report("still running")
+	time.Sleep(300 * time.Millisecond)
+	if n := reconciles(t, c) - before; n != 0 {
+		t.Errorf("reports that change nothing of %d settled workloads cost %d workload reconciles; want none", workloads, n)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -51,6 +52,8 @@ type Server struct {
 	apiLis  net.Listener
 	http    *http.Server
 	httpLis net.Listener
+	debug   *http.Server // the profiler, when Config.DebugAddr is set
+	dbgLis  net.Listener
 	api     *api.Server
 	metrics *metrics
 	loops   *controller.Metrics // the leader's loops
@@ -86,6 +89,18 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("HTTP address %s: %w", cfg.HTTPAddr, err)
+	}
+	if cfg.DebugAddr != "" {
+		if s.dbgLis, err = net.Listen("tcp", cfg.DebugAddr); err != nil {
+			return nil, fmt.Errorf("debug address %s: %w", cfg.DebugAddr, err)
+		}
+		dm := http.NewServeMux()
+		dm.HandleFunc("/debug/pprof/", pprof.Index)
+		dm.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		dm.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		dm.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		dm.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		s.debug = &http.Server{Handler: dm, ReadHeaderTimeout: 10 * time.Second}
 	}
 	join := membership.JoinConfig{Name: cfg.Name, PeerAddr: cfg.EtcdPeerAddr, Servers: cfg.Join, Token: cfg.JoinToken, Logger: cfg.Logger}
 	var joined membership.Joined
@@ -199,6 +214,14 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		return nil
 	})
+	if s.debug != nil {
+		g.Go(func() error {
+			if err := s.debug.Serve(s.dbgLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("debug listener: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error { return s.lead(gctx) })
 	g.Go(func() error { return s.gateway.Start(gctx) })
 	m := &membership.Member{Name: s.cfg.Name, PeerAddr: s.cfg.EtcdPeerAddr, APIAddr: s.APIAddr(), HTTPAddr: s.HTTPAddr(), ElectionTTL: s.cfg.ElectionTTL,
@@ -265,6 +288,12 @@ func (s *Server) Close() error {
 		}
 		if s.httpLis != nil {
 			_ = s.httpLis.Close()
+		}
+		if s.debug != nil {
+			_ = s.debug.Close()
+		}
+		if s.dbgLis != nil {
+			_ = s.dbgLis.Close()
 		}
 		if s.api != nil {
 			s.api.Close()

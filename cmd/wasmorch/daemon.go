@@ -84,6 +84,7 @@ on --containerd-socket.`,
 	addCertLifetimeFlag(cmd, &cp)
 	addRolloutSettings(cmd, &cp)
 	addBlobGCSettings(cmd, &cp)
+	addDebugFlag(cmd, &cp)
 	return cmd
 }
 
@@ -129,6 +130,7 @@ controllers, and the HTTP gateway. Workers join it with 'wasmorch agent --server
 	addCertLifetimeFlag(cmd, &cp)
 	addRolloutSettings(cmd, &cp)
 	addBlobGCSettings(cmd, &cp)
+	addDebugFlag(cmd, &cp)
 	return cmd
 }
 

@@ -73,6 +73,9 @@ type Change struct {
 	// CountsOnly marks a workload change that is only to its counts (an
 	// instance of it started, stopped, became ready).
 	CountsOnly bool
+	// Observed marks an instance change that is only its node's report
+	// (its status), not its record or its node's liveness.
+	Observed bool
 	// For instances: their workload, and the node they are bound to now
 	// and were bound to before the change ("" when unplaced).
 	Workload, Node, PrevNode string

@@ -304,7 +304,7 @@ func (s *state) putStatus(id string, st *v1.InstanceStatus, statusRev, modRev in
 	s.attach(id, &e)
 	s.instances[id] = e
 	node := e.Value.GetNode()
-	s.emit(Change{Rev: modRev, Kind: KindInstance, Name: id, Workload: e.Value.GetWorkload(), Node: node, PrevNode: node})
+	s.emit(Change{Rev: modRev, Kind: KindInstance, Name: id, Workload: e.Value.GetWorkload(), Node: node, PrevNode: node, Observed: true})
 }
 
 // detach removes what an instance entry adds to the indexes, counts and

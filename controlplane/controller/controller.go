@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -47,7 +48,12 @@ type controller struct {
 	// decides on a state older than its own decisions.
 	written int64
 
-	ready map[string]bool // node readiness last seen, for events
+	nodes map[string]nodeSeen // what this leader last saw of each node
+	// unhealthyWorkloads holds the workloads with a function replica
+	// failing its health check (healthTransitions), whose status reports
+	// are reconciled even when the workload is settled, to see it pass
+	// again.
+	unhealthyWorkloads sync.Map
 
 	// rollouts: minReady is how long a new generation's instance must
 	// have been running before it counts as available in a rolling
@@ -189,6 +195,9 @@ func (c *controller) onChanges(cs []cache.Change) {
 				c.queue.Add(keyWorkload + ch.Name)
 			}
 		case cache.KindInstance:
+			if ch.Observed && c.settled(ch.Workload) {
+				continue // a report that changes no decision
+			}
 			c.queue.Add(keyWorkload + ch.Workload)
 			if ch.Deleted && ch.PrevNode != "" {
 				c.queue.Add(keyPending) // capacity freed
@@ -197,6 +206,23 @@ func (c *controller) onChanges(cs []cache.Change) {
 			c.queue.Add(keyNode + ch.Name)
 		}
 	}
+}
+
+// settled says whether a status report of an instance of workload can
+// change nothing the controller decides: the workload has exactly its
+// replicas, all of its generation and ready (no rollout, no scale, no
+// crash, no failing health check to follow). A report that unsettles it
+// (an instance stops being ready) is seen settled no more.
+func (c *controller) settled(workload string) bool {
+	if _, ok := c.unhealthyWorkloads.Load(workload); ok {
+		return false
+	}
+	w, ok := c.cache.Workload(workload)
+	if !ok {
+		return false
+	}
+	n := w.Value.GetSpec().GetReplicas()
+	return w.Counts.Total == n && w.Counts.Current == n && w.Counts.Ready == n
 }
 
 // round reconciles a batch of keys: the workloads' writes first, then,

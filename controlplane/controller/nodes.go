@@ -65,17 +65,8 @@ func (c *controller) lostOrGone(inst *store.Versioned[*v1.Instance], w *world, m
 // nodeTransition records NodeReady and NodeNotReady events when a node's
 // readiness changed since this leader last looked at it (the first look
 // only takes note).
-func (c *controller) nodeTransition(name string, exists, alive bool) {
-	if c.ready == nil {
-		c.ready = map[string]bool{}
-	}
-	was, known := c.ready[name]
-	if !exists {
-		delete(c.ready, name)
-		return
-	}
-	c.ready[name] = alive
-	if !known || alive == was {
+func (c *controller) nodeTransition(name string, known, was, exists, alive bool) {
+	if !known || !exists || alive == was {
 		return
 	}
 	if alive {

@@ -99,6 +99,7 @@ func (c *controller) reconcile(ctx context.Context, name string, b *batch) ([]*v
 		}
 		delete(c.readySince, name)
 		delete(c.unhealthy, name)
+		c.unhealthyWorkloads.Delete(name)
 		return nil, nil
 	}
 	c.wake = time.Time{}
@@ -147,24 +148,50 @@ func (c *controller) reconcile(ctx context.Context, name string, b *batch) ([]*v
 // workloads with instances on it reconciled (lost, back, drained,
 // removed), and pending instances placed when it may take some.
 func (c *controller) reconcileNode(name string) {
-	var workloads map[string]bool
 	var n cache.Node
 	var exists bool
-	c.cache.Read(func(r cache.Reader) {
-		n, exists = r.Node(name)
-		insts := r.InstancesOn(name)
-		workloads = make(map[string]bool, len(insts))
-		for _, e := range insts {
-			workloads[e.Value.GetWorkload()] = true
-		}
-	})
-	c.nodeTransition(name, exists, n.Alive)
-	for w := range workloads {
-		c.queue.Add(keyWorkload + w)
+	var workloads map[string]bool
+	c.cache.Read(func(r cache.Reader) { n, exists = r.Node(name) })
+	if c.nodes == nil {
+		c.nodes = map[string]nodeSeen{}
 	}
-	if exists && n.Alive && !n.Value.GetCordoned() {
+	prev, known := c.nodes[name]
+	cur := nodeSeen{alive: n.Alive, draining: n.Value.GetDraining(), cordoned: n.Value.GetCordoned(), modRev: n.ModRevision}
+	if exists {
+		c.nodes[name] = cur
+	} else {
+		delete(c.nodes, name)
+	}
+	c.nodeTransition(name, known, prev.alive, exists, cur.alive)
+	// The workloads with instances on it, when it came or went, or
+	// started or stopped draining; not when it only registered again (a
+	// worker reconnecting rewrites its record): with workloads spread
+	// over every node, that would cost the cluster.
+	if known && (!exists || prev.alive != cur.alive || prev.draining != cur.draining) || !known && exists && !cur.alive {
+		c.cache.Read(func(r cache.Reader) {
+			insts := r.InstancesOn(name)
+			workloads = make(map[string]bool, len(insts))
+			for _, e := range insts {
+				workloads[e.Value.GetWorkload()] = true
+			}
+		})
+		for w := range workloads {
+			c.queue.Add(keyWorkload + w)
+		}
+	}
+	// Room for pending instances: a node that can take instances and could
+	// not before, or whose record changed (capacity, labels, runtimes).
+	if exists && cur.alive && !cur.cordoned && (!known || !prev.alive || prev.cordoned || prev.modRev != cur.modRev) {
 		c.queue.Add(keyPending)
 	}
+}
+
+// nodeSeen is what the controller last saw of a node: what, when it
+// changes, concerns the workloads on it (liveness, drain) or pending
+// instances (room).
+type nodeSeen struct {
+	alive, draining, cordoned bool
+	modRev                    int64
 }
 
 // removeOrphanStatuses deletes the status reports of instances that are

@@ -88,6 +88,15 @@ func (c *controller) healthTransitions(workload string, w *world) {
 		}
 	}
 	c.unhealthy[workload] = next
+	failing := false
+	for _, f := range next {
+		failing = failing || f
+	}
+	if failing {
+		c.unhealthyWorkloads.Store(workload, true)
+	} else {
+		c.unhealthyWorkloads.Delete(workload)
+	}
 }
 
 // DefaultMinReady is how long a new instance must run before a rolling

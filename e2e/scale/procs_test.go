@@ -133,7 +133,13 @@ type server struct {
 func startServer(ctx context.Context, b *testing.B, env []string) (*server, *controlAPI) {
 	b.Helper()
 	s := &server{api: freeAddr(b), dataDir: b.TempDir()}
-	s.proc = startProc(b, "server", env, "server", "--data-dir", s.dataDir, "--api", s.api, "--http", freeAddr(b), "--name", "scale", "--log-level", "warn")
+	args := []string{"server", "--data-dir", s.dataDir, "--api", s.api, "--http", freeAddr(b), "--name", "scale", "--log-level", "warn"}
+	// WASMORCH_SCALE_DEBUG_ADDR serves the member's profiler there, to see
+	// where it spends its time during a run.
+	if addr := os.Getenv("WASMORCH_SCALE_DEBUG_ADDR"); addr != "" {
+		args = append(args, "--debug-addr", addr)
+	}
+	s.proc = startProc(b, "server", env, args...)
 	var api *controlAPI
 	err := poll(ctx, time.Minute, 100*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		if !s.running() {

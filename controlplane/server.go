@@ -202,6 +202,7 @@ func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
 func (s *Server) Start(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.cache.Start(gctx) })
+	g.Go(func() error { return s.api.Start(gctx) })
 	g.Go(func() error {
 		if err := s.grpc.Serve(s.apiLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("gRPC API: %w", err)

@@ -274,8 +274,8 @@ func settle(ctx context.Context) error {
 	}
 }
 
-// ReportStatus stores a batch of observed states in as few transactions as
-// the request limit allows.
+// ReportStatus stores a batch of observed states, with the reports of other
+// nodes arriving meanwhile (statusWriter).
 func (a *agentAPI) ReportStatus(ctx context.Context, batch *v1.StatusBatch) (*v1.StatusAck, error) {
 	if err := a.checkOwnership(ctx, batch); err != nil {
 		return nil, err
@@ -301,7 +301,7 @@ func (a *agentAPI) ReportStatus(ctx context.Context, batch *v1.StatusBatch) (*v1
 		exists := clientv3.Compare(clientv3.CreateRevision(a.s.store.Instances.Key(st.GetId())), ">", 0)
 		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{exists}, []clientv3.Op{op}, nil))
 	}
-	if _, err := store.Txn(ctx, a.s.store.Client, nil, ops); err != nil {
+	if err := a.s.statuses.write(ctx, ops); err != nil {
 		return nil, err
 	}
 	return &v1.StatusAck{}, nil

@@ -47,5 +47,6 @@ func newTestServer(t testing.TB, set func(*Config)) *Server {
 	}
 	s := New(cfg)
 	t.Cleanup(func() { close(stopping); s.Close() })
+	etcdtest.Run(t, s.Start)
 	return s
 }

@@ -75,6 +75,7 @@ type Server struct {
 	sec      *security
 	keys     *Keyring
 	workers  *workerClients
+	statuses *statusWriter
 	stopping <-chan struct{}
 	calls    *prometheus.CounterVec
 
@@ -95,7 +96,7 @@ func New(cfg Config) *Server {
 	}
 	sec := &security{ca: cfg.CA, member: cfg.Identity}
 	s := &Server{cfg: cfg, log: log, store: cfg.Store, cache: cfg.Cache, blobs: cfg.Blobs, events: cfg.Events, etcd: cfg.Etcd,
-		sec: sec, keys: cfg.Secrets, workers: newWorkerClients(), stopping: cfg.Stopping,
+		sec: sec, keys: cfg.Secrets, workers: newWorkerClients(), statuses: newStatusWriter(cfg.Store.Client), stopping: cfg.Stopping,
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_api_calls_total", Help: "Unary API calls by method and outcome."}, []string{"method", "code"})}
 	s.workers.sec = sec
 	if cfg.Registry != nil {
@@ -121,6 +122,13 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 		grpc.ChainStreamInterceptor(streamErrors, s.streamAuth),
 		grpc.MaxRecvMsgSize(4 << 20),
 	}
+}
+
+// Start runs what the API does in the background — writing the nodes'
+// status reports — until ctx ends.
+func (s *Server) Start(ctx context.Context) error {
+	s.statuses.run(ctx)
+	return nil
 }
 
 // SetRouteChecked makes ApplyWorkload call f between checking the routes

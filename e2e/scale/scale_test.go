@@ -408,29 +408,36 @@ func (r *scaleRun) nodeLoss(ctx context.Context, k int, res *pointResult) {
 }
 
 // throughput applies one workload of set.burst replicas (at most the
-// point) and times it to its last instance bound.
+// point) and times it to its last instance bound, as a watch of the
+// workload's instances, started before the apply, sees the bindings.
 func (r *scaleRun) throughput(ctx context.Context, res *pointResult) {
 	res.burst = min(r.set.burst, res.point)
 	name := fmt.Sprintf("burst-%d", res.point)
+	w, err := r.api.watchBound(ctx, name)
+	if err != nil {
+		res.burstErr = short(err)
+		return
+	}
+	defer w.stop()
 	t0 := time.Now()
 	if err := r.api.apply(ctx, name, r.digest, res.burst); err != nil {
 		res.burstErr = short(err)
 		return
 	}
 	r.created += res.burst
-	err := poll(ctx, burstLimit, 20*time.Millisecond, func(ctx context.Context) (bool, string, error) {
-		is, err := r.api.workloadInstances(ctx, name)
-		bound := 0
-		for _, in := range is {
-			if in.GetInstance().GetNode() != "" {
-				bound++
-			}
+	limit := time.NewTimer(burstLimit)
+	defer limit.Stop()
+	bound := 0
+	for bound < res.burst {
+		select {
+		case bound = <-w.bound:
+		case err := <-w.err:
+			res.burstErr = fmt.Sprintf("the watch of %s ended at %d/%d bound: %s", name, bound, res.burst, short(err))
+			return
+		case <-limit.C:
+			res.burstErr = fmt.Sprintf("%d/%d bound after %s", bound, res.burst, burstLimit)
+			return
 		}
-		return err == nil && bound == res.burst, fmt.Sprintf("%d/%d bound%s", bound, res.burst, orNothing(err)), nil
-	})
-	if err != nil {
-		res.burstErr = err.Error()
-		return
 	}
 	res.burstTook = time.Since(t0)
 }

@@ -135,8 +135,14 @@ func (c *controller) reconcile(ctx context.Context, name string, b *batch) ([]*v
 		remove(inst)
 	}
 	created := make([]*v1.Instance, 0, toCreate)
+	taken := make(map[string]bool, len(w.instances)+toCreate)
+	for _, inst := range w.instances {
+		taken[inst.Name] = true
+	}
 	for range toCreate {
-		created = append(created, newInstance(wl.Value))
+		inst := newInstance(wl.Value, taken)
+		taken[inst.GetId()] = true
+		created = append(created, inst)
 	}
 	if len(g.ops) > 0 || len(created) > 0 {
 		c.log.Debug("reconciled", "workload", name, "writes", len(g.ops), "created", len(created))
@@ -283,9 +289,16 @@ func isReady(inst *v1.Instance, st *v1.InstanceStatus, alive map[string]bool) bo
 	return cache.IsReady(inst, st, alive[inst.GetNode()])
 }
 
-func newInstance(wl *v1.Workload) *v1.Instance {
+// newInstance makes an instance of wl's generation with an ID none in taken
+// has: five random characters give 14 million IDs per workload, which
+// 10,000 replicas made at once would otherwise share a few times.
+func newInstance(wl *v1.Workload, taken map[string]bool) *v1.Instance {
+	id := wl.GetName() + "-" + randomSuffix(5)
+	for taken[id] {
+		id = wl.GetName() + "-" + randomSuffix(5)
+	}
 	return &v1.Instance{
-		Id:              wl.GetName() + "-" + randomSuffix(5),
+		Id:              id,
 		Workload:        wl.GetName(),
 		Generation:      wl.GetGeneration(),
 		Spec:            wl.GetSpec(),

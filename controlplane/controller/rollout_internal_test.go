@@ -75,3 +75,18 @@ func TestErrorRateFailure(t *testing.T) {
 		t.Errorf("a limit of 0 turns it off; got %q", why)
 	}
 }
+
+// TestNewInstancesHaveDistinctIDs: 20,000 replicas created at once (five
+// random characters would repeat a few times among them) all get IDs of
+// their own, none of them one the workload has already.
+func TestNewInstancesHaveDistinctIDs(t *testing.T) {
+	wl := &v1.Workload{Name: "big", Generation: 1, Spec: &v1.WorkloadSpec{Replicas: 20000}}
+	taken := map[string]bool{"big-bbbbb": true}
+	for range 20000 {
+		inst := newInstance(wl, taken)
+		if taken[inst.GetId()] {
+			t.Fatalf("ID %s given twice", inst.GetId())
+		}
+		taken[inst.GetId()] = true
+	}
+}

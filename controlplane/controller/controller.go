@@ -15,6 +15,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/events"
@@ -345,24 +346,37 @@ func (c *controller) commit(ctx context.Context, b *batch) error {
 }
 
 // txn writes guarded operations in transactions of at most half the
-// request limit; failed says whether any lost its comparisons. rev is the
-// revision of the last write.
+// request limit, several at a time (they are independent: each operation
+// has its own guard, and etcd's raft commits concurrent proposals
+// together); failed says whether any lost its comparisons. rev is the
+// revision of the latest write.
 func (c *controller) txn(ctx context.Context, cmps []clientv3.Cmp, ops []clientv3.Op) (failed bool, rev int64, err error) {
 	limit := store.MaxOpsPerTxn / 2
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallelTxns)
 	for start := 0; start < len(ops); start += limit {
 		end := min(start+limit, len(ops))
-		t := c.kv.Txn(ctx)
-		if len(cmps) != 0 {
-			t = t.If(cmps[start:end]...)
-		}
-		resp, err := t.Then(ops[start:end]...).Commit()
-		if err != nil {
-			return failed, rev, fmt.Errorf("controller write: %w", err)
-		}
-		rev = max(rev, resp.Header.Revision)
-		if !resp.Succeeded {
-			failed = true
-		}
+		g.Go(func() error {
+			t := c.kv.Txn(gctx)
+			if len(cmps) != 0 {
+				t = t.If(cmps[start:end]...)
+			}
+			resp, err := t.Then(ops[start:end]...).Commit()
+			if err != nil {
+				return fmt.Errorf("controller write: %w", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			rev = max(rev, resp.Header.Revision)
+			failed = failed || !resp.Succeeded
+			return nil
+		})
 	}
-	return failed, rev, nil
+	err = g.Wait()
+	return failed, rev, err
 }
+
+// parallelTxns is how many of the controller's transactions are written at
+// once.
+const parallelTxns = 4

@@ -129,6 +129,7 @@ type group struct {
 	mem, cpu    int64
 	unplaceable string         // set once an instance found no room: usage only grows in a pass
 	fallback    *fallbackGroup // nil without a fallback image
+	ranked      *ranking       // the feasible nodes by preference (rank.go), built on first use
 }
 
 // workloadCounts are where one workload's replicas are.
@@ -155,6 +156,12 @@ type pass struct {
 // Instances are placed in the order given; each placement updates the
 // working state so that one pass spreads a workload's replicas.
 func Schedule(snap Snapshot, pending []*v1.Instance) Plan {
+	return schedule(snap, pending, false)
+}
+
+// schedule is Schedule, looking at every node for each instance when
+// linear is set (the reference the tests hold pick to).
+func schedule(snap Snapshot, pending []*v1.Instance, linear bool) Plan {
 	plan := Plan{Bindings: make(map[string]string, len(pending)), Unplaced: make(map[string]string), Runtimes: map[string]Choice{}}
 	p := &pass{byName: make(map[string]*nodeState, len(snap.Nodes)), groups: map[string]*group{}, counts: map[string]*workloadCounts{}}
 	for _, n := range snap.Nodes {
@@ -188,6 +195,9 @@ func Schedule(snap Snapshot, pending []*v1.Instance) Plan {
 			continue
 		}
 		best := p.pick(g)
+		if linear {
+			best = p.pickLinear(g)
+		}
 		if best == nil {
 			g.unplaceable = p.reason(g)
 			plan.Unplaced[inst.GetId()] = g.unplaceable
@@ -329,9 +339,10 @@ func (g *group) fits(ns *nodeState) string {
 	return ""
 }
 
-// pick returns the best feasible node with room for one more instance of
-// g, or nil.
-func (p *pass) pick(g *group) *nodeState {
+// pickLinear returns the best feasible node with room for one more
+// instance of g, or nil, by looking at every one: the definition of the
+// preference that pick (rank.go) finds faster, kept to test it against.
+func (p *pass) pickLinear(g *group) *nodeState {
 	var best *nodeState
 	var bestLabel, bestNode int32
 	var bestFree float64

@@ -232,3 +232,23 @@ func BenchmarkSchedule1000NodesBusy(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(pending))/b.Elapsed().Seconds(), "placements/s")
 }
+
+// BenchmarkSchedule10000ReplicasOneWorkload places one workload of 10,000
+// replicas on 1,000 nodes (a big deploy), ranked (pick) and looking at
+// every node for each instance (pickLinear), in the same run.
+func BenchmarkSchedule10000ReplicasOneWorkload(b *testing.B) {
+	nodes := benchNodes(1000, 20)
+	pending := instances("big", 10000, 1<<20)
+	for _, linear := range []bool{false, true} {
+		name := "ranked"
+		if linear {
+			name = "every-node"
+		}
+		b.Run(name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				schedule(Snapshot{Nodes: nodes}, pending, linear)
+			}
+			b.ReportMetric(float64(b.N*len(pending))/b.Elapsed().Seconds(), "placements/s")
+		})
+	}
+}

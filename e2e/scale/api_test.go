@@ -251,3 +251,36 @@ func (a *controlAPI) watchBound(ctx context.Context, workload string) (*boundWat
 }
 
 func (w *boundWatch) stop() { w.cancel() }
+
+// scheduledAt reads a workload's Scheduled events (the controller records
+// one after each round's bindings are stored: "placed N instances: ...")
+// and returns how many they placed and when the last was recorded.
+func (a *controlAPI) scheduledAt(ctx context.Context, workload string) (placed int, last time.Time, err error) {
+	req := &pb.ListEventsRequest{Object: "workload/" + workload}
+	for range maxPages {
+		cctx, cancel := call(ctx)
+		resp, err := a.c.ListEvents(cctx, req)
+		cancel()
+		if err != nil {
+			return placed, last, err
+		}
+		for _, ev := range resp.GetEvents() {
+			var n int
+			if ev.GetReason() != "Scheduled" {
+				continue
+			}
+			if _, err := fmt.Sscanf(ev.GetMessage(), "placed %d instance", &n); err != nil {
+				continue
+			}
+			placed += n
+			if t := time.Unix(0, ev.GetUnixNano()); t.After(last) {
+				last = t
+			}
+		}
+		if resp.GetContinue() == "" {
+			return placed, last, nil
+		}
+		req.Continue = resp.GetContinue()
+	}
+	return placed, last, fmt.Errorf("ListEvents: more than %d pages", maxPages)
+}

@@ -95,6 +95,8 @@ type pointResult struct {
 	healErr         string
 	burst           int
 	burstTook       time.Duration
+	storedTook      time.Duration // until the last binding was stored, by the Scheduled events
+	storedErr       string
 	burstErr        string
 	rss, db         int64
 	rssErr, dbErr   string
@@ -440,4 +442,15 @@ func (r *scaleRun) throughput(ctx context.Context, res *pointResult) {
 		}
 	}
 	res.burstTook = time.Since(t0)
+	// The control plane's own figure: when its Scheduled events say the
+	// last binding was stored (the server's clock, on this machine).
+	placed, last, err := r.api.scheduledAt(ctx, name)
+	switch {
+	case err != nil:
+		res.storedErr = short(err)
+	case placed < res.burst:
+		res.storedErr = fmt.Sprintf("the Scheduled events name %d of %d placements", placed, res.burst)
+	default:
+		res.storedTook = last.Sub(t0)
+	}
 }

@@ -121,6 +121,9 @@ func (a *agentAPI) renew(ctx context.Context, node string, fresh bool) error {
 	return nil
 }
 
+// defaultSessionRefresh is how long a session may stay silent (Config.SessionRefresh).
+const defaultSessionRefresh = 30 * time.Second
+
 // Session streams the node's desired set (docs/cluster.md, "Sessions"):
 // the whole set first, then, for a worker that asked for deltas, only the
 // instances that changed and the IDs that left the set; a worker that
@@ -155,13 +158,37 @@ func (a *agentAPI) Session(req *v1.SessionRequest, stream v1.Agent_SessionServer
 	if err := sess.send(ctx, stream, first); err != nil {
 		return err
 	}
+	every := a.s.cfg.SessionRefresh
+	if every <= 0 {
+		every = defaultSessionRefresh
+	}
+	refresh := time.NewTimer(every)
+	defer refresh.Stop()
 	for {
+		quiet := false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-a.s.stopping:
 			return errdefs.Unavailablef("control plane is shutting down")
 		case <-w.Changed():
+		case <-refresh.C:
+			quiet = true
+		}
+		if quiet {
+			refresh.Reset(every)
+			if !sess.deltas {
+				continue
+			}
+			// Every change of this node's up to the revision read first is
+			// marked before the cache reached it, so the Take after it
+			// holds them: nothing at or below rev is left unsent.
+			rev := a.s.cache.Rev()
+			ids, _ := w.Take()
+			if err := sess.send(ctx, stream, sess.delta(ids, rev, true)); err != nil {
+				return err
+			}
+			continue
 		}
 		if err := settle(ctx); err != nil {
 			return err
@@ -177,6 +204,7 @@ func (a *agentAPI) Session(req *v1.SessionRequest, stream v1.Agent_SessionServer
 		if err := sess.send(ctx, stream, msg); err != nil {
 			return err
 		}
+		refresh.Reset(every) // sent: the node's resume point moved
 	}
 }
 

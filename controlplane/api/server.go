@@ -61,6 +61,11 @@ type Config struct {
 	RevisionHistoryLimit int
 	// Stopping is closed when the member shuts down: streams end.
 	Stopping <-chan struct{}
+	// SessionRefresh is how long a node's session may stay silent before
+	// it is sent an empty delta with the current revision (zero: 30 s), so
+	// that a quiet node's resume point stays within the changes the member
+	// keeps however busy the rest of the cluster is.
+	SessionRefresh time.Duration
 }
 
 // Server serves the API of one member.

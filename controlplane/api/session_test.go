@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -27,7 +29,14 @@ type sessionWorld struct {
 
 func newSessionWorld(t *testing.T) *sessionWorld {
 	t.Helper()
-	w := newSessionWorldNoCache(t)
+	return newSessionWorldWith(t, nil)
+}
+
+// newSessionWorldWith is newSessionWorld with the API's config changed by
+// set.
+func newSessionWorldWith(t *testing.T, set func(*Config)) *sessionWorld {
+	t.Helper()
+	w := newSessionWorldNoCacheWith(t, set)
 	done := make(chan struct{})
 	ctx, cancel := context.WithCancel(w.ctx)
 	t.Cleanup(func() { cancel(); <-done })
@@ -42,7 +51,12 @@ func newSessionWorld(t *testing.T) *sessionWorld {
 // nothing): what it knows, it learns from etcd.
 func newSessionWorldNoCache(t *testing.T) *sessionWorld {
 	t.Helper()
-	s := newTestServer(t, nil)
+	return newSessionWorldNoCacheWith(t, nil)
+}
+
+func newSessionWorldNoCacheWith(t *testing.T, set func(*Config)) *sessionWorld {
+	t.Helper()
+	s := newTestServer(t, set)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	w := &sessionWorld{t: t, s: s, api: &agentAPI{s: s, leases: map[string]clientv3.LeaseID{}}, ctx: ctx}
@@ -365,4 +379,39 @@ func TestStatusOwnershipAndHeartbeatsFromTheCacheOrEtcd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestQuietSessionKeepsItsResumePoint: a node that hears nothing while the
+// rest of the cluster makes more changes than the member keeps is still
+// sent, every SessionRefresh, an empty delta with the current revision, so
+// that after a reconnect it resumes rather than gets its whole set again;
+// from the revision of its first message (without the refresh) it would
+// get the whole set.
+func TestQuietSessionKeepsItsResumePoint(t *testing.T) {
+	w := newSessionWorldWith(t, func(cfg *Config) {
+		cfg.Cache = cache.New(cache.Config{Client: cfg.Store.Client, History: 10})
+		cfg.SessionRefresh = 50 * time.Millisecond
+	})
+	n1 := w.open(&v1.SessionRequest{Node: "n1", Deltas: true})
+	first := n1.next()
+	expect(t, "first message", first, true, []string{"a1"}, nil, 0)
+	var rev int64
+	for i := range 30 { // other nodes' changes, three times what the member keeps
+		rev = w.instance(fmt.Sprintf("b%02d", i), "n2", false)
+	}
+	w.reached(rev)
+	var refreshed *v1.Assignments
+	for refreshed == nil {
+		if m := n1.next(); m.GetRevision() >= rev {
+			refreshed = m
+		}
+	}
+	expect(t, "the refresh", refreshed, false, nil, nil, rev)
+	n1.close()
+
+	resumed := w.open(&v1.SessionRequest{Node: "n1", Deltas: true, ResumeRevision: refreshed.GetRevision()})
+	expect(t, "resumed from the refresh", resumed.next(), false, nil, nil, rev)
+	resumed.close()
+	stale := w.open(&v1.SessionRequest{Node: "n1", Deltas: true, ResumeRevision: first.GetRevision()})
+	expect(t, "from the first message's revision", stale.next(), true, []string{"a1"}, nil, rev)
 }

@@ -876,8 +876,12 @@ type Workload struct {
 	// promote`, or its canary duration passed); a rollback is promoted as it
 	// is written (it has no canary).
 	PromotedGeneration int64 `protobuf:"varint,80,opt,name=promoted_generation,json=promotedGeneration,proto3" json:"promoted_generation,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// observe: labels that find the workload (`get -l app=web`); its
+	// instances answer to them too. Not part of the spec: changing them
+	// makes no new generation.
+	Labels        map[string]string `protobuf:"bytes,90,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Workload) Reset() {
@@ -950,6 +954,13 @@ func (x *Workload) GetPromotedGeneration() int64 {
 		return x.PromotedGeneration
 	}
 	return 0
+}
+
+func (x *Workload) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 // Instance is one copy of one generation of a workload. The record under
@@ -2313,7 +2324,9 @@ type ApplyWorkloadRequest struct {
 	// would do (a module not uploaded yet counts as a change).
 	DryRun bool `protobuf:"varint,70,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	// rollouts: why, recorded in the revision a spec change makes.
-	ChangeCause   string `protobuf:"bytes,80,opt,name=change_cause,json=changeCause,proto3" json:"change_cause,omitempty"`
+	ChangeCause string `protobuf:"bytes,80,opt,name=change_cause,json=changeCause,proto3" json:"change_cause,omitempty"`
+	// observe: the workload's labels, replacing those it has.
+	Labels        map[string]string `protobuf:"bytes,90,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2374,6 +2387,13 @@ func (x *ApplyWorkloadRequest) GetChangeCause() string {
 		return x.ChangeCause
 	}
 	return ""
+}
+
+func (x *ApplyWorkloadRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 type ApplyWorkloadResponse struct {
@@ -2488,9 +2508,12 @@ func (x *GetWorkloadRequest) GetName() string {
 // start from); pages are not one snapshot: what changes between two pages
 // shows as it is when its page is read.
 type ListWorkloadsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Limit         int32                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
-	Continue      string                 `protobuf:"bytes,2,opt,name=continue,proto3" json:"continue,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Limit    int32                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	Continue string                 `protobuf:"bytes,2,opt,name=continue,proto3" json:"continue,omitempty"`
+	// observe: a label selector ("app=web,tier!=db,canary,!legacy"):
+	// workloads whose labels match every term only.
+	Selector      string `protobuf:"bytes,3,opt,name=selector,proto3" json:"selector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2539,13 +2562,24 @@ func (x *ListWorkloadsRequest) GetContinue() string {
 	return ""
 }
 
+func (x *ListWorkloadsRequest) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
 type WorkloadView struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Workload      *Workload              `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
-	Ready         int32                  `protobuf:"varint,2,opt,name=ready,proto3" json:"ready,omitempty"`
-	Current       int32                  `protobuf:"varint,3,opt,name=current,proto3" json:"current,omitempty"`                    // instances of the current generation
-	Total         int32                  `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`                        // all instances, any generation
-	InFlight      int64                  `protobuf:"varint,20,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"` // functions: requests in flight across every gateway (their latest load reports)
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Workload *Workload              `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	Ready    int32                  `protobuf:"varint,2,opt,name=ready,proto3" json:"ready,omitempty"`
+	Current  int32                  `protobuf:"varint,3,opt,name=current,proto3" json:"current,omitempty"`                    // instances of the current generation
+	Total    int32                  `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`                        // all instances, any generation
+	InFlight int64                  `protobuf:"varint,20,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"` // functions: requests in flight across every gateway (their latest load reports)
+	// observe: functions: requests answered across every gateway since each
+	// started (their latest load reports); its rate is the function's
+	// request rate.
+	Requests      int64 `protobuf:"varint,21,opt,name=requests,proto3" json:"requests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2611,6 +2645,13 @@ func (x *WorkloadView) GetTotal() int32 {
 func (x *WorkloadView) GetInFlight() int64 {
 	if x != nil {
 		return x.InFlight
+	}
+	return 0
+}
+
+func (x *WorkloadView) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
 	}
 	return 0
 }
@@ -2808,12 +2849,14 @@ func (*DeleteWorkloadResponse) Descriptor() ([]byte, []int) {
 }
 
 type ListInstancesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Workload      string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
-	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
-	States        []InstanceState        `protobuf:"varint,3,rep,packed,name=states,proto3,enum=wasmorch.v1.InstanceState" json:"states,omitempty"` // any of them; empty: every state
-	Limit         int32                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
-	Continue      string                 `protobuf:"bytes,5,opt,name=continue,proto3" json:"continue,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Workload string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	Node     string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	States   []InstanceState        `protobuf:"varint,3,rep,packed,name=states,proto3,enum=wasmorch.v1.InstanceState" json:"states,omitempty"` // any of them; empty: every state
+	Limit    int32                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Continue string                 `protobuf:"bytes,5,opt,name=continue,proto3" json:"continue,omitempty"`
+	// observe: a label selector on the labels of the instances' workloads.
+	Selector      string `protobuf:"bytes,6,opt,name=selector,proto3" json:"selector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2879,6 +2922,13 @@ func (x *ListInstancesRequest) GetLimit() int32 {
 func (x *ListInstancesRequest) GetContinue() string {
 	if x != nil {
 		return x.Continue
+	}
+	return ""
+}
+
+func (x *ListInstancesRequest) GetSelector() string {
+	if x != nil {
+		return x.Selector
 	}
 	return ""
 }
@@ -3192,9 +3242,23 @@ func (x *ListNodesResponse) GetRevision() int64 {
 }
 
 type LogsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Workload      string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
-	TailBytes     int64                  `protobuf:"varint,2,opt,name=tail_bytes,json=tailBytes,proto3" json:"tail_bytes,omitempty"` // 0 = everything kept
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Workload  string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	TailBytes int64                  `protobuf:"varint,2,opt,name=tail_bytes,json=tailBytes,proto3" json:"tail_bytes,omitempty"` // 0 = everything kept
+	// observe: the last tail_lines lines of each instance (0: no limit;
+	// with tail_bytes, both apply); only lines written at or after
+	// since_unix_nano (0: any); one instance only (empty: every instance of
+	// the workload); each line starting with the time it was written
+	// (RFC 3339, UTC).
+	TailLines     int64  `protobuf:"varint,3,opt,name=tail_lines,json=tailLines,proto3" json:"tail_lines,omitempty"`
+	SinceUnixNano int64  `protobuf:"varint,4,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	Instance      string `protobuf:"bytes,5,opt,name=instance,proto3" json:"instance,omitempty"`
+	Timestamps    bool   `protobuf:"varint,6,opt,name=timestamps,proto3" json:"timestamps,omitempty"`
+	// observe: after what is kept, go on with what the instances write,
+	// including instances that start later, until the client ends the
+	// call or the workload is deleted (a last chunk with
+	// workload_deleted set).
+	Follow        bool `protobuf:"varint,7,opt,name=follow,proto3" json:"follow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3243,12 +3307,53 @@ func (x *LogsRequest) GetTailBytes() int64 {
 	return 0
 }
 
+func (x *LogsRequest) GetTailLines() int64 {
+	if x != nil {
+		return x.TailLines
+	}
+	return 0
+}
+
+func (x *LogsRequest) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *LogsRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *LogsRequest) GetTimestamps() bool {
+	if x != nil {
+		return x.Timestamps
+	}
+	return false
+}
+
+func (x *LogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
 type LogChunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Instance      string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
-	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Data     []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// observe: a line from the member rather than an instance, while
+	// following (a node that cannot be reached, output skipped); data is
+	// then empty.
+	Notice string `protobuf:"bytes,3,opt,name=notice,proto3" json:"notice,omitempty"`
+	// observe: the followed workload was deleted; the stream ends.
+	WorkloadDeleted bool `protobuf:"varint,4,opt,name=workload_deleted,json=workloadDeleted,proto3" json:"workload_deleted,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *LogChunk) Reset() {
@@ -3293,6 +3398,20 @@ func (x *LogChunk) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *LogChunk) GetNotice() string {
+	if x != nil {
+		return x.Notice
+	}
+	return ""
+}
+
+func (x *LogChunk) GetWorkloadDeleted() bool {
+	if x != nil {
+		return x.WorkloadDeleted
+	}
+	return false
 }
 
 type ListEventsRequest struct {
@@ -3416,11 +3535,15 @@ func (x *ListEventsResponse) GetRevision() int64 {
 }
 
 type WatchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          WatchKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=wasmorch.v1.WatchKind" json:"kind,omitempty"`
-	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"` // deliver the changes after it; 0 = from now
-	Workload      string                 `protobuf:"bytes,3,opt,name=workload,proto3" json:"workload,omitempty"`  // instances and events: of this workload only
-	Node          string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`          // instances: on this node only; events: of this node only
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Kind     WatchKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=wasmorch.v1.WatchKind" json:"kind,omitempty"`
+	Revision int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"` // deliver the changes after it; 0 = from now
+	Workload string                 `protobuf:"bytes,3,opt,name=workload,proto3" json:"workload,omitempty"`  // instances and events: of this workload only
+	Node     string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`          // instances: on this node only; events: of this node only
+	// observe: workloads and instances: only those whose (workload's)
+	// labels match this selector; one that stops matching comes as
+	// DELETED.
+	Selector      string `protobuf:"bytes,5,opt,name=selector,proto3" json:"selector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3479,6 +3602,13 @@ func (x *WatchRequest) GetWorkload() string {
 func (x *WatchRequest) GetNode() string {
 	if x != nil {
 		return x.Node
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetSelector() string {
+	if x != nil {
+		return x.Selector
 	}
 	return ""
 }
@@ -5616,6 +5746,352 @@ func (x *RotateSecretKeyResponse) GetSecrets() int32 {
 	return 0
 }
 
+// observe: what instances and nodes use, as their workers measure it.
+// CPU is averaged over the report's window (the time since the worker's
+// previous measurement, at least a second); memory is as of now.
+type TopRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         bool                   `protobuf:"varint,1,opt,name=nodes,proto3" json:"nodes,omitempty"`      // the nodes themselves, not their instances
+	Workload      string                 `protobuf:"bytes,2,opt,name=workload,proto3" json:"workload,omitempty"` // instances of this workload only
+	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`         // instances on (or only) this node
+	Selector      string                 `protobuf:"bytes,4,opt,name=selector,proto3" json:"selector,omitempty"` // instances of workloads matching this label selector
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopRequest) Reset() {
+	*x = TopRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopRequest) ProtoMessage() {}
+
+func (x *TopRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopRequest.ProtoReflect.Descriptor instead.
+func (*TopRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *TopRequest) GetNodes() bool {
+	if x != nil {
+		return x.Nodes
+	}
+	return false
+}
+
+func (x *TopRequest) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *TopRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *TopRequest) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+type InstanceUsage struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Id               string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Workload         string                 `protobuf:"bytes,2,opt,name=workload,proto3" json:"workload,omitempty"`
+	CpuMillis        int64                  `protobuf:"varint,3,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"` // thousandths of a core, averaged over the window
+	MemoryBytes      int64                  `protobuf:"varint,4,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	MemoryLimitBytes int64                  `protobuf:"varint,5,opt,name=memory_limit_bytes,json=memoryLimitBytes,proto3" json:"memory_limit_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *InstanceUsage) Reset() {
+	*x = InstanceUsage{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceUsage) ProtoMessage() {}
+
+func (x *InstanceUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceUsage.ProtoReflect.Descriptor instead.
+func (*InstanceUsage) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *InstanceUsage) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *InstanceUsage) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *InstanceUsage) GetCpuMillis() int64 {
+	if x != nil {
+		return x.CpuMillis
+	}
+	return 0
+}
+
+func (x *InstanceUsage) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *InstanceUsage) GetMemoryLimitBytes() int64 {
+	if x != nil {
+		return x.MemoryLimitBytes
+	}
+	return 0
+}
+
+// UsageReport is one node's answer: its instances' usage and its own.
+type UsageReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	CpuMillis     int64                  `protobuf:"varint,2,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"` // the node's: the worker process and its containers
+	MemoryBytes   int64                  `protobuf:"varint,3,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	WindowMs      int64                  `protobuf:"varint,4,opt,name=window_ms,json=windowMs,proto3" json:"window_ms,omitempty"`
+	UnixNano      int64                  `protobuf:"varint,5,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	Instances     []*InstanceUsage       `protobuf:"bytes,6,rep,name=instances,proto3" json:"instances,omitempty"`
+	Capacity      *Resources             `protobuf:"bytes,7,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Error         string                 `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"` // set by the member when the node could not be asked
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageReport) Reset() {
+	*x = UsageReport{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageReport) ProtoMessage() {}
+
+func (x *UsageReport) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageReport.ProtoReflect.Descriptor instead.
+func (*UsageReport) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *UsageReport) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *UsageReport) GetCpuMillis() int64 {
+	if x != nil {
+		return x.CpuMillis
+	}
+	return 0
+}
+
+func (x *UsageReport) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *UsageReport) GetWindowMs() int64 {
+	if x != nil {
+		return x.WindowMs
+	}
+	return 0
+}
+
+func (x *UsageReport) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
+func (x *UsageReport) GetInstances() []*InstanceUsage {
+	if x != nil {
+		return x.Instances
+	}
+	return nil
+}
+
+func (x *UsageReport) GetCapacity() *Resources {
+	if x != nil {
+		return x.Capacity
+	}
+	return nil
+}
+
+func (x *UsageReport) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// A token for the web dashboard (/ui), signed by the cluster CA: who
+// holds it acts as the admin who minted it, until it expires.
+type CreateUITokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TtlSeconds    int64                  `protobuf:"varint,1,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // 0: 12 hours
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateUITokenRequest) Reset() {
+	*x = CreateUITokenRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateUITokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateUITokenRequest) ProtoMessage() {}
+
+func (x *CreateUITokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateUITokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateUITokenRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *CreateUITokenRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type CreateUITokenResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Token           string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ExpiresUnixNano int64                  `protobuf:"varint,2,opt,name=expires_unix_nano,json=expiresUnixNano,proto3" json:"expires_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CreateUITokenResponse) Reset() {
+	*x = CreateUITokenResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateUITokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateUITokenResponse) ProtoMessage() {}
+
+func (x *CreateUITokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateUITokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateUITokenResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *CreateUITokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateUITokenResponse) GetExpiresUnixNano() int64 {
+	if x != nil {
+		return x.ExpiresUnixNano
+	}
+	return 0
+}
+
 // rollouts: Revision is the immutable record of one generation's spec,
 // stored under /wasmorch/revisions/<workload>/<generation> in the same
 // transaction as the workload.
@@ -5632,7 +6108,7 @@ type Revision struct {
 
 func (x *Revision) Reset() {
 	*x = Revision{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5644,7 +6120,7 @@ func (x *Revision) String() string {
 func (*Revision) ProtoMessage() {}
 
 func (x *Revision) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5657,7 +6133,7 @@ func (x *Revision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revision.ProtoReflect.Descriptor instead.
 func (*Revision) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *Revision) GetWorkload() string {
@@ -5704,7 +6180,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5716,7 +6192,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5729,7 +6205,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ListRevisionsRequest) GetWorkload() string {
@@ -5748,7 +6224,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5760,7 +6236,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5773,7 +6249,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*Revision {
@@ -5792,7 +6268,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5804,7 +6280,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5817,7 +6293,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *PromoteRolloutRequest) GetWorkload() string {
@@ -5836,7 +6312,7 @@ type RestartRolloutRequest struct {
 
 func (x *RestartRolloutRequest) Reset() {
 	*x = RestartRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5848,7 +6324,7 @@ func (x *RestartRolloutRequest) String() string {
 func (*RestartRolloutRequest) ProtoMessage() {}
 
 func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5861,7 +6337,7 @@ func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RestartRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *RestartRolloutRequest) GetWorkload() string {
@@ -5881,7 +6357,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5893,7 +6369,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5906,7 +6382,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *RollbackRequest) GetWorkload() string {
@@ -5932,7 +6408,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5944,7 +6420,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5957,7 +6433,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *RegisterRequest) GetNode() *Node {
@@ -5977,7 +6453,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5989,7 +6465,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6002,7 +6478,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -6028,7 +6504,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6040,7 +6516,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6053,7 +6529,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *HeartbeatRequest) GetNode() string {
@@ -6071,7 +6547,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6083,7 +6559,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6096,7 +6572,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
 }
 
 // SessionRequest opens a node's session. A worker that sets deltas gets
@@ -6115,7 +6591,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6127,7 +6603,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6140,7 +6616,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *SessionRequest) GetNode() string {
@@ -6180,7 +6656,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6192,7 +6668,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6205,7 +6681,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *Assignments) GetInstances() []*Instance {
@@ -6246,7 +6722,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6258,7 +6734,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6271,7 +6747,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -6296,7 +6772,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6308,7 +6784,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6321,7 +6797,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{101}
 }
 
 type FetchBlobRequest struct {
@@ -6333,7 +6809,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6345,7 +6821,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6358,7 +6834,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
@@ -6378,7 +6854,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6390,7 +6866,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6403,7 +6879,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -6434,7 +6910,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6446,7 +6922,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6459,7 +6935,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -6493,7 +6969,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6505,7 +6981,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6518,7 +6994,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *JoinResponse) GetCertificate() []byte {
@@ -6546,7 +7022,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6558,7 +7034,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6571,7 +7047,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{101}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -6582,16 +7058,23 @@ func (x *RenewRequest) GetCsr() []byte {
 }
 
 type InstanceLogsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Instances     []string               `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
-	TailBytes     int64                  `protobuf:"varint,2,opt,name=tail_bytes,json=tailBytes,proto3" json:"tail_bytes,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Instances []string               `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
+	TailBytes int64                  `protobuf:"varint,2,opt,name=tail_bytes,json=tailBytes,proto3" json:"tail_bytes,omitempty"`
+	// observe: as in LogsRequest; with follow, an instance that has not
+	// started yet is waited for, and the stream goes on until the caller
+	// ends it.
+	TailLines     int64 `protobuf:"varint,3,opt,name=tail_lines,json=tailLines,proto3" json:"tail_lines,omitempty"`
+	SinceUnixNano int64 `protobuf:"varint,4,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	Timestamps    bool  `protobuf:"varint,5,opt,name=timestamps,proto3" json:"timestamps,omitempty"`
+	Follow        bool  `protobuf:"varint,6,opt,name=follow,proto3" json:"follow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6603,7 +7086,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6616,7 +7099,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{102}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -6631,6 +7114,79 @@ func (x *InstanceLogsRequest) GetTailBytes() int64 {
 		return x.TailBytes
 	}
 	return 0
+}
+
+func (x *InstanceLogsRequest) GetTailLines() int64 {
+	if x != nil {
+		return x.TailLines
+	}
+	return 0
+}
+
+func (x *InstanceLogsRequest) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *InstanceLogsRequest) GetTimestamps() bool {
+	if x != nil {
+		return x.Timestamps
+	}
+	return false
+}
+
+func (x *InstanceLogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+// observe
+type UsageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instances     []string               `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"` // those this worker holds are reported
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRequest) Reset() {
+	*x = UsageRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRequest) ProtoMessage() {}
+
+func (x *UsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
+func (*UsageRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{108}
+}
+
+func (x *UsageRequest) GetInstances() []string {
+	if x != nil {
+		return x.Instances
+	}
+	return nil
 }
 
 var File_wasmorch_v1_wasmorch_proto protoreflect.FileDescriptor
@@ -6697,7 +7253,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
 	"\x06EnvVar\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xf6\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xec\x02\n" +
 	"\bWorkload\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04spec\x18\x02 \x01(\v2\x19.wasmorch.v1.WorkloadSpecR\x04spec\x12\x1e\n" +
@@ -6706,7 +7262,11 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"generation\x12*\n" +
 	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\x12*\n" +
 	"\x11updated_unix_nano\x18\x05 \x01(\x03R\x0fupdatedUnixNano\x12/\n" +
-	"\x13promoted_generation\x18P \x01(\x03R\x12promotedGeneration\"\xd3\x02\n" +
+	"\x13promoted_generation\x18P \x01(\x03R\x12promotedGeneration\x129\n" +
+	"\x06labels\x18Z \x03(\v2!.wasmorch.v1.Workload.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x02\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x1e\n" +
@@ -6834,27 +7394,33 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x0eUploadResponse\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x18\n" +
-	"\aexisted\x18\x03 \x01(\bR\aexisted\"\x95\x01\n" +
+	"\aexisted\x18\x03 \x01(\bR\aexisted\"\x97\x02\n" +
 	"\x14ApplyWorkloadRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04spec\x18\x02 \x01(\v2\x19.wasmorch.v1.WorkloadSpecR\x04spec\x12\x17\n" +
 	"\adry_run\x18F \x01(\bR\x06dryRun\x12!\n" +
-	"\fchange_cause\x18P \x01(\tR\vchangeCause\"~\n" +
+	"\fchange_cause\x18P \x01(\tR\vchangeCause\x12E\n" +
+	"\x06labels\x18Z \x03(\v2-.wasmorch.v1.ApplyWorkloadRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"~\n" +
 	"\x15ApplyWorkloadResponse\x121\n" +
 	"\bworkload\x18\x01 \x01(\v2\x15.wasmorch.v1.WorkloadR\bworkload\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\x12\x18\n" +
 	"\achanged\x18\x03 \x01(\bR\achanged\"(\n" +
 	"\x12GetWorkloadRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"H\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"d\n" +
 	"\x14ListWorkloadsRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x1a\n" +
-	"\bcontinue\x18\x02 \x01(\tR\bcontinue\"\xa4\x01\n" +
+	"\bcontinue\x18\x02 \x01(\tR\bcontinue\x12\x1a\n" +
+	"\bselector\x18\x03 \x01(\tR\bselector\"\xc0\x01\n" +
 	"\fWorkloadView\x121\n" +
 	"\bworkload\x18\x01 \x01(\v2\x15.wasmorch.v1.WorkloadR\bworkload\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\x05R\x05ready\x12\x18\n" +
 	"\acurrent\x18\x03 \x01(\x05R\acurrent\x12\x14\n" +
 	"\x05total\x18\x04 \x01(\x05R\x05total\x12\x1b\n" +
-	"\tin_flight\x18\x14 \x01(\x03R\binFlight\"\x88\x01\n" +
+	"\tin_flight\x18\x14 \x01(\x03R\binFlight\x12\x1a\n" +
+	"\brequests\x18\x15 \x01(\x03R\brequests\"\x88\x01\n" +
 	"\x15ListWorkloadsResponse\x127\n" +
 	"\tworkloads\x18\x01 \x03(\v2\x19.wasmorch.v1.WorkloadViewR\tworkloads\x12\x1a\n" +
 	"\bcontinue\x18\x02 \x01(\tR\bcontinue\x12\x1a\n" +
@@ -6864,13 +7430,14 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\breplicas\x18\x02 \x01(\x05R\breplicas\"+\n" +
 	"\x15DeleteWorkloadRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x18\n" +
-	"\x16DeleteWorkloadResponse\"\xac\x01\n" +
+	"\x16DeleteWorkloadResponse\"\xc8\x01\n" +
 	"\x14ListInstancesRequest\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x122\n" +
 	"\x06states\x18\x03 \x03(\x0e2\x1a.wasmorch.v1.InstanceStateR\x06states\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\x05R\x05limit\x12\x1a\n" +
-	"\bcontinue\x18\x05 \x01(\tR\bcontinue\"\xa8\x01\n" +
+	"\bcontinue\x18\x05 \x01(\tR\bcontinue\x12\x1a\n" +
+	"\bselector\x18\x06 \x01(\tR\bselector\"\xa8\x01\n" +
 	"\fInstanceView\x121\n" +
 	"\binstance\x18\x01 \x01(\v2\x15.wasmorch.v1.InstanceR\binstance\x123\n" +
 	"\x06status\x18\x02 \x01(\v2\x1b.wasmorch.v1.InstanceStatusR\x06status\x120\n" +
@@ -6894,14 +7461,24 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x11ListNodesResponse\x12+\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x15.wasmorch.v1.NodeViewR\x05nodes\x12\x1a\n" +
 	"\bcontinue\x18\x02 \x01(\tR\bcontinue\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x03R\brevision\"H\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"\xe3\x01\n" +
 	"\vLogsRequest\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\x1d\n" +
 	"\n" +
-	"tail_bytes\x18\x02 \x01(\x03R\ttailBytes\":\n" +
+	"tail_bytes\x18\x02 \x01(\x03R\ttailBytes\x12\x1d\n" +
+	"\n" +
+	"tail_lines\x18\x03 \x01(\x03R\ttailLines\x12&\n" +
+	"\x0fsince_unix_nano\x18\x04 \x01(\x03R\rsinceUnixNano\x12\x1a\n" +
+	"\binstance\x18\x05 \x01(\tR\binstance\x12\x1e\n" +
+	"\n" +
+	"timestamps\x18\x06 \x01(\bR\n" +
+	"timestamps\x12\x16\n" +
+	"\x06follow\x18\a \x01(\bR\x06follow\"}\n" +
 	"\bLogChunk\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"]\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x16\n" +
+	"\x06notice\x18\x03 \x01(\tR\x06notice\x12)\n" +
+	"\x10workload_deleted\x18\x04 \x01(\bR\x0fworkloadDeleted\"]\n" +
 	"\x11ListEventsRequest\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\tR\x06object\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1a\n" +
@@ -6909,12 +7486,13 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x12ListEventsResponse\x12*\n" +
 	"\x06events\x18\x01 \x03(\v2\x12.wasmorch.v1.EventR\x06events\x12\x1a\n" +
 	"\bcontinue\x18\x02 \x01(\tR\bcontinue\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x03R\brevision\"\x86\x01\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"\xa2\x01\n" +
 	"\fWatchRequest\x12*\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x16.wasmorch.v1.WatchKindR\x04kind\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1a\n" +
 	"\bworkload\x18\x03 \x01(\tR\bworkload\x12\x12\n" +
-	"\x04node\x18\x04 \x01(\tR\x04node\"\xae\x02\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12\x1a\n" +
+	"\bselector\x18\x05 \x01(\tR\bselector\"\xae\x02\n" +
 	"\n" +
 	"WatchEvent\x12/\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1b.wasmorch.v1.WatchEventTypeR\x04type\x12\x1a\n" +
@@ -7045,7 +7623,36 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x16RotateSecretKeyRequest\"J\n" +
 	"\x17RotateSecretKeyResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
-	"\asecrets\x18\x02 \x01(\x05R\asecrets\"\xc4\x01\n" +
+	"\asecrets\x18\x02 \x01(\x05R\asecrets\"n\n" +
+	"\n" +
+	"TopRequest\x12\x14\n" +
+	"\x05nodes\x18\x01 \x01(\bR\x05nodes\x12\x1a\n" +
+	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x1a\n" +
+	"\bselector\x18\x04 \x01(\tR\bselector\"\xab\x01\n" +
+	"\rInstanceUsage\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x1d\n" +
+	"\n" +
+	"cpu_millis\x18\x03 \x01(\x03R\tcpuMillis\x12!\n" +
+	"\fmemory_bytes\x18\x04 \x01(\x03R\vmemoryBytes\x12,\n" +
+	"\x12memory_limit_bytes\x18\x05 \x01(\x03R\x10memoryLimitBytes\"\xa1\x02\n" +
+	"\vUsageReport\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"cpu_millis\x18\x02 \x01(\x03R\tcpuMillis\x12!\n" +
+	"\fmemory_bytes\x18\x03 \x01(\x03R\vmemoryBytes\x12\x1b\n" +
+	"\twindow_ms\x18\x04 \x01(\x03R\bwindowMs\x12\x1b\n" +
+	"\tunix_nano\x18\x05 \x01(\x03R\bunixNano\x128\n" +
+	"\tinstances\x18\x06 \x03(\v2\x1a.wasmorch.v1.InstanceUsageR\tinstances\x122\n" +
+	"\bcapacity\x18\a \x01(\v2\x16.wasmorch.v1.ResourcesR\bcapacity\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\"7\n" +
+	"\x14CreateUITokenRequest\x12\x1f\n" +
+	"\vttl_seconds\x18\x01 \x01(\x03R\n" +
+	"ttlSeconds\"Y\n" +
+	"\x15CreateUITokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12*\n" +
+	"\x11expires_unix_nano\x18\x02 \x01(\x03R\x0fexpiresUnixNano\"\xc4\x01\n" +
 	"\bRevision\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\x1e\n" +
 	"\n" +
@@ -7099,11 +7706,20 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12%\n" +
 	"\x0eca_certificate\x18\x02 \x01(\fR\rcaCertificate\" \n" +
 	"\fRenewRequest\x12\x10\n" +
-	"\x03csr\x18\x01 \x01(\fR\x03csr\"R\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\"\xd1\x01\n" +
 	"\x13InstanceLogsRequest\x12\x1c\n" +
 	"\tinstances\x18\x01 \x03(\tR\tinstances\x12\x1d\n" +
 	"\n" +
-	"tail_bytes\x18\x02 \x01(\x03R\ttailBytes*\x83\x01\n" +
+	"tail_bytes\x18\x02 \x01(\x03R\ttailBytes\x12\x1d\n" +
+	"\n" +
+	"tail_lines\x18\x03 \x01(\x03R\ttailLines\x12&\n" +
+	"\x0fsince_unix_nano\x18\x04 \x01(\x03R\rsinceUnixNano\x12\x1e\n" +
+	"\n" +
+	"timestamps\x18\x05 \x01(\bR\n" +
+	"timestamps\x12\x16\n" +
+	"\x06follow\x18\x06 \x01(\bR\x06follow\",\n" +
+	"\fUsageRequest\x12\x1c\n" +
+	"\tinstances\x18\x01 \x03(\tR\tinstances*\x83\x01\n" +
 	"\rRestartPolicy\x12\x1e\n" +
 	"\x1aRESTART_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RESTART_POLICY_ALWAYS\x10\x01\x12\x1d\n" +
@@ -7130,7 +7746,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x16WATCH_EVENT_TYPE_ADDED\x10\x01\x12\x1d\n" +
 	"\x19WATCH_EVENT_TYPE_MODIFIED\x10\x02\x12\x1c\n" +
 	"\x18WATCH_EVENT_TYPE_DELETED\x10\x03\x12\x1d\n" +
-	"\x19WATCH_EVENT_TYPE_BOOKMARK\x10\x042\xd0\x16\n" +
+	"\x19WATCH_EVENT_TYPE_BOOKMARK\x10\x042\xe4\x17\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"UploadBlob\x12\x1a.wasmorch.v1.UploadRequest\x1a\x1b.wasmorch.v1.UploadResponse(\x01\x12V\n" +
@@ -7173,7 +7789,9 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\rListRevisions\x12!.wasmorch.v1.ListRevisionsRequest\x1a\".wasmorch.v1.ListRevisionsResponse\x12T\n" +
 	"\x10RollbackWorkload\x12\x1c.wasmorch.v1.RollbackRequest\x1a\".wasmorch.v1.ApplyWorkloadResponse\x12K\n" +
 	"\x0ePromoteRollout\x12\".wasmorch.v1.PromoteRolloutRequest\x1a\x15.wasmorch.v1.Workload\x12X\n" +
-	"\x0eRestartRollout\x12\".wasmorch.v1.RestartRolloutRequest\x1a\".wasmorch.v1.ApplyWorkloadResponse2\xef\x03\n" +
+	"\x0eRestartRollout\x12\".wasmorch.v1.RestartRolloutRequest\x1a\".wasmorch.v1.ApplyWorkloadResponse\x12:\n" +
+	"\x03Top\x12\x17.wasmorch.v1.TopRequest\x1a\x18.wasmorch.v1.UsageReport0\x01\x12V\n" +
+	"\rCreateUIToken\x12!.wasmorch.v1.CreateUITokenRequest\x1a\".wasmorch.v1.CreateUITokenResponse2\xef\x03\n" +
 	"\x05Agent\x12G\n" +
 	"\bRegister\x12\x1c.wasmorch.v1.RegisterRequest\x1a\x1d.wasmorch.v1.RegisterResponse\x12J\n" +
 	"\tHeartbeat\x12\x1d.wasmorch.v1.HeartbeatRequest\x1a\x1e.wasmorch.v1.HeartbeatResponse\x12B\n" +
@@ -7181,9 +7799,10 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\fReportStatus\x12\x18.wasmorch.v1.StatusBatch\x1a\x16.wasmorch.v1.StatusAck\x12D\n" +
 	"\tFetchBlob\x12\x1d.wasmorch.v1.FetchBlobRequest\x1a\x16.wasmorch.v1.BlobChunk0\x01\x12;\n" +
 	"\x04Join\x12\x18.wasmorch.v1.JoinRequest\x1a\x19.wasmorch.v1.JoinResponse\x12H\n" +
-	"\x10RenewCertificate\x12\x19.wasmorch.v1.RenewRequest\x1a\x19.wasmorch.v1.JoinResponse2S\n" +
+	"\x10RenewCertificate\x12\x19.wasmorch.v1.RenewRequest\x1a\x19.wasmorch.v1.JoinResponse2\x91\x01\n" +
 	"\x06Worker\x12I\n" +
-	"\fInstanceLogs\x12 .wasmorch.v1.InstanceLogsRequest\x1a\x15.wasmorch.v1.LogChunk0\x01B;Z9github.com/wasmorch/wasmorch/proto/wasmorch/v1;wasmorchv1b\x06proto3"
+	"\fInstanceLogs\x12 .wasmorch.v1.InstanceLogsRequest\x1a\x15.wasmorch.v1.LogChunk0\x01\x12<\n" +
+	"\x05Usage\x12\x19.wasmorch.v1.UsageRequest\x1a\x18.wasmorch.v1.UsageReportB;Z9github.com/wasmorch/wasmorch/proto/wasmorch/v1;wasmorchv1b\x06proto3"
 
 var (
 	file_wasmorch_v1_wasmorch_proto_rawDescOnce sync.Once
@@ -7198,7 +7817,7 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 }
 
 var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 111)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 119)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),              // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),              // 1: wasmorch.v1.InstanceState
@@ -7287,34 +7906,42 @@ var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(*DeleteSecretResponse)(nil),    // 84: wasmorch.v1.DeleteSecretResponse
 	(*RotateSecretKeyRequest)(nil),  // 85: wasmorch.v1.RotateSecretKeyRequest
 	(*RotateSecretKeyResponse)(nil), // 86: wasmorch.v1.RotateSecretKeyResponse
-	(*Revision)(nil),                // 87: wasmorch.v1.Revision
-	(*ListRevisionsRequest)(nil),    // 88: wasmorch.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),   // 89: wasmorch.v1.ListRevisionsResponse
-	(*PromoteRolloutRequest)(nil),   // 90: wasmorch.v1.PromoteRolloutRequest
-	(*RestartRolloutRequest)(nil),   // 91: wasmorch.v1.RestartRolloutRequest
-	(*RollbackRequest)(nil),         // 92: wasmorch.v1.RollbackRequest
-	(*RegisterRequest)(nil),         // 93: wasmorch.v1.RegisterRequest
-	(*RegisterResponse)(nil),        // 94: wasmorch.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),        // 95: wasmorch.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 96: wasmorch.v1.HeartbeatResponse
-	(*SessionRequest)(nil),          // 97: wasmorch.v1.SessionRequest
-	(*Assignments)(nil),             // 98: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),             // 99: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),               // 100: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),        // 101: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),               // 102: wasmorch.v1.BlobChunk
-	(*JoinRequest)(nil),             // 103: wasmorch.v1.JoinRequest
-	(*JoinResponse)(nil),            // 104: wasmorch.v1.JoinResponse
-	(*RenewRequest)(nil),            // 105: wasmorch.v1.RenewRequest
-	(*InstanceLogsRequest)(nil),     // 106: wasmorch.v1.InstanceLogsRequest
-	nil,                             // 107: wasmorch.v1.Placement.SelectorEntry
-	nil,                             // 108: wasmorch.v1.Node.LabelsEntry
-	nil,                             // 109: wasmorch.v1.FunctionLoad.GenerationsEntry
-	nil,                             // 110: wasmorch.v1.Config.DataEntry
-	nil,                             // 111: wasmorch.v1.SecretData.DataEntry
-	nil,                             // 112: wasmorch.v1.ListNodesRequest.SelectorEntry
-	nil,                             // 113: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                             // 114: wasmorch.v1.SetSecretRequest.DataEntry
+	(*TopRequest)(nil),              // 87: wasmorch.v1.TopRequest
+	(*InstanceUsage)(nil),           // 88: wasmorch.v1.InstanceUsage
+	(*UsageReport)(nil),             // 89: wasmorch.v1.UsageReport
+	(*CreateUITokenRequest)(nil),    // 90: wasmorch.v1.CreateUITokenRequest
+	(*CreateUITokenResponse)(nil),   // 91: wasmorch.v1.CreateUITokenResponse
+	(*Revision)(nil),                // 92: wasmorch.v1.Revision
+	(*ListRevisionsRequest)(nil),    // 93: wasmorch.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),   // 94: wasmorch.v1.ListRevisionsResponse
+	(*PromoteRolloutRequest)(nil),   // 95: wasmorch.v1.PromoteRolloutRequest
+	(*RestartRolloutRequest)(nil),   // 96: wasmorch.v1.RestartRolloutRequest
+	(*RollbackRequest)(nil),         // 97: wasmorch.v1.RollbackRequest
+	(*RegisterRequest)(nil),         // 98: wasmorch.v1.RegisterRequest
+	(*RegisterResponse)(nil),        // 99: wasmorch.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),        // 100: wasmorch.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 101: wasmorch.v1.HeartbeatResponse
+	(*SessionRequest)(nil),          // 102: wasmorch.v1.SessionRequest
+	(*Assignments)(nil),             // 103: wasmorch.v1.Assignments
+	(*StatusBatch)(nil),             // 104: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),               // 105: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),        // 106: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),               // 107: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),             // 108: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),            // 109: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),            // 110: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),     // 111: wasmorch.v1.InstanceLogsRequest
+	(*UsageRequest)(nil),            // 112: wasmorch.v1.UsageRequest
+	nil,                             // 113: wasmorch.v1.Placement.SelectorEntry
+	nil,                             // 114: wasmorch.v1.Workload.LabelsEntry
+	nil,                             // 115: wasmorch.v1.Node.LabelsEntry
+	nil,                             // 116: wasmorch.v1.FunctionLoad.GenerationsEntry
+	nil,                             // 117: wasmorch.v1.Config.DataEntry
+	nil,                             // 118: wasmorch.v1.SecretData.DataEntry
+	nil,                             // 119: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	nil,                             // 120: wasmorch.v1.ListNodesRequest.SelectorEntry
+	nil,                             // 121: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                             // 122: wasmorch.v1.SetSecretRequest.DataEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	8,   // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
@@ -7323,146 +7950,156 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	6,   // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
 	7,   // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
 	20,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
-	107, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	113, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
 	4,   // 7: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
-	4,   // 8: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
-	1,   // 9: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
-	12,  // 10: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	108, // 11: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
-	109, // 12: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
-	110, // 13: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	111, // 14: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
-	24,  // 15: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
-	4,   // 16: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
-	9,   // 17: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
-	9,   // 18: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
-	30,  // 19: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
-	1,   // 20: wasmorch.v1.ListInstancesRequest.states:type_name -> wasmorch.v1.InstanceState
-	10,  // 21: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
-	11,  // 22: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
-	1,   // 23: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
-	36,  // 24: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
-	112, // 25: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
-	13,  // 26: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
-	12,  // 27: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
-	39,  // 28: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
-	14,  // 29: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
-	2,   // 30: wasmorch.v1.WatchRequest.kind:type_name -> wasmorch.v1.WatchKind
-	3,   // 31: wasmorch.v1.WatchEvent.type:type_name -> wasmorch.v1.WatchEventType
-	30,  // 32: wasmorch.v1.WatchEvent.workload:type_name -> wasmorch.v1.WorkloadView
-	36,  // 33: wasmorch.v1.WatchEvent.instance:type_name -> wasmorch.v1.InstanceView
-	39,  // 34: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
-	14,  // 35: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
-	52,  // 36: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
-	63,  // 37: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
-	63,  // 38: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
-	113, // 39: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
-	18,  // 40: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
-	18,  // 41: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	114, // 42: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
-	77,  // 43: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
-	77,  // 44: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
-	4,   // 45: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
-	87,  // 46: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
-	13,  // 47: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	10,  // 48: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
-	11,  // 49: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	17,  // 50: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
-	23,  // 51: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	26,  // 52: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	28,  // 53: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	29,  // 54: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	32,  // 55: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	33,  // 56: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	35,  // 57: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	38,  // 58: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	41,  // 59: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	47,  // 60: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	43,  // 61: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	45,  // 62: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
-	49,  // 63: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
-	49,  // 64: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
-	49,  // 65: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
-	50,  // 66: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
-	53,  // 67: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
-	55,  // 68: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
-	57,  // 69: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
-	59,  // 70: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
-	61,  // 71: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
-	64,  // 72: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
-	66,  // 73: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
-	68,  // 74: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
-	70,  // 75: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
-	72,  // 76: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
-	73,  // 77: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
-	75,  // 78: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
-	78,  // 79: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
-	80,  // 80: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
-	81,  // 81: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
-	83,  // 82: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
-	85,  // 83: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
-	88,  // 84: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
-	92,  // 85: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
-	90,  // 86: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
-	91,  // 87: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
-	93,  // 88: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	95,  // 89: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	97,  // 90: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	99,  // 91: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	101, // 92: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	103, // 93: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	105, // 94: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	106, // 95: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	25,  // 96: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	27,  // 97: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	30,  // 98: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	31,  // 99: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	9,   // 100: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	34,  // 101: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	37,  // 102: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	40,  // 103: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	42,  // 104: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	48,  // 105: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	44,  // 106: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	46,  // 107: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
-	39,  // 108: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	39,  // 109: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	39,  // 110: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	51,  // 111: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	54,  // 112: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	56,  // 113: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	58,  // 114: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	60,  // 115: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	62,  // 116: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	65,  // 117: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	67,  // 118: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	69,  // 119: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	71,  // 120: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	18,  // 121: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	74,  // 122: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	76,  // 123: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	79,  // 124: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	77,  // 125: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	82,  // 126: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	84,  // 127: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	86,  // 128: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	89,  // 129: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
-	27,  // 130: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	9,   // 131: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
-	27,  // 132: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	94,  // 133: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	96,  // 134: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	98,  // 135: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	100, // 136: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	102, // 137: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	104, // 138: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	104, // 139: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	42,  // 140: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	96,  // [96:141] is the sub-list for method output_type
-	51,  // [51:96] is the sub-list for method input_type
-	51,  // [51:51] is the sub-list for extension type_name
-	51,  // [51:51] is the sub-list for extension extendee
-	0,   // [0:51] is the sub-list for field type_name
+	114, // 8: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
+	4,   // 9: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
+	1,   // 10: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
+	12,  // 11: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
+	115, // 12: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	116, // 13: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
+	117, // 14: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	118, // 15: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	24,  // 16: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
+	4,   // 17: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
+	119, // 18: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	9,   // 19: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
+	9,   // 20: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
+	30,  // 21: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
+	1,   // 22: wasmorch.v1.ListInstancesRequest.states:type_name -> wasmorch.v1.InstanceState
+	10,  // 23: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
+	11,  // 24: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
+	1,   // 25: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
+	36,  // 26: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
+	120, // 27: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
+	13,  // 28: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
+	12,  // 29: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
+	39,  // 30: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
+	14,  // 31: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
+	2,   // 32: wasmorch.v1.WatchRequest.kind:type_name -> wasmorch.v1.WatchKind
+	3,   // 33: wasmorch.v1.WatchEvent.type:type_name -> wasmorch.v1.WatchEventType
+	30,  // 34: wasmorch.v1.WatchEvent.workload:type_name -> wasmorch.v1.WorkloadView
+	36,  // 35: wasmorch.v1.WatchEvent.instance:type_name -> wasmorch.v1.InstanceView
+	39,  // 36: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
+	14,  // 37: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
+	52,  // 38: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
+	63,  // 39: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
+	63,  // 40: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
+	121, // 41: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	18,  // 42: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
+	18,  // 43: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
+	122, // 44: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	77,  // 45: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
+	77,  // 46: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
+	88,  // 47: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
+	12,  // 48: wasmorch.v1.UsageReport.capacity:type_name -> wasmorch.v1.Resources
+	4,   // 49: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
+	92,  // 50: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
+	13,  // 51: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
+	10,  // 52: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
+	11,  // 53: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
+	17,  // 54: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
+	23,  // 55: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	26,  // 56: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	28,  // 57: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	29,  // 58: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	32,  // 59: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	33,  // 60: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	35,  // 61: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	38,  // 62: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	41,  // 63: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	47,  // 64: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	43,  // 65: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	45,  // 66: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
+	49,  // 67: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	49,  // 68: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	49,  // 69: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	50,  // 70: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	53,  // 71: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	55,  // 72: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	57,  // 73: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	59,  // 74: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	61,  // 75: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	64,  // 76: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	66,  // 77: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	68,  // 78: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	70,  // 79: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
+	72,  // 80: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
+	73,  // 81: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
+	75,  // 82: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
+	78,  // 83: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
+	80,  // 84: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
+	81,  // 85: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
+	83,  // 86: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
+	85,  // 87: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
+	93,  // 88: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
+	97,  // 89: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	95,  // 90: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
+	96,  // 91: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
+	87,  // 92: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
+	90,  // 93: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
+	98,  // 94: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	100, // 95: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	102, // 96: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	104, // 97: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	106, // 98: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	108, // 99: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	110, // 100: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	111, // 101: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	112, // 102: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
+	25,  // 103: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	27,  // 104: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	30,  // 105: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	31,  // 106: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	9,   // 107: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	34,  // 108: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	37,  // 109: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	40,  // 110: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	42,  // 111: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	48,  // 112: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	44,  // 113: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	46,  // 114: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
+	39,  // 115: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	39,  // 116: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	39,  // 117: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	51,  // 118: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	54,  // 119: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	56,  // 120: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	58,  // 121: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	60,  // 122: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	62,  // 123: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	65,  // 124: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	67,  // 125: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	69,  // 126: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	71,  // 127: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	18,  // 128: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	74,  // 129: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	76,  // 130: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	79,  // 131: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	77,  // 132: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	82,  // 133: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	84,  // 134: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	86,  // 135: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	94,  // 136: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	27,  // 137: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	9,   // 138: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
+	27,  // 139: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	89,  // 140: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
+	91,  // 141: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
+	99,  // 142: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	101, // 143: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	103, // 144: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	105, // 145: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	107, // 146: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	109, // 147: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	109, // 148: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	42,  // 149: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	89,  // 150: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
+	103, // [103:151] is the sub-list for method output_type
+	55,  // [55:103] is the sub-list for method input_type
+	55,  // [55:55] is the sub-list for extension type_name
+	55,  // [55:55] is the sub-list for extension extendee
+	0,   // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -7486,7 +8123,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   111,
+			NumMessages:   119,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -59,6 +59,8 @@ const (
 	Control_RollbackWorkload_FullMethodName = "/wasmorch.v1.Control/RollbackWorkload"
 	Control_PromoteRollout_FullMethodName   = "/wasmorch.v1.Control/PromoteRollout"
 	Control_RestartRollout_FullMethodName   = "/wasmorch.v1.Control/RestartRollout"
+	Control_Top_FullMethodName              = "/wasmorch.v1.Control/Top"
+	Control_CreateUIToken_FullMethodName    = "/wasmorch.v1.Control/CreateUIToken"
 )
 
 // ControlClient is the client API for Control service.
@@ -107,6 +109,9 @@ type ControlClient interface {
 	RollbackWorkload(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*ApplyWorkloadResponse, error)
 	PromoteRollout(ctx context.Context, in *PromoteRolloutRequest, opts ...grpc.CallOption) (*Workload, error)
 	RestartRollout(ctx context.Context, in *RestartRolloutRequest, opts ...grpc.CallOption) (*ApplyWorkloadResponse, error)
+	// observe
+	Top(ctx context.Context, in *TopRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[UsageReport], error)
+	CreateUIToken(ctx context.Context, in *CreateUITokenRequest, opts ...grpc.CallOption) (*CreateUITokenResponse, error)
 }
 
 type controlClient struct {
@@ -517,6 +522,35 @@ func (c *controlClient) RestartRollout(ctx context.Context, in *RestartRolloutRe
 	return out, nil
 }
 
+func (c *controlClient) Top(ctx context.Context, in *TopRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[UsageReport], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Control_ServiceDesc.Streams[4], Control_Top_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TopRequest, UsageReport]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Control_TopClient = grpc.ServerStreamingClient[UsageReport]
+
+func (c *controlClient) CreateUIToken(ctx context.Context, in *CreateUITokenRequest, opts ...grpc.CallOption) (*CreateUITokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateUITokenResponse)
+	err := c.cc.Invoke(ctx, Control_CreateUIToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -563,6 +597,9 @@ type ControlServer interface {
 	RollbackWorkload(context.Context, *RollbackRequest) (*ApplyWorkloadResponse, error)
 	PromoteRollout(context.Context, *PromoteRolloutRequest) (*Workload, error)
 	RestartRollout(context.Context, *RestartRolloutRequest) (*ApplyWorkloadResponse, error)
+	// observe
+	Top(*TopRequest, grpc.ServerStreamingServer[UsageReport]) error
+	CreateUIToken(context.Context, *CreateUITokenRequest) (*CreateUITokenResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -683,6 +720,12 @@ func (UnimplementedControlServer) PromoteRollout(context.Context, *PromoteRollou
 }
 func (UnimplementedControlServer) RestartRollout(context.Context, *RestartRolloutRequest) (*ApplyWorkloadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RestartRollout not implemented")
+}
+func (UnimplementedControlServer) Top(*TopRequest, grpc.ServerStreamingServer[UsageReport]) error {
+	return status.Error(codes.Unimplemented, "method Top not implemented")
+}
+func (UnimplementedControlServer) CreateUIToken(context.Context, *CreateUITokenRequest) (*CreateUITokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateUIToken not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -1339,6 +1382,35 @@ func _Control_RestartRollout_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_Top_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(TopRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ControlServer).Top(m, &grpc.GenericServerStream[TopRequest, UsageReport]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Control_TopServer = grpc.ServerStreamingServer[UsageReport]
+
+func _Control_CreateUIToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateUITokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).CreateUIToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_CreateUIToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).CreateUIToken(ctx, req.(*CreateUITokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1478,6 +1550,10 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RestartRollout",
 			Handler:    _Control_RestartRollout_Handler,
 		},
+		{
+			MethodName: "CreateUIToken",
+			Handler:    _Control_CreateUIToken_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -1498,6 +1574,11 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Snapshot",
 			Handler:       _Control_Snapshot_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Top",
+			Handler:       _Control_Top_Handler,
 			ServerStreams: true,
 		},
 	},
@@ -1845,6 +1926,7 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	Worker_InstanceLogs_FullMethodName = "/wasmorch.v1.Worker/InstanceLogs"
+	Worker_Usage_FullMethodName        = "/wasmorch.v1.Worker/Usage"
 )
 
 // WorkerClient is the client API for Worker service.
@@ -1852,6 +1934,8 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type WorkerClient interface {
 	InstanceLogs(ctx context.Context, in *InstanceLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogChunk], error)
+	// observe
+	Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageReport, error)
 }
 
 type workerClient struct {
@@ -1881,11 +1965,23 @@ func (c *workerClient) InstanceLogs(ctx context.Context, in *InstanceLogsRequest
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Worker_InstanceLogsClient = grpc.ServerStreamingClient[LogChunk]
 
+func (c *workerClient) Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageReport, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UsageReport)
+	err := c.cc.Invoke(ctx, Worker_Usage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkerServer is the server API for Worker service.
 // All implementations must embed UnimplementedWorkerServer
 // for forward compatibility.
 type WorkerServer interface {
 	InstanceLogs(*InstanceLogsRequest, grpc.ServerStreamingServer[LogChunk]) error
+	// observe
+	Usage(context.Context, *UsageRequest) (*UsageReport, error)
 	mustEmbedUnimplementedWorkerServer()
 }
 
@@ -1898,6 +1994,9 @@ type UnimplementedWorkerServer struct{}
 
 func (UnimplementedWorkerServer) InstanceLogs(*InstanceLogsRequest, grpc.ServerStreamingServer[LogChunk]) error {
 	return status.Error(codes.Unimplemented, "method InstanceLogs not implemented")
+}
+func (UnimplementedWorkerServer) Usage(context.Context, *UsageRequest) (*UsageReport, error) {
+	return nil, status.Error(codes.Unimplemented, "method Usage not implemented")
 }
 func (UnimplementedWorkerServer) mustEmbedUnimplementedWorkerServer() {}
 func (UnimplementedWorkerServer) testEmbeddedByValue()                {}
@@ -1931,13 +2030,36 @@ func _Worker_InstanceLogs_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Worker_InstanceLogsServer = grpc.ServerStreamingServer[LogChunk]
 
+func _Worker_Usage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServer).Usage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Worker_Usage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServer).Usage(ctx, req.(*UsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Worker_ServiceDesc is the grpc.ServiceDesc for Worker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Worker_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "wasmorch.v1.Worker",
 	HandlerType: (*WorkerServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Usage",
+			Handler:    _Worker_Usage_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "InstanceLogs",

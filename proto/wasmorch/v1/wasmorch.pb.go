@@ -4552,8 +4552,18 @@ type JoinToken struct {
 	ExpiresUnixNano int64                  `protobuf:"varint,4,opt,name=expires_unix_nano,json=expiresUnixNano,proto3" json:"expires_unix_nano,omitempty"`
 	CreatedUnixNano int64                  `protobuf:"varint,5,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	Description     string                 `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// node: the one node name the token admits ("" any). A token bound to a
+	// name may also take that name over from a node already joined (its
+	// certificates are revoked): an admin vouched for it by name.
+	Node string `protobuf:"bytes,7,opt,name=node,proto3" json:"node,omitempty"`
+	// labels a node joining with it gets; a value "*" lets the agent choose
+	// that label's value (--labels) at its join. An agent declares no label
+	// beyond these.
+	Labels        map[string]string `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Uses          int32             `protobuf:"varint,9,opt,name=uses,proto3" json:"uses,omitempty"`  // joins it admits; 0: any number until it expires
+	Used          int32             `protobuf:"varint,10,opt,name=used,proto3" json:"used,omitempty"` // joins it admitted
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JoinToken) Reset() {
@@ -4628,11 +4638,42 @@ func (x *JoinToken) GetDescription() string {
 	return ""
 }
 
+func (x *JoinToken) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *JoinToken) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *JoinToken) GetUses() int32 {
+	if x != nil {
+		return x.Uses
+	}
+	return 0
+}
+
+func (x *JoinToken) GetUsed() int32 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
 type CreateTokenRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`                                // "agent" (default) or "server"
 	TtlSeconds    int64                  `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // 0: 24 hours
 	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	Node          string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"` // see JoinToken
+	Labels        map[string]string      `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Uses          int32                  `protobuf:"varint,6,opt,name=uses,proto3" json:"uses,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4686,6 +4727,27 @@ func (x *CreateTokenRequest) GetDescription() string {
 		return x.Description
 	}
 	return ""
+}
+
+func (x *CreateTokenRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *CreateTokenRequest) GetUses() int32 {
+	if x != nil {
+		return x.Uses
+	}
+	return 0
 }
 
 type CreateTokenResponse struct {
@@ -4900,6 +4962,471 @@ func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
 	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
 }
 
+// CertificateRecord is a certificate the cluster CA issued to a node or an
+// admin, as stored while it may be valid (/wasmorch/certs/<role>/<name>/
+// <serial>), and, once revoked, under /wasmorch/revoked/<serial>; both
+// bound to a lease that ends when the certificate expires, after which the
+// certificate is refused anyway.
+type CertificateRecord struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Serial          string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"` // decimal, as x509 prints it
+	Role            string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`     // "node" or "admin"
+	Name            string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	IssuedUnixNano  int64                  `protobuf:"varint,4,opt,name=issued_unix_nano,json=issuedUnixNano,proto3" json:"issued_unix_nano,omitempty"`
+	ExpiresUnixNano int64                  `protobuf:"varint,5,opt,name=expires_unix_nano,json=expiresUnixNano,proto3" json:"expires_unix_nano,omitempty"`
+	RevokedUnixNano int64                  `protobuf:"varint,6,opt,name=revoked_unix_nano,json=revokedUnixNano,proto3" json:"revoked_unix_nano,omitempty"`
+	Reason          string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`                  // why it was revoked
+	TokenId         string                 `protobuf:"bytes,8,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"` // the join token a node joined with
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CertificateRecord) Reset() {
+	*x = CertificateRecord{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateRecord) ProtoMessage() {}
+
+func (x *CertificateRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateRecord.ProtoReflect.Descriptor instead.
+func (*CertificateRecord) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *CertificateRecord) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *CertificateRecord) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *CertificateRecord) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CertificateRecord) GetIssuedUnixNano() int64 {
+	if x != nil {
+		return x.IssuedUnixNano
+	}
+	return 0
+}
+
+func (x *CertificateRecord) GetExpiresUnixNano() int64 {
+	if x != nil {
+		return x.ExpiresUnixNano
+	}
+	return 0
+}
+
+func (x *CertificateRecord) GetRevokedUnixNano() int64 {
+	if x != nil {
+		return x.RevokedUnixNano
+	}
+	return 0
+}
+
+func (x *CertificateRecord) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CertificateRecord) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+// IssueCredentialRequest asks for an admin certificate for the key of a
+// certificate request (the key stays with the client).
+type IssueCredentialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`                                // who holds it (shown by 'credentials list')
+	Csr           []byte                 `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`                                  // DER
+	TtlSeconds    int64                  `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // 0: the CA's default lifetime
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueCredentialRequest) Reset() {
+	*x = IssueCredentialRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueCredentialRequest) ProtoMessage() {}
+
+func (x *IssueCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueCredentialRequest.ProtoReflect.Descriptor instead.
+func (*IssueCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *IssueCredentialRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IssueCredentialRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *IssueCredentialRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type IssueCredentialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificate   []byte                 `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`                          // PEM
+	CaCertificate []byte                 `protobuf:"bytes,2,opt,name=ca_certificate,json=caCertificate,proto3" json:"ca_certificate,omitempty"` // PEM
+	Info          *CertificateRecord     `protobuf:"bytes,3,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueCredentialResponse) Reset() {
+	*x = IssueCredentialResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueCredentialResponse) ProtoMessage() {}
+
+func (x *IssueCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueCredentialResponse.ProtoReflect.Descriptor instead.
+func (*IssueCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *IssueCredentialResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *IssueCredentialResponse) GetCaCertificate() []byte {
+	if x != nil {
+		return x.CaCertificate
+	}
+	return nil
+}
+
+func (x *IssueCredentialResponse) GetInfo() *CertificateRecord {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type ListCredentialsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsRequest) Reset() {
+	*x = ListCredentialsRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsRequest) ProtoMessage() {}
+
+func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
+}
+
+type ListCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credentials   []*CertificateRecord   `protobuf:"bytes,1,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsResponse) Reset() {
+	*x = ListCredentialsResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsResponse) ProtoMessage() {}
+
+func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *ListCredentialsResponse) GetCredentials() []*CertificateRecord {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+type RevokeCredentialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialRequest) Reset() {
+	*x = RevokeCredentialRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialRequest) ProtoMessage() {}
+
+func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *RevokeCredentialRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokeCredentialRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeCredentialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revoked       *CertificateRecord     `protobuf:"bytes,1,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialResponse) Reset() {
+	*x = RevokeCredentialResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialResponse) ProtoMessage() {}
+
+func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *RevokeCredentialResponse) GetRevoked() *CertificateRecord {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
+// LabelNodeRequest sets and removes labels of a node: an admin's say,
+// which the node's own registrations never change.
+type LabelNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Set           map[string]string      `protobuf:"bytes,2,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Remove        []string               `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelNodeRequest) Reset() {
+	*x = LabelNodeRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelNodeRequest) ProtoMessage() {}
+
+func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelNodeRequest.ProtoReflect.Descriptor instead.
+func (*LabelNodeRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *LabelNodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LabelNodeRequest) GetSet() map[string]string {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *LabelNodeRequest) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
 // configs
 type SetConfigRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -4912,7 +5439,7 @@ type SetConfigRequest struct {
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4924,7 +5451,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4937,7 +5464,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *SetConfigRequest) GetName() string {
@@ -4973,7 +5500,7 @@ type SetConfigResponse struct {
 
 func (x *SetConfigResponse) Reset() {
 	*x = SetConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4985,7 +5512,7 @@ func (x *SetConfigResponse) String() string {
 func (*SetConfigResponse) ProtoMessage() {}
 
 func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4998,7 +5525,7 @@ func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigResponse.ProtoReflect.Descriptor instead.
 func (*SetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *SetConfigResponse) GetConfig() *Config {
@@ -5038,7 +5565,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5050,7 +5577,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5063,7 +5590,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *GetConfigRequest) GetName() string {
@@ -5081,7 +5608,7 @@ type ListConfigsRequest struct {
 
 func (x *ListConfigsRequest) Reset() {
 	*x = ListConfigsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5093,7 +5620,7 @@ func (x *ListConfigsRequest) String() string {
 func (*ListConfigsRequest) ProtoMessage() {}
 
 func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5106,7 +5633,7 @@ func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsRequest.ProtoReflect.Descriptor instead.
 func (*ListConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
 }
 
 type ListConfigsResponse struct {
@@ -5118,7 +5645,7 @@ type ListConfigsResponse struct {
 
 func (x *ListConfigsResponse) Reset() {
 	*x = ListConfigsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5130,7 +5657,7 @@ func (x *ListConfigsResponse) String() string {
 func (*ListConfigsResponse) ProtoMessage() {}
 
 func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5143,7 +5670,7 @@ func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsResponse.ProtoReflect.Descriptor instead.
 func (*ListConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ListConfigsResponse) GetConfigs() []*Config {
@@ -5162,7 +5689,7 @@ type DeleteConfigRequest struct {
 
 func (x *DeleteConfigRequest) Reset() {
 	*x = DeleteConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5174,7 +5701,7 @@ func (x *DeleteConfigRequest) String() string {
 func (*DeleteConfigRequest) ProtoMessage() {}
 
 func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5187,7 +5714,7 @@ func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *DeleteConfigRequest) GetName() string {
@@ -5205,7 +5732,7 @@ type DeleteConfigResponse struct {
 
 func (x *DeleteConfigResponse) Reset() {
 	*x = DeleteConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5217,7 +5744,7 @@ func (x *DeleteConfigResponse) String() string {
 func (*DeleteConfigResponse) ProtoMessage() {}
 
 func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5230,7 +5757,7 @@ func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
 }
 
 // SecretView is a secret as the API shows it: never its values.
@@ -5248,7 +5775,7 @@ type SecretView struct {
 
 func (x *SecretView) Reset() {
 	*x = SecretView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5260,7 +5787,7 @@ func (x *SecretView) String() string {
 func (*SecretView) ProtoMessage() {}
 
 func (x *SecretView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5273,7 +5800,7 @@ func (x *SecretView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretView.ProtoReflect.Descriptor instead.
 func (*SecretView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *SecretView) GetName() string {
@@ -5329,7 +5856,7 @@ type SetSecretRequest struct {
 
 func (x *SetSecretRequest) Reset() {
 	*x = SetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5341,7 +5868,7 @@ func (x *SetSecretRequest) String() string {
 func (*SetSecretRequest) ProtoMessage() {}
 
 func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5354,7 +5881,7 @@ func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretRequest.ProtoReflect.Descriptor instead.
 func (*SetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *SetSecretRequest) GetName() string {
@@ -5391,7 +5918,7 @@ type SetSecretResponse struct {
 
 func (x *SetSecretResponse) Reset() {
 	*x = SetSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5403,7 +5930,7 @@ func (x *SetSecretResponse) String() string {
 func (*SetSecretResponse) ProtoMessage() {}
 
 func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5416,7 +5943,7 @@ func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretResponse.ProtoReflect.Descriptor instead.
 func (*SetSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *SetSecretResponse) GetSecret() *SecretView {
@@ -5463,7 +5990,7 @@ type GetSecretRequest struct {
 
 func (x *GetSecretRequest) Reset() {
 	*x = GetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5475,7 +6002,7 @@ func (x *GetSecretRequest) String() string {
 func (*GetSecretRequest) ProtoMessage() {}
 
 func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5488,7 +6015,7 @@ func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *GetSecretRequest) GetName() string {
@@ -5506,7 +6033,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5518,7 +6045,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5531,7 +6058,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
 }
 
 type ListSecretsResponse struct {
@@ -5543,7 +6070,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5555,7 +6082,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5568,7 +6095,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*SecretView {
@@ -5587,7 +6114,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5599,7 +6126,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5612,7 +6139,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *DeleteSecretRequest) GetName() string {
@@ -5630,7 +6157,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5642,7 +6169,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5655,7 +6182,7 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
 }
 
 type RotateSecretKeyRequest struct {
@@ -5666,7 +6193,7 @@ type RotateSecretKeyRequest struct {
 
 func (x *RotateSecretKeyRequest) Reset() {
 	*x = RotateSecretKeyRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5678,7 +6205,7 @@ func (x *RotateSecretKeyRequest) String() string {
 func (*RotateSecretKeyRequest) ProtoMessage() {}
 
 func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5691,7 +6218,7 @@ func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
 }
 
 type RotateSecretKeyResponse struct {
@@ -5704,7 +6231,7 @@ type RotateSecretKeyResponse struct {
 
 func (x *RotateSecretKeyResponse) Reset() {
 	*x = RotateSecretKeyResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5716,7 +6243,7 @@ func (x *RotateSecretKeyResponse) String() string {
 func (*RotateSecretKeyResponse) ProtoMessage() {}
 
 func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5729,7 +6256,7 @@ func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *RotateSecretKeyResponse) GetKeyId() string {
@@ -5761,7 +6288,7 @@ type TopRequest struct {
 
 func (x *TopRequest) Reset() {
 	*x = TopRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5773,7 +6300,7 @@ func (x *TopRequest) String() string {
 func (*TopRequest) ProtoMessage() {}
 
 func (x *TopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5786,7 +6313,7 @@ func (x *TopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopRequest.ProtoReflect.Descriptor instead.
 func (*TopRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *TopRequest) GetNodes() bool {
@@ -5830,7 +6357,7 @@ type InstanceUsage struct {
 
 func (x *InstanceUsage) Reset() {
 	*x = InstanceUsage{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5842,7 +6369,7 @@ func (x *InstanceUsage) String() string {
 func (*InstanceUsage) ProtoMessage() {}
 
 func (x *InstanceUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5855,7 +6382,7 @@ func (x *InstanceUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceUsage.ProtoReflect.Descriptor instead.
 func (*InstanceUsage) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *InstanceUsage) GetId() string {
@@ -5910,7 +6437,7 @@ type UsageReport struct {
 
 func (x *UsageReport) Reset() {
 	*x = UsageReport{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5922,7 +6449,7 @@ func (x *UsageReport) String() string {
 func (*UsageReport) ProtoMessage() {}
 
 func (x *UsageReport) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5935,7 +6462,7 @@ func (x *UsageReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageReport.ProtoReflect.Descriptor instead.
 func (*UsageReport) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *UsageReport) GetNode() string {
@@ -6005,7 +6532,7 @@ type CreateUITokenRequest struct {
 
 func (x *CreateUITokenRequest) Reset() {
 	*x = CreateUITokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6017,7 +6544,7 @@ func (x *CreateUITokenRequest) String() string {
 func (*CreateUITokenRequest) ProtoMessage() {}
 
 func (x *CreateUITokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6030,7 +6557,7 @@ func (x *CreateUITokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUITokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateUITokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *CreateUITokenRequest) GetTtlSeconds() int64 {
@@ -6050,7 +6577,7 @@ type CreateUITokenResponse struct {
 
 func (x *CreateUITokenResponse) Reset() {
 	*x = CreateUITokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6062,7 +6589,7 @@ func (x *CreateUITokenResponse) String() string {
 func (*CreateUITokenResponse) ProtoMessage() {}
 
 func (x *CreateUITokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6075,7 +6602,7 @@ func (x *CreateUITokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUITokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateUITokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *CreateUITokenResponse) GetToken() string {
@@ -6108,7 +6635,7 @@ type Revision struct {
 
 func (x *Revision) Reset() {
 	*x = Revision{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6120,7 +6647,7 @@ func (x *Revision) String() string {
 func (*Revision) ProtoMessage() {}
 
 func (x *Revision) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6133,7 +6660,7 @@ func (x *Revision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revision.ProtoReflect.Descriptor instead.
 func (*Revision) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *Revision) GetWorkload() string {
@@ -6180,7 +6707,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6192,7 +6719,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6205,7 +6732,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *ListRevisionsRequest) GetWorkload() string {
@@ -6224,7 +6751,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6236,7 +6763,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6249,7 +6776,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*Revision {
@@ -6268,7 +6795,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6280,7 +6807,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6293,7 +6820,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *PromoteRolloutRequest) GetWorkload() string {
@@ -6312,7 +6839,7 @@ type RestartRolloutRequest struct {
 
 func (x *RestartRolloutRequest) Reset() {
 	*x = RestartRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6324,7 +6851,7 @@ func (x *RestartRolloutRequest) String() string {
 func (*RestartRolloutRequest) ProtoMessage() {}
 
 func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6337,7 +6864,7 @@ func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RestartRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *RestartRolloutRequest) GetWorkload() string {
@@ -6357,7 +6884,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6369,7 +6896,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6382,7 +6909,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *RollbackRequest) GetWorkload() string {
@@ -6408,7 +6935,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6420,7 +6947,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6433,7 +6960,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *RegisterRequest) GetNode() *Node {
@@ -6447,13 +6974,16 @@ type RegisterResponse struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	HeartbeatIntervalMs int64                  `protobuf:"varint,1,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
 	NodeGraceMs         int64                  `protobuf:"varint,2,opt,name=node_grace_ms,json=nodeGraceMs,proto3" json:"node_grace_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// security: the node's labels in effect, which come from its join token
+	// or an admin, never from the registration itself.
+	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6465,7 +6995,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6478,7 +7008,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -6495,6 +7025,13 @@ func (x *RegisterResponse) GetNodeGraceMs() int64 {
 	return 0
 }
 
+func (x *RegisterResponse) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 type HeartbeatRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -6504,7 +7041,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6516,7 +7053,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6529,7 +7066,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *HeartbeatRequest) GetNode() string {
@@ -6547,7 +7084,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6559,7 +7096,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6572,7 +7109,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{105}
 }
 
 // SessionRequest opens a node's session. A worker that sets deltas gets
@@ -6591,7 +7128,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6603,7 +7140,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6616,7 +7153,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *SessionRequest) GetNode() string {
@@ -6656,7 +7193,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6668,7 +7205,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6681,7 +7218,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *Assignments) GetInstances() []*Instance {
@@ -6722,7 +7259,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6734,7 +7271,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6747,7 +7284,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -6772,7 +7309,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6784,7 +7321,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6797,7 +7334,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{101}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{109}
 }
 
 type FetchBlobRequest struct {
@@ -6809,7 +7346,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6821,7 +7358,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6834,7 +7371,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{102}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
@@ -6854,7 +7391,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6866,7 +7403,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6879,7 +7416,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{103}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -6903,14 +7440,15 @@ type JoinRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
-	Csr           []byte                 `protobuf:"bytes,3,opt,name=csr,proto3" json:"csr,omitempty"` // DER
+	Csr           []byte                 `protobuf:"bytes,3,opt,name=csr,proto3" json:"csr,omitempty"`                                                                                 // DER
+	Labels        map[string]string      `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // what the agent asks for (--labels), as far as its token allows
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6922,7 +7460,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6935,7 +7473,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{104}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -6959,6 +7497,13 @@ func (x *JoinRequest) GetCsr() []byte {
 	return nil
 }
 
+func (x *JoinRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 type JoinResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Certificate   []byte                 `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`                          // PEM
@@ -6969,7 +7514,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6981,7 +7526,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6994,7 +7539,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{105}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *JoinResponse) GetCertificate() []byte {
@@ -7022,7 +7567,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7034,7 +7579,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7047,7 +7592,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{106}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -7074,7 +7619,7 @@ type InstanceLogsRequest struct {
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7086,7 +7631,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7099,7 +7644,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{107}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -7154,7 +7699,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7166,7 +7711,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7179,7 +7724,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{108}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *UsageRequest) GetInstances() []string {
@@ -7548,7 +8093,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x14RemoveMemberResponse\"\x11\n" +
 	"\x0fSnapshotRequest\"#\n" +
 	"\rSnapshotChunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\xca\x01\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xfd\x02\n" +
 	"\tJoinToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vsecret_hash\x18\x02 \x01(\fR\n" +
@@ -7556,12 +8101,26 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12*\n" +
 	"\x11expires_unix_nano\x18\x04 \x01(\x03R\x0fexpiresUnixNano\x12*\n" +
 	"\x11created_unix_nano\x18\x05 \x01(\x03R\x0fcreatedUnixNano\x12 \n" +
-	"\vdescription\x18\x06 \x01(\tR\vdescription\"k\n" +
+	"\vdescription\x18\x06 \x01(\tR\vdescription\x12\x12\n" +
+	"\x04node\x18\a \x01(\tR\x04node\x12:\n" +
+	"\x06labels\x18\b \x03(\v2\".wasmorch.v1.JoinToken.LabelsEntryR\x06labels\x12\x12\n" +
+	"\x04uses\x18\t \x01(\x05R\x04uses\x12\x12\n" +
+	"\x04used\x18\n" +
+	" \x01(\x05R\x04used\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x02\n" +
 	"\x12CreateTokenRequest\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
 	"ttlSeconds\x12 \n" +
-	"\vdescription\x18\x03 \x01(\tR\vdescription\"W\n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x12\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12C\n" +
+	"\x06labels\x18\x05 \x03(\v2+.wasmorch.v1.CreateTokenRequest.LabelsEntryR\x06labels\x12\x12\n" +
+	"\x04uses\x18\x06 \x01(\x05R\x04uses\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"W\n" +
 	"\x13CreateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12*\n" +
 	"\x04info\x18\x02 \x01(\v2\x16.wasmorch.v1.JoinTokenR\x04info\"\x13\n" +
@@ -7570,7 +8129,40 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x06tokens\x18\x01 \x03(\v2\x16.wasmorch.v1.JoinTokenR\x06tokens\"$\n" +
 	"\x12RevokeTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x15\n" +
-	"\x13RevokeTokenResponse\"\xb5\x01\n" +
+	"\x13RevokeTokenResponse\"\x88\x02\n" +
+	"\x11CertificateRecord\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12(\n" +
+	"\x10issued_unix_nano\x18\x04 \x01(\x03R\x0eissuedUnixNano\x12*\n" +
+	"\x11expires_unix_nano\x18\x05 \x01(\x03R\x0fexpiresUnixNano\x12*\n" +
+	"\x11revoked_unix_nano\x18\x06 \x01(\x03R\x0frevokedUnixNano\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\x19\n" +
+	"\btoken_id\x18\b \x01(\tR\atokenId\"_\n" +
+	"\x16IssueCredentialRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\x12\x1f\n" +
+	"\vttl_seconds\x18\x03 \x01(\x03R\n" +
+	"ttlSeconds\"\x96\x01\n" +
+	"\x17IssueCredentialResponse\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12%\n" +
+	"\x0eca_certificate\x18\x02 \x01(\fR\rcaCertificate\x122\n" +
+	"\x04info\x18\x03 \x01(\v2\x1e.wasmorch.v1.CertificateRecordR\x04info\"\x18\n" +
+	"\x16ListCredentialsRequest\"[\n" +
+	"\x17ListCredentialsResponse\x12@\n" +
+	"\vcredentials\x18\x01 \x03(\v2\x1e.wasmorch.v1.CertificateRecordR\vcredentials\"I\n" +
+	"\x17RevokeCredentialRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"T\n" +
+	"\x18RevokeCredentialResponse\x128\n" +
+	"\arevoked\x18\x01 \x01(\v2\x1e.wasmorch.v1.CertificateRecordR\arevoked\"\xb0\x01\n" +
+	"\x10LabelNodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
+	"\x03set\x18\x02 \x03(\v2&.wasmorch.v1.LabelNodeRequest.SetEntryR\x03set\x12\x16\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\x1a6\n" +
+	"\bSetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb5\x01\n" +
 	"\x10SetConfigRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\x04data\x18\x02 \x03(\v2'.wasmorch.v1.SetConfigRequest.DataEntryR\x04data\x12\x17\n" +
@@ -7673,10 +8265,14 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x12#\n" +
 	"\rto_generation\x18\x02 \x01(\x03R\ftoGeneration\"8\n" +
 	"\x0fRegisterRequest\x12%\n" +
-	"\x04node\x18\x01 \x01(\v2\x11.wasmorch.v1.NodeR\x04node\"j\n" +
+	"\x04node\x18\x01 \x01(\v2\x11.wasmorch.v1.NodeR\x04node\"\xe8\x01\n" +
 	"\x10RegisterResponse\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x01 \x01(\x03R\x13heartbeatIntervalMs\x12\"\n" +
-	"\rnode_grace_ms\x18\x02 \x01(\x03R\vnodeGraceMs\"&\n" +
+	"\rnode_grace_ms\x18\x02 \x01(\x03R\vnodeGraceMs\x12A\n" +
+	"\x06labels\x18\x03 \x03(\v2).wasmorch.v1.RegisterResponse.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"&\n" +
 	"\x10HeartbeatRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"\x13\n" +
 	"\x11HeartbeatResponse\"e\n" +
@@ -7697,11 +8293,15 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\"3\n" +
 	"\tBlobChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x03R\x04size\"I\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"\xc2\x01\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x10\n" +
-	"\x03csr\x18\x03 \x01(\fR\x03csr\"W\n" +
+	"\x03csr\x18\x03 \x01(\fR\x03csr\x12<\n" +
+	"\x06labels\x18\x04 \x03(\v2$.wasmorch.v1.JoinRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"W\n" +
 	"\fJoinResponse\x12 \n" +
 	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12%\n" +
 	"\x0eca_certificate\x18\x02 \x01(\fR\rcaCertificate\" \n" +
@@ -7746,7 +8346,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x16WATCH_EVENT_TYPE_ADDED\x10\x01\x12\x1d\n" +
 	"\x19WATCH_EVENT_TYPE_MODIFIED\x10\x02\x12\x1c\n" +
 	"\x18WATCH_EVENT_TYPE_DELETED\x10\x03\x12\x1d\n" +
-	"\x19WATCH_EVENT_TYPE_BOOKMARK\x10\x042\xe4\x17\n" +
+	"\x19WATCH_EVENT_TYPE_BOOKMARK\x10\x042\xc4\x1a\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"UploadBlob\x12\x1a.wasmorch.v1.UploadRequest\x1a\x1b.wasmorch.v1.UploadResponse(\x01\x12V\n" +
@@ -7776,7 +8376,11 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\vCreateToken\x12\x1f.wasmorch.v1.CreateTokenRequest\x1a .wasmorch.v1.CreateTokenResponse\x12M\n" +
 	"\n" +
 	"ListTokens\x12\x1e.wasmorch.v1.ListTokensRequest\x1a\x1f.wasmorch.v1.ListTokensResponse\x12P\n" +
-	"\vRevokeToken\x12\x1f.wasmorch.v1.RevokeTokenRequest\x1a .wasmorch.v1.RevokeTokenResponse\x12J\n" +
+	"\vRevokeToken\x12\x1f.wasmorch.v1.RevokeTokenRequest\x1a .wasmorch.v1.RevokeTokenResponse\x12\\\n" +
+	"\x0fIssueCredential\x12#.wasmorch.v1.IssueCredentialRequest\x1a$.wasmorch.v1.IssueCredentialResponse\x12\\\n" +
+	"\x0fListCredentials\x12#.wasmorch.v1.ListCredentialsRequest\x1a$.wasmorch.v1.ListCredentialsResponse\x12_\n" +
+	"\x10RevokeCredential\x12$.wasmorch.v1.RevokeCredentialRequest\x1a%.wasmorch.v1.RevokeCredentialResponse\x12A\n" +
+	"\tLabelNode\x12\x1d.wasmorch.v1.LabelNodeRequest\x1a\x15.wasmorch.v1.NodeView\x12J\n" +
 	"\tSetConfig\x12\x1d.wasmorch.v1.SetConfigRequest\x1a\x1e.wasmorch.v1.SetConfigResponse\x12?\n" +
 	"\tGetConfig\x12\x1d.wasmorch.v1.GetConfigRequest\x1a\x13.wasmorch.v1.Config\x12P\n" +
 	"\vListConfigs\x12\x1f.wasmorch.v1.ListConfigsRequest\x1a .wasmorch.v1.ListConfigsResponse\x12S\n" +
@@ -7817,131 +8421,144 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 }
 
 var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 119)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 132)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
-	(RestartPolicy)(0),              // 0: wasmorch.v1.RestartPolicy
-	(InstanceState)(0),              // 1: wasmorch.v1.InstanceState
-	(WatchKind)(0),                  // 2: wasmorch.v1.WatchKind
-	(WatchEventType)(0),             // 3: wasmorch.v1.WatchEventType
-	(*WorkloadSpec)(nil),            // 4: wasmorch.v1.WorkloadSpec
-	(*HttpTrigger)(nil),             // 5: wasmorch.v1.HttpTrigger
-	(*Autoscale)(nil),               // 6: wasmorch.v1.Autoscale
-	(*Placement)(nil),               // 7: wasmorch.v1.Placement
-	(*EnvVar)(nil),                  // 8: wasmorch.v1.EnvVar
-	(*Workload)(nil),                // 9: wasmorch.v1.Workload
-	(*Instance)(nil),                // 10: wasmorch.v1.Instance
-	(*InstanceStatus)(nil),          // 11: wasmorch.v1.InstanceStatus
-	(*Resources)(nil),               // 12: wasmorch.v1.Resources
-	(*Node)(nil),                    // 13: wasmorch.v1.Node
-	(*Event)(nil),                   // 14: wasmorch.v1.Event
-	(*BlobMeta)(nil),                // 15: wasmorch.v1.BlobMeta
-	(*FunctionLoad)(nil),            // 16: wasmorch.v1.FunctionLoad
-	(*GenerationRequests)(nil),      // 17: wasmorch.v1.GenerationRequests
-	(*Config)(nil),                  // 18: wasmorch.v1.Config
-	(*Secret)(nil),                  // 19: wasmorch.v1.Secret
-	(*MountedFile)(nil),             // 20: wasmorch.v1.MountedFile
-	(*SecretData)(nil),              // 21: wasmorch.v1.SecretData
-	(*SecretKey)(nil),               // 22: wasmorch.v1.SecretKey
-	(*UploadRequest)(nil),           // 23: wasmorch.v1.UploadRequest
-	(*UploadHeader)(nil),            // 24: wasmorch.v1.UploadHeader
-	(*UploadResponse)(nil),          // 25: wasmorch.v1.UploadResponse
-	(*ApplyWorkloadRequest)(nil),    // 26: wasmorch.v1.ApplyWorkloadRequest
-	(*ApplyWorkloadResponse)(nil),   // 27: wasmorch.v1.ApplyWorkloadResponse
-	(*GetWorkloadRequest)(nil),      // 28: wasmorch.v1.GetWorkloadRequest
-	(*ListWorkloadsRequest)(nil),    // 29: wasmorch.v1.ListWorkloadsRequest
-	(*WorkloadView)(nil),            // 30: wasmorch.v1.WorkloadView
-	(*ListWorkloadsResponse)(nil),   // 31: wasmorch.v1.ListWorkloadsResponse
-	(*ScaleRequest)(nil),            // 32: wasmorch.v1.ScaleRequest
-	(*DeleteWorkloadRequest)(nil),   // 33: wasmorch.v1.DeleteWorkloadRequest
-	(*DeleteWorkloadResponse)(nil),  // 34: wasmorch.v1.DeleteWorkloadResponse
-	(*ListInstancesRequest)(nil),    // 35: wasmorch.v1.ListInstancesRequest
-	(*InstanceView)(nil),            // 36: wasmorch.v1.InstanceView
-	(*ListInstancesResponse)(nil),   // 37: wasmorch.v1.ListInstancesResponse
-	(*ListNodesRequest)(nil),        // 38: wasmorch.v1.ListNodesRequest
-	(*NodeView)(nil),                // 39: wasmorch.v1.NodeView
-	(*ListNodesResponse)(nil),       // 40: wasmorch.v1.ListNodesResponse
-	(*LogsRequest)(nil),             // 41: wasmorch.v1.LogsRequest
-	(*LogChunk)(nil),                // 42: wasmorch.v1.LogChunk
-	(*ListEventsRequest)(nil),       // 43: wasmorch.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),      // 44: wasmorch.v1.ListEventsResponse
-	(*WatchRequest)(nil),            // 45: wasmorch.v1.WatchRequest
-	(*WatchEvent)(nil),              // 46: wasmorch.v1.WatchEvent
-	(*VersionRequest)(nil),          // 47: wasmorch.v1.VersionRequest
-	(*VersionResponse)(nil),         // 48: wasmorch.v1.VersionResponse
-	(*NodeRequest)(nil),             // 49: wasmorch.v1.NodeRequest
-	(*RemoveNodeRequest)(nil),       // 50: wasmorch.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),      // 51: wasmorch.v1.RemoveNodeResponse
-	(*Member)(nil),                  // 52: wasmorch.v1.Member
-	(*ListMembersRequest)(nil),      // 53: wasmorch.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),     // 54: wasmorch.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),        // 55: wasmorch.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),       // 56: wasmorch.v1.AddMemberResponse
-	(*PromoteMemberRequest)(nil),    // 57: wasmorch.v1.PromoteMemberRequest
-	(*PromoteMemberResponse)(nil),   // 58: wasmorch.v1.PromoteMemberResponse
-	(*RemoveMemberRequest)(nil),     // 59: wasmorch.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),    // 60: wasmorch.v1.RemoveMemberResponse
-	(*SnapshotRequest)(nil),         // 61: wasmorch.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),           // 62: wasmorch.v1.SnapshotChunk
-	(*JoinToken)(nil),               // 63: wasmorch.v1.JoinToken
-	(*CreateTokenRequest)(nil),      // 64: wasmorch.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),     // 65: wasmorch.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),       // 66: wasmorch.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),      // 67: wasmorch.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),      // 68: wasmorch.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),     // 69: wasmorch.v1.RevokeTokenResponse
-	(*SetConfigRequest)(nil),        // 70: wasmorch.v1.SetConfigRequest
-	(*SetConfigResponse)(nil),       // 71: wasmorch.v1.SetConfigResponse
-	(*GetConfigRequest)(nil),        // 72: wasmorch.v1.GetConfigRequest
-	(*ListConfigsRequest)(nil),      // 73: wasmorch.v1.ListConfigsRequest
-	(*ListConfigsResponse)(nil),     // 74: wasmorch.v1.ListConfigsResponse
-	(*DeleteConfigRequest)(nil),     // 75: wasmorch.v1.DeleteConfigRequest
-	(*DeleteConfigResponse)(nil),    // 76: wasmorch.v1.DeleteConfigResponse
-	(*SecretView)(nil),              // 77: wasmorch.v1.SecretView
-	(*SetSecretRequest)(nil),        // 78: wasmorch.v1.SetSecretRequest
-	(*SetSecretResponse)(nil),       // 79: wasmorch.v1.SetSecretResponse
-	(*GetSecretRequest)(nil),        // 80: wasmorch.v1.GetSecretRequest
-	(*ListSecretsRequest)(nil),      // 81: wasmorch.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),     // 82: wasmorch.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),     // 83: wasmorch.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),    // 84: wasmorch.v1.DeleteSecretResponse
-	(*RotateSecretKeyRequest)(nil),  // 85: wasmorch.v1.RotateSecretKeyRequest
-	(*RotateSecretKeyResponse)(nil), // 86: wasmorch.v1.RotateSecretKeyResponse
-	(*TopRequest)(nil),              // 87: wasmorch.v1.TopRequest
-	(*InstanceUsage)(nil),           // 88: wasmorch.v1.InstanceUsage
-	(*UsageReport)(nil),             // 89: wasmorch.v1.UsageReport
-	(*CreateUITokenRequest)(nil),    // 90: wasmorch.v1.CreateUITokenRequest
-	(*CreateUITokenResponse)(nil),   // 91: wasmorch.v1.CreateUITokenResponse
-	(*Revision)(nil),                // 92: wasmorch.v1.Revision
-	(*ListRevisionsRequest)(nil),    // 93: wasmorch.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),   // 94: wasmorch.v1.ListRevisionsResponse
-	(*PromoteRolloutRequest)(nil),   // 95: wasmorch.v1.PromoteRolloutRequest
-	(*RestartRolloutRequest)(nil),   // 96: wasmorch.v1.RestartRolloutRequest
-	(*RollbackRequest)(nil),         // 97: wasmorch.v1.RollbackRequest
-	(*RegisterRequest)(nil),         // 98: wasmorch.v1.RegisterRequest
-	(*RegisterResponse)(nil),        // 99: wasmorch.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),        // 100: wasmorch.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 101: wasmorch.v1.HeartbeatResponse
-	(*SessionRequest)(nil),          // 102: wasmorch.v1.SessionRequest
-	(*Assignments)(nil),             // 103: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),             // 104: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),               // 105: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),        // 106: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),               // 107: wasmorch.v1.BlobChunk
-	(*JoinRequest)(nil),             // 108: wasmorch.v1.JoinRequest
-	(*JoinResponse)(nil),            // 109: wasmorch.v1.JoinResponse
-	(*RenewRequest)(nil),            // 110: wasmorch.v1.RenewRequest
-	(*InstanceLogsRequest)(nil),     // 111: wasmorch.v1.InstanceLogsRequest
-	(*UsageRequest)(nil),            // 112: wasmorch.v1.UsageRequest
-	nil,                             // 113: wasmorch.v1.Placement.SelectorEntry
-	nil,                             // 114: wasmorch.v1.Workload.LabelsEntry
-	nil,                             // 115: wasmorch.v1.Node.LabelsEntry
-	nil,                             // 116: wasmorch.v1.FunctionLoad.GenerationsEntry
-	nil,                             // 117: wasmorch.v1.Config.DataEntry
-	nil,                             // 118: wasmorch.v1.SecretData.DataEntry
-	nil,                             // 119: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
-	nil,                             // 120: wasmorch.v1.ListNodesRequest.SelectorEntry
-	nil,                             // 121: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                             // 122: wasmorch.v1.SetSecretRequest.DataEntry
+	(RestartPolicy)(0),               // 0: wasmorch.v1.RestartPolicy
+	(InstanceState)(0),               // 1: wasmorch.v1.InstanceState
+	(WatchKind)(0),                   // 2: wasmorch.v1.WatchKind
+	(WatchEventType)(0),              // 3: wasmorch.v1.WatchEventType
+	(*WorkloadSpec)(nil),             // 4: wasmorch.v1.WorkloadSpec
+	(*HttpTrigger)(nil),              // 5: wasmorch.v1.HttpTrigger
+	(*Autoscale)(nil),                // 6: wasmorch.v1.Autoscale
+	(*Placement)(nil),                // 7: wasmorch.v1.Placement
+	(*EnvVar)(nil),                   // 8: wasmorch.v1.EnvVar
+	(*Workload)(nil),                 // 9: wasmorch.v1.Workload
+	(*Instance)(nil),                 // 10: wasmorch.v1.Instance
+	(*InstanceStatus)(nil),           // 11: wasmorch.v1.InstanceStatus
+	(*Resources)(nil),                // 12: wasmorch.v1.Resources
+	(*Node)(nil),                     // 13: wasmorch.v1.Node
+	(*Event)(nil),                    // 14: wasmorch.v1.Event
+	(*BlobMeta)(nil),                 // 15: wasmorch.v1.BlobMeta
+	(*FunctionLoad)(nil),             // 16: wasmorch.v1.FunctionLoad
+	(*GenerationRequests)(nil),       // 17: wasmorch.v1.GenerationRequests
+	(*Config)(nil),                   // 18: wasmorch.v1.Config
+	(*Secret)(nil),                   // 19: wasmorch.v1.Secret
+	(*MountedFile)(nil),              // 20: wasmorch.v1.MountedFile
+	(*SecretData)(nil),               // 21: wasmorch.v1.SecretData
+	(*SecretKey)(nil),                // 22: wasmorch.v1.SecretKey
+	(*UploadRequest)(nil),            // 23: wasmorch.v1.UploadRequest
+	(*UploadHeader)(nil),             // 24: wasmorch.v1.UploadHeader
+	(*UploadResponse)(nil),           // 25: wasmorch.v1.UploadResponse
+	(*ApplyWorkloadRequest)(nil),     // 26: wasmorch.v1.ApplyWorkloadRequest
+	(*ApplyWorkloadResponse)(nil),    // 27: wasmorch.v1.ApplyWorkloadResponse
+	(*GetWorkloadRequest)(nil),       // 28: wasmorch.v1.GetWorkloadRequest
+	(*ListWorkloadsRequest)(nil),     // 29: wasmorch.v1.ListWorkloadsRequest
+	(*WorkloadView)(nil),             // 30: wasmorch.v1.WorkloadView
+	(*ListWorkloadsResponse)(nil),    // 31: wasmorch.v1.ListWorkloadsResponse
+	(*ScaleRequest)(nil),             // 32: wasmorch.v1.ScaleRequest
+	(*DeleteWorkloadRequest)(nil),    // 33: wasmorch.v1.DeleteWorkloadRequest
+	(*DeleteWorkloadResponse)(nil),   // 34: wasmorch.v1.DeleteWorkloadResponse
+	(*ListInstancesRequest)(nil),     // 35: wasmorch.v1.ListInstancesRequest
+	(*InstanceView)(nil),             // 36: wasmorch.v1.InstanceView
+	(*ListInstancesResponse)(nil),    // 37: wasmorch.v1.ListInstancesResponse
+	(*ListNodesRequest)(nil),         // 38: wasmorch.v1.ListNodesRequest
+	(*NodeView)(nil),                 // 39: wasmorch.v1.NodeView
+	(*ListNodesResponse)(nil),        // 40: wasmorch.v1.ListNodesResponse
+	(*LogsRequest)(nil),              // 41: wasmorch.v1.LogsRequest
+	(*LogChunk)(nil),                 // 42: wasmorch.v1.LogChunk
+	(*ListEventsRequest)(nil),        // 43: wasmorch.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 44: wasmorch.v1.ListEventsResponse
+	(*WatchRequest)(nil),             // 45: wasmorch.v1.WatchRequest
+	(*WatchEvent)(nil),               // 46: wasmorch.v1.WatchEvent
+	(*VersionRequest)(nil),           // 47: wasmorch.v1.VersionRequest
+	(*VersionResponse)(nil),          // 48: wasmorch.v1.VersionResponse
+	(*NodeRequest)(nil),              // 49: wasmorch.v1.NodeRequest
+	(*RemoveNodeRequest)(nil),        // 50: wasmorch.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 51: wasmorch.v1.RemoveNodeResponse
+	(*Member)(nil),                   // 52: wasmorch.v1.Member
+	(*ListMembersRequest)(nil),       // 53: wasmorch.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),      // 54: wasmorch.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),         // 55: wasmorch.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 56: wasmorch.v1.AddMemberResponse
+	(*PromoteMemberRequest)(nil),     // 57: wasmorch.v1.PromoteMemberRequest
+	(*PromoteMemberResponse)(nil),    // 58: wasmorch.v1.PromoteMemberResponse
+	(*RemoveMemberRequest)(nil),      // 59: wasmorch.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 60: wasmorch.v1.RemoveMemberResponse
+	(*SnapshotRequest)(nil),          // 61: wasmorch.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),            // 62: wasmorch.v1.SnapshotChunk
+	(*JoinToken)(nil),                // 63: wasmorch.v1.JoinToken
+	(*CreateTokenRequest)(nil),       // 64: wasmorch.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 65: wasmorch.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),        // 66: wasmorch.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),       // 67: wasmorch.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),       // 68: wasmorch.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),      // 69: wasmorch.v1.RevokeTokenResponse
+	(*CertificateRecord)(nil),        // 70: wasmorch.v1.CertificateRecord
+	(*IssueCredentialRequest)(nil),   // 71: wasmorch.v1.IssueCredentialRequest
+	(*IssueCredentialResponse)(nil),  // 72: wasmorch.v1.IssueCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 73: wasmorch.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 74: wasmorch.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 75: wasmorch.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 76: wasmorch.v1.RevokeCredentialResponse
+	(*LabelNodeRequest)(nil),         // 77: wasmorch.v1.LabelNodeRequest
+	(*SetConfigRequest)(nil),         // 78: wasmorch.v1.SetConfigRequest
+	(*SetConfigResponse)(nil),        // 79: wasmorch.v1.SetConfigResponse
+	(*GetConfigRequest)(nil),         // 80: wasmorch.v1.GetConfigRequest
+	(*ListConfigsRequest)(nil),       // 81: wasmorch.v1.ListConfigsRequest
+	(*ListConfigsResponse)(nil),      // 82: wasmorch.v1.ListConfigsResponse
+	(*DeleteConfigRequest)(nil),      // 83: wasmorch.v1.DeleteConfigRequest
+	(*DeleteConfigResponse)(nil),     // 84: wasmorch.v1.DeleteConfigResponse
+	(*SecretView)(nil),               // 85: wasmorch.v1.SecretView
+	(*SetSecretRequest)(nil),         // 86: wasmorch.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),        // 87: wasmorch.v1.SetSecretResponse
+	(*GetSecretRequest)(nil),         // 88: wasmorch.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),       // 89: wasmorch.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),      // 90: wasmorch.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),      // 91: wasmorch.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),     // 92: wasmorch.v1.DeleteSecretResponse
+	(*RotateSecretKeyRequest)(nil),   // 93: wasmorch.v1.RotateSecretKeyRequest
+	(*RotateSecretKeyResponse)(nil),  // 94: wasmorch.v1.RotateSecretKeyResponse
+	(*TopRequest)(nil),               // 95: wasmorch.v1.TopRequest
+	(*InstanceUsage)(nil),            // 96: wasmorch.v1.InstanceUsage
+	(*UsageReport)(nil),              // 97: wasmorch.v1.UsageReport
+	(*CreateUITokenRequest)(nil),     // 98: wasmorch.v1.CreateUITokenRequest
+	(*CreateUITokenResponse)(nil),    // 99: wasmorch.v1.CreateUITokenResponse
+	(*Revision)(nil),                 // 100: wasmorch.v1.Revision
+	(*ListRevisionsRequest)(nil),     // 101: wasmorch.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),    // 102: wasmorch.v1.ListRevisionsResponse
+	(*PromoteRolloutRequest)(nil),    // 103: wasmorch.v1.PromoteRolloutRequest
+	(*RestartRolloutRequest)(nil),    // 104: wasmorch.v1.RestartRolloutRequest
+	(*RollbackRequest)(nil),          // 105: wasmorch.v1.RollbackRequest
+	(*RegisterRequest)(nil),          // 106: wasmorch.v1.RegisterRequest
+	(*RegisterResponse)(nil),         // 107: wasmorch.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),         // 108: wasmorch.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 109: wasmorch.v1.HeartbeatResponse
+	(*SessionRequest)(nil),           // 110: wasmorch.v1.SessionRequest
+	(*Assignments)(nil),              // 111: wasmorch.v1.Assignments
+	(*StatusBatch)(nil),              // 112: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),                // 113: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),         // 114: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),                // 115: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),              // 116: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),             // 117: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),             // 118: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),      // 119: wasmorch.v1.InstanceLogsRequest
+	(*UsageRequest)(nil),             // 120: wasmorch.v1.UsageRequest
+	nil,                              // 121: wasmorch.v1.Placement.SelectorEntry
+	nil,                              // 122: wasmorch.v1.Workload.LabelsEntry
+	nil,                              // 123: wasmorch.v1.Node.LabelsEntry
+	nil,                              // 124: wasmorch.v1.FunctionLoad.GenerationsEntry
+	nil,                              // 125: wasmorch.v1.Config.DataEntry
+	nil,                              // 126: wasmorch.v1.SecretData.DataEntry
+	nil,                              // 127: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	nil,                              // 128: wasmorch.v1.ListNodesRequest.SelectorEntry
+	nil,                              // 129: wasmorch.v1.JoinToken.LabelsEntry
+	nil,                              // 130: wasmorch.v1.CreateTokenRequest.LabelsEntry
+	nil,                              // 131: wasmorch.v1.LabelNodeRequest.SetEntry
+	nil,                              // 132: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                              // 133: wasmorch.v1.SetSecretRequest.DataEntry
+	nil,                              // 134: wasmorch.v1.RegisterResponse.LabelsEntry
+	nil,                              // 135: wasmorch.v1.JoinRequest.LabelsEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	8,   // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
@@ -7950,19 +8567,19 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	6,   // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
 	7,   // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
 	20,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
-	113, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	121, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
 	4,   // 7: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
-	114, // 8: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
+	122, // 8: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
 	4,   // 9: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
 	1,   // 10: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
 	12,  // 11: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	115, // 12: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
-	116, // 13: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
-	117, // 14: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	118, // 15: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	123, // 12: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	124, // 13: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
+	125, // 14: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	126, // 15: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
 	24,  // 16: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
 	4,   // 17: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
-	119, // 18: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	127, // 18: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
 	9,   // 19: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
 	9,   // 20: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
 	30,  // 21: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
@@ -7971,7 +8588,7 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	11,  // 24: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
 	1,   // 25: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
 	36,  // 26: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
-	120, // 27: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
+	128, // 27: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
 	13,  // 28: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
 	12,  // 29: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
 	39,  // 30: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
@@ -7983,123 +8600,139 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	39,  // 36: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
 	14,  // 37: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
 	52,  // 38: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
-	63,  // 39: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
-	63,  // 40: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
-	121, // 41: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
-	18,  // 42: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
-	18,  // 43: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	122, // 44: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
-	77,  // 45: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
-	77,  // 46: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
-	88,  // 47: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
-	12,  // 48: wasmorch.v1.UsageReport.capacity:type_name -> wasmorch.v1.Resources
-	4,   // 49: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
-	92,  // 50: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
-	13,  // 51: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	10,  // 52: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
-	11,  // 53: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	17,  // 54: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
-	23,  // 55: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	26,  // 56: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	28,  // 57: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	29,  // 58: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	32,  // 59: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	33,  // 60: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	35,  // 61: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	38,  // 62: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	41,  // 63: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	47,  // 64: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	43,  // 65: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	45,  // 66: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
-	49,  // 67: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
-	49,  // 68: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
-	49,  // 69: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
-	50,  // 70: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
-	53,  // 71: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
-	55,  // 72: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
-	57,  // 73: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
-	59,  // 74: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
-	61,  // 75: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
-	64,  // 76: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
-	66,  // 77: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
-	68,  // 78: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
-	70,  // 79: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
-	72,  // 80: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
-	73,  // 81: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
-	75,  // 82: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
-	78,  // 83: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
-	80,  // 84: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
-	81,  // 85: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
-	83,  // 86: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
-	85,  // 87: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
-	93,  // 88: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
-	97,  // 89: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
-	95,  // 90: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
-	96,  // 91: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
-	87,  // 92: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
-	90,  // 93: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
-	98,  // 94: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	100, // 95: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	102, // 96: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	104, // 97: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	106, // 98: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	108, // 99: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	110, // 100: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	111, // 101: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	112, // 102: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
-	25,  // 103: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	27,  // 104: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	30,  // 105: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	31,  // 106: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	9,   // 107: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	34,  // 108: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	37,  // 109: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	40,  // 110: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	42,  // 111: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	48,  // 112: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	44,  // 113: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	46,  // 114: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
-	39,  // 115: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	39,  // 116: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	39,  // 117: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	51,  // 118: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	54,  // 119: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	56,  // 120: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	58,  // 121: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	60,  // 122: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	62,  // 123: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	65,  // 124: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	67,  // 125: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	69,  // 126: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	71,  // 127: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	18,  // 128: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	74,  // 129: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	76,  // 130: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	79,  // 131: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	77,  // 132: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	82,  // 133: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	84,  // 134: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	86,  // 135: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	94,  // 136: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
-	27,  // 137: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	9,   // 138: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
-	27,  // 139: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	89,  // 140: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
-	91,  // 141: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
-	99,  // 142: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	101, // 143: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	103, // 144: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	105, // 145: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	107, // 146: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	109, // 147: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	109, // 148: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	42,  // 149: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	89,  // 150: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
-	103, // [103:151] is the sub-list for method output_type
-	55,  // [55:103] is the sub-list for method input_type
-	55,  // [55:55] is the sub-list for extension type_name
-	55,  // [55:55] is the sub-list for extension extendee
-	0,   // [0:55] is the sub-list for field type_name
+	129, // 39: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
+	130, // 40: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
+	63,  // 41: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
+	63,  // 42: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
+	70,  // 43: wasmorch.v1.IssueCredentialResponse.info:type_name -> wasmorch.v1.CertificateRecord
+	70,  // 44: wasmorch.v1.ListCredentialsResponse.credentials:type_name -> wasmorch.v1.CertificateRecord
+	70,  // 45: wasmorch.v1.RevokeCredentialResponse.revoked:type_name -> wasmorch.v1.CertificateRecord
+	131, // 46: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
+	132, // 47: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	18,  // 48: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
+	18,  // 49: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
+	133, // 50: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	85,  // 51: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
+	85,  // 52: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
+	96,  // 53: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
+	12,  // 54: wasmorch.v1.UsageReport.capacity:type_name -> wasmorch.v1.Resources
+	4,   // 55: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
+	100, // 56: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
+	13,  // 57: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
+	134, // 58: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
+	10,  // 59: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
+	11,  // 60: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
+	135, // 61: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
+	17,  // 62: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
+	23,  // 63: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	26,  // 64: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	28,  // 65: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	29,  // 66: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	32,  // 67: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	33,  // 68: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	35,  // 69: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	38,  // 70: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	41,  // 71: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	47,  // 72: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	43,  // 73: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	45,  // 74: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
+	49,  // 75: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	49,  // 76: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	49,  // 77: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	50,  // 78: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	53,  // 79: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	55,  // 80: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	57,  // 81: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	59,  // 82: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	61,  // 83: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	64,  // 84: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	66,  // 85: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	68,  // 86: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	71,  // 87: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
+	73,  // 88: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
+	75,  // 89: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
+	77,  // 90: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
+	78,  // 91: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
+	80,  // 92: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
+	81,  // 93: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
+	83,  // 94: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
+	86,  // 95: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
+	88,  // 96: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
+	89,  // 97: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
+	91,  // 98: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
+	93,  // 99: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
+	101, // 100: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
+	105, // 101: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	103, // 102: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
+	104, // 103: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
+	95,  // 104: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
+	98,  // 105: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
+	106, // 106: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	108, // 107: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	110, // 108: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	112, // 109: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	114, // 110: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	116, // 111: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	118, // 112: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	119, // 113: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	120, // 114: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
+	25,  // 115: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	27,  // 116: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	30,  // 117: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	31,  // 118: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	9,   // 119: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	34,  // 120: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	37,  // 121: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	40,  // 122: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	42,  // 123: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	48,  // 124: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	44,  // 125: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	46,  // 126: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
+	39,  // 127: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	39,  // 128: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	39,  // 129: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	51,  // 130: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	54,  // 131: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	56,  // 132: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	58,  // 133: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	60,  // 134: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	62,  // 135: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	65,  // 136: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	67,  // 137: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	69,  // 138: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	72,  // 139: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
+	74,  // 140: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
+	76,  // 141: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
+	39,  // 142: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
+	79,  // 143: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	18,  // 144: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	82,  // 145: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	84,  // 146: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	87,  // 147: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	85,  // 148: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	90,  // 149: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	92,  // 150: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	94,  // 151: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	102, // 152: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	27,  // 153: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	9,   // 154: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
+	27,  // 155: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	97,  // 156: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
+	99,  // 157: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
+	107, // 158: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	109, // 159: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	111, // 160: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	113, // 161: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	115, // 162: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	117, // 163: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	117, // 164: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	42,  // 165: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	97,  // 166: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
+	115, // [115:167] is the sub-list for method output_type
+	63,  // [63:115] is the sub-list for method input_type
+	63,  // [63:63] is the sub-list for extension type_name
+	63,  // [63:63] is the sub-list for extension extendee
+	0,   // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -8123,7 +8756,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   119,
+			NumMessages:   132,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

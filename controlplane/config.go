@@ -23,8 +23,12 @@ type Config struct {
 	DataDir string `json:"dataDir" yaml:"dataDir"`
 	// APIAddr is where the gRPC API listens ("127.0.0.1:0" picks a port).
 	APIAddr string `json:"apiAddr" yaml:"apiAddr"`
-	// HTTPAddr is where the HTTP gateway, /healthz and /metrics listen.
+	// HTTPAddr is where the HTTP gateway, /healthz and /readyz listen.
 	HTTPAddr string `json:"httpAddr" yaml:"httpAddr"`
+	// MetricsAddr is where GET /metrics (Prometheus) answers, apart from
+	// the gateway so that the clients of functions cannot read it; it has
+	// no authentication: keep it on loopback. "" turns it off.
+	MetricsAddr string `json:"metricsAddr" yaml:"metricsAddr"`
 	// EtcdPeerAddr is etcd's peer listener, where the other members reach
 	// this one (mutual TLS with member certificates only); loopback with
 	// a free port by default. etcd has no client listener: clients go
@@ -110,6 +114,11 @@ const (
 	DefaultBlobGCGrace            = controller.DefaultBlobGCGrace
 )
 
+// DefaultMetricsAddr is where a member serves its metrics unless told
+// otherwise: loopback, beside the API's 7070 (not Prometheus' own 9090,
+// which a Prometheus scraping this host over loopback would hold).
+const DefaultMetricsAddr = "127.0.0.1:7072"
+
 // DefaultConfig returns the defaults `wasmorch up` and `server` start with.
 func DefaultConfig() Config {
 	name, err := os.Hostname()
@@ -121,6 +130,7 @@ func DefaultConfig() Config {
 		DataDir:           ".wasmorch",
 		APIAddr:           "127.0.0.1:7070",
 		HTTPAddr:          "127.0.0.1:8080",
+		MetricsAddr:       DefaultMetricsAddr,
 		EtcdPeerAddr:      "127.0.0.1:0",
 		HeartbeatInterval: 500 * time.Millisecond,
 		NodeGrace:         2 * time.Second,
@@ -198,6 +208,11 @@ func (c Config) Validate() error {
 	}
 	if c.BlobGCInterval < 0 || c.BlobGCGrace < 0 {
 		errs = append(errs, errors.New("blob GC interval and grace must not be negative"))
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("metrics address %q is not host:port (\"\" turns the metrics off)", c.MetricsAddr))
+		}
 	}
 	if c.DebugAddr != "" {
 		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {

@@ -147,7 +147,7 @@ func waitBound(t *testing.T, c *cluster, workload string, want int) {
 // from the member's /metrics.
 func reconciles(t *testing.T, c *cluster) int {
 	t.Helper()
-	resp, err := http.Get("http://" + c.srv.HTTPAddr() + "/metrics")
+	resp, err := http.Get("http://" + c.srv.MetricsAddr() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

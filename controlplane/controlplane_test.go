@@ -48,6 +48,9 @@ func startClusterWith(t testing.TB, dir string, set func(*controlplane.Config)) 
 	cfg.Name = "cp1"
 	cfg.DataDir = dir
 	cfg.APIAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.MetricsAddr != "" {
+		cfg.MetricsAddr = "127.0.0.1:0"
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := controlplane.New(ctx, cfg)
 	if err != nil {

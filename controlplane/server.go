@@ -62,6 +62,11 @@ type Server struct {
 	sec     *security    // the cluster CA and this member's certificate
 	keys    *api.Keyring // configs: the secrets key and the data keys it unwrapped
 
+	// metricsSrv serves /metrics on Config.MetricsAddr, apart from the
+	// gateway's public port; nil when it is off.
+	metricsSrv *http.Server
+	metricsLis net.Listener
+
 	stopping  chan struct{}
 	closeOnce sync.Once
 }
@@ -89,6 +94,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("HTTP address %s: %w", cfg.HTTPAddr, err)
+	}
+	if cfg.MetricsAddr != "" {
+		if s.metricsLis, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return nil, fmt.Errorf("metrics address %s: %w", cfg.MetricsAddr, err)
+		}
 	}
 	if cfg.DebugAddr != "" {
 		if s.dbgLis, err = net.Listen("tcp", cfg.DebugAddr); err != nil {
@@ -167,10 +177,16 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.grpc = grpc.NewServer(s.api.ServerOptions()...)
 	s.api.Register(s.grpc)
 
+	if s.metricsLis != nil {
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+		s.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+	}
+	// The public port: functions, and the two probes a load balancer
+	// needs; nothing else about the member.
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	s.gateway = gateway.New(gateway.Config{
 		Store: s.store, Cache: s.cache, Member: cfg.Name, Logger: s.log.With("component", "gateway"),
 		TLS: auth.NodesClientTLS(s.sec.ca.Pool(), s.sec.member),
@@ -197,6 +213,14 @@ func (s *Server) APIAddr() string { return s.apiLis.Addr().String() }
 // HTTPAddr is the bound HTTP address.
 func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
 
+// MetricsAddr is the bound metrics address, "" when metrics are off.
+func (s *Server) MetricsAddr() string {
+	if s.metricsLis == nil {
+		return ""
+	}
+	return s.metricsLis.Addr().String()
+}
+
 // Start serves the API and HTTP, and takes part in the controller election,
 // until ctx is done; then it shuts everything down.
 func (s *Server) Start(ctx context.Context) error {
@@ -215,6 +239,14 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		return nil
 	})
+	if s.metricsSrv != nil {
+		g.Go(func() error {
+			if err := s.metricsSrv.Serve(s.metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics listener: %w", err)
+			}
+			return nil
+		})
+	}
 	if s.debug != nil {
 		g.Go(func() error {
 			if err := s.debug.Serve(s.dbgLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -264,6 +296,13 @@ func (s *Server) shutdown() {
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	_ = s.http.Shutdown(sctx)
+	// Nothing waits on these two: closed, not drained.
+	if s.metricsSrv != nil {
+		_ = s.metricsSrv.Close()
+	}
+	if s.debug != nil {
+		_ = s.debug.Close()
+	}
 }
 
 func (s *Server) closeStopping() {
@@ -289,6 +328,12 @@ func (s *Server) Close() error {
 		}
 		if s.httpLis != nil {
 			_ = s.httpLis.Close()
+		}
+		if s.metricsSrv != nil {
+			_ = s.metricsSrv.Close()
+		}
+		if s.metricsLis != nil {
+			_ = s.metricsLis.Close()
 		}
 		if s.debug != nil {
 			_ = s.debug.Close()

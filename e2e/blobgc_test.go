@@ -28,7 +28,7 @@ func moduleDigest(t *testing.T, path string) string {
 // it is not there yet).
 func (c *cluster) metric(name string) float64 {
 	c.t.Helper()
-	resp, err := http.Get("http://" + c.http + "/metrics")
+	resp, err := http.Get("http://" + c.metrics + "/metrics")
 	if err != nil {
 		c.t.Fatalf("GET /metrics: %v", err)
 	}

@@ -94,7 +94,7 @@ func startBenchCluster(b *testing.B, agents map[string]string) *benchCluster {
 	b.Helper()
 	bc := &benchCluster{env: benchEnv(b), api: loopbackAddr(b, "127.0.0.1"), http: loopbackAddr(b, "127.0.0.1"), agents: map[string]*daemon{}}
 	dataDir := b.TempDir()
-	startDaemon(b, "server", bc.env, "server", "--data-dir", dataDir, "--api", bc.api, "--http", bc.http, "--name", "cp")
+	startDaemon(b, "server", bc.env, "server", "--data-dir", dataDir, "--api", bc.api, "--http", bc.http, "--metrics-addr", "127.0.0.1:0", "--name", "cp")
 	conn, err := grpc.NewClient(bc.api, grpc.WithTransportCredentials(adminCreds(b, dataDir)))
 	if err != nil {
 		b.Fatal(err)

@@ -125,8 +125,8 @@ func startServerOn(t *testing.T, api string, extra ...string) *multi {
 	t.Helper()
 	http := freeAddr(t)
 	env := cliEnv(t)
-	m := &multi{cluster: &cluster{t: t, api: api, http: http, env: env, dataDir: t.TempDir()}, agents: map[string]*daemon{}}
-	m.server = startDaemon(t, "server", env, append([]string{"server", "--data-dir", m.dataDir, "--api", api, "--http", http, "--name", "cp"}, extra...)...)
+	m := &multi{cluster: &cluster{t: t, api: api, http: http, metrics: freeAddr(t), env: env, dataDir: t.TempDir()}, agents: map[string]*daemon{}}
+	m.server = startDaemon(t, "server", env, append([]string{"server", "--data-dir", m.dataDir, "--api", api, "--http", http, "--metrics-addr", m.metrics, "--name", "cp"}, extra...)...)
 	var last result
 	for range maxPolls {
 		if !m.server.running() {

@@ -45,7 +45,7 @@ func startHAClusterTB(t testing.TB) *haCluster {
 	for i := 1; i <= 3; i++ {
 		ip := fmt.Sprintf("127.0.0.%d", 30+i)
 		m := &member{name: fmt.Sprintf("cp%d", i), api: loopbackAddr(t, ip), http: loopbackAddr(t, ip), peer: loopbackAddr(t, ip), dataDir: t.TempDir()}
-		args := []string{"server", "--name", m.name, "--data-dir", m.dataDir, "--api", m.api, "--http", m.http, "--peer", m.peer}
+		args := []string{"server", "--name", m.name, "--data-dir", m.dataDir, "--api", m.api, "--http", m.http, "--metrics-addr", loopbackAddr(t, ip), "--peer", m.peer}
 		if i == 1 {
 			args = append(args, "--init")
 		} else {
@@ -375,7 +375,7 @@ func TestStaticInitialClusterAndMemberRemoval(t *testing.T) {
 	h := &haCluster{t: t, env: env, members: ms}
 	for _, m := range ms {
 		m.proc = startDaemon(t, m.name, env, "server", "--name", m.name, "--data-dir", m.dataDir, "--api", m.api,
-			"--http", m.http, "--peer", m.peer, "--initial-cluster", strings.Join(initial, ","), "--ca-dir", caDir)
+			"--http", m.http, "--metrics-addr", "127.0.0.1:0", "--peer", m.peer, "--initial-cluster", strings.Join(initial, ","), "--ca-dir", caDir)
 	}
 	h.waitHealthy(3)
 

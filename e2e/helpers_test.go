@@ -127,6 +127,7 @@ func run(t testing.TB, env []string, args ...string) result {
 type cluster struct {
 	t                  *testing.T
 	dataDir, api, http string
+	metrics            string // the member's metrics listener
 	env                []string
 	log                string // where up's stdout and stderr go
 	proc               *process
@@ -152,13 +153,13 @@ func startUp(t *testing.T) *cluster {
 // flags for up.
 func startUpAt(t *testing.T, dataDir, api, http string, extra ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dataDir: dataDir, api: api, http: http, env: cliEnv(t)}
+	c := &cluster{t: t, dataDir: dataDir, api: api, http: http, metrics: freeAddr(t), env: cliEnv(t)}
 	logFile, err := os.CreateTemp(t.TempDir(), "up-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.log = logFile.Name()
-	cmd := exec.Command(binary, append([]string{"up", "--data-dir", dataDir, "--api", api, "--http", http, "--node-name", "e2e-node"}, extra...)...)
+	cmd := exec.Command(binary, append([]string{"up", "--data-dir", dataDir, "--api", api, "--http", http, "--metrics-addr", c.metrics, "--node-name", "e2e-node"}, extra...)...)
 	cmd.Dir = repoRoot
 	cmd.Env = c.env
 	cmd.Stdout, cmd.Stderr = logFile, logFile

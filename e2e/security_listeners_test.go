@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,10 +32,11 @@ import (
 // any of the cluster's files would: a plain etcd v3 client, the same over
 // TLS, plain HTTP (etcd's JSON gateway and its peer endpoints), TLS
 // without a client certificate, and the gRPC API without one. Every try
-// must be refused; the only thing that answers is the gateway's public
-// HTTP (functions, /healthz, /readyz, /metrics), which is not tried for
-// those routes. On the etcd peer port a node's certificate of the same CA
-// is refused too: only members speak raft.
+// must be refused; the only things that answer are the gateway's public
+// HTTP (functions, /healthz, /readyz), which is not tried for those
+// routes, and GET /metrics on the metrics listener (loopback, read-only).
+// The gateway itself serves no metrics. On the etcd peer port a node's
+// certificate of the same CA is refused too: only members speak raft.
 func TestNoListenerAnswersWithoutACertificate(t *testing.T) {
 	up := startUp(t)
 	m := startServer(t)
@@ -44,14 +46,14 @@ func TestNoListenerAnswersWithoutACertificate(t *testing.T) {
 	m.waitNode("probe", "Ready")
 
 	for _, p := range []struct {
-		what    string
-		pid     int
-		gateway string
-		nodeDir string // a node credential to try on etcd's peer port
+		what             string
+		pid              int
+		gateway, metrics string
+		nodeDir          string // a node credential to try on etcd's peer port
 	}{
-		{"up", up.proc.cmd.Process.Pid, up.http, filepath.Join(up.dataDir, "worker")},
-		{"server", m.server.proc.cmd.Process.Pid, m.http, agentDir},
-		{"agent", agent.proc.cmd.Process.Pid, "", ""},
+		{"up", up.proc.cmd.Process.Pid, up.http, up.metrics, filepath.Join(up.dataDir, "worker")},
+		{"server", m.server.proc.cmd.Process.Pid, m.http, m.metrics, agentDir},
+		{"agent", agent.proc.cmd.Process.Pid, "", "", ""},
 	} {
 		addrs := listeningAddrs(t, p.pid)
 		if len(addrs) == 0 {
@@ -78,7 +80,32 @@ func TestNoListenerAnswersWithoutACertificate(t *testing.T) {
 			})
 		}
 		wg.Wait()
+		if p.gateway != "" {
+			if code, body := httpGet(t, "http://"+p.gateway+"/metrics"); code != http.StatusNotFound {
+				t.Errorf("%s's gateway answered GET /metrics with %d: %.200q", p.what, code, body)
+			}
+			if !slices.Contains(addrs, p.metrics) {
+				t.Errorf("%s does not listen on its metrics address %s", p.what, p.metrics)
+			}
+			if code, body := httpGet(t, "http://"+p.metrics+"/metrics"); code != http.StatusOK || !strings.Contains(body, "wasmorch_controlplane_is_leader") {
+				t.Errorf("%s's metrics listener answered GET /metrics with %d: %.200q", p.what, code, body)
+			}
+		}
 	}
+}
+
+// httpGet is GET url: the status and the start of the body.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	client := &http.Client{Timeout: probeTimeout}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Errorf("GET %s: %v", url, err)
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, string(b)
 }
 
 // probeTimeout bounds each try; a refusal usually comes at once.

@@ -112,7 +112,7 @@ func TestJoinTokensAndTheirRefusals(t *testing.T) {
 	// A control-plane member joins only with a server token.
 	member := func(extra ...string) result {
 		return run(t, m.env, append([]string{"server", "--name", "cp9", "--data-dir", t.TempDir(), "--api", freeAddr(t), "--http", freeAddr(t),
-			"--peer", freeAddr(t), "--join", m.api}, extra...)...)
+			"--metrics-addr", freeAddr(t), "--peer", freeAddr(t), "--join", m.api}, extra...)...)
 	}
 	errorLine(t, member(), "needs a server join token")
 	errorLine(t, member("--token", good), "is for agents")
@@ -234,8 +234,8 @@ func TestJoinTokensAndTheirRefusals(t *testing.T) {
 func TestCertificatesRotateBeforeExpiry(t *testing.T) {
 	api, http := freeAddr(t), freeAddr(t)
 	env := cliEnv(t)
-	m := &multi{cluster: &cluster{t: t, api: api, http: http, env: env, dataDir: t.TempDir()}, agents: map[string]*daemon{}}
-	m.server = startDaemon(t, "server", env, "server", "--data-dir", m.dataDir, "--api", api, "--http", http, "--name", "cp", "--cert-lifetime", "15s")
+	m := &multi{cluster: &cluster{t: t, api: api, http: http, metrics: freeAddr(t), env: env, dataDir: t.TempDir()}, agents: map[string]*daemon{}}
+	m.server = startDaemon(t, "server", env, "server", "--data-dir", m.dataDir, "--api", api, "--http", http, "--metrics-addr", m.metrics, "--name", "cp", "--cert-lifetime", "15s")
 	m.token = joinTokenWhenUp(t, env, api)
 	d := m.startAgent("r1", "127.0.0.64", "")
 	dataDir := argAfter(d.args, "--data-dir")

@@ -61,7 +61,7 @@ func start(tb testing.TB, opts options) *allInOne {
 	ctx, cancel := context.WithCancel(context.Background())
 	cp := controlplane.DefaultConfig()
 	cp.Name, cp.DataDir, cp.Logger = "it", dir, logger
-	cp.APIAddr, cp.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cp.APIAddr, cp.HTTPAddr, cp.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	srv, err := controlplane.New(ctx, cp)
 	if err != nil {
 		cancel()

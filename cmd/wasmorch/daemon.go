@@ -77,7 +77,8 @@ on --containerd-socket.`,
 	f := cmd.Flags()
 	f.StringVar(&cp.DataDir, "data-dir", cp.DataDir, "directory for all state (etcd data, module and compile caches)")
 	f.StringVar(&cp.APIAddr, "api", cp.APIAddr, "gRPC API listen address HOST:PORT (clients use it as --server)")
-	f.StringVar(&cp.HTTPAddr, "http", cp.HTTPAddr, "HTTP gateway, /healthz and /metrics listen address HOST:PORT")
+	f.StringVar(&cp.HTTPAddr, "http", cp.HTTPAddr, "HTTP gateway, /healthz and /readyz listen address HOST:PORT")
+	addMetricsFlag(cmd, &cp)
 	f.StringVar(&containerd, "containerd-socket", defaultContainerdSocket, containerdHelp)
 	f.StringVar(&nodeName, "node-name", hostname(), "name of this control-plane member and of its worker node")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -118,7 +119,8 @@ controllers, and the HTTP gateway. Workers join it with 'wasmorch agent --server
 	f := cmd.Flags()
 	f.StringVar(&cp.DataDir, "data-dir", cp.DataDir, "directory for the member's state (etcd data)")
 	f.StringVar(&cp.APIAddr, "api", cp.APIAddr, "gRPC API listen address HOST:PORT")
-	f.StringVar(&cp.HTTPAddr, "http", cp.HTTPAddr, "HTTP gateway, /healthz and /metrics listen address HOST:PORT")
+	f.StringVar(&cp.HTTPAddr, "http", cp.HTTPAddr, "HTTP gateway, /healthz and /readyz listen address HOST:PORT")
+	addMetricsFlag(cmd, &cp)
 	f.StringVar(&cp.Name, "name", hostname(), "member name")
 	f.StringVar(&cp.EtcdPeerAddr, "peer", cp.EtcdPeerAddr, "etcd peer listen and advertise address HOST:PORT; other members reach this one there (a fixed port when there are several members)")
 	f.BoolVar(&initNew, "init", false, "start a new cluster with this member (the default without --join or --initial-cluster)")
@@ -186,6 +188,11 @@ containers when containerd answers on --containerd-socket.`,
 	return cmd
 }
 
+// addMetricsFlag adds --metrics-addr to up and server.
+func addMetricsFlag(cmd *cobra.Command, cp *controlplane.Config) {
+	cmd.Flags().StringVar(&cp.MetricsAddr, "metrics-addr", cp.MetricsAddr, "serve Prometheus metrics (GET /metrics) at HOST:PORT, apart from the gateway; no authentication: keep it on loopback (\"\": off)")
+}
+
 // daemonIO is what a long-running command prints to and how it hands
 // signals back once it is shutting down.
 type daemonIO struct {
@@ -212,7 +219,7 @@ func (d daemonIO) onShutdown(ctx context.Context) (release func()) {
 func runUp(ctx context.Context, d daemonIO, cp controlplane.Config, wk worker.Config, rtc wasmrt.Config, containerd string) (err error) {
 	srv, err := controlplane.New(ctx, cp)
 	if err != nil {
-		return startError("the control plane", err, "is another 'wasmorch up' or 'wasmorch server' running? choose other --api/--http addresses or another --data-dir")
+		return startError("the control plane", err, "is another 'wasmorch up' or 'wasmorch server' running? choose other --api/--http/--metrics-addr addresses or another --data-dir")
 	}
 	defer func() { err = errors.Join(err, srv.Close()) }()
 
@@ -273,7 +280,7 @@ func runUp(ctx context.Context, d daemonIO, cp controlplane.Config, wk worker.Co
 func runServer(ctx context.Context, d daemonIO, cp controlplane.Config) (err error) {
 	srv, err := controlplane.New(ctx, cp)
 	if err != nil {
-		return startError("the control plane", err, "is another wasmorch server running? choose other --api/--http addresses or another --data-dir")
+		return startError("the control plane", err, "is another wasmorch server running? choose other --api/--http/--metrics-addr addresses or another --data-dir")
 	}
 	defer func() { err = errors.Join(err, srv.Close()) }()
 	server := dialable(srv.APIAddr())

@@ -133,7 +133,7 @@ type server struct {
 func startServer(ctx context.Context, b *testing.B, env []string) (*server, *controlAPI) {
 	b.Helper()
 	s := &server{api: freeAddr(b), dataDir: b.TempDir()}
-	args := []string{"server", "--data-dir", s.dataDir, "--api", s.api, "--http", freeAddr(b), "--name", "scale", "--log-level", "warn"}
+	args := []string{"server", "--data-dir", s.dataDir, "--api", s.api, "--http", freeAddr(b), "--metrics-addr", freeAddr(b), "--name", "scale", "--log-level", "warn"}
 	// WASMORCH_SCALE_DEBUG_ADDR serves the member's profiler there, to see
 	// where it spends its time during a run.
 	if addr := os.Getenv("WASMORCH_SCALE_DEBUG_ADDR"); addr != "" {

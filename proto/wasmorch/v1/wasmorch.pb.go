@@ -88,6 +88,9 @@ const (
 	InstanceState_INSTANCE_STATE_FAILED      InstanceState = 6 // last run failed (exit code, trap, import error ...)
 	InstanceState_INSTANCE_STATE_LOST        InstanceState = 7 // its node stopped answering
 	InstanceState_INSTANCE_STATE_STOPPED     InstanceState = 8 // stopped by the worker because it is no longer desired
+	// no longer desired (Instance.terminating_unix_nano is set) and still
+	// running out its stop grace on its node, until the node reports it gone
+	InstanceState_INSTANCE_STATE_TERMINATING InstanceState = 9
 )
 
 // Enum value maps for InstanceState.
@@ -102,6 +105,7 @@ var (
 		6: "INSTANCE_STATE_FAILED",
 		7: "INSTANCE_STATE_LOST",
 		8: "INSTANCE_STATE_STOPPED",
+		9: "INSTANCE_STATE_TERMINATING",
 	}
 	InstanceState_value = map[string]int32{
 		"INSTANCE_STATE_UNSPECIFIED": 0,
@@ -113,6 +117,7 @@ var (
 		"INSTANCE_STATE_FAILED":      6,
 		"INSTANCE_STATE_LOST":        7,
 		"INSTANCE_STATE_STOPPED":     8,
+		"INSTANCE_STATE_TERMINATING": 9,
 	}
 )
 
@@ -976,6 +981,12 @@ type Instance struct {
 	Spec            *WorkloadSpec          `protobuf:"bytes,5,opt,name=spec,proto3" json:"spec,omitempty"` // copy of the workload spec at generation
 	CreatedUnixNano int64                  `protobuf:"varint,6,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	PendingReason   string                 `protobuf:"bytes,7,opt,name=pending_reason,json=pendingReason,proto3" json:"pending_reason,omitempty"` // why the scheduler could not place it
+	// set when the control plane no longer wants it (scale down, a new
+	// generation, deleted workload, drain): its node stops it within the
+	// stop grace and reports it Stopped, and only then is the record
+	// deleted. Until then it is Terminating: it holds its place on the
+	// node and counts against a rollout's max surge, but takes no traffic.
+	TerminatingUnixNano int64 `protobuf:"varint,8,opt,name=terminating_unix_nano,json=terminatingUnixNano,proto3" json:"terminating_unix_nano,omitempty"`
 	// cluster: set when its node stopped answering. A lost instance is no
 	// longer desired (its node stops it on return) and has been replaced.
 	LostUnixNano int64 `protobuf:"varint,30,opt,name=lost_unix_nano,json=lostUnixNano,proto3" json:"lost_unix_nano,omitempty"`
@@ -1064,6 +1075,13 @@ func (x *Instance) GetPendingReason() string {
 		return x.PendingReason
 	}
 	return ""
+}
+
+func (x *Instance) GetTerminatingUnixNano() int64 {
+	if x != nil {
+		return x.TerminatingUnixNano
+	}
+	return 0
 }
 
 func (x *Instance) GetLostUnixNano() int64 {
@@ -7811,7 +7829,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x06labels\x18Z \x03(\v2!.wasmorch.v1.Workload.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x87\x03\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x1e\n" +
@@ -7821,7 +7839,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x04node\x18\x04 \x01(\tR\x04node\x12-\n" +
 	"\x04spec\x18\x05 \x01(\v2\x19.wasmorch.v1.WorkloadSpecR\x04spec\x12*\n" +
 	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\x12%\n" +
-	"\x0epending_reason\x18\a \x01(\tR\rpendingReason\x12$\n" +
+	"\x0epending_reason\x18\a \x01(\tR\rpendingReason\x122\n" +
+	"\x15terminating_unix_nano\x18\b \x01(\x03R\x13terminatingUnixNano\x12$\n" +
 	"\x0elost_unix_nano\x18\x1e \x01(\x03R\flostUnixNano\x12\x18\n" +
 	"\aruntime\x18) \x01(\tR\aruntime\x12%\n" +
 	"\x0eruntime_reason\x18* \x01(\tR\rruntimeReason\"\x9e\x04\n" +
@@ -8324,7 +8343,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x1aRESTART_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RESTART_POLICY_ALWAYS\x10\x01\x12\x1d\n" +
 	"\x19RESTART_POLICY_ON_FAILURE\x10\x02\x12\x18\n" +
-	"\x14RESTART_POLICY_NEVER\x10\x03*\x90\x02\n" +
+	"\x14RESTART_POLICY_NEVER\x10\x03*\xb0\x02\n" +
 	"\rInstanceState\x12\x1e\n" +
 	"\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16INSTANCE_STATE_PENDING\x10\x01\x12\x1c\n" +
@@ -8334,7 +8353,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x18INSTANCE_STATE_SUCCEEDED\x10\x05\x12\x19\n" +
 	"\x15INSTANCE_STATE_FAILED\x10\x06\x12\x17\n" +
 	"\x13INSTANCE_STATE_LOST\x10\a\x12\x1a\n" +
-	"\x16INSTANCE_STATE_STOPPED\x10\b*\x88\x01\n" +
+	"\x16INSTANCE_STATE_STOPPED\x10\b\x12\x1e\n" +
+	"\x1aINSTANCE_STATE_TERMINATING\x10\t*\x88\x01\n" +
 	"\tWatchKind\x12\x1a\n" +
 	"\x16WATCH_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14WATCH_KIND_WORKLOADS\x10\x01\x12\x18\n" +

@@ -104,17 +104,31 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %s", e.File, e.Msg)
 }
 
+// Limits of a manifest. A YAML alias repeats its anchor's value wherever
+// it appears, so a small file can decode to a huge one (nine nested
+// anchors of ten aliases each are a billion values): what aliases add
+// when decoded is bounded across the whole manifest, before anything is
+// decoded, as is the file itself.
+const (
+	MaxBytes          = 16 << 20 // of one manifest file
+	MaxAliasExpansion = 16 << 20 // decoded bytes aliases may add to a manifest
+)
+
 // Parse reads every document of a manifest; file names it in errors. Empty
 // documents are skipped. Nothing is returned unless every document is
 // valid.
 func Parse(file string, r io.Reader) ([]Object, error) {
-	src, err := io.ReadAll(r)
+	src, err := io.ReadAll(io.LimitReader(r, MaxBytes+1))
 	if err != nil {
 		return nil, &Error{File: file, Msg: err.Error()}
+	}
+	if len(src) > MaxBytes {
+		return nil, &Error{File: file, Msg: fmt.Sprintf("the manifest is larger than %d MiB: split it into several files", MaxBytes>>20)}
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(src))
 	var objs []Object
 	seen := map[string]int{}
+	aliases := &expansion{size: map[*yaml.Node]int64{}, open: map[*yaml.Node]bool{}}
 	for {
 		var doc yaml.Node
 		err := dec.Decode(&doc)
@@ -129,6 +143,10 @@ func Parse(file string, r io.Reader) ([]Object, error) {
 			continue
 		}
 		root := doc.Content[0]
+		if err := aliases.add(root); err != nil {
+			err.File = file
+			return nil, err
+		}
 		if root.Kind != yaml.MappingNode {
 			return nil, &Error{File: file, Line: root.Line, Msg: "a document must be a mapping with apiVersion, kind, metadata and spec or data"}
 		}
@@ -226,6 +244,64 @@ func checkFields(n *yaml.Node, t reflect.Type, path string) *Error {
 	}
 	return nil
 }
+
+// expansion adds up what aliases add to a manifest when it is decoded: a
+// node's decoded size is its scalars' bytes plus nodeCost for each node,
+// counting an alias's target again at each alias.
+type expansion struct {
+	size  map[*yaml.Node]int64 // decoded size of a node already measured
+	open  map[*yaml.Node]bool  // nodes being measured: an alias to one is a cycle
+	added int64                // by aliases so far, at most MaxAliasExpansion+1
+}
+
+// nodeCost is roughly what a decoded node costs beyond its bytes (a
+// string or slice header), so that a million aliases of an empty string
+// count.
+const nodeCost = 16
+
+// add measures one document and fails once the aliases of the manifest
+// so far add more than MaxAliasExpansion.
+func (e *expansion) add(root *yaml.Node) *Error {
+	if err := e.measure(root); err != nil {
+		return err
+	}
+	if e.added > MaxAliasExpansion {
+		return &Error{Line: root.Line, Msg: fmt.Sprintf("its aliases expand the manifest by more than %d MiB when decoded: repeat the anchored values less", MaxAliasExpansion>>20)}
+	}
+	return nil
+}
+
+// measure returns n's decoded size (saturating past the limit, so that
+// nested aliases cannot overflow it) and adds an alias's expansion to
+// e.added.
+func (e *expansion) measure(n *yaml.Node) *Error {
+	if _, done := e.size[n]; done {
+		return nil
+	}
+	if e.open[n] {
+		return &Error{Line: n.Line, Msg: "an anchor's value contains an alias of itself"}
+	}
+	e.open[n] = true
+	defer delete(e.open, n)
+	total := int64(nodeCost + len(n.Value))
+	for _, c := range n.Content {
+		if err := e.measure(c); err != nil {
+			return err
+		}
+		total = e.sum(total, e.size[c])
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		if err := e.measure(n.Alias); err != nil {
+			return err
+		}
+		total = e.sum(total, e.size[n.Alias])
+		e.added = e.sum(e.added, e.size[n.Alias])
+	}
+	e.size[n] = total
+	return nil
+}
+
+func (e *expansion) sum(a, b int64) int64 { return min(a+b, MaxAliasExpansion+1) }
 
 // suggest names a known field that differs from name only in case, the
 // commonest typo.

@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -106,5 +107,76 @@ func TestTheExampleManifestParses(t *testing.T) {
 	}
 	if kinds != "Config Secret Workload " {
 		t.Fatalf("kinds = %q", kinds)
+	}
+}
+
+// laughs is a manifest whose arch list holds levels nested anchors of ten
+// aliases each: 10^levels strings when decoded.
+func laughs(levels int) string {
+	var b strings.Builder
+	b.WriteString("apiVersion: wasmorch.dev/v1\nkind: Workload\nmetadata: {name: w}\nspec:\n  module: a.wasm\n  args: &a0 [lol]\n  arch:\n")
+	for l := 1; l <= levels; l++ {
+		fmt.Fprintf(&b, "    - &a%d [", l)
+		for i := range 10 {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "*a%d", l-1)
+		}
+		b.WriteString("]\n")
+	}
+	return b.String()
+}
+
+// TestParseBoundsAliasExpansion: a billion laughs in a few hundred bytes,
+// and a flat list of aliases of one long string, are refused before they
+// are decoded; a few aliases are decoded as YAML says.
+func TestParseBoundsAliasExpansion(t *testing.T) {
+	var flat strings.Builder
+	flat.WriteString("apiVersion: wasmorch.dev/v1\nkind: Workload\nmetadata: {name: w}\nspec:\n  module: a.wasm\n")
+	flat.WriteString("  env: {A: &big " + strings.Repeat("x", 64<<10) + "}\n  args: [")
+	for i := range 300 {
+		if i > 0 {
+			flat.WriteString(", ")
+		}
+		flat.WriteString("*big")
+	}
+	flat.WriteString("]\n")
+	for name, src := range map[string]string{
+		"a billion laughs":         laughs(9),
+		"flat aliases of a string": flat.String(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			objs, err := Parse("m.yaml", strings.NewReader(src))
+			if err == nil || !strings.Contains(err.Error(), "aliases expand the manifest by more than 16 MiB") {
+				t.Fatalf("Parse = %d objects, %v; want the alias expansion refused", len(objs), err)
+			}
+			if !strings.HasPrefix(err.Error(), "m.yaml:1: ") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error %q is not one line naming the document", err)
+			}
+		})
+	}
+
+	src := "apiVersion: wasmorch.dev/v1\nkind: Workload\nmetadata: {name: w}\nspec:\n  module: a.wasm\n  env: &env {A: one, B: two}\n  selector: *env\n  args: [&x hi, *x, *x]\n"
+	objs, err := Parse("m.yaml", strings.NewReader(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := objs[0].Spec; s.Selector["B"] != "two" || strings.Join(s.Args, ",") != "hi,hi,hi" {
+		t.Fatalf("aliases decoded to %+v", s)
+	}
+}
+
+func TestParseRefusesAnAliasOfItself(t *testing.T) {
+	src := "apiVersion: wasmorch.dev/v1\nkind: Workload\nmetadata: {name: w}\nspec:\n  module: a.wasm\n  args: &a [x, *a]\n"
+	if _, err := Parse("m.yaml", strings.NewReader(src)); err == nil || !strings.Contains(err.Error(), "m.yaml:6: an anchor's value contains an alias of itself") {
+		t.Fatalf("Parse = %v", err)
+	}
+}
+
+func TestParseRefusesAnOversizedFile(t *testing.T) {
+	src := "apiVersion: wasmorch.dev/v1\nkind: Config\nmetadata: {name: c}\ndata: {A: " + strings.Repeat("x", 16<<20) + "}\n"
+	if _, err := Parse("m.yaml", strings.NewReader(src)); err == nil || err.Error() != "m.yaml: the manifest is larger than 16 MiB: split it into several files" {
+		t.Fatalf("Parse = %v", err)
 	}
 }

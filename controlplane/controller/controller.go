@@ -8,12 +8,14 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
@@ -298,45 +300,29 @@ func (b *batch) group(key string) *group {
 // groups of a transaction that lost a race are queued again. Events are
 // recorded for the groups that committed.
 func (c *controller) commit(ctx context.Context, b *batch) error {
-	limit := store.MaxOpsPerTxn / 2
 	var txn []*group
-	size := 0
+	ops, bytes := 0, 0
 	flush := func() error {
 		if len(txn) == 0 {
 			return nil
 		}
-		var cmps []clientv3.Cmp
-		var ops []clientv3.Op
-		for _, g := range txn {
-			cmps, ops = append(cmps, g.cmps...), append(ops, g.ops...)
-		}
-		failed, rev, err := c.txn(ctx, cmps, ops)
-		if err != nil {
-			return err
-		}
-		c.written = max(c.written, rev)
-		for _, g := range txn {
-			if failed {
-				c.queue.AddAfter(g.key, retryDelay)
-			} else {
-				c.pendingEvents = append(c.pendingEvents, g.events...)
-			}
-		}
-		txn, size = nil, 0
-		return nil
+		err := c.write(ctx, txn)
+		txn, ops, bytes = nil, 0, 0
+		return err
 	}
 	for _, g := range b.groups {
 		if len(g.ops) == 0 {
 			c.pendingEvents = append(c.pendingEvents, g.events...)
 			continue
 		}
-		if size+len(g.ops) > limit {
+		n, size := len(g.ops), opsSize(g.ops)
+		if ops+n > store.MaxOpsPerTxn/2 || bytes+size > maxTxnBytes {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
 		txn = append(txn, g)
-		size += len(g.ops)
+		ops, bytes = ops+n, bytes+size
 	}
 	if err := flush(); err != nil {
 		return err
@@ -345,24 +331,100 @@ func (c *controller) commit(ctx context.Context, b *batch) error {
 	return nil
 }
 
-// txn writes guarded operations in transactions of at most half the
-// request limit, several at a time (they are independent: each operation
+// write commits groups together. If etcd refuses the writes as such (a
+// request over its size or operation limit: not a lost race, not etcd
+// being unavailable), each group is written alone, so that one workload's
+// bad writes cost the others nothing; a group refused alone is looked at
+// again later, with an event saying why.
+func (c *controller) write(ctx context.Context, groups []*group) error {
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	for _, g := range groups {
+		cmps, ops = append(cmps, g.cmps...), append(ops, g.ops...)
+	}
+	failed, rev, err := c.txn(ctx, cmps, ops)
+	refused := errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrTooManyOps)
+	if refused && len(groups) > 1 {
+		for _, g := range groups {
+			if err := c.write(ctx, []*group{g}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if refused {
+		g := groups[0]
+		c.log.Warn("cannot write a workload's changes; trying again later", "key", g.key, "err", err)
+		if name, ok := strings.CutPrefix(g.key, keyWorkload); ok {
+			c.note(events.Workload(name), "WriteFailed", "the control plane cannot store this workload's changes (%d writes): %v", len(g.ops), err)
+		}
+		c.queue.AddAfter(g.key, failedWriteDelay)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.written = max(c.written, rev)
+	for _, g := range groups {
+		if failed {
+			c.queue.AddAfter(g.key, retryDelay)
+		} else {
+			c.pendingEvents = append(c.pendingEvents, g.events...)
+		}
+	}
+	return nil
+}
+
+// maxTxnBytes bounds the size of one transaction's operations, well under
+// etcd's request limit (2 MiB).
+const maxTxnBytes = 1 << 20
+
+// failedWriteDelay is when a workload whose writes etcd refused is looked
+// at again.
+const failedWriteDelay = 10 * time.Second
+
+// opsSize is about what ops weigh in a request: their keys and values.
+func opsSize(ops []clientv3.Op) int {
+	n := 0
+	for _, op := range ops {
+		n += opSize(op)
+	}
+	return n
+}
+
+func opSize(op clientv3.Op) int {
+	if op.IsTxn() {
+		_, then, els := op.Txn()
+		return opsSize(then) + opsSize(els) + 16
+	}
+	return len(op.KeyBytes()) + len(op.ValueBytes()) + 16
+}
+
+// txn writes guarded operations in transactions of at most half etcd's
+// operation limit and maxTxnBytes, several at a time (they are independent: each operation
 // has its own guard, and etcd's raft commits concurrent proposals
 // together); failed says whether any lost its comparisons. rev is the
 // revision of the latest write.
 func (c *controller) txn(ctx context.Context, cmps []clientv3.Cmp, ops []clientv3.Op) (failed bool, rev int64, err error) {
-	limit := store.MaxOpsPerTxn / 2
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallelTxns)
-	for start := 0; start < len(ops); start += limit {
-		end := min(start+limit, len(ops))
+	for start := 0; start < len(ops); {
+		// A transaction takes operations up to half etcd's operation limit
+		// and maxTxnBytes (at least one, whatever its size).
+		end, bytes := start, 0
+		for end < len(ops) && end-start < store.MaxOpsPerTxn/2 && (end == start || bytes+opSize(ops[end]) <= maxTxnBytes) {
+			bytes += opSize(ops[end])
+			end++
+		}
+		from, to := start, end
+		start = end
 		g.Go(func() error {
 			t := c.kv.Txn(gctx)
 			if len(cmps) != 0 {
-				t = t.If(cmps[start:end]...)
+				t = t.If(cmps[from:to]...)
 			}
-			resp, err := t.Then(ops[start:end]...).Commit()
+			resp, err := t.Then(ops[from:to]...).Commit()
 			if err != nil {
 				return fmt.Errorf("controller write: %w", err)
 			}

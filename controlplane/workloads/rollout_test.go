@@ -1,8 +1,11 @@
 package workloads
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
+	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -27,5 +30,25 @@ func TestValidateCanary(t *testing.T) {
 		if err := validateCanary(tc.spec); (err != nil) != tc.wantErr {
 			t.Errorf("validateCanary(%v) = %v, want an error: %v", tc.spec, err, tc.wantErr)
 		}
+	}
+}
+
+// TestValidateRefusesAnOversizedSpec: a spec over MaxSpecBytes (10,000
+// environment variables) is refused with what to do instead; one just
+// under it is accepted.
+func TestValidateRefusesAnOversizedSpec(t *testing.T) {
+	spec := func(vars int) *v1.WorkloadSpec {
+		s := &v1.WorkloadSpec{ModuleDigest: "sha256:" + strings.Repeat("0", 64), Replicas: 10}
+		for i := range vars {
+			s.Env = append(s.Env, &v1.EnvVar{Name: fmt.Sprintf("VAR_%05d", i), Value: "some value"})
+		}
+		return s
+	}
+	err := Validate(spec(10000))
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "more than the 128 KiB") || !strings.Contains(err.Error(), "config or secret") {
+		t.Errorf("10,000 variables: %v", err)
+	}
+	if err := Validate(spec(3000)); err != nil {
+		t.Errorf("3,000 variables: %v", err)
 	}
 }

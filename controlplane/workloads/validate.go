@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/distribution/reference"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
@@ -27,6 +28,11 @@ var (
 
 // Limits on what one workload may ask for.
 const (
+	// MaxSpecBytes bounds a spec, encoded: every instance record carries a
+	// copy, and the controller writes many records per transaction under
+	// etcd's request limit (2 MiB). Configs and secrets, resolved when a
+	// node is sent its set, do not count.
+	MaxSpecBytes      = 128 << 10
 	MaxReplicas       = 100000
 	DefaultMemory     = 128 << 20
 	MinMemory         = 64 << 10
@@ -58,6 +64,9 @@ func ValidateName(name string) error {
 func Validate(spec *v1.WorkloadSpec) error {
 	if spec == nil {
 		return errdefs.Invalidf("workload spec is missing")
+	}
+	if n := proto.Size(spec); n > MaxSpecBytes {
+		return errdefs.Invalidf("the workload's spec is %d KiB encoded, more than the %d KiB a workload may have (each of its instances carries a copy): move long environment values, arguments or files into a config or secret", (n+1023)>>10, MaxSpecBytes>>10)
 	}
 	if err := validateRollout(spec); err != nil { // rollouts
 		return err

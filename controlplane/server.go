@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -36,6 +35,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/membership"
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/internal/datadir"
 )
 
 // Server is one control-plane member.
@@ -67,6 +67,7 @@ type Server struct {
 	metricsSrv *http.Server
 	metricsLis net.Listener
 
+	lock      *datadir.Lock // this member's hold on its data dir
 	stopping  chan struct{}
 	closeOnce sync.Once
 }
@@ -80,15 +81,17 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
-	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "controlplane"), stopping: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
+	// A second member on this data dir would wait forever on etcd's lock
+	// of its database: say at once who holds it.
+	if s.lock, err = datadir.Acquire(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	if s.apiLis, err = net.Listen("tcp", cfg.APIAddr); err != nil {
 		return nil, fmt.Errorf("API address %s: %w", cfg.APIAddr, err)
 	}
@@ -350,6 +353,7 @@ func (s *Server) Close() error {
 		if s.etcd != nil {
 			s.etcd.Close()
 		}
+		s.lock.Release()
 	})
 	return nil
 }

@@ -84,6 +84,8 @@ func TestBadConfigInputIsRefusedAndNothingIsStored(t *testing.T) {
 	oneLineError(t, c.run("config", "set", "cfg", "NOEQUALS"), "argument 1 is not KEY=VALUE")
 	oneLineError(t, c.run("config", "set", "Bad_Name", "A=1"), "invalid config name")
 	oneLineError(t, c.run("config", "set", "cfg", "1BAD=x"), `key "1BAD" is not valid`)
+	// A refusal by the server names the command as typed for its help.
+	oneLineError(t, c.run("config", "set", "cfg", "1BAD=x"), "see 'wasmorch config set --help'")
 
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	manifest := "apiVersion: wasmorch.dev/v1\nkind: Config\nmetadata:\n  name: good\ndata:\n  A: one\n---\n" +

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -78,10 +79,11 @@ func TestRestartAfterKillRestoresWorkloads(t *testing.T) {
 	t.Parallel()
 	c := startUp(t)
 	c.mustRun("deploy", "testdata/ticker.wasm", "--name", "ticker", "--replicas", "2")
+	starts := tickersRunning(t, c, 2, 0)
 	c.stop(syscall.SIGKILL)
 
 	c = startUpAt(t, c.dataDir, c.api, c.http)
-	tickersRunning(t, c, 2)
+	tickersRunning(t, c, 2, starts)
 }
 
 // TestCleanShutdownExitsZeroAndRestartRestores stops `up` with SIGTERM and
@@ -90,23 +92,30 @@ func TestCleanShutdownExitsZeroAndRestartRestores(t *testing.T) {
 	t.Parallel()
 	c := startUp(t)
 	c.mustRun("deploy", "testdata/ticker.wasm", "--name", "ticker", "--replicas", "2")
+	starts := tickersRunning(t, c, 2, 0)
 	if code := c.stop(syscall.SIGTERM); code != 0 {
 		t.Errorf("up exited %d after SIGTERM, want 0", code)
 	}
 
 	c = startUpAt(t, c.dataDir, c.api, c.http)
-	tickersRunning(t, c, 2)
+	starts = tickersRunning(t, c, 2, starts)
 	if code := c.stop(syscall.SIGINT); code != 0 {
 		t.Errorf("up exited %d after SIGINT, want 0", code)
 	}
 
 	c = startUpAt(t, c.dataDir, c.api, c.http)
-	tickersRunning(t, c, 2)
+	tickersRunning(t, c, 2, starts)
 }
 
+// tickStart matches the first line a ticker prints each time it starts.
+var tickStart = regexp.MustCompile(`(?m)\btick 1$`)
+
 // tickersRunning waits until the ticker workload is back with n running
-// instances, and checks they print.
-func tickersRunning(t *testing.T, c *cluster, n int) {
+// instances and each of them has printed since: the logs hold at least
+// n more starts ("tick 1") than the before seen earlier (instance logs
+// outlive restarts, so lines printed before a restart prove nothing). It
+// returns the starts counted.
+func tickersRunning(t *testing.T, c *cluster, n, before int) int {
 	t.Helper()
 	eventually(t, fmt.Sprintf("ticker back with %d running instances", n), func() (bool, string) {
 		ws, is := c.workloads(), c.instances("ticker")
@@ -119,10 +128,13 @@ func tickersRunning(t *testing.T, c *cluster, n int) {
 		ok := len(ws) == 1 && ws[0].Name == "ticker" && ws[0].Ready == n && running == n
 		return ok, toJSON(ws) + " " + toJSON(is)
 	})
-	eventually(t, "ticker prints", func() (bool, string) {
+	starts := 0
+	eventually(t, fmt.Sprintf("%d tickers start printing", n), func() (bool, string) {
 		r := c.run("logs", "ticker")
-		return r.code == 0 && strings.Contains(r.stdout, "tick "), r.String()
+		starts = len(tickStart.FindAllString(r.stdout, -1))
+		return r.code == 0 && starts >= before+n, fmt.Sprintf("%d starts, want %d or more: %s", starts, before+n, r)
 	})
+	return starts
 }
 
 // TestBadInputIsRefusedAndNothingIsCreated checks each kind of bad input:

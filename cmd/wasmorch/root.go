@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -99,5 +100,8 @@ func dial(cmd *cobra.Command, server string) (*cliclient.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return cliclient.Dial(server, cmd.Name(), cliclient.WithCredential(cred, tried))
+	// The command as typed after "wasmorch" ("config set", not "set"),
+	// for hints such as "see 'wasmorch config set --help'".
+	command := strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
+	return cliclient.Dial(server, command, cliclient.WithCredential(cred, tried))
 }

@@ -113,7 +113,7 @@ func (s *Server) putRolling(ctx context.Context, kind, name string, guard client
 	}
 	resp, err := s.store.Client.Txn(ctx).If(append(append(cmps, guard), extra...)...).Then(append(ops, put)...).Commit()
 	if err != nil {
-		return nil, errdefs.Unavailablef("write %s %s: %v", kind, name, err)
+		return nil, store.EtcdError(fmt.Sprintf("write %s %s", kind, name), err)
 	}
 	if !resp.Succeeded {
 		return nil, errdefs.Conflictf("%s %s or a workload using it changed meanwhile; try again", kind, name)

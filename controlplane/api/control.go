@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
+	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
@@ -258,7 +260,7 @@ func (a *controlAPI) writeWorkload(ctx context.Context, wl *v1.Workload, prev *v
 	cmps = append(cmps, present...)
 	resp, err := a.s.store.Client.Txn(ctx).If(cmps...).Then(append(ops, put)...).Commit()
 	if err != nil {
-		return errdefs.Unavailablef("write workload %q: %v", wl.GetName(), err)
+		return store.EtcdError(fmt.Sprintf("write workload %q", wl.GetName()), err)
 	}
 	if !resp.Succeeded {
 		return errdefs.Conflictf("workload %q, the claim of its route or one of its blobs changed since they were read", wl.GetName())

@@ -116,6 +116,11 @@ func (s *Server) Register(g *grpc.Server) {
 	v1.RegisterAgentServer(g, &agentAPI{s: s, leases: map[string]clientv3.LeaseID{}})
 }
 
+// MaxMessageBytes is the largest message the API takes. The CLI refuses a
+// larger request before sending it (cliclient.MaxRequestBytes); an upload
+// is streamed in chunks well under it.
+const MaxMessageBytes = 4 << 20
+
 // ServerOptions are the options of the member's gRPC server that the API
 // needs: its transport credentials (TLS, the caller's certificate judged
 // by authorize) and its interceptors (metrics, error codes,
@@ -125,7 +130,7 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 		grpc.Creds(newAPICreds(s.sec)),
 		grpc.ChainUnaryInterceptor(s.countCalls, unaryErrors, s.unaryAuth, s.quorumGuard),
 		grpc.ChainStreamInterceptor(streamErrors, s.streamAuth),
-		grpc.MaxRecvMsgSize(4 << 20),
+		grpc.MaxRecvMsgSize(MaxMessageBytes),
 	}
 }
 

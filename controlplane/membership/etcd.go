@@ -28,7 +28,7 @@ import (
 )
 
 // etcdMaxRequestBytes leaves room for one blob chunk plus its key.
-const etcdMaxRequestBytes = 2 * 1024 * 1024
+const etcdMaxRequestBytes = store.MaxRequestBytes
 
 // Dir is where a member's etcd data lives under its data dir.
 func Dir(dataDir string) string { return filepath.Join(dataDir, "etcd") }

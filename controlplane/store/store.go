@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -211,9 +212,27 @@ func Txn(ctx context.Context, kv clientv3.KV, cmps []clientv3.Cmp, ops []clientv
 	return failed, nil
 }
 
-func unavailable(err error) error {
+func unavailable(err error) error { return EtcdError("", err) }
+
+// MaxRequestBytes is the largest request the members' etcd takes
+// (membership configures it): one blob chunk and its key fit.
+const MaxRequestBytes = 2 << 20
+
+// EtcdError categorizes an error etcd returned while doing what (a few
+// words, "write workload \"x\""; may be empty). A request over etcd's size
+// limit is InvalidArgument: it would fail the same way forever, and a
+// client must not be told to try again. A cancelled or expired context is
+// returned as it is; anything else is Unavailable.
+func EtcdError(what string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return fmt.Errorf("%w: etcd: %w", errdefs.ErrUnavailable, err)
+	prefix := ""
+	if what != "" {
+		prefix = what + ": "
+	}
+	if errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrGRPCRequestTooLarge) {
+		return errdefs.Invalidf("%sthe write is larger than the %d MiB etcd takes in one request", prefix, MaxRequestBytes>>20)
+	}
+	return fmt.Errorf("%w: %setcd: %w", errdefs.ErrUnavailable, prefix, err)
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/internal/cliout"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -147,6 +148,11 @@ func call[Req, Resp any](ctx context.Context, c *Client, workload string, rpc fu
 	var zero Resp
 	if err := c.connect(ctx); err != nil {
 		return zero, err
+	}
+	if m, ok := any(req).(proto.Message); ok {
+		if n := proto.Size(m); n > MaxRequestBytes {
+			return zero, tooLarge(m, n)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.CallTimeout)
 	defer cancel()

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -104,14 +105,14 @@ func (f *fakeControl) DeleteWorkload(context.Context, *wasmorchv1.DeleteWorkload
 }
 
 // serve starts f on a loopback port and returns a client for it.
-func serve(t *testing.T, f wasmorchv1.ControlServer) *Client {
+func serve(t *testing.T, f wasmorchv1.ControlServer, opts ...grpc.ServerOption) *Client {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	pki := newTestPKI(t)
-	srv := grpc.NewServer(grpc.Creds(pki.serverCreds(t)))
+	srv := grpc.NewServer(append(opts, grpc.Creds(pki.serverCreds(t)))...)
 	wasmorchv1.RegisterControlServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
@@ -299,5 +300,45 @@ func TestDialRejectsAnAddressThatIsNotHostPort(t *testing.T) {
 	_, err := Dial("localhost", "get")
 	if err == nil || !strings.Contains(err.Error(), "HOST:PORT") {
 		t.Errorf("Dial = %v", err)
+	}
+}
+
+// bigEnv is n environment variables of 1 KiB each.
+func bigEnv(n int) []string {
+	env := make([]string, n)
+	for i := range env {
+		env[i] = fmt.Sprintf("V%d=%s", i, strings.Repeat("x", 1<<10))
+	}
+	return env
+}
+
+// TestAnOversizedSpecIsRefusedBeforeItIsSent: a spec over the 4 MiB a
+// server takes in one message is a permanent error naming its size and
+// what to do, and is not sent (gRPC's own answer is ResourceExhausted,
+// which said nothing a user could act on).
+func TestAnOversizedSpecIsRefusedBeforeItIsSent(t *testing.T) {
+	f := &fakeControl{script: running2}
+	c := serve(t, f)
+	_, err := c.Deploy(context.Background(), DeployConfig{File: "../../testdata/hello.wasm", Name: "big", Replicas: 1, Env: bigEnv(10 << 10)}, nil)
+	want := "the spec of workload big is 10.1 MiB, more than the 4 MiB a wasmorch server takes in one request; move long environment values, arguments or files into a config or secret (docs/manifests.md)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Deploy = %v, want %q", err, want)
+	}
+	if f.applied != nil {
+		t.Fatalf("the oversized spec was sent")
+	}
+}
+
+// TestAMessageOverTheServersLimitIsPermanent: a server whose limit is
+// lower than the client's (an older or differently built one) answers
+// ResourceExhausted; the client says it refused the request and what to
+// do, not to try again.
+func TestAMessageOverTheServersLimitIsPermanent(t *testing.T) {
+	f := &fakeControl{script: running2}
+	c := serve(t, f, grpc.MaxRecvMsgSize(64<<10))
+	_, err := c.Deploy(context.Background(), DeployConfig{File: "../../testdata/hello.wasm", Name: "big", Replicas: 1, Env: bigEnv(100)}, nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "the wasmorch server at "+c.Addr()+" refused the request: ") ||
+		!strings.HasSuffix(err.Error(), "; make it smaller: long environment values, arguments and files belong in a config or secret") {
+		t.Fatalf("Deploy = %v, want a permanent refusal saying to make the request smaller", err)
 	}
 }

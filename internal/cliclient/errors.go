@@ -11,7 +11,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/wasmorch/wasmorch/internal/errdefs"
+	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
 // Error is a failure as the CLI reports it: what went wrong and what to do
@@ -131,8 +134,37 @@ func (c *Client) failure(err error, workload string) error {
 		return &Error{What: msg, Hint: "it changed while this ran; try again", Cause: cat}
 	case errdefs.IsUnavailable(cat):
 		return &Error{What: fmt.Sprintf("the wasmorch server at %s is not ready: %s", c.addr, msg), Hint: "try again in a moment", Cause: cat}
+	case code == codes.ResourceExhausted:
+		// A message over gRPC's limit (a server older than this client's
+		// own check, or an answer over the client's), or the server out of
+		// a resource: waiting does not make either smaller.
+		return &Error{What: fmt.Sprintf("the wasmorch server at %s refused the request: %s", c.addr, msg), Hint: "make it smaller: long environment values, arguments and files belong in a config or secret", Cause: err}
 	case code == codes.Unimplemented:
 		return &Error{What: fmt.Sprintf("the wasmorch server at %s does not support this: %s", c.addr, msg), Hint: "use a client and server of the same version ('wasmorch version')", Cause: err}
 	}
 	return &Error{What: fmt.Sprintf("the wasmorch server at %s failed: %s", c.addr, msg), Hint: "see the server's log", Cause: err}
+}
+
+// MaxRequestBytes is the largest request a wasmorch server takes in one
+// message (the API's grpc.MaxRecvMsgSize, controlplane/api.MaxMessageBytes).
+// A larger one is refused before it is sent: gRPC would only say
+// ResourceExhausted, which reads like a server short of something.
+const MaxRequestBytes = 4 << 20
+
+// tooLarge is the error for a request of n bytes over MaxRequestBytes.
+func tooLarge(req proto.Message, n int) error {
+	size := func(b int) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+	limit := fmt.Sprintf("more than the %d MiB a wasmorch server takes in one request", MaxRequestBytes>>20)
+	switch r := req.(type) {
+	case *wasmorchv1.ApplyWorkloadRequest:
+		return &Error{
+			What: fmt.Sprintf("the spec of workload %s is %s, %s", r.GetName(), size(n), limit),
+			Hint: "move long environment values, arguments or files into a config or secret (docs/manifests.md)",
+		}
+	case *wasmorchv1.SetConfigRequest:
+		return &Error{What: fmt.Sprintf("config %s is %s, %s", r.GetName(), size(n), limit), Hint: "split it into several configs"}
+	case *wasmorchv1.SetSecretRequest:
+		return &Error{What: fmt.Sprintf("secret %s is %s, %s", r.GetName(), size(n), limit), Hint: "split it into several secrets"}
+	}
+	return &Error{What: fmt.Sprintf("the request is %s, %s", size(n), limit), Hint: "make it smaller"}
 }

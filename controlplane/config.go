@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/controller"
 	"github.com/wasmorch/wasmorch/controlplane/membership"
 )
@@ -101,6 +102,10 @@ type Config struct {
 	// BlobGCGrace (zero: DefaultBlobGCGrace). See controller/blobgc.go.
 	BlobGCInterval time.Duration `json:"blobGCInterval" yaml:"blobGCInterval"`
 	BlobGCGrace    time.Duration `json:"blobGCGrace" yaml:"blobGCGrace"`
+	// MaxUploadBytes bounds an uploaded module or image archive (at most
+	// blobs.MaxSize; zero: DefaultMaxUploadBytes). Uploads are spooled in
+	// DataDir/uploads while they are checked.
+	MaxUploadBytes int64 `json:"maxUploadBytes" yaml:"maxUploadBytes"`
 }
 
 // Defaults of the leader's loops (package controller), as the flags of
@@ -112,6 +117,7 @@ const (
 	DefaultRolloutMaxErrorPercent = controller.DefaultRolloutMaxErrorPercent
 	DefaultBlobGCInterval         = controller.DefaultBlobGCInterval
 	DefaultBlobGCGrace            = controller.DefaultBlobGCGrace
+	DefaultMaxUploadBytes         = blobs.DefaultMaxUpload
 )
 
 // DefaultMetricsAddr is where a member serves its metrics unless told
@@ -142,6 +148,7 @@ func DefaultConfig() Config {
 		// blob GC
 		BlobGCInterval: DefaultBlobGCInterval,
 		BlobGCGrace:    DefaultBlobGCGrace,
+		MaxUploadBytes: DefaultMaxUploadBytes,
 	}
 }
 
@@ -208,6 +215,9 @@ func (c Config) Validate() error {
 	}
 	if c.BlobGCInterval < 0 || c.BlobGCGrace < 0 {
 		errs = append(errs, errors.New("blob GC interval and grace must not be negative"))
+	}
+	if c.MaxUploadBytes < 0 || c.MaxUploadBytes > blobs.MaxSize {
+		errs = append(errs, fmt.Errorf("max upload size must be within 0..%d MiB (0: %d MiB)", blobs.MaxSize>>20, DefaultMaxUploadBytes>>20))
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 
@@ -24,7 +25,7 @@ func uploadAs(ctx context.Context, c v1.ControlClient, b []byte, media string) e
 	if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Header{Header: hdr}}); err != nil {
 		return err
 	}
-	if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Chunk{Chunk: b}}); err != nil {
+	if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Chunk{Chunk: b}}); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	_, err = stream.CloseAndRecv()

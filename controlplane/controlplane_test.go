@@ -98,7 +98,7 @@ func uploadB(ctx context.Context, c v1.ControlClient, b []byte, digest string) e
 	}
 	for off := 0; off < len(b); off += 100_000 {
 		end := min(off+100_000, len(b))
-		if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Chunk{Chunk: b[off:end]}}); err != nil {
+		if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Chunk{Chunk: b[off:end]}}); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
 	}

@@ -4,3 +4,7 @@ package controlplane
 // routes and writing the workload, so that a test can line two deploys up
 // in that window.
 func SetRouteCheckedHook(s *Server, f func()) { s.api.SetRouteChecked(f) }
+
+// UploadWaiters is how many uploads of digest wait for the one the member
+// is receiving.
+func UploadWaiters(s *Server, digest string) int { return s.api.UploadWaiters(digest) }

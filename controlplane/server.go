@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -167,6 +168,10 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}
 	s.blobs = blobs.New(cli)
+	uploads := filepath.Join(cfg.DataDir, "uploads")
+	if err := os.MkdirAll(uploads, 0o700); err != nil {
+		return nil, fmt.Errorf("upload spool directory: %w", err)
+	}
 	s.metrics = newMetrics()
 	s.loops = controller.NewMetrics(s.metrics.registry)
 	s.events = events.New(cli, cfg.Name)
@@ -175,7 +180,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Name: cfg.Name, Logger: s.log, Store: s.store, Cache: s.cache, Blobs: s.blobs, Events: s.events, Etcd: s.etcd,
 		CA: s.sec.ca, Identity: s.sec.member, Secrets: s.keys, Registry: s.metrics.registry,
 		HeartbeatInterval: cfg.HeartbeatInterval, NodeGrace: cfg.NodeGrace, RevisionHistoryLimit: cfg.RevisionHistoryLimit,
-		Stopping: s.stopping,
+		Stopping: s.stopping, MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploads,
 	})
 	s.grpc = grpc.NewServer(s.api.ServerOptions()...)
 	s.api.Register(s.grpc)

@@ -61,3 +61,17 @@ func TestOversizedInputIsRefusedForGood(t *testing.T) {
 		t.Fatalf("oversized input stored workloads: %s", toJSON(ws))
 	}
 }
+
+// TestAnUploadOverTheLimitIsRefused: a module over the server's
+// --max-upload-size is refused in one line naming both sizes, and
+// nothing is stored ([hardening] 22).
+func TestAnUploadOverTheLimitIsRefused(t *testing.T) {
+	t.Parallel()
+	c := startUpAt(t, t.TempDir(), freeAddr(t), freeAddr(t), "--max-upload-size", "1Mi")
+	oneLineError(t, c.run("deploy", "testdata/gohello.wasm", "--name", "big"),
+		"the server refused the request: the upload is 2.5 MiB, more than the 1.0 MiB this server takes (its --max-upload-size)")
+	c.mustRun("deploy", "testdata/hello.wasm", "--name", "small", "--restart", "never")
+	if ws := c.workloads(); len(ws) != 1 || ws[0].Name != "small" {
+		t.Fatalf("workloads = %s, want only the small one", toJSON(ws))
+	}
+}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -149,7 +150,7 @@ func (a *allInOne) uploadArchive(tb testing.TB, path string) string {
 		tb.Fatal(err)
 	}
 	for off := 0; off < len(b); off += 1 << 20 {
-		if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Chunk{Chunk: b[off:min(off+1<<20, len(b))]}}); err != nil {
+		if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Chunk{Chunk: b[off:min(off+1<<20, len(b))]}}); err != nil && !errors.Is(err, io.EOF) {
 			tb.Fatal(err)
 		}
 	}

@@ -154,7 +154,7 @@ func (a *allInOne) tryDeploy(name, module string, spec *v1.WorkloadSpec) error {
 		return err
 	}
 	for off := 0; off < len(b); off += 1 << 20 {
-		if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Chunk{Chunk: b[off:min(off+1<<20, len(b))]}}); err != nil {
+		if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Chunk{Chunk: b[off:min(off+1<<20, len(b))]}}); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
 	}

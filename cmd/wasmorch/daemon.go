@@ -84,7 +84,7 @@ on --containerd-socket.`,
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	addCertLifetimeFlag(cmd, &cp)
 	addRolloutSettings(cmd, &cp)
-	addBlobGCSettings(cmd, &cp)
+	addBlobSettings(cmd, &cp)
 	addDebugFlag(cmd, &cp)
 	return cmd
 }
@@ -131,7 +131,7 @@ controllers, and the HTTP gateway. Workers join it with 'wasmorch agent --server
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	addCertLifetimeFlag(cmd, &cp)
 	addRolloutSettings(cmd, &cp)
-	addBlobGCSettings(cmd, &cp)
+	addBlobSettings(cmd, &cp)
 	addDebugFlag(cmd, &cp)
 	return cmd
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"strings"
@@ -70,7 +71,7 @@ func (g *gcServer) pass(t *testing.T) int {
 func (g *gcServer) upload(t *testing.T, module []byte) string {
 	t.Helper()
 	d := blobs.Digest(module)
-	if _, err := g.s.blobs.Put(context.Background(), d, module, "application/wasm", wasmPageSize, ""); err != nil {
+	if _, err := g.s.blobs.Put(context.Background(), d, bytes.NewReader(module), int64(len(module)), blobs.Meta{MediaType: "application/wasm", WasmMinMemoryBytes: wasmPageSize}); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -360,7 +361,7 @@ func TestBlobGCCollectsAnUnfinishedUploadAndPutSurvivesIt(t *testing.T) {
 			t.Error(err)
 		}
 	}})
-	if _, err := put.Put(ctx, d, module, "application/wasm", wasmPageSize, ""); err != nil {
+	if _, err := put.Put(ctx, d, bytes.NewReader(module), int64(len(module)), blobs.Meta{MediaType: "application/wasm", WasmMinMemoryBytes: wasmPageSize}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := g.s.blobs.Read(ctx, d)

@@ -39,12 +39,3 @@ func (s *Server) resolveContainerSource(ctx context.Context, spec *v1.WorkloadSp
 	spec.ModuleSize = meta.GetSize()
 	return nil
 }
-
-// inspectImageArchive refuses an upload that is not a complete OCI image
-// layout archive.
-func inspectImageArchive(b []byte) error {
-	if _, err := ociarchive.Inspect(b); err != nil {
-		return errdefs.Invalidf("invalid OCI image archive: %v", err)
-	}
-	return nil
-}

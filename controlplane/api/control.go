@@ -14,7 +14,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/store"
@@ -32,73 +31,6 @@ type controlAPI struct {
 
 func (a *controlAPI) Version(context.Context, *v1.VersionRequest) (*v1.VersionResponse, error) {
 	return &v1.VersionResponse{Version: version.Version, Member: a.s.cfg.Name}, nil
-}
-
-// UploadBlob receives a module as a client stream, checks its digest and
-// validity, and stores it once.
-func (a *controlAPI) UploadBlob(stream v1.Control_UploadBlobServer) error {
-	first, err := stream.Recv()
-	if err != nil {
-		return err
-	}
-	hdr := first.GetHeader()
-	if hdr == nil {
-		return errdefs.Invalidf("upload must start with a header naming the digest and size")
-	}
-	if _, err := blobs.ParseDigest(hdr.GetDigest()); err != nil {
-		return err
-	}
-	b, err := blobs.ReadUpload(&chunkReader{recv: stream.Recv}, hdr.GetSize())
-	if err != nil {
-		return err
-	}
-	if got := blobs.Digest(b); got != hdr.GetDigest() {
-		return errdefs.Invalidf("digest mismatch: expected %s, the uploaded bytes hash to %s", hdr.GetDigest(), got)
-	}
-	media := hdr.GetMediaType()
-	if media == "" {
-		media = "application/wasm"
-	}
-	var info moduleInfo
-	switch media {
-	case "application/wasm":
-		if info, err = inspectModule(stream.Context(), b); err != nil {
-			return err
-		}
-	case ociarchive.MediaType:
-		if err := inspectImageArchive(b); err != nil {
-			return err
-		}
-	default:
-		return errdefs.Invalidf("media type %q is not supported: upload application/wasm modules or %s image archives", media, ociarchive.MediaType)
-	}
-	existed, err := a.s.blobs.Put(stream.Context(), hdr.GetDigest(), b, media, info.minMemoryBytes, info.unsupported)
-	if err != nil {
-		return err
-	}
-	return stream.SendAndClose(&v1.UploadResponse{Digest: hdr.GetDigest(), Size: int64(len(b)), Existed: existed})
-}
-
-// chunkReader turns the upload stream's chunks into an io.Reader.
-type chunkReader struct {
-	recv func() (*v1.UploadRequest, error)
-	buf  []byte
-}
-
-func (r *chunkReader) Read(p []byte) (int, error) {
-	for len(r.buf) == 0 {
-		m, err := r.recv()
-		if err != nil {
-			return 0, err // io.EOF ends the upload
-		}
-		if m.GetHeader() != nil {
-			return 0, errdefs.Invalidf("upload sent a second header")
-		}
-		r.buf = m.GetChunk()
-	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
 }
 
 // ApplyWorkload creates a workload or updates its spec. A change to

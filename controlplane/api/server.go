@@ -59,6 +59,12 @@ type Config struct {
 	// RevisionHistoryLimit is how many revisions of a workload are kept
 	// (zero: workloads.DefaultRevisionHistoryLimit).
 	RevisionHistoryLimit int
+	// MaxUploadBytes bounds an uploaded module or image archive (zero:
+	// blobs.DefaultMaxUpload; at most blobs.MaxSize). UploadDir is where
+	// uploads are spooled while they are received and checked (empty: the
+	// system's temporary directory).
+	MaxUploadBytes int64
+	UploadDir      string
 	// Stopping is closed when the member shuts down: streams end.
 	Stopping <-chan struct{}
 	// SessionRefresh is how long a node's session may stay silent before
@@ -83,6 +89,11 @@ type Server struct {
 	statuses *statusWriter
 	stopping <-chan struct{}
 	calls    *prometheus.CounterVec
+	// uploads (upload.go)
+	maxUpload   int64
+	uploadDir   string
+	uploads     uploadLocks
+	inspections chan struct{}
 
 	routeChecked func()
 }
@@ -104,6 +115,10 @@ func New(cfg Config) *Server {
 		sec: sec, keys: cfg.Secrets, workers: newWorkerClients(), statuses: newStatusWriter(cfg.Store.Client), stopping: cfg.Stopping,
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_api_calls_total", Help: "Unary API calls by method and outcome."}, []string{"method", "code"})}
 	s.workers.sec = sec
+	s.maxUpload, s.uploadDir, s.inspections = cfg.MaxUploadBytes, cfg.UploadDir, make(chan struct{}, maxInspections)
+	if s.maxUpload <= 0 {
+		s.maxUpload = blobs.DefaultMaxUpload
+	}
 	if cfg.Registry != nil {
 		cfg.Registry.MustRegister(s.calls)
 	}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -25,8 +26,13 @@ import (
 // ChunkSize is the size of each stored piece, under etcd's request limit.
 const ChunkSize = 1 << 20
 
-// MaxSize bounds one blob (etcd keeps everything in its backend file).
-const MaxSize = 256 << 20
+// Sizes of blobs. A member takes uploads up to its configured limit
+// (DefaultMaxUpload unless told otherwise), which can be raised to MaxSize
+// at most: every blob is kept whole in etcd, on every member.
+const (
+	DefaultMaxUpload = 128 << 20
+	MaxSize          = 1 << 30
+)
 
 // Store keeps blobs in etcd.
 type Store struct {
@@ -79,39 +85,50 @@ func (s *Store) Stat(ctx context.Context, digest string) (*v1.BlobMeta, error) {
 	return meta, nil
 }
 
-// Put stores b under its digest, which must equal want. It reports whether
-// the blob was already stored (deduplicated); its metadata record is then
-// rewritten unchanged, which bumps its mod revision: the collector
-// (controlplane/blobgc.go) restarts a blob's grace period at every upload
-// and cannot delete it under one that has just returned. A module's
-// initial memory and why it cannot run as Wasm ("" when it can) are kept
-// in its metadata.
-func (s *Store) Put(ctx context.Context, want string, b []byte, mediaType string, wasmMinMemory int64, wasmUnsupported string) (existed bool, err error) {
-	got := Digest(b)
-	if want != got {
-		return false, errdefs.Invalidf("digest mismatch: expected %s, the uploaded bytes hash to %s", want, got)
+// Meta is what the store records about a blob beside its bytes: its
+// media type and, for a module, its initial memory and why the wasm
+// runtime cannot run it ("" when it can).
+type Meta struct {
+	MediaType          string
+	WasmMinMemoryBytes int64
+	WasmUnsupported    string
+}
+
+// Put stores the size bytes of content under digest, chunk by chunk (its
+// memory is one chunk whatever the size), and fails without writing the
+// metadata if they do not hash to digest. It reports whether the blob was
+// already stored (deduplicated); its metadata record is then rewritten
+// unchanged (Touch), which restarts its grace period with the collector
+// (controller/blobgc.go).
+func (s *Store) Put(ctx context.Context, digest string, content io.ReaderAt, size int64, m Meta) (existed bool, err error) {
+	hexPart, err := ParseDigest(digest)
+	if err != nil {
+		return false, err
 	}
-	if len(b) > MaxSize {
-		return false, errdefs.Invalidf("blob of %d bytes is over the %d-byte limit", len(b), MaxSize)
+	if size < 0 || size > MaxSize {
+		return false, errdefs.Invalidf("blob of %d bytes is outside 0..%d bytes", size, MaxSize)
 	}
-	hexPart, _ := ParseDigest(got)
 	// Each attempt loses only to the collector deleting the blob at that
 	// moment; three in a row mean something else is wrong.
 	for range 3 {
-		if touched, err := s.touch(ctx, hexPart); err != nil || touched {
+		if touched, err := s.Touch(ctx, digest); err != nil || touched {
 			return touched, err
 		}
-		stored, err := s.write(ctx, hexPart, b, mediaType, wasmMinMemory, wasmUnsupported)
+		stored, err := s.write(ctx, hexPart, content, size, m)
 		if err != nil || stored {
 			return false, err
 		}
 	}
-	return false, errdefs.Unavailablef("store blob %s: its chunks kept disappearing while they were written; try again", got)
+	return false, errdefs.Unavailablef("store blob %s: its chunks kept disappearing while they were written; try again", digest)
 }
 
-// touch rewrites the blob's metadata unchanged if it is stored, and says
-// whether it did.
-func (s *Store) touch(ctx context.Context, hexPart string) (bool, error) {
+// Touch rewrites a blob's metadata unchanged if it is stored, and says
+// whether it did: an upload of bytes already stored needs nothing else.
+func (s *Store) Touch(ctx context.Context, digest string) (bool, error) {
+	hexPart, err := ParseDigest(digest)
+	if err != nil {
+		return false, err
+	}
 	key := metaKey(hexPart)
 	resp, err := s.kv.Get(ctx, key)
 	if err != nil {
@@ -135,23 +152,31 @@ func (s *Store) touch(ctx context.Context, hexPart string) (bool, error) {
 // metadata that is referenced or was written within its grace period).
 // Concurrent uploads of the same bytes write the same chunks; the first
 // metadata write wins and the second finds it.
-func (s *Store) write(ctx context.Context, hexPart string, b []byte, mediaType string, wasmMinMemory int64, wasmUnsupported string) (bool, error) {
+func (s *Store) write(ctx context.Context, hexPart string, content io.ReaderAt, size int64, m Meta) (bool, error) {
 	digest := "sha256:" + hexPart
+	sum := sha256.New()
+	buf := make([]byte, min(ChunkSize, size))
 	chunks := 0
-	for off := 0; off < len(b) || chunks == 0; off += ChunkSize {
-		end := min(off+ChunkSize, len(b))
-		if _, err := s.kv.Put(ctx, chunkKey(hexPart, chunks), string(b[off:end])); err != nil {
+	for off := int64(0); off < size || chunks == 0; off += ChunkSize {
+		n := min(ChunkSize, size-off)
+		if _, err := content.ReadAt(buf[:n], off); err != nil && !(errors.Is(err, io.EOF) && n == 0) {
+			return false, fmt.Errorf("store blob %s: reading its bytes: %w", digest, err)
+		}
+		sum.Write(buf[:n])
+		if _, err := s.kv.Put(ctx, chunkKey(hexPart, chunks), string(buf[:n])); err != nil {
 			return false, fmt.Errorf("%w: store blob %s chunk %d: %w", errdefs.ErrUnavailable, digest, chunks, err)
 		}
 		chunks++
-		if end == len(b) {
-			break
-		}
+	}
+	if got := "sha256:" + hex.EncodeToString(sum.Sum(nil)); got != digest {
+		// The chunks stay until the collector takes them as an
+		// unfinished upload.
+		return false, errdefs.Invalidf("digest mismatch: expected %s, the uploaded bytes hash to %s", digest, got)
 	}
 	meta, err := proto.Marshal(&v1.BlobMeta{
-		Digest: digest, Size: int64(len(b)), Chunks: int32(chunks), ChunkSize: ChunkSize,
-		MediaType: mediaType, CreatedUnixNano: time.Now().UnixNano(), WasmMinMemoryBytes: wasmMinMemory,
-		WasmUnsupported: wasmUnsupported,
+		Digest: digest, Size: size, Chunks: int32(chunks), ChunkSize: ChunkSize,
+		MediaType: m.MediaType, CreatedUnixNano: time.Now().UnixNano(), WasmMinMemoryBytes: m.WasmMinMemoryBytes,
+		WasmUnsupported: m.WasmUnsupported,
 	})
 	if err != nil {
 		return false, err
@@ -210,19 +235,4 @@ func (s *Store) Read(ctx context.Context, digest string) ([]byte, error) {
 		return nil, fmt.Errorf("blob %s is corrupt in the store: its bytes hash to %s", digest, got)
 	}
 	return out, nil
-}
-
-// ReadUpload reads an upload of at most MaxSize bytes from r.
-func ReadUpload(r io.Reader, size int64) ([]byte, error) {
-	if size < 0 || size > MaxSize {
-		return nil, errdefs.Invalidf("upload size %d is outside 0..%d bytes", size, MaxSize)
-	}
-	b, err := io.ReadAll(io.LimitReader(r, MaxSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) != size {
-		return nil, errdefs.Invalidf("upload truncated or oversized: header says %d bytes, received %d", size, len(b))
-	}
-	return b, nil
 }

@@ -30,6 +30,15 @@ const MediaType = "application/vnd.oci.image.layout.v1+tar"
 // maxIndexDepth bounds nested indexes, so that a cyclic archive is refused.
 const maxIndexDepth = 4
 
+// dockerManifestFile is the index of an archive in Docker's own format,
+// which 'docker save' wrote before Docker 25 (manifest.json, <id>/layer.tar
+// and no oci-layout); from 25 on it writes both formats in one archive.
+const dockerManifestFile = "manifest.json"
+
+// ErrDockerArchive is Inspect's error for an archive in Docker's own
+// format: FromDocker converts one.
+var ErrDockerArchive = errors.New("a Docker image archive (manifest.json, no oci-layout), not an OCI image layout archive")
+
 // LooksLike reports whether head, the first bytes of a file, starts a tar
 // archive (POSIX ustar or GNU magic at offset 257). It decides which
 // validation a file gets; Inspect then says precisely what is wrong.
@@ -48,32 +57,54 @@ type Info struct {
 	Size      int64    // bytes of the archive
 }
 
+// maxMetadataBytes bounds each JSON document an archive is checked by
+// (oci-layout, index.json, an index, a manifest, an image config): only
+// these are read into memory, layers are hashed as they stream past.
+const maxMetadataBytes = 4 << 20
+
 // Inspect checks that data is a complete OCI image layout archive: an
 // oci-layout file, an index.json naming at least one image manifest, and
 // every blob those reference present with the digest and size they are
 // referenced by. Its errors name the first thing that is wrong.
 func Inspect(data []byte) (Info, error) {
-	files, err := readTar(data)
+	return InspectAt(bytes.NewReader(data), int64(len(data)))
+}
+
+// InspectAt is Inspect of the size bytes of an archive read through r (a
+// file): it reads the archive once, hashing each file as it goes, and
+// then only the JSON documents it checks, so its memory does not grow
+// with the archive.
+func InspectAt(r io.ReaderAt, size int64) (Info, error) {
+	files, err := scanTar(r, size)
 	if err != nil {
 		return Info{}, err
 	}
-	layout, ok := files[ocispec.ImageLayoutFile]
-	if !ok {
+	a := &archive{r: r, files: files, info: Info{Size: size}}
+	if _, ok := files[ocispec.ImageLayoutFile]; !ok {
+		if _, docker := files[dockerManifestFile]; docker {
+			return Info{}, ErrDockerArchive
+		}
 		return Info{}, errors.New("not an OCI image layout archive: no oci-layout file (save the image with 'docker save' or 'skopeo copy ... oci-archive:FILE')")
+	}
+	layout, err := a.read(ocispec.ImageLayoutFile)
+	if err != nil {
+		return Info{}, err
 	}
 	var l ocispec.ImageLayout
 	if err := json.Unmarshal(layout, &l); err != nil || l.Version == "" {
 		return Info{}, fmt.Errorf("oci-layout is not a valid image layout file (want {\"imageLayoutVersion\": \"1.0.0\"})")
 	}
-	raw, ok := files[ocispec.ImageIndexFile]
-	if !ok {
+	if _, ok := files[ocispec.ImageIndexFile]; !ok {
 		return Info{}, errors.New("OCI image layout archive has no index.json")
+	}
+	raw, err := a.read(ocispec.ImageIndexFile)
+	if err != nil {
+		return Info{}, err
 	}
 	var idx ocispec.Index
 	if err := json.Unmarshal(raw, &idx); err != nil {
 		return Info{}, fmt.Errorf("index.json is not valid JSON: %v", err)
 	}
-	a := &archive{files: files, info: Info{Size: int64(len(data))}}
 	if err := a.walkIndex("index.json", idx, 0); err != nil {
 		return Info{}, err
 	}
@@ -83,8 +114,16 @@ func Inspect(data []byte) (Info, error) {
 	return a.info, nil
 }
 
+// entry is a regular file of the archive: where its bytes are and their
+// sha256.
+type entry struct {
+	off, size int64
+	sha256    digest.Digest
+}
+
 type archive struct {
-	files map[string][]byte
+	r     io.ReaderAt
+	files map[string]entry
 	info  Info
 }
 
@@ -96,12 +135,12 @@ func (a *archive) walkIndex(where string, idx ocispec.Index, depth int) error {
 		return fmt.Errorf("%s: indexes nested more than %d deep", where, maxIndexDepth)
 	}
 	for _, d := range idx.Manifests {
-		b, err := a.blob(where, d)
-		if err != nil {
-			return err
-		}
 		switch d.MediaType {
 		case ocispec.MediaTypeImageIndex, "application/vnd.docker.distribution.manifest.list.v2+json":
+			b, err := a.blob(where, d)
+			if err != nil {
+				return err
+			}
 			var sub ocispec.Index
 			if err := json.Unmarshal(b, &sub); err != nil {
 				return fmt.Errorf("index %s is not valid JSON: %v", d.Digest, err)
@@ -110,12 +149,19 @@ func (a *archive) walkIndex(where string, idx ocispec.Index, depth int) error {
 				return err
 			}
 		case ocispec.MediaTypeImageManifest, "application/vnd.docker.distribution.manifest.v2+json":
+			b, err := a.blob(where, d)
+			if err != nil {
+				return err
+			}
 			if err := a.checkManifest(d, b); err != nil {
 				return err
 			}
 		default:
 			// Attestations, signatures and other artifacts: not an image,
-			// but present and intact, which blob checked.
+			// but present and intact.
+			if _, err := a.check(where, d); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -139,7 +185,7 @@ func (a *archive) checkManifest(d ocispec.Descriptor, b []byte) error {
 		return fmt.Errorf("%s has no layers", where)
 	}
 	for _, l := range m.Layers {
-		if _, err := a.blob(where, l); err != nil {
+		if _, err := a.check(where, l); err != nil {
 			return err
 		}
 	}
@@ -150,29 +196,69 @@ func (a *archive) checkManifest(d ocispec.Descriptor, b []byte) error {
 	return nil
 }
 
-// blob returns the verified bytes d names.
-func (a *archive) blob(where string, d ocispec.Descriptor) ([]byte, error) {
+// check verifies that the blob d names is present with d's size and
+// digest, and returns its entry.
+func (a *archive) check(where string, d ocispec.Descriptor) (entry, error) {
 	if err := d.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("%s references an invalid digest %q: %v", where, d.Digest, err)
+		return entry{}, fmt.Errorf("%s references an invalid digest %q: %v", where, d.Digest, err)
 	}
 	name := path.Join(ocispec.ImageBlobsDir, d.Digest.Algorithm().String(), d.Digest.Encoded())
-	b, ok := a.files[name]
+	e, ok := a.files[name]
 	if !ok {
-		return nil, fmt.Errorf("%s references %s, which the archive lacks (%s)", where, d.Digest, name)
+		return entry{}, fmt.Errorf("%s references %s, which the archive lacks (%s)", where, d.Digest, name)
 	}
-	if int64(len(b)) != d.Size {
-		return nil, fmt.Errorf("blob %s is %d bytes, but %s says %d", d.Digest, len(b), where, d.Size)
+	if e.size != d.Size {
+		return entry{}, fmt.Errorf("blob %s is %d bytes, but %s says %d", d.Digest, e.size, where, d.Size)
 	}
-	if got := d.Digest.Algorithm().FromBytes(b); got != d.Digest {
-		return nil, fmt.Errorf("blob %s is corrupt: its bytes hash to %s", d.Digest, got)
+	got := e.sha256
+	if d.Digest.Algorithm() != digest.SHA256 {
+		var err error
+		if got, err = d.Digest.Algorithm().FromReader(io.NewSectionReader(a.r, e.off, e.size)); err != nil {
+			return entry{}, fmt.Errorf("blob %s: %v", d.Digest, err)
+		}
+	}
+	if got != d.Digest {
+		return entry{}, fmt.Errorf("blob %s is corrupt: its bytes hash to %s", d.Digest, got)
+	}
+	return e, nil
+}
+
+// blob returns the verified bytes of a JSON document d names.
+func (a *archive) blob(where string, d ocispec.Descriptor) ([]byte, error) {
+	e, err := a.check(where, d)
+	if err != nil {
+		return nil, err
+	}
+	if e.size > maxMetadataBytes {
+		return nil, fmt.Errorf("%s %s is %d bytes, more than the %d a JSON document of an image may have", d.MediaType, d.Digest, e.size, maxMetadataBytes)
+	}
+	return a.bytes(e)
+}
+
+// read returns the bytes of a file named in the archive (oci-layout,
+// index.json).
+func (a *archive) read(name string) ([]byte, error) {
+	e := a.files[name]
+	if e.size > maxMetadataBytes {
+		return nil, fmt.Errorf("%s is %d bytes, more than the %d it may have", name, e.size, maxMetadataBytes)
+	}
+	return a.bytes(e)
+}
+
+func (a *archive) bytes(e entry) ([]byte, error) {
+	b := make([]byte, e.size)
+	if _, err := a.r.ReadAt(b, e.off); err != nil && !(errors.Is(err, io.EOF) && e.size == 0) {
+		return nil, fmt.Errorf("reading the archive: %v", err)
 	}
 	return b, nil
 }
 
-// readTar returns the archive's regular files by cleaned name.
-func readTar(data []byte) (map[string][]byte, error) {
-	files := map[string][]byte{}
-	tr := tar.NewReader(bytes.NewReader(data))
+// scanTar reads the archive once and returns its regular files by
+// cleaned name: where each one's bytes are, and their sha256.
+func scanTar(r io.ReaderAt, size int64) (map[string]entry, error) {
+	files := map[string]entry{}
+	cr := &countingReader{r: io.NewSectionReader(r, 0, size)}
+	tr := tar.NewReader(cr)
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -184,16 +270,32 @@ func readTar(data []byte) (map[string][]byte, error) {
 		if h.Typeflag != tar.TypeReg {
 			continue
 		}
-		b, err := io.ReadAll(tr)
+		off := cr.n // archive/tar reads no further than the entry's header
+		sum := digest.SHA256.Digester()
+		n, err := io.Copy(sum.Hash(), tr)
 		if err != nil {
 			return nil, fmt.Errorf("tar entry %s is truncated: %v", h.Name, err)
 		}
-		files[strings.TrimPrefix(path.Clean("/"+h.Name), "/")] = b
+		if cr.n-off != n {
+			return nil, fmt.Errorf("tar entry %s is a sparse file, which an image archive does not hold", h.Name)
+		}
+		files[strings.TrimPrefix(path.Clean("/"+h.Name), "/")] = entry{off: off, size: n, sha256: sum.Digest()}
 	}
 	if len(files) == 0 {
 		return nil, errors.New("not an OCI image layout archive: the tar holds no files")
 	}
 	return files, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // File is one file of an image's single layer.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"google.golang.org/grpc"
@@ -77,7 +79,7 @@ func (a *controlAPI) upload(ctx context.Context, module []byte) (string, error) 
 	if err := up.Send(&pb.UploadRequest{Part: &pb.UploadRequest_Header{Header: &pb.UploadHeader{Digest: digest, Size: int64(len(module))}}}); err != nil {
 		return "", err
 	}
-	if err := up.Send(&pb.UploadRequest{Part: &pb.UploadRequest_Chunk{Chunk: module}}); err != nil {
+	if err := up.Send(&pb.UploadRequest{Part: &pb.UploadRequest_Chunk{Chunk: module}}); err != nil && !errors.Is(err, io.EOF) {
 		return "", err
 	}
 	_, err = up.CloseAndRecv()

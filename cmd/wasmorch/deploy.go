@@ -104,6 +104,7 @@ rollout go on.`,
 	f.IntVar(&cfg.Port, "port", 0, "the port an HTTP container listens on ($PORT) for its --route (default 8080)")
 	f.StringSliceVar(&cfg.Selector, "selector", nil, "node labels k=v[,k=v...] a node must carry to run the instances")
 	f.StringVar(&cfg.Spread, "spread", "", "node label to spread the replicas across, e.g. zone")
+	f.StringSliceVar(&cfg.Labels, "labels", nil, "the workload's labels k=v[,k=v...], which 'get -l' selects by (they replace those it has)")
 	f.StringSliceVar(&cfg.Arch, "arch", nil, "CPU architectures a node must have, any of (GOARCH names: amd64,arm64)")
 	f.StringSliceVar(&cfg.OS, "os", nil, "operating systems a node must run, any of (GOOS names: linux)")
 	f.StringVar(&cfg.CPU, "cpu", "", "CPU each instance reserves on its node: millicores (250m) or cores (0.5)")
@@ -119,6 +120,6 @@ rollout go on.`,
 	f.StringVar(&cfg.Canary, "canary", "", "with --route: the share of the traffic a new revision gets before it is promoted, 1% to 99% (its replicas: that share of --replicas, rounded up); see 'wasmorch rollout promote'")
 	f.DurationVar(&cfg.CanaryDuration, "canary-duration", 0, "with --canary: promote the canary once its replicas have all been ready this long (default: wait for 'wasmorch rollout promote')")
 	commandLineOnly(f, "max-surge", "max-unavailable", "canary", "canary-duration")
-	commandLineOnly(f, "name", "env", "from-config", "from-secret", "config-files", "secret-files")
+	commandLineOnly(f, "name", "env", "labels", "from-config", "from-secret", "config-files", "secret-files")
 	return cmd
 }

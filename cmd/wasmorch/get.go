@@ -47,6 +47,8 @@ Aliases: workload, wl; instance, inst; node; event, ev.`,
   wasmorch get instances --workload hello -o json
   wasmorch get instances --node edge-1 --state running,failed
   wasmorch get instances -w
+  wasmorch get workloads -l app=web,tier!=db
+  wasmorch get instances -l app=web -w
   wasmorch get nodes -l zone=a -o yaml
   wasmorch get events --workload hello -w`,
 		ValidArgs: []string{"workloads", "instances", "nodes", "events"},
@@ -77,9 +79,15 @@ Aliases: workload, wl; instance, inst; node; event, ev.`,
 			if err != nil {
 				return &cliclient.Error{What: "invalid -o: " + err.Error(), Hint: "use -o table, wide, json or yaml", Cause: err}
 			}
-			selector, err := cliclient.ParseSelector(o.selector)
-			if err != nil {
-				return cliclient.Errorf("use -l key=value[,key=value...]", "invalid -l: %v", err)
+			var selector map[string]string
+			labelSelector := strings.Join(o.selector, ",")
+			if kind == cliclient.KindNodes {
+				if selector, err = cliclient.ParseSelector(o.selector); err != nil {
+					return cliclient.Errorf("use -l key=value[,key=value...]", "invalid -l: %v", err)
+				}
+				labelSelector = ""
+			} else if err := cliclient.CheckLabelSelector(labelSelector); err != nil {
+				return err
 			}
 			if _, err := cliclient.ParseStates(o.states); err != nil {
 				return err
@@ -91,7 +99,7 @@ Aliases: workload, wl; instance, inst; node; event, ev.`,
 			defer client.Close()
 			ctx := cmd.Context()
 			p := cliout.Printer{Format: format, Now: time.Now(), Wide: wide}
-			g := &getter{client: client, o: o, kind: kind, name: name, selector: selector, s: p.NewStream(cmd.OutOrStdout(), o.watch)}
+			g := &getter{client: client, o: o, kind: kind, name: name, selector: selector, labelSelector: labelSelector, s: p.NewStream(cmd.OutOrStdout(), o.watch)}
 			err = g.run(ctx)
 			if o.watch && ctx.Err() != nil {
 				return nil // Ctrl-C ends a watch
@@ -105,7 +113,7 @@ Aliases: workload, wl; instance, inst; node; event, ev.`,
 	f.StringVar(&o.workload, "workload", "", "instances or events of this workload only")
 	f.StringVar(&o.node, "node", "", "instances on this node, or events of this node, only")
 	f.StringSliceVar(&o.states, "state", nil, "instances in one of these states only (Pending, Scheduled, Starting, Running, Succeeded, Failed, Lost, Stopped; comma-separated or repeated)")
-	f.StringSliceVarP(&o.selector, "selector", "l", nil, "nodes carrying every one of these labels k=v[,k=v...] only")
+	f.StringSliceVarP(&o.selector, "selector", "l", nil, "workloads (or instances of workloads) whose labels match k=v, k!=v, k or !k (comma-separated: all must), or nodes carrying every label k=v, only")
 	f.BoolVarP(&o.watch, "watch", "w", false, "after the list, print each change until Ctrl-C")
 	f.IntVar(&o.chunk, "chunk-size", cliclient.DefaultChunkSize, fmt.Sprintf("objects per page of the list (1 to %d; 0: the server's default)", cliclient.MaxChunkSize))
 	commandLineOnly(f, "workload", "node", "state", "selector", "watch")
@@ -121,8 +129,8 @@ func (o getOptions) check(kind string) error {
 		return cliclient.Errorf("use 'wasmorch get instances --node "+o.node+"' or 'wasmorch describe node "+o.node+"'", "--node only applies to instances and events")
 	case len(o.states) > 0 && kind != cliclient.KindInstances:
 		return cliclient.Errorf("use 'wasmorch get instances --state ...'", "--state only applies to instances")
-	case len(o.selector) > 0 && kind != cliclient.KindNodes:
-		return cliclient.Errorf("use 'wasmorch get nodes -l k=v'", "-l only applies to nodes")
+	case len(o.selector) > 0 && kind == cliclient.KindEvents:
+		return cliclient.Errorf("use --workload or --node", "-l does not apply to events")
 	case kind == cliclient.KindEvents && o.workload != "" && o.node != "":
 		return cliclient.Errorf("give one of them", "get events follows one object: --workload or --node, not both")
 	}
@@ -136,7 +144,9 @@ type getter struct {
 	kind     string
 	name     string
 	selector map[string]string
-	s        *cliout.Stream
+	// labelSelector narrows workloads and instances by workload labels.
+	labelSelector string
+	s             *cliout.Stream
 }
 
 const added = "ADDED"
@@ -149,7 +159,7 @@ func (g *getter) run(ctx context.Context) error {
 	if !g.o.watch {
 		return g.s.Close()
 	}
-	spec := cliclient.WatchSpec{Kind: g.kind, Workload: g.o.workload, Node: g.o.node, Name: g.name, States: g.o.states, Selector: g.selector}
+	spec := cliclient.WatchSpec{Kind: g.kind, Workload: g.o.workload, Node: g.o.node, Name: g.name, States: g.o.states, Selector: g.selector, LabelSelector: g.labelSelector}
 	return g.client.Watch(ctx, spec, rev, g.list, func(ch cliclient.Change) error {
 		g.s.SetNow(time.Now())
 		switch {
@@ -179,9 +189,9 @@ func (g *getter) list(ctx context.Context) (int64, error) {
 			}
 			return rev, s.Workloads([]cliout.Workload{w}, added)
 		}
-		return c.WorkloadPages(ctx, chunk, func(ws []cliout.Workload) error { return s.Workloads(ws, added) })
+		return c.WorkloadPages(ctx, g.labelSelector, chunk, func(ws []cliout.Workload) error { return s.Workloads(ws, added) })
 	case cliclient.KindInstances:
-		f := cliclient.InstanceFilter{Workload: g.o.workload, Node: g.o.node, States: g.o.states}
+		f := cliclient.InstanceFilter{Workload: g.o.workload, Node: g.o.node, States: g.o.states, Selector: g.labelSelector}
 		return c.InstancePages(ctx, f, chunk, func(is []cliout.Instance) error { return s.Instances(is, added) })
 	case cliclient.KindNodes:
 		return c.NodePages(ctx, g.selector, chunk, func(ns []cliout.Node) error { return s.Nodes(ns, added) })

@@ -55,7 +55,7 @@ wins over the file. Flags that name or describe one object (deploy --name and
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.PersistentFlags().String(configFlag, "", "config file (YAML; default $XDG_CONFIG_HOME/wasmorch/config.yaml or ~/.config/wasmorch/config.yaml if it exists; also WASMORCH_CONFIG)")
-	root.CompletionOptions.HiddenDefaultCmd = true
+	root.CompletionOptions.HiddenDefaultCmd = false
 	root.SuggestionsMinimumDistance = 2
 	root.AddGroup(
 		&cobra.Group{ID: "run", Title: "Running a cluster:"},

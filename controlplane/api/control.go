@@ -2,10 +2,9 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
@@ -19,7 +18,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
-	"github.com/wasmorch/wasmorch/internal/httptrigger"
+	"github.com/wasmorch/wasmorch/internal/selector"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -36,6 +35,17 @@ func (a *controlAPI) Version(context.Context, *v1.VersionRequest) (*v1.VersionRe
 // ApplyWorkload creates a workload or updates its spec. A change to
 // anything but the replica count is a new generation.
 func (a *controlAPI) ApplyWorkload(ctx context.Context, req *v1.ApplyWorkloadRequest) (*v1.ApplyWorkloadResponse, error) {
+	// observe: a spec without the stamp of a 'rollout restart' keeps the
+	// one the workload has, so that applying the manifest it was deployed
+	// from does not restart it again (rollbacks and restarts set theirs).
+	if req.GetSpec() != nil && req.GetSpec().GetRestartedUnixNano() == 0 {
+		if cur, ok := a.s.cache.Workload(req.GetName()); ok {
+			if stamp := cur.Value.GetSpec().GetRestartedUnixNano(); stamp != 0 {
+				req = proto.Clone(req).(*v1.ApplyWorkloadRequest)
+				req.Spec.RestartedUnixNano = stamp
+			}
+		}
+	}
 	return a.applyWorkload(ctx, req, false, 0)
 }
 
@@ -55,6 +65,15 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 	}
 	if spec.Kind == "" {
 		spec.Kind = "wasm"
+	}
+	for k, v := range req.GetLabels() { // observe
+		if err := workloads.ValidateLabel(k, v); err != nil {
+			return nil, err
+		}
+	}
+	labels := req.GetLabels()
+	if len(labels) == 0 {
+		labels = nil
 	}
 	for attempt := 0; ; attempt++ {
 		cur, err := a.s.store.Workloads.Get(ctx, req.GetName())
@@ -111,7 +130,7 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		}
 		now := time.Now().UnixNano()
 		if !exists {
-			wl := &v1.Workload{Name: req.GetName(), Spec: spec, Generation: 1, PromotedGeneration: 1, CreatedUnixNano: now, UpdatedUnixNano: now}
+			wl := &v1.Workload{Name: req.GetName(), Spec: spec, Generation: 1, PromotedGeneration: 1, CreatedUnixNano: now, UpdatedUnixNano: now, Labels: labels}
 			if req.GetDryRun() {
 				return &v1.ApplyWorkloadResponse{Workload: wl, Created: true, Changed: true}, nil
 			}
@@ -128,9 +147,14 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		// rollouts: how to roll is not what runs: no new generation either.
 		sameButReplicas.MaxSurge, sameButReplicas.MaxUnavailable = spec.GetMaxSurge(), spec.GetMaxUnavailable()
 		sameButReplicas.Canary, sameButReplicas.CanaryDurationMs = spec.GetCanary(), spec.GetCanaryDurationMs()
-		if proto.Equal(cur.Value.GetSpec(), spec) {
+		if basedOn != 0 {
+			labels = cur.Value.GetLabels() // a rollback or restart keeps them
+		}
+		sameLabels := maps.Equal(cur.Value.GetLabels(), labels)
+		if proto.Equal(cur.Value.GetSpec(), spec) && sameLabels {
 			return &v1.ApplyWorkloadResponse{Workload: wl}, nil
 		}
+		wl.Labels = labels
 		newGeneration := !proto.Equal(sameButReplicas, spec)
 		if newGeneration {
 			wl.Generation++
@@ -272,7 +296,11 @@ func (a *controlAPI) ListWorkloads(ctx context.Context, req *v1.ListWorkloadsReq
 	if err != nil {
 		return nil, err
 	}
-	tok, err := parseContinue(req.GetContinue(), "workloads", "")
+	sel, err := parseSelector(req.GetSelector())
+	if err != nil {
+		return nil, err
+	}
+	tok, err := parseContinue(req.GetContinue(), "workloads", selectorTerm(sel))
 	if err != nil {
 		return nil, err
 	}
@@ -281,24 +309,47 @@ func (a *controlAPI) ListWorkloads(ctx context.Context, req *v1.ListWorkloadsReq
 	}
 	out := &v1.ListWorkloadsResponse{}
 	var more bool
+	var scanned string // the last workload looked at, when the scan stopped before the page filled
 	a.s.cache.Read(func(r cache.Reader) {
-		var page []cache.Workload
-		page, more = r.ListWorkloads(tok.After, limit)
-		out.Workloads = make([]*v1.WorkloadView, len(page))
-		for i, w := range page {
-			out.Workloads[i] = workloadView(r, w)
+		after := tok.After
+		for budget := maxScan; ; {
+			page, pageMore := r.ListWorkloads(after, min(limit, budget))
+			for _, w := range page {
+				if sel.Matches(w.Value.GetLabels()) && len(out.Workloads) < limit {
+					out.Workloads = append(out.Workloads, workloadView(r, w))
+				}
+			}
+			budget -= len(page)
+			if len(page) > 0 {
+				after = page[len(page)-1].Value.GetName()
+			}
+			if !pageMore || len(out.Workloads) == limit || budget <= 0 {
+				more = pageMore
+				if len(out.Workloads) < limit && pageMore {
+					scanned = after
+				}
+				break
+			}
 		}
 		out.Revision = r.Rev()
 	})
 	if n := fitPage(out.Workloads); n < len(out.Workloads) {
-		out.Workloads, more = out.Workloads[:n], true
+		out.Workloads, more, scanned = out.Workloads[:n], true, ""
 	}
 	if more {
-		tok.After = out.Workloads[len(out.Workloads)-1].GetWorkload().GetName()
+		tok.After = scanned
+		if tok.After == "" {
+			tok.After = out.Workloads[len(out.Workloads)-1].GetWorkload().GetName()
+		}
 		out.Continue = tok.encode()
 	}
 	return out, nil
 }
+
+// maxScan bounds how many objects a filtered list looks at for one page:
+// a selector that matches few objects of many gets a short page and a
+// continue token rather than hold the cache for the whole scan.
+var maxScan = 20_000
 
 // workloadView is a workload with its instance counts (kept by the
 // cache as they change) and, for a function, the requests in flight
@@ -307,6 +358,7 @@ func workloadView(r cache.Reader, w cache.Workload) *v1.WorkloadView {
 	out := &v1.WorkloadView{Workload: w.Value, Total: w.Counts.Total, Current: w.Counts.Current, Ready: w.Counts.Ready}
 	for _, l := range r.Loads(w.Value.GetName()) {
 		out.InFlight += l.GetInFlight()
+		out.Requests += l.GetRequests()
 	}
 	return out
 }
@@ -320,6 +372,13 @@ func (a *controlAPI) ListInstances(ctx context.Context, req *v1.ListInstancesReq
 	if err != nil {
 		return nil, err
 	}
+	sel, err := parseSelector(req.GetSelector())
+	if err != nil {
+		return nil, err
+	}
+	if !sel.Empty() {
+		filter += ";" + selectorTerm(sel)
+	}
 	tok, err := parseContinue(req.GetContinue(), "instances", filter)
 	if err != nil {
 		return nil, err
@@ -330,6 +389,7 @@ func (a *controlAPI) ListInstances(ctx context.Context, req *v1.ListInstancesReq
 	f := cache.InstanceFilter{Workload: req.GetWorkload(), Node: req.GetNode(), States: states}
 	out := &v1.ListInstancesResponse{}
 	var more, missing bool
+	var scanned string
 	a.s.cache.Read(func(r cache.Reader) {
 		if f.Workload != "" {
 			if _, ok := r.Workload(f.Workload); !ok {
@@ -337,25 +397,79 @@ func (a *controlAPI) ListInstances(ctx context.Context, req *v1.ListInstancesReq
 				return
 			}
 		}
-		var page []cache.Instance
-		page, more = r.ListInstances(f, tok.After, limit)
-		out.Instances = make([]*v1.InstanceView, len(page))
-		for i, e := range page {
-			out.Instances[i] = instanceView(e)
-		}
 		out.Revision = r.Rev()
+		if sel.Empty() {
+			var page []cache.Instance
+			page, more = r.ListInstances(f, tok.After, limit)
+			out.Instances = make([]*v1.InstanceView, len(page))
+			for i, e := range page {
+				out.Instances[i] = instanceView(e)
+			}
+			return
+		}
+		// observe: instances answer to their workload's labels.
+		labels := map[string]bool{}
+		matches := func(workload string) bool {
+			m, ok := labels[workload]
+			if !ok {
+				w, _ := r.Workload(workload)
+				m = sel.Matches(w.Value.GetLabels())
+				labels[workload] = m
+			}
+			return m
+		}
+		after := tok.After
+		for budget := maxScan; ; {
+			page, pageMore := r.ListInstances(f, after, min(limit, budget))
+			for _, e := range page {
+				if matches(e.Value.GetWorkload()) && len(out.Instances) < limit {
+					out.Instances = append(out.Instances, instanceView(e))
+				}
+			}
+			budget -= len(page)
+			if len(page) > 0 {
+				after = page[len(page)-1].Value.GetId()
+			}
+			if !pageMore || len(out.Instances) == limit || budget <= 0 {
+				more = pageMore
+				if len(out.Instances) < limit && pageMore {
+					scanned = after
+				}
+				return
+			}
+		}
 	})
 	if missing {
 		return nil, errdefs.NotFoundf("workload %q not found", f.Workload)
 	}
 	if n := fitPage(out.Instances); n < len(out.Instances) {
-		out.Instances, more = out.Instances[:n], true
+		out.Instances, more, scanned = out.Instances[:n], true, ""
 	}
 	if more {
-		tok.After = out.Instances[len(out.Instances)-1].GetInstance().GetId()
+		tok.After = scanned
+		if tok.After == "" {
+			tok.After = out.Instances[len(out.Instances)-1].GetInstance().GetId()
+		}
 		out.Continue = tok.encode()
 	}
 	return out, nil
+}
+
+// parseSelector reads a list's or watch's label selector.
+func parseSelector(s string) (selector.Selector, error) {
+	sel, err := selector.Parse(s)
+	if err != nil {
+		return sel, errdefs.Invalidf("%v: use k=v, k!=v, k or !k, comma-separated", err)
+	}
+	return sel, nil
+}
+
+// selectorTerm spells a selector for a continue token's filters.
+func selectorTerm(sel selector.Selector) string {
+	if sel.Empty() {
+		return ""
+	}
+	return "selector=" + sel.String()
 }
 
 func instanceView(e cache.Instance) *v1.InstanceView {
@@ -398,71 +512,4 @@ func (a *controlAPI) ListNodes(ctx context.Context, req *v1.ListNodesRequest) (*
 		out.Continue = tok.encode()
 	}
 	return out, nil
-}
-
-// Logs gathers the workload's instance output from the workers that hold it.
-func (a *controlAPI) Logs(req *v1.LogsRequest, stream v1.Control_LogsServer) error {
-	ctx := stream.Context()
-	if err := a.s.cache.Sync(ctx); err != nil {
-		return err
-	}
-	name := req.GetWorkload()
-	byNode := map[string][]string{}
-	addrs := map[string]string{}
-	found := false
-	a.s.cache.Read(func(r cache.Reader) {
-		w, ok := r.Workload(name)
-		if !ok {
-			return
-		}
-		found = true
-		for _, e := range r.InstancesOf(name) {
-			if n := e.Value.GetNode(); n != "" {
-				byNode[n] = append(byNode[n], e.Value.GetId())
-			}
-		}
-		// A function may have been served cold (before a replica existed)
-		// on any node that runs its kind: ask every such node for that
-		// output too.
-		if spec := w.Value.GetSpec(); spec.GetHttp() != nil {
-			for _, n := range r.Nodes() {
-				if slices.Contains(n.Value.GetRuntimes(), spec.GetKind()) {
-					byNode[n.Value.GetName()] = append(byNode[n.Value.GetName()], httptrigger.ColdLogID(name))
-				}
-			}
-		}
-		for n := range byNode {
-			if node, ok := r.Node(n); ok {
-				addrs[n] = node.Value.GetAddress()
-			}
-		}
-	})
-	if !found {
-		return errdefs.NotFoundf("workload %q not found", name)
-	}
-	nodes := make([]string, 0, len(byNode))
-	for n := range byNode {
-		nodes = append(nodes, n)
-	}
-	sort.Strings(nodes)
-	var unreachable []error
-	for _, name := range nodes {
-		addr := addrs[name]
-		if addr == "" {
-			continue
-		}
-		ids := byNode[name]
-		sort.Strings(ids)
-		err := a.s.workers.logs(ctx, name, addr, &v1.InstanceLogsRequest{Instances: ids, TailBytes: req.GetTailBytes()}, stream.Send)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			unreachable = append(unreachable, errdefs.Unavailablef("node %s at %s: %v", name, addr, err))
-		}
-	}
-	if len(unreachable) > 0 {
-		return errdefs.Unavailablef("logs from some nodes could not be read: %v", errors.Join(unreachable...))
-	}
-	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/internal/selector"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -41,6 +42,12 @@ import (
 // expire are not reported.
 func (a *controlAPI) Watch(req *v1.WatchRequest, stream v1.Control_WatchServer) error {
 	kind := req.GetKind()
+	if req.GetSelector() != "" && kind != v1.WatchKind_WATCH_KIND_WORKLOADS && kind != v1.WatchKind_WATCH_KIND_INSTANCES {
+		return errdefs.Invalidf("a watch of %s takes no selector: selectors narrow a watch of workloads or instances", kindName(kind))
+	}
+	if _, err := parseSelector(req.GetSelector()); err != nil {
+		return err
+	}
 	switch kind {
 	case v1.WatchKind_WATCH_KIND_WORKLOADS, v1.WatchKind_WATCH_KIND_NODES:
 		if req.GetWorkload() != "" || req.GetNode() != "" {
@@ -148,6 +155,11 @@ func (s *Server) watchCache(ctx context.Context, req *v1.WatchRequest, send func
 		return err
 	}
 	defer w.Close()
+	sel, _ := parseSelector(req.GetSelector()) // checked by Watch
+	var shown *selectedSet
+	if !sel.Empty() {
+		shown = newSelectedSet(s.cache, kind, sel, workload, node)
+	}
 	if err := send(&v1.WatchEvent{Type: v1.WatchEventType_WATCH_EVENT_TYPE_BOOKMARK, Revision: w.Rev()}); err != nil {
 		return err
 	}
@@ -193,7 +205,11 @@ func (s *Server) watchCache(ctx context.Context, req *v1.WatchRequest, send func
 		var evs []*v1.WatchEvent
 		s.cache.Read(func(r cache.Reader) {
 			for _, k := range order {
-				if ev := watchEvent(r, last[k], workload, node, sentUsage); ev != nil {
+				ev := watchEvent(r, last[k], workload, node, sentUsage)
+				if shown != nil {
+					ev = shown.filter(r, ev)
+				}
+				if ev != nil {
 					evs = append(evs, ev)
 				}
 			}
@@ -324,4 +340,76 @@ func (s *Server) watchEvents(ctx context.Context, req *v1.WatchRequest, send fun
 		return ctx.Err()
 	}
 	return errdefs.Unavailablef("the watch of events ended: etcd has no leader; watch again from the last revision received")
+}
+
+// selectedSet is what a watch with a label selector has shown of its
+// kind: an object that stops matching (its workload's labels changed) is
+// sent as DELETED, once; one that starts matching as MODIFIED.
+type selectedSet struct {
+	sel   selector.Selector
+	shown map[string]bool
+}
+
+// newSelectedSet starts with what matches now, which the client listed.
+func newSelectedSet(c *cache.Cache, kind v1.WatchKind, sel selector.Selector, workload, node string) *selectedSet {
+	s := &selectedSet{sel: sel, shown: map[string]bool{}}
+	c.Read(func(r cache.Reader) {
+		for _, w := range r.Workloads() {
+			if !sel.Matches(w.Value.GetLabels()) {
+				continue
+			}
+			if kind == v1.WatchKind_WATCH_KIND_WORKLOADS {
+				s.shown[w.Value.GetName()] = true
+				continue
+			}
+			if workload != "" && w.Value.GetName() != workload {
+				continue
+			}
+			for _, e := range r.InstancesOf(w.Value.GetName()) {
+				if node == "" || e.Value.GetNode() == node {
+					s.shown[e.Value.GetId()] = true
+				}
+			}
+		}
+	})
+	return s
+}
+
+// filter passes, turns into DELETED or drops one event of the watch.
+func (s *selectedSet) filter(r cache.Reader, ev *v1.WatchEvent) *v1.WatchEvent {
+	if ev == nil {
+		return nil
+	}
+	var name string
+	var labels map[string]string
+	switch o := ev.GetObject().(type) {
+	case *v1.WatchEvent_Workload:
+		name, labels = o.Workload.GetWorkload().GetName(), o.Workload.GetWorkload().GetLabels()
+	case *v1.WatchEvent_Instance:
+		name = o.Instance.GetInstance().GetId()
+		if w, ok := r.Workload(o.Instance.GetInstance().GetWorkload()); ok {
+			labels = w.Value.GetLabels()
+		}
+	default:
+		return ev
+	}
+	was := s.shown[name]
+	if ev.GetType() == v1.WatchEventType_WATCH_EVENT_TYPE_DELETED {
+		delete(s.shown, name)
+		if was {
+			return ev
+		}
+		return nil
+	}
+	if s.sel.Matches(labels) {
+		s.shown[name] = true
+		return ev
+	}
+	if !was {
+		return nil
+	}
+	delete(s.shown, name)
+	gone := proto.Clone(ev).(*v1.WatchEvent)
+	gone.Type = v1.WatchEventType_WATCH_EVENT_TYPE_DELETED
+	return gone
 }

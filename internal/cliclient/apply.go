@@ -139,6 +139,9 @@ func (c *Client) applyObject(ctx context.Context, o manifest.Object, dir string,
 			r.Changes = append(r.Changes, "~ "+k+" (value hidden)")
 		}
 	case manifest.KindWorkload:
+		if o.Dir != "" {
+			dir = o.Dir
+		}
 		resp, before, err := c.applyWorkload(ctx, WorkloadConfig(o, dir), dryRun)
 		if err != nil {
 			return r, at(err)
@@ -163,8 +166,8 @@ func WorkloadConfig(o manifest.Object, dir string) DeployConfig {
 		Canary: s.Canary, CanaryDuration: s.CanaryDuration,
 	}
 	if s.Module != "" {
-		cfg.File = s.Module
-		if !filepath.IsAbs(cfg.File) {
+		cfg.File, cfg.Runtime = s.Module, s.Runtime
+		if !filepath.IsAbs(cfg.File) && !manifest.IsDigest(cfg.File) {
 			cfg.File = filepath.Join(dir, cfg.File)
 		}
 	}
@@ -174,11 +177,14 @@ func WorkloadConfig(o manifest.Object, dir string) DeployConfig {
 	if s.Replicas != nil {
 		cfg.Replicas = *s.Replicas
 	}
-	for _, k := range sortedKeys(s.Env) {
-		cfg.Env = append(cfg.Env, k+"="+s.Env[k])
+	for _, e := range s.Env { // in order: a mapping is sorted by key
+		cfg.Env = append(cfg.Env, e.Name+"="+e.Value)
 	}
 	for _, k := range sortedKeys(s.Selector) {
 		cfg.Selector = append(cfg.Selector, k+"="+s.Selector[k])
+	}
+	for _, k := range sortedKeys(o.Metadata.Labels) {
+		cfg.Labels = append(cfg.Labels, k+"="+o.Metadata.Labels[k])
 	}
 	if h := s.HTTP; h != nil {
 		cfg.Function = FunctionConfig{Route: h.Route, Host: h.Host, RequestTimeout: h.Timeout, MaxBody: h.MaxBody,
@@ -193,6 +199,10 @@ func WorkloadConfig(o manifest.Object, dir string) DeployConfig {
 // spec (nil when there is none).
 func (c *Client) applyWorkload(ctx context.Context, cfg DeployConfig, dryRun bool) (*wasmorchv1.ApplyWorkloadResponse, *wasmorchv1.WorkloadSpec, error) {
 	name, spec, err := cfg.request()
+	if err != nil {
+		return nil, nil, err
+	}
+	labels, err := cfg.labels()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -223,7 +233,7 @@ func (c *Client) applyWorkload(ctx context.Context, cfg DeployConfig, dryRun boo
 			}
 		}
 	}
-	resp, err := call(ctx, c, name, c.api.ApplyWorkload, &wasmorchv1.ApplyWorkloadRequest{Name: name, Spec: spec, DryRun: dryRun, ChangeCause: cfg.ChangeCause})
+	resp, err := call(ctx, c, name, c.api.ApplyWorkload, &wasmorchv1.ApplyWorkloadRequest{Name: name, Spec: spec, DryRun: dryRun, ChangeCause: cfg.ChangeCause, Labels: labels})
 	return resp, before, err
 }
 

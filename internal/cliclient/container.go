@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
+	"github.com/wasmorch/wasmorch/internal/manifest"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -52,6 +53,16 @@ func readSource(ctx context.Context, cfg DeployConfig, spec *wasmorchv1.Workload
 		}
 		spec.Kind, spec.Image = kindContainer, cfg.Image
 		return nil, "", nil
+	}
+	if manifest.IsDigest(cfg.File) {
+		if _, err := os.Stat(cfg.File); err != nil {
+			// A blob the cluster holds already: nothing to upload.
+			spec.ModuleDigest = cfg.File
+			if cfg.Runtime == kindContainer {
+				spec.Kind = kindContainer
+			}
+			return nil, "", nil
+		}
 	}
 	archive, err := isArchive(cfg.File)
 	if err != nil {

@@ -79,6 +79,22 @@ type DeployConfig struct {
 	CanaryDuration time.Duration
 	// ChangeCause is recorded in the revision a spec change makes.
 	ChangeCause string
+	// Runtime says what File is when it is the digest ("sha256:...") of
+	// a blob uploaded already: "container" for an image archive, else
+	// a wasm module.
+	Runtime string
+	// Labels are the workload's labels k=v (items may hold several,
+	// comma separated), which `get -l` selects by.
+	Labels []string
+}
+
+// labels parses Labels.
+func (cfg DeployConfig) labels() (map[string]string, error) {
+	l, err := ParseSelector(cfg.Labels)
+	if err != nil {
+		return nil, Errorf("use --labels key=value[,key=value...]", "invalid --labels: %v", err)
+	}
+	return l, nil
 }
 
 // DeployResult is how a deploy ended.
@@ -199,6 +215,10 @@ func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(cli
 	if err != nil {
 		return DeployResult{}, err
 	}
+	labels, err := cfg.labels()
+	if err != nil {
+		return DeployResult{}, err
+	}
 	wasm, media, err := readSource(ctx, cfg, spec)
 	if err != nil {
 		return DeployResult{}, err
@@ -225,7 +245,7 @@ func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(cli
 			return DeployResult{}, err
 		}
 	}
-	applied, err := call(ctx, c, "", c.api.ApplyWorkload, &wasmorchv1.ApplyWorkloadRequest{Name: name, Spec: spec, ChangeCause: cfg.ChangeCause})
+	applied, err := call(ctx, c, "", c.api.ApplyWorkload, &wasmorchv1.ApplyWorkloadRequest{Name: name, Spec: spec, ChangeCause: cfg.ChangeCause, Labels: labels})
 	if err != nil {
 		return DeployResult{}, err
 	}

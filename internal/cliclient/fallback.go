@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/wasmorch/wasmorch/internal/manifest"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/wasmrt"
 )
@@ -38,7 +39,11 @@ func readFallback(cfg DeployConfig, spec *wasmorchv1.WorkloadSpec) ([]byte, erro
 		return nil, Errorf("drop --fallback-image: a container workload runs its image everywhere", "--fallback-image is for wasm modules")
 	}
 	if _, err := os.Stat(cfg.FallbackImage); errors.Is(err, fs.ErrNotExist) {
-		spec.FallbackImage = cfg.FallbackImage
+		if manifest.IsDigest(cfg.FallbackImage) {
+			spec.FallbackArchiveDigest = cfg.FallbackImage // an archive uploaded already
+		} else {
+			spec.FallbackImage = cfg.FallbackImage
+		}
 		return nil, nil
 	}
 	archive, err := isArchive(cfg.FallbackImage)

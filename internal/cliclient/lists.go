@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/wasmorch/wasmorch/internal/cliout"
+	"github.com/wasmorch/wasmorch/internal/selector"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -62,12 +63,16 @@ func checkChunk(chunk int) error {
 	return nil
 }
 
-// WorkloadPages lists every workload, a page of chunk at a time.
-func (c *Client) WorkloadPages(ctx context.Context, chunk int, page func([]cliout.Workload) error) (int64, error) {
+// WorkloadPages lists every workload whose labels match selector (""
+// for all), a page of chunk at a time.
+func (c *Client) WorkloadPages(ctx context.Context, selector string, chunk int, page func([]cliout.Workload) error) (int64, error) {
 	if err := checkChunk(chunk); err != nil {
 		return 0, err
 	}
-	req := &wasmorchv1.ListWorkloadsRequest{Limit: int32(chunk)}
+	if err := CheckLabelSelector(selector); err != nil {
+		return 0, err
+	}
+	req := &wasmorchv1.ListWorkloadsRequest{Limit: int32(chunk), Selector: selector}
 	return pages(ctx, c, "", c.api.ListWorkloads, req, func(next string) { req.Continue = next },
 		func(resp *wasmorchv1.ListWorkloadsResponse) error { return page(cliout.Workloads(resp.GetWorkloads())) })
 }
@@ -100,6 +105,8 @@ type InstanceFilter struct {
 	Node     string
 	// States are state names (Running, pending ...): any of them.
 	States []string
+	// Selector keeps the instances of workloads whose labels match it.
+	Selector string
 }
 
 // request is the list request of f, or an error naming a state that is
@@ -109,7 +116,10 @@ func (f InstanceFilter) request(chunk int) (*wasmorchv1.ListInstancesRequest, er
 	if err != nil {
 		return nil, err
 	}
-	return &wasmorchv1.ListInstancesRequest{Workload: f.Workload, Node: f.Node, States: states, Limit: int32(chunk)}, nil
+	if err := CheckLabelSelector(f.Selector); err != nil {
+		return nil, err
+	}
+	return &wasmorchv1.ListInstancesRequest{Workload: f.Workload, Node: f.Node, States: states, Limit: int32(chunk), Selector: f.Selector}, nil
 }
 
 // ParseStates turns instance state names (any case; "Running",
@@ -188,10 +198,19 @@ func (c *Client) EventPages(ctx context.Context, object string, chunk int, page 
 		})
 }
 
+// CheckLabelSelector refuses, in one line, a label selector that does not
+// parse, before it is sent.
+func CheckLabelSelector(s string) error {
+	if _, err := selector.Parse(s); err != nil {
+		return Errorf("use -l key=value, key!=value, key or !key, comma-separated", "invalid -l: %v", err)
+	}
+	return nil
+}
+
 // ListWorkloads lists every workload.
 func (c *Client) ListWorkloads(ctx context.Context) ([]cliout.Workload, error) {
 	var out []cliout.Workload
-	_, err := c.WorkloadPages(ctx, MaxChunkSize, func(ws []cliout.Workload) error { out = append(out, ws...); return nil })
+	_, err := c.WorkloadPages(ctx, "", MaxChunkSize, func(ws []cliout.Workload) error { out = append(out, ws...); return nil })
 	return out, err
 }
 

@@ -41,6 +41,9 @@ type WatchSpec struct {
 	States []string
 	// Selector keeps nodes carrying every one of these labels.
 	Selector map[string]string
+	// LabelSelector keeps workloads, or instances of workloads, whose
+	// labels match it (on the server).
+	LabelSelector string
 }
 
 // Change is one change a watch reports: Type is ADDED, MODIFIED or
@@ -61,7 +64,7 @@ type Change struct {
 // goes on from the last revision it had, on whichever --server member
 // answers, for up to WatchReconnectTimeout.
 func (c *Client) Watch(ctx context.Context, spec WatchSpec, rev int64, relist func(context.Context) (int64, error), change func(Change) error) error {
-	req := &wasmorchv1.WatchRequest{Workload: spec.Workload, Node: spec.Node}
+	req := &wasmorchv1.WatchRequest{Workload: spec.Workload, Node: spec.Node, Selector: spec.LabelSelector}
 	switch spec.Kind {
 	case KindWorkloads:
 		req.Kind = wasmorchv1.WatchKind_WATCH_KIND_WORKLOADS

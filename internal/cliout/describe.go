@@ -102,24 +102,47 @@ func (p Printer) DescribeWorkload(w io.Writer, d WorkloadDescription) error {
 		return p.encode(w, d)
 	}
 	x := d.Workload
+	wl := x.view().GetWorkload()
+	spec := wl.GetSpec()
 	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
 	field := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	field("Name", x.Name)
+	field("Labels", dash(FormatLabels(x.Labels)))
 	field("Kind", dash(x.Kind))
 	field("Generation", fmt.Sprint(x.Generation))
 	field("Replicas", fmt.Sprintf("%d desired, %d ready, %d current, %d total", x.Replicas, x.Ready, x.Current, x.Total))
-	field("Module", fmt.Sprintf("%s (%d bytes)", dash(x.Digest), x.Size))
-	field("Restart", x.Restart)
-	if x.MemoryBytes > 0 {
-		field("Memory limit", fmt.Sprintf("%d bytes", x.MemoryBytes))
+	switch {
+	case spec.GetImage() != "":
+		field("Image", spec.GetImage())
+	default:
+		field("Module", fmt.Sprintf("%s (%s)", dash(x.Digest), HumanBytes(x.Size)))
 	}
+	if fb := spec.GetFallbackImage() + spec.GetFallbackArchiveDigest(); fb != "" {
+		field("Fallback image", fb)
+	}
+	field("Restart", x.Restart)
+	mem := "128Mi (the default)"
+	if x.MemoryBytes > 0 {
+		mem = HumanBytes(x.MemoryBytes)
+	}
+	field("Memory limit", mem)
 	if d.CPUMillis > 0 {
 		field("CPU request", fmt.Sprintf("%dm", d.CPUMillis))
 	}
 	field("Selector", dash(d.Selector))
 	field("Spread", dash(d.Spread))
+	if pl := spec.GetPlacement(); len(pl.GetArch())+len(pl.GetOs()) > 0 {
+		field("Platforms", dash(strings.Join(pl.GetOs(), ","))+"/"+dash(strings.Join(pl.GetArch(), ",")))
+	}
 	if x.Route != "" {
 		field("Route", x.Route)
+		field("Requests", functionLimits(spec))
+		if spec.GetPort() != 0 {
+			field("Port", fmt.Sprint(spec.GetPort()))
+		}
+	}
+	if as := spec.GetAutoscale(); as.GetMaxReplicas() > 0 {
+		field("Autoscale", autoscaleSetting(as))
 	}
 	if d.Health != "" {
 		field("Health check", d.Health)
@@ -130,11 +153,26 @@ func (p Printer) DescribeWorkload(w io.Writer, d WorkloadDescription) error {
 	for _, e := range x.Env {
 		field("Env", e.Name+"="+e.Value)
 	}
+	for _, ref := range []struct {
+		name  string
+		items []string
+	}{
+		{"Configs (env)", spec.GetConfigs()}, {"Secrets (env)", spec.GetSecrets()},
+		{"Config files", prefixed("/config/", spec.GetConfigFiles())}, {"Secret files", prefixed("/secrets/", spec.GetSecretFiles())},
+	} {
+		if len(ref.items) > 0 {
+			field(ref.name, strings.Join(ref.items, ", "))
+		}
+	}
+	field("Rolling update", fmt.Sprintf("max surge %s, max unavailable %s", orDefault(spec.GetMaxSurge(), "25%"), orDefault(spec.GetMaxUnavailable(), "25%")))
 	if d.Canary != "" {
 		field("Canary", d.Canary)
 	}
 	if d.CanaryPhase != "" {
 		field("Rollout", d.CanaryPhase)
+	}
+	if !x.CreatedAt.IsZero() {
+		field("Created", x.CreatedAt.Format(time.RFC3339)+" ("+Age(p.Now, x.CreatedAt)+" ago)")
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -211,4 +249,73 @@ func nodeState(x Node) string {
 		return x.State + ",Cordoned"
 	}
 	return x.State
+}
+
+// HumanBytes writes a size in binary units, exactly when it is a whole
+// number of them (64Mi), else to one decimal (1.5Mi); plain bytes under
+// 1Ki.
+func HumanBytes(n int64) string {
+	units := []struct {
+		size int64
+		name string
+	}{{1 << 30, "Gi"}, {1 << 20, "Mi"}, {1 << 10, "Ki"}}
+	for _, u := range units {
+		if n >= u.size {
+			if n%u.size == 0 {
+				return fmt.Sprintf("%d%s", n/u.size, u.name)
+			}
+			return fmt.Sprintf("%.1f%s", float64(n)/float64(u.size), u.name)
+		}
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+// functionLimits describes a function's per-request settings, defaults
+// named as such.
+func functionLimits(spec *wasmorchv1.WorkloadSpec) string {
+	t := spec.GetHttp()
+	timeout := "30s (default)"
+	if t.GetTimeoutMs() > 0 {
+		timeout = (time.Duration(t.GetTimeoutMs()) * time.Millisecond).String()
+	}
+	body := "10Mi (default)"
+	if t.GetMaxBodyBytes() > 0 {
+		body = HumanBytes(t.GetMaxBodyBytes())
+	}
+	conc, queue := "100 (default)", "100 (default)"
+	if t.GetConcurrency() > 0 {
+		conc = fmt.Sprint(t.GetConcurrency())
+	}
+	if t.GetQueue() > 0 {
+		queue = fmt.Sprint(t.GetQueue())
+	}
+	return fmt.Sprintf("timeout %s, body up to %s, %s at once per replica, %s queued", timeout, body, conc, queue)
+}
+
+// autoscaleSetting describes an autoscaled function's bounds.
+func autoscaleSetting(as *wasmorchv1.Autoscale) string {
+	target := "10 (default)"
+	if as.GetTargetConcurrency() > 0 {
+		target = fmt.Sprint(as.GetTargetConcurrency())
+	}
+	idle := "5m0s (default)"
+	if as.GetIdleMs() > 0 {
+		idle = (time.Duration(as.GetIdleMs()) * time.Millisecond).String()
+	}
+	return fmt.Sprintf("%d..%d replicas, %s requests in flight per replica, down to the minimum after %s idle", as.GetMinReplicas(), as.GetMaxReplicas(), target, idle)
+}
+
+func prefixed(prefix string, names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = n + " (" + prefix + n + "/)"
+	}
+	return out
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def + " (default)"
+	}
+	return s
 }

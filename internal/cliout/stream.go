@@ -8,7 +8,10 @@ import (
 	"time"
 	"unicode/utf8"
 
+	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
+
+	"github.com/wasmorch/wasmorch/internal/manifest"
 )
 
 // Stream prints one list as its pages arrive, so that a list of 200,000
@@ -45,6 +48,9 @@ func (s *Stream) SetNow(now time.Time) { s.p.Now = now }
 // Workloads prints a page of workloads; event is the change that brought
 // them (watch streams only).
 func (s *Stream) Workloads(ws []Workload, event string) error {
+	if s.p.Format == YAML {
+		return writeManifests(s, ws, event)
+	}
 	if s.p.Format != Table {
 		return writeObjects(s, ws, event)
 	}
@@ -231,6 +237,51 @@ func writeObjects[T any](s *Stream, objs []T, event string) error {
 	}
 	_, err := io.WriteString(s.w, b.String())
 	if err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// writeManifests writes a page of workloads in YAML as the manifests that
+// apply takes back (manifest.FromWorkload): items of one list, or one
+// {type, object} document per change.
+func writeManifests(s *Stream, ws []Workload, event string) error {
+	var b strings.Builder
+	for _, w := range ws {
+		o := manifest.FromWorkload(w.view())
+		var doc any = o
+		if s.watch {
+			doc = struct {
+				Type   string          `yaml:"type"`
+				Object manifest.Object `yaml:"object"`
+			}{event, o}
+		}
+		var y strings.Builder
+		enc := yamlv3.NewEncoder(&y)
+		enc.SetIndent(2)
+		if err := enc.Encode(doc); err != nil {
+			return err
+		}
+		if err := enc.Close(); err != nil {
+			return err
+		}
+		if s.watch {
+			b.WriteString("---\n")
+			b.WriteString(y.String())
+		} else {
+			for i, l := range strings.SplitAfter(strings.TrimSuffix(y.String(), "\n"), "\n") {
+				if i == 0 {
+					b.WriteString("- ")
+				} else {
+					b.WriteString("  ")
+				}
+				b.WriteString(l)
+			}
+			b.WriteByte('\n')
+		}
+		s.count++
+	}
+	if _, err := io.WriteString(s.w, b.String()); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	return nil

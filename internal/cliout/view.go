@@ -43,6 +43,40 @@ type Workload struct {
 	// newest generation promoted past its canary (rollouts).
 	Canary             string `json:"canary,omitempty"`
 	PromotedGeneration int64  `json:"promotedGeneration,omitempty"`
+	// Labels are the workload's labels (observe).
+	Labels map[string]string `json:"labels,omitempty"`
+	// The rest of the spec, as the API returns it.
+	Image          string            `json:"image,omitempty"`
+	FallbackImage  string            `json:"fallbackImage,omitempty"` // a reference, or an uploaded archive's digest
+	Port           int32             `json:"port,omitempty"`
+	CPUMillis      int64             `json:"cpuMillis,omitempty"`
+	NodeSelector   map[string]string `json:"nodeSelector,omitempty"`
+	Spread         string            `json:"spread,omitempty"`
+	Configs        []string          `json:"configs,omitempty"`
+	Secrets        []string          `json:"secrets,omitempty"`
+	ConfigFiles    []string          `json:"configFiles,omitempty"`
+	SecretFiles    []string          `json:"secretFiles,omitempty"`
+	HealthPath     string            `json:"healthPath,omitempty"`
+	MaxSurge       string            `json:"maxSurge,omitempty"`
+	MaxUnavailable string            `json:"maxUnavailable,omitempty"`
+	// Requests is an HTTP function's requests answered, summed over the
+	// gateways' latest load reports (its rate is the request rate).
+	Requests *int64 `json:"requests,omitempty"`
+
+	// record is the workload as the API returned it, for what the view
+	// leaves out (its manifest).
+	record *wasmorchv1.WorkloadView
+}
+
+// view is the workload as the API returned it (a bare one for a view
+// built by hand).
+func (x Workload) view() *wasmorchv1.WorkloadView {
+	if x.record != nil {
+		return x.record
+	}
+	return &wasmorchv1.WorkloadView{Workload: &wasmorchv1.Workload{Name: x.Name, Generation: x.Generation, Labels: x.Labels,
+		Spec: &wasmorchv1.WorkloadSpec{Kind: x.Kind, ModuleDigest: x.Digest, Replicas: x.Replicas, MemoryBytes: x.MemoryBytes}},
+		Ready: x.Ready, Current: x.Current, Total: x.Total}
 }
 
 // EnvVar is one environment variable of a workload.
@@ -172,11 +206,27 @@ func WorkloadFrom(v *wasmorchv1.WorkloadView) Workload {
 		Args:        spec.GetArgs(),
 		CreatedAt:   unixNano(w.GetCreatedUnixNano()),
 		UpdatedAt:   unixNano(w.GetUpdatedUnixNano()),
+		Labels:      w.GetLabels(),
+		record:      v,
+
+		Image:          spec.GetImage(),
+		FallbackImage:  spec.GetFallbackImage() + spec.GetFallbackArchiveDigest(),
+		Port:           spec.GetPort(),
+		CPUMillis:      spec.GetCpuMillis(),
+		NodeSelector:   spec.GetPlacement().GetSelector(),
+		Spread:         spec.GetPlacement().GetSpread(),
+		Configs:        spec.GetConfigs(),
+		Secrets:        spec.GetSecrets(),
+		ConfigFiles:    spec.GetConfigFiles(),
+		SecretFiles:    spec.GetSecretFiles(),
+		HealthPath:     spec.GetHttp().GetHealthPath(),
+		MaxSurge:       spec.GetMaxSurge(),
+		MaxUnavailable: spec.GetMaxUnavailable(),
 	}
 	if spec.GetHttp() != nil {
 		out.Route = httptrigger.Describe(spec.GetHttp())
-		n := v.GetInFlight()
-		out.InFlight = &n
+		n, r := v.GetInFlight(), v.GetRequests()
+		out.InFlight, out.Requests = &n, &r
 	}
 	if spec.GetCanary() != "" {
 		out.Canary, out.PromotedGeneration = spec.GetCanary(), w.GetPromotedGeneration()

@@ -32,62 +32,75 @@ type Object struct {
 	APIVersion string            `yaml:"apiVersion"`
 	Kind       string            `yaml:"kind"`
 	Metadata   Metadata          `yaml:"metadata"`
-	Spec       *WorkloadSpec     `yaml:"spec"` // Workload
-	Data       map[string]string `yaml:"data"` // Config and Secret
+	Spec       *WorkloadSpec     `yaml:"spec,omitempty"` // Workload
+	Data       map[string]string `yaml:"data,omitempty"` // Config and Secret
+	// Status is what `get workloads -o yaml` adds: read-only, ignored
+	// by apply.
+	Status *WorkloadStatus `yaml:"status,omitempty"`
 	// Line is where the document starts, for messages.
 	Line int `yaml:"-"`
+	// File is the manifest it came from, as named to Parse; Dir, when
+	// set, is where its relative module paths start.
+	File string `yaml:"-"`
+	Dir  string `yaml:"-"`
 }
 
-// Metadata names an object.
+// Metadata names an object, and labels a workload.
 type Metadata struct {
-	Name string `yaml:"name"`
+	Name   string            `yaml:"name"`
+	Labels map[string]string `yaml:"labels,omitempty"`
 }
 
 // WorkloadSpec is a workload as deploy's flags describe it.
 type WorkloadSpec struct {
-	Module        string            `yaml:"module"` // a .wasm or OCI archive path, relative to the manifest
-	Image         string            `yaml:"image"`
-	Replicas      *int              `yaml:"replicas"` // default 1
-	Args          []string          `yaml:"args"`
-	Env           map[string]string `yaml:"env"`
-	Configs       []string          `yaml:"configs"`
-	Secrets       []string          `yaml:"secrets"`
-	ConfigFiles   []string          `yaml:"configFiles"` // /config/<name>/<key>
-	SecretFiles   []string          `yaml:"secretFiles"` // /secrets/<name>/<key>
-	Memory        string            `yaml:"memory"`
-	Restart       string            `yaml:"restart"`
-	CPU           string            `yaml:"cpu"`
-	Selector      map[string]string `yaml:"selector"`
-	Spread        string            `yaml:"spread"`
-	Arch          []string          `yaml:"arch"`
-	OS            []string          `yaml:"os"`
-	FallbackImage string            `yaml:"fallbackImage"`
-	Port          int               `yaml:"port"`
-	HTTP          *HTTP             `yaml:"http"`
+	// Module is a .wasm or OCI archive path, relative to the manifest,
+	// or the digest ("sha256:...") of one uploaded already; Runtime says
+	// what such a digest is ("container" for an image archive; default
+	// wasm).
+	Module        string            `yaml:"module,omitempty"`
+	Runtime       string            `yaml:"runtime,omitempty"`
+	Image         string            `yaml:"image,omitempty"`
+	Replicas      *int              `yaml:"replicas,omitempty"` // default 1
+	Args          []string          `yaml:"args,omitempty"`
+	Env           Env               `yaml:"env,omitempty"`
+	Configs       []string          `yaml:"configs,omitempty"`
+	Secrets       []string          `yaml:"secrets,omitempty"`
+	ConfigFiles   []string          `yaml:"configFiles,omitempty"` // /config/<name>/<key>
+	SecretFiles   []string          `yaml:"secretFiles,omitempty"` // /secrets/<name>/<key>
+	Memory        string            `yaml:"memory,omitempty"`
+	Restart       string            `yaml:"restart,omitempty"`
+	CPU           string            `yaml:"cpu,omitempty"`
+	Selector      map[string]string `yaml:"selector,omitempty"`
+	Spread        string            `yaml:"spread,omitempty"`
+	Arch          []string          `yaml:"arch,omitempty"`
+	OS            []string          `yaml:"os,omitempty"`
+	FallbackImage string            `yaml:"fallbackImage,omitempty"`
+	Port          int               `yaml:"port,omitempty"`
+	HTTP          *HTTP             `yaml:"http,omitempty"`
 	// rollouts: a count or a percentage of replicas ("25%", the default)
-	MaxSurge       string `yaml:"maxSurge"`
-	MaxUnavailable string `yaml:"maxUnavailable"`
+	MaxSurge       string `yaml:"maxSurge,omitempty"`
+	MaxUnavailable string `yaml:"maxUnavailable,omitempty"`
 	// canary: a function's share of the traffic for a new revision
 	// ("10%") until it is promoted, by hand or after canaryDuration
-	Canary         string        `yaml:"canary"`
-	CanaryDuration time.Duration `yaml:"canaryDuration"`
+	Canary         string        `yaml:"canary,omitempty"`
+	CanaryDuration time.Duration `yaml:"canaryDuration,omitempty"`
 }
 
 // HTTP makes a workload a function, as deploy's function flags do.
 type HTTP struct {
-	Route             string        `yaml:"route"`
-	Host              string        `yaml:"host"`
-	Timeout           time.Duration `yaml:"timeout"`
-	MaxBody           string        `yaml:"maxBody"`
-	Concurrency       int           `yaml:"concurrency"`
-	Queue             int           `yaml:"queue"`
-	MinReplicas       int           `yaml:"minReplicas"`
-	MaxReplicas       int           `yaml:"maxReplicas"`
-	TargetConcurrency int           `yaml:"targetConcurrency"`
-	Idle              time.Duration `yaml:"idle"`
+	Route             string        `yaml:"route,omitempty"`
+	Host              string        `yaml:"host,omitempty"`
+	Timeout           time.Duration `yaml:"timeout,omitempty"`
+	MaxBody           string        `yaml:"maxBody,omitempty"`
+	Concurrency       int           `yaml:"concurrency,omitempty"`
+	Queue             int           `yaml:"queue,omitempty"`
+	MinReplicas       int           `yaml:"minReplicas,omitempty"`
+	MaxReplicas       int           `yaml:"maxReplicas,omitempty"`
+	TargetConcurrency int           `yaml:"targetConcurrency,omitempty"`
+	Idle              time.Duration `yaml:"idle,omitempty"`
 	// rollouts: readiness by a health path under the route
-	HealthPath     string        `yaml:"healthPath"`
-	HealthInterval time.Duration `yaml:"healthInterval"`
+	HealthPath     string        `yaml:"healthPath,omitempty"`
+	HealthInterval time.Duration `yaml:"healthInterval,omitempty"`
 }
 
 // Error is a problem at a line of a manifest.
@@ -147,30 +160,47 @@ func Parse(file string, r io.Reader) ([]Object, error) {
 			err.File = file
 			return nil, err
 		}
-		if root.Kind != yaml.MappingNode {
-			return nil, &Error{File: file, Line: root.Line, Msg: "a document must be a mapping with apiVersion, kind, metadata and spec or data"}
+		// A document is an object, or a list of them (what `get
+		// workloads -o yaml` prints).
+		roots := []*yaml.Node{root}
+		if root.Kind == yaml.SequenceNode {
+			roots = root.Content
 		}
-		if err := checkFields(root, reflect.TypeOf(Object{}), ""); err != nil {
-			err.File = file
-			return nil, err
+		for _, root := range roots {
+			o, err := parseObject(file, root)
+			if err != nil {
+				return nil, err
+			}
+			id := o.Kind + "/" + o.Metadata.Name
+			if first, dup := seen[id]; dup {
+				return nil, &Error{File: file, Line: root.Line, Msg: fmt.Sprintf("%s is defined twice (first at line %d)", id, first)}
+			}
+			seen[id] = root.Line
+			objs = append(objs, o)
 		}
-		var o Object
-		if err := root.Decode(&o); err != nil {
-			line, msg := yamlErr(err)
-			return nil, &Error{File: file, Line: line, Msg: msg}
-		}
-		o.Line = root.Line
-		if err := o.validate(); err != nil {
-			return nil, &Error{File: file, Line: root.Line, Msg: err.Error()}
-		}
-		id := o.Kind + "/" + o.Metadata.Name
-		if first, dup := seen[id]; dup {
-			return nil, &Error{File: file, Line: root.Line, Msg: fmt.Sprintf("%s is defined twice (first at line %d)", id, first)}
-		}
-		seen[id] = root.Line
-		objs = append(objs, o)
 	}
 	return objs, nil
+}
+
+// parseObject decodes and checks one object.
+func parseObject(file string, root *yaml.Node) (Object, error) {
+	if root.Kind != yaml.MappingNode {
+		return Object{}, &Error{File: file, Line: root.Line, Msg: "a document must be a mapping with apiVersion, kind, metadata and spec or data (or a list of them)"}
+	}
+	if err := checkFields(root, reflect.TypeOf(Object{}), ""); err != nil {
+		err.File = file
+		return Object{}, err
+	}
+	var o Object
+	if err := root.Decode(&o); err != nil {
+		line, msg := yamlErr(err)
+		return Object{}, &Error{File: file, Line: line, Msg: msg}
+	}
+	o.Line, o.File = root.Line, file
+	if err := o.validate(); err != nil {
+		return Object{}, &Error{File: file, Line: root.Line, Msg: err.Error()}
+	}
+	return o, nil
 }
 
 func (o Object) validate() error {
@@ -191,9 +221,21 @@ func (o Object) validate() error {
 		if (o.Spec.Module == "") == (o.Spec.Image == "") {
 			return fmt.Errorf("workload %s needs exactly one of spec.module and spec.image", o.Metadata.Name)
 		}
+		if r := o.Spec.Runtime; r != "" && r != "wasm" && r != "container" {
+			return fmt.Errorf("workload %s: spec.runtime %q is not wasm or container", o.Metadata.Name, r)
+		}
+		if o.Spec.Runtime != "" && !IsDigest(o.Spec.Module) {
+			return fmt.Errorf("workload %s: spec.runtime is for a module given by digest; a file says what it is", o.Metadata.Name)
+		}
 	case KindConfig, KindSecret:
 		if o.Spec != nil {
 			return fmt.Errorf("a %s has data, not spec", o.Kind)
+		}
+		if len(o.Metadata.Labels) > 0 {
+			return fmt.Errorf("a %s has no labels: only workloads do", o.Kind)
+		}
+		if o.Status != nil {
+			return fmt.Errorf("a %s has no status: only workloads do", o.Kind)
 		}
 	case "":
 		return fmt.Errorf("the document has no kind: use Workload, Config or Secret")

@@ -48,7 +48,7 @@ spec:
 	if w.Spec.HTTP == nil || w.Spec.HTTP.Route != "/greet" || w.Spec.HTTP.Timeout != 5*time.Second {
 		t.Errorf("http = %+v", w.Spec.HTTP)
 	}
-	if len(w.Spec.Configs) != 1 || w.Spec.Env["B"] != "two" {
+	if len(w.Spec.Configs) != 1 || len(w.Spec.Env) != 1 || w.Spec.Env[0] != (EnvVar{"B", "two"}) {
 		t.Errorf("spec = %+v", w.Spec)
 	}
 }

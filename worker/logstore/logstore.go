@@ -1,20 +1,24 @@
 // Package logstore keeps each instance's output (stdout and stderr) on disk,
 // bounded in size and in open file descriptors: a worker holds ten thousand
 // instances, so each log is one current file plus one rotated ".1" file (each
-// at most half the bound), and only a small LRU of files stays open.
+// at most half the bound), and only a small LRU of files stays open. Each
+// line is kept with the time it was written (read.go), so that output can
+// be read by lines and by time, and a reader may follow what is written
+// next.
 package logstore
 
 import (
 	"container/list"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 )
 
 // DefaultMaxOpen is how many log files a Store keeps open when told 0.
@@ -42,9 +46,12 @@ type Store struct {
 	maxOpen int
 	logger  *slog.Logger
 
-	mu   sync.Mutex
-	logs map[string]*Log
-	lru  list.List // of *Log whose file is open; front = most recent
+	now func() time.Time // the time lines are stamped with
+
+	mu     sync.Mutex
+	logs   map[string]*Log
+	lru    list.List     // of *Log whose file is open; front = most recent
+	opened chan struct{} // closed (and replaced) when a new log is opened
 }
 
 // Log is one instance's output. It is an io.Writer that never fails: output
@@ -61,6 +68,11 @@ type Log struct {
 	sized   bool          // size has been read from disk once
 	removed bool
 	failed  bool // a write error has been logged already
+	// midLine is set while the output kept so far ends in an unfinished
+	// line: the next write continues it rather than start a stamped line.
+	midLine bool
+	// followers get each write as it happens (read.go).
+	followers map[*Follower]struct{}
 }
 
 // New returns a Store over dir, keeping at most limit bytes per instance on
@@ -78,7 +90,7 @@ func New(dir string, limit int64, maxOpen int, logger *slog.Logger) (*Store, err
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("logstore: %w", err)
 	}
-	return &Store{dir: dir, limit: limit, maxOpen: maxOpen, logger: logger, logs: map[string]*Log{}}, nil
+	return &Store{dir: dir, limit: limit, maxOpen: maxOpen, logger: logger, logs: map[string]*Log{}, now: time.Now, opened: make(chan struct{})}, nil
 }
 
 // Open returns the log of instance id, creating it if needed. Output already
@@ -91,7 +103,28 @@ func (s *Store) Open(id string) *Log {
 	}
 	l := &Log{s: s, id: id, name: fileStem(id)}
 	s.logs[id] = l
+	close(s.opened)
+	s.opened = make(chan struct{})
 	return l
+}
+
+// Wait returns the log of instance id once the store holds it, or nil
+// when ctx ends first: a follower may ask for an instance before its
+// worker has started it.
+func (s *Store) Wait(ctx context.Context, id string) *Log {
+	for {
+		s.mu.Lock()
+		l, opened := s.logs[id], s.opened
+		s.mu.Unlock()
+		if l != nil {
+			return l
+		}
+		select {
+		case <-opened:
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // Get returns the log of instance id, or nil if the store does not hold it.
@@ -111,6 +144,7 @@ func (s *Store) Remove(id string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.removed = true
+	l.endFollowers()
 	s.mu.Lock()
 	if s.logs[id] == l {
 		delete(s.logs, id)
@@ -186,15 +220,28 @@ func (s *Store) closeLocked(l *Log) {
 	}
 }
 
-// Write appends p, rotating at half the bound. A write larger than half the
-// bound keeps only its newest half.
+// Write appends p, each line that starts in it stamped with the time,
+// rotating at half the bound. A write larger than half the bound keeps
+// only its newest half. Followers get p as it is.
 func (l *Log) Write(p []byte) (int, error) {
 	n := len(p)
+	if n == 0 {
+		return 0, nil
+	}
+	now := l.s.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.removed {
 		return n, nil
 	}
+	if !l.sized {
+		_ = l.ensureOpen() // Learns whether the output ends mid-line; a failure shows below.
+	}
+	l.notify(now, !l.midLine, p)
+	buf := stamp(now, !l.midLine, p)
+	l.midLine = p[len(p)-1] != '\n'
+	defer buf.release()
+	p = buf.b
 	half := l.s.limit / 2
 	if int64(len(p)) > half {
 		p = p[int64(len(p))-half:]
@@ -253,6 +300,7 @@ func (l *Log) ensureOpen() error {
 			return err
 		}
 		l.size, l.sized = fi.Size(), true
+		l.midLine = endsMidLine(l.path(currentSuffix), l.path(rotatedSuffix))
 	}
 	s.mu.Lock()
 	l.f = f
@@ -290,50 +338,6 @@ func (l *Log) rotate() error {
 	return l.ensureOpen()
 }
 
-// Reader returns the kept output, oldest first; tail > 0 keeps only its last
-// tail bytes. The caller closes it.
-func (l *Log) Reader(tail int64) (io.ReadCloser, error) {
-	l.mu.Lock()
-	var files []*os.File
-	var sizes []int64
-	for _, suffix := range []string{rotatedSuffix, currentSuffix} {
-		f, err := os.Open(l.path(suffix))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err == nil {
-			var fi os.FileInfo
-			if fi, err = f.Stat(); err == nil {
-				files, sizes = append(files, f), append(sizes, fi.Size())
-				continue
-			}
-			_ = f.Close()
-		}
-		l.mu.Unlock()
-		closeAll(files)
-		return nil, fmt.Errorf("logstore: instance %s: %w", l.id, err)
-	}
-	l.mu.Unlock()
-
-	var total int64
-	for _, n := range sizes {
-		total += n
-	}
-	skip := int64(0)
-	if tail > 0 && total > tail {
-		skip = total - tail
-	}
-	readers := make([]io.Reader, 0, len(files))
-	for i, f := range files {
-		off := min(skip, sizes[i])
-		skip -= off
-		if off < sizes[i] {
-			readers = append(readers, io.NewSectionReader(f, off, sizes[i]-off))
-		}
-	}
-	return &multiReadCloser{Reader: io.MultiReader(readers...), files: files}, nil
-}
-
 func (l *Log) path(suffix string) string { return filepath.Join(l.s.dir, l.name+suffix) }
 
 func (l *Log) deleteFiles() error {
@@ -344,22 +348,6 @@ func (l *Log) deleteFiles() error {
 		}
 	}
 	return firstErr
-}
-
-type multiReadCloser struct {
-	io.Reader
-	files []*os.File
-}
-
-func (m *multiReadCloser) Close() error {
-	closeAll(m.files)
-	return nil
-}
-
-func closeAll(files []*os.File) {
-	for _, f := range files {
-		_ = f.Close() // Opened read-only.
-	}
 }
 
 // fileStem names an instance's files: the id itself when it is a plain file

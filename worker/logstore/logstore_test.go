@@ -3,7 +3,6 @@ package logstore
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,12 +38,7 @@ func diskBytes(t *testing.T, dir string) int64 {
 
 func readAll(t *testing.T, l *Log, tail int64) []byte {
 	t.Helper()
-	r, err := l.Reader(tail)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
+	b, err := l.Read(ReadOptions{TailBytes: tail})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3264,7 +3264,8 @@ type LogsRequest struct {
 	Workload  string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
 	TailBytes int64                  `protobuf:"varint,2,opt,name=tail_bytes,json=tailBytes,proto3" json:"tail_bytes,omitempty"` // 0 = everything kept
 	// observe: the last tail_lines lines of each instance (0: no limit;
-	// with tail_bytes, both apply); only lines written at or after
+	// -1: none, so that a follow prints only what comes next; with
+	// tail_bytes, both apply); only lines written at or after
 	// since_unix_nano (0: any); one instance only (empty: every instance of
 	// the workload); each line starting with the time it was written
 	// (RFC 3339, UTC).

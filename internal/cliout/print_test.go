@@ -207,6 +207,7 @@ func TestStateNamesAreCamelCase(t *testing.T) {
 		wasmorchv1.InstanceState_INSTANCE_STATE_FAILED:      "Failed",
 		wasmorchv1.InstanceState_INSTANCE_STATE_LOST:        "Lost",
 		wasmorchv1.InstanceState_INSTANCE_STATE_STOPPED:     "Stopped",
+		wasmorchv1.InstanceState_INSTANCE_STATE_TERMINATING: "Terminating",
 	}
 	for s := range wasmorchv1.InstanceState_name {
 		st := wasmorchv1.InstanceState(s)

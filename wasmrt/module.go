@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -181,7 +182,7 @@ func (r *Runtime) compileModule(ctx context.Context, key moduleKey, a runtimeapi
 		if ctx.Err() != nil {
 			return nil, nil, startError(false, fmt.Sprintf("compile module %s: %v", a.Digest, context.Cause(ctx)))
 		}
-		return nil, nil, &runtimeapi.StartError{Exit: r.whyNotCompiled(ctx, bin, key.pages, err)}
+		return nil, nil, r.whyNotCompiled(ctx, a, bin, key.pages, err)
 	}
 	r.log.Debug("compiled wasm module", "digest", a.Digest, "memoryLimitPages", key.pages,
 		"bytes", len(bin), "took", time.Since(began))
@@ -192,18 +193,30 @@ func (r *Runtime) compileModule(ctx context.Context, key moduleKey, a runtimeapi
 	return wz, code, nil
 }
 
-// whyNotCompiled explains a compile failure: the module is invalid, or it
-// is valid but needs more memory than the limit, which is the one thing the
-// limit changes in compilation. Checking that again without a limit, with
-// the interpreter, avoids reading wazero's error strings.
-func (r *Runtime) whyNotCompiled(ctx context.Context, bin []byte, pages uint32, compileErr error) runtimeapi.Exit {
-	exit := permanentExit(runtimeapi.ReasonInvalid, "invalid module: "+firstLine(compileErr))
+// whyNotCompiled explains a compile failure: the worker could not read or
+// write its compile cache (a full disk: try again later), or the module is
+// invalid, or it is valid but needs more memory than the limit, which is
+// the one thing the limit changes in compilation. Checking that again
+// without a limit, with the interpreter, avoids reading wazero's error
+// strings. Only the module's own faults are permanent: a transient one
+// cached as permanent would outlive its cause until the worker restarts.
+func (r *Runtime) whyNotCompiled(ctx context.Context, a runtimeapi.Artifact, bin []byte, pages uint32, compileErr error) *runtimeapi.StartError {
+	if errors.As(compileErr, new(syscall.Errno)) {
+		return startError(false, fmt.Sprintf("compile module %s: the compile cache: %s", a.Digest, firstLine(compileErr)))
+	}
+	why := &runtimeapi.StartError{Exit: permanentExit(runtimeapi.ReasonInvalid, "invalid module: "+firstLine(compileErr))}
 	_ = inspect(ctx, bin, func(code wazero.CompiledModule) error {
-		exit = permanentExit(runtimeapi.ReasonMemoryLimit,
-			fmt.Sprintf("memory minimum %s exceeds the instance limit of %s", pagesText(minMemoryPages(code)), pagesText(pages)))
+		minimum := minMemoryPages(code)
+		if minimum != 0 && minimum <= pages {
+			// Valid, and its memory fits: not the module's fault.
+			why = startError(false, fmt.Sprintf("compile module %s: %s", a.Digest, firstLine(compileErr)))
+			return nil
+		}
+		why = &runtimeapi.StartError{Exit: permanentExit(runtimeapi.ReasonMemoryLimit,
+			fmt.Sprintf("memory minimum %s exceeds the instance limit of %s", pagesText(minimum), pagesText(pages)))}
 		return nil
 	})
-	return exit
+	return why
 }
 
 // minMemoryPages is the declared minimum of the module's memory, or 0 if

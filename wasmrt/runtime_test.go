@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/wasmorch/wasmorch/internal/disktest"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
 
@@ -466,4 +467,35 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// A compile cache that cannot be written (a full disk) is the worker's
+// problem, not the module's: the failure says what it is, is not kept,
+// and the next Prepare succeeds once there is room again.
+func TestAFullCompileCacheIsATransientFailure(t *testing.T) {
+	dir := disktest.Tmpfs(t, 8<<20)
+	r := newTestRuntime(t, Config{CacheDir: dir})
+	hello := testArtifact(t, "hello.wasm")
+	disktest.Fill(t, dir, 0)
+
+	err := r.Prepare(context.Background(), hello, 0)
+	var serr *runtimeapi.StartError
+	if !errors.As(err, &serr) {
+		t.Fatalf("Prepare on a full compile cache = %v, want a StartError", err)
+	}
+	if serr.Exit.Permanent || serr.Exit.Reason != runtimeapi.ReasonStartError || !strings.Contains(serr.Exit.Message, "no space left on device") {
+		t.Fatalf("Prepare on a full compile cache = %+v, want a transient StartError saying no space is left", serr.Exit)
+	}
+
+	disktest.Unfill(t, dir)
+	if err := r.Prepare(context.Background(), hello, 0); err != nil {
+		t.Fatalf("Prepare once there is room again = %v, want success", err)
+	}
+	inst, err := r.Start(context.Background(), runtimeapi.InstanceSpec{ID: "hello-after-full-disk", Artifact: hello})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exit := waitExit(t, inst); exit.Code != 0 {
+		t.Fatalf("exit = %+v, want 0", exit)
+	}
 }

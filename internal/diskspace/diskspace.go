@@ -1,0 +1,47 @@
+// Package diskspace reads how much room the filesystem of a directory has
+// left, for the checks that must act before a full disk does: a member
+// refusing to start etcd, a worker reporting disk pressure.
+package diskspace
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Space is what a filesystem holds, in bytes.
+type Space struct {
+	// Free is what an unprivileged process may still write (df's "Avail").
+	Free int64
+	// Size is the filesystem's whole size.
+	Size int64
+}
+
+// Of returns the space of the filesystem that holds dir.
+func Of(dir string) (Space, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return Space{}, fmt.Errorf("free space of %s: %w", dir, err)
+	}
+	return Space{Free: int64(st.Bavail) * st.Bsize, Size: int64(st.Blocks) * st.Bsize}, nil
+}
+
+// Bytes writes n in the largest binary unit that keeps it readable:
+// "512 KiB", "1.5 GiB".
+func Bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	v := float64(n) / float64(div)
+	suffix := []string{"KiB", "MiB", "GiB", "TiB", "PiB"}[exp]
+	if v == float64(int64(v)) || v >= 100 {
+		return fmt.Sprintf("%.0f %s", v, suffix)
+	}
+	return fmt.Sprintf("%.1f %s", v, suffix)
+}

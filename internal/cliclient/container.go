@@ -1,6 +1,7 @@
 package cliclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -100,13 +101,28 @@ func isArchive(path string) (bool, error) {
 }
 
 // readArchive reads an OCI image archive and checks it is complete, so
-// that a corrupt one is refused before anything is sent.
+// that a corrupt one is refused before anything is sent. An archive in
+// Docker's own format ('docker save' before Docker 25) is converted to an
+// OCI image layout archive first: that is what is uploaded.
 func readArchive(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, readError(path, err)
 	}
-	if _, err := ociarchive.Inspect(b); err != nil {
+	_, err = ociarchive.Inspect(b)
+	if errors.Is(err, ociarchive.ErrDockerArchive) {
+		var oci bytes.Buffer
+		if err := ociarchive.FromDocker(&oci, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }); err != nil {
+			return nil, &Error{
+				What:  fmt.Sprintf("%s is a Docker image archive that cannot be converted to an OCI image archive: %s", filepath.Base(path), OneLine(err.Error())),
+				Hint:  "save one image with 'docker save IMAGE -o FILE.tar', or use 'skopeo copy docker-archive:FILE.tar oci-archive:OCI.tar'",
+				Cause: err,
+			}
+		}
+		b = oci.Bytes()
+		_, err = ociarchive.Inspect(b)
+	}
+	if err != nil {
 		return nil, &Error{
 			What:  fmt.Sprintf("%s is not a valid OCI image archive: %s", filepath.Base(path), OneLine(err.Error())),
 			Hint:  "save the image with 'docker save IMAGE -o FILE.tar' or 'skopeo copy docker://IMAGE oci-archive:FILE.tar'",

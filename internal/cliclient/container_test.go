@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
+	"github.com/wasmorch/wasmorch/internal/ctrtest"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -64,5 +65,32 @@ func TestReadSourceTellsArchivesByContent(t *testing.T) {
 	b, _, err = readSource(context.Background(), DeployConfig{Image: "team/app:1.0"}, spec)
 	if err != nil || b != nil || spec.GetKind() != "container" || spec.GetImage() != "team/app:1.0" || spec.GetModuleDigest() != "" {
 		t.Errorf("readSource(--image) = %v, %v, spec %v", b, err, spec)
+	}
+}
+
+// TestReadSourceConvertsADockerArchive: an archive 'docker save' wrote
+// before Docker 25 (no oci-layout) is deployed as the OCI image layout
+// archive it converts to, with the same digest each time; it was refused
+// with an error that said to use docker save.
+func TestReadSourceConvertsADockerArchive(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "app")
+	if err := os.WriteFile(bin, []byte("#!/bin/true\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	archive := ctrtest.DockerArchive(t, bin, "team/app:1.0")
+	var digests []string
+	for range 2 {
+		spec := &wasmorchv1.WorkloadSpec{Kind: "wasm"}
+		b, media, err := readSource(context.Background(), DeployConfig{File: archive}, spec)
+		if err != nil {
+			t.Fatalf("readSource(docker archive) = %v", err)
+		}
+		if _, err := ociarchive.Inspect(b); err != nil || media != ociarchive.MediaType || spec.GetKind() != "container" {
+			t.Fatalf("readSource(docker archive) = %d bytes (%v), %q, spec %v; want an OCI image archive", len(b), err, media, spec)
+		}
+		digests = append(digests, spec.GetModuleDigest())
+	}
+	if digests[0] != digests[1] {
+		t.Errorf("one Docker archive converted to two digests: %v", digests)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/wasmorch/wasmorch/controlplane"
 	"github.com/wasmorch/wasmorch/internal/cliclient"
+	"github.com/wasmorch/wasmorch/internal/diskspace"
 	"github.com/wasmorch/wasmorch/internal/version"
 	"github.com/wasmorch/wasmorch/wasmrt"
 	"github.com/wasmorch/wasmorch/worker"
@@ -329,6 +330,9 @@ func ranUntil(ctx context.Context, what string, err error) error {
 }
 
 func startError(what string, err error, hint string) error {
+	if low := (*diskspace.LowError)(nil); errors.As(err, &low) {
+		hint = "free space on that disk, or give --data-dir a directory on another"
+	}
 	return &cliclient.Error{What: "cannot start " + what + ": " + cliclient.OneLine(err.Error()), Hint: hint, Cause: err}
 }
 

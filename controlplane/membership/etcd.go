@@ -25,6 +25,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/internal/diskspace"
 )
 
 // etcdMaxRequestBytes leaves room for one blob chunk plus its key.
@@ -90,19 +91,46 @@ type EtcdConfig struct {
 	// CertFile and KeyFile are the member's certificate (with the CA after
 	// it) and key; CAFile the cluster CA: the peer listener's mutual TLS.
 	CertFile, KeyFile, CAFile string
+	// MinFreeBytes is the free space etcd must find on the disk of DataDir
+	// to start; zero: DefaultMinFreeBytes.
+	MinFreeBytes int64
+}
+
+// DefaultMinFreeBytes is the free space a member needs to start its etcd:
+// room for its write-ahead log (64 MB files, the next one made ahead of
+// time) and for its database to grow. Below it etcd would stop at its
+// first write that does not fit, and take the process with it.
+const DefaultMinFreeBytes = 256 << 20
+
+// checkFreeSpace refuses to start etcd on a disk too full for it.
+func checkFreeSpace(cfg EtcdConfig) error {
+	need := cfg.MinFreeBytes
+	if need <= 0 {
+		need = DefaultMinFreeBytes
+	}
+	space, err := diskspace.Of(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if space.Free < need {
+		return &diskspace.LowError{Dir: cfg.DataDir, Space: space, Need: need, For: "the embedded etcd"}
+	}
+	return nil
 }
 
 // StartEtcd starts the embedded etcd member and returns it with an
 // in-process client (no network hop for the control plane's own calls).
 func StartEtcd(ctx context.Context, cfg EtcdConfig) (*embed.Etcd, *clientv3.Client, error) {
+	if err := checkFreeSpace(cfg); err != nil {
+		return nil, nil, err
+	}
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
 	ec.Dir = Dir(cfg.DataDir)
 	ec.Logger = "zap"
-	// etcd reports its own shutdown as errors ("use of closed network
-	// connection"); failures that matter reach us through StartEtcd and Err().
 	ec.LogLevel = "fatal"
 	ec.LogOutputs = []string{"stderr"}
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(etcdLogger(cfg.DataDir))
 	// etcd serves no clients over the network: the control plane uses an
 	// in-process client (v3client), and everything else goes through the
 	// gRPC API and its mutual TLS. Only the peer listener is open, for the

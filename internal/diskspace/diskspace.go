@@ -45,3 +45,16 @@ func Bytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %s", v, suffix)
 }
+
+// LowError is the error of a check that found too little free space.
+type LowError struct {
+	Dir   string
+	Space Space
+	Need  int64  // the free space asked for
+	For   string // what needs it: "the embedded etcd"
+}
+
+func (e *LowError) Error() string {
+	return fmt.Sprintf("the disk holding %s has %s free of %s, and %s needs at least %s",
+		e.Dir, Bytes(e.Space.Free), Bytes(e.Space.Size), e.For, Bytes(e.Need))
+}

@@ -148,6 +148,56 @@ func (InstanceState) EnumDescriptor() ([]byte, []int) {
 	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{1}
 }
 
+// disk: NodeConditionType is a kind of trouble a worker reports about its
+// node, as Kubernetes' node conditions.
+type NodeConditionType int32
+
+const (
+	NodeConditionType_NODE_CONDITION_TYPE_UNSPECIFIED NodeConditionType = 0
+	// The disk of the worker's data dir is nearly full: it has evicted
+	// instance logs, and takes no new instances until there is room again.
+	NodeConditionType_NODE_CONDITION_TYPE_DISK_PRESSURE NodeConditionType = 1
+)
+
+// Enum value maps for NodeConditionType.
+var (
+	NodeConditionType_name = map[int32]string{
+		0: "NODE_CONDITION_TYPE_UNSPECIFIED",
+		1: "NODE_CONDITION_TYPE_DISK_PRESSURE",
+	}
+	NodeConditionType_value = map[string]int32{
+		"NODE_CONDITION_TYPE_UNSPECIFIED":   0,
+		"NODE_CONDITION_TYPE_DISK_PRESSURE": 1,
+	}
+)
+
+func (x NodeConditionType) Enum() *NodeConditionType {
+	p := new(NodeConditionType)
+	*p = x
+	return p
+}
+
+func (x NodeConditionType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NodeConditionType) Descriptor() protoreflect.EnumDescriptor {
+	return file_wasmorch_v1_wasmorch_proto_enumTypes[2].Descriptor()
+}
+
+func (NodeConditionType) Type() protoreflect.EnumType {
+	return &file_wasmorch_v1_wasmorch_proto_enumTypes[2]
+}
+
+func (x NodeConditionType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NodeConditionType.Descriptor instead.
+func (NodeConditionType) EnumDescriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{2}
+}
+
 // Watch (scale): the changes after a revision (0: from now), as the
 // objects they leave, for one kind. Several changes to one object may
 // come as one event, carrying its latest state. A revision older than
@@ -193,11 +243,11 @@ func (x WatchKind) String() string {
 }
 
 func (WatchKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_wasmorch_v1_wasmorch_proto_enumTypes[2].Descriptor()
+	return file_wasmorch_v1_wasmorch_proto_enumTypes[3].Descriptor()
 }
 
 func (WatchKind) Type() protoreflect.EnumType {
-	return &file_wasmorch_v1_wasmorch_proto_enumTypes[2]
+	return &file_wasmorch_v1_wasmorch_proto_enumTypes[3]
 }
 
 func (x WatchKind) Number() protoreflect.EnumNumber {
@@ -206,7 +256,7 @@ func (x WatchKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WatchKind.Descriptor instead.
 func (WatchKind) EnumDescriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{2}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{3}
 }
 
 type WatchEventType int32
@@ -250,11 +300,11 @@ func (x WatchEventType) String() string {
 }
 
 func (WatchEventType) Descriptor() protoreflect.EnumDescriptor {
-	return file_wasmorch_v1_wasmorch_proto_enumTypes[3].Descriptor()
+	return file_wasmorch_v1_wasmorch_proto_enumTypes[4].Descriptor()
 }
 
 func (WatchEventType) Type() protoreflect.EnumType {
-	return &file_wasmorch_v1_wasmorch_proto_enumTypes[3]
+	return &file_wasmorch_v1_wasmorch_proto_enumTypes[4]
 }
 
 func (x WatchEventType) Number() protoreflect.EnumNumber {
@@ -263,7 +313,7 @@ func (x WatchEventType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WatchEventType.Descriptor instead.
 func (WatchEventType) EnumDescriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{3}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{4}
 }
 
 // WorkloadSpec is what the user asks for. Every change to it bumps the
@@ -1351,7 +1401,10 @@ type Node struct {
 	HttpAddress        string                 `protobuf:"bytes,11,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"` // the worker's function server (HTTP), if any
 	// cluster: set by drain (with cordoned): the controller moves the node's
 	// instances away, each replacement running before its original stops.
-	Draining      bool `protobuf:"varint,30,opt,name=draining,proto3" json:"draining,omitempty"`
+	Draining bool `protobuf:"varint,30,opt,name=draining,proto3" json:"draining,omitempty"`
+	// disk: what its worker reports wrong with the node (its heartbeats
+	// carry them); while any holds, no new instance is placed there.
+	Conditions    []*NodeCondition `protobuf:"bytes,50,rep,name=conditions,proto3" json:"conditions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1470,6 +1523,75 @@ func (x *Node) GetDraining() bool {
 	return false
 }
 
+func (x *Node) GetConditions() []*NodeCondition {
+	if x != nil {
+		return x.Conditions
+	}
+	return nil
+}
+
+// NodeCondition is one condition that holds on a node; one that no longer
+// holds is not listed.
+type NodeCondition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          NodeConditionType      `protobuf:"varint,1,opt,name=type,proto3,enum=wasmorch.v1.NodeConditionType" json:"type,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`                                     // what the worker saw when it began
+	SinceUnixNano int64                  `protobuf:"varint,3,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"` // when it began (the worker's clock)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeCondition) Reset() {
+	*x = NodeCondition{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeCondition) ProtoMessage() {}
+
+func (x *NodeCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeCondition.ProtoReflect.Descriptor instead.
+func (*NodeCondition) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *NodeCondition) GetType() NodeConditionType {
+	if x != nil {
+		return x.Type
+	}
+	return NodeConditionType_NODE_CONDITION_TYPE_UNSPECIFIED
+}
+
+func (x *NodeCondition) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *NodeCondition) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
 // Event records something the control plane decided or observed about an
 // object ("workload/greet", "node/edge-1"), for describe and audits.
 type Event struct {
@@ -1485,7 +1607,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[10]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1619,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[10]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1632,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{10}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Event) GetObject() string {
@@ -1567,7 +1689,7 @@ type BlobMeta struct {
 
 func (x *BlobMeta) Reset() {
 	*x = BlobMeta{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[11]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1701,7 @@ func (x *BlobMeta) String() string {
 func (*BlobMeta) ProtoMessage() {}
 
 func (x *BlobMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[11]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1714,7 @@ func (x *BlobMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobMeta.ProtoReflect.Descriptor instead.
 func (*BlobMeta) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{11}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BlobMeta) GetDigest() string {
@@ -1671,7 +1793,7 @@ type FunctionLoad struct {
 
 func (x *FunctionLoad) Reset() {
 	*x = FunctionLoad{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +1805,7 @@ func (x *FunctionLoad) String() string {
 func (*FunctionLoad) ProtoMessage() {}
 
 func (x *FunctionLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +1818,7 @@ func (x *FunctionLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionLoad.ProtoReflect.Descriptor instead.
 func (*FunctionLoad) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{12}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FunctionLoad) GetInFlight() int64 {
@@ -1748,7 +1870,7 @@ type GenerationRequests struct {
 
 func (x *GenerationRequests) Reset() {
 	*x = GenerationRequests{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +1882,7 @@ func (x *GenerationRequests) String() string {
 func (*GenerationRequests) ProtoMessage() {}
 
 func (x *GenerationRequests) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +1895,7 @@ func (x *GenerationRequests) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerationRequests.ProtoReflect.Descriptor instead.
 func (*GenerationRequests) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{13}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GenerationRequests) GetRequests() int64 {
@@ -1805,7 +1927,7 @@ type Config struct {
 
 func (x *Config) Reset() {
 	*x = Config{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1939,7 @@ func (x *Config) String() string {
 func (*Config) ProtoMessage() {}
 
 func (x *Config) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1952,7 @@ func (x *Config) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Config.ProtoReflect.Descriptor instead.
 func (*Config) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{14}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Config) GetName() string {
@@ -1880,7 +2002,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2014,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2027,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{15}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Secret) GetName() string {
@@ -1975,7 +2097,7 @@ type MountedFile struct {
 
 func (x *MountedFile) Reset() {
 	*x = MountedFile{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2109,7 @@ func (x *MountedFile) String() string {
 func (*MountedFile) ProtoMessage() {}
 
 func (x *MountedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2122,7 @@ func (x *MountedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountedFile.ProtoReflect.Descriptor instead.
 func (*MountedFile) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{16}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MountedFile) GetPath() string {
@@ -2027,7 +2149,7 @@ type SecretData struct {
 
 func (x *SecretData) Reset() {
 	*x = SecretData{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2161,7 @@ func (x *SecretData) String() string {
 func (*SecretData) ProtoMessage() {}
 
 func (x *SecretData) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2174,7 @@ func (x *SecretData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretData.ProtoReflect.Descriptor instead.
 func (*SecretData) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{17}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SecretData) GetData() map[string]string {
@@ -2076,7 +2198,7 @@ type SecretKey struct {
 
 func (x *SecretKey) Reset() {
 	*x = SecretKey{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2210,7 @@ func (x *SecretKey) String() string {
 func (*SecretKey) ProtoMessage() {}
 
 func (x *SecretKey) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2223,7 @@ func (x *SecretKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretKey.ProtoReflect.Descriptor instead.
 func (*SecretKey) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{18}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SecretKey) GetId() string {
@@ -2145,7 +2267,7 @@ type UploadRequest struct {
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2157,7 +2279,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2170,7 +2292,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UploadRequest) GetPart() isUploadRequest_Part {
@@ -2225,7 +2347,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2359,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2372,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UploadHeader) GetDigest() string {
@@ -2285,7 +2407,7 @@ type UploadResponse struct {
 
 func (x *UploadResponse) Reset() {
 	*x = UploadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2419,7 @@ func (x *UploadResponse) String() string {
 func (*UploadResponse) ProtoMessage() {}
 
 func (x *UploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2432,7 @@ func (x *UploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
 func (*UploadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UploadResponse) GetDigest() string {
@@ -2351,7 +2473,7 @@ type ApplyWorkloadRequest struct {
 
 func (x *ApplyWorkloadRequest) Reset() {
 	*x = ApplyWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2363,7 +2485,7 @@ func (x *ApplyWorkloadRequest) String() string {
 func (*ApplyWorkloadRequest) ProtoMessage() {}
 
 func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2376,7 +2498,7 @@ func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ApplyWorkloadRequest) GetName() string {
@@ -2425,7 +2547,7 @@ type ApplyWorkloadResponse struct {
 
 func (x *ApplyWorkloadResponse) Reset() {
 	*x = ApplyWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2559,7 @@ func (x *ApplyWorkloadResponse) String() string {
 func (*ApplyWorkloadResponse) ProtoMessage() {}
 
 func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2572,7 @@ func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApplyWorkloadResponse) GetWorkload() *Workload {
@@ -2483,7 +2605,7 @@ type GetWorkloadRequest struct {
 
 func (x *GetWorkloadRequest) Reset() {
 	*x = GetWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2495,7 +2617,7 @@ func (x *GetWorkloadRequest) String() string {
 func (*GetWorkloadRequest) ProtoMessage() {}
 
 func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2508,7 +2630,7 @@ func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetWorkloadRequest) GetName() string {
@@ -2538,7 +2660,7 @@ type ListWorkloadsRequest struct {
 
 func (x *ListWorkloadsRequest) Reset() {
 	*x = ListWorkloadsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2550,7 +2672,7 @@ func (x *ListWorkloadsRequest) String() string {
 func (*ListWorkloadsRequest) ProtoMessage() {}
 
 func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2563,7 +2685,7 @@ func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListWorkloadsRequest) GetLimit() int32 {
@@ -2604,7 +2726,7 @@ type WorkloadView struct {
 
 func (x *WorkloadView) Reset() {
 	*x = WorkloadView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2616,7 +2738,7 @@ func (x *WorkloadView) String() string {
 func (*WorkloadView) ProtoMessage() {}
 
 func (x *WorkloadView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2629,7 +2751,7 @@ func (x *WorkloadView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadView.ProtoReflect.Descriptor instead.
 func (*WorkloadView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WorkloadView) GetWorkload() *Workload {
@@ -2685,7 +2807,7 @@ type ListWorkloadsResponse struct {
 
 func (x *ListWorkloadsResponse) Reset() {
 	*x = ListWorkloadsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2697,7 +2819,7 @@ func (x *ListWorkloadsResponse) String() string {
 func (*ListWorkloadsResponse) ProtoMessage() {}
 
 func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2710,7 +2832,7 @@ func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListWorkloadsResponse) GetWorkloads() []*WorkloadView {
@@ -2744,7 +2866,7 @@ type ScaleRequest struct {
 
 func (x *ScaleRequest) Reset() {
 	*x = ScaleRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2756,7 +2878,7 @@ func (x *ScaleRequest) String() string {
 func (*ScaleRequest) ProtoMessage() {}
 
 func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2769,7 +2891,7 @@ func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleRequest.ProtoReflect.Descriptor instead.
 func (*ScaleRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ScaleRequest) GetName() string {
@@ -2795,7 +2917,7 @@ type DeleteWorkloadRequest struct {
 
 func (x *DeleteWorkloadRequest) Reset() {
 	*x = DeleteWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2807,7 +2929,7 @@ func (x *DeleteWorkloadRequest) String() string {
 func (*DeleteWorkloadRequest) ProtoMessage() {}
 
 func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2820,7 +2942,7 @@ func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteWorkloadRequest) GetName() string {
@@ -2838,7 +2960,7 @@ type DeleteWorkloadResponse struct {
 
 func (x *DeleteWorkloadResponse) Reset() {
 	*x = DeleteWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2850,7 +2972,7 @@ func (x *DeleteWorkloadResponse) String() string {
 func (*DeleteWorkloadResponse) ProtoMessage() {}
 
 func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2863,7 +2985,7 @@ func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
 }
 
 type ListInstancesRequest struct {
@@ -2881,7 +3003,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2893,7 +3015,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2906,7 +3028,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListInstancesRequest) GetWorkload() string {
@@ -2962,7 +3084,7 @@ type InstanceView struct {
 
 func (x *InstanceView) Reset() {
 	*x = InstanceView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2974,7 +3096,7 @@ func (x *InstanceView) String() string {
 func (*InstanceView) ProtoMessage() {}
 
 func (x *InstanceView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2987,7 +3109,7 @@ func (x *InstanceView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceView.ProtoReflect.Descriptor instead.
 func (*InstanceView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *InstanceView) GetInstance() *Instance {
@@ -3022,7 +3144,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3156,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3169,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*InstanceView {
@@ -3082,7 +3204,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3094,7 +3216,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3107,7 +3229,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListNodesRequest) GetSelector() map[string]string {
@@ -3143,7 +3265,7 @@ type NodeView struct {
 
 func (x *NodeView) Reset() {
 	*x = NodeView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3155,7 +3277,7 @@ func (x *NodeView) String() string {
 func (*NodeView) ProtoMessage() {}
 
 func (x *NodeView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3168,7 +3290,7 @@ func (x *NodeView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeView.ProtoReflect.Descriptor instead.
 func (*NodeView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *NodeView) GetNode() *Node {
@@ -3210,7 +3332,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3222,7 +3344,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3235,7 +3357,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeView {
@@ -3284,7 +3406,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3296,7 +3418,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3309,7 +3431,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LogsRequest) GetWorkload() string {
@@ -3377,7 +3499,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3389,7 +3511,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3402,7 +3524,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LogChunk) GetInstance() string {
@@ -3444,7 +3566,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3456,7 +3578,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3469,7 +3591,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListEventsRequest) GetObject() string {
@@ -3504,7 +3626,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3516,7 +3638,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3529,7 +3651,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -3569,7 +3691,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3581,7 +3703,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3594,7 +3716,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *WatchRequest) GetKind() WatchKind {
@@ -3649,7 +3771,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3661,7 +3783,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3674,7 +3796,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *WatchEvent) GetType() WatchEventType {
@@ -3770,7 +3892,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3782,7 +3904,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3795,7 +3917,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
 }
 
 type VersionResponse struct {
@@ -3808,7 +3930,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3820,7 +3942,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3833,7 +3955,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -3860,7 +3982,7 @@ type NodeRequest struct {
 
 func (x *NodeRequest) Reset() {
 	*x = NodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3872,7 +3994,7 @@ func (x *NodeRequest) String() string {
 func (*NodeRequest) ProtoMessage() {}
 
 func (x *NodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3885,7 +4007,7 @@ func (x *NodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRequest.ProtoReflect.Descriptor instead.
 func (*NodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *NodeRequest) GetName() string {
@@ -3905,7 +4027,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3917,7 +4039,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3930,7 +4052,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -3956,7 +4078,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3968,7 +4090,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3981,7 +4103,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RemoveNodeResponse) GetLostInstances() int32 {
@@ -4011,7 +4133,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4023,7 +4145,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4036,7 +4158,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Member) GetName() string {
@@ -4117,7 +4239,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4129,7 +4251,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4142,7 +4264,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
 }
 
 type ListMembersResponse struct {
@@ -4154,7 +4276,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4166,7 +4288,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4179,7 +4301,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -4199,7 +4321,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4211,7 +4333,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4224,7 +4346,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *AddMemberRequest) GetName() string {
@@ -4257,7 +4379,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4269,7 +4391,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4282,7 +4404,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *AddMemberResponse) GetId() uint64 {
@@ -4329,7 +4451,7 @@ type PromoteMemberRequest struct {
 
 func (x *PromoteMemberRequest) Reset() {
 	*x = PromoteMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4341,7 +4463,7 @@ func (x *PromoteMemberRequest) String() string {
 func (*PromoteMemberRequest) ProtoMessage() {}
 
 func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4354,7 +4476,7 @@ func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberRequest.ProtoReflect.Descriptor instead.
 func (*PromoteMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PromoteMemberRequest) GetName() string {
@@ -4372,7 +4494,7 @@ type PromoteMemberResponse struct {
 
 func (x *PromoteMemberResponse) Reset() {
 	*x = PromoteMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4384,7 +4506,7 @@ func (x *PromoteMemberResponse) String() string {
 func (*PromoteMemberResponse) ProtoMessage() {}
 
 func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4397,7 +4519,7 @@ func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberResponse.ProtoReflect.Descriptor instead.
 func (*PromoteMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
 }
 
 type RemoveMemberRequest struct {
@@ -4409,7 +4531,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4421,7 +4543,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4434,7 +4556,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RemoveMemberRequest) GetName() string {
@@ -4452,7 +4574,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4464,7 +4586,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4477,7 +4599,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
 }
 
 type SnapshotRequest struct {
@@ -4488,7 +4610,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4500,7 +4622,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4513,7 +4635,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
 }
 
 type SnapshotChunk struct {
@@ -4525,7 +4647,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4537,7 +4659,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4550,7 +4672,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -4587,7 +4709,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4599,7 +4721,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4612,7 +4734,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *JoinToken) GetId() string {
@@ -4699,7 +4821,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4711,7 +4833,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4724,7 +4846,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CreateTokenRequest) GetRole() string {
@@ -4779,7 +4901,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4791,7 +4913,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4804,7 +4926,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -4829,7 +4951,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4841,7 +4963,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4854,7 +4976,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
 }
 
 type ListTokensResponse struct {
@@ -4866,7 +4988,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4878,7 +5000,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4891,7 +5013,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListTokensResponse) GetTokens() []*JoinToken {
@@ -4910,7 +5032,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4922,7 +5044,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4935,7 +5057,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -4953,7 +5075,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4965,7 +5087,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4978,7 +5100,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
 }
 
 // CertificateRecord is a certificate the cluster CA issued to a node or an
@@ -5002,7 +5124,7 @@ type CertificateRecord struct {
 
 func (x *CertificateRecord) Reset() {
 	*x = CertificateRecord{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5014,7 +5136,7 @@ func (x *CertificateRecord) String() string {
 func (*CertificateRecord) ProtoMessage() {}
 
 func (x *CertificateRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5027,7 +5149,7 @@ func (x *CertificateRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateRecord.ProtoReflect.Descriptor instead.
 func (*CertificateRecord) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *CertificateRecord) GetSerial() string {
@@ -5099,7 +5221,7 @@ type IssueCredentialRequest struct {
 
 func (x *IssueCredentialRequest) Reset() {
 	*x = IssueCredentialRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5111,7 +5233,7 @@ func (x *IssueCredentialRequest) String() string {
 func (*IssueCredentialRequest) ProtoMessage() {}
 
 func (x *IssueCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5124,7 +5246,7 @@ func (x *IssueCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCredentialRequest.ProtoReflect.Descriptor instead.
 func (*IssueCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *IssueCredentialRequest) GetName() string {
@@ -5159,7 +5281,7 @@ type IssueCredentialResponse struct {
 
 func (x *IssueCredentialResponse) Reset() {
 	*x = IssueCredentialResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5171,7 +5293,7 @@ func (x *IssueCredentialResponse) String() string {
 func (*IssueCredentialResponse) ProtoMessage() {}
 
 func (x *IssueCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5184,7 +5306,7 @@ func (x *IssueCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCredentialResponse.ProtoReflect.Descriptor instead.
 func (*IssueCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *IssueCredentialResponse) GetCertificate() []byte {
@@ -5216,7 +5338,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5228,7 +5350,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5241,7 +5363,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
 }
 
 type ListCredentialsResponse struct {
@@ -5253,7 +5375,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5265,7 +5387,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5278,7 +5400,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*CertificateRecord {
@@ -5298,7 +5420,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5310,7 +5432,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5323,7 +5445,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *RevokeCredentialRequest) GetSerial() string {
@@ -5349,7 +5471,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5361,7 +5483,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5374,7 +5496,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *RevokeCredentialResponse) GetRevoked() *CertificateRecord {
@@ -5397,7 +5519,7 @@ type LabelNodeRequest struct {
 
 func (x *LabelNodeRequest) Reset() {
 	*x = LabelNodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5409,7 +5531,7 @@ func (x *LabelNodeRequest) String() string {
 func (*LabelNodeRequest) ProtoMessage() {}
 
 func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5422,7 +5544,7 @@ func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelNodeRequest.ProtoReflect.Descriptor instead.
 func (*LabelNodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *LabelNodeRequest) GetName() string {
@@ -5458,7 +5580,7 @@ type SetConfigRequest struct {
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5470,7 +5592,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5483,7 +5605,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *SetConfigRequest) GetName() string {
@@ -5519,7 +5641,7 @@ type SetConfigResponse struct {
 
 func (x *SetConfigResponse) Reset() {
 	*x = SetConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5531,7 +5653,7 @@ func (x *SetConfigResponse) String() string {
 func (*SetConfigResponse) ProtoMessage() {}
 
 func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5544,7 +5666,7 @@ func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigResponse.ProtoReflect.Descriptor instead.
 func (*SetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *SetConfigResponse) GetConfig() *Config {
@@ -5584,7 +5706,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5596,7 +5718,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5609,7 +5731,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *GetConfigRequest) GetName() string {
@@ -5627,7 +5749,7 @@ type ListConfigsRequest struct {
 
 func (x *ListConfigsRequest) Reset() {
 	*x = ListConfigsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5639,7 +5761,7 @@ func (x *ListConfigsRequest) String() string {
 func (*ListConfigsRequest) ProtoMessage() {}
 
 func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5652,7 +5774,7 @@ func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsRequest.ProtoReflect.Descriptor instead.
 func (*ListConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
 }
 
 type ListConfigsResponse struct {
@@ -5664,7 +5786,7 @@ type ListConfigsResponse struct {
 
 func (x *ListConfigsResponse) Reset() {
 	*x = ListConfigsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5676,7 +5798,7 @@ func (x *ListConfigsResponse) String() string {
 func (*ListConfigsResponse) ProtoMessage() {}
 
 func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5689,7 +5811,7 @@ func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsResponse.ProtoReflect.Descriptor instead.
 func (*ListConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ListConfigsResponse) GetConfigs() []*Config {
@@ -5708,7 +5830,7 @@ type DeleteConfigRequest struct {
 
 func (x *DeleteConfigRequest) Reset() {
 	*x = DeleteConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5720,7 +5842,7 @@ func (x *DeleteConfigRequest) String() string {
 func (*DeleteConfigRequest) ProtoMessage() {}
 
 func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5733,7 +5855,7 @@ func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *DeleteConfigRequest) GetName() string {
@@ -5751,7 +5873,7 @@ type DeleteConfigResponse struct {
 
 func (x *DeleteConfigResponse) Reset() {
 	*x = DeleteConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5763,7 +5885,7 @@ func (x *DeleteConfigResponse) String() string {
 func (*DeleteConfigResponse) ProtoMessage() {}
 
 func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5776,7 +5898,7 @@ func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
 }
 
 // SecretView is a secret as the API shows it: never its values.
@@ -5794,7 +5916,7 @@ type SecretView struct {
 
 func (x *SecretView) Reset() {
 	*x = SecretView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5806,7 +5928,7 @@ func (x *SecretView) String() string {
 func (*SecretView) ProtoMessage() {}
 
 func (x *SecretView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5819,7 +5941,7 @@ func (x *SecretView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretView.ProtoReflect.Descriptor instead.
 func (*SecretView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *SecretView) GetName() string {
@@ -5875,7 +5997,7 @@ type SetSecretRequest struct {
 
 func (x *SetSecretRequest) Reset() {
 	*x = SetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5887,7 +6009,7 @@ func (x *SetSecretRequest) String() string {
 func (*SetSecretRequest) ProtoMessage() {}
 
 func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5900,7 +6022,7 @@ func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretRequest.ProtoReflect.Descriptor instead.
 func (*SetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *SetSecretRequest) GetName() string {
@@ -5937,7 +6059,7 @@ type SetSecretResponse struct {
 
 func (x *SetSecretResponse) Reset() {
 	*x = SetSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5949,7 +6071,7 @@ func (x *SetSecretResponse) String() string {
 func (*SetSecretResponse) ProtoMessage() {}
 
 func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5962,7 +6084,7 @@ func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretResponse.ProtoReflect.Descriptor instead.
 func (*SetSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *SetSecretResponse) GetSecret() *SecretView {
@@ -6009,7 +6131,7 @@ type GetSecretRequest struct {
 
 func (x *GetSecretRequest) Reset() {
 	*x = GetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6021,7 +6143,7 @@ func (x *GetSecretRequest) String() string {
 func (*GetSecretRequest) ProtoMessage() {}
 
 func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6034,7 +6156,7 @@ func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *GetSecretRequest) GetName() string {
@@ -6052,7 +6174,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6064,7 +6186,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6077,7 +6199,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
 }
 
 type ListSecretsResponse struct {
@@ -6089,7 +6211,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6101,7 +6223,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6114,7 +6236,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*SecretView {
@@ -6133,7 +6255,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6145,7 +6267,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6158,7 +6280,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *DeleteSecretRequest) GetName() string {
@@ -6176,7 +6298,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6188,7 +6310,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6201,7 +6323,7 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
 }
 
 type RotateSecretKeyRequest struct {
@@ -6212,7 +6334,7 @@ type RotateSecretKeyRequest struct {
 
 func (x *RotateSecretKeyRequest) Reset() {
 	*x = RotateSecretKeyRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6224,7 +6346,7 @@ func (x *RotateSecretKeyRequest) String() string {
 func (*RotateSecretKeyRequest) ProtoMessage() {}
 
 func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6237,7 +6359,7 @@ func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
 }
 
 type RotateSecretKeyResponse struct {
@@ -6250,7 +6372,7 @@ type RotateSecretKeyResponse struct {
 
 func (x *RotateSecretKeyResponse) Reset() {
 	*x = RotateSecretKeyResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6262,7 +6384,7 @@ func (x *RotateSecretKeyResponse) String() string {
 func (*RotateSecretKeyResponse) ProtoMessage() {}
 
 func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6275,7 +6397,7 @@ func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *RotateSecretKeyResponse) GetKeyId() string {
@@ -6307,7 +6429,7 @@ type TopRequest struct {
 
 func (x *TopRequest) Reset() {
 	*x = TopRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6319,7 +6441,7 @@ func (x *TopRequest) String() string {
 func (*TopRequest) ProtoMessage() {}
 
 func (x *TopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6332,7 +6454,7 @@ func (x *TopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopRequest.ProtoReflect.Descriptor instead.
 func (*TopRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *TopRequest) GetNodes() bool {
@@ -6376,7 +6498,7 @@ type InstanceUsage struct {
 
 func (x *InstanceUsage) Reset() {
 	*x = InstanceUsage{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6388,7 +6510,7 @@ func (x *InstanceUsage) String() string {
 func (*InstanceUsage) ProtoMessage() {}
 
 func (x *InstanceUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6401,7 +6523,7 @@ func (x *InstanceUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceUsage.ProtoReflect.Descriptor instead.
 func (*InstanceUsage) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *InstanceUsage) GetId() string {
@@ -6456,7 +6578,7 @@ type UsageReport struct {
 
 func (x *UsageReport) Reset() {
 	*x = UsageReport{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6468,7 +6590,7 @@ func (x *UsageReport) String() string {
 func (*UsageReport) ProtoMessage() {}
 
 func (x *UsageReport) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6481,7 +6603,7 @@ func (x *UsageReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageReport.ProtoReflect.Descriptor instead.
 func (*UsageReport) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *UsageReport) GetNode() string {
@@ -6551,7 +6673,7 @@ type CreateUITokenRequest struct {
 
 func (x *CreateUITokenRequest) Reset() {
 	*x = CreateUITokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6563,7 +6685,7 @@ func (x *CreateUITokenRequest) String() string {
 func (*CreateUITokenRequest) ProtoMessage() {}
 
 func (x *CreateUITokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6576,7 +6698,7 @@ func (x *CreateUITokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUITokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateUITokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *CreateUITokenRequest) GetTtlSeconds() int64 {
@@ -6596,7 +6718,7 @@ type CreateUITokenResponse struct {
 
 func (x *CreateUITokenResponse) Reset() {
 	*x = CreateUITokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6608,7 +6730,7 @@ func (x *CreateUITokenResponse) String() string {
 func (*CreateUITokenResponse) ProtoMessage() {}
 
 func (x *CreateUITokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6621,7 +6743,7 @@ func (x *CreateUITokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUITokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateUITokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *CreateUITokenResponse) GetToken() string {
@@ -6654,7 +6776,7 @@ type Revision struct {
 
 func (x *Revision) Reset() {
 	*x = Revision{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6666,7 +6788,7 @@ func (x *Revision) String() string {
 func (*Revision) ProtoMessage() {}
 
 func (x *Revision) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6679,7 +6801,7 @@ func (x *Revision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revision.ProtoReflect.Descriptor instead.
 func (*Revision) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *Revision) GetWorkload() string {
@@ -6726,7 +6848,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6738,7 +6860,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6751,7 +6873,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *ListRevisionsRequest) GetWorkload() string {
@@ -6770,7 +6892,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6782,7 +6904,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6795,7 +6917,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*Revision {
@@ -6814,7 +6936,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6826,7 +6948,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6839,7 +6961,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *PromoteRolloutRequest) GetWorkload() string {
@@ -6858,7 +6980,7 @@ type RestartRolloutRequest struct {
 
 func (x *RestartRolloutRequest) Reset() {
 	*x = RestartRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6870,7 +6992,7 @@ func (x *RestartRolloutRequest) String() string {
 func (*RestartRolloutRequest) ProtoMessage() {}
 
 func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6883,7 +7005,7 @@ func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RestartRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *RestartRolloutRequest) GetWorkload() string {
@@ -6903,7 +7025,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6915,7 +7037,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6928,7 +7050,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{101}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *RollbackRequest) GetWorkload() string {
@@ -6954,7 +7076,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6966,7 +7088,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6979,7 +7101,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{102}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *RegisterRequest) GetNode() *Node {
@@ -7002,7 +7124,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7014,7 +7136,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7027,7 +7149,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{103}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -7052,15 +7174,17 @@ func (x *RegisterResponse) GetLabels() map[string]string {
 }
 
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// disk: every condition that holds on the node now (none: none holds).
+	Conditions    []*NodeCondition `protobuf:"bytes,2,rep,name=conditions,proto3" json:"conditions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7072,7 +7196,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7085,7 +7209,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{104}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *HeartbeatRequest) GetNode() string {
@@ -7093,6 +7217,13 @@ func (x *HeartbeatRequest) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *HeartbeatRequest) GetConditions() []*NodeCondition {
+	if x != nil {
+		return x.Conditions
+	}
+	return nil
 }
 
 type HeartbeatResponse struct {
@@ -7103,7 +7234,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7115,7 +7246,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7128,7 +7259,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{105}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{106}
 }
 
 // SessionRequest opens a node's session. A worker that sets deltas gets
@@ -7147,7 +7278,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7159,7 +7290,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7172,7 +7303,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{106}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *SessionRequest) GetNode() string {
@@ -7212,7 +7343,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7224,7 +7355,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7237,7 +7368,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{107}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *Assignments) GetInstances() []*Instance {
@@ -7278,7 +7409,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7290,7 +7421,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7303,7 +7434,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{108}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -7328,7 +7459,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7340,7 +7471,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7353,7 +7484,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{109}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{110}
 }
 
 type FetchBlobRequest struct {
@@ -7365,7 +7496,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7377,7 +7508,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7390,7 +7521,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{110}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
@@ -7410,7 +7541,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7422,7 +7553,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7435,7 +7566,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{111}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -7467,7 +7598,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7479,7 +7610,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7492,7 +7623,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{112}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -7533,7 +7664,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7545,7 +7676,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7558,7 +7689,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{113}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *JoinResponse) GetCertificate() []byte {
@@ -7586,7 +7717,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7598,7 +7729,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7611,7 +7742,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{114}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -7638,7 +7769,7 @@ type InstanceLogsRequest struct {
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7650,7 +7781,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7663,7 +7794,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{115}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -7718,7 +7849,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7730,7 +7861,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7743,7 +7874,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{116}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *UsageRequest) GetInstances() []string {
@@ -7867,7 +7998,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x02 \x01(\x03R\tcpuMillis\x12\x1c\n" +
-	"\tinstances\x18\x03 \x01(\x05R\tinstances\"\xc1\x03\n" +
+	"\tinstances\x18\x03 \x01(\x05R\tinstances\"\xfd\x03\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -7881,10 +8012,17 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x14registered_unix_nano\x18\n" +
 	" \x01(\x03R\x12registeredUnixNano\x12!\n" +
 	"\fhttp_address\x18\v \x01(\tR\vhttpAddress\x12\x1a\n" +
-	"\bdraining\x18\x1e \x01(\bR\bdraining\x1a9\n" +
+	"\bdraining\x18\x1e \x01(\bR\bdraining\x12:\n" +
+	"\n" +
+	"conditions\x182 \x03(\v2\x1a.wasmorch.v1.NodeConditionR\n" +
+	"conditions\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x01\n" +
+	"\rNodeCondition\x122\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x1e.wasmorch.v1.NodeConditionTypeR\x04type\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12&\n" +
+	"\x0fsince_unix_nano\x18\x03 \x01(\x03R\rsinceUnixNano\"\x86\x01\n" +
 	"\x05Event\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\tR\x06object\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
@@ -8292,9 +8430,12 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2).wasmorch.v1.RegisterResponse.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"&\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"b\n" +
 	"\x10HeartbeatRequest\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\"\x13\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12:\n" +
+	"\n" +
+	"conditions\x18\x02 \x03(\v2\x1a.wasmorch.v1.NodeConditionR\n" +
+	"conditions\"\x13\n" +
 	"\x11HeartbeatResponse\"e\n" +
 	"\x0eSessionRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
@@ -8355,7 +8496,10 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x15INSTANCE_STATE_FAILED\x10\x06\x12\x17\n" +
 	"\x13INSTANCE_STATE_LOST\x10\a\x12\x1a\n" +
 	"\x16INSTANCE_STATE_STOPPED\x10\b\x12\x1e\n" +
-	"\x1aINSTANCE_STATE_TERMINATING\x10\t*\x88\x01\n" +
+	"\x1aINSTANCE_STATE_TERMINATING\x10\t*_\n" +
+	"\x11NodeConditionType\x12#\n" +
+	"\x1fNODE_CONDITION_TYPE_UNSPECIFIED\x10\x00\x12%\n" +
+	"!NODE_CONDITION_TYPE_DISK_PRESSURE\x10\x01*\x88\x01\n" +
 	"\tWatchKind\x12\x1a\n" +
 	"\x16WATCH_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14WATCH_KIND_WORKLOADS\x10\x01\x12\x18\n" +
@@ -8441,319 +8585,324 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 	return file_wasmorch_v1_wasmorch_proto_rawDescData
 }
 
-var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 132)
+var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 133)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),               // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),               // 1: wasmorch.v1.InstanceState
-	(WatchKind)(0),                   // 2: wasmorch.v1.WatchKind
-	(WatchEventType)(0),              // 3: wasmorch.v1.WatchEventType
-	(*WorkloadSpec)(nil),             // 4: wasmorch.v1.WorkloadSpec
-	(*HttpTrigger)(nil),              // 5: wasmorch.v1.HttpTrigger
-	(*Autoscale)(nil),                // 6: wasmorch.v1.Autoscale
-	(*Placement)(nil),                // 7: wasmorch.v1.Placement
-	(*EnvVar)(nil),                   // 8: wasmorch.v1.EnvVar
-	(*Workload)(nil),                 // 9: wasmorch.v1.Workload
-	(*Instance)(nil),                 // 10: wasmorch.v1.Instance
-	(*InstanceStatus)(nil),           // 11: wasmorch.v1.InstanceStatus
-	(*Resources)(nil),                // 12: wasmorch.v1.Resources
-	(*Node)(nil),                     // 13: wasmorch.v1.Node
-	(*Event)(nil),                    // 14: wasmorch.v1.Event
-	(*BlobMeta)(nil),                 // 15: wasmorch.v1.BlobMeta
-	(*FunctionLoad)(nil),             // 16: wasmorch.v1.FunctionLoad
-	(*GenerationRequests)(nil),       // 17: wasmorch.v1.GenerationRequests
-	(*Config)(nil),                   // 18: wasmorch.v1.Config
-	(*Secret)(nil),                   // 19: wasmorch.v1.Secret
-	(*MountedFile)(nil),              // 20: wasmorch.v1.MountedFile
-	(*SecretData)(nil),               // 21: wasmorch.v1.SecretData
-	(*SecretKey)(nil),                // 22: wasmorch.v1.SecretKey
-	(*UploadRequest)(nil),            // 23: wasmorch.v1.UploadRequest
-	(*UploadHeader)(nil),             // 24: wasmorch.v1.UploadHeader
-	(*UploadResponse)(nil),           // 25: wasmorch.v1.UploadResponse
-	(*ApplyWorkloadRequest)(nil),     // 26: wasmorch.v1.ApplyWorkloadRequest
-	(*ApplyWorkloadResponse)(nil),    // 27: wasmorch.v1.ApplyWorkloadResponse
-	(*GetWorkloadRequest)(nil),       // 28: wasmorch.v1.GetWorkloadRequest
-	(*ListWorkloadsRequest)(nil),     // 29: wasmorch.v1.ListWorkloadsRequest
-	(*WorkloadView)(nil),             // 30: wasmorch.v1.WorkloadView
-	(*ListWorkloadsResponse)(nil),    // 31: wasmorch.v1.ListWorkloadsResponse
-	(*ScaleRequest)(nil),             // 32: wasmorch.v1.ScaleRequest
-	(*DeleteWorkloadRequest)(nil),    // 33: wasmorch.v1.DeleteWorkloadRequest
-	(*DeleteWorkloadResponse)(nil),   // 34: wasmorch.v1.DeleteWorkloadResponse
-	(*ListInstancesRequest)(nil),     // 35: wasmorch.v1.ListInstancesRequest
-	(*InstanceView)(nil),             // 36: wasmorch.v1.InstanceView
-	(*ListInstancesResponse)(nil),    // 37: wasmorch.v1.ListInstancesResponse
-	(*ListNodesRequest)(nil),         // 38: wasmorch.v1.ListNodesRequest
-	(*NodeView)(nil),                 // 39: wasmorch.v1.NodeView
-	(*ListNodesResponse)(nil),        // 40: wasmorch.v1.ListNodesResponse
-	(*LogsRequest)(nil),              // 41: wasmorch.v1.LogsRequest
-	(*LogChunk)(nil),                 // 42: wasmorch.v1.LogChunk
-	(*ListEventsRequest)(nil),        // 43: wasmorch.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),       // 44: wasmorch.v1.ListEventsResponse
-	(*WatchRequest)(nil),             // 45: wasmorch.v1.WatchRequest
-	(*WatchEvent)(nil),               // 46: wasmorch.v1.WatchEvent
-	(*VersionRequest)(nil),           // 47: wasmorch.v1.VersionRequest
-	(*VersionResponse)(nil),          // 48: wasmorch.v1.VersionResponse
-	(*NodeRequest)(nil),              // 49: wasmorch.v1.NodeRequest
-	(*RemoveNodeRequest)(nil),        // 50: wasmorch.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),       // 51: wasmorch.v1.RemoveNodeResponse
-	(*Member)(nil),                   // 52: wasmorch.v1.Member
-	(*ListMembersRequest)(nil),       // 53: wasmorch.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),      // 54: wasmorch.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),         // 55: wasmorch.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 56: wasmorch.v1.AddMemberResponse
-	(*PromoteMemberRequest)(nil),     // 57: wasmorch.v1.PromoteMemberRequest
-	(*PromoteMemberResponse)(nil),    // 58: wasmorch.v1.PromoteMemberResponse
-	(*RemoveMemberRequest)(nil),      // 59: wasmorch.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 60: wasmorch.v1.RemoveMemberResponse
-	(*SnapshotRequest)(nil),          // 61: wasmorch.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),            // 62: wasmorch.v1.SnapshotChunk
-	(*JoinToken)(nil),                // 63: wasmorch.v1.JoinToken
-	(*CreateTokenRequest)(nil),       // 64: wasmorch.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 65: wasmorch.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),        // 66: wasmorch.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),       // 67: wasmorch.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),       // 68: wasmorch.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),      // 69: wasmorch.v1.RevokeTokenResponse
-	(*CertificateRecord)(nil),        // 70: wasmorch.v1.CertificateRecord
-	(*IssueCredentialRequest)(nil),   // 71: wasmorch.v1.IssueCredentialRequest
-	(*IssueCredentialResponse)(nil),  // 72: wasmorch.v1.IssueCredentialResponse
-	(*ListCredentialsRequest)(nil),   // 73: wasmorch.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),  // 74: wasmorch.v1.ListCredentialsResponse
-	(*RevokeCredentialRequest)(nil),  // 75: wasmorch.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil), // 76: wasmorch.v1.RevokeCredentialResponse
-	(*LabelNodeRequest)(nil),         // 77: wasmorch.v1.LabelNodeRequest
-	(*SetConfigRequest)(nil),         // 78: wasmorch.v1.SetConfigRequest
-	(*SetConfigResponse)(nil),        // 79: wasmorch.v1.SetConfigResponse
-	(*GetConfigRequest)(nil),         // 80: wasmorch.v1.GetConfigRequest
-	(*ListConfigsRequest)(nil),       // 81: wasmorch.v1.ListConfigsRequest
-	(*ListConfigsResponse)(nil),      // 82: wasmorch.v1.ListConfigsResponse
-	(*DeleteConfigRequest)(nil),      // 83: wasmorch.v1.DeleteConfigRequest
-	(*DeleteConfigResponse)(nil),     // 84: wasmorch.v1.DeleteConfigResponse
-	(*SecretView)(nil),               // 85: wasmorch.v1.SecretView
-	(*SetSecretRequest)(nil),         // 86: wasmorch.v1.SetSecretRequest
-	(*SetSecretResponse)(nil),        // 87: wasmorch.v1.SetSecretResponse
-	(*GetSecretRequest)(nil),         // 88: wasmorch.v1.GetSecretRequest
-	(*ListSecretsRequest)(nil),       // 89: wasmorch.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),      // 90: wasmorch.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),      // 91: wasmorch.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),     // 92: wasmorch.v1.DeleteSecretResponse
-	(*RotateSecretKeyRequest)(nil),   // 93: wasmorch.v1.RotateSecretKeyRequest
-	(*RotateSecretKeyResponse)(nil),  // 94: wasmorch.v1.RotateSecretKeyResponse
-	(*TopRequest)(nil),               // 95: wasmorch.v1.TopRequest
-	(*InstanceUsage)(nil),            // 96: wasmorch.v1.InstanceUsage
-	(*UsageReport)(nil),              // 97: wasmorch.v1.UsageReport
-	(*CreateUITokenRequest)(nil),     // 98: wasmorch.v1.CreateUITokenRequest
-	(*CreateUITokenResponse)(nil),    // 99: wasmorch.v1.CreateUITokenResponse
-	(*Revision)(nil),                 // 100: wasmorch.v1.Revision
-	(*ListRevisionsRequest)(nil),     // 101: wasmorch.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),    // 102: wasmorch.v1.ListRevisionsResponse
-	(*PromoteRolloutRequest)(nil),    // 103: wasmorch.v1.PromoteRolloutRequest
-	(*RestartRolloutRequest)(nil),    // 104: wasmorch.v1.RestartRolloutRequest
-	(*RollbackRequest)(nil),          // 105: wasmorch.v1.RollbackRequest
-	(*RegisterRequest)(nil),          // 106: wasmorch.v1.RegisterRequest
-	(*RegisterResponse)(nil),         // 107: wasmorch.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),         // 108: wasmorch.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 109: wasmorch.v1.HeartbeatResponse
-	(*SessionRequest)(nil),           // 110: wasmorch.v1.SessionRequest
-	(*Assignments)(nil),              // 111: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),              // 112: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),                // 113: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),         // 114: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),                // 115: wasmorch.v1.BlobChunk
-	(*JoinRequest)(nil),              // 116: wasmorch.v1.JoinRequest
-	(*JoinResponse)(nil),             // 117: wasmorch.v1.JoinResponse
-	(*RenewRequest)(nil),             // 118: wasmorch.v1.RenewRequest
-	(*InstanceLogsRequest)(nil),      // 119: wasmorch.v1.InstanceLogsRequest
-	(*UsageRequest)(nil),             // 120: wasmorch.v1.UsageRequest
-	nil,                              // 121: wasmorch.v1.Placement.SelectorEntry
-	nil,                              // 122: wasmorch.v1.Workload.LabelsEntry
-	nil,                              // 123: wasmorch.v1.Node.LabelsEntry
-	nil,                              // 124: wasmorch.v1.FunctionLoad.GenerationsEntry
-	nil,                              // 125: wasmorch.v1.Config.DataEntry
-	nil,                              // 126: wasmorch.v1.SecretData.DataEntry
-	nil,                              // 127: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
-	nil,                              // 128: wasmorch.v1.ListNodesRequest.SelectorEntry
-	nil,                              // 129: wasmorch.v1.JoinToken.LabelsEntry
-	nil,                              // 130: wasmorch.v1.CreateTokenRequest.LabelsEntry
-	nil,                              // 131: wasmorch.v1.LabelNodeRequest.SetEntry
-	nil,                              // 132: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                              // 133: wasmorch.v1.SetSecretRequest.DataEntry
-	nil,                              // 134: wasmorch.v1.RegisterResponse.LabelsEntry
-	nil,                              // 135: wasmorch.v1.JoinRequest.LabelsEntry
+	(NodeConditionType)(0),           // 2: wasmorch.v1.NodeConditionType
+	(WatchKind)(0),                   // 3: wasmorch.v1.WatchKind
+	(WatchEventType)(0),              // 4: wasmorch.v1.WatchEventType
+	(*WorkloadSpec)(nil),             // 5: wasmorch.v1.WorkloadSpec
+	(*HttpTrigger)(nil),              // 6: wasmorch.v1.HttpTrigger
+	(*Autoscale)(nil),                // 7: wasmorch.v1.Autoscale
+	(*Placement)(nil),                // 8: wasmorch.v1.Placement
+	(*EnvVar)(nil),                   // 9: wasmorch.v1.EnvVar
+	(*Workload)(nil),                 // 10: wasmorch.v1.Workload
+	(*Instance)(nil),                 // 11: wasmorch.v1.Instance
+	(*InstanceStatus)(nil),           // 12: wasmorch.v1.InstanceStatus
+	(*Resources)(nil),                // 13: wasmorch.v1.Resources
+	(*Node)(nil),                     // 14: wasmorch.v1.Node
+	(*NodeCondition)(nil),            // 15: wasmorch.v1.NodeCondition
+	(*Event)(nil),                    // 16: wasmorch.v1.Event
+	(*BlobMeta)(nil),                 // 17: wasmorch.v1.BlobMeta
+	(*FunctionLoad)(nil),             // 18: wasmorch.v1.FunctionLoad
+	(*GenerationRequests)(nil),       // 19: wasmorch.v1.GenerationRequests
+	(*Config)(nil),                   // 20: wasmorch.v1.Config
+	(*Secret)(nil),                   // 21: wasmorch.v1.Secret
+	(*MountedFile)(nil),              // 22: wasmorch.v1.MountedFile
+	(*SecretData)(nil),               // 23: wasmorch.v1.SecretData
+	(*SecretKey)(nil),                // 24: wasmorch.v1.SecretKey
+	(*UploadRequest)(nil),            // 25: wasmorch.v1.UploadRequest
+	(*UploadHeader)(nil),             // 26: wasmorch.v1.UploadHeader
+	(*UploadResponse)(nil),           // 27: wasmorch.v1.UploadResponse
+	(*ApplyWorkloadRequest)(nil),     // 28: wasmorch.v1.ApplyWorkloadRequest
+	(*ApplyWorkloadResponse)(nil),    // 29: wasmorch.v1.ApplyWorkloadResponse
+	(*GetWorkloadRequest)(nil),       // 30: wasmorch.v1.GetWorkloadRequest
+	(*ListWorkloadsRequest)(nil),     // 31: wasmorch.v1.ListWorkloadsRequest
+	(*WorkloadView)(nil),             // 32: wasmorch.v1.WorkloadView
+	(*ListWorkloadsResponse)(nil),    // 33: wasmorch.v1.ListWorkloadsResponse
+	(*ScaleRequest)(nil),             // 34: wasmorch.v1.ScaleRequest
+	(*DeleteWorkloadRequest)(nil),    // 35: wasmorch.v1.DeleteWorkloadRequest
+	(*DeleteWorkloadResponse)(nil),   // 36: wasmorch.v1.DeleteWorkloadResponse
+	(*ListInstancesRequest)(nil),     // 37: wasmorch.v1.ListInstancesRequest
+	(*InstanceView)(nil),             // 38: wasmorch.v1.InstanceView
+	(*ListInstancesResponse)(nil),    // 39: wasmorch.v1.ListInstancesResponse
+	(*ListNodesRequest)(nil),         // 40: wasmorch.v1.ListNodesRequest
+	(*NodeView)(nil),                 // 41: wasmorch.v1.NodeView
+	(*ListNodesResponse)(nil),        // 42: wasmorch.v1.ListNodesResponse
+	(*LogsRequest)(nil),              // 43: wasmorch.v1.LogsRequest
+	(*LogChunk)(nil),                 // 44: wasmorch.v1.LogChunk
+	(*ListEventsRequest)(nil),        // 45: wasmorch.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 46: wasmorch.v1.ListEventsResponse
+	(*WatchRequest)(nil),             // 47: wasmorch.v1.WatchRequest
+	(*WatchEvent)(nil),               // 48: wasmorch.v1.WatchEvent
+	(*VersionRequest)(nil),           // 49: wasmorch.v1.VersionRequest
+	(*VersionResponse)(nil),          // 50: wasmorch.v1.VersionResponse
+	(*NodeRequest)(nil),              // 51: wasmorch.v1.NodeRequest
+	(*RemoveNodeRequest)(nil),        // 52: wasmorch.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 53: wasmorch.v1.RemoveNodeResponse
+	(*Member)(nil),                   // 54: wasmorch.v1.Member
+	(*ListMembersRequest)(nil),       // 55: wasmorch.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),      // 56: wasmorch.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),         // 57: wasmorch.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 58: wasmorch.v1.AddMemberResponse
+	(*PromoteMemberRequest)(nil),     // 59: wasmorch.v1.PromoteMemberRequest
+	(*PromoteMemberResponse)(nil),    // 60: wasmorch.v1.PromoteMemberResponse
+	(*RemoveMemberRequest)(nil),      // 61: wasmorch.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 62: wasmorch.v1.RemoveMemberResponse
+	(*SnapshotRequest)(nil),          // 63: wasmorch.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),            // 64: wasmorch.v1.SnapshotChunk
+	(*JoinToken)(nil),                // 65: wasmorch.v1.JoinToken
+	(*CreateTokenRequest)(nil),       // 66: wasmorch.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 67: wasmorch.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),        // 68: wasmorch.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),       // 69: wasmorch.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),       // 70: wasmorch.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),      // 71: wasmorch.v1.RevokeTokenResponse
+	(*CertificateRecord)(nil),        // 72: wasmorch.v1.CertificateRecord
+	(*IssueCredentialRequest)(nil),   // 73: wasmorch.v1.IssueCredentialRequest
+	(*IssueCredentialResponse)(nil),  // 74: wasmorch.v1.IssueCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 75: wasmorch.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 76: wasmorch.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 77: wasmorch.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 78: wasmorch.v1.RevokeCredentialResponse
+	(*LabelNodeRequest)(nil),         // 79: wasmorch.v1.LabelNodeRequest
+	(*SetConfigRequest)(nil),         // 80: wasmorch.v1.SetConfigRequest
+	(*SetConfigResponse)(nil),        // 81: wasmorch.v1.SetConfigResponse
+	(*GetConfigRequest)(nil),         // 82: wasmorch.v1.GetConfigRequest
+	(*ListConfigsRequest)(nil),       // 83: wasmorch.v1.ListConfigsRequest
+	(*ListConfigsResponse)(nil),      // 84: wasmorch.v1.ListConfigsResponse
+	(*DeleteConfigRequest)(nil),      // 85: wasmorch.v1.DeleteConfigRequest
+	(*DeleteConfigResponse)(nil),     // 86: wasmorch.v1.DeleteConfigResponse
+	(*SecretView)(nil),               // 87: wasmorch.v1.SecretView
+	(*SetSecretRequest)(nil),         // 88: wasmorch.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),        // 89: wasmorch.v1.SetSecretResponse
+	(*GetSecretRequest)(nil),         // 90: wasmorch.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),       // 91: wasmorch.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),      // 92: wasmorch.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),      // 93: wasmorch.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),     // 94: wasmorch.v1.DeleteSecretResponse
+	(*RotateSecretKeyRequest)(nil),   // 95: wasmorch.v1.RotateSecretKeyRequest
+	(*RotateSecretKeyResponse)(nil),  // 96: wasmorch.v1.RotateSecretKeyResponse
+	(*TopRequest)(nil),               // 97: wasmorch.v1.TopRequest
+	(*InstanceUsage)(nil),            // 98: wasmorch.v1.InstanceUsage
+	(*UsageReport)(nil),              // 99: wasmorch.v1.UsageReport
+	(*CreateUITokenRequest)(nil),     // 100: wasmorch.v1.CreateUITokenRequest
+	(*CreateUITokenResponse)(nil),    // 101: wasmorch.v1.CreateUITokenResponse
+	(*Revision)(nil),                 // 102: wasmorch.v1.Revision
+	(*ListRevisionsRequest)(nil),     // 103: wasmorch.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),    // 104: wasmorch.v1.ListRevisionsResponse
+	(*PromoteRolloutRequest)(nil),    // 105: wasmorch.v1.PromoteRolloutRequest
+	(*RestartRolloutRequest)(nil),    // 106: wasmorch.v1.RestartRolloutRequest
+	(*RollbackRequest)(nil),          // 107: wasmorch.v1.RollbackRequest
+	(*RegisterRequest)(nil),          // 108: wasmorch.v1.RegisterRequest
+	(*RegisterResponse)(nil),         // 109: wasmorch.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),         // 110: wasmorch.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 111: wasmorch.v1.HeartbeatResponse
+	(*SessionRequest)(nil),           // 112: wasmorch.v1.SessionRequest
+	(*Assignments)(nil),              // 113: wasmorch.v1.Assignments
+	(*StatusBatch)(nil),              // 114: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),                // 115: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),         // 116: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),                // 117: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),              // 118: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),             // 119: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),             // 120: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),      // 121: wasmorch.v1.InstanceLogsRequest
+	(*UsageRequest)(nil),             // 122: wasmorch.v1.UsageRequest
+	nil,                              // 123: wasmorch.v1.Placement.SelectorEntry
+	nil,                              // 124: wasmorch.v1.Workload.LabelsEntry
+	nil,                              // 125: wasmorch.v1.Node.LabelsEntry
+	nil,                              // 126: wasmorch.v1.FunctionLoad.GenerationsEntry
+	nil,                              // 127: wasmorch.v1.Config.DataEntry
+	nil,                              // 128: wasmorch.v1.SecretData.DataEntry
+	nil,                              // 129: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	nil,                              // 130: wasmorch.v1.ListNodesRequest.SelectorEntry
+	nil,                              // 131: wasmorch.v1.JoinToken.LabelsEntry
+	nil,                              // 132: wasmorch.v1.CreateTokenRequest.LabelsEntry
+	nil,                              // 133: wasmorch.v1.LabelNodeRequest.SetEntry
+	nil,                              // 134: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                              // 135: wasmorch.v1.SetSecretRequest.DataEntry
+	nil,                              // 136: wasmorch.v1.RegisterResponse.LabelsEntry
+	nil,                              // 137: wasmorch.v1.JoinRequest.LabelsEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
-	8,   // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
+	9,   // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
 	0,   // 1: wasmorch.v1.WorkloadSpec.restart:type_name -> wasmorch.v1.RestartPolicy
-	5,   // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
-	6,   // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
-	7,   // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
-	20,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
-	121, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
-	4,   // 7: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
-	122, // 8: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
-	4,   // 9: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
+	6,   // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
+	7,   // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
+	8,   // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
+	22,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
+	123, // 6: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	5,   // 7: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
+	124, // 8: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
+	5,   // 9: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
 	1,   // 10: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
-	12,  // 11: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	123, // 12: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
-	124, // 13: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
-	125, // 14: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	126, // 15: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
-	24,  // 16: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
-	4,   // 17: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
-	127, // 18: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
-	9,   // 19: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
-	9,   // 20: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
-	30,  // 21: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
-	1,   // 22: wasmorch.v1.ListInstancesRequest.states:type_name -> wasmorch.v1.InstanceState
-	10,  // 23: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
-	11,  // 24: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
-	1,   // 25: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
-	36,  // 26: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
-	128, // 27: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
-	13,  // 28: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
-	12,  // 29: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
-	39,  // 30: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
-	14,  // 31: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
-	2,   // 32: wasmorch.v1.WatchRequest.kind:type_name -> wasmorch.v1.WatchKind
-	3,   // 33: wasmorch.v1.WatchEvent.type:type_name -> wasmorch.v1.WatchEventType
-	30,  // 34: wasmorch.v1.WatchEvent.workload:type_name -> wasmorch.v1.WorkloadView
-	36,  // 35: wasmorch.v1.WatchEvent.instance:type_name -> wasmorch.v1.InstanceView
-	39,  // 36: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
-	14,  // 37: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
-	52,  // 38: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
-	129, // 39: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
-	130, // 40: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
-	63,  // 41: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
-	63,  // 42: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
-	70,  // 43: wasmorch.v1.IssueCredentialResponse.info:type_name -> wasmorch.v1.CertificateRecord
-	70,  // 44: wasmorch.v1.ListCredentialsResponse.credentials:type_name -> wasmorch.v1.CertificateRecord
-	70,  // 45: wasmorch.v1.RevokeCredentialResponse.revoked:type_name -> wasmorch.v1.CertificateRecord
-	131, // 46: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
-	132, // 47: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
-	18,  // 48: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
-	18,  // 49: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	133, // 50: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
-	85,  // 51: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
-	85,  // 52: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
-	96,  // 53: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
-	12,  // 54: wasmorch.v1.UsageReport.capacity:type_name -> wasmorch.v1.Resources
-	4,   // 55: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
-	100, // 56: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
-	13,  // 57: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	134, // 58: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
-	10,  // 59: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
-	11,  // 60: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	135, // 61: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
-	17,  // 62: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
-	23,  // 63: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	26,  // 64: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	28,  // 65: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	29,  // 66: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	32,  // 67: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	33,  // 68: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	35,  // 69: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	38,  // 70: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	41,  // 71: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	47,  // 72: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	43,  // 73: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	45,  // 74: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
-	49,  // 75: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
-	49,  // 76: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
-	49,  // 77: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
-	50,  // 78: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
-	53,  // 79: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
-	55,  // 80: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
-	57,  // 81: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
-	59,  // 82: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
-	61,  // 83: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
-	64,  // 84: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
-	66,  // 85: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
-	68,  // 86: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
-	71,  // 87: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
-	73,  // 88: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
-	75,  // 89: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
-	77,  // 90: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
-	78,  // 91: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
-	80,  // 92: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
-	81,  // 93: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
-	83,  // 94: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
-	86,  // 95: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
-	88,  // 96: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
-	89,  // 97: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
-	91,  // 98: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
-	93,  // 99: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
-	101, // 100: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
-	105, // 101: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
-	103, // 102: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
-	104, // 103: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
-	95,  // 104: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
-	98,  // 105: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
-	106, // 106: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	108, // 107: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	110, // 108: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	112, // 109: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	114, // 110: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	116, // 111: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	118, // 112: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	119, // 113: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	120, // 114: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
-	25,  // 115: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	27,  // 116: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	30,  // 117: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	31,  // 118: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	9,   // 119: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	34,  // 120: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	37,  // 121: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	40,  // 122: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	42,  // 123: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	48,  // 124: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	44,  // 125: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	46,  // 126: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
-	39,  // 127: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	39,  // 128: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	39,  // 129: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	51,  // 130: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	54,  // 131: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	56,  // 132: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	58,  // 133: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	60,  // 134: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	62,  // 135: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	65,  // 136: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	67,  // 137: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	69,  // 138: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	72,  // 139: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
-	74,  // 140: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
-	76,  // 141: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
-	39,  // 142: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
-	79,  // 143: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	18,  // 144: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	82,  // 145: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	84,  // 146: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	87,  // 147: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	85,  // 148: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	90,  // 149: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	92,  // 150: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	94,  // 151: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	102, // 152: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
-	27,  // 153: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	9,   // 154: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
-	27,  // 155: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	97,  // 156: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
-	99,  // 157: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
-	107, // 158: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	109, // 159: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	111, // 160: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	113, // 161: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	115, // 162: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	117, // 163: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	117, // 164: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	42,  // 165: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	97,  // 166: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
-	115, // [115:167] is the sub-list for method output_type
-	63,  // [63:115] is the sub-list for method input_type
-	63,  // [63:63] is the sub-list for extension type_name
-	63,  // [63:63] is the sub-list for extension extendee
-	0,   // [0:63] is the sub-list for field type_name
+	13,  // 11: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
+	125, // 12: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	15,  // 13: wasmorch.v1.Node.conditions:type_name -> wasmorch.v1.NodeCondition
+	2,   // 14: wasmorch.v1.NodeCondition.type:type_name -> wasmorch.v1.NodeConditionType
+	126, // 15: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
+	127, // 16: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	128, // 17: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	26,  // 18: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
+	5,   // 19: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
+	129, // 20: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	10,  // 21: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
+	10,  // 22: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
+	32,  // 23: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
+	1,   // 24: wasmorch.v1.ListInstancesRequest.states:type_name -> wasmorch.v1.InstanceState
+	11,  // 25: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
+	12,  // 26: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
+	1,   // 27: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
+	38,  // 28: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
+	130, // 29: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
+	14,  // 30: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
+	13,  // 31: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
+	41,  // 32: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
+	16,  // 33: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
+	3,   // 34: wasmorch.v1.WatchRequest.kind:type_name -> wasmorch.v1.WatchKind
+	4,   // 35: wasmorch.v1.WatchEvent.type:type_name -> wasmorch.v1.WatchEventType
+	32,  // 36: wasmorch.v1.WatchEvent.workload:type_name -> wasmorch.v1.WorkloadView
+	38,  // 37: wasmorch.v1.WatchEvent.instance:type_name -> wasmorch.v1.InstanceView
+	41,  // 38: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
+	16,  // 39: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
+	54,  // 40: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
+	131, // 41: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
+	132, // 42: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
+	65,  // 43: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
+	65,  // 44: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
+	72,  // 45: wasmorch.v1.IssueCredentialResponse.info:type_name -> wasmorch.v1.CertificateRecord
+	72,  // 46: wasmorch.v1.ListCredentialsResponse.credentials:type_name -> wasmorch.v1.CertificateRecord
+	72,  // 47: wasmorch.v1.RevokeCredentialResponse.revoked:type_name -> wasmorch.v1.CertificateRecord
+	133, // 48: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
+	134, // 49: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	20,  // 50: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
+	20,  // 51: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
+	135, // 52: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	87,  // 53: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
+	87,  // 54: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
+	98,  // 55: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
+	13,  // 56: wasmorch.v1.UsageReport.capacity:type_name -> wasmorch.v1.Resources
+	5,   // 57: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
+	102, // 58: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
+	14,  // 59: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
+	136, // 60: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
+	15,  // 61: wasmorch.v1.HeartbeatRequest.conditions:type_name -> wasmorch.v1.NodeCondition
+	11,  // 62: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
+	12,  // 63: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
+	137, // 64: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
+	19,  // 65: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
+	25,  // 66: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	28,  // 67: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	30,  // 68: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	31,  // 69: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	34,  // 70: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	35,  // 71: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	37,  // 72: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	40,  // 73: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	43,  // 74: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	49,  // 75: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	45,  // 76: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	47,  // 77: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
+	51,  // 78: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	51,  // 79: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	51,  // 80: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	52,  // 81: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	55,  // 82: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	57,  // 83: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	59,  // 84: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	61,  // 85: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	63,  // 86: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	66,  // 87: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	68,  // 88: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	70,  // 89: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	73,  // 90: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
+	75,  // 91: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
+	77,  // 92: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
+	79,  // 93: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
+	80,  // 94: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
+	82,  // 95: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
+	83,  // 96: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
+	85,  // 97: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
+	88,  // 98: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
+	90,  // 99: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
+	91,  // 100: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
+	93,  // 101: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
+	95,  // 102: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
+	103, // 103: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
+	107, // 104: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	105, // 105: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
+	106, // 106: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
+	97,  // 107: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
+	100, // 108: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
+	108, // 109: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	110, // 110: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	112, // 111: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	114, // 112: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	116, // 113: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	118, // 114: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	120, // 115: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	121, // 116: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	122, // 117: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
+	27,  // 118: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	29,  // 119: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	32,  // 120: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	33,  // 121: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	10,  // 122: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	36,  // 123: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	39,  // 124: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	42,  // 125: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	44,  // 126: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	50,  // 127: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	46,  // 128: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	48,  // 129: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
+	41,  // 130: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	41,  // 131: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	41,  // 132: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	53,  // 133: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	56,  // 134: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	58,  // 135: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	60,  // 136: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	62,  // 137: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	64,  // 138: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	67,  // 139: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	69,  // 140: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	71,  // 141: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	74,  // 142: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
+	76,  // 143: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
+	78,  // 144: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
+	41,  // 145: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
+	81,  // 146: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	20,  // 147: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	84,  // 148: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	86,  // 149: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	89,  // 150: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	87,  // 151: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	92,  // 152: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	94,  // 153: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	96,  // 154: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	104, // 155: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	29,  // 156: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	10,  // 157: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
+	29,  // 158: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	99,  // 159: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
+	101, // 160: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
+	109, // 161: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	111, // 162: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	113, // 163: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	115, // 164: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	117, // 165: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	119, // 166: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	119, // 167: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	44,  // 168: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	99,  // 169: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
+	118, // [118:170] is the sub-list for method output_type
+	66,  // [66:118] is the sub-list for method input_type
+	66,  // [66:66] is the sub-list for extension type_name
+	66,  // [66:66] is the sub-list for extension extendee
+	0,   // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -8761,11 +8910,11 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 	if File_wasmorch_v1_wasmorch_proto != nil {
 		return
 	}
-	file_wasmorch_v1_wasmorch_proto_msgTypes[19].OneofWrappers = []any{
+	file_wasmorch_v1_wasmorch_proto_msgTypes[20].OneofWrappers = []any{
 		(*UploadRequest_Header)(nil),
 		(*UploadRequest_Chunk)(nil),
 	}
-	file_wasmorch_v1_wasmorch_proto_msgTypes[42].OneofWrappers = []any{
+	file_wasmorch_v1_wasmorch_proto_msgTypes[43].OneofWrappers = []any{
 		(*WatchEvent_Workload)(nil),
 		(*WatchEvent_Instance)(nil),
 		(*WatchEvent_Node)(nil),
@@ -8776,8 +8925,8 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   132,
+			NumEnums:      5,
+			NumMessages:   133,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

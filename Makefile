@@ -4,7 +4,7 @@ BIN      := bin/wasmorch
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/wasmorch/wasmorch/internal/version.Version=$(VERSION)
 
-.PHONY: all build run test test-unit test-e2e bench bench-scale proto testdata vet fmt clean
+.PHONY: all build run test test-unit test-e2e bench bench-scale proto testdata tour-images vet fmt clean
 
 all: build
 
@@ -42,8 +42,17 @@ bench:
 bench-scale:
 	WASMORCH_BENCH_SCALE=1 $(GO) test ./e2e/scale -run '^$$' -bench Scale -benchtime 1x -timeout 90m -v
 
+# The tour's container (README): a tiny static Go program packed into an
+# OCI image archive by the repository's own ociarchive package, so that no
+# Docker or registry is needed. TOUR=DIR writes it elsewhere.
+TOUR ?= bin
+tour-images:
+	mkdir -p $(TOUR)
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -buildvcs=false -ldflags "-s -w" -o $(TOUR)/tourapp ./testdata/tourapp
+	$(GO) run ./internal/mkoci -o $(TOUR)/app-oci.tar -arch $$($(GO) env GOARCH) -name app:tour $(TOUR)/tourapp
+
 # Start the all-in-one, deploy a sample module, print what to try next.
-run: build
+run: build tour-images
 	@scripts/run.sh
 
 clean:

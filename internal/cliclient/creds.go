@@ -1,6 +1,7 @@
 package cliclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 
@@ -71,20 +73,70 @@ func FindCredential(s CredentialSearch, servers string) (*Credential, []string, 
 		return c, nil, err
 	}
 	var tried []string
-	if s.Dir != "" {
-		for _, a := range strings.Split(servers, ",") {
-			p := filepath.Join(s.Dir, auth.CredentialFileName(strings.TrimSpace(a)))
-			tried = append(tried, p)
-			c, err := LoadCredential(p)
-			if err == nil {
-				return c, nil, nil
-			}
-			if !errors.Is(err, fs.ErrNotExist) {
-				return nil, nil, err
-			}
+	if s.Dir == "" {
+		return nil, nil, nil
+	}
+	// The addresses as typed first, then the same servers by other names
+	// (localhost for 127.0.0.1 and the reverse): a credential is kept under
+	// the address its server was started with.
+	addrs := strings.Split(servers, ",")
+	for i := range addrs {
+		addrs[i] = strings.TrimSpace(addrs[i])
+	}
+	for _, a := range addrs {
+		addrs = append(addrs, otherNames(a)...)
+	}
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		p := filepath.Join(s.Dir, auth.CredentialFileName(a))
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		tried = append(tried, p)
+		c, err := LoadCredential(p)
+		if err == nil {
+			return c, nil, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, err
 		}
 	}
 	return nil, tried, nil
+}
+
+// otherNames are addr's other spellings: the addresses its host name
+// resolves to (from /etc/hosts or DNS, within a second), and localhost
+// for an address localhost resolves to.
+func otherNames(addr string) []string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		if !ip.IsLoopback() {
+			return nil
+		}
+		for _, l := range lookup("localhost") {
+			if ip.Equal(net.ParseIP(l)) {
+				return []string{net.JoinHostPort("localhost", port)}
+			}
+		}
+		return nil
+	}
+	ips := lookup(host)
+	out := make([]string, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, net.JoinHostPort(ip, port))
+	}
+	return out
+}
+
+func lookup(host string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	ips, _ := net.DefaultResolver.LookupHost(ctx, host)
+	return ips
 }
 
 // WithCredential makes a client present cred; without it (nil) the client
@@ -160,6 +212,20 @@ func (c *Client) credentialError(err error) error {
 			What:  fmt.Sprintf("no credential for the wasmorch server at %s (%s)", c.addr, where),
 			Hint:  "on the server's machine 'wasmorch up' or 'server' writes one there; elsewhere copy <data-dir>/admin.yaml from the server and pass --credentials FILE",
 			Cause: errors.Join(errdefs.ErrUnauthenticated, err),
+		}
+	}
+	var notTLS tls.RecordHeaderError
+	if errors.As(err, &notTLS) {
+		// Something answered, but not a TLS server: most often the
+		// gateway's or the metrics port given for the API's.
+		what := "does not speak TLS"
+		if bytes.HasPrefix(notTLS.RecordHeader[:], []byte("HTTP/")) {
+			what = "answers plain HTTP (a gateway or metrics port?)"
+		}
+		return &Error{
+			What:  fmt.Sprintf("%s %s: it is not a wasmorch API address", c.addr, what),
+			Hint:  "point --server at the API address (what 'up' or 'server' got as --api, 127.0.0.1:7070 by default)",
+			Cause: errors.Join(errdefs.ErrInvalidArgument, err),
 		}
 	}
 	path := "(none)"

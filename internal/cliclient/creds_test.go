@@ -3,6 +3,8 @@ package cliclient
 import (
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -113,6 +115,31 @@ func TestCredentialProblemsAreExplainedInOneLine(t *testing.T) {
 	}
 }
 
+// TestAnHTTPPortIsNotTakenForTheAPI: --server at the gateway's (plain
+// HTTP) port says so, with or without a credential for that address.
+func TestAnHTTPPortIsNotTakenForTheAPI(t *testing.T) {
+	web := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(web.Close)
+	addr := strings.TrimPrefix(web.URL, "http://")
+	for name, opt := range map[string]DialOption{
+		"no credential": WithCredential(nil, nil),
+		"a credential":  WithCredential(newTestPKI(t).adminCredential(t), nil),
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := Dial(addr, "get", opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_, err = c.ListWorkloads(context.Background())
+			want := addr + " answers plain HTTP (a gateway or metrics port?): it is not a wasmorch API address; point --server at the API address"
+			if err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Fatalf("ListWorkloads = %v, want %q", err, want)
+			}
+		})
+	}
+}
+
 func TestFindCredentialLooksUpTheServerAddress(t *testing.T) {
 	pki := newTestPKI(t)
 	dir := t.TempDir()
@@ -131,6 +158,20 @@ func TestFindCredentialLooksUpTheServerAddress(t *testing.T) {
 	got, tried, err := FindCredential(CredentialSearch{Dir: dir}, "127.0.0.3:7070")
 	if err != nil || got != nil || len(tried) != 1 {
 		t.Fatalf("FindCredential for an unknown server = %+v, %v, %v; want none and the place looked", got, tried, err)
+	}
+	// The same server by another name: localhost for the 127.0.0.1 it was
+	// started on, and the reverse.
+	if err := auth.WriteCredential(filepath.Join(dir, auth.CredentialFileName("127.0.0.1:7071")), c); err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.WriteCredential(filepath.Join(dir, auth.CredentialFileName("localhost:7072")), c); err != nil {
+		t.Fatal(err)
+	}
+	for server, file := range map[string]string{"localhost:7071": "127.0.0.1_7071.yaml", "127.0.0.1:7072": "localhost_7072.yaml"} {
+		got, _, err = FindCredential(CredentialSearch{Dir: dir}, server)
+		if err != nil || got == nil || got.Path != filepath.Join(dir, file) {
+			t.Errorf("FindCredential(%s) = %+v, %v; want %s", server, got, err, file)
+		}
 	}
 	// A config file that is a credential (admin.yaml as --config) wins
 	// over the directory.

@@ -51,9 +51,6 @@ func TestFallbackImages(t *testing.T) {
 	if spec, err = apply("plain", &v1.WorkloadSpec{ModuleDigest: hello, FallbackImage: "team/app:1.0", Replicas: 1}); err != nil || spec.GetWasmUnsupported() != "" {
 		t.Errorf("a plain module with a fallback image: spec %v, err %v; want it runnable as wasm", spec, err)
 	}
-	if spec, err = apply("nofallback", &v1.WorkloadSpec{ModuleDigest: badimport, Replicas: 1}); err != nil || spec.GetWasmUnsupported() != "" {
-		t.Errorf("a module without a fallback: spec %v, err %v; want it applied as before", spec, err)
-	}
 	if spec, err = apply("component", &v1.WorkloadSpec{ModuleDigest: blobs.Digest(component), FallbackImage: "team/app:1.0", Replicas: 1}); err != nil ||
 		!strings.Contains(spec.GetWasmUnsupported(), "component") {
 		t.Errorf("a component with a fallback image: spec %v, err %v; want it applied, runnable only as the image", spec, err)
@@ -66,6 +63,9 @@ func TestFallbackImages(t *testing.T) {
 		want string
 	}{
 		{"component-alone", &v1.WorkloadSpec{ModuleDigest: blobs.Digest(component)}, errdefs.IsFailedPrecondition, "fallback image"},
+		// No node's wasm runtime could start these: refused before anything is stored.
+		{"imports-alone", &v1.WorkloadSpec{ModuleDigest: badimport}, errdefs.IsInvalidArgument, "import env.does_not_exist is not provided by the wasm runtime"},
+		{"memory-below-minimum", &v1.WorkloadSpec{ModuleDigest: hello, MemoryBytes: 64 << 10}, errdefs.IsInvalidArgument, "needs 128 KiB of initial memory, more than its memory limit of 64 KiB"},
 		{"not-uploaded", &v1.WorkloadSpec{ModuleDigest: hello, FallbackArchiveDigest: blobs.Digest([]byte("nothing"))}, errdefs.IsFailedPrecondition, "has not been uploaded"},
 		{"module-as-fallback", &v1.WorkloadSpec{ModuleDigest: hello, FallbackArchiveDigest: hello}, errdefs.IsFailedPrecondition, "not an OCI image archive"},
 		{"both", &v1.WorkloadSpec{ModuleDigest: hello, FallbackImage: "a:1", FallbackArchiveDigest: blobs.Digest(archive)}, errdefs.IsInvalidArgument, "not both"},

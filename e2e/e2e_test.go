@@ -157,6 +157,8 @@ func TestBadInputIsRefusedAndNothingIsCreated(t *testing.T) {
 		{"negative replicas", []string{"deploy", "testdata/hello.wasm", "--replicas", "-1"}, "--replicas -1"},
 		{"memory that is not a size", []string{"deploy", "testdata/hello.wasm", "--memory", "lots"}, `"lots" is not a size`},
 		{"unknown restart policy", []string{"deploy", "testdata/hello.wasm", "--restart", "sometimes"}, `"sometimes"`},
+		{"an import no node provides", []string{"deploy", "testdata/badimport.wasm"}, "cannot run as Wasm: import env.does_not_exist is not provided by the wasm runtime"},
+		{"a memory limit below the module's", []string{"deploy", "testdata/hello.wasm", "--memory", "64Ki"}, "needs 128 KiB of initial memory, more than its memory limit of 64 KiB"},
 		{"logs of an unknown workload", []string{"logs", "nope"}, `workload "nope" not found; see 'wasmorch get workloads'`},
 		{"scale of an unknown workload", []string{"scale", "nope", "--replicas", "2"}, `workload "nope" not found`},
 		{"scale without --replicas", []string{"scale", "existing"}, "--replicas"},

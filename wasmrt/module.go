@@ -238,6 +238,10 @@ func pagesText(pages uint32) string {
 	return fmt.Sprintf("%d pages (%s)", pages, bytesText(int64(pages)*pageSize))
 }
 
+// BytesText writes a memory size as the runtime's messages do: "128 KiB",
+// "16 MiB", "1.5 MiB".
+func BytesText(n int64) string { return bytesText(n) }
+
 func bytesText(n int64) string {
 	switch {
 	case n >= 1<<30 && n%(1<<30) == 0:

@@ -124,6 +124,9 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 			}
 			spec.ModuleSize = meta.GetSize()
 			spec.MemoryRequestBytes = max(meta.GetWasmMinMemoryBytes(), wasmPageSize)
+			if err := checkMemoryLimit(spec, meta); err != nil {
+				return nil, err
+			}
 			if err := a.s.resolveFallback(ctx, spec, meta); err != nil {
 				return nil, err
 			}

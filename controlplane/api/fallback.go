@@ -30,6 +30,11 @@ func (s *Server) resolveFallback(ctx context.Context, spec *v1.WorkloadSpec, mod
 		if unsupported == wasmrt.ComponentUnsupported {
 			return errdefs.Preconditionf("module %s cannot run as Wasm: it is %s; deploy it with a fallback image (--fallback-image) to run that as a container", spec.GetModuleDigest(), unsupported)
 		}
+		if unsupported != "" {
+			// Every node's wasm runtime would fail it the same way: say so
+			// now rather than store a workload that can never start.
+			return errdefs.Invalidf("module %s cannot run as Wasm: %s; rebuild it for WASI preview 1, or deploy it with a fallback image (--fallback-image) to run that as a container", spec.GetModuleDigest(), unsupported)
+		}
 		return nil
 	}
 	spec.WasmUnsupported = unsupported
@@ -49,6 +54,20 @@ func (s *Server) resolveFallback(ctx context.Context, spec *v1.WorkloadSpec, mod
 	}
 	if meta.GetMediaType() != ociarchive.MediaType {
 		return errdefs.Preconditionf("fallback blob %s is %s, not an OCI image archive", digest, meta.GetMediaType())
+	}
+	return nil
+}
+
+// checkMemoryLimit refuses a wasm spec whose memory limit is below its
+// module's initial memory: no instance of it could ever be created.
+func checkMemoryLimit(spec *v1.WorkloadSpec, module *v1.BlobMeta) error {
+	limit := spec.GetMemoryBytes()
+	if limit == 0 {
+		limit = workloads.DefaultMemory
+	}
+	if need := module.GetWasmMinMemoryBytes(); need > limit {
+		return errdefs.Invalidf("module %s needs %s of initial memory, more than its memory limit of %s; raise --memory (memory: in a manifest) to %s or more",
+			spec.GetModuleDigest(), wasmrt.BytesText(need), wasmrt.BytesText(limit), wasmrt.BytesText(need))
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -132,16 +131,20 @@ func waitReady(b *testing.B, a *allInOne, name string, n int, limit time.Duratio
 	b.Fatalf("%s: fewer than %d ready after %s", name, n, limit)
 }
 
-// settle lets the GC return what it can and reads RSS and live heap.
+// settle reads RSS and the Go heap in use as an operator would see them in
+// steady state: it never forces a GC or returns memory to the OS, but
+// waits 5 s, then samples every 500 ms for 5 s and takes the median of
+// each (the GC's sawtooth makes any single reading high or low).
 func settle() (rss, heap int64) {
-	for i := 0; i < 3; i++ {
-		runtime.GC()
-		debug.FreeOSMemory()
-		time.Sleep(200 * time.Millisecond)
+	time.Sleep(5 * time.Second)
+	var rs, hs []int64
+	for range 10 {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms) // reads; does not collect
+		rs, hs = append(rs, residentBytes()), append(hs, int64(ms.HeapInuse))
+		time.Sleep(500 * time.Millisecond)
 	}
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return residentBytes(), int64(ms.HeapInuse)
+	return median(rs), median(hs)
 }
 
 func residentBytes() int64 {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -181,9 +182,10 @@ func (a *allInOne) applyAndWaitReady(tb testing.TB, name string, spec *v1.Worklo
 	tb.Fatalf("%s not ready within a minute: %v", name, a.instances(tb, name))
 }
 
-func median(d []time.Duration) time.Duration {
-	slices.Sort(d)
-	return d[len(d)/2]
+// median sorts v and returns its middle value.
+func median[T cmp.Ordered](v []T) T {
+	slices.Sort(v)
+	return v[len(v)/2]
 }
 
 // BenchmarkContainerDensity runs WASMORCH_CONTAINER_DENSITY (default 20)

@@ -29,7 +29,7 @@ func registerFake(t *testing.T, c *cluster, names ...string) map[string]*fakeNod
 	out := map[string]*fakeNode{}
 	for _, name := range names {
 		if _, err := c.agent.Register(ctx, &v1.RegisterRequest{Node: &v1.Node{
-			Name: name, Runtimes: []string{"wasm"}, Capacity: &v1.Resources{MemoryBytes: 1 << 30, Instances: 100},
+			Name: name, Runtimes: []string{"wasm"}, Capacity: &v1.Resources{MemoryBytes: 16 << 30, Instances: 100}, // room for 100 instances at the default 128 MiB
 		}}); err != nil {
 			t.Fatal(err)
 		}

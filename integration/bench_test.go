@@ -14,13 +14,19 @@ import (
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
+// tickerMemory is the ticker's memory limit in the benchmarks: it uses
+// one 64 KiB page, and each instance reserves its limit on the node, so a
+// small limit is what lets thousands of them fit (the default 128 MiB
+// lets fewer than two hundred).
+const tickerMemory = 1 << 20
+
 // BenchmarkDeployToRunning measures, all-in-one, the time from ApplyWorkload
 // of a new workload (module already uploaded) to its one instance Running —
 // the control plane, scheduler, session, worker and wazero in the path.
 // Target (TARGETS.md): p50 ≤ 20 ms.
 func BenchmarkDeployToRunning(b *testing.B) {
 	a := start(b, options{})
-	a.deploy(b, "warm", "ticker.wasm", &v1.WorkloadSpec{Replicas: 1}) // uploads the module, warms the caches
+	a.deploy(b, "warm", "ticker.wasm", &v1.WorkloadSpec{Replicas: 1, MemoryBytes: tickerMemory}) // uploads the module, warms the caches
 	a.waitInstances(b, "warm", 1, state(running))
 	digest := a.instances(b, "warm")[0].GetInstance().GetSpec().GetModuleDigest()
 	ctx := context.Background()
@@ -29,7 +35,7 @@ func BenchmarkDeployToRunning(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		name := fmt.Sprintf("d%d", i)
 		t0 := time.Now()
-		if _, err := a.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: name, Spec: &v1.WorkloadSpec{ModuleDigest: digest, Replicas: 1}}); err != nil {
+		if _, err := a.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: name, Spec: &v1.WorkloadSpec{ModuleDigest: digest, Replicas: 1, MemoryBytes: tickerMemory}}); err != nil {
 			b.Fatal(err)
 		}
 		for {
@@ -53,7 +59,7 @@ func BenchmarkDeployToRunning(b *testing.B) {
 // Target (TARGETS.md): ≤ 1 s.
 func BenchmarkStart500Instances(b *testing.B) {
 	a := start(b, options{})
-	a.deploy(b, "warm", "ticker.wasm", &v1.WorkloadSpec{Replicas: 1})
+	a.deploy(b, "warm", "ticker.wasm", &v1.WorkloadSpec{Replicas: 1, MemoryBytes: tickerMemory})
 	a.waitInstances(b, "warm", 1, state(running))
 	digest := a.instances(b, "warm")[0].GetInstance().GetSpec().GetModuleDigest()
 	ctx := context.Background()
@@ -61,7 +67,7 @@ func BenchmarkStart500Instances(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		name := fmt.Sprintf("many%d", i)
 		t0 := time.Now()
-		if _, err := a.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: name, Spec: &v1.WorkloadSpec{ModuleDigest: digest, Replicas: 500}}); err != nil {
+		if _, err := a.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: name, Spec: &v1.WorkloadSpec{ModuleDigest: digest, Replicas: 500, MemoryBytes: tickerMemory}}); err != nil {
 			b.Fatal(err)
 		}
 		waitReady(b, a, name, 500, 60*time.Second)
@@ -89,7 +95,7 @@ func BenchmarkDensity(b *testing.B) {
 		n, _ = strconv.Atoi(s)
 	}
 	a := start(b, options{})
-	a.deploy(b, "warm", "ticker.wasm", &v1.WorkloadSpec{Replicas: 1})
+	a.deploy(b, "warm", "ticker.wasm", &v1.WorkloadSpec{Replicas: 1, MemoryBytes: tickerMemory})
 	a.waitInstances(b, "warm", 1, state(running))
 	digest := a.instances(b, "warm")[0].GetInstance().GetSpec().GetModuleDigest()
 	ctx := context.Background()
@@ -97,7 +103,7 @@ func BenchmarkDensity(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
-		if _, err := a.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: "dense", Spec: &v1.WorkloadSpec{ModuleDigest: digest, Replicas: int32(n)}}); err != nil {
+		if _, err := a.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: "dense", Spec: &v1.WorkloadSpec{ModuleDigest: digest, Replicas: int32(n), MemoryBytes: tickerMemory}}); err != nil {
 			b.Fatal(err)
 		}
 		waitReady(b, a, "dense", n, 5*time.Minute)

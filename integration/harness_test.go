@@ -49,6 +49,10 @@ type options struct {
 	functionsOverHTTP bool
 	// coldIdle, when set, is the worker's ColdReplicaIdle.
 	coldIdle time.Duration
+	// memory, when set, is the worker's memory, of which reservedMemory
+	// is kept from instances; functionMemoryWait its FunctionMemoryWait.
+	memory, reservedMemory int64
+	functionMemoryWait     time.Duration
 }
 
 func start(tb testing.TB, opts options) *allInOne {
@@ -74,6 +78,10 @@ func start(tb testing.TB, opts options) *allInOne {
 		wk.LogBytesPerInstance = opts.logBytes
 	}
 	wk.ColdReplicaIdle = opts.coldIdle
+	if opts.memory > 0 {
+		wk.MemoryBytes, wk.ReservedMemoryBytes = opts.memory, opts.reservedMemory
+	}
+	wk.FunctionMemoryWait = opts.functionMemoryWait
 	rtc := wasmrt.DefaultConfig()
 	rtc.CacheDir, rtc.Logger = wk.CompileCacheDir(), logger
 	rt, err := wasmrt.New(ctx, rtc)

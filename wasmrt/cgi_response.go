@@ -98,11 +98,15 @@ func (c *cgiWriter) Write(p []byte) (int, error) {
 		}
 		return n, err
 	}
-	c.head = append(c.head, p...)
+	// Only the header block is held, never more than its limit (and the
+	// blank line after it): a body written in the same call goes from the
+	// guest's memory to the client without a copy on the worker's heap.
+	took := min(len(p), max(0, maxCGIHeaderBytes+2-len(c.head)))
+	c.head = append(c.head, p[:took]...)
 	end, bodyAt := headerEnd(c.head)
 	if end < 0 {
 		if len(c.head) > maxCGIHeaderBytes {
-			c.bad = fmt.Errorf("no blank line after %d bytes of CGI headers (the limit is %d)", len(c.head), maxCGIHeaderBytes)
+			c.bad = fmt.Errorf("no blank line within the first %d bytes of output (the limit of the CGI headers)", maxCGIHeaderBytes)
 		}
 		return len(p), nil
 	}
@@ -117,11 +121,13 @@ func (c *cgiWriter) Write(p []byte) (int, error) {
 	}
 	c.w.WriteHeader(status)
 	c.sent, c.status = true, status
-	body := c.head[bodyAt:]
+	body, rest := c.head[bodyAt:], p[took:]
 	c.head = nil
-	if len(body) > 0 {
-		if _, err := c.w.Write(body); err != nil {
-			return len(p), err
+	for _, b := range [][]byte{body, rest} {
+		if len(b) > 0 {
+			if _, err := c.w.Write(b); err != nil {
+				return len(p), err
+			}
 		}
 	}
 	c.pendingLocked()

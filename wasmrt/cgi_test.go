@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -114,6 +115,54 @@ func TestCGIWriterHeaderLimit(t *testing.T) {
 	if c.bad == nil || !strings.Contains(c.bad.Error(), "no blank line") {
 		t.Fatalf("bad = %v, want the header limit", c.bad)
 	}
+}
+
+// TestCGIWriterHoldsOnlyTheHeaders: output written in one call, headers
+// and a large body together, or a large block with no blank line, is not
+// copied whole onto the worker's heap: only the header block is held.
+func TestCGIWriterHoldsOnlyTheHeaders(t *testing.T) {
+	const size = 16 << 20
+	out := append([]byte("Content-Type: text/plain\n\n"), bytes.Repeat([]byte("x"), size)...)
+	w := &countingWriter{h: http.Header{}}
+	c := &cgiWriter{w: w}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if n, err := c.Write(out); err != nil || n != len(out) {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	runtime.ReadMemStats(&after)
+	if w.code != 200 || w.n != size || w.h.Get("Content-Type") != "text/plain" {
+		t.Fatalf("got %d, %d bytes, %v; want 200 and the whole body", w.code, w.n, w.h)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > size/4 {
+		t.Errorf("writing a %d MiB response allocated %d MiB", size>>20, grew>>20)
+	}
+
+	c = &cgiWriter{w: &countingWriter{h: http.Header{}}}
+	_, _ = c.Write(bytes.Repeat([]byte("a"), size))
+	if c.bad == nil || !strings.Contains(c.bad.Error(), "no blank line") || len(c.head) > maxCGIHeaderBytes+2 {
+		t.Fatalf("bad = %v with %d bytes held, want the header limit and at most %d held", c.bad, len(c.head), maxCGIHeaderBytes+2)
+	}
+}
+
+// countingWriter is an http.ResponseWriter that keeps only its status,
+// headers and the count of body bytes.
+type countingWriter struct {
+	h    http.Header
+	code int
+	n    int
+}
+
+func (w *countingWriter) Header() http.Header { return w.h }
+func (w *countingWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+func (w *countingWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(200)
+	w.n += len(b)
+	return len(b), nil
 }
 
 // serveTest runs one request through a prepared function of a test module.

@@ -22,6 +22,17 @@ const (
 	DefaultMaxInstances        = 20000
 	DefaultLogBytesPerInstance = 1 << 20
 	DefaultStatusBatchInterval = 2 * time.Millisecond
+	// DefaultFunctionMemoryWait is how long a function request waits for
+	// memory unless Config.FunctionMemoryWait says otherwise.
+	DefaultFunctionMemoryWait = time.Second
+	// DefaultFunctionMemoryQueue is how many function requests may wait
+	// for memory at once unless Config.FunctionMemoryQueue says otherwise.
+	DefaultFunctionMemoryQueue = 1000
+
+	// The default reserved memory (Config.ReservedMemoryBytes): a tenth of
+	// the node's memory, at least minDefaultReserved, never more than half.
+	defaultReservedShare = 10
+	minDefaultReserved   = 256 << 20
 
 	minLogBytesPerInstance = 4 << 10
 )
@@ -64,6 +75,29 @@ type Config struct {
 	// (debug.SetMemoryLimit) set by New, unless GOMEMLIMIT is set; zero
 	// means half of MemoryBytes, negative leaves it alone.
 	GCMemoryLimit int64 `json:"gcMemoryLimit" yaml:"gcMemoryLimit"`
+	// ReservedMemoryBytes is the part of MemoryBytes kept for the system
+	// and for wasmorch itself (in `up`, the control plane too), as
+	// Kubernetes' --system-reserved: the instances assigned to the node
+	// and the function requests it runs share the rest, the node's
+	// allocatable memory (Allocatable), which is the memory capacity the
+	// node registers. Zero: a tenth of MemoryBytes, at least 256 MiB and
+	// at most half; negative: nothing.
+	ReservedMemoryBytes int64 `json:"reservedMemoryBytes" yaml:"reservedMemoryBytes"`
+	// FunctionMemoryWait bounds how long a Wasm function request waits
+	// for memory when the budget is in use, before it is answered 503
+	// (with Retry-After); zero: DefaultFunctionMemoryWait.
+	FunctionMemoryWait time.Duration `json:"functionMemoryWait" yaml:"functionMemoryWait"`
+	// FunctionMemoryQueue bounds how many function requests wait for
+	// memory at once; beyond, they are answered 503 at once. Zero:
+	// DefaultFunctionMemoryQueue.
+	FunctionMemoryQueue int `json:"functionMemoryQueue" yaml:"functionMemoryQueue"`
+}
+
+// Allocatable is the memory the node's instances and function requests
+// share: MemoryBytes less ReservedMemoryBytes (defaults filled in).
+func (c Config) Allocatable() int64 {
+	c = c.withDefaults()
+	return c.MemoryBytes - max(0, c.ReservedMemoryBytes)
 }
 
 // DefaultConfig returns a Config with every defaultable field set.
@@ -105,6 +139,15 @@ func (c Config) withDefaults() Config {
 	if c.GCMemoryLimit == 0 {
 		c.GCMemoryLimit = c.MemoryBytes / 2
 	}
+	if c.ReservedMemoryBytes == 0 {
+		c.ReservedMemoryBytes = min(max(c.MemoryBytes/defaultReservedShare, minDefaultReserved), c.MemoryBytes/2)
+	}
+	if c.FunctionMemoryWait == 0 {
+		c.FunctionMemoryWait = DefaultFunctionMemoryWait
+	}
+	if c.FunctionMemoryQueue == 0 {
+		c.FunctionMemoryQueue = DefaultFunctionMemoryQueue
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -140,6 +183,15 @@ func (c Config) Validate() error {
 	}
 	if c.MemoryBytes <= 0 {
 		bad("worker: MemoryBytes must be positive (total memory could not be read from /proc/meminfo)")
+	}
+	if c.MemoryBytes > 0 && c.ReservedMemoryBytes >= c.MemoryBytes {
+		bad("worker: ReservedMemoryBytes %d leaves none of the node's %d bytes of memory to instances", c.ReservedMemoryBytes, c.MemoryBytes)
+	}
+	if c.FunctionMemoryWait < 0 {
+		bad("worker: FunctionMemoryWait %s is negative", c.FunctionMemoryWait)
+	}
+	if c.FunctionMemoryQueue < 0 {
+		bad("worker: FunctionMemoryQueue %d is negative", c.FunctionMemoryQueue)
 	}
 	if c.MaxInstances < 0 {
 		bad("worker: MaxInstances %d is negative", c.MaxInstances)

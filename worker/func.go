@@ -13,6 +13,7 @@ import (
 
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
+	"github.com/wasmorch/wasmorch/internal/resources"
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/worker/funcserver"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
@@ -45,6 +46,7 @@ func (w *Worker) listenFunctions(ctx context.Context) error {
 	w.funcLis = lis
 	w.funcAdvertise = advertiseAddr("", lis.Addr())
 	w.funcs = funcserver.New(w.logger.With("component", "funcserver"))
+	w.funcs.LimitMemory(w.memory, w.cfg.FunctionMemoryWait)
 	w.funcs.EnableCold(funcserver.ColdConfig{
 		Prepare: w.prepareCold,
 		// Kept like an instance's output, bounded, so that `wasmorch logs`
@@ -128,6 +130,9 @@ func (w *Worker) startFunction(ctx context.Context, in *instance, art runtimeapi
 		Function: fn,
 		Logs:     in.log,
 		ColdKey:  coldKey,
+		// Each request's sandbox may grow to the limit: it holds that much
+		// of the node's memory while it runs.
+		MemoryBytes: resources.MemoryRequest(spec),
 	})
 	if err != nil {
 		fn.Close()

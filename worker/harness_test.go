@@ -421,7 +421,7 @@ func startEnv(t *testing.T, o envOptions) *env {
 		DataDir:             t.TempDir(),
 		Servers:             []string{e.cpAddr},
 		ListenAddr:          "127.0.0.1:0",
-		MemoryBytes:         1 << 30,
+		MemoryBytes:         4 << 40, // room for 20,000 instances at the default 128 MiB
 		StatusBatchInterval: 5 * time.Millisecond,
 		Runtimes:            []runtimeapi.Runtime{e.rt},
 		Logger:              slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),

@@ -69,6 +69,13 @@ func (w *Worker) checkHealth(ctx context.Context, in *instance, gen uint32, run 
 		if ctx.Err() != nil {
 			return
 		}
+		if res.Skipped {
+			// The node's memory was in use: busy, not unhealthy.
+			if !sleep(ctx, w.clock, set.HealthInterval) {
+				return
+			}
+			continue
+		}
 		if res.OK {
 			failures = 0
 		} else {

@@ -163,7 +163,7 @@ func (w *Worker) node() *pb.Node {
 		Arch:    runtime.GOARCH,
 		Os:      runtime.GOOS,
 		Capacity: &pb.Resources{
-			MemoryBytes: w.cfg.MemoryBytes,
+			MemoryBytes: w.cfg.Allocatable(),
 			CpuMillis:   int64(runtime.NumCPU()) * 1000,
 			Instances:   w.cfg.MaxInstances,
 		},

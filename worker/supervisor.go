@@ -50,11 +50,14 @@ type instance struct {
 	everStarted bool
 	early       *runtimeapi.Exit // exited before Start returned
 
-	queued     bool // on the start queue
-	busy       bool // a start step is in progress
-	stopping   bool // no longer wanted
-	stopQueued bool // on the stop queue
-	final      bool // stopped for good; nothing runs again
+	queued      bool // on the start queue
+	busy        bool // a start step is in progress
+	memoryRetry bool // memory came back while a start step was refused it (memory.go)
+	stopping    bool // no longer wanted
+	stopQueued  bool // on the stop queue
+	final       bool // stopped for good; nothing runs again
+
+	memory int64 // reserved from the node's memory budget; guarded by Worker.memMu
 }
 
 func (in *instance) id() string { return in.rec.GetId() }
@@ -112,6 +115,12 @@ func (w *Worker) doStart(ctx context.Context, in *instance) {
 		return
 	}
 	in.busy = true
+	in.mu.Unlock()
+	if !w.admitMemory(in) {
+		return
+	}
+
+	in.mu.Lock()
 	in.gen++
 	gen := in.gen
 	if gen == 1 {
@@ -371,6 +380,7 @@ func (w *Worker) forget(in *instance) {
 	}
 	w.unrefLocked(in)
 	w.mu.Unlock()
+	w.releaseMemory(in)
 
 	in.mu.Lock()
 	st := w.newStatus(in, pb.InstanceState_INSTANCE_STATE_STOPPED, runtimeapi.ReasonStopped, "no longer assigned to this node")

@@ -26,6 +26,7 @@ import (
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/worker/funcserver"
 	"github.com/wasmorch/wasmorch/worker/logstore"
+	"github.com/wasmorch/wasmorch/worker/membudget"
 	"github.com/wasmorch/wasmorch/worker/modcache"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
@@ -48,6 +49,7 @@ type Worker struct {
 	runtimes  map[string]runtimeapi.Runtime
 	modules   *modcache.Cache
 	logs      *logstore.Store
+	memory    *membudget.Budget // the node's allocatable memory (memory.go)
 	statuses  *statusBatcher
 	startq    *queue
 	stopq     *queue
@@ -68,7 +70,12 @@ type Worker struct {
 	mu        sync.Mutex
 	instances map[string]*instance
 	refs      map[artifactKey]int // instances per prepared artifact, for Release
-	pruned    bool                // stale logs removed after the first desired set
+	// memMu guards the instances' reservations and memoryWaiters, the
+	// instances refused for want of memory, started again when an instance
+	// gives memory back (memory.go).
+	memMu         sync.Mutex
+	memoryWaiters map[*instance]struct{}
+	pruned        bool // stale logs removed after the first desired set
 
 	desired *desiredSet
 	kick    chan struct{} // capacity 1: the desired set changed
@@ -146,6 +153,8 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		stopWorkers:   defaultStopWorkers,
 		instances:     map[string]*instance{},
 		refs:          map[artifactKey]int{},
+		memory:        membudget.New(cfg.Allocatable(), cfg.FunctionMemoryQueue),
+		memoryWaiters: map[*instance]struct{}{},
 		desired:       newDesiredSet(),
 		kick:          make(chan struct{}, 1),
 

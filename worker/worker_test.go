@@ -41,6 +41,9 @@ func TestConfigValidate(t *testing.T) {
 		{"runtime names are unique", func(c *Config) { c.Runtimes = append(c.Runtimes, fakert.New("wasm")) }, "two runtimes"},
 		{"max instances is not negative", func(c *Config) { c.MaxInstances = -1 }, "MaxInstances"},
 		{"log bound has a floor", func(c *Config) { c.LogBytesPerInstance = 10 }, "LogBytesPerInstance"},
+		{"reserved memory leaves some to instances", func(c *Config) { c.ReservedMemoryBytes = 1 << 30 }, "ReservedMemoryBytes"},
+		{"memory wait is not negative", func(c *Config) { c.FunctionMemoryWait = -1 }, "FunctionMemoryWait"},
+		{"memory queue is not negative", func(c *Config) { c.FunctionMemoryQueue = -1 }, "FunctionMemoryQueue"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,6 +72,29 @@ func TestDefaultConfig(t *testing.T) {
 	}
 	if runtime.GOOS == "linux" && c.MemoryBytes <= 0 {
 		t.Fatalf("MemoryBytes = %d, want the host's total memory", c.MemoryBytes)
+	}
+}
+
+// TestAllocatableMemory: the instances and requests of a node share its
+// memory less what is kept for the system and wasmorch: a tenth by
+// default, at least 256 MiB but never more than half, or what the config
+// says.
+func TestAllocatableMemory(t *testing.T) {
+	const MiB, GiB = 1 << 20, 1 << 30
+	tests := []struct {
+		memory, reserved, want int64
+	}{
+		{24 * GiB, 0, 24*GiB - 24*GiB/10},
+		{1 * GiB, 0, 768 * MiB},
+		{256 * MiB, 0, 128 * MiB},
+		{8 * GiB, 2 * GiB, 6 * GiB},
+		{8 * GiB, -1, 8 * GiB},
+	}
+	for _, tt := range tests {
+		c := Config{MemoryBytes: tt.memory, ReservedMemoryBytes: tt.reserved}
+		if got := c.Allocatable(); got != tt.want {
+			t.Errorf("%d MiB, %d MiB reserved: allocatable %d MiB, want %d MiB", tt.memory/MiB, tt.reserved/MiB, got/MiB, tt.want/MiB)
+		}
 	}
 }
 
@@ -116,16 +142,20 @@ func TestNewLeavesNothingBehindOnError(t *testing.T) {
 	})
 }
 
+// TestRegistersTheNodeAndHeartbeats: the node registers what it offers,
+// its memory capacity being its allocatable memory (its memory less the
+// reserved part), and heartbeats.
 func TestRegistersTheNodeAndHeartbeats(t *testing.T) {
 	e := startEnv(t, envOptions{config: func(c *Config) {
 		c.Labels = map[string]string{"zone": "a"}
 		c.MaxInstances = 50
+		c.MemoryBytes, c.ReservedMemoryBytes = 8<<30, 1<<30
 	}})
 	eventually(t, "registration", func() bool { return len(e.cp.registrations()) > 0 })
 	n := e.cp.registrations()[0]
 	want := &pb.Node{
 		Name: "node-a", Address: e.w.Addr(), Arch: runtime.GOARCH, Os: runtime.GOOS,
-		Capacity: &pb.Resources{MemoryBytes: 1 << 30, CpuMillis: int64(runtime.NumCPU()) * 1000, Instances: 50},
+		Capacity: &pb.Resources{MemoryBytes: 7 << 30, CpuMillis: int64(runtime.NumCPU()) * 1000, Instances: 50},
 		Runtimes: []string{"wasm"}, Labels: map[string]string{"zone": "a"}, Version: version.Version,
 		HttpAddress: e.w.FunctionAddr(),
 	}

@@ -42,7 +42,7 @@ func hostname() string {
 // one process, the worker joined to the member over the real gRPC API.
 func newUpCommand(stopSignals func()) *cobra.Command {
 	cp := controlplane.DefaultConfig()
-	var containerd, nodeName, logLevel string
+	var containerd, nodeName, logLevel, reservedMemory string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a control plane and a worker in this process",
@@ -65,6 +65,9 @@ on --containerd-socket.`,
 				return configError(cmd, err)
 			}
 			wk := worker.DefaultConfig()
+			if wk.ReservedMemoryBytes, err = parseReservedMemory(reservedMemory); err != nil {
+				return err
+			}
 			wk.NodeName = nodeName
 			wk.DataDir = filepath.Join(cp.DataDir, "worker")
 			wk.ListenAddr = "127.0.0.1:0"
@@ -82,6 +85,7 @@ on --containerd-socket.`,
 	addMetricsFlag(cmd, &cp)
 	f.StringVar(&containerd, "containerd-socket", defaultContainerdSocket, containerdHelp)
 	f.StringVar(&nodeName, "node-name", hostname(), "name of this control-plane member and of its worker node")
+	f.StringVar(&reservedMemory, "reserved-memory", "", reservedMemoryHelp)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	addCertLifetimeFlag(cmd, &cp)
 	addRolloutSettings(cmd, &cp)
@@ -141,8 +145,8 @@ controllers, and the HTTP gateway. Workers join it with 'wasmorch agent --server
 // control plane.
 func newAgentCommand(stopSignals func()) *cobra.Command {
 	var (
-		dataDir, listen, name, containerd, logLevel, token string
-		servers, labels                                    []string
+		dataDir, listen, name, containerd, logLevel, token, reservedMemory string
+		servers, labels                                                    []string
 	)
 	var functionsListen string
 	cmd := &cobra.Command{
@@ -162,6 +166,9 @@ containers when containerd answers on --containerd-socket.`,
 				return err
 			}
 			wk := worker.DefaultConfig()
+			if wk.ReservedMemoryBytes, err = parseReservedMemory(reservedMemory); err != nil {
+				return err
+			}
 			wk.NodeName = name
 			wk.DataDir = dataDir
 			wk.Servers = servers
@@ -185,6 +192,7 @@ containers when containerd answers on --containerd-socket.`,
 	f.StringSliceVar(&labels, "labels", nil, "node labels k=v[,k=v...]")
 	f.StringVar(&token, "token", "", "join token (from 'wasmorch token create'), needed on the first start only: the node's certificate is kept in --data-dir")
 	f.StringVar(&containerd, "containerd-socket", defaultContainerdSocket, containerdHelp)
+	f.StringVar(&reservedMemory, "reserved-memory", "", reservedMemoryHelp)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }
@@ -192,6 +200,24 @@ containers when containerd answers on --containerd-socket.`,
 // addMetricsFlag adds --metrics-addr to up and server.
 func addMetricsFlag(cmd *cobra.Command, cp *controlplane.Config) {
 	cmd.Flags().StringVar(&cp.MetricsAddr, "metrics-addr", cp.MetricsAddr, "serve Prometheus metrics (GET /metrics) at HOST:PORT, apart from the gateway; no authentication: keep it on loopback (\"\": off)")
+}
+
+const reservedMemoryHelp = "memory kept for the system and wasmorch itself, e.g. 2Gi; instances and function requests share the rest (the node's allocatable memory). Default: a tenth of the node's memory, at least 256Mi; 0: none"
+
+// parseReservedMemory reads --reserved-memory into
+// worker.Config.ReservedMemoryBytes: "" is the default (0), "0" none (-1).
+func parseReservedMemory(s string) (int64, error) {
+	switch strings.TrimSpace(s) {
+	case "":
+		return 0, nil
+	case "0":
+		return -1, nil
+	}
+	n, err := parseCapacity(s)
+	if err != nil {
+		return 0, cliclient.Errorf("use --reserved-memory like 2Gi, 512Mi, a number of bytes, or 0 for none", "invalid --reserved-memory: %v", err)
+	}
+	return n, nil
 }
 
 // daemonIO is what a long-running command prints to and how it hands

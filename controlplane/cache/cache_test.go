@@ -78,7 +78,7 @@ func (f *fixture) alive(node string) clientv3.LeaseID {
 }
 
 func workload(name string, gen int64, replicas int32) *v1.Workload {
-	return &v1.Workload{Name: name, Generation: gen, Spec: &v1.WorkloadSpec{Replicas: replicas, MemoryRequestBytes: 1 << 20, CpuMillis: 10}}
+	return &v1.Workload{Name: name, Generation: gen, Spec: &v1.WorkloadSpec{Replicas: replicas, MemoryBytes: 1 << 20, MemoryRequestBytes: 64 << 10, CpuMillis: 10}}
 }
 
 func instance(wl *v1.Workload, id, node string) *v1.Instance {

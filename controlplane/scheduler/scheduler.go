@@ -19,12 +19,9 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/wasmorch/wasmorch/internal/resources"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
-
-// DefaultMemoryRequest is reserved for an instance whose workload states
-// neither a request nor a module memory size.
-const DefaultMemoryRequest = 1 << 20
 
 // NodeInfo is one node as the scheduler sees it.
 type NodeInfo struct {
@@ -86,14 +83,12 @@ type Plan struct {
 	Runtimes map[string]Choice
 }
 
-// MemoryRequest is what an instance reserves on its node: the module's own
-// initial memory, as measured at deploy (Wasm memory grows on demand up to
-// the limit, so reserving the limit would waste most of a node).
+// MemoryRequest is what an instance reserves on its node: its memory
+// limit (resources.MemoryRequest), which the node's worker admits it by
+// too. A node's capacity is its allocatable memory, so that the limits of
+// the instances placed on it never add up to more than it can hold.
 func MemoryRequest(spec *v1.WorkloadSpec) int64 {
-	if spec.GetMemoryRequestBytes() > 0 {
-		return spec.GetMemoryRequestBytes()
-	}
-	return DefaultMemoryRequest
+	return resources.MemoryRequest(spec)
 }
 
 // Reasons a node is ruled out, as they appear in Plan.Unplaced.

@@ -15,12 +15,54 @@ func node(name string, mem int64, slots int32, runtimes ...string) NodeInfo {
 	return NodeInfo{Ready: true, Node: &v1.Node{Name: name, Runtimes: runtimes, Capacity: &v1.Resources{MemoryBytes: mem, Instances: slots}}}
 }
 
-func instances(workload string, n int, memReq int64) []*v1.Instance {
+// instances are n pending instances of a workload whose memory limit
+// (--memory) is mem.
+func instances(workload string, n int, mem int64) []*v1.Instance {
 	out := make([]*v1.Instance, n)
 	for i := range out {
-		out[i] = &v1.Instance{Id: fmt.Sprintf("%s-%d", workload, i), Workload: workload, Spec: &v1.WorkloadSpec{Kind: "wasm", MemoryRequestBytes: memReq}}
+		out[i] = &v1.Instance{Id: fmt.Sprintf("%s-%d", workload, i), Workload: workload, Spec: &v1.WorkloadSpec{Kind: "wasm", MemoryBytes: mem}}
 	}
 	return out
+}
+
+// An instance reserves its memory limit on its node, not its module's
+// initial memory: a Wasm memory grows to its limit whenever the guest
+// wants, so a node takes only as many instances as it can hold at their
+// limits. Without a limit, an instance reserves the default one.
+func TestInstancesReserveTheirMemoryLimit(t *testing.T) {
+	tests := []struct {
+		name    string
+		spec    *v1.WorkloadSpec
+		want    int
+		reserve int64
+	}{
+		{"a 64 MiB limit on a 64 KiB module", &v1.WorkloadSpec{Kind: "wasm", MemoryBytes: 64 << 20, MemoryRequestBytes: 64 << 10}, 16, 64 << 20},
+		{"no limit: the default 128 MiB", &v1.WorkloadSpec{Kind: "wasm", MemoryRequestBytes: 64 << 10}, 8, 128 << 20},
+		{"initial memory over the limit", &v1.WorkloadSpec{Kind: "wasm", MemoryBytes: 1 << 20, MemoryRequestBytes: 256 << 20}, 4, 256 << 20},
+		{"a container", &v1.WorkloadSpec{Kind: "container", Image: "team/app:1", MemoryBytes: 256 << 20, MemoryRequestBytes: 256 << 20}, 4, 256 << 20},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pending := make([]*v1.Instance, 50)
+			for i := range pending {
+				pending[i] = &v1.Instance{Id: fmt.Sprintf("a-%d", i), Workload: "a", Spec: tc.spec}
+			}
+			plan := Schedule(SnapshotOf([]NodeInfo{node("n", 1<<30, 1000, "wasm", "container")}, nil), pending)
+			if len(plan.Bindings) != tc.want {
+				t.Errorf("placed %d on a 1 GiB node, want %d", len(plan.Bindings), tc.want)
+			}
+			for id, why := range plan.Unplaced {
+				if !strings.Contains(why, "1 insufficient memory") {
+					t.Errorf("%s pending because %q, want insufficient memory", id, why)
+				}
+			}
+			placed := withNode(pending[:1], "n")
+			snap := SnapshotOf([]NodeInfo{node("n", 1<<30, 1000, "wasm", "container")}, placed)
+			if got := snap.Nodes[0].Used.MemoryBytes; got != tc.reserve {
+				t.Errorf("a placed instance uses %d bytes of its node, want %d", got, tc.reserve)
+			}
+		})
+	}
 }
 
 func TestSchedule(t *testing.T) {

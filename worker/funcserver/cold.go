@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
+	"github.com/wasmorch/wasmorch/internal/resources"
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
@@ -21,7 +22,8 @@ import (
 // Cold starts: the gateway sends a request for a function scaled to zero
 // with the function's spec (HeaderWorkload, HeaderSpec) instead of a
 // replica's id. The server serves it through a cold replica, with the
-// function's own limits — concurrency, queue, body, timeout, memory — as a
+// function's own limits — concurrency, queue, body, timeout, memory (each
+// request holds the function's memory limit from the node's budget) — as a
 // replica would. The cold replica is the prepared function of the last
 // replica of that generation that stopped here (its compiled module kept
 // in memory), or else one prepared from the module and compile caches
@@ -126,7 +128,8 @@ func (s *Server) prepareEntry(ctx context.Context, e *coldEntry, key, specHeader
 	}
 	var rep *Replica
 	if err == nil {
-		rep = newReplica(s, ReplicaSpec{ID: "cold:" + key, Workload: workload, Settings: httptrigger.Effective(spec.GetHttp()), Function: fn, Logs: cfg.Logs(workload)})
+		rep = newReplica(s, ReplicaSpec{ID: "cold:" + key, Workload: workload, Settings: httptrigger.Effective(spec.GetHttp()), Function: fn, Logs: cfg.Logs(workload),
+			MemoryBytes: resources.MemoryRequest(spec)})
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -155,7 +158,8 @@ func (s *Server) adoptCold(spec ReplicaSpec) bool {
 	}
 	key := spec.ColdKey
 	e := &coldEntry{ready: make(chan struct{})}
-	e.rep = newReplica(s, ReplicaSpec{ID: "cold:" + key, Workload: spec.Workload, Settings: spec.Settings, Function: spec.Function, Logs: s.coldCfg.Logs(spec.Workload)})
+	e.rep = newReplica(s, ReplicaSpec{ID: "cold:" + key, Workload: spec.Workload, Settings: spec.Settings, Function: spec.Function, Logs: s.coldCfg.Logs(spec.Workload),
+		MemoryBytes: spec.MemoryBytes})
 	e.timer = time.AfterFunc(s.coldCfg.Idle, func() { s.expireCold(key, e) })
 	close(e.ready)
 	s.cold[key] = e

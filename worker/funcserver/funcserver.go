@@ -3,11 +3,15 @@
 // replica in a header; each replica admits a bounded number of concurrent
 // requests and holds a bounded queue beyond them (503 when both are full),
 // enforces the body limit (413), and runs every request in a fresh sandbox
-// through its runtime's prepared Function.
+// through its runtime's prepared Function. A request of a Wasm function
+// holds its function's memory limit from the node's memory budget while it
+// runs (see LimitMemory): beyond the budget it waits briefly, then is
+// answered 503.
 package funcserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +23,7 @@ import (
 	"time"
 
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
+	"github.com/wasmorch/wasmorch/worker/membudget"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
 
@@ -33,6 +38,13 @@ type Server struct {
 	coldCfg    *ColdConfig
 	closed     bool
 	coldServed atomic.Int64
+	memory     atomic.Pointer[memoryLimit] // nil: requests hold no memory
+}
+
+// memoryLimit is what LimitMemory set.
+type memoryLimit struct {
+	budget *membudget.Budget
+	wait   time.Duration
 }
 
 // New returns a server with no replicas.
@@ -43,6 +55,15 @@ func New(log *slog.Logger) *Server {
 	return &Server{log: log, replicas: map[string]*Replica{}, cold: map[string]*coldEntry{}}
 }
 
+// LimitMemory makes every request of a replica with a MemoryBytes hold
+// that much of b while it runs (its sandbox may grow to it): a request
+// that finds too little free waits in b's line for at most wait (and its
+// timeout), then is answered 503 with Retry-After, as a saturated replica
+// answers. Call it before serving.
+func (s *Server) LimitMemory(b *membudget.Budget, wait time.Duration) {
+	s.memory.Store(&memoryLimit{budget: b, wait: wait})
+}
+
 // ReplicaSpec describes one replica to serve.
 type ReplicaSpec struct {
 	ID       string // the instance id the gateway names
@@ -50,6 +71,10 @@ type ReplicaSpec struct {
 	Settings httptrigger.Settings
 	Function runtimeapi.Function // closed by the replica when it stops
 	Logs     io.Writer           // the instance's logs
+	// MemoryBytes is what each request holds from the node's memory
+	// budget while it runs: a Wasm function's memory limit. Zero for a
+	// function whose memory is reserved otherwise (a container's).
+	MemoryBytes int64
 	// ColdKey ("workload/generation"), if set, lets the server keep
 	// Function for cold starts of that generation once the replica stops
 	// (see cold.go).
@@ -278,6 +303,50 @@ func (r *Replica) admit(w http.ResponseWriter, req *http.Request) bool {
 	return false
 }
 
+// borrowMemory takes what one request of the replica holds from the
+// node's memory budget, waiting briefly in line when too little is free,
+// and returns how to give it back. It reports false (and has answered)
+// when it cannot.
+func (r *Replica) borrowMemory(w http.ResponseWriter, req *http.Request) (giveBack func(), ok bool) {
+	lim := r.srv.memory.Load()
+	n := r.spec.MemoryBytes
+	if lim == nil || n <= 0 {
+		return func() {}, true
+	}
+	wait := min(lim.wait, r.spec.Settings.Timeout)
+	ctx, cancel := context.WithTimeoutCause(req.Context(), wait, errMemoryWait)
+	defer cancel()
+	stop := context.AfterFunc(r.ctx, cancel)
+	defer stop()
+	err := lim.budget.Borrow(ctx, n)
+	switch {
+	case err == nil:
+		return func() { lim.budget.Return(n) }, true
+	case req.Context().Err() != nil:
+		return nil, false // the client went away
+	case r.ctx.Err() != nil:
+		unavailable(w, httptrigger.UnavailableNoReplica, fmt.Sprintf("replica %s stopped while the request waited for memory", r.spec.ID))
+		return nil, false
+	}
+	why := fmt.Sprintf("waited %s", wait)
+	if !errors.Is(err, errMemoryWait) {
+		why = err.Error()
+	}
+	unavailable(w, httptrigger.UnavailableSaturated, fmt.Sprintf("function %s: the node's memory is in use: %s; %s",
+		r.spec.Workload, memoryShortage(lim.budget, n), why))
+	return nil, false
+}
+
+// errMemoryWait ends a request's wait for memory.
+var errMemoryWait = errors.New("waited for memory")
+
+// memoryShortage says why a request of n bytes finds no room in b.
+func memoryShortage(b *membudget.Budget, n int64) string {
+	u := b.Usage()
+	return fmt.Sprintf("a request needs %s (the function's memory limit), %s of the node's %s are free (%s reserved by instances, %s held by requests running)",
+		membudget.FormatBytes(n), membudget.FormatBytes(u.Free()), membudget.FormatBytes(u.Total), membudget.FormatBytes(u.Reserved), membudget.FormatBytes(u.Borrowed))
+}
+
 func (r *Replica) release() {
 	<-r.slots
 	r.mu.Lock()
@@ -307,6 +376,11 @@ func (r *Replica) serve(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	defer r.release()
+	giveBack, ok := r.borrowMemory(w, req)
+	if !ok {
+		return
+	}
+	defer giveBack()
 
 	route := req.Header.Get(httptrigger.HeaderRoute)
 	if route == "" || !httptrigger.Matches(route, req.URL.Path) {

@@ -16,6 +16,10 @@ type ProbeResult struct {
 	OK     bool
 	Status int    // the HTTP status the function answered, 0 if none
 	Detail string // "GET /greet/healthz: 500 Internal Server Error: boom"
+	// Skipped says that the check did not run: the node's memory was in
+	// use by requests for its whole timeout. The replica is busy, not
+	// unhealthy: its health stands as it was.
+	Skipped bool
 }
 
 // probeBodyExcerpt bounds how much of a failed check's body is kept.
@@ -23,8 +27,10 @@ const probeBodyExcerpt = 200
 
 // Probe requests the replica's health path once (Settings.HealthPath), in
 // a fresh sandbox like any request but outside the replica's admission: a
-// saturated replica is busy, not unhealthy. 2xx and 3xx pass. A stopping
-// replica is never probed.
+// saturated replica is busy, not unhealthy. Its sandbox holds memory from
+// the node's budget as a request's does; when none is free within the
+// timeout, the check is skipped. 2xx and 3xx pass. A stopping replica is
+// never probed.
 func (r *Replica) Probe(ctx context.Context, timeout time.Duration) ProbeResult {
 	set := r.spec.Settings
 	what := "GET " + set.HealthPath
@@ -46,6 +52,12 @@ func (r *Replica) Probe(ctx context.Context, timeout time.Duration) ProbeResult 
 	defer cancel()
 	stop := context.AfterFunc(r.ctx, func() { cancel() })
 	defer stop()
+	if lim := r.srv.memory.Load(); lim != nil && r.spec.MemoryBytes > 0 {
+		if err := lim.budget.Borrow(ctx, r.spec.MemoryBytes); err != nil {
+			return ProbeResult{Skipped: true, Detail: what + ": not checked: the node's memory is in use: " + memoryShortage(lim.budget, r.spec.MemoryBytes)}
+		}
+		defer lim.budget.Return(r.spec.MemoryBytes)
+	}
 	host := set.Host
 	if host == "" {
 		host = "localhost"

@@ -205,7 +205,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		},
 	})
 	mux.Handle("/", s.gateway)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: gateway.Strict(mux), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
 }
 
@@ -242,7 +242,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(gateway.StrictListener(s.httpLis)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("HTTP: %w", err)
 		}
 		return nil

@@ -87,17 +87,25 @@ func TestFunctions(t *testing.T) {
 	t.Run("BodyOverTheLimitIs413", func(t *testing.T) {
 		c := c.with(t)
 		over := bytes.Repeat([]byte("x"), 64<<10+1)
-		expect(t, "with Content-Length", c.call(request{method: "POST", path: "/echo", body: bytes.NewReader(over)}), 413, "limit of 65536 bytes")
+		expect(t, "with Content-Length", c.call(request{method: "POST", path: "/echo", body: bytes.NewReader(over)}), 413, "over the function's limit")
 		// Without a length (chunked), the limit is found while reading.
 		chunked := io.MultiReader(bytes.NewReader(over[:1000]), bytes.NewReader(over[1000:]))
-		expect(t, "chunked", c.call(request{method: "POST", path: "/echo", body: chunked}), 413, "limit of 65536 bytes")
+		expect(t, "chunked", c.call(request{method: "POST", path: "/echo", body: chunked}), 413, "over the function's limit")
 		expect(t, "echo afterwards", c.call(request{method: "POST", path: "/echo", body: strings.NewReader("ok")}), 200, "ok")
 	})
 
-	t.Run("TrapIs500", func(t *testing.T) {
+	t.Run("TrapIs500WithTheDetailInTheEventsNotTheAnswer", func(t *testing.T) {
 		c := c.with(t)
 		c.deployFunction("testdata/trap.wasm", "trap", "/trap")
-		expect(t, "trap", c.call(request{path: "/trap"}), 500, "wasm error: unreachable")
+		rep := c.call(request{path: "/trap"})
+		expect(t, "trap", rep, 500, "500 internal server error: the function failed (request id "+rep.header.Get("X-Request-Id")+")")
+		if strings.Contains(rep.body, "wasm") {
+			t.Errorf("the client is told how the function failed: %q", rep.body)
+		}
+		eventually(t, "the trap in the workload's events", func() (bool, string) {
+			r := c.run("get", "events", "--workload", "trap")
+			return r.code == 0 && strings.Contains(r.stdout, "FunctionFailed") && strings.Contains(r.stdout, "wasm error: unreachable"), r.String()
+		})
 		expect(t, "greet after a trap", c.call(request{path: "/greet"}), 200, "hi, world!")
 	})
 
@@ -105,7 +113,7 @@ func TestFunctions(t *testing.T) {
 		c := c.with(t)
 		c.deployFunction("testdata/badcgi.wasm", "badcgi", "/badcgi")
 		const reason = `malformed CGI output: header line "this is not CGI output" is not "Name: value"`
-		expect(t, "badcgi", c.call(request{path: "/badcgi"}), 502, reason)
+		expect(t, "badcgi", c.call(request{path: "/badcgi"}), 502, "the function gave no valid answer")
 		if logs := c.mustRun("logs", "badcgi").stdout; !strings.Contains(logs, reason) {
 			t.Errorf("logs badcgi do not give the reason:\n%s", logs)
 		}
@@ -127,7 +135,7 @@ func TestFunctions(t *testing.T) {
 				t.Errorf("greet %d while loop spins: %d %q", i, rep.status, rep.body)
 			}
 		}
-		expect(t, "loop", <-looped, 504, "stopped at its timeout of 3s")
+		expect(t, "loop", <-looped, 504, "the function did not answer in time")
 		if logs := c.mustRun("logs", "loop").stdout; !strings.Contains(logs, "504: stopped at its timeout of 3s") {
 			t.Errorf("logs loop:\n%s", logs)
 		}
@@ -150,7 +158,7 @@ func TestFunctions(t *testing.T) {
 			}()
 		}
 		rep := <-replies
-		expect(t, "third request", rep, 503, "saturated")
+		expect(t, "third request", rep, 503, "retry shortly")
 		if rep.header.Get("Retry-After") == "" {
 			t.Errorf("503 without Retry-After: %v", rep.header)
 		}

@@ -146,7 +146,7 @@ func TestHealthPathGatesTraffic(t *testing.T) {
 	if len(is) != 1 || is[0].State != "Starting" {
 		t.Fatalf("instances of a function failing its health check: %s; want one Starting", toJSON(is))
 	}
-	expect(t, "a request for a function with no healthy replica", c.call(request{path: "/sick"}), 503, "has no ready replica")
+	expect(t, "a request for a function with no healthy replica", c.call(request{path: "/sick"}), 503, "the function is not available")
 
 	c.deployFunction("testdata/greet.wasm", "well", "/well", "--health-path", "/healthz")
 	expect(t, "a healthy function", c.call(request{path: "/well?who=ana"}), 200, "hello, ana!")

@@ -53,6 +53,8 @@ type options struct {
 	// is kept from instances; functionMemoryWait its FunctionMemoryWait.
 	memory, reservedMemory int64
 	functionMemoryWait     time.Duration
+	// logs, when set, receives the member's and the worker's log.
+	logs io.Writer
 }
 
 func start(tb testing.TB, opts options) *allInOne {
@@ -61,6 +63,9 @@ func start(tb testing.TB, opts options) *allInOne {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("WASMORCH_TEST_LOG") != "" {
 		logger = slog.Default()
+	}
+	if opts.logs != nil {
+		logger = slog.New(slog.NewTextHandler(opts.logs, nil))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cp := controlplane.DefaultConfig()

@@ -95,7 +95,7 @@ func (f *function) Serve(ctx context.Context, w http.ResponseWriter, req *runtim
 
 	out := &cgiWriter{w: w}
 	out.flusher, _ = w.(http.Flusher)
-	body := &bodyReader{r: req.Body}
+	body := &bodyReader{r: req.Body, out: out}
 	logs := req.Logs
 	if logs == nil {
 		logs = io.Discard
@@ -130,7 +130,10 @@ func isExit(err error) bool {
 }
 
 // finishCall decides the response from how the guest ended and what it
-// wrote, and completes it.
+// wrote, and completes it. A request body that could not be read is the
+// answer even when the client's context ended: net/http ends it when the
+// client stops sending, and a client that only closed its sending half
+// still reads.
 func finishCall(ctx context.Context, w http.ResponseWriter, req *runtimeapi.FunctionRequest, out *cgiWriter, body *bodyReader, err error) runtimeapi.FunctionResult {
 	outcome, status, msg := runtimeapi.OutcomeOK, 0, ""
 	var exitErr *sys.ExitError
@@ -138,6 +141,8 @@ func finishCall(ctx context.Context, w http.ResponseWriter, req *runtimeapi.Func
 	case body.tooLarge != nil:
 		outcome, status, msg = runtimeapi.OutcomeTooLarge, http.StatusRequestEntityTooLarge,
 			fmt.Sprintf("the request body is larger than the function's limit of %d bytes", body.tooLarge.Limit)
+	case body.broken != nil:
+		outcome, status, msg = runtimeapi.OutcomeBadBody, http.StatusBadRequest, "reading the request body: "+body.broken.Error()
 	case out.bad != nil:
 		outcome, status, msg = runtimeapi.OutcomeMalformed, http.StatusBadGateway, "malformed CGI output: "+out.bad.Error()
 	case err != nil && ctx.Err() != nil:
@@ -191,16 +196,20 @@ func failCall(w http.ResponseWriter, req *runtimeapi.FunctionRequest, status int
 	return runtimeapi.FunctionResult{Status: status, Outcome: outcome, Message: msg}
 }
 
-// note writes one line about a failed call to the function's logs.
+// note writes one line about a failed call to the function's logs, with
+// the gateway's request id if it gave one.
 func note(req *runtimeapi.FunctionRequest, status int, msg string) {
 	if req.Logs == nil {
 		return
 	}
-	method, path := "", ""
+	method, path, id := "", "", ""
 	if req.HTTP != nil {
 		method, path = req.HTTP.Method, req.HTTP.URL.RequestURI()
+		if v := req.HTTP.Header.Get("X-Request-Id"); v != "" {
+			id = " (request " + v + ")"
+		}
 	}
-	fmt.Fprintf(req.Logs, "[wasmorch] %s %s: %d: %s\n", method, path, status, msg)
+	fmt.Fprintf(req.Logs, "[wasmorch] %s %s: %d: %s%s\n", method, path, status, msg, id)
 }
 
 // ctxSleep is a nanosleep that a done ctx cuts short, ending the guest
@@ -224,11 +233,15 @@ func ctxSleep(ctx context.Context, pause func()) sys.Nanosleep {
 	}
 }
 
-// bodyReader remembers that the body went over its limit, so that the call
-// answers 413 rather than whatever the guest made of a failed read.
+// bodyReader remembers that the body went over its limit, or could not be
+// read (malformed chunks, a client that stopped sending), so that the call
+// answers 413 or 400 rather than whatever the guest made of a failed read:
+// from then on what the guest prints is not sent.
 type bodyReader struct {
 	r        io.Reader
+	out      *cgiWriter
 	tooLarge *http.MaxBytesError
+	broken   error
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
@@ -237,8 +250,14 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
+	switch {
+	case err == nil || err == io.EOF:
+	case errors.As(err, &mbe):
 		b.tooLarge = mbe
+		b.out.refuse()
+	case b.broken == nil:
+		b.broken = err
+		b.out.refuse()
 	}
 	return n, err
 }

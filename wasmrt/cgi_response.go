@@ -35,6 +35,7 @@ type cgiWriter struct {
 	sent    bool   // the headers are sent; later output is body
 	status  int    // the status sent
 	bad     error  // the output is not CGI; the rest is discarded
+	refused bool   // the request failed (its body): output before the headers is discarded
 	pending bool   // written but not flushed
 	timer   *time.Timer
 	armed   bool
@@ -85,11 +86,19 @@ func (c *cgiWriter) end() {
 	}
 }
 
+// refuse discards what the guest prints from now on, unless its headers
+// are sent already: the call answers for a request that failed.
+func (c *cgiWriter) refuse() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refused = true
+}
+
 func (c *cgiWriter) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
-	case c.bad != nil || c.ended:
+	case c.bad != nil || c.ended || c.refused && !c.sent:
 		return len(p), nil
 	case c.sent:
 		n, err := c.w.Write(p)
@@ -162,8 +171,15 @@ func headerEnd(b []byte) (end, bodyAt int) {
 
 // parseCGIHeaders parses the header lines of a CGI response (RFC 3875
 // section 6): "Name: value" lines; Status sets the status ("201" or "201
-// Created"); Location without Status is a redirect (302); every other
-// header is passed through. At least one header is required.
+// Created"), a final one (200-599): the server answers for the connection,
+// so informational answers and switching protocols are not the
+// function's; Location without Status is a redirect (302). Content-Length
+// is dropped: the body is what the guest writes, framed by the server
+// (with its length when it is written at once, in chunks when it
+// streams), so that a length the body contradicts can neither cut it nor
+// leave the client waiting. Every other header is passed through (the
+// function server drops those that describe one connection). At least one
+// header is required.
 func parseCGIHeaders(block []byte) (http.Header, int, error) {
 	h := http.Header{}
 	status := 0
@@ -190,10 +206,16 @@ func parseCGIHeaders(block []byte) (http.Header, int, error) {
 			if err != nil || n < 100 || n > 599 || len(code) != 3 {
 				return nil, 0, fmt.Errorf("the Status header %q is not a 3-digit HTTP status", clip(value))
 			}
+			if n < 200 {
+				return nil, 0, fmt.Errorf("the Status header %q is not a final HTTP status (200-599)", clip(value))
+			}
 			if status != 0 {
 				return nil, 0, errors.New("the Status header is given twice")
 			}
 			status = n
+			continue
+		}
+		if http.CanonicalHeaderKey(name) == "Content-Length" {
 			continue
 		}
 		h.Add(name, value)

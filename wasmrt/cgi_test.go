@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
@@ -36,6 +37,8 @@ func TestCGIHeaderParsing(t *testing.T) {
 		{name: "status not a number", block: "Status: OK\n", wantErr: "not a 3-digit HTTP status"},
 		{name: "status out of range", block: "Status: 700 Nope\n", wantErr: "not a 3-digit HTTP status"},
 		{name: "status twice", block: "Status: 200\nStatus: 201\n", wantErr: "twice"},
+		{name: "informational status", block: "Status: 101 Switching Protocols\nUpgrade: h2c\n", wantErr: "not a final HTTP status"},
+		{name: "content length dropped", block: "Content-Type: text/plain\nContent-Length: 2\n", wantStatus: 200, wantHeader: map[string]string{"Content-Type": "text/plain", "Content-Length": ""}},
 		{name: "no headers", block: "\n", wantErr: "no CGI headers"},
 	}
 	for _, tt := range tests {
@@ -283,6 +286,11 @@ func TestCGIServeFailures(t *testing.T) {
 		{module: "hello.wasm", status: 502, outcome: runtimeapi.OutcomeMalformed, inLogs: "malformed CGI output"},
 		{module: "echo.wasm", status: 413, outcome: runtimeapi.OutcomeTooLarge, inLogs: "larger than the function's limit of 10 bytes",
 			bodyFrom: http.MaxBytesReader(nil, io.NopCloser(strings.NewReader(strings.Repeat("x", 100))), 10)},
+		// A body that cannot be read (malformed chunks, a client that
+		// stopped sending) is the request's failure, whatever the guest
+		// made of the failed read.
+		{module: "echo.wasm", status: 400, outcome: runtimeapi.OutcomeBadBody, inLogs: "reading the request body: unexpected EOF",
+			bodyFrom: io.MultiReader(strings.NewReader("abc"), iotest.ErrReader(io.ErrUnexpectedEOF))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.module, func(t *testing.T) {

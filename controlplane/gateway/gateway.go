@@ -6,7 +6,10 @@
 // it to the function server of a worker holding a ready replica, chosen by
 // the power of two choices on requests in flight. It enforces each
 // function's body limit (413) and timeout (504) and passes the workers'
-// 503s through.
+// 503s through. Its clients may be anyone: error answers give a status
+// and a request id, the detail goes to the log and events (answers.go);
+// the public port's connections are held to one reading of a request's
+// length (framing.go).
 package gateway
 
 import (
@@ -29,6 +32,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
 
 const (
@@ -89,7 +93,9 @@ type Gateway struct {
 	local   map[string]*localServer // function servers in this process, by node
 
 	runCtx atomic.Pointer[context.Context] // Start's, for background wake-ups
-	bg     sync.WaitGroup                  // wake-ups in flight
+	bg     sync.WaitGroup                  // wake-ups and events in flight
+
+	failures failureEvents // FunctionFailed events, rate-limited
 }
 
 // New returns a gateway over the cache and the store; Start makes it
@@ -121,12 +127,13 @@ func New(cfg Config) *Gateway {
 		g.scheme = "https"
 	}
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite:       rewrite,
-		Transport:     &upstream{g: g, base: transport},
-		FlushInterval: -1, // stream what the function writes as it writes it
-		ErrorHandler:  g.proxyError,
-		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		BufferPool:    bufferPool{},
+		Rewrite:        rewrite,
+		Transport:      &upstream{g: g, base: transport},
+		FlushInterval:  -1, // stream what the function writes as it writes it
+		ModifyResponse: g.answered,
+		ErrorHandler:   g.proxyError,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		BufferPool:     bufferPool{},
 	}
 	return g
 }
@@ -213,7 +220,9 @@ func (g *Gateway) ServeLocally(node string, h http.Handler) {
 // call is what RoundTrip needs to know about a matched request.
 type call struct {
 	route *route
-	cold  *target // set: try a cold start there first
+	id    string      // the request id
+	body  *clientBody // the client's body, nil for none
+	cold  *target     // set: try a cold start there first
 	// first is the replica ServeHTTP picked, tried first: one draw per
 	// request keeps a canary's share of the traffic exact.
 	first *replica
@@ -223,32 +232,40 @@ type callKey struct{}
 
 // ServeHTTP routes one request.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	// The id is the gateway's: a client's is replaced, on the request the
+	// function sees as on the answer.
+	id := newRequestID()
+	req.Header.Set(HeaderRequestID, id)
+	w.Header().Set(HeaderRequestID, id)
 	rt := g.table.Load().match(req.Host, req.URL.Path)
 	if rt == nil {
-		http.Error(w, fmt.Sprintf("404 not found: no function is routed at %s%s", req.Host, req.URL.Path), http.StatusNotFound)
+		refuse(w, id, http.StatusNotFound)
 		return
 	}
 	set := rt.settings
+	c := &call{route: rt, id: id}
 	if len(rt.replicas) == 0 && rt.autoscale == nil {
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, fmt.Sprintf("503 service unavailable: function %s has no ready replica", rt.workload), http.StatusServiceUnavailable)
+		g.failed(req, c, http.StatusServiceUnavailable, outcomeNoReplica, "no ready replica")
+		refuse(w, id, http.StatusServiceUnavailable)
 		return
 	}
 	if req.ContentLength > set.MaxBody {
-		http.Error(w, fmt.Sprintf("413 request entity too large: the body of %d bytes is over function %s's limit of %d bytes",
-			req.ContentLength, rt.workload, set.MaxBody), http.StatusRequestEntityTooLarge)
+		g.failed(req, c, http.StatusRequestEntityTooLarge, runtimeapi.OutcomeTooLarge,
+			fmt.Sprintf("the body of %d bytes is over the function's limit of %d bytes", req.ContentLength, set.MaxBody))
+		refuse(w, id, http.StatusRequestEntityTooLarge)
 		return
 	}
 	if req.Body != nil && req.Body != http.NoBody {
-		req.Body = http.MaxBytesReader(w, req.Body, set.MaxBody)
+		c.body = &clientBody{ReadCloser: http.MaxBytesReader(w, req.Body, set.MaxBody)}
+		req.Body = c.body
 		if err := bufferSmallBody(req); err != nil {
-			http.Error(w, fmt.Sprintf("400 bad request: reading the request body: %v", err), http.StatusBadRequest)
+			g.failed(req, c, http.StatusBadRequest, runtimeapi.OutcomeBadBody, "reading the request body: "+err.Error())
+			refuse(w, id, http.StatusBadRequest)
 			return
 		}
 	}
 	ctx, cancel := context.WithTimeoutCause(req.Context(), set.Timeout+timeoutSlack, errTimeout)
 	defer cancel()
-	c := &call{route: rt}
 	ctx = context.WithValue(ctx, callKey{}, c)
 	req = req.WithContext(ctx)
 	l := g.loadOf(rt.workload)
@@ -280,27 +297,45 @@ var (
 	errNoReplica = errors.New("no ready replica")
 )
 
+// outcomeNoReplica is a request that found no replica to serve it.
+const outcomeNoReplica = "NoReplica"
+
+// answered passes a worker's answer on: a failure answer (no function
+// answered) in its public form, the function's own without the gateway
+// protocol's headers.
+func (g *Gateway) answered(resp *http.Response) error {
+	if c, _ := resp.Request.Context().Value(callKey{}).(*call); c != nil && resp.Header.Get(httptrigger.HeaderFailure) != "" {
+		g.failureAnswer(resp, c)
+		return nil
+	}
+	dropProtocolHeaders(resp.Header)
+	return nil
+}
+
 // proxyError answers for a request the proxy could not complete.
 func (g *Gateway) proxyError(w http.ResponseWriter, req *http.Request, err error) {
 	c, _ := req.Context().Value(callKey{}).(*call)
-	name := ""
-	if c != nil {
-		name = c.route.workload
-	}
+	id := req.Header.Get(HeaderRequestID)
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
-		http.Error(w, fmt.Sprintf("413 request entity too large: the body is over function %s's limit of %d bytes", name, mbe.Limit), http.StatusRequestEntityTooLarge)
-	case errors.Is(context.Cause(req.Context()), errTimeout):
-		http.Error(w, fmt.Sprintf("504 gateway timeout: function %s did not answer within %s", name, c.route.settings.Timeout), http.StatusGatewayTimeout)
+		g.failed(req, c, http.StatusRequestEntityTooLarge, runtimeapi.OutcomeTooLarge, err.Error())
+		refuse(w, id, http.StatusRequestEntityTooLarge)
+	case c != nil && c.body.broken():
+		g.failed(req, c, http.StatusBadRequest, runtimeapi.OutcomeBadBody, "reading the request body: "+err.Error())
+		refuse(w, id, http.StatusBadRequest)
+	case c != nil && errors.Is(context.Cause(req.Context()), errTimeout):
+		g.failed(req, c, http.StatusGatewayTimeout, outcomeNoAnswer,
+			fmt.Sprintf("no answer from the worker within the function's timeout of %s and %s more", c.route.settings.Timeout, timeoutSlack))
+		refuse(w, id, http.StatusGatewayTimeout)
 	case errors.Is(err, errNoReplica):
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, fmt.Sprintf("503 service unavailable: function %s has no ready replica", name), http.StatusServiceUnavailable)
+		g.failed(req, c, http.StatusServiceUnavailable, outcomeNoReplica, err.Error())
+		refuse(w, id, http.StatusServiceUnavailable)
 	case req.Context().Err() != nil:
 		// The client went away: nobody to answer.
 	default:
-		g.log.Debug("gateway: proxying failed", "workload", name, "err", err)
-		http.Error(w, fmt.Sprintf("502 bad gateway: function %s: %v", name, err), http.StatusBadGateway)
+		g.failed(req, c, http.StatusBadGateway, outcomeUnreachable, err.Error())
+		refuse(w, id, http.StatusBadGateway)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
 
 // Two shortcuts around the control loop and the second HTTP hop:
@@ -70,16 +71,23 @@ func (g *Gateway) serveLocal(w http.ResponseWriter, req *http.Request, rt *route
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = body
 	}
-	aw := &attemptWriter{w: w, h: http.Header{}}
+	aw := &attemptWriter{w: w, h: http.Header{}, g: g, req: req}
+	aw.c, _ = req.Context().Value(callKey{}).(*call)
 	t.local.ServeHTTP(aw, req)
 	if aw.retry && !body.touched {
 		req.Body = body.ReadCloser
 		return aw, false
 	}
-	if aw.retry {
+	switch {
+	case aw.retry:
 		// The body is gone: nothing to offer another replica.
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, "503 service unavailable: function "+rt.workload+" has no ready replica", http.StatusServiceUnavailable)
+		g.failed(req, aw.c, http.StatusServiceUnavailable, outcomeNoReplica, "the replica stopped after it read the request body")
+		refuse(w, req.Header.Get(HeaderRequestID), http.StatusServiceUnavailable)
+	case !aw.wrote && aw.c != nil && aw.c.body.broken():
+		// Nobody answered a client that stopped sending (net/http ended
+		// its context): it may still read.
+		g.failed(req, aw.c, http.StatusBadRequest, runtimeapi.OutcomeBadBody, "the request body was cut short")
+		refuse(w, aw.c.id, http.StatusBadRequest)
 	}
 	return aw, true
 }
@@ -106,12 +114,17 @@ func setForwarded(req *http.Request) {
 
 // attemptWriter passes a local function server's response through, unless
 // it is the "no such replica" 503, which it swallows for the caller to try
-// elsewhere.
+// elsewhere. A failure answer (no function answered) goes out in its
+// public form, as Gateway.answered gives it over HTTP.
 type attemptWriter struct {
 	w         http.ResponseWriter
 	h         http.Header
+	g         *Gateway
+	req       *http.Request
+	c         *call
 	wrote     bool
 	retry     bool
+	public    bool // a failure answer was sent: the worker's body is dropped
 	code      int  // the status passed through
 	saturated bool // a 503 because the replica was full
 }
@@ -131,8 +144,19 @@ func (a *attemptWriter) WriteHeader(code int) {
 	}
 	a.wrote, a.code = true, code
 	a.saturated = a.h.Get(httptrigger.HeaderUnavailable) == httptrigger.UnavailableSaturated
-	a.h.Del(httptrigger.HeaderUnavailable)
 	dst := a.w.Header()
+	if a.h.Get(httptrigger.HeaderFailure) != "" && a.c != nil {
+		resp := &http.Response{StatusCode: code, Header: a.h, Request: a.req, Body: http.NoBody}
+		a.g.failureAnswer(resp, a.c)
+		a.public = true
+		for k, v := range resp.Header {
+			dst[k] = v
+		}
+		a.w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(a.w, resp.Body)
+		return
+	}
+	dropProtocolHeaders(a.h)
 	for k, v := range a.h {
 		dst[k] = v
 	}
@@ -143,7 +167,7 @@ func (a *attemptWriter) Write(p []byte) (int, error) {
 	if !a.wrote {
 		a.WriteHeader(http.StatusOK)
 	}
-	if a.retry {
+	if a.retry || a.public {
 		return len(p), nil
 	}
 	return a.w.Write(p)
@@ -154,7 +178,7 @@ func (a *attemptWriter) Flush() {
 	if !a.wrote {
 		a.WriteHeader(http.StatusOK)
 	}
-	if f, ok := a.w.(http.Flusher); ok && !a.retry {
+	if f, ok := a.w.(http.Flusher); ok && !a.retry && !a.public {
 		f.Flush()
 	}
 }

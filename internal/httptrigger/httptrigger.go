@@ -59,7 +59,39 @@ const (
 	// spec (a v1.WorkloadSpec, protobuf in unpadded base64url).
 	HeaderWorkload = "X-Wasmorch-Workload"
 	HeaderSpec     = "X-Wasmorch-Spec"
+	// HeaderFailure, on a worker's answer, says that no function answered:
+	// the call failed (a trap, a timeout, output that is not CGI, a body
+	// over the limit, a saturated replica ...). It holds the outcome and
+	// the detail (FormatFailure), which the gateway logs and records as an
+	// event and never passes to the client. The worker drops it, as every
+	// X-Wasmorch-* header, from what a function answers.
+	HeaderFailure = "X-Wasmorch-Failure"
 )
+
+// maxFailureDetail bounds the detail a failure header carries.
+const maxFailureDetail = 1 << 10
+
+// FormatFailure is HeaderFailure's value: "Outcome: detail", the detail
+// on one line of printable characters.
+func FormatFailure(outcome, detail string) string {
+	detail = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, detail)
+	if len(detail) > maxFailureDetail {
+		detail = strings.ToValidUTF8(detail[:maxFailureDetail], "") + "..."
+	}
+	return outcome + ": " + detail
+}
+
+// ParseFailure splits HeaderFailure's value into the outcome and the
+// detail.
+func ParseFailure(v string) (outcome, detail string) {
+	outcome, detail, _ = strings.Cut(v, ": ")
+	return outcome, detail
+}
 
 // Settings are a trigger's effective settings.
 type Settings struct {

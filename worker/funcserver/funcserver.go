@@ -159,11 +159,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.serve(w, req)
 }
 
-// unavailable answers 503 with Retry-After.
+// unavailable answers 503 with Retry-After, and why (HeaderUnavailable)
+// for the gateway.
 func unavailable(w http.ResponseWriter, why, msg string) {
-	w.Header().Set("Retry-After", "1")
 	w.Header().Set(httptrigger.HeaderUnavailable, why)
-	http.Error(w, "503 service unavailable: "+msg, http.StatusServiceUnavailable)
+	outcome := outcomeNoReplica
+	if why == httptrigger.UnavailableSaturated {
+		outcome = outcomeSaturated
+	}
+	fail(w, http.StatusServiceUnavailable, outcome, msg)
 }
 
 // Replica is one function instance served by the worker.
@@ -298,7 +302,7 @@ func (r *Replica) admit(w http.ResponseWriter, req *http.Request) bool {
 	case "stopped":
 		unavailable(w, httptrigger.UnavailableNoReplica, fmt.Sprintf("replica %s stopped while the request waited", r.spec.ID))
 	case "timeout":
-		http.Error(w, fmt.Sprintf("504 gateway timeout: the request waited its whole timeout of %s for a free slot", r.spec.Settings.Timeout), http.StatusGatewayTimeout)
+		fail(w, http.StatusGatewayTimeout, runtimeapi.OutcomeTimeout, fmt.Sprintf("the request waited its whole timeout of %s for a free slot on replica %s", r.spec.Settings.Timeout, r.spec.ID))
 	}
 	return false
 }
@@ -368,8 +372,8 @@ func (r *Replica) idleCheckLocked() {
 func (r *Replica) serve(w http.ResponseWriter, req *http.Request) {
 	set := r.spec.Settings
 	if req.ContentLength > set.MaxBody {
-		http.Error(w, fmt.Sprintf("413 request entity too large: the body of %d bytes is over the function's limit of %d bytes", req.ContentLength, set.MaxBody),
-			http.StatusRequestEntityTooLarge)
+		fail(w, http.StatusRequestEntityTooLarge, runtimeapi.OutcomeTooLarge,
+			fmt.Sprintf("the body of %d bytes is over the function's limit of %d bytes", req.ContentLength, set.MaxBody))
 		return
 	}
 	if !r.admit(w, req) {
@@ -402,7 +406,8 @@ func (r *Replica) serve(w http.ResponseWriter, req *http.Request) {
 	stop := context.AfterFunc(r.ctx, func() { cancel(context.Cause(r.ctx)) })
 	defer stop()
 
-	res := r.spec.Function.Serve(ctx, w, &runtimeapi.FunctionRequest{
+	cw := newCallWriter(w)
+	res := r.spec.Function.Serve(ctx, cw, &runtimeapi.FunctionRequest{
 		HTTP:       req,
 		Body:       http.MaxBytesReader(w, req.Body, set.MaxBody),
 		ScriptName: script,
@@ -411,8 +416,9 @@ func (r *Replica) serve(w http.ResponseWriter, req *http.Request) {
 		Timeout:    set.Timeout,
 		Logs:       r.spec.Logs,
 	})
+	cw.finish(res)
 	if res.Outcome != runtimeapi.OutcomeOK {
-		r.srv.log.Debug("function call failed", "workload", r.spec.Workload, "instance", r.spec.ID,
+		r.srv.log.Debug("function call failed", "workload", r.spec.Workload, "instance", r.spec.ID, "request", req.Header.Get("X-Request-Id"),
 			"status", strconv.Itoa(res.Status), "outcome", res.Outcome, "message", res.Message)
 	}
 	if res.Truncated {

@@ -138,8 +138,9 @@ func TestBodyOverTheLimitIs413(t *testing.T) {
 	fn := &fakeFunction{}
 	_, _, ts := newServer(t, fn, httptrigger.Settings{MaxBody: 10})
 	resp := send(t, ts, "/fn", "fn-abcde", strings.NewReader(strings.Repeat("x", 11)))
-	if got := readAll(t, resp); resp.StatusCode != 413 || !strings.Contains(got, "limit of 10 bytes") {
-		t.Errorf("got %d %q", resp.StatusCode, got)
+	failure := resp.Header.Get(httptrigger.HeaderFailure)
+	if got := readAll(t, resp); resp.StatusCode != 413 || strings.Contains(got, "limit") || failure != "TooLarge: the body of 11 bytes is over the function's limit of 10 bytes" {
+		t.Errorf("got %d %q, failure %q", resp.StatusCode, got, failure)
 	}
 	if len(fn.seen) != 0 {
 		t.Errorf("the function ran for a body over the limit")

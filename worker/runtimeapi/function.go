@@ -60,6 +60,7 @@ const (
 	OutcomeMalformed = "Malformed" // output was not CGI (502)
 	OutcomeCanceled  = "Canceled"  // the client went away
 	OutcomeTooLarge  = "TooLarge"  // the request body was over its limit (413)
+	OutcomeBadBody   = "BadBody"   // the request body could not be read: malformed or cut short (400)
 	OutcomeError     = "Error"     // the sandbox could not be created (500)
 )
 

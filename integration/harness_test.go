@@ -53,7 +53,8 @@ type options struct {
 	// is kept from instances; functionMemoryWait its FunctionMemoryWait.
 	memory, reservedMemory int64
 	functionMemoryWait     time.Duration
-	// logs, when set, receives the member's and the worker's log.
+	// logs, when set, receives the member's and the worker's log, debug
+	// lines included.
 	logs io.Writer
 }
 
@@ -65,7 +66,7 @@ func start(tb testing.TB, opts options) *allInOne {
 		logger = slog.Default()
 	}
 	if opts.logs != nil {
-		logger = slog.New(slog.NewTextHandler(opts.logs, nil))
+		logger = slog.New(slog.NewTextHandler(opts.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cp := controlplane.DefaultConfig()

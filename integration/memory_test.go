@@ -15,10 +15,11 @@ import (
 // each hold its memory limit from the node's allocatable memory while
 // they run (here 2 MiB, two requests of a 1 MiB function), whatever the
 // function's concurrency: one more request is answered 503 with
-// Retry-After rather than run, and the function serves again as soon as
-// the requests in flight end.
+// Retry-After rather than run (the reason in the member's log), and the
+// function serves again as soon as the requests in flight end.
 func TestFunctionRequestsStayWithinTheNodesMemory(t *testing.T) {
-	a := start(t, options{memory: 1 << 30, reservedMemory: 1<<30 - 2<<20, functionMemoryWait: 10 * time.Millisecond})
+	logs := &syncBuffer{}
+	a := start(t, options{memory: 1 << 30, reservedMemory: 1<<30 - 2<<20, functionMemoryWait: 10 * time.Millisecond, logs: logs})
 	a.deployFunction(t, "echo", "echo.wasm", "/echo", func(s *v1.WorkloadSpec) { s.MemoryBytes = 1 << 20 })
 
 	// Two requests whose bodies are still coming: their guests run,
@@ -66,8 +67,13 @@ func TestFunctionRequestsStayWithinTheNodesMemory(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), "the node's memory is in use") {
-		t.Fatalf("a third request while two hold the node's memory: %s %q (Retry-After %q), want 503 with Retry-After", resp.Status, b, resp.Header.Get("Retry-After"))
+	id := resp.Header.Get("X-Request-Id")
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || id == "" || !strings.Contains(string(b), id) || strings.Contains(string(b), "memory") {
+		t.Fatalf("a third request while two hold the node's memory: %s %q (Retry-After %q), want 503 with Retry-After and the request id, without the reason", resp.Status, b, resp.Header.Get("Retry-After"))
+	}
+	// The reason is the operator's, in the member's log under the id.
+	if line := logLineWith(logs.String(), id, "the node's memory is in use"); line == "" {
+		t.Errorf("no line of the member's log gives request %s's reason", id)
 	}
 
 	for i, pw := range bodies {

@@ -167,7 +167,7 @@ func (s *Server) followLogs(ctx context.Context, workload, only string, t logTar
 			defer wg.Done()
 			defer scancel()
 			err := s.workers.follow(sctx, node, addr, cloneLogsRequest(r, ids), sendOne)
-			if err == nil || errors.Is(err, io.EOF) || sctx.Err() != nil {
+			if errors.Is(err, io.EOF) || sctx.Err() != nil {
 				return // the worker ended it: its instances are gone
 			}
 			if status := errdefs.FromGRPC(err); errdefs.IsUnavailable(status) {

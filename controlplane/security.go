@@ -121,8 +121,17 @@ func (sec *security) renewMember(cfg Config, apiAddr string) error {
 // for renewal, and copies it into the user's credentials directory (when
 // set) under the name of the API address.
 func (sec *security) writeAdminCredential(cfg Config, server string) error {
+	return sec.writeAdminCredentialUnless(cfg, server, nil)
+}
+
+// writeAdminCredentialUnless is writeAdminCredential that also issues a
+// new credential when the current one is revoked.
+func (sec *security) writeAdminCredentialUnless(cfg Config, server string, revoked func(serial string) bool) error {
 	path := AdminCredentialPath(cfg.DataDir)
 	cur, err := auth.ReadCredential(path)
+	if cert, perr := auth.ParseCertificate([]byte(cur.Cert)); err == nil && perr == nil && revoked != nil && revoked(auth.Serial(cert)) {
+		err = fs.ErrNotExist // revoked: a new one
+	}
 	if err == nil && cur.Server == server {
 		if cert, err := auth.ParseCertificate([]byte(cur.Cert)); err == nil && sec.valid(cert) {
 			return sec.copyAdminCredential(cfg, server, cur)
@@ -149,9 +158,13 @@ func (sec *security) copyAdminCredential(cfg Config, server string, c auth.Crede
 }
 
 // keepCertificates renews this member's certificate and the admin
-// credential at two thirds of their lifetime, until ctx ends.
+// credential at two thirds of their lifetime, and the admin credential
+// at once when it is revoked, until ctx ends. The admin credential is
+// recorded as issued, so that 'wasmorch credentials' lists it.
 func (s *Server) keepCertificates(ctx context.Context) error {
+	s.keepAdminCredential(ctx)
 	for {
+		changed := s.api.RevocationsChanged()
 		next := auth.RenewAt(s.sec.member.Leaf())
 		if cur, err := auth.ReadCredential(AdminCredentialPath(s.cfg.DataDir)); err == nil {
 			if cert, err := auth.ParseCertificate([]byte(cur.Cert)); err == nil && auth.RenewAt(cert).Before(next) {
@@ -165,6 +178,7 @@ func (s *Server) keepCertificates(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
+		case <-changed:
 		}
 		if auth.NeedsRenewal(s.sec.member.Leaf(), time.Now()) {
 			if err := s.sec.renewMember(s.cfg, s.APIAddr()); err != nil {
@@ -173,9 +187,31 @@ func (s *Server) keepCertificates(ctx context.Context) error {
 				s.log.Info("renewed this member's certificate", "expires", s.sec.member.Leaf().NotAfter)
 			}
 		}
-		if err := s.sec.writeAdminCredential(s.cfg, s.clientAddr()); err != nil {
-			s.log.Warn("could not renew the admin credential", "err", err)
-		}
+		s.keepAdminCredential(ctx)
+	}
+}
+
+// keepAdminCredential issues a new admin credential when it is due, names
+// another address or is revoked, and records it.
+func (s *Server) keepAdminCredential(ctx context.Context) {
+	revoked := func(serial string) bool {
+		r, err := s.api.Revoked(ctx, serial)
+		return err == nil && r
+	}
+	if err := s.sec.writeAdminCredentialUnless(s.cfg, s.clientAddr(), revoked); err != nil {
+		s.log.Warn("could not renew the admin credential", "err", err)
+		return
+	}
+	cur, err := auth.ReadCredential(AdminCredentialPath(s.cfg.DataDir))
+	if err != nil {
+		return
+	}
+	cert, err := auth.ParseCertificate([]byte(cur.Cert))
+	if err != nil {
+		return
+	}
+	if err := api.RecordCertificate(ctx, s.store.Client, []byte(cur.Cert), auth.Identity{Role: auth.RoleAdmin, Name: cert.Subject.CommonName}); err != nil && ctx.Err() == nil {
+		s.log.Warn("could not record the admin credential", "err", err)
 	}
 }
 
@@ -211,8 +247,16 @@ func (s *Server) IssueNodeCredential(dir, node string) error {
 	if err != nil {
 		return err
 	}
-	certPEM, err := s.sec.ca.SignRequest(csr, auth.Identity{Role: auth.RoleNode, Name: node}, time.Now())
+	id := auth.Identity{Role: auth.RoleNode, Name: node}
+	certPEM, err := s.sec.ca.SignRequest(csr, id, time.Now())
 	if err != nil {
+		return err
+	}
+	// Recorded as a join's certificate is, so that removing the node
+	// revokes it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := api.RecordCertificate(ctx, s.store.Client, certPEM, id); err != nil {
 		return err
 	}
 	return auth.SaveNodeCredential(dir, auth.NodeCredential{CAPEM: s.sec.ca.CertPEM, CertPEM: certPEM, KeyPEM: keyPEM})
@@ -242,10 +286,13 @@ const (
 	DefaultTokenTTL = api.DefaultTokenTTL
 )
 
+// TokenSpec is what a new join token admits (see the API's tokens).
+type TokenSpec = api.TokenSpec
+
 // CreateJoinToken stores a new join token and returns it (a server's first
-// start prints one for agents).
-func (s *Server) CreateJoinToken(ctx context.Context, role string, ttl time.Duration, description string) (string, *v1.JoinToken, error) {
-	return s.api.CreateJoinToken(ctx, role, ttl, description)
+// start makes one for agents).
+func (s *Server) CreateJoinToken(ctx context.Context, spec TokenSpec) (string, *v1.JoinToken, error) {
+	return s.api.CreateJoinToken(ctx, spec)
 }
 
 // RestoreConfig says where a snapshot becomes a member's data dir.

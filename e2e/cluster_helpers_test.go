@@ -156,9 +156,15 @@ func loopbackAddr(t testing.TB, ip string) string {
 
 // startAgent starts `wasmorch agent` for node name on loopback address ip
 // with labels (k=v,...; may be empty), and waits until the node is Ready.
+// A node's labels come from its join token: an agent with labels joins
+// with a token made for it that grants them.
 func (m *multi) startAgent(name, ip, labels string) *daemon {
 	m.t.Helper()
-	args := []string{"agent", "--server", m.api, "--token", m.joinToken(), "--name", name, "--data-dir", m.t.TempDir(), "--listen", loopbackAddr(m.t, ip)}
+	token := m.joinToken()
+	if labels != "" {
+		token = joinToken(m.t, m.env, m.api, "--node", name, "--labels", labels, "--uses", "1")
+	}
+	args := []string{"agent", "--server", m.api, "--token", token, "--name", name, "--data-dir", m.t.TempDir(), "--listen", loopbackAddr(m.t, ip)}
 	if labels != "" {
 		args = append(args, "--labels", labels)
 	}

@@ -17,7 +17,7 @@ func TestSimulatedNodes(t *testing.T) {
 	t.Parallel()
 	m := startServer(t)
 	simDir := t.TempDir()
-	sim := startDaemon(t, "simulate", m.env, "simulate", "--server", m.api, "--token", m.joinToken(), "--nodes", "20", "--data-dir", simDir, "--zones", "4", "--labels", "pool=e2e")
+	sim := startDaemon(t, "simulate", m.env, "simulate", "--server", m.api, "--token", joinToken(t, m.env, m.api, "--labels", "simulated=true,pool=e2e,zone=*"), "--nodes", "20", "--data-dir", simDir, "--zones", "4", "--labels", "pool=e2e")
 	eventually(t, "20 simulated nodes Ready", func() (bool, string) {
 		if !sim.running() {
 			out, _ := os.ReadFile(sim.log)

@@ -164,7 +164,7 @@ func (w *Worker) joinAt(ctx context.Context, addr string, tok auth.Token, csr []
 	defer cc.Close()
 	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
-	resp, err := pb.NewAgentClient(cc).Join(rctx, &pb.JoinRequest{Token: w.cfg.JoinToken, Node: w.cfg.NodeName, Csr: csr})
+	resp, err := pb.NewAgentClient(cc).Join(rctx, &pb.JoinRequest{Token: w.cfg.JoinToken, Node: w.cfg.NodeName, Csr: csr, Labels: w.cfg.Labels})
 	return resp, errdefs.FromGRPC(err)
 }
 
@@ -221,7 +221,32 @@ func (w *Worker) renew(ctx context.Context) error {
 	if err := auth.SaveNodeCredential(w.pkiDir(), nc); err != nil {
 		return err
 	}
-	return w.id.kp.Set(nc.CertPEM, nc.KeyPEM)
+	if err := w.id.kp.Set(nc.CertPEM, nc.KeyPEM); err != nil {
+		return err
+	}
+	w.renewMu.Lock()
+	close(w.renewed)
+	w.renewed = make(chan struct{})
+	w.renewMu.Unlock()
+	return nil
+}
+
+// renewedCh is closed when the node's certificate is next renewed.
+func (w *Worker) renewedCh() <-chan struct{} {
+	w.renewMu.Lock()
+	defer w.renewMu.Unlock()
+	return w.renewed
+}
+
+// refused ends the worker when the control plane refuses the node's
+// certificate (revoked when the node was removed, or expired): the
+// credential is of no more use, so it is deleted, and the agent must join
+// again with a token.
+func (w *Worker) refused(err error) error {
+	if rerr := auth.RemoveNodeCredential(w.pkiDir()); rerr != nil {
+		w.logger.Warn("could not delete the refused node credential", "dir", w.pkiDir(), "err", rerr)
+	}
+	return fmt.Errorf("node %s can no longer use its certificate: %w (its credential in %s is deleted: start the agent with a join token, --token, to join again)", w.cfg.NodeName, err, w.pkiDir())
 }
 
 // clientTLS is the worker's side of its connections to the control plane.

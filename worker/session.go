@@ -8,6 +8,8 @@ import (
 	"maps"
 	"math/rand/v2"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -57,6 +59,9 @@ func (w *Worker) runSessions(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if !ok && errdefs.IsUnauthenticated(err) {
+				return w.refused(err)
+			}
 			if ok {
 				established = true
 				w.logger.Warn("session with the control plane ended", "server", addr, "err", err)
@@ -99,7 +104,11 @@ func (w *Worker) session(ctx context.Context, addr string) (bool, error) {
 	if interval <= 0 {
 		interval = defaultHeartbeatInterval
 	}
-	w.logger.Info("registered with the control plane", "server", addr, "heartbeat", interval)
+	w.logger.Info("registered with the control plane", "server", addr, "heartbeat", interval, "labels", formatLabels(resp.GetLabels()))
+	if len(w.cfg.Labels) > 0 && !maps.Equal(w.cfg.Labels, resp.GetLabels()) {
+		w.logger.Warn("this node's labels are set by its join token or an admin, not by --labels: the ones asked for are not all in effect",
+			"asked", formatLabels(w.cfg.Labels), "in effect", formatLabels(resp.GetLabels()), "change them with", "wasmorch node label "+w.cfg.NodeName+" KEY=VALUE")
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	// Deltas after the first set; resumed from the last message applied,
@@ -116,6 +125,18 @@ func (w *Worker) session(ctx context.Context, addr string) (bool, error) {
 	w.retryFetchesNow()
 
 	g.Go(func() error { return w.heartbeat(gctx, client, interval) })
+	renewed := w.renewedCh()
+	g.Go(func() error {
+		// Calls on this connection present the certificate it was made
+		// with, which the members refuse once it expires: a renewed one
+		// takes a new connection.
+		select {
+		case <-gctx.Done():
+			return gctx.Err()
+		case <-renewed:
+			return errdefs.Unavailablef("the node's certificate was renewed: reconnecting with it")
+		}
+	})
 	g.Go(func() error { return w.untilRuntimesChange(gctx) })
 	established := false
 	g.Go(func() error {
@@ -223,4 +244,13 @@ func (w *Worker) fetchBlob(ctx context.Context, digest string, dst io.Writer) er
 		return fmt.Errorf("the control plane sent %d of the %d bytes it announced", got, size)
 	}
 	return nil
+}
+
+// formatLabels writes labels as k=v,... in key order.
+func formatLabels(labels map[string]string) string {
+	parts := make([]string, 0, len(labels))
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		parts = append(parts, k+"="+labels[k])
+	}
+	return strings.Join(parts, ",")
 }

@@ -85,6 +85,9 @@ type Worker struct {
 
 	id *identity // the node's credential; nil until joined (identity.go)
 
+	renewMu sync.Mutex
+	renewed chan struct{} // closed and replaced when the certificate is renewed
+
 	unavailableMu   sync.Mutex
 	unavailable     map[string]bool // runtimes that stopped answering (see runtimes.go)
 	runtimesChanged chan struct{}   // capacity 1: the runtimes offered changed
@@ -157,6 +160,7 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		memoryWaiters: map[*instance]struct{}{},
 		desired:       newDesiredSet(),
 		kick:          make(chan struct{}, 1),
+		renewed:       make(chan struct{}),
 
 		unavailable:     map[string]bool{},
 		runtimesChanged: make(chan struct{}, 1),

@@ -75,7 +75,7 @@ on --containerd-socket.`,
 			rt := wasmrt.DefaultConfig()
 			rt.CacheDir = wk.CompileCacheDir()
 			rt.Logger = logger.With("component", "wasmrt")
-			return runUp(cmd.Context(), daemonIO{out: cmd.OutOrStdout(), logger: logger, stopSignals: stopSignals}, cp, wk, rt, containerd)
+			return runUp(cmd.Context(), daemonIO{out: cmd.OutOrStdout(), terminal: isTerminal(cmd.OutOrStdout()), logger: logger, stopSignals: stopSignals}, cp, wk, rt, containerd)
 		},
 	}
 	f := cmd.Flags()
@@ -118,7 +118,7 @@ controllers, and the HTTP gateway. Workers join it with 'wasmorch agent --server
 			if err := cp.Validate(); err != nil {
 				return configError(cmd, err)
 			}
-			return runServer(cmd.Context(), daemonIO{out: cmd.OutOrStdout(), logger: logger, stopSignals: stopSignals}, cp)
+			return runServer(cmd.Context(), daemonIO{out: cmd.OutOrStdout(), terminal: isTerminal(cmd.OutOrStdout()), logger: logger, stopSignals: stopSignals}, cp)
 		},
 	}
 	f := cmd.Flags()
@@ -180,7 +180,7 @@ containers when containerd answers on --containerd-socket.`,
 			rt := wasmrt.DefaultConfig()
 			rt.CacheDir = wk.CompileCacheDir()
 			rt.Logger = logger.With("component", "wasmrt")
-			return runAgent(cmd.Context(), daemonIO{out: cmd.OutOrStdout(), logger: logger, stopSignals: stopSignals}, wk, rt, containerd)
+			return runAgent(cmd.Context(), daemonIO{out: cmd.OutOrStdout(), terminal: isTerminal(cmd.OutOrStdout()), logger: logger, stopSignals: stopSignals}, wk, rt, containerd)
 		},
 	}
 	f := cmd.Flags()
@@ -189,7 +189,7 @@ containers when containerd answers on --containerd-socket.`,
 	f.StringVar(&listen, "listen", "127.0.0.1:7071", "address HOST:PORT of the worker's own gRPC service (logs)")
 	f.StringVar(&functionsListen, "functions-listen", worker.DefaultFunctionListenAddr, "address HOST:PORT of the worker's HTTP function server, which the gateways call")
 	f.StringVar(&name, "name", hostname(), "node name")
-	f.StringSliceVar(&labels, "labels", nil, "node labels k=v[,k=v...]")
+	f.StringSliceVar(&labels, "labels", nil, "node labels k=v[,k=v...] asked for at the join, as far as the join token allows them (later starts do not change them: see 'wasmorch node label')")
 	f.StringVar(&token, "token", "", "join token (from 'wasmorch token create'), needed on the first start only: the node's certificate is kept in --data-dir")
 	f.StringVar(&containerd, "containerd-socket", defaultContainerdSocket, containerdHelp)
 	f.StringVar(&reservedMemory, "reserved-memory", "", reservedMemoryHelp)
@@ -224,6 +224,7 @@ func parseReservedMemory(s string) (int64, error) {
 // signals back once it is shutting down.
 type daemonIO struct {
 	out         io.Writer
+	terminal    bool // out is a terminal, not a log
 	logger      *slog.Logger
 	stopSignals func()
 }

@@ -54,15 +54,17 @@ func newMemberCommand() *cobra.Command {
 	}
 	var server *string
 	rm := &cobra.Command{
-		Use:     "remove NAME",
+		Use:     "remove NAME|ID",
 		Aliases: []string{"rm"},
 		Short:   "Remove a control-plane member from the cluster",
 		Long: `Remove a member from the cluster's etcd membership. The removed member's
 process stops serving. Remove a member before you retire its machine, so that
-the quorum is counted over the members that remain.`,
+the quorum is counted over the members that remain. A member that was added but
+never started (a join that was cut short) has no name yet: remove it by the ID
+'wasmorch members' shows.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return cliclient.Errorf("e.g. 'wasmorch member remove cp3'", "member remove takes one member name, got %d", len(args))
+				return cliclient.Errorf("e.g. 'wasmorch member remove cp3'", "member remove takes one member name or ID, got %d", len(args))
 			}
 			client, err := dial(cmd, *server)
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/wasmorch/wasmorch/controlplane/api"
 	"github.com/wasmorch/wasmorch/internal/cliclient"
 	"github.com/wasmorch/wasmorch/internal/cliout"
 )
@@ -118,7 +119,7 @@ node is empty; 'wasmorch uncordon NODE' ends a drain.`,
 func newNodeCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "Manage nodes (rm)",
+		Short: "Manage nodes (rm, label)",
 	}
 	var (
 		server *string
@@ -127,9 +128,11 @@ func newNodeCommand() *cobra.Command {
 	rm := &cobra.Command{
 		Use:     "rm NODE",
 		Aliases: []string{"remove"},
-		Short:   "Forget a node; its instances are replaced elsewhere",
-		Long: `Remove a node from the cluster. A Ready node is refused: stop its agent first
-(a running agent registers its node again), or drain it and pass --force.`,
+		Short:   "Forget a node and revoke its certificates; its instances are replaced elsewhere",
+		Long: `Remove a node from the cluster and revoke every certificate it holds: its agent,
+running or not, is refused from then on and must join again with a join token.
+A Ready node is refused unless --force: drain it first, so that its instances
+move while it still runs them.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, err := oneNode(cmd, args, "wasmorch node rm edge-1")
 			if err != nil {
@@ -155,7 +158,52 @@ func newNodeCommand() *cobra.Command {
 	server = addServerFlag(rm)
 	rm.Flags().BoolVar(&force, "force", false, "also remove a Ready node")
 	commandLineOnly(rm.Flags(), "force")
-	cmd.AddCommand(rm)
+	cmd.AddCommand(rm, newNodeLabelCommand())
+	return cmd
+}
+
+// newNodeLabelCommand is `wasmorch node label NODE k=v... k-...`.
+func newNodeLabelCommand() *cobra.Command {
+	var server *string
+	cmd := &cobra.Command{
+		Use:   "label NODE KEY=VALUE... KEY-...",
+		Short: "Set or remove a node's labels (the node itself cannot)",
+		Long: `Set (KEY=VALUE) or remove (KEY-) labels of a node. A node's labels, which place
+workloads and so their secrets, come from its join token and from this command
+only: its agent's own --labels never change them.`,
+		Example: `  wasmorch node label edge-1 zone=b class=iot
+  wasmorch node label edge-1 class-`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 2 {
+				return cliclient.Errorf("e.g. 'wasmorch node label edge-1 zone=b' or 'wasmorch node label edge-1 zone-'", "node label takes a node name and at least one KEY=VALUE or KEY-")
+			}
+			set := map[string]string{}
+			var remove []string
+			for _, a := range args[1:] {
+				if k, ok := strings.CutSuffix(a, "-"); ok && !strings.Contains(a, "=") {
+					remove = append(remove, k)
+					continue
+				}
+				k, v, ok := strings.Cut(a, "=")
+				if !ok || k == "" {
+					return cliclient.Errorf("use KEY=VALUE to set a label, KEY- to remove one", "invalid label %q", a)
+				}
+				set[k] = v
+			}
+			client, err := dial(cmd, *server)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			n, err := client.LabelNode(cmd.Context(), args[0], set, remove)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s labeled: %s\n", args[0], dashIfEmpty(api.FormatLabels(n.Labels)))
+			return nil
+		},
+	}
+	server = addServerFlag(cmd)
 	return cmd
 }
 

@@ -62,7 +62,7 @@ wins over the file. Flags that name or describe one object (deploy --name and
 		&cobra.Group{ID: "client", Title: "Working with workloads:"},
 		&cobra.Group{ID: "members", Title: "Control-plane members and backups:"},
 	)
-	for _, c := range []*cobra.Command{newMembersCommand(), newMemberCommand(), newSnapshotCommand(), newTokenCommand(), newCACommand()} {
+	for _, c := range []*cobra.Command{newMembersCommand(), newMemberCommand(), newSnapshotCommand(), newTokenCommand(), newCredentialsCommand(), newCACommand()} {
 		c.GroupID = "members"
 		root.AddCommand(c)
 	}

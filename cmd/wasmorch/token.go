@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -13,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wasmorch/wasmorch/controlplane"
+	"github.com/wasmorch/wasmorch/controlplane/api"
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/internal/cliclient"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
@@ -33,24 +36,39 @@ A token expires; only its hash is stored.`,
 
 func newTokenCreateCommand() *cobra.Command {
 	var (
-		server            *string
-		role, description string
-		ttl               time.Duration
+		server                  *string
+		role, description, node string
+		labels                  []string
+		uses                    int32
+		ttl                     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create a join token and print it",
-		Args:  cobra.NoArgs,
+		Long: `Create a join token and print it (its secret is shown only now). A node that
+joins with it gets the labels of --labels, which are the only labels that place
+workloads on it besides an admin's 'wasmorch node label': an agent's own --labels
+are accepted at its join only where the token has the same key=value, or the
+key with the value * (the agent chooses it). --node admits that one name only,
+and may take it over from a node that joined before (its certificates are
+revoked); --uses limits the number of joins.`,
+		Example: `  wasmorch token create --node edge-7 --labels zone=a,class=iot --uses 1 --ttl 1h
+  wasmorch token create --labels 'zone=*'       # agents choose their zone at their join`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if role != controlplane.TokenRoleAgent && role != controlplane.TokenRoleServer {
 				return cliclient.Errorf("use --role agent or --role server", "invalid --role %q", role)
+			}
+			lbls, err := parseLabels(labels)
+			if err != nil {
+				return err
 			}
 			client, err := dial(cmd, *server)
 			if err != nil {
 				return err
 			}
 			defer client.Close()
-			tok, _, err := client.CreateToken(cmd.Context(), role, ttl, description)
+			tok, _, err := client.CreateToken(cmd.Context(), cliclient.TokenSpec{Role: role, TTL: ttl, Description: description, Node: node, Labels: lbls, Uses: uses})
 			if err != nil {
 				return err
 			}
@@ -62,7 +80,10 @@ func newTokenCreateCommand() *cobra.Command {
 	cmd.Flags().StringVar(&role, "role", controlplane.TokenRoleAgent, "what the token admits: agent, or server (a control-plane member joining with --join; it also admits agents)")
 	cmd.Flags().DurationVar(&ttl, "ttl", controlplane.DefaultTokenTTL, "how long the token is valid")
 	cmd.Flags().StringVar(&description, "description", "", "a note shown by 'token list'")
-	commandLineOnly(cmd.Flags(), "role", "description")
+	cmd.Flags().StringVar(&node, "node", "", "admit this node name only (and let it take the name over from a node that joined before)")
+	cmd.Flags().StringSliceVar(&labels, "labels", nil, "labels k=v[,k=v...] a node joining with the token gets; k=* lets the agent choose k's value")
+	cmd.Flags().Int32Var(&uses, "uses", 0, "how many joins the token admits (0: any number until it expires)")
+	commandLineOnly(cmd.Flags(), "role", "description", "node", "labels", "uses")
 	return cmd
 }
 
@@ -93,13 +114,17 @@ func newTokenListCommand() *cobra.Command {
 			}
 			now := time.Now()
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 3, ' ', 0)
-			fmt.Fprintln(tw, "ID\tROLE\tEXPIRES\tDESCRIPTION")
+			fmt.Fprintln(tw, "ID\tROLE\tNODE\tLABELS\tUSES\tEXPIRES\tDESCRIPTION")
 			for _, t := range ts {
 				exp := "in " + t.Expires.Sub(now).Round(time.Second).String()
 				if !now.Before(t.Expires) {
 					exp = "expired"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, t.Role, exp, t.Description)
+				uses := fmt.Sprintf("%d", t.Used)
+				if t.Uses > 0 {
+					uses = fmt.Sprintf("%d/%d", t.Used, t.Uses)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Role, dashIfEmpty(t.Node), dashIfEmpty(api.FormatLabels(t.Labels)), uses, exp, t.Description)
 			}
 			return tw.Flush()
 		},
@@ -107,6 +132,13 @@ func newTokenListCommand() *cobra.Command {
 	server = addServerFlag(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
+}
+
+func dashIfEmpty(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func newTokenRevokeCommand() *cobra.Command {
@@ -160,8 +192,14 @@ func addCertLifetimeFlag(cmd *cobra.Command, cp *controlplane.Config) {
 	_ = cmd.Flags().MarkHidden("cert-lifetime")
 }
 
+// joinTokenFile is where a server's first start leaves the agents' join
+// token when its output is not a terminal (a log file, a journal).
+const joinTokenFile = "join-token"
+
 // printCredentials says where the admin credential is and, on the first
-// start of a cluster, prints a join token for agents.
+// start of a cluster, makes a join token for agents: printed when the
+// output is a terminal, else written to <data-dir>/join-token (0600) and
+// only its path printed, so that the token never lands in a log.
 func printCredentials(ctx context.Context, d daemonIO, srv *controlplane.Server, cp controlplane.Config, server string) {
 	fmt.Fprintf(d.out, "  admin credential: %s", absPath(controlplane.AdminCredentialPath(cp.DataDir)))
 	if cp.UserCredentialsDir != "" {
@@ -172,10 +210,30 @@ func printCredentials(ctx context.Context, d daemonIO, srv *controlplane.Server,
 		fmt.Fprintf(d.out, "join a worker: wasmorch agent --server %s --token $(wasmorch token create --server %s)\n", server, server)
 		return
 	}
-	tok, _, err := srv.CreateJoinToken(ctx, controlplane.TokenRoleAgent, controlplane.DefaultTokenTTL, "printed at the first start")
+	tok, _, err := srv.CreateJoinToken(ctx, controlplane.TokenSpec{Role: controlplane.TokenRoleAgent, TTL: controlplane.DefaultTokenTTL, Description: "made at the first start"})
 	if err != nil {
 		d.logger.Warn("could not create a join token; create one with 'wasmorch token create'", "err", err)
 		return
 	}
-	fmt.Fprintf(d.out, "join a worker (token valid %s; more with 'wasmorch token create'):\n  wasmorch agent --server %s --token %s\n", strings.TrimSuffix(controlplane.DefaultTokenTTL.String(), "0m0s"), server, tok)
+	valid := strings.TrimSuffix(controlplane.DefaultTokenTTL.String(), "0m0s")
+	if d.terminal {
+		fmt.Fprintf(d.out, "join a worker (token valid %s; more with 'wasmorch token create'):\n  wasmorch agent --server %s --token %s\n", valid, server, tok)
+		return
+	}
+	path := filepath.Join(cp.DataDir, joinTokenFile)
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		d.logger.Warn("could not write the join token; create one with 'wasmorch token create'", "path", path, "err", err)
+		return
+	}
+	fmt.Fprintf(d.out, "join a worker (token valid %s, in a file only its owner reads; more with 'wasmorch token create'):\n  wasmorch agent --server %s --token $(cat %s)\n", valid, server, absPath(path))
+}
+
+// isTerminal says whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

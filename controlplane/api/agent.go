@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/protobuf/proto"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
@@ -28,27 +31,41 @@ type agentAPI struct {
 	leases map[string]clientv3.LeaseID // node name → its liveness lease
 }
 
-// Register records a node and starts its liveness lease.
+// Register records a node and starts its liveness lease. A node reports
+// only what it observes of itself — the addresses of its services, its
+// capacity, runtimes and version, and its arch and OS the first time; its
+// labels come from its join token or an admin, and cordoning and draining
+// are an admin's (see registration). A member may register any node as it
+// says (in-process tests play many nodes so).
 func (a *agentAPI) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.RegisterResponse, error) {
-	n := req.GetNode()
-	if err := workloads.ValidateNodeName(n.GetName()); err != nil {
+	rep := req.GetNode()
+	if err := workloads.ValidateNodeName(rep.GetName()); err != nil {
 		return nil, err
 	}
-	for k, v := range n.GetLabels() {
+	for k, v := range rep.GetLabels() {
 		if err := workloads.ValidateLabel(k, v); err != nil {
-			return nil, errdefs.Invalidf("node %s: %v", n.GetName(), err)
+			return nil, errdefs.Invalidf("node %s: %v", rep.GetName(), err)
 		}
 	}
-	n.RegisteredUnixNano = time.Now().UnixNano()
+	caller, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var n *v1.Node
 	// Compare-and-swap, so that a cordon or drain racing the registration
 	// is kept rather than overwritten.
 	for attempt := 0; ; attempt++ {
-		guard := clientv3.Compare(clientv3.CreateRevision(a.s.store.Nodes.Key(n.GetName())), "=", 0)
-		if cur, err := a.s.store.Nodes.Get(ctx, n.GetName()); err == nil {
-			n.Cordoned = cur.Value.GetCordoned() // an operator's choice survives re-registration
-			n.Draining = cur.Value.GetDraining()
-			guard = a.s.store.Nodes.Unchanged(n.GetName(), cur.ModRevision)
-		} else if !errdefs.IsNotFound(err) {
+		guard := clientv3.Compare(clientv3.CreateRevision(a.s.store.Nodes.Key(rep.GetName())), "=", 0)
+		cur, err := a.s.store.Nodes.Get(ctx, rep.GetName())
+		switch {
+		case err == nil:
+			guard = a.s.store.Nodes.Unchanged(rep.GetName(), cur.ModRevision)
+		case errdefs.IsNotFound(err):
+			cur.Value = nil
+		default:
+			return nil, err
+		}
+		if n, err = registration(cur.Value, rep, caller.Role == auth.RoleNode); err != nil {
 			return nil, err
 		}
 		op, err := a.s.store.Nodes.PutOp(n.GetName(), n)
@@ -69,11 +86,40 @@ func (a *agentAPI) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 	if err := a.renew(ctx, n.GetName(), true); err != nil {
 		return nil, err
 	}
-	a.s.log.Info("node registered", "node", n.GetName(), "address", n.GetAddress(), "runtimes", n.GetRuntimes())
+	a.s.log.Info("node registered", "node", n.GetName(), "address", n.GetAddress(), "runtimes", n.GetRuntimes(), "labels", FormatLabels(n.GetLabels()))
 	return &v1.RegisterResponse{
 		HeartbeatIntervalMs: a.s.cfg.HeartbeatInterval.Milliseconds(),
 		NodeGraceMs:         a.s.cfg.NodeGrace.Milliseconds(),
+		Labels:              n.GetLabels(),
 	}, nil
+}
+
+// registration is the record a registration leaves: with byNode (the
+// caller is the node itself), prev (nil: none yet) with what the node
+// observes of itself from rep; otherwise rep as it is, keeping an admin's
+// cordon and drain.
+func registration(prev, rep *v1.Node, byNode bool) (*v1.Node, error) {
+	now := time.Now().UnixNano()
+	if !byNode {
+		n := proto.Clone(rep).(*v1.Node)
+		n.Cordoned, n.Draining = prev.GetCordoned(), prev.GetDraining() // an operator's choice survives re-registration
+		n.RegisteredUnixNano = now
+		return n, nil
+	}
+	n := &v1.Node{Name: rep.GetName()}
+	if prev != nil {
+		n = proto.Clone(prev).(*v1.Node)
+	}
+	for _, f := range []struct{ what, was, now string }{{"architecture", n.GetArch(), rep.GetArch()}, {"OS", n.GetOs(), rep.GetOs()}} {
+		if f.was != "" && f.was != f.now {
+			return nil, errdefs.Preconditionf("node %s registered with %s %s and now reports %s: a node cannot change it; remove the node ('wasmorch node rm %s') and join it again", n.GetName(), f.what, f.was, f.now, n.GetName())
+		}
+	}
+	n.Arch, n.Os = rep.GetArch(), rep.GetOs()
+	n.Address, n.HttpAddress = rep.GetAddress(), rep.GetHttpAddress()
+	n.Capacity, n.Runtimes, n.Version = rep.GetCapacity(), rep.GetRuntimes(), rep.GetVersion()
+	n.RegisteredUnixNano = now
+	return n, nil
 }
 
 // Heartbeat keeps the node's lease alive. The node's record is looked up
@@ -335,8 +381,24 @@ func (a *agentAPI) ReportStatus(ctx context.Context, batch *v1.StatusBatch) (*v1
 	return &v1.StatusAck{}, nil
 }
 
-// FetchBlob streams a stored blob to a worker.
+// FetchBlob streams a stored blob to a worker: to a node, only a blob an
+// instance bound to it runs (found through the cache's index of the
+// node's instances).
 func (a *agentAPI) FetchBlob(req *v1.FetchBlobRequest, stream v1.Agent_FetchBlobServer) error {
+	caller, err := callerOf(stream.Context())
+	if err != nil {
+		return err
+	}
+	if caller.Role == auth.RoleNode && !a.nodeRuns(caller.Name, req.GetDigest()) {
+		// Bound a moment ago through another member: once more when this
+		// member's cache has caught up with etcd.
+		if err := a.s.cache.Sync(stream.Context()); err != nil {
+			return err
+		}
+		if !a.nodeRuns(caller.Name, req.GetDigest()) {
+			return errdefs.Deniedf("node %s may fetch only the blobs of its own instances; none runs %s", caller.Name, req.GetDigest())
+		}
+	}
 	first := true
 	return a.s.blobs.WriteTo(stream.Context(), req.GetDigest(), func(chunk []byte, size int64) error {
 		msg := &v1.BlobChunk{Data: chunk}
@@ -345,4 +407,19 @@ func (a *agentAPI) FetchBlob(req *v1.FetchBlobRequest, stream v1.Agent_FetchBlob
 		}
 		return stream.Send(msg)
 	})
+}
+
+// nodeRuns says whether an instance bound to node (and not lost) runs the
+// blob digest.
+func (a *agentAPI) nodeRuns(node, digest string) bool {
+	found := false
+	a.s.cache.Read(func(r cache.Reader) {
+		for _, e := range r.InstancesOn(node) {
+			if e.Value.GetLostUnixNano() == 0 && slices.Contains(workloads.Blobs(e.Value.GetSpec()), digest) {
+				found = true
+				return
+			}
+		}
+	})
+	return found
 }

@@ -2,9 +2,9 @@ package api
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"net"
-	"sort"
 	"strings"
 	"time"
 
@@ -15,18 +15,17 @@ import (
 	"google.golang.org/grpc/peer"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
-	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
 // Who may call what. Every connection to the API is TLS with this member's
 // certificate; a client certificate is requested, judged once per
-// connection (apiCreds), and each call is authorized here:
+// connection (apiCreds), checked again on every call against its expiry
+// and the revocation list (certs.go), and each call is authorized here:
 //
 //   - Control: an admin (the CLI) or a member;
 //   - Agent: a node, for its own node name only, or a member; Join needs
@@ -34,23 +33,12 @@ import (
 //   - AddMember and PromoteMember: also a server-role join token, sent as
 //     "authorization: Bearer <token>" metadata (a member joining).
 
-// tokensPrefix holds join tokens, by id.
-const tokensPrefix = store.TokensPrefix
-
-// DefaultTokenTTL is how long a join token is valid unless told otherwise.
-const DefaultTokenTTL = 24 * time.Hour
-
-// Token roles.
-const (
-	TokenRoleAgent  = "agent"
-	TokenRoleServer = "server"
-)
-
 // peerAuth is a connection's TLS state and who its certificate names.
 type peerAuth struct {
 	credentials.TLSInfo
-	id  auth.Identity
-	err error // why the certificate names nobody: none, or not valid here
+	id   auth.Identity
+	leaf *x509.Certificate // the client's certificate, nil without one
+	err  error             // why the certificate names nobody: none, or not valid here
 }
 
 // apiCreds is the API's TLS with the client's certificate judged once, at
@@ -76,7 +64,11 @@ func (c *apiCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo
 		return nil, nil, fmt.Errorf("unexpected transport %T", ai)
 	}
 	id, verr := auth.VerifyPeer(c.sec.ca.Pool(), ti.State.PeerCertificates, time.Now())
-	return conn, peerAuth{TLSInfo: ti, id: id, err: verr}, nil
+	pa := peerAuth{TLSInfo: ti, id: id, err: verr}
+	if verr == nil {
+		pa.leaf = ti.State.PeerCertificates[0]
+	}
+	return conn, pa, nil
 }
 
 func (c *apiCreds) Clone() credentials.TransportCredentials {
@@ -99,6 +91,17 @@ func callerOf(ctx context.Context) (auth.Identity, error) {
 	return pa.id, nil
 }
 
+// callerCert is the certificate the connection of ctx presented, if a
+// valid one.
+func callerCert(ctx context.Context) *x509.Certificate {
+	if p, ok := peer.FromContext(ctx); ok {
+		if pa, ok := p.AuthInfo.(peerAuth); ok {
+			return pa.leaf
+		}
+	}
+	return nil
+}
+
 const (
 	controlService = "/wasmorch.v1.Control/"
 	agentService   = "/wasmorch.v1.Agent/"
@@ -113,7 +116,7 @@ func (s *Server) authorize(ctx context.Context, method string) (node string, err
 	id, idErr := callerOf(ctx)
 	if idErr != nil && (method == v1.Control_AddMember_FullMethodName || method == v1.Control_PromoteMember_FullMethodName) {
 		if tok, ok := bearerToken(ctx); ok {
-			if _, err := s.checkToken(ctx, tok, TokenRoleServer); err != nil {
+			if _, _, err := s.checkToken(ctx, tok, TokenRoleServer); err != nil {
 				return "", err
 			}
 			return "", nil
@@ -121,6 +124,9 @@ func (s *Server) authorize(ctx context.Context, method string) (node string, err
 	}
 	if idErr != nil {
 		return "", errdefs.Unauthenticatedf("%v: every call needs a credential of this cluster", idErr)
+	}
+	if err := s.checkCertificate(ctx, callerCert(ctx)); err != nil {
+		return "", err
 	}
 	switch {
 	case id.Role == auth.RoleMember:
@@ -169,20 +175,41 @@ func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerI
 	return h(ctx, req)
 }
 
+// streamAuth authorizes a stream, checks each of its requests, and ends
+// it when the caller's certificate is revoked meanwhile, with the reason.
 func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	node, err := s.authorize(ss.Context(), info.FullMethod)
 	if err != nil {
 		return err
 	}
-	return h(srv, &checkedStream{ServerStream: ss, node: node})
+	cert := callerCert(ss.Context())
+	if cert == nil {
+		return h(srv, &checkedStream{ServerStream: ss, node: node, ctx: ss.Context()})
+	}
+	ctx, cancel := context.WithCancelCause(ss.Context())
+	defer cancel(nil)
+	untrack := s.revoked.track(auth.Serial(cert), cancel)
+	defer untrack()
+	// Revoked between the check above and the tracking: end it now.
+	if err := s.checkCertificate(ctx, cert); err != nil {
+		return err
+	}
+	err = h(srv, &checkedStream{ServerStream: ss, node: node, ctx: ctx})
+	if ctx.Err() != nil && ss.Context().Err() == nil {
+		return context.Cause(ctx) // revoked
+	}
+	return err
 }
 
 // checkedStream checks each request of a stream against the node the
-// caller may act for.
+// caller may act for, under a context that a revocation ends.
 type checkedStream struct {
 	grpc.ServerStream
 	node string
+	ctx  context.Context
 }
+
+func (c *checkedStream) Context() context.Context { return c.ctx }
 
 func (c *checkedStream) RecvMsg(m any) error {
 	if err := c.ServerStream.RecvMsg(m); err != nil {
@@ -199,147 +226,6 @@ func bearerToken(ctx context.Context) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// checkToken verifies a presented join token for role: a server token also
-// admits an agent.
-func (s *Server) checkToken(ctx context.Context, raw, role string) (*v1.JoinToken, error) {
-	tok, err := auth.ParseToken(raw)
-	if err != nil {
-		return nil, errdefs.Unauthenticatedf("%v", err)
-	}
-	if tok.CAPin != s.sec.ca.Pin() {
-		return nil, errdefs.Unauthenticatedf("join token %s was made for another cluster", tok.ID)
-	}
-	resp, err := s.store.Client.Get(ctx, tokensPrefix+tok.ID)
-	if err != nil {
-		return nil, errdefs.Unavailablef("read join token: %v", err)
-	}
-	if len(resp.Kvs) == 0 {
-		return nil, errdefs.Unauthenticatedf("join token %s is not valid (unknown or revoked): create one with 'wasmorch token create'", tok.ID)
-	}
-	rec := &v1.JoinToken{}
-	if err := proto.Unmarshal(resp.Kvs[0].Value, rec); err != nil {
-		return nil, fmt.Errorf("join token %s: %w", tok.ID, err)
-	}
-	if err := auth.CheckToken(tok, rec.GetSecretHash(), time.Unix(0, rec.GetExpiresUnixNano()), time.Now()); err != nil {
-		return nil, errdefs.Unauthenticatedf("%v", err)
-	}
-	if role == TokenRoleServer && rec.GetRole() != TokenRoleServer {
-		return nil, errdefs.Deniedf("join token %s is for agents; a control-plane member needs one made with 'wasmorch token create --role server'", tok.ID)
-	}
-	return rec, nil
-}
-
-// CreateJoinToken stores a new join token and returns it; the secret is
-// kept only hashed.
-func (s *Server) CreateJoinToken(ctx context.Context, role string, ttl time.Duration, description string) (string, *v1.JoinToken, error) {
-	switch role {
-	case "":
-		role = TokenRoleAgent
-	case TokenRoleAgent, TokenRoleServer:
-	default:
-		return "", nil, errdefs.Invalidf("token role %q is not agent or server", role)
-	}
-	if ttl == 0 {
-		ttl = DefaultTokenTTL
-	}
-	if ttl < 0 {
-		return "", nil, errdefs.Invalidf("token lifetime %s is negative", ttl)
-	}
-	tok, err := s.sec.ca.NewToken()
-	if err != nil {
-		return "", nil, err
-	}
-	now := time.Now()
-	rec := &v1.JoinToken{Id: tok.ID, SecretHash: auth.SecretHash(tok.Secret), Role: role, ExpiresUnixNano: now.Add(ttl).UnixNano(), CreatedUnixNano: now.UnixNano(), Description: description}
-	b, err := proto.Marshal(rec)
-	if err != nil {
-		return "", nil, err
-	}
-	if _, err := s.store.Client.Put(ctx, tokensPrefix+tok.ID, string(b)); err != nil {
-		return "", nil, errdefs.Unavailablef("store join token: %v", err)
-	}
-	rec.SecretHash = nil
-	return tok.String(), rec, nil
-}
-
-func (a *controlAPI) CreateToken(ctx context.Context, req *v1.CreateTokenRequest) (*v1.CreateTokenResponse, error) {
-	tok, rec, err := a.s.CreateJoinToken(ctx, req.GetRole(), time.Duration(req.GetTtlSeconds())*time.Second, req.GetDescription())
-	if err != nil {
-		return nil, err
-	}
-	return &v1.CreateTokenResponse{Token: tok, Info: rec}, nil
-}
-
-func (a *controlAPI) ListTokens(ctx context.Context, _ *v1.ListTokensRequest) (*v1.ListTokensResponse, error) {
-	resp, err := a.s.store.Client.Get(ctx, tokensPrefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, errdefs.Unavailablef("list join tokens: %v", err)
-	}
-	out := &v1.ListTokensResponse{}
-	for _, kv := range resp.Kvs {
-		rec := &v1.JoinToken{}
-		if proto.Unmarshal(kv.Value, rec) == nil {
-			rec.SecretHash = nil
-			out.Tokens = append(out.Tokens, rec)
-		}
-	}
-	sort.Slice(out.Tokens, func(i, j int) bool { return out.Tokens[i].GetCreatedUnixNano() < out.Tokens[j].GetCreatedUnixNano() })
-	return out, nil
-}
-
-func (a *controlAPI) RevokeToken(ctx context.Context, req *v1.RevokeTokenRequest) (*v1.RevokeTokenResponse, error) {
-	id := strings.TrimPrefix(req.GetId(), "wmt_")
-	id, _, _ = strings.Cut(id, ".")
-	resp, err := a.s.store.Client.Delete(ctx, tokensPrefix+id)
-	if err != nil {
-		return nil, errdefs.Unavailablef("revoke join token: %v", err)
-	}
-	if resp.Deleted == 0 {
-		return nil, errdefs.NotFoundf("no join token %q; see 'wasmorch token list'", id)
-	}
-	return &v1.RevokeTokenResponse{}, nil
-}
-
-// Join issues a node certificate to an agent presenting a valid join
-// token, for the key in its certificate request.
-func (a *agentAPI) Join(ctx context.Context, req *v1.JoinRequest) (*v1.JoinResponse, error) {
-	if _, err := a.s.checkToken(ctx, req.GetToken(), TokenRoleAgent); err != nil {
-		return nil, err
-	}
-	if err := workloads.ValidateNodeName(req.GetNode()); err != nil {
-		return nil, err
-	}
-	if err := a.s.cache.Sync(ctx); err != nil {
-		return nil, err
-	}
-	if a.s.cache.NodeAlive(req.GetNode()) {
-		return nil, errdefs.Preconditionf("node %s is registered and Ready: a second agent cannot take its name; choose another --name, or stop that agent first", req.GetNode())
-	}
-	cert, err := a.s.sec.ca.SignRequest(req.GetCsr(), auth.Identity{Role: auth.RoleNode, Name: req.GetNode()}, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	a.s.log.Info("node joined with a token; issued its certificate", "node", req.GetNode())
-	return &v1.JoinResponse{Certificate: cert, CaCertificate: a.s.sec.ca.CertPEM}, nil
-}
-
-// RenewCertificate issues the calling node a new certificate for the key
-// in its request; the name comes from the certificate it calls with.
-func (a *agentAPI) RenewCertificate(ctx context.Context, req *v1.RenewRequest) (*v1.JoinResponse, error) {
-	id, err := callerOf(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if id.Role != auth.RoleNode {
-		return nil, errdefs.Deniedf("only nodes renew their certificates here; %s is not a node", id)
-	}
-	cert, err := a.s.sec.ca.SignRequest(req.GetCsr(), id, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	return &v1.JoinResponse{Certificate: cert, CaCertificate: a.s.sec.ca.CertPEM}, nil
 }
 
 // checkOwnership refuses a batch that reports on an instance bound to

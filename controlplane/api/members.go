@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -41,6 +43,7 @@ func (a *controlAPI) AddMember(ctx context.Context, req *v1.AddMemberRequest) (*
 	if err != nil {
 		return nil, fmt.Errorf("list etcd members: %w", err)
 	}
+	joining := a.s.joining(ctx, list.Members)
 	var id uint64
 	for _, m := range list.Members {
 		samePeer := containsString(m.PeerURLs, req.GetPeerUrl())
@@ -51,8 +54,16 @@ func (a *controlAPI) AddMember(ctx context.Context, req *v1.AddMemberRequest) (*
 			id = m.ID // added before, never started: retrying a join
 		case samePeer:
 			return nil, errdefs.Preconditionf("peer URL %s is already used by member %q", req.GetPeerUrl(), m.Name)
+		case m.Name == "" && joining[m.ID] == req.GetName():
+			// The same joiner, retrying with another peer URL (a free port):
+			// its first attempt never started and goes.
+			if _, err := cli.MemberRemove(ctx, m.ID); err != nil {
+				return nil, errdefs.Unavailablef("remove member %x, the unstarted first attempt of %q to join: %v", m.ID, req.GetName(), err)
+			}
+			_, _ = cli.Delete(ctx, joiningKey(m.ID))
+			a.s.log.Info("removed the unstarted member of an earlier join attempt", "name", req.GetName(), "id", fmt.Sprintf("%x", m.ID), "peer", strings.Join(m.PeerURLs, ","))
 		case m.Name == "":
-			return nil, errdefs.Preconditionf("member %x (peer %s) was added but has not started; start it or remove it before adding another", m.ID, strings.Join(m.PeerURLs, ","))
+			return nil, errdefs.Preconditionf("member %x (peer %s%s) was added but has not started; start it, or remove it ('wasmorch member remove %x') before adding another", m.ID, strings.Join(m.PeerURLs, ","), joiningAs(joining[m.ID]), m.ID)
 		}
 	}
 	if id == 0 {
@@ -71,6 +82,11 @@ func (a *controlAPI) AddMember(ctx context.Context, req *v1.AddMemberRequest) (*
 		id = resp.Member.ID
 		list.Members = resp.Members
 		a.s.log.Info("added control-plane member", "name", req.GetName(), "peer", req.GetPeerUrl(), "id", fmt.Sprintf("%x", id))
+	}
+	// etcd knows the new member by its peer URL only until it starts: its
+	// name is kept beside, for a retry of the same join and for 'members'.
+	if _, err := cli.Put(ctx, joiningKey(id), req.GetName()); err != nil {
+		return nil, errdefs.Unavailablef("record member %q as joining: %v", req.GetName(), err)
 	}
 	var parts []string
 	for _, m := range list.Members {
@@ -121,18 +137,28 @@ func (a *controlAPI) PromoteMember(ctx context.Context, req *v1.PromoteMemberReq
 	return nil, errdefs.NotFoundf("no control-plane member named %q", req.GetName())
 }
 
-// RemoveMember removes a member from the etcd cluster. A removed member's
-// process stops: its etcd refuses to serve once it learns of the removal.
+// RemoveMember removes a member from the etcd cluster, by name or, for
+// one added that never started (it has no name yet), by its ID in hex as
+// 'wasmorch members' shows it. A removed member's process stops: its etcd
+// refuses to serve once it learns of the removal.
 func (a *controlAPI) RemoveMember(ctx context.Context, req *v1.RemoveMemberRequest) (*v1.RemoveMemberResponse, error) {
 	cli := a.s.store.Client
 	list, err := cli.MemberList(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list etcd members: %w", err)
 	}
+	if req.GetName() == "" {
+		return nil, errdefs.Invalidf("no member named: give a member's name, or the ID 'wasmorch members' shows for one that has not started")
+	}
+	byID, idErr := strconv.ParseUint(req.GetName(), 16, 64)
+	named := false
+	for _, m := range list.Members {
+		named = named || m.Name == req.GetName()
+	}
 	var names []string
 	for _, m := range list.Members {
-		if m.Name != req.GetName() {
-			names = append(names, m.Name)
+		if m.Name != req.GetName() && (named || idErr != nil || m.ID != byID) {
+			names = append(names, cmpOr(m.Name, fmt.Sprintf("%x", m.ID)))
 			continue
 		}
 		if len(list.Members) == 1 {
@@ -145,11 +171,58 @@ func (a *controlAPI) RemoveMember(ctx context.Context, req *v1.RemoveMemberReque
 		if err != nil {
 			return nil, errdefs.Preconditionf("etcd refused to remove member %q: %v", m.Name, err)
 		}
-		_, _ = cli.Delete(ctx, store.MembersPrefix+m.Name)
-		a.s.log.Info("removed control-plane member", "name", m.Name)
+		if m.Name != "" {
+			_, _ = cli.Delete(ctx, store.MembersPrefix+m.Name)
+		}
+		_, _ = cli.Delete(ctx, joiningKey(m.ID))
+		a.s.log.Info("removed control-plane member", "name", m.Name, "id", fmt.Sprintf("%x", m.ID))
 		return &v1.RemoveMemberResponse{}, nil
 	}
 	return nil, errdefs.NotFoundf("no control-plane member named %q; the members are %s", req.GetName(), strings.Join(names, ", "))
+}
+
+func joiningKey(id uint64) string { return store.JoiningPrefix + fmt.Sprintf("%x", id) }
+
+func joiningAs(name string) string {
+	if name == "" {
+		return ""
+	}
+	return ", joining as " + name
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// joining is the names members that have not started yet joined under,
+// by ID; records of members that started or went are deleted. It reads
+// locally (serializable), so that it answers without quorum.
+func (s *Server) joining(ctx context.Context, members []*etcdserverpb.Member) map[uint64]string {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := s.store.Client.Get(rctx, store.JoiningPrefix, clientv3.WithPrefix(), clientv3.WithSerializable())
+	if err != nil {
+		return nil
+	}
+	unstarted := map[uint64]bool{}
+	for _, m := range members {
+		if m.Name == "" {
+			unstarted[m.ID] = true
+		}
+	}
+	out := map[uint64]string{}
+	for _, kv := range resp.Kvs {
+		id, err := strconv.ParseUint(string(kv.Key[len(store.JoiningPrefix):]), 16, 64)
+		if err == nil && unstarted[id] {
+			out[id] = string(kv.Value)
+		} else if s.etcd.Server.Leader() != 0 {
+			_, _ = s.store.Client.Delete(rctx, string(kv.Key))
+		}
+	}
+	return out
 }
 
 // ListMembers reports the members as this member sees them. Membership
@@ -177,6 +250,11 @@ func (a *controlAPI) ListMembers(ctx context.Context, _ *v1.ListMembersRequest) 
 			controllerLeader = string(resp.Kvs[0].Value)
 		}
 	}
+	var etcdMembers []*etcdserverpb.Member
+	for _, m := range es.Cluster().Members() {
+		etcdMembers = append(etcdMembers, &etcdserverpb.Member{ID: uint64(m.ID), Name: m.Name})
+	}
+	joining := a.s.joining(ctx, etcdMembers)
 	for _, m := range es.Cluster().Members() {
 		mv := &v1.Member{
 			Name:             m.Name,
@@ -191,7 +269,7 @@ func (a *controlAPI) ListMembers(ctx context.Context, _ *v1.ListMembersRequest) 
 		case leader == 0:
 			mv.Error = "no etcd leader: fewer than a majority of the members are reachable from " + a.s.cfg.Name
 		case m.Name == "":
-			mv.Error = "added, not started yet"
+			mv.Error = fmt.Sprintf("added%s, not started yet: start it, or remove it with 'wasmorch member remove %x'", joiningAs(joining[uint64(m.ID)]), uint64(m.ID))
 		case !ok:
 			mv.Error = "not heard from: its lease has expired"
 		default:

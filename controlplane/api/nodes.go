@@ -6,6 +6,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
@@ -59,9 +60,15 @@ func (a *controlAPI) RemoveNode(ctx context.Context, req *v1.RemoveNodeRequest) 
 	if cur.Alive && !req.GetForce() {
 		return nil, errdefs.Preconditionf("node %s is Ready: stop its agent first (or drain it with 'wasmorch drain %s'), or pass --force", name, name)
 	}
+	// Its certificates are revoked with it (certs.go): its agent, still
+	// running or not, is refused from then on and must join again.
+	revoke, certsUnchanged, revoked, err := revokeOps(ctx, a.s.store.Client, certPrefix(auth.RoleNode, name), "node "+name+" was removed from the cluster ('wasmorch node rm'): it must join again with a join token")
+	if err != nil {
+		return nil, err
+	}
 	resp, err := a.s.store.Client.Txn(ctx).
-		If(a.s.store.Nodes.Unchanged(name, cur.ModRevision)).
-		Then(clientv3.OpDelete(a.s.store.Nodes.Key(name)), clientv3.OpDelete(store.AlivePrefix+name)).
+		If(a.s.store.Nodes.Unchanged(name, cur.ModRevision), certsUnchanged).
+		Then(append(revoke, clientv3.OpDelete(a.s.store.Nodes.Key(name)), clientv3.OpDelete(store.AlivePrefix+name))...).
 		Commit()
 	if err != nil {
 		return nil, errdefs.Unavailablef("remove node %s: %v", name, err)
@@ -76,7 +83,7 @@ func (a *controlAPI) RemoveNode(ctx context.Context, req *v1.RemoveNodeRequest) 
 	if err := a.s.events.Record(ctx, events.Node(name), "NodeRemoved", "node %s removed (%d instances to replace)", name, held); err != nil {
 		a.s.log.Warn("could not record event", "err", err)
 	}
-	a.s.log.Info("node removed", "node", name, "instances", held, "forced", req.GetForce())
+	a.s.log.Info("node removed", "node", name, "instances", held, "forced", req.GetForce(), "revoked certificates", len(revoked))
 	return &v1.RemoveNodeResponse{LostInstances: held}, nil
 }
 

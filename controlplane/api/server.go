@@ -94,6 +94,7 @@ type Server struct {
 	uploadDir   string
 	uploads     uploadLocks
 	inspections chan struct{}
+	revoked     *revocations // the revocation list (certs.go)
 
 	routeChecked func()
 }
@@ -119,6 +120,7 @@ func New(cfg Config) *Server {
 	if s.maxUpload <= 0 {
 		s.maxUpload = blobs.DefaultMaxUpload
 	}
+	s.revoked = newRevocations(cfg.Store.Client, log)
 	if cfg.Registry != nil {
 		cfg.Registry.MustRegister(s.calls)
 	}
@@ -150,9 +152,15 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 }
 
 // Start runs what the API does in the background — writing the nodes'
-// status reports — until ctx ends.
+// status reports, following the revocation list — until ctx ends.
 func (s *Server) Start(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.revoked.run(ctx)
+	}()
 	s.statuses.run(ctx)
+	<-done
 	return nil
 }
 

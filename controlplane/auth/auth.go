@@ -39,10 +39,15 @@ const (
 )
 
 // Lifetimes of what the CA issues. A holder renews when a third is left.
+// A node's certificate is short-lived: revoking one (removing the node)
+// puts its serial on a list that is kept only until the certificate would
+// have expired, so a day's lifetime keeps that list to a day of removals;
+// an agent renews it every 16 hours over its session.
 const (
-	CALifetime   = 10 * 365 * 24 * time.Hour
-	CertLifetime = 365 * 24 * time.Hour
-	organization = "wasmorch"
+	CALifetime       = 10 * 365 * 24 * time.Hour
+	CertLifetime     = 365 * 24 * time.Hour
+	NodeCertLifetime = 24 * time.Hour
+	organization     = "wasmorch"
 )
 
 // The names certificates are verified against, whatever address a peer
@@ -67,8 +72,9 @@ func (id Identity) String() string { return string(id.Role) + ":" + id.Name }
 type CA struct {
 	Cert    *x509.Certificate
 	CertPEM []byte
-	// Lifetime of the certificates it issues; zero means CertLifetime.
-	// Tests shorten it to see rotation happen.
+	// Lifetime of the certificates it issues; zero means CertLifetime
+	// (NodeCertLifetime for nodes). Tests shorten it to see rotation
+	// happen.
 	Lifetime time.Duration
 	key      *ecdsa.PrivateKey
 }
@@ -241,7 +247,7 @@ func (ca *CA) Issue(id Identity, hosts []string, now time.Time) (certPEM, keyPEM
 	if err != nil {
 		return nil, nil, fmt.Errorf("generate key: %w", err)
 	}
-	der, err := ca.sign(&key.PublicKey, id, hosts, now)
+	der, err := ca.sign(&key.PublicKey, id, hosts, now, 0)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -255,6 +261,12 @@ func (ca *CA) Issue(id Identity, hosts []string, now time.Time) (certPEM, keyPEM
 // signing request (an agent keeps its private key to itself). The names in
 // the request are ignored: the identity is the CA's decision.
 func (ca *CA) SignRequest(csrDER []byte, id Identity, now time.Time) ([]byte, error) {
+	return ca.SignRequestFor(csrDER, id, now, 0)
+}
+
+// SignRequestFor is SignRequest for a certificate living life (zero: the
+// CA's lifetime for id's role; never past the CA's own expiry).
+func (ca *CA) SignRequestFor(csrDER []byte, id Identity, now time.Time, life time.Duration) ([]byte, error) {
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
 		return nil, errdefs.Invalidf("certificate request is not valid: %v", err)
@@ -262,14 +274,25 @@ func (ca *CA) SignRequest(csrDER []byte, id Identity, now time.Time) ([]byte, er
 	if err := csr.CheckSignature(); err != nil {
 		return nil, errdefs.Invalidf("certificate request signature: %v", err)
 	}
-	der, err := ca.sign(csr.PublicKey, id, nil, now)
+	der, err := ca.sign(csr.PublicKey, id, nil, now, life)
 	if err != nil {
 		return nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
-func (ca *CA) sign(pub any, id Identity, hosts []string, now time.Time) ([]byte, error) {
+// LifetimeFor is how long the certificates ca issues to role live.
+func (ca *CA) LifetimeFor(role Role) time.Duration {
+	switch {
+	case ca.Lifetime > 0:
+		return ca.Lifetime
+	case role == RoleNode:
+		return NodeCertLifetime
+	}
+	return CertLifetime
+}
+
+func (ca *CA) sign(pub any, id Identity, hosts []string, now time.Time, life time.Duration) ([]byte, error) {
 	if err := id.validate(); err != nil {
 		return nil, err
 	}
@@ -277,9 +300,8 @@ func (ca *CA) sign(pub any, id Identity, hosts []string, now time.Time) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	life := ca.Lifetime
 	if life <= 0 {
-		life = CertLifetime
+		life = ca.LifetimeFor(id.Role)
 	}
 	notAfter := now.Add(life)
 	if notAfter.After(ca.Cert.NotAfter) {
@@ -338,6 +360,10 @@ func IdentityOf(cert *x509.Certificate) (Identity, error) {
 	id := Identity{Role: Role(cert.Subject.OrganizationalUnit[0]), Name: cert.Subject.CommonName}
 	return id, id.validate()
 }
+
+// Serial is how a certificate's serial number is written in the
+// revocation list and shown to people: in decimal.
+func Serial(cert *x509.Certificate) string { return cert.SerialNumber.String() }
 
 // NeedsRenewal says whether a certificate has a third or less of its
 // lifetime left at now, the point at which its holder asks for a new one.

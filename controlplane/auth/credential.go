@@ -134,6 +134,19 @@ func SaveNodeCredential(dir string, nc NodeCredential) error {
 	return writeFile(filepath.Join(dir, nodeCertFile), nc.CertPEM, 0o644)
 }
 
+// RemoveNodeCredential deletes the certificate and key in dir (the CA
+// certificate stays): a node whose certificate the cluster refuses joins
+// again with a token.
+func RemoveNodeCredential(dir string) error {
+	var errs []error
+	for _, f := range []string{nodeCertFile, nodeKeyFile} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // NodeCertPath is the node certificate's file in dir (tests read it).
 func NodeCertPath(dir string) string { return filepath.Join(dir, nodeCertFile) }
 

@@ -18,6 +18,9 @@ package store
 //	/wasmorch/blobs/<hex>/meta, /chunk/N  v1.BlobMeta, raw bytes
 //	/wasmorch/events/<object>/<time>      v1.Event, bound to a shared lease
 //	/wasmorch/tokens/<id>                 v1.JoinToken
+//	/wasmorch/certs/<role>/<name>/<serial> v1.CertificateRecord: a node or admin certificate issued, until it expires (lease)
+//	/wasmorch/revoked/<serial>            v1.CertificateRecord: a revoked certificate, until it would have expired (lease)
+//	/wasmorch/joining/<member id>         the name of a member added to etcd that has not started yet (text)
 //	/wasmorch/members/<name>              v1.Member, bound to the member's lease
 //	/wasmorch/election/controllers/...    etcd's election of the controllers' leader
 //	/wasmorch/pki/bootstrap-secrets-key   the secrets key of a static bootstrap
@@ -37,6 +40,15 @@ const (
 	EventsPrefix    = Root + "events/"
 	MembersPrefix   = Root + "members/"
 	TokensPrefix    = Root + "tokens/"
+	// CertsPrefix holds the node and admin certificates the CA issued
+	// while they are valid, by role and name (what 'node rm' revokes);
+	// RevokedPrefix the revocation list, by serial, which every member
+	// follows in memory and checks on every call.
+	CertsPrefix   = Root + "certs/"
+	RevokedPrefix = Root + "revoked/"
+	// JoiningPrefix names the members added to etcd that have not started
+	// yet (etcd knows only their peer URLs): a retried join finds its own.
+	JoiningPrefix = Root + "joining/"
 	// RoutesPrefix holds one claim per HTTP route and host (see
 	// gateway.ClaimRoute).
 	RoutesPrefix = Root + "routes/"

@@ -62,7 +62,8 @@ func (a *controlAPI) version(ctx context.Context) error {
 func (a *controlAPI) createToken(ctx context.Context) (string, error) {
 	ctx, cancel := call(ctx)
 	defer cancel()
-	resp, err := a.c.CreateToken(ctx, &pb.CreateTokenRequest{Description: "scale benchmark"})
+	// Hollow nodes choose their zone (and carry simulated=true) at their join.
+	resp, err := a.c.CreateToken(ctx, &pb.CreateTokenRequest{Description: "scale benchmark", Labels: map[string]string{"simulated": "true", "zone": "*"}})
 	return resp.GetToken(), err
 }
 

@@ -51,7 +51,7 @@ func (p Printer) Members(w io.Writer, ms []Member) error {
 	if p.Format != Table {
 		return p.encode(w, ms)
 	}
-	rows := [][]string{{"NAME", "STATE", "ROLE", "API", "PEER", "ERROR"}}
+	rows := [][]string{{"NAME", "ID", "STATE", "ROLE", "API", "PEER", "ERROR"}}
 	for _, m := range ms {
 		var roles []string
 		if m.Leader {
@@ -63,7 +63,7 @@ func (p Printer) Members(w io.Writer, ms []Member) error {
 		if m.Learner {
 			roles = append(roles, "learner")
 		}
-		rows = append(rows, []string{dash(m.Name), m.State, dash(strings.Join(roles, ",")), dash(m.APIAddress), dash(strings.Join(m.PeerURLs, ",")), dash(m.Error)})
+		rows = append(rows, []string{dash(m.Name), m.ID, m.State, dash(strings.Join(roles, ",")), dash(m.APIAddress), dash(strings.Join(m.PeerURLs, ",")), dash(m.Error)})
 	}
 	return writeTable(w, rows)
 }

@@ -173,7 +173,7 @@ func (n *hollowNode) joinOnce(ctx context.Context, csr []byte) (*pb.JoinResponse
 	}
 	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
-	resp, err := client.Join(rctx, &pb.JoinRequest{Token: n.sim.cfg.JoinToken, Node: n.name, Csr: csr})
+	resp, err := client.Join(rctx, &pb.JoinRequest{Token: n.sim.cfg.JoinToken, Node: n.name, Csr: csr, Labels: n.sim.cfg.nodeLabels(n.index)})
 	return resp, errdefs.FromGRPC(err)
 }
 

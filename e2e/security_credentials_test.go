@@ -120,7 +120,7 @@ func TestAbortedMemberJoinIsListedAndCleanedUp(t *testing.T) {
 	t.Parallel()
 	h := &haCluster{t: t, env: cliEnv(t)}
 	cp1 := &member{name: "cp1", api: loopbackAddr(t, "127.0.0.41"), http: loopbackAddr(t, "127.0.0.41"), peer: loopbackAddr(t, "127.0.0.41"), dataDir: t.TempDir()}
-	cp1.proc = startDaemon(t, "cp1", h.env, "server", "--name", "cp1", "--data-dir", cp1.dataDir, "--api", cp1.api, "--http", cp1.http, "--peer", cp1.peer, "--init")
+	cp1.proc = startDaemon(t, "cp1", h.env, "server", "--name", "cp1", "--data-dir", cp1.dataDir, "--api", cp1.api, "--http", cp1.http, "--peer", cp1.peer, "--metrics-addr", "127.0.0.1:0", "--init")
 	h.members = []*member{cp1}
 	h.waitHealthy(1)
 	token := joinToken(t, h.env, cp1.api, "--role", "server")
@@ -179,7 +179,7 @@ func TestAbortedMemberJoinIsListedAndCleanedUp(t *testing.T) {
 		t.Fatal("no unstarted member for cp2's first attempt")
 	}
 	cp2 := &member{name: "cp2", api: loopbackAddr(t, "127.0.0.42"), http: loopbackAddr(t, "127.0.0.42"), peer: loopbackAddr(t, "127.0.0.42"), dataDir: t.TempDir()}
-	cp2.proc = startDaemon(t, "cp2", h.env, "server", "--name", "cp2", "--data-dir", cp2.dataDir, "--api", cp2.api, "--http", cp2.http, "--peer", cp2.peer,
+	cp2.proc = startDaemon(t, "cp2", h.env, "server", "--name", "cp2", "--data-dir", cp2.dataDir, "--api", cp2.api, "--http", cp2.http, "--peer", cp2.peer, "--metrics-addr", "127.0.0.1:0",
 		"--join", cp1.api, "--token", token)
 	h.members = append(h.members, cp2)
 	h.waitHealthy(2)
@@ -262,7 +262,7 @@ func startServerAt(t *testing.T, dataDir string, env []string) *multi {
 	t.Helper()
 	api, http := freeAddr(t), freeAddr(t)
 	n := &multi{cluster: &cluster{t: t, api: api, http: http, env: env, dataDir: dataDir}, agents: map[string]*daemon{}}
-	n.server = startDaemon(t, "server-new", env, "server", "--data-dir", dataDir, "--api", api, "--http", http, "--name", "cp")
+	n.server = startDaemon(t, "server-new", env, "server", "--data-dir", dataDir, "--api", api, "--http", http, "--metrics-addr", "127.0.0.1:0", "--name", "cp")
 	eventually(t, "the restored server answering", func() (bool, string) {
 		if !n.server.running() {
 			out, _ := os.ReadFile(n.server.log)

@@ -102,7 +102,7 @@ func TestJoinTokensAndTheirRefusals(t *testing.T) {
 	id := strings.SplitN(strings.TrimPrefix(expiring, "wmt_"), ".", 2)[0]
 	eventually(t, "the 1s token listed as expired", func() (bool, string) {
 		r := m.mustRun("token", "list")
-		return hasRow(r.stdout, id, "agent", "expired"), r.stdout
+		return hasRow(r.stdout, id, "agent", "-", "-", "0", "expired"), r.stdout
 	})
 	errorLine(t, agent(expiring, "late"), "expired")
 	if r := m.mustRun("get", "nodes", "-o", "json"); strings.Contains(r.stdout, `"bad"`) || strings.Contains(r.stdout, `"late"`) {

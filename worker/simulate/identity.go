@@ -226,9 +226,8 @@ func dial(cfg Config, creds credentials.TransportCredentials) (*grpc.ClientConn,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
 		grpc.WithConnectParams(connectParams(cfg)),
-		// Thousands of mostly idle connections: no read or write buffer
-		// each (TLS buffers records already).
-		grpc.WithSharedWriteBuffer(true),
+		// Thousands of mostly idle connections: no read buffer each (TLS
+		// buffers records already); gRPC shares write buffers by default.
 		grpc.WithReadBufferSize(0),
 	)...)
 }

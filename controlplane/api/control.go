@@ -75,6 +75,11 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 	if len(labels) == 0 {
 		labels = nil
 	}
+	// The route check reads the cache: it must see every write
+	// acknowledged before this call (a delete that freed the route).
+	if err := a.s.cache.Sync(ctx); err != nil {
+		return nil, err
+	}
 	for attempt := 0; ; attempt++ {
 		cur, err := a.s.store.Workloads.Get(ctx, req.GetName())
 		exists := err == nil

@@ -67,6 +67,9 @@ type Server struct {
 	// gateway's public port; nil when it is off.
 	metricsSrv *http.Server
 	metricsLis net.Listener
+	// selfConn is the dashboard's connection to this member's API
+	// (dashboard.go), served with /metrics.
+	selfConn *grpc.ClientConn
 
 	lock      *datadir.Lock // this member's hold on its data dir
 	stopping  chan struct{}
@@ -188,6 +191,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.metricsLis != nil {
 		mm := http.NewServeMux()
 		mm.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+		dash, err := s.newDashboard()
+		if err != nil {
+			return nil, err
+		}
+		mm.Handle("/ui/", dash)
+		mm.Handle("/ui", dash)
 		s.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
 	}
 	// The public port: functions, and the two probes a load balancer
@@ -342,6 +351,9 @@ func (s *Server) Close() error {
 		}
 		if s.metricsLis != nil {
 			_ = s.metricsLis.Close()
+		}
+		if s.selfConn != nil {
+			_ = s.selfConn.Close()
 		}
 		if s.debug != nil {
 			_ = s.debug.Close()

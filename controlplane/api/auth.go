@@ -31,7 +31,9 @@ import (
 //   - Agent: a node, for its own node name only, or a member; Join needs
 //     no certificate but a valid join token;
 //   - AddMember and PromoteMember: also a server-role join token, sent as
-//     "authorization: Bearer <token>" metadata (a member joining).
+//     "authorization: Bearer <token>" metadata (a member joining);
+//   - without a certificate, a dashboard token sent the same way stands
+//     for the admin who minted it (uitoken.go).
 
 // peerAuth is a connection's TLS state and who its certificate names.
 type peerAuth struct {
@@ -120,6 +122,15 @@ func (s *Server) authorize(ctx context.Context, method string) (node string, err
 				return "", err
 			}
 			return "", nil
+		}
+	}
+	if idErr != nil {
+		if tok, ok := bearerToken(ctx); ok && auth.IsUIToken(tok) {
+			t, err := s.VerifyUIToken(ctx, tok) // the dashboard, for a browser (uitoken.go)
+			if err != nil {
+				return "", err
+			}
+			id, idErr = t.Identity, nil
 		}
 	}
 	if idErr != nil {

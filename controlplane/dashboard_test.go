@@ -1,0 +1,100 @@
+package controlplane_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/wasmorch/wasmorch/controlplane/auth"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// A dashboard token is minted by an admin and stands for that admin on
+// the Control API, as the dashboard presents it: no client certificate,
+// the token as bearer metadata. It is no more than that admin: it cannot
+// mint tokens of its own, nor speak for a node.
+func TestDashboardTokensActAsTheAdminWhoMintedThem(t *testing.T) {
+	c := startCluster(t, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cred, err := c.srv.AdminCredential()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := cred.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminConn, err := grpc.NewClient(c.srv.APIAddr(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adminConn.Close()
+	admin := v1.NewControlClient(adminConn)
+
+	if _, err := c.control.CreateUIToken(ctx, &v1.CreateUITokenRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a member minting a dashboard token: %v, want PermissionDenied", err)
+	}
+	if _, err := admin.CreateUIToken(ctx, &v1.CreateUITokenRequest{TtlSeconds: int64(25 * time.Hour / time.Second)}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a 25h dashboard token: %v, want InvalidArgument", err)
+	}
+	resp, err := admin.CreateUIToken(ctx, &v1.CreateUITokenRequest{TtlSeconds: 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := time.Until(time.Unix(0, resp.GetExpiresUnixNano())); left <= 59*time.Minute || left > time.Hour {
+		t.Errorf("a one-hour token expires in %s", left)
+	}
+
+	// No certificate: only the token says who calls.
+	bare, err := grpc.NewClient(c.srv.APIAddr(), grpc.WithTransportCredentials(credentials.NewTLS(auth.MemberClientTLS(auth.PoolOf([]byte(cred.CA)), nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bare.Close()
+	control, agent := v1.NewControlClient(bare), v1.NewAgentClient(bare)
+	with := func(tok string) context.Context {
+		return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+	}
+	if _, err := control.ListWorkloads(ctx, &v1.ListWorkloadsRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("no certificate and no token: %v, want Unauthenticated", err)
+	}
+	if _, err := control.ListWorkloads(with(resp.GetToken()), &v1.ListWorkloadsRequest{}); err != nil {
+		t.Errorf("listing workloads with a dashboard token: %v", err)
+	}
+	forged := resp.GetToken()[:len(resp.GetToken())-6] + "AAAAAA"
+	if _, err := control.ListWorkloads(with(forged), &v1.ListWorkloadsRequest{}); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "not signed by this cluster's CA") {
+		t.Errorf("a forged dashboard token: %v, want Unauthenticated", err)
+	}
+	if _, err := control.CreateUIToken(with(resp.GetToken()), &v1.CreateUITokenRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("a dashboard token minting another: %v, want Unauthenticated", err)
+	}
+	if _, err := agent.Heartbeat(with(resp.GetToken()), &v1.HeartbeatRequest{Node: "n1"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a dashboard token speaking for a node: %v, want PermissionDenied", err)
+	}
+
+	// The member's own listener serves the dashboard with the same token,
+	// and nothing without it.
+	base := "http://" + c.srv.MetricsAddr()
+	if code, body := get(t, base+"/ui/api/list/workloads"); code != http.StatusUnauthorized || !strings.Contains(body, `id="login"`) {
+		t.Errorf("the dashboard without a token: %d\n%.300s", code, body)
+	}
+	req, _ := http.NewRequest("GET", base+"/ui/api/list/nodes", nil)
+	req.AddCookie(&http.Cookie{Name: "wasmorch_ui", Value: resp.GetToken()})
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.Body.Close()
+	if r.StatusCode != http.StatusOK {
+		t.Errorf("the dashboard's node list with a token: %d", r.StatusCode)
+	}
+}

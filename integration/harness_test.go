@@ -56,6 +56,8 @@ type options struct {
 	// logs, when set, receives the member's and the worker's log, debug
 	// lines included.
 	logs io.Writer
+	// worker, when set, edits the worker's configuration last.
+	worker func(*worker.Config)
 }
 
 func start(tb testing.TB, opts options) *allInOne {
@@ -88,6 +90,9 @@ func start(tb testing.TB, opts options) *allInOne {
 		wk.MemoryBytes, wk.ReservedMemoryBytes = opts.memory, opts.reservedMemory
 	}
 	wk.FunctionMemoryWait = opts.functionMemoryWait
+	if opts.worker != nil {
+		opts.worker(&wk)
+	}
 	rtc := wasmrt.DefaultConfig()
 	rtc.CacheDir, rtc.Logger = wk.CompileCacheDir(), logger
 	rt, err := wasmrt.New(ctx, rtc)

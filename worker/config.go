@@ -33,6 +33,12 @@ const (
 	// the node's memory, at least minDefaultReserved, never more than half.
 	defaultReservedShare = 10
 	minDefaultReserved   = 256 << 20
+	// DefaultLogBytesTotal bounds all instance logs of a node together.
+	DefaultLogBytesTotal = 1 << 30
+	// DefaultDiskPressureFree and DefaultDiskPressureFreePercent: the
+	// disk of the data dir is under pressure with less free than either.
+	DefaultDiskPressureFree        = 512 << 20
+	DefaultDiskPressureFreePercent = 5
 
 	minLogBytesPerInstance = 4 << 10
 )
@@ -47,19 +53,30 @@ const (
 // Config configures a worker. Zero fields take the defaults that
 // DefaultConfig fills in; DataDir, Servers and Runtimes are required.
 type Config struct {
-	NodeName            string               `json:"nodeName" yaml:"nodeName"`
-	DataDir             string               `json:"dataDir" yaml:"dataDir"`
-	Servers             []string             `json:"servers" yaml:"servers"`
-	ListenAddr          string               `json:"listenAddr" yaml:"listenAddr"`
-	AdvertiseAddr       string               `json:"advertiseAddr" yaml:"advertiseAddr"`
-	FunctionListenAddr  string               `json:"functionListenAddr" yaml:"functionListenAddr"` // HTTP function server; empty: DefaultFunctionListenAddr
-	Labels              map[string]string    `json:"labels" yaml:"labels"`
-	MemoryBytes         int64                `json:"memoryBytes" yaml:"memoryBytes"`
-	MaxInstances        int32                `json:"maxInstances" yaml:"maxInstances"`
-	LogBytesPerInstance int64                `json:"logBytesPerInstance" yaml:"logBytesPerInstance"`
-	StatusBatchInterval time.Duration        `json:"statusBatchInterval" yaml:"statusBatchInterval"`
-	Runtimes            []runtimeapi.Runtime `json:"-" yaml:"-"`
-	Logger              *slog.Logger         `json:"-" yaml:"-"`
+	NodeName            string            `json:"nodeName" yaml:"nodeName"`
+	DataDir             string            `json:"dataDir" yaml:"dataDir"`
+	Servers             []string          `json:"servers" yaml:"servers"`
+	ListenAddr          string            `json:"listenAddr" yaml:"listenAddr"`
+	AdvertiseAddr       string            `json:"advertiseAddr" yaml:"advertiseAddr"`
+	FunctionListenAddr  string            `json:"functionListenAddr" yaml:"functionListenAddr"` // HTTP function server; empty: DefaultFunctionListenAddr
+	Labels              map[string]string `json:"labels" yaml:"labels"`
+	MemoryBytes         int64             `json:"memoryBytes" yaml:"memoryBytes"`
+	MaxInstances        int32             `json:"maxInstances" yaml:"maxInstances"`
+	LogBytesPerInstance int64             `json:"logBytesPerInstance" yaml:"logBytesPerInstance"`
+	// LogBytesTotal bounds the output kept by all instances together, over
+	// LogBytesPerInstance each: beyond it the oldest output is evicted
+	// (rotated segments first). Zero: DefaultLogBytesTotal.
+	LogBytesTotal int64 `json:"logBytesTotal" yaml:"logBytesTotal"`
+	// DiskPressureFree and DiskPressureFreePercent: the node reports
+	// DiskPressure (no new instances; logs evicted and held) while the
+	// disk of DataDir has less free than DiskPressureFree bytes or than
+	// DiskPressureFreePercent of its size. Zero: the defaults; negative:
+	// not a criterion.
+	DiskPressureFree        int64                `json:"diskPressureFree" yaml:"diskPressureFree"`
+	DiskPressureFreePercent int                  `json:"diskPressureFreePercent" yaml:"diskPressureFreePercent"`
+	StatusBatchInterval     time.Duration        `json:"statusBatchInterval" yaml:"statusBatchInterval"`
+	Runtimes                []runtimeapi.Runtime `json:"-" yaml:"-"`
+	Logger                  *slog.Logger         `json:"-" yaml:"-"`
 	// security: JoinToken is presented once, when DataDir/pki holds no
 	// usable node certificate, to receive one (see identity.go).
 	JoinToken string `json:"joinToken" yaml:"joinToken"`
@@ -130,6 +147,15 @@ func (c Config) withDefaults() Config {
 	if c.LogBytesPerInstance == 0 {
 		c.LogBytesPerInstance = DefaultLogBytesPerInstance
 	}
+	if c.LogBytesTotal == 0 {
+		c.LogBytesTotal = DefaultLogBytesTotal
+	}
+	if c.DiskPressureFree == 0 {
+		c.DiskPressureFree = DefaultDiskPressureFree
+	}
+	if c.DiskPressureFreePercent == 0 {
+		c.DiskPressureFreePercent = DefaultDiskPressureFreePercent
+	}
 	if c.StatusBatchInterval == 0 {
 		c.StatusBatchInterval = DefaultStatusBatchInterval
 	}
@@ -198,6 +224,12 @@ func (c Config) Validate() error {
 	}
 	if c.LogBytesPerInstance < minLogBytesPerInstance {
 		bad("worker: LogBytesPerInstance %d is below the minimum of %d", c.LogBytesPerInstance, minLogBytesPerInstance)
+	}
+	if c.LogBytesTotal < 2*c.LogBytesPerInstance {
+		bad("worker: LogBytesTotal %d is below twice LogBytesPerInstance (%d)", c.LogBytesTotal, c.LogBytesPerInstance)
+	}
+	if c.DiskPressureFreePercent > 100 {
+		bad("worker: DiskPressureFreePercent %d is above 100", c.DiskPressureFreePercent)
 	}
 	if c.StatusBatchInterval < 0 {
 		bad("worker: StatusBatchInterval %s is negative", c.StatusBatchInterval)

@@ -39,6 +39,7 @@ type fakeCP struct {
 	mu         sync.Mutex
 	nodes      []*pb.Node
 	heartbeats int
+	conditions []*pb.NodeCondition // of the latest heartbeat
 	sessions   int
 	requests   []*pb.SessionRequest
 	sent       []*pb.Assignments // every message sent, in order
@@ -81,11 +82,19 @@ func (f *fakeCP) Register(_ context.Context, req *pb.RegisterRequest) (*pb.Regis
 	return &pb.RegisterResponse{HeartbeatIntervalMs: f.heartbeatMs, NodeGraceMs: 3 * f.heartbeatMs}, nil
 }
 
-func (f *fakeCP) Heartbeat(context.Context, *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+func (f *fakeCP) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.heartbeats++
+	f.conditions = req.GetConditions()
 	return &pb.HeartbeatResponse{}, nil
+}
+
+// heartbeatConditions are the conditions of the latest heartbeat.
+func (f *fakeCP) heartbeatConditions() []*pb.NodeCondition {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.conditions
 }
 
 func (f *fakeCP) Session(req *pb.SessionRequest, stream grpc.ServerStreamingServer[pb.Assignments]) error {

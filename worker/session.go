@@ -168,7 +168,7 @@ func (w *Worker) heartbeat(ctx context.Context, client pb.AgentClient, interval 
 		case <-t.C:
 		}
 		hctx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
-		_, err := client.Heartbeat(hctx, &pb.HeartbeatRequest{Node: w.cfg.NodeName})
+		_, err := client.Heartbeat(hctx, &pb.HeartbeatRequest{Node: w.cfg.NodeName, Conditions: w.disk.conditions()})
 		cancel()
 		if err != nil {
 			return fmt.Errorf("heartbeat: %w", errdefs.FromGRPC(err))
@@ -192,6 +192,7 @@ func (w *Worker) node() *pb.Node {
 		Labels:      maps.Clone(w.cfg.Labels),
 		Version:     version.Version,
 		HttpAddress: w.funcAdvertise,
+		Conditions:  w.disk.conditions(),
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/wasmorch/wasmorch/internal/diskspace"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/worker/funcserver"
@@ -66,6 +67,9 @@ type Worker struct {
 	stopGrace     time.Duration
 	startWorkers  int
 	stopWorkers   int
+
+	disk              *diskWatch // DiskPressure (disk.go); its space func is replaced by tests
+	diskCheckInterval time.Duration
 
 	mu        sync.Mutex
 	instances map[string]*instance
@@ -162,6 +166,10 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		kick:          make(chan struct{}, 1),
 		renewed:       make(chan struct{}),
 
+		disk: &diskWatch{dir: cfg.DataDir, minFree: cfg.DiskPressureFree, minPercent: cfg.DiskPressureFreePercent,
+			space: diskspace.Of},
+		diskCheckInterval: defaultDiskCheckInterval,
+
 		unavailable:     map[string]bool{},
 		runtimesChanged: make(chan struct{}, 1),
 	}
@@ -181,6 +189,7 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 	if w.logs, err = logstore.New(filepath.Join(cfg.DataDir, logsDir), cfg.LogBytesPerInstance, 0, w.logger); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
+	w.logs.SetTotalLimit(cfg.LogBytesTotal)
 	return w, nil
 }
 
@@ -232,6 +241,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		}
 	}
 	w.probeRuntimesOnce(ctx)
+	w.checkDisk() // so that the registration says whether the disk has room
 	srv := grpc.NewServer(w.serverOptions()...)
 	pb.RegisterWorkerServer(srv, &logService{logs: w.logs})
 
@@ -254,6 +264,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	g.Go(func() error { return w.reconcileLoop(gctx) })
 	g.Go(func() error { return w.sendStatuses(gctx) })
 	g.Go(func() error { return w.watchRuntimes(gctx) })
+	g.Go(func() error { return w.watchDisk(gctx) })
 	for range w.startWorkers {
 		g.Go(func() error { w.drain(gctx, w.startq, w.doStart); return nil })
 	}

@@ -44,6 +44,9 @@ func TestConfigValidate(t *testing.T) {
 		{"reserved memory leaves some to instances", func(c *Config) { c.ReservedMemoryBytes = 1 << 30 }, "ReservedMemoryBytes"},
 		{"memory wait is not negative", func(c *Config) { c.FunctionMemoryWait = -1 }, "FunctionMemoryWait"},
 		{"memory queue is not negative", func(c *Config) { c.FunctionMemoryQueue = -1 }, "FunctionMemoryQueue"},
+		{"the node's log budget holds two logs", func(c *Config) { c.LogBytesTotal = c.withDefaults().LogBytesPerInstance }, "LogBytesTotal"},
+		{"a disk percentage is at most 100", func(c *Config) { c.DiskPressureFreePercent = 101 }, "DiskPressureFreePercent"},
+		{"disk pressure can go by bytes alone", func(c *Config) { c.DiskPressureFreePercent = -1 }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,7 +70,8 @@ func TestDefaultConfig(t *testing.T) {
 	c := DefaultConfig()
 	host, _ := os.Hostname()
 	if c.NodeName != host || c.ListenAddr != DefaultListenAddr || c.MaxInstances != DefaultMaxInstances ||
-		c.LogBytesPerInstance != DefaultLogBytesPerInstance || c.StatusBatchInterval != DefaultStatusBatchInterval {
+		c.LogBytesPerInstance != DefaultLogBytesPerInstance || c.StatusBatchInterval != DefaultStatusBatchInterval ||
+		c.LogBytesTotal != DefaultLogBytesTotal || c.DiskPressureFree != DefaultDiskPressureFree || c.DiskPressureFreePercent != DefaultDiskPressureFreePercent {
 		t.Fatalf("DefaultConfig() = %+v", c)
 	}
 	if runtime.GOOS == "linux" && c.MemoryBytes <= 0 {

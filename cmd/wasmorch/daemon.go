@@ -43,6 +43,7 @@ func hostname() string {
 func newUpCommand(stopSignals func()) *cobra.Command {
 	cp := controlplane.DefaultConfig()
 	var containerd, nodeName, logLevel, reservedMemory string
+	var disk diskFlags
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a control plane and a worker in this process",
@@ -68,6 +69,9 @@ on --containerd-socket.`,
 			if wk.ReservedMemoryBytes, err = parseReservedMemory(reservedMemory); err != nil {
 				return err
 			}
+			if err := disk.apply(&wk); err != nil {
+				return err
+			}
 			wk.NodeName = nodeName
 			wk.DataDir = filepath.Join(cp.DataDir, "worker")
 			wk.ListenAddr = "127.0.0.1:0"
@@ -86,6 +90,7 @@ on --containerd-socket.`,
 	f.StringVar(&containerd, "containerd-socket", defaultContainerdSocket, containerdHelp)
 	f.StringVar(&nodeName, "node-name", hostname(), "name of this control-plane member and of its worker node")
 	f.StringVar(&reservedMemory, "reserved-memory", "", reservedMemoryHelp)
+	disk.add(f)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	addCertLifetimeFlag(cmd, &cp)
 	addRolloutSettings(cmd, &cp)
@@ -149,6 +154,7 @@ func newAgentCommand(stopSignals func()) *cobra.Command {
 		servers, labels                                                    []string
 	)
 	var functionsListen string
+	var disk diskFlags
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run a worker and join it to a control plane",
@@ -167,6 +173,9 @@ containers when containerd answers on --containerd-socket.`,
 			}
 			wk := worker.DefaultConfig()
 			if wk.ReservedMemoryBytes, err = parseReservedMemory(reservedMemory); err != nil {
+				return err
+			}
+			if err := disk.apply(&wk); err != nil {
 				return err
 			}
 			wk.NodeName = name
@@ -193,6 +202,7 @@ containers when containerd answers on --containerd-socket.`,
 	f.StringVar(&token, "token", "", "join token (from 'wasmorch token create'), needed on the first start only: the node's certificate is kept in --data-dir")
 	f.StringVar(&containerd, "containerd-socket", defaultContainerdSocket, containerdHelp)
 	f.StringVar(&reservedMemory, "reserved-memory", "", reservedMemoryHelp)
+	disk.add(f)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }

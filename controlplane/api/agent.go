@@ -52,11 +52,13 @@ func (a *agentAPI) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 		return nil, err
 	}
 	var n *v1.Node
+	var before []*v1.NodeCondition
 	// Compare-and-swap, so that a cordon or drain racing the registration
 	// is kept rather than overwritten.
 	for attempt := 0; ; attempt++ {
 		guard := clientv3.Compare(clientv3.CreateRevision(a.s.store.Nodes.Key(rep.GetName())), "=", 0)
 		cur, err := a.s.store.Nodes.Get(ctx, rep.GetName())
+		before = cur.Value.GetConditions()
 		switch {
 		case err == nil:
 			guard = a.s.store.Nodes.Unchanged(rep.GetName(), cur.ModRevision)
@@ -83,6 +85,7 @@ func (a *agentAPI) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 			return nil, errdefs.Conflictf("node %s changed during registration; try again", n.GetName())
 		}
 	}
+	a.conditionEvents(ctx, n.GetName(), before, n.GetConditions())
 	if err := a.renew(ctx, n.GetName(), true); err != nil {
 		return nil, err
 	}
@@ -103,6 +106,7 @@ func registration(prev, rep *v1.Node, byNode bool) (*v1.Node, error) {
 	if !byNode {
 		n := proto.Clone(rep).(*v1.Node)
 		n.Cordoned, n.Draining = prev.GetCordoned(), prev.GetDraining() // an operator's choice survives re-registration
+		n.Conditions = cleanConditions(rep.GetConditions())
 		n.RegisteredUnixNano = now
 		return n, nil
 	}
@@ -118,20 +122,37 @@ func registration(prev, rep *v1.Node, byNode bool) (*v1.Node, error) {
 	n.Arch, n.Os = rep.GetArch(), rep.GetOs()
 	n.Address, n.HttpAddress = rep.GetAddress(), rep.GetHttpAddress()
 	n.Capacity, n.Runtimes, n.Version = rep.GetCapacity(), rep.GetRuntimes(), rep.GetVersion()
+	n.Conditions = cleanConditions(rep.GetConditions()) // what holds now: disk pressure
 	n.RegisteredUnixNano = now
 	return n, nil
 }
 
-// Heartbeat keeps the node's lease alive. The node's record is looked up
-// in the member's cache; etcd is asked only when the cache does not hold
-// it (registered a moment ago through another member, or removed).
+// Heartbeat keeps the node's lease alive, and its record's conditions
+// (disk pressure) as the worker reports them. The node's record is looked
+// up in the member's cache; etcd is asked only when the cache does not
+// hold it (registered a moment ago through another member, or removed),
+// and written only when the conditions changed.
 func (a *agentAPI) Heartbeat(ctx context.Context, req *v1.HeartbeatRequest) (*v1.HeartbeatResponse, error) {
-	if _, ok := a.s.cache.Node(req.GetNode()); !ok {
-		if _, err := a.s.store.Nodes.Get(ctx, req.GetNode()); err != nil {
+	var held []*v1.NodeCondition
+	if n, ok := a.s.cache.Node(req.GetNode()); ok {
+		held = n.Value.GetConditions()
+	} else {
+		cur, err := a.s.store.Nodes.Get(ctx, req.GetNode())
+		if err != nil {
 			return nil, err // unknown node: the worker registers again
 		}
+		held = cur.Value.GetConditions()
 	}
-	return &v1.HeartbeatResponse{}, a.renew(ctx, req.GetNode(), false)
+	if err := a.renew(ctx, req.GetNode(), false); err != nil {
+		return nil, err
+	}
+	if conds := cleanConditions(req.GetConditions()); !sameConditions(held, conds) {
+		// Not the heartbeat's failure: the next one tries again.
+		if err := a.setConditions(ctx, req.GetNode(), conds); err != nil {
+			a.s.log.Warn("could not record a node's conditions", "node", req.GetNode(), "err", err)
+		}
+	}
+	return &v1.HeartbeatResponse{}, nil
 }
 
 // renew refreshes the node's lease, or grants a new one (fresh is true, the

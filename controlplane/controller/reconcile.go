@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/scheduler"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -162,7 +163,8 @@ func (c *controller) reconcileNode(name string) {
 		c.nodes = map[string]nodeSeen{}
 	}
 	prev, known := c.nodes[name]
-	cur := nodeSeen{alive: n.Alive, draining: n.Value.GetDraining(), cordoned: n.Value.GetCordoned(), modRev: n.ModRevision}
+	cur := nodeSeen{alive: n.Alive, draining: n.Value.GetDraining(), cordoned: n.Value.GetCordoned(),
+		diskPressure: scheduler.DiskPressure(n.Value), modRev: n.ModRevision}
 	if exists {
 		c.nodes[name] = cur
 	} else {
@@ -186,8 +188,9 @@ func (c *controller) reconcileNode(name string) {
 		}
 	}
 	// Room for pending instances: a node that can take instances and could
-	// not before, or whose record changed (capacity, labels, runtimes).
-	if exists && cur.alive && !cur.cordoned && (!known || !prev.alive || prev.cordoned || prev.modRev != cur.modRev) {
+	// not before, or whose record changed (capacity, labels, runtimes). Not
+	// one that just came under disk pressure: it takes nothing new.
+	if exists && cur.alive && !cur.cordoned && !cur.diskPressure && (!known || !prev.alive || prev.cordoned || prev.modRev != cur.modRev) {
 		c.queue.Add(keyPending)
 	}
 }
@@ -196,8 +199,8 @@ func (c *controller) reconcileNode(name string) {
 // changes, concerns the workloads on it (liveness, drain) or pending
 // instances (room).
 type nodeSeen struct {
-	alive, draining, cordoned bool
-	modRev                    int64
+	alive, draining, cordoned, diskPressure bool
+	modRev                                  int64
 }
 
 // removeOrphanStatuses deletes the status reports of instances that are

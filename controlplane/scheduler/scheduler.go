@@ -4,10 +4,12 @@
 // plan to etcd with compare-and-swap. That keeps it table-testable and
 // benchmarkable with thousands of fake nodes.
 //
-// A node is feasible for an instance when it is ready, not cordoned, offers
-// the workload's runtime (for a wasm workload with a fallback image, either
-// runtime: see fallback.go), has an accepted arch and OS, carries every label
-// of the workload's selector, and has free instance slots, memory and CPU.
+// A node is feasible for an instance when it is ready, not cordoned, not
+// under disk pressure (a condition its worker reports), offers the
+// workload's runtime (for a wasm workload with a fallback image, either
+// runtime: see fallback.go), has an accepted arch and OS, carries every
+// label of the workload's selector, and has free instance slots, memory
+// and CPU.
 // Among feasible nodes the scheduler prefers, in this order: the value of
 // the workload's spread label holding the fewest of its replicas, the node
 // holding the fewest of its replicas, and the least allocated node.
@@ -95,6 +97,7 @@ func MemoryRequest(spec *v1.WorkloadSpec) int64 {
 const (
 	reasonNotReady = "not ready"
 	reasonCordoned = "cordoned"
+	reasonDisk     = "disk pressure"
 	reasonArch     = "arch mismatch"
 	reasonOS       = "os mismatch"
 	reasonSelector = "selector mismatch"
@@ -264,6 +267,8 @@ func staticMismatch(n NodeInfo, kind string, pl *v1.Placement) string {
 		return reasonNotReady
 	case node.GetCordoned():
 		return reasonCordoned
+	case DiskPressure(node):
+		return reasonDisk
 	case !slices.Contains(node.GetRuntimes(), kind):
 		return fmt.Sprintf("no %s runtime", kind)
 	case len(pl.GetArch()) > 0 && !slices.Contains(pl.GetArch(), node.GetArch()):
@@ -277,6 +282,17 @@ func staticMismatch(n NodeInfo, kind string, pl *v1.Placement) string {
 		}
 	}
 	return ""
+}
+
+// DiskPressure reports whether the node's worker says its disk is nearly
+// full.
+func DiskPressure(n *v1.Node) bool {
+	for _, c := range n.GetConditions() {
+		if c.GetType() == v1.NodeConditionType_NODE_CONDITION_TYPE_DISK_PRESSURE {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *pass) workloadCounts(workload string) *workloadCounts {

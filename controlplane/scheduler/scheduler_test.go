@@ -70,6 +70,8 @@ func TestSchedule(t *testing.T) {
 	notReady.Ready = false
 	cordoned := node("cordoned", 1<<30, 100)
 	cordoned.Node.Cordoned = true
+	diskFull := node("disk-full", 1<<30, 100)
+	diskFull.Node.Conditions = []*v1.NodeCondition{{Type: v1.NodeConditionType_NODE_CONDITION_TYPE_DISK_PRESSURE}}
 	tests := []struct {
 		name       string
 		nodes      []NodeInfo
@@ -82,6 +84,10 @@ func TestSchedule(t *testing.T) {
 			instances("web", 6, 1<<20), map[string]int{"a": 2, "b": 2, "c": 2}, ""},
 		{"not ready and cordoned nodes are skipped", []NodeInfo{notReady, cordoned, node("ok", 1<<30, 100)}, nil,
 			instances("web", 2, 1<<20), map[string]int{"ok": 2}, ""},
+		{"a node under disk pressure takes nothing new", []NodeInfo{diskFull, node("ok", 1<<30, 100)}, nil,
+			instances("web", 2, 1<<20), map[string]int{"ok": 2}, ""},
+		{"disk pressure is the reason when it is the only one", []NodeInfo{diskFull}, nil,
+			instances("web", 1, 1<<20), map[string]int{}, "0/1 nodes fit: 1 disk pressure"},
 		{"instance slots are a hard limit", []NodeInfo{node("a", 1<<30, 2)}, nil,
 			instances("web", 3, 1<<20), map[string]int{"a": 2}, "instance slots full"},
 		{"memory is a hard limit", []NodeInfo{node("a", 10<<20, 100)}, nil,

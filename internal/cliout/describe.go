@@ -199,6 +199,9 @@ func (p Printer) DescribeNode(w io.Writer, d NodeDescription) error {
 	field := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	field("Name", x.Name)
 	field("State", nodeState(x))
+	for _, c := range x.Conditions {
+		field(c.Type, fmt.Sprintf("%s (for %s)", c.Message, Age(p.Now, c.Since)))
+	}
 	field("Address", dash(x.Address))
 	field("Arch/OS", dash(x.Arch)+"/"+dash(x.OS))
 	field("Runtimes", dash(strings.Join(x.Runtimes, ",")))
@@ -239,16 +242,20 @@ func (p Printer) describeTail(w io.Writer, insts []Instance, evs []Event) error 
 	return err
 }
 
-// nodeState is a node's state with its scheduling flags: Ready,
-// Ready,Cordoned or Ready,Draining.
+// nodeState is a node's state with its conditions and scheduling flags:
+// Ready, Ready,DiskPressure, Ready,Cordoned or Ready,Draining.
 func nodeState(x Node) string {
+	state := x.State
+	for _, c := range x.Conditions {
+		state += "," + c.Type
+	}
 	switch {
 	case x.Draining:
-		return x.State + ",Draining"
+		return state + ",Draining"
 	case x.Cordoned:
-		return x.State + ",Cordoned"
+		return state + ",Cordoned"
 	}
-	return x.State
+	return state
 }
 
 // HumanBytes writes a size in binary units, exactly when it is a whole

@@ -122,6 +122,16 @@ type Node struct {
 	Capacity     *Resources        `json:"capacity,omitempty"`
 	Allocated    *Resources        `json:"allocated,omitempty"`
 	RegisteredAt time.Time         `json:"registeredAt,omitzero"`
+	// Conditions are what its worker reports wrong with it: DiskPressure
+	// (no new instances are placed there).
+	Conditions []NodeCondition `json:"conditions,omitempty"`
+}
+
+// NodeCondition is one condition that holds on a node.
+type NodeCondition struct {
+	Type    string    `json:"type"` // DiskPressure
+	Message string    `json:"message,omitempty"`
+	Since   time.Time `json:"since,omitzero"`
 }
 
 // Resources is a node's capacity or what its instances hold of it.
@@ -303,7 +313,22 @@ func NodeFrom(v *wasmorchv1.NodeView) Node {
 	if v.GetReady() {
 		out.State = NodeReady
 	}
+	for _, c := range n.GetConditions() {
+		out.Conditions = append(out.Conditions, NodeCondition{Type: ConditionName(c.GetType()), Message: c.GetMessage(), Since: unixNano(c.GetSinceUnixNano())})
+	}
 	return out
+}
+
+// ConditionName is a node condition's CamelCase name:
+// NODE_CONDITION_TYPE_DISK_PRESSURE is "DiskPressure".
+func ConditionName(t wasmorchv1.NodeConditionType) string {
+	var b strings.Builder
+	for _, w := range strings.Split(strings.TrimPrefix(t.String(), "NODE_CONDITION_TYPE_"), "_") {
+		if w != "" {
+			b.WriteString(w[:1] + strings.ToLower(w[1:]))
+		}
+	}
+	return b.String()
 }
 
 // Workloads, Instances and Nodes build sorted views of a list; never nil,

@@ -5,6 +5,7 @@ package diskspace
 
 import (
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,10 +41,10 @@ func Bytes(n int64) string {
 	}
 	v := float64(n) / float64(div)
 	suffix := []string{"KiB", "MiB", "GiB", "TiB", "PiB"}[exp]
-	if v == float64(int64(v)) || v >= 100 {
+	if v >= 100 {
 		return fmt.Sprintf("%.0f %s", v, suffix)
 	}
-	return fmt.Sprintf("%.1f %s", v, suffix)
+	return strings.TrimSuffix(fmt.Sprintf("%.1f", v), ".0") + " " + suffix
 }
 
 // LowError is the error of a check that found too little free space.

@@ -25,6 +25,7 @@ func TestBytes(t *testing.T) {
 		3 << 30:           "3 GiB",
 		(3 << 30) + 1<<29: "3.5 GiB",
 		150 << 30:         "150 GiB",
+		4<<30 - 1:         "4 GiB",
 	} {
 		if got := Bytes(n); got != want {
 			t.Errorf("Bytes(%d) = %q, want %q", n, got, want)

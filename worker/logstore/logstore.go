@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -52,6 +53,14 @@ type Store struct {
 	logs   map[string]*Log
 	lru    list.List     // of *Log whose file is open; front = most recent
 	opened chan struct{} // closed (and replaced) when a new log is opened
+
+	// The node-wide budget (budget.go).
+	total         atomic.Int64  // bytes of the counted files
+	cap           atomic.Int64  // the bound on total now; 0: none
+	seq           atomic.Uint64 // orders writes
+	totalLimit    int64         // SetTotalLimit; guarded by mu
+	pressure      bool          // SetPressure; guarded by mu
+	pressureLimit int64         // what the logs held when pressure began; guarded by mu
 }
 
 // Log is one instance's output. It is an io.Writer that never fails: output
@@ -73,6 +82,12 @@ type Log struct {
 	midLine bool
 	// followers get each write as it happens (read.go).
 	followers map[*Follower]struct{}
+
+	// The budget (budget.go): the rotated segment, guarded by s.mu, and
+	// the order of the latest write.
+	rotated    int64  // bytes in the rotated file
+	rotatedSeq uint64 // lastWrite when it was rotated
+	lastWrite  atomic.Uint64
 }
 
 // New returns a Store over dir, keeping at most limit bytes per instance on
@@ -150,6 +165,8 @@ func (s *Store) Remove(id string) error {
 		delete(s.logs, id)
 	}
 	s.closeLocked(l)
+	s.total.Add(-l.size - l.rotated)
+	l.size, l.rotated = 0, 0
 	s.mu.Unlock()
 	return l.deleteFiles()
 }
@@ -259,8 +276,9 @@ func (l *Log) Write(p []byte) (int, error) {
 			continue
 		}
 		chunk := p[:min(int64(len(p)), half-l.size)]
+		l.s.makeRoom(int64(len(chunk)))
 		m, err := l.f.Write(chunk)
-		l.size += int64(m)
+		l.s.wrote(l, int64(m))
 		p = p[m:]
 		if err != nil {
 			l.fail(err)
@@ -299,8 +317,12 @@ func (l *Log) ensureOpen() error {
 			_ = f.Close()
 			return err
 		}
-		l.size, l.sized = fi.Size(), true
 		l.midLine = endsMidLine(l.path(currentSuffix), l.path(rotatedSuffix))
+		s.mu.Lock()
+		l.size, l.sized = fi.Size(), true
+		s.total.Add(fi.Size())
+		s.sizeRotatedLocked(l)
+		s.mu.Unlock()
 	}
 	s.mu.Lock()
 	l.f = f
@@ -328,13 +350,23 @@ func (s *Store) evictLocked() {
 // rotate moves the current file to ".1", replacing the previous one. The
 // caller holds l.mu.
 func (l *Log) rotate() error {
-	l.s.mu.Lock()
-	l.s.closeLocked(l)
-	l.s.mu.Unlock()
-	if err := os.Rename(l.path(currentSuffix), l.path(rotatedSuffix)); err != nil && !os.IsNotExist(err) {
+	s := l.s
+	s.mu.Lock()
+	s.closeLocked(l)
+	// Under s.mu, so that eviction sees the rename and its accounting as one.
+	err := os.Rename(l.path(currentSuffix), l.path(rotatedSuffix))
+	switch {
+	case err == nil:
+		s.total.Add(-l.rotated) // replaced
+		l.rotated, l.rotatedSeq = l.size, l.lastWrite.Load()
+	case os.IsNotExist(err):
+		s.total.Add(-l.size) // gone already
+	default:
+		s.mu.Unlock()
 		return err
 	}
 	l.size, l.sized = 0, true
+	s.mu.Unlock()
 	return l.ensureOpen()
 }
 

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/wasmorch/wasmorch/internal/cliclient"
+	"github.com/wasmorch/wasmorch/worker"
+)
+
+// diskFlags are a worker's bounds on its disk (`up` and `agent`): its
+// instance logs, and the free space below which it reports DiskPressure.
+type diskFlags struct {
+	instanceLog, logBudget, minFree string
+}
+
+// add adds the flags, with the worker's defaults (diskflags_test.go holds
+// them equal).
+func (d *diskFlags) add(f *pflag.FlagSet) {
+	f.StringVar(&d.instanceLog, "instance-log-size", "1Mi",
+		"output kept per instance, e.g. 1Mi (a current and a rotated file, half each)")
+	f.StringVar(&d.logBudget, "log-budget", "1Gi",
+		"output kept by all instances of the node together, e.g. 1Gi; beyond it the oldest output is deleted first")
+	f.StringVar(&d.minFree, "min-free-disk", "512Mi,5%",
+		"free space the worker keeps on the disk of its data dir, a size, a percentage of the disk, or both (the larger holds), e.g. 512Mi,5%; below it the node reports DiskPressure and takes no new instances (0: never)")
+}
+
+// apply sets the worker's LogBytesPerInstance, LogBytesTotal,
+// DiskPressureFree and DiskPressureFreePercent.
+func (d *diskFlags) apply(wk *worker.Config) error {
+	var err error
+	if wk.LogBytesPerInstance, err = parseSizeFlag("instance-log-size", d.instanceLog, "1Mi"); err != nil {
+		return err
+	}
+	if wk.LogBytesTotal, err = parseSizeFlag("log-budget", d.logBudget, "1Gi"); err != nil {
+		return err
+	}
+	wk.DiskPressureFree, wk.DiskPressureFreePercent, err = parseMinFreeDisk(d.minFree)
+	return err
+}
+
+func parseSizeFlag(name, s, example string) (int64, error) {
+	n, err := parseCapacity(s)
+	if err != nil {
+		return 0, cliclient.Errorf(fmt.Sprintf("use --%s like %s, or a number of bytes", name, example), "invalid --%s: %v", name, err)
+	}
+	return n, nil
+}
+
+// parseMinFreeDisk reads --min-free-disk: "512Mi", "5%", "512Mi,5%" (the
+// larger of the two), or "0" (never under pressure). A criterion not
+// given is off (-1), as worker.Config reads it.
+func parseMinFreeDisk(s string) (bytes int64, percent int, err error) {
+	bad := func(format string, a ...any) error {
+		return cliclient.Errorf("use --min-free-disk like 512Mi, 5%, 512Mi,5% (the larger of the two), or 0 for never",
+			"invalid --min-free-disk: "+format, a...)
+	}
+	bytes, percent = -1, -1
+	if strings.TrimSpace(s) == "0" {
+		return bytes, percent, nil
+	}
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if p, ok := strings.CutSuffix(part, "%"); ok {
+			n, perr := strconv.Atoi(strings.TrimSpace(p))
+			if perr != nil || n <= 0 || n >= 100 || percent != -1 {
+				return 0, 0, bad("%q is not one percentage from 1%% to 99%%", part)
+			}
+			percent = n
+			continue
+		}
+		n, perr := parseCapacity(part)
+		if perr != nil || bytes != -1 {
+			return 0, 0, bad("%q is not one size", part)
+		}
+		bytes = n
+	}
+	return bytes, percent, nil
+}

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+
+	"github.com/wasmorch/wasmorch/worker"
+)
+
+func TestDiskFlagDefaultsAreTheWorkers(t *testing.T) {
+	var d diskFlags
+	d.add(pflag.NewFlagSet("t", pflag.ContinueOnError))
+	var wk worker.Config
+	if err := d.apply(&wk); err != nil {
+		t.Fatal(err)
+	}
+	if wk.LogBytesPerInstance != worker.DefaultLogBytesPerInstance || wk.LogBytesTotal != worker.DefaultLogBytesTotal ||
+		wk.DiskPressureFree != worker.DefaultDiskPressureFree || wk.DiskPressureFreePercent != worker.DefaultDiskPressureFreePercent {
+		t.Fatalf("the flags' defaults give %+v, want the worker's defaults", wk)
+	}
+}
+
+func TestParseMinFreeDisk(t *testing.T) {
+	for in, want := range map[string][2]int64{
+		"512Mi,5%": {512 << 20, 5}, "5%": {-1, 5}, "2Gi": {2 << 30, -1}, " 10% , 1Gi ": {1 << 30, 10}, "0": {-1, -1},
+	} {
+		b, p, err := parseMinFreeDisk(in)
+		if err != nil || b != want[0] || int64(p) != want[1] {
+			t.Errorf("parseMinFreeDisk(%q) = %d, %d, %v; want %d, %d", in, b, p, err, want[0], want[1])
+		}
+	}
+	for _, in := range []string{"", "lots", "5%,6%", "1Gi,2Gi", "100%", "0%", "-1Gi"} {
+		_, _, err := parseMinFreeDisk(in)
+		if err == nil || !strings.HasPrefix(err.Error(), "invalid --min-free-disk: ") {
+			t.Errorf("parseMinFreeDisk(%q) = %v, want it refused", in, err)
+		}
+	}
+}

@@ -98,3 +98,74 @@ func TestDashboardTokensActAsTheAdminWhoMintedThem(t *testing.T) {
 		t.Errorf("the dashboard's node list with a token: %d", r.StatusCode)
 	}
 }
+
+// A dashboard token is worth no more than the credential that minted it:
+// revoking that credential refuses the token, and ends the streams (a
+// watch) open with it.
+func TestDashboardTokensEndWithTheCredentialThatMintedThem(t *testing.T) {
+	c := startCluster(t, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cred, err := c.srv.AdminCredential()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := cred.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminConn, err := grpc.NewClient(c.srv.APIAddr(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adminConn.Close()
+	resp, err := v1.NewControlClient(adminConn).CreateUIToken(ctx, &v1.CreateUITokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare, err := grpc.NewClient(c.srv.APIAddr(), grpc.WithTransportCredentials(credentials.NewTLS(auth.MemberClientTLS(auth.PoolOf([]byte(cred.CA)), nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bare.Close()
+	control := v1.NewControlClient(bare)
+	withToken := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+resp.GetToken())
+	watch, err := control.Watch(withToken, &v1.WatchRequest{Kind: v1.WatchKind_WATCH_KIND_NODES})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil {
+		t.Fatalf("a watch with a dashboard token: %v", err)
+	}
+
+	cert, err := auth.ParseCertificate([]byte(cred.Cert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The member's own credential: revoked, it writes a new one; the
+	// member itself goes on.
+	if _, err := c.control.RevokeCredential(ctx, &v1.RevokeCredentialRequest{Serial: auth.Serial(cert), Reason: "laptop lost"}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err = watch.Recv(); err != nil {
+			break
+		}
+	}
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "laptop lost") {
+		t.Errorf("the watch open with the token, after the revocation: %v, want Unauthenticated saying why", err)
+	}
+	if _, err := control.ListNodes(withToken, &v1.ListNodesRequest{}); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("a call with the token after the revocation: %v, want Unauthenticated", err)
+	}
+	req, _ := http.NewRequest("GET", "http://"+c.srv.MetricsAddr()+"/ui/api/list/nodes", nil)
+	req.AddCookie(&http.Cookie{Name: "wasmorch_ui", Value: resp.GetToken()})
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.Body.Close()
+	if r.StatusCode != http.StatusUnauthorized || !strings.Contains(r.Header.Get("X-Wasmorch-UI-Error"), "revoked") {
+		t.Errorf("the dashboard with the token after the revocation: %d %q, want 401 saying it was revoked", r.StatusCode, r.Header.Get("X-Wasmorch-UI-Error"))
+	}
+}

@@ -36,7 +36,8 @@ func newUITokenCommand() *cobra.Command {
 		Short: "Mint a dashboard token and print the URL that logs in with it",
 		Long: `Mint a dashboard token and print the URL that logs in with it. The token acts
 as the admin whose credential minted it, on every member, until it expires
-(--ttl, at most 24h). The token travels in the URL's fragment, which the browser does not send to
+(--ttl, at most 24h); revoking that credential ('wasmorch credentials
+revoke') ends its tokens too. The token travels in the URL's fragment, which the browser does not send to
 the server: the login page posts it once, and keeps it in a cookie.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -194,15 +194,22 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 		return err
 	}
 	cert := callerCert(ss.Context())
-	if cert == nil {
+	serial, recheck := "", func(ctx context.Context) error { return s.checkCertificate(ctx, cert) }
+	if cert != nil {
+		serial = auth.Serial(cert)
+	} else if tok, ok := bearerToken(ss.Context()); ok && auth.IsUIToken(tok) {
+		// A dashboard token ends with the certificate that minted it.
+		serial, recheck = s.uiTokenMinter(ss.Context(), tok)
+	}
+	if serial == "" {
 		return h(srv, &checkedStream{ServerStream: ss, node: node, ctx: ss.Context()})
 	}
 	ctx, cancel := context.WithCancelCause(ss.Context())
 	defer cancel(nil)
-	untrack := s.revoked.track(auth.Serial(cert), cancel)
+	untrack := s.revoked.track(serial, cancel)
 	defer untrack()
 	// Revoked between the check above and the tracking: end it now.
-	if err := s.checkCertificate(ctx, cert); err != nil {
+	if err := recheck(ctx); err != nil {
 		return err
 	}
 	err = h(srv, &checkedStream{ServerStream: ss, node: node, ctx: ctx})

@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"google.golang.org/grpc/peer"
-
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -49,17 +47,44 @@ func (a *controlAPI) CreateUIToken(ctx context.Context, req *v1.CreateUITokenReq
 // callerSerial is the serial of the client certificate of ctx's
 // connection, "" without one.
 func callerSerial(ctx context.Context) string {
-	if p, ok := peer.FromContext(ctx); ok {
-		if pa, ok := p.AuthInfo.(peerAuth); ok && len(pa.State.PeerCertificates) > 0 {
-			return pa.State.PeerCertificates[0].SerialNumber.String()
-		}
+	if cert := callerCert(ctx); cert != nil {
+		return auth.Serial(cert)
 	}
 	return ""
 }
 
 // VerifyUIToken checks a dashboard token as every call that carries one
-// is checked, and returns what it says: the dashboard checks the token of
-// each browser request with it before it serves anything.
+// is checked, and returns what it says: signed by the cluster CA,
+// unexpired, and minted with a certificate that is not revoked (a token
+// is worth no more than the credential that minted it). The dashboard
+// checks the token of each browser request with it before it serves
+// anything.
 func (s *Server) VerifyUIToken(ctx context.Context, raw string) (auth.UIToken, error) {
-	return auth.VerifyUIToken(s.sec.ca.Cert, raw, time.Now())
+	t, err := auth.VerifyUIToken(s.sec.ca.Cert, raw, time.Now())
+	if err != nil {
+		return auth.UIToken{}, err
+	}
+	rec, err := s.revoked.lookup(ctx, t.Minter)
+	if err != nil {
+		return auth.UIToken{}, err
+	}
+	if rec != nil {
+		return auth.UIToken{}, errdefs.Unauthenticatedf("the dashboard token was minted with a credential that is revoked since: %v", revokedError(rec))
+	}
+	return t, nil
+}
+
+// uiTokenMinter is the serial of the certificate that minted a dashboard
+// token the stream's call was authorized with (its streams end when that
+// certificate is revoked), and the check to run again once the stream is
+// tracked.
+func (s *Server) uiTokenMinter(ctx context.Context, raw string) (string, func(context.Context) error) {
+	t, err := s.VerifyUIToken(ctx, raw)
+	if err != nil {
+		return "", nil // authorize refused it already
+	}
+	return t.Minter, func(ctx context.Context) error {
+		_, err := s.VerifyUIToken(ctx, raw)
+		return err
+	}
 }

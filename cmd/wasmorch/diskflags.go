@@ -38,6 +38,10 @@ func (d *diskFlags) apply(wk *worker.Config) error {
 	if wk.LogBytesTotal, err = parseSizeFlag("log-budget", d.logBudget, "1Gi"); err != nil {
 		return err
 	}
+	if wk.LogBytesTotal < 2*wk.LogBytesPerInstance {
+		return cliclient.Errorf("give --log-budget room for at least two instances' logs, or a smaller --instance-log-size",
+			"--log-budget %s is less than twice --instance-log-size %s", d.logBudget, d.instanceLog)
+	}
 	wk.DiskPressureFree, wk.DiskPressureFreePercent, err = parseMinFreeDisk(d.minFree)
 	return err
 }

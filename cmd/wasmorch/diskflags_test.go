@@ -38,3 +38,11 @@ func TestParseMinFreeDisk(t *testing.T) {
 		}
 	}
 }
+
+func TestALogBudgetBelowTwoInstancesIsRefusedByItsFlags(t *testing.T) {
+	d := diskFlags{instanceLog: "1Gi", logBudget: "1Gi", minFree: "0"}
+	err := d.apply(&worker.Config{})
+	if err == nil || !strings.HasPrefix(err.Error(), "--log-budget 1Gi is less than twice --instance-log-size 1Gi; ") {
+		t.Fatalf("apply = %v, want the two flags named", err)
+	}
+}

@@ -112,7 +112,9 @@ func (f *function) Serve(ctx context.Context, w http.ResponseWriter, req *runtim
 
 	mod, err := f.m.wz.InstantiateModule(experimental.WithMemoryAllocator(ctx, f.alloc), f.m.code, cfg)
 	if err == nil {
+		guestProcs.enter()
 		_, err = mod.ExportedFunction("_start").Call(withEnviron(ctx, cgiEnv(req, f.env)))
+		guestProcs.leave()
 		_ = mod.Close(context.WithoutCancel(ctx))
 	} else if !isExit(err) {
 		return failCall(w, req, http.StatusInternalServerError, runtimeapi.OutcomeError, "instantiate: "+firstLine(err))
@@ -218,6 +220,8 @@ func note(req *runtimeapi.FunctionRequest, status int, msg string) {
 func ctxSleep(ctx context.Context, pause func()) sys.Nanosleep {
 	return func(ns int64) {
 		pause()
+		guestProcs.leave() // a sleeping guest needs no P
+		defer guestProcs.enter()
 		if ns > 0 {
 			t := time.NewTimer(time.Duration(ns))
 			select {

@@ -92,7 +92,9 @@ func (i *instance) run(r *Runtime, m *module, spec runtimeapi.InstanceSpec) {
 		i.finish(r, m, i.exitFrom(err, "instantiate: "))
 		return
 	}
+	guestProcs.enter()
 	_, err = mod.ExportedFunction("_start").Call(withEnviron(i.ctx, spec.Env))
+	guestProcs.leave()
 	_ = mod.Close(context.WithoutCancel(i.ctx))
 	i.finish(r, m, i.exitFrom(err, ""))
 }
@@ -149,6 +151,8 @@ func (i *instance) exitFrom(err error, prefix string) runtimeapi.Exit {
 // sleep ends the guest there, as proc_exit does, rather than letting it run
 // on until wazero notices the canceled context.
 func (i *instance) sleep(ns int64) {
+	guestProcs.leave() // a sleeping guest needs no P
+	defer guestProcs.enter()
 	if ns > 0 {
 		d := time.Duration(ns)
 		if i.timer == nil {

@@ -27,6 +27,9 @@ type diskWatch struct {
 	// space reads the disk: diskspace.Of, replaced by tests.
 	space func(dir string) (diskspace.Space, error)
 
+	// checking serializes checks, so that a condition is published only
+	// once the logs have acted on it.
+	checking sync.Mutex
 	mu       sync.Mutex
 	pressure *pb.NodeCondition // nil while the disk has room; never modified once set
 }
@@ -41,9 +44,10 @@ func (d *diskWatch) floor(size int64) int64 {
 }
 
 // check reads the disk once. It returns the new condition (nil when the
-// disk has room) and whether that changed. Pressure ends only once the
-// free space is a tenth above the floor, so that the logs evicted when it
-// began do not make it flap.
+// disk has room) and whether that changed, which the caller acts on, then
+// publishes with set; the caller holds d.checking. Pressure ends only
+// once the free space is a tenth above the floor, so that the logs
+// evicted when it began do not make it flap.
 func (d *diskWatch) check(now time.Time) (cond *pb.NodeCondition, changed bool, err error) {
 	s, err := d.space(d.dir)
 	if err != nil {
@@ -54,18 +58,23 @@ func (d *diskWatch) check(now time.Time) (cond *pb.NodeCondition, changed bool, 
 	defer d.mu.Unlock()
 	switch {
 	case d.pressure == nil && s.Free < floor:
-		d.pressure = &pb.NodeCondition{
+		return &pb.NodeCondition{
 			Type: pb.NodeConditionType_NODE_CONDITION_TYPE_DISK_PRESSURE,
 			Message: fmt.Sprintf("the disk holding %s has %s free of %s, below the %s the worker keeps free",
 				d.dir, diskspace.Bytes(s.Free), diskspace.Bytes(s.Size), diskspace.Bytes(floor)),
 			SinceUnixNano: now.UnixNano(),
-		}
-		return d.pressure, true, nil
+		}, true, nil
 	case d.pressure != nil && s.Free >= floor+floor/10:
-		d.pressure = nil
 		return nil, true, nil
 	}
 	return d.pressure, false, nil
+}
+
+// set publishes the condition check returned, for the heartbeats.
+func (d *diskWatch) set(cond *pb.NodeCondition) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pressure = cond
 }
 
 // conditions lists what holds now, for a heartbeat or a registration.
@@ -92,6 +101,8 @@ func (w *Worker) watchDisk(ctx context.Context) error {
 // checkDisk reads the disk once and acts on a change: under pressure the
 // logs give up their rotated segments and stop growing.
 func (w *Worker) checkDisk() {
+	w.disk.checking.Lock()
+	defer w.disk.checking.Unlock()
 	cond, changed, err := w.disk.check(w.clock.Now())
 	if err != nil {
 		w.logger.Warn("cannot read the free space of the data dir", "err", err)
@@ -104,8 +115,13 @@ func (w *Worker) checkDisk() {
 		freed := w.logs.SetPressure(true)
 		w.logger.Warn("disk pressure: placing no new instances here and keeping instance logs from growing",
 			"why", cond.GetMessage(), "evictedLogBytes", freed)
-		return
+	} else {
+		w.logs.SetPressure(false)
+		w.logger.Info("disk pressure is over", "dataDir", w.cfg.DataDir)
 	}
-	w.logs.SetPressure(false)
-	w.logger.Info("disk pressure is over", "dataDir", w.cfg.DataDir)
+	w.disk.set(cond)
+	select {
+	case w.conditionsChanged <- struct{}{}:
+	default: // one is pending already
+	}
 }

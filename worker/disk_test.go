@@ -132,3 +132,25 @@ func TestAWorkerStartedOnAFullDiskRegistersUnderPressure(t *testing.T) {
 		t.Fatalf("the first registration on a full disk has conditions %v, want DiskPressure", conds)
 	}
 }
+
+// A condition that begins or ends is sent at once, in a heartbeat of its
+// own, not at the next one: here the control plane asks for a heartbeat
+// an hour.
+func TestAChangedConditionIsSentAtOnce(t *testing.T) {
+	var free atomic.Int64
+	free.Store(100 << 30)
+	e := startEnv(t, envOptions{
+		cp: func(cp *fakeCP) { cp.heartbeatMs = time.Hour.Milliseconds() },
+		worker: func(w *Worker) {
+			w.disk.space = func(string) (diskspace.Space, error) {
+				return diskspace.Space{Free: free.Load(), Size: 200 << 30}, nil
+			}
+			w.diskCheckInterval = time.Millisecond
+		},
+	})
+	eventually(t, "a registration", func() bool { return len(e.cp.registrations()) > 0 })
+	free.Store(1 << 20)
+	eventually(t, "DiskPressure in a heartbeat", func() bool { return e.diskPressure() != nil })
+	free.Store(100 << 30)
+	eventually(t, "a heartbeat without DiskPressure", func() bool { return e.diskPressure() == nil })
+}

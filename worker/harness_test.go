@@ -419,11 +419,16 @@ type envOptions struct {
 	fakeTime bool
 	config   func(*Config)
 	worker   func(*Worker)
+	// cp, when set, edits the fake control plane before the worker starts.
+	cp func(*fakeCP)
 }
 
 func startEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	e := &env{t: t, cp: newFakeCP(), rt: fakert.New("wasm")}
+	if o.cp != nil {
+		o.cp(e.cp)
+	}
 	e.cpAddr, e.stopCP = serveCP(t, e.cp, "")
 	cfg := Config{
 		NodeName:            "node-a",

@@ -166,6 +166,7 @@ func (w *Worker) heartbeat(ctx context.Context, client pb.AgentClient, interval 
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
+		case <-w.conditionsChanged: // at once, not a heartbeat later
 		}
 		hctx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
 		_, err := client.Heartbeat(hctx, &pb.HeartbeatRequest{Node: w.cfg.NodeName, Conditions: w.disk.conditions()})

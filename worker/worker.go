@@ -70,6 +70,9 @@ type Worker struct {
 
 	disk              *diskWatch // DiskPressure (disk.go); its space func is replaced by tests
 	diskCheckInterval time.Duration
+	// conditionsChanged has the next heartbeat sent at once, carrying a
+	// condition that began or ended.
+	conditionsChanged chan struct{}
 
 	mu        sync.Mutex
 	instances map[string]*instance
@@ -169,6 +172,7 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		disk: &diskWatch{dir: cfg.DataDir, minFree: cfg.DiskPressureFree, minPercent: cfg.DiskPressureFreePercent,
 			space: diskspace.Of},
 		diskCheckInterval: defaultDiskCheckInterval,
+		conditionsChanged: make(chan struct{}, 1),
 
 		unavailable:     map[string]bool{},
 		runtimesChanged: make(chan struct{}, 1),

@@ -219,13 +219,54 @@ func TestWorkloadLifecycleThroughAgentProtocol(t *testing.T) {
 		t.Fatalf("re-apply of the same spec changed something: %v %v", again, err)
 	}
 
+	// What goes is marked terminating in the node's set, and leaves the
+	// set once the node reports it stopped.
+	stopped := func(set *v1.Assignments, n int) {
+		t.Helper()
+		var sts []*v1.InstanceStatus
+		for _, inst := range set.GetInstances() {
+			if inst.GetTerminatingUnixNano() != 0 {
+				sts = append(sts, &v1.InstanceStatus{Id: inst.GetId(), State: v1.InstanceState_INSTANCE_STATE_STOPPED})
+			}
+		}
+		if len(sts) != n {
+			t.Fatalf("%d instances marked terminating in %v, want %d", len(sts), set, n)
+		}
+		if _, err := c.agent.ReportStatus(ctx, &v1.StatusBatch{Node: "n1", Statuses: sts}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	terminating := func(set *v1.Assignments) (n int) {
+		for _, inst := range set.GetInstances() {
+			if inst.GetTerminatingUnixNano() != 0 {
+				n++
+			}
+		}
+		return n
+	}
+	waitTerminating := func(n int) *v1.Assignments {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for {
+			select {
+			case set := <-sets:
+				if terminating(set) == n {
+					return set
+				}
+			case <-deadline:
+				t.Fatalf("no assignment set with %d instances terminating within 20s", n)
+			}
+		}
+	}
 	if _, err := c.control.ScaleWorkload(ctx, &v1.ScaleRequest{Name: "hello", Replicas: 1}); err != nil {
 		t.Fatal(err)
 	}
+	stopped(waitTerminating(2), 2)
 	waitSet(1)
 	if _, err := c.control.DeleteWorkload(ctx, &v1.DeleteWorkloadRequest{Name: "hello"}); err != nil {
 		t.Fatal(err)
 	}
+	stopped(waitTerminating(1), 1)
 	waitSet(0)
 	eventually(t, "statuses of deleted instances are cleaned up", func() (bool, string) {
 		l, err := c.control.ListInstances(ctx, &v1.ListInstancesRequest{})

@@ -15,10 +15,46 @@ import (
 )
 
 // fakeNode is a node registered over the Agent API whose heartbeats the
-// test can pause, and which reports the states the test chooses.
+// test can pause, and which reports the states the test chooses; like a
+// worker, it reports the instances its set marks terminating Stopped
+// (unless paused, or holdStops says to keep them running).
 type fakeNode struct {
-	name   string
-	paused atomic.Bool
+	name      string
+	paused    atomic.Bool
+	holdStops atomic.Bool
+}
+
+// stopTerminating follows the node's session as a worker would, and
+// reports Stopped the instances its set marks terminating.
+func (n *fakeNode) stopTerminating(ctx context.Context, c *cluster) {
+	session, err := c.agent.Session(ctx, &v1.SessionRequest{Node: n.name})
+	if err != nil {
+		return
+	}
+	for {
+		set, err := session.Recv()
+		if err != nil {
+			return
+		}
+		if n.paused.Load() || n.holdStops.Load() {
+			continue
+		}
+		reportTerminatingStopped(ctx, c, n.name, set)
+	}
+}
+
+// reportTerminatingStopped reports, as node's worker, the instances set
+// marks terminating as stopped.
+func reportTerminatingStopped(ctx context.Context, c *cluster, node string, set *v1.Assignments) {
+	batch := &v1.StatusBatch{Node: node}
+	for _, inst := range set.GetInstances() {
+		if inst.GetTerminatingUnixNano() != 0 {
+			batch.Statuses = append(batch.Statuses, &v1.InstanceStatus{Id: inst.GetId(), State: v1.InstanceState_INSTANCE_STATE_STOPPED})
+		}
+	}
+	if len(batch.Statuses) > 0 {
+		_, _ = c.agent.ReportStatus(ctx, batch)
+	}
 }
 
 func registerFake(t *testing.T, c *cluster, names ...string) map[string]*fakeNode {
@@ -35,7 +71,11 @@ func registerFake(t *testing.T, c *cluster, names ...string) map[string]*fakeNod
 		}
 		n := &fakeNode{name: name}
 		out[name] = n
-		wg.Add(1)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			n.stopTerminating(ctx, c)
+		}()
 		go func() {
 			defer wg.Done()
 			tick := time.NewTicker(200 * time.Millisecond)

@@ -70,6 +70,8 @@ func startRolloutNode(ctx context.Context, t *testing.T, c *cluster, name string
 			n.mu.Lock()
 			n.last = set
 			n.mu.Unlock()
+			// A worker stops what its set marks terminating, and says so.
+			reportTerminatingStopped(ctx, c, name, set)
 		}
 	}()
 	go func() {
@@ -87,9 +89,11 @@ func (n *rolloutNode) current() *v1.Assignments {
 	return n.last
 }
 
+// countGen counts the instances of generation gen in set, leaving out
+// those marked terminating.
 func countGen(set *v1.Assignments, gen int64) (n int) {
 	for _, inst := range set.GetInstances() {
-		if inst.GetGeneration() == gen {
+		if inst.GetGeneration() == gen && inst.GetTerminatingUnixNano() == 0 {
 			n++
 		}
 	}
@@ -115,8 +119,9 @@ func TestRollingUpdateRespectsSurgeAndUnavailable(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		old := countGen(set, 1)
+		// Those terminating still run: they count.
 		if len(set.GetInstances()) > 5 {
-			violation = fmt.Sprintf("a set of %d instances exceeds replicas+surge 5", len(set.GetInstances()))
+			violation = fmt.Sprintf("a set of %d instances (terminating ones included) exceeds replicas+surge 5", len(set.GetInstances()))
 		}
 		// Old instances are all running; readyNew counts every new one
 		// reported so far (at least those ready when the set was made).

@@ -58,6 +58,8 @@ type options struct {
 	logs io.Writer
 	// worker, when set, edits the worker's configuration last.
 	worker func(*worker.Config)
+	// stopGrace, when set, is the worker's StopGrace.
+	stopGrace time.Duration
 }
 
 func start(tb testing.TB, opts options) *allInOne {
@@ -90,6 +92,7 @@ func start(tb testing.TB, opts options) *allInOne {
 		wk.MemoryBytes, wk.ReservedMemoryBytes = opts.memory, opts.reservedMemory
 	}
 	wk.FunctionMemoryWait = opts.functionMemoryWait
+	wk.StopGrace = opts.stopGrace
 	if opts.worker != nil {
 		opts.worker(&wk)
 	}

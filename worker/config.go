@@ -39,6 +39,10 @@ const (
 	// disk of the data dir is under pressure with less free than either.
 	DefaultDiskPressureFree        = 512 << 20
 	DefaultDiskPressureFreePercent = 5
+	// DefaultStopGrace is how long a stopping instance has to end on its
+	// own: a function replica's requests in flight to finish, a
+	// container's process after SIGTERM. Then it is ended (SIGKILL).
+	DefaultStopGrace = 5 * time.Second
 
 	minLogBytesPerInstance = 4 << 10
 )
@@ -72,11 +76,14 @@ type Config struct {
 	// disk of DataDir has less free than DiskPressureFree bytes or than
 	// DiskPressureFreePercent of its size. Zero: the defaults; negative:
 	// not a criterion.
-	DiskPressureFree        int64                `json:"diskPressureFree" yaml:"diskPressureFree"`
-	DiskPressureFreePercent int                  `json:"diskPressureFreePercent" yaml:"diskPressureFreePercent"`
-	StatusBatchInterval     time.Duration        `json:"statusBatchInterval" yaml:"statusBatchInterval"`
-	Runtimes                []runtimeapi.Runtime `json:"-" yaml:"-"`
-	Logger                  *slog.Logger         `json:"-" yaml:"-"`
+	DiskPressureFree        int64         `json:"diskPressureFree" yaml:"diskPressureFree"`
+	DiskPressureFreePercent int           `json:"diskPressureFreePercent" yaml:"diskPressureFreePercent"`
+	StatusBatchInterval     time.Duration `json:"statusBatchInterval" yaml:"statusBatchInterval"`
+	// StopGrace is how long an instance that is no longer wanted has to
+	// end on its own before it is ended; zero: DefaultStopGrace.
+	StopGrace time.Duration        `json:"stopGrace" yaml:"stopGrace"`
+	Runtimes  []runtimeapi.Runtime `json:"-" yaml:"-"`
+	Logger    *slog.Logger         `json:"-" yaml:"-"`
 	// security: JoinToken is presented once, when DataDir/pki holds no
 	// usable node certificate, to receive one (see identity.go).
 	JoinToken string `json:"joinToken" yaml:"joinToken"`
@@ -159,6 +166,9 @@ func (c Config) withDefaults() Config {
 	if c.StatusBatchInterval == 0 {
 		c.StatusBatchInterval = DefaultStatusBatchInterval
 	}
+	if c.StopGrace == 0 {
+		c.StopGrace = DefaultStopGrace
+	}
 	if c.GCPercent == 0 {
 		c.GCPercent = DefaultGCPercent
 	}
@@ -233,6 +243,9 @@ func (c Config) Validate() error {
 	}
 	if c.StatusBatchInterval < 0 {
 		bad("worker: StatusBatchInterval %s is negative", c.StatusBatchInterval)
+	}
+	if c.StopGrace < 0 {
+		bad("worker: StopGrace %s is negative", c.StopGrace)
 	}
 	if len(c.Runtimes) == 0 {
 		bad("worker: Runtimes needs at least one runtime")

@@ -75,13 +75,16 @@ func runtimeName(in *instance) string {
 }
 
 // removeUnwanted lets each runtime whose instances outlive the worker
-// process (runtimeapi.Adopter) remove those of instances not in want: the
-// first full desired set after a restart says what a previous process
-// left behind. Wanted ones are adopted as they start.
+// process (runtimeapi.Adopter) remove those of instances not in want, or
+// marked terminating there: the first full desired set after a restart
+// says what a previous process left behind. Wanted ones are adopted as
+// they start.
 func (w *Worker) removeUnwanted(want map[string]*pb.Instance) {
 	keep := make(map[string]bool, len(want))
-	for id := range want {
-		keep[id] = true
+	for id, rec := range want {
+		if !terminating(rec) {
+			keep[id] = true
+		}
 	}
 	for _, rt := range w.runtimes {
 		a, ok := rt.(runtimeapi.Adopter)

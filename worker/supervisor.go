@@ -21,7 +21,6 @@ const (
 
 const (
 	defaultKind       = "wasm"
-	defaultStopGrace  = 5 * time.Second
 	stopSlack         = 2 * time.Second // beyond the grace, for the runtime to force an exit
 	fetchTimeout      = 2 * time.Minute
 	defaultBackoff    = 100 * time.Millisecond
@@ -389,6 +388,33 @@ func (w *Worker) forget(in *instance) {
 	w.statuses.add(st)
 	w.desired.touch(in.id())
 	w.kickReconcile()
+}
+
+// terminating says whether the control plane marked an instance of the
+// set terminating: its node stops it and reports it Stopped, after which
+// the record goes.
+func terminating(rec *pb.Instance) bool { return rec.GetTerminatingUnixNano() != 0 }
+
+// reportAbsent reports Stopped the terminating instances the worker does
+// not run: nothing of them is left here, and the control plane waits for
+// that word to let them go.
+func (w *Worker) reportAbsent(recs []*pb.Instance) {
+	if len(recs) == 0 {
+		return
+	}
+	sts := make([]*pb.InstanceStatus, len(recs))
+	now := w.clock.Now().UnixNano()
+	for i, rec := range recs {
+		sts[i] = &pb.InstanceStatus{
+			Id:              rec.GetId(),
+			Node:            w.cfg.NodeName,
+			State:           pb.InstanceState_INSTANCE_STATE_STOPPED,
+			Reason:          runtimeapi.ReasonStopped,
+			Message:         "not running on this node",
+			UpdatedUnixNano: now,
+		}
+	}
+	w.statuses.addAll(sts)
 }
 
 // newStatus starts a status record for in; the caller holds in.mu.

@@ -33,8 +33,8 @@ import (
 )
 
 const (
-	defaultStartWorkers  = 16 // start steps in flight: fetch, prepare, instantiate
-	defaultStopWorkers   = 16 // stops in flight when instances leave the set
+	defaultStartWorkers  = 16  // start steps in flight: fetch, prepare, instantiate
+	defaultStopWorkers   = 256 // stops in flight when instances leave the set
 	shutdownConcurrency  = 256
 	runtimeCloseTimeout  = 10 * time.Second
 	defaultReconnectBase = 100 * time.Millisecond
@@ -158,7 +158,7 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		backoffReset:  defaultResetAfter,
 		reconnectBase: defaultReconnectBase,
 		reconnectMax:  defaultReconnectMax,
-		stopGrace:     defaultStopGrace,
+		stopGrace:     cfg.StopGrace,
 		startWorkers:  defaultStartWorkers,
 		stopWorkers:   defaultStopWorkers,
 		instances:     map[string]*instance{},
@@ -272,9 +272,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	for range w.startWorkers {
 		g.Go(func() error { w.drain(gctx, w.startq, w.doStart); return nil })
 	}
-	for range w.stopWorkers {
-		g.Go(func() error { w.drain(gctx, w.stopq, w.doStop); return nil })
-	}
+	g.Go(func() error { w.dispatchStops(gctx); return nil })
 	w.logger.Info("worker started", "addr", w.Addr(), "servers", w.cfg.Servers)
 	err := g.Wait()
 
@@ -313,6 +311,34 @@ func (w *Worker) drain(ctx context.Context, q *queue, step func(context.Context,
 			return
 		}
 		step(ctx, in)
+	}
+}
+
+// dispatchStops runs the stop of each instance popped from the stop queue
+// in a goroutine of its own, at most stopWorkers at once: a stop mostly
+// waits (for the requests in flight, for a container's grace), so that
+// instances that leave together are all signalled together, rather than
+// a few at a time, each batch waiting out its grace. It returns once ctx
+// is done and the stops under way have ended.
+func (w *Worker) dispatchStops(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, w.stopWorkers)
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		in, ok := w.stopq.pop(ctx)
+		if !ok || ctx.Err() != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			w.doStop(ctx, in)
+		}()
 	}
 }
 
@@ -387,16 +413,20 @@ func (w *Worker) reconcileLoop(ctx context.Context) error {
 }
 
 // converge starts what the set has and the worker lacks, and stops what the
-// worker has and the set lacks (or holds at another generation): among
-// every instance for a pass over the whole set, among those that changed
-// otherwise. An instance still stopping is left to finish; forgetting it
-// kicks another pass.
+// worker has and the set lacks, holds at another generation, or marks
+// terminating: among every instance for a pass over the whole set, among
+// those that changed otherwise. An instance still stopping is left to
+// finish; forgetting it reports it Stopped and kicks another pass. A
+// terminating instance the worker does not run (it restarted meanwhile)
+// is reported Stopped at once, once what a previous process left of it
+// is removed.
 func (w *Worker) converge(p pass) {
 	var stops, starts []*instance
+	var absent []*pb.Instance
 	w.mu.Lock()
 	if p.all {
 		for id, in := range w.instances {
-			if rec, ok := p.want[id]; !ok || rec.GetGeneration() != in.rec.GetGeneration() {
+			if rec, ok := p.want[id]; !ok || terminating(rec) || rec.GetGeneration() != in.rec.GetGeneration() {
 				stops = append(stops, in)
 			}
 		}
@@ -404,8 +434,10 @@ func (w *Worker) converge(p pass) {
 	for id, rec := range p.want {
 		in, ok := w.instances[id]
 		switch {
-		case ok && !p.all && (rec == nil || rec.GetGeneration() != in.rec.GetGeneration()):
+		case ok && !p.all && (rec == nil || terminating(rec) || rec.GetGeneration() != in.rec.GetGeneration()):
 			stops = append(stops, in)
+		case !ok && terminating(rec):
+			absent = append(absent, rec)
 		case !ok && rec != nil:
 			in := w.newInstanceLocked(rec)
 			w.instances[id] = in
@@ -430,6 +462,7 @@ func (w *Worker) converge(p pass) {
 		}
 		w.removeUnwanted(p.want)
 	}
+	w.reportAbsent(absent)
 	if len(stops)+len(starts) > 0 {
 		w.logger.Debug("converging", "revision", p.rev, "whole set", p.all, "looked at", len(p.want), "starting", len(starts), "stopping", len(stops))
 	}

@@ -112,7 +112,7 @@ Aliases: workload, wl; instance, inst; node; event, ev.`,
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table, wide, json or yaml")
 	f.StringVar(&o.workload, "workload", "", "instances or events of this workload only")
 	f.StringVar(&o.node, "node", "", "instances on this node, or events of this node, only")
-	f.StringSliceVar(&o.states, "state", nil, "instances in one of these states only (Pending, Scheduled, Starting, Running, Succeeded, Failed, Lost, Stopped; comma-separated or repeated)")
+	f.StringSliceVar(&o.states, "state", nil, "instances in one of these states only (Pending, Scheduled, Starting, Running, Succeeded, Failed, Lost, Stopped, Terminating; comma-separated or repeated)")
 	f.StringSliceVarP(&o.selector, "selector", "l", nil, "workloads (or instances of workloads) whose labels match k=v, k!=v, k or !k (comma-separated: all must), or nodes carrying every label k=v, only")
 	f.BoolVarP(&o.watch, "watch", "w", false, "after the list, print each change until Ctrl-C")
 	f.IntVar(&o.chunk, "chunk-size", cliclient.DefaultChunkSize, fmt.Sprintf("objects per page of the list (1 to %d; 0: the server's default)", cliclient.MaxChunkSize))

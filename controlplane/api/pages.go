@@ -104,7 +104,7 @@ func fitPage[T proto.Message](objs []T) int {
 func instanceFilter(workload, node string, states []v1.InstanceState) (string, []v1.InstanceState, error) {
 	for _, s := range states {
 		if _, known := v1.InstanceState_name[int32(s)]; !known || s == v1.InstanceState_INSTANCE_STATE_UNSPECIFIED {
-			return "", nil, errdefs.Invalidf("instance state %d is not one of Pending, Scheduled, Starting, Running, Succeeded, Failed, Lost, Stopped", s)
+			return "", nil, errdefs.Invalidf("instance state %d is not one of Pending, Scheduled, Starting, Running, Succeeded, Failed, Lost, Stopped, Terminating", s)
 		}
 	}
 	slices.Sort(states)

@@ -64,6 +64,12 @@ func (r Reader) Pending() []Instance {
 	return r.s.collect(r.s.byState[v1.InstanceState_INSTANCE_STATE_PENDING])
 }
 
+// InState returns the instances in a state (as EffectiveState has it), by
+// ID.
+func (r Reader) InState(s v1.InstanceState) []Instance {
+	return r.s.collect(r.s.byState[s])
+}
+
 // Nodes returns every node, by name.
 func (r Reader) Nodes() []Node {
 	out := make([]Node, 0, len(r.s.nodes))

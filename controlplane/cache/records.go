@@ -17,7 +17,8 @@ type Workload struct {
 }
 
 // Counts are a workload's instances as `get workloads` shows them: Total
-// not lost, Current of its generation (not lost), Ready of those, ready.
+// not lost (terminating ones included: they still run), Current of its
+// generation (not lost, not terminating), Ready of those, ready.
 type Counts struct {
 	Total, Current, Ready int32
 }
@@ -48,7 +49,9 @@ type Node struct {
 	// renewed by heartbeats); Lease is that key's lease.
 	Alive bool
 	Lease int64
-	// Used is what the instances bound to it (not lost) reserve.
+	// Used is what the instances bound to it (not lost) reserve; a
+	// terminating instance holds its share until its node reports it
+	// stopped.
 	Used Usage
 }
 
@@ -75,9 +78,10 @@ const (
 
 // IsReady says whether an instance is doing its job: running (and not
 // failing its health check), or, for a command, its last run completed;
-// its node must be alive and the status its own.
+// its node must be alive and the status its own, and the control plane
+// must still want it (not terminating).
 func IsReady(inst *v1.Instance, st *v1.InstanceStatus, alive bool) bool {
-	if inst.GetNode() == "" || inst.GetLostUnixNano() != 0 || !alive || st == nil || st.GetNode() != inst.GetNode() {
+	if inst.GetNode() == "" || inst.GetLostUnixNano() != 0 || inst.GetTerminatingUnixNano() != 0 || !alive || st == nil || st.GetNode() != inst.GetNode() {
 		return false
 	}
 	s := st.GetState()
@@ -85,18 +89,30 @@ func IsReady(inst *v1.Instance, st *v1.InstanceStatus, alive bool) bool {
 }
 
 // EffectiveState is the state users see: Pending until placed, Lost while
-// the node is not alive or once the instance is marked lost, Scheduled
-// until the node reports, then what it reports.
+// the node is not alive or once the instance is marked lost, Terminating
+// once marked so until its node reports it Stopped, Scheduled until the
+// node reports, then what it reports.
 func EffectiveState(inst *v1.Instance, st *v1.InstanceStatus, alive bool) v1.InstanceState {
 	switch {
 	case inst.GetNode() == "":
 		return v1.InstanceState_INSTANCE_STATE_PENDING
 	case !alive || inst.GetLostUnixNano() != 0:
 		return v1.InstanceState_INSTANCE_STATE_LOST
+	case inst.GetTerminatingUnixNano() != 0:
+		if StoppedOnNode(inst, st) {
+			return v1.InstanceState_INSTANCE_STATE_STOPPED
+		}
+		return v1.InstanceState_INSTANCE_STATE_TERMINATING
 	case st == nil || st.GetNode() != inst.GetNode():
 		return v1.InstanceState_INSTANCE_STATE_SCHEDULED
 	}
 	return st.GetState()
+}
+
+// StoppedOnNode says whether the node an instance is bound to has
+// reported it stopped: nothing of it runs there any more.
+func StoppedOnNode(inst *v1.Instance, st *v1.InstanceStatus) bool {
+	return st != nil && inst.GetNode() != "" && st.GetNode() == inst.GetNode() && st.GetState() == v1.InstanceState_INSTANCE_STATE_STOPPED
 }
 
 // countsOf is what an instance adds to its workload's counts.
@@ -105,6 +121,9 @@ func countsOf(inst *v1.Instance, st *v1.InstanceStatus, alive bool, generation i
 		return 0 // replaced: it counts no more
 	}
 	c := countedTotal
+	if inst.GetTerminatingUnixNano() != 0 {
+		return c // leaving, but still running until its node says it stopped
+	}
 	if inst.GetGeneration() == generation {
 		c |= countedCurrent
 		if IsReady(inst, st, alive) {

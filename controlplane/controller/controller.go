@@ -177,10 +177,14 @@ func (c *controller) enqueueAll() {
 		for _, n := range r.Nodes() {
 			c.queue.Add(keyNode + n.Value.GetName())
 		}
-		// Instances whose workload is gone (deleted while no leader ran).
-		for _, e := range r.Pending() {
-			if _, ok := r.Workload(e.Value.GetWorkload()); !ok {
-				c.queue.Add(keyWorkload + e.Value.GetWorkload())
+		// Instances whose workload is gone (deleted while no leader ran,
+		// or still terminating when it was deleted).
+		for _, s := range []v1.InstanceState{v1.InstanceState_INSTANCE_STATE_PENDING, v1.InstanceState_INSTANCE_STATE_TERMINATING,
+			v1.InstanceState_INSTANCE_STATE_STOPPED, v1.InstanceState_INSTANCE_STATE_LOST} {
+			for _, e := range r.InState(s) {
+				if _, ok := r.Workload(e.Value.GetWorkload()); !ok {
+					c.queue.Add(keyWorkload + e.Value.GetWorkload())
+				}
 			}
 		}
 	})

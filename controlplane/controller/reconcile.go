@@ -25,6 +25,10 @@ type world struct {
 	nodeByName map[string]*v1.Node
 	draining   map[string]bool // nodes being drained
 	rev        int64
+	// terminating counts the instances marked terminating that still run
+	// on a ready node (terminate.go): a rolling update counts them
+	// against max surge.
+	terminating int
 
 	// loads are the gateways' load reports of the workload, if it is a
 	// function (rollouts: its requests by generation).
@@ -96,7 +100,12 @@ func (c *controller) reconcile(ctx context.Context, name string, b *batch) ([]*v
 	}
 	if !exists {
 		for _, inst := range w.instances {
-			remove(inst) // its workload was deleted
+			// Its workload was deleted: it goes, once stopped (terminate.go).
+			if inst.Value.GetLostUnixNano() != 0 {
+				remove(inst)
+			} else if err := retire(inst, w, mark, remove); err != nil {
+				return nil, err
+			}
 		}
 		delete(c.readySince, name)
 		delete(c.unhealthy, name)
@@ -113,6 +122,9 @@ func (c *controller) reconcile(ctx context.Context, name string, b *batch) ([]*v
 	c.healthTransitions(name, w) // rollouts
 	live := w.instances[:0:0]
 	for i := range w.instances {
+		if c.terminating(w.instances[i], w, remove) {
+			continue
+		}
 		if lost, err := c.lostOrGone(&w.instances[i], w, mark, remove); err != nil {
 			return nil, err
 		} else if !lost {
@@ -133,7 +145,9 @@ func (c *controller) reconcile(ctx context.Context, name string, b *batch) ([]*v
 	}
 	toRemove, toCreate := c.diff(wl.Value, live, w)
 	for _, inst := range toRemove {
-		remove(inst)
+		if err := retire(inst, w, mark, remove); err != nil {
+			return nil, err
+		}
 	}
 	created := make([]*v1.Instance, 0, toCreate)
 	taken := make(map[string]bool, len(w.instances)+toCreate)

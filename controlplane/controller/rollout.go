@@ -25,14 +25,21 @@ import (
 // least want-unavailable, those that run another spec than spec first (so
 // that a rollback removes the failed revision's instances before those of
 // the revision it returns to); new ones are created while the total stays
-// at most want+surge.
+// at most want+surge. The total counts what still runs: the old instances
+// that go stay in it until their nodes have stopped them, as do those
+// terminating already (terminate.go), so that no more than want+surge
+// ever run at once.
 func rollingStep(want, surge, unavailable int, current, ready int, old []store.Versioned[*v1.Instance], spec *v1.WorkloadSpec, w *world) (remove []store.Versioned[*v1.Instance], create int) {
 	var oldReady []store.Versioned[*v1.Instance]
+	leaving := w.terminating
 	for _, inst := range old {
 		if isReady(inst.Value, w.statuses[inst.Name], w.alive) {
 			oldReady = append(oldReady, inst)
 		} else {
 			remove = append(remove, inst)
+			if !gone(inst.Value, w) && w.alive[inst.Value.GetNode()] {
+				leaving++
+			}
 		}
 	}
 	// Another spec than the one rolled out goes first; then the oldest
@@ -51,7 +58,7 @@ func rollingStep(want, surge, unavailable int, current, ready int, old []store.V
 	})
 	removable := max(0, min(len(oldReady), ready+len(oldReady)-(want-unavailable)))
 	remove = append(remove, oldReady[:removable]...)
-	total := current + len(oldReady) - removable
+	total := current + len(oldReady) + leaving
 	create = max(0, min(want-current, want+surge-total))
 	return remove, create
 }

@@ -30,13 +30,15 @@ func TestRollbackRemovesTheFailedRevisionFirst(t *testing.T) {
 
 	rollback := specOf("1")
 	rollback.Replicas = 4
+	// 5 ready - 3 = 2 go; they run until stopped, so that 5 (4 + the
+	// surge of 1) run already: none is created yet.
 	remove, create := rollingStep(4, 1, 1, 0, 0, old, rollback, w)
-	if len(remove) != 2 || remove[0].Name != "shop-canary" || remove[1].Value.GetGeneration() != 1 || create != 2 {
+	if len(remove) != 2 || remove[0].Name != "shop-canary" || remove[1].Value.GetGeneration() != 1 || create != 0 {
 		var names []string
 		for _, r := range remove {
 			names = append(names, r.Name)
 		}
-		t.Fatalf("rollingStep removes %v and creates %d; want shop-canary first, then one of generation 1, and 2 created", names, create)
+		t.Fatalf("rollingStep removes %v and creates %d; want shop-canary first, then one of generation 1, and none created", names, create)
 	}
 }
 
@@ -88,5 +90,41 @@ func TestNewInstancesHaveDistinctIDs(t *testing.T) {
 			t.Fatalf("ID %s given twice", inst.GetId())
 		}
 		taken[inst.GetId()] = true
+	}
+}
+
+// TestRollingStepCountsWhatStillRunsAgainstSurge: instances that go stay
+// in the total until their nodes have stopped them, as do those already
+// terminating, so that no more than replicas+surge ever run at once.
+func TestRollingStepCountsWhatStillRunsAgainstSurge(t *testing.T) {
+	spec := &v1.WorkloadSpec{Replicas: 2}
+	running := func(w *world, id string, gen int64) store.Versioned[*v1.Instance] {
+		w.statuses[id] = &v1.InstanceStatus{Id: id, Node: "n1", State: v1.InstanceState_INSTANCE_STATE_RUNNING}
+		return store.Versioned[*v1.Instance]{Name: id, Value: &v1.Instance{Id: id, Generation: gen, Node: "n1", Spec: spec}}
+	}
+	for _, tt := range []struct {
+		name        string
+		terminating int // of the workload, still running on a ready node
+		ready       int // new instances available (of 1 current)
+		wantRemove  int
+		wantCreate  int
+	}{
+		// replicas 2, surge 1, unavailable 0; 2 old ready, 1 new.
+		{name: "a new one not yet available: nothing goes, nothing comes", ready: 0, wantRemove: 0, wantCreate: 0},
+		{name: "the new one available: an old one goes, and keeps its place until stopped", ready: 1, wantRemove: 1, wantCreate: 0},
+		{name: "while one terminates, none comes", terminating: 1, ready: 1, wantRemove: 0, wantCreate: 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w := &world{statuses: map[string]*v1.InstanceStatus{}, alive: map[string]bool{"n1": true},
+				nodeByName: map[string]*v1.Node{"n1": {Name: "n1"}}, terminating: tt.terminating}
+			old := []store.Versioned[*v1.Instance]{running(w, "old-1", 1), running(w, "old-2", 1)}
+			if tt.terminating > 0 {
+				old = old[:2-tt.terminating] // the terminating one is no longer among the workload's instances
+			}
+			remove, create := rollingStep(2, 1, 0, 1, tt.ready, old, spec, w)
+			if len(remove) != tt.wantRemove || create != tt.wantCreate {
+				t.Errorf("rollingStep removes %d and creates %d; want %d and %d", len(remove), create, tt.wantRemove, tt.wantCreate)
+			}
+		})
 	}
 }

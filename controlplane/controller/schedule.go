@@ -63,11 +63,11 @@ func (c *controller) schedule(ctx context.Context, created []*v1.Instance, workl
 		for _, inst := range created {
 			placing[inst.GetWorkload()] = true
 		}
-		// Lost and evicted instances are leaving: they do not count for
-		// spreading.
+		// Lost, terminating and evicted instances are leaving: they do
+		// not count for spreading.
 		for w := range placing {
 			for _, e := range r.InstancesOf(w) {
-				if n := e.Value.GetNode(); n != "" && e.Value.GetLostUnixNano() == 0 && !draining[n] {
+				if n := e.Value.GetNode(); n != "" && e.Value.GetLostUnixNano() == 0 && e.Value.GetTerminatingUnixNano() == 0 && !draining[n] {
 					snap.Placed[w] = append(snap.Placed[w], n)
 				}
 			}

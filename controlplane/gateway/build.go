@@ -289,7 +289,8 @@ func recordOf(name string, wl *v1.Workload, old *route) *routeRecord {
 
 // replicasOf is the ready replicas among a function's instances: running
 // (and not unhealthy) by the report of the node they are bound to, which
-// is alive and has a function server. old's replicas are kept for the
+// is alive and has a function server, and not terminating (its node is
+// draining it). old's replicas are kept for the
 // instances that are still there, on the same address.
 func replicasOf(src source, insts []cache.Instance, old *route, local map[string]*localServer, nodes map[string]cache.Node) []*replica {
 	var had map[string]*replica
@@ -303,7 +304,7 @@ func replicasOf(src source, insts []cache.Instance, old *route, local map[string
 	for _, e := range insts {
 		inst, st := e.Value, e.Status
 		node := inst.GetNode()
-		if inst.GetSpec().GetHttp() == nil || node == "" || st == nil || st.GetNode() != node ||
+		if inst.GetSpec().GetHttp() == nil || node == "" || inst.GetTerminatingUnixNano() != 0 || st == nil || st.GetNode() != node ||
 			st.GetState() != v1.InstanceState_INSTANCE_STATE_RUNNING || st.GetUnhealthy() {
 			continue
 		}

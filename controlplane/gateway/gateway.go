@@ -353,9 +353,13 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Header.Set(httptrigger.HeaderRemoteAddr, pr.In.RemoteAddr)
 }
 
-// upstream sends a request to a replica, and to another one if the worker
-// answers that it no longer serves the first (a replica that stopped
-// between two table rebuilds) and the request has no body to replay.
+// upstream sends a request to a replica, and to another one, when the
+// request has no body it cannot replay, if the first's worker cannot be
+// reached (nothing was sent), answers that it no longer serves the replica
+// (one that stopped between two table rebuilds: the request never ran),
+// or, for an idempotent request, answers that the replica stopped under
+// it or goes away before answering. Any other request cut off so is
+// answered 503 or 502, never as if the function had answered.
 type upstream struct {
 	g    *Gateway
 	base http.RoundTripper
@@ -429,12 +433,27 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 		try.Header.Set(httptrigger.HeaderRoute, c.route.settings.Route)
 		rep.inFlight.Add(1)
 		resp, err := u.base.RoundTrip(try)
+		attempt++
 		if err != nil {
 			rep.inFlight.Add(-1)
-			return nil, err
+			// A worker that could not be reached (nothing was sent), or
+			// that went away under an idempotent request (its node lost,
+			// its process killed): another replica may take it.
+			if !replayable || !unsent(err) && !idempotent(out.Method) || attempt >= maxAttempts || out.Context().Err() != nil {
+				return nil, err
+			}
+			if tried == nil {
+				tried = map[*replica]bool{}
+			}
+			tried[rep] = true
+			// Only to a replica of this table: a worker that cannot be
+			// reached may stay in the next ones for a while.
+			if c.first = c.route.pick(tried); c.first == nil {
+				return nil, err
+			}
+			continue
 		}
-		attempt++
-		if replayable && attempt < maxAttempts && noReplica(resp) {
+		if replayable && attempt < maxAttempts && retryable(resp, out.Method) {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 			_ = resp.Body.Close()
 			rep.inFlight.Add(-1)
@@ -472,6 +491,32 @@ func bufferSmallBody(req *http.Request) error {
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	return nil
+}
+
+// retryable reports whether another replica may take a request its worker
+// answered 503 without having run it (noReplica), or having been stopped
+// under it before it answered, when running it again is harmless (an
+// idempotent method).
+func retryable(resp *http.Response, method string) bool {
+	return noReplica(resp) || resp.StatusCode == http.StatusServiceUnavailable &&
+		resp.Header.Get(httptrigger.HeaderUnavailable) == httptrigger.UnavailableStopped && idempotent(method)
+}
+
+// unsent says whether a transport error came before anything of the
+// request was sent: the worker's address could not be dialed.
+func unsent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// idempotent says whether a request of method may be sent again with the
+// same effect (RFC 9110, 9.2.2).
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
 }
 
 // noReplica reports whether a worker answered that it does not serve the

@@ -71,12 +71,20 @@ func (g *Gateway) serveLocal(w http.ResponseWriter, req *http.Request, rt *route
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = body
 	}
-	aw := &attemptWriter{w: w, h: http.Header{}, g: g, req: req}
+	aw := &attemptWriter{w: w, h: http.Header{}, g: g, req: req, idempotent: idempotent(req.Method)}
 	aw.c, _ = req.Context().Value(callKey{}).(*call)
 	t.local.ServeHTTP(aw, req)
 	if aw.retry && !body.touched {
 		req.Body = body.ReadCloser
 		return aw, false
+	}
+	if aw.retry && req.GetBody != nil {
+		// A small body read in full before (bufferSmallBody): offered
+		// again from the start.
+		if b, err := req.GetBody(); err == nil {
+			req.Body = b
+			return aw, false
+		}
 	}
 	switch {
 	case aw.retry:
@@ -113,20 +121,22 @@ func setForwarded(req *http.Request) {
 }
 
 // attemptWriter passes a local function server's response through, unless
-// it is the "no such replica" 503, which it swallows for the caller to try
+// it is the "no such replica" 503 (or, for an idempotent request, the 503
+// of a replica stopped under it), which it swallows for the caller to try
 // elsewhere. A failure answer (no function answered) goes out in its
 // public form, as Gateway.answered gives it over HTTP.
 type attemptWriter struct {
-	w         http.ResponseWriter
-	h         http.Header
-	g         *Gateway
-	req       *http.Request
-	c         *call
-	wrote     bool
-	retry     bool
-	public    bool // a failure answer was sent: the worker's body is dropped
-	code      int  // the status passed through
-	saturated bool // a 503 because the replica was full
+	w          http.ResponseWriter
+	h          http.Header
+	g          *Gateway
+	req        *http.Request
+	c          *call
+	idempotent bool // the request may run again
+	wrote      bool
+	retry      bool
+	public     bool // a failure answer was sent: the worker's body is dropped
+	code       int  // the status passed through
+	saturated  bool // a 503 because the replica was full
 }
 
 // failed says whether the function failed the request (failedAnswer).
@@ -138,7 +148,8 @@ func (a *attemptWriter) WriteHeader(code int) {
 	if a.wrote || a.retry {
 		return
 	}
-	if code == http.StatusServiceUnavailable && a.h.Get(httptrigger.HeaderUnavailable) == httptrigger.UnavailableNoReplica {
+	if why := a.h.Get(httptrigger.HeaderUnavailable); code == http.StatusServiceUnavailable &&
+		(why == httptrigger.UnavailableNoReplica || why == httptrigger.UnavailableStopped && a.idempotent) {
 		a.retry = true
 		return
 	}

@@ -196,6 +196,9 @@ func (g *Gateway) waitForReplica(ctx context.Context, rt *route, stale bool) (*r
 		if cur == nil {
 			return nil, errNoReplica // deleted meanwhile
 		}
+		if stale && cur != rt {
+			stale = false // rebuilt since rt was read: its replicas are new to this request
+		}
 		if len(cur.replicas) > 0 && !stale {
 			return cur, nil
 		}

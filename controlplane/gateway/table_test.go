@@ -56,10 +56,13 @@ func TestTableKeepsOnlyReadyReplicas(t *testing.T) {
 	moved, movedSt := running("greet-d", "greet", "n1", wl.Spec)
 	movedSt.Node = "n2" // a report from the node it was on before
 	noAddr, noAddrSt := running("greet-e", "greet", "n3", wl.Spec)
+	leaving, leavingSt := running("greet-f", "greet", "n1", wl.Spec)
+	leaving.TerminatingUnixNano = 1 // its node is draining it
 	s := snapshot{
 		workloads: []*v1.Workload{wl},
-		instances: []*v1.Instance{ready, lost, starting, moved, noAddr},
-		statuses:  map[string]*v1.InstanceStatus{"greet-a": readySt, "greet-b": lostSt, "greet-c": startingSt, "greet-d": movedSt, "greet-e": noAddrSt},
+		instances: []*v1.Instance{ready, lost, starting, moved, noAddr, leaving},
+		statuses: map[string]*v1.InstanceStatus{"greet-a": readySt, "greet-b": lostSt, "greet-c": startingSt, "greet-d": movedSt, "greet-e": noAddrSt,
+			"greet-f": leavingSt},
 		nodes: map[string]*v1.Node{
 			"n1": {Name: "n1", HttpAddress: "127.0.0.1:1"},
 			"n2": {Name: "n2", HttpAddress: "127.0.0.1:2"},

@@ -304,9 +304,23 @@ func ImageArchive(t testing.TB, bin string, env ...string) string {
 // echoes bodies and sleeps on request), for the container-function tests.
 func HTTPServerImage(t testing.TB) string {
 	t.Helper()
+	return ImageArchive(t, BuildStatic(t, testdataDir(t, "httpserver")))
+}
+
+// StubbornImage returns the path of an OCI image archive of a static
+// program that runs until it is killed, printing "stubborn: got SIGTERM"
+// on SIGTERM (testdata/stubborn): a container that takes its whole stop
+// grace, for the tests of stopping instances.
+func StubbornImage(t testing.TB) string {
+	t.Helper()
+	return ImageArchive(t, BuildStatic(t, testdataDir(t, "stubborn")))
+}
+
+func testdataDir(t testing.TB, name string) string {
+	t.Helper()
 	_, file, _, ok := runtime.Caller(0)
 	if !ok {
 		t.Fatal("ctrtest: cannot locate its own source")
 	}
-	return ImageArchive(t, BuildStatic(t, filepath.Join(filepath.Dir(file), "testdata", "httpserver")))
+	return filepath.Join(filepath.Dir(file), "testdata", name)
 }

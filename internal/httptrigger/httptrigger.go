@@ -49,10 +49,15 @@ const (
 	// HeaderRemoteAddr is the original client's address.
 	HeaderRemoteAddr = "X-Wasmorch-Remote-Addr"
 	// HeaderUnavailable, on a worker's 503, says why: UnavailableNoReplica
-	// (the gateway may try another replica) or UnavailableSaturated.
+	// (the request never ran: the gateway may try another replica),
+	// UnavailableSaturated, or UnavailableStopped (the replica stopped
+	// while the request ran, before it answered: it may have had effects,
+	// so the gateway tries another replica only with an idempotent
+	// request).
 	HeaderUnavailable    = "X-Wasmorch-Unavailable"
 	UnavailableNoReplica = "no-replica"
 	UnavailableSaturated = "saturated"
+	UnavailableStopped   = "stopped"
 	// HeaderWorkload and HeaderSpec, instead of HeaderInstance, ask the
 	// worker to serve a function it holds no replica of (a cold start):
 	// the workload's name and generation ("name/generation") and its

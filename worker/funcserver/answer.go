@@ -163,6 +163,7 @@ func (c *callWriter) finish(res runtimeapi.FunctionResult) {
 const (
 	outcomeNoReplica = "NoReplica" // no such replica here (503)
 	outcomeSaturated = "Saturated" // the replica's slots and queue are full (503)
+	outcomeStopped   = "Stopped"   // the replica stopped under the call, which had not answered (503)
 )
 
 // fail answers a request that no function answered: the status, a plain

@@ -164,8 +164,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 func unavailable(w http.ResponseWriter, why, msg string) {
 	w.Header().Set(httptrigger.HeaderUnavailable, why)
 	outcome := outcomeNoReplica
-	if why == httptrigger.UnavailableSaturated {
+	switch why {
+	case httptrigger.UnavailableSaturated:
 		outcome = outcomeSaturated
+	case httptrigger.UnavailableStopped:
+		outcome = outcomeStopped
 	}
 	fail(w, http.StatusServiceUnavailable, outcome, msg)
 }
@@ -183,6 +186,7 @@ type Replica struct {
 	active   int           // admitted requests (running or about to)
 	waiting  int           // requests queued for a slot
 	stopping bool          // no new requests
+	grace    time.Duration // the stop's, once stopping
 	idle     chan struct{} // closed when active+waiting drops to 0 while stopping
 	done     chan struct{}
 	exit     runtimeapi.Exit
@@ -215,7 +219,7 @@ func (r *Replica) Stop(ctx context.Context, grace time.Duration) runtimeapi.Exit
 	r.stopOnce.Do(func() {
 		r.srv.remove(r)
 		r.mu.Lock()
-		r.stopping = true
+		r.stopping, r.grace = true, grace
 		r.idle = make(chan struct{})
 		if r.active+r.waiting == 0 {
 			close(r.idle)
@@ -424,4 +428,22 @@ func (r *Replica) serve(w http.ResponseWriter, req *http.Request) {
 	if res.Truncated {
 		panic(http.ErrAbortHandler) // the client must see the response cut short
 	}
+	if !cw.wrote && req.Context().Err() == nil {
+		// Never a 200 with no body for a call that was cut off.
+		r.cutOff(w)
+	}
+}
+
+// cutOff answers a request whose call ended without an answer while its
+// client still waits: the replica stopped under it (its stop grace ran
+// out), or the runtime wrote nothing for another reason.
+func (r *Replica) cutOff(w http.ResponseWriter) {
+	if r.ctx.Err() == nil {
+		fail(w, http.StatusBadGateway, runtimeapi.OutcomeError, "the function ended without answering")
+		return
+	}
+	r.mu.Lock()
+	grace := r.grace
+	r.mu.Unlock()
+	unavailable(w, httptrigger.UnavailableStopped, fmt.Sprintf("replica %s stopped before the function answered: the request ran longer than the stop grace of %s", r.spec.ID, grace))
 }

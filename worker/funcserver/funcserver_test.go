@@ -40,7 +40,7 @@ func (f *fakeFunction) Serve(ctx context.Context, w http.ResponseWriter, req *ru
 		select {
 		case <-f.hold:
 		case <-ctx.Done():
-			w.WriteHeader(499)
+			// As the runtimes do: a canceled call writes nothing.
 			return runtimeapi.FunctionResult{Status: 499, Outcome: runtimeapi.OutcomeCanceled}
 		}
 	}
@@ -221,19 +221,27 @@ func TestStopDrainsThenClosesTheFunction(t *testing.T) {
 	}
 }
 
+// TestStopAfterGraceEndsRequests: a request still running when the
+// replica's stop grace ends is cut off, and answered 503 (saying so, for
+// the gateway to retry it elsewhere if it may): never a 200 with no body.
 func TestStopAfterGraceEndsRequests(t *testing.T) {
 	fn := &fakeFunction{hold: make(chan struct{}), started: make(chan struct{}, 1)}
 	_, rep, ts := newServer(t, fn, httptrigger.Settings{})
-	result := make(chan int, 1)
+	result := make(chan *http.Response, 1)
+	body := make(chan string, 1)
 	go func() {
 		resp := send(t, ts, "/fn", "fn-abcde", nil)
-		readAll(t, resp)
-		result <- resp.StatusCode
+		body <- readAll(t, resp)
+		result <- resp
 	}()
 	<-fn.started
 	rep.Stop(context.Background(), 0)
-	if code := <-result; code != 499 {
-		t.Errorf("request cut by Stop ended with %d, want the function's 499", code)
+	resp, got := <-result, <-body
+	failure := resp.Header.Get(httptrigger.HeaderFailure)
+	if resp.StatusCode != 503 || resp.Header.Get(httptrigger.HeaderUnavailable) != httptrigger.UnavailableStopped ||
+		!strings.HasPrefix(failure, outcomeStopped+": replica fn-abcde stopped before the function answered") {
+		t.Errorf("request cut by Stop: %d %q %q %q, want 503 %q saying the replica stopped", resp.StatusCode,
+			resp.Header.Get(httptrigger.HeaderUnavailable), failure, got, httptrigger.UnavailableStopped)
 	}
 	if fn.closed.Load() != 1 {
 		t.Error("function not closed")

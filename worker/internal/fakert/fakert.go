@@ -28,10 +28,13 @@ type Runtime struct {
 
 	// Hooks, set before use. PrepareHook runs inside Prepare and may block or
 	// fail it; StartHook decides whether Start fails; OnStart runs before
-	// Start returns (it may make the instance exit at once).
+	// Start returns (it may make the instance exit at once); StopHook runs
+	// when Stop begins and may block it, as a guest that takes its grace
+	// to end.
 	PrepareHook func(ctx context.Context, a runtimeapi.Artifact) error
 	StartHook   func(spec runtimeapi.InstanceSpec) error
 	OnStart     func(*Instance)
+	StopHook    func(*Instance)
 
 	mu        sync.Mutex
 	instances map[string][]*Instance
@@ -89,7 +92,7 @@ func (r *Runtime) Start(_ context.Context, spec runtimeapi.InstanceSpec) (runtim
 		r.mu.Unlock()
 		return nil, fmt.Errorf("fakert: closed")
 	}
-	in := &Instance{spec: spec, done: make(chan struct{})}
+	in := &Instance{spec: spec, done: make(chan struct{}), stopHook: r.StopHook}
 	r.instances[spec.ID] = append(r.instances[spec.ID], in)
 	r.mu.Unlock()
 	if r.OnStart != nil {
@@ -162,8 +165,9 @@ func (r *Runtime) Released(digest string) int {
 
 // Instance is one fake run.
 type Instance struct {
-	spec runtimeapi.InstanceSpec
-	done chan struct{}
+	spec     runtimeapi.InstanceSpec
+	done     chan struct{}
+	stopHook func(*Instance)
 
 	mu      sync.Mutex
 	exited  bool
@@ -229,6 +233,9 @@ func (in *Instance) end(e runtimeapi.Exit, stopped bool) {
 
 // Stop implements runtimeapi.Instance.
 func (in *Instance) Stop(ctx context.Context, _ time.Duration) runtimeapi.Exit {
+	if in.stopHook != nil {
+		in.stopHook(in)
+	}
 	in.end(runtimeapi.Exit{Code: StopExitCode, Reason: runtimeapi.ReasonStopped}, true)
 	select {
 	case <-in.done:

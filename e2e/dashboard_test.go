@@ -178,6 +178,7 @@ func TestDashboardShowsADeployLiveAndScales(t *testing.T) {
 	do("web's page showing three ready instances",
 		pollTrue(`document.querySelectorAll('#instances tr[data-instance] td.state-Running').length === 3`),
 		pollTrue(`document.getElementById('rollout-text')?.textContent.includes('3/3 ready')`))
+	do("web's logs followed on its page", pollTrue(`/\[web-[a-z0-9]+\] tick/.test(document.getElementById('logs')?.textContent)`))
 	if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool]("window.notReloaded === true")); err != nil || !ok {
 		t.Errorf("the page was reloaded (mark %v, %v): it should follow the cluster live", ok, err)
 	}
@@ -191,6 +192,25 @@ func TestDashboardShowsADeployLiveAndScales(t *testing.T) {
 		shot(page)
 	}
 	do("the nodes page shows the node", chromedp.Click(`header nav a[data-view="nodes"]`), chromedp.WaitVisible(`tr[data-node="e2e-node"]`))
+
+	// A function's page shows its request rate while requests come.
+	c.deployFunction("testdata/greet.wasm", "greet", "/greet")
+	stop, sent := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sent)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			_, _ = c.do(ctx, request{path: "/greet"})
+		}
+	}()
+	defer func() { close(stop); <-sent }()
+	do("greet's page showing a request rate", chromedp.Click(`header nav a[data-view="workloads"]`), chromedp.Click(`tr[data-workload="greet"] a`),
+		pollTrue(`Number(document.getElementById('request-rate')?.dataset.rate) > 0`))
+	shot("function")
 }
 
 func hasWorkload(ws []workloadJSON, name string, replicas int) bool {

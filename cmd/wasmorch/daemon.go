@@ -294,6 +294,7 @@ func runUp(ctx context.Context, d daemonIO, cp controlplane.Config, wk worker.Co
 	}
 	fmt.Fprintf(d.out, "wasmorch %s is up\n  API:      %s\n  gateway:  http://%s\n  data dir: %s\n  node:     %s (worker at %s; runtimes: %s)\n",
 		version.Version, server, srv.HTTPAddr(), absPath(cp.DataDir), wk.NodeName, w.Addr(), runtimeNames(wk.Runtimes))
+	fmt.Fprint(d.out, dashboardLine(srv))
 	printCredentials(ctx, d, srv, cp, server)
 	fmt.Fprintf(d.out, "try: %s\n", try)
 
@@ -324,6 +325,7 @@ func runServer(ctx context.Context, d daemonIO, cp controlplane.Config) (err err
 	server := dialable(srv.APIAddr())
 	fmt.Fprintf(d.out, "wasmorch server %s is up\n  API:      %s\n  gateway:  http://%s\n  data dir: %s\n  member:   %s\n",
 		version.Version, server, srv.HTTPAddr(), absPath(cp.DataDir), cp.Name)
+	fmt.Fprint(d.out, dashboardLine(srv))
 	printCredentials(ctx, d, srv, cp, server)
 	release := d.onShutdown(ctx)
 	defer release()

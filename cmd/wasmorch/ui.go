@@ -70,3 +70,12 @@ the server: the login page posts it once, and keeps it in a cookie.`,
 	cmd.Flags().StringVar(&addr, "addr", "", "the dashboard's address, the member's --metrics-addr (default: --server's host, port 7072)")
 	return cmd
 }
+
+// dashboardLine is the line of `up` and `server` that says where the
+// dashboard is, "" when the member serves none (no --metrics-addr).
+func dashboardLine(srv *controlplane.Server) string {
+	if srv.MetricsAddr() == "" {
+		return ""
+	}
+	return fmt.Sprintf("  dashboard: http://%s/ui/ (log in with 'wasmorch ui token')\n", dialable(srv.MetricsAddr()))
+}

@@ -427,7 +427,8 @@ function workloadView(name) {
   ];
   if (spec.http) {
     facts.push(['Route', (spec.http.host || '') + spec.http.route]);
-    facts.push(['Request rate', d.rate === null ? 'measuring…' : `${d.rate.toFixed(2)} req/s`]);
+    facts.push(['Request rate', h('span', {id: 'request-rate', 'data-rate': d.rate === null ? '' : String(d.rate)},
+      d.rate === null ? 'measuring…' : `${d.rate.toFixed(2)} req/s`)]);
     facts.push(['In flight', d.sample ? d.sample.inFlight : '']);
   }
   if (spec.autoscale) facts.push(['Autoscale', `${num(spec.autoscale.minReplicas)}–${num(spec.autoscale.maxReplicas)}`]);
@@ -437,7 +438,7 @@ function workloadView(name) {
   return [
     h('h1', {}, h('a', {href: '#/workloads'}, 'Workloads'), ' / ', h('span', {id: 'workload-name'}, name)),
     h('div', {class: 'panel'},
-      h('div', {class: 'grid'}, facts.map(([k, val]) => h('div', {}, h('span', {}, k), val))),
+      h('div', {class: 'grid'}, facts.map(([k, val]) => h('div', {}, h('span', {class: 'label'}, k), val))),
       h('h2', {}, 'Rollout'),
       h('div', {id: 'rollout-text'}, r.text),
       h('div', {class: 'progress'}, h('div', {style: `width:${Math.round(r.done * 100)}%`}))),

@@ -206,7 +206,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	s.gateway = gateway.New(gateway.Config{
 		Store: s.store, Cache: s.cache, Member: cfg.Name, Logger: s.log.With("component", "gateway"),
-		TLS: auth.NodesClientTLS(s.sec.ca.Pool(), s.sec.member),
+		TLS: auth.NodesClientTLS(s.sec.ca.Pool(), s.sec.member), Registry: s.metrics.registry,
 		Record: func(ctx context.Context, object, reason, message string) {
 			if err := s.events.Record(ctx, object, reason, "%s", message); err != nil {
 				s.log.Debug("recording an event failed", "object", object, "reason", reason, "err", err)
@@ -475,3 +475,8 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(m.leader, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// MetricsRegistry is where the member's metrics are registered: a worker
+// in the same process (`wasmorch up`) adds its own there, so that one
+// /metrics serves both.
+func (s *Server) MetricsRegistry() prometheus.Registerer { return s.metrics.registry }

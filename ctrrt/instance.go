@@ -417,3 +417,31 @@ func firstLine(err error) string {
 	s, _, _ := strings.Cut(err.Error(), "\n")
 	return s
 }
+
+var _ runtimeapi.Measured = (*instance)(nil)
+
+// Usage reads the container's cgroup (observe): cgroup v2's cpu.stat and
+// memory.current, or v1's cpuacct.usage and memory.usage_in_bytes.
+func (i *instance) Usage() runtimeapi.Usage {
+	path := filepath.Join("/", i.r.cfg.Namespace, i.id) // containerd's default cgroups path
+	root := i.r.cfg.CgroupRoot
+	var u runtimeapi.Usage
+	if usec, ok := readCounter(filepath.Join(root, path, "cpu.stat"), "usage_usec"); ok {
+		u.CPU = time.Duration(usec) * time.Microsecond
+		u.MemoryBytes = readNumber(filepath.Join(root, path, "memory.current"))
+		return u
+	}
+	u.CPU = time.Duration(readNumber(filepath.Join(root, "cpuacct", path, "cpuacct.usage")))
+	u.MemoryBytes = readNumber(filepath.Join(root, "memory", path, "memory.usage_in_bytes"))
+	return u
+}
+
+// readNumber reads a cgroup file holding one number; 0 if it cannot.
+func readNumber(path string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n
+}

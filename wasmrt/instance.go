@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
@@ -35,6 +37,59 @@ type instance struct {
 	exit   runtimeapi.Exit // written before done is closed
 
 	timer *time.Timer // reused by sleep; only the instance's goroutine uses it
+
+	// observe: what Usage reports, written by the instance's goroutine.
+	started       time.Time    // set before the goroutine starts
+	slept         atomic.Int64 // nanoseconds spent in sleep
+	sleepingSince atomic.Int64 // unix nano when the current sleep began, 0 when awake
+	memory        atomic.Int64 // bytes of linear memory
+}
+
+var _ runtimeapi.Measured = (*instance)(nil)
+
+// Usage reports the time the guest has run rather than slept since it
+// started (what a busy guest costs a core; it includes time it waited to
+// be scheduled on a loaded node) and its linear memory.
+func (i *instance) Usage() runtimeapi.Usage {
+	now := time.Now()
+	busy := now.Sub(i.started) - time.Duration(i.slept.Load())
+	if since := i.sleepingSince.Load(); since != 0 {
+		busy -= now.Sub(time.Unix(0, since))
+	}
+	return runtimeapi.Usage{CPU: max(busy, 0), MemoryBytes: i.memory.Load()}
+}
+
+// trackedMemory is a linear memory that records its size on its
+// instance, as wazero's own grows (by append, within the capacity first).
+type trackedMemory struct {
+	buf []byte
+	max uint64
+	i   *instance
+}
+
+// Allocate implements experimental.MemoryAllocator.
+func (i *instance) Allocate(capacity, maxBytes uint64) experimental.LinearMemory {
+	return &trackedMemory{buf: make([]byte, 0, capacity), max: maxBytes, i: i}
+}
+
+// Reallocate implements experimental.LinearMemory.
+func (m *trackedMemory) Reallocate(size uint64) []byte {
+	if size > m.max {
+		return nil
+	}
+	if size <= uint64(cap(m.buf)) {
+		m.buf = m.buf[:size]
+	} else {
+		m.buf = append(m.buf, make([]byte, size-uint64(len(m.buf)))...)
+	}
+	m.i.memory.Store(int64(size))
+	return m.buf
+}
+
+// Free implements experimental.LinearMemory.
+func (m *trackedMemory) Free() {
+	m.buf = nil
+	m.i.memory.Store(0)
 }
 
 func (i *instance) ID() string            { return i.id }
@@ -87,7 +142,7 @@ func (i *instance) run(r *Runtime, m *module, spec runtimeapi.InstanceSpec) {
 		cfg = cfg.WithFSConfig(filesConfig(spec.Files))
 	}
 
-	mod, err := m.wz.InstantiateModule(i.ctx, m.code, cfg)
+	mod, err := m.wz.InstantiateModule(experimental.WithMemoryAllocator(i.ctx, i), m.code, cfg)
 	if err != nil {
 		i.finish(r, m, i.exitFrom(err, "instantiate: "))
 		return
@@ -160,11 +215,17 @@ func (i *instance) sleep(ns int64) {
 		} else {
 			i.timer.Reset(d)
 		}
+		began := time.Now()
+		i.sleepingSince.Store(began.UnixNano())
 		select {
 		case <-i.timer.C:
+			i.slept.Add(int64(time.Since(began)))
+			i.sleepingSince.Store(0)
 			return
 		case <-i.ctx.Done():
 			i.timer.Stop()
+			i.slept.Add(int64(time.Since(began)))
+			i.sleepingSince.Store(0)
 		}
 	}
 	if i.ctx.Err() != nil {

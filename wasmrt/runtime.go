@@ -236,11 +236,12 @@ func (r *Runtime) launch(spec runtimeapi.InstanceSpec, m *module, unrunnable run
 
 	ctx, cancel := context.WithCancelCause(r.base)
 	i := &instance{
-		id:     spec.ID,
-		ctx:    ctx,
-		cancel: cancel,
-		done:   make(chan struct{}),
-		onExit: spec.OnExit,
+		id:      spec.ID,
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		onExit:  spec.OnExit,
+		started: time.Now(),
 	}
 	if m == nil {
 		go i.finish(r, nil, unrunnable)

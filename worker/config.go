@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
@@ -83,7 +85,9 @@ type Config struct {
 	// end on its own before it is ended; zero: DefaultStopGrace.
 	StopGrace time.Duration        `json:"stopGrace" yaml:"stopGrace"`
 	Runtimes  []runtimeapi.Runtime `json:"-" yaml:"-"`
-	Logger    *slog.Logger         `json:"-" yaml:"-"`
+	// Registry, if set, receives the worker's metrics (metrics.go).
+	Registry prometheus.Registerer `json:"-" yaml:"-"`
+	Logger   *slog.Logger          `json:"-" yaml:"-"`
 	// security: JoinToken is presented once, when DataDir/pki holds no
 	// usable node certificate, to receive one (see identity.go).
 	JoinToken string `json:"joinToken" yaml:"joinToken"`

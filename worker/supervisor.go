@@ -127,6 +127,7 @@ func (w *Worker) doStart(ctx context.Context, in *instance) {
 	}
 	in.mu.Unlock()
 
+	began := time.Now()
 	run, startedAt, failure, retry := w.launch(ctx, in, gen)
 
 	in.mu.Lock()
@@ -141,7 +142,9 @@ func (w *Worker) doStart(ctx context.Context, in *instance) {
 	}
 	switch {
 	case run != nil:
+		w.metrics.started(time.Since(began))
 		if in.everStarted {
+			w.metrics.restarted(in.rec.GetWorkload())
 			in.restarts++
 		} else if a, ok := run.(runtimeapi.Readopted); ok {
 			if n, adopted := a.Readopted(); adopted {
@@ -268,6 +271,7 @@ func (w *Worker) exitedLocked(in *instance, e runtimeapi.Exit) {
 	} else if reason == "" {
 		reason = runtimeapi.ReasonError
 	}
+	w.metrics.exited(in.rec.GetWorkload(), reason)
 	st := w.newStatus(in, state, reason, e.Message)
 	st.Exited = true
 	st.ExitCode = e.Code

@@ -99,6 +99,9 @@ type Worker struct {
 	unavailable     map[string]bool // runtimes that stopped answering (see runtimes.go)
 	runtimesChanged chan struct{}   // capacity 1: the runtimes offered changed
 
+	usageState usageState // observe: the previous usage sample (usage.go)
+	metrics    *metrics   // observe: nil without Config.Registry
+
 	// The function server (func.go): HTTP functions assigned to this node.
 	funcs         *funcserver.Server
 	funcLis       net.Listener
@@ -190,6 +193,7 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 	if w.modules, err = modcache.New(filepath.Join(cfg.DataDir, modulesDir), w.fetchBlob); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
+	w.metrics = newMetrics(cfg.Registry, w)
 	if w.logs, err = logstore.New(filepath.Join(cfg.DataDir, logsDir), cfg.LogBytesPerInstance, 0, w.logger); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
@@ -247,7 +251,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.probeRuntimesOnce(ctx)
 	w.checkDisk() // so that the registration says whether the disk has room
 	srv := grpc.NewServer(w.serverOptions()...)
-	pb.RegisterWorkerServer(srv, &logService{logs: w.logs})
+	pb.RegisterWorkerServer(srv, &logService{logs: w.logs, usage: w.usage})
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

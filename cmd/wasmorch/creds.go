@@ -34,18 +34,20 @@ func findCredential(cmd *cobra.Command, server string) (*cliclient.Credential, [
 }
 
 // newCredentialsCommand is `wasmorch credentials create|list|revoke`:
-// admin credentials.
+// admin credentials; and `credentials export` (credentials.go), which
+// writes the CLI's as PEM files for other gRPC clients.
 func newCredentialsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "credentials",
-		Short: "Manage admin credentials (create, list, revoke)",
+		Short: "Manage admin credentials (create, list, revoke, export)",
 		Long: `Admin credentials are certificates of the cluster CA with the admin role, each in
 a YAML file with its key (like a kubeconfig). Every member writes one for its own
 machine (<data-dir>/admin.yaml); 'credentials create' issues more, one per person
 or tool, and 'credentials revoke' puts one's serial on the cluster's revocation
-list, which every member checks on every call.`,
+list, which every member checks on every call. 'credentials export' writes the
+credential the CLI uses as PEM files that any gRPC client (grpcurl) takes.`,
 	}
-	cmd.AddCommand(newCredentialsCreateCommand(), newCredentialsListCommand(), newCredentialsRevokeCommand())
+	cmd.AddCommand(newCredentialsCreateCommand(), newCredentialsListCommand(), newCredentialsRevokeCommand(), newCredentialsExportCommand())
 	return cmd
 }
 

@@ -7,11 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
@@ -152,6 +156,7 @@ func newAgentCommand(stopSignals func()) *cobra.Command {
 	var (
 		dataDir, listen, name, containerd, logLevel, token, reservedMemory string
 		servers, labels                                                    []string
+		metricsAddr                                                        string
 	)
 	var functionsListen string
 	var disk diskFlags
@@ -189,7 +194,7 @@ containers when containerd answers on --containerd-socket.`,
 			rt := wasmrt.DefaultConfig()
 			rt.CacheDir = wk.CompileCacheDir()
 			rt.Logger = logger.With("component", "wasmrt")
-			return runAgent(cmd.Context(), daemonIO{out: cmd.OutOrStdout(), terminal: isTerminal(cmd.OutOrStdout()), logger: logger, stopSignals: stopSignals}, wk, rt, containerd)
+			return runAgent(cmd.Context(), daemonIO{out: cmd.OutOrStdout(), terminal: isTerminal(cmd.OutOrStdout()), logger: logger, stopSignals: stopSignals}, wk, rt, containerd, metricsAddr)
 		},
 	}
 	f := cmd.Flags()
@@ -204,6 +209,7 @@ containers when containerd answers on --containerd-socket.`,
 	f.StringVar(&reservedMemory, "reserved-memory", "", reservedMemoryHelp)
 	disk.add(f)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve the worker's Prometheus metrics (GET /metrics) at HOST:PORT; no authentication: keep it on loopback (default \"\": off)")
 	return cmd
 }
 
@@ -268,6 +274,7 @@ func runUp(ctx context.Context, d daemonIO, cp controlplane.Config, wk worker.Co
 	defer func() { err = errors.Join(err, closeRuntime(ctx, rt)) }()
 
 	wk.Servers = []string{dialable(srv.APIAddr())}
+	wk.Registry = srv.MetricsRegistry() // one /metrics for both
 	// The worker in this process gets its node certificate straight from
 	// the member's CA, as an agent gets one by joining.
 	if err := srv.IssueNodeCredential(wk.PKIDir(), wk.NodeName); err != nil {
@@ -332,7 +339,22 @@ func runServer(ctx context.Context, d daemonIO, cp controlplane.Config) (err err
 	return ranUntil(ctx, "the control plane", srv.Start(ctx))
 }
 
-func runAgent(ctx context.Context, d daemonIO, wk worker.Config, rtc wasmrt.Config, containerd string) (err error) {
+func runAgent(ctx context.Context, d daemonIO, wk worker.Config, rtc wasmrt.Config, containerd, metricsAddr string) (err error) {
+	var metrics *http.Server
+	if metricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		wk.Registry = reg
+		lis, err := net.Listen("tcp", metricsAddr)
+		if err != nil {
+			return startError("the agent's metrics", err, "choose another --metrics-addr")
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = metrics.Serve(lis) }()
+		defer metrics.Close()
+	}
 	rt, err := wasmrt.New(ctx, rtc)
 	if err != nil {
 		return startError("the WebAssembly runtime", err, "check --data-dir")

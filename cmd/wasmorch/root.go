@@ -70,7 +70,7 @@ wins over the file. Flags that name or describe one object (deploy --name and
 		c.GroupID = "run"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newDeployCommand(), newGetCommand(), newLogsCommand(), newScaleCommand(), newDeleteCommand(), newVersionCommand()} {
+	for _, c := range []*cobra.Command{newDeployCommand(), newGetCommand(), newLogsCommand(), newTopCommand(), newScaleCommand(), newDeleteCommand(), newVersionCommand()} {
 		c.GroupID = "client"
 		root.AddCommand(c)
 	}

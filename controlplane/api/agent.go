@@ -152,6 +152,7 @@ func (a *agentAPI) Heartbeat(ctx context.Context, req *v1.HeartbeatRequest) (*v1
 			a.s.log.Warn("could not record a node's conditions", "node", req.GetNode(), "err", err)
 		}
 	}
+	a.s.heartbeats.Store(req.GetNode(), time.Now())
 	return &v1.HeartbeatResponse{}, nil
 }
 
@@ -375,6 +376,7 @@ func (a *agentAPI) ReportStatus(ctx context.Context, batch *v1.StatusBatch) (*v1
 	if err := a.checkOwnership(ctx, batch); err != nil {
 		return nil, err
 	}
+	prev := a.s.prevStatuses(batch.GetStatuses()) // observe: exit events
 	ops := make([]clientv3.Op, 0, len(batch.GetStatuses()))
 	now := time.Now().UnixNano()
 	for _, st := range batch.GetStatuses() {
@@ -399,6 +401,7 @@ func (a *agentAPI) ReportStatus(ctx context.Context, batch *v1.StatusBatch) (*v1
 	if err := a.s.statuses.write(ctx, ops); err != nil {
 		return nil, err
 	}
+	a.s.recordExits(prev, batch.GetStatuses())
 	return &v1.StatusAck{}, nil
 }
 

@@ -33,7 +33,13 @@ import (
 //   - AddMember and PromoteMember: also a server-role join token, sent as
 //     "authorization: Bearer <token>" metadata (a member joining);
 //   - without a certificate, a dashboard token sent the same way stands
-//     for the admin who minted it (uitoken.go).
+//     for the admin who minted it (uitoken.go);
+//   - the standard health service (grpc.health.v1): anyone, with or
+//     without a certificate: it says only whether the member serves, as
+//     a load balancer or a probe needs to know;
+//   - server reflection: any certificate of this cluster (admin, member,
+//     node): it describes the API, not the cluster's data, but a caller
+//     without a credential could do nothing with it.
 
 // peerAuth is a connection's TLS state and who its certificate names.
 type peerAuth struct {
@@ -105,15 +111,17 @@ func callerCert(ctx context.Context) *x509.Certificate {
 }
 
 const (
-	controlService = "/wasmorch.v1.Control/"
-	agentService   = "/wasmorch.v1.Agent/"
+	controlService    = "/wasmorch.v1.Control/"
+	agentService      = "/wasmorch.v1.Agent/"
+	healthService     = "/grpc.health.v1.Health/"
+	reflectionService = "/grpc.reflection."
 )
 
 // authorize decides a call by its method and caller; for a node it
 // returns the one node name the call may concern.
 func (s *Server) authorize(ctx context.Context, method string) (node string, err error) {
-	if method == v1.Agent_Join_FullMethodName {
-		return "", nil // the token in the request is checked by Join
+	if method == v1.Agent_Join_FullMethodName || strings.HasPrefix(method, healthService) {
+		return "", nil // Join checks the token in the request; health tells nothing else
 	}
 	id, idErr := callerOf(ctx)
 	if idErr != nil && (method == v1.Control_AddMember_FullMethodName || method == v1.Control_PromoteMember_FullMethodName) {
@@ -142,6 +150,8 @@ func (s *Server) authorize(ctx context.Context, method string) (node string, err
 	switch {
 	case id.Role == auth.RoleMember:
 		return "", nil
+	case strings.HasPrefix(method, reflectionService):
+		return "", nil // any identity of this cluster
 	case strings.HasPrefix(method, controlService) && id.Role == auth.RoleAdmin:
 		return "", nil
 	case strings.HasPrefix(method, agentService) && id.Role == auth.RoleNode:

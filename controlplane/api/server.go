@@ -30,6 +30,9 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 )
 
 // Config is what the API takes from its member.
@@ -97,6 +100,9 @@ type Server struct {
 	revoked     *revocations // the revocation list (certs.go)
 
 	routeChecked func()
+
+	exits      exitNotes // observe: rate limit of exit events
+	heartbeats sync.Map  // observe: node name → time of its last heartbeat here
 }
 
 // security is the member's CA and the certificate it serves with.
@@ -122,15 +128,29 @@ func New(cfg Config) *Server {
 	}
 	s.revoked = newRevocations(cfg.Store.Client, log)
 	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(s.calls)
+		cfg.Registry.MustRegister(s.calls, newClusterCollector(cfg.Cache, &s.heartbeats))
 	}
 	return s
 }
 
-// Register adds the Control and Agent services to g.
+// Register adds the Control and Agent services to g, and for any gRPC
+// client (observe) the standard health service and server reflection
+// (auth.go says who may call them).
 func (s *Server) Register(g *grpc.Server) {
 	v1.RegisterControlServer(g, &controlAPI{s: s})
 	v1.RegisterAgentServer(g, &agentAPI{s: s, leases: map[string]clientv3.LeaseID{}})
+	hs := health.NewServer()
+	for _, name := range []string{"", v1.Control_ServiceDesc.ServiceName, v1.Agent_ServiceDesc.ServiceName} {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	if s.stopping != nil {
+		go func() {
+			<-s.stopping
+			hs.Shutdown() // NOT_SERVING while the member stops
+		}()
+	}
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
 }
 
 // MaxMessageBytes is the largest message the API takes. The CLI refuses a

@@ -109,6 +109,12 @@ type Metrics struct {
 	reconcileSeconds prometheus.Histogram
 	reconciles       *prometheus.CounterVec
 
+	// observe: the scheduler's placement passes, and the instances they
+	// placed or could not place.
+	scheduleSeconds prometheus.Histogram
+	placements      prometheus.Counter
+	unplaced        prometheus.Counter
+
 	gcPasses       prometheus.Counter
 	blobsCollected prometheus.Counter
 	blobBytes      prometheus.Counter
@@ -126,6 +132,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time of one round of the workload controller: its reconciles, writes and placements.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_controller_reconciles_total",
 			Help: "Keys the workload controller reconciled, by kind (workload, node)."}, []string{"kind"}),
+		scheduleSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "wasmorch_scheduler_pass_seconds",
+			Help: "Time of one placement pass of the scheduler (the plan over a snapshot of the nodes), on the leader.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		placements: prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_scheduler_placements_total",
+			Help: "Instances the scheduler bound to a node."}),
+		unplaced: prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_scheduler_unplaced_total",
+			Help: "Placement attempts that found no node for an instance (it stays Pending with the reason)."}),
 		gcPasses: prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_blob_gc_passes_total",
 			Help: "Passes of the blob garbage collector (on the leader)."}),
 		blobsCollected: prometheus.NewCounter(prometheus.CounterOpts{Name: "wasmorch_blobs_collected_total",
@@ -135,6 +147,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		blobsStored: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wasmorch_blobs_stored",
 			Help: "Blobs stored in etcd, as the last garbage collector pass on this member found them."}),
 	}
-	reg.MustRegister(m.passes, m.queueDepth, m.reconcileSeconds, m.reconciles, m.gcPasses, m.blobsCollected, m.blobBytes, m.blobsStored)
+	reg.MustRegister(m.passes, m.queueDepth, m.reconcileSeconds, m.reconciles, m.gcPasses, m.blobsCollected, m.blobBytes, m.blobsStored,
+		m.scheduleSeconds, m.placements, m.unplaced)
 	return m
+}
+
+// observePlan counts one placement pass (observe); a nil Metrics (tests)
+// counts nothing.
+func (m *Metrics) observePlan(took time.Duration, bound, unplaced int) {
+	if m == nil {
+		return
+	}
+	m.scheduleSeconds.Observe(took.Seconds())
+	m.placements.Add(float64(bound))
+	m.unplaced.Add(float64(unplaced))
 }

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"sort"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
@@ -84,7 +85,9 @@ func (c *controller) schedule(ctx context.Context, created []*v1.Instance, workl
 		values = append(values, p.Value)
 	}
 	values = append(values, created...)
+	began := time.Now()
 	plan := scheduler.Schedule(snap, values)
+	c.metrics.observePlan(time.Since(began), len(plan.Bindings), len(plan.Unplaced))
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
 	bound, failed := map[string]map[string]int{}, map[string]map[string]int{}

@@ -29,6 +29,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
@@ -68,6 +70,8 @@ type Config struct {
 	// TLS, when set, is how the gateway dials the workers' function
 	// servers (security: mutual TLS with the member's certificate).
 	TLS *tls.Config
+	// Registry, if set, receives the gateway's metrics (metrics.go).
+	Registry prometheus.Registerer
 }
 
 // Gateway is an http.Handler; Start keeps its route table current.
@@ -96,6 +100,7 @@ type Gateway struct {
 	bg     sync.WaitGroup                  // wake-ups and events in flight
 
 	failures failureEvents // FunctionFailed events, rate-limited
+	metrics  *metrics      // nil without Config.Registry
 }
 
 // New returns a gateway over the cache and the store; Start makes it
@@ -108,7 +113,7 @@ func New(cfg Config) *Gateway {
 	g := &Gateway{
 		st: cfg.Store, cache: cfg.Cache, build: newBuilder(), member: cfg.Member, record: cfg.Record, log: log,
 		ready: make(chan struct{}), swap: make(chan struct{}), loads: map[string]*load{},
-		local: map[string]*localServer{},
+		local: map[string]*localServer{}, metrics: newMetrics(cfg.Registry),
 	}
 	g.table.Store(&table{})
 	transport := &http.Transport{
@@ -226,9 +231,14 @@ type call struct {
 	// first is the replica ServeHTTP picked, tried first: one draw per
 	// request keeps a canary's share of the traffic exact.
 	first *replica
+	// obs measures the request (metrics.go); nil without metrics.
+	obs *observed
 }
 
 type callKey struct{}
+
+// observedKey carries a request's *observed (metrics.go).
+type observedKey struct{}
 
 // ServeHTTP routes one request.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -244,6 +254,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	set := rt.settings
 	c := &call{route: rt, id: id}
+	if obs := g.metrics.begin(rt.workload, set.Route); obs != nil {
+		sw := &statusWriter{ResponseWriter: w}
+		w = sw
+		defer func() { obs.done(sw.code) }()
+		req = req.WithContext(context.WithValue(req.Context(), observedKey{}, obs))
+		c.obs = obs
+	}
 	if len(rt.replicas) == 0 && rt.autoscale == nil {
 		g.failed(req, c, http.StatusServiceUnavailable, outcomeNoReplica, "no ready replica")
 		refuse(w, id, http.StatusServiceUnavailable)
@@ -275,6 +292,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		// Scaled to zero: serve the request on a worker at once (a fresh
 		// sandbox needs no replica) while the replica count is raised.
 		g.wakeInBackground(rt)
+		c.obs.coldStart()
 		c.cold = rt.coldTargets[0]
 		if c.cold.local != nil {
 			c.cold = nil
@@ -463,6 +481,7 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 			tried[rep] = true
 			continue
 		}
+		c.obs.answeredBy(rep.generation)
 		saturated := resp.Header.Get(httptrigger.HeaderUnavailable) == httptrigger.UnavailableSaturated
 		u.g.loadOf(c.route.workload).answered(rep.generation, failedAnswer(resp.StatusCode, saturated), time.Now())
 		resp.Header.Del(httptrigger.HeaderUnavailable)

@@ -45,6 +45,9 @@ func (g *Gateway) serveLocalReplica(w http.ResponseWriter, req *http.Request, rt
 	aw, served := g.serveLocal(w, req, rt, rep.target, rep.instance)
 	if served && aw.wrote {
 		g.loadOf(rt.workload).answered(rep.generation, aw.failed(), time.Now())
+		if obs, ok := req.Context().Value(observedKey{}).(*observed); ok {
+			obs.answeredBy(rep.generation)
+		}
 	}
 	return served
 }

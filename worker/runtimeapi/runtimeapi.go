@@ -117,3 +117,18 @@ type Adopter interface {
 type StartError struct{ Exit Exit }
 
 func (e *StartError) Error() string { return e.Exit.Reason + ": " + e.Exit.Message }
+
+// Usage is what an instance uses (observe): the CPU time it has had since
+// it started, and its memory now.
+type Usage struct {
+	CPU         time.Duration
+	MemoryBytes int64
+}
+
+// Measured is an Instance that can say what it uses. For a wasm instance
+// the CPU is the time its guest ran rather than slept, and the memory its
+// linear memory; for a container, its cgroup's counters.
+type Measured interface {
+	Instance
+	Usage() Usage
+}

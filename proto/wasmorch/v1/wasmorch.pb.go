@@ -6492,8 +6492,11 @@ type InstanceUsage struct {
 	CpuMillis        int64                  `protobuf:"varint,3,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"` // thousandths of a core, averaged over the window
 	MemoryBytes      int64                  `protobuf:"varint,4,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
 	MemoryLimitBytes int64                  `protobuf:"varint,5,opt,name=memory_limit_bytes,json=memoryLimitBytes,proto3" json:"memory_limit_bytes,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Set when its runtime does not measure it (an HTTP function's
+	// replica, whose requests each run in a sandbox of their own).
+	Unmeasured    bool `protobuf:"varint,6,opt,name=unmeasured,proto3" json:"unmeasured,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InstanceUsage) Reset() {
@@ -6559,6 +6562,13 @@ func (x *InstanceUsage) GetMemoryLimitBytes() int64 {
 		return x.MemoryLimitBytes
 	}
 	return 0
+}
+
+func (x *InstanceUsage) GetUnmeasured() bool {
+	if x != nil {
+		return x.Unmeasured
+	}
+	return false
 }
 
 // UsageReport is one node's answer: its instances' usage and its own.
@@ -8379,14 +8389,17 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x05nodes\x18\x01 \x01(\bR\x05nodes\x12\x1a\n" +
 	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x1a\n" +
-	"\bselector\x18\x04 \x01(\tR\bselector\"\xab\x01\n" +
+	"\bselector\x18\x04 \x01(\tR\bselector\"\xcb\x01\n" +
 	"\rInstanceUsage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x03 \x01(\x03R\tcpuMillis\x12!\n" +
 	"\fmemory_bytes\x18\x04 \x01(\x03R\vmemoryBytes\x12,\n" +
-	"\x12memory_limit_bytes\x18\x05 \x01(\x03R\x10memoryLimitBytes\"\xa1\x02\n" +
+	"\x12memory_limit_bytes\x18\x05 \x01(\x03R\x10memoryLimitBytes\x12\x1e\n" +
+	"\n" +
+	"unmeasured\x18\x06 \x01(\bR\n" +
+	"unmeasured\"\xa1\x02\n" +
 	"\vUsageReport\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // member is one `wasmorch server` of a multi-member control plane.
@@ -243,6 +245,13 @@ func TestControlPlaneSurvivesLosingItsLeader(t *testing.T) {
 
 	// Lose two of three: the last member refuses, clearly, and the agent
 	// keeps its instances running without a control plane.
+	pems := t.TempDir()
+	if r := run(t, h.env, "credentials", "export", "--dir", pems, "--server", h.members[2].api); r.code != 0 {
+		t.Fatalf("credentials export: %s", r)
+	}
+	if st, err := healthCheck(t, pems, h.members[2].api); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("the health of a member with quorum: %v %v, want SERVING", st, err)
+	}
 	before := startTimes(t, h.run("get", "instances", "--workload", "base", "-o", "json"))
 	last := h.members[2]
 	for _, m := range h.members[:2] {
@@ -252,6 +261,11 @@ func TestControlPlaneSurvivesLosingItsLeader(t *testing.T) {
 		r := run(t, h.env, "scale", "base", "--replicas", "3", "--server", last.api)
 		return r.code != 0 && strings.Contains(r.stderr, "no etcd leader") && strings.Count(r.stderr, "\n") == 1, r.String()
 	})
+	// A probe without a certificate learns it from the standard health
+	// service (observe).
+	if st, err := healthCheck(t, pems, last.api); err != nil || st != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("the health of the member without quorum: %v %v, want NOT_SERVING", st, err)
+	}
 	if !agent.running() {
 		t.Fatal("the agent exited when the control plane lost quorum")
 	}

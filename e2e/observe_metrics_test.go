@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,9 +30,15 @@ import (
 // as the exposition format prints them (sorted by name).
 func (c *cluster) scrape() map[string]float64 {
 	c.t.Helper()
-	resp, err := http.Get("http://" + c.metrics + "/metrics")
+	return scrape(c.t, c.metrics)
+}
+
+// scrape reads GET /metrics at addr as (*cluster).scrape does.
+func scrape(t testing.TB, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	out := map[string]float64{}
@@ -45,14 +52,14 @@ func (c *cluster) scrape() map[string]float64 {
 		i := strings.LastIndexByte(l, ' ')
 		v, err := strconv.ParseFloat(l[i+1:], 64)
 		if err != nil {
-			c.t.Fatalf("metrics line %q: %v", l, err)
+			t.Fatalf("metrics line %q: %v", l, err)
 		}
 		out[l[:i]] = v
 	}
 	return out
 }
 
-// TestMetricsAfterRealRequests: requests to a function, a crash loop and
+// TestMetricsEventsAndTopAfterRealWork: requests to a function, a crash loop and
 // a running service show in the member's metrics by name and value, the
 // crash loop records a rate-limited BackOff event, and top reports what
 // a ticker uses (its one page of linear memory).
@@ -74,11 +81,20 @@ func TestMetricsEventsAndTopAfterRealWork(t *testing.T) {
 	c.mustRun("deploy", "testdata/fail.wasm", "--name", "crashy", "--no-wait")
 	// A function scaled to zero: its first request is a cold start.
 	c.mustRun("deploy", "testdata/greet.wasm", "--name", "cold", "--route", "/cold", "--replicas", "0", "--min-replicas", "0", "--max-replicas", "1")
-	if resp, err := http.Get("http://" + c.http + "/cold?who=e2e"); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("a cold request: %v %v", resp, err)
-	} else {
+	// The gateway learns the route from its cache: until then, 404 (and
+	// no metrics, no wake-up).
+	eventually(t, "a cold request answered", func() (bool, string) {
+		resp, err := http.Get("http://" + c.http + "/cold?who=e2e")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-	}
+		if resp.StatusCode != http.StatusNotFound && resp.StatusCode != http.StatusOK {
+			t.Fatalf("a cold request: %d %s", resp.StatusCode, b)
+		}
+		return resp.StatusCode == http.StatusOK, fmt.Sprintf("%d %s", resp.StatusCode, b)
+	})
 
 	var m map[string]float64
 	eventually(t, "the metrics of the requests, the workloads and the node", func() (bool, string) {
@@ -227,5 +243,89 @@ func TestGRPCClientsWithExportedCredentials(t *testing.T) {
 	names, err := listServices(admin)
 	if err != nil || !strings.Contains(strings.Join(names, ","), "wasmorch.v1.Control") {
 		t.Errorf("reflection with the exported credential: %v, %v", names, err)
+	}
+}
+
+// healthCheck asks the standard health service of the member at api, as
+// a probe without a certificate would, trusting the ca.pem in dir
+// (written by credentials export).
+func healthCheck(t *testing.T, dir, api string) (healthpb.HealthCheckResponse_ServingStatus, error) {
+	t.Helper()
+	pem, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatal("ca.pem holds no certificate")
+	}
+	conn, err := grpc.NewClient(api, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	return resp.GetStatus(), err
+}
+
+// TestAgentServesItsWorkersMetrics: an agent started with --metrics-addr
+// serves its worker's metrics (instances by state, restarts and exits,
+// start times) by name and value after real work, and the member the
+// agent heartbeats to reports the node's heartbeat age.
+func TestAgentServesItsWorkersMetrics(t *testing.T) {
+	m := startServer(t)
+	addr := loopbackAddr(t, "127.0.0.1")
+	m.agents["obs"] = startDaemon(t, "agent-obs", m.env, "agent", "--server", m.api, "--token", m.joinToken(), "--name", "obs",
+		"--data-dir", t.TempDir(), "--listen", loopbackAddr(t, "127.0.0.1"), "--metrics-addr", addr)
+	m.waitNode("obs", "Ready")
+	m.mustRun("deploy", "testdata/ticker.wasm", "--name", "ticker", "--replicas", "2")
+	m.mustRun("deploy", "testdata/fail.wasm", "--name", "crashy", "--no-wait")
+
+	eventually(t, "the agent's metrics of its instances", func() (bool, string) {
+		a := scrape(t, addr)
+		for key, want := range map[string]float64{
+			`wasmorch_worker_instances{node="obs",state="Running"}`: 2,
+		} {
+			if a[key] != want {
+				return false, fmt.Sprintf("%s = %v, want %v", key, a[key], want)
+			}
+		}
+		for _, key := range []string{`wasmorch_worker_instance_restarts_total{workload="crashy"}`, `wasmorch_worker_instance_exits_total{reason="Error",workload="crashy"}`} {
+			if a[key] < 2 {
+				return false, fmt.Sprintf("%s = %v, want at least 2", key, a[key])
+			}
+		}
+		if a["wasmorch_worker_instance_start_seconds_count"] < 4 {
+			return false, fmt.Sprintf("wasmorch_worker_instance_start_seconds_count = %v, want at least 4", a["wasmorch_worker_instance_start_seconds_count"])
+		}
+		if _, ok := a["go_goroutines"]; !ok {
+			return false, "no go_goroutines"
+		}
+		return true, ""
+	})
+	eventually(t, "the member's metrics of the agent's node", func() (bool, string) {
+		s := m.scrape()
+		age, ok := s[`wasmorch_node_heartbeat_age_seconds{node="obs"}`]
+		return ok && s[`wasmorch_node_ready{node="obs"}`] == 1 && s[`wasmorch_workload_instances{state="Running",workload="ticker"}`] == 2,
+			fmt.Sprintf("heartbeat age %v (present %v), ready %v", age, ok, s[`wasmorch_node_ready{node="obs"}`])
+	})
+
+	// A node that cannot be asked: top still lists its instances, saying why.
+	m.agents["obs"].stop(syscall.SIGKILL)
+	var top []struct {
+		ID    string `json:"id"`
+		Error string `json:"error"`
+	}
+	r := m.mustRun("top", "instances", "--workload", "ticker", "-o", "json")
+	if err := json.Unmarshal([]byte(r.stdout), &top); err != nil {
+		t.Fatalf("top instances -o json: %v\n%s", err, r)
+	}
+	if len(top) != 2 || top[0].Error == "" || top[1].Error == "" {
+		t.Errorf("top instances of a stopped node's workload: %+v, want its 2 instances with an error", top)
+	}
+	if r := m.mustRun("top", "instances", "--workload", "ticker"); !strings.Contains(r.stdout, "- (") {
+		t.Errorf("top instances of a stopped node's workload printed:\n%s", r.stdout)
 	}
 }

@@ -24,7 +24,8 @@ func newTopCommand() *cobra.Command {
 millicores averaged over the last second or so (a wasm instance's is the time its
 guest ran rather than slept), memory in bytes (a wasm instance's linear memory; a
 container's cgroup; a node's: the worker process and its containers). An HTTP
-function's replica runs each request in a sandbox of its own and shows '-'.`,
+function's replica runs each request in a sandbox of its own and shows '-', as
+does an instance not running now; one whose node cannot be asked says why.`,
 		Example: `  wasmorch top nodes
   wasmorch top instances --workload web
   wasmorch top instances -l app=shop -o json`,

@@ -114,7 +114,11 @@ func exitEvent(st *v1.InstanceStatus) (string, string) {
 	if m != "" {
 		how += "; " + m
 	}
-	how += fmt.Sprintf("; %d restarts so far", st.GetRestarts())
+	if n := st.GetRestarts(); n == 1 {
+		how += "; 1 restart so far"
+	} else {
+		how += fmt.Sprintf("; %d restarts so far", n)
+	}
 	switch {
 	case st.GetReason() == "OOMKilled":
 		return "OOMKilled", "was killed at its memory limit: " + how

@@ -25,7 +25,7 @@ func TestACrashLoopRecordsRateLimitedEvents(t *testing.T) {
 	prev := map[string]cache.Instance{"web-a": inst}
 
 	evs := s.exitEvents(prev, []*v1.InstanceStatus{crash(1, 1, "Error", "exited with code 3; restarting in 100ms", failed)}, t0)
-	if len(evs) != 1 || evs[0].GetReason() != "BackOff" || evs[0].GetObject() != "workload/web" || !strings.Contains(evs[0].GetMessage(), "restarting in 100ms") {
+	if len(evs) != 1 || evs[0].GetReason() != "BackOff" || evs[0].GetObject() != "workload/web" || !strings.Contains(evs[0].GetMessage(), "restarting in 100ms; 1 restart so far") {
 		t.Fatalf("first crash: %v", evs)
 	}
 	inst.Status = crash(1, 1, "Error", "", failed)

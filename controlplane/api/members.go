@@ -23,6 +23,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
 
@@ -311,6 +312,7 @@ func (a *controlAPI) Snapshot(_ *v1.SnapshotRequest, stream v1.Control_SnapshotS
 var quorumFree = map[string]bool{
 	v1.Control_Version_FullMethodName:     true,
 	v1.Control_ListMembers_FullMethodName: true,
+	healthpb.Health_Check_FullMethodName:  true, // NOT_SERVING then (health.go)
 }
 
 // quorumGuard refuses calls at once, and clearly, while this member's etcd

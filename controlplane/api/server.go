@@ -149,7 +149,7 @@ func (s *Server) Register(g *grpc.Server) {
 			hs.Shutdown() // NOT_SERVING while the member stops
 		}()
 	}
-	healthpb.RegisterHealthServer(g, hs)
+	healthpb.RegisterHealthServer(g, healthServer{Server: hs, s: s})
 	reflection.Register(g)
 }
 

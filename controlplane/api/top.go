@@ -40,6 +40,7 @@ func (a *controlAPI) Top(req *v1.TopRequest, stream v1.Control_TopServer) error 
 		ready      bool
 		capacity   *v1.Resources
 		ids        []string
+		workloads  []string // of ids
 	}
 	var asks []*ask
 	missing := ""
@@ -79,6 +80,7 @@ func (a *controlAPI) Top(req *v1.TopRequest, stream v1.Control_TopServer) error 
 				asks = append(asks, k)
 			}
 			k.ids = append(k.ids, e.Value.GetId())
+			k.workloads = append(k.workloads, e.Value.GetWorkload())
 		}
 		matches := map[string]bool{}
 		for _, w := range r.Workloads() {
@@ -124,6 +126,12 @@ func (a *controlAPI) Top(req *v1.TopRequest, stream v1.Control_TopServer) error 
 					} else {
 						got.Capacity = k.capacity
 						rep = got
+					}
+				}
+				if rep.Error != "" {
+					// Its instances are listed still, with why they are not measured.
+					for i, id := range k.ids {
+						rep.Instances = append(rep.Instances, &v1.InstanceUsage{Id: id, Workload: k.workloads[i], Unmeasured: true})
 					}
 				}
 				select {

@@ -16,8 +16,9 @@ type InstanceUsage struct {
 	CPUMillis        int64  `json:"cpuMillis"`
 	MemoryBytes      int64  `json:"memoryBytes"`
 	MemoryLimitBytes int64  `json:"memoryLimitBytes"`
-	// Unmeasured is set for an instance its runtime does not measure (a
-	// function's replica); Error when its node could not be asked.
+	// Unmeasured is set for an instance its worker does not measure (a
+	// function's replica, or one not running now); Error says why its node
+	// could not be asked.
 	Unmeasured bool   `json:"unmeasured,omitempty"`
 	Error      string `json:"error,omitempty"`
 }
@@ -45,7 +46,7 @@ func InstanceUsagesFrom(r *wasmorchv1.UsageReport) []InstanceUsage {
 	out := make([]InstanceUsage, 0, len(r.GetInstances()))
 	for _, u := range r.GetInstances() {
 		out = append(out, InstanceUsage{ID: u.GetId(), Workload: u.GetWorkload(), Node: r.GetNode(), CPUMillis: u.GetCpuMillis(),
-			MemoryBytes: u.GetMemoryBytes(), MemoryLimitBytes: u.GetMemoryLimitBytes(), Unmeasured: u.GetUnmeasured()})
+			MemoryBytes: u.GetMemoryBytes(), MemoryLimitBytes: u.GetMemoryLimitBytes(), Unmeasured: u.GetUnmeasured(), Error: r.GetError()})
 	}
 	return out
 }
@@ -61,10 +62,14 @@ func (p Printer) TopInstances(w io.Writer, us []InstanceUsage) error {
 	rows := [][]string{{"ID", "WORKLOAD", "NODE", "CPU", "MEMORY", "LIMIT"}}
 	for _, u := range us {
 		cpu, mem := strconv.FormatInt(u.CPUMillis, 10)+"m", HumanBytes(u.MemoryBytes)
-		if u.Unmeasured {
+		limit := HumanBytes(u.MemoryLimitBytes)
+		switch {
+		case u.Error != "":
+			cpu, mem, limit = "-", "-", "- ("+u.Error+")"
+		case u.Unmeasured:
 			cpu, mem = "-", "-"
 		}
-		rows = append(rows, []string{u.ID, u.Workload, u.Node, cpu, mem, HumanBytes(u.MemoryLimitBytes)})
+		rows = append(rows, []string{u.ID, u.Workload, u.Node, cpu, mem, limit})
 	}
 	return writeTable(w, rows)
 }

@@ -342,3 +342,29 @@ func (o *output) String() string {
 	defer o.mu.Unlock()
 	return o.buf.String()
 }
+
+// TestUsageReadsTheContainersCgroup: a spinning container's Usage (what
+// `wasmorch top` shows) is its cgroup's counters: CPU time that grows
+// while it spins, and the memory it holds.
+func TestUsageReadsTheContainersCgroup(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	inst, err := f.rt.Start(ctx, runtimeapi.InstanceSpec{ID: "usage-1", Artifact: f.artifact, Args: []string{"spin"}, MilliCPU: 250})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Stop(ctx, 5*time.Second)
+	m, ok := inst.(runtimeapi.Measured)
+	if !ok {
+		t.Fatalf("a container instance (%T) does not say what it uses", inst)
+	}
+	first := m.Usage()
+	var last runtimeapi.Usage
+	for range 200 {
+		if last = m.Usage(); last.CPU > first.CPU && last.MemoryBytes > 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("usage of a spinning container: first %+v, last %+v; want its CPU time growing and its memory above 0", first, last)
+}

@@ -51,3 +51,19 @@ func TestANodeUnderDiskPressureSaysSo(t *testing.T) {
 		t.Errorf("get nodes -o json:\n%s\nwant one condition of type DiskPressure, with its message and since", b.String())
 	}
 }
+
+func TestDescribeNodeShowsReservedMemoryInHumanUnits(t *testing.T) {
+	v := diskPressureView()
+	v.Node.Capacity = &wasmorchv1.Resources{MemoryBytes: 24 << 30, CpuMillis: 2000, Instances: 110}
+	v.Allocated = &wasmorchv1.Resources{MemoryBytes: 128 << 20, CpuMillis: 250, Instances: 3}
+	var b strings.Builder
+	if err := (Printer{Format: Table, Now: now}).DescribeNode(&b, DescribeNode(v, nil, nil)); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(strings.Fields(b.String()), " ")
+	for _, want := range []string{"Memory: 128Mi of 24Gi reserved", "CPU: 250m of 2000m reserved", "Instances: 3 of 110 slots"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("describe node:\n%s\nwant %q", b.String(), want)
+		}
+	}
+}

@@ -208,7 +208,7 @@ func (p Printer) DescribeNode(w io.Writer, d NodeDescription) error {
 	field("Labels", dash(FormatLabels(x.Labels)))
 	if c, a := x.Capacity, x.Allocated; c != nil && a != nil {
 		field("Instances", fmt.Sprintf("%d of %d slots", a.Instances, c.Instances))
-		field("Memory", fmt.Sprintf("%d of %d bytes reserved", a.MemoryBytes, c.MemoryBytes))
+		field("Memory", fmt.Sprintf("%s of %s reserved", HumanBytes(a.MemoryBytes), HumanBytes(c.MemoryBytes)))
 		field("CPU", fmt.Sprintf("%dm of %dm reserved", a.CPUMillis, c.CPUMillis))
 	}
 	field("Version", dash(x.Version))

@@ -16,7 +16,7 @@ func newDeployCommand() *cobra.Command {
 		server *string
 	)
 	cmd := &cobra.Command{
-		Use:   "deploy FILE.wasm|IMAGE-oci.tar [flags] [-- ARG...]",
+		Use:   "deploy FILE.wasm|IMAGE-oci.tar|oci://REGISTRY/REPO:TAG [flags] [-- ARG...]",
 		Short: "Upload a module and deploy or update a workload, then wait until it is ready",
 		Long: `Upload a WebAssembly module (a WASI command that exports _start) and deploy it
 as a workload, or update the workload if it exists. Arguments after -- become the
@@ -28,6 +28,11 @@ so does an image reference given with --image, which each node pulls. Arguments
 after -- then replace the image's CMD. With --route, a container is an HTTP
 function: it listens on $PORT (--port, default 8080) and the gateway proxies the
 route's requests to it.
+
+oci://REGISTRY/REPO:TAG (or oci://REGISTRY/REPO@sha256:...) names a module or an
+image in an OCI registry: the control plane pulls it, stores it like an upload
+and records the digest the reference resolved to, so a tag moved later changes
+nothing until the next deploy (see 'wasmorch push' and 'wasmorch registry').
 
 --fallback-image gives a module an image (a reference or an OCI image archive)
 that runs as a container where the module cannot run as Wasm: on nodes without
@@ -45,6 +50,7 @@ rollout go on.`,
 		Example: `  wasmorch deploy testdata/hello.wasm --replicas 3
   wasmorch deploy app.wasm --name api --env MODE=prod --memory 64Mi -- --port 8000
   wasmorch deploy ./api-oci.tar --name api2
+  wasmorch deploy oci://registry.example.com/team/app:1.0 --name app
   wasmorch deploy --image registry.example.com/team/api:1.4 --name api --memory 256Mi
   wasmorch deploy --image team/api:1.4 --name api --port 8080 --route /api
   wasmorch deploy app.wasm --fallback-image team/app:1.0

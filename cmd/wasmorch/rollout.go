@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/cliclient"
 	"github.com/wasmorch/wasmorch/internal/cliout"
+	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
 // rollouts: `wasmorch rollout status|history|undo|promote|restart`.
@@ -96,7 +98,14 @@ func newRolloutHistoryCommand() *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 3, ' ', 0)
-			fmt.Fprintln(tw, "REVISION\tAGE\tCHANGE-CAUSE")
+			// registry: revisions deployed from a registry show the
+			// reference and the digest it resolved to.
+			sourced := slices.ContainsFunc(revs, func(r *wasmorchv1.Revision) bool { return r.GetSpec().GetSourceReference() != "" })
+			if sourced {
+				fmt.Fprintln(tw, "REVISION\tAGE\tSOURCE\tDIGEST\tCHANGE-CAUSE")
+			} else {
+				fmt.Fprintln(tw, "REVISION\tAGE\tCHANGE-CAUSE")
+			}
 			now := time.Now()
 			for _, r := range revs {
 				rev := fmt.Sprint(r.GetGeneration())
@@ -107,7 +116,16 @@ func newRolloutHistoryCommand() *cobra.Command {
 				if cause == "" {
 					cause = "<none>"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", rev, cliout.Age(now, time.Unix(0, r.GetCreatedUnixNano())), strings.ReplaceAll(cause, "\t", " "))
+				age := cliout.Age(now, time.Unix(0, r.GetCreatedUnixNano()))
+				if sourced {
+					src, digest := r.GetSpec().GetSourceReference(), r.GetSpec().GetSourceDigest()
+					if src == "" {
+						src, digest = "-", r.GetSpec().GetModuleDigest()
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", rev, age, src, digest, strings.ReplaceAll(cause, "\t", " "))
+					continue
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", rev, age, strings.ReplaceAll(cause, "\t", " "))
 			}
 			return tw.Flush()
 		},

@@ -79,6 +79,12 @@ wins over the file. Flags that name or describe one object (deploy --name and
 		c.GroupID = "client"
 		root.AddCommand(c)
 	}
+	// registry.go: push speaks to a registry, not to --server.
+	root.AddGroup(&cobra.Group{ID: "registries", Title: "Working with registries:"})
+	for _, c := range []*cobra.Command{newPushCommand(), newRegistryCommand()} {
+		c.GroupID = "registries"
+		root.AddCommand(c)
+	}
 	root.AddGroup(&cobra.Group{ID: "nodes", Title: "Working with nodes:"})
 	for _, c := range []*cobra.Command{newDescribeCommand(), newCordonCommand(), newUncordonCommand(), newDrainCommand(), newNodeCommand()} {
 		c.GroupID = "nodes"

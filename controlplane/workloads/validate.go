@@ -74,6 +74,9 @@ func Validate(spec *v1.WorkloadSpec) error {
 	if err := validateCanary(spec); err != nil { // canary.go
 		return err
 	}
+	if err := validateSource(spec); err != nil { // registry
+		return err
+	}
 	switch spec.GetKind() {
 	case "", "wasm":
 		if spec.GetImage() != "" {
@@ -276,6 +279,26 @@ func validateReferences(spec *v1.WorkloadSpec) error {
 	}
 	if len(spec.GetFiles()) > 0 {
 		return errdefs.Invalidf("files are filled in by the control plane from config_files and secret_files, not given")
+	}
+	return nil
+}
+
+// validateSource checks where a module pulled from a registry came from:
+// an oci:// reference and the manifest digest it resolved to, both or
+// neither.
+func validateSource(spec *v1.WorkloadSpec) error {
+	ref, digest := spec.GetSourceReference(), spec.GetSourceDigest()
+	if ref == "" && digest == "" {
+		return nil
+	}
+	if !strings.HasPrefix(ref, "oci://") {
+		return errdefs.Invalidf("source reference %q is not an oci:// reference", ref)
+	}
+	if _, err := blobs.ParseDigest(digest); err != nil {
+		return errdefs.Invalidf("source digest of %s: %v", ref, err)
+	}
+	if spec.GetImage() != "" {
+		return errdefs.Invalidf("a workload pulled from %s runs what was pulled, not image %q", ref, spec.GetImage())
 	}
 	return nil
 }

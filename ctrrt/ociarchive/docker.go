@@ -9,6 +9,7 @@ import (
 	"path"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	digest "github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -39,25 +40,39 @@ func FromDocker(w io.Writer, open func() (io.ReadCloser, error)) error {
 	if err != nil {
 		return fmt.Errorf("reading the Docker archive: %v", err)
 	}
+	return writeImage(w, img, "the Docker archive")
+}
+
+// FromImage writes img to w as an OCI image layout archive: its manifest,
+// config and layers as they are (a registry's image pulled by
+// go-containerregistry's remote package: what a registry served, checked
+// against its digests as it is read). The same image always gives the
+// same bytes.
+func FromImage(w io.Writer, img v1.Image) error {
+	return writeImage(w, img, "the image")
+}
+
+// writeImage is FromImage; what names img in errors.
+func writeImage(w io.Writer, img v1.Image, what string) error {
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return fmt.Errorf("the Docker archive's image config: %v", err)
+		return fmt.Errorf("%s's config: %v", what, err)
 	}
 	rawCfg, err := img.RawConfigFile()
 	if err != nil {
-		return fmt.Errorf("the Docker archive's image config: %v", err)
+		return fmt.Errorf("%s's config: %v", what, err)
 	}
 	rawMan, err := img.RawManifest()
 	if err != nil {
-		return fmt.Errorf("the Docker archive's layers: %v", err)
+		return fmt.Errorf("%s's layers: %v", what, err)
 	}
 	man, err := img.Manifest()
 	if err != nil {
-		return fmt.Errorf("the Docker archive's layers: %v", err)
+		return fmt.Errorf("%s's layers: %v", what, err)
 	}
 	layers, err := img.Layers()
 	if err != nil {
-		return fmt.Errorf("the Docker archive's layers: %v", err)
+		return fmt.Errorf("%s's layers: %v", what, err)
 	}
 
 	manDesc := ocispec.Descriptor{MediaType: string(man.MediaType), Digest: digest.FromBytes(rawMan), Size: int64(len(rawMan)),
@@ -94,20 +109,20 @@ func FromDocker(w io.Writer, open func() (io.ReadCloser, error)) error {
 	for i, l := range layers {
 		d, err := l.Digest()
 		if err != nil {
-			return fmt.Errorf("layer %d of the Docker archive: %v", i+1, err)
+			return fmt.Errorf("layer %d of %s: %v", i+1, what, err)
 		}
 		size, err := l.Size()
 		if err != nil {
-			return fmt.Errorf("layer %d of the Docker archive: %v", i+1, err)
+			return fmt.Errorf("layer %d of %s: %v", i+1, what, err)
 		}
 		rc, err := l.Compressed()
 		if err != nil {
-			return fmt.Errorf("layer %d of the Docker archive: %v", i+1, err)
+			return fmt.Errorf("layer %d of %s: %v", i+1, what, err)
 		}
 		err = blob(digest.Digest(d.String()), size, rc)
 		_ = rc.Close()
 		if err != nil {
-			return fmt.Errorf("layer %d of the Docker archive: %v", i+1, err)
+			return fmt.Errorf("layer %d of %s: %v", i+1, what, err)
 		}
 	}
 	for _, b := range [][]byte{rawCfg, rawMan} {

@@ -14,6 +14,7 @@ import (
 	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/internal/manifest"
+	"github.com/wasmorch/wasmorch/internal/registry"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -167,7 +168,7 @@ func WorkloadConfig(o manifest.Object, dir string) DeployConfig {
 	}
 	if s.Module != "" {
 		cfg.File, cfg.Runtime = s.Module, s.Runtime
-		if !filepath.IsAbs(cfg.File) && !manifest.IsDigest(cfg.File) {
+		if !filepath.IsAbs(cfg.File) && !manifest.IsDigest(cfg.File) && !registry.IsReference(cfg.File) {
 			cfg.File = filepath.Join(dir, cfg.File)
 		}
 	}
@@ -206,7 +207,13 @@ func (c *Client) applyWorkload(ctx context.Context, cfg DeployConfig, dryRun boo
 	if err != nil {
 		return nil, nil, err
 	}
-	wasm, media, err := readSource(ctx, cfg, spec)
+	var wasm []byte
+	var media string
+	if ref := cfg.reference(); ref != "" { // registry.go: pulled even for a dry run, to compare digests
+		err = c.pullSource(ctx, ref, 0, spec)
+	} else {
+		wasm, media, err = readSource(ctx, cfg, spec)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -2,6 +2,7 @@ package cliclient
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -28,8 +29,8 @@ const kindContainer = "container"
 // base name without .wasm, .tar or -oci, or the image's last path element
 // without its tag or digest.
 func (cfg DeployConfig) defaultName() string {
-	if cfg.File == "" && cfg.Image != "" {
-		name := cfg.Image
+	if ref := cfg.reference(); ref != "" || cfg.File == "" && cfg.Image != "" {
+		name := strings.TrimPrefix(cmp.Or(ref, cfg.Image), "oci://")
 		if i := strings.LastIndexByte(name, '/'); i >= 0 {
 			name = name[i+1:]
 		}

@@ -219,7 +219,20 @@ func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(cli
 	if err != nil {
 		return DeployResult{}, err
 	}
-	wasm, media, err := readSource(ctx, cfg, spec)
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = DefaultDeployTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	var wasm []byte
+	var media string
+	if ref := cfg.reference(); ref != "" { // registry.go
+		err = c.pullSource(ctx, ref, timeout, spec)
+	} else {
+		wasm, media, err = readSource(ctx, cfg, spec)
+	}
 	if err != nil {
 		return DeployResult{}, err
 	}
@@ -227,13 +240,6 @@ func (c *Client) Deploy(ctx context.Context, cfg DeployConfig, progress func(cli
 	if err != nil {
 		return DeployResult{}, err
 	}
-
-	timeout := cfg.Timeout
-	if timeout == 0 {
-		timeout = DefaultDeployTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 
 	if wasm != nil {
 		if err := c.upload(ctx, spec.ModuleDigest, wasm, media); err != nil {

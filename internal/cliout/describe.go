@@ -117,6 +117,9 @@ func (p Printer) DescribeWorkload(w io.Writer, d WorkloadDescription) error {
 	default:
 		field("Module", fmt.Sprintf("%s (%s)", dash(x.Digest), HumanBytes(x.Size)))
 	}
+	if ref := spec.GetSourceReference(); ref != "" { // registry
+		field("Source", ref+" ("+spec.GetSourceDigest()+")")
+	}
 	if fb := spec.GetFallbackImage() + spec.GetFallbackArchiveDigest(); fb != "" {
 		field("Fallback image", fb)
 	}

@@ -124,6 +124,10 @@ func FromWorkload(wv *v1.WorkloadView) Object {
 	switch {
 	case spec.GetImage() != "":
 		ws.Image = spec.GetImage()
+	case spec.GetSourceReference() != "":
+		// registry: applied again, the reference resolves again (a tag
+		// moved since is the next deploy).
+		ws.Module = spec.GetSourceReference()
 	case spec.GetKind() == "container":
 		ws.Module, ws.Runtime = spec.GetModuleDigest(), "container"
 	default:

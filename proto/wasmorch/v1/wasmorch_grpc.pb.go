@@ -23,6 +23,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	Control_UploadBlob_FullMethodName       = "/wasmorch.v1.Control/UploadBlob"
+	Control_PullReference_FullMethodName    = "/wasmorch.v1.Control/PullReference"
 	Control_ApplyWorkload_FullMethodName    = "/wasmorch.v1.Control/ApplyWorkload"
 	Control_GetWorkload_FullMethodName      = "/wasmorch.v1.Control/GetWorkload"
 	Control_ListWorkloads_FullMethodName    = "/wasmorch.v1.Control/ListWorkloads"
@@ -72,6 +73,7 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type ControlClient interface {
 	UploadBlob(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRequest, UploadResponse], error)
+	PullReference(ctx context.Context, in *PullReferenceRequest, opts ...grpc.CallOption) (*PullReferenceResponse, error)
 	ApplyWorkload(ctx context.Context, in *ApplyWorkloadRequest, opts ...grpc.CallOption) (*ApplyWorkloadResponse, error)
 	GetWorkload(ctx context.Context, in *GetWorkloadRequest, opts ...grpc.CallOption) (*WorkloadView, error)
 	ListWorkloads(ctx context.Context, in *ListWorkloadsRequest, opts ...grpc.CallOption) (*ListWorkloadsResponse, error)
@@ -142,6 +144,16 @@ func (c *controlClient) UploadBlob(ctx context.Context, opts ...grpc.CallOption)
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Control_UploadBlobClient = grpc.ClientStreamingClient[UploadRequest, UploadResponse]
+
+func (c *controlClient) PullReference(ctx context.Context, in *PullReferenceRequest, opts ...grpc.CallOption) (*PullReferenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PullReferenceResponse)
+	err := c.cc.Invoke(ctx, Control_PullReference_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
 
 func (c *controlClient) ApplyWorkload(ctx context.Context, in *ApplyWorkloadRequest, opts ...grpc.CallOption) (*ApplyWorkloadResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -604,6 +616,7 @@ func (c *controlClient) CreateUIToken(ctx context.Context, in *CreateUITokenRequ
 // for forward compatibility.
 type ControlServer interface {
 	UploadBlob(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error
+	PullReference(context.Context, *PullReferenceRequest) (*PullReferenceResponse, error)
 	ApplyWorkload(context.Context, *ApplyWorkloadRequest) (*ApplyWorkloadResponse, error)
 	GetWorkload(context.Context, *GetWorkloadRequest) (*WorkloadView, error)
 	ListWorkloads(context.Context, *ListWorkloadsRequest) (*ListWorkloadsResponse, error)
@@ -664,6 +677,9 @@ type UnimplementedControlServer struct{}
 
 func (UnimplementedControlServer) UploadBlob(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error {
 	return status.Error(codes.Unimplemented, "method UploadBlob not implemented")
+}
+func (UnimplementedControlServer) PullReference(context.Context, *PullReferenceRequest) (*PullReferenceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PullReference not implemented")
 }
 func (UnimplementedControlServer) ApplyWorkload(context.Context, *ApplyWorkloadRequest) (*ApplyWorkloadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ApplyWorkload not implemented")
@@ -818,6 +834,24 @@ func _Control_UploadBlob_Handler(srv interface{}, stream grpc.ServerStream) erro
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Control_UploadBlobServer = grpc.ClientStreamingServer[UploadRequest, UploadResponse]
+
+func _Control_PullReference_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PullReferenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).PullReference(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_PullReference_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).PullReference(ctx, req.(*PullReferenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
 
 func _Control_ApplyWorkload_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ApplyWorkloadRequest)
@@ -1554,6 +1588,10 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "wasmorch.v1.Control",
 	HandlerType: (*ControlServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "PullReference",
+			Handler:    _Control_PullReference_Handler,
+		},
 		{
 			MethodName: "ApplyWorkload",
 			Handler:    _Control_ApplyWorkload_Handler,

@@ -225,7 +225,7 @@ func hasWorkload(ws []workloadJSON, name string, replicas int) bool {
 // pollTrue waits until a JavaScript expression is true.
 func pollTrue(expr string) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
-		_, err := chromedp.Poll[bool](expr, chromedp.WithPollingInterval(100*time.Millisecond))(ctx, t)
+		_, err := chromedp.Poll[bool](expr, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(0))(ctx, t)
 		if err != nil {
 			return chromedp.Void{}, fmt.Errorf("waiting for %s: %w", expr, err)
 		}

@@ -52,18 +52,32 @@ class Informer {
     this.truncated = false;
     this.live = false;
     this.append = opts.append || false; // events: a log, not a set
+    // narrowed on the server's side (a workload's page): the list's and
+    // the watch's parameters
+    this.listQuery = opts.list || '';
+    this.watchQuery = opts.watch || '';
     this.es = null;
+    this.started = false;
+    this.gen = 0; // bumped by stop: a list or watch of an older start drops its result
+  }
+
+  // ensure starts the informer the first time a view needs it.
+  ensure() {
+    if (!this.started) this.restart(0);
   }
 
   async start() {
     this.stop();
+    this.started = true;
+    const gen = this.gen;
     this.live = false;
     changed();
     const items = new Map();
     let cont = '', first = 0;
     this.truncated = false;
     do {
-      const page = await request('GET', `/ui/api/list/${this.kind}?limit=500` + (cont ? `&continue=${encodeURIComponent(cont)}` : ''));
+      const page = await request('GET', `/ui/api/list/${this.kind}?limit=500${this.listQuery}` + (cont ? `&continue=${encodeURIComponent(cont)}` : ''));
+      if (gen !== this.gen) return;
       if (!first) first = num(page.revision);
       for (const o of page[this.kind] || []) items.set(this.keyOf(o), o);
       cont = page.continue || '';
@@ -76,11 +90,14 @@ class Informer {
   }
 
   stop() {
+    this.gen++;
+    this.started = false;
+    this.live = false;
     if (this.es) { this.es.close(); this.es = null; }
   }
 
   watch() {
-    const es = new EventSource(`/ui/api/watch/${this.kind}?revision=${this.rev}`);
+    const es = new EventSource(`/ui/api/watch/${this.kind}?revision=${this.rev}${this.watchQuery}`);
     this.es = es;
     es.onmessage = (m) => {
       const ev = JSON.parse(m.data);
@@ -94,7 +111,8 @@ class Informer {
       if (!obj) return;
       const key = this.keyOf(obj);
       if (type.endsWith('DELETED')) this.items.delete(key);
-      else this.items.set(key, obj);
+      else if (!this.truncated || this.items.has(key)) this.items.set(key, obj); // a truncated list shows its first objects only
+
       if (this.append && this.items.size > LIST_CAP) this.items.delete(this.items.keys().next().value);
       changed();
     };
@@ -123,16 +141,33 @@ class Informer {
 
   restart(delay) {
     this.stop();
-    setTimeout(() => this.start().catch((e) => showError(`${this.kind}: ${e.message}`)), delay);
+    this.started = true;
+    this.items = new Map();
+    const gen = this.gen;
+    setTimeout(() => {
+      if (gen === this.gen) this.start().catch((e) => { showError(`${this.kind}: ${e.message}`); this.restart(2000); });
+    }, delay);
   }
 }
+
+function eventKey(e) { return `${e.unixNano}/${e.object}/${e.reason}/${e.message}`; }
 
 const informers = {
   workloads: new Informer('workloads', (w) => w.workload.name),
   instances: new Informer('instances', (i) => i.instance.id),
   nodes: new Informer('nodes', (n) => n.node.name),
-  events: new Informer('events', (e) => `${e.unixNano}/${e.object}/${e.reason}/${e.message}`, {append: true}),
+  events: new Informer('events', eventKey, {append: true}),
 };
+
+// follow keeps the informers a view draws from running and stops the
+// others: a browser holds few connections to one server (six, over
+// HTTP/1.1), and each watch is one.
+function follow(...kinds) {
+  for (const [kind, inf] of Object.entries(informers)) {
+    if (kinds.includes(kind)) inf.ensure();
+    else if (inf.started) inf.stop();
+  }
+}
 
 // ---- drawing --------------------------------------------------------------
 
@@ -289,12 +324,12 @@ function eventRows(list) {
 }
 const eventHeaders = ['Age', 'Object', 'Reason', 'Message', 'Source'];
 
-function newestEvents(filter, n) {
-  return [...informers.events.items.values()].filter(filter).sort((a, b) => num(b.unixNano) - num(a.unixNano)).slice(0, n);
+function newest(inf, n) {
+  return [...inf.items.values()].sort((a, b) => num(b.unixNano) - num(a.unixNano)).slice(0, n);
 }
 
 function eventsView() {
-  return [h('h1', {}, 'Events'), table(eventHeaders, eventRows(newestEvents(() => true, 500)), 'No events.')];
+  return [h('h1', {}, 'Events'), table(eventHeaders, eventRows(newest(informers.events, 500)), 'No events.')];
 }
 
 // ---- a workload's page ----------------------------------------------------
@@ -306,7 +341,12 @@ let detail = null;
 function openDetail(name) {
   if (detail && detail.name === name) return detail;
   closeDetail();
-  const d = {name, logs: h('pre', {class: 'logs', id: 'logs'}), es: null, rate: null, sample: null, timer: null, body: h('div', {})};
+  const q = encodeURIComponent(name);
+  const d = {name, logs: h('pre', {class: 'logs', id: 'logs'}), es: null, rate: null, sample: null, timer: null,
+    instances: new Informer('instances', (i) => i.instance.id, {list: `&workload=${q}`, watch: `&workload=${q}`}),
+    events: new Informer('events', eventKey, {append: true, list: `&object=workload%2F${q}`, watch: `&workload=${q}`})};
+  d.instances.ensure();
+  d.events.ensure();
   d.scale = h('input', {type: 'number', min: '0', id: 'scale-replicas', 'aria-label': 'replicas'});
   d.actions = h('div', {class: 'actions panel'},
     h('label', {for: 'scale-replicas'}, 'Replicas'), d.scale,
@@ -317,6 +357,17 @@ function openDetail(name) {
     h('button', {class: 'quiet', id: 'rollout-restart', onclick: () => act(d, 'rollout/restart', `Restart every replica of ${name}, as a rollout?`)}, 'Restart'),
     h('span', {class: 'muted'}, '·'),
     h('button', {class: 'danger', id: 'delete', onclick: () => deleteAction(d)}, 'Delete'));
+  d.facts = h('div', {class: 'grid'});
+  d.rolloutText = h('div', {id: 'rollout-text'});
+  d.bar = h('div', {});
+  d.instTitle = h('h2', {});
+  d.instBox = h('div', {id: 'instances'});
+  d.eventsBox = h('div', {});
+  d.parts = [
+    h('h1', {}, h('a', {href: '#/workloads'}, 'Workloads'), ' / ', h('span', {id: 'workload-name'}, name)),
+    h('div', {class: 'panel'}, d.facts, h('h2', {}, 'Rollout'), d.rolloutText, h('div', {class: 'progress'}, d.bar)),
+    d.actions, d.instTitle, d.instBox, h('h2', {}, 'Events'), d.eventsBox, h('h2', {}, 'Logs'), d.logs,
+  ];
   followLogs(d);
   pollRate(d);
   detail = d;
@@ -327,6 +378,8 @@ function closeDetail() {
   if (!detail) return;
   if (detail.es) detail.es.close();
   clearInterval(detail.timer);
+  detail.instances.stop();
+  detail.events.stop();
   detail = null;
 }
 
@@ -433,23 +486,15 @@ function workloadView(name) {
   }
   if (spec.autoscale) facts.push(['Autoscale', `${num(spec.autoscale.minReplicas)}–${num(spec.autoscale.maxReplicas)}`]);
   if (Object.keys(w.labels || {}).length) facts.push(['Labels', Object.entries(w.labels).map(([k, val]) => `${k}=${val}`).join(', ')]);
-  const insts = [...informers.instances.items.values()].filter((i) => i.instance.workload === name)
-    .sort((a, b) => (a.instance.id < b.instance.id ? -1 : 1));
-  return [
-    h('h1', {}, h('a', {href: '#/workloads'}, 'Workloads'), ' / ', h('span', {id: 'workload-name'}, name)),
-    h('div', {class: 'panel'},
-      h('div', {class: 'grid'}, facts.map(([k, val]) => h('div', {}, h('span', {class: 'label'}, k), val))),
-      h('h2', {}, 'Rollout'),
-      h('div', {id: 'rollout-text'}, r.text),
-      h('div', {class: 'progress'}, h('div', {style: `width:${Math.round(r.done * 100)}%`}))),
-    d.actions,
-    h('h2', {}, `Instances (${insts.length})`),
-    h('div', {id: 'instances'}, table(instanceHeaders, instanceRows(insts), 'No instances.')),
-    h('h2', {}, 'Events'),
-    table(eventHeaders, eventRows(newestEvents((e) => e.object === 'workload/' + name, 50)), 'No events.'),
-    h('h2', {}, 'Logs'),
-    d.logs,
-  ];
+  const insts = sorted(d.instances.items, (i) => i.instance.id);
+  // Only what changes is redrawn: the actions and the logs stay in place.
+  d.facts.replaceChildren(...facts.map(([k, val]) => h('div', {}, h('span', {class: 'label'}, k), val)));
+  d.rolloutText.textContent = r.text;
+  d.bar.style.width = `${Math.round(r.done * 100)}%`;
+  d.instTitle.textContent = `Instances (${insts.length})`;
+  d.instBox.replaceChildren(table(instanceHeaders, instanceRows(insts), 'No instances.'));
+  d.eventsBox.replaceChildren(table(eventHeaders, eventRows(newest(d.events, 50)), 'No events.'));
+  return d.parts;
 }
 
 // ---- the page -------------------------------------------------------------
@@ -459,23 +504,31 @@ function route() {
   return {view: parts[0] || 'workloads', name: parts[1] || ''};
 }
 
+let shown = null; // the parts the view holds
+
 function render() {
   const r = route();
   for (const a of document.querySelectorAll('header nav a')) a.classList.toggle('active', a.dataset.view === r.view);
   let content;
   if (r.view === 'workloads' && r.name) {
+    follow('workloads');
     content = workloadView(r.name);
   } else {
     closeDetail();
-    content = {instances: instancesView, nodes: nodesView, events: eventsView}[r.view] || workloadsView;
-    content = content();
+    const view = {instances: instancesView, nodes: nodesView, events: eventsView}[r.view] ? r.view : 'workloads';
+    follow(view);
+    content = {workloads: workloadsView, instances: instancesView, nodes: nodesView, events: eventsView}[view]();
   }
   const view = document.getElementById('view');
-  // Keep what the user is typing across redraws.
-  const active = document.activeElement;
-  view.replaceChildren(...content.flat().filter(Boolean));
-  if (active && active !== document.body && view.contains(active)) active.focus();
-  const live = Object.values(informers).every((i) => i.live);
+  // A workload's page is drawn in place (workloadView): its parts are
+  // put in the page once, so that what the user types stays put.
+  if (content !== shown || view.firstChild !== content[0]) {
+    view.replaceChildren(...content.flat().filter(Boolean));
+    shown = content;
+  }
+  const followed = Object.values(informers).filter((i) => i.started);
+  if (detail) followed.push(detail.instances, detail.events);
+  const live = followed.every((i) => i.live);
   const el = document.getElementById('live');
   el.textContent = live ? '● live' : 'reconnecting…';
   el.classList.toggle('on', live);
@@ -509,10 +562,7 @@ async function main() {
   setInterval(changed, 10000);
   const s = await request('GET', '/ui/api/session');
   document.getElementById('who').textContent = `${s.identity} on ${s.member || 'this member'}, until ${new Date(s.expires).toLocaleString()}`;
-  await Promise.all(Object.values(informers).map((i) => i.start().catch((e) => {
-    showError(`${i.kind}: ${e.message}`);
-    i.restart(2000);
-  })));
+  changed(); // the first draw starts what the view follows
 }
 
 main().catch((e) => showError(e.message));

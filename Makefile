@@ -4,12 +4,32 @@ BIN      := bin/wasmorch
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/wasmorch/wasmorch/internal/version.Version=$(VERSION)
 
-.PHONY: all build run test test-unit test-e2e bench bench-scale proto testdata tour-images vet fmt clean
+.PHONY: all build release run test test-unit test-e2e bench bench-scale proto testdata tour-images vet fmt clean
 
 all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/wasmorch
+
+# Release binaries (docs/edge.md): wasmorch and the slim wasmorch-agent,
+# static (CGO off) and stripped, for Linux on amd64, arm64, armv7 and
+# riscv64, with their SHA-256 sums in SHA256SUMS. DIST=DIR writes them
+# elsewhere.
+DIST    ?= dist
+RELEASE := amd64 arm64 armv7 riscv64
+release:
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	set -e; for target in $(RELEASE); do \
+	  arch=$$target; arm=; \
+	  if [ $$target = armv7 ]; then arch=arm; arm=7; fi; \
+	  for cmd in wasmorch wasmorch-agent; do \
+	    echo "$(DIST)/$$cmd-linux-$$target"; \
+	    CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath \
+	      -ldflags "-s -w $(LDFLAGS)" -o $(DIST)/$$cmd-linux-$$target ./cmd/$$cmd; \
+	  done; \
+	done
+	cd $(DIST) && sha256sum wasmorch-linux-* wasmorch-agent-linux-* > SHA256SUMS
+	ls -l $(DIST)
 
 proto:
 	protoc -I proto \
@@ -56,4 +76,4 @@ run: build tour-images
 	@scripts/run.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin $(DIST)

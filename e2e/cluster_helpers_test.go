@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +21,7 @@ type daemon struct {
 	name string
 	args []string
 	wrap []string // runs the binary through this command (ip netns exec NS)
+	bin  string   // the binary; empty: wasmorch
 	env  []string
 	log  string
 	proc *process
@@ -34,7 +37,14 @@ func startDaemon(t testing.TB, name string, env []string, args ...string) *daemo
 // startWrapped is startDaemon with the binary run through wrap.
 func startWrapped(t testing.TB, name string, env, wrap []string, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, name: name, args: args, wrap: wrap, env: env}
+	return startBinary(t, name, env, "", wrap, args...)
+}
+
+// startBinary is startWrapped with another binary than wasmorch (bin not
+// empty): wasmorch-agent, built for another architecture.
+func startBinary(t testing.TB, name string, env []string, bin string, wrap []string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, name: name, args: args, wrap: wrap, bin: bin, env: env}
 	logFile, err := os.CreateTemp(t.TempDir(), name+"-*.log")
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +58,7 @@ func startWrapped(t testing.TB, name string, env, wrap []string, args ...string)
 		}
 		if t.Failed() {
 			out, _ := os.ReadFile(d.log)
-			t.Logf("%s (wasmorch %s) printed:\n%s", d.name, strings.Join(d.args, " "), out)
+			t.Logf("%s (%s %s) printed:\n%s", d.name, filepath.Base(cmp.Or(d.bin, binary)), strings.Join(d.args, " "), out)
 		}
 	})
 	return d
@@ -62,7 +72,11 @@ func (d *daemon) start() {
 		d.t.Fatal(err)
 	}
 	defer logFile.Close() // The child has its own descriptor.
-	argv := append(append(append([]string{}, d.wrap...), binary), d.args...)
+	bin := binary
+	if d.bin != "" {
+		bin = d.bin
+	}
+	argv := append(append(append([]string{}, d.wrap...), bin), d.args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = repoRoot
 	cmd.Env = d.env

@@ -198,3 +198,45 @@ func BenchmarkCompileGo(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkEngine compares wazero's interpreter, which runs modules where
+// there is no compiler (armv7, riscv64), with its compiler, in one run:
+// compiling a module (Prepare, no compile cache) and starting it to its
+// exit once prepared, for a small C module and a Go-wasip1 one.
+func BenchmarkEngine(b *testing.B) {
+	for _, engine := range []string{EngineCompiler, EngineInterpreter} {
+		for _, module := range []string{"hello.wasm", "gohello.wasm"} {
+			a := testArtifact(b, module)
+			b.Run(engine+"/"+module+"/prepare", func(b *testing.B) {
+				for b.Loop() {
+					b.StopTimer()
+					r := newTestRuntime(b, Config{Interpreter: engine == EngineInterpreter})
+					b.StartTimer()
+					if err := r.Prepare(context.Background(), a, 0); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run(engine+"/"+module+"/run", func(b *testing.B) {
+				r := newTestRuntime(b, Config{Interpreter: engine == EngineInterpreter})
+				if got := r.Engine(); got != engine {
+					b.Fatalf("Engine() = %q, want %q", got, engine)
+				}
+				if err := r.Prepare(context.Background(), a, 0); err != nil {
+					b.Fatal(err)
+				}
+				spec := runtimeapi.InstanceSpec{ID: "bench", Artifact: a, Stdout: io.Discard}
+				for b.Loop() {
+					inst, err := r.Start(context.Background(), spec)
+					if err != nil {
+						b.Fatal(err)
+					}
+					<-inst.Done()
+					if exit := inst.Exit(); exit.Code != 0 {
+						b.Fatalf("exit = %+v", exit)
+					}
+				}
+			})
+		}
+	}
+}

@@ -24,6 +24,11 @@ type Config struct {
 	DefaultMemoryBytes int64 `json:"defaultMemoryBytes" yaml:"defaultMemoryBytes"`
 	// CompilationWorkers is how many goroutines compile one module.
 	CompilationWorkers int `json:"compilationWorkers" yaml:"compilationWorkers"`
+	// Interpreter runs modules in wazero's interpreter even where its
+	// compiler works (to compare the two, and to test the interpreter on any
+	// machine). Where there is no compiler (32-bit ARM, RISC-V) the
+	// interpreter runs them whatever this says.
+	Interpreter bool `json:"interpreter" yaml:"interpreter"`
 	// Logger receives compile events at Debug level; nil discards them.
 	Logger *slog.Logger `json:"-" yaml:"-"`
 }

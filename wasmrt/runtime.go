@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,8 +33,9 @@ var errRuntimeClosed = errors.New("stopped: the wasm runtime closed")
 // Runtime is the wazero runtime of a worker. Its methods are safe for
 // concurrent use.
 type Runtime struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	engine string // EngineCompiler or EngineInterpreter (engine.go)
 
 	cache wazero.CompilationCache
 	// moduleConfig holds what every instance shares; Start adds the rest.
@@ -88,9 +90,10 @@ func New(ctx context.Context, cfg Config) (_ *Runtime, err error) {
 	}
 	base, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	r := &Runtime{
-		cfg:   cfg,
-		log:   log,
-		cache: cache,
+		cfg:    cfg,
+		log:    log,
+		engine: engineFor(cfg),
+		cache:  cache,
 		moduleConfig: wazero.NewModuleConfig().
 			WithName("").         // anonymous, so that any number of instances coexist
 			WithStartFunctions(). // run calls _start itself, to tell its errors apart
@@ -112,6 +115,9 @@ func New(ctx context.Context, cfg Config) (_ *Runtime, err error) {
 	if _, err = r.wazeroFor(ctx, cfg.memoryPages(0)); err != nil {
 		return nil, err
 	}
+	if r.engine == EngineInterpreter && !cfg.Interpreter {
+		log.Info("wazero has no compiler for this machine: its interpreter runs modules, more slowly", "platform", runtime.GOOS+"/"+runtime.GOARCH)
+	}
 	return r, nil
 }
 
@@ -130,7 +136,7 @@ func (r *Runtime) wazeroFor(ctx context.Context, pages uint32) (wazero.Runtime, 
 		return wz, nil
 	}
 	ctx = context.WithoutCancel(ctx)
-	wz := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().
+	wz := wazero.NewRuntimeWithConfig(ctx, newRuntimeConfig(r.engine).
 		WithCompilationCache(r.cache).
 		WithCloseOnContextDone(true). // lets Stop end a guest in a busy loop
 		WithMemoryLimitPages(pages))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -497,5 +498,29 @@ func TestAFullCompileCacheIsATransientFailure(t *testing.T) {
 	}
 	if exit := waitExit(t, inst); exit.Code != 0 {
 		t.Fatalf("exit = %+v, want 0", exit)
+	}
+}
+
+// TestEngineIsTheInterpreterWhereThereIsNoCompiler: wazero has a compiler
+// for amd64 and arm64 only; elsewhere (armv7, riscv64) the interpreter
+// runs modules, and Interpreter forces it anywhere.
+func TestEngineIsTheInterpreterWhereThereIsNoCompiler(t *testing.T) {
+	for _, interpreter := range []bool{false, true} {
+		cfg := DefaultConfig()
+		cfg.Interpreter = interpreter
+		rt, err := New(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := EngineInterpreter
+		if !interpreter && (runtime.GOARCH == "amd64" || runtime.GOARCH == "arm64") {
+			want = EngineCompiler
+		}
+		if got := rt.Engine(); got != want {
+			t.Errorf("Engine() on %s with Interpreter %v = %q, want %q", runtime.GOARCH, interpreter, got, want)
+		}
+		if err := rt.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -6,11 +6,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/wasmorch/wasmorch/internal/agentcmd"
 	"github.com/wasmorch/wasmorch/internal/cliclient"
+	"github.com/wasmorch/wasmorch/internal/clirun"
 	"github.com/wasmorch/wasmorch/internal/version"
 )
 
-const defaultServer = "127.0.0.1:7070"
+const defaultServer = agentcmd.DefaultServer
 
 // newRootCommand builds the command tree. stopSignals restores the default
 // signal handling, so that a second Ctrl-C during a slow shutdown kills
@@ -54,7 +56,7 @@ wins over the file. Flags that name or describe one object (deploy --name and
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	root.PersistentFlags().String(configFlag, "", "config file (YAML; default $XDG_CONFIG_HOME/wasmorch/config.yaml or ~/.config/wasmorch/config.yaml if it exists; also WASMORCH_CONFIG)")
+	root.PersistentFlags().String(configFlag, "", clirun.ConfigFlagHelp)
 	root.CompletionOptions.HiddenDefaultCmd = false
 	root.SuggestionsMinimumDistance = 2
 	root.AddGroup(

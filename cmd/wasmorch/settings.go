@@ -1,152 +1,17 @@
 package main
 
-import (
-	"errors"
-	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"sort"
-	"strings"
+import "github.com/wasmorch/wasmorch/internal/clirun"
 
-	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
-
-	"github.com/wasmorch/wasmorch/internal/cliclient"
-)
-
-// Settings come, strongest first, from a flag, a WASMORCH_<FLAG> variable
-// (dashes become underscores: --data-dir is WASMORCH_DATA_DIR), a key
-// named like the flag in the config file, and the flag's default.
+// Settings come, strongest first, from a flag, a WASMORCH_<FLAG> variable,
+// a key named like the flag in the config file, and the flag's default:
+// internal/clirun's rules, which wasmorch-agent shares.
 const (
-	envPrefix  = "WASMORCH"
-	configFlag = "config"
-	// onlyOnCommandLine marks flags that name or describe one object (the
-	// workload deploy creates, the replicas scale sets): taken from the
-	// environment or the config file they would silently apply to every
-	// invocation.
-	onlyOnCommandLine = "wasmorch/only-on-command-line"
+	envPrefix  = clirun.EnvPrefix
+	configFlag = clirun.ConfigFlag
 )
 
-// ignoredFlags are never filled from settings: they are about this
-// invocation of the binary itself.
-var ignoredFlags = map[string]bool{configFlag: true, "help": true, "version": true}
-
-// commandLineOnly marks flags as taken from the command line alone.
-func commandLineOnly(fs *pflag.FlagSet, names ...string) {
-	for _, n := range names {
-		if err := fs.SetAnnotation(n, onlyOnCommandLine, []string{"true"}); err != nil {
-			panic(err) // a misspelt flag name: a bug in this package
-		}
-	}
-}
-
-// applySettings fills every flag of cmd that was not given on the command
-// line from the environment or the config file. It runs before every
-// command (the root's PersistentPreRunE), so each command gets the same
-// precedence without code of its own.
-func applySettings(cmd *cobra.Command) error {
-	v := viper.New()
-	v.SetEnvPrefix(envPrefix)
-	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
-	v.AutomaticEnv()
-
-	path, explicit := configPath(cmd)
-	if path != "" {
-		v.SetConfigFile(path)
-		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
-			if explicit || !errors.Is(err, fs.ErrNotExist) {
-				return &cliclient.Error{
-					What:  fmt.Sprintf("cannot read the config file %s: %v", path, err),
-					Hint:  "fix it, or point --config or WASMORCH_CONFIG at another file",
-					Cause: err,
-				}
-			}
-		}
-	}
-
-	var errs []error
-	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if f.Changed || ignoredFlags[f.Name] || f.Annotations[onlyOnCommandLine] != nil || !v.IsSet(f.Name) {
-			return
-		}
-		if err := setFlag(cmd.Flags(), f, v.Get(f.Name)); err != nil {
-			source := fmt.Sprintf("config file key %q in %s", f.Name, path)
-			if env := envName(f.Name); os.Getenv(env) != "" {
-				source = env
-			}
-			errs = append(errs, &cliclient.Error{
-				What:  fmt.Sprintf("invalid value for --%s from %s: %v", f.Name, source, err),
-				Hint:  fmt.Sprintf("fix it, or pass --%s", f.Name),
-				Cause: err,
-			})
-		}
-	})
-	return errors.Join(errs...)
-}
-
-// envName is the variable that sets a flag: --data-dir is WASMORCH_DATA_DIR.
-func envName(flag string) string {
-	return envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
-// configPath is the config file to read: --config or WASMORCH_CONFIG
-// (explicit: it must exist), else $XDG_CONFIG_HOME/wasmorch/config.yaml or
-// ~/.config/wasmorch/config.yaml (read only if it exists).
-func configPath(cmd *cobra.Command) (path string, explicit bool) {
-	if f := cmd.Flags().Lookup(configFlag); f != nil && f.Changed {
-		return f.Value.String(), true
-	}
-	if p := os.Getenv(envName(configFlag)); p != "" {
-		return p, true
-	}
-	dir := os.Getenv("XDG_CONFIG_HOME")
-	if dir == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", false
-		}
-		dir = filepath.Join(home, ".config")
-	}
-	return filepath.Join(dir, "wasmorch", "config.yaml"), false
-}
-
-// setFlag sets a flag from a settings value: a string from the
-// environment, or a scalar, list or map from the config file.
-func setFlag(fs *pflag.FlagSet, f *pflag.Flag, value any) error {
-	switch x := value.(type) {
-	case []any:
-		items := make([]string, 0, len(x))
-		for _, it := range x {
-			items = append(items, fmt.Sprint(it))
-		}
-		if sv, ok := f.Value.(pflag.SliceValue); ok {
-			if err := sv.Replace(items); err != nil {
-				return err
-			}
-			f.Changed = true
-			return nil
-		}
-		return fs.Set(f.Name, strings.Join(items, ","))
-	case map[string]any:
-		pairs := make([]string, 0, len(x))
-		for k, val := range x {
-			pairs = append(pairs, k+"="+fmt.Sprint(val))
-		}
-		sort.Strings(pairs)
-		return setFlag(fs, f, toAnySlice(pairs))
-	case nil:
-		return nil
-	}
-	return fs.Set(f.Name, fmt.Sprint(value))
-}
-
-func toAnySlice(s []string) []any {
-	out := make([]any, len(s))
-	for i, v := range s {
-		out[i] = v
-	}
-	return out
-}
+var (
+	applySettings   = clirun.ApplySettings
+	commandLineOnly = clirun.CommandLineOnly
+	configPath      = clirun.ConfigPath
+)

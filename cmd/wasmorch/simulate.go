@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"strconv"
 	"strings"
 	"time"
 
@@ -147,32 +145,4 @@ func reportProgress(done <-chan struct{}, w io.Writer, sim *simulate.Simulator) 
 			last, lastAt = st, now
 		}
 	}
-}
-
-// parseCapacity parses a node's memory: "64Gi", "512Mi", "1.5Ti", "1G" or
-// bytes.
-func parseCapacity(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   float64
-	}{
-		{"Ti", 1 << 40}, {"Gi", 1 << 30}, {"Mi", 1 << 20}, {"Ki", 1 << 10},
-		{"T", 1e12}, {"G", 1e9}, {"M", 1e6}, {"k", 1e3}, {"K", 1e3},
-	}
-	num, mult := strings.TrimSuffix(strings.TrimSpace(s), "B"), 1.0
-	for _, u := range units {
-		if n, ok := strings.CutSuffix(num, u.suffix); ok {
-			num, mult = n, u.mult
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f <= 0 || math.IsInf(f, 0) {
-		return 0, fmt.Errorf("%q is not a positive size", s)
-	}
-	bytes := f * mult
-	if bytes > math.MaxInt64/2 || bytes != math.Trunc(bytes) {
-		return 0, fmt.Errorf("%q is not a whole number of bytes that fits", s)
-	}
-	return int64(bytes), nil
 }

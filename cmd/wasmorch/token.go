@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +16,6 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/api"
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/internal/cliclient"
-	"github.com/wasmorch/wasmorch/internal/errdefs"
 )
 
 // newTokenCommand is `wasmorch token create|list|revoke`: join tokens.
@@ -164,17 +161,6 @@ func newTokenRevokeCommand() *cobra.Command {
 	return cmd
 }
 
-// joinError gives a refused join (a token not valid, expired, revoked, or
-// for another cluster) the hint of what to do about it.
-func joinError(err error) error {
-	if err == nil || !(errors.Is(err, errdefs.ErrUnauthenticated) || errors.Is(err, errdefs.ErrPermissionDenied) || errors.Is(err, auth.ErrPinMismatch)) {
-		return err
-	}
-	what := strings.TrimPrefix(cliclient.OneLine(err.Error()), "the worker failed: ")
-	what, _, _ = strings.Cut(what, "; see the log above")
-	return &cliclient.Error{What: "the agent cannot join the cluster: " + what, Hint: "pass a valid --token (made on a server with 'wasmorch token create'), and check --server", Cause: err}
-}
-
 // userCredentialsDir is where `up` and `server` leave the admin
 // credential for the CLI of the same user ("" if there is no home).
 func userCredentialsDir() string {
@@ -226,14 +212,4 @@ func printCredentials(ctx context.Context, d daemonIO, srv *controlplane.Server,
 		return
 	}
 	fmt.Fprintf(d.out, "join a worker (token valid %s, in a file only its owner reads; more with 'wasmorch token create'):\n  wasmorch agent --server %s --token $(cat %s)\n", valid, server, absPath(path))
-}
-
-// isTerminal says whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"syscall"
 
 	"google.golang.org/grpc/codes"
@@ -13,42 +12,22 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wasmorch/wasmorch/internal/clierr"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
 // Error is a failure as the CLI reports it: what went wrong and what to do
-// about it, printed as "error: <What>; <Hint>" on one line.
-type Error struct {
-	What  string
-	Hint  string
-	Cause error // for errors.Is / errors.As; never printed
-}
-
-func (e *Error) Error() string {
-	if e.Hint == "" {
-		return e.What
-	}
-	return e.What + "; " + e.Hint
-}
-
-func (e *Error) Unwrap() error { return e.Cause }
+// about it, printed as "error: <What>; <Hint>" on one line (clierr's,
+// which the slim agent shares without linking this client).
+type Error = clierr.Error
 
 // Errorf builds an Error whose What is formatted.
-func Errorf(hint, format string, a ...any) *Error {
-	err := fmt.Errorf(format, a...)
-	return &Error{What: err.Error(), Hint: hint, Cause: errors.Unwrap(err)}
-}
+func Errorf(hint, format string, a ...any) *Error { return clierr.Errorf(hint, format, a...) }
 
 // OneLine folds a message onto one line, so that every error the CLI
 // prints is exactly one line however its cause was written.
-func OneLine(s string) string {
-	lines := strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' })
-	for i := range lines {
-		lines[i] = strings.TrimSpace(lines[i])
-	}
-	return strings.Join(lines, " ")
-}
+func OneLine(s string) string { return clierr.OneLine(s) }
 
 // errUnreachable marks the errors for a server that could not be
 // connected to, as opposed to one that answered with an error.

@@ -24,7 +24,8 @@ func Of(dir string) (Space, error) {
 	if err := unix.Statfs(dir, &st); err != nil {
 		return Space{}, fmt.Errorf("free space of %s: %w", dir, err)
 	}
-	return Space{Free: int64(st.Bavail) * st.Bsize, Size: int64(st.Blocks) * st.Bsize}, nil
+	// Bsize is an int32 on 32-bit ARM: widen both sides.
+	return Space{Free: int64(st.Bavail) * int64(st.Bsize), Size: int64(st.Blocks) * int64(st.Bsize)}, nil
 }
 
 // Bytes writes n in the largest binary unit that keeps it readable:

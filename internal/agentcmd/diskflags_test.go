@@ -1,4 +1,4 @@
-package main
+package agentcmd
 
 import (
 	"strings"
@@ -10,10 +10,10 @@ import (
 )
 
 func TestDiskFlagDefaultsAreTheWorkers(t *testing.T) {
-	var d diskFlags
-	d.add(pflag.NewFlagSet("t", pflag.ContinueOnError))
+	var d DiskFlags
+	d.Add(pflag.NewFlagSet("t", pflag.ContinueOnError))
 	var wk worker.Config
-	if err := d.apply(&wk); err != nil {
+	if err := d.Apply(&wk); err != nil {
 		t.Fatal(err)
 	}
 	if wk.LogBytesPerInstance != worker.DefaultLogBytesPerInstance || wk.LogBytesTotal != worker.DefaultLogBytesTotal ||
@@ -40,8 +40,8 @@ func TestParseMinFreeDisk(t *testing.T) {
 }
 
 func TestALogBudgetBelowTwoInstancesIsRefusedByItsFlags(t *testing.T) {
-	d := diskFlags{instanceLog: "1Gi", logBudget: "1Gi", minFree: "0"}
-	err := d.apply(&worker.Config{})
+	d := DiskFlags{instanceLog: "1Gi", logBudget: "1Gi", minFree: "0"}
+	err := d.Apply(&worker.Config{})
 	if err == nil || !strings.HasPrefix(err.Error(), "--log-budget 1Gi is less than twice --instance-log-size 1Gi; ") {
 		t.Fatalf("apply = %v, want the two flags named", err)
 	}

@@ -1,4 +1,4 @@
-package main
+package agentcmd
 
 import (
 	"fmt"
@@ -7,19 +7,19 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/wasmorch/wasmorch/internal/cliclient"
+	"github.com/wasmorch/wasmorch/internal/clierr"
 	"github.com/wasmorch/wasmorch/worker"
 )
 
-// diskFlags are a worker's bounds on its disk (`up` and `agent`): its
+// DiskFlags are a worker's bounds on its disk (`up` and `agent`): its
 // instance logs, and the free space below which it reports DiskPressure.
-type diskFlags struct {
+type DiskFlags struct {
 	instanceLog, logBudget, minFree string
 }
 
-// add adds the flags, with the worker's defaults (diskflags_test.go holds
+// Add adds the flags, with the worker's defaults (diskflags_test.go holds
 // them equal).
-func (d *diskFlags) add(f *pflag.FlagSet) {
+func (d *DiskFlags) Add(f *pflag.FlagSet) {
 	f.StringVar(&d.instanceLog, "instance-log-size", "1Mi",
 		"output kept per instance, e.g. 1Mi (a current and a rotated file, half each)")
 	f.StringVar(&d.logBudget, "log-budget", "1Gi",
@@ -28,9 +28,9 @@ func (d *diskFlags) add(f *pflag.FlagSet) {
 		"free space the worker keeps on the disk of its data dir, a size, a percentage of the disk, or both (the larger holds), e.g. 512Mi,5%; below it the node reports DiskPressure and takes no new instances (0: never)")
 }
 
-// apply sets the worker's LogBytesPerInstance, LogBytesTotal,
+// Apply sets the worker's LogBytesPerInstance, LogBytesTotal,
 // DiskPressureFree and DiskPressureFreePercent.
-func (d *diskFlags) apply(wk *worker.Config) error {
+func (d *DiskFlags) Apply(wk *worker.Config) error {
 	var err error
 	if wk.LogBytesPerInstance, err = parseSizeFlag("instance-log-size", d.instanceLog, "1Mi"); err != nil {
 		return err
@@ -39,7 +39,7 @@ func (d *diskFlags) apply(wk *worker.Config) error {
 		return err
 	}
 	if wk.LogBytesTotal < 2*wk.LogBytesPerInstance {
-		return cliclient.Errorf("give --log-budget room for at least two instances' logs, or a smaller --instance-log-size",
+		return clierr.Errorf("give --log-budget room for at least two instances' logs, or a smaller --instance-log-size",
 			"--log-budget %s is less than twice --instance-log-size %s", d.logBudget, d.instanceLog)
 	}
 	wk.DiskPressureFree, wk.DiskPressureFreePercent, err = parseMinFreeDisk(d.minFree)
@@ -47,9 +47,9 @@ func (d *diskFlags) apply(wk *worker.Config) error {
 }
 
 func parseSizeFlag(name, s, example string) (int64, error) {
-	n, err := parseCapacity(s)
+	n, err := ParseCapacity(s)
 	if err != nil {
-		return 0, cliclient.Errorf(fmt.Sprintf("use --%s like %s, or a number of bytes", name, example), "invalid --%s: %v", name, err)
+		return 0, clierr.Errorf(fmt.Sprintf("use --%s like %s, or a number of bytes", name, example), "invalid --%s: %v", name, err)
 	}
 	return n, nil
 }
@@ -59,7 +59,7 @@ func parseSizeFlag(name, s, example string) (int64, error) {
 // given is off (-1), as worker.Config reads it.
 func parseMinFreeDisk(s string) (bytes int64, percent int, err error) {
 	bad := func(format string, a ...any) error {
-		return cliclient.Errorf("use --min-free-disk like 512Mi, 5%, 512Mi,5% (the larger of the two), or 0 for never",
+		return clierr.Errorf("use --min-free-disk like 512Mi, 5%, 512Mi,5% (the larger of the two), or 0 for never",
 			"invalid --min-free-disk: "+format, a...)
 	}
 	bytes, percent = -1, -1
@@ -76,7 +76,7 @@ func parseMinFreeDisk(s string) (bytes int64, percent int, err error) {
 			percent = n
 			continue
 		}
-		n, perr := parseCapacity(part)
+		n, perr := ParseCapacity(part)
 		if perr != nil || bytes != -1 {
 			return 0, 0, bad("%q is not one size", part)
 		}

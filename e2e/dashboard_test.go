@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,7 +172,7 @@ func TestDashboardShowsADeployLiveAndScales(t *testing.T) {
 	do("web ready", pollTrue(`document.querySelector('tr[data-workload="web"] td.ready')?.textContent === '1/1'`))
 	shot("workloads")
 
-	do("opening web's page", chromedp.Click(`tr[data-workload="web"] a`), chromedp.WaitVisible("#scale-replicas"),
+	do("opening web's page", clickWhenThere(`tr[data-workload="web"] a`), chromedp.WaitVisible("#scale-replicas"),
 		pollTrue(`document.querySelectorAll('#instances tr[data-instance]').length === 1`))
 	do("scaling web to 3 from the page", chromedp.SendKeys("#scale-replicas", "3"), chromedp.Click("#scale"),
 		chromedp.WaitVisible("#confirm-ok"), chromedp.Click("#confirm-ok"))
@@ -207,10 +208,32 @@ func TestDashboardShowsADeployLiveAndScales(t *testing.T) {
 			_, _ = c.do(ctx, request{path: "/greet"})
 		}
 	}()
-	defer func() { close(stop); <-sent }()
-	do("greet's page showing a request rate", chromedp.Click(`header nav a[data-view="workloads"]`), chromedp.Click(`tr[data-workload="greet"] a`),
+	defer func() {
+		if stop != nil {
+			close(stop)
+			<-sent
+		}
+	}()
+	do("greet's page showing a request rate", chromedp.Click(`header nav a[data-view="workloads"]`), clickWhenThere(`tr[data-workload="greet"] a`),
 		pollTrue(`Number(document.getElementById('request-rate')?.dataset.rate) > 0`))
 	shot("function")
+	close(stop)
+	<-sent
+	stop = nil
+
+	// The member restarts (the same data dir and addresses): the page,
+	// never reloaded, follows the cluster again.
+	do("back to the workloads", chromedp.Click(`header nav a[data-view="workloads"]`), chromedp.WaitVisible(".live.on"))
+	if code := c.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("up exited with %d when stopped", code)
+	}
+	do("the page seeing the member gone", chromedp.WaitNotPresent(".live.on"))
+	c = startUpAt(t, c.dataDir, c.api, c.http, "--metrics-addr", c.metrics)
+	c.mustRun("deploy", "testdata/ticker.wasm", "--name", "after-restart")
+	do("a workload deployed after the restart appearing", chromedp.WaitVisible(`tr[data-workload="after-restart"]`), chromedp.WaitVisible(".live.on"))
+	if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool]("window.notReloaded === true")); err != nil || !ok {
+		t.Errorf("the page was reloaded across the restart (mark %v, %v)", ok, err)
+	}
 }
 
 func hasWorkload(ws []workloadJSON, name string, replicas int) bool {
@@ -220,6 +243,13 @@ func hasWorkload(ws []workloadJSON, name string, replicas int) bool {
 		}
 	}
 	return false
+}
+
+// clickWhenThere waits for an element and clicks it in one turn of the
+// page's script: a table the page redraws as the cluster changes would
+// otherwise replace the element between the query and the click.
+func clickWhenThere(selector string) chromedp.Action[chromedp.Void] {
+	return pollTrue(fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e) return false; e.click(); return true; })()`, selector))
 }
 
 // pollTrue waits until a JavaScript expression is true.

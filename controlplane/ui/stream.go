@@ -54,15 +54,21 @@ func (d *Dashboard) watch(w http.ResponseWriter, r *http.Request) {
 		d.answer(w, nil, err)
 		return
 	}
-	// The first message says whether the watch was accepted: a refusal
-	// (a bad revision, the token refused) is answered as a plain error.
+	// The first message says whether the watch was accepted. A refused
+	// token is the login page; any other refusal (a revision compacted
+	// away) is a failure event, which an EventSource can read, unlike an
+	// error status.
 	first, err := stream.Recv()
-	if err != nil {
+	if status.Code(err) == codes.Unauthenticated {
 		d.answer(w, nil, err)
 		return
 	}
 	sse, ok := newEventStream(w)
 	if !ok {
+		return
+	}
+	if err != nil {
+		sse.failure(err)
 		return
 	}
 	msgs := make(chan *v1.WatchEvent)

@@ -28,7 +28,9 @@ async function request(method, path, body) {
   const r = await fetch(path, opts);
   if (r.status === UNAUTHORIZED) {
     toLogin();
-    throw new Error(r.headers.get('X-Wasmorch-UI-Error') || 'not logged in');
+    const e = new Error(r.headers.get('X-Wasmorch-UI-Error') || 'not logged in');
+    e.loggedOut = true;
+    throw e;
   }
   const text = await r.text();
   let data = {};
@@ -125,17 +127,21 @@ class Informer {
       else setTimeout(() => { if (this.es === es) this.watch(); }, 1000);
     });
     es.onerror = () => {
-      // The connection dropped (the member restarted, the token expired):
-      // find out which before watching again.
+      // The connection dropped (the member restarting, the token expired):
+      // find out which before watching again, from the last bookmark.
       es.close();
       if (this.es !== es) return;
       this.live = false;
       changed();
       setTimeout(async () => {
         if (this.es !== es) return;
-        try { await request('GET', '/ui/api/session'); } catch (e) { return; }
-        this.watch();
-      }, 1000);
+        try {
+          await request('GET', '/ui/api/session');
+        } catch (e) {
+          if (e.loggedOut) return; // the login page is on its way
+        }
+        this.watch(); // a member still away fails again, and comes back here
+      }, 2000);
     };
   }
 
@@ -405,7 +411,13 @@ function followLogs(d) {
     es.close();
     d.logs.append(h('span', {class: 'note'}, `logs: ${JSON.parse(m.data).error}\n`));
   });
-  es.onerror = () => es.close(); // ended (workload deleted, member gone): the page reopens it on return
+  es.onerror = () => {
+    // Ended: the workload deleted (said above), or the member gone.
+    es.close();
+    if (detail === d && !d.logs.textContent.endsWith('was deleted\n')) {
+      d.logs.append(h('span', {class: 'note'}, 'logs: the stream ended; open the page again to follow them again\n'));
+    }
+  };
 }
 
 // pollRate samples the function's requests (summed over every gateway's

@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -167,5 +168,84 @@ func TestDashboardTokensEndWithTheCredentialThatMintedThem(t *testing.T) {
 	_ = r.Body.Close()
 	if r.StatusCode != http.StatusUnauthorized || !strings.Contains(r.Header.Get("X-Wasmorch-UI-Error"), "revoked") {
 		t.Errorf("the dashboard with the token after the revocation: %d %q, want 401 saying it was revoked", r.StatusCode, r.Header.Get("X-Wasmorch-UI-Error"))
+	}
+}
+
+// The dashboard's HTTP surface: logging in only from its own page, the
+// cookie a browser keeps, its own script and style and nothing else of
+// its files, and a watch refused as it starts answered as an event the
+// page reads.
+func TestDashboardLoginFilesAndRefusedWatches(t *testing.T) {
+	c := startCluster(t, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cred, err := c.srv.AdminCredential()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := cred.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminConn, err := grpc.NewClient(c.srv.APIAddr(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adminConn.Close()
+	resp, err := v1.NewControlClient(adminConn).CreateUIToken(ctx, &v1.CreateUITokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + c.srv.MetricsAddr()
+	do := func(method, path, body string, header map[string]string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	login := `{"token":"` + resp.GetToken() + `"}`
+	if r := do("POST", "/ui/login", login, nil); r.StatusCode != http.StatusForbidden || len(r.Cookies()) != 0 {
+		t.Errorf("a login posted without the page's header (a form on another site): %d, cookies %v; want 403 and none", r.StatusCode, r.Cookies())
+	}
+	r := do("POST", "/ui/login", login, map[string]string{"X-Wasmorch-UI": "1"})
+	if r.StatusCode != http.StatusNoContent || len(r.Cookies()) != 1 {
+		t.Fatalf("a login with a valid token: %d, cookies %v", r.StatusCode, r.Cookies())
+	}
+	ck := r.Cookies()[0]
+	if !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.Path != "/ui/" || ck.Value != resp.GetToken() {
+		t.Errorf("the login cookie %+v: want HttpOnly, SameSite=Strict, Path=/ui/, the token", ck)
+	}
+	withCookie := map[string]string{"Cookie": "wasmorch_ui=" + resp.GetToken()}
+	for path, want := range map[string]int{
+		"/ui/":                  http.StatusOK,
+		"/ui/static/app.js":     http.StatusOK,
+		"/ui/static/style.css":  http.StatusOK,
+		"/ui/static/login.html": http.StatusNotFound, // a template, not a file to serve
+		"/ui/static/assets.go":  http.StatusNotFound,
+		"/ui/api/list/secrets":  http.StatusNotFound,
+	} {
+		r := do("GET", path, "", withCookie)
+		_ = r.Body.Close()
+		if r.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, r.StatusCode, want)
+		}
+		if path == "/ui/" && strings.Contains(r.Header.Get("Content-Security-Policy"), "unsafe-inline") {
+			t.Errorf("the page allows inline scripts: %s", r.Header.Get("Content-Security-Policy"))
+		}
+	}
+	// A revision ahead of the cluster's is refused when the watch starts:
+	// the page reads that as an event.
+	r = do("GET", "/ui/api/watch/workloads?revision=99999999", "", withCookie)
+	b, err := io.ReadAll(r.Body) // the stream ends after the failure
+	_ = r.Body.Close()
+	if err != nil || r.StatusCode != http.StatusOK || r.Header.Get("Content-Type") != "text/event-stream" ||
+		!strings.Contains(string(b), "event: failure") || !strings.Contains(string(b), "InvalidArgument") {
+		t.Errorf("a watch from a revision ahead: %d %s %v\n%s", r.StatusCode, r.Header.Get("Content-Type"), err, b)
 	}
 }

@@ -43,6 +43,9 @@ func instantiateWASI(ctx context.Context, wz wazero.Runtime) error {
 		WithParameterNames("environ", "environ_buf").
 		WithResultNames("errno").
 		Export("environ_get")
+	if err := exportNoSpaceWrappers(ctx, wz, b); err != nil { // mounts.go
+		return err
+	}
 	_, err := b.Instantiate(ctx)
 	return err
 }

@@ -138,17 +138,27 @@ func (i *instance) run(r *Runtime, m *module, spec runtimeapi.InstanceSpec) {
 	if spec.Stderr != nil {
 		cfg = cfg.WithStderr(spec.Stderr)
 	}
-	if len(spec.Files) > 0 {
+	ctx := i.ctx
+	if len(spec.Mounts) > 0 {
+		st := &fsState{}
+		fsc, err := fsConfig(spec.Files, spec.Mounts, st)
+		if err != nil {
+			i.finish(r, m, runtimeapi.Exit{Code: NotStartedExitCode, Reason: runtimeapi.ReasonStartError, Message: "mounts: " + err.Error()})
+			return
+		}
+		cfg = cfg.WithFSConfig(fsc)
+		ctx = withFSState(ctx, st)
+	} else if len(spec.Files) > 0 {
 		cfg = cfg.WithFSConfig(filesConfig(spec.Files))
 	}
 
-	mod, err := m.wz.InstantiateModule(experimental.WithMemoryAllocator(i.ctx, i), m.code, cfg)
+	mod, err := m.wz.InstantiateModule(experimental.WithMemoryAllocator(ctx, i), m.code, cfg)
 	if err != nil {
 		i.finish(r, m, i.exitFrom(err, "instantiate: "))
 		return
 	}
 	guestProcs.enter()
-	_, err = mod.ExportedFunction("_start").Call(withEnviron(i.ctx, spec.Env))
+	_, err = mod.ExportedFunction("_start").Call(withEnviron(ctx, spec.Env))
 	guestProcs.leave()
 	_ = mod.Close(context.WithoutCancel(i.ctx))
 	i.finish(r, m, i.exitFrom(err, ""))

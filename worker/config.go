@@ -47,6 +47,10 @@ const (
 	DefaultStopGrace = 5 * time.Second
 
 	minLogBytesPerInstance = 4 << 10
+
+	// DefaultMaxScratchBytes is the most scratch space one instance may
+	// have on a node (state: WorkloadSpec.scratch_bytes).
+	DefaultMaxScratchBytes = 1 << 30
 )
 
 // Subdirectories of Config.DataDir.
@@ -119,6 +123,10 @@ type Config struct {
 	// memory at once; beyond, they are answered 503 at once. Zero:
 	// DefaultFunctionMemoryQueue.
 	FunctionMemoryQueue int `json:"functionMemoryQueue" yaml:"functionMemoryQueue"`
+	// MaxScratchBytes is the most scratch space (a writable /tmp, see
+	// storage.go) one instance may have on the node, which the node
+	// registers; zero: DefaultMaxScratchBytes; negative: none.
+	MaxScratchBytes int64 `json:"maxScratchBytes" yaml:"maxScratchBytes"`
 }
 
 // Allocatable is the memory the node's instances and function requests
@@ -187,6 +195,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FunctionMemoryQueue == 0 {
 		c.FunctionMemoryQueue = DefaultFunctionMemoryQueue
+	}
+	if c.MaxScratchBytes == 0 {
+		c.MaxScratchBytes = DefaultMaxScratchBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

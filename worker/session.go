@@ -194,6 +194,8 @@ func (w *Worker) node() *pb.Node {
 		Version:     version.Version,
 		HttpAddress: w.funcAdvertise,
 		Conditions:  w.disk.conditions(),
+		// state (storage.go)
+		MaxScratchBytes: max(w.cfg.MaxScratchBytes, 0),
 	}
 }
 

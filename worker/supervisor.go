@@ -198,6 +198,10 @@ func (w *Worker) launch(ctx context.Context, in *instance, gen uint32) (runtimea
 	if err := in.rt.Prepare(ctx, art, spec.GetMemoryBytes()); err != nil {
 		return nil, time.Time{}, startExit(err), false
 	}
+	mounts, failure := w.instanceScratch(in, spec) // storage.go
+	if failure != nil {
+		return nil, time.Time{}, *failure, false
+	}
 	in.mu.Lock()
 	restarts := in.restarts
 	if in.everStarted {
@@ -216,6 +220,7 @@ func (w *Worker) launch(ctx context.Context, in *instance, gen uint32) (runtimea
 		OnExit:      func(e runtimeapi.Exit) { w.onExit(in, gen, e) },
 		Restarts:    restarts,
 		Files:       filesOf(spec.GetFiles()), // configs
+		Mounts:      mounts,
 	}
 	if spec.GetHttp() != nil && kindOf(spec) == kindContainer {
 		return w.startContainerFunction(ctx, in, rs, spec)
@@ -377,6 +382,7 @@ func (w *Worker) forget(in *instance) {
 	if err := w.logs.Remove(in.id()); err != nil {
 		w.logger.Warn("removing instance logs", "instance", in.id(), "err", err)
 	}
+	w.removeScratch(in.id()) // storage.go
 	w.mu.Lock()
 	if w.instances[in.id()] == in {
 		delete(w.instances, in.id())

@@ -465,6 +465,7 @@ func (w *Worker) converge(p pass) {
 			w.logger.Warn("removing logs of unassigned instances", "err", err)
 		}
 		w.removeUnwanted(p.want)
+		w.removeUnknownScratch() // storage.go
 	}
 	w.reportAbsent(absent)
 	if len(stops)+len(starts) > 0 {

@@ -161,7 +161,7 @@ func TestRegistersTheNodeAndHeartbeats(t *testing.T) {
 		Name: "node-a", Address: e.w.Addr(), Arch: runtime.GOARCH, Os: runtime.GOOS,
 		Capacity: &pb.Resources{MemoryBytes: 7 << 30, CpuMillis: int64(runtime.NumCPU()) * 1000, Instances: 50},
 		Runtimes: []string{"wasm"}, Labels: map[string]string{"zone": "a"}, Version: version.Version,
-		HttpAddress: e.w.FunctionAddr(),
+		HttpAddress: e.w.FunctionAddr(), MaxScratchBytes: DefaultMaxScratchBytes, // state
 	}
 	if got, want := n.String(), want.String(); got != want {
 		t.Fatalf("registered\n%s\nwant\n%s", got, want)

@@ -28,6 +28,7 @@ func newUpCommand(stopSignals func()) *cobra.Command {
 	cp := controlplane.DefaultConfig()
 	var containerd, nodeName, logLevel, reservedMemory string
 	var disk diskFlags
+	var storage agentcmd.StorageFlags
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a control plane and a worker in this process",
@@ -56,6 +57,9 @@ on --containerd-socket.`,
 			if err := disk.Apply(&wk); err != nil {
 				return err
 			}
+			if err := storage.Apply(&wk); err != nil {
+				return err
+			}
 			wk.NodeName = nodeName
 			wk.DataDir = filepath.Join(cp.DataDir, "worker")
 			wk.ListenAddr = "127.0.0.1:0"
@@ -75,6 +79,7 @@ on --containerd-socket.`,
 	f.StringVar(&nodeName, "node-name", hostname(), "name of this control-plane member and of its worker node")
 	f.StringVar(&reservedMemory, "reserved-memory", "", reservedMemoryHelp)
 	disk.Add(f)
+	storage.Add(f)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	addCertLifetimeFlag(cmd, &cp)
 	addRolloutSettings(cmd, &cp)

@@ -102,6 +102,7 @@ rollout go on.`,
 	f.IntVar(&cfg.Replicas, "replicas", 1, "number of instances")
 	f.StringArrayVar(&cfg.Env, "env", nil, "environment variable NAME=VALUE for the module (repeatable)")
 	f.StringVar(&cfg.Memory, "memory", "", "memory limit per instance, e.g. 64Mi, 128MiB, 1Gi or bytes (default: the runtime's, 128Mi)")
+	f.StringVar(&cfg.Scratch, "scratch", "", "a writable /tmp of this size for each Wasm instance, e.g. 64Mi, removed with the instance; writes past it fail with ENOSPC (default: no /tmp)")
 	f.StringVar(&cfg.Restart, "restart", "always", "restart policy: "+strings.Join(cliclient.RestartNames(), ", "))
 	f.DurationVar(&cfg.Timeout, "timeout", cliclient.DefaultDeployTimeout, "how long to wait for the workload to be ready")
 	f.BoolVar(&cfg.NoWait, "no-wait", false, "return once the workload is applied, without waiting")

@@ -102,7 +102,11 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 			return nil, err
 		}
 		var routeErr error
-		a.s.cache.Read(func(r cache.Reader) { routeErr = gateway.CheckRouteIn(r, req.GetName(), spec.GetHttp()) })
+		a.s.cache.Read(func(r cache.Reader) {
+			if routeErr = gateway.CheckRouteIn(r, req.GetName(), spec.GetHttp()); routeErr == nil {
+				routeErr = checkScratchIn(r, spec) // storage.go
+			}
+		})
 		if routeErr != nil {
 			return nil, routeErr
 		}

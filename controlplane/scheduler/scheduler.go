@@ -8,8 +8,8 @@
 // under disk pressure (a condition its worker reports), offers the
 // workload's runtime (for a wasm workload with a fallback image, either
 // runtime: see fallback.go), has an accepted arch and OS, carries every
-// label of the workload's selector, and has free instance slots, memory
-// and CPU.
+// label of the workload's selector, allows the workload's scratch space,
+// and has free instance slots, memory and CPU.
 // Among feasible nodes the scheduler prefers, in this order: the value of
 // the workload's spread label holding the fewest of its replicas, the node
 // holding the fewest of its replicas, and the least allocated node.
@@ -104,6 +104,7 @@ const (
 	reasonSlots    = "instance slots full"
 	reasonMemory   = "insufficient memory"
 	reasonCPU      = "insufficient cpu"
+	reasonScratch  = "scratch space over the node's allowance"
 )
 
 type nodeState struct {
@@ -244,6 +245,11 @@ func (p *pass) group(inst *v1.Instance) *group {
 			}
 		} else {
 			why = staticMismatch(ns.info, kind, pl)
+		}
+		// state: the scratch space of a wasm instance (a fallback running
+		// as its container has none).
+		if why == "" && spec.GetScratchBytes() > ns.info.Node.GetMaxScratchBytes() && !g.runsAsContainer(ns) {
+			why = reasonScratch
 		}
 		if why != "" {
 			g.static[why]++

@@ -118,6 +118,9 @@ func Validate(spec *v1.WorkloadSpec) error {
 	if err := validateReferences(spec); err != nil { // configs
 		return err
 	}
+	if err := validateStorage(spec); err != nil { // storage.go
+		return err
+	}
 	return nil
 }
 

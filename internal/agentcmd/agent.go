@@ -39,6 +39,7 @@ func NewCommand(use string, stopSignals func(), containers ContainerRuntime) *co
 	)
 	var functionsListen string
 	var disk DiskFlags
+	var storage StorageFlags
 	cmd := &cobra.Command{
 		Use:   use,
 		Short: "Run a worker and join it to a control plane",
@@ -60,6 +61,9 @@ containers when containerd answers on --containerd-socket.`,
 				return err
 			}
 			if err := disk.Apply(&wk); err != nil {
+				return err
+			}
+			if err := storage.Apply(&wk); err != nil {
 				return err
 			}
 			wk.NodeName = name
@@ -92,6 +96,7 @@ containers when containerd answers on --containerd-socket.`,
 	f.StringVar(&containerd, "containerd-socket", DefaultContainerdSocket, containerdHelp)
 	f.StringVar(&reservedMemory, "reserved-memory", "", ReservedMemoryHelp)
 	disk.Add(f)
+	storage.Add(f)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve the worker's Prometheus metrics (GET /metrics) at HOST:PORT; no authentication: keep it on loopback (default \"\": off)")
 	return cmd

@@ -35,6 +35,7 @@ type DeployConfig struct {
 	Replicas int      // ≥ 0
 	Env      []string // K=V
 	Memory   string   // per-instance limit such as "64Mi"; empty: the runtime's default
+	Scratch  string   // state: the size of each instance's writable /tmp ("64Mi"); empty: none
 	Restart  string   // always, on-failure or never; empty: always
 	Args     []string // the module's argv[1:]
 	// Timeout bounds the upload and the wait; 0 means DefaultDeployTimeout.
@@ -132,6 +133,10 @@ func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 	if err != nil {
 		return "", nil, Errorf("use bytes or a unit, e.g. 64Mi, 128MiB, 1Gi", "invalid --memory: %v", err)
 	}
+	scratch, err := ParseSize(cfg.Scratch)
+	if err != nil {
+		return "", nil, Errorf("use bytes or a unit, e.g. 64Mi, 1Gi", "invalid --scratch: %v", err)
+	}
 	env, err := ParseEnv(cfg.Env)
 	if err != nil {
 		return "", nil, Errorf("use --env NAME=VALUE", "invalid --env: %v", err)
@@ -168,10 +173,12 @@ func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 		Args:        cfg.Args,
 		MemoryBytes: mem,
 		Restart:     restart,
-		Configs:     cfg.Configs,
-		Secrets:     cfg.Secrets,
-		ConfigFiles: cfg.ConfigFiles,
-		SecretFiles: cfg.SecretFiles,
+		// state (storage.go)
+		ScratchBytes: scratch,
+		Configs:      cfg.Configs,
+		Secrets:      cfg.Secrets,
+		ConfigFiles:  cfg.ConfigFiles,
+		SecretFiles:  cfg.SecretFiles,
 		// rollouts
 		MaxSurge:       cfg.MaxSurge,
 		MaxUnavailable: cfg.MaxUnavailable,

@@ -110,6 +110,7 @@ func FromWorkload(wv *v1.WorkloadView) Object {
 		ConfigFiles:    spec.GetConfigFiles(),
 		SecretFiles:    spec.GetSecretFiles(),
 		Memory:         FormatBytes(spec.GetMemoryBytes()),
+		Scratch:        FormatBytes(spec.GetScratchBytes()),
 		Restart:        restartName(spec.GetRestart()),
 		Spread:         spec.GetPlacement().GetSpread(),
 		Selector:       spec.GetPlacement().GetSelector(),

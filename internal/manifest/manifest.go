@@ -68,6 +68,7 @@ type WorkloadSpec struct {
 	ConfigFiles   []string          `yaml:"configFiles,omitempty"` // /config/<name>/<key>
 	SecretFiles   []string          `yaml:"secretFiles,omitempty"` // /secrets/<name>/<key>
 	Memory        string            `yaml:"memory,omitempty"`
+	Scratch       string            `yaml:"scratch,omitempty"` // state: a writable /tmp of this size
 	Restart       string            `yaml:"restart,omitempty"`
 	CPU           string            `yaml:"cpu,omitempty"`
 	Selector      map[string]string `yaml:"selector,omitempty"`

@@ -58,6 +58,21 @@ type InstanceSpec struct {
 	// (/config/<name>/<key>): configs and secrets mounted as files.
 	// Runtimes that cannot mount them refuse a spec that has them.
 	Files map[string][]byte
+	// Mounts are writable host directories the instance sees (state: its
+	// scratch /tmp, volumes). The worker creates and removes the host
+	// directories; runtimes that cannot mount them refuse a spec that has
+	// them.
+	Mounts []Mount
+}
+
+// Mount is a host directory an instance sees at GuestPath.
+type Mount struct {
+	GuestPath string // absolute, e.g. /tmp
+	HostPath  string // an existing directory on the node
+	ReadOnly  bool
+	// LimitBytes, when positive, bounds the bytes of the files in the
+	// directory: a write that would take them past it fails with ENOSPC.
+	LimitBytes int64
 }
 
 // Exit is how an instance ended.

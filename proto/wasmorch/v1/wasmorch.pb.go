@@ -394,8 +394,12 @@ type WorkloadSpec struct {
 	// moved later changes nothing until the next deploy.
 	SourceReference string `protobuf:"bytes,90,opt,name=source_reference,json=sourceReference,proto3" json:"source_reference,omitempty"`
 	SourceDigest    string `protobuf:"bytes,91,opt,name=source_digest,json=sourceDigest,proto3" json:"source_digest,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// state: the size of the writable /tmp each instance of a wasm workload
+	// gets (a directory of its own on its node, removed with the instance;
+	// writes past it fail with ENOSPC); 0 = no /tmp.
+	ScratchBytes  int64 `protobuf:"varint,100,opt,name=scratch_bytes,json=scratchBytes,proto3" json:"scratch_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkloadSpec) Reset() {
@@ -643,6 +647,13 @@ func (x *WorkloadSpec) GetSourceDigest() string {
 		return x.SourceDigest
 	}
 	return ""
+}
+
+func (x *WorkloadSpec) GetScratchBytes() int64 {
+	if x != nil {
+		return x.ScratchBytes
+	}
+	return 0
 }
 
 // HttpTrigger routes HTTP requests to a function (CGI-over-WASI, WAGI style).
@@ -1424,9 +1435,12 @@ type Node struct {
 	Draining bool `protobuf:"varint,30,opt,name=draining,proto3" json:"draining,omitempty"`
 	// disk: what its worker reports wrong with the node (its heartbeats
 	// carry them); while any holds, no new instance is placed there.
-	Conditions    []*NodeCondition `protobuf:"bytes,50,rep,name=conditions,proto3" json:"conditions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Conditions []*NodeCondition `protobuf:"bytes,50,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	// state: the most scratch space (WorkloadSpec.scratch_bytes) one
+	// instance may have on this node (agent|up --max-scratch).
+	MaxScratchBytes int64 `protobuf:"varint,100,opt,name=max_scratch_bytes,json=maxScratchBytes,proto3" json:"max_scratch_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
@@ -1548,6 +1562,13 @@ func (x *Node) GetConditions() []*NodeCondition {
 		return x.Conditions
 	}
 	return nil
+}
+
+func (x *Node) GetMaxScratchBytes() int64 {
+	if x != nil {
+		return x.MaxScratchBytes
+	}
+	return 0
 }
 
 // NodeCondition is one condition that holds on a node; one that no longer
@@ -8051,7 +8072,7 @@ var File_wasmorch_v1_wasmorch_proto protoreflect.FileDescriptor
 
 const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
-	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xb0\t\n" +
+	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xd5\t\n" +
 	"\fWorkloadSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12#\n" +
 	"\rmodule_digest\x18\x02 \x01(\tR\fmoduleDigest\x12\x1f\n" +
@@ -8086,7 +8107,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x12canary_duration_ms\x18S \x01(\x03R\x10canaryDurationMs\x12.\n" +
 	"\x13restarted_unix_nano\x18T \x01(\x03R\x11restartedUnixNano\x12)\n" +
 	"\x10source_reference\x18Z \x01(\tR\x0fsourceReference\x12#\n" +
-	"\rsource_digest\x18[ \x01(\tR\fsourceDigest\"\x83\x02\n" +
+	"\rsource_digest\x18[ \x01(\tR\fsourceDigest\x12#\n" +
+	"\rscratch_bytes\x18d \x01(\x03R\fscratchBytes\"\x83\x02\n" +
 	"\vHttpTrigger\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1d\n" +
@@ -8163,7 +8185,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x02 \x01(\x03R\tcpuMillis\x12\x1c\n" +
-	"\tinstances\x18\x03 \x01(\x05R\tinstances\"\xfd\x03\n" +
+	"\tinstances\x18\x03 \x01(\x05R\tinstances\"\xa9\x04\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -8180,7 +8202,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\bdraining\x18\x1e \x01(\bR\bdraining\x12:\n" +
 	"\n" +
 	"conditions\x182 \x03(\v2\x1a.wasmorch.v1.NodeConditionR\n" +
-	"conditions\x1a9\n" +
+	"conditions\x12*\n" +
+	"\x11max_scratch_bytes\x18d \x01(\x03R\x0fmaxScratchBytes\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x01\n" +

@@ -1,0 +1,295 @@
+package wasmrt
+
+import (
+	"context"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+	"github.com/tetratelabs/wazero/experimental/sysfs"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
+)
+
+// Writable mounts (state: an instance's scratch /tmp, volumes) are host
+// directories preopened with sysfs.DirFS. One with a limit is wrapped in a
+// quotaFS, which keeps the bytes of the files under it within the limit:
+// a write, pwrite or truncate that would take them past it fails with
+// ENOSPC and leaves the node's disk alone.
+//
+// wazero's sys.Errno has no ENOSPC, so the quotaFS returns EIO and raises
+// the instance's noSpace flag; the runtime's WASI module wraps the calls
+// that write (fd_write, fd_pwrite, fd_filestat_set_size) and turns that
+// EIO into WASI's ENOSPC (errnoNoSpace).
+
+// errnoNoSpace and errnoIO are WASI preview 1's ENOSPC and EIO.
+const (
+	errnoNoSpace = 51
+	errnoIO      = 29
+)
+
+// fsState is what an instance's file systems tell its WASI calls; it
+// travels in the context of its _start call.
+type fsState struct {
+	noSpace atomic.Bool // a write was refused for want of space
+}
+
+type fsStateKey struct{}
+
+func withFSState(ctx context.Context, st *fsState) context.Context {
+	return context.WithValue(ctx, fsStateKey{}, st)
+}
+
+// wrapNoSpace returns a WASI function that calls orig and reports ENOSPC
+// where orig failed with EIO because a quotaFS refused the write.
+func wrapNoSpace(orig api.GoModuleFunction) api.GoModuleFunction {
+	return api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+		st, _ := ctx.Value(fsStateKey{}).(*fsState)
+		if st != nil {
+			st.noSpace.Store(false)
+		}
+		orig.Call(ctx, mod, stack)
+		if st != nil && stack[0] == errnoIO && st.noSpace.Load() {
+			stack[0] = errnoNoSpace
+		}
+	})
+}
+
+// exportNoSpaceWrappers overrides, in b, the WASI functions that write to
+// files with wrapNoSpace of wazero's own.
+func exportNoSpaceWrappers(ctx context.Context, wz wazero.Runtime, b wazero.HostModuleBuilder) error {
+	orig := wz.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
+	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(orig)
+	compiled, err := orig.Compile(ctx)
+	if err != nil {
+		return err
+	}
+	defer compiled.Close(ctx)
+	defs := compiled.ExportedFunctions()
+	for _, name := range []string{"fd_write", "fd_pwrite", "fd_filestat_set_size"} {
+		def := defs[name]
+		fn, ok := def.GoFunction().(api.GoModuleFunction)
+		if !ok {
+			continue // not wazero's usual kind of host function: left as is
+		}
+		b.NewFunctionBuilder().
+			WithGoModuleFunction(wrapNoSpace(fn), def.ParamTypes(), def.ResultTypes()).
+			WithParameterNames(def.ParamNames()...).
+			WithResultNames(def.ResultNames()...).
+			Export(name)
+	}
+	return nil
+}
+
+// fsConfig preopens an instance's read-only files (filesConfig) and its
+// writable mounts.
+func fsConfig(files map[string][]byte, mounts []runtimeapi.Mount, st *fsState) (wazero.FSConfig, error) {
+	cfg := filesConfig(files)
+	for _, m := range mounts {
+		var fsys experimentalsys.FS = sysfs.DirFS(m.HostPath)
+		switch {
+		case m.ReadOnly:
+			fsys = &sysfs.ReadFS{FS: fsys}
+		case m.LimitBytes > 0:
+			used, err := diskUsage(m.HostPath)
+			if err != nil {
+				return nil, err
+			}
+			fsys = &quotaFS{FS: fsys, q: &quota{limit: m.LimitBytes, used: used}, st: st}
+		}
+		cfg = cfg.(sysfs.FSConfig).WithSysFSMount(fsys, m.GuestPath)
+	}
+	return cfg, nil
+}
+
+// diskUsage is what the quota of dir starts from: the bytes of the regular
+// files under it, each file once however many links it has.
+func diskUsage(dir string) (int64, error) {
+	var used int64
+	seen := map[uint64]bool{}
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if ino := inodeOf(info); ino != 0 {
+			if seen[ino] {
+				return nil
+			}
+			seen[ino] = true
+		}
+		used += info.Size()
+		return nil
+	})
+	return used, err
+}
+
+// quota is the bytes the files of one mount may have and have.
+type quota struct {
+	mu          sync.Mutex
+	limit, used int64
+}
+
+// quotaFS is a file system whose files' bytes are kept within a quota.
+type quotaFS struct {
+	experimentalsys.FS
+	q  *quota
+	st *fsState
+}
+
+// full reports a write refused for want of space.
+func (f *quotaFS) full() experimentalsys.Errno {
+	if f.st != nil {
+		f.st.noSpace.Store(true)
+	}
+	return experimentalsys.EIO
+}
+
+// OpenFile implements experimentalsys.FS: what O_TRUNC frees is given back.
+func (f *quotaFS) OpenFile(path string, flag experimentalsys.Oflag, perm fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
+	f.q.mu.Lock()
+	defer f.q.mu.Unlock()
+	var freed int64
+	if flag&experimentalsys.O_TRUNC != 0 {
+		if st, errno := f.FS.Stat(path); errno == 0 && st.Mode.IsRegular() {
+			freed = st.Size
+		}
+	}
+	file, errno := f.FS.OpenFile(path, flag, perm)
+	if errno != 0 {
+		return nil, errno
+	}
+	f.q.used -= freed
+	return &quotaFile{File: file, fs: f}, 0
+}
+
+// Unlink implements experimentalsys.FS: a file's last link frees its bytes.
+func (f *quotaFS) Unlink(path string) experimentalsys.Errno {
+	f.q.mu.Lock()
+	defer f.q.mu.Unlock()
+	st, statErr := f.FS.Lstat(path)
+	if errno := f.FS.Unlink(path); errno != 0 {
+		return errno
+	}
+	if statErr == 0 && st.Mode.IsRegular() && st.Nlink <= 1 {
+		f.q.used -= st.Size
+	}
+	return 0
+}
+
+// Rename implements experimentalsys.FS: a file replaced frees its bytes.
+func (f *quotaFS) Rename(from, to string) experimentalsys.Errno {
+	f.q.mu.Lock()
+	defer f.q.mu.Unlock()
+	src, srcErr := f.FS.Lstat(from)
+	dst, dstErr := f.FS.Lstat(to)
+	if errno := f.FS.Rename(from, to); errno != 0 {
+		return errno
+	}
+	if srcErr == 0 && dstErr == 0 && dst.Mode.IsRegular() && dst.Nlink <= 1 && dst.Ino != src.Ino {
+		f.q.used -= dst.Size
+	}
+	return 0
+}
+
+// quotaFile is a file of a quotaFS.
+type quotaFile struct {
+	experimentalsys.File
+	fs *quotaFS
+}
+
+// Write implements experimentalsys.File.
+func (f *quotaFile) Write(buf []byte) (int, experimentalsys.Errno) {
+	return f.write(buf, -1)
+}
+
+// Pwrite implements experimentalsys.File.
+func (f *quotaFile) Pwrite(buf []byte, off int64) (int, experimentalsys.Errno) {
+	return f.write(buf, off)
+}
+
+// write writes buf at off (-1: at the file's offset), or the part of it
+// that fits (a short write, after which the next one fails with ENOSPC).
+func (f *quotaFile) write(buf []byte, off int64) (int, experimentalsys.Errno) {
+	if len(buf) == 0 {
+		if off < 0 {
+			return f.File.Write(buf)
+		}
+		return f.File.Pwrite(buf, off)
+	}
+	q := f.fs.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	st, errno := f.File.Stat()
+	if errno != 0 {
+		return 0, errno
+	}
+	pos := off
+	switch {
+	case pos >= 0:
+	case f.File.IsAppend():
+		pos = st.Size
+	default:
+		if pos, errno = f.File.Seek(0, io.SeekCurrent); errno != 0 {
+			return 0, errno
+		}
+	}
+	if end := pos + int64(len(buf)); end > st.Size {
+		room := q.limit - q.used
+		if end-st.Size > room {
+			fits := st.Size + room - pos
+			if fits <= 0 {
+				return 0, f.fs.full()
+			}
+			buf = buf[:fits]
+		}
+	}
+	var n int
+	if off < 0 {
+		n, errno = f.File.Write(buf)
+	} else {
+		n, errno = f.File.Pwrite(buf, off)
+	}
+	if after, e := f.File.Stat(); e == 0 {
+		q.used += after.Size - st.Size
+	}
+	return n, errno
+}
+
+// Truncate implements experimentalsys.File.
+func (f *quotaFile) Truncate(size int64) experimentalsys.Errno {
+	q := f.fs.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	st, errno := f.File.Stat()
+	if errno != 0 {
+		return errno
+	}
+	if grow := size - st.Size; grow > 0 && grow > q.limit-q.used {
+		return f.fs.full()
+	}
+	if errno := f.File.Truncate(size); errno != 0 {
+		return errno
+	}
+	q.used += size - st.Size
+	return 0
+}
+
+// inodeOf is the inode number of info, or 0 where it is not known.
+func inodeOf(info os.FileInfo) uint64 {
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Ino)
+	}
+	return 0
+}

@@ -1,0 +1,74 @@
+package wasmrt
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
+)
+
+// startScratch starts scratch.wasm with a writable /tmp at dir limited to
+// limit bytes (0: none), writing at most most bytes (-1: until a write
+// fails).
+func startScratch(t *testing.T, r *Runtime, id, dir string, limit int64, args ...string) (runtimeapi.Instance, *output) {
+	t.Helper()
+	out := newOutput()
+	inst, err := r.Start(context.Background(), runtimeapi.InstanceSpec{
+		ID: id, Artifact: testArtifact(t, "scratch.wasm"), Args: args, Stdout: out, Stderr: out,
+		Mounts: []runtimeapi.Mount{{GuestPath: "/tmp", HostPath: dir, LimitBytes: limit}},
+	})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { stopInstance(t, inst) })
+	return inst, out
+}
+
+func TestScratchWritesStopAtTheLimitWithENOSPC(t *testing.T) {
+	r := newTestRuntime(t, Config{})
+	dir := t.TempDir()
+	const limit = 1<<20 + 1000 // not a whole number of the guest's 64 KiB writes
+	_, out := startScratch(t, r, "flood", dir, limit)
+	out.waitFor(t, "wrote 1049576 bytes to /tmp/fill: No space left on device\n")
+	info, err := os.Stat(filepath.Join(dir, "fill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Size() != limit {
+		t.Errorf("the file on the node has %d bytes, want the limit, %d", info.Size(), limit)
+	}
+	out.waitFor(t, "alive 1\n") // still running after the failed write
+}
+
+func TestScratchWithoutALimitTakesWhatItWrites(t *testing.T) {
+	r := newTestRuntime(t, Config{})
+	dir := t.TempDir()
+	_, out := startScratch(t, r, "some", dir, 0, "3000000")
+	out.waitFor(t, "wrote 3000000 bytes to /tmp/fill\n")
+}
+
+func TestScratchQuotaCountsWhatIsAlreadyThereAndWhatIsFreed(t *testing.T) {
+	r := newTestRuntime(t, Config{})
+	dir := t.TempDir()
+	// 600 KB already in the directory count against 1 MB; the guest's
+	// O_TRUNC of its own file gives back what that file had.
+	if err := os.WriteFile(filepath.Join(dir, "old"), make([]byte, 600_000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "fill"), make([]byte, 300_000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, out := startScratch(t, r, "quota", dir, 1_000_000)
+	out.waitFor(t, "wrote 400000 bytes to /tmp/fill: No space left on device\n")
+}
+
+func TestScratchNeighboursHaveTheirOwnLimits(t *testing.T) {
+	r := newTestRuntime(t, Config{})
+	_, flood := startScratch(t, r, "flood", t.TempDir(), 256<<10)
+	_, calm := startScratch(t, r, "calm", t.TempDir(), 1<<20, "500000")
+	flood.waitFor(t, "wrote 262144 bytes to /tmp/fill: No space left on device\n")
+	calm.waitFor(t, "wrote 500000 bytes to /tmp/fill\n")
+	calm.waitFor(t, "alive 1\n")
+}

@@ -28,7 +28,13 @@ type agentAPI struct {
 	s *Server
 
 	mu     sync.Mutex
-	leases map[string]clientv3.LeaseID // node name → its liveness lease
+	leases map[string]nodeLease // node name → its liveness lease
+}
+
+// nodeLease is a node's liveness lease and the TTL it was granted with.
+type nodeLease struct {
+	id  clientv3.LeaseID
+	ttl int64 // seconds
 }
 
 // Register records a node and starts its liveness lease. A node reports
@@ -86,13 +92,14 @@ func (a *agentAPI) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 		}
 	}
 	a.conditionEvents(ctx, n.GetName(), before, n.GetConditions())
-	if err := a.renew(ctx, n.GetName(), true); err != nil {
+	grace := workloads.NodeGrace(n.GetLabels(), a.s.cfg.NodeGrace)
+	if err := a.renew(ctx, n.GetName(), grace, true); err != nil {
 		return nil, err
 	}
 	a.s.log.Info("node registered", "node", n.GetName(), "address", n.GetAddress(), "runtimes", n.GetRuntimes(), "labels", FormatLabels(n.GetLabels()))
 	return &v1.RegisterResponse{
 		HeartbeatIntervalMs: a.s.cfg.HeartbeatInterval.Milliseconds(),
-		NodeGraceMs:         a.s.cfg.NodeGrace.Milliseconds(),
+		NodeGraceMs:         grace.Milliseconds(),
 		Labels:              n.GetLabels(),
 	}, nil
 }
@@ -134,17 +141,18 @@ func registration(prev, rep *v1.Node, byNode bool) (*v1.Node, error) {
 // hold it (registered a moment ago through another member, or removed),
 // and written only when the conditions changed.
 func (a *agentAPI) Heartbeat(ctx context.Context, req *v1.HeartbeatRequest) (*v1.HeartbeatResponse, error) {
-	var held []*v1.NodeCondition
+	var rec *v1.Node
 	if n, ok := a.s.cache.Node(req.GetNode()); ok {
-		held = n.Value.GetConditions()
+		rec = n.Value
 	} else {
 		cur, err := a.s.store.Nodes.Get(ctx, req.GetNode())
 		if err != nil {
 			return nil, err // unknown node: the worker registers again
 		}
-		held = cur.Value.GetConditions()
+		rec = cur.Value
 	}
-	if err := a.renew(ctx, req.GetNode(), false); err != nil {
+	held := rec.GetConditions()
+	if err := a.renew(ctx, req.GetNode(), workloads.NodeGrace(rec.GetLabels(), a.s.cfg.NodeGrace), false); err != nil {
 		return nil, err
 	}
 	if conds := cleanConditions(req.GetConditions()); !sameConditions(held, conds) {
@@ -157,14 +165,17 @@ func (a *agentAPI) Heartbeat(ctx context.Context, req *v1.HeartbeatRequest) (*v1
 	return &v1.HeartbeatResponse{}, nil
 }
 
-// renew refreshes the node's lease, or grants a new one (fresh is true, the
-// lease expired, or another member granted it) and binds the alive key.
-func (a *agentAPI) renew(ctx context.Context, node string, fresh bool) error {
+// renew refreshes the node's lease, or grants a new one lasting grace
+// (fresh is true, the lease expired, another member granted it, or the
+// node's grace changed: its wasmorch.io/lost-after label) and binds the
+// alive key.
+func (a *agentAPI) renew(ctx context.Context, node string, grace time.Duration, fresh bool) error {
+	ttl := int64(math.Ceil(grace.Seconds()))
 	a.mu.Lock()
-	id, ok := a.leases[node]
+	cur, ok := a.leases[node]
 	a.mu.Unlock()
-	if ok && !fresh {
-		_, err := a.s.store.Client.KeepAliveOnce(ctx, id)
+	if ok && !fresh && cur.ttl == ttl {
+		_, err := a.s.store.Client.KeepAliveOnce(ctx, cur.id)
 		if err == nil {
 			return nil
 		}
@@ -172,7 +183,6 @@ func (a *agentAPI) renew(ctx context.Context, node string, fresh bool) error {
 			return errdefs.Unavailablef("renew lease of node %s: %v", node, err)
 		}
 	}
-	ttl := int64(math.Ceil(a.s.cfg.NodeGrace.Seconds()))
 	lease, err := a.s.store.Client.Grant(ctx, ttl)
 	if err != nil {
 		return errdefs.Unavailablef("grant lease for node %s: %v", node, err)
@@ -182,10 +192,10 @@ func (a *agentAPI) renew(ctx context.Context, node string, fresh bool) error {
 	}
 	a.mu.Lock()
 	old, hadOld := a.leases[node]
-	a.leases[node] = lease.ID
+	a.leases[node] = nodeLease{id: lease.ID, ttl: ttl}
 	a.mu.Unlock()
-	if hadOld && old != lease.ID {
-		_, _ = a.s.store.Client.Revoke(ctx, old)
+	if hadOld && old.id != lease.ID {
+		_, _ = a.s.store.Client.Revoke(ctx, old.id)
 	}
 	return nil
 }

@@ -17,8 +17,6 @@ import (
 	"sync"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
@@ -138,7 +136,7 @@ func New(cfg Config) *Server {
 // (auth.go says who may call them).
 func (s *Server) Register(g *grpc.Server) {
 	v1.RegisterControlServer(g, &controlAPI{s: s})
-	v1.RegisterAgentServer(g, &agentAPI{s: s, leases: map[string]clientv3.LeaseID{}})
+	v1.RegisterAgentServer(g, &agentAPI{s: s, leases: map[string]nodeLease{}})
 	hs := health.NewServer()
 	for _, name := range []string{"", v1.Control_ServiceDesc.ServiceName, v1.Agent_ServiceDesc.ServiceName} {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)

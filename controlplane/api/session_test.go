@@ -59,7 +59,7 @@ func newSessionWorldNoCacheWith(t *testing.T, set func(*Config)) *sessionWorld {
 	s := newTestServer(t, set)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	w := &sessionWorld{t: t, s: s, api: &agentAPI{s: s, leases: map[string]clientv3.LeaseID{}}, ctx: ctx}
+	w := &sessionWorld{t: t, s: s, api: &agentAPI{s: s, leases: map[string]nodeLease{}}, ctx: ctx}
 	for _, n := range []string{"n1", "n2"} {
 		w.node(n)
 	}

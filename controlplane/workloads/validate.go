@@ -216,6 +216,10 @@ func ValidateLabel(k, v string) error {
 	if len(v) > 63 || !labelValue.MatchString(v) {
 		return errdefs.Invalidf("label value %q of %q is not valid: use at most 63 letters, digits, '-', '_' and '.'", v, k)
 	}
+	if k == LostAfterLabel {
+		_, err := ParseLostAfter(v)
+		return err
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wasmorch/wasmorch/internal/agentcmd"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -117,4 +119,130 @@ func vmRSS(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// BenchmarkAgentUnderMemoryCgroup runs the slim wasmorch-agent as a
+// constrained device would: in a memory cgroup of its own limited to 64
+// MiB ($WASMORCH_EDGE_CGROUP), joined to a `wasmorch server` outside it,
+// with N idle instances (sleep.wasm; 200, or $WASMORCH_EDGE_INSTANCES)
+// Running on it. It reports the cgroup's peak and steady usage (which
+// counts the page cache of the agent's files as well as its memory), the
+// agent's VmRSS, and how often the cgroup hit its limit. Needs root and
+// cgroup v1 or v2 with the memory controller. Run it once: -benchtime 1x.
+func BenchmarkAgentUnderMemoryCgroup(b *testing.B) {
+	n := 200
+	if s := os.Getenv("WASMORCH_EDGE_INSTANCES"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 1 {
+			b.Fatalf("WASMORCH_EDGE_INSTANCES=%q is not a positive number", s)
+		}
+	}
+	limit := int64(64 << 20)
+	if s := os.Getenv("WASMORCH_EDGE_CGROUP"); s != "" {
+		var err error
+		if limit, err = agentcmd.ParseCapacity(s); err != nil {
+			b.Fatalf("WASMORCH_EDGE_CGROUP: %v", err)
+		}
+	}
+	cg := newMemoryCgroup(b, limit)
+	bc := startBenchCluster(b, nil)
+	token := joinTokenWhenUp(b, bc.env, bc.api)
+	ctx := context.Background()
+	// The shell moves itself into the cgroup, then becomes the agent.
+	wrap := []string{"sh", "-c", `echo $$ > "` + cg.procs + `" && exec "$0" "$@"`}
+	args := []string{"--server", bc.api, "--token", token, "--name", "tiny", "--data-dir", b.TempDir(), "--listen", loopbackAddr(b, "127.0.0.1")}
+	d := startBinary(b, "agent-tiny", bc.env, slimAgent(b, runtime.GOARCH, ""), wrap, args...)
+	benchWait(b, "tiny Ready", func() bool { return nodeReady(ctx, bc.control, "tiny") })
+	idle := steadyRSS(b, d.proc.cmd.Process.Pid)
+	idleUsage := cg.read(b, cg.usage)
+
+	if r := run(b, bc.env, "deploy", "testdata/sleep.wasm", "--name", "tiny-sleep", "--replicas", strconv.Itoa(n), "--memory", "1Mi", "--no-wait", "--server", bc.api); r.code != 0 {
+		b.Fatal(r)
+	}
+	benchWait(b, fmt.Sprintf("%d instances Running on tiny", n), func() bool { return runningOn(ctx, bc.control, "tiny-sleep")["tiny"] == n })
+	loaded := steadyRSS(b, d.proc.cmd.Process.Pid)
+	if !d.running() {
+		b.Fatalf("the agent exited (killed at the cgroup's limit?) with %d", d.proc.exitCode)
+	}
+	b.ReportMetric(float64(limit)/(1<<20), "cgroup-limit-MiB")
+	b.ReportMetric(float64(idle)/(1<<20), "idle-RSS-MiB")
+	b.ReportMetric(float64(idleUsage)/(1<<20), "idle-cgroup-MiB")
+	b.ReportMetric(float64(loaded)/(1<<20), fmt.Sprintf("%d-instances-RSS-MiB", n))
+	b.ReportMetric(float64(cg.read(b, cg.usage))/(1<<20), fmt.Sprintf("%d-instances-cgroup-MiB", n))
+	b.ReportMetric(float64(cg.read(b, cg.peak))/(1<<20), "cgroup-peak-MiB")
+	b.ReportMetric(float64(cg.read(b, cg.failures)), "limit-hits")
+}
+
+// memoryCgroup is a memory cgroup made for one benchmark, under the one
+// the test process is in: the files to read and the one to join.
+type memoryCgroup struct {
+	procs, usage, peak, failures string
+}
+
+func newMemoryCgroup(b *testing.B, limit int64) *memoryCgroup {
+	b.Helper()
+	if os.Geteuid() != 0 {
+		b.Skip("a memory cgroup needs root")
+	}
+	own, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		b.Skip(err)
+	}
+	name := fmt.Sprintf("wasmorch-edge-%d", os.Getpid())
+	var dir string
+	var cg memoryCgroup
+	var limitFile string
+	for _, line := range strings.Split(string(own), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		switch {
+		case slices.Contains(strings.Split(parts[1], ","), "memory"): // v1
+			dir = filepath.Join("/sys/fs/cgroup/memory", parts[2], name)
+			limitFile = "memory.limit_in_bytes"
+			cg = memoryCgroup{usage: "memory.usage_in_bytes", peak: "memory.max_usage_in_bytes", failures: "memory.failcnt"}
+		case parts[0] == "0" && parts[1] == "" && dir == "": // v2, unless v1 has memory
+			if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+				dir = filepath.Join("/sys/fs/cgroup", parts[2], name)
+				limitFile = "memory.max"
+				cg = memoryCgroup{usage: "memory.current", peak: "memory.peak", failures: "memory.events"}
+			}
+		}
+	}
+	if dir == "" {
+		b.Skip("no memory cgroup controller here")
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		b.Skipf("cannot make a memory cgroup: %v", err)
+	}
+	b.Cleanup(func() { _ = os.Remove(dir) })
+	if err := os.WriteFile(filepath.Join(dir, limitFile), []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
+		b.Fatalf("limiting the cgroup: %v", err)
+	}
+	cg.procs = filepath.Join(dir, "cgroup.procs")
+	cg.usage, cg.peak, cg.failures = filepath.Join(dir, cg.usage), filepath.Join(dir, cg.peak), filepath.Join(dir, cg.failures)
+	return &cg
+}
+
+// read reads a number from a cgroup file (memory.events: its max count).
+func (cg *memoryCgroup) read(b *testing.B, file string) int64 {
+	b.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := strings.TrimSpace(string(raw))
+	if file == cg.failures { // v2's memory.events is "low N\nhigh N\nmax N\n..."
+		for _, line := range strings.Split(s, "\n") {
+			if v, ok := strings.CutPrefix(line, "max "); ok {
+				s = v
+			}
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		b.Fatalf("%s: %v", file, err)
+	}
+	return v
 }

@@ -54,7 +54,7 @@ func TestDashboardRefusesEveryRequestWithoutAValidToken(t *testing.T) {
 	valid := uiToken(t, c)
 	forged := valid[:len(valid)-8] + "AAAAAAAA" // the signature changed
 
-	paths := []string{"/ui/", "/ui/api/list/workloads", "/ui/api/workloads/secret-plans", "/ui/api/watch/workloads",
+	paths := []string{"/ui/", "/ui/api/list/workloads", "/ui/api/workloads/secret-plans", "/ui/api/watch?w=workloads:0",
 		"/ui/api/workloads/secret-plans/logs", "/ui/static/app.js", "/ui/no-such-page"}
 	for _, tc := range []struct{ name, cookie, why string }{
 		{"no token", "", "Log in with a dashboard token"},
@@ -174,6 +174,15 @@ func TestDashboardShowsADeployLiveAndScales(t *testing.T) {
 
 	do("opening web's page", clickWhenThere(`tr[data-workload="web"] a`), chromedp.WaitVisible("#scale-replicas"),
 		pollTrue(`document.querySelectorAll('#instances tr[data-instance]').length === 1`))
+	// A second tab on the same page: the two share the six connections a
+	// browser opens to one server, which their streams must leave room in.
+	tab, closeTab := chromedp.NewContext(bctx)
+	defer closeTab()
+	tabCtx, cancelTab := context.WithTimeout(tab, browserLimit)
+	defer cancelTab()
+	if err := chromedp.Do(tabCtx, chromedp.Navigate("http://"+c.metrics+"/ui/#/workloads/web"), chromedp.WaitVisible(".live.on")); err != nil {
+		t.Fatalf("web's page in a second tab: %v", err)
+	}
 	do("scaling web to 3 from the page", chromedp.SendKeys("#scale-replicas", "3"), chromedp.Click("#scale"),
 		chromedp.WaitVisible("#confirm-ok"), chromedp.Click("#confirm-ok"))
 	do("web's page showing three ready instances",

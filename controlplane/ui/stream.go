@@ -16,15 +16,23 @@ import (
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
-// Streams reach the browser as server-sent events (EventSource): each
-// WatchEvent or log chunk is one "data:" message, and the end of a stream
-// on an error is a "failure" event with the gRPC code and message, after
-// which the page decides: OutOfRange (its revision was compacted) means
-// list again, anything else means watch again from the last BOOKMARK.
+// Streams reach the browser as server-sent events (EventSource). A page
+// follows all its kinds over one stream, since a browser opens at most
+// six connections to one server over HTTP/1.1 and every stream holds
+// one: /ui/api/watch?w=KIND:REVISION[:WORKLOAD]&w=... makes one Watch call
+// per w and relays their events, each as a message {"i": N, "ev": event}
+// where N is the w's index. A watch that ends ends alone, with a message
+// {"i": N, "failure": {"code", "error"}}, after which the page decides:
+// OutOfRange (its revision was compacted) means list that kind again,
+// anything else means watch again from its last BOOKMARK. A workload's
+// logs are a stream of their own (their lines cannot be resumed).
 
 // keepalive is how often an idle stream sends a comment, so that proxies
 // and the browser do not take a quiet watch for a dead one.
 const keepalive = 20 * time.Second
+
+// maxWatches bounds the watches of one stream.
+const maxWatches = 8
 
 var watchKinds = map[string]v1.WatchKind{
 	"workloads": v1.WatchKind_WATCH_KIND_WORKLOADS,
@@ -33,79 +41,112 @@ var watchKinds = map[string]v1.WatchKind{
 	"events":    v1.WatchKind_WATCH_KIND_EVENTS,
 }
 
-// watch relays a Watch of one kind from ?revision=N (0: from now).
+// parseWatch reads one w: KIND:REVISION[:WORKLOAD].
+func parseWatch(w string) (*v1.WatchRequest, error) {
+	parts := strings.SplitN(w, ":", 3)
+	kind, ok := watchKinds[parts[0]]
+	if !ok || len(parts) < 2 {
+		return nil, status.Errorf(codes.InvalidArgument, "watch %q is not KIND:REVISION[:WORKLOAD] with a kind of workloads, instances, nodes or events", w)
+	}
+	rev, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "watch %q: revision %q is not a number", w, parts[1])
+	}
+	req := &v1.WatchRequest{Kind: kind, Revision: rev}
+	if len(parts) == 3 {
+		req.Workload = parts[2]
+	}
+	return req, nil
+}
+
+// watchMsg is one event, or the end, of watch i.
+type watchMsg struct {
+	i   int
+	ev  *v1.WatchEvent
+	err error
+}
+
+// watch relays the watches of ?w=... over one event stream.
 func (d *Dashboard) watch(w http.ResponseWriter, r *http.Request) {
-	kind, ok := watchKinds[r.PathValue("kind")]
-	if !ok {
-		writeError(w, status.Errorf(codes.NotFound, "no watch of %q: workloads, instances, nodes or events", r.PathValue("kind")))
+	specs := r.URL.Query()["w"]
+	if len(specs) == 0 || len(specs) > maxWatches {
+		writeError(w, status.Errorf(codes.InvalidArgument, "a stream follows 1 to %d watches (w=KIND:REVISION[:WORKLOAD]), not %d", maxWatches, len(specs)))
 		return
 	}
-	q := r.URL.Query()
-	var rev int64
-	if s := q.Get("revision"); s != "" {
-		var err error
-		if rev, err = strconv.ParseInt(s, 10, 64); err != nil {
-			writeError(w, status.Errorf(codes.InvalidArgument, "revision %q is not a number", s))
+	reqs := make([]*v1.WatchRequest, len(specs))
+	for i, spec := range specs {
+		req, err := parseWatch(spec)
+		if err != nil {
+			writeError(w, err)
 			return
 		}
+		reqs[i] = req
 	}
-	stream, err := d.cfg.Control.Watch(outgoing(r.Context()), &v1.WatchRequest{Kind: kind, Revision: rev, Workload: q.Get("workload")})
-	if err != nil {
-		d.answer(w, nil, err)
-		return
-	}
-	// The first message says whether the watch was accepted. A refused
-	// token is the login page; any other refusal (a revision compacted
-	// away) is a failure event, which an EventSource can read, unlike an
-	// error status.
-	first, err := stream.Recv()
-	if status.Code(err) == codes.Unauthenticated {
-		d.answer(w, nil, err)
-		return
+	ctx := r.Context()
+	streams := make([]v1.Control_WatchClient, len(reqs))
+	firsts := make([]watchMsg, len(reqs))
+	for i, req := range reqs {
+		stream, err := d.cfg.Control.Watch(outgoing(ctx), req)
+		if err == nil {
+			var ev *v1.WatchEvent
+			ev, err = stream.Recv() // the BOOKMARK a watch starts with, or its refusal
+			firsts[i] = watchMsg{i: i, ev: ev, err: err}
+		} else {
+			firsts[i] = watchMsg{i: i, err: err}
+		}
+		// A refused token is the login page; any other refusal (a
+		// revision compacted away) is that watch's failure, which the
+		// page reads, where an EventSource could not read an error status.
+		if status.Code(firsts[i].err) == codes.Unauthenticated {
+			d.answer(w, nil, firsts[i].err)
+			return
+		}
+		streams[i] = stream
 	}
 	sse, ok := newEventStream(w)
 	if !ok {
 		return
 	}
-	if err != nil {
-		sse.failure(err)
-		return
-	}
-	msgs := make(chan *v1.WatchEvent)
-	errc := make(chan error, 1)
-	go func() {
-		for {
-			ev, err := stream.Recv()
-			if err != nil {
-				errc <- err
-				return
-			}
-			select {
-			case msgs <- ev:
-			case <-r.Context().Done():
-				return
-			}
+	msgs := make(chan watchMsg)
+	running := 0
+	for i, first := range firsts {
+		if !sse.watchMsg(first) {
+			return
 		}
-	}()
-	if !sse.proto(first) {
-		return
+		if first.err != nil {
+			continue
+		}
+		running++
+		go func(i int, stream v1.Control_WatchClient) {
+			for {
+				ev, err := stream.Recv()
+				select {
+				case msgs <- watchMsg{i: i, ev: ev, err: err}:
+				case <-ctx.Done():
+					return
+				}
+				if err != nil {
+					return
+				}
+			}
+		}(i, streams[i])
 	}
 	tick := time.NewTicker(keepalive)
 	defer tick.Stop()
-	for {
+	for running > 0 {
 		select {
-		case ev := <-msgs:
-			if !sse.proto(ev) {
+		case m := <-msgs:
+			if m.err != nil {
+				running--
+			}
+			if !sse.watchMsg(m) {
 				return
 			}
-		case err := <-errc:
-			sse.failure(err)
-			return
 		case <-tick.C:
 			if !sse.comment() {
 				return
 			}
-		case <-r.Context().Done():
+		case <-ctx.Done():
 			return
 		}
 	}
@@ -194,12 +235,18 @@ func (s *eventStream) send(event string, data []byte) bool {
 	return true
 }
 
-func (s *eventStream) proto(ev *v1.WatchEvent) bool {
-	b, err := marshal.Marshal(ev)
-	if err != nil {
-		return s.failure(err)
+// watchMsg sends one event of watch m.i, or its end.
+func (s *eventStream) watchMsg(m watchMsg) bool {
+	if m.err != nil {
+		st := status.Convert(m.err)
+		b, _ := json.Marshal(map[string]any{"i": m.i, "failure": map[string]string{"code": st.Code().String(), "error": st.Message()}})
+		return s.send("", b)
 	}
-	return s.send("", b)
+	b, err := marshal.Marshal(m.ev)
+	if err != nil {
+		return s.watchMsg(watchMsg{i: m.i, err: err})
+	}
+	return s.send("", fmt.Appendf(nil, `{"i":%d,"ev":%s}`, m.i, b))
 }
 
 func (s *eventStream) json(v any) bool {

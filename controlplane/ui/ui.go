@@ -80,7 +80,7 @@ func New(cfg Config) (*Dashboard, error) {
 	authed.HandleFunc("POST /ui/logout", d.logout)
 	authed.HandleFunc("GET /ui/api/session", d.session)
 	authed.HandleFunc("GET /ui/api/list/{kind}", d.list)
-	authed.HandleFunc("GET /ui/api/watch/{kind}", d.watch)
+	authed.HandleFunc("GET /ui/api/watch", d.watch)
 	authed.HandleFunc("GET /ui/api/workloads/{name}", d.workload)
 	authed.HandleFunc("GET /ui/api/workloads/{name}/logs", d.logs)
 	authed.HandleFunc("POST /ui/api/workloads/{name}/scale", d.scale)

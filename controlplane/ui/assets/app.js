@@ -45,6 +45,8 @@ const num = (v) => Number(v || 0); // protojson writes int64 as strings, and omi
 
 const LIST_CAP = 5000; // the most objects of one kind the page holds
 
+// An Informer holds one kind: it lists it page by page, then the page's
+// watcher follows it from the revision of the first page.
 class Informer {
   constructor(kind, keyOf, opts = {}) {
     this.kind = kind;
@@ -53,14 +55,14 @@ class Informer {
     this.rev = 0;
     this.truncated = false;
     this.live = false;
+    this.listed = false; // its list is done: it can be watched
     this.append = opts.append || false; // events: a log, not a set
-    // narrowed on the server's side (a workload's page): the list's and
-    // the watch's parameters
+    // narrowed on the server's side (a workload's page): the list's
+    // parameters and the workload its watch follows
     this.listQuery = opts.list || '';
-    this.watchQuery = opts.watch || '';
-    this.es = null;
+    this.workload = opts.workload || '';
     this.started = false;
-    this.gen = 0; // bumped by stop: a list or watch of an older start drops its result
+    this.gen = 0; // bumped by stop: a list of an older start drops its result
   }
 
   // ensure starts the informer the first time a view needs it.
@@ -69,10 +71,9 @@ class Informer {
   }
 
   async start() {
-    this.stop();
-    this.started = true;
     const gen = this.gen;
     this.live = false;
+    this.listed = false;
     changed();
     const items = new Map();
     let cont = '', first = 0;
@@ -87,62 +88,38 @@ class Informer {
     } while (cont);
     this.items = items;
     this.rev = first;
+    this.listed = true;
     changed();
-    this.watch();
+    watcher.reopen(50); // gathered with the other kinds' lists into one stream
   }
 
   stop() {
     this.gen++;
     this.started = false;
     this.live = false;
-    if (this.es) { this.es.close(); this.es = null; }
+    this.listed = false;
   }
 
-  watch() {
-    const es = new EventSource(`/ui/api/watch/${this.kind}?revision=${this.rev}${this.watchQuery}`);
-    this.es = es;
-    es.onmessage = (m) => {
-      const ev = JSON.parse(m.data);
-      this.rev = Math.max(this.rev, num(ev.revision));
-      const type = ev.type || '';
-      if (type.endsWith('BOOKMARK')) {
-        if (!this.live) { this.live = true; changed(); }
-        return;
-      }
-      const obj = ev.workload || ev.instance || ev.node || ev.event;
-      if (!obj) return;
-      const key = this.keyOf(obj);
-      if (type.endsWith('DELETED')) this.items.delete(key);
-      else if (!this.truncated || this.items.has(key)) this.items.set(key, obj); // a truncated list shows its first objects only
+  // spec is the informer's watch as the stream takes it.
+  spec() {
+    return `${this.kind}:${this.rev}` + (this.workload ? `:${this.workload}` : '');
+  }
 
-      if (this.append && this.items.size > LIST_CAP) this.items.delete(this.items.keys().next().value);
-      changed();
-    };
-    es.addEventListener('failure', (m) => {
-      es.close();
-      const f = JSON.parse(m.data);
-      this.live = false;
-      changed();
-      if (f.code === 'OutOfRange') this.restart(0); // compacted: list again
-      else setTimeout(() => { if (this.es === es) this.watch(); }, 1000);
-    });
-    es.onerror = () => {
-      // The connection dropped (the member restarting, the token expired):
-      // find out which before watching again, from the last bookmark.
-      es.close();
-      if (this.es !== es) return;
-      this.live = false;
-      changed();
-      setTimeout(async () => {
-        if (this.es !== es) return;
-        try {
-          await request('GET', '/ui/api/session');
-        } catch (e) {
-          if (e.loggedOut) return; // the login page is on its way
-        }
-        this.watch(); // a member still away fails again, and comes back here
-      }, 2000);
-    };
+  // apply takes one event of its watch.
+  apply(ev) {
+    this.rev = Math.max(this.rev, num(ev.revision));
+    const type = ev.type || '';
+    if (type.endsWith('BOOKMARK')) {
+      if (!this.live) { this.live = true; changed(); }
+      return;
+    }
+    const obj = ev.workload || ev.instance || ev.node || ev.event;
+    if (!obj) return;
+    const key = this.keyOf(obj);
+    if (type.endsWith('DELETED')) this.items.delete(key);
+    else if (!this.truncated || this.items.has(key)) this.items.set(key, obj); // a truncated list shows its first objects only
+    if (this.append && this.items.size > LIST_CAP) this.items.delete(this.items.keys().next().value);
+    changed();
   }
 
   restart(delay) {
@@ -156,6 +133,67 @@ class Informer {
   }
 }
 
+// The watcher follows the informers of the page over one event stream (a
+// browser opens few connections to one server, six over HTTP/1.1): it is
+// opened again, each informer from its last revision, whenever the set
+// changes, an informer has listed again, or the stream ends.
+const watcher = {
+  informers: [],
+  es: null,
+  timer: null,
+
+  // follow makes the informers the ones followed, stopping the others.
+  follow(list) {
+    const same = list.length === this.informers.length && list.every((inf, i) => inf === this.informers[i]);
+    for (const inf of this.informers) if (!list.includes(inf)) inf.stop();
+    this.informers = list;
+    for (const inf of list) inf.ensure();
+    if (!same) this.reopen(50);
+  },
+
+  reopen(delay) {
+    if (this.es) { this.es.close(); this.es = null; }
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.open(), delay);
+  },
+
+  open() {
+    const watched = this.informers.filter((inf) => inf.listed);
+    if (!watched.length) return;
+    const es = new EventSource('/ui/api/watch?' + watched.map((inf) => 'w=' + encodeURIComponent(inf.spec())).join('&'));
+    this.es = es;
+    es.onmessage = (m) => {
+      if (this.es !== es) return;
+      const msg = JSON.parse(m.data);
+      const inf = watched[msg.i];
+      if (!inf || !this.informers.includes(inf)) return;
+      if (!msg.failure) { inf.apply(msg.ev); return; }
+      inf.live = false;
+      changed();
+      if (msg.failure.code === 'OutOfRange') inf.restart(0); // compacted: list again, then watch again
+      else this.reopen(1000);
+    };
+    es.onerror = () => {
+      // The connection dropped (the member restarting, the token expired):
+      // find out which before watching again, from the last bookmarks.
+      es.close();
+      if (this.es !== es) return;
+      for (const inf of watched) inf.live = false;
+      changed();
+      clearTimeout(this.timer);
+      this.timer = setTimeout(async () => {
+        if (this.es !== es) return;
+        try {
+          await request('GET', '/ui/api/session');
+        } catch (e) {
+          if (e.loggedOut) return; // the login page is on its way
+        }
+        this.open(); // a member still away fails again, and comes back here
+      }, 2000);
+    };
+  },
+};
+
 function eventKey(e) { return `${e.unixNano}/${e.object}/${e.reason}/${e.message}`; }
 
 const informers = {
@@ -164,16 +202,6 @@ const informers = {
   nodes: new Informer('nodes', (n) => n.node.name),
   events: new Informer('events', eventKey, {append: true}),
 };
-
-// follow keeps the informers a view draws from running and stops the
-// others: a browser holds few connections to one server (six, over
-// HTTP/1.1), and each watch is one.
-function follow(...kinds) {
-  for (const [kind, inf] of Object.entries(informers)) {
-    if (kinds.includes(kind)) inf.ensure();
-    else if (inf.started) inf.stop();
-  }
-}
 
 // ---- drawing --------------------------------------------------------------
 
@@ -349,10 +377,8 @@ function openDetail(name) {
   closeDetail();
   const q = encodeURIComponent(name);
   const d = {name, logs: h('pre', {class: 'logs', id: 'logs'}), es: null, rate: null, sample: null, timer: null,
-    instances: new Informer('instances', (i) => i.instance.id, {list: `&workload=${q}`, watch: `&workload=${q}`}),
-    events: new Informer('events', eventKey, {append: true, list: `&object=workload%2F${q}`, watch: `&workload=${q}`})};
-  d.instances.ensure();
-  d.events.ensure();
+    instances: new Informer('instances', (i) => i.instance.id, {list: `&workload=${q}`, workload: name}),
+    events: new Informer('events', eventKey, {append: true, list: `&object=workload%2F${q}`, workload: name})};
   d.scale = h('input', {type: 'number', min: '0', id: 'scale-replicas', 'aria-label': 'replicas'});
   d.actions = h('div', {class: 'actions panel'},
     h('label', {for: 'scale-replicas'}, 'Replicas'), d.scale,
@@ -384,8 +410,6 @@ function closeDetail() {
   if (!detail) return;
   if (detail.es) detail.es.close();
   clearInterval(detail.timer);
-  detail.instances.stop();
-  detail.events.stop();
   detail = null;
 }
 
@@ -523,12 +547,12 @@ function render() {
   for (const a of document.querySelectorAll('header nav a')) a.classList.toggle('active', a.dataset.view === r.view);
   let content;
   if (r.view === 'workloads' && r.name) {
-    follow('workloads');
     content = workloadView(r.name);
+    watcher.follow([informers.workloads, detail.instances, detail.events]);
   } else {
     closeDetail();
     const view = {instances: instancesView, nodes: nodesView, events: eventsView}[r.view] ? r.view : 'workloads';
-    follow(view);
+    watcher.follow([informers[view]]);
     content = {workloads: workloadsView, instances: instancesView, nodes: nodesView, events: eventsView}[view]();
   }
   const view = document.getElementById('view');
@@ -538,9 +562,7 @@ function render() {
     view.replaceChildren(...content.flat().filter(Boolean));
     shown = content;
   }
-  const followed = Object.values(informers).filter((i) => i.started);
-  if (detail) followed.push(detail.instances, detail.events);
-  const live = followed.every((i) => i.live);
+  const live = watcher.informers.every((i) => i.live);
   const el = document.getElementById('live');
   el.textContent = live ? '● live' : 'reconnecting…';
   el.classList.toggle('on', live);

@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -55,4 +57,61 @@ func TestScratchSpace(t *testing.T) {
 		_, err := os.Stat(scratch)
 		return os.IsNotExist(err), "still there"
 	})
+}
+
+// A counter bumps a file in its named volume across a rollout restart and
+// a kill -9 of the agent (here `up`, whose worker runs it), with the built
+// binary, as docs/storage.md shows it; `volume ls|describe|rm` manage the
+// volume, rm refused while a workload mounts it.
+func TestNamedVolumeCounter(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	c := startUpAt(t, dataDir, freeAddr(t), freeAddr(t))
+
+	oneLineError(t, c.run("deploy", "testdata/volcounter.wasm", "--name", "counter", "--volume", "Data:/data"), `invalid --volume "Data:/data": the volume name`)
+	oneLineError(t, c.run("deploy", "testdata/volcounter.wasm", "--name", "counter", "--volume", "data"), `invalid --volume "data": want NAME:/PATH`)
+	oneLineError(t, c.run("deploy", "testdata/volcounter.wasm", "--name", "counter", "--volume", "data:/config/x"), "volume data: guest path /config/x overlaps /config")
+	if ws := c.workloads(); len(ws) != 0 {
+		t.Fatalf("refused deploys stored workloads: %v", toJSON(ws))
+	}
+
+	c.mustRun("deploy", "testdata/volcounter.wasm", "--name", "counter", "--volume", "data:/data")
+	waitLogs := func(c *cluster, want string) {
+		t.Helper()
+		eventually(t, want, func() (bool, string) {
+			out := c.run("logs", "counter").stdout
+			return strings.Contains(out, want+"\n"), out
+		})
+	}
+	waitLogs(c, "count 1")
+	c.mustRun("rollout", "restart", "counter")
+	c.mustRun("rollout", "status", "counter")
+	waitLogs(c, "count 2")
+
+	c.stop(syscall.SIGKILL)
+	c = startUpAt(t, dataDir, c.api, c.http)
+	waitLogs(c, "count 3")
+
+	var vols []struct {
+		Name      string   `json:"name"`
+		Node      string   `json:"node"`
+		UID       string   `json:"uid"`
+		Workloads []string `json:"workloads"`
+	}
+	if err := json.Unmarshal([]byte(c.mustRun("volume", "ls", "-o", "json").stdout), &vols); err != nil {
+		t.Fatal(err)
+	}
+	if len(vols) != 1 || vols[0].Name != "data" || vols[0].Node != "e2e-node" || len(vols[0].Workloads) != 1 || vols[0].Workloads[0] != "counter" {
+		t.Fatalf("volume ls: %v", toJSON(vols))
+	}
+	if b, err := os.ReadFile(filepath.Join(dataDir, "worker", "volumes", "data."+vols[0].UID, "count")); err != nil || string(b) != "3\n" {
+		t.Fatalf("the count on the node: %q, %v", b, err)
+	}
+	if out := c.mustRun("volume", "describe", "data").stdout; !strings.Contains(out, "Node:        e2e-node\n") || !strings.Contains(out, "Mounted by:  counter\n") {
+		t.Errorf("volume describe:\n%s", out)
+	}
+	oneLineError(t, c.run("volume", "rm", "data"), `volume "data" is mounted by workload counter; delete them or deploy them without --volume data first`)
+	c.mustRun("delete", "counter")
+	c.mustRun("volume", "rm", "data")
+	oneLineError(t, c.run("volume", "rm", "data"), `volume "data" not found`)
 }

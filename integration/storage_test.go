@@ -1,8 +1,11 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -63,4 +66,68 @@ func joined(logs map[string]string) string {
 		b.WriteString(l)
 	}
 	return b.String()
+}
+
+// A named volume keeps what an instance wrote for the next one: a rollout
+// restart replaces the instance and its successor counts on; it lives on
+// the node its first instance was placed on, cannot be removed while a
+// workload mounts it, and once removed, the name starts empty again.
+func TestNamedVolumeOutlivesItsInstances(t *testing.T) {
+	var workerDir string
+	a := start(t, options{worker: func(c *worker.Config) { workerDir = c.DataDir }})
+	spec := func() *v1.WorkloadSpec {
+		return &v1.WorkloadSpec{Replicas: 1, Volumes: []*v1.VolumeMount{{Name: "data", Path: "/data"}}}
+	}
+	a.deploy(t, "counter", "volcounter.wasm", spec())
+	waitCount := func(n int) {
+		a.waitFor(t, "count "+strconv.Itoa(n), func() (bool, string) {
+			logs := joined(a.logs(t, "counter"))
+			return strings.Contains(logs, "count "+strconv.Itoa(n)+"\n"), logs
+		})
+	}
+	waitCount(1)
+	vol, err := a.control.GetVolume(t.Context(), &v1.GetVolumeRequest{Name: "data"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vol.GetVolume().GetNode() != "it-node" || !slices.Equal(vol.GetWorkloads(), []string{"counter"}) || vol.GetVolume().GetCreatedFor() != "counter" {
+		t.Fatalf("volume: %v", vol)
+	}
+	count := filepath.Join(workerDir, "volumes", "data."+vol.GetVolume().GetUid(), "count")
+	if b, err := os.ReadFile(count); err != nil || string(b) != "1\n" {
+		t.Fatalf("the volume's file on the node: %q, %v", b, err)
+	}
+
+	first := a.instances(t, "counter")[0].GetInstance().GetId()
+	if _, err := a.control.RestartRollout(t.Context(), &v1.RestartRolloutRequest{Workload: "counter"}); err != nil {
+		t.Fatal(err)
+	}
+	a.waitFor(t, "the restarted instance to count on", func() (bool, string) {
+		out := a.logs(t, "counter")
+		for id, l := range out {
+			if id != first && strings.Contains(l, "count 2\n") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(out)
+	})
+
+	_, err = a.control.DeleteVolume(t.Context(), &v1.DeleteVolumeRequest{Name: "data"})
+	if err = errdefs.FromGRPC(err); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), `volume "data" is mounted by workload counter`) {
+		t.Fatalf("removing a volume in use: %v", err)
+	}
+	if _, err := a.control.DeleteWorkload(t.Context(), &v1.DeleteWorkloadRequest{Name: "counter"}); err != nil {
+		t.Fatal(err)
+	}
+	a.waitFor(t, "the counter's instances to go", func() (bool, string) {
+		return len(a.instances(t, "counter")) == 0, describe(a.instances(t, "counter"))
+	})
+	if _, err := a.control.DeleteVolume(t.Context(), &v1.DeleteVolumeRequest{Name: "data"}); err != nil {
+		t.Fatal(err)
+	}
+	a.deploy(t, "counter", "volcounter.wasm", spec())
+	a.waitFor(t, "a new volume of the same name to start empty", func() (bool, string) {
+		logs := joined(a.logs(t, "counter"))
+		return strings.Contains(logs, "count 1\n") && !strings.Contains(logs, "count 3"), logs
+	})
 }

@@ -21,16 +21,53 @@ import (
 // scratchDir is the subdirectory of DataDir that holds scratch spaces.
 const scratchDir = "scratch"
 
+// Named volumes: an instance that mounts volume NAME gets the directory
+// DataDir/volumes/NAME.UID (UID from its record, which the control plane
+// created when it bound the first instance that mounts it to this node),
+// created if need be and never removed with an instance: it outlives
+// restarts, redeploys and rollouts, and a worker killed and started again
+// finds it.
+
+// volumesDir is the subdirectory of DataDir that holds named volumes.
+const volumesDir = "volumes"
+
+// instanceVolumes returns the mounts of the named volumes of an instance,
+// creating their directories.
+func (w *Worker) instanceVolumes(rec *pb.Instance) ([]runtimeapi.Mount, *runtimeapi.Exit) {
+	var mounts []runtimeapi.Mount
+	for _, vm := range rec.GetSpec().GetVolumes() {
+		uid := rec.GetVolumeUids()[vm.GetName()]
+		dir := vm.GetName() + "." + uid
+		if uid == "" || dir != filepath.Base(dir) {
+			return nil, &runtimeapi.Exit{Reason: runtimeapi.ReasonStartError, Permanent: true,
+				Message: fmt.Sprintf("volume %s: the instance record names no directory for it", vm.GetName())}
+		}
+		path := filepath.Join(w.cfg.DataDir, volumesDir, dir)
+		if err := os.MkdirAll(path, 0o700); err != nil {
+			return nil, &runtimeapi.Exit{Reason: runtimeapi.ReasonStartError, Message: fmt.Sprintf("volume %s: %v", vm.GetName(), err)}
+		}
+		mounts = append(mounts, runtimeapi.Mount{GuestPath: vm.GetPath(), HostPath: path})
+	}
+	return mounts, nil
+}
+
 // scratchGuestPath is where an instance sees its scratch space.
 const scratchGuestPath = "/tmp"
 
-// instanceScratch returns the instance's scratch space mount, creating its
-// directory, or no mount when its spec asks for none or it does not run
-// on the wasm runtime (a container has a writable root of its own).
-func (w *Worker) instanceScratch(in *instance, spec *pb.WorkloadSpec) ([]runtimeapi.Mount, *runtimeapi.Exit) {
-	size := spec.GetScratchBytes()
-	if size <= 0 || in.rt == nil || in.rt.Name() != "wasm" {
+// instanceMounts returns the instance's mounts: its named volumes and its
+// scratch space, creating their directories; none when it does not run on
+// the wasm runtime (a container has a writable root of its own).
+func (w *Worker) instanceMounts(in *instance, spec *pb.WorkloadSpec) ([]runtimeapi.Mount, *runtimeapi.Exit) {
+	if in.rt == nil || in.rt.Name() != "wasm" {
 		return nil, nil
+	}
+	mounts, failure := w.instanceVolumes(in.rec)
+	if failure != nil {
+		return nil, failure
+	}
+	size := spec.GetScratchBytes()
+	if size <= 0 {
+		return mounts, nil
 	}
 	if size > w.cfg.MaxScratchBytes {
 		return nil, &runtimeapi.Exit{Reason: runtimeapi.ReasonStartError, Permanent: true, Message: fmt.Sprintf(
@@ -44,7 +81,7 @@ func (w *Worker) instanceScratch(in *instance, spec *pb.WorkloadSpec) ([]runtime
 	if err != nil {
 		return nil, &runtimeapi.Exit{Reason: runtimeapi.ReasonStartError, Message: "scratch space: " + err.Error()}
 	}
-	return []runtimeapi.Mount{{GuestPath: scratchGuestPath, HostPath: dir, LimitBytes: size}}, nil
+	return append(mounts, runtimeapi.Mount{GuestPath: scratchGuestPath, HostPath: dir, LimitBytes: size}), nil
 }
 
 // scratchPath is where instance id's scratch space is kept.

@@ -198,7 +198,7 @@ func (w *Worker) launch(ctx context.Context, in *instance, gen uint32) (runtimea
 	if err := in.rt.Prepare(ctx, art, spec.GetMemoryBytes()); err != nil {
 		return nil, time.Time{}, startExit(err), false
 	}
-	mounts, failure := w.instanceScratch(in, spec) // storage.go
+	mounts, failure := w.instanceMounts(in, spec) // storage.go
 	if failure != nil {
 		return nil, time.Time{}, *failure, false
 	}

@@ -77,7 +77,7 @@ wins over the file. Flags that name or describe one object (deploy --name and
 		root.AddCommand(c)
 	}
 	// configs
-	for _, c := range []*cobra.Command{newApplyCommand(), newDiffCommand(), newConfigCommand(), newSecretCommand(), newRolloutCommand(), newUICommand()} {
+	for _, c := range []*cobra.Command{newApplyCommand(), newDiffCommand(), newConfigCommand(), newSecretCommand(), newRolloutCommand(), newUICommand(), newVolumeCommand()} {
 		c.GroupID = "client"
 		root.AddCommand(c)
 	}

@@ -1,7 +1,11 @@
 package api
 
 import (
+	"context"
+	"strings"
+
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/internal/manifest"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -33,4 +37,81 @@ func checkScratchIn(r cache.Reader, spec *v1.WorkloadSpec) error {
 		return errdefs.Invalidf("scratch space of %s is more than any node allows: no node offers scratch space (agent|up --max-scratch)", manifest.FormatBytes(want))
 	}
 	return errdefs.Invalidf("scratch space of %s is more than any node allows one instance (at most %s: agent|up --max-scratch)", manifest.FormatBytes(want), manifest.FormatBytes(most))
+}
+
+// volumeUsers are the workloads whose spec mounts each volume (all
+// volumes when names is nil).
+func volumeUsers(r cache.Reader, names map[string]bool) map[string][]string {
+	users := map[string][]string{}
+	for _, w := range r.Workloads() {
+		for _, vm := range w.Value.GetSpec().GetVolumes() {
+			if names == nil || names[vm.GetName()] {
+				users[vm.GetName()] = append(users[vm.GetName()], w.Value.GetName())
+			}
+		}
+	}
+	return users
+}
+
+// ListVolumes lists the named volumes, by name, with the workloads that
+// mount them.
+func (a *controlAPI) ListVolumes(ctx context.Context, _ *v1.ListVolumesRequest) (*v1.ListVolumesResponse, error) {
+	if err := a.s.cache.Sync(ctx); err != nil {
+		return nil, err
+	}
+	list, _, err := a.s.store.Volumes.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var users map[string][]string
+	a.s.cache.Read(func(r cache.Reader) { users = volumeUsers(r, nil) })
+	resp := &v1.ListVolumesResponse{}
+	for _, v := range list {
+		resp.Volumes = append(resp.Volumes, &v1.VolumeView{Volume: v.Value, Workloads: users[v.Name]})
+	}
+	return resp, nil
+}
+
+// GetVolume is one volume with the workloads that mount it.
+func (a *controlAPI) GetVolume(ctx context.Context, req *v1.GetVolumeRequest) (*v1.VolumeView, error) {
+	if err := workloads.ValidateVolumeName(req.GetName()); err != nil {
+		return nil, err
+	}
+	if err := a.s.cache.Sync(ctx); err != nil {
+		return nil, err
+	}
+	cur, err := a.s.store.Volumes.Get(ctx, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	var users map[string][]string
+	a.s.cache.Read(func(r cache.Reader) { users = volumeUsers(r, map[string]bool{req.GetName(): true}) })
+	return &v1.VolumeView{Volume: cur.Value, Workloads: users[req.GetName()]}, nil
+}
+
+// DeleteVolume removes a volume's record, refused while a workload mounts
+// it; its directory on its node is left there (docs/storage.md), never
+// reused: a volume created again under the name has another uid.
+func (a *controlAPI) DeleteVolume(ctx context.Context, req *v1.DeleteVolumeRequest) (*v1.DeleteVolumeResponse, error) {
+	name := req.GetName()
+	if err := workloads.ValidateVolumeName(name); err != nil {
+		return nil, err
+	}
+	if err := a.s.cache.Sync(ctx); err != nil {
+		return nil, err
+	}
+	var users []string
+	a.s.cache.Read(func(r cache.Reader) { users = volumeUsers(r, map[string]bool{name: true})[name] })
+	if len(users) > 0 {
+		return nil, errdefs.Preconditionf("volume %q is mounted by workload %s; delete them or deploy them without --volume %s first", name, strings.Join(users, ", "), name)
+	}
+	resp, err := a.s.store.Client.Delete(ctx, a.s.store.Volumes.Key(name))
+	if err != nil {
+		return nil, errdefs.Unavailablef("delete volume %s: %v", name, err)
+	}
+	if resp.Deleted == 0 {
+		return nil, errdefs.NotFoundf("volume %q not found", name)
+	}
+	a.s.log.Info("volume deleted", "volume", name)
+	return &v1.DeleteVolumeResponse{}, nil
 }

@@ -85,6 +85,10 @@ func (c *controller) schedule(ctx context.Context, created []*v1.Instance, workl
 		values = append(values, p.Value)
 	}
 	values = append(values, created...)
+	vols, err := c.readVolumes(ctx, values, &snap) // volumes.go
+	if err != nil {
+		return err
+	}
 	began := time.Now()
 	plan := scheduler.Schedule(snap, values)
 	c.metrics.observePlan(time.Since(began), len(plan.Bindings), len(plan.Unplaced))
@@ -108,6 +112,10 @@ func (c *controller) schedule(ctx context.Context, created []*v1.Instance, workl
 				updated.Runtime, updated.RuntimeReason = c.Runtime, c.Reason
 			}
 			count(bound, inst.GetWorkload(), node)
+			var err error
+			if cmps, ops, err = vols.bind(c.st, updated, plan, cmps, ops); err != nil {
+				return err
+			}
 		} else if reason := plan.Unplaced[inst.GetId()]; isNew || reason != inst.GetPendingReason() {
 			updated.PendingReason = reason
 			count(failed, inst.GetWorkload(), reason)

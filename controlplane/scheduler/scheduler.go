@@ -17,6 +17,7 @@ package scheduler
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -47,6 +48,9 @@ type Snapshot struct {
 	// its placed instances are on, one entry per instance: spreading
 	// counts them. Other workloads' instances count only in Used.
 	Placed map[string][]string
+	// Volumes maps each named volume the instances to place mount, and
+	// that exists, to the node it lives on (state: storage.go).
+	Volumes map[string]string
 }
 
 // SnapshotOf builds a snapshot from nodes and every instance placed on
@@ -83,6 +87,10 @@ type Plan struct {
 	// Runtimes maps the ID of a bound instance of a wasm workload with a
 	// fallback image to the runtime it runs with there (fallback.go).
 	Runtimes map[string]Choice
+	// NewVolumes maps each named volume that did not exist to the node
+	// the first instance mounting it was bound to: where it is to be
+	// created (storage.go).
+	NewVolumes map[string]string
 }
 
 // MemoryRequest is what an instance reserves on its node: its memory
@@ -129,6 +137,7 @@ type group struct {
 	unplaceable string         // set once an instance found no room: usage only grows in a pass
 	fallback    *fallbackGroup // nil without a fallback image
 	ranked      *ranking       // the feasible nodes by preference (rank.go), built on first use
+	volumes     *volumeGroup   // nil without named volumes (storage.go)
 }
 
 // workloadCounts are where one workload's replicas are.
@@ -148,7 +157,8 @@ type pass struct {
 	byName   map[string]*nodeState
 	groups   map[string]*group
 	counts   map[string]*workloadCounts
-	placedBy map[string][]int // workload → node indexes of its placed instances
+	placedBy map[string][]int  // workload → node indexes of its placed instances
+	volumes  map[string]string // named volume → its node, as placed so far (storage.go)
 }
 
 // Schedule places the pending instances (those with no node) on nodes.
@@ -161,8 +171,12 @@ func Schedule(snap Snapshot, pending []*v1.Instance) Plan {
 // schedule is Schedule, looking at every node for each instance when
 // linear is set (the reference the tests hold pick to).
 func schedule(snap Snapshot, pending []*v1.Instance, linear bool) Plan {
-	plan := Plan{Bindings: make(map[string]string, len(pending)), Unplaced: make(map[string]string), Runtimes: map[string]Choice{}}
-	p := &pass{byName: make(map[string]*nodeState, len(snap.Nodes)), groups: map[string]*group{}, counts: map[string]*workloadCounts{}}
+	plan := Plan{Bindings: make(map[string]string, len(pending)), Unplaced: make(map[string]string), Runtimes: map[string]Choice{}, NewVolumes: map[string]string{}}
+	p := &pass{byName: make(map[string]*nodeState, len(snap.Nodes)), groups: map[string]*group{}, counts: map[string]*workloadCounts{},
+		volumes: maps.Clone(snap.Volumes)}
+	if p.volumes == nil {
+		p.volumes = map[string]string{}
+	}
 	for _, n := range snap.Nodes {
 		capy := n.Node.GetCapacity()
 		p.nodes = append(p.nodes, &nodeState{info: n, memCap: capy.GetMemoryBytes(), cpuCap: capy.GetCpuMillis(), slots: capy.GetInstances(),
@@ -189,6 +203,9 @@ func schedule(snap Snapshot, pending []*v1.Instance, linear bool) Plan {
 	}
 	for _, inst := range pending {
 		g := p.group(inst)
+		if g.volumes != nil {
+			p.pinVolumes(g) // storage.go
+		}
 		if g.unplaceable != "" {
 			plan.Unplaced[inst.GetId()] = g.unplaceable
 			continue
@@ -199,6 +216,9 @@ func schedule(snap Snapshot, pending []*v1.Instance, linear bool) Plan {
 		}
 		if best == nil {
 			g.unplaceable = p.reason(g)
+			if g.volumes != nil && g.volumes.pinned != "" {
+				g.unplaceable = g.volumes.reason(p, g)
+			}
 			plan.Unplaced[inst.GetId()] = g.unplaceable
 			continue
 		}
@@ -210,6 +230,9 @@ func schedule(snap Snapshot, pending []*v1.Instance, linear bool) Plan {
 		best.cpuUsed += g.cpu
 		best.count++
 		g.counts.add(best.idx)
+		if g.volumes != nil {
+			p.placeVolumes(g, best, plan.NewVolumes)
+		}
 	}
 	return plan
 }
@@ -228,6 +251,9 @@ func (p *pass) group(inst *v1.Instance) *group {
 		kind = "wasm"
 	}
 	pl := spec.GetPlacement()
+	if len(spec.GetVolumes()) > 0 {
+		g.volumes = newVolumeGroup(spec, len(p.nodes))
+	}
 	if HasFallback(spec) {
 		g.fallback = &fallbackGroup{asContainer: make([]bool, len(p.nodes)), why: make([]string, len(p.nodes)), mem: spec.GetFallbackMemoryRequestBytes()}
 		if g.fallback.mem <= 0 {
@@ -250,6 +276,9 @@ func (p *pass) group(inst *v1.Instance) *group {
 		// as its container has none).
 		if why == "" && spec.GetScratchBytes() > ns.info.Node.GetMaxScratchBytes() && !g.runsAsContainer(ns) {
 			why = reasonScratch
+		}
+		if g.volumes != nil {
+			g.volumes.why[ns.idx] = why
 		}
 		if why != "" {
 			g.static[why]++

@@ -37,3 +37,74 @@ func TestScratchSpacePlacesOnNodesThatAllowIt(t *testing.T) {
 		t.Errorf("a fallback running as its container was not placed: %v", plan.Unplaced)
 	}
 }
+
+// volumeInstances are n pending instances of a workload that mounts the
+// named volumes.
+func volumeInstances(workload string, n int, volumes ...string) []*v1.Instance {
+	out := instances(workload, n, 1<<20)
+	for _, inst := range out {
+		for _, v := range volumes {
+			inst.Spec.Volumes = append(inst.Spec.Volumes, &v1.VolumeMount{Name: v, Path: "/" + v})
+		}
+	}
+	return out
+}
+
+// A workload's volumes pin its instances to the node they live on; a
+// volume that does not exist yet is created where its first instance is
+// placed, and the rest of the pass follows it there, other workloads too.
+func TestVolumesPinInstancesToTheirNode(t *testing.T) {
+	nodes := []NodeInfo{node("a", 1<<30, 100), node("b", 1<<30, 100), node("c", 1<<30, 100)}
+
+	snap := SnapshotOf(nodes, nil)
+	snap.Volumes = map[string]string{"data": "b"}
+	plan := Schedule(snap, volumeInstances("db", 3, "data"))
+	for id, n := range plan.Bindings {
+		if n != "b" {
+			t.Errorf("%s placed on %s, want b, where its volume lives", id, n)
+		}
+	}
+	if len(plan.Bindings) != 3 || len(plan.NewVolumes) != 0 {
+		t.Errorf("bindings %v, new volumes %v", plan.Bindings, plan.NewVolumes)
+	}
+
+	pending := append(volumeInstances("web", 3, "fresh"), volumeInstances("batch", 2, "fresh")...)
+	plan = Schedule(SnapshotOf(nodes, nil), pending)
+	at := plan.NewVolumes["fresh"]
+	if at == "" || len(plan.NewVolumes) != 1 {
+		t.Fatalf("new volumes %v, want fresh on one node", plan.NewVolumes)
+	}
+	for id, n := range plan.Bindings {
+		if n != at {
+			t.Errorf("%s placed on %s, want %s with its new volume", id, n, at)
+		}
+	}
+	if len(plan.Bindings) != 5 {
+		t.Errorf("placed %d of 5: %v", len(plan.Bindings), plan.Unplaced)
+	}
+
+	full := []NodeInfo{node("a", 1<<30, 100), node("b", 1<<30, 1)}
+	snap = SnapshotOf(full, nil)
+	snap.Volumes = map[string]string{"data": "b", "logs": "a"}
+	plan = Schedule(snap, append(volumeInstances("db", 2, "data"), volumeInstances("both", 1, "data", "logs")...))
+	if plan.Bindings["db-0"] != "b" || plan.Unplaced["db-1"] != "volume data lives on node b: instance slots full" {
+		t.Errorf("bindings %v, unplaced %v", plan.Bindings, plan.Unplaced)
+	}
+	if why := plan.Unplaced["both-0"]; why != "volumes data and logs live on different nodes (b and a)" {
+		t.Errorf("an instance whose volumes are on two nodes waits because %q", why)
+	}
+
+	cordoned := node("b", 1<<30, 100)
+	cordoned.Node.Cordoned = true
+	snap = SnapshotOf([]NodeInfo{node("a", 1<<30, 100), cordoned}, nil)
+	snap.Volumes = map[string]string{"data": "b"}
+	plan = Schedule(snap, volumeInstances("db", 1, "data"))
+	if why := plan.Unplaced["db-0"]; why != "volume data lives on node b: cordoned" {
+		t.Errorf("on a cordoned node: %q", why)
+	}
+	snap.Volumes = map[string]string{"data": "gone"}
+	plan = Schedule(snap, volumeInstances("db", 1, "data"))
+	if why := plan.Unplaced["db-0"]; why != "volume data lives on node gone: it is not registered" {
+		t.Errorf("on a removed node: %q", why)
+	}
+}

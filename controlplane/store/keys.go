@@ -24,6 +24,7 @@ package store
 //	/wasmorch/members/<name>              v1.Member, bound to the member's lease
 //	/wasmorch/election/controllers/...    etcd's election of the controllers' leader
 //	/wasmorch/pki/bootstrap-secrets-key   the secrets key of a static bootstrap
+//	/wasmorch/volumes/<name>              v1.Volume: a named volume and the node it lives on
 
 // Root is the prefix of every key wasmorch writes.
 const Root = "/wasmorch/"
@@ -64,4 +65,6 @@ const (
 	BootstrapSecretsKey = Root + "pki/bootstrap-secrets-key"
 	// rollouts: one immutable record per generation, <workload>/<generation>
 	RevisionsPrefix = Root + "revisions/"
+	// state: named volumes
+	VolumesPrefix = Root + "volumes/"
 )

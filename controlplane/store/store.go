@@ -50,6 +50,8 @@ type Store struct {
 	SecretKeys Collection[*v1.SecretKey]
 	// rollouts
 	Revisions Collection[*v1.Revision]
+	// state
+	Volumes Collection[*v1.Volume]
 }
 
 // New wraps an etcd client.
@@ -66,6 +68,8 @@ func New(cli *clientv3.Client) *Store {
 		SecretKeys: Collection[*v1.SecretKey]{cli, SecretKeysPrefix, "secret key", func() *v1.SecretKey { return &v1.SecretKey{} }},
 		// rollouts
 		Revisions: Collection[*v1.Revision]{cli, RevisionsPrefix, "revision", func() *v1.Revision { return &v1.Revision{} }},
+		// state
+		Volumes: Collection[*v1.Volume]{cli, VolumesPrefix, "volume", func() *v1.Volume { return &v1.Volume{} }},
 	}
 }
 

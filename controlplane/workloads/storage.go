@@ -1,6 +1,10 @@
 package workloads
 
 import (
+	"path"
+	"slices"
+	"strings"
+
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -10,8 +14,14 @@ import (
 // API checks against the registered nodes.
 const MaxScratchBytes = 1 << 40
 
-// validateStorage checks a spec's scratch space on its own.
+// MaxVolumes bounds the named volumes one workload mounts.
+const MaxVolumes = 16
+
+// validateStorage checks a spec's scratch space and volumes on their own.
 func validateStorage(spec *v1.WorkloadSpec) error {
+	if err := validateVolumes(spec); err != nil {
+		return err
+	}
 	s := spec.GetScratchBytes()
 	switch {
 	case s == 0:
@@ -24,4 +34,68 @@ func validateStorage(spec *v1.WorkloadSpec) error {
 		return errdefs.Invalidf("scratch space is for long-running instances: a function's sandbox lives for one request; drop --scratch or the route")
 	}
 	return nil
+}
+
+// reservedGuestPaths are where an instance sees what the worker gives it
+// besides volumes: configs, secrets, its scratch space.
+var reservedGuestPaths = []string{"/config", "/secrets"}
+
+// ValidateVolumeName checks a volume's name: a DNS label.
+func ValidateVolumeName(name string) error {
+	if len(name) > maxWorkloadNameLn || !dnsLabel.MatchString(name) {
+		return errdefs.Invalidf("volume name %q is not a DNS label: use 1-63 lowercase letters, digits and '-', starting with a letter and not ending with '-'", name)
+	}
+	return nil
+}
+
+// validateVolumes checks a spec's named volumes: valid names, each once,
+// mounted at distinct absolute paths that do not overlap /config,
+// /secrets, the scratch space's /tmp or one another.
+func validateVolumes(spec *v1.WorkloadSpec) error {
+	vols := spec.GetVolumes()
+	if len(vols) == 0 {
+		return nil
+	}
+	if len(vols) > MaxVolumes {
+		return errdefs.Invalidf("a workload mounts at most %d volumes, not %d", MaxVolumes, len(vols))
+	}
+	switch {
+	case spec.GetKind() == KindContainer:
+		return errdefs.Invalidf("volumes are for wasm workloads for now: a container's bind mounts of them are not there yet")
+	case spec.GetFallbackImage() != "" || spec.GetFallbackArchiveDigest() != "":
+		return errdefs.Invalidf("volumes are for wasm workloads for now: its fallback container would run without them")
+	case spec.GetHttp() != nil:
+		return errdefs.Invalidf("volumes are for long-running instances: a function's sandbox lives for one request; drop --volume or the route")
+	}
+	taken := slices.Clone(reservedGuestPaths)
+	if spec.GetScratchBytes() > 0 {
+		taken = append(taken, "/tmp")
+	}
+	names := map[string]bool{}
+	for _, v := range vols {
+		if err := ValidateVolumeName(v.GetName()); err != nil {
+			return err
+		}
+		if names[v.GetName()] {
+			return errdefs.Invalidf("volume %q is mounted twice: mount it once", v.GetName())
+		}
+		names[v.GetName()] = true
+		p := v.GetPath()
+		if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
+			return errdefs.Invalidf("volume %s: guest path %q is not a clean absolute path below / (e.g. /data)", v.GetName(), p)
+		}
+		for _, t := range taken {
+			if overlaps(p, t) {
+				return errdefs.Invalidf("volume %s: guest path %s overlaps %s; mount it elsewhere, e.g. /data", v.GetName(), p, t)
+			}
+		}
+		taken = append(taken, p)
+	}
+	return nil
+}
+
+// overlaps reports whether one of two clean absolute paths is the other or
+// below it.
+func overlaps(a, b string) bool {
+	return a == b || strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/")
 }

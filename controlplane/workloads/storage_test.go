@@ -29,3 +29,43 @@ func TestValidateScratch(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateVolumes(t *testing.T) {
+	const digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+	vols := func(spec *v1.WorkloadSpec, mounts ...string) *v1.WorkloadSpec {
+		for _, m := range mounts {
+			name, path, _ := strings.Cut(m, ":")
+			spec.Volumes = append(spec.Volumes, &v1.VolumeMount{Name: name, Path: path})
+		}
+		return spec
+	}
+	wasm := func() *v1.WorkloadSpec { return &v1.WorkloadSpec{ModuleDigest: digest} }
+	tests := []struct {
+		spec *v1.WorkloadSpec
+		want string // "" = valid
+	}{
+		{vols(wasm(), "data:/data", "logs:/var/log"), ""},
+		{vols(&v1.WorkloadSpec{ModuleDigest: digest, ScratchBytes: 1 << 20}, "data:/data"), ""},
+		{vols(wasm(), "Data:/data"), `volume name "Data" is not a DNS label`},
+		{vols(wasm(), "data:data"), `volume data: guest path "data" is not a clean absolute path`},
+		{vols(wasm(), "data:/data/../x"), "is not a clean absolute path"},
+		{vols(wasm(), "data:/"), "is not a clean absolute path"},
+		{vols(wasm(), "data:/config"), "volume data: guest path /config overlaps /config"},
+		{vols(wasm(), "data:/secrets/db"), "guest path /secrets/db overlaps /secrets"},
+		{vols(&v1.WorkloadSpec{ModuleDigest: digest, ScratchBytes: 1 << 20}, "data:/tmp/x"), "overlaps /tmp"},
+		{vols(wasm(), "data:/data", "logs:/data/logs"), "volume logs: guest path /data/logs overlaps /data"},
+		{vols(wasm(), "data:/a", "data:/b"), `volume "data" is mounted twice`},
+		{vols(&v1.WorkloadSpec{Kind: KindContainer, Image: "team/app:1"}, "data:/data"), "volumes are for wasm workloads for now"},
+		{vols(&v1.WorkloadSpec{ModuleDigest: digest, FallbackImage: "team/app:1"}, "data:/data"), "its fallback container would run without them"},
+		{vols(&v1.WorkloadSpec{ModuleDigest: digest, Http: &v1.HttpTrigger{Route: "/f"}}, "data:/data"), "volumes are for long-running instances"},
+	}
+	for _, tc := range tests {
+		err := Validate(tc.spec)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v", tc.spec, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: got %v, want %q", tc.spec, err, tc.want)
+		}
+	}
+}

@@ -36,6 +36,7 @@ type DeployConfig struct {
 	Env      []string // K=V
 	Memory   string   // per-instance limit such as "64Mi"; empty: the runtime's default
 	Scratch  string   // state: the size of each instance's writable /tmp ("64Mi"); empty: none
+	Volumes  []string // state: named volumes, NAME:/PATH
 	Restart  string   // always, on-failure or never; empty: always
 	Args     []string // the module's argv[1:]
 	// Timeout bounds the upload and the wait; 0 means DefaultDeployTimeout.
@@ -137,6 +138,10 @@ func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 	if err != nil {
 		return "", nil, Errorf("use bytes or a unit, e.g. 64Mi, 1Gi", "invalid --scratch: %v", err)
 	}
+	volumes, err := ParseVolumes(cfg.Volumes)
+	if err != nil {
+		return "", nil, err
+	}
 	env, err := ParseEnv(cfg.Env)
 	if err != nil {
 		return "", nil, Errorf("use --env NAME=VALUE", "invalid --env: %v", err)
@@ -175,6 +180,7 @@ func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 		Restart:     restart,
 		// state (storage.go)
 		ScratchBytes: scratch,
+		Volumes:      volumes,
 		Configs:      cfg.Configs,
 		Secrets:      cfg.Secrets,
 		ConfigFiles:  cfg.ConfigFiles,

@@ -1,10 +1,13 @@
 package cliclient
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
+
+	wasmorchv1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
 // maxSizeBytes bounds a size flag that is not a memory limit (--scratch):
@@ -39,4 +42,48 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is more than 1Ti", s)
 	}
 	return int64(bytes), nil
+}
+
+// ParseVolumes parses --volume NAME:/PATH flags into volume mounts; the
+// server checks the rest (a DNS label, an absolute path clear of /config
+// and /secrets).
+func ParseVolumes(flags []string) ([]*wasmorchv1.VolumeMount, error) {
+	var out []*wasmorchv1.VolumeMount
+	for _, f := range flags {
+		name, path, ok := strings.Cut(f, ":")
+		if !ok || name == "" || path == "" {
+			return nil, Errorf("use --volume NAME:/PATH, e.g. --volume data:/data", "invalid --volume %q: want NAME:/PATH", f)
+		}
+		if err := ValidateName(name); err != nil {
+			return nil, Errorf(nameRules, "invalid --volume %q: the volume name %v", f, err)
+		}
+		if !strings.HasPrefix(path, "/") {
+			return nil, Errorf("use --volume NAME:/PATH, e.g. --volume data:/data", "invalid --volume %q: the guest path %q is not absolute", f, path)
+		}
+		out = append(out, &wasmorchv1.VolumeMount{Name: name, Path: path})
+	}
+	return out, nil
+}
+
+// ListVolumes lists the named volumes.
+func (c *Client) ListVolumes(ctx context.Context) ([]*wasmorchv1.VolumeView, error) {
+	resp, err := objectCall(ctx, c, "volume", c.api.ListVolumes, &wasmorchv1.ListVolumesRequest{})
+	return resp.GetVolumes(), err
+}
+
+// GetVolume reads one named volume.
+func (c *Client) GetVolume(ctx context.Context, name string) (*wasmorchv1.VolumeView, error) {
+	if err := CheckObjectName("volume", name); err != nil {
+		return nil, err
+	}
+	return objectCall(ctx, c, "volume", c.api.GetVolume, &wasmorchv1.GetVolumeRequest{Name: name})
+}
+
+// DeleteVolume removes a named volume that no workload mounts.
+func (c *Client) DeleteVolume(ctx context.Context, name string) error {
+	if err := CheckObjectName("volume", name); err != nil {
+		return err
+	}
+	_, err := objectCall(ctx, c, "volume", c.api.DeleteVolume, &wasmorchv1.DeleteVolumeRequest{Name: name})
+	return err
 }

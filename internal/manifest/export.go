@@ -111,6 +111,7 @@ func FromWorkload(wv *v1.WorkloadView) Object {
 		SecretFiles:    spec.GetSecretFiles(),
 		Memory:         FormatBytes(spec.GetMemoryBytes()),
 		Scratch:        FormatBytes(spec.GetScratchBytes()),
+		Volumes:        volumeFlags(spec.GetVolumes()),
 		Restart:        restartName(spec.GetRestart()),
 		Spread:         spec.GetPlacement().GetSpread(),
 		Selector:       spec.GetPlacement().GetSelector(),
@@ -227,4 +228,14 @@ func unixNano(n int64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, n).UTC()
+}
+
+// volumeFlags writes volume mounts as deploy --volume and volumes: take
+// them, NAME:/PATH.
+func volumeFlags(vols []*v1.VolumeMount) []string {
+	var out []string
+	for _, v := range vols {
+		out = append(out, v.GetName()+":"+v.GetPath())
+	}
+	return out
 }

@@ -69,6 +69,7 @@ type WorkloadSpec struct {
 	SecretFiles   []string          `yaml:"secretFiles,omitempty"` // /secrets/<name>/<key>
 	Memory        string            `yaml:"memory,omitempty"`
 	Scratch       string            `yaml:"scratch,omitempty"` // state: a writable /tmp of this size
+	Volumes       []string          `yaml:"volumes,omitempty"` // state: named volumes, NAME:/PATH
 	Restart       string            `yaml:"restart,omitempty"`
 	CPU           string            `yaml:"cpu,omitempty"`
 	Selector      map[string]string `yaml:"selector,omitempty"`

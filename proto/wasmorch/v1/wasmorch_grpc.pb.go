@@ -66,6 +66,9 @@ const (
 	Control_RestartRollout_FullMethodName   = "/wasmorch.v1.Control/RestartRollout"
 	Control_Top_FullMethodName              = "/wasmorch.v1.Control/Top"
 	Control_CreateUIToken_FullMethodName    = "/wasmorch.v1.Control/CreateUIToken"
+	Control_ListVolumes_FullMethodName      = "/wasmorch.v1.Control/ListVolumes"
+	Control_GetVolume_FullMethodName        = "/wasmorch.v1.Control/GetVolume"
+	Control_DeleteVolume_FullMethodName     = "/wasmorch.v1.Control/DeleteVolume"
 )
 
 // ControlClient is the client API for Control service.
@@ -122,6 +125,10 @@ type ControlClient interface {
 	// observe
 	Top(ctx context.Context, in *TopRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[UsageReport], error)
 	CreateUIToken(ctx context.Context, in *CreateUITokenRequest, opts ...grpc.CallOption) (*CreateUITokenResponse, error)
+	// state
+	ListVolumes(ctx context.Context, in *ListVolumesRequest, opts ...grpc.CallOption) (*ListVolumesResponse, error)
+	GetVolume(ctx context.Context, in *GetVolumeRequest, opts ...grpc.CallOption) (*VolumeView, error)
+	DeleteVolume(ctx context.Context, in *DeleteVolumeRequest, opts ...grpc.CallOption) (*DeleteVolumeResponse, error)
 }
 
 type controlClient struct {
@@ -611,6 +618,36 @@ func (c *controlClient) CreateUIToken(ctx context.Context, in *CreateUITokenRequ
 	return out, nil
 }
 
+func (c *controlClient) ListVolumes(ctx context.Context, in *ListVolumesRequest, opts ...grpc.CallOption) (*ListVolumesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListVolumesResponse)
+	err := c.cc.Invoke(ctx, Control_ListVolumes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) GetVolume(ctx context.Context, in *GetVolumeRequest, opts ...grpc.CallOption) (*VolumeView, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeView)
+	err := c.cc.Invoke(ctx, Control_GetVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) DeleteVolume(ctx context.Context, in *DeleteVolumeRequest, opts ...grpc.CallOption) (*DeleteVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteVolumeResponse)
+	err := c.cc.Invoke(ctx, Control_DeleteVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -665,6 +702,10 @@ type ControlServer interface {
 	// observe
 	Top(*TopRequest, grpc.ServerStreamingServer[UsageReport]) error
 	CreateUIToken(context.Context, *CreateUITokenRequest) (*CreateUITokenResponse, error)
+	// state
+	ListVolumes(context.Context, *ListVolumesRequest) (*ListVolumesResponse, error)
+	GetVolume(context.Context, *GetVolumeRequest) (*VolumeView, error)
+	DeleteVolume(context.Context, *DeleteVolumeRequest) (*DeleteVolumeResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -806,6 +847,15 @@ func (UnimplementedControlServer) Top(*TopRequest, grpc.ServerStreamingServer[Us
 }
 func (UnimplementedControlServer) CreateUIToken(context.Context, *CreateUITokenRequest) (*CreateUITokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateUIToken not implemented")
+}
+func (UnimplementedControlServer) ListVolumes(context.Context, *ListVolumesRequest) (*ListVolumesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListVolumes not implemented")
+}
+func (UnimplementedControlServer) GetVolume(context.Context, *GetVolumeRequest) (*VolumeView, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetVolume not implemented")
+}
+func (UnimplementedControlServer) DeleteVolume(context.Context, *DeleteVolumeRequest) (*DeleteVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteVolume not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -1581,6 +1631,60 @@ func _Control_CreateUIToken_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_ListVolumes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListVolumesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).ListVolumes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_ListVolumes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).ListVolumes(ctx, req.(*ListVolumesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_GetVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).GetVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_GetVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).GetVolume(ctx, req.(*GetVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_DeleteVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).DeleteVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_DeleteVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).DeleteVolume(ctx, req.(*DeleteVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1743,6 +1847,18 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateUIToken",
 			Handler:    _Control_CreateUIToken_Handler,
+		},
+		{
+			MethodName: "ListVolumes",
+			Handler:    _Control_ListVolumes_Handler,
+		},
+		{
+			MethodName: "GetVolume",
+			Handler:    _Control_GetVolume_Handler,
+		},
+		{
+			MethodName: "DeleteVolume",
+			Handler:    _Control_DeleteVolume_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
 	"github.com/wasmorch/wasmorch/controlplane/controller"
 	"github.com/wasmorch/wasmorch/controlplane/membership"
 )
@@ -106,6 +107,12 @@ type Config struct {
 	// blobs.MaxSize; zero: DefaultMaxUploadBytes). Uploads are spooled in
 	// DataDir/uploads while they are checked.
 	MaxUploadBytes int64 `json:"maxUploadBytes" yaml:"maxUploadBytes"`
+
+	// cloud: NodeGroups are the node groups the cloud controller keeps
+	// (docs/cloud.md); ScaleDownDelay is how long a node of one must hold
+	// nothing before it is deleted (zero: cloud.DefaultScaleDownDelay).
+	NodeGroups     []provider.NodeGroup `json:"nodeGroups" yaml:"nodeGroups"`
+	ScaleDownDelay time.Duration        `json:"scaleDownDelay" yaml:"scaleDownDelay"`
 }
 
 // Defaults of the leader's loops (package controller), as the flags of
@@ -235,6 +242,7 @@ func (c Config) Validate() error {
 	if c.ElectionTTL < time.Second {
 		errs = append(errs, errors.New("election TTL must be at least 1s"))
 	}
+	errs = append(errs, c.validateCloud()...)
 	return errors.Join(errs...)
 }
 

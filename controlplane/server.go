@@ -31,6 +31,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
 	"github.com/wasmorch/wasmorch/controlplane/controller"
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
@@ -70,6 +71,8 @@ type Server struct {
 	// selfConn is the dashboard's connection to this member's API
 	// (dashboard.go), served with /metrics.
 	selfConn *grpc.ClientConn
+
+	providers []provider.Provider // cloud: the node providers (cloud.go)
 
 	lock      *datadir.Lock // this member's hold on its data dir
 	stopping  chan struct{}
@@ -187,6 +190,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	})
 	s.grpc = grpc.NewServer(s.api.ServerOptions()...)
 	s.api.Register(s.grpc)
+	if s.providers, err = s.newProviders(); err != nil {
+		return nil, err
+	}
 
 	if s.metricsLis != nil {
 		mm := http.NewServeMux()
@@ -361,6 +367,7 @@ func (s *Server) Close() error {
 		if s.dbgLis != nil {
 			_ = s.dbgLis.Close()
 		}
+		s.closeProviders() // their agents, before the API they talk to
 		if s.api != nil {
 			s.api.Close()
 		}
@@ -418,6 +425,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 		case <-lctx.Done():
 		}
 	}()
+	clouded := s.runCloud(lctx, el)
 	err = controller.Run(lctx, controller.Config{
 		Store: s.store, Cache: s.cache, KV: store.Fenced(s.store.Client, el), Events: s.events, Logger: s.log, Metrics: s.loops,
 		Resync: s.cfg.ControllerResync, MinReady: s.cfg.RolloutMinReady, FailureRestarts: s.cfg.RolloutFailureRestarts,
@@ -425,6 +433,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 		BlobGCInterval: s.cfg.BlobGCInterval, BlobGCGrace: s.cfg.BlobGCGrace,
 	})
 	cancel()
+	<-clouded
 	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 	defer rcancel()
 	_ = el.Resign(rctx)

@@ -131,6 +131,7 @@ controllers, and the HTTP gateway. Workers join it with 'wasmorch agent --server
 	addCertLifetimeFlag(cmd, &cp)
 	addRolloutSettings(cmd, &cp)
 	addBlobSettings(cmd, &cp)
+	addCloudFlags(cmd, &cp)
 	addDebugFlag(cmd, &cp)
 	return cmd
 }

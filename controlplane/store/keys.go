@@ -25,6 +25,7 @@ package store
 //	/wasmorch/election/controllers/...    etcd's election of the controllers' leader
 //	/wasmorch/pki/bootstrap-secrets-key   the secrets key of a static bootstrap
 //	/wasmorch/volumes/<name>              v1.Volume: a named volume and the node it lives on
+//	/wasmorch/cloud/scaleups/<group>      the scale-up in flight of a node group (JSON; controlplane/cloud)
 
 // Root is the prefix of every key wasmorch writes.
 const Root = "/wasmorch/"
@@ -41,6 +42,7 @@ const (
 	EventsPrefix    = Root + "events/"
 	MembersPrefix   = Root + "members/"
 	TokensPrefix    = Root + "tokens/"
+	CloudPrefix     = Root + "cloud/" // the cloud controller's records
 	// CertsPrefix holds the node and admin certificates the CA issued
 	// while they are valid, by role and name (what 'node rm' revokes);
 	// RevokedPrefix the revocation list, by serial, which every member

@@ -36,6 +36,7 @@ func NewCommand(use string, stopSignals func(), containers ContainerRuntime) *co
 		dataDir, listen, name, containerd, logLevel, token, reservedMemory string
 		servers, labels                                                    []string
 		metricsAddr                                                        string
+		maxInstances                                                       int32
 	)
 	var functionsListen string
 	var disk DiskFlags
@@ -73,6 +74,7 @@ containers when containerd answers on --containerd-socket.`,
 			wk.FunctionListenAddr = functionsListen
 			wk.Labels = lbls
 			wk.JoinToken = token
+			wk.MaxInstances = maxInstances
 			wk.Logger = logger.With("component", "worker")
 			rt := wasmrt.DefaultConfig()
 			rt.CacheDir = wk.CompileCacheDir()
@@ -95,6 +97,7 @@ containers when containerd answers on --containerd-socket.`,
 	}
 	f.StringVar(&containerd, "containerd-socket", DefaultContainerdSocket, containerdHelp)
 	f.StringVar(&reservedMemory, "reserved-memory", "", ReservedMemoryHelp)
+	f.Int32Var(&maxInstances, "max-instances", worker.DefaultMaxInstances, "instances the node takes at most (its capacity in instances, as the scheduler fills it)")
 	disk.Add(f)
 	storage.Add(f)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -1,0 +1,547 @@
+// Package cloud is the cloud controller: on the leader, beside the
+// workload controller, it keeps the nodes of the node groups that its
+// providers (controlplane/cloud/provider) make in step with demand and with
+// what the providers say exists:
+//
+//   - node lifecycle: a node of a group that its provider no longer lists
+//     is removed at once (as 'node rm --force'), so that its instances are
+//     replaced without waiting for the heartbeat grace;
+//   - scale up: instances the scheduler left Pending (it found no node
+//     for them) grow the smallest group whose template fits them, within
+//     its max; the target asked for is recorded in etcd first, so that a
+//     new leader does not ask again for nodes already coming;
+//   - scale down: a node of a group that has held no instance for the
+//     scale-down delay is cordoned, deleted by its provider and removed,
+//     never below the group's min.
+//
+// Every decision is an event on nodegroup/<name> (or node/<name>).
+package cloud
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
+	"github.com/wasmorch/wasmorch/controlplane/events"
+	"github.com/wasmorch/wasmorch/controlplane/scheduler"
+	"github.com/wasmorch/wasmorch/controlplane/store"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// Defaults of Config's zero fields.
+const (
+	DefaultScaleDownDelay   = 5 * time.Minute
+	DefaultProvisionTimeout = 5 * time.Minute
+	DefaultPeriod           = time.Second
+	// callTimeout bounds one provider call.
+	callTimeout = 30 * time.Second
+)
+
+// ScaleUpsPrefix holds, per group, the scale-up in flight (JSON: the target
+// size asked for and when), written before the provider is asked.
+const ScaleUpsPrefix = store.CloudPrefix + "scaleups/"
+
+// Config is what the controller needs.
+type Config struct {
+	Cache *cache.Cache
+	// KV is fenced on the leadership: a deposed leader records no
+	// scale-up (and so asks for none).
+	KV        clientv3.KV
+	Events    *events.Recorder
+	Logger    *slog.Logger
+	Providers []provider.Provider
+	// RemoveNode removes a node as 'node rm --force' does; SetCordoned
+	// cordons or uncordons one (the API's paths: api.Server).
+	RemoveNode  func(ctx context.Context, name string) (int32, error)
+	SetCordoned func(ctx context.Context, name string, cordoned bool) error
+
+	ScaleDownDelay   time.Duration
+	ProvisionTimeout time.Duration // how long a recorded scale-up counts as coming
+	Period           time.Duration
+	Now              func() time.Time
+}
+
+// scaleUp is a scale-up in flight as recorded in etcd.
+type scaleUp struct {
+	Target     int   `json:"target"`
+	AtUnixNano int64 `json:"atUnixNano"`
+}
+
+// Controller is the cloud controller of one leadership.
+type Controller struct {
+	cfg    Config
+	log    *slog.Logger
+	groups []group
+	// emptySince is when each node of a group was first seen holding no
+	// instance (reset when it holds one); a new leader starts counting
+	// anew, which only delays a scale-down.
+	emptySince map[string]time.Time
+	// mine are the groups whose recorded scale-up this leadership asked
+	// its provider for (so the provider's target size already holds it).
+	mine map[string]bool
+	// said keeps the last message of repeated events, per object and
+	// reason, so that a condition that lasts is recorded once.
+	said map[string]string
+}
+
+type group struct {
+	provider.NodeGroup
+	p provider.Provider
+}
+
+// New returns the controller for cfg's providers' groups.
+func New(cfg Config) *Controller {
+	if cfg.ScaleDownDelay <= 0 {
+		cfg.ScaleDownDelay = DefaultScaleDownDelay
+	}
+	if cfg.ProvisionTimeout <= 0 {
+		cfg.ProvisionTimeout = DefaultProvisionTimeout
+	}
+	if cfg.Period <= 0 {
+		cfg.Period = DefaultPeriod
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Controller{cfg: cfg, log: cfg.Logger.With("loop", "cloud"), emptySince: map[string]time.Time{}, mine: map[string]bool{}, said: map[string]string{}}
+	for _, p := range cfg.Providers {
+		for _, g := range p.NodeGroups() {
+			c.groups = append(c.groups, group{g, p})
+		}
+	}
+	// The smallest group first: scale-ups grow the smallest that fits.
+	sort.Slice(c.groups, func(i, j int) bool {
+		a, b := c.groups[i].Template, c.groups[j].Template
+		if a.Instances != b.Instances {
+			return a.Instances < b.Instances
+		}
+		if a.MemoryBytes != b.MemoryBytes {
+			return a.MemoryBytes < b.MemoryBytes
+		}
+		return c.groups[i].Name < c.groups[j].Name
+	})
+	return c
+}
+
+// Start runs a pass every period until ctx ends.
+func (c *Controller) Start(ctx context.Context) error {
+	if len(c.groups) == 0 {
+		return nil
+	}
+	t := time.NewTicker(c.cfg.Period)
+	defer t.Stop()
+	for {
+		if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("cloud controller pass failed; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// groupNode is a node of a group as the cache has it.
+type groupNode struct {
+	name      string
+	alive     bool
+	cordoned  bool
+	instances int32
+}
+
+// view is what one pass reads from the cache.
+type view struct {
+	nodes   map[string][]groupNode // by group
+	pending []*v1.Instance         // unplaced for want of a node
+}
+
+func (c *Controller) read() view {
+	v := view{nodes: map[string][]groupNode{}}
+	c.cfg.Cache.Read(func(r cache.Reader) {
+		for _, n := range r.Nodes() {
+			g := n.Value.GetLabels()[provider.LabelGroup]
+			if g == "" {
+				continue
+			}
+			v.nodes[g] = append(v.nodes[g], groupNode{name: n.Value.GetName(), alive: n.Alive, cordoned: n.Value.GetCordoned(), instances: n.Used.Instances})
+		}
+		for _, inst := range r.Pending() {
+			iv := inst.Value
+			if iv.GetNode() == "" && iv.GetPendingReason() != "" && iv.GetTerminatingUnixNano() == 0 && iv.GetLostUnixNano() == 0 {
+				v.pending = append(v.pending, iv)
+			}
+		}
+	})
+	return v
+}
+
+// Pass runs node lifecycle, scale up and scale down once.
+func (c *Controller) Pass(ctx context.Context) error {
+	v := c.read()
+	var errs []error
+	sizes := map[string]int{}
+	for _, g := range c.groups {
+		size, err := c.lifecycle(ctx, g, v.nodes[g.Name])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		sizes[g.Name] = size
+	}
+	targets, err := c.targets(ctx, v, sizes)
+	if err != nil {
+		errs = append(errs, err)
+	} else if err := c.scaleUp(ctx, v, targets); err != nil {
+		errs = append(errs, err)
+	}
+	for _, g := range c.groups {
+		if size, ok := sizes[g.Name]; ok {
+			if err := c.scaleDown(ctx, g, v.nodes[g.Name], size); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// lifecycle removes the nodes of g its provider no longer lists, and
+// returns the group's target size. A provider that does not answer
+// removes nothing.
+func (c *Controller) lifecycle(ctx context.Context, g group, nodes []groupNode) (int, error) {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	listed, err := g.p.Nodes(cctx, g.Name)
+	if err == nil {
+		var size int
+		size, err = g.p.TargetSize(cctx, g.Name)
+		if err == nil {
+			c.clear("nodegroup/"+g.Name, "ProviderError")
+			exists := map[string]bool{}
+			for _, n := range listed {
+				exists[n.Name] = true
+			}
+			for _, n := range nodes {
+				if exists[n.name] {
+					continue
+				}
+				lost, err := c.cfg.RemoveNode(ctx, n.name)
+				if err != nil {
+					return 0, fmt.Errorf("removing node %s, which provider %s no longer lists: %w", n.name, g.p.Name(), err)
+				}
+				delete(c.emptySince, n.name)
+				c.record(ctx, "node/"+n.name, "NodeDeleted", "node %s removed: provider %s says it no longer exists (group %s); its %d instances are replaced", n.name, g.p.Name(), g.Name, lost)
+			}
+			return size, nil
+		}
+	}
+	c.once(ctx, "nodegroup/"+g.Name, "ProviderError", fmt.Sprintf("provider %s did not answer for group %s: %v; retrying", g.p.Name(), g.Name, err))
+	return 0, fmt.Errorf("group %s: %w", g.Name, err)
+}
+
+// fits reports whether a node of g could run inst, as the scheduler would
+// judge the node once it has joined.
+func fits(g provider.NodeGroup, inst *v1.Instance) bool {
+	spec := inst.GetSpec()
+	t := g.Template
+	if !t.HasRuntime(spec.GetKind()) {
+		return false
+	}
+	pl := spec.GetPlacement()
+	if arch := pl.GetArch(); len(arch) > 0 && (t.Arch == "" || !slices.Contains(arch, t.Arch)) {
+		return false
+	}
+	if oss := pl.GetOs(); len(oss) > 0 && !slices.Contains(oss, "linux") {
+		return false
+	}
+	labels := g.NodeLabels(g.Zone)
+	for k, want := range pl.GetSelector() {
+		if got, ok := labels[k]; !ok || got != want {
+			if k == provider.LabelZone && g.Zone == "" {
+				continue // the provider's zone: unknown before
+			}
+			return false
+		}
+	}
+	if t.MemoryBytes > 0 && scheduler.MemoryRequest(spec) > t.MemoryBytes {
+		return false
+	}
+	if t.CPUMillis > 0 && spec.GetCpuMillis() > t.CPUMillis {
+		return false
+	}
+	return true
+}
+
+// targets returns how many nodes of each group are asked for: the
+// provider's target size, or a scale-up recorded in etcd by another
+// leadership while it is younger than the provision timeout (this
+// leadership's provider may not know of it). A record is forgotten once
+// the group has as many Ready nodes, or once it is too old.
+func (c *Controller) targets(ctx context.Context, v view, sizes map[string]int) (map[string]int, error) {
+	resp, err := c.cfg.KV.Get(ctx, ScaleUpsPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	recs := map[string]scaleUp{}
+	for _, kv := range resp.Kvs {
+		var su scaleUp
+		name := strings.TrimPrefix(string(kv.Key), ScaleUpsPrefix)
+		if err := json.Unmarshal(kv.Value, &su); err != nil {
+			su = scaleUp{} // unreadable: forgotten below
+		}
+		recs[name] = su
+	}
+	out := map[string]int{}
+	for name, size := range sizes {
+		out[name] = size
+		su, ok := recs[name]
+		if !ok {
+			continue
+		}
+		ready := 0
+		for _, n := range v.nodes[name] {
+			if n.alive {
+				ready++
+			}
+		}
+		if ready >= su.Target || c.cfg.Now().Sub(time.Unix(0, su.AtUnixNano)) > c.cfg.ProvisionTimeout {
+			if err := c.forget(ctx, name); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if !c.mine[name] {
+			out[name] = max(size, su.Target)
+		}
+	}
+	return out, nil
+}
+
+func (c *Controller) forget(ctx context.Context, group string) error {
+	delete(c.mine, group)
+	_, err := c.cfg.KV.Txn(ctx).Then(clientv3.OpDelete(ScaleUpsPrefix + group)).Commit()
+	return err
+}
+
+// growth is one decision of a scale-up plan: grow group by nodes from its
+// target size, for pending instances.
+type growth struct {
+	group    string
+	from, by int
+	pending  int
+	limited  bool // at max: nothing to grow, pending stay
+}
+
+// plan decides the scale-ups for the pending instances that no node could
+// take: groups are offered them smallest first; each takes those its
+// template fits, counts the room its Ready, uncordoned nodes have left and
+// the nodes asked for but not Ready yet, and grows for the rest within its
+// max. It returns the decisions and the instances no group takes.
+func plan(groups []provider.NodeGroup, nodes map[string][]groupNode, pending []*v1.Instance, targets map[string]int) ([]growth, []*v1.Instance) {
+	var out []growth
+	left := pending
+	for _, g := range groups {
+		target, ok := targets[g.Name]
+		if !ok || len(left) == 0 {
+			continue
+		}
+		var take, rest []*v1.Instance
+		for _, inst := range left {
+			if fits(g, inst) {
+				take = append(take, inst)
+			} else {
+				rest = append(rest, inst)
+			}
+		}
+		if len(take) == 0 {
+			continue
+		}
+		slots := int(g.Template.Instances)
+		ready, room := 0, 0
+		for _, n := range nodes[g.Name] {
+			if n.alive {
+				ready++
+				if !n.cordoned {
+					room += max(0, slots-int(n.instances))
+				}
+			}
+		}
+		room += max(0, target-ready) * slots
+		short := len(take) - room
+		if short <= 0 {
+			left = rest // the room there is, or is coming, takes them
+			continue
+		}
+		grow := min((short+slots-1)/slots, g.Max-target)
+		if grow <= 0 {
+			out = append(out, growth{group: g.Name, from: target, pending: short, limited: true})
+			left = append(rest, take[room:]...)
+			continue
+		}
+		out = append(out, growth{group: g.Name, from: target, by: grow, pending: short})
+		left = append(rest, take[min(len(take), room+grow*slots):]...)
+	}
+	return out, left
+}
+
+// scaleUp carries out the plan: events for the limited groups and for the
+// instances no group takes, and a recorded request to the provider for
+// each growth.
+func (c *Controller) scaleUp(ctx context.Context, v view, targets map[string]int) error {
+	groups := make([]provider.NodeGroup, len(c.groups))
+	for i, g := range c.groups {
+		groups[i] = g.NodeGroup
+	}
+	decisions, left := plan(groups, v.nodes, v.pending, targets)
+	limited := map[string]bool{}
+	for _, d := range decisions {
+		g := c.groups[slices.IndexFunc(c.groups, func(g group) bool { return g.Name == d.group })]
+		if d.limited {
+			limited[d.group] = true
+			c.once(ctx, "nodegroup/"+g.Name, "ScaleUpLimited", fmt.Sprintf("group %s is at its max of %d nodes; %d instances stay pending", g.Name, g.Max, d.pending))
+			continue
+		}
+		if err := c.grow(ctx, g, d.from, d.by, d.pending); err != nil {
+			return err
+		}
+	}
+	for _, g := range c.groups {
+		if !limited[g.Name] {
+			c.clear("nodegroup/"+g.Name, "ScaleUpLimited")
+		}
+	}
+	byWorkload := map[string][]*v1.Instance{}
+	for _, inst := range left {
+		byWorkload[inst.GetWorkload()] = append(byWorkload[inst.GetWorkload()], inst)
+	}
+	for wl, insts := range byWorkload {
+		c.once(ctx, events.Workload(wl), "NotTriggerScaleUp", fmt.Sprintf("%d pending instances fit no node group with room left (%s)", len(insts), insts[0].GetPendingReason()))
+	}
+	for key := range c.said {
+		object, reason, _ := strings.Cut(key, "\x00")
+		if reason == "NotTriggerScaleUp" && byWorkload[strings.TrimPrefix(object, events.Workload(""))] == nil {
+			delete(c.said, key)
+		}
+	}
+	return nil
+}
+
+// grow records the scale-up in etcd, then asks the provider.
+func (c *Controller) grow(ctx context.Context, g group, from, by, pending int) error {
+	b, err := json.Marshal(scaleUp{Target: from + by, AtUnixNano: c.cfg.Now().UnixNano()})
+	if err != nil {
+		return err
+	}
+	// Through a transaction, which the fence holds: a deposed leader
+	// records nothing and so asks for nothing.
+	resp, err := c.cfg.KV.Txn(ctx).Then(clientv3.OpPut(ScaleUpsPrefix+g.Name, string(b))).Commit()
+	if err != nil {
+		return fmt.Errorf("recording the scale-up of group %s: %w", g.Name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("recording the scale-up of group %s: no longer the leader", g.Name)
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if err := g.p.IncreaseSize(cctx, g.Name, by); err != nil {
+		_ = c.forget(ctx, g.Name)
+		c.record(ctx, "nodegroup/"+g.Name, "FailedScaleUp", "provider %s could not grow group %s by %d: %v", g.p.Name(), g.Name, by, err)
+		return fmt.Errorf("growing group %s: %w", g.Name, err)
+	}
+	c.mine[g.Name] = true
+	c.log.Info("scaled up", "group", g.Name, "from", from, "to", from+by, "pending", pending)
+	c.record(ctx, "nodegroup/"+g.Name, "ScaledUp", "group %s: %d -> %d nodes: %d instances pending for lack of a node", g.Name, from, from+by, pending)
+	return nil
+}
+
+// scaleDown deletes nodes of g that have held nothing for the delay, down
+// to the group's min.
+func (c *Controller) scaleDown(ctx context.Context, g group, nodes []groupNode, size int) error {
+	now := c.cfg.Now()
+	for _, n := range nodes {
+		if !n.alive || n.instances > 0 {
+			delete(c.emptySince, n.name)
+			continue
+		}
+		since, ok := c.emptySince[n.name]
+		if !ok {
+			c.emptySince[n.name] = now
+			continue
+		}
+		if now.Sub(since) < c.cfg.ScaleDownDelay || size <= g.Min {
+			continue
+		}
+		if err := c.deleteEmpty(ctx, g, n); err != nil {
+			return err
+		}
+		delete(c.emptySince, n.name)
+		size--
+	}
+	return nil
+}
+
+// deleteEmpty cordons the node, checks that it is still empty (the
+// scheduler may have placed something meanwhile), has the provider delete
+// it and removes it.
+func (c *Controller) deleteEmpty(ctx context.Context, g group, n groupNode) error {
+	if err := c.cfg.SetCordoned(ctx, n.name, true); err != nil {
+		return fmt.Errorf("cordoning node %s to delete it: %w", n.name, err)
+	}
+	if err := c.cfg.Cache.Sync(ctx); err != nil {
+		return err
+	}
+	if cur, ok := c.cfg.Cache.Node(n.name); !ok || cur.Used.Instances > 0 {
+		if ok {
+			return c.cfg.SetCordoned(ctx, n.name, false)
+		}
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if err := g.p.DeleteNodes(cctx, g.Name, []string{n.name}); err != nil {
+		c.record(ctx, "nodegroup/"+g.Name, "FailedScaleDown", "provider %s could not delete node %s: %v", g.p.Name(), n.name, err)
+		return fmt.Errorf("deleting node %s: %w", n.name, err)
+	}
+	if _, err := c.cfg.RemoveNode(ctx, n.name); err != nil {
+		return fmt.Errorf("removing deleted node %s: %w", n.name, err)
+	}
+	c.log.Info("scaled down", "group", g.Name, "node", n.name)
+	c.record(ctx, "nodegroup/"+g.Name, "ScaledDown", "group %s: node %s deleted: it held no instance for %s", g.Name, n.name, c.cfg.ScaleDownDelay)
+	return nil
+}
+
+// record records an event; a failure is only logged.
+func (c *Controller) record(ctx context.Context, object, reason, format string, a ...any) {
+	if c.cfg.Events == nil {
+		return
+	}
+	if err := c.cfg.Events.Record(ctx, object, reason, format, a...); err != nil {
+		c.log.Debug("recording an event failed", "object", object, "reason", reason, "err", err)
+	}
+}
+
+// once records an event unless the same was the last said for that
+// object and reason.
+func (c *Controller) once(ctx context.Context, object, reason, msg string) {
+	key := object + "\x00" + reason
+	if c.said[key] == msg {
+		return
+	}
+	c.said[key] = msg
+	c.record(ctx, object, reason, "%s", msg)
+}
+
+func (c *Controller) clear(object, reason string) { delete(c.said, object+"\x00"+reason) }

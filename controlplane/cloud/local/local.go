@@ -1,0 +1,350 @@
+// Package local is the built-in node provider whose nodes are real
+// `wasmorch agent` processes on this host: each with its own data dir,
+// free loopback ports and a join token minted for it alone (one use, bound
+// to its name and labels), labelled with its group and zone. It is how the
+// cloud controller is tested end to end, and a way to give one big machine
+// nodes that come and go with demand.
+package local
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
+)
+
+// Name is the provider's name in group configs.
+const Name = "local"
+
+// DefaultZone labels the nodes of a group that names none.
+const DefaultZone = "local"
+
+// stopGrace is how long a stopped agent may take before it is killed.
+const stopGrace = 15 * time.Second
+
+// TokenFunc mints a join token admitting one node of that name with those
+// labels, once.
+type TokenFunc func(ctx context.Context, node string, labels map[string]string) (string, error)
+
+// Config configures the provider.
+type Config struct {
+	// Binary is the wasmorch executable the agents run (default: this
+	// process's own).
+	Binary string
+	// Server returns the control-plane API address the agents join.
+	Server func() string
+	// DataDir holds one directory per node (DataDir/<node>), removed with
+	// the node.
+	DataDir string
+	Token   TokenFunc
+	Groups  []provider.NodeGroup
+	Logger  *slog.Logger
+}
+
+// Provider is the local provider.
+type Provider struct {
+	cfg    Config
+	log    *slog.Logger
+	groups map[string]provider.NodeGroup
+
+	mu     sync.Mutex
+	nodes  map[string]*agent // by node name
+	closed bool
+}
+
+// agent is one node: its process, and whether the provider is stopping it.
+type agent struct {
+	group, name, dir string
+	cmd              *exec.Cmd
+	state            provider.State
+	exited           chan struct{}
+}
+
+// New returns the provider for cfg's groups (each must name provider
+// local).
+func New(cfg Config) (*Provider, error) {
+	if cfg.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("local provider: the wasmorch executable: %w", err)
+		}
+		cfg.Binary = exe
+	}
+	if cfg.Server == nil || cfg.Token == nil || cfg.DataDir == "" {
+		return nil, errors.New("local provider: Server, Token and DataDir are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Provider{cfg: cfg, log: cfg.Logger.With("provider", Name), groups: map[string]provider.NodeGroup{}, nodes: map[string]*agent{}}
+	for _, g := range cfg.Groups {
+		if g.Provider != Name {
+			return nil, fmt.Errorf("local provider: node group %s is for provider %s", g.Name, g.Provider)
+		}
+		if err := g.Validate(); err != nil {
+			return nil, err
+		}
+		p.groups[g.Name] = g
+	}
+	// Directories of nodes a previous run left (killed before it could
+	// stop its agents) belong to no node now.
+	if err := os.RemoveAll(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("local provider: clearing %s: %w", cfg.DataDir, err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("local provider: %w", err)
+	}
+	return p, nil
+}
+
+// Name implements provider.Provider.
+func (p *Provider) Name() string { return Name }
+
+// NodeGroups implements provider.Provider.
+func (p *Provider) NodeGroups() []provider.NodeGroup {
+	out := make([]provider.NodeGroup, 0, len(p.groups))
+	for _, g := range p.groups {
+		out = append(out, g)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (p *Provider) group(name string) (provider.NodeGroup, error) {
+	g, ok := p.groups[name]
+	if !ok {
+		return g, fmt.Errorf("local provider has no node group %q", name)
+	}
+	return g, nil
+}
+
+// size is the group's target size: its agents not being deleted. p.mu held.
+func (p *Provider) size(group string) int {
+	n := 0
+	for _, a := range p.nodes {
+		if a.group == group && a.state != provider.Deleting {
+			n++
+		}
+	}
+	return n
+}
+
+// TargetSize implements provider.Provider.
+func (p *Provider) TargetSize(_ context.Context, group string) (int, error) {
+	if _, err := p.group(group); err != nil {
+		return 0, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.size(group), nil
+}
+
+// IncreaseSize starts delta more agents of the group.
+func (p *Provider) IncreaseSize(ctx context.Context, group string, delta int) error {
+	g, err := p.group(group)
+	if err != nil {
+		return err
+	}
+	if delta < 1 {
+		return fmt.Errorf("local provider: increase of group %s by %d: must be at least 1", group, delta)
+	}
+	p.mu.Lock()
+	cur := p.size(group)
+	p.mu.Unlock()
+	if cur+delta > g.Max {
+		return fmt.Errorf("local provider: group %s has %d nodes: %d more would pass its max %d", group, cur, delta, g.Max)
+	}
+	for range delta {
+		if err := p.start(ctx, g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// start starts one agent of g.
+func (p *Provider) start(ctx context.Context, g provider.NodeGroup) error {
+	name := g.Name + "-" + suffix()
+	zone := g.Zone
+	if zone == "" {
+		zone = DefaultZone
+	}
+	labels := g.NodeLabels(zone)
+	token, err := p.cfg.Token(ctx, name, labels)
+	if err != nil {
+		return fmt.Errorf("local provider: join token for node %s: %w", name, err)
+	}
+	dir := filepath.Join(p.cfg.DataDir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("local provider: node %s: %w", name, err)
+	}
+	listen, err := freePort()
+	if err != nil {
+		return err
+	}
+	functions, err := freePort()
+	if err != nil {
+		return err
+	}
+	logFile, err := os.Create(filepath.Join(dir, "agent.log"))
+	if err != nil {
+		return fmt.Errorf("local provider: node %s: %w", name, err)
+	}
+	defer logFile.Close() // the child has its own descriptor
+	var lbls []string
+	for k, v := range labels {
+		lbls = append(lbls, k+"="+v)
+	}
+	sort.Strings(lbls)
+	args := []string{"agent", "--server", p.cfg.Server(), "--name", name, "--data-dir", filepath.Join(dir, "data"),
+		"--listen", listen, "--functions-listen", functions, "--max-instances", strconv.Itoa(int(g.Template.Instances)), "--containerd-socket", ""}
+	for _, l := range lbls {
+		args = append(args, "--labels", l)
+	}
+	cmd := exec.Command(p.cfg.Binary, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// The token in the environment, not the arguments, which any user of
+	// the host can read.
+	cmd.Env = append(os.Environ(), "WASMORCH_TOKEN="+token)
+	// The agents die with the control plane that started them, even
+	// killed: nothing else would stop them.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	a := &agent{group: g.Name, name: name, dir: dir, cmd: cmd, state: provider.Running, exited: make(chan struct{})}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return errors.New("local provider is closed")
+	}
+	if err := cmd.Start(); err != nil {
+		p.mu.Unlock()
+		return fmt.Errorf("local provider: starting the agent of node %s: %w", name, err)
+	}
+	p.nodes[name] = a
+	p.mu.Unlock()
+	p.log.Info("started node", "group", g.Name, "node", name, "pid", cmd.Process.Pid, "dir", dir)
+	go p.wait(a)
+	return nil
+}
+
+// wait forgets an agent once its process has exited: a node whose process
+// died (killed, crashed) no longer exists, as a deleted machine.
+func (p *Provider) wait(a *agent) {
+	err := a.cmd.Wait()
+	p.mu.Lock()
+	deleting := a.state == provider.Deleting
+	delete(p.nodes, a.name)
+	p.mu.Unlock()
+	if !deleting {
+		p.log.Warn("node's agent exited", "group", a.group, "node", a.name, "err", err)
+	}
+	_ = os.RemoveAll(a.dir)
+	close(a.exited)
+}
+
+// DeleteNodes stops the named agents (SIGTERM, then SIGKILL after
+// stopGrace) and removes their data dirs.
+func (p *Provider) DeleteNodes(ctx context.Context, group string, nodes []string) error {
+	if _, err := p.group(group); err != nil {
+		return err
+	}
+	var stopping []*agent
+	p.mu.Lock()
+	for _, n := range nodes {
+		a, ok := p.nodes[n]
+		if !ok || a.group != group {
+			p.mu.Unlock()
+			return fmt.Errorf("local provider: group %s has no node %s", group, n)
+		}
+		stopping = append(stopping, a)
+	}
+	for _, a := range stopping {
+		a.state = provider.Deleting
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	p.mu.Unlock()
+	for _, a := range stopping {
+		stop(ctx, a)
+		p.log.Info("deleted node", "group", group, "node", a.name)
+	}
+	return nil
+}
+
+func stop(ctx context.Context, a *agent) {
+	t := time.NewTimer(stopGrace)
+	defer t.Stop()
+	select {
+	case <-a.exited:
+		return
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	_ = a.cmd.Process.Kill()
+	<-a.exited
+}
+
+// Nodes implements provider.Provider.
+func (p *Provider) Nodes(_ context.Context, group string) ([]provider.Node, error) {
+	if _, err := p.group(group); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []provider.Node
+	for _, a := range p.nodes {
+		if a.group == group {
+			out = append(out, provider.Node{Name: a.name, ProviderID: "local:///" + a.name, State: a.state})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Close stops every agent.
+func (p *Provider) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	all := make([]*agent, 0, len(p.nodes))
+	for _, a := range p.nodes {
+		a.state = provider.Deleting
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		all = append(all, a)
+	}
+	p.mu.Unlock()
+	for _, a := range all {
+		stop(context.Background(), a)
+	}
+	return nil
+}
+
+// suffix is five random lowercase letters and digits.
+func suffix() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// freePort returns a loopback address with a port nothing listens on.
+func freePort() (string, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("local provider: a free port: %w", err)
+	}
+	addr := lis.Addr().String()
+	return addr, lis.Close()
+}

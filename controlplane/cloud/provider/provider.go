@@ -1,0 +1,241 @@
+// Package provider is the node-provider interface of the cloud controller
+// (controlplane/cloud): what a cloud (or this host, for the built-in local
+// provider) must answer for the controller to grow, shrink and check its
+// node groups. It follows cluster-autoscaler's external gRPC provider
+// (cloudprovider/externalgrpc): node groups with a minimum, a maximum, a
+// target size and a template; increase a group; delete given nodes; list a
+// group's nodes with their provider id and state.
+package provider
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
+)
+
+// Labels every provider puts on the nodes it makes, so that the controller
+// knows their group (and so their provider), and workloads can spread over
+// zones (--spread zone).
+const (
+	LabelGroup = "node-group"
+	LabelZone  = "zone"
+)
+
+// Template is what a node of a group looks like once it has joined: its
+// labels (beside LabelGroup and LabelZone), arch and capacity, as the
+// controller matches pending instances against them before the node
+// exists.
+type Template struct {
+	Labels map[string]string
+	Arch   string // "amd64", "arm64"; "" the control plane's own
+	// Instances is how many instances a node takes (the agent's
+	// --max-instances); MemoryBytes and CPUMillis are 0 when unknown.
+	Instances   int32
+	MemoryBytes int64
+	CPUMillis   int64
+	// Runtimes its nodes have ("wasm", "container"); empty: wasm.
+	Runtimes []string
+}
+
+// NodeGroup is one group of like nodes a provider grows and shrinks.
+type NodeGroup struct {
+	Name     string
+	Provider string // the provider that makes its nodes
+	Min, Max int
+	Zone     string // the zone label of its nodes ("" the provider's)
+	Template Template
+}
+
+// Validate checks a group as configured: the one-line error names it.
+func (g NodeGroup) Validate() error {
+	if err := workloads.ValidateObjectName("node group", g.Name); err != nil {
+		return err
+	}
+	switch {
+	case g.Min < 0:
+		return fmt.Errorf("node group %s: min %d is negative", g.Name, g.Min)
+	case g.Max < 1:
+		return fmt.Errorf("node group %s: max %d must be at least 1", g.Name, g.Max)
+	case g.Min > g.Max:
+		return fmt.Errorf("node group %s: min %d is more than max %d", g.Name, g.Min, g.Max)
+	case g.Template.Instances < 1:
+		return fmt.Errorf("node group %s: instances per node %d must be at least 1", g.Name, g.Template.Instances)
+	}
+	for k, v := range g.Template.Labels {
+		if k == LabelGroup || k == LabelZone {
+			return fmt.Errorf("node group %s: label %s is set by the provider", g.Name, k)
+		}
+		if err := workloads.ValidateLabel(k, v); err != nil {
+			return fmt.Errorf("node group %s: %w", g.Name, err)
+		}
+	}
+	if g.Zone != "" {
+		if err := workloads.ValidateLabel(LabelZone, g.Zone); err != nil {
+			return fmt.Errorf("node group %s: %w", g.Name, err)
+		}
+	}
+	for _, r := range g.Template.Runtimes {
+		if r != "wasm" && r != "container" {
+			return fmt.Errorf("node group %s: runtime %q is not wasm or container", g.Name, r)
+		}
+	}
+	return nil
+}
+
+// NodeLabels are the labels a node of g joins with: the template's, its
+// group and its zone.
+func (g NodeGroup) NodeLabels(zone string) map[string]string {
+	out := map[string]string{LabelGroup: g.Name}
+	for k, v := range g.Template.Labels {
+		out[k] = v
+	}
+	if zone != "" {
+		out[LabelZone] = zone
+	}
+	return out
+}
+
+// HasRuntime reports whether the group's nodes run kind ("wasm" when
+// empty).
+func (t Template) HasRuntime(kind string) bool {
+	if kind == "" {
+		kind = "wasm"
+	}
+	if len(t.Runtimes) == 0 {
+		return kind == "wasm"
+	}
+	return slices.Contains(t.Runtimes, kind)
+}
+
+// State is where a provider's node is in its life.
+type State int
+
+const (
+	// Creating: asked for, not yet running (its agent may not have
+	// joined).
+	Creating State = iota + 1
+	// Running: the machine (here, the agent process) runs.
+	Running
+	// Deleting: being shut down by the provider.
+	Deleting
+)
+
+func (s State) String() string {
+	switch s {
+	case Creating:
+		return "Creating"
+	case Running:
+		return "Running"
+	case Deleting:
+		return "Deleting"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// Node is one node of a group as its provider knows it.
+type Node struct {
+	Name       string // the wasmorch node name it joins as
+	ProviderID string // the provider's own id ("local:///pool-x3k9q")
+	State      State
+}
+
+// Provider makes and deletes the nodes of its groups. Calls may be slow
+// (a cloud's API); the controller bounds each with its context. An error
+// means "unknown": the controller never removes a node because a call
+// failed.
+type Provider interface {
+	// Name is the provider's name in group configs ("local").
+	Name() string
+	// NodeGroups lists the groups it serves.
+	NodeGroups() []NodeGroup
+	// TargetSize is the number of nodes the group is asked to have
+	// (running and being created).
+	TargetSize(ctx context.Context, group string) (int, error)
+	// IncreaseSize asks for delta more nodes; the target size must stay
+	// within the group's max.
+	IncreaseSize(ctx context.Context, group string, delta int) error
+	// DeleteNodes deletes the named nodes of the group and lowers its
+	// target size by as many.
+	DeleteNodes(ctx context.Context, group string, nodes []string) error
+	// Nodes lists the group's nodes. A node not listed does not exist:
+	// the controller removes it from the cluster at once.
+	Nodes(ctx context.Context, group string) ([]Node, error)
+	// Close releases the provider (the local provider stops its agents).
+	Close() error
+}
+
+// ParseGroup reads a group from its flag or config-file form:
+// "name=pool,provider=local,min=0,max=3,instances=10,zone=z1,labels=k:v;k2:v2,arch=amd64,memory=4Gi".
+func ParseGroup(s string, parseBytes func(string) (int64, error)) (NodeGroup, error) {
+	g := NodeGroup{Max: 0}
+	seen := map[string]bool{}
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || k == "" {
+			return g, fmt.Errorf("node group %q: %q is not KEY=VALUE", s, part)
+		}
+		if seen[k] {
+			return g, fmt.Errorf("node group %q: %s given twice", s, k)
+		}
+		seen[k] = true
+		var err error
+		switch k {
+		case "name":
+			g.Name = v
+		case "provider":
+			g.Provider = v
+		case "min":
+			g.Min, err = atoi(v)
+		case "max":
+			g.Max, err = atoi(v)
+		case "instances":
+			var n int
+			n, err = atoi(v)
+			g.Template.Instances = int32(n)
+		case "zone":
+			g.Zone = v
+		case "arch":
+			g.Template.Arch = v
+		case "memory":
+			g.Template.MemoryBytes, err = parseBytes(v)
+		case "cpu":
+			var n int
+			n, err = atoi(strings.TrimSuffix(v, "m"))
+			g.Template.CPUMillis = int64(n)
+		case "runtimes":
+			g.Template.Runtimes = strings.Split(v, ";")
+		case "labels":
+			g.Template.Labels = map[string]string{}
+			for _, kv := range strings.Split(v, ";") {
+				lk, lv, ok := strings.Cut(kv, ":")
+				if !ok {
+					return g, fmt.Errorf("node group %q: label %q is not KEY:VALUE", s, kv)
+				}
+				g.Template.Labels[lk] = lv
+			}
+		default:
+			return g, fmt.Errorf("node group %q: unknown key %q (name, provider, min, max, instances, zone, arch, memory, cpu, runtimes, labels)", s, k)
+		}
+		if err != nil {
+			return g, fmt.Errorf("node group %q: %s: %w", s, k, err)
+		}
+	}
+	if g.Name == "" {
+		return g, fmt.Errorf("node group %q: name is missing", s)
+	}
+	if g.Provider == "" {
+		return g, fmt.Errorf("node group %s: provider is missing (provider=local)", g.Name)
+	}
+	return g, g.Validate()
+}
+
+func atoi(s string) (int, error) {
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || fmt.Sprint(n) != s {
+		return 0, fmt.Errorf("%q is not a whole number", s)
+	}
+	return n, nil
+}

@@ -1,0 +1,175 @@
+package e2e
+
+import (
+	"bytes"
+
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestCloudLocalGroupFollowsDemand is issue 20's scenario with the built-in
+// local provider: a server with one node group (min 0, max 3, 10 instances
+// per node) and no agents grows the group to 3 real agent processes for 25
+// replicas, replaces a node whose process is killed without waiting for
+// the heartbeat grace (set to 10 minutes, longer than the test may take),
+// and deletes every node once the workload is gone and the shortened
+// scale-down delay has passed.
+func TestCloudLocalGroupFollowsDemand(t *testing.T) {
+	api := freeAddr(t)
+	// Runs last: after the server has stopped, none of its agents is left.
+	t.Cleanup(func() {
+		if pids := localAgents(api); len(pids) > 0 {
+			for _, p := range pids {
+				_ = syscall.Kill(p, syscall.SIGKILL)
+			}
+			t.Errorf("agents %v of the local provider outlived the server", pids)
+		}
+	})
+	m := startServerOn(t, api, "--node-group", "name=pool,provider=local,min=0,max=3,instances=10", "--scale-down-delay", "2s", "--node-grace", "10m")
+	if ns := m.nodes(); len(ns) != 0 {
+		t.Fatalf("a server without agents has nodes: %v", ns)
+	}
+
+	m.mustRun("deploy", "testdata/ticker.wasm", "--name", "load", "--replicas", "25")
+	m.waitSettled("load", 25)
+	ns := m.nodes()
+	if len(ns) != 3 {
+		t.Fatalf("25 instances of 10 per node: want 3 nodes, got %s", toJSON(ns))
+	}
+	for name, n := range ns {
+		if n.State != "Ready" || n.Labels["node-group"] != "pool" || n.Labels["zone"] != "local" || !strings.HasPrefix(name, "pool-") {
+			t.Errorf("node %s = %+v, want a Ready node of group pool in zone local", name, n)
+		}
+	}
+	if pids := localAgents(api); len(pids) != 3 {
+		t.Errorf("want 3 agent processes, found %v", pids)
+	}
+	if evs := m.events("ScaledUp"); len(evs) == 0 {
+		t.Errorf("no ScaledUp event for the scale-up")
+	}
+
+	// A node whose machine is gone: its process killed. Its lease would
+	// keep it Ready for 10 minutes; the provider no longer lists it, so the
+	// controller removes it at once and its instances are replaced (on a
+	// new node: the group was full).
+	var victim string
+	for name := range ns {
+		victim = name
+		break
+	}
+	pid := agentPID(t, api, victim)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "node "+victim+" removed", func() (bool, string) {
+		ns := m.nodes()
+		_, there := ns[victim]
+		return !there, toJSON(ns)
+	})
+	deleted := m.events("NodeDeleted")
+	if !strings.Contains(strings.Join(deleted, "\n"), "node "+victim+" removed: provider local says it no longer exists") {
+		t.Errorf("no NodeDeleted event for %s: %v", victim, deleted)
+	}
+	if notReady := m.events("NodeNotReady"); len(notReady) > 0 {
+		t.Errorf("the node was only removed once its heartbeats were missed: %v", notReady)
+	}
+	m.waitSettled("load", 25, victim)
+	eventually(t, "3 Ready nodes again", func() (bool, string) {
+		ns := m.nodes()
+		ready := 0
+		for _, n := range ns {
+			if n.State == "Ready" {
+				ready++
+			}
+		}
+		return ready == 3 && len(ns) == 3, toJSON(ns)
+	})
+
+	// Idle: the group goes back to its min of 0.
+	m.mustRun("delete", "load")
+	eventually(t, "no nodes", func() (bool, string) {
+		ns := m.nodes()
+		return len(ns) == 0, toJSON(ns)
+	})
+	if down := m.events("ScaledDown"); len(down) != 3 {
+		t.Errorf("want 3 ScaledDown events, got %v", down)
+	}
+	eventually(t, "no agent processes", func() (bool, string) {
+		pids := localAgents(api)
+		return len(pids) == 0, fmt.Sprint(pids)
+	})
+	dirs, err := os.ReadDir(filepath.Join(m.dataDir, "cloud", "local"))
+	if err != nil || len(dirs) != 0 {
+		t.Errorf("the deleted nodes' data dirs are left: %v %v", dirs, err)
+	}
+}
+
+// TestCloudBadNodeGroupIsRefused: a node group the server cannot keep ends
+// it at start with one line naming the group.
+func TestCloudBadNodeGroupIsRefused(t *testing.T) {
+	for _, tc := range []struct{ group, want string }{
+		{"name=pool,provider=aws,min=0,max=3,instances=10", `node group pool: unknown provider "aws" (known: local)`},
+		{"name=pool,provider=local,min=4,max=3,instances=10", "node group pool: min 4 is more than max 3"},
+		{"name=pool,provider=local,min=0,max=3", "node group pool: instances per node 0 must be at least 1"},
+		{"name=pool,provider=local,size=3", `unknown key "size"`},
+	} {
+		r := run(t, cliEnv(t), "server", "--data-dir", t.TempDir(), "--api", freeAddr(t), "--http", freeAddr(t), "--metrics-addr", "", "--node-group", tc.group)
+		if r.code == 0 || !strings.Contains(r.stderr, tc.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+			t.Errorf("server --node-group %s: want one line with %q\n%s", tc.group, tc.want, r)
+		}
+	}
+}
+
+// events returns the messages of the cluster's events with reason.
+func (m *multi) events(reason string) []string {
+	m.t.Helper()
+	var evs []struct {
+		Reason  string `json:"reason"`
+		Message string `json:"message"`
+	}
+	m.getJSON(&evs, "events")
+	var out []string
+	for _, e := range evs {
+		if e.Reason == reason {
+			out = append(out, e.Message)
+		}
+	}
+	return out
+}
+
+// localAgents returns the pids of the `wasmorch agent` processes joined to
+// the server at api (the local provider's nodes).
+func localAgents(api string) []int {
+	var out []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := bytes.Split(bytes.TrimRight(b, "\x00"), []byte{0})
+		if len(args) > 3 && string(args[1]) == "agent" && string(args[2]) == "--server" && string(args[3]) == api {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// agentPID returns the pid of the agent of node.
+func agentPID(t *testing.T, api, node string) int {
+	t.Helper()
+	for _, pid := range localAgents(api) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if bytes.Contains(b, []byte("\x00--name\x00"+node+"\x00")) {
+			return pid
+		}
+	}
+	t.Fatalf("no agent process of node %s", node)
+	return 0
+}

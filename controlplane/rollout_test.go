@@ -182,6 +182,23 @@ func TestRollingUpdateRespectsSurgeAndUnavailable(t *testing.T) {
 		mu.Unlock()
 		report(next)
 	}
+	// Each step is an event, and so is the end (observe).
+	eventually(t, "the rollout's steps and its end recorded as events", func() (bool, string) {
+		evs, err := c.control.ListEvents(ctx, &v1.ListEventsRequest{Object: "workload/app"})
+		if err != nil {
+			return false, err.Error()
+		}
+		steps, complete := 0, 0
+		for _, ev := range evs.GetEvents() {
+			switch ev.GetReason() {
+			case "RollingUpdate":
+				steps++
+			case "RolloutComplete":
+				complete++
+			}
+		}
+		return steps >= 3 && complete == 1, evs.String()
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if violation != "" {

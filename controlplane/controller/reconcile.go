@@ -144,6 +144,7 @@ func (c *controller) reconcile(ctx context.Context, name string, b *batch) ([]*v
 		return nil, nil
 	}
 	toRemove, toCreate := c.diff(wl.Value, live, w)
+	c.noteRolloutStep(wl.Value, live, toRemove, toCreate) // rollouts
 	for _, inst := range toRemove {
 		if err := retire(inst, w, mark, remove); err != nil {
 			return nil, err

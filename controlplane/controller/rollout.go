@@ -371,3 +371,33 @@ func rollingOut(wl *v1.Workload, insts []store.Versioned[*v1.Instance]) bool {
 
 // autoRollbackCause starts the change cause of an automatic rollback.
 const autoRollbackCause = "automatic rollback"
+
+// noteRolloutStep records each step of a rolling update as an event, as
+// Kubernetes records a Deployment's scaling of its replica sets: what this
+// pass creates of the new generation and stops of the earlier ones, and,
+// once the last of those is stopping, that the rollout is complete. A pass
+// that changes nothing records nothing.
+func (c *controller) noteRolloutStep(wl *v1.Workload, live []store.Versioned[*v1.Instance], remove []store.Versioned[*v1.Instance], create int) {
+	old := 0
+	for _, inst := range live {
+		if inst.Value.GetGeneration() != wl.GetGeneration() {
+			old++
+		}
+	}
+	if old == 0 || len(remove) == 0 && create == 0 {
+		return
+	}
+	stopping := 0
+	for _, inst := range remove {
+		if inst.Value.GetGeneration() != wl.GetGeneration() {
+			stopping++
+		}
+	}
+	obj := events.Workload(wl.GetName())
+	if stopping == old {
+		c.note(obj, "RolloutComplete", "generation %d: the last %d instance(s) of earlier generations are stopping", wl.GetGeneration(), stopping)
+		return
+	}
+	c.note(obj, "RollingUpdate", "generation %d: %d new instance(s) created, %d of earlier generations stopping, %d still to replace",
+		wl.GetGeneration(), create, stopping, old-stopping)
+}

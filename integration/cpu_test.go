@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -64,5 +65,45 @@ func TestBusyGuestsDoNotStarveTheNode(t *testing.T) {
 		if iv.GetInstance().GetId() != was.GetId() || iv.GetStatus().GetRestarts() != 0 {
 			t.Errorf("neighbour %s was replaced or restarted: now %s with %d restarts", was.GetId(), iv.GetInstance().GetId(), iv.GetStatus().GetRestarts())
 		}
+	}
+}
+
+// BenchmarkAPIUnderBusyGuests times ListWorkloads over one connection, 30
+// calls 100 ms apart, on an all-in-one node first as it is (two tickers),
+// then with ten busy-loop guests per CPU beside them, and reports both
+// and their ratio ([hardening] 21 item 17). Run it once (-count 1): the
+// benchmark harness sets GOMAXPROCS before every run, under the feet of
+// the runtime, which sizes it for busy guests.
+func BenchmarkAPIUnderBusyGuests(b *testing.B) {
+	for b.Loop() {
+		a := start(b, options{})
+		a.deploy(b, "neighbour", "ticker.wasm", &v1.WorkloadSpec{Replicas: 2, MemoryBytes: tickerMemory})
+		a.waitInstances(b, "neighbour", 2, state(running))
+		measure := func() []time.Duration {
+			var lat []time.Duration
+			for range 30 {
+				t0 := time.Now()
+				if _, err := a.control.ListWorkloads(context.Background(), &v1.ListWorkloadsRequest{}); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+				time.Sleep(100 * time.Millisecond)
+			}
+			slices.Sort(lat)
+			return lat
+		}
+		idle := measure()
+		busy := 10 * runtime.NumCPU()
+		a.deploy(b, "busy", "loop.wasm", &v1.WorkloadSpec{Replicas: int32(busy), MemoryBytes: tickerMemory})
+		a.waitInstances(b, "busy", busy, state(running))
+		loaded := measure()
+		ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+		b.ReportMetric(ms(idle[15]), "ms-p50-idle")
+		b.ReportMetric(ms(idle[27]), "ms-p90-idle")
+		b.ReportMetric(ms(loaded[15]), "ms-p50-busy")
+		b.ReportMetric(ms(loaded[27]), "ms-p90-busy")
+		b.ReportMetric(ms(loaded[29]), "ms-max-busy")
+		b.ReportMetric(float64(loaded[15])/float64(idle[15]), "p50-ratio")
+		b.ReportMetric(float64(busy), "busy-guests")
 	}
 }

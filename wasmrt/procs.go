@@ -20,13 +20,22 @@ import (
 // such hand-offs: the node's lease expired although nothing was wrong
 // with it.
 //
-// So the runtime keeps GOMAXPROCS at least the number of guests running
-// Wasm code plus the Ps the process had without guests: a busy guest then
-// holds a P of its own, the rest of the process always finds free Ps, and
-// the kernel shares the CPUs among the threads, giving a thread that
-// wakes after a wait (a heartbeat) the CPU soon rather than after every
-// busy guest's slice. A guest counts as running from the start of _start
-// until it returns, except while it sleeps.
+// So the runtime keeps a P free for the rest of the process: when guests
+// running Wasm code hold every P but one for longer than growAfter, it
+// raises GOMAXPROCS to the count of those that ran (or waited to run) all
+// that time, plus the Ps the process had without guests. A busy guest then holds a P of its own, the rest of the process
+// always finds free Ps, and the kernel shares the CPUs among the threads,
+// giving a thread that wakes after a wait (a heartbeat) the CPU soon
+// rather than after every busy guest's slice. A guest counts as running
+// from the start of _start until it returns, except while it sleeps.
+// Guests that wake for microseconds (a ticker), even thousands starting
+// at once, do not raise it: idle Ps make Go wake more threads for every
+// timer, and Go keeps a thread for every P it ever ran, parked.
+
+// growAfter is how long guests may hold all Ps but one before GOMAXPROCS
+// grows; what they cost the rest of the process meanwhile is a wait of
+// that order, far below a heartbeat's lease.
+const growAfter = 25 * time.Millisecond
 
 // procChunk is how many Ps GOMAXPROCS grows by at a time, so that guests
 // starting one by one do not stop the world each.
@@ -48,22 +57,34 @@ var guestProcs procReserve
 // procReserve counts the guests running Wasm code and resizes GOMAXPROCS.
 type procReserve struct {
 	running atomic.Int64
-	// room is how many guests may run before GOMAXPROCS must grow: the
-	// Ps added for guests, or more than any count once at maxGuestProcs.
+	// entered counts every enter; armed is its value when the pending
+	// grow check was armed: a guest running at the check that entered
+	// before then has been running (or waiting to) since.
+	entered, armed atomic.Int64
+	// room is how many guests may run without a resize: GOMAXPROCS less
+	// one, or more than any count at the cap; 0 until the first check.
 	room atomic.Int64
-	// lowering is set while a check for spare Ps is armed.
-	lowering atomic.Bool
+	// growing and lowering are set while a check is armed.
+	growing, lowering atomic.Bool
 
 	mu    sync.Mutex
-	base  int // GOMAXPROCS without guests; read when the first Ps are added
-	added int // Ps added for guests
-
+	base  int // GOMAXPROCS without guests, read at the first check after a return to it
+	procs int // GOMAXPROCS as set here; 0 while the process has its own
 }
 
 // enter counts a guest that starts (or goes on) running Wasm code.
 func (p *procReserve) enter() {
+	p.entered.Add(1)
 	if n := p.running.Add(1); n > p.room.Load() {
-		p.grow()
+		p.armGrow()
+	}
+}
+
+// armGrow arms a grow check, unless one is armed.
+func (p *procReserve) armGrow() {
+	if p.growing.CompareAndSwap(false, true) {
+		p.armed.Store(p.entered.Load())
+		time.AfterFunc(growAfter, p.grow)
 	}
 }
 
@@ -75,18 +96,26 @@ func (p *procReserve) leave() {
 	}
 }
 
-// grow adds Ps for the guests running now, in whole chunks.
+// grow gives the guests that have been running since the check was armed
+// Ps of their own, and checks again later while guests still fill them.
 func (p *procReserve) grow() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := int(p.running.Load())
-	if n <= p.added {
-		return // another guest grew it meanwhile
-	}
-	if p.added == 0 {
+	if p.procs == 0 {
 		p.base = runtime.GOMAXPROCS(0)
 	}
-	p.resize(min(roundUp(n, procChunk), maxGuestProcs))
+	// Every guest that entered since the check was armed may be one of
+	// those running now; the rest have been running all along.
+	long := p.running.Load() - (p.entered.Load() - p.armed.Load())
+	if want := p.target(int(long)); want > max(p.procs, p.base) {
+		p.resize(want)
+	} else {
+		p.resize(max(p.procs, p.base)) // the first check: learns the room
+	}
+	p.growing.Store(false)
+	if p.running.Load() > p.room.Load() {
+		p.armGrow()
+	}
 }
 
 // shrink gives back the Ps the guests running now do not need.
@@ -94,31 +123,45 @@ func (p *procReserve) shrink() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.lowering.Store(false)
-	if want := roundUp(int(p.running.Load()), procChunk); want < p.added {
+	if want := p.target(int(p.running.Load())); want < p.procs {
 		p.resize(want)
 		// A guest that entered meanwhile may have compared itself with
 		// the room before it shrank: room is stored before running is
 		// read again, so that such a guest is counted here.
-		if n := int(p.running.Load()); n > p.added {
-			p.resize(min(roundUp(n, procChunk), maxGuestProcs))
+		if want := p.target(int(p.running.Load())); want > p.procs {
+			p.resize(want)
 		}
 	}
 }
 
-// resize sets GOMAXPROCS to base plus added Ps; with none added it gives
-// the process back its own setting (and Go's automatic updates of it).
-func (p *procReserve) resize(added int) {
+// target is the GOMAXPROCS for n running guests: the process's own while
+// they leave a P free, else a P each beyond it, in whole chunks.
+func (p *procReserve) target(n int) int {
+	if n < p.base {
+		return p.base
+	}
+	return p.base + min(roundUp(n, procChunk), maxGuestProcs)
+}
+
+// resize sets GOMAXPROCS to procs; at base it gives the process back its
+// own setting (and Go's automatic updates of it).
+func (p *procReserve) resize(procs int) {
 	switch {
-	case added > 0:
-		runtime.GOMAXPROCS(p.base + added)
+	case procs > p.base:
+		if procs != p.procs {
+			runtime.GOMAXPROCS(procs)
+		}
+		p.procs = procs
+	case p.procs == 0: // already the process's own
 	case os.Getenv("GOMAXPROCS") != "":
 		runtime.GOMAXPROCS(p.base)
+		p.procs = 0
 	default:
 		runtime.SetDefaultGOMAXPROCS()
+		p.procs = 0
 	}
-	p.added = added
-	room := int64(added)
-	if added >= maxGuestProcs {
+	room := int64(max(p.procs, p.base) - 1)
+	if p.procs >= p.base+maxGuestProcs {
 		room = 1 << 62 // nothing left to add until it shrinks
 	}
 	p.room.Store(room)

@@ -100,12 +100,13 @@ func (f *function) Serve(ctx context.Context, w http.ResponseWriter, req *runtim
 	if logs == nil {
 		logs = io.Discard
 	}
+	sleep := ctxSleep(ctx, out.pause)
 	cfg := r.moduleConfig.
 		WithArgs("function").
 		WithStdin(body).
 		WithStdout(out).
 		WithStderr(logs).
-		WithNanosleep(ctxSleep(ctx, out.pause))
+		WithNanosleep(sleep)
 	if f.fs != nil {
 		cfg = cfg.WithFSConfig(f.fs)
 	}
@@ -113,7 +114,7 @@ func (f *function) Serve(ctx context.Context, w http.ResponseWriter, req *runtim
 	mod, err := f.m.wz.InstantiateModule(experimental.WithMemoryAllocator(ctx, f.alloc), f.m.code, cfg)
 	if err == nil {
 		guestProcs.enter()
-		_, err = mod.ExportedFunction("_start").Call(withEnviron(ctx, cgiEnv(req, f.env)))
+		_, err = mod.ExportedFunction("_start").Call(withGuest(ctx, cgiEnv(req, f.env), sleep))
 		guestProcs.leave()
 		_ = mod.Close(context.WithoutCancel(ctx))
 	} else if !isExit(err) {

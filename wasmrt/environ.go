@@ -16,19 +16,37 @@ import (
 // and environ_sizes_get, which the runtime's WASI module provides from the
 // context instead of wazero's own.
 
-// environKey is the context key of an instance's environment (KEY=VALUE).
-type environKey struct{}
+// guestKey is the context key of a guestCall.
+type guestKey struct{}
 
-// withEnviron returns ctx carrying env for the guest's environ_* calls.
-func withEnviron(ctx context.Context, env []string) context.Context {
-	return context.WithValue(ctx, environKey{}, env)
+// guestCall is what the runtime's WASI functions need of the guest whose
+// _start call they serve.
+type guestCall struct {
+	env   []string    // the environment, KEY=VALUE
+	sleep func(int64) // the instance's nanosleep (poll.go)
 }
+
+// withGuest returns ctx carrying the environment for the guest's
+// environ_* calls and the nanosleep of its poll_oneoff.
+func withGuest(ctx context.Context, env []string, sleep func(int64)) context.Context {
+	return context.WithValue(ctx, guestKey{}, &guestCall{env: env, sleep: sleep})
+}
+
+func guestOf(ctx context.Context) *guestCall {
+	if g, _ := ctx.Value(guestKey{}).(*guestCall); g != nil {
+		return g
+	}
+	return &noGuest
+}
+
+var noGuest guestCall
 
 // errnoFault is WASI's EFAULT: a pointer outside the guest's memory.
 const errnoFault = 21
 
 // instantiateWASI instantiates WASI preview 1 in wz with the environment
-// read from the call's context.
+// read from the call's context, and poll_oneoff's sleeps without garbage
+// (poll.go).
 func instantiateWASI(ctx context.Context, wz wazero.Runtime) error {
 	b := wz.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
 	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
@@ -46,14 +64,20 @@ func instantiateWASI(ctx context.Context, wz wazero.Runtime) error {
 	if err := exportNoSpaceWrappers(ctx, wz, b); err != nil { // mounts.go
 		return err
 	}
+	if wazerosPollOneoff {
+		_, err := b.Instantiate(ctx)
+		return err
+	}
+	b.NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(pollOneoff), []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("in", "out", "nsubscriptions", "result.nevents").
+		WithResultNames("errno").
+		Export("poll_oneoff")
 	_, err := b.Instantiate(ctx)
 	return err
 }
 
-func environOf(ctx context.Context) []string {
-	env, _ := ctx.Value(environKey{}).([]string)
-	return env
-}
+func environOf(ctx context.Context) []string { return guestOf(ctx).env }
 
 // environSizesGet is WASI's environ_sizes_get: the number of variables
 // and the bytes their NUL-terminated KEY=VALUE strings take.

@@ -158,7 +158,7 @@ func (i *instance) run(r *Runtime, m *module, spec runtimeapi.InstanceSpec) {
 		return
 	}
 	guestProcs.enter()
-	_, err = mod.ExportedFunction("_start").Call(withEnviron(ctx, spec.Env))
+	_, err = mod.ExportedFunction("_start").Call(withGuest(ctx, spec.Env, i.sleep))
 	guestProcs.leave()
 	_ = mod.Close(context.WithoutCancel(i.ctx))
 	i.finish(r, m, i.exitFrom(err, ""))

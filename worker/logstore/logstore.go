@@ -19,11 +19,26 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
-// DefaultMaxOpen is how many log files a Store keeps open when told 0.
+// DefaultMaxOpen is the fewest log files a Store keeps open when told 0:
+// it keeps a quarter of the process's file descriptor limit when that is
+// more (Go raises the soft limit to the hard one at start). Instances
+// write in turn, so a bound below the instances that write makes every
+// write reopen its file: 2,000 tickers under 512 open files made ~4 MiB/s
+// of garbage and an open and a close per line ([hardening] 21 item 26).
 const DefaultMaxOpen = 512
+
+// defaultMaxOpen is DefaultMaxOpen or a quarter of the descriptor limit.
+func defaultMaxOpen() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur/4 < DefaultMaxOpen {
+		return DefaultMaxOpen
+	}
+	return int(min(lim.Cur/4, 1<<20))
+}
 
 // minLimit keeps rotation meaningful: each half must hold at least a line.
 const minLimit = 2
@@ -91,13 +106,14 @@ type Log struct {
 }
 
 // New returns a Store over dir, keeping at most limit bytes per instance on
-// disk and at most maxOpen files open (0 means DefaultMaxOpen).
+// disk and at most maxOpen files open (0 means a quarter of the process's
+// file descriptor limit, at least DefaultMaxOpen).
 func New(dir string, limit int64, maxOpen int, logger *slog.Logger) (*Store, error) {
 	if limit < minLimit {
 		return nil, fmt.Errorf("logstore: limit %d bytes is too small", limit)
 	}
 	if maxOpen <= 0 {
-		maxOpen = DefaultMaxOpen
+		maxOpen = defaultMaxOpen()
 	}
 	if logger == nil {
 		logger = slog.Default()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -110,6 +111,26 @@ func TestOpenFilesStayBoundedAndReopenAppends(t *testing.T) {
 		if want := "round 0\nround 1\nround 2\n"; got != want {
 			t.Fatalf("inst-%02d kept %q, want %q", i, got, want)
 		}
+	}
+}
+
+// A store told 0 keeps open as many files as a quarter of the process's
+// descriptor limit allows: 2,000 instances writing in turn keep their
+// files open instead of reopening one at every line.
+func TestDefaultOpenFilesFollowTheDescriptorLimit(t *testing.T) {
+	const n = 2000
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < 4*n+100 {
+		t.Skipf("the descriptor limit (%d) is too low to keep %d files open", lim.Cur, n)
+	}
+	s := newStore(t, 1<<20, 0)
+	for round := range 2 {
+		for i := range n {
+			fmt.Fprintf(s.Open(fmt.Sprintf("inst-%04d", i)), "round %d\n", round)
+		}
+	}
+	if open := s.OpenFiles(); open != n {
+		t.Errorf("%d files open after %d instances wrote in turn, want all %d (descriptor limit %d)", open, n, n, lim.Cur)
 	}
 }
 

@@ -115,3 +115,31 @@ func TestNamedVolumeCounter(t *testing.T) {
 	c.mustRun("volume", "rm", "data")
 	oneLineError(t, c.run("volume", "rm", "data"), `volume "data" not found`)
 }
+
+// Host mounts with the built binary, as docs/storage.md shows them: only
+// under what up --allow-mount allows, read-only with :ro, and refused in
+// one line elsewhere.
+func TestHostMounts(t *testing.T) {
+	t.Parallel()
+	srv := t.TempDir()
+	media := filepath.Join(srv, "media")
+	if err := os.MkdirAll(media, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(media, "hello"), []byte("hi"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := startUpAt(t, t.TempDir(), freeAddr(t), freeAddr(t), "--allow-mount", srv)
+
+	c.mustRun("deploy", "testdata/cat.wasm", "--name", "media", "--restart", "never", "--mount", media+":/media:ro", "--", "/media/hello", "+/media/new")
+	eventually(t, "the read-only mount's output", func() (bool, string) {
+		out := c.run("logs", "media").stdout
+		return out == "/media/hello: hi\n/media/new: cannot write\n", out
+	})
+	oneLineError(t, c.run("deploy", "testdata/cat.wasm", "--name", "etc", "--mount", "/etc:/etc"),
+		"host path /etc is not allowed on any node: nodes allow "+srv+" and what is below (agent|up --allow-mount)")
+	oneLineError(t, c.run("deploy", "testdata/cat.wasm", "--name", "etc", "--mount", "etc:/etc"), `invalid --mount "etc:/etc": both paths must be absolute`)
+	if out := c.mustRun("get", "workload", "media", "-o", "yaml").stdout; !strings.Contains(out, media+":/media:ro") {
+		t.Errorf("get -o yaml does not show the mount:\n%s", out)
+	}
+}

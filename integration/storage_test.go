@@ -131,3 +131,54 @@ func TestNamedVolumeOutlivesItsInstances(t *testing.T) {
 		return strings.Contains(logs, "count 1\n") && !strings.Contains(logs, "count 3"), logs
 	})
 }
+
+// Host mounts: a directory under one the node allows is mounted, read-only
+// or writable; one elsewhere is refused before anything is stored, and a
+// symbolic link out of the allowed directories fails the instance with the
+// reason.
+func TestHostMountsOnlyUnderWhatTheNodeAllows(t *testing.T) {
+	allowed := t.TempDir()
+	media := filepath.Join(allowed, "media")
+	if err := os.MkdirAll(media, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(media, "hello"), []byte("hi"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(allowed, "link")); err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, options{worker: func(c *worker.Config) { c.AllowedMounts = []string{allowed} }})
+	never := v1.RestartPolicy_RESTART_POLICY_NEVER
+	a.deploy(t, "ro", "cat.wasm", &v1.WorkloadSpec{Replicas: 1, Restart: never, Args: []string{"/media/hello", "+/media/new"},
+		Mounts: []*v1.HostMount{{HostPath: media, Path: "/media", ReadOnly: true}}})
+	a.deploy(t, "rw", "cat.wasm", &v1.WorkloadSpec{Replicas: 1, Restart: never, Args: []string{"+/srv/new", "/srv/media/hello"},
+		Mounts: []*v1.HostMount{{HostPath: allowed, Path: "/srv"}}})
+	a.waitInstances(t, "ro", 1, state(v1.InstanceState_INSTANCE_STATE_SUCCEEDED))
+	a.waitInstances(t, "rw", 1, state(v1.InstanceState_INSTANCE_STATE_SUCCEEDED))
+	if got := joined(a.logs(t, "ro")); got != "/media/hello: hi\n/media/new: cannot write\n" {
+		t.Errorf("read-only mount: %q", got)
+	}
+	if got := joined(a.logs(t, "rw")); got != "/srv/new: written\n/srv/media/hello: hi\n" {
+		t.Errorf("writable mount: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(allowed, "new")); err != nil {
+		t.Errorf("the file the guest wrote is not on the host: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(media, "new")); !os.IsNotExist(err) {
+		t.Errorf("the read-only mount was written: %v", err)
+	}
+
+	err := a.tryDeploy("etc", "cat.wasm", &v1.WorkloadSpec{Replicas: 1, Restart: never, Mounts: []*v1.HostMount{{HostPath: "/etc", Path: "/etc"}}})
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "host path /etc is not allowed on any node: nodes allow "+allowed+" and what is below (agent|up --allow-mount)") {
+		t.Fatalf("deploy mounting /etc: %v", err)
+	}
+
+	a.deploy(t, "escape", "cat.wasm", &v1.WorkloadSpec{Replicas: 1, Restart: never, Mounts: []*v1.HostMount{{HostPath: filepath.Join(allowed, "link"), Path: "/x"}}})
+	a.waitFor(t, "the escaping mount to fail", func() (bool, string) {
+		is := a.instances(t, "escape")
+		return len(is) == 1 && is[0].GetState() == v1.InstanceState_INSTANCE_STATE_FAILED &&
+			strings.Contains(is[0].GetStatus().GetMessage(), "host mount "+filepath.Join(allowed, "link")+": not under a directory node it-node allows"), describe(is)
+	})
+}

@@ -127,6 +127,10 @@ type Config struct {
 	// storage.go) one instance may have on the node, which the node
 	// registers; zero: DefaultMaxScratchBytes; negative: none.
 	MaxScratchBytes int64 `json:"maxScratchBytes" yaml:"maxScratchBytes"`
+	// AllowedMounts are the host directories (absolute) that instances may
+	// mount, with what is below them (state: deploy --mount); none by
+	// default. The node registers them.
+	AllowedMounts []string `json:"allowedMounts" yaml:"allowedMounts"`
 }
 
 // Allocatable is the memory the node's instances and function requests
@@ -258,6 +262,11 @@ func (c Config) Validate() error {
 	}
 	if c.StatusBatchInterval < 0 {
 		bad("worker: StatusBatchInterval %s is negative", c.StatusBatchInterval)
+	}
+	for _, d := range c.AllowedMounts {
+		if !filepath.IsAbs(d) || filepath.Clean(d) != d {
+			bad("worker: AllowedMounts %q is not a clean absolute path", d)
+		}
 	}
 	if c.StopGrace < 0 {
 		bad("worker: StopGrace %s is negative", c.StopGrace)

@@ -196,6 +196,7 @@ func (w *Worker) node() *pb.Node {
 		Conditions:  w.disk.conditions(),
 		// state (storage.go)
 		MaxScratchBytes: max(w.cfg.MaxScratchBytes, 0),
+		AllowedMounts:   slices.Clone(w.cfg.AllowedMounts),
 	}
 }
 

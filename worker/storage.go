@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/wasmorch/wasmorch/internal/manifest"
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -48,7 +49,42 @@ func (w *Worker) instanceVolumes(rec *pb.Instance) ([]runtimeapi.Mount, *runtime
 		}
 		mounts = append(mounts, runtimeapi.Mount{GuestPath: vm.GetPath(), HostPath: path})
 	}
+	for _, hm := range rec.GetSpec().GetMounts() {
+		dir, err := w.allowedHostDir(hm.GetHostPath())
+		if err != nil {
+			return nil, &runtimeapi.Exit{Reason: runtimeapi.ReasonStartError, Permanent: true, Message: "host mount " + hm.GetHostPath() + ": " + err.Error()}
+		}
+		mounts = append(mounts, runtimeapi.Mount{GuestPath: hm.GetPath(), HostPath: dir, ReadOnly: hm.GetReadOnly()})
+	}
 	return mounts, nil
+}
+
+// allowedHostDir resolves a host directory an instance mounts, with its
+// symbolic links, and checks that what it resolves to is a directory
+// under one the node allows (resolved too), so that a link cannot lead a
+// mount out of them.
+func (w *Worker) allowedHostDir(dir string) (string, error) {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", err
+	}
+	info, err := os.Stat(real)
+	if err != nil {
+		return "", err
+	}
+	if !info.IsDir() {
+		return "", fmt.Errorf("%s is not a directory", real)
+	}
+	for _, a := range w.cfg.AllowedMounts {
+		ra, err := filepath.EvalSymlinks(a)
+		if err != nil {
+			continue
+		}
+		if ra == "/" || real == ra || strings.HasPrefix(real, ra+string(filepath.Separator)) {
+			return real, nil
+		}
+	}
+	return "", fmt.Errorf("not under a directory node %s allows (agent|up --allow-mount %s)", w.cfg.NodeName, strings.Join(w.cfg.AllowedMounts, ","))
 }
 
 // scratchGuestPath is where an instance sees its scratch space.

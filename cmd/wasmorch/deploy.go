@@ -104,6 +104,7 @@ rollout go on.`,
 	f.StringVar(&cfg.Memory, "memory", "", "memory limit per instance, e.g. 64Mi, 128MiB, 1Gi or bytes (default: the runtime's, 128Mi)")
 	f.StringVar(&cfg.Scratch, "scratch", "", "a writable /tmp of this size for each Wasm instance, e.g. 64Mi, removed with the instance; writes past it fail with ENOSPC (default: no /tmp)")
 	f.StringArrayVar(&cfg.Volumes, "volume", nil, "a named volume NAME:/PATH every Wasm instance mounts, writable, kept on its node across restarts, redeploys and rollouts (repeatable; see 'wasmorch volume')")
+	f.StringArrayVar(&cfg.Mounts, "mount", nil, "a host directory HOST-DIR:/PATH[:ro] every Wasm instance mounts, writable unless :ro; only under what the node allows (up|agent --allow-mount) (repeatable)")
 	f.StringVar(&cfg.Restart, "restart", "always", "restart policy: "+strings.Join(cliclient.RestartNames(), ", "))
 	f.DurationVar(&cfg.Timeout, "timeout", cliclient.DefaultDeployTimeout, "how long to wait for the workload to be ready")
 	f.BoolVar(&cfg.NoWait, "no-wait", false, "return once the workload is applied, without waiting")
@@ -128,6 +129,6 @@ rollout go on.`,
 	f.StringVar(&cfg.Canary, "canary", "", "with --route: the share of the traffic a new revision gets before it is promoted, 1% to 99% (its replicas: that share of --replicas, rounded up); see 'wasmorch rollout promote'")
 	f.DurationVar(&cfg.CanaryDuration, "canary-duration", 0, "with --canary: promote the canary once its replicas have all been ready this long (default: wait for 'wasmorch rollout promote')")
 	commandLineOnly(f, "max-surge", "max-unavailable", "canary", "canary-duration")
-	commandLineOnly(f, "name", "env", "volume", "labels", "from-config", "from-secret", "config-files", "secret-files")
+	commandLineOnly(f, "name", "env", "volume", "mount", "labels", "from-config", "from-secret", "config-files", "secret-files")
 	return cmd
 }

@@ -129,8 +129,9 @@ func registration(prev, rep *v1.Node, byNode bool) (*v1.Node, error) {
 	n.Arch, n.Os = rep.GetArch(), rep.GetOs()
 	n.Address, n.HttpAddress = rep.GetAddress(), rep.GetHttpAddress()
 	n.Capacity, n.Runtimes, n.Version = rep.GetCapacity(), rep.GetRuntimes(), rep.GetVersion()
-	n.Conditions = cleanConditions(rep.GetConditions())  // what holds now: disk pressure
-	n.MaxScratchBytes = max(rep.GetMaxScratchBytes(), 0) // state
+	n.Conditions = cleanConditions(rep.GetConditions())   // what holds now: disk pressure
+	n.MaxScratchBytes = max(rep.GetMaxScratchBytes(), 0)  // state
+	n.AllowedMounts = cleanMounts(rep.GetAllowedMounts()) // state
 	n.RegisteredUnixNano = now
 	return n, nil
 }

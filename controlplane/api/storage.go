@@ -2,6 +2,9 @@ package api
 
 import (
 	"context"
+	"maps"
+	"path"
+	"slices"
 	"strings"
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
@@ -19,12 +22,15 @@ import (
 // scratch space.
 func checkScratchIn(r cache.Reader, spec *v1.WorkloadSpec) error {
 	want := spec.GetScratchBytes()
-	if want <= 0 {
+	if want <= 0 && len(spec.GetMounts()) == 0 {
 		return nil
 	}
 	nodes := r.Nodes()
 	if len(nodes) == 0 {
 		return nil
+	}
+	if err := checkMountsOn(nodes, spec); err != nil || want <= 0 {
+		return err
 	}
 	var most int64
 	for _, n := range nodes {
@@ -114,4 +120,39 @@ func (a *controlAPI) DeleteVolume(ctx context.Context, req *v1.DeleteVolumeReque
 	}
 	a.s.log.Info("volume deleted", "volume", name)
 	return &v1.DeleteVolumeResponse{}, nil
+}
+
+// checkMountsOn refuses a spec with a host mount that no registered node
+// allows (agent|up --allow-mount).
+func checkMountsOn(nodes []cache.Node, spec *v1.WorkloadSpec) error {
+	for _, m := range spec.GetMounts() {
+		allowed := map[string]bool{}
+		ok := false
+		for _, n := range nodes {
+			for _, a := range n.Value.GetAllowedMounts() {
+				allowed[a] = true
+			}
+			ok = ok || workloads.MountAllowed(m.GetHostPath(), n.Value.GetAllowedMounts())
+		}
+		if ok {
+			continue
+		}
+		if len(allowed) == 0 {
+			return errdefs.Invalidf("host path %s is not allowed on any node: no node allows host mounts (agent|up --allow-mount DIR)", m.GetHostPath())
+		}
+		return errdefs.Invalidf("host path %s is not allowed on any node: nodes allow %s and what is below (agent|up --allow-mount)", m.GetHostPath(), strings.Join(slices.Sorted(maps.Keys(allowed)), ", "))
+	}
+	return nil
+}
+
+// cleanMounts keeps the clean absolute paths of a node's allowed host
+// directories, which are all the scheduler and the API compare.
+func cleanMounts(dirs []string) []string {
+	var out []string
+	for _, d := range dirs {
+		if path.IsAbs(d) && path.Clean(d) == d {
+			out = append(out, d)
+		}
+	}
+	return out
 }

@@ -113,6 +113,7 @@ const (
 	reasonMemory   = "insufficient memory"
 	reasonCPU      = "insufficient cpu"
 	reasonScratch  = "scratch space over the node's allowance"
+	reasonMount    = "host mount not allowed"
 )
 
 type nodeState struct {
@@ -276,6 +277,9 @@ func (p *pass) group(inst *v1.Instance) *group {
 		// as its container has none).
 		if why == "" && spec.GetScratchBytes() > ns.info.Node.GetMaxScratchBytes() && !g.runsAsContainer(ns) {
 			why = reasonScratch
+		}
+		if why == "" && !mountsAllowed(spec, ns.info.Node) {
+			why = reasonMount
 		}
 		if g.volumes != nil {
 			g.volumes.why[ns.idx] = why

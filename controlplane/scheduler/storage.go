@@ -3,6 +3,7 @@ package scheduler
 import (
 	"fmt"
 
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -82,4 +83,15 @@ func (p *pass) placeVolumes(g *group, ns *nodeState, created map[string]string) 
 			created[v] = node
 		}
 	}
+}
+
+// mountsAllowed reports whether node n allows every host directory spec
+// mounts (agent|up --allow-mount).
+func mountsAllowed(spec *v1.WorkloadSpec, n *v1.Node) bool {
+	for _, m := range spec.GetMounts() {
+		if !workloads.MountAllowed(m.GetHostPath(), n.GetAllowedMounts()) {
+			return false
+		}
+	}
+	return true
 }

@@ -108,3 +108,23 @@ func TestVolumesPinInstancesToTheirNode(t *testing.T) {
 		t.Errorf("on a removed node: %q", why)
 	}
 }
+
+// An instance that mounts host directories is placed only on nodes that
+// allow them all.
+func TestHostMountsPlaceOnNodesThatAllowThem(t *testing.T) {
+	srv, none := node("srv", 1<<30, 100), node("none", 1<<30, 100)
+	srv.Node.AllowedMounts = []string{"/srv", "/tmp"}
+	pending := instances("m", 2, 1<<20)
+	for _, inst := range pending {
+		inst.Spec.Mounts = []*v1.HostMount{{HostPath: "/srv/media", Path: "/media"}, {HostPath: "/tmp", Path: "/t"}}
+	}
+	plan := Schedule(SnapshotOf([]NodeInfo{srv, none}, nil), pending)
+	if plan.Bindings["m-0"] != "srv" || plan.Bindings["m-1"] != "srv" {
+		t.Errorf("bindings %v, unplaced %v", plan.Bindings, plan.Unplaced)
+	}
+	pending[0].Spec.Mounts = append(pending[0].Spec.Mounts, &v1.HostMount{HostPath: "/etc", Path: "/etc"})
+	plan = Schedule(SnapshotOf([]NodeInfo{srv, none}, nil), pending[:1])
+	if why := plan.Unplaced["m-0"]; why != "0/2 nodes fit: 2 host mount not allowed" {
+		t.Errorf("an instance mounting /etc waits because %q", why)
+	}
+}

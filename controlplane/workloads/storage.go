@@ -48,24 +48,25 @@ func ValidateVolumeName(name string) error {
 	return nil
 }
 
-// validateVolumes checks a spec's named volumes: valid names, each once,
-// mounted at distinct absolute paths that do not overlap /config,
-// /secrets, the scratch space's /tmp or one another.
+// validateVolumes checks a spec's named volumes and host mounts: valid
+// names, each volume once, host paths absolute and clean, mounted at
+// distinct absolute paths that do not overlap /config, /secrets, the
+// scratch space's /tmp or one another.
 func validateVolumes(spec *v1.WorkloadSpec) error {
 	vols := spec.GetVolumes()
-	if len(vols) == 0 {
+	if len(vols)+len(spec.GetMounts()) == 0 {
 		return nil
 	}
-	if len(vols) > MaxVolumes {
-		return errdefs.Invalidf("a workload mounts at most %d volumes, not %d", MaxVolumes, len(vols))
+	if len(vols)+len(spec.GetMounts()) > MaxVolumes {
+		return errdefs.Invalidf("a workload mounts at most %d volumes and host directories, not %d", MaxVolumes, len(vols)+len(spec.GetMounts()))
 	}
 	switch {
 	case spec.GetKind() == KindContainer:
-		return errdefs.Invalidf("volumes are for wasm workloads for now: a container's bind mounts of them are not there yet")
+		return errdefs.Invalidf("volumes and host mounts are for wasm workloads for now: a container's bind mounts of them are not there yet")
 	case spec.GetFallbackImage() != "" || spec.GetFallbackArchiveDigest() != "":
-		return errdefs.Invalidf("volumes are for wasm workloads for now: its fallback container would run without them")
+		return errdefs.Invalidf("volumes and host mounts are for wasm workloads for now: its fallback container would run without them")
 	case spec.GetHttp() != nil:
-		return errdefs.Invalidf("volumes are for long-running instances: a function's sandbox lives for one request; drop --volume or the route")
+		return errdefs.Invalidf("volumes and host mounts are for long-running instances: a function's sandbox lives for one request; drop --volume/--mount or the route")
 	}
 	taken := slices.Clone(reservedGuestPaths)
 	if spec.GetScratchBytes() > 0 {
@@ -91,7 +92,33 @@ func validateVolumes(spec *v1.WorkloadSpec) error {
 		}
 		taken = append(taken, p)
 	}
+	for _, m := range spec.GetMounts() {
+		h, p := m.GetHostPath(), m.GetPath()
+		if !path.IsAbs(h) || path.Clean(h) != h {
+			return errdefs.Invalidf("host mount %s: host path %q is not a clean absolute path", h, h)
+		}
+		if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
+			return errdefs.Invalidf("host mount %s: guest path %q is not a clean absolute path below / (e.g. /media)", h, p)
+		}
+		for _, t := range taken {
+			if overlaps(p, t) {
+				return errdefs.Invalidf("host mount %s: guest path %s overlaps %s; mount it elsewhere", h, p, t)
+			}
+		}
+		taken = append(taken, p)
+	}
 	return nil
+}
+
+// MountAllowed reports whether host directory dir is one of allowed or
+// below one of them (all clean absolute paths).
+func MountAllowed(dir string, allowed []string) bool {
+	for _, a := range allowed {
+		if a == "/" || dir == a || strings.HasPrefix(dir, a+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // overlaps reports whether one of two clean absolute paths is the other or

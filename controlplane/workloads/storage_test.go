@@ -55,9 +55,9 @@ func TestValidateVolumes(t *testing.T) {
 		{vols(&v1.WorkloadSpec{ModuleDigest: digest, ScratchBytes: 1 << 20}, "data:/tmp/x"), "overlaps /tmp"},
 		{vols(wasm(), "data:/data", "logs:/data/logs"), "volume logs: guest path /data/logs overlaps /data"},
 		{vols(wasm(), "data:/a", "data:/b"), `volume "data" is mounted twice`},
-		{vols(&v1.WorkloadSpec{Kind: KindContainer, Image: "team/app:1"}, "data:/data"), "volumes are for wasm workloads for now"},
+		{vols(&v1.WorkloadSpec{Kind: KindContainer, Image: "team/app:1"}, "data:/data"), "volumes and host mounts are for wasm workloads for now"},
 		{vols(&v1.WorkloadSpec{ModuleDigest: digest, FallbackImage: "team/app:1"}, "data:/data"), "its fallback container would run without them"},
-		{vols(&v1.WorkloadSpec{ModuleDigest: digest, Http: &v1.HttpTrigger{Route: "/f"}}, "data:/data"), "volumes are for long-running instances"},
+		{vols(&v1.WorkloadSpec{ModuleDigest: digest, Http: &v1.HttpTrigger{Route: "/f"}}, "data:/data"), "volumes and host mounts are for long-running instances"},
 	}
 	for _, tc := range tests {
 		err := Validate(tc.spec)
@@ -66,6 +66,50 @@ func TestValidateVolumes(t *testing.T) {
 			t.Errorf("%v: %v", tc.spec, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%v: got %v, want %q", tc.spec, err, tc.want)
+		}
+	}
+}
+
+func TestValidateHostMounts(t *testing.T) {
+	const digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+	mount := func(host, guest string) *v1.WorkloadSpec {
+		return &v1.WorkloadSpec{ModuleDigest: digest, Volumes: []*v1.VolumeMount{{Name: "data", Path: "/data"}},
+			Mounts: []*v1.HostMount{{HostPath: host, Path: guest}}}
+	}
+	tests := []struct {
+		spec *v1.WorkloadSpec
+		want string
+	}{
+		{mount("/srv/media", "/media"), ""},
+		{mount("srv/media", "/media"), `host mount srv/media: host path "srv/media" is not a clean absolute path`},
+		{mount("/srv/../etc", "/media"), "is not a clean absolute path"},
+		{mount("/srv/media", "media"), `guest path "media" is not a clean absolute path`},
+		{mount("/srv/media", "/data/media"), "host mount /srv/media: guest path /data/media overlaps /data"},
+		{mount("/srv/media", "/config"), "overlaps /config"},
+	}
+	for _, tc := range tests {
+		err := Validate(tc.spec)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v", tc.spec, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: got %v, want %q", tc.spec, err, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		dir     string
+		allowed []string
+		want    bool
+	}{
+		{"/srv/media", []string{"/srv"}, true},
+		{"/srv", []string{"/srv"}, true},
+		{"/srvx", []string{"/srv"}, false},
+		{"/etc", []string{"/srv", "/tmp"}, false},
+		{"/etc", []string{"/"}, true},
+		{"/etc", nil, false},
+	} {
+		if got := MountAllowed(tc.dir, tc.allowed); got != tc.want {
+			t.Errorf("MountAllowed(%s, %v) = %v", tc.dir, tc.allowed, got)
 		}
 	}
 }

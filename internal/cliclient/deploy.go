@@ -37,6 +37,7 @@ type DeployConfig struct {
 	Memory   string   // per-instance limit such as "64Mi"; empty: the runtime's default
 	Scratch  string   // state: the size of each instance's writable /tmp ("64Mi"); empty: none
 	Volumes  []string // state: named volumes, NAME:/PATH
+	Mounts   []string // state: host directories, HOST:/PATH[:ro]
 	Restart  string   // always, on-failure or never; empty: always
 	Args     []string // the module's argv[1:]
 	// Timeout bounds the upload and the wait; 0 means DefaultDeployTimeout.
@@ -142,6 +143,10 @@ func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 	if err != nil {
 		return "", nil, err
 	}
+	mounts, err := ParseMounts(cfg.Mounts)
+	if err != nil {
+		return "", nil, err
+	}
 	env, err := ParseEnv(cfg.Env)
 	if err != nil {
 		return "", nil, Errorf("use --env NAME=VALUE", "invalid --env: %v", err)
@@ -181,6 +186,7 @@ func (cfg DeployConfig) request() (string, *wasmorchv1.WorkloadSpec, error) {
 		// state (storage.go)
 		ScratchBytes: scratch,
 		Volumes:      volumes,
+		Mounts:       mounts,
 		Configs:      cfg.Configs,
 		Secrets:      cfg.Secrets,
 		ConfigFiles:  cfg.ConfigFiles,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -86,4 +87,27 @@ func (c *Client) DeleteVolume(ctx context.Context, name string) error {
 	}
 	_, err := objectCall(ctx, c, "volume", c.api.DeleteVolume, &wasmorchv1.DeleteVolumeRequest{Name: name})
 	return err
+}
+
+// ParseMounts parses --mount HOST:/PATH[:ro] flags into host mounts.
+func ParseMounts(flags []string) ([]*wasmorchv1.HostMount, error) {
+	const hint = "use --mount HOST-DIR:/PATH or HOST-DIR:/PATH:ro, e.g. --mount /srv/media:/media:ro"
+	var out []*wasmorchv1.HostMount
+	for _, f := range flags {
+		parts := strings.Split(f, ":")
+		ro := false
+		switch {
+		case len(parts) == 3 && parts[2] == "ro":
+			ro = true
+		case len(parts) == 3 && parts[2] == "rw":
+		case len(parts) != 2:
+			return nil, Errorf(hint, "invalid --mount %q: want HOST-DIR:/PATH[:ro]", f)
+		}
+		host, guest := parts[0], parts[1]
+		if !filepath.IsAbs(host) || !strings.HasPrefix(guest, "/") {
+			return nil, Errorf(hint, "invalid --mount %q: both paths must be absolute", f)
+		}
+		out = append(out, &wasmorchv1.HostMount{HostPath: filepath.Clean(host), Path: guest, ReadOnly: ro})
+	}
+	return out, nil
 }

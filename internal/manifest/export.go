@@ -112,6 +112,7 @@ func FromWorkload(wv *v1.WorkloadView) Object {
 		Memory:         FormatBytes(spec.GetMemoryBytes()),
 		Scratch:        FormatBytes(spec.GetScratchBytes()),
 		Volumes:        volumeFlags(spec.GetVolumes()),
+		Mounts:         mountFlags(spec.GetMounts()),
 		Restart:        restartName(spec.GetRestart()),
 		Spread:         spec.GetPlacement().GetSpread(),
 		Selector:       spec.GetPlacement().GetSelector(),
@@ -236,6 +237,20 @@ func volumeFlags(vols []*v1.VolumeMount) []string {
 	var out []string
 	for _, v := range vols {
 		out = append(out, v.GetName()+":"+v.GetPath())
+	}
+	return out
+}
+
+// mountFlags writes host mounts as deploy --mount and mounts: take them,
+// HOST:/PATH[:ro].
+func mountFlags(mounts []*v1.HostMount) []string {
+	var out []string
+	for _, m := range mounts {
+		f := m.GetHostPath() + ":" + m.GetPath()
+		if m.GetReadOnly() {
+			f += ":ro"
+		}
+		out = append(out, f)
 	}
 	return out
 }

@@ -70,6 +70,7 @@ type WorkloadSpec struct {
 	Memory        string            `yaml:"memory,omitempty"`
 	Scratch       string            `yaml:"scratch,omitempty"` // state: a writable /tmp of this size
 	Volumes       []string          `yaml:"volumes,omitempty"` // state: named volumes, NAME:/PATH
+	Mounts        []string          `yaml:"mounts,omitempty"`  // state: host directories, HOST:/PATH[:ro]
 	Restart       string            `yaml:"restart,omitempty"`
 	CPU           string            `yaml:"cpu,omitempty"`
 	Selector      map[string]string `yaml:"selector,omitempty"`

@@ -400,7 +400,10 @@ type WorkloadSpec struct {
 	ScratchBytes int64 `protobuf:"varint,100,opt,name=scratch_bytes,json=scratchBytes,proto3" json:"scratch_bytes,omitempty"`
 	// state: named volumes every instance mounts, writable: a directory on
 	// the volume's node that outlives instances, redeploys and rollouts.
-	Volumes       []*VolumeMount `protobuf:"bytes,101,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	Volumes []*VolumeMount `protobuf:"bytes,101,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	// state: host directories every instance mounts (for operators): only
+	// under the host paths a node allows (agent|up --allow-mount).
+	Mounts        []*HostMount `protobuf:"bytes,102,rep,name=mounts,proto3" json:"mounts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -666,6 +669,74 @@ func (x *WorkloadSpec) GetVolumes() []*VolumeMount {
 	return nil
 }
 
+func (x *WorkloadSpec) GetMounts() []*HostMount {
+	if x != nil {
+		return x.Mounts
+	}
+	return nil
+}
+
+// state: HostMount mounts host directory host_path at path in the guest.
+type HostMount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	HostPath      string                 `protobuf:"bytes,1,opt,name=host_path,json=hostPath,proto3" json:"host_path,omitempty"` // absolute, clean
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`                         // absolute; not /config, /secrets or under them
+	ReadOnly      bool                   `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostMount) Reset() {
+	*x = HostMount{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostMount) ProtoMessage() {}
+
+func (x *HostMount) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostMount.ProtoReflect.Descriptor instead.
+func (*HostMount) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HostMount) GetHostPath() string {
+	if x != nil {
+		return x.HostPath
+	}
+	return ""
+}
+
+func (x *HostMount) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *HostMount) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
 // state: VolumeMount mounts named volume `name` at `path` in the guest.
 type VolumeMount struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -677,7 +748,7 @@ type VolumeMount struct {
 
 func (x *VolumeMount) Reset() {
 	*x = VolumeMount{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[1]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +760,7 @@ func (x *VolumeMount) String() string {
 func (*VolumeMount) ProtoMessage() {}
 
 func (x *VolumeMount) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[1]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +773,7 @@ func (x *VolumeMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMount.ProtoReflect.Descriptor instead.
 func (*VolumeMount) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{1}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *VolumeMount) GetName() string {
@@ -737,7 +808,7 @@ type Volume struct {
 
 func (x *Volume) Reset() {
 	*x = Volume{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[2]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +820,7 @@ func (x *Volume) String() string {
 func (*Volume) ProtoMessage() {}
 
 func (x *Volume) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[2]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +833,7 @@ func (x *Volume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Volume.ProtoReflect.Descriptor instead.
 func (*Volume) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{2}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Volume) GetName() string {
@@ -811,7 +882,7 @@ type VolumeView struct {
 
 func (x *VolumeView) Reset() {
 	*x = VolumeView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[3]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +894,7 @@ func (x *VolumeView) String() string {
 func (*VolumeView) ProtoMessage() {}
 
 func (x *VolumeView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[3]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +907,7 @@ func (x *VolumeView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeView.ProtoReflect.Descriptor instead.
 func (*VolumeView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{3}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *VolumeView) GetVolume() *Volume {
@@ -861,7 +932,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[4]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +944,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[4]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +957,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{4}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{5}
 }
 
 type ListVolumesResponse struct {
@@ -898,7 +969,7 @@ type ListVolumesResponse struct {
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[5]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +981,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[5]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +994,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{5}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListVolumesResponse) GetVolumes() []*VolumeView {
@@ -942,7 +1013,7 @@ type GetVolumeRequest struct {
 
 func (x *GetVolumeRequest) Reset() {
 	*x = GetVolumeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[6]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1025,7 @@ func (x *GetVolumeRequest) String() string {
 func (*GetVolumeRequest) ProtoMessage() {}
 
 func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[6]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1038,7 @@ func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVolumeRequest.ProtoReflect.Descriptor instead.
 func (*GetVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{6}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetVolumeRequest) GetName() string {
@@ -986,7 +1057,7 @@ type DeleteVolumeRequest struct {
 
 func (x *DeleteVolumeRequest) Reset() {
 	*x = DeleteVolumeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[7]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1069,7 @@ func (x *DeleteVolumeRequest) String() string {
 func (*DeleteVolumeRequest) ProtoMessage() {}
 
 func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[7]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1082,7 @@ func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{7}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteVolumeRequest) GetName() string {
@@ -1029,7 +1100,7 @@ type DeleteVolumeResponse struct {
 
 func (x *DeleteVolumeResponse) Reset() {
 	*x = DeleteVolumeResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[8]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1112,7 @@ func (x *DeleteVolumeResponse) String() string {
 func (*DeleteVolumeResponse) ProtoMessage() {}
 
 func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[8]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1125,7 @@ func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{8}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{9}
 }
 
 // HttpTrigger routes HTTP requests to a function (CGI-over-WASI, WAGI style).
@@ -1078,7 +1149,7 @@ type HttpTrigger struct {
 
 func (x *HttpTrigger) Reset() {
 	*x = HttpTrigger{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[9]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1161,7 @@ func (x *HttpTrigger) String() string {
 func (*HttpTrigger) ProtoMessage() {}
 
 func (x *HttpTrigger) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[9]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1174,7 @@ func (x *HttpTrigger) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HttpTrigger.ProtoReflect.Descriptor instead.
 func (*HttpTrigger) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{9}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HttpTrigger) GetRoute() string {
@@ -1174,7 +1245,7 @@ type Autoscale struct {
 
 func (x *Autoscale) Reset() {
 	*x = Autoscale{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[10]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1257,7 @@ func (x *Autoscale) String() string {
 func (*Autoscale) ProtoMessage() {}
 
 func (x *Autoscale) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[10]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1270,7 @@ func (x *Autoscale) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Autoscale.ProtoReflect.Descriptor instead.
 func (*Autoscale) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{10}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Autoscale) GetMinReplicas() int32 {
@@ -1244,7 +1315,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[11]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1327,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[11]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1340,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{11}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Placement) GetSelector() map[string]string {
@@ -1310,7 +1381,7 @@ type EnvVar struct {
 
 func (x *EnvVar) Reset() {
 	*x = EnvVar{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1393,7 @@ func (x *EnvVar) String() string {
 func (*EnvVar) ProtoMessage() {}
 
 func (x *EnvVar) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1406,7 @@ func (x *EnvVar) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvVar.ProtoReflect.Descriptor instead.
 func (*EnvVar) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{12}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EnvVar) GetName() string {
@@ -1373,7 +1444,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1456,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1469,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{13}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Workload) GetName() string {
@@ -1485,7 +1556,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1568,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1581,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{14}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Instance) GetId() string {
@@ -1628,7 +1699,7 @@ type InstanceStatus struct {
 
 func (x *InstanceStatus) Reset() {
 	*x = InstanceStatus{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1711,7 @@ func (x *InstanceStatus) String() string {
 func (*InstanceStatus) ProtoMessage() {}
 
 func (x *InstanceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1724,7 @@ func (x *InstanceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceStatus.ProtoReflect.Descriptor instead.
 func (*InstanceStatus) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{15}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InstanceStatus) GetId() string {
@@ -1779,7 +1850,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +1862,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +1875,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{16}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Resources) GetMemoryBytes() int64 {
@@ -1850,13 +1921,16 @@ type Node struct {
 	// state: the most scratch space (WorkloadSpec.scratch_bytes) one
 	// instance may have on this node (agent|up --max-scratch).
 	MaxScratchBytes int64 `protobuf:"varint,100,opt,name=max_scratch_bytes,json=maxScratchBytes,proto3" json:"max_scratch_bytes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// state: the host directories instances may mount, with what is below
+	// them (agent|up --allow-mount); none by default.
+	AllowedMounts []string `protobuf:"bytes,101,rep,name=allowed_mounts,json=allowedMounts,proto3" json:"allowed_mounts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +1942,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +1955,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{17}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Node) GetName() string {
@@ -1982,6 +2056,13 @@ func (x *Node) GetMaxScratchBytes() int64 {
 	return 0
 }
 
+func (x *Node) GetAllowedMounts() []string {
+	if x != nil {
+		return x.AllowedMounts
+	}
+	return nil
+}
+
 // NodeCondition is one condition that holds on a node; one that no longer
 // holds is not listed.
 type NodeCondition struct {
@@ -1995,7 +2076,7 @@ type NodeCondition struct {
 
 func (x *NodeCondition) Reset() {
 	*x = NodeCondition{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2007,7 +2088,7 @@ func (x *NodeCondition) String() string {
 func (*NodeCondition) ProtoMessage() {}
 
 func (x *NodeCondition) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2020,7 +2101,7 @@ func (x *NodeCondition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCondition.ProtoReflect.Descriptor instead.
 func (*NodeCondition) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{18}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NodeCondition) GetType() NodeConditionType {
@@ -2059,7 +2140,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2152,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2165,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Event) GetObject() string {
@@ -2141,7 +2222,7 @@ type BlobMeta struct {
 
 func (x *BlobMeta) Reset() {
 	*x = BlobMeta{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2153,7 +2234,7 @@ func (x *BlobMeta) String() string {
 func (*BlobMeta) ProtoMessage() {}
 
 func (x *BlobMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2166,7 +2247,7 @@ func (x *BlobMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobMeta.ProtoReflect.Descriptor instead.
 func (*BlobMeta) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BlobMeta) GetDigest() string {
@@ -2245,7 +2326,7 @@ type FunctionLoad struct {
 
 func (x *FunctionLoad) Reset() {
 	*x = FunctionLoad{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2338,7 @@ func (x *FunctionLoad) String() string {
 func (*FunctionLoad) ProtoMessage() {}
 
 func (x *FunctionLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,7 +2351,7 @@ func (x *FunctionLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionLoad.ProtoReflect.Descriptor instead.
 func (*FunctionLoad) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FunctionLoad) GetInFlight() int64 {
@@ -2322,7 +2403,7 @@ type GenerationRequests struct {
 
 func (x *GenerationRequests) Reset() {
 	*x = GenerationRequests{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2334,7 +2415,7 @@ func (x *GenerationRequests) String() string {
 func (*GenerationRequests) ProtoMessage() {}
 
 func (x *GenerationRequests) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2347,7 +2428,7 @@ func (x *GenerationRequests) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerationRequests.ProtoReflect.Descriptor instead.
 func (*GenerationRequests) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GenerationRequests) GetRequests() int64 {
@@ -2379,7 +2460,7 @@ type Config struct {
 
 func (x *Config) Reset() {
 	*x = Config{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2391,7 +2472,7 @@ func (x *Config) String() string {
 func (*Config) ProtoMessage() {}
 
 func (x *Config) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2404,7 +2485,7 @@ func (x *Config) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Config.ProtoReflect.Descriptor instead.
 func (*Config) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Config) GetName() string {
@@ -2454,7 +2535,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2466,7 +2547,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2479,7 +2560,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Secret) GetName() string {
@@ -2549,7 +2630,7 @@ type MountedFile struct {
 
 func (x *MountedFile) Reset() {
 	*x = MountedFile{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2561,7 +2642,7 @@ func (x *MountedFile) String() string {
 func (*MountedFile) ProtoMessage() {}
 
 func (x *MountedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2574,7 +2655,7 @@ func (x *MountedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountedFile.ProtoReflect.Descriptor instead.
 func (*MountedFile) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MountedFile) GetPath() string {
@@ -2601,7 +2682,7 @@ type SecretData struct {
 
 func (x *SecretData) Reset() {
 	*x = SecretData{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +2694,7 @@ func (x *SecretData) String() string {
 func (*SecretData) ProtoMessage() {}
 
 func (x *SecretData) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +2707,7 @@ func (x *SecretData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretData.ProtoReflect.Descriptor instead.
 func (*SecretData) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SecretData) GetData() map[string]string {
@@ -2650,7 +2731,7 @@ type SecretKey struct {
 
 func (x *SecretKey) Reset() {
 	*x = SecretKey{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2662,7 +2743,7 @@ func (x *SecretKey) String() string {
 func (*SecretKey) ProtoMessage() {}
 
 func (x *SecretKey) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2675,7 +2756,7 @@ func (x *SecretKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretKey.ProtoReflect.Descriptor instead.
 func (*SecretKey) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SecretKey) GetId() string {
@@ -2719,7 +2800,7 @@ type UploadRequest struct {
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2731,7 +2812,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2744,7 +2825,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UploadRequest) GetPart() isUploadRequest_Part {
@@ -2799,7 +2880,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2811,7 +2892,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2824,7 +2905,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UploadHeader) GetDigest() string {
@@ -2859,7 +2940,7 @@ type UploadResponse struct {
 
 func (x *UploadResponse) Reset() {
 	*x = UploadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2871,7 +2952,7 @@ func (x *UploadResponse) String() string {
 func (*UploadResponse) ProtoMessage() {}
 
 func (x *UploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2884,7 +2965,7 @@ func (x *UploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
 func (*UploadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UploadResponse) GetDigest() string {
@@ -2922,7 +3003,7 @@ type PullReferenceRequest struct {
 
 func (x *PullReferenceRequest) Reset() {
 	*x = PullReferenceRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2934,7 +3015,7 @@ func (x *PullReferenceRequest) String() string {
 func (*PullReferenceRequest) ProtoMessage() {}
 
 func (x *PullReferenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2947,7 +3028,7 @@ func (x *PullReferenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullReferenceRequest.ProtoReflect.Descriptor instead.
 func (*PullReferenceRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PullReferenceRequest) GetReference() string {
@@ -2971,7 +3052,7 @@ type PullReferenceResponse struct {
 
 func (x *PullReferenceResponse) Reset() {
 	*x = PullReferenceResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3064,7 @@ func (x *PullReferenceResponse) String() string {
 func (*PullReferenceResponse) ProtoMessage() {}
 
 func (x *PullReferenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3077,7 @@ func (x *PullReferenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullReferenceResponse.ProtoReflect.Descriptor instead.
 func (*PullReferenceResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PullReferenceResponse) GetReference() string {
@@ -3058,7 +3139,7 @@ type ApplyWorkloadRequest struct {
 
 func (x *ApplyWorkloadRequest) Reset() {
 	*x = ApplyWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3070,7 +3151,7 @@ func (x *ApplyWorkloadRequest) String() string {
 func (*ApplyWorkloadRequest) ProtoMessage() {}
 
 func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3083,7 +3164,7 @@ func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ApplyWorkloadRequest) GetName() string {
@@ -3132,7 +3213,7 @@ type ApplyWorkloadResponse struct {
 
 func (x *ApplyWorkloadResponse) Reset() {
 	*x = ApplyWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3144,7 +3225,7 @@ func (x *ApplyWorkloadResponse) String() string {
 func (*ApplyWorkloadResponse) ProtoMessage() {}
 
 func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3157,7 +3238,7 @@ func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ApplyWorkloadResponse) GetWorkload() *Workload {
@@ -3190,7 +3271,7 @@ type GetWorkloadRequest struct {
 
 func (x *GetWorkloadRequest) Reset() {
 	*x = GetWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3202,7 +3283,7 @@ func (x *GetWorkloadRequest) String() string {
 func (*GetWorkloadRequest) ProtoMessage() {}
 
 func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3215,7 +3296,7 @@ func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetWorkloadRequest) GetName() string {
@@ -3245,7 +3326,7 @@ type ListWorkloadsRequest struct {
 
 func (x *ListWorkloadsRequest) Reset() {
 	*x = ListWorkloadsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3257,7 +3338,7 @@ func (x *ListWorkloadsRequest) String() string {
 func (*ListWorkloadsRequest) ProtoMessage() {}
 
 func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3270,7 +3351,7 @@ func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListWorkloadsRequest) GetLimit() int32 {
@@ -3311,7 +3392,7 @@ type WorkloadView struct {
 
 func (x *WorkloadView) Reset() {
 	*x = WorkloadView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3323,7 +3404,7 @@ func (x *WorkloadView) String() string {
 func (*WorkloadView) ProtoMessage() {}
 
 func (x *WorkloadView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3336,7 +3417,7 @@ func (x *WorkloadView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadView.ProtoReflect.Descriptor instead.
 func (*WorkloadView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WorkloadView) GetWorkload() *Workload {
@@ -3392,7 +3473,7 @@ type ListWorkloadsResponse struct {
 
 func (x *ListWorkloadsResponse) Reset() {
 	*x = ListWorkloadsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3404,7 +3485,7 @@ func (x *ListWorkloadsResponse) String() string {
 func (*ListWorkloadsResponse) ProtoMessage() {}
 
 func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3417,7 +3498,7 @@ func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListWorkloadsResponse) GetWorkloads() []*WorkloadView {
@@ -3451,7 +3532,7 @@ type ScaleRequest struct {
 
 func (x *ScaleRequest) Reset() {
 	*x = ScaleRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3463,7 +3544,7 @@ func (x *ScaleRequest) String() string {
 func (*ScaleRequest) ProtoMessage() {}
 
 func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3476,7 +3557,7 @@ func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleRequest.ProtoReflect.Descriptor instead.
 func (*ScaleRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ScaleRequest) GetName() string {
@@ -3502,7 +3583,7 @@ type DeleteWorkloadRequest struct {
 
 func (x *DeleteWorkloadRequest) Reset() {
 	*x = DeleteWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3514,7 +3595,7 @@ func (x *DeleteWorkloadRequest) String() string {
 func (*DeleteWorkloadRequest) ProtoMessage() {}
 
 func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3527,7 +3608,7 @@ func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DeleteWorkloadRequest) GetName() string {
@@ -3545,7 +3626,7 @@ type DeleteWorkloadResponse struct {
 
 func (x *DeleteWorkloadResponse) Reset() {
 	*x = DeleteWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3557,7 +3638,7 @@ func (x *DeleteWorkloadResponse) String() string {
 func (*DeleteWorkloadResponse) ProtoMessage() {}
 
 func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3570,7 +3651,7 @@ func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
 }
 
 type ListInstancesRequest struct {
@@ -3588,7 +3669,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3600,7 +3681,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3613,7 +3694,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListInstancesRequest) GetWorkload() string {
@@ -3669,7 +3750,7 @@ type InstanceView struct {
 
 func (x *InstanceView) Reset() {
 	*x = InstanceView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3681,7 +3762,7 @@ func (x *InstanceView) String() string {
 func (*InstanceView) ProtoMessage() {}
 
 func (x *InstanceView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3694,7 +3775,7 @@ func (x *InstanceView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceView.ProtoReflect.Descriptor instead.
 func (*InstanceView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *InstanceView) GetInstance() *Instance {
@@ -3729,7 +3810,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3741,7 +3822,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3754,7 +3835,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*InstanceView {
@@ -3789,7 +3870,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3801,7 +3882,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3814,7 +3895,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListNodesRequest) GetSelector() map[string]string {
@@ -3850,7 +3931,7 @@ type NodeView struct {
 
 func (x *NodeView) Reset() {
 	*x = NodeView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3862,7 +3943,7 @@ func (x *NodeView) String() string {
 func (*NodeView) ProtoMessage() {}
 
 func (x *NodeView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3875,7 +3956,7 @@ func (x *NodeView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeView.ProtoReflect.Descriptor instead.
 func (*NodeView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *NodeView) GetNode() *Node {
@@ -3917,7 +3998,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3929,7 +4010,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3942,7 +4023,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeView {
@@ -3991,7 +4072,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4003,7 +4084,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4016,7 +4097,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *LogsRequest) GetWorkload() string {
@@ -4084,7 +4165,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4096,7 +4177,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4109,7 +4190,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *LogChunk) GetInstance() string {
@@ -4151,7 +4232,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4163,7 +4244,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4176,7 +4257,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListEventsRequest) GetObject() string {
@@ -4211,7 +4292,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4223,7 +4304,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4236,7 +4317,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -4276,7 +4357,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4288,7 +4369,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4301,7 +4382,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *WatchRequest) GetKind() WatchKind {
@@ -4356,7 +4437,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4368,7 +4449,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4381,7 +4462,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *WatchEvent) GetType() WatchEventType {
@@ -4477,7 +4558,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4489,7 +4570,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4502,7 +4583,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
 }
 
 type VersionResponse struct {
@@ -4515,7 +4596,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4527,7 +4608,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4540,7 +4621,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -4567,7 +4648,7 @@ type NodeRequest struct {
 
 func (x *NodeRequest) Reset() {
 	*x = NodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4579,7 +4660,7 @@ func (x *NodeRequest) String() string {
 func (*NodeRequest) ProtoMessage() {}
 
 func (x *NodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4592,7 +4673,7 @@ func (x *NodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRequest.ProtoReflect.Descriptor instead.
 func (*NodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *NodeRequest) GetName() string {
@@ -4612,7 +4693,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4624,7 +4705,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4637,7 +4718,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -4663,7 +4744,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4675,7 +4756,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4688,7 +4769,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RemoveNodeResponse) GetLostInstances() int32 {
@@ -4718,7 +4799,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4730,7 +4811,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4743,7 +4824,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Member) GetName() string {
@@ -4824,7 +4905,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4836,7 +4917,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4849,7 +4930,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
 }
 
 type ListMembersResponse struct {
@@ -4861,7 +4942,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4873,7 +4954,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4886,7 +4967,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -4906,7 +4987,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4918,7 +4999,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4931,7 +5012,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *AddMemberRequest) GetName() string {
@@ -4964,7 +5045,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4976,7 +5057,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4989,7 +5070,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *AddMemberResponse) GetId() uint64 {
@@ -5036,7 +5117,7 @@ type PromoteMemberRequest struct {
 
 func (x *PromoteMemberRequest) Reset() {
 	*x = PromoteMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5048,7 +5129,7 @@ func (x *PromoteMemberRequest) String() string {
 func (*PromoteMemberRequest) ProtoMessage() {}
 
 func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5061,7 +5142,7 @@ func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberRequest.ProtoReflect.Descriptor instead.
 func (*PromoteMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *PromoteMemberRequest) GetName() string {
@@ -5079,7 +5160,7 @@ type PromoteMemberResponse struct {
 
 func (x *PromoteMemberResponse) Reset() {
 	*x = PromoteMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5091,7 +5172,7 @@ func (x *PromoteMemberResponse) String() string {
 func (*PromoteMemberResponse) ProtoMessage() {}
 
 func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5104,7 +5185,7 @@ func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberResponse.ProtoReflect.Descriptor instead.
 func (*PromoteMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
 }
 
 type RemoveMemberRequest struct {
@@ -5116,7 +5197,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5128,7 +5209,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5141,7 +5222,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *RemoveMemberRequest) GetName() string {
@@ -5159,7 +5240,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5171,7 +5252,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5184,7 +5265,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
 }
 
 type SnapshotRequest struct {
@@ -5195,7 +5276,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5207,7 +5288,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5220,7 +5301,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
 }
 
 type SnapshotChunk struct {
@@ -5232,7 +5313,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5244,7 +5325,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5257,7 +5338,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -5294,7 +5375,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5306,7 +5387,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5319,7 +5400,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *JoinToken) GetId() string {
@@ -5406,7 +5487,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5418,7 +5499,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5431,7 +5512,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *CreateTokenRequest) GetRole() string {
@@ -5486,7 +5567,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5498,7 +5579,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5511,7 +5592,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -5536,7 +5617,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5548,7 +5629,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5561,7 +5642,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
 }
 
 type ListTokensResponse struct {
@@ -5573,7 +5654,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5585,7 +5666,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5598,7 +5679,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ListTokensResponse) GetTokens() []*JoinToken {
@@ -5617,7 +5698,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5629,7 +5710,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5642,7 +5723,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -5660,7 +5741,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5672,7 +5753,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5685,7 +5766,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
 }
 
 // CertificateRecord is a certificate the cluster CA issued to a node or an
@@ -5709,7 +5790,7 @@ type CertificateRecord struct {
 
 func (x *CertificateRecord) Reset() {
 	*x = CertificateRecord{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5721,7 +5802,7 @@ func (x *CertificateRecord) String() string {
 func (*CertificateRecord) ProtoMessage() {}
 
 func (x *CertificateRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5734,7 +5815,7 @@ func (x *CertificateRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateRecord.ProtoReflect.Descriptor instead.
 func (*CertificateRecord) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *CertificateRecord) GetSerial() string {
@@ -5806,7 +5887,7 @@ type IssueCredentialRequest struct {
 
 func (x *IssueCredentialRequest) Reset() {
 	*x = IssueCredentialRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5818,7 +5899,7 @@ func (x *IssueCredentialRequest) String() string {
 func (*IssueCredentialRequest) ProtoMessage() {}
 
 func (x *IssueCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5831,7 +5912,7 @@ func (x *IssueCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCredentialRequest.ProtoReflect.Descriptor instead.
 func (*IssueCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *IssueCredentialRequest) GetName() string {
@@ -5866,7 +5947,7 @@ type IssueCredentialResponse struct {
 
 func (x *IssueCredentialResponse) Reset() {
 	*x = IssueCredentialResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5878,7 +5959,7 @@ func (x *IssueCredentialResponse) String() string {
 func (*IssueCredentialResponse) ProtoMessage() {}
 
 func (x *IssueCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5891,7 +5972,7 @@ func (x *IssueCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCredentialResponse.ProtoReflect.Descriptor instead.
 func (*IssueCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *IssueCredentialResponse) GetCertificate() []byte {
@@ -5923,7 +6004,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5935,7 +6016,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5948,7 +6029,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
 }
 
 type ListCredentialsResponse struct {
@@ -5960,7 +6041,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5972,7 +6053,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5985,7 +6066,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*CertificateRecord {
@@ -6005,7 +6086,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6017,7 +6098,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6030,7 +6111,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *RevokeCredentialRequest) GetSerial() string {
@@ -6056,7 +6137,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6068,7 +6149,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6081,7 +6162,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *RevokeCredentialResponse) GetRevoked() *CertificateRecord {
@@ -6104,7 +6185,7 @@ type LabelNodeRequest struct {
 
 func (x *LabelNodeRequest) Reset() {
 	*x = LabelNodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6116,7 +6197,7 @@ func (x *LabelNodeRequest) String() string {
 func (*LabelNodeRequest) ProtoMessage() {}
 
 func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6129,7 +6210,7 @@ func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelNodeRequest.ProtoReflect.Descriptor instead.
 func (*LabelNodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *LabelNodeRequest) GetName() string {
@@ -6165,7 +6246,7 @@ type SetConfigRequest struct {
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6177,7 +6258,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6190,7 +6271,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *SetConfigRequest) GetName() string {
@@ -6226,7 +6307,7 @@ type SetConfigResponse struct {
 
 func (x *SetConfigResponse) Reset() {
 	*x = SetConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6238,7 +6319,7 @@ func (x *SetConfigResponse) String() string {
 func (*SetConfigResponse) ProtoMessage() {}
 
 func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6251,7 +6332,7 @@ func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigResponse.ProtoReflect.Descriptor instead.
 func (*SetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *SetConfigResponse) GetConfig() *Config {
@@ -6291,7 +6372,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6303,7 +6384,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6316,7 +6397,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *GetConfigRequest) GetName() string {
@@ -6334,7 +6415,7 @@ type ListConfigsRequest struct {
 
 func (x *ListConfigsRequest) Reset() {
 	*x = ListConfigsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6346,7 +6427,7 @@ func (x *ListConfigsRequest) String() string {
 func (*ListConfigsRequest) ProtoMessage() {}
 
 func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6359,7 +6440,7 @@ func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsRequest.ProtoReflect.Descriptor instead.
 func (*ListConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
 }
 
 type ListConfigsResponse struct {
@@ -6371,7 +6452,7 @@ type ListConfigsResponse struct {
 
 func (x *ListConfigsResponse) Reset() {
 	*x = ListConfigsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6383,7 +6464,7 @@ func (x *ListConfigsResponse) String() string {
 func (*ListConfigsResponse) ProtoMessage() {}
 
 func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6396,7 +6477,7 @@ func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsResponse.ProtoReflect.Descriptor instead.
 func (*ListConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ListConfigsResponse) GetConfigs() []*Config {
@@ -6415,7 +6496,7 @@ type DeleteConfigRequest struct {
 
 func (x *DeleteConfigRequest) Reset() {
 	*x = DeleteConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6427,7 +6508,7 @@ func (x *DeleteConfigRequest) String() string {
 func (*DeleteConfigRequest) ProtoMessage() {}
 
 func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6440,7 +6521,7 @@ func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *DeleteConfigRequest) GetName() string {
@@ -6458,7 +6539,7 @@ type DeleteConfigResponse struct {
 
 func (x *DeleteConfigResponse) Reset() {
 	*x = DeleteConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6470,7 +6551,7 @@ func (x *DeleteConfigResponse) String() string {
 func (*DeleteConfigResponse) ProtoMessage() {}
 
 func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6483,7 +6564,7 @@ func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
 }
 
 // SecretView is a secret as the API shows it: never its values.
@@ -6501,7 +6582,7 @@ type SecretView struct {
 
 func (x *SecretView) Reset() {
 	*x = SecretView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6513,7 +6594,7 @@ func (x *SecretView) String() string {
 func (*SecretView) ProtoMessage() {}
 
 func (x *SecretView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6526,7 +6607,7 @@ func (x *SecretView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretView.ProtoReflect.Descriptor instead.
 func (*SecretView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *SecretView) GetName() string {
@@ -6582,7 +6663,7 @@ type SetSecretRequest struct {
 
 func (x *SetSecretRequest) Reset() {
 	*x = SetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6594,7 +6675,7 @@ func (x *SetSecretRequest) String() string {
 func (*SetSecretRequest) ProtoMessage() {}
 
 func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6607,7 +6688,7 @@ func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretRequest.ProtoReflect.Descriptor instead.
 func (*SetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *SetSecretRequest) GetName() string {
@@ -6644,7 +6725,7 @@ type SetSecretResponse struct {
 
 func (x *SetSecretResponse) Reset() {
 	*x = SetSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6656,7 +6737,7 @@ func (x *SetSecretResponse) String() string {
 func (*SetSecretResponse) ProtoMessage() {}
 
 func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6669,7 +6750,7 @@ func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretResponse.ProtoReflect.Descriptor instead.
 func (*SetSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *SetSecretResponse) GetSecret() *SecretView {
@@ -6716,7 +6797,7 @@ type GetSecretRequest struct {
 
 func (x *GetSecretRequest) Reset() {
 	*x = GetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6728,7 +6809,7 @@ func (x *GetSecretRequest) String() string {
 func (*GetSecretRequest) ProtoMessage() {}
 
 func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6741,7 +6822,7 @@ func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *GetSecretRequest) GetName() string {
@@ -6759,7 +6840,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6771,7 +6852,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6784,7 +6865,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
 }
 
 type ListSecretsResponse struct {
@@ -6796,7 +6877,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6808,7 +6889,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6821,7 +6902,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*SecretView {
@@ -6840,7 +6921,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6852,7 +6933,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6865,7 +6946,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *DeleteSecretRequest) GetName() string {
@@ -6883,7 +6964,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6895,7 +6976,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6908,7 +6989,7 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
 }
 
 type RotateSecretKeyRequest struct {
@@ -6919,7 +7000,7 @@ type RotateSecretKeyRequest struct {
 
 func (x *RotateSecretKeyRequest) Reset() {
 	*x = RotateSecretKeyRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6931,7 +7012,7 @@ func (x *RotateSecretKeyRequest) String() string {
 func (*RotateSecretKeyRequest) ProtoMessage() {}
 
 func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6944,7 +7025,7 @@ func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{101}
 }
 
 type RotateSecretKeyResponse struct {
@@ -6957,7 +7038,7 @@ type RotateSecretKeyResponse struct {
 
 func (x *RotateSecretKeyResponse) Reset() {
 	*x = RotateSecretKeyResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6969,7 +7050,7 @@ func (x *RotateSecretKeyResponse) String() string {
 func (*RotateSecretKeyResponse) ProtoMessage() {}
 
 func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6982,7 +7063,7 @@ func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{101}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *RotateSecretKeyResponse) GetKeyId() string {
@@ -7014,7 +7095,7 @@ type TopRequest struct {
 
 func (x *TopRequest) Reset() {
 	*x = TopRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7026,7 +7107,7 @@ func (x *TopRequest) String() string {
 func (*TopRequest) ProtoMessage() {}
 
 func (x *TopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7039,7 +7120,7 @@ func (x *TopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopRequest.ProtoReflect.Descriptor instead.
 func (*TopRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{102}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *TopRequest) GetNodes() bool {
@@ -7086,7 +7167,7 @@ type InstanceUsage struct {
 
 func (x *InstanceUsage) Reset() {
 	*x = InstanceUsage{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7098,7 +7179,7 @@ func (x *InstanceUsage) String() string {
 func (*InstanceUsage) ProtoMessage() {}
 
 func (x *InstanceUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7111,7 +7192,7 @@ func (x *InstanceUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceUsage.ProtoReflect.Descriptor instead.
 func (*InstanceUsage) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{103}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *InstanceUsage) GetId() string {
@@ -7173,7 +7254,7 @@ type UsageReport struct {
 
 func (x *UsageReport) Reset() {
 	*x = UsageReport{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7185,7 +7266,7 @@ func (x *UsageReport) String() string {
 func (*UsageReport) ProtoMessage() {}
 
 func (x *UsageReport) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7198,7 +7279,7 @@ func (x *UsageReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageReport.ProtoReflect.Descriptor instead.
 func (*UsageReport) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{104}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *UsageReport) GetNode() string {
@@ -7268,7 +7349,7 @@ type CreateUITokenRequest struct {
 
 func (x *CreateUITokenRequest) Reset() {
 	*x = CreateUITokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7280,7 +7361,7 @@ func (x *CreateUITokenRequest) String() string {
 func (*CreateUITokenRequest) ProtoMessage() {}
 
 func (x *CreateUITokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7293,7 +7374,7 @@ func (x *CreateUITokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUITokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateUITokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{105}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *CreateUITokenRequest) GetTtlSeconds() int64 {
@@ -7313,7 +7394,7 @@ type CreateUITokenResponse struct {
 
 func (x *CreateUITokenResponse) Reset() {
 	*x = CreateUITokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7325,7 +7406,7 @@ func (x *CreateUITokenResponse) String() string {
 func (*CreateUITokenResponse) ProtoMessage() {}
 
 func (x *CreateUITokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7338,7 +7419,7 @@ func (x *CreateUITokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUITokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateUITokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{106}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *CreateUITokenResponse) GetToken() string {
@@ -7371,7 +7452,7 @@ type Revision struct {
 
 func (x *Revision) Reset() {
 	*x = Revision{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7383,7 +7464,7 @@ func (x *Revision) String() string {
 func (*Revision) ProtoMessage() {}
 
 func (x *Revision) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7396,7 +7477,7 @@ func (x *Revision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revision.ProtoReflect.Descriptor instead.
 func (*Revision) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{107}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *Revision) GetWorkload() string {
@@ -7443,7 +7524,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7455,7 +7536,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7468,7 +7549,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{108}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *ListRevisionsRequest) GetWorkload() string {
@@ -7487,7 +7568,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7499,7 +7580,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7512,7 +7593,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{109}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*Revision {
@@ -7531,7 +7612,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7543,7 +7624,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7556,7 +7637,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{110}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *PromoteRolloutRequest) GetWorkload() string {
@@ -7575,7 +7656,7 @@ type RestartRolloutRequest struct {
 
 func (x *RestartRolloutRequest) Reset() {
 	*x = RestartRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7587,7 +7668,7 @@ func (x *RestartRolloutRequest) String() string {
 func (*RestartRolloutRequest) ProtoMessage() {}
 
 func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7600,7 +7681,7 @@ func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RestartRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{111}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *RestartRolloutRequest) GetWorkload() string {
@@ -7620,7 +7701,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7632,7 +7713,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7645,7 +7726,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{112}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *RollbackRequest) GetWorkload() string {
@@ -7671,7 +7752,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7683,7 +7764,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7696,7 +7777,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{113}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *RegisterRequest) GetNode() *Node {
@@ -7719,7 +7800,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7731,7 +7812,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7744,7 +7825,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{114}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -7779,7 +7860,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7791,7 +7872,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7804,7 +7885,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{115}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *HeartbeatRequest) GetNode() string {
@@ -7829,7 +7910,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7841,7 +7922,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7854,7 +7935,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{116}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{117}
 }
 
 // SessionRequest opens a node's session. A worker that sets deltas gets
@@ -7873,7 +7954,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7885,7 +7966,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7898,7 +7979,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{117}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *SessionRequest) GetNode() string {
@@ -7938,7 +8019,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[118]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7950,7 +8031,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[118]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7963,7 +8044,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{118}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *Assignments) GetInstances() []*Instance {
@@ -8004,7 +8085,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[119]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8016,7 +8097,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[119]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8029,7 +8110,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{119}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -8054,7 +8135,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[120]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8066,7 +8147,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[120]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8079,7 +8160,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{120}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{121}
 }
 
 type FetchBlobRequest struct {
@@ -8091,7 +8172,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[121]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8103,7 +8184,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[121]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8116,7 +8197,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{121}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
@@ -8136,7 +8217,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[122]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8148,7 +8229,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[122]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8161,7 +8242,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{122}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -8193,7 +8274,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8205,7 +8286,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8218,7 +8299,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{123}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -8259,7 +8340,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8271,7 +8352,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8284,7 +8365,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{124}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *JoinResponse) GetCertificate() []byte {
@@ -8312,7 +8393,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8324,7 +8405,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8337,7 +8418,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{125}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -8364,7 +8445,7 @@ type InstanceLogsRequest struct {
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8376,7 +8457,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8389,7 +8470,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{126}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -8444,7 +8525,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8456,7 +8537,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8469,7 +8550,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{127}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *UsageRequest) GetInstances() []string {
@@ -8483,7 +8564,7 @@ var File_wasmorch_v1_wasmorch_proto protoreflect.FileDescriptor
 
 const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
-	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\x89\n" +
+	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xb9\n" +
 	"\n" +
 	"\fWorkloadSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12#\n" +
@@ -8521,7 +8602,12 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x10source_reference\x18Z \x01(\tR\x0fsourceReference\x12#\n" +
 	"\rsource_digest\x18[ \x01(\tR\fsourceDigest\x12#\n" +
 	"\rscratch_bytes\x18d \x01(\x03R\fscratchBytes\x122\n" +
-	"\avolumes\x18e \x03(\v2\x18.wasmorch.v1.VolumeMountR\avolumes\"5\n" +
+	"\avolumes\x18e \x03(\v2\x18.wasmorch.v1.VolumeMountR\avolumes\x12.\n" +
+	"\x06mounts\x18f \x03(\v2\x16.wasmorch.v1.HostMountR\x06mounts\"Y\n" +
+	"\tHostMount\x12\x1b\n" +
+	"\thost_path\x18\x01 \x01(\tR\bhostPath\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1b\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"5\n" +
 	"\vVolumeMount\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\"\x8f\x01\n" +
@@ -8625,7 +8711,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x02 \x01(\x03R\tcpuMillis\x12\x1c\n" +
-	"\tinstances\x18\x03 \x01(\x05R\tinstances\"\xa9\x04\n" +
+	"\tinstances\x18\x03 \x01(\x05R\tinstances\"\xd0\x04\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -8643,7 +8729,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
 	"conditions\x182 \x03(\v2\x1a.wasmorch.v1.NodeConditionR\n" +
 	"conditions\x12*\n" +
-	"\x11max_scratch_bytes\x18d \x01(\x03R\x0fmaxScratchBytes\x1a9\n" +
+	"\x11max_scratch_bytes\x18d \x01(\x03R\x0fmaxScratchBytes\x12%\n" +
+	"\x0eallowed_mounts\x18e \x03(\tR\rallowedMounts\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x01\n" +
@@ -9231,7 +9318,7 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 }
 
 var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 144)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 145)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),               // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),               // 1: wasmorch.v1.InstanceState
@@ -9239,338 +9326,340 @@ var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(WatchKind)(0),                   // 3: wasmorch.v1.WatchKind
 	(WatchEventType)(0),              // 4: wasmorch.v1.WatchEventType
 	(*WorkloadSpec)(nil),             // 5: wasmorch.v1.WorkloadSpec
-	(*VolumeMount)(nil),              // 6: wasmorch.v1.VolumeMount
-	(*Volume)(nil),                   // 7: wasmorch.v1.Volume
-	(*VolumeView)(nil),               // 8: wasmorch.v1.VolumeView
-	(*ListVolumesRequest)(nil),       // 9: wasmorch.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),      // 10: wasmorch.v1.ListVolumesResponse
-	(*GetVolumeRequest)(nil),         // 11: wasmorch.v1.GetVolumeRequest
-	(*DeleteVolumeRequest)(nil),      // 12: wasmorch.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),     // 13: wasmorch.v1.DeleteVolumeResponse
-	(*HttpTrigger)(nil),              // 14: wasmorch.v1.HttpTrigger
-	(*Autoscale)(nil),                // 15: wasmorch.v1.Autoscale
-	(*Placement)(nil),                // 16: wasmorch.v1.Placement
-	(*EnvVar)(nil),                   // 17: wasmorch.v1.EnvVar
-	(*Workload)(nil),                 // 18: wasmorch.v1.Workload
-	(*Instance)(nil),                 // 19: wasmorch.v1.Instance
-	(*InstanceStatus)(nil),           // 20: wasmorch.v1.InstanceStatus
-	(*Resources)(nil),                // 21: wasmorch.v1.Resources
-	(*Node)(nil),                     // 22: wasmorch.v1.Node
-	(*NodeCondition)(nil),            // 23: wasmorch.v1.NodeCondition
-	(*Event)(nil),                    // 24: wasmorch.v1.Event
-	(*BlobMeta)(nil),                 // 25: wasmorch.v1.BlobMeta
-	(*FunctionLoad)(nil),             // 26: wasmorch.v1.FunctionLoad
-	(*GenerationRequests)(nil),       // 27: wasmorch.v1.GenerationRequests
-	(*Config)(nil),                   // 28: wasmorch.v1.Config
-	(*Secret)(nil),                   // 29: wasmorch.v1.Secret
-	(*MountedFile)(nil),              // 30: wasmorch.v1.MountedFile
-	(*SecretData)(nil),               // 31: wasmorch.v1.SecretData
-	(*SecretKey)(nil),                // 32: wasmorch.v1.SecretKey
-	(*UploadRequest)(nil),            // 33: wasmorch.v1.UploadRequest
-	(*UploadHeader)(nil),             // 34: wasmorch.v1.UploadHeader
-	(*UploadResponse)(nil),           // 35: wasmorch.v1.UploadResponse
-	(*PullReferenceRequest)(nil),     // 36: wasmorch.v1.PullReferenceRequest
-	(*PullReferenceResponse)(nil),    // 37: wasmorch.v1.PullReferenceResponse
-	(*ApplyWorkloadRequest)(nil),     // 38: wasmorch.v1.ApplyWorkloadRequest
-	(*ApplyWorkloadResponse)(nil),    // 39: wasmorch.v1.ApplyWorkloadResponse
-	(*GetWorkloadRequest)(nil),       // 40: wasmorch.v1.GetWorkloadRequest
-	(*ListWorkloadsRequest)(nil),     // 41: wasmorch.v1.ListWorkloadsRequest
-	(*WorkloadView)(nil),             // 42: wasmorch.v1.WorkloadView
-	(*ListWorkloadsResponse)(nil),    // 43: wasmorch.v1.ListWorkloadsResponse
-	(*ScaleRequest)(nil),             // 44: wasmorch.v1.ScaleRequest
-	(*DeleteWorkloadRequest)(nil),    // 45: wasmorch.v1.DeleteWorkloadRequest
-	(*DeleteWorkloadResponse)(nil),   // 46: wasmorch.v1.DeleteWorkloadResponse
-	(*ListInstancesRequest)(nil),     // 47: wasmorch.v1.ListInstancesRequest
-	(*InstanceView)(nil),             // 48: wasmorch.v1.InstanceView
-	(*ListInstancesResponse)(nil),    // 49: wasmorch.v1.ListInstancesResponse
-	(*ListNodesRequest)(nil),         // 50: wasmorch.v1.ListNodesRequest
-	(*NodeView)(nil),                 // 51: wasmorch.v1.NodeView
-	(*ListNodesResponse)(nil),        // 52: wasmorch.v1.ListNodesResponse
-	(*LogsRequest)(nil),              // 53: wasmorch.v1.LogsRequest
-	(*LogChunk)(nil),                 // 54: wasmorch.v1.LogChunk
-	(*ListEventsRequest)(nil),        // 55: wasmorch.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),       // 56: wasmorch.v1.ListEventsResponse
-	(*WatchRequest)(nil),             // 57: wasmorch.v1.WatchRequest
-	(*WatchEvent)(nil),               // 58: wasmorch.v1.WatchEvent
-	(*VersionRequest)(nil),           // 59: wasmorch.v1.VersionRequest
-	(*VersionResponse)(nil),          // 60: wasmorch.v1.VersionResponse
-	(*NodeRequest)(nil),              // 61: wasmorch.v1.NodeRequest
-	(*RemoveNodeRequest)(nil),        // 62: wasmorch.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),       // 63: wasmorch.v1.RemoveNodeResponse
-	(*Member)(nil),                   // 64: wasmorch.v1.Member
-	(*ListMembersRequest)(nil),       // 65: wasmorch.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),      // 66: wasmorch.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),         // 67: wasmorch.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 68: wasmorch.v1.AddMemberResponse
-	(*PromoteMemberRequest)(nil),     // 69: wasmorch.v1.PromoteMemberRequest
-	(*PromoteMemberResponse)(nil),    // 70: wasmorch.v1.PromoteMemberResponse
-	(*RemoveMemberRequest)(nil),      // 71: wasmorch.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 72: wasmorch.v1.RemoveMemberResponse
-	(*SnapshotRequest)(nil),          // 73: wasmorch.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),            // 74: wasmorch.v1.SnapshotChunk
-	(*JoinToken)(nil),                // 75: wasmorch.v1.JoinToken
-	(*CreateTokenRequest)(nil),       // 76: wasmorch.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 77: wasmorch.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),        // 78: wasmorch.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),       // 79: wasmorch.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),       // 80: wasmorch.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),      // 81: wasmorch.v1.RevokeTokenResponse
-	(*CertificateRecord)(nil),        // 82: wasmorch.v1.CertificateRecord
-	(*IssueCredentialRequest)(nil),   // 83: wasmorch.v1.IssueCredentialRequest
-	(*IssueCredentialResponse)(nil),  // 84: wasmorch.v1.IssueCredentialResponse
-	(*ListCredentialsRequest)(nil),   // 85: wasmorch.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),  // 86: wasmorch.v1.ListCredentialsResponse
-	(*RevokeCredentialRequest)(nil),  // 87: wasmorch.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil), // 88: wasmorch.v1.RevokeCredentialResponse
-	(*LabelNodeRequest)(nil),         // 89: wasmorch.v1.LabelNodeRequest
-	(*SetConfigRequest)(nil),         // 90: wasmorch.v1.SetConfigRequest
-	(*SetConfigResponse)(nil),        // 91: wasmorch.v1.SetConfigResponse
-	(*GetConfigRequest)(nil),         // 92: wasmorch.v1.GetConfigRequest
-	(*ListConfigsRequest)(nil),       // 93: wasmorch.v1.ListConfigsRequest
-	(*ListConfigsResponse)(nil),      // 94: wasmorch.v1.ListConfigsResponse
-	(*DeleteConfigRequest)(nil),      // 95: wasmorch.v1.DeleteConfigRequest
-	(*DeleteConfigResponse)(nil),     // 96: wasmorch.v1.DeleteConfigResponse
-	(*SecretView)(nil),               // 97: wasmorch.v1.SecretView
-	(*SetSecretRequest)(nil),         // 98: wasmorch.v1.SetSecretRequest
-	(*SetSecretResponse)(nil),        // 99: wasmorch.v1.SetSecretResponse
-	(*GetSecretRequest)(nil),         // 100: wasmorch.v1.GetSecretRequest
-	(*ListSecretsRequest)(nil),       // 101: wasmorch.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),      // 102: wasmorch.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),      // 103: wasmorch.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),     // 104: wasmorch.v1.DeleteSecretResponse
-	(*RotateSecretKeyRequest)(nil),   // 105: wasmorch.v1.RotateSecretKeyRequest
-	(*RotateSecretKeyResponse)(nil),  // 106: wasmorch.v1.RotateSecretKeyResponse
-	(*TopRequest)(nil),               // 107: wasmorch.v1.TopRequest
-	(*InstanceUsage)(nil),            // 108: wasmorch.v1.InstanceUsage
-	(*UsageReport)(nil),              // 109: wasmorch.v1.UsageReport
-	(*CreateUITokenRequest)(nil),     // 110: wasmorch.v1.CreateUITokenRequest
-	(*CreateUITokenResponse)(nil),    // 111: wasmorch.v1.CreateUITokenResponse
-	(*Revision)(nil),                 // 112: wasmorch.v1.Revision
-	(*ListRevisionsRequest)(nil),     // 113: wasmorch.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),    // 114: wasmorch.v1.ListRevisionsResponse
-	(*PromoteRolloutRequest)(nil),    // 115: wasmorch.v1.PromoteRolloutRequest
-	(*RestartRolloutRequest)(nil),    // 116: wasmorch.v1.RestartRolloutRequest
-	(*RollbackRequest)(nil),          // 117: wasmorch.v1.RollbackRequest
-	(*RegisterRequest)(nil),          // 118: wasmorch.v1.RegisterRequest
-	(*RegisterResponse)(nil),         // 119: wasmorch.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),         // 120: wasmorch.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 121: wasmorch.v1.HeartbeatResponse
-	(*SessionRequest)(nil),           // 122: wasmorch.v1.SessionRequest
-	(*Assignments)(nil),              // 123: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),              // 124: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),                // 125: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),         // 126: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),                // 127: wasmorch.v1.BlobChunk
-	(*JoinRequest)(nil),              // 128: wasmorch.v1.JoinRequest
-	(*JoinResponse)(nil),             // 129: wasmorch.v1.JoinResponse
-	(*RenewRequest)(nil),             // 130: wasmorch.v1.RenewRequest
-	(*InstanceLogsRequest)(nil),      // 131: wasmorch.v1.InstanceLogsRequest
-	(*UsageRequest)(nil),             // 132: wasmorch.v1.UsageRequest
-	nil,                              // 133: wasmorch.v1.Placement.SelectorEntry
-	nil,                              // 134: wasmorch.v1.Workload.LabelsEntry
-	nil,                              // 135: wasmorch.v1.Instance.VolumeUidsEntry
-	nil,                              // 136: wasmorch.v1.Node.LabelsEntry
-	nil,                              // 137: wasmorch.v1.FunctionLoad.GenerationsEntry
-	nil,                              // 138: wasmorch.v1.Config.DataEntry
-	nil,                              // 139: wasmorch.v1.SecretData.DataEntry
-	nil,                              // 140: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
-	nil,                              // 141: wasmorch.v1.ListNodesRequest.SelectorEntry
-	nil,                              // 142: wasmorch.v1.JoinToken.LabelsEntry
-	nil,                              // 143: wasmorch.v1.CreateTokenRequest.LabelsEntry
-	nil,                              // 144: wasmorch.v1.LabelNodeRequest.SetEntry
-	nil,                              // 145: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                              // 146: wasmorch.v1.SetSecretRequest.DataEntry
-	nil,                              // 147: wasmorch.v1.RegisterResponse.LabelsEntry
-	nil,                              // 148: wasmorch.v1.JoinRequest.LabelsEntry
+	(*HostMount)(nil),                // 6: wasmorch.v1.HostMount
+	(*VolumeMount)(nil),              // 7: wasmorch.v1.VolumeMount
+	(*Volume)(nil),                   // 8: wasmorch.v1.Volume
+	(*VolumeView)(nil),               // 9: wasmorch.v1.VolumeView
+	(*ListVolumesRequest)(nil),       // 10: wasmorch.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),      // 11: wasmorch.v1.ListVolumesResponse
+	(*GetVolumeRequest)(nil),         // 12: wasmorch.v1.GetVolumeRequest
+	(*DeleteVolumeRequest)(nil),      // 13: wasmorch.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),     // 14: wasmorch.v1.DeleteVolumeResponse
+	(*HttpTrigger)(nil),              // 15: wasmorch.v1.HttpTrigger
+	(*Autoscale)(nil),                // 16: wasmorch.v1.Autoscale
+	(*Placement)(nil),                // 17: wasmorch.v1.Placement
+	(*EnvVar)(nil),                   // 18: wasmorch.v1.EnvVar
+	(*Workload)(nil),                 // 19: wasmorch.v1.Workload
+	(*Instance)(nil),                 // 20: wasmorch.v1.Instance
+	(*InstanceStatus)(nil),           // 21: wasmorch.v1.InstanceStatus
+	(*Resources)(nil),                // 22: wasmorch.v1.Resources
+	(*Node)(nil),                     // 23: wasmorch.v1.Node
+	(*NodeCondition)(nil),            // 24: wasmorch.v1.NodeCondition
+	(*Event)(nil),                    // 25: wasmorch.v1.Event
+	(*BlobMeta)(nil),                 // 26: wasmorch.v1.BlobMeta
+	(*FunctionLoad)(nil),             // 27: wasmorch.v1.FunctionLoad
+	(*GenerationRequests)(nil),       // 28: wasmorch.v1.GenerationRequests
+	(*Config)(nil),                   // 29: wasmorch.v1.Config
+	(*Secret)(nil),                   // 30: wasmorch.v1.Secret
+	(*MountedFile)(nil),              // 31: wasmorch.v1.MountedFile
+	(*SecretData)(nil),               // 32: wasmorch.v1.SecretData
+	(*SecretKey)(nil),                // 33: wasmorch.v1.SecretKey
+	(*UploadRequest)(nil),            // 34: wasmorch.v1.UploadRequest
+	(*UploadHeader)(nil),             // 35: wasmorch.v1.UploadHeader
+	(*UploadResponse)(nil),           // 36: wasmorch.v1.UploadResponse
+	(*PullReferenceRequest)(nil),     // 37: wasmorch.v1.PullReferenceRequest
+	(*PullReferenceResponse)(nil),    // 38: wasmorch.v1.PullReferenceResponse
+	(*ApplyWorkloadRequest)(nil),     // 39: wasmorch.v1.ApplyWorkloadRequest
+	(*ApplyWorkloadResponse)(nil),    // 40: wasmorch.v1.ApplyWorkloadResponse
+	(*GetWorkloadRequest)(nil),       // 41: wasmorch.v1.GetWorkloadRequest
+	(*ListWorkloadsRequest)(nil),     // 42: wasmorch.v1.ListWorkloadsRequest
+	(*WorkloadView)(nil),             // 43: wasmorch.v1.WorkloadView
+	(*ListWorkloadsResponse)(nil),    // 44: wasmorch.v1.ListWorkloadsResponse
+	(*ScaleRequest)(nil),             // 45: wasmorch.v1.ScaleRequest
+	(*DeleteWorkloadRequest)(nil),    // 46: wasmorch.v1.DeleteWorkloadRequest
+	(*DeleteWorkloadResponse)(nil),   // 47: wasmorch.v1.DeleteWorkloadResponse
+	(*ListInstancesRequest)(nil),     // 48: wasmorch.v1.ListInstancesRequest
+	(*InstanceView)(nil),             // 49: wasmorch.v1.InstanceView
+	(*ListInstancesResponse)(nil),    // 50: wasmorch.v1.ListInstancesResponse
+	(*ListNodesRequest)(nil),         // 51: wasmorch.v1.ListNodesRequest
+	(*NodeView)(nil),                 // 52: wasmorch.v1.NodeView
+	(*ListNodesResponse)(nil),        // 53: wasmorch.v1.ListNodesResponse
+	(*LogsRequest)(nil),              // 54: wasmorch.v1.LogsRequest
+	(*LogChunk)(nil),                 // 55: wasmorch.v1.LogChunk
+	(*ListEventsRequest)(nil),        // 56: wasmorch.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 57: wasmorch.v1.ListEventsResponse
+	(*WatchRequest)(nil),             // 58: wasmorch.v1.WatchRequest
+	(*WatchEvent)(nil),               // 59: wasmorch.v1.WatchEvent
+	(*VersionRequest)(nil),           // 60: wasmorch.v1.VersionRequest
+	(*VersionResponse)(nil),          // 61: wasmorch.v1.VersionResponse
+	(*NodeRequest)(nil),              // 62: wasmorch.v1.NodeRequest
+	(*RemoveNodeRequest)(nil),        // 63: wasmorch.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 64: wasmorch.v1.RemoveNodeResponse
+	(*Member)(nil),                   // 65: wasmorch.v1.Member
+	(*ListMembersRequest)(nil),       // 66: wasmorch.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),      // 67: wasmorch.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),         // 68: wasmorch.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 69: wasmorch.v1.AddMemberResponse
+	(*PromoteMemberRequest)(nil),     // 70: wasmorch.v1.PromoteMemberRequest
+	(*PromoteMemberResponse)(nil),    // 71: wasmorch.v1.PromoteMemberResponse
+	(*RemoveMemberRequest)(nil),      // 72: wasmorch.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 73: wasmorch.v1.RemoveMemberResponse
+	(*SnapshotRequest)(nil),          // 74: wasmorch.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),            // 75: wasmorch.v1.SnapshotChunk
+	(*JoinToken)(nil),                // 76: wasmorch.v1.JoinToken
+	(*CreateTokenRequest)(nil),       // 77: wasmorch.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 78: wasmorch.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),        // 79: wasmorch.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),       // 80: wasmorch.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),       // 81: wasmorch.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),      // 82: wasmorch.v1.RevokeTokenResponse
+	(*CertificateRecord)(nil),        // 83: wasmorch.v1.CertificateRecord
+	(*IssueCredentialRequest)(nil),   // 84: wasmorch.v1.IssueCredentialRequest
+	(*IssueCredentialResponse)(nil),  // 85: wasmorch.v1.IssueCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 86: wasmorch.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 87: wasmorch.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 88: wasmorch.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 89: wasmorch.v1.RevokeCredentialResponse
+	(*LabelNodeRequest)(nil),         // 90: wasmorch.v1.LabelNodeRequest
+	(*SetConfigRequest)(nil),         // 91: wasmorch.v1.SetConfigRequest
+	(*SetConfigResponse)(nil),        // 92: wasmorch.v1.SetConfigResponse
+	(*GetConfigRequest)(nil),         // 93: wasmorch.v1.GetConfigRequest
+	(*ListConfigsRequest)(nil),       // 94: wasmorch.v1.ListConfigsRequest
+	(*ListConfigsResponse)(nil),      // 95: wasmorch.v1.ListConfigsResponse
+	(*DeleteConfigRequest)(nil),      // 96: wasmorch.v1.DeleteConfigRequest
+	(*DeleteConfigResponse)(nil),     // 97: wasmorch.v1.DeleteConfigResponse
+	(*SecretView)(nil),               // 98: wasmorch.v1.SecretView
+	(*SetSecretRequest)(nil),         // 99: wasmorch.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),        // 100: wasmorch.v1.SetSecretResponse
+	(*GetSecretRequest)(nil),         // 101: wasmorch.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),       // 102: wasmorch.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),      // 103: wasmorch.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),      // 104: wasmorch.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),     // 105: wasmorch.v1.DeleteSecretResponse
+	(*RotateSecretKeyRequest)(nil),   // 106: wasmorch.v1.RotateSecretKeyRequest
+	(*RotateSecretKeyResponse)(nil),  // 107: wasmorch.v1.RotateSecretKeyResponse
+	(*TopRequest)(nil),               // 108: wasmorch.v1.TopRequest
+	(*InstanceUsage)(nil),            // 109: wasmorch.v1.InstanceUsage
+	(*UsageReport)(nil),              // 110: wasmorch.v1.UsageReport
+	(*CreateUITokenRequest)(nil),     // 111: wasmorch.v1.CreateUITokenRequest
+	(*CreateUITokenResponse)(nil),    // 112: wasmorch.v1.CreateUITokenResponse
+	(*Revision)(nil),                 // 113: wasmorch.v1.Revision
+	(*ListRevisionsRequest)(nil),     // 114: wasmorch.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),    // 115: wasmorch.v1.ListRevisionsResponse
+	(*PromoteRolloutRequest)(nil),    // 116: wasmorch.v1.PromoteRolloutRequest
+	(*RestartRolloutRequest)(nil),    // 117: wasmorch.v1.RestartRolloutRequest
+	(*RollbackRequest)(nil),          // 118: wasmorch.v1.RollbackRequest
+	(*RegisterRequest)(nil),          // 119: wasmorch.v1.RegisterRequest
+	(*RegisterResponse)(nil),         // 120: wasmorch.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),         // 121: wasmorch.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 122: wasmorch.v1.HeartbeatResponse
+	(*SessionRequest)(nil),           // 123: wasmorch.v1.SessionRequest
+	(*Assignments)(nil),              // 124: wasmorch.v1.Assignments
+	(*StatusBatch)(nil),              // 125: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),                // 126: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),         // 127: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),                // 128: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),              // 129: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),             // 130: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),             // 131: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),      // 132: wasmorch.v1.InstanceLogsRequest
+	(*UsageRequest)(nil),             // 133: wasmorch.v1.UsageRequest
+	nil,                              // 134: wasmorch.v1.Placement.SelectorEntry
+	nil,                              // 135: wasmorch.v1.Workload.LabelsEntry
+	nil,                              // 136: wasmorch.v1.Instance.VolumeUidsEntry
+	nil,                              // 137: wasmorch.v1.Node.LabelsEntry
+	nil,                              // 138: wasmorch.v1.FunctionLoad.GenerationsEntry
+	nil,                              // 139: wasmorch.v1.Config.DataEntry
+	nil,                              // 140: wasmorch.v1.SecretData.DataEntry
+	nil,                              // 141: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	nil,                              // 142: wasmorch.v1.ListNodesRequest.SelectorEntry
+	nil,                              // 143: wasmorch.v1.JoinToken.LabelsEntry
+	nil,                              // 144: wasmorch.v1.CreateTokenRequest.LabelsEntry
+	nil,                              // 145: wasmorch.v1.LabelNodeRequest.SetEntry
+	nil,                              // 146: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                              // 147: wasmorch.v1.SetSecretRequest.DataEntry
+	nil,                              // 148: wasmorch.v1.RegisterResponse.LabelsEntry
+	nil,                              // 149: wasmorch.v1.JoinRequest.LabelsEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
-	17,  // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
+	18,  // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
 	0,   // 1: wasmorch.v1.WorkloadSpec.restart:type_name -> wasmorch.v1.RestartPolicy
-	14,  // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
-	15,  // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
-	16,  // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
-	30,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
-	6,   // 6: wasmorch.v1.WorkloadSpec.volumes:type_name -> wasmorch.v1.VolumeMount
-	7,   // 7: wasmorch.v1.VolumeView.volume:type_name -> wasmorch.v1.Volume
-	8,   // 8: wasmorch.v1.ListVolumesResponse.volumes:type_name -> wasmorch.v1.VolumeView
-	133, // 9: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
-	5,   // 10: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
-	134, // 11: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
-	5,   // 12: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
-	135, // 13: wasmorch.v1.Instance.volume_uids:type_name -> wasmorch.v1.Instance.VolumeUidsEntry
-	1,   // 14: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
-	21,  // 15: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	136, // 16: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
-	23,  // 17: wasmorch.v1.Node.conditions:type_name -> wasmorch.v1.NodeCondition
-	2,   // 18: wasmorch.v1.NodeCondition.type:type_name -> wasmorch.v1.NodeConditionType
-	137, // 19: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
-	138, // 20: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	139, // 21: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
-	34,  // 22: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
-	5,   // 23: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
-	140, // 24: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
-	18,  // 25: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
-	18,  // 26: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
-	42,  // 27: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
-	1,   // 28: wasmorch.v1.ListInstancesRequest.states:type_name -> wasmorch.v1.InstanceState
-	19,  // 29: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
-	20,  // 30: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
-	1,   // 31: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
-	48,  // 32: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
-	141, // 33: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
-	22,  // 34: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
-	21,  // 35: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
-	51,  // 36: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
-	24,  // 37: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
-	3,   // 38: wasmorch.v1.WatchRequest.kind:type_name -> wasmorch.v1.WatchKind
-	4,   // 39: wasmorch.v1.WatchEvent.type:type_name -> wasmorch.v1.WatchEventType
-	42,  // 40: wasmorch.v1.WatchEvent.workload:type_name -> wasmorch.v1.WorkloadView
-	48,  // 41: wasmorch.v1.WatchEvent.instance:type_name -> wasmorch.v1.InstanceView
-	51,  // 42: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
-	24,  // 43: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
-	64,  // 44: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
-	142, // 45: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
-	143, // 46: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
-	75,  // 47: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
-	75,  // 48: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
-	82,  // 49: wasmorch.v1.IssueCredentialResponse.info:type_name -> wasmorch.v1.CertificateRecord
-	82,  // 50: wasmorch.v1.ListCredentialsResponse.credentials:type_name -> wasmorch.v1.CertificateRecord
-	82,  // 51: wasmorch.v1.RevokeCredentialResponse.revoked:type_name -> wasmorch.v1.CertificateRecord
-	144, // 52: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
-	145, // 53: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
-	28,  // 54: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
-	28,  // 55: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	146, // 56: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
-	97,  // 57: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
-	97,  // 58: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
-	108, // 59: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
-	21,  // 60: wasmorch.v1.UsageReport.capacity:type_name -> wasmorch.v1.Resources
-	5,   // 61: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
-	112, // 62: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
-	22,  // 63: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	147, // 64: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
-	23,  // 65: wasmorch.v1.HeartbeatRequest.conditions:type_name -> wasmorch.v1.NodeCondition
-	19,  // 66: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
-	20,  // 67: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	148, // 68: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
-	27,  // 69: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
-	33,  // 70: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	36,  // 71: wasmorch.v1.Control.PullReference:input_type -> wasmorch.v1.PullReferenceRequest
-	38,  // 72: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	40,  // 73: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	41,  // 74: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	44,  // 75: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	45,  // 76: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	47,  // 77: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	50,  // 78: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	53,  // 79: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	59,  // 80: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	55,  // 81: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	57,  // 82: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
-	61,  // 83: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
-	61,  // 84: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
-	61,  // 85: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
-	62,  // 86: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
-	65,  // 87: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
-	67,  // 88: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
-	69,  // 89: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
-	71,  // 90: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
-	73,  // 91: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
-	76,  // 92: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
-	78,  // 93: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
-	80,  // 94: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
-	83,  // 95: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
-	85,  // 96: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
-	87,  // 97: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
-	89,  // 98: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
-	90,  // 99: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
-	92,  // 100: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
-	93,  // 101: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
-	95,  // 102: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
-	98,  // 103: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
-	100, // 104: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
-	101, // 105: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
-	103, // 106: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
-	105, // 107: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
-	113, // 108: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
-	117, // 109: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
-	115, // 110: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
-	116, // 111: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
-	107, // 112: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
-	110, // 113: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
-	9,   // 114: wasmorch.v1.Control.ListVolumes:input_type -> wasmorch.v1.ListVolumesRequest
-	11,  // 115: wasmorch.v1.Control.GetVolume:input_type -> wasmorch.v1.GetVolumeRequest
-	12,  // 116: wasmorch.v1.Control.DeleteVolume:input_type -> wasmorch.v1.DeleteVolumeRequest
-	118, // 117: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	120, // 118: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	122, // 119: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	124, // 120: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	126, // 121: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	128, // 122: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	130, // 123: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	131, // 124: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	132, // 125: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
-	35,  // 126: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	37,  // 127: wasmorch.v1.Control.PullReference:output_type -> wasmorch.v1.PullReferenceResponse
-	39,  // 128: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	42,  // 129: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	43,  // 130: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	18,  // 131: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	46,  // 132: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	49,  // 133: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	52,  // 134: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	54,  // 135: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	60,  // 136: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	56,  // 137: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	58,  // 138: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
-	51,  // 139: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	51,  // 140: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	51,  // 141: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	63,  // 142: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	66,  // 143: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	68,  // 144: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	70,  // 145: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	72,  // 146: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	74,  // 147: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	77,  // 148: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	79,  // 149: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	81,  // 150: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	84,  // 151: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
-	86,  // 152: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
-	88,  // 153: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
-	51,  // 154: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
-	91,  // 155: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	28,  // 156: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	94,  // 157: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	96,  // 158: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	99,  // 159: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	97,  // 160: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	102, // 161: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	104, // 162: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	106, // 163: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	114, // 164: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
-	39,  // 165: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	18,  // 166: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
-	39,  // 167: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	109, // 168: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
-	111, // 169: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
-	10,  // 170: wasmorch.v1.Control.ListVolumes:output_type -> wasmorch.v1.ListVolumesResponse
-	8,   // 171: wasmorch.v1.Control.GetVolume:output_type -> wasmorch.v1.VolumeView
-	13,  // 172: wasmorch.v1.Control.DeleteVolume:output_type -> wasmorch.v1.DeleteVolumeResponse
-	119, // 173: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	121, // 174: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	123, // 175: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	125, // 176: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	127, // 177: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	129, // 178: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	129, // 179: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	54,  // 180: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	109, // 181: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
-	126, // [126:182] is the sub-list for method output_type
-	70,  // [70:126] is the sub-list for method input_type
-	70,  // [70:70] is the sub-list for extension type_name
-	70,  // [70:70] is the sub-list for extension extendee
-	0,   // [0:70] is the sub-list for field type_name
+	15,  // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
+	16,  // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
+	17,  // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
+	31,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
+	7,   // 6: wasmorch.v1.WorkloadSpec.volumes:type_name -> wasmorch.v1.VolumeMount
+	6,   // 7: wasmorch.v1.WorkloadSpec.mounts:type_name -> wasmorch.v1.HostMount
+	8,   // 8: wasmorch.v1.VolumeView.volume:type_name -> wasmorch.v1.Volume
+	9,   // 9: wasmorch.v1.ListVolumesResponse.volumes:type_name -> wasmorch.v1.VolumeView
+	134, // 10: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	5,   // 11: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
+	135, // 12: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
+	5,   // 13: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
+	136, // 14: wasmorch.v1.Instance.volume_uids:type_name -> wasmorch.v1.Instance.VolumeUidsEntry
+	1,   // 15: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
+	22,  // 16: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
+	137, // 17: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	24,  // 18: wasmorch.v1.Node.conditions:type_name -> wasmorch.v1.NodeCondition
+	2,   // 19: wasmorch.v1.NodeCondition.type:type_name -> wasmorch.v1.NodeConditionType
+	138, // 20: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
+	139, // 21: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	140, // 22: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	35,  // 23: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
+	5,   // 24: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
+	141, // 25: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	19,  // 26: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
+	19,  // 27: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
+	43,  // 28: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
+	1,   // 29: wasmorch.v1.ListInstancesRequest.states:type_name -> wasmorch.v1.InstanceState
+	20,  // 30: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
+	21,  // 31: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
+	1,   // 32: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
+	49,  // 33: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
+	142, // 34: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
+	23,  // 35: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
+	22,  // 36: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
+	52,  // 37: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
+	25,  // 38: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
+	3,   // 39: wasmorch.v1.WatchRequest.kind:type_name -> wasmorch.v1.WatchKind
+	4,   // 40: wasmorch.v1.WatchEvent.type:type_name -> wasmorch.v1.WatchEventType
+	43,  // 41: wasmorch.v1.WatchEvent.workload:type_name -> wasmorch.v1.WorkloadView
+	49,  // 42: wasmorch.v1.WatchEvent.instance:type_name -> wasmorch.v1.InstanceView
+	52,  // 43: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
+	25,  // 44: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
+	65,  // 45: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
+	143, // 46: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
+	144, // 47: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
+	76,  // 48: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
+	76,  // 49: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
+	83,  // 50: wasmorch.v1.IssueCredentialResponse.info:type_name -> wasmorch.v1.CertificateRecord
+	83,  // 51: wasmorch.v1.ListCredentialsResponse.credentials:type_name -> wasmorch.v1.CertificateRecord
+	83,  // 52: wasmorch.v1.RevokeCredentialResponse.revoked:type_name -> wasmorch.v1.CertificateRecord
+	145, // 53: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
+	146, // 54: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	29,  // 55: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
+	29,  // 56: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
+	147, // 57: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	98,  // 58: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
+	98,  // 59: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
+	109, // 60: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
+	22,  // 61: wasmorch.v1.UsageReport.capacity:type_name -> wasmorch.v1.Resources
+	5,   // 62: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
+	113, // 63: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
+	23,  // 64: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
+	148, // 65: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
+	24,  // 66: wasmorch.v1.HeartbeatRequest.conditions:type_name -> wasmorch.v1.NodeCondition
+	20,  // 67: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
+	21,  // 68: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
+	149, // 69: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
+	28,  // 70: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
+	34,  // 71: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	37,  // 72: wasmorch.v1.Control.PullReference:input_type -> wasmorch.v1.PullReferenceRequest
+	39,  // 73: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	41,  // 74: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	42,  // 75: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	45,  // 76: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	46,  // 77: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	48,  // 78: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	51,  // 79: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	54,  // 80: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	60,  // 81: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	56,  // 82: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	58,  // 83: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
+	62,  // 84: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	62,  // 85: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	62,  // 86: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	63,  // 87: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	66,  // 88: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	68,  // 89: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	70,  // 90: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	72,  // 91: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	74,  // 92: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	77,  // 93: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	79,  // 94: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	81,  // 95: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	84,  // 96: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
+	86,  // 97: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
+	88,  // 98: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
+	90,  // 99: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
+	91,  // 100: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
+	93,  // 101: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
+	94,  // 102: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
+	96,  // 103: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
+	99,  // 104: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
+	101, // 105: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
+	102, // 106: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
+	104, // 107: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
+	106, // 108: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
+	114, // 109: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
+	118, // 110: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	116, // 111: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
+	117, // 112: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
+	108, // 113: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
+	111, // 114: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
+	10,  // 115: wasmorch.v1.Control.ListVolumes:input_type -> wasmorch.v1.ListVolumesRequest
+	12,  // 116: wasmorch.v1.Control.GetVolume:input_type -> wasmorch.v1.GetVolumeRequest
+	13,  // 117: wasmorch.v1.Control.DeleteVolume:input_type -> wasmorch.v1.DeleteVolumeRequest
+	119, // 118: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	121, // 119: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	123, // 120: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	125, // 121: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	127, // 122: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	129, // 123: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	131, // 124: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	132, // 125: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	133, // 126: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
+	36,  // 127: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	38,  // 128: wasmorch.v1.Control.PullReference:output_type -> wasmorch.v1.PullReferenceResponse
+	40,  // 129: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	43,  // 130: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	44,  // 131: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	19,  // 132: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	47,  // 133: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	50,  // 134: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	53,  // 135: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	55,  // 136: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	61,  // 137: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	57,  // 138: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	59,  // 139: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
+	52,  // 140: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	52,  // 141: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	52,  // 142: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	64,  // 143: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	67,  // 144: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	69,  // 145: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	71,  // 146: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	73,  // 147: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	75,  // 148: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	78,  // 149: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	80,  // 150: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	82,  // 151: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	85,  // 152: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
+	87,  // 153: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
+	89,  // 154: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
+	52,  // 155: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
+	92,  // 156: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	29,  // 157: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	95,  // 158: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	97,  // 159: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	100, // 160: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	98,  // 161: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	103, // 162: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	105, // 163: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	107, // 164: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	115, // 165: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	40,  // 166: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	19,  // 167: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
+	40,  // 168: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	110, // 169: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
+	112, // 170: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
+	11,  // 171: wasmorch.v1.Control.ListVolumes:output_type -> wasmorch.v1.ListVolumesResponse
+	9,   // 172: wasmorch.v1.Control.GetVolume:output_type -> wasmorch.v1.VolumeView
+	14,  // 173: wasmorch.v1.Control.DeleteVolume:output_type -> wasmorch.v1.DeleteVolumeResponse
+	120, // 174: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	122, // 175: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	124, // 176: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	126, // 177: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	128, // 178: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	130, // 179: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	130, // 180: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	55,  // 181: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	110, // 182: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
+	127, // [127:183] is the sub-list for method output_type
+	71,  // [71:127] is the sub-list for method input_type
+	71,  // [71:71] is the sub-list for extension type_name
+	71,  // [71:71] is the sub-list for extension extendee
+	0,   // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -9578,11 +9667,11 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 	if File_wasmorch_v1_wasmorch_proto != nil {
 		return
 	}
-	file_wasmorch_v1_wasmorch_proto_msgTypes[28].OneofWrappers = []any{
+	file_wasmorch_v1_wasmorch_proto_msgTypes[29].OneofWrappers = []any{
 		(*UploadRequest_Header)(nil),
 		(*UploadRequest_Chunk)(nil),
 	}
-	file_wasmorch_v1_wasmorch_proto_msgTypes[53].OneofWrappers = []any{
+	file_wasmorch_v1_wasmorch_proto_msgTypes[54].OneofWrappers = []any{
 		(*WatchEvent_Workload)(nil),
 		(*WatchEvent_Instance)(nil),
 		(*WatchEvent_Node)(nil),
@@ -9594,7 +9683,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   144,
+			NumMessages:   145,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -37,7 +37,7 @@ proto:
 	  --plugin=protoc-gen-go-grpc=$$($(GO) tool -n protoc-gen-go-grpc) \
 	  --go_out=proto --go_opt=paths=source_relative \
 	  --go-grpc_out=proto --go-grpc_opt=paths=source_relative \
-	  proto/wasmorch/v1/wasmorch.proto
+	  proto/wasmorch/v1/wasmorch.proto proto/wasmorch/provider/v1/provider.proto
 
 # Rebuild the Wasm test modules from their sources (wat2wasm, clang, Go).
 testdata:

@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/wasmorch/wasmorch/controlplane/cloud"
 	"github.com/wasmorch/wasmorch/controlplane/cloud/local"
+	"github.com/wasmorch/wasmorch/controlplane/cloud/plugin"
 	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 )
 
 // The cloud controller's wiring (docs/cloud.md): the member makes the
@@ -32,8 +36,20 @@ func (c Config) validateCloud() []error {
 			errs = append(errs, fmt.Errorf("node group %s is configured twice", g.Name))
 		}
 		seen[g.Name] = true
-		if g.Provider != local.Name {
+		if _, external := c.NodeProviders[g.Provider]; external {
+			errs = append(errs, fmt.Errorf("node group %s: provider %s is a plugin, which lists its own groups: configure the group there", g.Name, g.Provider))
+		} else if g.Provider != local.Name {
 			errs = append(errs, fmt.Errorf("node group %s: unknown provider %q (known: %s)", g.Name, g.Provider, local.Name))
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.NodeProviders)) {
+		switch socket := c.NodeProviders[name]; {
+		case name == local.Name:
+			errs = append(errs, fmt.Errorf("node provider %s: the name of the built-in provider; give the plugin another", name))
+		case workloads.ValidateObjectName("node provider", name) != nil:
+			errs = append(errs, workloads.ValidateObjectName("node provider", name))
+		case !filepath.IsAbs(socket):
+			errs = append(errs, fmt.Errorf("node provider %s: socket %q is not an absolute path", name, socket))
 		}
 	}
 	if c.ScaleDownDelay < 0 {
@@ -42,8 +58,18 @@ func (c Config) validateCloud() []error {
 	return errs
 }
 
-// newProviders makes the providers of the configured groups.
+// newProviders makes the providers: the local one for the configured
+// groups, and a client of each external plugin (which connects when first
+// asked: a plugin that is down does not stop the member).
 func (s *Server) newProviders() ([]provider.Provider, error) {
+	var out []provider.Provider
+	for _, name := range slices.Sorted(maps.Keys(s.cfg.NodeProviders)) {
+		p, err := plugin.Dial(name, s.cfg.NodeProviders[name])
+		if err != nil {
+			return out, err
+		}
+		out = append(out, p)
+	}
 	var locals []provider.NodeGroup
 	for _, g := range s.cfg.NodeGroups {
 		if g.Provider == local.Name {
@@ -51,19 +77,17 @@ func (s *Server) newProviders() ([]provider.Provider, error) {
 		}
 	}
 	if len(locals) == 0 {
-		return nil, nil
+		return out, nil
 	}
 	p, err := local.New(local.Config{
-		Server:  func() string { return dialableAddr(s.APIAddr()) },
 		DataDir: filepath.Join(s.cfg.DataDir, "cloud", local.Name),
-		Token:   s.api.NodeToken,
 		Groups:  locals,
 		Logger:  s.log.With("component", "cloud"),
 	})
 	if err != nil {
-		return nil, err
+		return out, err
 	}
-	return []provider.Provider{p}, nil
+	return append(out, p), nil
 }
 
 func (s *Server) closeProviders() {
@@ -83,6 +107,7 @@ func (s *Server) runCloud(ctx context.Context, el *concurrency.Election) <-chan 
 		c := cloud.New(cloud.Config{
 			Cache: s.cache, KV: store.Fenced(s.store.Client, el), Events: s.events, Logger: s.log, Providers: s.providers,
 			RemoveNode: s.api.RemoveNodeForced, SetCordoned: s.api.SetCordoned, ScaleDownDelay: s.cfg.ScaleDownDelay,
+			Token: s.api.NodeToken, Servers: func() []string { return []string{dialableAddr(s.APIAddr())} },
 		})
 		_ = c.Start(ctx) // returns nil when ctx ends
 	}()

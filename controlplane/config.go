@@ -113,6 +113,10 @@ type Config struct {
 	// nothing before it is deleted (zero: cloud.DefaultScaleDownDelay).
 	NodeGroups     []provider.NodeGroup `json:"nodeGroups" yaml:"nodeGroups"`
 	ScaleDownDelay time.Duration        `json:"scaleDownDelay" yaml:"scaleDownDelay"`
+	// NodeProviders are external node providers, by name: the unix socket
+	// each answers the plugin protocol on (proto/wasmorch/provider/v1);
+	// their groups are theirs.
+	NodeProviders map[string]string `json:"nodeProviders" yaml:"nodeProviders"`
 }
 
 // Defaults of the leader's loops (package controller), as the flags of

@@ -13,15 +13,39 @@ import (
 )
 
 // TestCloudLocalGroupFollowsDemand is issue 20's scenario with the built-in
-// local provider: a server with one node group (min 0, max 3, 10 instances
-// per node) and no agents grows the group to 3 real agent processes for 25
-// replicas, replaces a node whose process is killed without waiting for
-// the heartbeat grace (set to 10 minutes, longer than the test may take),
-// and deletes every node once the workload is gone and the shortened
-// scale-down delay has passed.
+// local provider in the server's process.
 func TestCloudLocalGroupFollowsDemand(t *testing.T) {
 	api := freeAddr(t)
-	// Runs last: after the server has stopped, none of its agents is left.
+	noAgentsLeft(t, api)
+	m := startServerOn(t, api, "--node-group", "name=pool,provider=local,min=0,max=3,instances=10", "--scale-down-delay", "2s", "--node-grace", "10m")
+	followsDemand(t, m, "local", filepath.Join(m.dataDir, "cloud", "local"))
+}
+
+// TestCloudPluginGroupFollowsDemand is the same scenario through the
+// plugin protocol: the local provider served by 'wasmorch provider local'
+// on a unix socket, which the server dials as provider "ext".
+func TestCloudPluginGroupFollowsDemand(t *testing.T) {
+	api := freeAddr(t)
+	noAgentsLeft(t, api)
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "provider.sock")
+	p := startDaemon(t, "provider", cliEnv(t), "provider", "local", "--socket", socket, "--data-dir", filepath.Join(dir, "nodes"),
+		"--node-group", "name=pool,provider=local,min=0,max=3,instances=10")
+	eventually(t, "the provider's socket", func() (bool, string) {
+		if !p.running() {
+			out, _ := os.ReadFile(p.log)
+			t.Fatalf("wasmorch provider local exited with %d:\n%s", p.proc.exitCode, out)
+		}
+		_, err := os.Stat(socket)
+		return err == nil, fmt.Sprint(err)
+	})
+	m := startServerOn(t, api, "--node-provider", "ext="+socket, "--scale-down-delay", "2s", "--node-grace", "10m")
+	followsDemand(t, m, "ext", filepath.Join(dir, "nodes"))
+}
+
+// noAgentsLeft checks, once the test's processes have stopped, that no
+// agent of the server at api is left (and kills those that are).
+func noAgentsLeft(t *testing.T, api string) {
 	t.Cleanup(func() {
 		if pids := localAgents(api); len(pids) > 0 {
 			for _, p := range pids {
@@ -30,7 +54,17 @@ func TestCloudLocalGroupFollowsDemand(t *testing.T) {
 			t.Errorf("agents %v of the local provider outlived the server", pids)
 		}
 	})
-	m := startServerOn(t, api, "--node-group", "name=pool,provider=local,min=0,max=3,instances=10", "--scale-down-delay", "2s", "--node-grace", "10m")
+}
+
+// followsDemand is issue 20's scenario on a server with one node group,
+// pool (min 0, max 3, 10 instances per node, of provider), and no agents:
+// 25 replicas grow it to 3 real agent processes; a node whose process is
+// killed is replaced without waiting for the heartbeat grace (set to 10
+// minutes, longer than the test may take); once the workload is gone and
+// the shortened scale-down delay has passed, every node is deleted and
+// its data dir (under nodesDir) removed.
+func followsDemand(t *testing.T, m *multi, provider, nodesDir string) {
+	api := m.api
 	if ns := m.nodes(); len(ns) != 0 {
 		t.Fatalf("a server without agents has nodes: %v", ns)
 	}
@@ -72,7 +106,7 @@ func TestCloudLocalGroupFollowsDemand(t *testing.T) {
 		return !there, toJSON(ns)
 	})
 	deleted := m.events("NodeDeleted")
-	if !strings.Contains(strings.Join(deleted, "\n"), "node "+victim+" removed: provider local says it no longer exists") {
+	if !strings.Contains(strings.Join(deleted, "\n"), "node "+victim+" removed: provider "+provider+" says it no longer exists") {
 		t.Errorf("no NodeDeleted event for %s: %v", victim, deleted)
 	}
 	if notReady := m.events("NodeNotReady"); len(notReady) > 0 {
@@ -103,26 +137,34 @@ func TestCloudLocalGroupFollowsDemand(t *testing.T) {
 		pids := localAgents(api)
 		return len(pids) == 0, fmt.Sprint(pids)
 	})
-	dirs, err := os.ReadDir(filepath.Join(m.dataDir, "cloud", "local"))
+	dirs, err := os.ReadDir(nodesDir)
 	if err != nil || len(dirs) != 0 {
 		t.Errorf("the deleted nodes' data dirs are left: %v %v", dirs, err)
 	}
 }
 
-// TestCloudBadNodeGroupIsRefused: a node group the server cannot keep ends
-// it at start with one line naming the group.
+// TestCloudBadNodeGroupIsRefused: a node group or provider the server
+// cannot keep ends it at start with one line naming it.
 func TestCloudBadNodeGroupIsRefused(t *testing.T) {
-	for _, tc := range []struct{ group, want string }{
-		{"name=pool,provider=aws,min=0,max=3,instances=10", `node group pool: unknown provider "aws" (known: local)`},
-		{"name=pool,provider=local,min=4,max=3,instances=10", "node group pool: min 4 is more than max 3"},
-		{"name=pool,provider=local,min=0,max=3", "node group pool: instances per node 0 must be at least 1"},
-		{"name=pool,provider=local,size=3", `unknown key "size"`},
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--node-group", "name=pool,provider=aws,min=0,max=3,instances=10"}, `node group pool: unknown provider "aws" (known: local)`},
+		{[]string{"--node-group", "name=pool,provider=local,min=4,max=3,instances=10"}, "node group pool: min 4 is more than max 3"},
+		{[]string{"--node-group", "name=pool,provider=local,min=0,max=3"}, "node group pool: instances per node 0 must be at least 1"},
+		{[]string{"--node-group", "name=pool,provider=local,size=3"}, `unknown key "size"`},
+		{[]string{"--node-provider", "local=/run/p.sock"}, "node provider local: the name of the built-in provider"},
+		{[]string{"--node-provider", "ext=p.sock"}, `node provider ext: socket "p.sock" is not an absolute path`},
+		{[]string{"--node-provider", "ext=/run/p.sock", "--node-group", "name=pool,provider=ext,max=1,instances=1"}, "node group pool: provider ext is a plugin, which lists its own groups"},
 	} {
-		r := run(t, cliEnv(t), "server", "--data-dir", t.TempDir(), "--api", freeAddr(t), "--http", freeAddr(t), "--metrics-addr", "", "--node-group", tc.group)
+		r := run(t, cliEnv(t), append([]string{"server", "--data-dir", t.TempDir(), "--api", freeAddr(t), "--http", freeAddr(t), "--metrics-addr", ""}, tc.args...)...)
 		if r.code == 0 || !strings.Contains(r.stderr, tc.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
-			t.Errorf("server --node-group %s: want one line with %q\n%s", tc.group, tc.want, r)
+			t.Errorf("server %v: want one line with %q\n%s", tc.args, tc.want, r)
 		}
 	}
+	r := run(t, cliEnv(t), "provider", "local", "--node-group", "name=pool,provider=local,max=1,instances=1")
+	oneLineError(t, r, "the provider needs a --socket")
 }
 
 // events returns the messages of the cluster's events with reason.

@@ -68,7 +68,7 @@ wins over the file. Flags that name or describe one object (deploy --name and
 		c.GroupID = "members"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newUpCommand(stopSignals), newServerCommand(stopSignals), newAgentCommand(stopSignals), newSimulateCommand(stopSignals)} {
+	for _, c := range []*cobra.Command{newUpCommand(stopSignals), newServerCommand(stopSignals), newAgentCommand(stopSignals), newSimulateCommand(stopSignals), newProviderCommand(stopSignals)} {
 		c.GroupID = "run"
 		root.AddCommand(c)
 	}

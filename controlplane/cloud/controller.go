@@ -19,6 +19,7 @@ package cloud
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,6 +65,11 @@ type Config struct {
 	// cordons or uncordons one (the API's paths: api.Server).
 	RemoveNode  func(ctx context.Context, name string) (int32, error)
 	SetCordoned func(ctx context.Context, name string, cordoned bool) error
+	// Token mints the join token of a node the controller asks for: one
+	// use, bound to its name and labels (api.Server.NodeToken); Servers
+	// are the API addresses it joins.
+	Token   func(ctx context.Context, node string, labels map[string]string) (string, error)
+	Servers func() []string
 
 	ScaleDownDelay   time.Duration
 	ProvisionTimeout time.Duration // how long a recorded scale-up counts as coming
@@ -92,6 +98,8 @@ type Controller struct {
 	// said keeps the last message of repeated events, per object and
 	// reason, so that a condition that lasts is recorded once.
 	said map[string]string
+	// known are the groups each provider last listed.
+	known map[string][]group
 }
 
 type group struct {
@@ -116,14 +124,36 @@ func New(cfg Config) *Controller {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Controller{cfg: cfg, log: cfg.Logger.With("loop", "cloud"), emptySince: map[string]time.Time{}, mine: map[string]bool{}, said: map[string]string{}}
-	for _, p := range cfg.Providers {
-		for _, g := range p.NodeGroups() {
-			c.groups = append(c.groups, group{g, p})
+	return &Controller{cfg: cfg, log: cfg.Logger.With("loop", "cloud"), emptySince: map[string]time.Time{}, mine: map[string]bool{}, said: map[string]string{},
+		known: map[string][]group{}}
+}
+
+// refresh asks each provider for its groups; a provider that does not
+// answer (or answers groups that are not valid) keeps the groups it last
+// listed, and every call about them fails until it answers again.
+func (c *Controller) refresh(ctx context.Context) {
+	for _, p := range c.cfg.Providers {
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		gs, err := p.NodeGroups(cctx)
+		cancel()
+		if err != nil {
+			c.once(ctx, "provider/"+p.Name(), "ProviderError", fmt.Sprintf("provider %s did not list its node groups: %v; retrying", p.Name(), err))
+			continue
 		}
+		c.clear("provider/"+p.Name(), "ProviderError")
+		var known []group
+		for _, g := range gs {
+			g.Provider = p.Name()
+			known = append(known, group{g, p})
+		}
+		c.known[p.Name()] = known
+	}
+	c.groups = c.groups[:0]
+	for _, p := range c.cfg.Providers {
+		c.groups = append(c.groups, c.known[p.Name()]...)
 	}
 	// The smallest group first: scale-ups grow the smallest that fits.
-	sort.Slice(c.groups, func(i, j int) bool {
+	sort.SliceStable(c.groups, func(i, j int) bool {
 		a, b := c.groups[i].Template, c.groups[j].Template
 		if a.Instances != b.Instances {
 			return a.Instances < b.Instances
@@ -133,12 +163,11 @@ func New(cfg Config) *Controller {
 		}
 		return c.groups[i].Name < c.groups[j].Name
 	})
-	return c
 }
 
 // Start runs a pass every period until ctx ends.
 func (c *Controller) Start(ctx context.Context) error {
-	if len(c.groups) == 0 {
+	if len(c.cfg.Providers) == 0 {
 		return nil
 	}
 	t := time.NewTicker(c.cfg.Period)
@@ -191,6 +220,7 @@ func (c *Controller) read() view {
 
 // Pass runs node lifecycle, scale up and scale down once.
 func (c *Controller) Pass(ctx context.Context) error {
+	c.refresh(ctx)
 	v := c.read()
 	var errs []error
 	sizes := map[string]int{}
@@ -454,9 +484,20 @@ func (c *Controller) grow(ctx context.Context, g group, from, by, pending int) e
 	if !resp.Succeeded {
 		return fmt.Errorf("recording the scale-up of group %s: no longer the leader", g.Name)
 	}
+	nodes := make([]provider.NewNode, by)
+	for i := range nodes {
+		name := g.Name + "-" + suffix()
+		labels := g.NodeLabels(g.Zone)
+		tok, err := c.cfg.Token(ctx, name, labels)
+		if err != nil {
+			_ = c.forget(ctx, g.Name)
+			return fmt.Errorf("join token for node %s of group %s: %w", name, g.Name, err)
+		}
+		nodes[i] = provider.NewNode{Name: name, Labels: labels, Token: tok, Servers: c.cfg.Servers()}
+	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	if err := g.p.IncreaseSize(cctx, g.Name, by); err != nil {
+	if err := g.p.IncreaseSize(cctx, g.Name, nodes); err != nil {
 		_ = c.forget(ctx, g.Name)
 		c.record(ctx, "nodegroup/"+g.Name, "FailedScaleUp", "provider %s could not grow group %s by %d: %v", g.p.Name(), g.Name, by, err)
 		return fmt.Errorf("growing group %s: %w", g.Name, err)
@@ -545,3 +586,15 @@ func (c *Controller) once(ctx context.Context, object, reason, msg string) {
 }
 
 func (c *Controller) clear(object, reason string) { delete(c.said, object+"\x00"+reason) }
+
+// suffix is five random lowercase letters and digits, for a new node's
+// name.
+func suffix() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}

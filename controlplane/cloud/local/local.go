@@ -8,7 +8,6 @@ package local
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,11 +17,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 )
 
 // Name is the provider's name in group configs.
@@ -34,21 +35,14 @@ const DefaultZone = "local"
 // stopGrace is how long a stopped agent may take before it is killed.
 const stopGrace = 15 * time.Second
 
-// TokenFunc mints a join token admitting one node of that name with those
-// labels, once.
-type TokenFunc func(ctx context.Context, node string, labels map[string]string) (string, error)
-
 // Config configures the provider.
 type Config struct {
 	// Binary is the wasmorch executable the agents run (default: this
 	// process's own).
 	Binary string
-	// Server returns the control-plane API address the agents join.
-	Server func() string
 	// DataDir holds one directory per node (DataDir/<node>), removed with
 	// the node.
 	DataDir string
-	Token   TokenFunc
 	Groups  []provider.NodeGroup
 	Logger  *slog.Logger
 }
@@ -82,8 +76,8 @@ func New(cfg Config) (*Provider, error) {
 		}
 		cfg.Binary = exe
 	}
-	if cfg.Server == nil || cfg.Token == nil || cfg.DataDir == "" {
-		return nil, errors.New("local provider: Server, Token and DataDir are required")
+	if cfg.DataDir == "" {
+		return nil, errors.New("local provider: DataDir is required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -95,6 +89,9 @@ func New(cfg Config) (*Provider, error) {
 		}
 		if err := g.Validate(); err != nil {
 			return nil, err
+		}
+		if g.Zone == "" {
+			g.Zone = DefaultZone
 		}
 		p.groups[g.Name] = g
 	}
@@ -113,13 +110,13 @@ func New(cfg Config) (*Provider, error) {
 func (p *Provider) Name() string { return Name }
 
 // NodeGroups implements provider.Provider.
-func (p *Provider) NodeGroups() []provider.NodeGroup {
+func (p *Provider) NodeGroups(context.Context) ([]provider.NodeGroup, error) {
 	out := make([]provider.NodeGroup, 0, len(p.groups))
 	for _, g := range p.groups {
 		out = append(out, g)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return out, nil
 }
 
 func (p *Provider) group(name string) (provider.NodeGroup, error) {
@@ -151,40 +148,45 @@ func (p *Provider) TargetSize(_ context.Context, group string) (int, error) {
 	return p.size(group), nil
 }
 
-// IncreaseSize starts delta more agents of the group.
-func (p *Provider) IncreaseSize(ctx context.Context, group string, delta int) error {
+// IncreaseSize starts an agent for each node.
+func (p *Provider) IncreaseSize(_ context.Context, group string, nodes []provider.NewNode) error {
 	g, err := p.group(group)
 	if err != nil {
 		return err
 	}
-	if delta < 1 {
-		return fmt.Errorf("local provider: increase of group %s by %d: must be at least 1", group, delta)
+	if len(nodes) == 0 {
+		return fmt.Errorf("local provider: increase of group %s by no node", group)
+	}
+	for _, n := range nodes {
+		if err := workloads.ValidateNodeName(n.Name); err != nil {
+			return fmt.Errorf("local provider: %w", err)
+		}
+		if n.Labels[provider.LabelGroup] != group || n.Token == "" || len(n.Servers) == 0 {
+			return fmt.Errorf("local provider: node %s: its labels must name group %s, and it needs a join token and servers", n.Name, group)
+		}
 	}
 	p.mu.Lock()
 	cur := p.size(group)
 	p.mu.Unlock()
-	if cur+delta > g.Max {
-		return fmt.Errorf("local provider: group %s has %d nodes: %d more would pass its max %d", group, cur, delta, g.Max)
+	if cur+len(nodes) > g.Max {
+		return fmt.Errorf("local provider: group %s has %d nodes: %d more would pass its max %d", group, cur, len(nodes), g.Max)
 	}
-	for range delta {
-		if err := p.start(ctx, g); err != nil {
+	for _, n := range nodes {
+		if err := p.start(g, n); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// start starts one agent of g.
-func (p *Provider) start(ctx context.Context, g provider.NodeGroup) error {
-	name := g.Name + "-" + suffix()
-	zone := g.Zone
-	if zone == "" {
-		zone = DefaultZone
-	}
-	labels := g.NodeLabels(zone)
-	token, err := p.cfg.Token(ctx, name, labels)
-	if err != nil {
-		return fmt.Errorf("local provider: join token for node %s: %w", name, err)
+// start starts the agent of node n of g.
+func (p *Provider) start(g provider.NodeGroup, n provider.NewNode) error {
+	name, labels := n.Name, n.Labels
+	p.mu.Lock()
+	_, taken := p.nodes[name]
+	p.mu.Unlock()
+	if taken {
+		return fmt.Errorf("local provider: node %s exists", name)
 	}
 	dir := filepath.Join(p.cfg.DataDir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -208,7 +210,7 @@ func (p *Provider) start(ctx context.Context, g provider.NodeGroup) error {
 		lbls = append(lbls, k+"="+v)
 	}
 	sort.Strings(lbls)
-	args := []string{"agent", "--server", p.cfg.Server(), "--name", name, "--data-dir", filepath.Join(dir, "data"),
+	args := []string{"agent", "--server", strings.Join(n.Servers, ","), "--name", name, "--data-dir", filepath.Join(dir, "data"),
 		"--listen", listen, "--functions-listen", functions, "--max-instances", strconv.Itoa(int(g.Template.Instances)), "--containerd-socket", ""}
 	for _, l := range lbls {
 		args = append(args, "--labels", l)
@@ -217,9 +219,9 @@ func (p *Provider) start(ctx context.Context, g provider.NodeGroup) error {
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// The token in the environment, not the arguments, which any user of
 	// the host can read.
-	cmd.Env = append(os.Environ(), "WASMORCH_TOKEN="+token)
-	// The agents die with the control plane that started them, even
-	// killed: nothing else would stop them.
+	cmd.Env = append(os.Environ(), "WASMORCH_TOKEN="+n.Token)
+	// The agents die with the process that started them, even killed:
+	// nothing else would stop them.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	a := &agent{group: g.Name, name: name, dir: dir, cmd: cmd, state: provider.Running, exited: make(chan struct{})}
 	p.mu.Lock()
@@ -326,17 +328,6 @@ func (p *Provider) Close() error {
 		stop(context.Background(), a)
 	}
 	return nil
-}
-
-// suffix is five random lowercase letters and digits.
-func suffix() string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 5)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
 }
 
 // freePort returns a loopback address with a port nothing listens on.

@@ -142,6 +142,16 @@ type Node struct {
 	State      State
 }
 
+// NewNode is a node the controller asks a provider to make: it joins the
+// control plane at Servers as Name with Token, which grants it Labels (its
+// group's and zone's, and its template's) and admits one join.
+type NewNode struct {
+	Name    string
+	Labels  map[string]string
+	Token   string
+	Servers []string
+}
+
 // Provider makes and deletes the nodes of its groups. Calls may be slow
 // (a cloud's API); the controller bounds each with its context. An error
 // means "unknown": the controller never removes a node because a call
@@ -150,13 +160,14 @@ type Provider interface {
 	// Name is the provider's name in group configs ("local").
 	Name() string
 	// NodeGroups lists the groups it serves.
-	NodeGroups() []NodeGroup
+	NodeGroups(ctx context.Context) ([]NodeGroup, error)
 	// TargetSize is the number of nodes the group is asked to have
 	// (running and being created).
 	TargetSize(ctx context.Context, group string) (int, error)
-	// IncreaseSize asks for delta more nodes; the target size must stay
-	// within the group's max.
-	IncreaseSize(ctx context.Context, group string, delta int) error
+	// IncreaseSize makes the nodes given (the controller names them and
+	// mints their join tokens); the target size must stay within the
+	// group's max.
+	IncreaseSize(ctx context.Context, group string, nodes []NewNode) error
 	// DeleteNodes deletes the named nodes of the group and lowers its
 	// target size by as many.
 	DeleteNodes(ctx context.Context, group string, nodes []string) error

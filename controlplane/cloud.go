@@ -62,6 +62,7 @@ func (c Config) validateCloud() []error {
 // groups, and a client of each external plugin (which connects when first
 // asked: a plugin that is down does not stop the member).
 func (s *Server) newProviders() ([]provider.Provider, error) {
+	s.cloudMetrics = cloud.NewMetrics(s.metrics.registry)
 	var out []provider.Provider
 	for _, name := range slices.Sorted(maps.Keys(s.cfg.NodeProviders)) {
 		p, err := plugin.Dial(name, s.cfg.NodeProviders[name])
@@ -105,7 +106,7 @@ func (s *Server) runCloud(ctx context.Context, el *concurrency.Election) <-chan 
 	go func() {
 		defer close(done)
 		c := cloud.New(cloud.Config{
-			Cache: s.cache, KV: store.Fenced(s.store.Client, el), Events: s.events, Logger: s.log, Providers: s.providers,
+			Cache: s.cache, KV: store.Fenced(s.store.Client, el), Events: s.events, Logger: s.log, Providers: s.providers, Metrics: s.cloudMetrics,
 			RemoveNode: s.api.RemoveNodeForced, SetCordoned: s.api.SetCordoned, ScaleDownDelay: s.cfg.ScaleDownDelay,
 			Token: s.api.NodeToken, Servers: func() []string { return []string{dialableAddr(s.APIAddr())} },
 		})

@@ -31,6 +31,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/cloud"
 	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
 	"github.com/wasmorch/wasmorch/controlplane/controller"
 	"github.com/wasmorch/wasmorch/controlplane/events"
@@ -72,7 +73,8 @@ type Server struct {
 	// (dashboard.go), served with /metrics.
 	selfConn *grpc.ClientConn
 
-	providers []provider.Provider // cloud: the node providers (cloud.go)
+	providers    []provider.Provider // cloud: the node providers (cloud.go)
+	cloudMetrics *cloud.Metrics
 
 	lock      *datadir.Lock // this member's hold on its data dir
 	stopping  chan struct{}

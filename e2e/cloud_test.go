@@ -137,6 +137,21 @@ func followsDemand(t *testing.T, m *multi, provider, nodesDir string) {
 		pids := localAgents(api)
 		return len(pids) == 0, fmt.Sprint(pids)
 	})
+	// Every decision is counted: 3 nodes and 1 replacement asked for, 1
+	// node gone, 3 idle ones deleted.
+	for name, want := range map[string]float64{
+		`wasmorch_cloud_nodes_requested_total{group="pool"}`:             4,
+		`wasmorch_cloud_nodes_removed_total{group="pool",reason="gone"}`: 1,
+		`wasmorch_cloud_nodes_removed_total{group="pool",reason="idle"}`: 3,
+	} {
+		if got := m.metric(name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	eventually(t, "a target size of 0", func() (bool, string) {
+		got := m.metric(`wasmorch_cloud_group_target_size{group="pool"}`)
+		return got == 0, fmt.Sprint(got)
+	})
 	dirs, err := os.ReadDir(nodesDir)
 	if err != nil || len(dirs) != 0 {
 		t.Errorf("the deleted nodes' data dirs are left: %v %v", dirs, err)

@@ -60,6 +60,7 @@ type Config struct {
 	KV        clientv3.KV
 	Events    *events.Recorder
 	Logger    *slog.Logger
+	Metrics   *Metrics
 	Providers []provider.Provider
 	// RemoveNode removes a node as 'node rm --force' does; SetCordoned
 	// cordons or uncordons one (the API's paths: api.Server).
@@ -137,6 +138,7 @@ func (c *Controller) refresh(ctx context.Context) {
 		gs, err := p.NodeGroups(cctx)
 		cancel()
 		if err != nil {
+			c.cfg.Metrics.providerError(p.Name())
 			c.once(ctx, "provider/"+p.Name(), "ProviderError", fmt.Sprintf("provider %s did not list its node groups: %v; retrying", p.Name(), err))
 			continue
 		}
@@ -273,11 +275,13 @@ func (c *Controller) lifecycle(ctx context.Context, g group, nodes []groupNode) 
 					return 0, fmt.Errorf("removing node %s, which provider %s no longer lists: %w", n.name, g.p.Name(), err)
 				}
 				delete(c.emptySince, n.name)
+				c.cfg.Metrics.removed(g.Name, "gone")
 				c.record(ctx, "node/"+n.name, "NodeDeleted", "node %s removed: provider %s says it no longer exists (group %s); its %d instances are replaced", n.name, g.p.Name(), g.Name, lost)
 			}
 			return size, nil
 		}
 	}
+	c.cfg.Metrics.providerError(g.p.Name())
 	c.once(ctx, "nodegroup/"+g.Name, "ProviderError", fmt.Sprintf("provider %s did not answer for group %s: %v; retrying", g.p.Name(), g.Name, err))
 	return 0, fmt.Errorf("group %s: %w", g.Name, err)
 }
@@ -337,15 +341,16 @@ func (c *Controller) targets(ctx context.Context, v view, sizes map[string]int) 
 	out := map[string]int{}
 	for name, size := range sizes {
 		out[name] = size
-		su, ok := recs[name]
-		if !ok {
-			continue
-		}
 		ready := 0
 		for _, n := range v.nodes[name] {
 			if n.alive {
 				ready++
 			}
+		}
+		c.cfg.Metrics.group(name, size, ready)
+		su, ok := recs[name]
+		if !ok {
+			continue
 		}
 		if ready >= su.Target || c.cfg.Now().Sub(time.Unix(0, su.AtUnixNano)) > c.cfg.ProvisionTimeout {
 			if err := c.forget(ctx, name); err != nil {
@@ -503,6 +508,7 @@ func (c *Controller) grow(ctx context.Context, g group, from, by, pending int) e
 		return fmt.Errorf("growing group %s: %w", g.Name, err)
 	}
 	c.mine[g.Name] = true
+	c.cfg.Metrics.scaledUp(g.Name, by)
 	c.log.Info("scaled up", "group", g.Name, "from", from, "to", from+by, "pending", pending)
 	c.record(ctx, "nodegroup/"+g.Name, "ScaledUp", "group %s: %d -> %d nodes: %d instances pending for lack of a node", g.Name, from, from+by, pending)
 	return nil
@@ -559,6 +565,7 @@ func (c *Controller) deleteEmpty(ctx context.Context, g group, n groupNode) erro
 	if _, err := c.cfg.RemoveNode(ctx, n.name); err != nil {
 		return fmt.Errorf("removing deleted node %s: %w", n.name, err)
 	}
+	c.cfg.Metrics.removed(g.Name, "idle")
 	c.log.Info("scaled down", "group", g.Name, "node", n.name)
 	c.record(ctx, "nodegroup/"+g.Name, "ScaledDown", "group %s: node %s deleted: it held no instance for %s", g.Name, n.name, c.cfg.ScaleDownDelay)
 	return nil

@@ -202,6 +202,8 @@ func TestJoinTokensAndTheirRefusals(t *testing.T) {
 		_, err = sess.Recv()
 	}
 	wantCode(t, "n1 reading n2's desired set", err, codes.PermissionDenied, "does not allow acting for node")
+	_, err = agentAPI.RemovedVolumes(ctx, &v1.RemovedVolumesRequest{Node: "n2", ForgetUids: []string{"x"}}) // state
+	wantCode(t, "n1 forgetting n2's removed volumes", err, codes.PermissionDenied, "does not allow acting for node")
 	_, err = controlAPI.ListNodes(ctx, &v1.ListNodesRequest{})
 	wantCode(t, "n1 calling the Control API", err, codes.PermissionDenied, "may not call")
 	for _, in := range m.instances("on-n2") {

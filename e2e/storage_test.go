@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,6 +115,12 @@ func TestNamedVolumeCounter(t *testing.T) {
 	c.mustRun("delete", "counter")
 	c.mustRun("volume", "rm", "data")
 	oneLineError(t, c.run("volume", "rm", "data"), `volume "data" not found`)
+	c.stop(syscall.SIGTERM) // its next start deletes the directory, as it asks after connecting
+	c = startUpAt(t, dataDir, c.api, c.http)
+	eventually(t, "the removed volume's directory to be deleted", func() (bool, string) {
+		_, err := os.Stat(filepath.Join(dataDir, "worker", "volumes", "data."+vols[0].UID))
+		return os.IsNotExist(err), fmt.Sprint(err)
+	})
 }
 
 // Host mounts with the built binary, as docs/storage.md shows them: only

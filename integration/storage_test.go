@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -74,7 +75,10 @@ func joined(logs map[string]string) string {
 // workload mounts it, and once removed, the name starts empty again.
 func TestNamedVolumeOutlivesItsInstances(t *testing.T) {
 	var workerDir string
-	a := start(t, options{worker: func(c *worker.Config) { workerDir = c.DataDir }})
+	a := start(t, options{worker: func(c *worker.Config) {
+		workerDir = c.DataDir
+		c.VolumeGCInterval = 20 * time.Millisecond
+	}})
 	spec := func() *v1.WorkloadSpec {
 		return &v1.WorkloadSpec{Replicas: 1, Volumes: []*v1.VolumeMount{{Name: "data", Path: "/data"}}}
 	}
@@ -125,6 +129,10 @@ func TestNamedVolumeOutlivesItsInstances(t *testing.T) {
 	if _, err := a.control.DeleteVolume(t.Context(), &v1.DeleteVolumeRequest{Name: "data"}); err != nil {
 		t.Fatal(err)
 	}
+	a.waitFor(t, "the removed volume's directory to be deleted from its node", func() (bool, string) {
+		_, err := os.Stat(filepath.Dir(count))
+		return os.IsNotExist(err), fmt.Sprint(err)
+	})
 	a.deploy(t, "counter", "volcounter.wasm", spec())
 	a.waitFor(t, "a new volume of the same name to start empty", func() (bool, string) {
 		logs := joined(a.logs(t, "counter"))

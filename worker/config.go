@@ -51,6 +51,9 @@ const (
 	// DefaultMaxScratchBytes is the most scratch space one instance may
 	// have on a node (state: WorkloadSpec.scratch_bytes).
 	DefaultMaxScratchBytes = 1 << 30
+	// DefaultVolumeGCInterval is how often a worker looks for removed
+	// volumes to delete.
+	DefaultVolumeGCInterval = 30 * time.Second
 )
 
 // Subdirectories of Config.DataDir.
@@ -131,6 +134,10 @@ type Config struct {
 	// mount, with what is below them (state: deploy --mount); none by
 	// default. The node registers them.
 	AllowedMounts []string `json:"allowedMounts" yaml:"allowedMounts"`
+	// VolumeGCInterval is how often the worker asks for the volumes
+	// removed (`volume rm`) whose directories it is to delete, besides
+	// after each (re)connection; zero: DefaultVolumeGCInterval.
+	VolumeGCInterval time.Duration `json:"volumeGCInterval" yaml:"volumeGCInterval"`
 }
 
 // Allocatable is the memory the node's instances and function requests
@@ -199,6 +206,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FunctionMemoryQueue == 0 {
 		c.FunctionMemoryQueue = DefaultFunctionMemoryQueue
+	}
+	if c.VolumeGCInterval == 0 {
+		c.VolumeGCInterval = DefaultVolumeGCInterval
 	}
 	if c.MaxScratchBytes == 0 {
 		c.MaxScratchBytes = DefaultMaxScratchBytes

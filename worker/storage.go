@@ -1,10 +1,12 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/wasmorch/wasmorch/internal/manifest"
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -157,4 +159,77 @@ func (w *Worker) removeUnknownScratch() {
 	for _, id := range unknown {
 		w.removeScratch(id)
 	}
+}
+
+// A volume removed with `volume rm` leaves a record for its node
+// (/wasmorch/volumes-removed/<node>/<uid>); the worker asks for those
+// after each (re)connection and every VolumeGCInterval, deletes their
+// directories (unless an instance it has still mounts one, as a stopping
+// one may), and tells the control plane which it deleted the next time it
+// asks, which then forgets them.
+
+// volumeGC is the state of the removal of volume directories.
+type volumeGC struct {
+	kick   chan struct{}
+	forget []string // uids deleted since the control plane was last told
+}
+
+// kickNow makes removeVolumes ask at once.
+func (v *volumeGC) kickNow() {
+	select {
+	case v.kick <- struct{}{}:
+	default:
+	}
+}
+
+// removeVolumes deletes the directories of removed volumes until ctx ends.
+func (w *Worker) removeVolumes(ctx context.Context) {
+	t := time.NewTicker(w.cfg.VolumeGCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-w.volumeGC.kick:
+		}
+		if err := w.removeVolumesOnce(ctx); err != nil && ctx.Err() == nil {
+			w.logger.Debug("asking for removed volumes", "err", err)
+		}
+	}
+}
+
+func (w *Worker) removeVolumesOnce(ctx context.Context) error {
+	client := w.agentClient()
+	if client == nil {
+		return nil // not connected: the next connection kicks
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := client.RemovedVolumes(ctx, &pb.RemovedVolumesRequest{Node: w.cfg.NodeName, ForgetUids: w.volumeGC.forget})
+	if err != nil {
+		return err
+	}
+	w.volumeGC.forget = nil
+	inUse := map[string]bool{}
+	w.mu.Lock()
+	for _, in := range w.instances {
+		for _, uid := range in.rec.GetVolumeUids() {
+			inUse[uid] = true
+		}
+	}
+	w.mu.Unlock()
+	for _, v := range resp.GetVolumes() {
+		dir := v.GetName() + "." + v.GetUid()
+		if v.GetUid() == "" || dir != filepath.Base(dir) || inUse[v.GetUid()] {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(w.cfg.DataDir, volumesDir, dir)); err != nil {
+			w.logger.Warn("removing the directory of a removed volume", "volume", v.GetName(), "err", err)
+			continue
+		}
+		w.logger.Info("removed the directory of a removed volume", "volume", v.GetName(), "uid", v.GetUid())
+		w.volumeGC.forget = append(w.volumeGC.forget, v.GetUid())
+	}
+	return nil
 }

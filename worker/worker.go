@@ -74,6 +74,8 @@ type Worker struct {
 	// condition that began or ended.
 	conditionsChanged chan struct{}
 
+	volumeGC volumeGC // state: storage.go
+
 	mu        sync.Mutex
 	instances map[string]*instance
 	refs      map[artifactKey]int // instances per prepared artifact, for Release
@@ -179,6 +181,7 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 
 		unavailable:     map[string]bool{},
 		runtimesChanged: make(chan struct{}, 1),
+		volumeGC:        volumeGC{kick: make(chan struct{}, 1)},
 	}
 	for _, rt := range cfg.Runtimes {
 		w.runtimes[rt.Name()] = rt
@@ -273,6 +276,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	g.Go(func() error { return w.sendStatuses(gctx) })
 	g.Go(func() error { return w.watchRuntimes(gctx) })
 	g.Go(func() error { return w.watchDisk(gctx) })
+	g.Go(func() error { w.removeVolumes(gctx); return nil }) // storage.go
 	for range w.startWorkers {
 		g.Go(func() error { w.drain(gctx, w.startq, w.doStart); return nil })
 	}
@@ -466,6 +470,7 @@ func (w *Worker) converge(p pass) {
 		}
 		w.removeUnwanted(p.want)
 		w.removeUnknownScratch() // storage.go
+		w.volumeGC.kickNow()
 	}
 	w.reportAbsent(absent)
 	if len(stops)+len(starts) > 0 {

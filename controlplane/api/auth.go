@@ -171,6 +171,8 @@ func nodeOf(req any) (string, bool) {
 		return r.GetNode(), true
 	case *v1.StatusBatch:
 		return r.GetNode(), true
+	case *v1.RemovedVolumesRequest: // state
+		return r.GetNode(), true
 	}
 	return "", false
 }

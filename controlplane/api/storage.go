@@ -7,20 +7,24 @@ import (
 	"slices"
 	"strings"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/internal/manifest"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
-// checkScratchIn refuses a spec whose scratch space (state, issue 14) is
+// checkStorageIn refuses a spec whose scratch space (state, issue 14) is
 // over what every registered node allows one instance (its worker's
-// --max-scratch), so that it is not stored only to stay pending. With no
-// node registered yet there is nothing to compare with: the scheduler
-// says why it waits. It looks at the nodes only for a spec that asks for
-// scratch space.
-func checkScratchIn(r cache.Reader, spec *v1.WorkloadSpec) error {
+// --max-scratch), or that mounts a host directory no registered node
+// allows (--allow-mount), so that it is not stored only to stay pending.
+// With no node registered yet there is nothing to compare with: the
+// scheduler says why it waits. It looks at the nodes only for a spec that
+// asks for scratch space or host mounts.
+func checkStorageIn(r cache.Reader, spec *v1.WorkloadSpec) error {
 	want := spec.GetScratchBytes()
 	if want <= 0 && len(spec.GetMounts()) == 0 {
 		return nil
@@ -96,8 +100,9 @@ func (a *controlAPI) GetVolume(ctx context.Context, req *v1.GetVolumeRequest) (*
 }
 
 // DeleteVolume removes a volume's record, refused while a workload mounts
-// it; its directory on its node is left there (docs/storage.md), never
-// reused: a volume created again under the name has another uid.
+// it, and records the removal for its node, whose worker deletes the
+// directory (RemovedVolumes); a volume created again under the name has
+// another uid.
 func (a *controlAPI) DeleteVolume(ctx context.Context, req *v1.DeleteVolumeRequest) (*v1.DeleteVolumeResponse, error) {
 	name := req.GetName()
 	if err := workloads.ValidateVolumeName(name); err != nil {
@@ -111,15 +116,62 @@ func (a *controlAPI) DeleteVolume(ctx context.Context, req *v1.DeleteVolumeReque
 	if len(users) > 0 {
 		return nil, errdefs.Preconditionf("volume %q is mounted by workload %s; delete them or deploy them without --volume %s first", name, strings.Join(users, ", "), name)
 	}
-	resp, err := a.s.store.Client.Delete(ctx, a.s.store.Volumes.Key(name))
+	cur, err := a.s.store.Volumes.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	// Its node deletes the directory once it learns of the removal
+	// (RemovedVolumes), recorded in the same transaction.
+	tomb, err := a.s.store.RemovedVolumes.PutOp(cur.Value.GetNode()+"/"+cur.Value.GetUid(), cur.Value)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := a.s.store.Client.Txn(ctx).
+		If(a.s.store.Volumes.Unchanged(name, cur.ModRevision)).
+		Then(a.s.store.Volumes.DeleteOp(name), tomb).
+		Commit()
 	if err != nil {
 		return nil, errdefs.Unavailablef("delete volume %s: %v", name, err)
 	}
-	if resp.Deleted == 0 {
-		return nil, errdefs.NotFoundf("volume %q not found", name)
+	if !resp.Succeeded {
+		return nil, errdefs.Conflictf("volume %q changed meanwhile; try again", name)
 	}
-	a.s.log.Info("volume deleted", "volume", name)
+	a.s.log.Info("volume deleted", "volume", name, "node", cur.Value.GetNode())
 	return &v1.DeleteVolumeResponse{}, nil
+}
+
+// RemovedVolumes forgets the removed volumes whose directories the node
+// deleted, and returns those it has yet to delete: a range read of the
+// node's own removals, never of all volumes.
+func (a *agentAPI) RemovedVolumes(ctx context.Context, req *v1.RemovedVolumesRequest) (*v1.RemovedVolumesResponse, error) {
+	node := req.GetNode()
+	if err := workloads.ValidateNodeName(node); err != nil {
+		return nil, err
+	}
+	if forget := req.GetForgetUids(); len(forget) > 0 {
+		ops := make([]clientv3.Op, 0, len(forget))
+		for _, uid := range forget {
+			if uid == "" || strings.Contains(uid, "/") {
+				continue
+			}
+			ops = append(ops, a.s.store.RemovedVolumes.DeleteOp(node+"/"+uid))
+			if len(ops) == store.MaxOpsPerTxn {
+				break
+			}
+		}
+		if _, err := a.s.store.Client.Txn(ctx).Then(ops...).Commit(); err != nil {
+			return nil, errdefs.Unavailablef("forget removed volumes of node %s: %v", node, err)
+		}
+	}
+	list, err := a.s.store.RemovedVolumes.ListUnder(ctx, node+"/")
+	if err != nil {
+		return nil, err
+	}
+	resp := &v1.RemovedVolumesResponse{}
+	for _, v := range list {
+		resp.Volumes = append(resp.Volumes, v.Value)
+	}
+	return resp, nil
 }
 
 // checkMountsOn refuses a spec with a host mount that no registered node

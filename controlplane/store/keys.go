@@ -25,6 +25,7 @@ package store
 //	/wasmorch/election/controllers/...    etcd's election of the controllers' leader
 //	/wasmorch/pki/bootstrap-secrets-key   the secrets key of a static bootstrap
 //	/wasmorch/volumes/<name>              v1.Volume: a named volume and the node it lives on
+//	/wasmorch/volumes-removed/<node>/<uid> v1.Volume: a removed volume whose directory its node is to delete
 //	/wasmorch/cloud/scaleups/<group>      the scale-up in flight of a node group (JSON; controlplane/cloud)
 
 // Root is the prefix of every key wasmorch writes.
@@ -69,4 +70,7 @@ const (
 	RevisionsPrefix = Root + "revisions/"
 	// state: named volumes
 	VolumesPrefix = Root + "volumes/"
+	// RemovedVolumesPrefix holds, per node, the volumes removed whose
+	// directories the node has not deleted yet.
+	RemovedVolumesPrefix = Root + "volumes-removed/"
 )

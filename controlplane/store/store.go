@@ -51,7 +51,8 @@ type Store struct {
 	// rollouts
 	Revisions Collection[*v1.Revision]
 	// state
-	Volumes Collection[*v1.Volume]
+	Volumes        Collection[*v1.Volume]
+	RemovedVolumes Collection[*v1.Volume] // named <node>/<uid>
 }
 
 // New wraps an etcd client.
@@ -69,7 +70,8 @@ func New(cli *clientv3.Client) *Store {
 		// rollouts
 		Revisions: Collection[*v1.Revision]{cli, RevisionsPrefix, "revision", func() *v1.Revision { return &v1.Revision{} }},
 		// state
-		Volumes: Collection[*v1.Volume]{cli, VolumesPrefix, "volume", func() *v1.Volume { return &v1.Volume{} }},
+		Volumes:        Collection[*v1.Volume]{cli, VolumesPrefix, "volume", func() *v1.Volume { return &v1.Volume{} }},
+		RemovedVolumes: Collection[*v1.Volume]{cli, RemovedVolumesPrefix, "removed volume", func() *v1.Volume { return &v1.Volume{} }},
 	}
 }
 

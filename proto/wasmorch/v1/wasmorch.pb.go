@@ -1128,6 +1128,105 @@ func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
 	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{9}
 }
 
+// state: RemovedVolumesRequest asks for the volumes removed (`volume rm`)
+// whose directories are on the node, after forgetting those whose
+// directories the node has removed since it last asked.
+type RemovedVolumesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	ForgetUids    []string               `protobuf:"bytes,2,rep,name=forget_uids,json=forgetUids,proto3" json:"forget_uids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovedVolumesRequest) Reset() {
+	*x = RemovedVolumesRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovedVolumesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovedVolumesRequest) ProtoMessage() {}
+
+func (x *RemovedVolumesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovedVolumesRequest.ProtoReflect.Descriptor instead.
+func (*RemovedVolumesRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RemovedVolumesRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RemovedVolumesRequest) GetForgetUids() []string {
+	if x != nil {
+		return x.ForgetUids
+	}
+	return nil
+}
+
+type RemovedVolumesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volumes       []*Volume              `protobuf:"bytes,1,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovedVolumesResponse) Reset() {
+	*x = RemovedVolumesResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovedVolumesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovedVolumesResponse) ProtoMessage() {}
+
+func (x *RemovedVolumesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovedVolumesResponse.ProtoReflect.Descriptor instead.
+func (*RemovedVolumesResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RemovedVolumesResponse) GetVolumes() []*Volume {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
 // HttpTrigger routes HTTP requests to a function (CGI-over-WASI, WAGI style).
 type HttpTrigger struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -1149,7 +1248,7 @@ type HttpTrigger struct {
 
 func (x *HttpTrigger) Reset() {
 	*x = HttpTrigger{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[10]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1260,7 @@ func (x *HttpTrigger) String() string {
 func (*HttpTrigger) ProtoMessage() {}
 
 func (x *HttpTrigger) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[10]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1273,7 @@ func (x *HttpTrigger) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HttpTrigger.ProtoReflect.Descriptor instead.
 func (*HttpTrigger) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{10}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HttpTrigger) GetRoute() string {
@@ -1245,7 +1344,7 @@ type Autoscale struct {
 
 func (x *Autoscale) Reset() {
 	*x = Autoscale{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[11]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1356,7 @@ func (x *Autoscale) String() string {
 func (*Autoscale) ProtoMessage() {}
 
 func (x *Autoscale) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[11]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1369,7 @@ func (x *Autoscale) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Autoscale.ProtoReflect.Descriptor instead.
 func (*Autoscale) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{11}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Autoscale) GetMinReplicas() int32 {
@@ -1315,7 +1414,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1426,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[12]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1439,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{12}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Placement) GetSelector() map[string]string {
@@ -1381,7 +1480,7 @@ type EnvVar struct {
 
 func (x *EnvVar) Reset() {
 	*x = EnvVar{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1492,7 @@ func (x *EnvVar) String() string {
 func (*EnvVar) ProtoMessage() {}
 
 func (x *EnvVar) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[13]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1505,7 @@ func (x *EnvVar) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvVar.ProtoReflect.Descriptor instead.
 func (*EnvVar) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{13}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EnvVar) GetName() string {
@@ -1444,7 +1543,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1555,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[14]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1568,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{14}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Workload) GetName() string {
@@ -1556,7 +1655,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1667,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[15]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1680,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{15}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Instance) GetId() string {
@@ -1699,7 +1798,7 @@ type InstanceStatus struct {
 
 func (x *InstanceStatus) Reset() {
 	*x = InstanceStatus{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1810,7 @@ func (x *InstanceStatus) String() string {
 func (*InstanceStatus) ProtoMessage() {}
 
 func (x *InstanceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[16]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1823,7 @@ func (x *InstanceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceStatus.ProtoReflect.Descriptor instead.
 func (*InstanceStatus) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{16}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InstanceStatus) GetId() string {
@@ -1850,7 +1949,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +1961,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[17]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +1974,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{17}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Resources) GetMemoryBytes() int64 {
@@ -1930,7 +2029,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2041,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[18]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2054,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{18}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Node) GetName() string {
@@ -2076,7 +2175,7 @@ type NodeCondition struct {
 
 func (x *NodeCondition) Reset() {
 	*x = NodeCondition{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2187,7 @@ func (x *NodeCondition) String() string {
 func (*NodeCondition) ProtoMessage() {}
 
 func (x *NodeCondition) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2200,7 @@ func (x *NodeCondition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCondition.ProtoReflect.Descriptor instead.
 func (*NodeCondition) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NodeCondition) GetType() NodeConditionType {
@@ -2140,7 +2239,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2152,7 +2251,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2165,7 +2264,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Event) GetObject() string {
@@ -2222,7 +2321,7 @@ type BlobMeta struct {
 
 func (x *BlobMeta) Reset() {
 	*x = BlobMeta{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2333,7 @@ func (x *BlobMeta) String() string {
 func (*BlobMeta) ProtoMessage() {}
 
 func (x *BlobMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2346,7 @@ func (x *BlobMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobMeta.ProtoReflect.Descriptor instead.
 func (*BlobMeta) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BlobMeta) GetDigest() string {
@@ -2326,7 +2425,7 @@ type FunctionLoad struct {
 
 func (x *FunctionLoad) Reset() {
 	*x = FunctionLoad{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2338,7 +2437,7 @@ func (x *FunctionLoad) String() string {
 func (*FunctionLoad) ProtoMessage() {}
 
 func (x *FunctionLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2351,7 +2450,7 @@ func (x *FunctionLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionLoad.ProtoReflect.Descriptor instead.
 func (*FunctionLoad) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FunctionLoad) GetInFlight() int64 {
@@ -2403,7 +2502,7 @@ type GenerationRequests struct {
 
 func (x *GenerationRequests) Reset() {
 	*x = GenerationRequests{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2514,7 @@ func (x *GenerationRequests) String() string {
 func (*GenerationRequests) ProtoMessage() {}
 
 func (x *GenerationRequests) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2527,7 @@ func (x *GenerationRequests) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerationRequests.ProtoReflect.Descriptor instead.
 func (*GenerationRequests) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GenerationRequests) GetRequests() int64 {
@@ -2460,7 +2559,7 @@ type Config struct {
 
 func (x *Config) Reset() {
 	*x = Config{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2472,7 +2571,7 @@ func (x *Config) String() string {
 func (*Config) ProtoMessage() {}
 
 func (x *Config) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2485,7 +2584,7 @@ func (x *Config) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Config.ProtoReflect.Descriptor instead.
 func (*Config) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Config) GetName() string {
@@ -2535,7 +2634,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2547,7 +2646,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2560,7 +2659,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Secret) GetName() string {
@@ -2630,7 +2729,7 @@ type MountedFile struct {
 
 func (x *MountedFile) Reset() {
 	*x = MountedFile{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2642,7 +2741,7 @@ func (x *MountedFile) String() string {
 func (*MountedFile) ProtoMessage() {}
 
 func (x *MountedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2655,7 +2754,7 @@ func (x *MountedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountedFile.ProtoReflect.Descriptor instead.
 func (*MountedFile) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MountedFile) GetPath() string {
@@ -2682,7 +2781,7 @@ type SecretData struct {
 
 func (x *SecretData) Reset() {
 	*x = SecretData{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2694,7 +2793,7 @@ func (x *SecretData) String() string {
 func (*SecretData) ProtoMessage() {}
 
 func (x *SecretData) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2707,7 +2806,7 @@ func (x *SecretData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretData.ProtoReflect.Descriptor instead.
 func (*SecretData) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SecretData) GetData() map[string]string {
@@ -2731,7 +2830,7 @@ type SecretKey struct {
 
 func (x *SecretKey) Reset() {
 	*x = SecretKey{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2743,7 +2842,7 @@ func (x *SecretKey) String() string {
 func (*SecretKey) ProtoMessage() {}
 
 func (x *SecretKey) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2756,7 +2855,7 @@ func (x *SecretKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretKey.ProtoReflect.Descriptor instead.
 func (*SecretKey) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SecretKey) GetId() string {
@@ -2800,7 +2899,7 @@ type UploadRequest struct {
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2812,7 +2911,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2825,7 +2924,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UploadRequest) GetPart() isUploadRequest_Part {
@@ -2880,7 +2979,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2892,7 +2991,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2905,7 +3004,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UploadHeader) GetDigest() string {
@@ -2940,7 +3039,7 @@ type UploadResponse struct {
 
 func (x *UploadResponse) Reset() {
 	*x = UploadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2952,7 +3051,7 @@ func (x *UploadResponse) String() string {
 func (*UploadResponse) ProtoMessage() {}
 
 func (x *UploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2965,7 +3064,7 @@ func (x *UploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
 func (*UploadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UploadResponse) GetDigest() string {
@@ -3003,7 +3102,7 @@ type PullReferenceRequest struct {
 
 func (x *PullReferenceRequest) Reset() {
 	*x = PullReferenceRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3015,7 +3114,7 @@ func (x *PullReferenceRequest) String() string {
 func (*PullReferenceRequest) ProtoMessage() {}
 
 func (x *PullReferenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3028,7 +3127,7 @@ func (x *PullReferenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullReferenceRequest.ProtoReflect.Descriptor instead.
 func (*PullReferenceRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PullReferenceRequest) GetReference() string {
@@ -3052,7 +3151,7 @@ type PullReferenceResponse struct {
 
 func (x *PullReferenceResponse) Reset() {
 	*x = PullReferenceResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3064,7 +3163,7 @@ func (x *PullReferenceResponse) String() string {
 func (*PullReferenceResponse) ProtoMessage() {}
 
 func (x *PullReferenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3077,7 +3176,7 @@ func (x *PullReferenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullReferenceResponse.ProtoReflect.Descriptor instead.
 func (*PullReferenceResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PullReferenceResponse) GetReference() string {
@@ -3139,7 +3238,7 @@ type ApplyWorkloadRequest struct {
 
 func (x *ApplyWorkloadRequest) Reset() {
 	*x = ApplyWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3151,7 +3250,7 @@ func (x *ApplyWorkloadRequest) String() string {
 func (*ApplyWorkloadRequest) ProtoMessage() {}
 
 func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3164,7 +3263,7 @@ func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ApplyWorkloadRequest) GetName() string {
@@ -3213,7 +3312,7 @@ type ApplyWorkloadResponse struct {
 
 func (x *ApplyWorkloadResponse) Reset() {
 	*x = ApplyWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3225,7 +3324,7 @@ func (x *ApplyWorkloadResponse) String() string {
 func (*ApplyWorkloadResponse) ProtoMessage() {}
 
 func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3238,7 +3337,7 @@ func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ApplyWorkloadResponse) GetWorkload() *Workload {
@@ -3271,7 +3370,7 @@ type GetWorkloadRequest struct {
 
 func (x *GetWorkloadRequest) Reset() {
 	*x = GetWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3283,7 +3382,7 @@ func (x *GetWorkloadRequest) String() string {
 func (*GetWorkloadRequest) ProtoMessage() {}
 
 func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3296,7 +3395,7 @@ func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetWorkloadRequest) GetName() string {
@@ -3326,7 +3425,7 @@ type ListWorkloadsRequest struct {
 
 func (x *ListWorkloadsRequest) Reset() {
 	*x = ListWorkloadsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +3437,7 @@ func (x *ListWorkloadsRequest) String() string {
 func (*ListWorkloadsRequest) ProtoMessage() {}
 
 func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +3450,7 @@ func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListWorkloadsRequest) GetLimit() int32 {
@@ -3392,7 +3491,7 @@ type WorkloadView struct {
 
 func (x *WorkloadView) Reset() {
 	*x = WorkloadView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3404,7 +3503,7 @@ func (x *WorkloadView) String() string {
 func (*WorkloadView) ProtoMessage() {}
 
 func (x *WorkloadView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3417,7 +3516,7 @@ func (x *WorkloadView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadView.ProtoReflect.Descriptor instead.
 func (*WorkloadView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WorkloadView) GetWorkload() *Workload {
@@ -3473,7 +3572,7 @@ type ListWorkloadsResponse struct {
 
 func (x *ListWorkloadsResponse) Reset() {
 	*x = ListWorkloadsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3485,7 +3584,7 @@ func (x *ListWorkloadsResponse) String() string {
 func (*ListWorkloadsResponse) ProtoMessage() {}
 
 func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3498,7 +3597,7 @@ func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListWorkloadsResponse) GetWorkloads() []*WorkloadView {
@@ -3532,7 +3631,7 @@ type ScaleRequest struct {
 
 func (x *ScaleRequest) Reset() {
 	*x = ScaleRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3544,7 +3643,7 @@ func (x *ScaleRequest) String() string {
 func (*ScaleRequest) ProtoMessage() {}
 
 func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3557,7 +3656,7 @@ func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleRequest.ProtoReflect.Descriptor instead.
 func (*ScaleRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ScaleRequest) GetName() string {
@@ -3583,7 +3682,7 @@ type DeleteWorkloadRequest struct {
 
 func (x *DeleteWorkloadRequest) Reset() {
 	*x = DeleteWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3595,7 +3694,7 @@ func (x *DeleteWorkloadRequest) String() string {
 func (*DeleteWorkloadRequest) ProtoMessage() {}
 
 func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3608,7 +3707,7 @@ func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DeleteWorkloadRequest) GetName() string {
@@ -3626,7 +3725,7 @@ type DeleteWorkloadResponse struct {
 
 func (x *DeleteWorkloadResponse) Reset() {
 	*x = DeleteWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3638,7 +3737,7 @@ func (x *DeleteWorkloadResponse) String() string {
 func (*DeleteWorkloadResponse) ProtoMessage() {}
 
 func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3651,7 +3750,7 @@ func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
 }
 
 type ListInstancesRequest struct {
@@ -3669,7 +3768,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3681,7 +3780,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3694,7 +3793,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListInstancesRequest) GetWorkload() string {
@@ -3750,7 +3849,7 @@ type InstanceView struct {
 
 func (x *InstanceView) Reset() {
 	*x = InstanceView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3762,7 +3861,7 @@ func (x *InstanceView) String() string {
 func (*InstanceView) ProtoMessage() {}
 
 func (x *InstanceView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3775,7 +3874,7 @@ func (x *InstanceView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceView.ProtoReflect.Descriptor instead.
 func (*InstanceView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *InstanceView) GetInstance() *Instance {
@@ -3810,7 +3909,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3822,7 +3921,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3835,7 +3934,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*InstanceView {
@@ -3870,7 +3969,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3882,7 +3981,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3895,7 +3994,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListNodesRequest) GetSelector() map[string]string {
@@ -3931,7 +4030,7 @@ type NodeView struct {
 
 func (x *NodeView) Reset() {
 	*x = NodeView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3943,7 +4042,7 @@ func (x *NodeView) String() string {
 func (*NodeView) ProtoMessage() {}
 
 func (x *NodeView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3956,7 +4055,7 @@ func (x *NodeView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeView.ProtoReflect.Descriptor instead.
 func (*NodeView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *NodeView) GetNode() *Node {
@@ -3998,7 +4097,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4010,7 +4109,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4023,7 +4122,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeView {
@@ -4072,7 +4171,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4084,7 +4183,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4097,7 +4196,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *LogsRequest) GetWorkload() string {
@@ -4165,7 +4264,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4177,7 +4276,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4190,7 +4289,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *LogChunk) GetInstance() string {
@@ -4232,7 +4331,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4244,7 +4343,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4257,7 +4356,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListEventsRequest) GetObject() string {
@@ -4292,7 +4391,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4304,7 +4403,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4317,7 +4416,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -4357,7 +4456,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4369,7 +4468,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4382,7 +4481,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *WatchRequest) GetKind() WatchKind {
@@ -4437,7 +4536,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4449,7 +4548,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4462,7 +4561,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *WatchEvent) GetType() WatchEventType {
@@ -4558,7 +4657,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4570,7 +4669,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4583,7 +4682,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
 }
 
 type VersionResponse struct {
@@ -4596,7 +4695,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4608,7 +4707,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4621,7 +4720,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -4648,7 +4747,7 @@ type NodeRequest struct {
 
 func (x *NodeRequest) Reset() {
 	*x = NodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4660,7 +4759,7 @@ func (x *NodeRequest) String() string {
 func (*NodeRequest) ProtoMessage() {}
 
 func (x *NodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4673,7 +4772,7 @@ func (x *NodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRequest.ProtoReflect.Descriptor instead.
 func (*NodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *NodeRequest) GetName() string {
@@ -4693,7 +4792,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4705,7 +4804,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4718,7 +4817,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -4744,7 +4843,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4756,7 +4855,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4769,7 +4868,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RemoveNodeResponse) GetLostInstances() int32 {
@@ -4799,7 +4898,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4811,7 +4910,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4824,7 +4923,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *Member) GetName() string {
@@ -4905,7 +5004,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4917,7 +5016,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4930,7 +5029,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
 }
 
 type ListMembersResponse struct {
@@ -4942,7 +5041,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4954,7 +5053,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4967,7 +5066,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -4987,7 +5086,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4999,7 +5098,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5012,7 +5111,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *AddMemberRequest) GetName() string {
@@ -5045,7 +5144,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5057,7 +5156,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5070,7 +5169,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *AddMemberResponse) GetId() uint64 {
@@ -5117,7 +5216,7 @@ type PromoteMemberRequest struct {
 
 func (x *PromoteMemberRequest) Reset() {
 	*x = PromoteMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5129,7 +5228,7 @@ func (x *PromoteMemberRequest) String() string {
 func (*PromoteMemberRequest) ProtoMessage() {}
 
 func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5142,7 +5241,7 @@ func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberRequest.ProtoReflect.Descriptor instead.
 func (*PromoteMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *PromoteMemberRequest) GetName() string {
@@ -5160,7 +5259,7 @@ type PromoteMemberResponse struct {
 
 func (x *PromoteMemberResponse) Reset() {
 	*x = PromoteMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5172,7 +5271,7 @@ func (x *PromoteMemberResponse) String() string {
 func (*PromoteMemberResponse) ProtoMessage() {}
 
 func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5185,7 +5284,7 @@ func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberResponse.ProtoReflect.Descriptor instead.
 func (*PromoteMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
 }
 
 type RemoveMemberRequest struct {
@@ -5197,7 +5296,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5209,7 +5308,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5222,7 +5321,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RemoveMemberRequest) GetName() string {
@@ -5240,7 +5339,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5252,7 +5351,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5265,7 +5364,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
 }
 
 type SnapshotRequest struct {
@@ -5276,7 +5375,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5288,7 +5387,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5301,7 +5400,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
 }
 
 type SnapshotChunk struct {
@@ -5313,7 +5412,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5325,7 +5424,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5338,7 +5437,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -5375,7 +5474,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5387,7 +5486,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5400,7 +5499,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *JoinToken) GetId() string {
@@ -5487,7 +5586,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5499,7 +5598,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5512,7 +5611,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *CreateTokenRequest) GetRole() string {
@@ -5567,7 +5666,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5579,7 +5678,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5592,7 +5691,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -5617,7 +5716,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5629,7 +5728,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5642,7 +5741,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
 }
 
 type ListTokensResponse struct {
@@ -5654,7 +5753,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5666,7 +5765,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5679,7 +5778,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ListTokensResponse) GetTokens() []*JoinToken {
@@ -5698,7 +5797,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5710,7 +5809,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5723,7 +5822,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -5741,7 +5840,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5753,7 +5852,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5766,7 +5865,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
 }
 
 // CertificateRecord is a certificate the cluster CA issued to a node or an
@@ -5790,7 +5889,7 @@ type CertificateRecord struct {
 
 func (x *CertificateRecord) Reset() {
 	*x = CertificateRecord{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5802,7 +5901,7 @@ func (x *CertificateRecord) String() string {
 func (*CertificateRecord) ProtoMessage() {}
 
 func (x *CertificateRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5815,7 +5914,7 @@ func (x *CertificateRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateRecord.ProtoReflect.Descriptor instead.
 func (*CertificateRecord) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *CertificateRecord) GetSerial() string {
@@ -5887,7 +5986,7 @@ type IssueCredentialRequest struct {
 
 func (x *IssueCredentialRequest) Reset() {
 	*x = IssueCredentialRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5899,7 +5998,7 @@ func (x *IssueCredentialRequest) String() string {
 func (*IssueCredentialRequest) ProtoMessage() {}
 
 func (x *IssueCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5912,7 +6011,7 @@ func (x *IssueCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCredentialRequest.ProtoReflect.Descriptor instead.
 func (*IssueCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *IssueCredentialRequest) GetName() string {
@@ -5947,7 +6046,7 @@ type IssueCredentialResponse struct {
 
 func (x *IssueCredentialResponse) Reset() {
 	*x = IssueCredentialResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5959,7 +6058,7 @@ func (x *IssueCredentialResponse) String() string {
 func (*IssueCredentialResponse) ProtoMessage() {}
 
 func (x *IssueCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5972,7 +6071,7 @@ func (x *IssueCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCredentialResponse.ProtoReflect.Descriptor instead.
 func (*IssueCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *IssueCredentialResponse) GetCertificate() []byte {
@@ -6004,7 +6103,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6016,7 +6115,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6029,7 +6128,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
 }
 
 type ListCredentialsResponse struct {
@@ -6041,7 +6140,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6053,7 +6152,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6066,7 +6165,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*CertificateRecord {
@@ -6086,7 +6185,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6098,7 +6197,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6111,7 +6210,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *RevokeCredentialRequest) GetSerial() string {
@@ -6137,7 +6236,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6149,7 +6248,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6162,7 +6261,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *RevokeCredentialResponse) GetRevoked() *CertificateRecord {
@@ -6185,7 +6284,7 @@ type LabelNodeRequest struct {
 
 func (x *LabelNodeRequest) Reset() {
 	*x = LabelNodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6197,7 +6296,7 @@ func (x *LabelNodeRequest) String() string {
 func (*LabelNodeRequest) ProtoMessage() {}
 
 func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6210,7 +6309,7 @@ func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelNodeRequest.ProtoReflect.Descriptor instead.
 func (*LabelNodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *LabelNodeRequest) GetName() string {
@@ -6246,7 +6345,7 @@ type SetConfigRequest struct {
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6258,7 +6357,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6271,7 +6370,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *SetConfigRequest) GetName() string {
@@ -6307,7 +6406,7 @@ type SetConfigResponse struct {
 
 func (x *SetConfigResponse) Reset() {
 	*x = SetConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6319,7 +6418,7 @@ func (x *SetConfigResponse) String() string {
 func (*SetConfigResponse) ProtoMessage() {}
 
 func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6332,7 +6431,7 @@ func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigResponse.ProtoReflect.Descriptor instead.
 func (*SetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *SetConfigResponse) GetConfig() *Config {
@@ -6372,7 +6471,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6384,7 +6483,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6397,7 +6496,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *GetConfigRequest) GetName() string {
@@ -6415,7 +6514,7 @@ type ListConfigsRequest struct {
 
 func (x *ListConfigsRequest) Reset() {
 	*x = ListConfigsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6427,7 +6526,7 @@ func (x *ListConfigsRequest) String() string {
 func (*ListConfigsRequest) ProtoMessage() {}
 
 func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6440,7 +6539,7 @@ func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsRequest.ProtoReflect.Descriptor instead.
 func (*ListConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
 }
 
 type ListConfigsResponse struct {
@@ -6452,7 +6551,7 @@ type ListConfigsResponse struct {
 
 func (x *ListConfigsResponse) Reset() {
 	*x = ListConfigsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6464,7 +6563,7 @@ func (x *ListConfigsResponse) String() string {
 func (*ListConfigsResponse) ProtoMessage() {}
 
 func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6477,7 +6576,7 @@ func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsResponse.ProtoReflect.Descriptor instead.
 func (*ListConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *ListConfigsResponse) GetConfigs() []*Config {
@@ -6496,7 +6595,7 @@ type DeleteConfigRequest struct {
 
 func (x *DeleteConfigRequest) Reset() {
 	*x = DeleteConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6508,7 +6607,7 @@ func (x *DeleteConfigRequest) String() string {
 func (*DeleteConfigRequest) ProtoMessage() {}
 
 func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6521,7 +6620,7 @@ func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *DeleteConfigRequest) GetName() string {
@@ -6539,7 +6638,7 @@ type DeleteConfigResponse struct {
 
 func (x *DeleteConfigResponse) Reset() {
 	*x = DeleteConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6551,7 +6650,7 @@ func (x *DeleteConfigResponse) String() string {
 func (*DeleteConfigResponse) ProtoMessage() {}
 
 func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6564,7 +6663,7 @@ func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
 }
 
 // SecretView is a secret as the API shows it: never its values.
@@ -6582,7 +6681,7 @@ type SecretView struct {
 
 func (x *SecretView) Reset() {
 	*x = SecretView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6594,7 +6693,7 @@ func (x *SecretView) String() string {
 func (*SecretView) ProtoMessage() {}
 
 func (x *SecretView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6607,7 +6706,7 @@ func (x *SecretView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretView.ProtoReflect.Descriptor instead.
 func (*SecretView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *SecretView) GetName() string {
@@ -6663,7 +6762,7 @@ type SetSecretRequest struct {
 
 func (x *SetSecretRequest) Reset() {
 	*x = SetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6675,7 +6774,7 @@ func (x *SetSecretRequest) String() string {
 func (*SetSecretRequest) ProtoMessage() {}
 
 func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6688,7 +6787,7 @@ func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretRequest.ProtoReflect.Descriptor instead.
 func (*SetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *SetSecretRequest) GetName() string {
@@ -6725,7 +6824,7 @@ type SetSecretResponse struct {
 
 func (x *SetSecretResponse) Reset() {
 	*x = SetSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6737,7 +6836,7 @@ func (x *SetSecretResponse) String() string {
 func (*SetSecretResponse) ProtoMessage() {}
 
 func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6750,7 +6849,7 @@ func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretResponse.ProtoReflect.Descriptor instead.
 func (*SetSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *SetSecretResponse) GetSecret() *SecretView {
@@ -6797,7 +6896,7 @@ type GetSecretRequest struct {
 
 func (x *GetSecretRequest) Reset() {
 	*x = GetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6809,7 +6908,7 @@ func (x *GetSecretRequest) String() string {
 func (*GetSecretRequest) ProtoMessage() {}
 
 func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6822,7 +6921,7 @@ func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *GetSecretRequest) GetName() string {
@@ -6840,7 +6939,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6852,7 +6951,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6865,7 +6964,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
 }
 
 type ListSecretsResponse struct {
@@ -6877,7 +6976,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6889,7 +6988,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6902,7 +7001,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*SecretView {
@@ -6921,7 +7020,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6933,7 +7032,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6946,7 +7045,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *DeleteSecretRequest) GetName() string {
@@ -6964,7 +7063,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6976,7 +7075,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6989,7 +7088,7 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{102}
 }
 
 type RotateSecretKeyRequest struct {
@@ -7000,7 +7099,7 @@ type RotateSecretKeyRequest struct {
 
 func (x *RotateSecretKeyRequest) Reset() {
 	*x = RotateSecretKeyRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7012,7 +7111,7 @@ func (x *RotateSecretKeyRequest) String() string {
 func (*RotateSecretKeyRequest) ProtoMessage() {}
 
 func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7025,7 +7124,7 @@ func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{101}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{103}
 }
 
 type RotateSecretKeyResponse struct {
@@ -7038,7 +7137,7 @@ type RotateSecretKeyResponse struct {
 
 func (x *RotateSecretKeyResponse) Reset() {
 	*x = RotateSecretKeyResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7050,7 +7149,7 @@ func (x *RotateSecretKeyResponse) String() string {
 func (*RotateSecretKeyResponse) ProtoMessage() {}
 
 func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7063,7 +7162,7 @@ func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{102}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *RotateSecretKeyResponse) GetKeyId() string {
@@ -7095,7 +7194,7 @@ type TopRequest struct {
 
 func (x *TopRequest) Reset() {
 	*x = TopRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7107,7 +7206,7 @@ func (x *TopRequest) String() string {
 func (*TopRequest) ProtoMessage() {}
 
 func (x *TopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7120,7 +7219,7 @@ func (x *TopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopRequest.ProtoReflect.Descriptor instead.
 func (*TopRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{103}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *TopRequest) GetNodes() bool {
@@ -7167,7 +7266,7 @@ type InstanceUsage struct {
 
 func (x *InstanceUsage) Reset() {
 	*x = InstanceUsage{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7179,7 +7278,7 @@ func (x *InstanceUsage) String() string {
 func (*InstanceUsage) ProtoMessage() {}
 
 func (x *InstanceUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7192,7 +7291,7 @@ func (x *InstanceUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceUsage.ProtoReflect.Descriptor instead.
 func (*InstanceUsage) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{104}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *InstanceUsage) GetId() string {
@@ -7254,7 +7353,7 @@ type UsageReport struct {
 
 func (x *UsageReport) Reset() {
 	*x = UsageReport{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7266,7 +7365,7 @@ func (x *UsageReport) String() string {
 func (*UsageReport) ProtoMessage() {}
 
 func (x *UsageReport) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7279,7 +7378,7 @@ func (x *UsageReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageReport.ProtoReflect.Descriptor instead.
 func (*UsageReport) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{105}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *UsageReport) GetNode() string {
@@ -7349,7 +7448,7 @@ type CreateUITokenRequest struct {
 
 func (x *CreateUITokenRequest) Reset() {
 	*x = CreateUITokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7361,7 +7460,7 @@ func (x *CreateUITokenRequest) String() string {
 func (*CreateUITokenRequest) ProtoMessage() {}
 
 func (x *CreateUITokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7374,7 +7473,7 @@ func (x *CreateUITokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUITokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateUITokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{106}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *CreateUITokenRequest) GetTtlSeconds() int64 {
@@ -7394,7 +7493,7 @@ type CreateUITokenResponse struct {
 
 func (x *CreateUITokenResponse) Reset() {
 	*x = CreateUITokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7406,7 +7505,7 @@ func (x *CreateUITokenResponse) String() string {
 func (*CreateUITokenResponse) ProtoMessage() {}
 
 func (x *CreateUITokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7419,7 +7518,7 @@ func (x *CreateUITokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUITokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateUITokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{107}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *CreateUITokenResponse) GetToken() string {
@@ -7452,7 +7551,7 @@ type Revision struct {
 
 func (x *Revision) Reset() {
 	*x = Revision{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7464,7 +7563,7 @@ func (x *Revision) String() string {
 func (*Revision) ProtoMessage() {}
 
 func (x *Revision) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7477,7 +7576,7 @@ func (x *Revision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revision.ProtoReflect.Descriptor instead.
 func (*Revision) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{108}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *Revision) GetWorkload() string {
@@ -7524,7 +7623,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7536,7 +7635,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7549,7 +7648,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{109}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *ListRevisionsRequest) GetWorkload() string {
@@ -7568,7 +7667,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7580,7 +7679,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7593,7 +7692,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{110}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*Revision {
@@ -7612,7 +7711,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7624,7 +7723,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7637,7 +7736,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{111}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *PromoteRolloutRequest) GetWorkload() string {
@@ -7656,7 +7755,7 @@ type RestartRolloutRequest struct {
 
 func (x *RestartRolloutRequest) Reset() {
 	*x = RestartRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7668,7 +7767,7 @@ func (x *RestartRolloutRequest) String() string {
 func (*RestartRolloutRequest) ProtoMessage() {}
 
 func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7681,7 +7780,7 @@ func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RestartRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{112}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *RestartRolloutRequest) GetWorkload() string {
@@ -7701,7 +7800,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7713,7 +7812,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7726,7 +7825,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{113}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *RollbackRequest) GetWorkload() string {
@@ -7752,7 +7851,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7764,7 +7863,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7777,7 +7876,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{114}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *RegisterRequest) GetNode() *Node {
@@ -7800,7 +7899,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7812,7 +7911,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7825,7 +7924,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{115}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -7860,7 +7959,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7872,7 +7971,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7885,7 +7984,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{116}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *HeartbeatRequest) GetNode() string {
@@ -7910,7 +8009,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7922,7 +8021,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7935,7 +8034,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{117}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{119}
 }
 
 // SessionRequest opens a node's session. A worker that sets deltas gets
@@ -7954,7 +8053,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[118]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7966,7 +8065,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[118]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7979,7 +8078,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{118}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *SessionRequest) GetNode() string {
@@ -8019,7 +8118,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[119]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8031,7 +8130,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[119]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8044,7 +8143,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{119}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *Assignments) GetInstances() []*Instance {
@@ -8085,7 +8184,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[120]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8097,7 +8196,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[120]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8110,7 +8209,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{120}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -8135,7 +8234,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[121]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8147,7 +8246,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[121]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8160,7 +8259,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{121}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{123}
 }
 
 type FetchBlobRequest struct {
@@ -8172,7 +8271,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[122]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8184,7 +8283,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[122]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8197,7 +8296,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{122}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
@@ -8217,7 +8316,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8229,7 +8328,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8242,7 +8341,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{123}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -8274,7 +8373,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8286,7 +8385,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8299,7 +8398,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{124}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -8340,7 +8439,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8352,7 +8451,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8365,7 +8464,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{125}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *JoinResponse) GetCertificate() []byte {
@@ -8393,7 +8492,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8405,7 +8504,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8418,7 +8517,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{126}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -8445,7 +8544,7 @@ type InstanceLogsRequest struct {
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8457,7 +8556,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8470,7 +8569,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{127}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -8525,7 +8624,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8537,7 +8636,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8550,7 +8649,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{128}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *UsageRequest) GetInstances() []string {
@@ -8629,7 +8728,13 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\")\n" +
 	"\x13DeleteVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14DeleteVolumeResponse\"\x83\x02\n" +
+	"\x14DeleteVolumeResponse\"L\n" +
+	"\x15RemovedVolumesRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1f\n" +
+	"\vforget_uids\x18\x02 \x03(\tR\n" +
+	"forgetUids\"G\n" +
+	"\x16RemovedVolumesResponse\x12-\n" +
+	"\avolumes\x18\x01 \x03(\v2\x13.wasmorch.v1.VolumeR\avolumes\"\x83\x02\n" +
 	"\vHttpTrigger\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1d\n" +
@@ -9292,13 +9397,14 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\rCreateUIToken\x12!.wasmorch.v1.CreateUITokenRequest\x1a\".wasmorch.v1.CreateUITokenResponse\x12P\n" +
 	"\vListVolumes\x12\x1f.wasmorch.v1.ListVolumesRequest\x1a .wasmorch.v1.ListVolumesResponse\x12C\n" +
 	"\tGetVolume\x12\x1d.wasmorch.v1.GetVolumeRequest\x1a\x17.wasmorch.v1.VolumeView\x12S\n" +
-	"\fDeleteVolume\x12 .wasmorch.v1.DeleteVolumeRequest\x1a!.wasmorch.v1.DeleteVolumeResponse2\xef\x03\n" +
+	"\fDeleteVolume\x12 .wasmorch.v1.DeleteVolumeRequest\x1a!.wasmorch.v1.DeleteVolumeResponse2\xca\x04\n" +
 	"\x05Agent\x12G\n" +
 	"\bRegister\x12\x1c.wasmorch.v1.RegisterRequest\x1a\x1d.wasmorch.v1.RegisterResponse\x12J\n" +
 	"\tHeartbeat\x12\x1d.wasmorch.v1.HeartbeatRequest\x1a\x1e.wasmorch.v1.HeartbeatResponse\x12B\n" +
 	"\aSession\x12\x1b.wasmorch.v1.SessionRequest\x1a\x18.wasmorch.v1.Assignments0\x01\x12@\n" +
 	"\fReportStatus\x12\x18.wasmorch.v1.StatusBatch\x1a\x16.wasmorch.v1.StatusAck\x12D\n" +
-	"\tFetchBlob\x12\x1d.wasmorch.v1.FetchBlobRequest\x1a\x16.wasmorch.v1.BlobChunk0\x01\x12;\n" +
+	"\tFetchBlob\x12\x1d.wasmorch.v1.FetchBlobRequest\x1a\x16.wasmorch.v1.BlobChunk0\x01\x12Y\n" +
+	"\x0eRemovedVolumes\x12\".wasmorch.v1.RemovedVolumesRequest\x1a#.wasmorch.v1.RemovedVolumesResponse\x12;\n" +
 	"\x04Join\x12\x18.wasmorch.v1.JoinRequest\x1a\x19.wasmorch.v1.JoinResponse\x12H\n" +
 	"\x10RenewCertificate\x12\x19.wasmorch.v1.RenewRequest\x1a\x19.wasmorch.v1.JoinResponse2\x91\x01\n" +
 	"\x06Worker\x12I\n" +
@@ -9318,7 +9424,7 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 }
 
 var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 145)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 147)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),               // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),               // 1: wasmorch.v1.InstanceState
@@ -9335,331 +9441,336 @@ var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(*GetVolumeRequest)(nil),         // 12: wasmorch.v1.GetVolumeRequest
 	(*DeleteVolumeRequest)(nil),      // 13: wasmorch.v1.DeleteVolumeRequest
 	(*DeleteVolumeResponse)(nil),     // 14: wasmorch.v1.DeleteVolumeResponse
-	(*HttpTrigger)(nil),              // 15: wasmorch.v1.HttpTrigger
-	(*Autoscale)(nil),                // 16: wasmorch.v1.Autoscale
-	(*Placement)(nil),                // 17: wasmorch.v1.Placement
-	(*EnvVar)(nil),                   // 18: wasmorch.v1.EnvVar
-	(*Workload)(nil),                 // 19: wasmorch.v1.Workload
-	(*Instance)(nil),                 // 20: wasmorch.v1.Instance
-	(*InstanceStatus)(nil),           // 21: wasmorch.v1.InstanceStatus
-	(*Resources)(nil),                // 22: wasmorch.v1.Resources
-	(*Node)(nil),                     // 23: wasmorch.v1.Node
-	(*NodeCondition)(nil),            // 24: wasmorch.v1.NodeCondition
-	(*Event)(nil),                    // 25: wasmorch.v1.Event
-	(*BlobMeta)(nil),                 // 26: wasmorch.v1.BlobMeta
-	(*FunctionLoad)(nil),             // 27: wasmorch.v1.FunctionLoad
-	(*GenerationRequests)(nil),       // 28: wasmorch.v1.GenerationRequests
-	(*Config)(nil),                   // 29: wasmorch.v1.Config
-	(*Secret)(nil),                   // 30: wasmorch.v1.Secret
-	(*MountedFile)(nil),              // 31: wasmorch.v1.MountedFile
-	(*SecretData)(nil),               // 32: wasmorch.v1.SecretData
-	(*SecretKey)(nil),                // 33: wasmorch.v1.SecretKey
-	(*UploadRequest)(nil),            // 34: wasmorch.v1.UploadRequest
-	(*UploadHeader)(nil),             // 35: wasmorch.v1.UploadHeader
-	(*UploadResponse)(nil),           // 36: wasmorch.v1.UploadResponse
-	(*PullReferenceRequest)(nil),     // 37: wasmorch.v1.PullReferenceRequest
-	(*PullReferenceResponse)(nil),    // 38: wasmorch.v1.PullReferenceResponse
-	(*ApplyWorkloadRequest)(nil),     // 39: wasmorch.v1.ApplyWorkloadRequest
-	(*ApplyWorkloadResponse)(nil),    // 40: wasmorch.v1.ApplyWorkloadResponse
-	(*GetWorkloadRequest)(nil),       // 41: wasmorch.v1.GetWorkloadRequest
-	(*ListWorkloadsRequest)(nil),     // 42: wasmorch.v1.ListWorkloadsRequest
-	(*WorkloadView)(nil),             // 43: wasmorch.v1.WorkloadView
-	(*ListWorkloadsResponse)(nil),    // 44: wasmorch.v1.ListWorkloadsResponse
-	(*ScaleRequest)(nil),             // 45: wasmorch.v1.ScaleRequest
-	(*DeleteWorkloadRequest)(nil),    // 46: wasmorch.v1.DeleteWorkloadRequest
-	(*DeleteWorkloadResponse)(nil),   // 47: wasmorch.v1.DeleteWorkloadResponse
-	(*ListInstancesRequest)(nil),     // 48: wasmorch.v1.ListInstancesRequest
-	(*InstanceView)(nil),             // 49: wasmorch.v1.InstanceView
-	(*ListInstancesResponse)(nil),    // 50: wasmorch.v1.ListInstancesResponse
-	(*ListNodesRequest)(nil),         // 51: wasmorch.v1.ListNodesRequest
-	(*NodeView)(nil),                 // 52: wasmorch.v1.NodeView
-	(*ListNodesResponse)(nil),        // 53: wasmorch.v1.ListNodesResponse
-	(*LogsRequest)(nil),              // 54: wasmorch.v1.LogsRequest
-	(*LogChunk)(nil),                 // 55: wasmorch.v1.LogChunk
-	(*ListEventsRequest)(nil),        // 56: wasmorch.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),       // 57: wasmorch.v1.ListEventsResponse
-	(*WatchRequest)(nil),             // 58: wasmorch.v1.WatchRequest
-	(*WatchEvent)(nil),               // 59: wasmorch.v1.WatchEvent
-	(*VersionRequest)(nil),           // 60: wasmorch.v1.VersionRequest
-	(*VersionResponse)(nil),          // 61: wasmorch.v1.VersionResponse
-	(*NodeRequest)(nil),              // 62: wasmorch.v1.NodeRequest
-	(*RemoveNodeRequest)(nil),        // 63: wasmorch.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),       // 64: wasmorch.v1.RemoveNodeResponse
-	(*Member)(nil),                   // 65: wasmorch.v1.Member
-	(*ListMembersRequest)(nil),       // 66: wasmorch.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),      // 67: wasmorch.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),         // 68: wasmorch.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 69: wasmorch.v1.AddMemberResponse
-	(*PromoteMemberRequest)(nil),     // 70: wasmorch.v1.PromoteMemberRequest
-	(*PromoteMemberResponse)(nil),    // 71: wasmorch.v1.PromoteMemberResponse
-	(*RemoveMemberRequest)(nil),      // 72: wasmorch.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 73: wasmorch.v1.RemoveMemberResponse
-	(*SnapshotRequest)(nil),          // 74: wasmorch.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),            // 75: wasmorch.v1.SnapshotChunk
-	(*JoinToken)(nil),                // 76: wasmorch.v1.JoinToken
-	(*CreateTokenRequest)(nil),       // 77: wasmorch.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 78: wasmorch.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),        // 79: wasmorch.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),       // 80: wasmorch.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),       // 81: wasmorch.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),      // 82: wasmorch.v1.RevokeTokenResponse
-	(*CertificateRecord)(nil),        // 83: wasmorch.v1.CertificateRecord
-	(*IssueCredentialRequest)(nil),   // 84: wasmorch.v1.IssueCredentialRequest
-	(*IssueCredentialResponse)(nil),  // 85: wasmorch.v1.IssueCredentialResponse
-	(*ListCredentialsRequest)(nil),   // 86: wasmorch.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),  // 87: wasmorch.v1.ListCredentialsResponse
-	(*RevokeCredentialRequest)(nil),  // 88: wasmorch.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil), // 89: wasmorch.v1.RevokeCredentialResponse
-	(*LabelNodeRequest)(nil),         // 90: wasmorch.v1.LabelNodeRequest
-	(*SetConfigRequest)(nil),         // 91: wasmorch.v1.SetConfigRequest
-	(*SetConfigResponse)(nil),        // 92: wasmorch.v1.SetConfigResponse
-	(*GetConfigRequest)(nil),         // 93: wasmorch.v1.GetConfigRequest
-	(*ListConfigsRequest)(nil),       // 94: wasmorch.v1.ListConfigsRequest
-	(*ListConfigsResponse)(nil),      // 95: wasmorch.v1.ListConfigsResponse
-	(*DeleteConfigRequest)(nil),      // 96: wasmorch.v1.DeleteConfigRequest
-	(*DeleteConfigResponse)(nil),     // 97: wasmorch.v1.DeleteConfigResponse
-	(*SecretView)(nil),               // 98: wasmorch.v1.SecretView
-	(*SetSecretRequest)(nil),         // 99: wasmorch.v1.SetSecretRequest
-	(*SetSecretResponse)(nil),        // 100: wasmorch.v1.SetSecretResponse
-	(*GetSecretRequest)(nil),         // 101: wasmorch.v1.GetSecretRequest
-	(*ListSecretsRequest)(nil),       // 102: wasmorch.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),      // 103: wasmorch.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),      // 104: wasmorch.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),     // 105: wasmorch.v1.DeleteSecretResponse
-	(*RotateSecretKeyRequest)(nil),   // 106: wasmorch.v1.RotateSecretKeyRequest
-	(*RotateSecretKeyResponse)(nil),  // 107: wasmorch.v1.RotateSecretKeyResponse
-	(*TopRequest)(nil),               // 108: wasmorch.v1.TopRequest
-	(*InstanceUsage)(nil),            // 109: wasmorch.v1.InstanceUsage
-	(*UsageReport)(nil),              // 110: wasmorch.v1.UsageReport
-	(*CreateUITokenRequest)(nil),     // 111: wasmorch.v1.CreateUITokenRequest
-	(*CreateUITokenResponse)(nil),    // 112: wasmorch.v1.CreateUITokenResponse
-	(*Revision)(nil),                 // 113: wasmorch.v1.Revision
-	(*ListRevisionsRequest)(nil),     // 114: wasmorch.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),    // 115: wasmorch.v1.ListRevisionsResponse
-	(*PromoteRolloutRequest)(nil),    // 116: wasmorch.v1.PromoteRolloutRequest
-	(*RestartRolloutRequest)(nil),    // 117: wasmorch.v1.RestartRolloutRequest
-	(*RollbackRequest)(nil),          // 118: wasmorch.v1.RollbackRequest
-	(*RegisterRequest)(nil),          // 119: wasmorch.v1.RegisterRequest
-	(*RegisterResponse)(nil),         // 120: wasmorch.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),         // 121: wasmorch.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 122: wasmorch.v1.HeartbeatResponse
-	(*SessionRequest)(nil),           // 123: wasmorch.v1.SessionRequest
-	(*Assignments)(nil),              // 124: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),              // 125: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),                // 126: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),         // 127: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),                // 128: wasmorch.v1.BlobChunk
-	(*JoinRequest)(nil),              // 129: wasmorch.v1.JoinRequest
-	(*JoinResponse)(nil),             // 130: wasmorch.v1.JoinResponse
-	(*RenewRequest)(nil),             // 131: wasmorch.v1.RenewRequest
-	(*InstanceLogsRequest)(nil),      // 132: wasmorch.v1.InstanceLogsRequest
-	(*UsageRequest)(nil),             // 133: wasmorch.v1.UsageRequest
-	nil,                              // 134: wasmorch.v1.Placement.SelectorEntry
-	nil,                              // 135: wasmorch.v1.Workload.LabelsEntry
-	nil,                              // 136: wasmorch.v1.Instance.VolumeUidsEntry
-	nil,                              // 137: wasmorch.v1.Node.LabelsEntry
-	nil,                              // 138: wasmorch.v1.FunctionLoad.GenerationsEntry
-	nil,                              // 139: wasmorch.v1.Config.DataEntry
-	nil,                              // 140: wasmorch.v1.SecretData.DataEntry
-	nil,                              // 141: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
-	nil,                              // 142: wasmorch.v1.ListNodesRequest.SelectorEntry
-	nil,                              // 143: wasmorch.v1.JoinToken.LabelsEntry
-	nil,                              // 144: wasmorch.v1.CreateTokenRequest.LabelsEntry
-	nil,                              // 145: wasmorch.v1.LabelNodeRequest.SetEntry
-	nil,                              // 146: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                              // 147: wasmorch.v1.SetSecretRequest.DataEntry
-	nil,                              // 148: wasmorch.v1.RegisterResponse.LabelsEntry
-	nil,                              // 149: wasmorch.v1.JoinRequest.LabelsEntry
+	(*RemovedVolumesRequest)(nil),    // 15: wasmorch.v1.RemovedVolumesRequest
+	(*RemovedVolumesResponse)(nil),   // 16: wasmorch.v1.RemovedVolumesResponse
+	(*HttpTrigger)(nil),              // 17: wasmorch.v1.HttpTrigger
+	(*Autoscale)(nil),                // 18: wasmorch.v1.Autoscale
+	(*Placement)(nil),                // 19: wasmorch.v1.Placement
+	(*EnvVar)(nil),                   // 20: wasmorch.v1.EnvVar
+	(*Workload)(nil),                 // 21: wasmorch.v1.Workload
+	(*Instance)(nil),                 // 22: wasmorch.v1.Instance
+	(*InstanceStatus)(nil),           // 23: wasmorch.v1.InstanceStatus
+	(*Resources)(nil),                // 24: wasmorch.v1.Resources
+	(*Node)(nil),                     // 25: wasmorch.v1.Node
+	(*NodeCondition)(nil),            // 26: wasmorch.v1.NodeCondition
+	(*Event)(nil),                    // 27: wasmorch.v1.Event
+	(*BlobMeta)(nil),                 // 28: wasmorch.v1.BlobMeta
+	(*FunctionLoad)(nil),             // 29: wasmorch.v1.FunctionLoad
+	(*GenerationRequests)(nil),       // 30: wasmorch.v1.GenerationRequests
+	(*Config)(nil),                   // 31: wasmorch.v1.Config
+	(*Secret)(nil),                   // 32: wasmorch.v1.Secret
+	(*MountedFile)(nil),              // 33: wasmorch.v1.MountedFile
+	(*SecretData)(nil),               // 34: wasmorch.v1.SecretData
+	(*SecretKey)(nil),                // 35: wasmorch.v1.SecretKey
+	(*UploadRequest)(nil),            // 36: wasmorch.v1.UploadRequest
+	(*UploadHeader)(nil),             // 37: wasmorch.v1.UploadHeader
+	(*UploadResponse)(nil),           // 38: wasmorch.v1.UploadResponse
+	(*PullReferenceRequest)(nil),     // 39: wasmorch.v1.PullReferenceRequest
+	(*PullReferenceResponse)(nil),    // 40: wasmorch.v1.PullReferenceResponse
+	(*ApplyWorkloadRequest)(nil),     // 41: wasmorch.v1.ApplyWorkloadRequest
+	(*ApplyWorkloadResponse)(nil),    // 42: wasmorch.v1.ApplyWorkloadResponse
+	(*GetWorkloadRequest)(nil),       // 43: wasmorch.v1.GetWorkloadRequest
+	(*ListWorkloadsRequest)(nil),     // 44: wasmorch.v1.ListWorkloadsRequest
+	(*WorkloadView)(nil),             // 45: wasmorch.v1.WorkloadView
+	(*ListWorkloadsResponse)(nil),    // 46: wasmorch.v1.ListWorkloadsResponse
+	(*ScaleRequest)(nil),             // 47: wasmorch.v1.ScaleRequest
+	(*DeleteWorkloadRequest)(nil),    // 48: wasmorch.v1.DeleteWorkloadRequest
+	(*DeleteWorkloadResponse)(nil),   // 49: wasmorch.v1.DeleteWorkloadResponse
+	(*ListInstancesRequest)(nil),     // 50: wasmorch.v1.ListInstancesRequest
+	(*InstanceView)(nil),             // 51: wasmorch.v1.InstanceView
+	(*ListInstancesResponse)(nil),    // 52: wasmorch.v1.ListInstancesResponse
+	(*ListNodesRequest)(nil),         // 53: wasmorch.v1.ListNodesRequest
+	(*NodeView)(nil),                 // 54: wasmorch.v1.NodeView
+	(*ListNodesResponse)(nil),        // 55: wasmorch.v1.ListNodesResponse
+	(*LogsRequest)(nil),              // 56: wasmorch.v1.LogsRequest
+	(*LogChunk)(nil),                 // 57: wasmorch.v1.LogChunk
+	(*ListEventsRequest)(nil),        // 58: wasmorch.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 59: wasmorch.v1.ListEventsResponse
+	(*WatchRequest)(nil),             // 60: wasmorch.v1.WatchRequest
+	(*WatchEvent)(nil),               // 61: wasmorch.v1.WatchEvent
+	(*VersionRequest)(nil),           // 62: wasmorch.v1.VersionRequest
+	(*VersionResponse)(nil),          // 63: wasmorch.v1.VersionResponse
+	(*NodeRequest)(nil),              // 64: wasmorch.v1.NodeRequest
+	(*RemoveNodeRequest)(nil),        // 65: wasmorch.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 66: wasmorch.v1.RemoveNodeResponse
+	(*Member)(nil),                   // 67: wasmorch.v1.Member
+	(*ListMembersRequest)(nil),       // 68: wasmorch.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),      // 69: wasmorch.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),         // 70: wasmorch.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 71: wasmorch.v1.AddMemberResponse
+	(*PromoteMemberRequest)(nil),     // 72: wasmorch.v1.PromoteMemberRequest
+	(*PromoteMemberResponse)(nil),    // 73: wasmorch.v1.PromoteMemberResponse
+	(*RemoveMemberRequest)(nil),      // 74: wasmorch.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 75: wasmorch.v1.RemoveMemberResponse
+	(*SnapshotRequest)(nil),          // 76: wasmorch.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),            // 77: wasmorch.v1.SnapshotChunk
+	(*JoinToken)(nil),                // 78: wasmorch.v1.JoinToken
+	(*CreateTokenRequest)(nil),       // 79: wasmorch.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 80: wasmorch.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),        // 81: wasmorch.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),       // 82: wasmorch.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),       // 83: wasmorch.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),      // 84: wasmorch.v1.RevokeTokenResponse
+	(*CertificateRecord)(nil),        // 85: wasmorch.v1.CertificateRecord
+	(*IssueCredentialRequest)(nil),   // 86: wasmorch.v1.IssueCredentialRequest
+	(*IssueCredentialResponse)(nil),  // 87: wasmorch.v1.IssueCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 88: wasmorch.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 89: wasmorch.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 90: wasmorch.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 91: wasmorch.v1.RevokeCredentialResponse
+	(*LabelNodeRequest)(nil),         // 92: wasmorch.v1.LabelNodeRequest
+	(*SetConfigRequest)(nil),         // 93: wasmorch.v1.SetConfigRequest
+	(*SetConfigResponse)(nil),        // 94: wasmorch.v1.SetConfigResponse
+	(*GetConfigRequest)(nil),         // 95: wasmorch.v1.GetConfigRequest
+	(*ListConfigsRequest)(nil),       // 96: wasmorch.v1.ListConfigsRequest
+	(*ListConfigsResponse)(nil),      // 97: wasmorch.v1.ListConfigsResponse
+	(*DeleteConfigRequest)(nil),      // 98: wasmorch.v1.DeleteConfigRequest
+	(*DeleteConfigResponse)(nil),     // 99: wasmorch.v1.DeleteConfigResponse
+	(*SecretView)(nil),               // 100: wasmorch.v1.SecretView
+	(*SetSecretRequest)(nil),         // 101: wasmorch.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),        // 102: wasmorch.v1.SetSecretResponse
+	(*GetSecretRequest)(nil),         // 103: wasmorch.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),       // 104: wasmorch.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),      // 105: wasmorch.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),      // 106: wasmorch.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),     // 107: wasmorch.v1.DeleteSecretResponse
+	(*RotateSecretKeyRequest)(nil),   // 108: wasmorch.v1.RotateSecretKeyRequest
+	(*RotateSecretKeyResponse)(nil),  // 109: wasmorch.v1.RotateSecretKeyResponse
+	(*TopRequest)(nil),               // 110: wasmorch.v1.TopRequest
+	(*InstanceUsage)(nil),            // 111: wasmorch.v1.InstanceUsage
+	(*UsageReport)(nil),              // 112: wasmorch.v1.UsageReport
+	(*CreateUITokenRequest)(nil),     // 113: wasmorch.v1.CreateUITokenRequest
+	(*CreateUITokenResponse)(nil),    // 114: wasmorch.v1.CreateUITokenResponse
+	(*Revision)(nil),                 // 115: wasmorch.v1.Revision
+	(*ListRevisionsRequest)(nil),     // 116: wasmorch.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),    // 117: wasmorch.v1.ListRevisionsResponse
+	(*PromoteRolloutRequest)(nil),    // 118: wasmorch.v1.PromoteRolloutRequest
+	(*RestartRolloutRequest)(nil),    // 119: wasmorch.v1.RestartRolloutRequest
+	(*RollbackRequest)(nil),          // 120: wasmorch.v1.RollbackRequest
+	(*RegisterRequest)(nil),          // 121: wasmorch.v1.RegisterRequest
+	(*RegisterResponse)(nil),         // 122: wasmorch.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),         // 123: wasmorch.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 124: wasmorch.v1.HeartbeatResponse
+	(*SessionRequest)(nil),           // 125: wasmorch.v1.SessionRequest
+	(*Assignments)(nil),              // 126: wasmorch.v1.Assignments
+	(*StatusBatch)(nil),              // 127: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),                // 128: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),         // 129: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),                // 130: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),              // 131: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),             // 132: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),             // 133: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),      // 134: wasmorch.v1.InstanceLogsRequest
+	(*UsageRequest)(nil),             // 135: wasmorch.v1.UsageRequest
+	nil,                              // 136: wasmorch.v1.Placement.SelectorEntry
+	nil,                              // 137: wasmorch.v1.Workload.LabelsEntry
+	nil,                              // 138: wasmorch.v1.Instance.VolumeUidsEntry
+	nil,                              // 139: wasmorch.v1.Node.LabelsEntry
+	nil,                              // 140: wasmorch.v1.FunctionLoad.GenerationsEntry
+	nil,                              // 141: wasmorch.v1.Config.DataEntry
+	nil,                              // 142: wasmorch.v1.SecretData.DataEntry
+	nil,                              // 143: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	nil,                              // 144: wasmorch.v1.ListNodesRequest.SelectorEntry
+	nil,                              // 145: wasmorch.v1.JoinToken.LabelsEntry
+	nil,                              // 146: wasmorch.v1.CreateTokenRequest.LabelsEntry
+	nil,                              // 147: wasmorch.v1.LabelNodeRequest.SetEntry
+	nil,                              // 148: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                              // 149: wasmorch.v1.SetSecretRequest.DataEntry
+	nil,                              // 150: wasmorch.v1.RegisterResponse.LabelsEntry
+	nil,                              // 151: wasmorch.v1.JoinRequest.LabelsEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
-	18,  // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
+	20,  // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
 	0,   // 1: wasmorch.v1.WorkloadSpec.restart:type_name -> wasmorch.v1.RestartPolicy
-	15,  // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
-	16,  // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
-	17,  // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
-	31,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
+	17,  // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
+	18,  // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
+	19,  // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
+	33,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
 	7,   // 6: wasmorch.v1.WorkloadSpec.volumes:type_name -> wasmorch.v1.VolumeMount
 	6,   // 7: wasmorch.v1.WorkloadSpec.mounts:type_name -> wasmorch.v1.HostMount
 	8,   // 8: wasmorch.v1.VolumeView.volume:type_name -> wasmorch.v1.Volume
 	9,   // 9: wasmorch.v1.ListVolumesResponse.volumes:type_name -> wasmorch.v1.VolumeView
-	134, // 10: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
-	5,   // 11: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
-	135, // 12: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
-	5,   // 13: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
-	136, // 14: wasmorch.v1.Instance.volume_uids:type_name -> wasmorch.v1.Instance.VolumeUidsEntry
-	1,   // 15: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
-	22,  // 16: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	137, // 17: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
-	24,  // 18: wasmorch.v1.Node.conditions:type_name -> wasmorch.v1.NodeCondition
-	2,   // 19: wasmorch.v1.NodeCondition.type:type_name -> wasmorch.v1.NodeConditionType
-	138, // 20: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
-	139, // 21: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	140, // 22: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
-	35,  // 23: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
-	5,   // 24: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
-	141, // 25: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
-	19,  // 26: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
-	19,  // 27: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
-	43,  // 28: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
-	1,   // 29: wasmorch.v1.ListInstancesRequest.states:type_name -> wasmorch.v1.InstanceState
-	20,  // 30: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
-	21,  // 31: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
-	1,   // 32: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
-	49,  // 33: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
-	142, // 34: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
-	23,  // 35: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
-	22,  // 36: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
-	52,  // 37: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
-	25,  // 38: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
-	3,   // 39: wasmorch.v1.WatchRequest.kind:type_name -> wasmorch.v1.WatchKind
-	4,   // 40: wasmorch.v1.WatchEvent.type:type_name -> wasmorch.v1.WatchEventType
-	43,  // 41: wasmorch.v1.WatchEvent.workload:type_name -> wasmorch.v1.WorkloadView
-	49,  // 42: wasmorch.v1.WatchEvent.instance:type_name -> wasmorch.v1.InstanceView
-	52,  // 43: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
-	25,  // 44: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
-	65,  // 45: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
-	143, // 46: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
-	144, // 47: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
-	76,  // 48: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
-	76,  // 49: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
-	83,  // 50: wasmorch.v1.IssueCredentialResponse.info:type_name -> wasmorch.v1.CertificateRecord
-	83,  // 51: wasmorch.v1.ListCredentialsResponse.credentials:type_name -> wasmorch.v1.CertificateRecord
-	83,  // 52: wasmorch.v1.RevokeCredentialResponse.revoked:type_name -> wasmorch.v1.CertificateRecord
-	145, // 53: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
-	146, // 54: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
-	29,  // 55: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
-	29,  // 56: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	147, // 57: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
-	98,  // 58: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
-	98,  // 59: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
-	109, // 60: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
-	22,  // 61: wasmorch.v1.UsageReport.capacity:type_name -> wasmorch.v1.Resources
-	5,   // 62: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
-	113, // 63: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
-	23,  // 64: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	148, // 65: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
-	24,  // 66: wasmorch.v1.HeartbeatRequest.conditions:type_name -> wasmorch.v1.NodeCondition
-	20,  // 67: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
-	21,  // 68: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	149, // 69: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
-	28,  // 70: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
-	34,  // 71: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	37,  // 72: wasmorch.v1.Control.PullReference:input_type -> wasmorch.v1.PullReferenceRequest
-	39,  // 73: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	41,  // 74: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	42,  // 75: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	45,  // 76: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	46,  // 77: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	48,  // 78: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	51,  // 79: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	54,  // 80: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	60,  // 81: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	56,  // 82: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	58,  // 83: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
-	62,  // 84: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
-	62,  // 85: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
-	62,  // 86: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
-	63,  // 87: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
-	66,  // 88: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
-	68,  // 89: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
-	70,  // 90: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
-	72,  // 91: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
-	74,  // 92: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
-	77,  // 93: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
-	79,  // 94: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
-	81,  // 95: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
-	84,  // 96: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
-	86,  // 97: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
-	88,  // 98: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
-	90,  // 99: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
-	91,  // 100: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
-	93,  // 101: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
-	94,  // 102: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
-	96,  // 103: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
-	99,  // 104: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
-	101, // 105: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
-	102, // 106: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
-	104, // 107: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
-	106, // 108: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
-	114, // 109: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
-	118, // 110: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
-	116, // 111: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
-	117, // 112: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
-	108, // 113: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
-	111, // 114: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
-	10,  // 115: wasmorch.v1.Control.ListVolumes:input_type -> wasmorch.v1.ListVolumesRequest
-	12,  // 116: wasmorch.v1.Control.GetVolume:input_type -> wasmorch.v1.GetVolumeRequest
-	13,  // 117: wasmorch.v1.Control.DeleteVolume:input_type -> wasmorch.v1.DeleteVolumeRequest
-	119, // 118: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	121, // 119: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	123, // 120: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	125, // 121: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	127, // 122: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	129, // 123: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	131, // 124: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	132, // 125: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	133, // 126: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
-	36,  // 127: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	38,  // 128: wasmorch.v1.Control.PullReference:output_type -> wasmorch.v1.PullReferenceResponse
-	40,  // 129: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	43,  // 130: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	44,  // 131: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	19,  // 132: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	47,  // 133: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	50,  // 134: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	53,  // 135: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	55,  // 136: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	61,  // 137: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	57,  // 138: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	59,  // 139: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
-	52,  // 140: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	52,  // 141: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	52,  // 142: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	64,  // 143: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	67,  // 144: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	69,  // 145: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	71,  // 146: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	73,  // 147: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	75,  // 148: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	78,  // 149: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	80,  // 150: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	82,  // 151: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	85,  // 152: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
-	87,  // 153: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
-	89,  // 154: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
-	52,  // 155: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
-	92,  // 156: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	29,  // 157: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	95,  // 158: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	97,  // 159: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	100, // 160: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	98,  // 161: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	103, // 162: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	105, // 163: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	107, // 164: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	115, // 165: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
-	40,  // 166: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	19,  // 167: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
-	40,  // 168: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	110, // 169: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
-	112, // 170: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
-	11,  // 171: wasmorch.v1.Control.ListVolumes:output_type -> wasmorch.v1.ListVolumesResponse
-	9,   // 172: wasmorch.v1.Control.GetVolume:output_type -> wasmorch.v1.VolumeView
-	14,  // 173: wasmorch.v1.Control.DeleteVolume:output_type -> wasmorch.v1.DeleteVolumeResponse
-	120, // 174: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	122, // 175: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	124, // 176: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	126, // 177: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	128, // 178: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	130, // 179: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	130, // 180: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	55,  // 181: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	110, // 182: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
-	127, // [127:183] is the sub-list for method output_type
-	71,  // [71:127] is the sub-list for method input_type
-	71,  // [71:71] is the sub-list for extension type_name
-	71,  // [71:71] is the sub-list for extension extendee
-	0,   // [0:71] is the sub-list for field type_name
+	8,   // 10: wasmorch.v1.RemovedVolumesResponse.volumes:type_name -> wasmorch.v1.Volume
+	136, // 11: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	5,   // 12: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
+	137, // 13: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
+	5,   // 14: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
+	138, // 15: wasmorch.v1.Instance.volume_uids:type_name -> wasmorch.v1.Instance.VolumeUidsEntry
+	1,   // 16: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
+	24,  // 17: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
+	139, // 18: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	26,  // 19: wasmorch.v1.Node.conditions:type_name -> wasmorch.v1.NodeCondition
+	2,   // 20: wasmorch.v1.NodeCondition.type:type_name -> wasmorch.v1.NodeConditionType
+	140, // 21: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
+	141, // 22: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	142, // 23: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	37,  // 24: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
+	5,   // 25: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
+	143, // 26: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	21,  // 27: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
+	21,  // 28: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
+	45,  // 29: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
+	1,   // 30: wasmorch.v1.ListInstancesRequest.states:type_name -> wasmorch.v1.InstanceState
+	22,  // 31: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
+	23,  // 32: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
+	1,   // 33: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
+	51,  // 34: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
+	144, // 35: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
+	25,  // 36: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
+	24,  // 37: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
+	54,  // 38: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
+	27,  // 39: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
+	3,   // 40: wasmorch.v1.WatchRequest.kind:type_name -> wasmorch.v1.WatchKind
+	4,   // 41: wasmorch.v1.WatchEvent.type:type_name -> wasmorch.v1.WatchEventType
+	45,  // 42: wasmorch.v1.WatchEvent.workload:type_name -> wasmorch.v1.WorkloadView
+	51,  // 43: wasmorch.v1.WatchEvent.instance:type_name -> wasmorch.v1.InstanceView
+	54,  // 44: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
+	27,  // 45: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
+	67,  // 46: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
+	145, // 47: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
+	146, // 48: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
+	78,  // 49: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
+	78,  // 50: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
+	85,  // 51: wasmorch.v1.IssueCredentialResponse.info:type_name -> wasmorch.v1.CertificateRecord
+	85,  // 52: wasmorch.v1.ListCredentialsResponse.credentials:type_name -> wasmorch.v1.CertificateRecord
+	85,  // 53: wasmorch.v1.RevokeCredentialResponse.revoked:type_name -> wasmorch.v1.CertificateRecord
+	147, // 54: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
+	148, // 55: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	31,  // 56: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
+	31,  // 57: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
+	149, // 58: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	100, // 59: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
+	100, // 60: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
+	111, // 61: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
+	24,  // 62: wasmorch.v1.UsageReport.capacity:type_name -> wasmorch.v1.Resources
+	5,   // 63: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
+	115, // 64: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
+	25,  // 65: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
+	150, // 66: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
+	26,  // 67: wasmorch.v1.HeartbeatRequest.conditions:type_name -> wasmorch.v1.NodeCondition
+	22,  // 68: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
+	23,  // 69: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
+	151, // 70: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
+	30,  // 71: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
+	36,  // 72: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	39,  // 73: wasmorch.v1.Control.PullReference:input_type -> wasmorch.v1.PullReferenceRequest
+	41,  // 74: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	43,  // 75: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	44,  // 76: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	47,  // 77: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	48,  // 78: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	50,  // 79: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	53,  // 80: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	56,  // 81: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	62,  // 82: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	58,  // 83: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	60,  // 84: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
+	64,  // 85: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	64,  // 86: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	64,  // 87: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	65,  // 88: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	68,  // 89: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	70,  // 90: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	72,  // 91: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	74,  // 92: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	76,  // 93: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	79,  // 94: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	81,  // 95: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	83,  // 96: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	86,  // 97: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
+	88,  // 98: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
+	90,  // 99: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
+	92,  // 100: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
+	93,  // 101: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
+	95,  // 102: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
+	96,  // 103: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
+	98,  // 104: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
+	101, // 105: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
+	103, // 106: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
+	104, // 107: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
+	106, // 108: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
+	108, // 109: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
+	116, // 110: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
+	120, // 111: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	118, // 112: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
+	119, // 113: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
+	110, // 114: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
+	113, // 115: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
+	10,  // 116: wasmorch.v1.Control.ListVolumes:input_type -> wasmorch.v1.ListVolumesRequest
+	12,  // 117: wasmorch.v1.Control.GetVolume:input_type -> wasmorch.v1.GetVolumeRequest
+	13,  // 118: wasmorch.v1.Control.DeleteVolume:input_type -> wasmorch.v1.DeleteVolumeRequest
+	121, // 119: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	123, // 120: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	125, // 121: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	127, // 122: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	129, // 123: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	15,  // 124: wasmorch.v1.Agent.RemovedVolumes:input_type -> wasmorch.v1.RemovedVolumesRequest
+	131, // 125: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	133, // 126: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	134, // 127: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	135, // 128: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
+	38,  // 129: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	40,  // 130: wasmorch.v1.Control.PullReference:output_type -> wasmorch.v1.PullReferenceResponse
+	42,  // 131: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	45,  // 132: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	46,  // 133: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	21,  // 134: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	49,  // 135: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	52,  // 136: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	55,  // 137: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	57,  // 138: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	63,  // 139: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	59,  // 140: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	61,  // 141: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
+	54,  // 142: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	54,  // 143: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	54,  // 144: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	66,  // 145: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	69,  // 146: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	71,  // 147: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	73,  // 148: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	75,  // 149: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	77,  // 150: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	80,  // 151: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	82,  // 152: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	84,  // 153: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	87,  // 154: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
+	89,  // 155: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
+	91,  // 156: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
+	54,  // 157: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
+	94,  // 158: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	31,  // 159: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	97,  // 160: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	99,  // 161: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	102, // 162: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	100, // 163: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	105, // 164: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	107, // 165: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	109, // 166: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	117, // 167: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	42,  // 168: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	21,  // 169: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
+	42,  // 170: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	112, // 171: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
+	114, // 172: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
+	11,  // 173: wasmorch.v1.Control.ListVolumes:output_type -> wasmorch.v1.ListVolumesResponse
+	9,   // 174: wasmorch.v1.Control.GetVolume:output_type -> wasmorch.v1.VolumeView
+	14,  // 175: wasmorch.v1.Control.DeleteVolume:output_type -> wasmorch.v1.DeleteVolumeResponse
+	122, // 176: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	124, // 177: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	126, // 178: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	128, // 179: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	130, // 180: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	16,  // 181: wasmorch.v1.Agent.RemovedVolumes:output_type -> wasmorch.v1.RemovedVolumesResponse
+	132, // 182: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	132, // 183: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	57,  // 184: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	112, // 185: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
+	129, // [129:186] is the sub-list for method output_type
+	72,  // [72:129] is the sub-list for method input_type
+	72,  // [72:72] is the sub-list for extension type_name
+	72,  // [72:72] is the sub-list for extension extendee
+	0,   // [0:72] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -9667,11 +9778,11 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 	if File_wasmorch_v1_wasmorch_proto != nil {
 		return
 	}
-	file_wasmorch_v1_wasmorch_proto_msgTypes[29].OneofWrappers = []any{
+	file_wasmorch_v1_wasmorch_proto_msgTypes[31].OneofWrappers = []any{
 		(*UploadRequest_Header)(nil),
 		(*UploadRequest_Chunk)(nil),
 	}
-	file_wasmorch_v1_wasmorch_proto_msgTypes[54].OneofWrappers = []any{
+	file_wasmorch_v1_wasmorch_proto_msgTypes[56].OneofWrappers = []any{
 		(*WatchEvent_Workload)(nil),
 		(*WatchEvent_Instance)(nil),
 		(*WatchEvent_Node)(nil),
@@ -9683,7 +9794,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   145,
+			NumMessages:   147,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -1897,6 +1897,7 @@ const (
 	Agent_Session_FullMethodName          = "/wasmorch.v1.Agent/Session"
 	Agent_ReportStatus_FullMethodName     = "/wasmorch.v1.Agent/ReportStatus"
 	Agent_FetchBlob_FullMethodName        = "/wasmorch.v1.Agent/FetchBlob"
+	Agent_RemovedVolumes_FullMethodName   = "/wasmorch.v1.Agent/RemovedVolumes"
 	Agent_Join_FullMethodName             = "/wasmorch.v1.Agent/Join"
 	Agent_RenewCertificate_FullMethodName = "/wasmorch.v1.Agent/RenewCertificate"
 )
@@ -1910,6 +1911,8 @@ type AgentClient interface {
 	Session(ctx context.Context, in *SessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Assignments], error)
 	ReportStatus(ctx context.Context, in *StatusBatch, opts ...grpc.CallOption) (*StatusAck, error)
 	FetchBlob(ctx context.Context, in *FetchBlobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BlobChunk], error)
+	// state: the removed volumes whose directories the node is to delete.
+	RemovedVolumes(ctx context.Context, in *RemovedVolumesRequest, opts ...grpc.CallOption) (*RemovedVolumesResponse, error)
 	// security
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
 	RenewCertificate(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*JoinResponse, error)
@@ -1991,6 +1994,16 @@ func (c *agentClient) FetchBlob(ctx context.Context, in *FetchBlobRequest, opts 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_FetchBlobClient = grpc.ServerStreamingClient[BlobChunk]
 
+func (c *agentClient) RemovedVolumes(ctx context.Context, in *RemovedVolumesRequest, opts ...grpc.CallOption) (*RemovedVolumesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemovedVolumesResponse)
+	err := c.cc.Invoke(ctx, Agent_RemovedVolumes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *agentClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(JoinResponse)
@@ -2020,6 +2033,8 @@ type AgentServer interface {
 	Session(*SessionRequest, grpc.ServerStreamingServer[Assignments]) error
 	ReportStatus(context.Context, *StatusBatch) (*StatusAck, error)
 	FetchBlob(*FetchBlobRequest, grpc.ServerStreamingServer[BlobChunk]) error
+	// state: the removed volumes whose directories the node is to delete.
+	RemovedVolumes(context.Context, *RemovedVolumesRequest) (*RemovedVolumesResponse, error)
 	// security
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
 	RenewCertificate(context.Context, *RenewRequest) (*JoinResponse, error)
@@ -2047,6 +2062,9 @@ func (UnimplementedAgentServer) ReportStatus(context.Context, *StatusBatch) (*St
 }
 func (UnimplementedAgentServer) FetchBlob(*FetchBlobRequest, grpc.ServerStreamingServer[BlobChunk]) error {
 	return status.Error(codes.Unimplemented, "method FetchBlob not implemented")
+}
+func (UnimplementedAgentServer) RemovedVolumes(context.Context, *RemovedVolumesRequest) (*RemovedVolumesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemovedVolumes not implemented")
 }
 func (UnimplementedAgentServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
@@ -2151,6 +2169,24 @@ func _Agent_FetchBlob_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_FetchBlobServer = grpc.ServerStreamingServer[BlobChunk]
 
+func _Agent_RemovedVolumes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemovedVolumesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).RemovedVolumes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_RemovedVolumes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).RemovedVolumes(ctx, req.(*RemovedVolumesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Agent_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(JoinRequest)
 	if err := dec(in); err != nil {
@@ -2205,6 +2241,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportStatus",
 			Handler:    _Agent_ReportStatus_Handler,
+		},
+		{
+			MethodName: "RemovedVolumes",
+			Handler:    _Agent_RemovedVolumes_Handler,
 		},
 		{
 			MethodName: "Join",

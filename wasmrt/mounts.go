@@ -95,6 +95,9 @@ func fsConfig(files map[string][]byte, mounts []runtimeapi.Mount, st *fsState) (
 	cfg := filesConfig(files)
 	for _, m := range mounts {
 		var fsys experimentalsys.FS = sysfs.DirFS(m.HostPath)
+		if !m.ReadOnly {
+			fsys = noSymlinkFS{fsys}
+		}
 		switch {
 		case m.ReadOnly:
 			fsys = &sysfs.ReadFS{FS: fsys}
@@ -109,6 +112,16 @@ func fsConfig(files map[string][]byte, mounts []runtimeapi.Mount, st *fsState) (
 	}
 	return cfg, nil
 }
+
+// noSymlinkFS refuses to create symbolic links (EPERM). wazero's DirFS
+// refuses an absolute target, but follows a relative one wherever it
+// leads: a guest could link "../../.." in its writable directory and read
+// the host's files through it. Links that are there already (in a host
+// directory an operator allowed) are the operator's.
+type noSymlinkFS struct{ experimentalsys.FS }
+
+// Symlink implements experimentalsys.FS.
+func (noSymlinkFS) Symlink(_, _ string) experimentalsys.Errno { return experimentalsys.EPERM }
 
 // diskUsage is what the quota of dir starts from: the bytes of the regular
 // files under it, each file once however many links it has.

@@ -72,3 +72,26 @@ func TestScratchNeighboursHaveTheirOwnLimits(t *testing.T) {
 	calm.waitFor(t, "wrote 500000 bytes to /tmp/fill\n")
 	calm.waitFor(t, "alive 1\n")
 }
+
+// A guest cannot leave a writable mount through a symbolic link it makes:
+// wazero refuses an absolute target but would follow a relative one out
+// of the directory, to the host's files.
+func TestWritableMountsRefuseSymbolicLinks(t *testing.T) {
+	r := newTestRuntime(t, Config{})
+	for _, limit := range []int64{0, 1 << 20} {
+		out := newOutput()
+		inst, err := r.Start(context.Background(), runtimeapi.InstanceSpec{
+			ID: "escape", Artifact: testArtifact(t, "escape.wasm"), Stdout: out, Stderr: out,
+			Mounts: []runtimeapi.Mount{{GuestPath: "/tmp", HostPath: t.TempDir(), LimitBytes: limit}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitExit(t, inst)
+		want := "symlink /tmp/up: Operation not permitted\nopen /tmp/up/etc/hostname: No such file or directory\n" +
+			"symlink /tmp/root: Operation not permitted\nopen /tmp/root/etc/hostname: No such file or directory\n"
+		if got := out.String(); got != want {
+			t.Errorf("limit %d: got\n%s\nwant\n%s", limit, got, want)
+		}
+	}
+}

@@ -83,6 +83,7 @@ func followsDemand(t *testing.T, m *multi, provider, nodesDir string) {
 	if pids := localAgents(api); len(pids) != 3 {
 		t.Errorf("want 3 agent processes, found %v", pids)
 	}
+	m.waitNodeGroup(provider, 3, 3)
 	if evs := m.events("ScaledUp"); len(evs) == 0 {
 		t.Errorf("no ScaledUp event for the scale-up")
 	}
@@ -148,6 +149,7 @@ func followsDemand(t *testing.T, m *multi, provider, nodesDir string) {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
+	m.waitNodeGroup(provider, 0, 0)
 	eventually(t, "a target size of 0", func() (bool, string) {
 		got := m.metric(`wasmorch_cloud_group_target_size{group="pool"}`)
 		return got == 0, fmt.Sprint(got)
@@ -180,6 +182,23 @@ func TestCloudBadNodeGroupIsRefused(t *testing.T) {
 	}
 	r := run(t, cliEnv(t), "provider", "local", "--node-group", "name=pool,provider=local,max=1,instances=1")
 	oneLineError(t, r, "the provider needs a --socket")
+	r = run(t, cliEnv(t), "get", "nodegroups", "-w")
+	oneLineError(t, r, "node groups cannot be watched")
+}
+
+// waitNodeGroup waits until `get nodegroups` shows group pool of provider
+// (min 0, max 3, 10 instances per node) with target and ready nodes.
+func (m *multi) waitNodeGroup(provider string, target, ready int) {
+	m.t.Helper()
+	eventually(m.t, fmt.Sprintf("node group pool with %d nodes asked for, %d Ready", target, ready), func() (bool, string) {
+		var gs []struct {
+			Name, Provider                            string
+			Min, Max, Target, Ready, InstancesPerNode int
+		}
+		m.getJSON(&gs, "nodegroups")
+		return len(gs) == 1 && gs[0].Name == "pool" && gs[0].Provider == provider && gs[0].Min == 0 && gs[0].Max == 3 && gs[0].InstancesPerNode == 10 &&
+			gs[0].Target == target && gs[0].Ready == ready, fmt.Sprintf("%+v", gs)
+	})
 }
 
 // events returns the messages of the cluster's events with reason.

@@ -18,6 +18,7 @@ var getKinds = map[string]string{
 	"instances": cliclient.KindInstances, "instance": cliclient.KindInstances, "inst": cliclient.KindInstances,
 	"nodes": cliclient.KindNodes, "node": cliclient.KindNodes,
 	"events": cliclient.KindEvents, "event": cliclient.KindEvents, "ev": cliclient.KindEvents,
+	"nodegroups": cliclient.KindNodeGroups, "nodegroup": cliclient.KindNodeGroups, "ng": cliclient.KindNodeGroups, // cloud (nodegroups.go)
 }
 
 // getOptions are get's flags.
@@ -34,14 +35,15 @@ func newGetCommand() *cobra.Command {
 	var o getOptions
 	var server *string
 	cmd := &cobra.Command{
-		Use:   "get workloads|instances|nodes|events [NAME]",
-		Short: "List workloads, instances, nodes or events, and watch them change",
+		Use:   "get workloads|instances|nodes|events|nodegroups [NAME]",
+		Short: "List workloads, instances, nodes, events or node groups, and watch them change",
 		Long: `List workloads, instances, nodes or events as a table, or with -o json as one JSON array
 (-o yaml: the same objects in YAML). Lists are read a page at a time (--chunk-size) and
 printed as the pages arrive. With -w, after the list, each change is printed as it happens
-until Ctrl-C.
+until Ctrl-C. Node groups (docs/cloud.md) are listed as the cloud controller last
+recorded them, in one page, and cannot be watched.
 
-Aliases: workload, wl; instance, inst; node; event, ev.`,
+Aliases: workload, wl; instance, inst; node; event, ev; nodegroup, ng.`,
 		Example: `  wasmorch get workloads
   wasmorch get workloads hello
   wasmorch get instances --workload hello -o json
@@ -50,15 +52,19 @@ Aliases: workload, wl; instance, inst; node; event, ev.`,
   wasmorch get workloads -l app=web,tier!=db
   wasmorch get instances -l app=web -w
   wasmorch get nodes -l zone=a -o yaml
-  wasmorch get events --workload hello -w`,
-		ValidArgs: []string{"workloads", "instances", "nodes", "events"},
+  wasmorch get events --workload hello -w
+  wasmorch get nodegroups`,
+		ValidArgs: []string{"workloads", "instances", "nodes", "events", "nodegroups"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 || len(args) > 2 {
-				return cliclient.Errorf("e.g. 'wasmorch get workloads'", "get takes what to list: workloads, instances, nodes or events, and for workloads a NAME")
+				return cliclient.Errorf("e.g. 'wasmorch get workloads'", "get takes what to list: workloads, instances, nodes, events or nodegroups, and for workloads a NAME")
 			}
 			kind, ok := getKinds[strings.ToLower(args[0])]
 			if !ok {
-				return cliclient.Errorf("use workloads, instances, nodes or events", "cannot get %q", args[0])
+				return cliclient.Errorf("use workloads, instances, nodes, events or nodegroups", "cannot get %q", args[0])
+			}
+			if kind == cliclient.KindNodeGroups {
+				return getNodeGroups(cmd, *server, o, args[1:])
 			}
 			name := ""
 			if len(args) == 2 {

@@ -2,7 +2,14 @@ package api
 
 import (
 	"context"
+	"sort"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/internal/errdefs"
 
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -38,4 +45,26 @@ func (s *Server) SetCordoned(ctx context.Context, name string, cordoned bool) er
 func (s *Server) NodeToken(ctx context.Context, node string, labels map[string]string) (string, error) {
 	tok, _, err := s.CreateJoinToken(ctx, TokenSpec{TTL: cloudTokenTTL, Description: "cloud provider node " + node, Node: node, Labels: labels, Uses: 1})
 	return tok, err
+}
+
+// nodeGroupsPrefix is where the cloud controller keeps each group's status
+// (cloud.GroupsPrefix; the api does not import the controller).
+const nodeGroupsPrefix = store.CloudPrefix + "groups/"
+
+// ListNodeGroups lists the node groups as the leader's cloud controller
+// last recorded them.
+func (a *controlAPI) ListNodeGroups(ctx context.Context, _ *v1.ListNodeGroupsRequest) (*v1.ListNodeGroupsResponse, error) {
+	resp, err := a.s.store.Client.Get(ctx, nodeGroupsPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, errdefs.Unavailablef("list node groups: %v", err)
+	}
+	out := &v1.ListNodeGroupsResponse{}
+	for _, kv := range resp.Kvs {
+		g := &v1.NodeGroupStatus{}
+		if proto.Unmarshal(kv.Value, g) == nil {
+			out.NodeGroups = append(out.NodeGroups, g)
+		}
+	}
+	sort.Slice(out.NodeGroups, func(i, j int) bool { return out.NodeGroups[i].GetName() < out.NodeGroups[j].GetName() })
+	return out, nil
 }

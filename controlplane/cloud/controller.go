@@ -30,6 +30,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
@@ -47,6 +48,10 @@ const (
 	// callTimeout bounds one provider call.
 	callTimeout = 30 * time.Second
 )
+
+// GroupsPrefix holds each group's status as the leader last saw it
+// (v1.NodeGroupStatus), which any member's API lists.
+const GroupsPrefix = store.CloudPrefix + "groups/"
 
 // ScaleUpsPrefix holds, per group, the scale-up in flight (JSON: the target
 // size asked for and when), written before the provider is asked.
@@ -101,6 +106,9 @@ type Controller struct {
 	said map[string]string
 	// known are the groups each provider last listed.
 	known map[string][]group
+	// written is each group's status as this leadership last recorded it.
+	written map[string]*v1.NodeGroupStatus
+	pruned  bool // the statuses of groups no longer listed are deleted
 }
 
 type group struct {
@@ -126,7 +134,7 @@ func New(cfg Config) *Controller {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger.With("loop", "cloud"), emptySince: map[string]time.Time{}, mine: map[string]bool{}, said: map[string]string{},
-		known: map[string][]group{}}
+		known: map[string][]group{}, written: map[string]*v1.NodeGroupStatus{}}
 }
 
 // refresh asks each provider for its groups; a provider that does not
@@ -225,6 +233,9 @@ func (c *Controller) Pass(ctx context.Context) error {
 	c.refresh(ctx)
 	v := c.read()
 	var errs []error
+	if err := c.prune(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	sizes := map[string]int{}
 	for _, g := range c.groups {
 		size, err := c.lifecycle(ctx, g, v.nodes[g.Name])
@@ -348,6 +359,9 @@ func (c *Controller) targets(ctx context.Context, v view, sizes map[string]int) 
 			}
 		}
 		c.cfg.Metrics.group(name, size, ready)
+		if err := c.status(ctx, name, size, ready); err != nil {
+			return nil, err
+		}
 		su, ok := recs[name]
 		if !ok {
 			continue
@@ -363,6 +377,57 @@ func (c *Controller) targets(ctx context.Context, v view, sizes map[string]int) 
 		}
 	}
 	return out, nil
+}
+
+// prune deletes, once per leadership and once every provider has listed
+// its groups, the recorded statuses of groups no provider lists (a group
+// taken out of the config).
+func (c *Controller) prune(ctx context.Context) error {
+	if c.pruned || len(c.known) < len(c.cfg.Providers) {
+		return nil
+	}
+	resp, err := c.cfg.KV.Get(ctx, GroupsPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return err
+	}
+	for _, kv := range resp.Kvs {
+		name := strings.TrimPrefix(string(kv.Key), GroupsPrefix)
+		if !slices.ContainsFunc(c.groups, func(g group) bool { return g.Name == name }) {
+			if _, err := c.cfg.KV.Txn(ctx).Then(clientv3.OpDelete(string(kv.Key))).Commit(); err != nil {
+				return err
+			}
+		}
+	}
+	c.pruned = true
+	return nil
+}
+
+// status records a group's status when it changed since this leadership
+// last wrote it.
+func (c *Controller) status(ctx context.Context, name string, target, ready int) error {
+	i := slices.IndexFunc(c.groups, func(g group) bool { return g.Name == name })
+	if i < 0 {
+		return nil
+	}
+	g := c.groups[i]
+	st := &v1.NodeGroupStatus{Name: g.Name, Provider: g.Provider, MinSize: int32(g.Min), MaxSize: int32(g.Max), TargetSize: int32(target), ReadyNodes: int32(ready),
+		Zone: g.Zone, InstancesPerNode: g.Template.Instances, Labels: g.Template.Labels, Arch: g.Template.Arch}
+	if last, ok := c.written[name]; ok && proto.Equal(last, st) {
+		return nil
+	}
+	b, err := proto.Marshal(&v1.NodeGroupStatus{Name: st.Name, Provider: st.Provider, MinSize: st.MinSize, MaxSize: st.MaxSize, TargetSize: st.TargetSize,
+		ReadyNodes: st.ReadyNodes, Zone: st.Zone, InstancesPerNode: st.InstancesPerNode, Labels: st.Labels, Arch: st.Arch, UpdatedUnixNano: c.cfg.Now().UnixNano()})
+	if err != nil {
+		return err
+	}
+	resp, err := c.cfg.KV.Txn(ctx).Then(clientv3.OpPut(GroupsPrefix+name, string(b))).Commit()
+	if err != nil {
+		return fmt.Errorf("recording the status of group %s: %w", name, err)
+	}
+	if resp.Succeeded {
+		c.written[name] = st
+	}
+	return nil
 }
 
 func (c *Controller) forget(ctx context.Context, group string) error {

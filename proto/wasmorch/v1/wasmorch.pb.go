@@ -8659,6 +8659,212 @@ func (x *UsageRequest) GetInstances() []string {
 	return nil
 }
 
+// cloud: NodeGroupStatus is a node group as the leader's cloud controller
+// last saw it (docs/cloud.md), kept under /wasmorch/cloud/groups/<name>.
+type NodeGroupStatus struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Provider         string                 `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"`
+	MinSize          int32                  `protobuf:"varint,3,opt,name=min_size,json=minSize,proto3" json:"min_size,omitempty"`
+	MaxSize          int32                  `protobuf:"varint,4,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
+	TargetSize       int32                  `protobuf:"varint,5,opt,name=target_size,json=targetSize,proto3" json:"target_size,omitempty"` // as its provider last said
+	ReadyNodes       int32                  `protobuf:"varint,6,opt,name=ready_nodes,json=readyNodes,proto3" json:"ready_nodes,omitempty"`
+	Zone             string                 `protobuf:"bytes,7,opt,name=zone,proto3" json:"zone,omitempty"`
+	InstancesPerNode int32                  `protobuf:"varint,8,opt,name=instances_per_node,json=instancesPerNode,proto3" json:"instances_per_node,omitempty"`
+	Labels           map[string]string      `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // its template's, beside node-group and zone
+	Arch             string                 `protobuf:"bytes,10,opt,name=arch,proto3" json:"arch,omitempty"`
+	UpdatedUnixNano  int64                  `protobuf:"varint,11,opt,name=updated_unix_nano,json=updatedUnixNano,proto3" json:"updated_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *NodeGroupStatus) Reset() {
+	*x = NodeGroupStatus{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[131]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeGroupStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeGroupStatus) ProtoMessage() {}
+
+func (x *NodeGroupStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[131]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeGroupStatus.ProtoReflect.Descriptor instead.
+func (*NodeGroupStatus) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{131}
+}
+
+func (x *NodeGroupStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeGroupStatus) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *NodeGroupStatus) GetMinSize() int32 {
+	if x != nil {
+		return x.MinSize
+	}
+	return 0
+}
+
+func (x *NodeGroupStatus) GetMaxSize() int32 {
+	if x != nil {
+		return x.MaxSize
+	}
+	return 0
+}
+
+func (x *NodeGroupStatus) GetTargetSize() int32 {
+	if x != nil {
+		return x.TargetSize
+	}
+	return 0
+}
+
+func (x *NodeGroupStatus) GetReadyNodes() int32 {
+	if x != nil {
+		return x.ReadyNodes
+	}
+	return 0
+}
+
+func (x *NodeGroupStatus) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *NodeGroupStatus) GetInstancesPerNode() int32 {
+	if x != nil {
+		return x.InstancesPerNode
+	}
+	return 0
+}
+
+func (x *NodeGroupStatus) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *NodeGroupStatus) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
+}
+
+func (x *NodeGroupStatus) GetUpdatedUnixNano() int64 {
+	if x != nil {
+		return x.UpdatedUnixNano
+	}
+	return 0
+}
+
+type ListNodeGroupsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodeGroupsRequest) Reset() {
+	*x = ListNodeGroupsRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodeGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodeGroupsRequest) ProtoMessage() {}
+
+func (x *ListNodeGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodeGroupsRequest.ProtoReflect.Descriptor instead.
+func (*ListNodeGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{132}
+}
+
+type ListNodeGroupsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeGroups    []*NodeGroupStatus     `protobuf:"bytes,1,rep,name=node_groups,json=nodeGroups,proto3" json:"node_groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodeGroupsResponse) Reset() {
+	*x = ListNodeGroupsResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodeGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodeGroupsResponse) ProtoMessage() {}
+
+func (x *ListNodeGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodeGroupsResponse.ProtoReflect.Descriptor instead.
+func (*ListNodeGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{133}
+}
+
+func (x *ListNodeGroupsResponse) GetNodeGroups() []*NodeGroupStatus {
+	if x != nil {
+		return x.NodeGroups
+	}
+	return nil
+}
+
 var File_wasmorch_v1_wasmorch_proto protoreflect.FileDescriptor
 
 const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
@@ -9313,7 +9519,29 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"timestamps\x12\x16\n" +
 	"\x06follow\x18\x06 \x01(\bR\x06follow\",\n" +
 	"\fUsageRequest\x12\x1c\n" +
-	"\tinstances\x18\x01 \x03(\tR\tinstances*\x83\x01\n" +
+	"\tinstances\x18\x01 \x03(\tR\tinstances\"\xb8\x03\n" +
+	"\x0fNodeGroupStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x19\n" +
+	"\bmin_size\x18\x03 \x01(\x05R\aminSize\x12\x19\n" +
+	"\bmax_size\x18\x04 \x01(\x05R\amaxSize\x12\x1f\n" +
+	"\vtarget_size\x18\x05 \x01(\x05R\n" +
+	"targetSize\x12\x1f\n" +
+	"\vready_nodes\x18\x06 \x01(\x05R\n" +
+	"readyNodes\x12\x12\n" +
+	"\x04zone\x18\a \x01(\tR\x04zone\x12,\n" +
+	"\x12instances_per_node\x18\b \x01(\x05R\x10instancesPerNode\x12@\n" +
+	"\x06labels\x18\t \x03(\v2(.wasmorch.v1.NodeGroupStatus.LabelsEntryR\x06labels\x12\x12\n" +
+	"\x04arch\x18\n" +
+	" \x01(\tR\x04arch\x12*\n" +
+	"\x11updated_unix_nano\x18\v \x01(\x03R\x0fupdatedUnixNano\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x17\n" +
+	"\x15ListNodeGroupsRequest\"W\n" +
+	"\x16ListNodeGroupsResponse\x12=\n" +
+	"\vnode_groups\x18\x01 \x03(\v2\x1c.wasmorch.v1.NodeGroupStatusR\n" +
+	"nodeGroups*\x83\x01\n" +
 	"\rRestartPolicy\x12\x1e\n" +
 	"\x1aRESTART_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RESTART_POLICY_ALWAYS\x10\x01\x12\x1d\n" +
@@ -9344,7 +9572,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x16WATCH_EVENT_TYPE_ADDED\x10\x01\x12\x1d\n" +
 	"\x19WATCH_EVENT_TYPE_MODIFIED\x10\x02\x12\x1c\n" +
 	"\x18WATCH_EVENT_TYPE_DELETED\x10\x03\x12\x1d\n" +
-	"\x19WATCH_EVENT_TYPE_BOOKMARK\x10\x042\x88\x1d\n" +
+	"\x19WATCH_EVENT_TYPE_BOOKMARK\x10\x042\xe3\x1d\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"UploadBlob\x12\x1a.wasmorch.v1.UploadRequest\x1a\x1b.wasmorch.v1.UploadResponse(\x01\x12V\n" +
@@ -9397,7 +9625,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\rCreateUIToken\x12!.wasmorch.v1.CreateUITokenRequest\x1a\".wasmorch.v1.CreateUITokenResponse\x12P\n" +
 	"\vListVolumes\x12\x1f.wasmorch.v1.ListVolumesRequest\x1a .wasmorch.v1.ListVolumesResponse\x12C\n" +
 	"\tGetVolume\x12\x1d.wasmorch.v1.GetVolumeRequest\x1a\x17.wasmorch.v1.VolumeView\x12S\n" +
-	"\fDeleteVolume\x12 .wasmorch.v1.DeleteVolumeRequest\x1a!.wasmorch.v1.DeleteVolumeResponse2\xca\x04\n" +
+	"\fDeleteVolume\x12 .wasmorch.v1.DeleteVolumeRequest\x1a!.wasmorch.v1.DeleteVolumeResponse\x12Y\n" +
+	"\x0eListNodeGroups\x12\".wasmorch.v1.ListNodeGroupsRequest\x1a#.wasmorch.v1.ListNodeGroupsResponse2\xca\x04\n" +
 	"\x05Agent\x12G\n" +
 	"\bRegister\x12\x1c.wasmorch.v1.RegisterRequest\x1a\x1d.wasmorch.v1.RegisterResponse\x12J\n" +
 	"\tHeartbeat\x12\x1d.wasmorch.v1.HeartbeatRequest\x1a\x1e.wasmorch.v1.HeartbeatResponse\x12B\n" +
@@ -9424,7 +9653,7 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 }
 
 var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 147)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 151)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),               // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),               // 1: wasmorch.v1.InstanceState
@@ -9562,22 +9791,26 @@ var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(*RenewRequest)(nil),             // 133: wasmorch.v1.RenewRequest
 	(*InstanceLogsRequest)(nil),      // 134: wasmorch.v1.InstanceLogsRequest
 	(*UsageRequest)(nil),             // 135: wasmorch.v1.UsageRequest
-	nil,                              // 136: wasmorch.v1.Placement.SelectorEntry
-	nil,                              // 137: wasmorch.v1.Workload.LabelsEntry
-	nil,                              // 138: wasmorch.v1.Instance.VolumeUidsEntry
-	nil,                              // 139: wasmorch.v1.Node.LabelsEntry
-	nil,                              // 140: wasmorch.v1.FunctionLoad.GenerationsEntry
-	nil,                              // 141: wasmorch.v1.Config.DataEntry
-	nil,                              // 142: wasmorch.v1.SecretData.DataEntry
-	nil,                              // 143: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
-	nil,                              // 144: wasmorch.v1.ListNodesRequest.SelectorEntry
-	nil,                              // 145: wasmorch.v1.JoinToken.LabelsEntry
-	nil,                              // 146: wasmorch.v1.CreateTokenRequest.LabelsEntry
-	nil,                              // 147: wasmorch.v1.LabelNodeRequest.SetEntry
-	nil,                              // 148: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                              // 149: wasmorch.v1.SetSecretRequest.DataEntry
-	nil,                              // 150: wasmorch.v1.RegisterResponse.LabelsEntry
-	nil,                              // 151: wasmorch.v1.JoinRequest.LabelsEntry
+	(*NodeGroupStatus)(nil),          // 136: wasmorch.v1.NodeGroupStatus
+	(*ListNodeGroupsRequest)(nil),    // 137: wasmorch.v1.ListNodeGroupsRequest
+	(*ListNodeGroupsResponse)(nil),   // 138: wasmorch.v1.ListNodeGroupsResponse
+	nil,                              // 139: wasmorch.v1.Placement.SelectorEntry
+	nil,                              // 140: wasmorch.v1.Workload.LabelsEntry
+	nil,                              // 141: wasmorch.v1.Instance.VolumeUidsEntry
+	nil,                              // 142: wasmorch.v1.Node.LabelsEntry
+	nil,                              // 143: wasmorch.v1.FunctionLoad.GenerationsEntry
+	nil,                              // 144: wasmorch.v1.Config.DataEntry
+	nil,                              // 145: wasmorch.v1.SecretData.DataEntry
+	nil,                              // 146: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	nil,                              // 147: wasmorch.v1.ListNodesRequest.SelectorEntry
+	nil,                              // 148: wasmorch.v1.JoinToken.LabelsEntry
+	nil,                              // 149: wasmorch.v1.CreateTokenRequest.LabelsEntry
+	nil,                              // 150: wasmorch.v1.LabelNodeRequest.SetEntry
+	nil,                              // 151: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                              // 152: wasmorch.v1.SetSecretRequest.DataEntry
+	nil,                              // 153: wasmorch.v1.RegisterResponse.LabelsEntry
+	nil,                              // 154: wasmorch.v1.JoinRequest.LabelsEntry
+	nil,                              // 155: wasmorch.v1.NodeGroupStatus.LabelsEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	20,  // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
@@ -9591,22 +9824,22 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	8,   // 8: wasmorch.v1.VolumeView.volume:type_name -> wasmorch.v1.Volume
 	9,   // 9: wasmorch.v1.ListVolumesResponse.volumes:type_name -> wasmorch.v1.VolumeView
 	8,   // 10: wasmorch.v1.RemovedVolumesResponse.volumes:type_name -> wasmorch.v1.Volume
-	136, // 11: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	139, // 11: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
 	5,   // 12: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
-	137, // 13: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
+	140, // 13: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
 	5,   // 14: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
-	138, // 15: wasmorch.v1.Instance.volume_uids:type_name -> wasmorch.v1.Instance.VolumeUidsEntry
+	141, // 15: wasmorch.v1.Instance.volume_uids:type_name -> wasmorch.v1.Instance.VolumeUidsEntry
 	1,   // 16: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
 	24,  // 17: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	139, // 18: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	142, // 18: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
 	26,  // 19: wasmorch.v1.Node.conditions:type_name -> wasmorch.v1.NodeCondition
 	2,   // 20: wasmorch.v1.NodeCondition.type:type_name -> wasmorch.v1.NodeConditionType
-	140, // 21: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
-	141, // 22: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	142, // 23: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	143, // 21: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
+	144, // 22: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	145, // 23: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
 	37,  // 24: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
 	5,   // 25: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
-	143, // 26: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	146, // 26: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
 	21,  // 27: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
 	21,  // 28: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
 	45,  // 29: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
@@ -9615,7 +9848,7 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	23,  // 32: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
 	1,   // 33: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
 	51,  // 34: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
-	144, // 35: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
+	147, // 35: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
 	25,  // 36: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
 	24,  // 37: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
 	54,  // 38: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
@@ -9627,18 +9860,18 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	54,  // 44: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
 	27,  // 45: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
 	67,  // 46: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
-	145, // 47: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
-	146, // 48: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
+	148, // 47: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
+	149, // 48: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
 	78,  // 49: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
 	78,  // 50: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
 	85,  // 51: wasmorch.v1.IssueCredentialResponse.info:type_name -> wasmorch.v1.CertificateRecord
 	85,  // 52: wasmorch.v1.ListCredentialsResponse.credentials:type_name -> wasmorch.v1.CertificateRecord
 	85,  // 53: wasmorch.v1.RevokeCredentialResponse.revoked:type_name -> wasmorch.v1.CertificateRecord
-	147, // 54: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
-	148, // 55: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	150, // 54: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
+	151, // 55: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
 	31,  // 56: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
 	31,  // 57: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	149, // 58: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	152, // 58: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
 	100, // 59: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
 	100, // 60: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
 	111, // 61: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
@@ -9646,131 +9879,135 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	5,   // 63: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
 	115, // 64: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
 	25,  // 65: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	150, // 66: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
+	153, // 66: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
 	26,  // 67: wasmorch.v1.HeartbeatRequest.conditions:type_name -> wasmorch.v1.NodeCondition
 	22,  // 68: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
 	23,  // 69: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	151, // 70: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
-	30,  // 71: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
-	36,  // 72: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	39,  // 73: wasmorch.v1.Control.PullReference:input_type -> wasmorch.v1.PullReferenceRequest
-	41,  // 74: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	43,  // 75: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	44,  // 76: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	47,  // 77: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	48,  // 78: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	50,  // 79: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	53,  // 80: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	56,  // 81: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	62,  // 82: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	58,  // 83: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	60,  // 84: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
-	64,  // 85: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
-	64,  // 86: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
-	64,  // 87: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
-	65,  // 88: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
-	68,  // 89: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
-	70,  // 90: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
-	72,  // 91: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
-	74,  // 92: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
-	76,  // 93: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
-	79,  // 94: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
-	81,  // 95: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
-	83,  // 96: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
-	86,  // 97: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
-	88,  // 98: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
-	90,  // 99: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
-	92,  // 100: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
-	93,  // 101: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
-	95,  // 102: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
-	96,  // 103: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
-	98,  // 104: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
-	101, // 105: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
-	103, // 106: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
-	104, // 107: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
-	106, // 108: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
-	108, // 109: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
-	116, // 110: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
-	120, // 111: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
-	118, // 112: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
-	119, // 113: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
-	110, // 114: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
-	113, // 115: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
-	10,  // 116: wasmorch.v1.Control.ListVolumes:input_type -> wasmorch.v1.ListVolumesRequest
-	12,  // 117: wasmorch.v1.Control.GetVolume:input_type -> wasmorch.v1.GetVolumeRequest
-	13,  // 118: wasmorch.v1.Control.DeleteVolume:input_type -> wasmorch.v1.DeleteVolumeRequest
-	121, // 119: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	123, // 120: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	125, // 121: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	127, // 122: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	129, // 123: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	15,  // 124: wasmorch.v1.Agent.RemovedVolumes:input_type -> wasmorch.v1.RemovedVolumesRequest
-	131, // 125: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	133, // 126: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	134, // 127: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	135, // 128: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
-	38,  // 129: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	40,  // 130: wasmorch.v1.Control.PullReference:output_type -> wasmorch.v1.PullReferenceResponse
-	42,  // 131: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	45,  // 132: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	46,  // 133: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	21,  // 134: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	49,  // 135: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	52,  // 136: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	55,  // 137: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	57,  // 138: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	63,  // 139: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	59,  // 140: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	61,  // 141: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
-	54,  // 142: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	54,  // 143: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	54,  // 144: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	66,  // 145: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	69,  // 146: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	71,  // 147: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	73,  // 148: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	75,  // 149: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	77,  // 150: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	80,  // 151: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	82,  // 152: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	84,  // 153: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	87,  // 154: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
-	89,  // 155: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
-	91,  // 156: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
-	54,  // 157: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
-	94,  // 158: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	31,  // 159: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	97,  // 160: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	99,  // 161: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	102, // 162: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	100, // 163: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	105, // 164: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	107, // 165: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	109, // 166: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	117, // 167: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
-	42,  // 168: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	21,  // 169: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
-	42,  // 170: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	112, // 171: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
-	114, // 172: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
-	11,  // 173: wasmorch.v1.Control.ListVolumes:output_type -> wasmorch.v1.ListVolumesResponse
-	9,   // 174: wasmorch.v1.Control.GetVolume:output_type -> wasmorch.v1.VolumeView
-	14,  // 175: wasmorch.v1.Control.DeleteVolume:output_type -> wasmorch.v1.DeleteVolumeResponse
-	122, // 176: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	124, // 177: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	126, // 178: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	128, // 179: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	130, // 180: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	16,  // 181: wasmorch.v1.Agent.RemovedVolumes:output_type -> wasmorch.v1.RemovedVolumesResponse
-	132, // 182: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	132, // 183: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	57,  // 184: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	112, // 185: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
-	129, // [129:186] is the sub-list for method output_type
-	72,  // [72:129] is the sub-list for method input_type
-	72,  // [72:72] is the sub-list for extension type_name
-	72,  // [72:72] is the sub-list for extension extendee
-	0,   // [0:72] is the sub-list for field type_name
+	154, // 70: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
+	155, // 71: wasmorch.v1.NodeGroupStatus.labels:type_name -> wasmorch.v1.NodeGroupStatus.LabelsEntry
+	136, // 72: wasmorch.v1.ListNodeGroupsResponse.node_groups:type_name -> wasmorch.v1.NodeGroupStatus
+	30,  // 73: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
+	36,  // 74: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	39,  // 75: wasmorch.v1.Control.PullReference:input_type -> wasmorch.v1.PullReferenceRequest
+	41,  // 76: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	43,  // 77: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	44,  // 78: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	47,  // 79: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	48,  // 80: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	50,  // 81: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	53,  // 82: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	56,  // 83: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	62,  // 84: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	58,  // 85: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	60,  // 86: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
+	64,  // 87: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	64,  // 88: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	64,  // 89: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	65,  // 90: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	68,  // 91: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	70,  // 92: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	72,  // 93: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	74,  // 94: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	76,  // 95: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	79,  // 96: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	81,  // 97: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	83,  // 98: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	86,  // 99: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
+	88,  // 100: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
+	90,  // 101: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
+	92,  // 102: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
+	93,  // 103: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
+	95,  // 104: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
+	96,  // 105: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
+	98,  // 106: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
+	101, // 107: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
+	103, // 108: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
+	104, // 109: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
+	106, // 110: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
+	108, // 111: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
+	116, // 112: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
+	120, // 113: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	118, // 114: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
+	119, // 115: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
+	110, // 116: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
+	113, // 117: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
+	10,  // 118: wasmorch.v1.Control.ListVolumes:input_type -> wasmorch.v1.ListVolumesRequest
+	12,  // 119: wasmorch.v1.Control.GetVolume:input_type -> wasmorch.v1.GetVolumeRequest
+	13,  // 120: wasmorch.v1.Control.DeleteVolume:input_type -> wasmorch.v1.DeleteVolumeRequest
+	137, // 121: wasmorch.v1.Control.ListNodeGroups:input_type -> wasmorch.v1.ListNodeGroupsRequest
+	121, // 122: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	123, // 123: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	125, // 124: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	127, // 125: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	129, // 126: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	15,  // 127: wasmorch.v1.Agent.RemovedVolumes:input_type -> wasmorch.v1.RemovedVolumesRequest
+	131, // 128: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	133, // 129: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	134, // 130: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	135, // 131: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
+	38,  // 132: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	40,  // 133: wasmorch.v1.Control.PullReference:output_type -> wasmorch.v1.PullReferenceResponse
+	42,  // 134: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	45,  // 135: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	46,  // 136: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	21,  // 137: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	49,  // 138: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	52,  // 139: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	55,  // 140: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	57,  // 141: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	63,  // 142: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	59,  // 143: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	61,  // 144: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
+	54,  // 145: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	54,  // 146: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	54,  // 147: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	66,  // 148: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	69,  // 149: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	71,  // 150: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	73,  // 151: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	75,  // 152: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	77,  // 153: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	80,  // 154: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	82,  // 155: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	84,  // 156: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	87,  // 157: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
+	89,  // 158: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
+	91,  // 159: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
+	54,  // 160: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
+	94,  // 161: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	31,  // 162: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	97,  // 163: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	99,  // 164: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	102, // 165: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	100, // 166: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	105, // 167: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	107, // 168: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	109, // 169: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	117, // 170: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	42,  // 171: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	21,  // 172: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
+	42,  // 173: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	112, // 174: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
+	114, // 175: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
+	11,  // 176: wasmorch.v1.Control.ListVolumes:output_type -> wasmorch.v1.ListVolumesResponse
+	9,   // 177: wasmorch.v1.Control.GetVolume:output_type -> wasmorch.v1.VolumeView
+	14,  // 178: wasmorch.v1.Control.DeleteVolume:output_type -> wasmorch.v1.DeleteVolumeResponse
+	138, // 179: wasmorch.v1.Control.ListNodeGroups:output_type -> wasmorch.v1.ListNodeGroupsResponse
+	122, // 180: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	124, // 181: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	126, // 182: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	128, // 183: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	130, // 184: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	16,  // 185: wasmorch.v1.Agent.RemovedVolumes:output_type -> wasmorch.v1.RemovedVolumesResponse
+	132, // 186: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	132, // 187: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	57,  // 188: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	112, // 189: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
+	132, // [132:190] is the sub-list for method output_type
+	74,  // [74:132] is the sub-list for method input_type
+	74,  // [74:74] is the sub-list for extension type_name
+	74,  // [74:74] is the sub-list for extension extendee
+	0,   // [0:74] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -9794,7 +10031,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   147,
+			NumMessages:   151,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

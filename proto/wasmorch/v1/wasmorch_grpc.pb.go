@@ -69,6 +69,7 @@ const (
 	Control_ListVolumes_FullMethodName      = "/wasmorch.v1.Control/ListVolumes"
 	Control_GetVolume_FullMethodName        = "/wasmorch.v1.Control/GetVolume"
 	Control_DeleteVolume_FullMethodName     = "/wasmorch.v1.Control/DeleteVolume"
+	Control_ListNodeGroups_FullMethodName   = "/wasmorch.v1.Control/ListNodeGroups"
 )
 
 // ControlClient is the client API for Control service.
@@ -129,6 +130,8 @@ type ControlClient interface {
 	ListVolumes(ctx context.Context, in *ListVolumesRequest, opts ...grpc.CallOption) (*ListVolumesResponse, error)
 	GetVolume(ctx context.Context, in *GetVolumeRequest, opts ...grpc.CallOption) (*VolumeView, error)
 	DeleteVolume(ctx context.Context, in *DeleteVolumeRequest, opts ...grpc.CallOption) (*DeleteVolumeResponse, error)
+	// cloud: the node groups as the leader's cloud controller last saw them
+	ListNodeGroups(ctx context.Context, in *ListNodeGroupsRequest, opts ...grpc.CallOption) (*ListNodeGroupsResponse, error)
 }
 
 type controlClient struct {
@@ -648,6 +651,16 @@ func (c *controlClient) DeleteVolume(ctx context.Context, in *DeleteVolumeReques
 	return out, nil
 }
 
+func (c *controlClient) ListNodeGroups(ctx context.Context, in *ListNodeGroupsRequest, opts ...grpc.CallOption) (*ListNodeGroupsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodeGroupsResponse)
+	err := c.cc.Invoke(ctx, Control_ListNodeGroups_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -706,6 +719,8 @@ type ControlServer interface {
 	ListVolumes(context.Context, *ListVolumesRequest) (*ListVolumesResponse, error)
 	GetVolume(context.Context, *GetVolumeRequest) (*VolumeView, error)
 	DeleteVolume(context.Context, *DeleteVolumeRequest) (*DeleteVolumeResponse, error)
+	// cloud: the node groups as the leader's cloud controller last saw them
+	ListNodeGroups(context.Context, *ListNodeGroupsRequest) (*ListNodeGroupsResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -856,6 +871,9 @@ func (UnimplementedControlServer) GetVolume(context.Context, *GetVolumeRequest) 
 }
 func (UnimplementedControlServer) DeleteVolume(context.Context, *DeleteVolumeRequest) (*DeleteVolumeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteVolume not implemented")
+}
+func (UnimplementedControlServer) ListNodeGroups(context.Context, *ListNodeGroupsRequest) (*ListNodeGroupsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodeGroups not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -1685,6 +1703,24 @@ func _Control_DeleteVolume_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_ListNodeGroups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodeGroupsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).ListNodeGroups(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_ListNodeGroups_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).ListNodeGroups(ctx, req.(*ListNodeGroupsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1859,6 +1895,10 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteVolume",
 			Handler:    _Control_DeleteVolume_Handler,
+		},
+		{
+			MethodName: "ListNodeGroups",
+			Handler:    _Control_ListNodeGroups_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

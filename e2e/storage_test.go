@@ -116,7 +116,7 @@ func TestNamedVolumeCounter(t *testing.T) {
 	c.mustRun("volume", "rm", "data")
 	oneLineError(t, c.run("volume", "rm", "data"), `volume "data" not found`)
 	c.stop(syscall.SIGTERM) // its next start deletes the directory, as it asks after connecting
-	startUpAt(t, dataDir, c.api, c.http) // stopped by its cleanup
+	startUpAt(t, dataDir, c.api, c.http)
 	eventually(t, "the removed volume's directory to be deleted", func() (bool, string) {
 		_, err := os.Stat(filepath.Join(dataDir, "worker", "volumes", "data."+vols[0].UID))
 		return os.IsNotExist(err), fmt.Sprint(err)

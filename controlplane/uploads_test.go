@@ -82,6 +82,10 @@ func header(b []byte) *v1.UploadHeader {
 	return &v1.UploadHeader{Digest: blobs.Digest(b), Size: int64(len(b)), MediaType: ociarchive.MediaType}
 }
 
+// liveHeap is the heap the member still references (after a GC): what an
+// upload holds, which is what this test bounds. It is a floor, not what an
+// operator reads (VmRSS, no forced GC): the figures in BENCHMARKS.md are
+// read that way instead.
 func liveHeap() uint64 {
 	runtime.GC()
 	var m runtime.MemStats

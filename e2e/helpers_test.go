@@ -9,12 +9,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -65,18 +68,42 @@ func runTests(m *testing.M) int {
 }
 
 // freeAddr returns a loopback address with a port nothing listens on.
+//
+// A port the kernel handed out for "127.0.0.1:0" and that the test then
+// closed stays in the ephemeral range, where the kernel may give it again
+// to any outgoing connection or :0 listener before the process meant to
+// listen on it starts (seen under load: an agent failed with "address
+// already in use"). The ports come instead from below the ephemeral range
+// (/proc/sys/net/ipv4/ip_local_port_range starts at 32768), each handed
+// out once per test process, starting at a random offset so that two test
+// processes rarely walk the same ports; the listen check skips any port
+// something else holds.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range freePortHigh - freePortLow {
+		port := freePortLow + int(nextFreePort.Add(1))%(freePortHigh-freePortLow)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		if err := lis.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return addr
 	}
-	addr := lis.Addr().String()
-	if err := lis.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
+	t.Fatalf("no free port in %d-%d", freePortLow, freePortHigh)
+	return ""
 }
+
+// The ports freeAddr hands out, below Linux's default ephemeral range.
+const freePortLow, freePortHigh = 20000, 32000
+
+var nextFreePort = func() *atomic.Int64 {
+	var n atomic.Int64
+	n.Store(rand.Int64N(freePortHigh - freePortLow))
+	return &n
+}()
 
 // cliEnv is the environment commands run with: the test's, without any
 // WASMORCH_ setting, with a config home of the test's own so that a

@@ -4,7 +4,7 @@ BIN      := bin/wasmorch
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/wasmorch/wasmorch/internal/version.Version=$(VERSION)
 
-.PHONY: all build release run test test-unit test-e2e bench bench-scale proto testdata tour-images vet fmt clean
+.PHONY: all build release run test test-unit test-e2e bench bench-scale bench-cloud proto testdata tour-images vet fmt clean
 
 all: build
 
@@ -61,6 +61,12 @@ bench:
 # (docs/scale.md).
 bench-scale:
 	WASMORCH_BENCH_SCALE=1 $(GO) test ./e2e/scale -run '^$$' -bench Scale -benchtime 1x -timeout 90m -v
+
+# The cloud controller with the local provider (issue 20): pending instance
+# -> new node Ready -> Running, the same deploy onto a running node, and
+# idle -> node deleted, each phase's median over 5 rounds (BENCHMARKS.md).
+bench-cloud:
+	$(GO) test ./e2e -run '^$$' -bench CloudLocal -benchtime 5x
 
 # The tour's container (README): a tiny static Go program packed into an
 # OCI image archive by the repository's own ociarchive package, so that no

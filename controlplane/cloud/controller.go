@@ -108,6 +108,9 @@ type Controller struct {
 	// written is each group's status as this leadership last recorded it.
 	written map[string]*v1.NodeGroupStatus
 	pruned  bool // the statuses of groups no longer listed are deleted
+	// due is when the earliest scale-down delay of a node ends (zero:
+	// none is counting), for Start to wake then.
+	due time.Time
 }
 
 type group struct {
@@ -174,21 +177,52 @@ func (c *Controller) refresh(ctx context.Context) {
 	})
 }
 
-// Start runs a pass every period until ctx ends.
+// minGap is the least time between two passes woken by changes.
+const minGap = 50 * time.Millisecond
+
+// Start runs a pass every period until ctx ends, and sooner when the
+// cache changes in a way a pass may act on (an instance created, placed
+// or removed, a node joining or leaving) or a node's scale-down delay
+// ends: a Pending instance is seen at once rather than at the next tick.
 func (c *Controller) Start(ctx context.Context) error {
 	if len(c.cfg.Providers) == 0 {
 		return nil
 	}
-	t := time.NewTicker(c.cfg.Period)
+	wake := make(chan struct{}, 1)
+	if c.cfg.Cache != nil {
+		defer c.cfg.Cache.Subscribe(func(cs []cache.Change) {
+			for _, ch := range cs {
+				if ch.Kind == cache.KindNode || (ch.Kind == cache.KindInstance && !ch.Observed) {
+					select {
+					case wake <- struct{}{}:
+					default:
+					}
+					return
+				}
+			}
+		})()
+	}
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("cloud controller pass failed; retrying", "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-wake:
+		}
+		if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("cloud controller pass failed; retrying", "err", err)
+		}
+		next := c.cfg.Period
+		if !c.due.IsZero() {
+			next = min(next, max(c.due.Sub(c.cfg.Now()), minGap))
+		}
+		t.Reset(next)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(minGap):
 		}
 	}
 }
@@ -236,6 +270,7 @@ func (c *Controller) Pass(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	sizes := map[string]int{}
+	c.due = time.Time{}
 	for _, g := range c.groups {
 		size, err := c.lifecycle(ctx, g, v.nodes[g.Name])
 		if err != nil {
@@ -495,10 +530,16 @@ func (c *Controller) scaleDown(ctx context.Context, g group, nodes []groupNode, 
 		}
 		since, ok := c.emptySince[n.name]
 		if !ok {
+			since = now
 			c.emptySince[n.name] = now
+		}
+		if size <= g.Min {
 			continue
 		}
-		if now.Sub(since) < c.cfg.ScaleDownDelay || size <= g.Min {
+		if due := since.Add(c.cfg.ScaleDownDelay); now.Before(due) {
+			if c.due.IsZero() || due.Before(c.due) {
+				c.due = due
+			}
 			continue
 		}
 		if err := c.deleteEmpty(ctx, g, n); err != nil {

@@ -1,0 +1,152 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/wasmorch/wasmorch/controlplane/blobs"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// BenchmarkCloudLocalScaleUpAndDown measures the cloud controller with the
+// local provider (issue 20), one `wasmorch server` with a group of min 0,
+// max 1, 10 instances per node, and no agents. Each iteration:
+//
+//   - cold: a 1-replica workload applied while the group has no node; from
+//     the apply to the instance Pending (the scheduler found no node), to
+//     the new node Ready (the controller asked the provider, which started
+//     a `wasmorch agent` process that joined), to the instance Running;
+//   - warm, the baseline in the same run: the same deploy of a second
+//     workload onto the node that is now running, apply to Running;
+//   - idle: both workloads deleted; from the node holding no instance to
+//     the node deleted (its process stopped, the node removed), which
+//     includes the scale-down delay (1 s here, 5 min by default): the
+//     figure past the delay is what the controller and provider add.
+//
+// State is polled over gRPC every 10 ms.
+//
+//	go test ./e2e -run '^$' -bench CloudLocal -benchtime 5x
+func BenchmarkCloudLocalScaleUpAndDown(b *testing.B) {
+	const delay = time.Second
+	env := benchEnv(b)
+	api, http := loopbackAddr(b, "127.0.0.1"), loopbackAddr(b, "127.0.0.1")
+	dataDir := b.TempDir()
+	startDaemon(b, "server", env, "server", "--data-dir", dataDir, "--api", api, "--http", http, "--metrics-addr", "127.0.0.1:0", "--name", "cp",
+		"--node-group", "name=pool,provider=local,min=0,max=1,instances=10", "--scale-down-delay", delay.String())
+	joinTokenWhenUp(b, env, api) // the server answers
+	conn, err := grpc.NewClient(api, grpc.WithTransportCredentials(adminCreds(b, dataDir)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = conn.Close() })
+	control := v1.NewControlClient(conn)
+	ctx := context.Background()
+	digest := benchUpload(b, control, filepath.Join(repoRoot, "testdata", "ticker.wasm"))
+	nodes := func() []*v1.NodeView {
+		l, err := control.ListNodes(ctx, &v1.ListNodesRequest{})
+		if err != nil {
+			return nil
+		}
+		return l.GetNodes()
+	}
+	instance := func(workload string) *v1.InstanceView {
+		l, err := control.ListInstances(ctx, &v1.ListInstancesRequest{Workload: workload})
+		if err != nil || len(l.GetInstances()) != 1 {
+			return nil
+		}
+		return l.GetInstances()[0]
+	}
+	apply := func(name string) {
+		if _, err := control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: name, Spec: &v1.WorkloadSpec{ModuleDigest: digest, Replicas: 1}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	running := func(name string) bool {
+		iv := instance(name)
+		return iv != nil && iv.GetState() == v1.InstanceState_INSTANCE_STATE_RUNNING
+	}
+	var toPending, toReady, toRunning, warm, idleToDeleted []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		benchWait(b, "no node", func() bool { return len(nodes()) == 0 })
+		cold, warmName := fmt.Sprintf("cold-%d", i), fmt.Sprintf("warm-%d", i)
+		b.StartTimer()
+
+		t0 := time.Now()
+		apply(cold)
+		var pendingAt, readyAt time.Duration
+		benchWait(b, cold+" Running on a new node", func() bool {
+			if pendingAt == 0 {
+				if iv := instance(cold); iv != nil && iv.GetInstance().GetPendingReason() != "" {
+					pendingAt = time.Since(t0)
+				}
+			}
+			if readyAt == 0 {
+				if ns := nodes(); len(ns) == 1 && ns[0].GetReady() {
+					readyAt = time.Since(t0)
+				}
+			}
+			return readyAt != 0 && running(cold)
+		})
+		toRunning = append(toRunning, time.Since(t0))
+		toPending, toReady = append(toPending, pendingAt), append(toReady, readyAt)
+
+		t1 := time.Now()
+		apply(warmName)
+		benchWait(b, warmName+" Running on the running node", func() bool { return running(warmName) })
+		warm = append(warm, time.Since(t1))
+
+		for _, w := range []string{cold, warmName} {
+			if _, err := control.DeleteWorkload(ctx, &v1.DeleteWorkloadRequest{Name: w}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		benchWait(b, "the node idle", func() bool { ns := nodes(); return len(ns) == 1 && ns[0].GetInstances() == 0 })
+		t2 := time.Now()
+		benchWait(b, "the node deleted", func() bool { return len(nodes()) == 0 })
+		idleToDeleted = append(idleToDeleted, time.Since(t2))
+	}
+	b.StopTimer()
+	ms := func(ds []time.Duration) float64 { return float64(median(ds).Microseconds()) / 1000 }
+	b.ReportMetric(ms(toPending), "ms-to-pending")
+	b.ReportMetric(ms(toReady), "ms-to-node-ready")
+	b.ReportMetric(ms(toRunning), "ms-to-running")
+	b.ReportMetric(ms(warm), "ms-warm-to-running")
+	b.ReportMetric(ms(toRunning)/ms(warm), "cold/warm")
+	b.ReportMetric(ms(idleToDeleted), "ms-idle-to-deleted")
+	b.ReportMetric(ms(idleToDeleted)-float64(delay.Milliseconds()), "ms-past-delay")
+	b.ReportMetric(0, "ns/op")
+}
+
+// benchUpload uploads the file at path and returns its digest.
+func benchUpload(b *testing.B, control v1.ControlClient, path string) string {
+	b.Helper()
+	wasm, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	digest := blobs.Digest(wasm)
+	up, err := control.UploadBlob(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := up.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Header{Header: &v1.UploadHeader{Digest: digest, Size: int64(len(wasm))}}}); err != nil {
+		b.Fatal(err)
+	}
+	if err := up.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Chunk{Chunk: wasm}}); err != nil && !errors.Is(err, io.EOF) {
+		b.Fatal(err)
+	}
+	if _, err := up.CloseAndRecv(); err != nil {
+		b.Fatal(err)
+	}
+	return digest
+}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"maps"
+	"slices"
 	"sync"
 
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -12,11 +13,14 @@ import (
 // replaces its instances and removes the IDs it names. The reconciler
 // takes what changed since its previous pass, so that a delta costs the
 // worker what it carries, not the size of the set. The revision of the
-// latest message applied is where the next session resumes; it lives in
-// memory only, so a restarted agent starts from a full set.
+// latest message applied is where the next session resumes. The set and
+// its revision are kept on the agent's disk as well (persist.go): a
+// restarted agent starts from them (restore), resuming its session from
+// that revision, and runs them if the control plane cannot be reached.
 type desiredSet struct {
 	mu    sync.Mutex
-	have  bool // a full set has arrived
+	have  bool // a full set has arrived (or was restored from disk)
+	held  bool // restored from disk: no pass until a session message or release
 	set   map[string]*pb.Instance
 	rev   int64
 	all   bool                // the next pass looks at every instance
@@ -33,6 +37,9 @@ func newDesiredSet() *desiredSet {
 func (d *desiredSet) apply(a *pb.Assignments) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if a.GetFull() || d.have {
+		d.held = false // the control plane has spoken: converge to what it says
+	}
 	if a.GetFull() {
 		clear(d.set)
 		for _, rec := range a.GetInstances() {
@@ -59,6 +66,48 @@ func (d *desiredSet) apply(a *pb.Assignments) {
 		}
 	}
 	d.rev = max(d.rev, a.GetRevision())
+}
+
+// restore makes set, as of revision rev, the desired set, as a full set
+// would, but held: no pass is taken until a session message arrives (it
+// builds on this set when it is a delta) or release is called (the control
+// plane could not be reached).
+func (d *desiredSet) restore(set []*pb.Instance, rev int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	clear(d.set)
+	for _, rec := range set {
+		if rec.GetId() != "" {
+			d.set[rec.GetId()] = rec
+		}
+	}
+	clear(d.dirty)
+	d.have, d.all, d.held = true, true, true
+	d.rev = rev
+}
+
+// release lets the reconciler take the set restored from disk; it
+// reports whether it was held.
+func (d *desiredSet) release() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	was := d.held
+	d.held = false
+	return was
+}
+
+// snapshot is the set, by ID, and its revision; false before any full set.
+func (d *desiredSet) snapshot() ([]*pb.Instance, int64, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.have {
+		return nil, 0, false
+	}
+	out := make([]*pb.Instance, 0, len(d.set))
+	for _, id := range slices.Sorted(maps.Keys(d.set)) {
+		out = append(out, d.set[id])
+	}
+	return out, d.rev, true
 }
 
 // resumeRevision is the revision a new session resumes from: that of the
@@ -94,7 +143,7 @@ type pass struct {
 func (d *desiredSet) take(all bool) (pass, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !d.have {
+	if !d.have || d.held {
 		return pass{}, false
 	}
 	p := pass{all: all || d.all, rev: d.rev}

@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/internal/version"
@@ -23,6 +25,10 @@ import (
 const (
 	registerTimeout          = 5 * time.Second
 	defaultHeartbeatInterval = time.Second
+	// maxHeartbeatPatience bounds how long failed heartbeats keep a
+	// session (heartbeat): past it a fresh connection is the better bet,
+	// as TCP retransmits on an old one back off to tens of seconds.
+	maxHeartbeatPatience = 10 * time.Second
 	// maxRecvMsgSize bounds one message from the control plane: a full
 	// desired set of 20,000 instances, each with its spec, is ~5 MB (a
 	// delta carries only what changed).
@@ -71,6 +77,10 @@ func (w *Worker) runSessions(ctx context.Context) error {
 		}
 		if established {
 			delay = w.reconnectBase
+		} else {
+			// A set restored from disk runs now (persist.go).
+			w.releaseRestored("no member of the control plane can be reached")
+			w.noteCutOff()
 		}
 		// Jitter spreads the reconnects of many workers after an outage.
 		wait := delay/2 + rand.N(delay/2+1)
@@ -104,7 +114,9 @@ func (w *Worker) session(ctx context.Context, addr string) (bool, error) {
 	if interval <= 0 {
 		interval = defaultHeartbeatInterval
 	}
-	w.logger.Info("registered with the control plane", "server", addr, "heartbeat", interval, "labels", formatLabels(resp.GetLabels()))
+	grace := time.Duration(resp.GetNodeGraceMs()) * time.Millisecond
+	w.reached(grace)
+	w.logger.Info("registered with the control plane", "server", addr, "heartbeat", interval, "grace", grace, "labels", formatLabels(resp.GetLabels()))
 	if len(w.cfg.Labels) > 0 && !maps.Equal(w.cfg.Labels, resp.GetLabels()) {
 		w.logger.Warn("this node's labels are set by its join token or an admin, not by --labels: the ones asked for are not all in effect",
 			"asked", formatLabels(w.cfg.Labels), "in effect", formatLabels(resp.GetLabels()), "change them with", "wasmorch node label "+w.cfg.NodeName+" KEY=VALUE")
@@ -124,7 +136,7 @@ func (w *Worker) session(ctx context.Context, addr string) (bool, error) {
 	w.statuses.addAll(w.currentStatuses())
 	w.retryFetchesNow()
 
-	g.Go(func() error { return w.heartbeat(gctx, client, interval) })
+	g.Go(func() error { return w.heartbeat(gctx, client, interval, grace) })
 	renewed := w.renewedCh()
 	g.Go(func() error {
 		// Calls on this connection present the certificate it was made
@@ -156,11 +168,20 @@ func (w *Worker) session(ctx context.Context, addr string) (bool, error) {
 	return established, err
 }
 
-// heartbeat keeps the node's lease alive; a failed heartbeat ends the
-// session so that the worker registers again, possibly elsewhere.
-func (w *Worker) heartbeat(ctx context.Context, client pb.AgentClient, interval time.Duration) error {
+// heartbeat keeps the node's lease alive. The node stays Ready as long as
+// one heartbeat gets through within its grace (the control plane's
+// NodeGraceMs: 2 s by default, longer for a node on a flaky link, whose
+// wasmorch.io/lost-after label sets it): a heartbeat that found no answer
+// in time is tried again at the next tick, keeping the session, until half
+// the grace (at most maxHeartbeatPatience) has passed since the last one
+// that got through. Then, or when a member answers with an error, the
+// session ends, so that the worker registers again, possibly elsewhere,
+// with time left within its grace.
+func (w *Worker) heartbeat(ctx context.Context, client pb.AgentClient, interval, grace time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	patience := min(grace/2, maxHeartbeatPatience)
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -171,10 +192,40 @@ func (w *Worker) heartbeat(ctx context.Context, client pb.AgentClient, interval 
 		hctx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
 		_, err := client.Heartbeat(hctx, &pb.HeartbeatRequest{Node: w.cfg.NodeName, Conditions: w.disk.conditions()})
 		cancel()
-		if err != nil {
+		switch {
+		case err == nil:
+			last = time.Now()
+			w.reached(grace)
+		case status.Code(err) == codes.DeadlineExceeded && time.Since(last)+interval < patience:
+			w.logger.Debug("a heartbeat found no answer in time: trying again at the next", "since last answered", time.Since(last).Round(time.Millisecond), "grace", grace)
+		default:
 			return fmt.Errorf("heartbeat: %w", errdefs.FromGRPC(err))
 		}
 	}
+}
+
+// reached notes that the control plane answered, and the node's grace it
+// said; a node that had been out of reach longer than its grace says so.
+func (w *Worker) reached(grace time.Duration) {
+	w.cutMu.Lock()
+	defer w.cutMu.Unlock()
+	if w.cutWarned {
+		w.logger.Warn("the control plane can be reached again, after longer than this node's grace: instances it replaced elsewhere stop here as the session says", "out of reach", time.Since(w.lastReached).Round(time.Second))
+	}
+	w.lastReached, w.grace, w.cutWarned = time.Now(), grace, false
+}
+
+// noteCutOff says once, when no member could be reached for longer than
+// the node's grace, that the control plane has declared the node lost.
+func (w *Worker) noteCutOff() {
+	w.cutMu.Lock()
+	defer w.cutMu.Unlock()
+	if w.cutWarned || w.lastReached.IsZero() || w.grace <= 0 || time.Since(w.lastReached) <= w.grace {
+		return
+	}
+	w.cutWarned = true
+	w.logger.Warn("no member of the control plane answered for longer than this node's grace: it counts the node lost and replaces its instances elsewhere; they keep running here until the link returns",
+		"grace", w.grace, "out of reach", time.Since(w.lastReached).Round(time.Second))
 }
 
 func (w *Worker) node() *pb.Node {

@@ -55,6 +55,7 @@ type instance struct {
 	stopping    bool // no longer wanted
 	stopQueued  bool // on the stop queue
 	final       bool // stopped for good; nothing runs again
+	done        bool // exited, and its restart policy does not run it again (persist.go)
 
 	memory int64 // reserved from the node's memory budget; guarded by Worker.memMu
 }
@@ -71,7 +72,7 @@ func (w *Worker) enqueueStart(in *instance) {
 }
 
 func (w *Worker) enqueueStartLocked(in *instance) {
-	if in.queued || in.busy || in.stopping || in.final || in.run != nil {
+	if in.queued || in.busy || in.stopping || in.final || in.done || in.run != nil {
 		return
 	}
 	in.queued = true
@@ -143,15 +144,14 @@ func (w *Worker) doStart(ctx context.Context, in *instance) {
 	switch {
 	case run != nil:
 		w.metrics.started(time.Since(began))
-		if in.everStarted {
+		if n, adopted := readopted(run); adopted && gen == 1 {
+			in.restarts = n // Carry on counting where a previous worker process stopped.
+		} else if in.everStarted {
 			w.metrics.restarted(in.rec.GetWorkload())
 			in.restarts++
-		} else if a, ok := run.(runtimeapi.Readopted); ok {
-			if n, adopted := a.Readopted(); adopted {
-				in.restarts = n // Carry on counting where a previous worker process stopped.
-			}
 		}
 		in.everStarted = true
+		w.persistSoon()
 		in.startedAt = startedAt
 		if in.early != nil {
 			exit := *in.early
@@ -236,6 +236,15 @@ func (w *Worker) launch(ctx context.Context, in *instance, gen uint32) (runtimea
 	return run, startedAt, runtimeapi.Exit{}, false
 }
 
+// readopted says whether run is an instance a previous worker process
+// left running, which the runtime took back, and its restart count then.
+func readopted(run runtimeapi.Instance) (int32, bool) {
+	if a, ok := run.(runtimeapi.Readopted); ok {
+		return a.Readopted()
+	}
+	return 0, false
+}
+
 func startExit(err error) runtimeapi.Exit {
 	var se *runtimeapi.StartError
 	if errors.As(err, &se) {
@@ -286,7 +295,9 @@ func (w *Worker) exitedLocked(in *instance, e runtimeapi.Exit) {
 		st.FinishedUnixNano = e.At.UnixNano()
 	}
 	if e.Permanent || !restarts(in.rec.GetSpec().GetRestart(), succeeded) {
+		in.done = true
 		w.setStatusLocked(in, st)
+		w.persistSoon()
 		return
 	}
 	if now.Sub(in.startedAt) >= w.backoffReset {

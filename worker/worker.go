@@ -88,9 +88,18 @@ type Worker struct {
 
 	desired *desiredSet
 	kick    chan struct{} // capacity 1: the desired set changed
+	persist persistState  // the desired set kept on disk (persist.go)
 
 	clientMu sync.Mutex
 	client   pb.AgentClient // nil while no session is up
+
+	// When the control plane last answered and the node's grace it gave
+	// (session.go); whether the worker said it has been out of reach
+	// longer than that.
+	cutMu       sync.Mutex
+	lastReached time.Time
+	grace       time.Duration
+	cutWarned   bool
 
 	id *identity // the node's credential; nil until joined (identity.go)
 
@@ -171,6 +180,7 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		memory:        membudget.New(cfg.Allocatable(), cfg.FunctionMemoryQueue),
 		memoryWaiters: map[*instance]struct{}{},
 		desired:       newDesiredSet(),
+		persist:       newPersistState(cfg.DataDir),
 		kick:          make(chan struct{}, 1),
 		renewed:       make(chan struct{}),
 
@@ -201,6 +211,7 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w.logs.SetTotalLimit(cfg.LogBytesTotal)
+	w.restoreState() // persist.go
 	return w, nil
 }
 
@@ -271,6 +282,13 @@ func (w *Worker) Start(ctx context.Context) error {
 	})
 	g.Go(func() error { return w.serveFunctions(gctx) })
 	g.Go(func() error { return w.runSessions(gctx) })
+	g.Go(func() error { return w.persistLoop(gctx) }) // persist.go
+	g.Go(func() error {
+		if sleep(gctx, realClock{}, resumeHold) {
+			w.releaseRestored("the control plane has sent nothing for " + resumeHold.String())
+		}
+		return nil
+	})
 	g.Go(func() error { return w.keepCertificate(gctx) })
 	g.Go(func() error { return w.reconcileLoop(gctx) })
 	g.Go(func() error { return w.sendStatuses(gctx) })
@@ -395,6 +413,7 @@ func (w *Worker) closeRuntimes() {
 func (w *Worker) setDesired(a *pb.Assignments) {
 	w.desired.apply(a)
 	w.kickReconcile()
+	w.persistSoon()
 }
 
 func (w *Worker) kickReconcile() {
@@ -481,6 +500,7 @@ func (w *Worker) converge(p pass) {
 func (w *Worker) newInstanceLocked(rec *pb.Instance) *instance {
 	rec = runsAs(rec)
 	in := &instance{rec: rec, log: w.logs.Open(rec.GetId())}
+	w.resumeLocked(in) // persist.go
 	if spec := rec.GetSpec(); spec != nil {
 		in.rt = w.runtimes[kindOf(spec)]
 		if in.rt != nil {

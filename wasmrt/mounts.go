@@ -19,11 +19,14 @@ import (
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
 
-// Writable mounts (state: an instance's scratch /tmp, volumes) are host
-// directories preopened with sysfs.DirFS. One with a limit is wrapped in a
-// quotaFS, which keeps the bytes of the files under it within the limit:
-// a write, pwrite or truncate that would take them past it fails with
-// ENOSPC and leaves the node's disk alone.
+// Writable mounts (state: an instance's scratch /tmp, volumes, writable
+// host mounts) are host directories preopened with writableFS: on Linux
+// wazero's sysfs.DirFS reached through paths resolved beneath the
+// directory (mounts_linux.go), elsewhere DirFS without symbolic links
+// (mounts_other.go). Read-only ones are DirFS under sysfs.ReadFS. One with
+// a limit is wrapped in a quotaFS, which keeps the bytes of the files
+// under it within the limit: a write, pwrite or truncate that would take
+// them past it fails with ENOSPC and leaves the node's disk alone.
 //
 // wazero's sys.Errno has no ENOSPC, so the quotaFS returns EIO and raises
 // the instance's noSpace flag; the runtime's WASI module wraps the calls
@@ -63,8 +66,31 @@ func wrapNoSpace(orig api.GoModuleFunction) api.GoModuleFunction {
 	})
 }
 
+// errnoInval is WASI preview 1's EINVAL; lookupSymlinkFollow its
+// lookupflags bit that follows a symbolic link.
+const (
+	errnoInval          = 28
+	lookupSymlinkFollow = 1
+)
+
+// linkNoFollow returns path_link as wazero's (orig), which links the old
+// path itself even when the guest asks to follow it if it is a symbolic
+// link (SYMLINK_FOLLOW, linkat's AT_SYMLINK_FOLLOW), except that it refuses
+// that flag with EINVAL rather than do what was not asked, as wasmtime
+// does. wasi-libc's link(), Go's os.Link and Rust's fs::hard_link do not
+// set it.
+func linkNoFollow(orig api.GoModuleFunction) api.GoModuleFunction {
+	return api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+		if uint32(stack[1])&lookupSymlinkFollow != 0 {
+			stack[0] = errnoInval
+			return
+		}
+		orig.Call(ctx, mod, stack)
+	})
+}
+
 // exportNoSpaceWrappers overrides, in b, the WASI functions that write to
-// files with wrapNoSpace of wazero's own.
+// files with wrapNoSpace of wazero's own, and path_link with linkNoFollow.
 func exportNoSpaceWrappers(ctx context.Context, wz wazero.Runtime, b wazero.HostModuleBuilder) error {
 	orig := wz.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
 	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(orig)
@@ -74,14 +100,17 @@ func exportNoSpaceWrappers(ctx context.Context, wz wazero.Runtime, b wazero.Host
 	}
 	defer compiled.Close(ctx)
 	defs := compiled.ExportedFunctions()
-	for _, name := range []string{"fd_write", "fd_pwrite", "fd_filestat_set_size"} {
+	for name, wrap := range map[string]func(api.GoModuleFunction) api.GoModuleFunction{
+		"fd_write": wrapNoSpace, "fd_pwrite": wrapNoSpace, "fd_filestat_set_size": wrapNoSpace,
+		"path_link": linkNoFollow,
+	} {
 		def := defs[name]
 		fn, ok := def.GoFunction().(api.GoModuleFunction)
 		if !ok {
 			continue // not wazero's usual kind of host function: left as is
 		}
 		b.NewFunctionBuilder().
-			WithGoModuleFunction(wrapNoSpace(fn), def.ParamTypes(), def.ResultTypes()).
+			WithGoModuleFunction(wrap(fn), def.ParamTypes(), def.ResultTypes()).
 			WithParameterNames(def.ParamNames()...).
 			WithResultNames(def.ResultNames()...).
 			Export(name)
@@ -94,14 +123,12 @@ func exportNoSpaceWrappers(ctx context.Context, wz wazero.Runtime, b wazero.Host
 func fsConfig(files map[string][]byte, mounts []runtimeapi.Mount, st *fsState) (wazero.FSConfig, error) {
 	cfg := filesConfig(files)
 	for _, m := range mounts {
-		var fsys experimentalsys.FS = sysfs.DirFS(m.HostPath)
-		if !m.ReadOnly {
-			fsys = noSymlinkFS{fsys}
+		if m.ReadOnly {
+			cfg = cfg.(sysfs.FSConfig).WithSysFSMount(&sysfs.ReadFS{FS: sysfs.DirFS(m.HostPath)}, m.GuestPath)
+			continue
 		}
-		switch {
-		case m.ReadOnly:
-			fsys = &sysfs.ReadFS{FS: fsys}
-		case m.LimitBytes > 0:
+		fsys := writableFS(m.HostPath)
+		if m.LimitBytes > 0 {
 			used, err := diskUsage(m.HostPath)
 			if err != nil {
 				return nil, err
@@ -112,16 +139,6 @@ func fsConfig(files map[string][]byte, mounts []runtimeapi.Mount, st *fsState) (
 	}
 	return cfg, nil
 }
-
-// noSymlinkFS refuses to create symbolic links (EPERM). wazero's DirFS
-// refuses an absolute target, but follows a relative one wherever it
-// leads: a guest could link "../../.." in its writable directory and read
-// the host's files through it. Links that are there already (in a host
-// directory an operator allowed) are the operator's.
-type noSymlinkFS struct{ experimentalsys.FS }
-
-// Symlink implements experimentalsys.FS.
-func (noSymlinkFS) Symlink(_, _ string) experimentalsys.Errno { return experimentalsys.EPERM }
 
 // diskUsage is what the quota of dir starts from: the bytes of the regular
 // files under it, each file once however many links it has.
@@ -250,9 +267,9 @@ func (f *quotaFile) write(buf []byte, off int64) (int, experimentalsys.Errno) {
 	}
 	pos := off
 	switch {
-	case pos >= 0:
-	case f.File.IsAppend():
+	case f.File.IsAppend(): // pwrite too appends (Linux; beneathFile)
 		pos = st.Size
+	case pos >= 0:
 	default:
 		if pos, errno = f.File.Seek(0, io.SeekCurrent); errno != 0 {
 			return 0, errno

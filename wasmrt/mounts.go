@@ -124,7 +124,10 @@ func fsConfig(files map[string][]byte, mounts []runtimeapi.Mount, st *fsState) (
 	cfg := filesConfig(files)
 	for _, m := range mounts {
 		if m.ReadOnly {
-			cfg = cfg.(sysfs.FSConfig).WithSysFSMount(&sysfs.ReadFS{FS: sysfs.DirFS(m.HostPath)}, m.GuestPath)
+			// Resolved beneath its directory too: another workload may
+			// mount the same directory writable and make a link there
+			// that leads out of it.
+			cfg = cfg.(sysfs.FSConfig).WithSysFSMount(&sysfs.ReadFS{FS: writableFS(m.HostPath)}, m.GuestPath)
 			continue
 		}
 		fsys := writableFS(m.HostPath)

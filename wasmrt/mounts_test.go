@@ -102,3 +102,34 @@ func TestWritableMountsKeepSymbolicLinksInside(t *testing.T) {
 		}
 	}
 }
+
+// A read-only mount is resolved beneath its directory as well: a link that
+// leads out of it, made there through another workload's writable mount of
+// the same directory, leads nowhere, while the mount's own files read.
+func TestReadOnlyMountsKeepSymbolicLinksInside(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("links out of a mount are refused when made, not when followed, where there is no openat2")
+	}
+	r := newTestRuntime(t, Config{})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("inside"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../../../../../../..", filepath.Join(dir, "up")); err != nil {
+		t.Fatal(err)
+	}
+	out := newOutput()
+	inst, err := r.Start(context.Background(), runtimeapi.InstanceSpec{
+		ID: "cat", Artifact: testArtifact(t, "cat.wasm"), Stdout: out, Stderr: out,
+		Args:   []string{"/ro/f", "/ro/up/etc/hostname", "+/ro/g"},
+		Mounts: []runtimeapi.Mount{{GuestPath: "/ro", HostPath: dir, ReadOnly: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, inst)
+	want := "/ro/f: inside\n/ro/up/etc/hostname: cannot open\n/ro/g: cannot write\n"
+	if got := out.String(); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -71,14 +72,13 @@ func (s *Server) newProviders() ([]provider.Provider, error) {
 		}
 		out = append(out, p)
 	}
+	// The local provider is made even with no group of the config, for the
+	// NodeGroup objects applied to the cluster.
 	var locals []provider.NodeGroup
 	for _, g := range s.cfg.NodeGroups {
 		if g.Provider == local.Name {
 			locals = append(locals, g)
 		}
-	}
-	if len(locals) == 0 {
-		return out, nil
 	}
 	p, err := local.New(local.Config{
 		DataDir: filepath.Join(s.cfg.DataDir, "cloud", local.Name),
@@ -88,7 +88,29 @@ func (s *Server) newProviders() ([]provider.Provider, error) {
 	if err != nil {
 		return out, err
 	}
-	return append(out, p), nil
+	out = append(out, p)
+	s.api.SetNodeGroupHooks(func(g provider.NodeGroup) error { return checkNodeGroup(out, s.cfg.NodeProviders, g) }, func(name string) bool {
+		return slices.ContainsFunc(s.cfg.NodeGroups, func(g provider.NodeGroup) bool { return g.Name == name })
+	})
+	return out, nil
+}
+
+// checkNodeGroup says why none of the member's providers can make a
+// NodeGroup object's nodes (nil: one can).
+func checkNodeGroup(providers []provider.Provider, plugins map[string]string, g provider.NodeGroup) error {
+	if _, plugin := plugins[g.Provider]; plugin {
+		return fmt.Errorf("node group %s: provider %s is a plugin, which lists its own groups: configure the group there", g.Name, g.Provider)
+	}
+	var known []string
+	for _, p := range providers {
+		if cp, ok := p.(provider.Configurable); ok {
+			if p.Name() == g.Provider {
+				return cp.CanMake(g)
+			}
+			known = append(known, p.Name())
+		}
+	}
+	return fmt.Errorf("node group %s: unknown provider %q (known: %s)", g.Name, g.Provider, strings.Join(known, ", "))
 }
 
 func (s *Server) closeProviders() {
@@ -107,7 +129,7 @@ func (s *Server) runCloud(ctx context.Context, el *concurrency.Election) <-chan 
 		defer close(done)
 		c := cloud.New(cloud.Config{
 			Cache: s.cache, KV: store.Fenced(s.store.Client, el), Events: s.events, Logger: s.log, Providers: s.providers, Metrics: s.cloudMetrics,
-			RemoveNode: s.api.RemoveNodeForced, SetCordoned: s.api.SetCordoned, ScaleDownDelay: s.cfg.ScaleDownDelay,
+			RemoveNode: s.api.RemoveNodeForced, SetCordoned: s.api.SetCordoned, ScaleDownDelay: s.cfg.ScaleDownDelay, Configured: s.cfg.NodeGroups,
 			Token: s.api.NodeToken, Servers: func() []string { return []string{dialableAddr(s.APIAddr())} },
 		})
 		_ = c.Start(ctx) // returns nil when ctx ends

@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"bytes"
-
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,11 +15,36 @@ import (
 )
 
 // TestCloudLocalGroupFollowsDemand is issue 20's scenario with the built-in
-// local provider in the server's process.
+// local provider in the server's process, its group configured on the
+// server with max 1 and applied as a NodeGroup with max 3, which overrides
+// it; NodeGroups that are not valid or that no provider can make are
+// refused in one line, storing nothing.
 func TestCloudLocalGroupFollowsDemand(t *testing.T) {
 	api := freeAddr(t)
 	noAgentsLeft(t, api)
-	m := startServerOn(t, api, "--node-group", "name=pool,provider=local,min=0,max=3,instances=10", "--scale-down-delay", "2s", "--node-grace", "10m")
+	m := startServerOn(t, api, "--node-group", "name=pool,provider=local,min=0,max=1,instances=10", "--scale-down-delay", "2s", "--node-grace", "10m")
+	dir := t.TempDir()
+	group := func(file, spec string) string {
+		path := filepath.Join(dir, file)
+		doc := "apiVersion: wasmorch.dev/v1\nkind: NodeGroup\nmetadata: {name: pool}\nspec:\n" + spec
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for _, tc := range []struct{ spec, want string }{
+		{"  provider: local\n  min: 4\n  max: 3\n  instances: 10\n", "node group pool: min 4 is more than max 3"},
+		{"  provider: aws\n  max: 3\n  instances: 10\n", `node group pool: unknown provider "aws" (known: local)`},
+		{"  provider: local\n  max: 3\n  instances: 10\n  arch: not" + runtime.GOARCH + "\n", "provider local cannot make nodes of arch not" + runtime.GOARCH},
+		{"  provider: local\n  max: 3\n  instances: 10\n  runtimes: [container]\n", "provider local cannot make nodes with runtime container"},
+	} {
+		oneLineError(t, m.run("apply", "-f", group("bad.yaml", tc.spec)), tc.want)
+	}
+	m.waitNodeGroupSource("local", 1, "config")
+	if r := m.mustRun("apply", "-f", group("pool.yaml", "  provider: local\n  max: 3\n  instances: 10\n")); !strings.Contains(r.stdout, "nodegroup/pool created") {
+		t.Errorf("apply printed %q, want nodegroup/pool created", r.stdout)
+	}
+	m.waitNodeGroupSource("local", 3, "manifest")
 	followsDemand(t, m, "local", filepath.Join(m.dataDir, "cloud", "local"))
 }
 
@@ -40,6 +67,12 @@ func TestCloudPluginGroupFollowsDemand(t *testing.T) {
 		return err == nil, fmt.Sprint(err)
 	})
 	m := startServerOn(t, api, "--node-provider", "ext="+socket, "--scale-down-delay", "2s", "--node-grace", "10m")
+	// A plugin lists its own groups: a NodeGroup of it is refused.
+	doc := filepath.Join(dir, "ext.yaml")
+	if err := os.WriteFile(doc, []byte("apiVersion: wasmorch.dev/v1\nkind: NodeGroup\nmetadata: {name: other}\nspec: {provider: ext, max: 1, instances: 1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	oneLineError(t, m.run("apply", "-f", doc), "node group other: provider ext is a plugin, which lists its own groups")
 	followsDemand(t, m, "ext", filepath.Join(dir, "nodes"))
 }
 
@@ -69,6 +102,14 @@ func followsDemand(t *testing.T, m *multi, provider, nodesDir string) {
 		t.Fatalf("a server without agents has nodes: %v", ns)
 	}
 
+	// get nodegroups -w follows the group's changes as the controller
+	// records them.
+	watch := startDaemon(t, "watch", m.env, "get", "nodegroups", "-w", "-o", "json", "--server", api)
+	eventually(t, "the watch's first list", func() (bool, string) {
+		out, _ := os.ReadFile(watch.log)
+		return bytes.Contains(out, []byte(`"ADDED"`)), string(out)
+	})
+
 	m.mustRun("deploy", "testdata/ticker.wasm", "--name", "load", "--replicas", "25")
 	m.waitSettled("load", 25)
 	ns := m.nodes()
@@ -87,6 +128,27 @@ func followsDemand(t *testing.T, m *multi, provider, nodesDir string) {
 	if evs := m.events("ScaledUp"); len(evs) == 0 {
 		t.Errorf("no ScaledUp event for the scale-up")
 	}
+	// describe nodegroup: its nodes as the provider lists them beside the
+	// cluster's view, and its decisions.
+	var d struct {
+		Group struct{ Provider, Source string }
+		Nodes []struct {
+			Name, ProviderID, ProviderState, State string
+			Instances                              int
+		}
+		Events []struct{ Reason string }
+	}
+	eventually(t, "describe nodegroup pool with 3 Running, Ready nodes", func() (bool, string) {
+		m.getJSONOf(&d, "describe", "nodegroup", "pool")
+		held := 0
+		for _, n := range d.Nodes {
+			if _, ok := ns[n.Name]; !ok || n.ProviderID != "local:///"+n.Name || n.ProviderState != "Running" || n.State != "Ready" {
+				return false, toJSON(d)
+			}
+			held += n.Instances
+		}
+		return len(d.Nodes) == 3 && held == 25 && d.Group.Provider == provider && slices.ContainsFunc(d.Events, func(e struct{ Reason string }) bool { return e.Reason == "ScaledUp" }), toJSON(d)
+	})
 
 	// A node whose machine is gone: its process killed. Its lease would
 	// keep it Ready for 10 minutes; the provider no longer lists it, so the
@@ -158,6 +220,45 @@ func followsDemand(t *testing.T, m *multi, provider, nodesDir string) {
 	if err != nil || len(dirs) != 0 {
 		t.Errorf("the deleted nodes' data dirs are left: %v %v", dirs, err)
 	}
+	// The watch saw the group grow to 3 Ready nodes and shrink to none.
+	eventually(t, "the watch to see the group back at 0", func() (bool, string) {
+		out, _ := os.ReadFile(watch.log)
+		var seen []string
+		for _, line := range bytes.Split(out, []byte("\n")) {
+			var ev struct {
+				Type   string
+				Object struct{ Target, Ready int }
+			}
+			if json.Unmarshal(line, &ev) == nil && ev.Type != "" {
+				seen = append(seen, fmt.Sprintf("%s %d/%d", ev.Type, ev.Object.Target, ev.Object.Ready))
+			}
+		}
+		grew := slices.Index(seen, "MODIFIED 3/3")
+		return len(seen) > 0 && strings.HasPrefix(seen[0], "ADDED") && grew > 0 && slices.Contains(seen[grew:], "MODIFIED 0/0"), strings.Join(seen, ", ")
+	})
+}
+
+// waitNodeGroupSource waits until `get nodegroups` shows group pool of
+// provider with max and configured from source.
+func (m *multi) waitNodeGroupSource(provider string, max int, source string) {
+	m.t.Helper()
+	eventually(m.t, fmt.Sprintf("node group pool with max %d from %s", max, source), func() (bool, string) {
+		var gs []struct {
+			Name, Provider, Source string
+			Max                    int
+		}
+		m.getJSON(&gs, "nodegroups")
+		return len(gs) == 1 && gs[0].Provider == provider && gs[0].Max == max && gs[0].Source == source, fmt.Sprintf("%+v", gs)
+	})
+}
+
+// getJSONOf runs a client command with -o json and decodes its output.
+func (m *multi) getJSONOf(out any, args ...string) {
+	m.t.Helper()
+	r := m.mustRun(append(args, "-o", "json")...)
+	if err := json.Unmarshal([]byte(r.stdout), out); err != nil {
+		m.t.Fatalf("%v: %v\n%s", args, err, r.stdout)
+	}
 }
 
 // TestCloudBadNodeGroupIsRefused: a node group or provider the server
@@ -182,8 +283,8 @@ func TestCloudBadNodeGroupIsRefused(t *testing.T) {
 	}
 	r := run(t, cliEnv(t), "provider", "local", "--node-group", "name=pool,provider=local,max=1,instances=1")
 	oneLineError(t, r, "the provider needs a --socket")
-	r = run(t, cliEnv(t), "get", "nodegroups", "-w")
-	oneLineError(t, r, "node groups cannot be watched")
+	r = run(t, cliEnv(t), "get", "nodegroups", "pool")
+	oneLineError(t, r, "get nodegroups takes no NAME")
 }
 
 // waitNodeGroup waits until `get nodegroups` shows group pool of provider

@@ -106,11 +106,11 @@ func newApplyCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR [-f ...]",
-		Short: "Create or update the workloads, configs and secrets of a manifest",
-		Long: `Apply a manifest: multi-document YAML of Workload, Config and Secret objects
-(see docs/manifests.md), from every file given and every *.yaml and *.yml file
-of a directory given. Configs and secrets are applied before the workloads
-that use them; every object is checked before any is written. apply prints
+		Short: "Create or update the workloads, configs, secrets and node groups of a manifest",
+		Long: `Apply a manifest: multi-document YAML of Workload, Config, Secret and NodeGroup
+objects (see docs/manifests.md and docs/cloud.md), from every file given and
+every *.yaml and *.yml file of a directory given. Node groups, configs and
+secrets are applied before the workloads that use them; every object is checked before any is written. apply prints
 one line per object: created, configured or unchanged. Applying the same
 manifest again changes nothing. apply does not wait for workloads to be ready
 (see 'wasmorch get workloads').`,

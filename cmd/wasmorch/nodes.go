@@ -213,21 +213,25 @@ func newDescribeCommand() *cobra.Command {
 		output string
 	)
 	cmd := &cobra.Command{
-		Use:   "describe workload|node NAME",
-		Short: "Show a workload's or node's details, instances and events",
+		Use:   "describe workload|node|nodegroup NAME",
+		Short: "Show a workload's, node's or node group's details, instances (or nodes) and events",
 		Example: `  wasmorch describe workload hello
-  wasmorch describe node edge-1 -o json`,
+  wasmorch describe node edge-1 -o json
+  wasmorch describe nodegroup pool`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
-				return cliclient.Errorf("e.g. 'wasmorch describe workload hello' or 'wasmorch describe node edge-1'", "describe takes a kind (workload or node) and a name")
+				return cliclient.Errorf("e.g. 'wasmorch describe workload hello' or 'wasmorch describe node edge-1'", "describe takes a kind (workload, node or nodegroup) and a name")
 			}
 			format, err := cliout.ParseFormat(output)
 			if err != nil {
 				return &cliclient.Error{What: "invalid -o: " + err.Error(), Hint: "use -o table, json or yaml", Cause: err}
 			}
 			kind, name := getKinds[strings.ToLower(args[0])], args[1]
+			if kind == cliclient.KindNodeGroups {
+				return describeNodeGroup(cmd, *server, format, name) // cloud (nodegroups.go)
+			}
 			if kind != "workloads" && kind != "nodes" {
-				return cliclient.Errorf("use workload or node", "cannot describe %q", args[0])
+				return cliclient.Errorf("use workload, node or nodegroup", "cannot describe %q", args[0])
 			}
 			client, err := dial(cmd, *server)
 			if err != nil {

@@ -130,9 +130,9 @@ func newDeleteCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delete NAME... | -f FILE|DIR",
 		Short: "Delete workloads, or what manifests define, and stop their instances",
-		Long: `Delete the workloads named, or with -f every workload, config and secret the
-manifests define (workloads first, so that the configs and secrets they use can
-go too). Each deletion is printed as it is done; one that fails does not stop
+		Long: `Delete the workloads named, or with -f every workload, config, secret and
+node group the manifests define (workloads first, so that the configs and
+secrets they use can go too, node groups last). Each deletion is printed as it is done; one that fails does not stop
 the others, and the command then fails.`,
 		Example: `  wasmorch delete hello
   wasmorch delete hello greet ticker
@@ -147,7 +147,7 @@ the others, and the command then fails.`,
 				if err != nil {
 					return err
 				}
-				order := map[string]int{manifest.KindWorkload: 0, manifest.KindSecret: 1, manifest.KindConfig: 2}
+				order := map[string]int{manifest.KindWorkload: 0, manifest.KindSecret: 1, manifest.KindConfig: 2, manifest.KindNodeGroup: 3}
 				sort.SliceStable(objs, func(i, j int) bool { return order[objs[i].Kind] < order[objs[j].Kind] })
 				targets = objs
 			case len(args) == 0:
@@ -175,6 +175,8 @@ the others, and the command then fails.`,
 					err = client.DeleteConfig(cmd.Context(), name)
 				case manifest.KindSecret:
 					err = client.DeleteSecret(cmd.Context(), name)
+				case manifest.KindNodeGroup:
+					_, err = client.DeleteNodeGroup(cmd.Context(), name) // cloud (nodegroups.go)
 				}
 				if err != nil {
 					failed, failures = err, failures+1

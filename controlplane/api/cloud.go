@@ -58,7 +58,7 @@ func (a *controlAPI) ListNodeGroups(ctx context.Context, _ *v1.ListNodeGroupsReq
 	if err != nil {
 		return nil, errdefs.Unavailablef("list node groups: %v", err)
 	}
-	out := &v1.ListNodeGroupsResponse{}
+	out := &v1.ListNodeGroupsResponse{Revision: resp.Header.Revision}
 	for _, kv := range resp.Kvs {
 		g := &v1.NodeGroupStatus{}
 		if proto.Unmarshal(kv.Value, g) == nil {

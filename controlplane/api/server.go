@@ -101,6 +101,8 @@ type Server struct {
 
 	exits      exitNotes // observe: rate limit of exit events
 	heartbeats sync.Map  // observe: node name → time of its last heartbeat here
+
+	nodeGroups nodeGroupHooks // cloud: what the member knows of its node providers (nodegroups.go)
 }
 
 // security is the member's CA and the certificate it serves with.

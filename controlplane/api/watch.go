@@ -49,7 +49,7 @@ func (a *controlAPI) Watch(req *v1.WatchRequest, stream v1.Control_WatchServer) 
 		return err
 	}
 	switch kind {
-	case v1.WatchKind_WATCH_KIND_WORKLOADS, v1.WatchKind_WATCH_KIND_NODES:
+	case v1.WatchKind_WATCH_KIND_WORKLOADS, v1.WatchKind_WATCH_KIND_NODES, v1.WatchKind_WATCH_KIND_NODE_GROUPS:
 		if req.GetWorkload() != "" || req.GetNode() != "" {
 			return errdefs.Invalidf("a watch of %s takes no workload or node: those narrow a watch of instances or events", kindName(kind))
 		}
@@ -59,7 +59,7 @@ func (a *controlAPI) Watch(req *v1.WatchRequest, stream v1.Control_WatchServer) 
 			return errdefs.Invalidf("a watch of events follows one object: give a workload or a node, not both")
 		}
 	default:
-		return errdefs.Invalidf("watch kind %v is not workloads, instances, nodes or events", kind)
+		return errdefs.Invalidf("watch kind %v is not workloads, instances, nodes, events or node groups", kind)
 	}
 	if req.GetRevision() < 0 {
 		return errdefs.Invalidf("revision %d is negative: pass a revision a list or watch returned, or 0 for from now", req.GetRevision())
@@ -76,9 +76,12 @@ func (a *controlAPI) Watch(req *v1.WatchRequest, stream v1.Control_WatchServer) 
 		}
 	}()
 	var err error
-	if kind == v1.WatchKind_WATCH_KIND_EVENTS {
+	switch kind {
+	case v1.WatchKind_WATCH_KIND_EVENTS:
 		err = a.s.watchEvents(ctx, req, stream.Send)
-	} else {
+	case v1.WatchKind_WATCH_KIND_NODE_GROUPS:
+		err = a.s.watchNodeGroups(ctx, req, stream.Send) // cloud (nodegroups.go)
+	default:
 		err = a.s.watchCache(ctx, req, stream.Send)
 	}
 	if ctx.Err() != nil && stream.Context().Err() == nil {
@@ -97,6 +100,8 @@ func kindName(k v1.WatchKind) string {
 		return "nodes"
 	case v1.WatchKind_WATCH_KIND_EVENTS:
 		return "events"
+	case v1.WatchKind_WATCH_KIND_NODE_GROUPS:
+		return "node groups"
 	}
 	return k.String()
 }

@@ -24,9 +24,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -52,6 +54,18 @@ const (
 // (v1.NodeGroupStatus), which any member's API lists.
 const GroupsPrefix = store.CloudPrefix + "groups/"
 
+// SpecsPrefix holds the NodeGroup objects applied to the cluster
+// (v1.NodeGroupSpec), which the API writes and the controller hands to
+// the configurable providers, over the server's configured groups.
+const SpecsPrefix = store.CloudPrefix + "specs/"
+
+// Where a group is configured (v1.NodeGroupStatus.Source).
+const (
+	SourceConfig   = "config"
+	SourceManifest = "manifest"
+	SourcePlugin   = "plugin"
+)
+
 // ScaleUpsPrefix holds, per group, the scale-up in flight (JSON: the target
 // size asked for and when), written before the provider is asked.
 const ScaleUpsPrefix = store.CloudPrefix + "scaleups/"
@@ -66,6 +80,9 @@ type Config struct {
 	Logger    *slog.Logger
 	Metrics   *Metrics
 	Providers []provider.Provider
+	// Configured are the groups of the server's config (--node-group);
+	// a NodeGroup object of the same name overrides one.
+	Configured []provider.NodeGroup
 	// RemoveNode removes a node as 'node rm --force' does; SetCordoned
 	// cordons or uncordons one (the API's paths: api.Server).
 	RemoveNode  func(ctx context.Context, name string) (int32, error)
@@ -105,12 +122,23 @@ type Controller struct {
 	said map[string]string
 	// known are the groups each provider last listed.
 	known map[string][]group
+	// handed is what each configurable provider was last given, and
+	// source where each group is configured.
+	handed map[string][]provider.NodeGroup
+	source map[string]string
+	// listed is each group's nodes as its provider last listed them.
+	listed map[string][]provider.Node
 	// written is each group's status as this leadership last recorded it.
 	written map[string]*v1.NodeGroupStatus
-	pruned  bool // the statuses of groups no longer listed are deleted
+	// pruned is the groups listed when the statuses of the others were
+	// last deleted.
+	pruned     string
+	prunedOnce bool
 	// due is when the earliest scale-down delay of a node ends (zero:
 	// none is counting), for Start to wake then.
 	due time.Time
+	// active is whether any group is listed: changes wake a pass only then.
+	active atomic.Bool
 }
 
 type group struct {
@@ -136,13 +164,62 @@ func New(cfg Config) *Controller {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger.With("loop", "cloud"), emptySince: map[string]time.Time{}, mine: map[string]bool{}, said: map[string]string{},
-		known: map[string][]group{}, written: map[string]*v1.NodeGroupStatus{}}
+		known: map[string][]group{}, written: map[string]*v1.NodeGroupStatus{}, handed: map[string][]provider.NodeGroup{}, source: map[string]string{},
+		listed: map[string][]provider.Node{}}
+}
+
+// configure hands each configurable provider its groups: those of the
+// server's config, overridden by the NodeGroup objects applied to the
+// cluster. A spec that cannot be read keeps what the providers have.
+func (c *Controller) configure(ctx context.Context) {
+	source := map[string]string{}
+	merged := map[string]provider.NodeGroup{}
+	for _, g := range c.cfg.Configured {
+		merged[g.Name], source[g.Name] = g, SourceConfig
+	}
+	if c.cfg.KV != nil {
+		resp, err := c.cfg.KV.Get(ctx, SpecsPrefix, clientv3.WithPrefix())
+		if err != nil {
+			c.log.Warn("reading the applied node groups; keeping the groups as they were", "err", err)
+			return
+		}
+		for _, kv := range resp.Kvs {
+			spec := &v1.NodeGroupSpec{}
+			if proto.Unmarshal(kv.Value, spec) != nil {
+				continue
+			}
+			g := provider.FromSpec(spec)
+			merged[g.Name], source[g.Name] = g, SourceManifest
+		}
+	}
+	for _, p := range c.cfg.Providers {
+		cp, ok := p.(provider.Configurable)
+		if !ok {
+			continue
+		}
+		var mine []provider.NodeGroup
+		for _, name := range slices.Sorted(maps.Keys(merged)) {
+			if g := merged[name]; g.Provider == p.Name() {
+				mine = append(mine, g)
+			}
+		}
+		if handed, ok := c.handed[p.Name()]; ok && slices.EqualFunc(handed, mine, provider.NodeGroup.Equal) {
+			continue
+		}
+		if err := cp.SetNodeGroups(mine); err != nil {
+			c.once(ctx, "provider/"+p.Name(), "ProviderError", fmt.Sprintf("provider %s refused its node groups: %v; retrying", p.Name(), err))
+			continue
+		}
+		c.handed[p.Name()] = mine
+	}
+	c.source = source
 }
 
 // refresh asks each provider for its groups; a provider that does not
 // answer (or answers groups that are not valid) keeps the groups it last
 // listed, and every call about them fails until it answers again.
 func (c *Controller) refresh(ctx context.Context) {
+	c.configure(ctx)
 	for _, p := range c.cfg.Providers {
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
 		gs, err := p.NodeGroups(cctx)
@@ -160,9 +237,19 @@ func (c *Controller) refresh(ctx context.Context) {
 		}
 		c.known[p.Name()] = known
 	}
+	// A group name two providers list is kept for the first (a plugin's
+	// group and an applied one of the same name, say).
 	c.groups = c.groups[:0]
+	seen := map[string]string{}
 	for _, p := range c.cfg.Providers {
-		c.groups = append(c.groups, c.known[p.Name()]...)
+		for _, g := range c.known[p.Name()] {
+			if other, dup := seen[g.Name]; dup {
+				c.once(ctx, "nodegroup/"+g.Name, "NodeGroupConflict", fmt.Sprintf("group %s is listed by providers %s and %s: only %s's is kept", g.Name, other, p.Name(), other))
+				continue
+			}
+			seen[g.Name] = p.Name()
+			c.groups = append(c.groups, g)
+		}
 	}
 	// The smallest group first: scale-ups grow the smallest that fits.
 	sort.SliceStable(c.groups, func(i, j int) bool {
@@ -191,6 +278,9 @@ func (c *Controller) Start(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
 	if c.cfg.Cache != nil {
 		defer c.cfg.Cache.Subscribe(func(cs []cache.Change) {
+			if !c.active.Load() {
+				return
+			}
 			for _, ch := range cs {
 				if ch.Kind == cache.KindNode || (ch.Kind == cache.KindInstance && !ch.Observed) {
 					select {
@@ -269,6 +359,10 @@ func (c *Controller) Pass(ctx context.Context) error {
 	if err := c.prune(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	c.active.Store(len(c.groups) > 0)
+	if len(c.groups) == 0 {
+		return errors.Join(errs...)
+	}
 	sizes := map[string]int{}
 	c.due = time.Time{}
 	for _, g := range c.groups {
@@ -307,6 +401,7 @@ func (c *Controller) lifecycle(ctx context.Context, g group, nodes []groupNode) 
 		size, err = g.p.TargetSize(cctx, g.Name)
 		if err == nil {
 			c.clear("nodegroup/"+g.Name, "ProviderError")
+			c.listed[g.Name] = listed
 			exists := map[string]bool{}
 			for _, n := range listed {
 				exists[n.Name] = true
@@ -380,11 +475,17 @@ func (c *Controller) targets(ctx context.Context, v view, sizes map[string]int) 
 	return out, nil
 }
 
-// prune deletes, once per leadership and once every provider has listed
-// its groups, the recorded statuses of groups no provider lists (a group
-// taken out of the config).
+// prune deletes the recorded statuses of groups no provider lists (a
+// group taken out of the config, a NodeGroup deleted), once every provider
+// has listed its groups, and again whenever the groups listed change.
 func (c *Controller) prune(ctx context.Context) error {
-	if c.pruned || len(c.known) < len(c.cfg.Providers) {
+	names := make([]string, len(c.groups))
+	for i, g := range c.groups {
+		names[i] = g.Name
+	}
+	slices.Sort(names)
+	listed := strings.Join(names, ",")
+	if c.prunedOnce && c.pruned == listed || len(c.known) < len(c.cfg.Providers) {
 		return nil
 	}
 	resp, err := c.cfg.KV.Get(ctx, GroupsPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
@@ -393,13 +494,15 @@ func (c *Controller) prune(ctx context.Context) error {
 	}
 	for _, kv := range resp.Kvs {
 		name := strings.TrimPrefix(string(kv.Key), GroupsPrefix)
-		if !slices.ContainsFunc(c.groups, func(g group) bool { return g.Name == name }) {
+		if !slices.Contains(names, name) {
 			if _, err := c.cfg.KV.Txn(ctx).Then(clientv3.OpDelete(string(kv.Key))).Commit(); err != nil {
 				return err
 			}
+			delete(c.written, name)
+			c.cfg.Metrics.forget(name)
 		}
 	}
-	c.pruned = true
+	c.pruned, c.prunedOnce = listed, true
 	return nil
 }
 
@@ -411,13 +514,22 @@ func (c *Controller) status(ctx context.Context, name string, target, ready int)
 		return nil
 	}
 	g := c.groups[i]
+	t := g.Template
+	source := c.source[g.Name]
+	if _, configurable := g.p.(provider.Configurable); !configurable {
+		source = SourcePlugin
+	}
 	st := &v1.NodeGroupStatus{Name: g.Name, Provider: g.Provider, MinSize: int32(g.Min), MaxSize: int32(g.Max), TargetSize: int32(target), ReadyNodes: int32(ready),
-		Zone: g.Zone, InstancesPerNode: g.Template.Instances, Labels: g.Template.Labels, Arch: g.Template.Arch}
+		Zone: g.Zone, InstancesPerNode: t.Instances, Labels: t.Labels, Arch: t.Arch, Source: source, MemoryBytes: t.MemoryBytes, CpuMillis: t.CPUMillis, Runtimes: t.Runtimes}
+	for _, n := range c.listed[g.Name] {
+		st.Nodes = append(st.Nodes, &v1.NodeGroupNode{Name: n.Name, ProviderId: n.ProviderID, State: n.State.String()})
+	}
 	if last, ok := c.written[name]; ok && proto.Equal(last, st) {
 		return nil
 	}
-	b, err := proto.Marshal(&v1.NodeGroupStatus{Name: st.Name, Provider: st.Provider, MinSize: st.MinSize, MaxSize: st.MaxSize, TargetSize: st.TargetSize,
-		ReadyNodes: st.ReadyNodes, Zone: st.Zone, InstancesPerNode: st.InstancesPerNode, Labels: st.Labels, Arch: st.Arch, UpdatedUnixNano: c.cfg.Now().UnixNano()})
+	rec := proto.Clone(st).(*v1.NodeGroupStatus)
+	rec.UpdatedUnixNano = c.cfg.Now().UnixNano()
+	b, err := proto.Marshal(rec)
 	if err != nil {
 		return err
 	}

@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wasmorch/wasmorch/controlplane/cloud/local"
 	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
 	"github.com/wasmorch/wasmorch/internal/etcdtest"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -146,5 +151,58 @@ func TestRecordedScaleUpCountsForANewLeader(t *testing.T) {
 	record(3, now.Add(-2*time.Minute))
 	if got, err := c.targets(ctx, oneReady, sizes); err != nil || got["pool"] != 0 || recorded() {
 		t.Errorf("a record older than the provision timeout: target %v (%v), want 0 and the record forgotten", got, err)
+	}
+}
+
+// TestAppliedGroupsOverrideConfigured: the local provider is handed the
+// server's configured groups merged with the NodeGroup objects stored in
+// etcd, an applied group replacing a configured one of its name; deleting
+// the object brings the configured group back; the status says where each
+// group comes from.
+func TestAppliedGroupsOverrideConfigured(t *testing.T) {
+	cli := etcdtest.Start(t)
+	ctx := context.Background()
+	configured := newGroup("pool", 0, 1, 10)
+	p, err := local.New(local.Config{DataDir: t.TempDir(), Groups: []provider.NodeGroup{configured}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c := New(Config{KV: cli, Providers: []provider.Provider{p}, Configured: []provider.NodeGroup{configured}})
+	apply := func(g provider.NodeGroup) {
+		b, _ := proto.Marshal(g.Spec())
+		if _, err := cli.Put(ctx, SpecsPrefix+g.Name, string(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	groups := func() string {
+		c.refresh(ctx)
+		var out []string
+		for _, g := range c.groups {
+			out = append(out, fmt.Sprintf("%s:%d-%d:%s", g.Name, g.Min, g.Max, c.source[g.Name]))
+		}
+		return strings.Join(out, " ")
+	}
+	if got := groups(); got != "pool:0-1:config" {
+		t.Errorf("configured only: %s", got)
+	}
+	apply(newGroup("pool", 0, 3, 10))
+	apply(newGroup("extra", 1, 2, 5))
+	if got := groups(); got != "extra:1-2:manifest pool:0-3:manifest" {
+		t.Errorf("with pool and extra applied: %s, want extra and pool's max 3", got)
+	}
+	if _, err := cli.Delete(ctx, SpecsPrefix+"pool"); err != nil {
+		t.Fatal(err)
+	}
+	if got := groups(); got != "extra:1-2:manifest pool:0-1:config" {
+		t.Errorf("pool's object deleted: %s, want the configured pool back", got)
+	}
+	// An object the provider cannot take is an event and a retry: the
+	// provider keeps its groups.
+	bad := newGroup("bad", 0, 1, 1)
+	bad.Template.Arch = "not-" + runtime.GOARCH
+	apply(bad)
+	if got := groups(); got != "extra:1-2:manifest pool:0-1:config" {
+		t.Errorf("with an object the provider refuses: %s, want the groups as they were", got)
 	}
 }

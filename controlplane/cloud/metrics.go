@@ -59,3 +59,11 @@ func (m *Metrics) group(group string, target, ready int) {
 		m.readyNodes.WithLabelValues(group).Set(float64(ready))
 	}
 }
+
+// forget drops the gauges of a group that is gone.
+func (m *Metrics) forget(group string) {
+	if m != nil {
+		m.targetSize.DeleteLabelValues(group)
+		m.readyNodes.DeleteLabelValues(group)
+	}
+}

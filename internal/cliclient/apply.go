@@ -20,7 +20,7 @@ import (
 
 // ApplyResult is what apply did (or, for diff, would do) to one object.
 type ApplyResult struct {
-	Kind    string // Workload, Config or Secret
+	Kind    string // Workload, Config, Secret or NodeGroup
 	Name    string
 	Outcome string   // created, configured or unchanged
 	Changes []string // for diff: what changes, one line each (never a secret's value)
@@ -37,7 +37,8 @@ func (r ApplyResult) ID() string { return strings.ToLower(r.Kind) + "/" + r.Name
 // nothing is written and each result lists what would change.
 func (c *Client) Apply(ctx context.Context, objs []manifest.Object, dir string, dryRun bool) ([]ApplyResult, error) {
 	objs = append([]manifest.Object(nil), objs...)
-	order := map[string]int{manifest.KindConfig: 0, manifest.KindSecret: 1, manifest.KindWorkload: 2}
+	// Node groups first: a workload that needs one's nodes can ask for them.
+	order := map[string]int{manifest.KindNodeGroup: -1, manifest.KindConfig: 0, manifest.KindSecret: 1, manifest.KindWorkload: 2}
 	sort.SliceStable(objs, func(i, j int) bool { return order[objs[i].Kind] < order[objs[j].Kind] })
 	if err := c.checkReferences(ctx, objs); err != nil {
 		return nil, err
@@ -139,6 +140,12 @@ func (c *Client) applyObject(ctx context.Context, o manifest.Object, dir string,
 		for _, k := range resp.GetChangedKeys() {
 			r.Changes = append(r.Changes, "~ "+k+" (value hidden)")
 		}
+	case manifest.KindNodeGroup: // cloud (nodegroups.go)
+		resp, err := c.ApplyNodeGroup(ctx, o, dryRun)
+		if err != nil {
+			return r, at(err)
+		}
+		r.Outcome, r.Changes = Outcome(resp.GetCreated(), resp.GetChanged()), resp.GetChanges()
 	case manifest.KindWorkload:
 		if o.Dir != "" {
 			dir = o.Dir

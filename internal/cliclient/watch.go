@@ -54,6 +54,8 @@ type Change struct {
 	Instance *cliout.Instance
 	Node     *cliout.Node
 	Event    *cliout.Event
+	// cloud: a node group's status (nodegroups.go)
+	NodeGroup *cliout.NodeGroup
 }
 
 // Watch follows the changes spec selects after revision rev (a list's)
@@ -74,6 +76,8 @@ func (c *Client) Watch(ctx context.Context, spec WatchSpec, rev int64, relist fu
 		req.Kind = wasmorchv1.WatchKind_WATCH_KIND_NODES
 	case KindEvents:
 		req.Kind = wasmorchv1.WatchKind_WATCH_KIND_EVENTS
+	case KindNodeGroups:
+		req.Kind = wasmorchv1.WatchKind_WATCH_KIND_NODE_GROUPS
 	default:
 		return Errorf("watch workloads, instances, nodes or events", "cannot watch %q", spec.Kind)
 	}
@@ -196,6 +200,9 @@ func changeOf(ev *wasmorchv1.WatchEvent) (Change, bool) {
 	case *wasmorchv1.WatchEvent_Event:
 		e := cliout.EventFrom(o.Event)
 		ch.Event = &e
+	case *wasmorchv1.WatchEvent_NodeGroup:
+		g := cliout.NodeGroupFrom(o.NodeGroup)
+		ch.NodeGroup = &g
 	default:
 		return ch, false
 	}

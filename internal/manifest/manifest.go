@@ -1,5 +1,6 @@
 // Package manifest reads wasmorch manifests: multi-document YAML whose
-// documents (apiVersion wasmorch.dev/v1, kind Workload, Config or Secret)
+// documents (apiVersion wasmorch.dev/v1, kind Workload, Config, Secret or
+// NodeGroup)
 // map one-to-one onto the API's objects; docs/manifests.md is the schema.
 // Decoding is strict: an unknown or misplaced field is an error naming its
 // line, so that a typo never silently does nothing.
@@ -25,6 +26,9 @@ const (
 	KindWorkload = "Workload"
 	KindConfig   = "Config"
 	KindSecret   = "Secret"
+	// KindNodeGroup is a group of nodes the cloud controller grows and
+	// shrinks (docs/cloud.md).
+	KindNodeGroup = "NodeGroup"
 )
 
 // Object is one document of a manifest.
@@ -37,6 +41,9 @@ type Object struct {
 	// Status is what `get workloads -o yaml` adds: read-only, ignored
 	// by apply.
 	Status *WorkloadStatus `yaml:"status,omitempty"`
+	// NodeGroup is a NodeGroup's spec (its document's spec, decoded
+	// apart: nodeGroupDoc).
+	NodeGroup *NodeGroupSpec `yaml:"-"`
 	// Line is where the document starts, for messages.
 	Line int `yaml:"-"`
 	// File is the manifest it came from, as named to Parse; Dir, when
@@ -87,6 +94,29 @@ type WorkloadSpec struct {
 	// ("10%") until it is promoted, by hand or after canaryDuration
 	Canary         string        `yaml:"canary,omitempty"`
 	CanaryDuration time.Duration `yaml:"canaryDuration,omitempty"`
+}
+
+// NodeGroupSpec is a node group as server --node-group describes one
+// (docs/cloud.md): its provider, bounds and the template of its nodes.
+type NodeGroupSpec struct {
+	Provider  string            `yaml:"provider"`
+	Min       int               `yaml:"min,omitempty"`
+	Max       int               `yaml:"max"`
+	Instances int               `yaml:"instances"` // per node
+	Zone      string            `yaml:"zone,omitempty"`
+	Labels    map[string]string `yaml:"labels,omitempty"` // of its nodes
+	Arch      string            `yaml:"arch,omitempty"`
+	Memory    string            `yaml:"memory,omitempty"` // of a node, "8Gi"
+	CPU       string            `yaml:"cpu,omitempty"`    // of a node, "4000m" or "4"
+	Runtimes  []string          `yaml:"runtimes,omitempty"`
+}
+
+// nodeGroupDoc is a NodeGroup document, whose spec is a NodeGroupSpec.
+type nodeGroupDoc struct {
+	APIVersion string         `yaml:"apiVersion"`
+	Kind       string         `yaml:"kind"`
+	Metadata   Metadata       `yaml:"metadata"`
+	Spec       *NodeGroupSpec `yaml:"spec"`
 }
 
 // HTTP makes a workload a function, as deploy's function flags do.
@@ -190,6 +220,9 @@ func parseObject(file string, root *yaml.Node) (Object, error) {
 	if root.Kind != yaml.MappingNode {
 		return Object{}, &Error{File: file, Line: root.Line, Msg: "a document must be a mapping with apiVersion, kind, metadata and spec or data (or a list of them)"}
 	}
+	if kindOf(root) == KindNodeGroup {
+		return parseNodeGroup(file, root)
+	}
 	if err := checkFields(root, reflect.TypeOf(Object{}), ""); err != nil {
 		err.File = file
 		return Object{}, err
@@ -200,6 +233,34 @@ func parseObject(file string, root *yaml.Node) (Object, error) {
 		return Object{}, &Error{File: file, Line: line, Msg: msg}
 	}
 	o.Line, o.File = root.Line, file
+	if err := o.validate(); err != nil {
+		return Object{}, &Error{File: file, Line: root.Line, Msg: err.Error()}
+	}
+	return o, nil
+}
+
+// kindOf is a document's kind, as written.
+func kindOf(root *yaml.Node) string {
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == "kind" {
+			return root.Content[i+1].Value
+		}
+	}
+	return ""
+}
+
+// parseNodeGroup decodes and checks a NodeGroup document.
+func parseNodeGroup(file string, root *yaml.Node) (Object, error) {
+	if err := checkFields(root, reflect.TypeOf(nodeGroupDoc{}), ""); err != nil {
+		err.File = file
+		return Object{}, err
+	}
+	var d nodeGroupDoc
+	if err := root.Decode(&d); err != nil {
+		line, msg := yamlErr(err)
+		return Object{}, &Error{File: file, Line: line, Msg: msg}
+	}
+	o := Object{APIVersion: d.APIVersion, Kind: d.Kind, Metadata: d.Metadata, NodeGroup: d.Spec, Line: root.Line, File: file}
 	if err := o.validate(); err != nil {
 		return Object{}, &Error{File: file, Line: root.Line, Msg: err.Error()}
 	}
@@ -240,10 +301,20 @@ func (o Object) validate() error {
 		if o.Status != nil {
 			return fmt.Errorf("a %s has no status: only workloads do", o.Kind)
 		}
+	case KindNodeGroup:
+		if o.NodeGroup == nil {
+			return fmt.Errorf("node group %s has no spec", o.Metadata.Name)
+		}
+		if len(o.Metadata.Labels) > 0 {
+			return fmt.Errorf("node group %s: the labels of its nodes go in spec.labels", o.Metadata.Name)
+		}
+		if o.NodeGroup.Provider == "" {
+			return fmt.Errorf("node group %s has no spec.provider (provider: local)", o.Metadata.Name)
+		}
 	case "":
-		return fmt.Errorf("the document has no kind: use Workload, Config or Secret")
+		return fmt.Errorf("the document has no kind: use Workload, Config, Secret or NodeGroup")
 	default:
-		return fmt.Errorf("kind %q is not known: use Workload, Config or Secret", o.Kind)
+		return fmt.Errorf("kind %q is not known: use Workload, Config, Secret or NodeGroup", o.Kind)
 	}
 	return nil
 }

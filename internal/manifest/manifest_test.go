@@ -180,3 +180,41 @@ func TestParseRefusesAnOversizedFile(t *testing.T) {
 		t.Fatalf("Parse = %v", err)
 	}
 }
+
+// TestParseNodeGroup: a NodeGroup's spec holds --node-group's keys, read
+// strictly (a workload's field in it is an unknown field, with its line).
+func TestParseNodeGroup(t *testing.T) {
+	src := `apiVersion: wasmorch.dev/v1
+kind: NodeGroup
+metadata: {name: pool}
+spec:
+  provider: local
+  min: 1
+  max: 3
+  instances: 10
+  labels: {disk: ssd}
+  memory: 8Gi
+  cpu: 4000m
+  runtimes: [wasm]
+`
+	objs, err := Parse("g.yaml", strings.NewReader(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := objs[0].NodeGroup
+	if len(objs) != 1 || objs[0].Kind != KindNodeGroup || objs[0].Spec != nil || g == nil || g.Provider != "local" || g.Min != 1 || g.Max != 3 ||
+		g.Instances != 10 || g.Labels["disk"] != "ssd" || g.Memory != "8Gi" || g.CPU != "4000m" || len(g.Runtimes) != 1 {
+		t.Fatalf("parsed %+v (%+v)", objs, g)
+	}
+	for _, tc := range []struct{ src, want string }{
+		{strings.Replace(src, "  min: 1", "  replicas: 1", 1), `g.yaml:6: unknown field "spec.replicas"`},
+		{strings.Replace(src, "  provider: local\n", "", 1), "node group pool has no spec.provider"},
+		{"apiVersion: wasmorch.dev/v1\nkind: NodeGroup\nmetadata: {name: pool}\n", "node group pool has no spec"},
+		{strings.Replace(src, "metadata: {name: pool}", "metadata: {name: pool, labels: {a: b}}", 1), "the labels of its nodes go in spec.labels"},
+		{strings.Replace(src, "  max: 3", "  max: three", 1), "g.yaml:7"},
+	} {
+		if _, err := Parse("g.yaml", strings.NewReader(tc.src)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parse = %v, want an error with %q", err, tc.want)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,14 +50,16 @@ type Config struct {
 
 // Provider is the local provider.
 type Provider struct {
-	cfg    Config
-	log    *slog.Logger
-	groups map[string]provider.NodeGroup
+	cfg Config
+	log *slog.Logger
 
 	mu     sync.Mutex
+	groups map[string]provider.NodeGroup
 	nodes  map[string]*agent // by node name
 	closed bool
 }
+
+var _ provider.Configurable = (*Provider)(nil)
 
 // agent is one node: its process, and whether the provider is stopping it.
 type agent struct {
@@ -83,17 +86,8 @@ func New(cfg Config) (*Provider, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Provider{cfg: cfg, log: cfg.Logger.With("provider", Name), groups: map[string]provider.NodeGroup{}, nodes: map[string]*agent{}}
-	for _, g := range cfg.Groups {
-		if g.Provider != Name {
-			return nil, fmt.Errorf("local provider: node group %s is for provider %s", g.Name, g.Provider)
-		}
-		if err := g.Validate(); err != nil {
-			return nil, err
-		}
-		if g.Zone == "" {
-			g.Zone = DefaultZone
-		}
-		p.groups[g.Name] = g
+	if err := p.SetNodeGroups(cfg.Groups); err != nil {
+		return nil, err
 	}
 	// Directories of nodes a previous run left (killed before it could
 	// stop its agents) belong to no node now.
@@ -109,8 +103,62 @@ func New(cfg Config) (*Provider, error) {
 // Name implements provider.Provider.
 func (p *Provider) Name() string { return Name }
 
+// SetNodeGroups implements provider.Configurable: the groups are replaced;
+// the agents of a group no longer listed are stopped, as a cloud deletes
+// the machines of a group that is deleted.
+func (p *Provider) SetNodeGroups(gs []provider.NodeGroup) error {
+	groups := map[string]provider.NodeGroup{}
+	for _, g := range gs {
+		if g.Provider != Name {
+			return fmt.Errorf("local provider: node group %s is for provider %s", g.Name, g.Provider)
+		}
+		if err := g.Validate(); err != nil {
+			return err
+		}
+		if err := p.CanMake(g); err != nil {
+			return err
+		}
+		if g.Zone == "" {
+			g.Zone = DefaultZone
+		}
+		groups[g.Name] = g
+	}
+	p.mu.Lock()
+	p.groups = groups
+	var gone []string
+	for name, a := range p.nodes {
+		if _, ok := groups[a.group]; !ok && a.state != provider.Deleting {
+			a.state = provider.Deleting
+			_ = a.cmd.Process.Signal(syscall.SIGTERM)
+			gone = append(gone, name)
+		}
+	}
+	p.mu.Unlock()
+	if len(gone) > 0 {
+		p.log.Info("stopping the nodes of node groups no longer configured", "nodes", gone)
+	}
+	return nil
+}
+
+// CanMake implements provider.Configurable: its nodes are agents on this
+// host, with its arch and no container runtime.
+func (p *Provider) CanMake(g provider.NodeGroup) error {
+	t := g.Template
+	if t.Arch != "" && t.Arch != runtime.GOARCH {
+		return fmt.Errorf("node group %s: provider local cannot make nodes of arch %s: its nodes are agents on this %s host", g.Name, t.Arch, runtime.GOARCH)
+	}
+	for _, r := range t.Runtimes {
+		if r != "wasm" {
+			return fmt.Errorf("node group %s: provider local cannot make nodes with runtime %s: its agents run wasm only", g.Name, r)
+		}
+	}
+	return nil
+}
+
 // NodeGroups implements provider.Provider.
 func (p *Provider) NodeGroups(context.Context) ([]provider.NodeGroup, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	out := make([]provider.NodeGroup, 0, len(p.groups))
 	for _, g := range p.groups {
 		out = append(out, g)
@@ -120,6 +168,8 @@ func (p *Provider) NodeGroups(context.Context) ([]provider.NodeGroup, error) {
 }
 
 func (p *Provider) group(name string) (provider.NodeGroup, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	g, ok := p.groups[name]
 	if !ok {
 		return g, fmt.Errorf("local provider has no node group %q", name)

@@ -10,10 +10,12 @@ package provider
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
 // Labels every provider puts on the nodes it makes, so that the controller
@@ -249,4 +251,39 @@ func atoi(s string) (int, error) {
 		return 0, fmt.Errorf("%q is not a whole number", s)
 	}
 	return n, nil
+}
+
+// Configurable is a provider whose groups the cluster configures (the
+// built-in local provider): the controller hands it the groups of the
+// server's config merged with the NodeGroup objects applied to the
+// cluster, which override a configured group of their name.
+type Configurable interface {
+	Provider
+	// SetNodeGroups replaces its groups (each valid and of this provider).
+	SetNodeGroups(gs []NodeGroup) error
+	// CanMake reports why it cannot make nodes of the group's template
+	// (nil: it can).
+	CanMake(g NodeGroup) error
+}
+
+// FromSpec is the group a NodeGroup object describes.
+func FromSpec(s *v1.NodeGroupSpec) NodeGroup {
+	return NodeGroup{Name: s.GetName(), Provider: s.GetProvider(), Min: int(s.GetMinSize()), Max: int(s.GetMaxSize()), Zone: s.GetZone(),
+		Template: Template{Labels: s.GetLabels(), Arch: s.GetArch(), Instances: s.GetInstancesPerNode(), MemoryBytes: s.GetMemoryBytes(),
+			CPUMillis: s.GetCpuMillis(), Runtimes: s.GetRuntimes()}}
+}
+
+// Spec is g as a NodeGroup object holds it.
+func (g NodeGroup) Spec() *v1.NodeGroupSpec {
+	t := g.Template
+	return &v1.NodeGroupSpec{Name: g.Name, Provider: g.Provider, MinSize: int32(g.Min), MaxSize: int32(g.Max), Zone: g.Zone, InstancesPerNode: t.Instances,
+		Labels: t.Labels, Arch: t.Arch, MemoryBytes: t.MemoryBytes, CpuMillis: t.CPUMillis, Runtimes: t.Runtimes}
+}
+
+// Equal reports whether two groups are configured alike.
+func (g NodeGroup) Equal(o NodeGroup) bool {
+	a, b := g.Spec(), o.Spec()
+	return a.GetName() == b.GetName() && a.GetProvider() == b.GetProvider() && a.GetMinSize() == b.GetMinSize() && a.GetMaxSize() == b.GetMaxSize() &&
+		a.GetZone() == b.GetZone() && a.GetInstancesPerNode() == b.GetInstancesPerNode() && maps.Equal(a.GetLabels(), b.GetLabels()) &&
+		a.GetArch() == b.GetArch() && a.GetMemoryBytes() == b.GetMemoryBytes() && a.GetCpuMillis() == b.GetCpuMillis() && slices.Equal(a.GetRuntimes(), b.GetRuntimes())
 }

@@ -212,6 +212,7 @@ const (
 	WatchKind_WATCH_KIND_INSTANCES   WatchKind = 2
 	WatchKind_WATCH_KIND_NODES       WatchKind = 3
 	WatchKind_WATCH_KIND_EVENTS      WatchKind = 4
+	WatchKind_WATCH_KIND_NODE_GROUPS WatchKind = 5 // cloud: the groups' statuses (docs/cloud.md)
 )
 
 // Enum value maps for WatchKind.
@@ -222,6 +223,7 @@ var (
 		2: "WATCH_KIND_INSTANCES",
 		3: "WATCH_KIND_NODES",
 		4: "WATCH_KIND_EVENTS",
+		5: "WATCH_KIND_NODE_GROUPS",
 	}
 	WatchKind_value = map[string]int32{
 		"WATCH_KIND_UNSPECIFIED": 0,
@@ -229,6 +231,7 @@ var (
 		"WATCH_KIND_INSTANCES":   2,
 		"WATCH_KIND_NODES":       3,
 		"WATCH_KIND_EVENTS":      4,
+		"WATCH_KIND_NODE_GROUPS": 5,
 	}
 )
 
@@ -4529,6 +4532,7 @@ type WatchEvent struct {
 	//	*WatchEvent_Instance
 	//	*WatchEvent_Node
 	//	*WatchEvent_Event
+	//	*WatchEvent_NodeGroup
 	Object        isWatchEvent_Object `protobuf_oneof:"object"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4621,6 +4625,15 @@ func (x *WatchEvent) GetEvent() *Event {
 	return nil
 }
 
+func (x *WatchEvent) GetNodeGroup() *NodeGroupStatus {
+	if x != nil {
+		if x, ok := x.Object.(*WatchEvent_NodeGroup); ok {
+			return x.NodeGroup
+		}
+	}
+	return nil
+}
+
 type isWatchEvent_Object interface {
 	isWatchEvent_Object()
 }
@@ -4641,6 +4654,10 @@ type WatchEvent_Event struct {
 	Event *Event `protobuf:"bytes,6,opt,name=event,proto3,oneof"`
 }
 
+type WatchEvent_NodeGroup struct {
+	NodeGroup *NodeGroupStatus `protobuf:"bytes,220,opt,name=node_group,json=nodeGroup,proto3,oneof"` // cloud
+}
+
 func (*WatchEvent_Workload) isWatchEvent_Object() {}
 
 func (*WatchEvent_Instance) isWatchEvent_Object() {}
@@ -4648,6 +4665,8 @@ func (*WatchEvent_Instance) isWatchEvent_Object() {}
 func (*WatchEvent_Node) isWatchEvent_Object() {}
 
 func (*WatchEvent_Event) isWatchEvent_Object() {}
+
+func (*WatchEvent_NodeGroup) isWatchEvent_Object() {}
 
 type VersionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -8674,8 +8693,17 @@ type NodeGroupStatus struct {
 	Labels           map[string]string      `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // its template's, beside node-group and zone
 	Arch             string                 `protobuf:"bytes,10,opt,name=arch,proto3" json:"arch,omitempty"`
 	UpdatedUnixNano  int64                  `protobuf:"varint,11,opt,name=updated_unix_nano,json=updatedUnixNano,proto3" json:"updated_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Its nodes as its provider last listed them.
+	Nodes []*NodeGroupNode `protobuf:"bytes,12,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Where the group is configured: "config" (the server's --node-group),
+	// "manifest" (a NodeGroup applied to the cluster, which overrides a
+	// configured group of its name) or "plugin" (listed by a plugin).
+	Source        string   `protobuf:"bytes,13,opt,name=source,proto3" json:"source,omitempty"`
+	MemoryBytes   int64    `protobuf:"varint,14,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	CpuMillis     int64    `protobuf:"varint,15,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
+	Runtimes      []string `protobuf:"bytes,16,rep,name=runtimes,proto3" json:"runtimes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeGroupStatus) Reset() {
@@ -8785,6 +8813,526 @@ func (x *NodeGroupStatus) GetUpdatedUnixNano() int64 {
 	return 0
 }
 
+func (x *NodeGroupStatus) GetNodes() []*NodeGroupNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *NodeGroupStatus) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *NodeGroupStatus) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *NodeGroupStatus) GetCpuMillis() int64 {
+	if x != nil {
+		return x.CpuMillis
+	}
+	return 0
+}
+
+func (x *NodeGroupStatus) GetRuntimes() []string {
+	if x != nil {
+		return x.Runtimes
+	}
+	return nil
+}
+
+// cloud: a node of a group as its provider lists it.
+type NodeGroupNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`                               // the wasmorch node it joins as
+	ProviderId    string                 `protobuf:"bytes,2,opt,name=provider_id,json=providerId,proto3" json:"provider_id,omitempty"` // the provider's own id ("local:///pool-x3k9q")
+	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`                             // Creating, Running or Deleting
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeGroupNode) Reset() {
+	*x = NodeGroupNode{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeGroupNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeGroupNode) ProtoMessage() {}
+
+func (x *NodeGroupNode) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeGroupNode.ProtoReflect.Descriptor instead.
+func (*NodeGroupNode) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{132}
+}
+
+func (x *NodeGroupNode) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeGroupNode) GetProviderId() string {
+	if x != nil {
+		return x.ProviderId
+	}
+	return ""
+}
+
+func (x *NodeGroupNode) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+// cloud: NodeGroupSpec is a NodeGroup manifest's group (kept under
+// /wasmorch/cloud/specs/<name>), the --node-group keys as fields.
+type NodeGroupSpec struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Provider         string                 `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"`
+	MinSize          int32                  `protobuf:"varint,3,opt,name=min_size,json=minSize,proto3" json:"min_size,omitempty"`
+	MaxSize          int32                  `protobuf:"varint,4,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
+	Zone             string                 `protobuf:"bytes,5,opt,name=zone,proto3" json:"zone,omitempty"`
+	InstancesPerNode int32                  `protobuf:"varint,6,opt,name=instances_per_node,json=instancesPerNode,proto3" json:"instances_per_node,omitempty"`
+	Labels           map[string]string      `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Arch             string                 `protobuf:"bytes,8,opt,name=arch,proto3" json:"arch,omitempty"`
+	MemoryBytes      int64                  `protobuf:"varint,9,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	CpuMillis        int64                  `protobuf:"varint,10,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
+	Runtimes         []string               `protobuf:"bytes,11,rep,name=runtimes,proto3" json:"runtimes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *NodeGroupSpec) Reset() {
+	*x = NodeGroupSpec{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeGroupSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeGroupSpec) ProtoMessage() {}
+
+func (x *NodeGroupSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeGroupSpec.ProtoReflect.Descriptor instead.
+func (*NodeGroupSpec) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{133}
+}
+
+func (x *NodeGroupSpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeGroupSpec) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *NodeGroupSpec) GetMinSize() int32 {
+	if x != nil {
+		return x.MinSize
+	}
+	return 0
+}
+
+func (x *NodeGroupSpec) GetMaxSize() int32 {
+	if x != nil {
+		return x.MaxSize
+	}
+	return 0
+}
+
+func (x *NodeGroupSpec) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *NodeGroupSpec) GetInstancesPerNode() int32 {
+	if x != nil {
+		return x.InstancesPerNode
+	}
+	return 0
+}
+
+func (x *NodeGroupSpec) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *NodeGroupSpec) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
+}
+
+func (x *NodeGroupSpec) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *NodeGroupSpec) GetCpuMillis() int64 {
+	if x != nil {
+		return x.CpuMillis
+	}
+	return 0
+}
+
+func (x *NodeGroupSpec) GetRuntimes() []string {
+	if x != nil {
+		return x.Runtimes
+	}
+	return nil
+}
+
+type NodeGroupApplyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *NodeGroupSpec         `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"` // check it and say what would change; store nothing
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeGroupApplyRequest) Reset() {
+	*x = NodeGroupApplyRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[134]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeGroupApplyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeGroupApplyRequest) ProtoMessage() {}
+
+func (x *NodeGroupApplyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[134]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeGroupApplyRequest.ProtoReflect.Descriptor instead.
+func (*NodeGroupApplyRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{134}
+}
+
+func (x *NodeGroupApplyRequest) GetSpec() *NodeGroupSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *NodeGroupApplyRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type NodeGroupApplyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Created       bool                   `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	Changed       bool                   `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	Changes       []string               `protobuf:"bytes,3,rep,name=changes,proto3" json:"changes,omitempty"` // what changes, one line each ("min: 0 -> 1")
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeGroupApplyResponse) Reset() {
+	*x = NodeGroupApplyResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[135]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeGroupApplyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeGroupApplyResponse) ProtoMessage() {}
+
+func (x *NodeGroupApplyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[135]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeGroupApplyResponse.ProtoReflect.Descriptor instead.
+func (*NodeGroupApplyResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{135}
+}
+
+func (x *NodeGroupApplyResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *NodeGroupApplyResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+func (x *NodeGroupApplyResponse) GetChanges() []string {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+type NodeGroupGetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeGroupGetRequest) Reset() {
+	*x = NodeGroupGetRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[136]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeGroupGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeGroupGetRequest) ProtoMessage() {}
+
+func (x *NodeGroupGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[136]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeGroupGetRequest.ProtoReflect.Descriptor instead.
+func (*NodeGroupGetRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{136}
+}
+
+func (x *NodeGroupGetRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// NodeGroupView is a group as the leader's controller last recorded it
+// (absent until it has) and the NodeGroup applied for it (absent if none).
+type NodeGroupView struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *NodeGroupStatus       `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	Spec          *NodeGroupSpec         `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeGroupView) Reset() {
+	*x = NodeGroupView{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[137]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeGroupView) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeGroupView) ProtoMessage() {}
+
+func (x *NodeGroupView) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[137]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeGroupView.ProtoReflect.Descriptor instead.
+func (*NodeGroupView) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{137}
+}
+
+func (x *NodeGroupView) GetStatus() *NodeGroupStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *NodeGroupView) GetSpec() *NodeGroupSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type NodeGroupDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeGroupDeleteRequest) Reset() {
+	*x = NodeGroupDeleteRequest{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[138]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeGroupDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeGroupDeleteRequest) ProtoMessage() {}
+
+func (x *NodeGroupDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[138]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeGroupDeleteRequest.ProtoReflect.Descriptor instead.
+func (*NodeGroupDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{138}
+}
+
+func (x *NodeGroupDeleteRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type NodeGroupDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Configured    bool                   `protobuf:"varint,1,opt,name=configured,proto3" json:"configured,omitempty"` // a group of the server's config takes its place
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeGroupDeleteResponse) Reset() {
+	*x = NodeGroupDeleteResponse{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[139]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeGroupDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeGroupDeleteResponse) ProtoMessage() {}
+
+func (x *NodeGroupDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[139]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeGroupDeleteResponse.ProtoReflect.Descriptor instead.
+func (*NodeGroupDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{139}
+}
+
+func (x *NodeGroupDeleteResponse) GetConfigured() bool {
+	if x != nil {
+		return x.Configured
+	}
+	return false
+}
+
 type ListNodeGroupsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -8793,7 +9341,7 @@ type ListNodeGroupsRequest struct {
 
 func (x *ListNodeGroupsRequest) Reset() {
 	*x = ListNodeGroupsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8805,7 +9353,7 @@ func (x *ListNodeGroupsRequest) String() string {
 func (*ListNodeGroupsRequest) ProtoMessage() {}
 
 func (x *ListNodeGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8818,19 +9366,20 @@ func (x *ListNodeGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodeGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListNodeGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{132}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{140}
 }
 
 type ListNodeGroupsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NodeGroups    []*NodeGroupStatus     `protobuf:"bytes,1,rep,name=node_groups,json=nodeGroups,proto3" json:"node_groups,omitempty"`
+	Revision      int64                  `protobuf:"varint,220,opt,name=revision,proto3" json:"revision,omitempty"` // cloud: a watch of node groups from it misses nothing
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListNodeGroupsResponse) Reset() {
 	*x = ListNodeGroupsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8842,7 +9391,7 @@ func (x *ListNodeGroupsResponse) String() string {
 func (*ListNodeGroupsResponse) ProtoMessage() {}
 
 func (x *ListNodeGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8855,7 +9404,7 @@ func (x *ListNodeGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodeGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListNodeGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{133}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{141}
 }
 
 func (x *ListNodeGroupsResponse) GetNodeGroups() []*NodeGroupStatus {
@@ -8863,6 +9412,13 @@ func (x *ListNodeGroupsResponse) GetNodeGroups() []*NodeGroupStatus {
 		return x.NodeGroups
 	}
 	return nil
+}
+
+func (x *ListNodeGroupsResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 var File_wasmorch_v1_wasmorch_proto protoreflect.FileDescriptor
@@ -9231,7 +9787,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1a\n" +
 	"\bworkload\x18\x03 \x01(\tR\bworkload\x12\x12\n" +
 	"\x04node\x18\x04 \x01(\tR\x04node\x12\x1a\n" +
-	"\bselector\x18\x05 \x01(\tR\bselector\"\xae\x02\n" +
+	"\bselector\x18\x05 \x01(\tR\bselector\"\xee\x02\n" +
 	"\n" +
 	"WatchEvent\x12/\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1b.wasmorch.v1.WatchEventTypeR\x04type\x12\x1a\n" +
@@ -9239,7 +9795,9 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\bworkload\x18\x03 \x01(\v2\x19.wasmorch.v1.WorkloadViewH\x00R\bworkload\x127\n" +
 	"\binstance\x18\x04 \x01(\v2\x19.wasmorch.v1.InstanceViewH\x00R\binstance\x12+\n" +
 	"\x04node\x18\x05 \x01(\v2\x15.wasmorch.v1.NodeViewH\x00R\x04node\x12*\n" +
-	"\x05event\x18\x06 \x01(\v2\x12.wasmorch.v1.EventH\x00R\x05eventB\b\n" +
+	"\x05event\x18\x06 \x01(\v2\x12.wasmorch.v1.EventH\x00R\x05event\x12>\n" +
+	"\n" +
+	"node_group\x18\xdc\x01 \x01(\v2\x1c.wasmorch.v1.NodeGroupStatusH\x00R\tnodeGroupB\b\n" +
 	"\x06object\"\x10\n" +
 	"\x0eVersionRequest\"C\n" +
 	"\x0fVersionResponse\x12\x18\n" +
@@ -9519,7 +10077,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"timestamps\x12\x16\n" +
 	"\x06follow\x18\x06 \x01(\bR\x06follow\",\n" +
 	"\fUsageRequest\x12\x1c\n" +
-	"\tinstances\x18\x01 \x03(\tR\tinstances\"\xb8\x03\n" +
+	"\tinstances\x18\x01 \x03(\tR\tinstances\"\xe0\x04\n" +
 	"\x0fNodeGroupStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x19\n" +
@@ -9534,14 +10092,61 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x06labels\x18\t \x03(\v2(.wasmorch.v1.NodeGroupStatus.LabelsEntryR\x06labels\x12\x12\n" +
 	"\x04arch\x18\n" +
 	" \x01(\tR\x04arch\x12*\n" +
-	"\x11updated_unix_nano\x18\v \x01(\x03R\x0fupdatedUnixNano\x1a9\n" +
+	"\x11updated_unix_nano\x18\v \x01(\x03R\x0fupdatedUnixNano\x120\n" +
+	"\x05nodes\x18\f \x03(\v2\x1a.wasmorch.v1.NodeGroupNodeR\x05nodes\x12\x16\n" +
+	"\x06source\x18\r \x01(\tR\x06source\x12!\n" +
+	"\fmemory_bytes\x18\x0e \x01(\x03R\vmemoryBytes\x12\x1d\n" +
+	"\n" +
+	"cpu_millis\x18\x0f \x01(\x03R\tcpuMillis\x12\x1a\n" +
+	"\bruntimes\x18\x10 \x03(\tR\bruntimes\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x17\n" +
-	"\x15ListNodeGroupsRequest\"W\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Z\n" +
+	"\rNodeGroupNode\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vprovider_id\x18\x02 \x01(\tR\n" +
+	"providerId\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\"\xa4\x03\n" +
+	"\rNodeGroupSpec\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x19\n" +
+	"\bmin_size\x18\x03 \x01(\x05R\aminSize\x12\x19\n" +
+	"\bmax_size\x18\x04 \x01(\x05R\amaxSize\x12\x12\n" +
+	"\x04zone\x18\x05 \x01(\tR\x04zone\x12,\n" +
+	"\x12instances_per_node\x18\x06 \x01(\x05R\x10instancesPerNode\x12>\n" +
+	"\x06labels\x18\a \x03(\v2&.wasmorch.v1.NodeGroupSpec.LabelsEntryR\x06labels\x12\x12\n" +
+	"\x04arch\x18\b \x01(\tR\x04arch\x12!\n" +
+	"\fmemory_bytes\x18\t \x01(\x03R\vmemoryBytes\x12\x1d\n" +
+	"\n" +
+	"cpu_millis\x18\n" +
+	" \x01(\x03R\tcpuMillis\x12\x1a\n" +
+	"\bruntimes\x18\v \x03(\tR\bruntimes\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"`\n" +
+	"\x15NodeGroupApplyRequest\x12.\n" +
+	"\x04spec\x18\x01 \x01(\v2\x1a.wasmorch.v1.NodeGroupSpecR\x04spec\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"f\n" +
+	"\x16NodeGroupApplyResponse\x12\x18\n" +
+	"\acreated\x18\x01 \x01(\bR\acreated\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\x12\x18\n" +
+	"\achanges\x18\x03 \x03(\tR\achanges\")\n" +
+	"\x13NodeGroupGetRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"u\n" +
+	"\rNodeGroupView\x124\n" +
+	"\x06status\x18\x01 \x01(\v2\x1c.wasmorch.v1.NodeGroupStatusR\x06status\x12.\n" +
+	"\x04spec\x18\x02 \x01(\v2\x1a.wasmorch.v1.NodeGroupSpecR\x04spec\",\n" +
+	"\x16NodeGroupDeleteRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"9\n" +
+	"\x17NodeGroupDeleteResponse\x12\x1e\n" +
+	"\n" +
+	"configured\x18\x01 \x01(\bR\n" +
+	"configured\"\x17\n" +
+	"\x15ListNodeGroupsRequest\"t\n" +
 	"\x16ListNodeGroupsResponse\x12=\n" +
 	"\vnode_groups\x18\x01 \x03(\v2\x1c.wasmorch.v1.NodeGroupStatusR\n" +
-	"nodeGroups*\x83\x01\n" +
+	"nodeGroups\x12\x1b\n" +
+	"\brevision\x18\xdc\x01 \x01(\x03R\brevision*\x83\x01\n" +
 	"\rRestartPolicy\x12\x1e\n" +
 	"\x1aRESTART_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RESTART_POLICY_ALWAYS\x10\x01\x12\x1d\n" +
@@ -9560,19 +10165,20 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x1aINSTANCE_STATE_TERMINATING\x10\t*_\n" +
 	"\x11NodeConditionType\x12#\n" +
 	"\x1fNODE_CONDITION_TYPE_UNSPECIFIED\x10\x00\x12%\n" +
-	"!NODE_CONDITION_TYPE_DISK_PRESSURE\x10\x01*\x88\x01\n" +
+	"!NODE_CONDITION_TYPE_DISK_PRESSURE\x10\x01*\xa4\x01\n" +
 	"\tWatchKind\x12\x1a\n" +
 	"\x16WATCH_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14WATCH_KIND_WORKLOADS\x10\x01\x12\x18\n" +
 	"\x14WATCH_KIND_INSTANCES\x10\x02\x12\x14\n" +
 	"\x10WATCH_KIND_NODES\x10\x03\x12\x15\n" +
-	"\x11WATCH_KIND_EVENTS\x10\x04*\xaa\x01\n" +
+	"\x11WATCH_KIND_EVENTS\x10\x04\x12\x1a\n" +
+	"\x16WATCH_KIND_NODE_GROUPS\x10\x05*\xaa\x01\n" +
 	"\x0eWatchEventType\x12 \n" +
 	"\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16WATCH_EVENT_TYPE_ADDED\x10\x01\x12\x1d\n" +
 	"\x19WATCH_EVENT_TYPE_MODIFIED\x10\x02\x12\x1c\n" +
 	"\x18WATCH_EVENT_TYPE_DELETED\x10\x03\x12\x1d\n" +
-	"\x19WATCH_EVENT_TYPE_BOOKMARK\x10\x042\xe3\x1d\n" +
+	"\x19WATCH_EVENT_TYPE_BOOKMARK\x10\x042\xea\x1f\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"UploadBlob\x12\x1a.wasmorch.v1.UploadRequest\x1a\x1b.wasmorch.v1.UploadResponse(\x01\x12V\n" +
@@ -9626,7 +10232,10 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\vListVolumes\x12\x1f.wasmorch.v1.ListVolumesRequest\x1a .wasmorch.v1.ListVolumesResponse\x12C\n" +
 	"\tGetVolume\x12\x1d.wasmorch.v1.GetVolumeRequest\x1a\x17.wasmorch.v1.VolumeView\x12S\n" +
 	"\fDeleteVolume\x12 .wasmorch.v1.DeleteVolumeRequest\x1a!.wasmorch.v1.DeleteVolumeResponse\x12Y\n" +
-	"\x0eListNodeGroups\x12\".wasmorch.v1.ListNodeGroupsRequest\x1a#.wasmorch.v1.ListNodeGroupsResponse2\xca\x04\n" +
+	"\x0eListNodeGroups\x12\".wasmorch.v1.ListNodeGroupsRequest\x1a#.wasmorch.v1.ListNodeGroupsResponse\x12Y\n" +
+	"\x0eApplyNodeGroup\x12\".wasmorch.v1.NodeGroupApplyRequest\x1a#.wasmorch.v1.NodeGroupApplyResponse\x12L\n" +
+	"\fGetNodeGroup\x12 .wasmorch.v1.NodeGroupGetRequest\x1a\x1a.wasmorch.v1.NodeGroupView\x12\\\n" +
+	"\x0fDeleteNodeGroup\x12#.wasmorch.v1.NodeGroupDeleteRequest\x1a$.wasmorch.v1.NodeGroupDeleteResponse2\xca\x04\n" +
 	"\x05Agent\x12G\n" +
 	"\bRegister\x12\x1c.wasmorch.v1.RegisterRequest\x1a\x1d.wasmorch.v1.RegisterResponse\x12J\n" +
 	"\tHeartbeat\x12\x1d.wasmorch.v1.HeartbeatRequest\x1a\x1e.wasmorch.v1.HeartbeatResponse\x12B\n" +
@@ -9653,7 +10262,7 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 }
 
 var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 151)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 160)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),               // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),               // 1: wasmorch.v1.InstanceState
@@ -9792,25 +10401,34 @@ var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(*InstanceLogsRequest)(nil),      // 134: wasmorch.v1.InstanceLogsRequest
 	(*UsageRequest)(nil),             // 135: wasmorch.v1.UsageRequest
 	(*NodeGroupStatus)(nil),          // 136: wasmorch.v1.NodeGroupStatus
-	(*ListNodeGroupsRequest)(nil),    // 137: wasmorch.v1.ListNodeGroupsRequest
-	(*ListNodeGroupsResponse)(nil),   // 138: wasmorch.v1.ListNodeGroupsResponse
-	nil,                              // 139: wasmorch.v1.Placement.SelectorEntry
-	nil,                              // 140: wasmorch.v1.Workload.LabelsEntry
-	nil,                              // 141: wasmorch.v1.Instance.VolumeUidsEntry
-	nil,                              // 142: wasmorch.v1.Node.LabelsEntry
-	nil,                              // 143: wasmorch.v1.FunctionLoad.GenerationsEntry
-	nil,                              // 144: wasmorch.v1.Config.DataEntry
-	nil,                              // 145: wasmorch.v1.SecretData.DataEntry
-	nil,                              // 146: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
-	nil,                              // 147: wasmorch.v1.ListNodesRequest.SelectorEntry
-	nil,                              // 148: wasmorch.v1.JoinToken.LabelsEntry
-	nil,                              // 149: wasmorch.v1.CreateTokenRequest.LabelsEntry
-	nil,                              // 150: wasmorch.v1.LabelNodeRequest.SetEntry
-	nil,                              // 151: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                              // 152: wasmorch.v1.SetSecretRequest.DataEntry
-	nil,                              // 153: wasmorch.v1.RegisterResponse.LabelsEntry
-	nil,                              // 154: wasmorch.v1.JoinRequest.LabelsEntry
-	nil,                              // 155: wasmorch.v1.NodeGroupStatus.LabelsEntry
+	(*NodeGroupNode)(nil),            // 137: wasmorch.v1.NodeGroupNode
+	(*NodeGroupSpec)(nil),            // 138: wasmorch.v1.NodeGroupSpec
+	(*NodeGroupApplyRequest)(nil),    // 139: wasmorch.v1.NodeGroupApplyRequest
+	(*NodeGroupApplyResponse)(nil),   // 140: wasmorch.v1.NodeGroupApplyResponse
+	(*NodeGroupGetRequest)(nil),      // 141: wasmorch.v1.NodeGroupGetRequest
+	(*NodeGroupView)(nil),            // 142: wasmorch.v1.NodeGroupView
+	(*NodeGroupDeleteRequest)(nil),   // 143: wasmorch.v1.NodeGroupDeleteRequest
+	(*NodeGroupDeleteResponse)(nil),  // 144: wasmorch.v1.NodeGroupDeleteResponse
+	(*ListNodeGroupsRequest)(nil),    // 145: wasmorch.v1.ListNodeGroupsRequest
+	(*ListNodeGroupsResponse)(nil),   // 146: wasmorch.v1.ListNodeGroupsResponse
+	nil,                              // 147: wasmorch.v1.Placement.SelectorEntry
+	nil,                              // 148: wasmorch.v1.Workload.LabelsEntry
+	nil,                              // 149: wasmorch.v1.Instance.VolumeUidsEntry
+	nil,                              // 150: wasmorch.v1.Node.LabelsEntry
+	nil,                              // 151: wasmorch.v1.FunctionLoad.GenerationsEntry
+	nil,                              // 152: wasmorch.v1.Config.DataEntry
+	nil,                              // 153: wasmorch.v1.SecretData.DataEntry
+	nil,                              // 154: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	nil,                              // 155: wasmorch.v1.ListNodesRequest.SelectorEntry
+	nil,                              // 156: wasmorch.v1.JoinToken.LabelsEntry
+	nil,                              // 157: wasmorch.v1.CreateTokenRequest.LabelsEntry
+	nil,                              // 158: wasmorch.v1.LabelNodeRequest.SetEntry
+	nil,                              // 159: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                              // 160: wasmorch.v1.SetSecretRequest.DataEntry
+	nil,                              // 161: wasmorch.v1.RegisterResponse.LabelsEntry
+	nil,                              // 162: wasmorch.v1.JoinRequest.LabelsEntry
+	nil,                              // 163: wasmorch.v1.NodeGroupStatus.LabelsEntry
+	nil,                              // 164: wasmorch.v1.NodeGroupSpec.LabelsEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	20,  // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
@@ -9824,22 +10442,22 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	8,   // 8: wasmorch.v1.VolumeView.volume:type_name -> wasmorch.v1.Volume
 	9,   // 9: wasmorch.v1.ListVolumesResponse.volumes:type_name -> wasmorch.v1.VolumeView
 	8,   // 10: wasmorch.v1.RemovedVolumesResponse.volumes:type_name -> wasmorch.v1.Volume
-	139, // 11: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	147, // 11: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
 	5,   // 12: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
-	140, // 13: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
+	148, // 13: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
 	5,   // 14: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
-	141, // 15: wasmorch.v1.Instance.volume_uids:type_name -> wasmorch.v1.Instance.VolumeUidsEntry
+	149, // 15: wasmorch.v1.Instance.volume_uids:type_name -> wasmorch.v1.Instance.VolumeUidsEntry
 	1,   // 16: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
 	24,  // 17: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	142, // 18: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	150, // 18: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
 	26,  // 19: wasmorch.v1.Node.conditions:type_name -> wasmorch.v1.NodeCondition
 	2,   // 20: wasmorch.v1.NodeCondition.type:type_name -> wasmorch.v1.NodeConditionType
-	143, // 21: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
-	144, // 22: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	145, // 23: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	151, // 21: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
+	152, // 22: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	153, // 23: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
 	37,  // 24: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
 	5,   // 25: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
-	146, // 26: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	154, // 26: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
 	21,  // 27: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
 	21,  // 28: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
 	45,  // 29: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
@@ -9848,7 +10466,7 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	23,  // 32: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
 	1,   // 33: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
 	51,  // 34: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
-	147, // 35: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
+	155, // 35: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
 	25,  // 36: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
 	24,  // 37: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
 	54,  // 38: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
@@ -9859,155 +10477,167 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	51,  // 43: wasmorch.v1.WatchEvent.instance:type_name -> wasmorch.v1.InstanceView
 	54,  // 44: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
 	27,  // 45: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
-	67,  // 46: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
-	148, // 47: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
-	149, // 48: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
-	78,  // 49: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
-	78,  // 50: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
-	85,  // 51: wasmorch.v1.IssueCredentialResponse.info:type_name -> wasmorch.v1.CertificateRecord
-	85,  // 52: wasmorch.v1.ListCredentialsResponse.credentials:type_name -> wasmorch.v1.CertificateRecord
-	85,  // 53: wasmorch.v1.RevokeCredentialResponse.revoked:type_name -> wasmorch.v1.CertificateRecord
-	150, // 54: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
-	151, // 55: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
-	31,  // 56: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
-	31,  // 57: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	152, // 58: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
-	100, // 59: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
-	100, // 60: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
-	111, // 61: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
-	24,  // 62: wasmorch.v1.UsageReport.capacity:type_name -> wasmorch.v1.Resources
-	5,   // 63: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
-	115, // 64: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
-	25,  // 65: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	153, // 66: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
-	26,  // 67: wasmorch.v1.HeartbeatRequest.conditions:type_name -> wasmorch.v1.NodeCondition
-	22,  // 68: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
-	23,  // 69: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	154, // 70: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
-	155, // 71: wasmorch.v1.NodeGroupStatus.labels:type_name -> wasmorch.v1.NodeGroupStatus.LabelsEntry
-	136, // 72: wasmorch.v1.ListNodeGroupsResponse.node_groups:type_name -> wasmorch.v1.NodeGroupStatus
-	30,  // 73: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
-	36,  // 74: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	39,  // 75: wasmorch.v1.Control.PullReference:input_type -> wasmorch.v1.PullReferenceRequest
-	41,  // 76: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	43,  // 77: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	44,  // 78: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	47,  // 79: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	48,  // 80: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	50,  // 81: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	53,  // 82: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	56,  // 83: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	62,  // 84: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	58,  // 85: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	60,  // 86: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
-	64,  // 87: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
-	64,  // 88: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
-	64,  // 89: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
-	65,  // 90: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
-	68,  // 91: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
-	70,  // 92: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
-	72,  // 93: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
-	74,  // 94: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
-	76,  // 95: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
-	79,  // 96: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
-	81,  // 97: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
-	83,  // 98: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
-	86,  // 99: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
-	88,  // 100: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
-	90,  // 101: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
-	92,  // 102: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
-	93,  // 103: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
-	95,  // 104: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
-	96,  // 105: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
-	98,  // 106: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
-	101, // 107: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
-	103, // 108: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
-	104, // 109: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
-	106, // 110: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
-	108, // 111: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
-	116, // 112: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
-	120, // 113: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
-	118, // 114: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
-	119, // 115: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
-	110, // 116: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
-	113, // 117: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
-	10,  // 118: wasmorch.v1.Control.ListVolumes:input_type -> wasmorch.v1.ListVolumesRequest
-	12,  // 119: wasmorch.v1.Control.GetVolume:input_type -> wasmorch.v1.GetVolumeRequest
-	13,  // 120: wasmorch.v1.Control.DeleteVolume:input_type -> wasmorch.v1.DeleteVolumeRequest
-	137, // 121: wasmorch.v1.Control.ListNodeGroups:input_type -> wasmorch.v1.ListNodeGroupsRequest
-	121, // 122: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	123, // 123: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	125, // 124: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	127, // 125: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	129, // 126: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	15,  // 127: wasmorch.v1.Agent.RemovedVolumes:input_type -> wasmorch.v1.RemovedVolumesRequest
-	131, // 128: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	133, // 129: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	134, // 130: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	135, // 131: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
-	38,  // 132: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	40,  // 133: wasmorch.v1.Control.PullReference:output_type -> wasmorch.v1.PullReferenceResponse
-	42,  // 134: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	45,  // 135: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	46,  // 136: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	21,  // 137: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	49,  // 138: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	52,  // 139: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	55,  // 140: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	57,  // 141: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	63,  // 142: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	59,  // 143: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	61,  // 144: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
-	54,  // 145: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	54,  // 146: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	54,  // 147: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	66,  // 148: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	69,  // 149: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	71,  // 150: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	73,  // 151: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	75,  // 152: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	77,  // 153: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	80,  // 154: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	82,  // 155: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	84,  // 156: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	87,  // 157: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
-	89,  // 158: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
-	91,  // 159: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
-	54,  // 160: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
-	94,  // 161: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	31,  // 162: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	97,  // 163: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	99,  // 164: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	102, // 165: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	100, // 166: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	105, // 167: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	107, // 168: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	109, // 169: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	117, // 170: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
-	42,  // 171: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	21,  // 172: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
-	42,  // 173: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	112, // 174: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
-	114, // 175: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
-	11,  // 176: wasmorch.v1.Control.ListVolumes:output_type -> wasmorch.v1.ListVolumesResponse
-	9,   // 177: wasmorch.v1.Control.GetVolume:output_type -> wasmorch.v1.VolumeView
-	14,  // 178: wasmorch.v1.Control.DeleteVolume:output_type -> wasmorch.v1.DeleteVolumeResponse
-	138, // 179: wasmorch.v1.Control.ListNodeGroups:output_type -> wasmorch.v1.ListNodeGroupsResponse
-	122, // 180: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	124, // 181: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	126, // 182: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	128, // 183: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	130, // 184: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	16,  // 185: wasmorch.v1.Agent.RemovedVolumes:output_type -> wasmorch.v1.RemovedVolumesResponse
-	132, // 186: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	132, // 187: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	57,  // 188: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	112, // 189: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
-	132, // [132:190] is the sub-list for method output_type
-	74,  // [74:132] is the sub-list for method input_type
-	74,  // [74:74] is the sub-list for extension type_name
-	74,  // [74:74] is the sub-list for extension extendee
-	0,   // [0:74] is the sub-list for field type_name
+	136, // 46: wasmorch.v1.WatchEvent.node_group:type_name -> wasmorch.v1.NodeGroupStatus
+	67,  // 47: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
+	156, // 48: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
+	157, // 49: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
+	78,  // 50: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
+	78,  // 51: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
+	85,  // 52: wasmorch.v1.IssueCredentialResponse.info:type_name -> wasmorch.v1.CertificateRecord
+	85,  // 53: wasmorch.v1.ListCredentialsResponse.credentials:type_name -> wasmorch.v1.CertificateRecord
+	85,  // 54: wasmorch.v1.RevokeCredentialResponse.revoked:type_name -> wasmorch.v1.CertificateRecord
+	158, // 55: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
+	159, // 56: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	31,  // 57: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
+	31,  // 58: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
+	160, // 59: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	100, // 60: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
+	100, // 61: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
+	111, // 62: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
+	24,  // 63: wasmorch.v1.UsageReport.capacity:type_name -> wasmorch.v1.Resources
+	5,   // 64: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
+	115, // 65: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
+	25,  // 66: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
+	161, // 67: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
+	26,  // 68: wasmorch.v1.HeartbeatRequest.conditions:type_name -> wasmorch.v1.NodeCondition
+	22,  // 69: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
+	23,  // 70: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
+	162, // 71: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
+	163, // 72: wasmorch.v1.NodeGroupStatus.labels:type_name -> wasmorch.v1.NodeGroupStatus.LabelsEntry
+	137, // 73: wasmorch.v1.NodeGroupStatus.nodes:type_name -> wasmorch.v1.NodeGroupNode
+	164, // 74: wasmorch.v1.NodeGroupSpec.labels:type_name -> wasmorch.v1.NodeGroupSpec.LabelsEntry
+	138, // 75: wasmorch.v1.NodeGroupApplyRequest.spec:type_name -> wasmorch.v1.NodeGroupSpec
+	136, // 76: wasmorch.v1.NodeGroupView.status:type_name -> wasmorch.v1.NodeGroupStatus
+	138, // 77: wasmorch.v1.NodeGroupView.spec:type_name -> wasmorch.v1.NodeGroupSpec
+	136, // 78: wasmorch.v1.ListNodeGroupsResponse.node_groups:type_name -> wasmorch.v1.NodeGroupStatus
+	30,  // 79: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
+	36,  // 80: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	39,  // 81: wasmorch.v1.Control.PullReference:input_type -> wasmorch.v1.PullReferenceRequest
+	41,  // 82: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	43,  // 83: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	44,  // 84: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	47,  // 85: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	48,  // 86: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	50,  // 87: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	53,  // 88: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	56,  // 89: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	62,  // 90: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	58,  // 91: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	60,  // 92: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
+	64,  // 93: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	64,  // 94: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	64,  // 95: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	65,  // 96: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	68,  // 97: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	70,  // 98: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	72,  // 99: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	74,  // 100: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	76,  // 101: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	79,  // 102: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	81,  // 103: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	83,  // 104: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	86,  // 105: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
+	88,  // 106: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
+	90,  // 107: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
+	92,  // 108: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
+	93,  // 109: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
+	95,  // 110: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
+	96,  // 111: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
+	98,  // 112: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
+	101, // 113: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
+	103, // 114: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
+	104, // 115: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
+	106, // 116: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
+	108, // 117: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
+	116, // 118: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
+	120, // 119: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	118, // 120: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
+	119, // 121: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
+	110, // 122: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
+	113, // 123: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
+	10,  // 124: wasmorch.v1.Control.ListVolumes:input_type -> wasmorch.v1.ListVolumesRequest
+	12,  // 125: wasmorch.v1.Control.GetVolume:input_type -> wasmorch.v1.GetVolumeRequest
+	13,  // 126: wasmorch.v1.Control.DeleteVolume:input_type -> wasmorch.v1.DeleteVolumeRequest
+	145, // 127: wasmorch.v1.Control.ListNodeGroups:input_type -> wasmorch.v1.ListNodeGroupsRequest
+	139, // 128: wasmorch.v1.Control.ApplyNodeGroup:input_type -> wasmorch.v1.NodeGroupApplyRequest
+	141, // 129: wasmorch.v1.Control.GetNodeGroup:input_type -> wasmorch.v1.NodeGroupGetRequest
+	143, // 130: wasmorch.v1.Control.DeleteNodeGroup:input_type -> wasmorch.v1.NodeGroupDeleteRequest
+	121, // 131: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	123, // 132: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	125, // 133: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	127, // 134: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	129, // 135: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	15,  // 136: wasmorch.v1.Agent.RemovedVolumes:input_type -> wasmorch.v1.RemovedVolumesRequest
+	131, // 137: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	133, // 138: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	134, // 139: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	135, // 140: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
+	38,  // 141: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	40,  // 142: wasmorch.v1.Control.PullReference:output_type -> wasmorch.v1.PullReferenceResponse
+	42,  // 143: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	45,  // 144: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	46,  // 145: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	21,  // 146: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	49,  // 147: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	52,  // 148: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	55,  // 149: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	57,  // 150: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	63,  // 151: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	59,  // 152: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	61,  // 153: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
+	54,  // 154: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	54,  // 155: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	54,  // 156: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	66,  // 157: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	69,  // 158: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	71,  // 159: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	73,  // 160: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	75,  // 161: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	77,  // 162: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	80,  // 163: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	82,  // 164: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	84,  // 165: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	87,  // 166: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
+	89,  // 167: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
+	91,  // 168: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
+	54,  // 169: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
+	94,  // 170: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	31,  // 171: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	97,  // 172: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	99,  // 173: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	102, // 174: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	100, // 175: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	105, // 176: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	107, // 177: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	109, // 178: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	117, // 179: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	42,  // 180: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	21,  // 181: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
+	42,  // 182: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	112, // 183: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
+	114, // 184: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
+	11,  // 185: wasmorch.v1.Control.ListVolumes:output_type -> wasmorch.v1.ListVolumesResponse
+	9,   // 186: wasmorch.v1.Control.GetVolume:output_type -> wasmorch.v1.VolumeView
+	14,  // 187: wasmorch.v1.Control.DeleteVolume:output_type -> wasmorch.v1.DeleteVolumeResponse
+	146, // 188: wasmorch.v1.Control.ListNodeGroups:output_type -> wasmorch.v1.ListNodeGroupsResponse
+	140, // 189: wasmorch.v1.Control.ApplyNodeGroup:output_type -> wasmorch.v1.NodeGroupApplyResponse
+	142, // 190: wasmorch.v1.Control.GetNodeGroup:output_type -> wasmorch.v1.NodeGroupView
+	144, // 191: wasmorch.v1.Control.DeleteNodeGroup:output_type -> wasmorch.v1.NodeGroupDeleteResponse
+	122, // 192: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	124, // 193: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	126, // 194: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	128, // 195: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	130, // 196: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	16,  // 197: wasmorch.v1.Agent.RemovedVolumes:output_type -> wasmorch.v1.RemovedVolumesResponse
+	132, // 198: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	132, // 199: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	57,  // 200: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	112, // 201: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
+	141, // [141:202] is the sub-list for method output_type
+	80,  // [80:141] is the sub-list for method input_type
+	80,  // [80:80] is the sub-list for extension type_name
+	80,  // [80:80] is the sub-list for extension extendee
+	0,   // [0:80] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -10024,6 +10654,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 		(*WatchEvent_Instance)(nil),
 		(*WatchEvent_Node)(nil),
 		(*WatchEvent_Event)(nil),
+		(*WatchEvent_NodeGroup)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -10031,7 +10662,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   151,
+			NumMessages:   160,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -70,6 +70,9 @@ const (
 	Control_GetVolume_FullMethodName        = "/wasmorch.v1.Control/GetVolume"
 	Control_DeleteVolume_FullMethodName     = "/wasmorch.v1.Control/DeleteVolume"
 	Control_ListNodeGroups_FullMethodName   = "/wasmorch.v1.Control/ListNodeGroups"
+	Control_ApplyNodeGroup_FullMethodName   = "/wasmorch.v1.Control/ApplyNodeGroup"
+	Control_GetNodeGroup_FullMethodName     = "/wasmorch.v1.Control/GetNodeGroup"
+	Control_DeleteNodeGroup_FullMethodName  = "/wasmorch.v1.Control/DeleteNodeGroup"
 )
 
 // ControlClient is the client API for Control service.
@@ -132,6 +135,9 @@ type ControlClient interface {
 	DeleteVolume(ctx context.Context, in *DeleteVolumeRequest, opts ...grpc.CallOption) (*DeleteVolumeResponse, error)
 	// cloud: the node groups as the leader's cloud controller last saw them
 	ListNodeGroups(ctx context.Context, in *ListNodeGroupsRequest, opts ...grpc.CallOption) (*ListNodeGroupsResponse, error)
+	ApplyNodeGroup(ctx context.Context, in *NodeGroupApplyRequest, opts ...grpc.CallOption) (*NodeGroupApplyResponse, error)
+	GetNodeGroup(ctx context.Context, in *NodeGroupGetRequest, opts ...grpc.CallOption) (*NodeGroupView, error)
+	DeleteNodeGroup(ctx context.Context, in *NodeGroupDeleteRequest, opts ...grpc.CallOption) (*NodeGroupDeleteResponse, error)
 }
 
 type controlClient struct {
@@ -661,6 +667,36 @@ func (c *controlClient) ListNodeGroups(ctx context.Context, in *ListNodeGroupsRe
 	return out, nil
 }
 
+func (c *controlClient) ApplyNodeGroup(ctx context.Context, in *NodeGroupApplyRequest, opts ...grpc.CallOption) (*NodeGroupApplyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodeGroupApplyResponse)
+	err := c.cc.Invoke(ctx, Control_ApplyNodeGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) GetNodeGroup(ctx context.Context, in *NodeGroupGetRequest, opts ...grpc.CallOption) (*NodeGroupView, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodeGroupView)
+	err := c.cc.Invoke(ctx, Control_GetNodeGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) DeleteNodeGroup(ctx context.Context, in *NodeGroupDeleteRequest, opts ...grpc.CallOption) (*NodeGroupDeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodeGroupDeleteResponse)
+	err := c.cc.Invoke(ctx, Control_DeleteNodeGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -721,6 +757,9 @@ type ControlServer interface {
 	DeleteVolume(context.Context, *DeleteVolumeRequest) (*DeleteVolumeResponse, error)
 	// cloud: the node groups as the leader's cloud controller last saw them
 	ListNodeGroups(context.Context, *ListNodeGroupsRequest) (*ListNodeGroupsResponse, error)
+	ApplyNodeGroup(context.Context, *NodeGroupApplyRequest) (*NodeGroupApplyResponse, error)
+	GetNodeGroup(context.Context, *NodeGroupGetRequest) (*NodeGroupView, error)
+	DeleteNodeGroup(context.Context, *NodeGroupDeleteRequest) (*NodeGroupDeleteResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -874,6 +913,15 @@ func (UnimplementedControlServer) DeleteVolume(context.Context, *DeleteVolumeReq
 }
 func (UnimplementedControlServer) ListNodeGroups(context.Context, *ListNodeGroupsRequest) (*ListNodeGroupsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListNodeGroups not implemented")
+}
+func (UnimplementedControlServer) ApplyNodeGroup(context.Context, *NodeGroupApplyRequest) (*NodeGroupApplyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyNodeGroup not implemented")
+}
+func (UnimplementedControlServer) GetNodeGroup(context.Context, *NodeGroupGetRequest) (*NodeGroupView, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetNodeGroup not implemented")
+}
+func (UnimplementedControlServer) DeleteNodeGroup(context.Context, *NodeGroupDeleteRequest) (*NodeGroupDeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteNodeGroup not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -1721,6 +1769,60 @@ func _Control_ListNodeGroups_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_ApplyNodeGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeGroupApplyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).ApplyNodeGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_ApplyNodeGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).ApplyNodeGroup(ctx, req.(*NodeGroupApplyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_GetNodeGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeGroupGetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).GetNodeGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_GetNodeGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).GetNodeGroup(ctx, req.(*NodeGroupGetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_DeleteNodeGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeGroupDeleteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).DeleteNodeGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_DeleteNodeGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).DeleteNodeGroup(ctx, req.(*NodeGroupDeleteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1899,6 +2001,18 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNodeGroups",
 			Handler:    _Control_ListNodeGroups_Handler,
+		},
+		{
+			MethodName: "ApplyNodeGroup",
+			Handler:    _Control_ApplyNodeGroup_Handler,
+		},
+		{
+			MethodName: "GetNodeGroup",
+			Handler:    _Control_GetNodeGroup_Handler,
+		},
+		{
+			MethodName: "DeleteNodeGroup",
+			Handler:    _Control_DeleteNodeGroup_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

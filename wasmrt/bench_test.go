@@ -29,7 +29,7 @@ func BenchmarkStartStop(b *testing.B) {
 		b.Run(module, func(b *testing.B) {
 			r := newTestRuntime(b, Config{})
 			a := testArtifact(b, module)
-			m, err := r.acquire(context.Background(), a, 0, false)
+			m, err := r.acquire(context.Background(), a, 0, false, false)
 			if err != nil {
 				b.Fatal(err)
 			}

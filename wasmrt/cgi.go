@@ -32,8 +32,10 @@ type function struct {
 	// fs preopens the function's files for every request; nil: none.
 	fs   wazero.FSConfig
 	once chan struct{}
-	// alloc lends the instances their memory (memory.go), if the module's
-	// initial memory is small enough to pool; nil: wazero allocates.
+	// alloc lends the instances their memory: the module's memory image
+	// (memimage.go), which its instances must start from, if it has one;
+	// else pooled memories (memory.go) if its initial memory is small
+	// enough; nil: wazero allocates.
 	alloc experimental.MemoryAllocator
 }
 
@@ -41,12 +43,18 @@ type function struct {
 // module for the memory limit unless already done, and keeps it until the
 // Function is closed.
 func (r *Runtime) PrepareFunction(ctx context.Context, a runtimeapi.Artifact, spec runtimeapi.FunctionSpec) (runtimeapi.Function, error) {
+	return r.prepareFunction(ctx, a, spec, true)
+}
+
+// prepareFunction is PrepareFunction; without imaged, the instances apply
+// the module's data segments themselves (to compare, in benchmarks).
+func (r *Runtime) prepareFunction(ctx context.Context, a runtimeapi.Artifact, spec runtimeapi.FunctionSpec, imaged bool) (runtimeapi.Function, error) {
 	for _, kv := range spec.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.IndexByte(kv, 0) >= 0 {
 			return nil, startError(true, fmt.Sprintf("environment entry %q is not KEY=VALUE", kv))
 		}
 	}
-	m, err := r.acquire(ctx, a, spec.MemoryBytes, true)
+	m, err := r.acquire(ctx, a, spec.MemoryBytes, true, imaged)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +62,10 @@ func (r *Runtime) PrepareFunction(ctx context.Context, a runtimeapi.Artifact, sp
 	if len(spec.Files) > 0 {
 		f.fs = filesConfig(spec.Files)
 	}
-	if pages := minMemoryPages(m.code); pages > 0 && uint64(pages)*pageSize <= maxPooledMemory {
+	switch pages := minMemoryPages(m.code); {
+	case m.image != nil:
+		f.alloc = m.image
+	case pages > 0 && uint64(pages)*pageSize <= maxPooledMemory:
 		f.alloc = &r.memory
 	}
 	return f, nil

@@ -18,7 +18,8 @@ import (
 // allocation's untouched pages cost nothing: a Go (wasip1) guest's memory
 // of several MiB is cheaper to allocate afresh (measured: 6 ms per call
 // either way unpooled, 16 ms pooled with GOGC=400, when the GC empties the
-// pool less often).
+// pool less often). A function whose initial memory is larger starts its
+// instances from a memory image instead, where it can (memimage.go).
 const maxPooledMemory = 1 << 20
 
 // memoryPool is an experimental.MemoryAllocator of cleared buffers, one

@@ -18,9 +18,12 @@ import (
 
 // moduleKey names one compiled module: wazero bakes the memory limit into
 // a compiled module, so the same bytes under two limits are two modules.
+// A function's module is compiled without its data segments where a
+// memory image holds them (memimage.go), so it is another module again.
 type moduleKey struct {
 	digest string
 	pages  uint32
+	imaged bool // with a memory image where one applies
 }
 
 // module is a compiled module shared by every instance of one key. The
@@ -33,6 +36,9 @@ type module struct {
 	wz   wazero.Runtime
 	code wazero.CompiledModule
 	err  *runtimeapi.StartError // why it cannot run; Permanent if the module is to blame
+	// image is the initial memory that code's instances must start from
+	// (code has no data segments then); nil: code is the module as it is.
+	image *memImage
 
 	// Guarded by Runtime.mu.
 	users    int  // instances holding it, including starts in progress
@@ -55,6 +61,9 @@ func (m *module) close() {
 	if m.code != nil {
 		_ = m.code.Close(context.Background())
 	}
+	if m.image != nil {
+		m.image.close()
+	}
 }
 
 // Prepare implements runtimeapi.Runtime: it compiles the module for the
@@ -63,7 +72,7 @@ func (m *module) close() {
 // (invalid module, memory minimum above the limit, missing import, no
 // _start), and Start would report the same Exit.
 func (r *Runtime) Prepare(ctx context.Context, a runtimeapi.Artifact, memoryBytes int64) error {
-	_, err := r.acquire(ctx, a, memoryBytes, false)
+	_, err := r.acquire(ctx, a, memoryBytes, false, false)
 	return err
 }
 
@@ -91,9 +100,10 @@ func (r *Runtime) Release(a runtimeapi.Artifact) {
 
 // acquire returns the compiled module for a and the memory limit, compiling
 // it if no one has. With hold, the caller becomes one of its users and must
-// call drop when done with it.
-func (r *Runtime) acquire(ctx context.Context, a runtimeapi.Artifact, memoryBytes int64, hold bool) (*module, error) {
-	key := moduleKey{digest: a.Digest, pages: r.cfg.memoryPages(memoryBytes)}
+// call drop when done with it. With imaged, the module has a memory image
+// where one applies, and its instances must take their memory from it.
+func (r *Runtime) acquire(ctx context.Context, a runtimeapi.Artifact, memoryBytes int64, hold, imaged bool) (*module, error) {
+	key := moduleKey{digest: a.Digest, pages: r.cfg.memoryPages(memoryBytes), imaged: imaged}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -128,7 +138,7 @@ func (r *Runtime) acquire(ctx context.Context, a runtimeapi.Artifact, memoryByte
 		if ok && !m.err.Exit.Permanent && ctx.Err() == nil {
 			// Another caller's compile failed for its own reason (its
 			// context ended ...) and the entry is gone: compile ourselves.
-			return r.acquire(ctx, a, memoryBytes, hold)
+			return r.acquire(ctx, a, memoryBytes, hold, imaged)
 		}
 		failed := *m.err // a copy, dated now, for a module that failed before
 		failed.Exit.At = time.Now()
@@ -151,7 +161,7 @@ func (r *Runtime) drop(m *module) {
 // compile fills m and closes m.ready. Failures the module is not to blame
 // for are forgotten, so that the next caller tries again.
 func (r *Runtime) compile(ctx context.Context, m *module, a runtimeapi.Artifact) {
-	m.wz, m.code, m.err = r.compileModule(ctx, m.key, a)
+	m.wz, m.code, m.image, m.err = r.compileModule(ctx, m.key, a)
 	r.mu.Lock()
 	if m.err != nil && !m.err.Exit.Permanent && r.modules[m.key] == m {
 		delete(r.modules, m.key)
@@ -166,31 +176,65 @@ func (r *Runtime) compile(ctx context.Context, m *module, a runtimeapi.Artifact)
 	close(m.ready)
 }
 
-func (r *Runtime) compileModule(ctx context.Context, key moduleKey, a runtimeapi.Artifact) (wazero.Runtime, wazero.CompiledModule, *runtimeapi.StartError) {
+// compileModule compiles a's module for key: with key.imaged, without its
+// data segments and with the memory image they make, where that applies.
+func (r *Runtime) compileModule(ctx context.Context, key moduleKey, a runtimeapi.Artifact) (wazero.Runtime, wazero.CompiledModule, *memImage, *runtimeapi.StartError) {
 	bin, serr := readModule(a)
 	if serr != nil {
-		return nil, nil, serr
+		return nil, nil, nil, serr
 	}
 	wz, err := r.wazeroFor(ctx, key.pages)
 	if err != nil {
-		return nil, nil, startError(false, err.Error())
+		return nil, nil, nil, startError(false, err.Error())
 	}
 	began := time.Now()
-	r.compiles.Add(1)
-	code, err := wz.CompileModule(experimental.WithCompilationWorkers(ctx, r.cfg.CompilationWorkers), bin)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil, startError(false, fmt.Sprintf("compile module %s: %v", a.Digest, context.Cause(ctx)))
+	compiled := bin
+	var image *memImage
+	if key.imaged {
+		image, compiled, err = imageOf(bin, r.imageAbove)
+		if err != nil {
+			r.log.Debug("wasm module keeps its data segments", "digest", a.Digest, "why", err)
 		}
-		return nil, nil, r.whyNotCompiled(ctx, a, bin, key.pages, err)
+	}
+	r.compiles.Add(1)
+	code, err := wz.CompileModule(experimental.WithCompilationWorkers(ctx, r.cfg.CompilationWorkers), compiled)
+	if err != nil {
+		if image != nil {
+			image.close()
+		}
+		if ctx.Err() != nil {
+			return nil, nil, nil, startError(false, fmt.Sprintf("compile module %s: %v", a.Digest, context.Cause(ctx)))
+		}
+		return nil, nil, nil, r.whyNotCompiled(ctx, a, bin, key.pages, err)
 	}
 	r.log.Debug("compiled wasm module", "digest", a.Digest, "memoryLimitPages", key.pages,
-		"bytes", len(bin), "took", time.Since(began))
+		"bytes", len(bin), "memoryImage", image != nil, "took", time.Since(began))
 	if exit, ok := r.whyNotRunnable(code); !ok {
 		_ = code.Close(ctx)
-		return nil, nil, &runtimeapi.StartError{Exit: exit}
+		if image != nil {
+			image.close()
+		}
+		return nil, nil, nil, &runtimeapi.StartError{Exit: exit}
 	}
-	return wz, code, nil
+	return wz, code, image, nil
+}
+
+// imageOf splits a module whose initial memory is larger than above into
+// its memory image and the module without its active data segments; where
+// that does not apply, it returns the module as it is, and why.
+func imageOf(bin []byte, above uint64) (*memImage, []byte, error) {
+	plan, err := planImage(bin)
+	if err != nil {
+		return nil, bin, err
+	}
+	if plan.minBytes <= above {
+		return nil, bin, fmt.Errorf("%w: an initial memory of %s takes a pooled memory", errNoPlan, bytesText(int64(plan.minBytes)))
+	}
+	image, err := newMemImage(plan)
+	if err != nil {
+		return nil, bin, err
+	}
+	return image, plan.stripped, nil
 }
 
 // whyNotCompiled explains a compile failure: the worker could not read or

@@ -62,6 +62,10 @@ type Runtime struct {
 
 	// memory lends function requests their linear memory (memory.go).
 	memory memoryPool
+	// imageAbove: a function module whose initial memory is larger gets
+	// a memory image (memimage.go); smaller ones take pooled memories.
+	// Tests lower it.
+	imageAbove uint64
 }
 
 // New validates cfg, filling zero fields from DefaultConfig, and returns a
@@ -104,6 +108,7 @@ func New(ctx context.Context, cfg Config) (_ *Runtime, err error) {
 		cancelBase: cancel,
 		wazeros:    map[uint32]wazero.Runtime{},
 		modules:    map[moduleKey]*module{},
+		imageAbove: maxPooledMemory,
 	}
 	defer func() {
 		if err != nil {
@@ -216,7 +221,7 @@ func (r *Runtime) Start(ctx context.Context, spec runtimeapi.InstanceSpec) (runt
 	if err := checkSpec(spec); err != nil {
 		return nil, err
 	}
-	m, err := r.acquire(ctx, spec.Artifact, spec.MemoryBytes, true)
+	m, err := r.acquire(ctx, spec.Artifact, spec.MemoryBytes, true, false)
 	var serr *runtimeapi.StartError
 	if errors.As(err, &serr) && serr.Exit.Permanent {
 		return r.launch(spec, nil, serr.Exit)

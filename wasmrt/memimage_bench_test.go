@@ -1,0 +1,99 @@
+package wasmrt
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
+)
+
+// BenchmarkFunctionMemoryImage measures, in one run and interleaved (the
+// shared machine's load drifts), one function request without HTTP
+// (Serve: a fresh instance, the CGI environment, the response parsed):
+// the Go (GOOS=wasip1) function gofn.wasm with its memory image and
+// without it (each instance applying the module's ~32,000 data segments),
+// the C function greet.wasm as it runs (pooled memory) and with an image
+// (which small modules do not get: "c-image" shows why), and a native Go
+// handler doing what gofn does on the same recorder. It reports each p50
+// and the Go function's ratios to the others ("x-c", "x-native",
+// "x-without-image": how much faster the image makes it). b.N requests of
+// each; at least 200.
+func BenchmarkFunctionMemoryImage(b *testing.B) {
+	r := newTestRuntime(b, Config{})
+	ctx := context.Background()
+	prepare := func(r *Runtime, module string, imaged bool) runtimeapi.Function {
+		fn, err := r.prepareFunction(ctx, testArtifact(b, module), runtimeapi.FunctionSpec{Env: []string{"GREETING=hi"}}, imaged)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(fn.Close)
+		return fn
+	}
+	goImage, goPlain, c := prepare(r, "gofn.wasm", true), prepare(r, "gofn.wasm", false), prepare(r, "greet.wasm", true)
+	small := newTestRuntime(b, Config{})
+	small.imageAbove = 0
+	cImage := prepare(small, "greet.wasm", true)
+	if goImage.(*function).m.image == nil || cImage.(*function).m.image == nil {
+		b.Fatal("no memory image on this system")
+	}
+	if c.(*function).m.image != nil {
+		b.Fatal("greet.wasm (128 KiB) has an image: it should take pooled memories")
+	}
+	req := httptest.NewRequest("GET", "http://fn.example/greet?who=bench", nil)
+	serve := func(fn runtimeapi.Function) func() {
+		return func() {
+			rec := httptest.NewRecorder()
+			res := fn.Serve(ctx, rec, &runtimeapi.FunctionRequest{HTTP: req, ScriptName: "/greet", RemoteAddr: "127.0.0.1:1", Timeout: safetyTimeout})
+			if res.Outcome != runtimeapi.OutcomeOK || rec.Code != http.StatusOK {
+				b.Fatalf("%+v, status %d", res, rec.Code)
+			}
+		}
+	}
+	native := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		who := "world"
+		if q := r.URL.Query(); q.Get("who") != "" {
+			who = q.Get("who")
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "hello from go, %s!\n", who)
+	})
+	cases := []struct {
+		name string
+		call func()
+		lat  []time.Duration
+	}{
+		{name: "go-image", call: serve(goImage)},
+		{name: "go-without-image", call: serve(goPlain)},
+		{name: "c", call: serve(c)},
+		{name: "c-image", call: serve(cImage)},
+		{name: "native", call: func() { native.ServeHTTP(httptest.NewRecorder(), req) }},
+	}
+	n := max(b.N, 200)
+	for i := range cases {
+		cases[i].call() // warm
+		cases[i].lat = make([]time.Duration, 0, n)
+	}
+	b.ResetTimer()
+	for range n {
+		for i := range cases {
+			t0 := time.Now()
+			cases[i].call()
+			cases[i].lat = append(cases[i].lat, time.Since(t0))
+		}
+	}
+	b.StopTimer()
+	p50 := map[string]float64{}
+	for _, c := range cases {
+		slices.Sort(c.lat)
+		p50[c.name] = float64(c.lat[len(c.lat)/2])
+		b.ReportMetric(p50[c.name]/1e3, "p50-µs-"+c.name)
+	}
+	b.ReportMetric(p50["go-image"]/p50["c"], "x-c")
+	b.ReportMetric(p50["go-image"]/p50["native"], "x-native")
+	b.ReportMetric(p50["go-without-image"]/p50["go-image"], "x-without-image")
+}

@@ -2,12 +2,18 @@ package wasmrt
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
@@ -96,4 +102,77 @@ func BenchmarkFunctionMemoryImage(b *testing.B) {
 	b.ReportMetric(p50["go-image"]/p50["c"], "x-c")
 	b.ReportMetric(p50["go-image"]/p50["native"], "x-native")
 	b.ReportMetric(p50["go-without-image"]/p50["go-image"], "x-without-image")
+}
+
+// BenchmarkGoFunctionBreakdown splits a Go function's request (gofn.wasm,
+// with its memory image) into what wazero does, measured in one run,
+// interleaved, p50 of each: "instantiate" (mostly the module's table of
+// ~1,900 function references, which wazero builds per instance),
+// "start" (_start: the Go runtime's own start-up, main, and proc_exit,
+// which frees the memory: the reset to the image), and "start" again in a
+// runtime without WithCloseOnContextDone ("start-no-loop-checks"): that
+// option, which lets a timeout stop a busy loop, makes every loop
+// back-edge leave the machine code for a Go check.
+func BenchmarkGoFunctionBreakdown(b *testing.B) {
+	r := newTestRuntime(b, Config{})
+	ctx := context.Background()
+	m, err := r.acquire(ctx, testArtifact(b, "gofn.wasm"), 0, true, true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.drop(m)
+	if m.image == nil {
+		b.Skip("no memory image on this system")
+	}
+	bin, serr := readModule(testArtifact(b, "gofn.wasm"))
+	if serr != nil {
+		b.Fatal(serr)
+	}
+	plan, err := planImage(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	unchecked := wazero.NewRuntimeWithConfig(ctx, newRuntimeConfig(r.engine).WithCompilationCache(r.cache).WithMemoryLimitPages(m.key.pages))
+	defer unchecked.Close(ctx)
+	if err := instantiateWASI(ctx, unchecked); err != nil {
+		b.Fatal(err)
+	}
+	uncheckedCode, err := unchecked.CompileModule(ctx, plan.stripped)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := r.moduleConfig.WithArgs("function").WithStdout(io.Discard).WithEnv("QUERY_STRING", "who=bench")
+	allocCtx := experimental.WithMemoryAllocator(ctx, m.image)
+	var inst, start, startUnchecked []time.Duration
+	run := func(wz wazero.Runtime, code wazero.CompiledModule, starts *[]time.Duration, instantiations *[]time.Duration) {
+		t0 := time.Now()
+		mod, err := wz.InstantiateModule(allocCtx, code, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		_, err = mod.ExportedFunction("_start").Call(ctx)
+		if exitErr := (*sys.ExitError)(nil); err != nil && (!errors.As(err, &exitErr) || exitErr.ExitCode() != 0) {
+			b.Fatal(err)
+		}
+		*starts = append(*starts, time.Since(t1))
+		if instantiations != nil {
+			*instantiations = append(*instantiations, t1.Sub(t0))
+		}
+		_ = mod.Close(ctx)
+	}
+	n := max(b.N, 200)
+	b.ResetTimer()
+	for range n {
+		run(m.wz, m.code, &start, &inst)
+		run(unchecked, uncheckedCode, &startUnchecked, nil)
+	}
+	b.StopTimer()
+	for _, c := range []struct {
+		name string
+		lat  []time.Duration
+	}{{"instantiate", inst}, {"start", start}, {"start-no-loop-checks", startUnchecked}} {
+		slices.Sort(c.lat)
+		b.ReportMetric(float64(c.lat[len(c.lat)/2])/1e3, "p50-µs-"+c.name)
+	}
 }

@@ -116,6 +116,8 @@ func New(cfg Config) *Gateway {
 		local: map[string]*localServer{}, metrics: newMetrics(cfg.Registry),
 	}
 	g.table.Store(&table{})
+	tlsCfg := workerTLS(cfg.TLS)
+	// For what workerTransport does not send itself (transport.go).
 	transport := &http.Transport{
 		Proxy:               nil, // workers are reached directly
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -125,7 +127,7 @@ func New(cfg Config) *Gateway {
 		DisableCompression:  true, // pass the function's bytes through as they are
 		WriteBufferSize:     16 << 10,
 		ReadBufferSize:      16 << 10,
-		TLSClientConfig:     cfg.TLS,
+		TLSClientConfig:     tlsCfg,
 	}
 	g.scheme = "http"
 	if cfg.TLS != nil {
@@ -133,7 +135,7 @@ func New(cfg Config) *Gateway {
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        rewrite,
-		Transport:      &upstream{g: g, base: transport},
+		Transport:      &upstream{g: g, base: newWorkerTransport(tlsCfg, transport)},
 		FlushInterval:  -1, // stream what the function writes as it writes it
 		ModifyResponse: g.answered,
 		ErrorHandler:   g.proxyError,

@@ -72,6 +72,7 @@ type Config struct {
 	ListenAddr          string            `json:"listenAddr" yaml:"listenAddr"`
 	AdvertiseAddr       string            `json:"advertiseAddr" yaml:"advertiseAddr"`
 	FunctionListenAddr  string            `json:"functionListenAddr" yaml:"functionListenAddr"` // HTTP function server; empty: DefaultFunctionListenAddr
+	LocalHTTPAddr       string            `json:"localHTTPAddr" yaml:"localHTTPAddr"`           // this node's functions to local clients, plain HTTP (localhttp.go); empty: none
 	Labels              map[string]string `json:"labels" yaml:"labels"`
 	MemoryBytes         int64             `json:"memoryBytes" yaml:"memoryBytes"`
 	MaxInstances        int32             `json:"maxInstances" yaml:"maxInstances"`
@@ -240,6 +241,11 @@ func (c Config) Validate() error {
 	}
 	if err := checkHostPort(c.ListenAddr); err != nil {
 		bad("worker: ListenAddr %q: %v", c.ListenAddr, err)
+	}
+	if c.LocalHTTPAddr != "" {
+		if err := checkHostPort(c.LocalHTTPAddr); err != nil {
+			bad("worker: LocalHTTPAddr %q: %v", c.LocalHTTPAddr, err)
+		}
 	}
 	if c.AdvertiseAddr != "" {
 		if err := checkHostPort(c.AdvertiseAddr); err != nil {

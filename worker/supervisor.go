@@ -398,6 +398,9 @@ func (w *Worker) forget(in *instance) {
 	if w.instances[in.id()] == in {
 		delete(w.instances, in.id())
 	}
+	if w.local != nil {
+		w.local.remove(in.rec) // localhttp.go
+	}
 	w.unrefLocked(in)
 	w.mu.Unlock()
 	w.releaseMemory(in)

@@ -117,6 +117,10 @@ type Worker struct {
 	funcs         *funcserver.Server
 	funcLis       net.Listener
 	funcAdvertise string
+
+	// The local function listener (localhttp.go); nil without one.
+	local    *localRoutes
+	localLis net.Listener
 }
 
 type artifactKey struct{ runtime, digest string }
@@ -212,6 +216,10 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 	}
 	w.logs.SetTotalLimit(cfg.LogBytesTotal)
 	w.restoreState() // persist.go
+	// localhttp.go
+	if err = w.listenLocal(ctx); err != nil {
+		return nil, err
+	}
 	return w, nil
 }
 
@@ -254,6 +262,7 @@ func (w *Worker) Start(ctx context.Context) error {
 			w.closing.Store(true)
 			_ = w.lis.Close()
 			_ = w.funcLis.Close()
+			w.closeLocal()
 			w.closeRuntimes()
 			_ = w.logs.Close()
 			if ctx.Err() != nil {
@@ -281,6 +290,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return w.serveFunctions(gctx) })
+	g.Go(func() error { return w.serveLocal(gctx) }) // localhttp.go
 	g.Go(func() error { return w.runSessions(gctx) })
 	g.Go(func() error { return w.persistLoop(gctx) }) // persist.go
 	g.Go(func() error {
@@ -322,6 +332,7 @@ func (w *Worker) Close() error {
 	}
 	err := w.lis.Close()
 	_ = w.funcLis.Close()
+	w.closeLocal()
 	w.closeRuntimes()
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
@@ -501,6 +512,9 @@ func (w *Worker) newInstanceLocked(rec *pb.Instance) *instance {
 	rec = runsAs(rec)
 	in := &instance{rec: rec, log: w.logs.Open(rec.GetId())}
 	w.resumeLocked(in) // persist.go
+	if w.local != nil {
+		w.local.add(rec) // localhttp.go
+	}
 	if spec := rec.GetSpec(); spec != nil {
 		in.rt = w.runtimes[kindOf(spec)]
 		if in.rt != nil {

@@ -38,7 +38,7 @@ func NewCommand(use string, stopSignals func(), containers ContainerRuntime) *co
 		metricsAddr                                                        string
 		maxInstances                                                       int32
 	)
-	var functionsListen string
+	var functionsListen, localHTTP string
 	var disk DiskFlags
 	var storage StorageFlags
 	cmd := &cobra.Command{
@@ -72,6 +72,7 @@ containers when containerd answers on --containerd-socket.`,
 			wk.Servers = servers
 			wk.ListenAddr = listen
 			wk.FunctionListenAddr = functionsListen
+			wk.LocalHTTPAddr = localHTTP
 			wk.Labels = lbls
 			wk.JoinToken = token
 			wk.MaxInstances = maxInstances
@@ -88,6 +89,7 @@ containers when containerd answers on --containerd-socket.`,
 	f.StringVar(&dataDir, "data-dir", ".wasmorch-agent", "directory for the worker's state (module and compile caches)")
 	f.StringVar(&listen, "listen", "127.0.0.1:7071", "address HOST:PORT of the worker's own gRPC service (logs)")
 	f.StringVar(&functionsListen, "functions-listen", worker.DefaultFunctionListenAddr, "address HOST:PORT of the worker's HTTP function server, which the gateways call")
+	f.StringVar(&localHTTP, "local-http", "", "serve the functions placed on this node to local clients at HOST:PORT, by their routes, in plain HTTP without the gateways' certificate, also while the control plane is out of reach; anyone who can reach it can call them, as through a gateway (default \"\": off)")
 	f.StringVar(&name, "name", Hostname(), "node name")
 	f.StringSliceVar(&labels, "labels", nil, "node labels k=v[,k=v...] asked for at the join, as far as the join token allows them (later starts do not change them: see 'wasmorch node label')")
 	f.StringVar(&token, "token", "", "join token (from 'wasmorch token create'), needed on the first start only: the node's certificate is kept in --data-dir")
@@ -143,6 +145,9 @@ func Run(ctx context.Context, d IO, command string, wk worker.Config, rtc wasmrt
 	defer func() { err = errors.Join(err, w.Close()) }() // Start closes it; this covers not getting there.
 	fmt.Fprintf(d.Out, "%s %s is up\n  node:     %s (listening on %s; runtimes: %s)\n  servers:  %s\n  data dir: %s\n",
 		command, version.Version, wk.NodeName, w.Addr(), RuntimeNames(wk.Runtimes), strings.Join(wk.Servers, ","), AbsPath(wk.DataDir))
+	if addr := w.LocalHTTPAddr(); addr != "" {
+		fmt.Fprintf(d.Out, "  local functions: http://%s (plain HTTP: this node's functions by their routes)\n", addr)
+	}
 	release := d.OnShutdown(ctx)
 	defer release()
 	return JoinError(RanUntil(ctx, "the worker", w.Start(ctx)))

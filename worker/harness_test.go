@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -35,6 +36,8 @@ import (
 type fakeCP struct {
 	pb.UnimplementedAgentServer
 	heartbeatMs int64
+	graceMs     int64         // the node's grace it gives; 0: 3 heartbeats
+	stalled     chan struct{} // while not nil and open, heartbeats get no answer
 
 	mu         sync.Mutex
 	nodes      []*pb.Node
@@ -79,10 +82,21 @@ func (f *fakeCP) Register(_ context.Context, req *pb.RegisterRequest) (*pb.Regis
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.nodes = append(f.nodes, req.GetNode())
-	return &pb.RegisterResponse{HeartbeatIntervalMs: f.heartbeatMs, NodeGraceMs: 3 * f.heartbeatMs}, nil
+	grace := cmp.Or(f.graceMs, 3*f.heartbeatMs)
+	return &pb.RegisterResponse{HeartbeatIntervalMs: f.heartbeatMs, NodeGraceMs: grace}, nil
 }
 
-func (f *fakeCP) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+func (f *fakeCP) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	f.mu.Lock()
+	stalled := f.stalled
+	f.mu.Unlock()
+	if stalled != nil {
+		select {
+		case <-stalled:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.heartbeats++

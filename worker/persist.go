@@ -190,13 +190,24 @@ func (w *Worker) resumeLocked(in *instance) {
 
 // knownInstances is what the file keeps of the instances: each that ran
 // with its restart count, and the final status of each that finished for
-// good; and what the file said of those not created yet.
-func (w *Worker) knownInstances() []*pb.InstanceStatus {
+// good; and what the file said of those of set not created yet (those no
+// longer in set are forgotten).
+func (w *Worker) knownInstances(set []*pb.Instance) []*pb.InstanceStatus {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	out := make([]*pb.InstanceStatus, 0, len(w.instances)+len(w.persist.resumed))
-	for _, st := range w.persist.resumed {
-		out = append(out, st)
+	if len(w.persist.resumed) > 0 {
+		wanted := make(map[string]bool, len(set))
+		for _, rec := range set {
+			wanted[rec.GetId()] = true
+		}
+		for id, st := range w.persist.resumed {
+			if !wanted[id] {
+				delete(w.persist.resumed, id)
+				continue
+			}
+			out = append(out, st)
+		}
 	}
 	for _, in := range w.instances {
 		in.mu.Lock()
@@ -249,7 +260,7 @@ func (w *Worker) saveState(pin string) {
 		cluster: pin,
 		node:    w.cfg.NodeName,
 		set:     &pb.Assignments{Full: true, Revision: rev, Instances: set},
-		known:   &pb.StatusBatch{Node: w.cfg.NodeName, Statuses: w.knownInstances()},
+		known:   &pb.StatusBatch{Node: w.cfg.NodeName, Statuses: w.knownInstances(set)},
 	}
 	if err := writeState(w.persist.path, st); err != nil {
 		w.logger.Warn("could not keep the desired set on disk", "file", w.persist.path, "err", err)

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"time"
 
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -167,5 +168,55 @@ func TestDesiredSetAppliesFullSetsAndDeltas(t *testing.T) {
 	d.apply(&pb.Assignments{Full: true, Revision: 9, Instances: []*pb.Instance{rec("z", 0)}})
 	if p, _ = d.take(false); !p.all || len(p.want) != 1 || p.want["z"] == nil || d.resumeRevision() != 9 {
 		t.Fatalf("after a second full set: %+v", p)
+	}
+}
+
+// stallHeartbeats has the fake's heartbeats go unanswered (as over a link
+// that drops everything) until the returned func is called.
+func (f *fakeCP) stallHeartbeats() func() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan struct{})
+	f.stalled = ch
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		close(ch)
+		f.stalled = nil
+	}
+}
+
+// TestHeartbeatsWithoutAnswerKeepTheSessionWithinTheNodesGrace: a node
+// whose grace is long (a flaky link's, wasmorch.io/lost-after) keeps its
+// session through heartbeats that get no answer in time, for half its
+// grace; a node at a short grace registers again as soon as one fails.
+func TestHeartbeatsWithoutAnswerKeepTheSessionWithinTheNodesGrace(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		grace time.Duration
+		keeps bool
+	}{
+		{"long grace", 20 * time.Second, true},
+		{"short grace", time.Second, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := startEnv(t, envOptions{cp: func(cp *fakeCP) { cp.graceMs = c.grace.Milliseconds() }})
+			e.cp.setDesired(rec("a", 0))
+			e.waitRunning("a")
+			beats := func() int { e.cp.mu.Lock(); defer e.cp.mu.Unlock(); return e.cp.heartbeats }
+			resume := e.cp.stallHeartbeats()
+			// Two heartbeats in a row time out (each waits a second at most).
+			time.Sleep(2500 * time.Millisecond)
+			resume()
+			n := beats()
+			eventually(t, "heartbeats answered again", func() bool { return beats() > n+2 })
+			if regs := len(e.cp.registrations()); (regs == 1) != c.keeps {
+				t.Fatalf("%d registrations after heartbeats went unanswered for 2.5 s at a grace of %v; want the session kept: %v", regs, c.grace, c.keeps)
+			}
+			if e.rt.Starts("a") != 1 {
+				t.Fatalf("a started %d times", e.rt.Starts("a"))
+			}
+		})
 	}
 }

@@ -26,11 +26,16 @@ import (
 // (mounts_other.go). Read-only ones are DirFS under sysfs.ReadFS. One with
 // a limit is wrapped in a quotaFS, which keeps the bytes of the files
 // under it within the limit: a write, pwrite or truncate that would take
-// them past it fails with ENOSPC and leaves the node's disk alone.
+// them past it fails with ENOSPC and leaves the node's disk alone. It
+// bounds the names under it as well (files, directories, links, each hard
+// link too: namesFor), so that a guest cannot fill the node's inode table
+// or a directory with millions of empty files: creating one more fails
+// with ENOSPC, as a file system out of inodes does.
 //
 // wazero's sys.Errno has no ENOSPC, so the quotaFS returns EIO and raises
 // the instance's noSpace flag; the runtime's WASI module wraps the calls
-// that write (fd_write, fd_pwrite, fd_filestat_set_size) and turns that
+// that write or create (fd_write, fd_pwrite, fd_filestat_set_size,
+// path_open, path_create_directory, path_symlink, path_link) and turns that
 // EIO into WASI's ENOSPC (errnoNoSpace).
 
 // errnoNoSpace and errnoIO are WASI preview 1's ENOSPC and EIO.
@@ -90,7 +95,8 @@ func linkNoFollow(orig api.GoModuleFunction) api.GoModuleFunction {
 }
 
 // exportNoSpaceWrappers overrides, in b, the WASI functions that write to
-// files with wrapNoSpace of wazero's own, and path_link with linkNoFollow.
+// files or create them with wrapNoSpace of wazero's own, and path_link
+// with linkNoFollow too.
 func exportNoSpaceWrappers(ctx context.Context, wz wazero.Runtime, b wazero.HostModuleBuilder) error {
 	orig := wz.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
 	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(orig)
@@ -102,7 +108,8 @@ func exportNoSpaceWrappers(ctx context.Context, wz wazero.Runtime, b wazero.Host
 	defs := compiled.ExportedFunctions()
 	for name, wrap := range map[string]func(api.GoModuleFunction) api.GoModuleFunction{
 		"fd_write": wrapNoSpace, "fd_pwrite": wrapNoSpace, "fd_filestat_set_size": wrapNoSpace,
-		"path_link": linkNoFollow,
+		"path_open": wrapNoSpace, "path_create_directory": wrapNoSpace, "path_symlink": wrapNoSpace,
+		"path_link": func(fn api.GoModuleFunction) api.GoModuleFunction { return linkNoFollow(wrapNoSpace(fn)) },
 	} {
 		def := defs[name]
 		fn, ok := def.GoFunction().(api.GoModuleFunction)
@@ -132,25 +139,43 @@ func fsConfig(files map[string][]byte, mounts []runtimeapi.Mount, st *fsState) (
 		}
 		fsys := writableFS(m.HostPath)
 		if m.LimitBytes > 0 {
-			used, err := diskUsage(m.HostPath)
+			used, names, err := diskUsage(m.HostPath)
 			if err != nil {
 				return nil, err
 			}
-			fsys = &quotaFS{FS: fsys, q: &quota{limit: m.LimitBytes, used: used}, st: st}
+			q := &quota{limit: m.LimitBytes, used: used, maxNames: namesFor(m.LimitBytes), names: names}
+			fsys = &quotaFS{FS: fsys, q: q, st: st}
 		}
 		cfg = cfg.(sysfs.FSConfig).WithSysFSMount(fsys, m.GuestPath)
 	}
 	return cfg, nil
 }
 
+// bytesPerName and minNames make namesFor: one name per 16 KiB of a
+// mount's size (mke2fs's default bytes-per-inode), and at least 1,024.
+const (
+	bytesPerName = 16 << 10
+	minNames     = 1024
+)
+
+// namesFor is how many names (files, directories, links; each hard link is
+// a name) a mount of limit bytes may hold.
+func namesFor(limit int64) int64 { return max(limit/bytesPerName, minNames) }
+
 // diskUsage is what the quota of dir starts from: the bytes of the regular
-// files under it, each file once however many links it has.
-func diskUsage(dir string) (int64, error) {
-	var used int64
+// files under it, each file once however many links it has, and the names
+// under it.
+func diskUsage(dir string) (used, names int64, err error) {
 	seen := map[uint64]bool{}
-	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
 			return err
+		}
+		if p != dir {
+			names++
+		}
+		if !d.Type().IsRegular() {
+			return nil
 		}
 		info, err := d.Info()
 		if err != nil {
@@ -165,14 +190,19 @@ func diskUsage(dir string) (int64, error) {
 		used += info.Size()
 		return nil
 	})
-	return used, err
+	return used, names, err
 }
 
-// quota is the bytes the files of one mount may have and have.
+// quota is the bytes the files of one mount may have and have, and the
+// names.
 type quota struct {
-	mu          sync.Mutex
-	limit, used int64
+	mu              sync.Mutex
+	limit, used     int64
+	maxNames, names int64
 }
+
+// newName reports whether one more name fits; q.mu is held.
+func (q *quota) newName() bool { return q.names < q.maxNames }
 
 // quotaFS is a file system whose files' bytes are kept within a quota.
 type quotaFS struct {
@@ -189,22 +219,73 @@ func (f *quotaFS) full() experimentalsys.Errno {
 	return experimentalsys.EIO
 }
 
-// OpenFile implements experimentalsys.FS: what O_TRUNC frees is given back.
+// OpenFile implements experimentalsys.FS: what O_TRUNC frees is given back,
+// and a file O_CREAT creates is a name (where the path is a link that
+// dangles, the file created is its target).
 func (f *quotaFS) OpenFile(path string, flag experimentalsys.Oflag, perm fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
 	f.q.mu.Lock()
 	defer f.q.mu.Unlock()
 	var freed int64
-	if flag&experimentalsys.O_TRUNC != 0 {
-		if st, errno := f.FS.Stat(path); errno == 0 && st.Mode.IsRegular() {
+	creates := false
+	if flag&(experimentalsys.O_TRUNC|experimentalsys.O_CREAT) != 0 {
+		st, errno := f.FS.Stat(path)
+		if errno == 0 && st.Mode.IsRegular() && flag&experimentalsys.O_TRUNC != 0 {
 			freed = st.Size
 		}
+		creates = errno == experimentalsys.ENOENT && flag&experimentalsys.O_CREAT != 0
+	}
+	if creates && !f.q.newName() {
+		return nil, f.full()
 	}
 	file, errno := f.FS.OpenFile(path, flag, perm)
 	if errno != 0 {
 		return nil, errno
 	}
 	f.q.used -= freed
+	if creates {
+		f.q.names++
+	}
 	return &quotaFile{File: file, fs: f}, 0
+}
+
+// Mkdir implements experimentalsys.FS: a directory is a name.
+func (f *quotaFS) Mkdir(path string, perm fs.FileMode) experimentalsys.Errno {
+	return f.create(func() experimentalsys.Errno { return f.FS.Mkdir(path, perm) })
+}
+
+// Symlink implements experimentalsys.FS: a link is a name.
+func (f *quotaFS) Symlink(target, link string) experimentalsys.Errno {
+	return f.create(func() experimentalsys.Errno { return f.FS.Symlink(target, link) })
+}
+
+// Link implements experimentalsys.FS: a hard link is a name.
+func (f *quotaFS) Link(oldPath, newPath string) experimentalsys.Errno {
+	return f.create(func() experimentalsys.Errno { return f.FS.Link(oldPath, newPath) })
+}
+
+// create makes one name with fn, if it fits.
+func (f *quotaFS) create(fn func() experimentalsys.Errno) experimentalsys.Errno {
+	f.q.mu.Lock()
+	defer f.q.mu.Unlock()
+	if !f.q.newName() {
+		return f.full()
+	}
+	if errno := fn(); errno != 0 {
+		return errno
+	}
+	f.q.names++
+	return 0
+}
+
+// Rmdir implements experimentalsys.FS: the directory's name is given back.
+func (f *quotaFS) Rmdir(path string) experimentalsys.Errno {
+	f.q.mu.Lock()
+	defer f.q.mu.Unlock()
+	if errno := f.FS.Rmdir(path); errno != 0 {
+		return errno
+	}
+	f.q.names--
+	return 0
 }
 
 // Unlink implements experimentalsys.FS: a file's last link frees its bytes.
@@ -215,13 +296,15 @@ func (f *quotaFS) Unlink(path string) experimentalsys.Errno {
 	if errno := f.FS.Unlink(path); errno != 0 {
 		return errno
 	}
+	f.q.names--
 	if statErr == 0 && st.Mode.IsRegular() && st.Nlink <= 1 {
 		f.q.used -= st.Size
 	}
 	return 0
 }
 
-// Rename implements experimentalsys.FS: a file replaced frees its bytes.
+// Rename implements experimentalsys.FS: a file replaced frees its bytes
+// and its name.
 func (f *quotaFS) Rename(from, to string) experimentalsys.Errno {
 	f.q.mu.Lock()
 	defer f.q.mu.Unlock()
@@ -230,8 +313,11 @@ func (f *quotaFS) Rename(from, to string) experimentalsys.Errno {
 	if errno := f.FS.Rename(from, to); errno != 0 {
 		return errno
 	}
-	if srcErr == 0 && dstErr == 0 && dst.Mode.IsRegular() && dst.Nlink <= 1 && dst.Ino != src.Ino {
-		f.q.used -= dst.Size
+	if srcErr == 0 && dstErr == 0 && dst.Ino != src.Ino {
+		f.q.names-- // the name replaced
+		if dst.Mode.IsRegular() && dst.Nlink <= 1 {
+			f.q.used -= dst.Size
+		}
 	}
 	return 0
 }

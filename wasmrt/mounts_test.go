@@ -2,10 +2,15 @@ package wasmrt
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
+
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
@@ -74,6 +79,78 @@ func TestScratchNeighboursHaveTheirOwnLimits(t *testing.T) {
 	calm.waitFor(t, "alive 1\n")
 }
 
+// Scratch space bounds the names in it (namesFor: 1,024 for 1 MiB),
+// counting what was there: creating a file, a directory or a link past it
+// fails with ENOSPC, and removing one makes room again. Without a limit
+// (a volume) there is no bound.
+func TestScratchBoundsTheNumberOfFiles(t *testing.T) {
+	r := newTestRuntime(t, Config{})
+	dir := t.TempDir()
+	const limit = 1 << 20
+	if n := namesFor(limit); n != 1024 {
+		t.Fatalf("namesFor(1 MiB) = %d, want 1024", n)
+	}
+	if n := namesFor(64 << 20); n != 4096 {
+		t.Fatalf("namesFor(64 MiB) = %d, want 4096", n)
+	}
+	// What is there counts: a directory with 9 files, and one file: 11 names.
+	if err := os.Mkdir(filepath.Join(dir, "old"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 9 {
+		if err := os.WriteFile(filepath.Join(dir, "old", strconv.Itoa(i)), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "x"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := newOutput()
+	inst, err := r.Start(context.Background(), runtimeapi.InstanceSpec{
+		ID: "names", Artifact: testArtifact(t, "manyfiles.wasm"), Stdout: out, Stderr: out,
+		Mounts: []runtimeapi.Mount{{GuestPath: "/tmp", HostPath: dir, LimitBytes: limit}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exit := waitExit(t, inst); exit.Code != 0 {
+		t.Fatalf("exit %+v; output:\n%s", exit, out.String())
+	}
+	want := "made 1013 files: No space left on device\n" +
+		"mkdir: No space left on device\nsymlink: No space left on device\nlink: No space left on device\n" +
+		"unlink: ok\ncreate again: ok\n"
+	if got := out.String(); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	var names int
+	err = filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if p != dir {
+			names++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names != 1024 {
+		t.Errorf("the directory on the node has %d names, want 1024", names)
+	}
+
+	// A volume (no limit) has no bound.
+	out = newOutput()
+	inst, err = r.Start(context.Background(), runtimeapi.InstanceSpec{
+		ID: "volume", Artifact: testArtifact(t, "manyfiles.wasm"), Args: []string{"/data", "1500"}, Stdout: out, Stderr: out,
+		Mounts: []runtimeapi.Mount{{GuestPath: "/data", HostPath: t.TempDir()}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, inst)
+	if got := out.String(); !strings.HasPrefix(got, "made 1500 files\nmkdir: ok\n") {
+		t.Errorf("without a limit: got\n%s", got)
+	}
+}
+
 // A guest cannot leave a writable mount through a symbolic link it makes:
 // a relative link out of the directory is made, but opening through it
 // fails (wazero's DirFS would follow it to the host's files), and an
@@ -132,4 +209,43 @@ func TestReadOnlyMountsKeepSymbolicLinksInside(t *testing.T) {
 	if got := out.String(); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
+}
+
+// The count of names follows what the guest removes and replaces: rmdir,
+// unlink and a rename over a name give theirs back, a rename to a new name
+// or over another link of the same file does not change it.
+func TestScratchNamesAreGivenBack(t *testing.T) {
+	dir := t.TempDir()
+	q := &quota{limit: 1 << 20, maxNames: 3}
+	fsys := &quotaFS{FS: writableFS(dir), q: q, st: &fsState{}}
+	check := func(what string, errno experimentalsys.Errno, want int64) {
+		t.Helper()
+		if errno != 0 {
+			t.Fatalf("%s: %v", what, errno)
+		}
+		if q.names != want {
+			t.Fatalf("after %s: %d names, want %d", what, q.names, want)
+		}
+	}
+	create := func(name string) experimentalsys.Errno {
+		f, errno := fsys.OpenFile(name, experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o600)
+		if errno == 0 {
+			f.Close()
+		}
+		return errno
+	}
+	check("mkdir d", fsys.Mkdir("d", 0o700), 1)
+	check("create a", create("a"), 2)
+	check("open a again with O_CREAT", create("a"), 2)
+	check("create d/b", create("d/b"), 3)
+	if errno := fsys.Symlink("a", "l"); errno != experimentalsys.EIO || !fsys.st.noSpace.Load() {
+		t.Fatalf("a fourth name: %v (noSpace %v), want EIO with noSpace (ENOSPC to the guest)", errno, fsys.st.noSpace.Load())
+	}
+	check("rename a to c", fsys.Rename("a", "c"), 3)
+	check("rename c over d/b", fsys.Rename("c", "d/b"), 2)
+	check("link d/b to e", fsys.Link("d/b", "e"), 3)
+	check("rename e over d/b, the same file", fsys.Rename("e", "d/b"), 3)
+	check("unlink e", fsys.Unlink("e"), 2)
+	check("unlink d/b", fsys.Unlink("d/b"), 1)
+	check("rmdir d", fsys.Rmdir("d"), 0)
 }

@@ -127,9 +127,12 @@ func (s *Server) runCloud(ctx context.Context, el *concurrency.Election) <-chan 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		kv := store.Fenced(s.store.Client, el)
+		nodes := s.api.CloudNodes(kv)
 		c := cloud.New(cloud.Config{
-			Cache: s.cache, KV: store.Fenced(s.store.Client, el), Events: s.events, Logger: s.log, Providers: s.providers, Metrics: s.cloudMetrics,
-			RemoveNode: s.api.RemoveNodeForced, SetCordoned: s.api.SetCordoned, ScaleDownDelay: s.cfg.ScaleDownDelay, Configured: s.cfg.NodeGroups,
+			Cache: s.cache, KV: kv, Events: s.events, Logger: s.log, Providers: s.providers, Metrics: s.cloudMetrics,
+			RemoveNode: nodes.Remove, SetCordoned: nodes.SetCordoned, Drain: nodes.Drain, LabelNode: nodes.Label,
+			ScaleDownDelay: s.cfg.ScaleDownDelay, Configured: s.cfg.NodeGroups,
 			Token: s.api.NodeToken, Servers: func() []string { return []string{dialableAddr(s.APIAddr())} },
 		})
 		_ = c.Start(ctx) // returns nil when ctx ends

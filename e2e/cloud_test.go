@@ -41,11 +41,50 @@ func TestCloudLocalGroupFollowsDemand(t *testing.T) {
 		oneLineError(t, m.run("apply", "-f", group("bad.yaml", tc.spec)), tc.want)
 	}
 	m.waitNodeGroupSource("local", 1, "config")
-	if r := m.mustRun("apply", "-f", group("pool.yaml", "  provider: local\n  max: 3\n  instances: 10\n")); !strings.Contains(r.stdout, "nodegroup/pool created") {
+	if r := m.mustRun("apply", "-f", group("pool.yaml", "  provider: local\n  max: 3\n  instances: 10\n  instanceType: agent\n")); !strings.Contains(r.stdout, "nodegroup/pool created") {
 		t.Errorf("apply printed %q, want nodegroup/pool created", r.stdout)
 	}
 	m.waitNodeGroupSource("local", 3, "manifest")
 	followsDemand(t, m, "local", filepath.Join(m.dataDir, "cloud", "local"))
+	if evs := m.events("NodeGroupApplied"); len(evs) != 1 {
+		t.Errorf("want one NodeGroupApplied event, got %v", evs)
+	}
+	drainsOntoOthers(t, m)
+}
+
+// drainsOntoOthers: a node whose instances can all run on another node for
+// the scale-down delay is drained, its instances replaced there first, and
+// deleted. Workload a's 10 replicas fill a first node; b's 4 get a second;
+// a scaled to 6 leaves either node's instances room on the other: one is
+// drained, and the 10 instances run on the node left. (Nodes holding an
+// instance that cannot move are TestMovable's.)
+func drainsOntoOthers(t *testing.T, m *multi) {
+	m.mustRun("deploy", "testdata/ticker.wasm", "--name", "a", "--replicas", "10")
+	m.mustRun("deploy", "testdata/ticker.wasm", "--name", "b", "--replicas", "4")
+	if ns := m.nodes(); len(ns) != 2 {
+		t.Fatalf("a (10) and b (4) on nodes of 10: want 2 nodes, got %s", toJSON(ns))
+	}
+	m.mustRun("scale", "a", "--replicas", "6")
+	eventually(t, "one node left, running a's 6 and b's 4", func() (bool, string) {
+		ns := m.nodes()
+		perA, a := m.runningPerNode("a")
+		perB, b := m.runningPerNode("b")
+		return len(ns) == 1 && a == 6 && b == 4 && len(perA) == 1 && len(perB) == 1, toJSON(ns) + toJSON(perA) + toJSON(perB)
+	})
+	if evs := m.events("ScaleDown"); len(evs) != 1 || !strings.Contains(evs[0], "can run on other nodes") {
+		t.Errorf("want one ScaleDown (drain) event, got %v", evs)
+	}
+	if evs := m.events("ScaledDown"); !slices.ContainsFunc(evs, func(e string) bool { return strings.Contains(e, "its instances moved to other nodes") }) {
+		t.Errorf("no ScaledDown event for the drained node: %v", evs)
+	}
+	if got := m.metric(`wasmorch_cloud_nodes_removed_total{group="pool",reason="drained"}`); got != 1 {
+		t.Errorf("nodes removed as drained = %v, want 1", got)
+	}
+	m.mustRun("delete", "a", "b")
+	eventually(t, "no nodes", func() (bool, string) {
+		ns := m.nodes()
+		return len(ns) == 0, toJSON(ns)
+	})
 }
 
 // TestCloudPluginGroupFollowsDemand is the same scenario through the
@@ -117,10 +156,20 @@ func followsDemand(t *testing.T, m *multi, provider, nodesDir string) {
 		t.Fatalf("25 instances of 10 per node: want 3 nodes, got %s", toJSON(ns))
 	}
 	for name, n := range ns {
-		if n.State != "Ready" || n.Labels["node-group"] != "pool" || n.Labels["zone"] != "local" || !strings.HasPrefix(name, "pool-") {
+		if n.State != "Ready" || n.Labels["node-group"] != "pool" || n.Labels["zone"] != "local" || n.Labels["wasmorch.io/zone"] != "local" || !strings.HasPrefix(name, "pool-") {
 			t.Errorf("node %s = %+v, want a Ready node of group pool in zone local", name, n)
 		}
 	}
+	// The provider id's last element, once the node has joined.
+	eventually(t, "the nodes labelled with their provider ids", func() (bool, string) {
+		ns := m.nodes()
+		for name, n := range ns {
+			if n.Labels["wasmorch.io/provider-id"] != name {
+				return false, toJSON(ns)
+			}
+		}
+		return true, ""
+	})
 	if pids := localAgents(api); len(pids) != 3 {
 		t.Errorf("want 3 agent processes, found %v", pids)
 	}

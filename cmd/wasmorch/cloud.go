@@ -13,7 +13,7 @@ import (
 // addCloudFlags adds the cloud controller's flags to server (docs/cloud.md).
 func addCloudFlags(cmd *cobra.Command, cp *controlplane.Config) {
 	f := cmd.Flags()
-	f.Var(&nodeGroupsValue{cp: cp}, "node-group", "a node group the cloud controller grows and shrinks, name=NAME,provider=local,min=N,max=N,instances=N[,zone=Z][,labels=k:v;k:v][,arch=A][,memory=SIZE][,cpu=MILLIS] (repeat for several; docs/cloud.md)")
+	f.Var(&nodeGroupsValue{cp: cp}, "node-group", "a node group the cloud controller grows and shrinks, name=NAME,provider=local,min=N,max=N,instances=N[,zone=Z][,labels=k:v;k:v][,arch=A][,memory=SIZE][,cpu=MILLIS][,runtimes=R;R][,instance-type=T] (repeat for several; docs/cloud.md; a NodeGroup applied of the same name overrides it)")
 	f.StringToStringVar(&cp.NodeProviders, "node-provider", nil, "an external node provider NAME=SOCKET: a plugin answering on that unix socket (e.g. 'wasmorch provider local --socket SOCKET'), whose node groups the cloud controller keeps (comma-separated or repeated)")
 	f.DurationVar(&cp.ScaleDownDelay, "scale-down-delay", cloud.DefaultScaleDownDelay, "how long a node of a node group must hold no instance before it is deleted")
 	f.DurationVar(&cp.NodeGrace, "node-grace", cp.NodeGrace, "how long a node may miss its heartbeats before it is NotReady and its instances are replaced")

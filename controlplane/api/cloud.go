@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"maps"
 	"sort"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -22,20 +24,60 @@ import (
 // cloudTokenTTL bounds the token of a node the provider is starting.
 const cloudTokenTTL = 30 * time.Minute
 
-// RemoveNodeForced removes a node as 'wasmorch node rm --force' does.
-func (s *Server) RemoveNodeForced(ctx context.Context, name string) (int32, error) {
-	resp, err := (&controlAPI{s: s}).RemoveNode(ctx, &v1.RemoveNodeRequest{Name: name, Force: true})
+// CloudNodes are the writes to nodes of the leader's cloud controller,
+// each through kv, the leader's fenced KV (store.Fenced): a deposed leader
+// that has not noticed yet changes no node.
+type CloudNodes struct {
+	s  *Server
+	kv clientv3.KV
+}
+
+// CloudNodes returns the node writes of the cloud controller through kv.
+func (s *Server) CloudNodes(kv clientv3.KV) CloudNodes { return CloudNodes{s: s, kv: kv} }
+
+// Remove removes a node as 'wasmorch node rm --force' does.
+func (c CloudNodes) Remove(ctx context.Context, name string) (int32, error) {
+	resp, err := c.s.removeNode(ctx, c.kv, &v1.RemoveNodeRequest{Name: name, Force: true})
 	return resp.GetLostInstances(), err
 }
 
-// SetCordoned cordons a node, or makes it schedulable again, as 'wasmorch
-// cordon' and 'uncordon' do.
-func (s *Server) SetCordoned(ctx context.Context, name string, cordoned bool) error {
+// SetCordoned cordons a node, or makes it schedulable again (ending a
+// drain), as 'wasmorch cordon' and 'uncordon' do.
+func (c CloudNodes) SetCordoned(ctx context.Context, name string, cordoned bool) error {
 	if cordoned {
-		_, err := (&controlAPI{s: s}).CordonNode(ctx, &v1.NodeRequest{Name: name})
+		_, err := c.s.updateNodeVia(ctx, c.kv, name, "NodeCordoned", "node %s cordoned by the cloud controller: no new instances are placed on it", func(n *v1.Node) {
+			n.Cordoned = true
+		})
 		return err
 	}
-	_, err := (&controlAPI{s: s}).UncordonNode(ctx, &v1.NodeRequest{Name: name})
+	_, err := c.s.updateNodeVia(ctx, c.kv, name, "NodeUncordoned", "node %s uncordoned by the cloud controller: instances may be placed on it", func(n *v1.Node) {
+		n.Cordoned, n.Draining = false, false
+	})
+	return err
+}
+
+// Drain cordons a node and has the workload controller move its
+// instances, replacements first, as 'wasmorch drain' does.
+func (c CloudNodes) Drain(ctx context.Context, name string) error {
+	_, err := c.s.updateNodeVia(ctx, c.kv, name, "NodeDraining", "node %s draining by the cloud controller: its instances move to other nodes", func(n *v1.Node) {
+		n.Cordoned, n.Draining = true, true
+	})
+	return err
+}
+
+// Label sets labels of a node (the provider's well-known ones).
+func (c CloudNodes) Label(ctx context.Context, name string, set map[string]string) error {
+	for k, v := range set {
+		if err := workloads.ValidateLabel(k, v); err != nil {
+			return err
+		}
+	}
+	_, err := c.s.updateNodeVia(ctx, c.kv, name, "NodeLabeled", "node %s labeled by the cloud controller with its provider's labels", func(n *v1.Node) {
+		if n.Labels == nil {
+			n.Labels = map[string]string{}
+		}
+		maps.Copy(n.Labels, set)
+	})
 	return err
 }
 

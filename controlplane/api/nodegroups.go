@@ -128,6 +128,7 @@ func nodeGroupChanges(cur, want *v1.NodeGroupSpec) []string {
 	field("arch", cur.GetArch(), want.GetArch())
 	field("memory", cur.GetMemoryBytes(), want.GetMemoryBytes())
 	field("cpu", cur.GetCpuMillis(), want.GetCpuMillis())
+	field("instanceType", cur.GetInstanceType(), want.GetInstanceType())
 	if !slices.Equal(cur.GetRuntimes(), want.GetRuntimes()) {
 		field("runtimes", cur.GetRuntimes(), want.GetRuntimes())
 	}

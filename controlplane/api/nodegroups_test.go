@@ -7,9 +7,11 @@ import (
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
+	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -136,5 +138,68 @@ func TestApplyNodeGroup(t *testing.T) {
 	}
 	if n, _ := s.store.Client.Get(ctx, nodeGroupSpecsPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); n.Count != 0 {
 		t.Errorf("%d node groups left stored", n.Count)
+	}
+}
+
+// TestCloudNodeWritesAreFenced: the cloud controller's writes to nodes
+// (remove, cordon, drain, label) go through the leader's fence: while it
+// leads they are made; once it is deposed none is.
+func TestCloudNodeWritesAreFenced(t *testing.T) {
+	s := newTestServer(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.cache.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for _, n := range []string{"pool-a", "pool-b"} {
+		if _, err := s.store.Nodes.Create(ctx, n, &v1.Node{Name: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sess, err := concurrency.NewSession(s.store.Client, concurrency.WithTTL(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	el := concurrency.NewElection(sess, store.ElectionPrefix)
+	if err := el.Campaign(ctx, "me"); err != nil {
+		t.Fatal(err)
+	}
+	nodes := s.CloudNodes(store.Fenced(s.store.Client, el))
+	get := func(name string) *v1.Node {
+		n, err := s.store.Nodes.Get(ctx, name)
+		if errdefs.IsNotFound(err) {
+			return nil
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return n.Value
+	}
+	if err := nodes.Drain(ctx, "pool-a"); err != nil || !get("pool-a").GetDraining() {
+		t.Fatalf("drain while leading: %v, %v", err, get("pool-a"))
+	}
+	if err := nodes.Label(ctx, "pool-a", map[string]string{provider.LabelProviderID: "pool-a"}); err != nil || get("pool-a").GetLabels()[provider.LabelProviderID] != "pool-a" {
+		t.Fatalf("label while leading: %v, %v", err, get("pool-a"))
+	}
+	if _, err := nodes.Remove(ctx, "pool-a"); err != nil || get("pool-a") != nil {
+		t.Fatalf("remove while leading: %v, %v", err, get("pool-a"))
+	}
+
+	if _, err := s.store.Client.Revoke(ctx, sess.Lease()); err != nil { // deposed
+		t.Fatal(err)
+	}
+	if _, err := nodes.Remove(ctx, "pool-b"); err == nil || get("pool-b") == nil {
+		t.Errorf("a deposed leader removed node pool-b (%v)", err)
+	}
+	if err := nodes.SetCordoned(ctx, "pool-b", true); err == nil || get("pool-b").GetCordoned() {
+		t.Errorf("a deposed leader cordoned node pool-b (%v)", err)
+	}
+	if err := nodes.Drain(ctx, "pool-b"); err == nil || get("pool-b").GetDraining() {
+		t.Errorf("a deposed leader drained node pool-b (%v)", err)
+	}
+	if err := nodes.Label(ctx, "pool-b", map[string]string{"x": "y"}); err == nil || get("pool-b").GetLabels()["x"] != "" {
+		t.Errorf("a deposed leader labelled node pool-b (%v)", err)
+	}
+	// The API's own RemoveNode is the admin's, not fenced.
+	if _, err := (&controlAPI{s: s}).RemoveNode(ctx, &v1.RemoveNodeRequest{Name: "pool-b", Force: true}); err != nil || get("pool-b") != nil {
+		t.Errorf("node rm --force: %v, %v", err, get("pool-b"))
 	}
 }

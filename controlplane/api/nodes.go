@@ -43,6 +43,14 @@ func (a *controlAPI) DrainNode(ctx context.Context, req *v1.NodeRequest) (*v1.No
 // its agent would register it again at its next heartbeat. The instances it
 // held are replaced elsewhere by the controller.
 func (a *controlAPI) RemoveNode(ctx context.Context, req *v1.RemoveNodeRequest) (*v1.RemoveNodeResponse, error) {
+	return a.s.removeNode(ctx, a.s.store.Client, req)
+}
+
+// removeNode is RemoveNode writing through kv: the leader's cloud
+// controller passes its fenced KV, so that a deposed leader removes
+// nothing (cloud.go).
+func (s *Server) removeNode(ctx context.Context, kv clientv3.KV, req *v1.RemoveNodeRequest) (*v1.RemoveNodeResponse, error) {
+	a := &controlAPI{s: s}
 	name := req.GetName()
 	if err := workloads.ValidateNodeName(name); err != nil {
 		return nil, err
@@ -66,7 +74,7 @@ func (a *controlAPI) RemoveNode(ctx context.Context, req *v1.RemoveNodeRequest) 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := a.s.store.Client.Txn(ctx).
+	resp, err := kv.Txn(ctx).
 		If(a.s.store.Nodes.Unchanged(name, cur.ModRevision), certsUnchanged).
 		Then(append(revoke, clientv3.OpDelete(a.s.store.Nodes.Key(name)), clientv3.OpDelete(store.AlivePrefix+name))...).
 		Commit()
@@ -90,6 +98,12 @@ func (a *controlAPI) RemoveNode(ctx context.Context, req *v1.RemoveNodeRequest) 
 // updateNode changes a node record with compare-and-swap, retrying on
 // conflicts with concurrent registrations, and records an event.
 func (s *Server) updateNode(ctx context.Context, name, reason, format string, change func(*v1.Node)) (*v1.NodeView, error) {
+	return s.updateNodeVia(ctx, s.store.Client, name, reason, format, change)
+}
+
+// updateNodeVia is updateNode writing through kv (the leader's fenced KV
+// for the cloud controller's writes: cloud.go).
+func (s *Server) updateNodeVia(ctx context.Context, kv clientv3.KV, name, reason, format string, change func(*v1.Node)) (*v1.NodeView, error) {
 	if err := workloads.ValidateNodeName(name); err != nil {
 		return nil, err
 	}
@@ -103,10 +117,18 @@ func (s *Server) updateNode(ctx context.Context, name, reason, format string, ch
 		if proto.Equal(n, cur.Value) {
 			break
 		}
-		if _, err := s.store.Nodes.Update(ctx, name, n, cur.ModRevision); errdefs.IsConflict(err) && attempt < 5 {
-			continue
-		} else if err != nil {
+		op, err := s.store.Nodes.PutOp(name, n)
+		if err != nil {
 			return nil, err
+		}
+		resp, err := kv.Txn(ctx).If(s.store.Nodes.Unchanged(name, cur.ModRevision)).Then(op).Commit()
+		if err != nil {
+			return nil, errdefs.Unavailablef("update node %s: %v", name, err)
+		}
+		if !resp.Succeeded && attempt < 5 {
+			continue
+		} else if !resp.Succeeded {
+			return nil, errdefs.Conflictf("node %q changed since it was read", name)
 		}
 		if err := s.events.Record(ctx, events.Node(name), reason, format, name); err != nil {
 			s.log.Warn("could not record event", "err", err)

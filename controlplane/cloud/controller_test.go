@@ -5,14 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/cloud/local"
 	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
+	"github.com/wasmorch/wasmorch/controlplane/events"
+	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/etcdtest"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -139,7 +143,7 @@ func TestRecordedScaleUpCountsForANewLeader(t *testing.T) {
 	if got, err := c.targets(ctx, oneReady, sizes); err != nil || got["pool"] != 3 || !recorded() {
 		t.Errorf("another leadership's scale-up to 3: target %v (%v), want 3, kept", got, err)
 	}
-	c.mine["pool"] = true
+	c.mine["pool"] = []string{"pool-b", "pool-c"}
 	if got, err := c.targets(ctx, oneReady, sizes); err != nil || got["pool"] != 0 || !recorded() {
 		t.Errorf("this leadership's own scale-up: target %v (%v), want the provider's 0, kept", got, err)
 	}
@@ -151,6 +155,111 @@ func TestRecordedScaleUpCountsForANewLeader(t *testing.T) {
 	record(3, now.Add(-2*time.Minute))
 	if got, err := c.targets(ctx, oneReady, sizes); err != nil || got["pool"] != 0 || recorded() {
 		t.Errorf("a record older than the provision timeout: target %v (%v), want 0 and the record forgotten", got, err)
+	}
+
+	// A record that names its nodes: counted while the provider lists one
+	// of them (or it has joined); forgotten at once when none exists (the
+	// agents of the local provider died with the leader that asked).
+	named := func(nodes ...string) {
+		b, _ := json.Marshal(scaleUp{Target: 3, AtUnixNano: now.Add(-time.Second).UnixNano(), Nodes: nodes})
+		if _, err := cli.Put(ctx, ScaleUpsPrefix+"pool", string(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	named("pool-b", "pool-c")
+	c.listed["pool"] = []provider.Node{{Name: "pool-c", State: provider.Creating}}
+	if got, err := c.targets(ctx, oneReady, sizes); err != nil || got["pool"] != 3 || !recorded() {
+		t.Errorf("a record one of whose nodes the provider lists: target %v (%v), want 3, kept", got, err)
+	}
+	c.listed["pool"] = nil
+	if got, err := c.targets(ctx, view{nodes: map[string][]groupNode{"pool": {{name: "pool-b"}}}}, sizes); err != nil || got["pool"] != 3 || !recorded() {
+		t.Errorf("a record one of whose nodes has joined: target %v (%v), want 3, kept", got, err)
+	}
+	if got, err := c.targets(ctx, oneReady, sizes); err != nil || got["pool"] != 0 || recorded() {
+		t.Errorf("a record none of whose nodes exists: target %v (%v), want the provider's 0 and the record forgotten", got, err)
+	}
+}
+
+// cloudFake is a provider standing in for a cloud whose machines may never
+// join: it lists what it was asked to make until asked to delete it.
+type cloudFake struct {
+	group   provider.NodeGroup
+	nodes   []provider.Node
+	deleted []string
+}
+
+func (f *cloudFake) Name() string { return "fake" }
+func (f *cloudFake) NodeGroups(context.Context) ([]provider.NodeGroup, error) {
+	return []provider.NodeGroup{f.group}, nil
+}
+func (f *cloudFake) TargetSize(context.Context, string) (int, error) { return len(f.nodes), nil }
+func (f *cloudFake) IncreaseSize(_ context.Context, _ string, nodes []provider.NewNode) error {
+	for _, n := range nodes {
+		f.nodes = append(f.nodes, provider.Node{Name: n.Name, ProviderID: "fake:///" + n.Name, State: provider.Creating})
+	}
+	return nil
+}
+func (f *cloudFake) DeleteNodes(_ context.Context, _ string, names []string) error {
+	for _, n := range names {
+		f.nodes = slices.DeleteFunc(f.nodes, func(pn provider.Node) bool { return pn.Name == n })
+		f.deleted = append(f.deleted, n)
+	}
+	return nil
+}
+func (f *cloudFake) Nodes(context.Context, string) ([]provider.Node, error) {
+	return slices.Clone(f.nodes), nil
+}
+func (f *cloudFake) Close() error { return nil }
+
+// TestNodeThatNeverJoinsIsDeleted: a node its provider made that has not
+// joined within the provision timeout is deleted through the provider, with
+// an event, and the instances waiting for it make the controller ask for
+// another at once.
+func TestNodeThatNeverJoinsIsDeleted(t *testing.T) {
+	cli := etcdtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c0 := cache.New(cache.Config{Client: cli})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c0.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+	st := store.New(cli)
+	// One instance Pending for lack of a node.
+	if _, err := st.Instances.Create(ctx, "w-1", &v1.Instance{Id: "w-1", Workload: "w", PendingReason: "0/0 nodes fit", Spec: &v1.WorkloadSpec{Kind: "wasm"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c0.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_000_000, 0)
+	fake := &cloudFake{group: newGroup("pool", 0, 3, 10)}
+	rec := events.New(cli, "test")
+	c := New(Config{Cache: c0, KV: cli, Events: rec, Providers: []provider.Provider{fake}, Now: func() time.Time { return now }, ProvisionTimeout: time.Minute,
+		Token:   func(context.Context, string, map[string]string) (string, error) { return "token", nil },
+		Servers: func() []string { return []string{"127.0.0.1:1"} }})
+	if err := c.Pass(ctx); err != nil || len(fake.nodes) != 1 {
+		t.Fatalf("first pass: %v, provider nodes %v; want one asked for", err, fake.nodes)
+	}
+	first := fake.nodes[0].Name
+	now = now.Add(30 * time.Second)
+	if err := c.Pass(ctx); err != nil || len(fake.deleted) != 0 || len(fake.nodes) != 1 {
+		t.Fatalf("within the timeout: %v, deleted %v, nodes %v; want it kept and no other asked for", err, fake.deleted, fake.nodes)
+	}
+	now = now.Add(time.Minute)
+	if err := c.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(fake.deleted) != "["+first+"]" || len(fake.nodes) != 1 || fake.nodes[0].Name == first {
+		t.Fatalf("past the timeout: deleted %v, nodes %v; want %s deleted and another asked for", fake.deleted, fake.nodes, first)
+	}
+	evs, err := rec.List(ctx, "nodegroup/pool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(evs, func(e *v1.Event) bool {
+		return e.GetReason() == "NodeNeverJoined" && strings.Contains(e.GetMessage(), "node "+first+" (fake:///"+first+") did not join within 1m0s")
+	}) {
+		t.Errorf("no NodeNeverJoined event for %s: %v", first, evs)
 	}
 }
 

@@ -22,7 +22,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		nodesAsked: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_cloud_nodes_requested_total",
 			Help: "Nodes the cloud controller asked a node group's provider to make."}, []string{"group"}),
 		nodesDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_cloud_nodes_removed_total",
-			Help: "Nodes of a node group the cloud controller removed, by reason: idle (scale-down) or gone (its provider no longer lists it)."}, []string{"group", "reason"}),
+			Help: "Nodes of a node group the cloud controller removed, by reason: idle (scale-down of an empty node), drained (scale-down of a node whose instances moved), gone (its provider no longer lists it) or unjoined (it never joined)."}, []string{"group", "reason"}),
 		providerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_cloud_provider_errors_total",
 			Help: "Calls to a node provider that failed (the controller retries at its next pass)."}, []string{"provider"}),
 		targetSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wasmorch_cloud_group_target_size",

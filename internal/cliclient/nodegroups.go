@@ -41,7 +41,7 @@ func NodeGroupSpec(o manifest.Object) (*wasmorchv1.NodeGroupSpec, error) {
 		return nil, Errorf("e.g. cpu: 4000m or cpu: 4", "node group %s: spec.cpu: %v", o.Metadata.Name, err)
 	}
 	return &wasmorchv1.NodeGroupSpec{Name: o.Metadata.Name, Provider: s.Provider, MinSize: int32(s.Min), MaxSize: int32(s.Max), Zone: s.Zone,
-		InstancesPerNode: int32(s.Instances), Labels: s.Labels, Arch: s.Arch, MemoryBytes: mem, CpuMillis: cpu, Runtimes: s.Runtimes}, nil
+		InstancesPerNode: int32(s.Instances), Labels: s.Labels, Arch: s.Arch, MemoryBytes: mem, CpuMillis: cpu, Runtimes: s.Runtimes, InstanceType: s.InstanceType}, nil
 }
 
 // ApplyNodeGroup applies a NodeGroup object (dryRun: only checks it and

@@ -25,6 +25,7 @@ type NodeGroup struct {
 	MemoryBytes      int64             `json:"memoryBytes,omitempty"`
 	CPUMillis        int64             `json:"cpuMillis,omitempty"`
 	Runtimes         []string          `json:"runtimes,omitempty"`
+	InstanceType     string            `json:"instanceType,omitempty"`
 	// Source is where it is configured: config, manifest or plugin.
 	Source string `json:"source,omitempty"`
 	// Nodes are its nodes as its provider last listed them.
@@ -52,7 +53,7 @@ func NodeGroups(gs []*wasmorchv1.NodeGroupStatus) []NodeGroup {
 func NodeGroupFrom(g *wasmorchv1.NodeGroupStatus) NodeGroup {
 	out := NodeGroup{Name: g.GetName(), Provider: g.GetProvider(), Min: g.GetMinSize(), Max: g.GetMaxSize(), Target: g.GetTargetSize(),
 		Ready: g.GetReadyNodes(), Zone: g.GetZone(), InstancesPerNode: g.GetInstancesPerNode(), Labels: g.GetLabels(), Arch: g.GetArch(),
-		MemoryBytes: g.GetMemoryBytes(), CPUMillis: g.GetCpuMillis(), Runtimes: g.GetRuntimes(), Source: g.GetSource(),
+		MemoryBytes: g.GetMemoryBytes(), CPUMillis: g.GetCpuMillis(), Runtimes: g.GetRuntimes(), InstanceType: g.GetInstanceType(), Source: g.GetSource(),
 		Updated: time.Unix(0, g.GetUpdatedUnixNano()).UTC()}
 	for _, n := range g.GetNodes() {
 		out.Nodes = append(out.Nodes, ProviderNode{Name: n.GetName(), ProviderID: n.GetProviderId(), State: n.GetState()})
@@ -155,6 +156,7 @@ func (p Printer) DescribeNodeGroup(w io.Writer, name string, d NodeGroupDescript
 		field("Zone", dash(g.Zone))
 		field("Labels", dash(FormatLabels(g.Labels)))
 		field("Arch", dash(g.Arch))
+		field("Instance type", dash(g.InstanceType))
 		if g.MemoryBytes > 0 {
 			field("Memory", HumanBytes(g.MemoryBytes))
 		}

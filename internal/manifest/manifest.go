@@ -109,6 +109,8 @@ type NodeGroupSpec struct {
 	Memory    string            `yaml:"memory,omitempty"` // of a node, "8Gi"
 	CPU       string            `yaml:"cpu,omitempty"`    // of a node, "4000m" or "4"
 	Runtimes  []string          `yaml:"runtimes,omitempty"`
+	// InstanceType is the machine type, its nodes' wasmorch.io/instance-type.
+	InstanceType string `yaml:"instanceType,omitempty"`
 }
 
 // nodeGroupDoc is a NodeGroup document, whose spec is a NodeGroupSpec.

@@ -73,7 +73,7 @@ func (s *server) NodeGroups(ctx context.Context, _ *pb.NodeGroupsRequest) (*pb.N
 	for _, g := range gs {
 		t := g.Template
 		out.NodeGroups = append(out.NodeGroups, &pb.NodeGroup{Name: g.Name, MinSize: int32(g.Min), MaxSize: int32(g.Max), Zone: g.Zone,
-			Template: &pb.Template{Labels: t.Labels, Arch: t.Arch, Instances: t.Instances, MemoryBytes: t.MemoryBytes, CpuMillis: t.CPUMillis, Runtimes: t.Runtimes}})
+			Template: &pb.Template{Labels: t.Labels, Arch: t.Arch, Instances: t.Instances, MemoryBytes: t.MemoryBytes, CpuMillis: t.CPUMillis, Runtimes: t.Runtimes, InstanceType: t.InstanceType}})
 	}
 	return out, nil
 }
@@ -150,7 +150,7 @@ func (c *Client) NodeGroups(ctx context.Context) ([]provider.NodeGroup, error) {
 	for _, g := range resp.GetNodeGroups() {
 		t := g.GetTemplate()
 		ng := provider.NodeGroup{Name: g.GetName(), Provider: c.name, Min: int(g.GetMinSize()), Max: int(g.GetMaxSize()), Zone: g.GetZone(),
-			Template: provider.Template{Labels: t.GetLabels(), Arch: t.GetArch(), Instances: t.GetInstances(), MemoryBytes: t.GetMemoryBytes(), CPUMillis: t.GetCpuMillis(), Runtimes: t.GetRuntimes()}}
+			Template: provider.Template{Labels: t.GetLabels(), Arch: t.GetArch(), Instances: t.GetInstances(), MemoryBytes: t.GetMemoryBytes(), CPUMillis: t.GetCpuMillis(), Runtimes: t.GetRuntimes(), InstanceType: t.GetInstanceType()}}
 		if err := ng.Validate(); err != nil {
 			return nil, c.wrap("NodeGroups", err)
 		}

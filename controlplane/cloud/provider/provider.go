@@ -26,6 +26,18 @@ const (
 	LabelZone  = "zone"
 )
 
+// Well-known labels of the nodes a provider makes (docs/cloud.md), in the
+// wasmorch.io/ namespace, which a group's own labels may not use: its
+// zone, its machine type, and its provider id's last element (a label
+// value holds no '/' or ':'), which the controller sets once the node has
+// joined.
+const (
+	LabelPrefix        = "wasmorch.io/"
+	LabelWellKnownZone = LabelPrefix + "zone"
+	LabelInstanceType  = LabelPrefix + "instance-type"
+	LabelProviderID    = LabelPrefix + "provider-id"
+)
+
 // Template is what a node of a group looks like once it has joined: its
 // labels (beside LabelGroup and LabelZone), arch and capacity, as the
 // controller matches pending instances against them before the node
@@ -40,6 +52,9 @@ type Template struct {
 	CPUMillis   int64
 	// Runtimes its nodes have ("wasm", "container"); empty: wasm.
 	Runtimes []string
+	// InstanceType is the machine type ("m5.large"; "" unknown): the
+	// LabelInstanceType of its nodes.
+	InstanceType string
 }
 
 // NodeGroup is one group of like nodes a provider grows and shrinks.
@@ -67,7 +82,7 @@ func (g NodeGroup) Validate() error {
 		return fmt.Errorf("node group %s: instances per node %d must be at least 1", g.Name, g.Template.Instances)
 	}
 	for k, v := range g.Template.Labels {
-		if k == LabelGroup || k == LabelZone {
+		if k == LabelGroup || k == LabelZone || strings.HasPrefix(k, LabelPrefix) {
 			return fmt.Errorf("node group %s: label %s is set by the provider", g.Name, k)
 		}
 		if err := workloads.ValidateLabel(k, v); err != nil {
@@ -79,6 +94,11 @@ func (g NodeGroup) Validate() error {
 			return fmt.Errorf("node group %s: %w", g.Name, err)
 		}
 	}
+	if t := g.Template.InstanceType; t != "" {
+		if err := workloads.ValidateLabel(LabelInstanceType, t); err != nil {
+			return fmt.Errorf("node group %s: instance type: %w", g.Name, err)
+		}
+	}
 	for _, r := range g.Template.Runtimes {
 		if r != "wasm" && r != "container" {
 			return fmt.Errorf("node group %s: runtime %q is not wasm or container", g.Name, r)
@@ -88,16 +108,32 @@ func (g NodeGroup) Validate() error {
 }
 
 // NodeLabels are the labels a node of g joins with: the template's, its
-// group and its zone.
+// group, its zone and its instance type (the well-known ones beside).
 func (g NodeGroup) NodeLabels(zone string) map[string]string {
 	out := map[string]string{LabelGroup: g.Name}
 	for k, v := range g.Template.Labels {
 		out[k] = v
 	}
 	if zone != "" {
-		out[LabelZone] = zone
+		out[LabelZone], out[LabelWellKnownZone] = zone, zone
+	}
+	if t := g.Template.InstanceType; t != "" {
+		out[LabelInstanceType] = t
 	}
 	return out
+}
+
+// ProviderIDLabel is the value of a node's LabelProviderID: the last
+// element of its provider id ("i-0abc" of "aws:///us-east-1a/i-0abc"),
+// "" when that is not a label value.
+func ProviderIDLabel(id string) string {
+	if i := strings.LastIndexAny(id, "/:"); i >= 0 {
+		id = id[i+1:]
+	}
+	if workloads.ValidateLabel(LabelProviderID, id) != nil {
+		return ""
+	}
+	return id
 }
 
 // HasRuntime reports whether the group's nodes run kind ("wasm" when
@@ -220,6 +256,8 @@ func ParseGroup(s string, parseBytes func(string) (int64, error)) (NodeGroup, er
 			g.Template.CPUMillis = int64(n)
 		case "runtimes":
 			g.Template.Runtimes = strings.Split(v, ";")
+		case "instance-type":
+			g.Template.InstanceType = v
 		case "labels":
 			g.Template.Labels = map[string]string{}
 			for _, kv := range strings.Split(v, ";") {
@@ -230,7 +268,7 @@ func ParseGroup(s string, parseBytes func(string) (int64, error)) (NodeGroup, er
 				g.Template.Labels[lk] = lv
 			}
 		default:
-			return g, fmt.Errorf("node group %q: unknown key %q (name, provider, min, max, instances, zone, arch, memory, cpu, runtimes, labels)", s, k)
+			return g, fmt.Errorf("node group %q: unknown key %q (name, provider, min, max, instances, zone, arch, memory, cpu, runtimes, instance-type, labels)", s, k)
 		}
 		if err != nil {
 			return g, fmt.Errorf("node group %q: %s: %w", s, k, err)
@@ -270,14 +308,14 @@ type Configurable interface {
 func FromSpec(s *v1.NodeGroupSpec) NodeGroup {
 	return NodeGroup{Name: s.GetName(), Provider: s.GetProvider(), Min: int(s.GetMinSize()), Max: int(s.GetMaxSize()), Zone: s.GetZone(),
 		Template: Template{Labels: s.GetLabels(), Arch: s.GetArch(), Instances: s.GetInstancesPerNode(), MemoryBytes: s.GetMemoryBytes(),
-			CPUMillis: s.GetCpuMillis(), Runtimes: s.GetRuntimes()}}
+			CPUMillis: s.GetCpuMillis(), Runtimes: s.GetRuntimes(), InstanceType: s.GetInstanceType()}}
 }
 
 // Spec is g as a NodeGroup object holds it.
 func (g NodeGroup) Spec() *v1.NodeGroupSpec {
 	t := g.Template
 	return &v1.NodeGroupSpec{Name: g.Name, Provider: g.Provider, MinSize: int32(g.Min), MaxSize: int32(g.Max), Zone: g.Zone, InstancesPerNode: t.Instances,
-		Labels: t.Labels, Arch: t.Arch, MemoryBytes: t.MemoryBytes, CpuMillis: t.CPUMillis, Runtimes: t.Runtimes}
+		Labels: t.Labels, Arch: t.Arch, MemoryBytes: t.MemoryBytes, CpuMillis: t.CPUMillis, Runtimes: t.Runtimes, InstanceType: t.InstanceType}
 }
 
 // Equal reports whether two groups are configured alike.
@@ -285,5 +323,6 @@ func (g NodeGroup) Equal(o NodeGroup) bool {
 	a, b := g.Spec(), o.Spec()
 	return a.GetName() == b.GetName() && a.GetProvider() == b.GetProvider() && a.GetMinSize() == b.GetMinSize() && a.GetMaxSize() == b.GetMaxSize() &&
 		a.GetZone() == b.GetZone() && a.GetInstancesPerNode() == b.GetInstancesPerNode() && maps.Equal(a.GetLabels(), b.GetLabels()) &&
-		a.GetArch() == b.GetArch() && a.GetMemoryBytes() == b.GetMemoryBytes() && a.GetCpuMillis() == b.GetCpuMillis() && slices.Equal(a.GetRuntimes(), b.GetRuntimes())
+		a.GetArch() == b.GetArch() && a.GetMemoryBytes() == b.GetMemoryBytes() && a.GetCpuMillis() == b.GetCpuMillis() && slices.Equal(a.GetRuntimes(), b.GetRuntimes()) &&
+		a.GetInstanceType() == b.GetInstanceType()
 }

@@ -8702,6 +8702,7 @@ type NodeGroupStatus struct {
 	MemoryBytes   int64    `protobuf:"varint,14,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
 	CpuMillis     int64    `protobuf:"varint,15,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
 	Runtimes      []string `protobuf:"bytes,16,rep,name=runtimes,proto3" json:"runtimes,omitempty"`
+	InstanceType  string   `protobuf:"bytes,17,opt,name=instance_type,json=instanceType,proto3" json:"instance_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -8848,6 +8849,13 @@ func (x *NodeGroupStatus) GetRuntimes() []string {
 	return nil
 }
 
+func (x *NodeGroupStatus) GetInstanceType() string {
+	if x != nil {
+		return x.InstanceType
+	}
+	return ""
+}
+
 // cloud: a node of a group as its provider lists it.
 type NodeGroupNode struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -8924,6 +8932,7 @@ type NodeGroupSpec struct {
 	MemoryBytes      int64                  `protobuf:"varint,9,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
 	CpuMillis        int64                  `protobuf:"varint,10,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
 	Runtimes         []string               `protobuf:"bytes,11,rep,name=runtimes,proto3" json:"runtimes,omitempty"`
+	InstanceType     string                 `protobuf:"bytes,12,opt,name=instance_type,json=instanceType,proto3" json:"instance_type,omitempty"` // the wasmorch.io/instance-type label of its nodes
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -9033,6 +9042,13 @@ func (x *NodeGroupSpec) GetRuntimes() []string {
 		return x.Runtimes
 	}
 	return nil
+}
+
+func (x *NodeGroupSpec) GetInstanceType() string {
+	if x != nil {
+		return x.InstanceType
+	}
+	return ""
 }
 
 type NodeGroupApplyRequest struct {
@@ -10077,7 +10093,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"timestamps\x12\x16\n" +
 	"\x06follow\x18\x06 \x01(\bR\x06follow\",\n" +
 	"\fUsageRequest\x12\x1c\n" +
-	"\tinstances\x18\x01 \x03(\tR\tinstances\"\xe0\x04\n" +
+	"\tinstances\x18\x01 \x03(\tR\tinstances\"\x85\x05\n" +
 	"\x0fNodeGroupStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x19\n" +
@@ -10098,7 +10114,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x0e \x01(\x03R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x0f \x01(\x03R\tcpuMillis\x12\x1a\n" +
-	"\bruntimes\x18\x10 \x03(\tR\bruntimes\x1a9\n" +
+	"\bruntimes\x18\x10 \x03(\tR\bruntimes\x12#\n" +
+	"\rinstance_type\x18\x11 \x01(\tR\finstanceType\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Z\n" +
@@ -10106,7 +10123,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vprovider_id\x18\x02 \x01(\tR\n" +
 	"providerId\x12\x14\n" +
-	"\x05state\x18\x03 \x01(\tR\x05state\"\xa4\x03\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\"\xc9\x03\n" +
 	"\rNodeGroupSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x19\n" +
@@ -10120,7 +10137,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
 	"cpu_millis\x18\n" +
 	" \x01(\x03R\tcpuMillis\x12\x1a\n" +
-	"\bruntimes\x18\v \x03(\tR\bruntimes\x1a9\n" +
+	"\bruntimes\x18\v \x03(\tR\bruntimes\x12#\n" +
+	"\rinstance_type\x18\f \x01(\tR\finstanceType\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"`\n" +

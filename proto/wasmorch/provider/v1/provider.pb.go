@@ -89,6 +89,7 @@ type Template struct {
 	MemoryBytes   int64                  `protobuf:"varint,4,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`                                             // 0 unknown
 	CpuMillis     int64                  `protobuf:"varint,5,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`                                                   // 0 unknown
 	Runtimes      []string               `protobuf:"bytes,6,rep,name=runtimes,proto3" json:"runtimes,omitempty"`                                                                       // "wasm", "container"; empty: wasm
+	InstanceType  string                 `protobuf:"bytes,7,opt,name=instance_type,json=instanceType,proto3" json:"instance_type,omitempty"`                                           // the machine type ("m5.large"): its nodes' wasmorch.io/instance-type label
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -163,6 +164,13 @@ func (x *Template) GetRuntimes() []string {
 		return x.Runtimes
 	}
 	return nil
+}
+
+func (x *Template) GetInstanceType() string {
+	if x != nil {
+		return x.InstanceType
+	}
+	return ""
 }
 
 type NodeGroup struct {
@@ -806,7 +814,7 @@ var File_wasmorch_provider_v1_provider_proto protoreflect.FileDescriptor
 
 const file_wasmorch_provider_v1_provider_proto_rawDesc = "" +
 	"\n" +
-	"#wasmorch/provider/v1/provider.proto\x12\x14wasmorch.provider.v1\"\x99\x02\n" +
+	"#wasmorch/provider/v1/provider.proto\x12\x14wasmorch.provider.v1\"\xbe\x02\n" +
 	"\bTemplate\x12B\n" +
 	"\x06labels\x18\x01 \x03(\v2*.wasmorch.provider.v1.Template.LabelsEntryR\x06labels\x12\x12\n" +
 	"\x04arch\x18\x02 \x01(\tR\x04arch\x12\x1c\n" +
@@ -814,7 +822,8 @@ const file_wasmorch_provider_v1_provider_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x04 \x01(\x03R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x05 \x01(\x03R\tcpuMillis\x12\x1a\n" +
-	"\bruntimes\x18\x06 \x03(\tR\bruntimes\x1a9\n" +
+	"\bruntimes\x18\x06 \x03(\tR\bruntimes\x12#\n" +
+	"\rinstance_type\x18\a \x01(\tR\finstanceType\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x01\n" +

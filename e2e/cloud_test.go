@@ -50,6 +50,16 @@ func TestCloudLocalGroupFollowsDemand(t *testing.T) {
 		t.Errorf("want one NodeGroupApplied event, got %v", evs)
 	}
 	drainsOntoOthers(t, m)
+
+	// diff shows what an apply would change; delete -f takes the object
+	// away and the configured group (max 1) applies again.
+	if r := m.run("diff", "-f", group("pool2.yaml", "  provider: local\n  max: 2\n  instances: 10\n  instanceType: agent\n")); !strings.Contains(r.stdout, "~ max: 3 -> 2") {
+		t.Errorf("diff printed %s, want ~ max: 3 -> 2", r)
+	}
+	if r := m.mustRun("delete", "-f", group("pool.yaml", "  provider: local\n  max: 3\n  instances: 10\n")); !strings.Contains(r.stdout, "deleted nodegroup/pool") {
+		t.Errorf("delete -f printed %q", r.stdout)
+	}
+	m.waitNodeGroupSource("local", 1, "config")
 }
 
 // drainsOntoOthers: a node whose instances can all run on another node for

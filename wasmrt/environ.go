@@ -24,6 +24,7 @@ type guestKey struct{}
 type guestCall struct {
 	env   []string    // the environment, KEY=VALUE
 	sleep func(int64) // the instance's nanosleep (poll.go)
+	socks *sockets    // a Wasm service's sockets (sock.go), or nil
 }
 
 // withGuest returns ctx carrying the environment for the guest's
@@ -62,6 +63,9 @@ func instantiateWASI(ctx context.Context, wz wazero.Runtime) error {
 		WithResultNames("errno").
 		Export("environ_get")
 	if err := exportNoSpaceWrappers(ctx, wz, b); err != nil { // mounts.go
+		return err
+	}
+	if err := exportSocketFunctions(ctx, wz, b); err != nil { // sock.go
 		return err
 	}
 	if wazerosPollOneoff {

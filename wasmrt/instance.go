@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
@@ -43,6 +46,8 @@ type instance struct {
 	slept         atomic.Int64 // nanoseconds spent in sleep
 	sleepingSince atomic.Int64 // unix nano when the current sleep began, 0 when awake
 	memory        atomic.Int64 // bytes of linear memory
+
+	accepting chan struct{} // a Wasm service's: see Accepting (sock.go)
 }
 
 var _ runtimeapi.Measured = (*instance)(nil)
@@ -139,17 +144,33 @@ func (i *instance) run(r *Runtime, m *module, spec runtimeapi.InstanceSpec) {
 		cfg = cfg.WithStderr(spec.Stderr)
 	}
 	ctx := i.ctx
+	var fsc wazero.FSConfig
 	if len(spec.Mounts) > 0 {
 		st := &fsState{}
-		fsc, err := fsConfig(spec.Files, spec.Mounts, st)
-		if err != nil {
+		var err error
+		if fsc, err = fsConfig(spec.Files, spec.Mounts, st); err != nil {
 			i.finish(r, m, runtimeapi.Exit{Code: NotStartedExitCode, Reason: runtimeapi.ReasonStartError, Message: "mounts: " + err.Error()})
 			return
 		}
-		cfg = cfg.WithFSConfig(fsc)
 		ctx = withFSState(ctx, st)
 	} else if len(spec.Files) > 0 {
-		cfg = cfg.WithFSConfig(filesConfig(spec.Files))
+		fsc = filesConfig(spec.Files)
+	}
+	guest := withGuest(ctx, spec.Env, i.sleep)
+	if len(spec.Listeners) > 0 { // a Wasm service (sock.go)
+		first := int32(3 + preopenCount(spec.Files, spec.Mounts))
+		socks, err := newSockets(i, spec.Listeners, first)
+		if err != nil {
+			i.finish(r, m, runtimeapi.Exit{Code: NotStartedExitCode, Reason: runtimeapi.ReasonStartError, Message: err.Error()})
+			return
+		}
+		defer socks.close()
+		fsc = reserveListenerFDs(fsc, len(spec.Listeners))
+		env := append(slices.Clip(spec.Env), listenFDEnv+"="+strconv.Itoa(int(first)))
+		guest = withGuestSockets(ctx, env, i.sleep, socks)
+	}
+	if fsc != nil {
+		cfg = cfg.WithFSConfig(fsc)
 	}
 
 	mod, err := m.wz.InstantiateModule(experimental.WithMemoryAllocator(ctx, i), m.code, cfg)
@@ -158,7 +179,7 @@ func (i *instance) run(r *Runtime, m *module, spec runtimeapi.InstanceSpec) {
 		return
 	}
 	guestProcs.enter()
-	_, err = mod.ExportedFunction("_start").Call(withGuest(ctx, spec.Env, i.sleep))
+	_, err = mod.ExportedFunction("_start").Call(guest)
 	guestProcs.leave()
 	_ = mod.Close(context.WithoutCancel(i.ctx))
 	i.finish(r, m, i.exitFrom(err, ""))

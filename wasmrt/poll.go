@@ -48,11 +48,16 @@ var stockPollOneoff = sync.OnceValue(func() api.GoModuleFunction {
 	return wz.Module(wasi_snapshot_preview1.ModuleName).ExportedFunctionDefinitions()["poll_oneoff"].GoFunction().(api.GoModuleFunction)
 })
 
-// pollOneoff is WASI's poll_oneoff: one relative clock subscription is
-// answered here without allocating, anything else by wazero.
+// pollOneoff is WASI's poll_oneoff: a call that waits on a Wasm service's
+// sockets is answered by its socket table, one relative clock
+// subscription here without allocating, anything else by wazero.
 func pollOneoff(ctx context.Context, mod api.Module, stack []uint64) {
+	g := guestOf(ctx)
+	if g.socks != nil && g.socks.pollOneoff(mod, stack) {
+		return // it waited on the instance's sockets (sock_linux.go)
+	}
 	in, out, n, nevents := uint32(stack[0]), uint32(stack[1]), uint32(stack[2]), uint32(stack[3])
-	sleep := guestOf(ctx).sleep
+	sleep := g.sleep
 	mem := mod.Memory()
 	if n != 1 || sleep == nil || mem == nil {
 		stockPollOneoff().Call(ctx, mod, stack)

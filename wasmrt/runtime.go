@@ -254,6 +254,9 @@ func (r *Runtime) launch(spec runtimeapi.InstanceSpec, m *module, unrunnable run
 		onExit:  spec.OnExit,
 		started: time.Now(),
 	}
+	if len(spec.Listeners) > 0 {
+		i.accepting = make(chan struct{}) // sock.go
+	}
 	if m == nil {
 		go i.finish(r, nil, unrunnable)
 	} else {

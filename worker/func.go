@@ -69,6 +69,9 @@ func (w *Worker) prepareCold(ctx context.Context, workload string, spec *pb.Work
 		// instance's assignment does. Such a function waits for a replica.
 		return nil, errors.New("a function with config or secret files is not started without a replica")
 	}
+	if isWasmService(spec) {
+		return nil, errors.New("a Wasm service is not started without a replica") // wasmsvc.go
+	}
 	frt, ok := w.runtimes[kindOf(spec)].(runtimeapi.FunctionRuntime)
 	if !ok || usesImageRef(spec) {
 		return nil, fmt.Errorf("node %s cannot serve %s functions without a replica", w.cfg.NodeName, kindOf(spec))

@@ -33,7 +33,7 @@ func memoryReservation(in *instance) int64 {
 	if spec == nil || in.rt == nil {
 		return 0 // It never runs.
 	}
-	if spec.GetHttp() != nil && kindOf(spec) == kindWasm {
+	if spec.GetHttp() != nil && kindOf(spec) == kindWasm && !isWasmService(spec) {
 		return 0 // Its requests hold memory, each while it runs.
 	}
 	return resources.MemoryRequest(spec)

@@ -161,7 +161,11 @@ func (w *Worker) doStart(ctx context.Context, in *instance) {
 			in.run = run
 			if !in.stopping {
 				st := w.newStatus(in, pb.InstanceState_INSTANCE_STATE_RUNNING, "", "")
-				if p, set, ok := healthSettings(run, in.rec.GetSpec()); ok {
+				if svc, ok := run.(*wasmService); ok {
+					// Ready once its guest accepts (wasmsvc.go).
+					st = w.newStatus(in, pb.InstanceState_INSTANCE_STATE_STARTING, "", svc.waiting())
+					go w.awaitAccepting(ctx, in, gen, svc)
+				} else if p, set, ok := healthSettings(run, in.rec.GetSpec()); ok {
 					// Ready once a health check passes (health.go).
 					st = w.newStatus(in, pb.InstanceState_INSTANCE_STATE_STARTING, "", "waiting for a health check (GET "+set.HealthPath+") to pass")
 					go w.checkHealth(ctx, in, gen, p, run.Done(), set)
@@ -221,6 +225,9 @@ func (w *Worker) launch(ctx context.Context, in *instance, gen uint32) (runtimea
 		Restarts:    restarts,
 		Files:       filesOf(spec.GetFiles()), // configs
 		Mounts:      mounts,
+	}
+	if isWasmService(spec) {
+		return w.startWasmService(ctx, in, rs, spec) // wasmsvc.go
 	}
 	if spec.GetHttp() != nil && kindOf(spec) == kindContainer {
 		return w.startContainerFunction(ctx, in, rs, spec)

@@ -29,6 +29,11 @@ after -- then replace the image's CMD. With --route, a container is an HTTP
 function: it listens on $PORT (--port, default 8080) and the gateway proxies the
 route's requests to it.
 
+A module with --port is a Wasm service: a long-running instance that accepts
+connections on a TCP listener its node opens and preopens for it (fd 3, or
+$LISTEN_FD), with --route behind the gateway as an HTTP container is, with --tcp
+on its node's own port.
+
 oci://REGISTRY/REPO:TAG (or oci://REGISTRY/REPO@sha256:...) names a module or an
 image in an OCI registry: the control plane pulls it, stores it like an upload
 and records the digest the reference resolved to, so a tag moved later changes
@@ -53,6 +58,8 @@ rollout go on.`,
   wasmorch deploy oci://registry.example.com/team/app:1.0 --name app
   wasmorch deploy --image registry.example.com/team/api:1.4 --name api --memory 256Mi
   wasmorch deploy --image team/api:1.4 --name api --port 8080 --route /api
+  wasmorch deploy server.wasm --name api --port 8080 --route /api --replicas 2
+  wasmorch deploy echo.wasm --name echo --port 7000 --tcp
   wasmorch deploy app.wasm --fallback-image team/app:1.0
   wasmorch deploy greet.wasm --name greet --route /greet --replicas 4 --canary 25%`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -110,7 +117,8 @@ rollout go on.`,
 	f.BoolVar(&cfg.NoWait, "no-wait", false, "return once the workload is applied, without waiting")
 	f.StringVar(&cfg.Image, "image", "", "run this image reference as a container (each node pulls it) instead of a file")
 	f.StringVar(&cfg.FallbackImage, "fallback-image", "", "a module's fallback, an image reference or an OCI image archive: runs as a container where the module cannot run as Wasm")
-	f.IntVar(&cfg.Port, "port", 0, "the port an HTTP container listens on ($PORT) for its --route (default 8080)")
+	f.IntVar(&cfg.Port, "port", 0, "with --route: the port an HTTP container listens on ($PORT, default 8080), or for a module the port of a Wasm service, which accepts connections on the listener the node preopens (fd 3, $LISTEN_FD); see docs/services.md")
+	f.BoolVar(&cfg.TCP, "tcp", false, "with --port and no --route: a plain TCP Wasm service, listening on its node's own port (one instance per node and port)")
 	f.StringSliceVar(&cfg.Selector, "selector", nil, "node labels k=v[,k=v...] a node must carry to run the instances")
 	f.StringVar(&cfg.Spread, "spread", "", "node label to spread the replicas across, e.g. zone")
 	f.StringSliceVar(&cfg.Labels, "labels", nil, "the workload's labels k=v[,k=v...], which 'get -l' selects by (they replace those it has)")

@@ -151,18 +151,11 @@ const maxPort = 65535
 // own.
 func validateFallback(spec *v1.WorkloadSpec) error {
 	image, digest := spec.GetFallbackImage(), spec.GetFallbackArchiveDigest()
-	if p := spec.GetPort(); p < 0 || p > maxPort {
-		return errdefs.Invalidf("port %d is outside 1..%d", p, maxPort)
+	if err := validateService(spec); err != nil { // service.go
+		return err
 	}
-	if spec.GetKind() == KindContainer {
-		if image != "" || digest != "" {
-			return errdefs.Invalidf("a fallback image belongs to a wasm workload; a container workload runs its image everywhere")
-		}
-	} else if spec.GetPort() != 0 && image == "" && digest == "" {
-		return errdefs.Invalidf("a port is for HTTP containers: a wasm function is served CGI-style; give it a fallback image or drop the port")
-	}
-	if spec.GetPort() != 0 && spec.GetHttp() == nil {
-		return errdefs.Invalidf("port %d is where the gateway sends HTTP requests: give the workload a route too", spec.GetPort())
+	if spec.GetKind() == KindContainer && (image != "" || digest != "") {
+		return errdefs.Invalidf("a fallback image belongs to a wasm workload; a container workload runs its image everywhere")
 	}
 	switch {
 	case image != "" && digest != "":

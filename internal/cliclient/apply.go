@@ -168,7 +168,7 @@ func WorkloadConfig(o manifest.Object, dir string) DeployConfig {
 	s := o.Spec
 	cfg := DeployConfig{
 		Name: o.Metadata.Name, Replicas: 1, Image: s.Image, Args: s.Args, Memory: s.Memory, Scratch: s.Scratch, Volumes: s.Volumes, Mounts: s.Mounts, Restart: s.Restart,
-		CPU: s.CPU, Spread: s.Spread, Arch: s.Arch, OS: s.OS, FallbackImage: s.FallbackImage, Port: s.Port,
+		CPU: s.CPU, Spread: s.Spread, Arch: s.Arch, OS: s.OS, FallbackImage: s.FallbackImage, Port: s.Port, TCP: s.TCP,
 		Configs: s.Configs, Secrets: s.Secrets, ConfigFiles: s.ConfigFiles, SecretFiles: s.SecretFiles, NoWait: true,
 		MaxSurge: s.MaxSurge, MaxUnavailable: s.MaxUnavailable, ChangeCause: "apply", // rollouts
 		Canary: s.Canary, CanaryDuration: s.CanaryDuration,

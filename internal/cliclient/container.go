@@ -79,6 +79,8 @@ func readSource(ctx context.Context, cfg DeployConfig, spec *wasmorchv1.Workload
 		spec.Kind, media = kindContainer, ociarchive.MediaType
 	} else if b, err = readModule(ctx, cfg.File, cfg.FallbackImage != ""); err != nil {
 		return nil, "", err
+	} else if err := checkServiceModule(cfg, b); err != nil { // service.go
+		return nil, "", err
 	}
 	sum := sha256.Sum256(b)
 	spec.ModuleDigest = "sha256:" + hex.EncodeToString(sum[:])

@@ -63,6 +63,9 @@ type DeployConfig struct {
 	// (fallback.go).
 	FallbackImage string
 	Port          int
+	// TCP makes a Wasm service with Port a plain TCP service on its
+	// node's port, without a route (service.go).
+	TCP bool
 	// Configs and Secrets name the configs and secrets whose keys become
 	// the instances' environment variables (configs.go).
 	Configs []string

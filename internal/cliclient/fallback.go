@@ -22,16 +22,9 @@ import (
 // spec and completes spec with them. It returns the fallback image archive
 // to upload, or nil for an image reference or no fallback.
 func readFallback(cfg DeployConfig, spec *wasmorchv1.WorkloadSpec) ([]byte, error) {
-	if cfg.Port < 0 || cfg.Port > 65535 {
-		return nil, Errorf("e.g. --port 8080", "invalid --port %d", cfg.Port)
+	if err := readService(cfg, spec); err != nil { // service.go
+		return nil, err
 	}
-	if cfg.Port != 0 && spec.Http == nil {
-		return nil, Errorf("add --route /PATH: the gateway sends the route's requests to the port", "--port is for HTTP containers")
-	}
-	if cfg.Port != 0 && spec.Kind != kindContainer && cfg.FallbackImage == "" {
-		return nil, Errorf("a wasm function is served CGI-style: drop --port, or add --fallback-image", "--port is for HTTP containers")
-	}
-	spec.Port = int32(cfg.Port)
 	if cfg.FallbackImage == "" {
 		return nil, nil
 	}

@@ -119,6 +119,7 @@ func FromWorkload(wv *v1.WorkloadView) Object {
 		Arch:           spec.GetPlacement().GetArch(),
 		OS:             spec.GetPlacement().GetOs(),
 		Port:           int(spec.GetPort()),
+		TCP:            spec.GetTcp(),
 		MaxSurge:       spec.GetMaxSurge(),
 		MaxUnavailable: spec.GetMaxUnavailable(),
 		Canary:         spec.GetCanary(),

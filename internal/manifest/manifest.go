@@ -86,6 +86,7 @@ type WorkloadSpec struct {
 	OS            []string          `yaml:"os,omitempty"`
 	FallbackImage string            `yaml:"fallbackImage,omitempty"`
 	Port          int               `yaml:"port,omitempty"`
+	TCP           bool              `yaml:"tcp,omitempty"` // services: a plain TCP Wasm service on the node's port
 	HTTP          *HTTP             `yaml:"http,omitempty"`
 	// rollouts: a count or a percentage of replicas ("25%", the default)
 	MaxSurge       string `yaml:"maxSurge,omitempty"`

@@ -7,6 +7,7 @@ package runtimeapi
 import (
 	"context"
 	"io"
+	"os"
 	"time"
 )
 
@@ -63,6 +64,13 @@ type InstanceSpec struct {
 	// directories; runtimes that cannot mount them refuse a spec that has
 	// them.
 	Mounts []Mount
+	// Listeners are listening TCP sockets the instance serves on (a Wasm
+	// service). The wasm runtime preopens a duplicate of each for the
+	// guest, numbered after its preopened directories (fd 3 when it has
+	// none), and tells it the first one's number in $LISTEN_FD; the
+	// caller keeps these and closes them. The worker gives them to the
+	// wasm runtime only.
+	Listeners []*os.File
 }
 
 // Mount is a host directory an instance sees at GuestPath.

@@ -353,7 +353,12 @@ type WorkloadSpec struct {
 	FallbackImage         string `protobuf:"bytes,41,opt,name=fallback_image,json=fallbackImage,proto3" json:"fallback_image,omitempty"`
 	FallbackArchiveDigest string `protobuf:"bytes,42,opt,name=fallback_archive_digest,json=fallbackArchiveDigest,proto3" json:"fallback_archive_digest,omitempty"`
 	// containers: the port a container HTTP function listens on ($PORT);
-	// 0 = default (8080).
+	// 0 = default (8080). services: for a wasm workload, the port of a Wasm
+	// service (0 = not a service: with http set, a CGI function): its
+	// instances serve on a TCP listener the worker opens and preopens for
+	// the guest (fd 3 onward), told this port in $PORT; the gateway sends
+	// the route's requests to each replica's listener through its worker,
+	// at an address the worker chose.
 	Port int32 `protobuf:"varint,43,opt,name=port,proto3" json:"port,omitempty"`
 	// containers: set by the control plane from the module at deploy: why it
 	// cannot run on the wasm runtime ("" = it can).
@@ -406,7 +411,11 @@ type WorkloadSpec struct {
 	Volumes []*VolumeMount `protobuf:"bytes,101,rep,name=volumes,proto3" json:"volumes,omitempty"`
 	// state: host directories every instance mounts (for operators): only
 	// under the host paths a node allows (agent|up --allow-mount).
-	Mounts        []*HostMount `protobuf:"bytes,102,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	Mounts []*HostMount `protobuf:"bytes,102,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	// services: a plain TCP Wasm service (no route): each instance's
+	// listener is its node's own port `port`, on every address, so a node
+	// runs at most one such instance per port.
+	Tcp           bool `protobuf:"varint,110,opt,name=tcp,proto3" json:"tcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -677,6 +686,13 @@ func (x *WorkloadSpec) GetMounts() []*HostMount {
 		return x.Mounts
 	}
 	return nil
+}
+
+func (x *WorkloadSpec) GetTcp() bool {
+	if x != nil {
+		return x.Tcp
+	}
+	return false
 }
 
 // state: HostMount mounts host directory host_path at path in the guest.
@@ -9441,7 +9457,7 @@ var File_wasmorch_v1_wasmorch_proto protoreflect.FileDescriptor
 
 const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\n" +
-	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xb9\n" +
+	"\x1awasmorch/v1/wasmorch.proto\x12\vwasmorch.v1\"\xcb\n" +
 	"\n" +
 	"\fWorkloadSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12#\n" +
@@ -9480,7 +9496,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\rsource_digest\x18[ \x01(\tR\fsourceDigest\x12#\n" +
 	"\rscratch_bytes\x18d \x01(\x03R\fscratchBytes\x122\n" +
 	"\avolumes\x18e \x03(\v2\x18.wasmorch.v1.VolumeMountR\avolumes\x12.\n" +
-	"\x06mounts\x18f \x03(\v2\x16.wasmorch.v1.HostMountR\x06mounts\"Y\n" +
+	"\x06mounts\x18f \x03(\v2\x16.wasmorch.v1.HostMountR\x06mounts\x12\x10\n" +
+	"\x03tcp\x18n \x01(\bR\x03tcp\"Y\n" +
 	"\tHostMount\x12\x1b\n" +
 	"\thost_path\x18\x01 \x01(\tR\bhostPath\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1b\n" +

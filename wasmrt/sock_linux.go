@@ -1,0 +1,770 @@
+//go:build linux
+
+package wasmrt
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+	"golang.org/x/sys/unix"
+)
+
+// WASI preview 1 values the socket calls use.
+const (
+	errnoAgain           = 6
+	errnoBadf            = 8
+	errnoNotDir          = 54
+	errnoNotSock         = 57
+	errnoNotSup          = 58
+	errnoSpipe           = 70
+	errnoNotConn         = 53
+	fdflagNonblock       = 4
+	filetypeSocketStream = 6
+	eventFdRead          = 1
+	eventFdWrite         = 2
+	eventHangup          = 1 // eventrwflags: fd_readwrite_hangup
+	recvPeek             = 1
+	recvWaitall          = 2
+	eventNbytes          = 16 // u64 in an fd_read/fd_write event
+	eventFlags           = 24 // u16
+	subFD                = 16 // u32 in an fd_read/fd_write subscription
+
+	// socketRights are what fd_fdstat_get reports a socket may do: read,
+	// write, set its flags, stat, poll, shut down and accept.
+	socketRights = 1<<1 | 1<<3 | 1<<6 | 1<<21 | 1<<27 | 1<<28 | 1<<29
+)
+
+// sockets is an instance's table of sockets: its listeners and the
+// connections accepted from them, by the descriptor numbers the guest
+// knows. Only the instance's goroutine uses it, but for the wake-up that
+// Stop sends from another.
+type sockets struct {
+	inst  *instance
+	files map[int32]*sockFile
+	wake  [2]int // a pipe: Stop writes wake[1]; every wait polls wake[0]
+
+	mu       sync.Mutex // guards closed against wakeUp
+	closed   bool
+	stopWake func() bool
+
+	accepting sync.Once
+	pfds      []unix.PollFd // reused by every wait
+	subs      []pollSub     // reused by poll_oneoff
+	iov       [][]byte      // reused by reads and writes
+}
+
+// sockFile is one socket: a host descriptor, non-blocking on the host
+// whatever the guest set.
+type sockFile struct {
+	fd       int
+	listener bool
+	nonblock bool // FDFLAG_NONBLOCK as the guest sees it
+}
+
+// newSockets preopens duplicates of listeners for instance i, the first
+// at descriptor first.
+func newSockets(i *instance, listeners []*os.File, first int32) (_ *sockets, err error) {
+	s := &sockets{inst: i, files: map[int32]*sockFile{}, wake: [2]int{-1, -1}}
+	defer func() {
+		if err != nil {
+			s.close() // Don't leak the descriptors on error.
+		}
+	}()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("sockets: wake-up pipe: %w", err)
+	}
+	s.wake = p
+	for n, f := range listeners {
+		fd, err := dupListener(f)
+		if err != nil {
+			return nil, fmt.Errorf("sockets: listener %d (%s): %w", n, f.Name(), err)
+		}
+		s.files[first+int32(n)] = &sockFile{fd: fd, listener: true}
+	}
+	s.stopWake = context.AfterFunc(i.ctx, s.wakeUp)
+	return s, nil
+}
+
+// dupListener duplicates a listener's descriptor (dupFD), after checking
+// it is a listening socket.
+func dupListener(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	listening := 0
+	var opErr error
+	if err := rc.Control(func(sysfd uintptr) {
+		listening, opErr = unix.GetsockoptInt(int(sysfd), unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	}); err != nil {
+		return -1, err
+	}
+	if opErr != nil {
+		return -1, opErr
+	}
+	if listening == 0 {
+		return -1, errors.New("not a listening socket")
+	}
+	return dupFD(f)
+}
+
+// dupFD duplicates f's descriptor, close-on-exec and non-blocking on the
+// host.
+func dupFD(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var opErr error
+	if err := rc.Control(func(sysfd uintptr) {
+		fd, opErr = unix.FcntlInt(sysfd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if opErr != nil {
+		return -1, opErr
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// wakeUp ends any wait of the guest: Stop canceled the instance.
+func (s *sockets) wakeUp() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		_, _ = unix.Write(s.wake[1], []byte{1})
+	}
+}
+
+// close closes every socket of the instance (it has ended). Safe to call
+// twice.
+func (s *sockets) close() {
+	if s.stopWake != nil {
+		s.stopWake()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	for num, f := range s.files {
+		_ = unix.Close(f.fd)
+		delete(s.files, num)
+	}
+	for _, fd := range s.wake {
+		if fd >= 0 {
+			_ = unix.Close(fd)
+		}
+	}
+}
+
+// markAccepting tells the worker the guest waits for connections.
+func (s *sockets) markAccepting() {
+	s.accepting.Do(func() {
+		if s.inst.accepting != nil {
+			close(s.inst.accepting)
+		}
+	})
+}
+
+// wait blocks until fd is ready for events (POLLIN or POLLOUT).
+func (s *sockets) wait(fd int, events int16) {
+	s.pfds = append(s.pfds[:0], unix.PollFd{Fd: int32(fd), Events: events})
+	s.block(-1)
+}
+
+// block polls s.pfds and the wake-up pipe for up to timeout nanoseconds
+// (less than 0: no limit). The guest counts as sleeping meanwhile. If the
+// instance was stopped, the guest ends here, as a cut-short sleep does.
+func (s *sockets) block(timeout int64) {
+	i := s.inst
+	s.pfds = append(s.pfds, unix.PollFd{Fd: int32(s.wake[0]), Events: unix.POLLIN})
+	guestProcs.leave() // a waiting guest needs no P
+	began := time.Now()
+	i.sleepingSince.Store(began.UnixNano())
+	defer func() {
+		s.pfds = s.pfds[:len(s.pfds)-1]
+		i.slept.Add(int64(time.Since(began)))
+		i.sleepingSince.Store(0)
+		guestProcs.enter()
+	}()
+	deadline := began.Add(time.Duration(timeout))
+	for i.ctx.Err() == nil {
+		var ts *unix.Timespec
+		if timeout >= 0 {
+			t := unix.NsecToTimespec(max(0, int64(time.Until(deadline))))
+			ts = &t
+		}
+		if _, err := unix.Ppoll(s.pfds, ts, nil); err != unix.EINTR {
+			break
+		}
+	}
+	if i.ctx.Err() != nil {
+		panic(sys.NewExitError(sys.ExitCodeContextCanceled))
+	}
+}
+
+// nextConnFD is the lowest free number for an accepted connection.
+func (s *sockets) nextConnFD() int32 {
+	n := int32(connFDBase)
+	for s.files[n] != nil {
+		n++
+	}
+	return n
+}
+
+// accept is sock_accept on listener f.
+func (s *sockets) accept(f *sockFile, flags uint16) (int32, uint16) {
+	if !f.listener {
+		return 0, errnoNotSock
+	}
+	if flags&^fdflagNonblock != 0 {
+		return 0, errnoInval
+	}
+	s.markAccepting()
+	for {
+		nfd, _, err := unix.Accept4(f.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch err {
+		case nil:
+			// As Go's net does for its connections: a guest cannot set
+			// socket options, and small writes should not wait for ACKs.
+			_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+			num := s.nextConnFD()
+			s.files[num] = &sockFile{fd: nfd, nonblock: flags&fdflagNonblock != 0}
+			return num, 0
+		case unix.EINTR, unix.ECONNABORTED:
+		case unix.EAGAIN:
+			if f.nonblock {
+				return 0, errnoAgain
+			}
+			s.wait(f.fd, unix.POLLIN)
+		default:
+			return 0, wasiErrno(err)
+		}
+	}
+}
+
+// recv reads into bufs (fd_read, sock_recv): a blocking socket waits for
+// data (and with MSG_WAITALL for all of bufs), a non-blocking one answers
+// EAGAIN.
+func (s *sockets) recv(f *sockFile, bufs [][]byte, flags int) (int, uint16) {
+	if f.listener {
+		return 0, errnoNotConn
+	}
+	total := 0
+	for {
+		var n int
+		var err error
+		if flags&^unix.MSG_WAITALL == 0 {
+			n, err = unix.Readv(f.fd, bufs)
+		} else {
+			n, _, _, _, err = unix.RecvmsgBuffers(f.fd, bufs, nil, flags&^unix.MSG_WAITALL)
+		}
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN && (f.nonblock || total > 0 && flags&unix.MSG_WAITALL == 0):
+			if total > 0 {
+				return total, 0
+			}
+			return 0, errnoAgain
+		case err == unix.EAGAIN:
+			s.wait(f.fd, unix.POLLIN)
+			continue
+		case err != nil:
+			if total > 0 {
+				return total, 0
+			}
+			return 0, wasiErrno(err)
+		}
+		total += n
+		bufs = advance(bufs, n)
+		if n == 0 || len(bufs) == 0 || flags&unix.MSG_WAITALL == 0 || f.nonblock {
+			return total, 0
+		}
+	}
+}
+
+// send writes bufs (fd_write, sock_send): a blocking socket writes them
+// all, waiting as it must; a non-blocking one what it can, or EAGAIN.
+func (s *sockets) send(f *sockFile, bufs [][]byte) (int, uint16) {
+	if f.listener {
+		return 0, errnoNotConn
+	}
+	total := 0
+	for {
+		n, err := unix.SendmsgBuffers(f.fd, bufs, nil, nil, unix.MSG_NOSIGNAL)
+		if n > 0 {
+			total += n
+			bufs = advance(bufs, n)
+		}
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN && f.nonblock:
+			if total > 0 {
+				return total, 0
+			}
+			return 0, errnoAgain
+		case err == unix.EAGAIN:
+			s.wait(f.fd, unix.POLLOUT)
+			continue
+		case err != nil:
+			if total > 0 {
+				return total, 0
+			}
+			return 0, wasiErrno(err)
+		}
+		if len(bufs) == 0 || n == 0 || f.nonblock {
+			return total, 0
+		}
+	}
+}
+
+// advance drops the first n bytes of bufs, and the buffers left empty.
+func advance(bufs [][]byte, n int) [][]byte {
+	for len(bufs) > 0 && n >= len(bufs[0]) {
+		n -= len(bufs[0])
+		bufs = bufs[1:]
+	}
+	if len(bufs) > 0 && n > 0 {
+		bufs[0] = bufs[0][n:]
+	}
+	return bufs
+}
+
+// iovecs maps the guest's iovec array at iovs (n entries) to slices of
+// its memory, which reads fill and writes send.
+func (s *sockets) iovecs(mem api.Memory, iovs, n uint32) ([][]byte, bool) {
+	s.iov = s.iov[:0]
+	raw, ok := mem.Read(iovs, n*8)
+	if !ok {
+		return nil, false
+	}
+	for k := range n {
+		ptr := binary.LittleEndian.Uint32(raw[k*8:])
+		size := binary.LittleEndian.Uint32(raw[k*8+4:])
+		b, ok := mem.Read(ptr, size)
+		if !ok {
+			return nil, false
+		}
+		if size > 0 {
+			s.iov = append(s.iov, b)
+		}
+	}
+	return s.iov, true
+}
+
+// closeFD closes one socket (fd_close).
+func (s *sockets) closeFD(num int32, f *sockFile) uint16 {
+	delete(s.files, num)
+	if err := unix.Close(f.fd); err != nil {
+		return wasiErrno(err)
+	}
+	return 0
+}
+
+// pollSub is one subscription of a poll_oneoff call that involves sockets.
+type pollSub struct {
+	userdata uint64
+	tag      byte
+	timeout  int64     // clocks
+	sock     *sockFile // fd subscriptions on a socket
+	pfd      int       // its entry in sockets.pfds
+}
+
+// pollOneoff answers a poll_oneoff call that waits on at least one of
+// the instance's sockets, and reports whether it did: other calls are
+// left to the rest of the runtime's poll_oneoff. It waits with ppoll(2)
+// until a socket is ready or the earliest relative clock expires, and
+// reports every subscription that then holds. Descriptors that are not
+// sockets (files, stdio) are reported ready at once, as a regular file
+// always is; absolute clocks are ENOTSUP, as in wazero.
+func (s *sockets) pollOneoff(mod api.Module, stack []uint64) bool {
+	in, out, n, resultNevents := uint32(stack[0]), uint32(stack[1]), uint32(stack[2]), uint32(stack[3])
+	mem := mod.Memory()
+	if n == 0 || mem == nil {
+		return false
+	}
+	raw, ok := mem.Read(in, n*subSize)
+	if !ok {
+		return false
+	}
+	onSockets := false
+	for k := range n {
+		sub := raw[k*subSize:]
+		if tag := sub[subTag]; (tag == eventFdRead || tag == eventFdWrite) && s.files[int32(binary.LittleEndian.Uint32(sub[subFD:]))] != nil {
+			onSockets = true
+			break
+		}
+	}
+	evs, evOK := mem.Read(out, n*eventSize)
+	if !onSockets || !evOK {
+		return false
+	}
+
+	s.subs, s.pfds = s.subs[:0], s.pfds[:0]
+	timeout := int64(-1)
+	for k := range n {
+		sub := raw[k*subSize:]
+		ps := pollSub{userdata: binary.LittleEndian.Uint64(sub[subUserdata:]), tag: sub[subTag], pfd: -1}
+		switch ps.tag {
+		case 0: // clock
+			switch binary.LittleEndian.Uint16(sub[subFlags:]) {
+			case 0:
+			case 1:
+				stack[0] = errnoNotSup
+				return true
+			default:
+				stack[0] = errnoInval
+				return true
+			}
+			ps.timeout = int64(binary.LittleEndian.Uint64(sub[subTimeout:]))
+			if timeout < 0 || ps.timeout < timeout {
+				timeout = ps.timeout
+			}
+		case eventFdRead, eventFdWrite:
+			f := s.files[int32(binary.LittleEndian.Uint32(sub[subFD:]))]
+			if f == nil {
+				timeout = 0 // not a socket: ready now
+				break
+			}
+			events := int16(unix.POLLOUT)
+			if ps.tag == eventFdRead {
+				events = unix.POLLIN
+				if f.listener {
+					s.markAccepting()
+				}
+			}
+			ps.sock, ps.pfd = f, len(s.pfds)
+			s.pfds = append(s.pfds, unix.PollFd{Fd: int32(f.fd), Events: events})
+		default:
+			stack[0] = errnoInval
+			return true
+		}
+		s.subs = append(s.subs, ps)
+	}
+
+	began := time.Now()
+	var nevents uint32
+	for nevents == 0 {
+		wait := timeout
+		if timeout > 0 {
+			wait = max(0, timeout-int64(time.Since(began)))
+		}
+		for k := range s.pfds {
+			s.pfds[k].Revents = 0
+		}
+		s.block(wait)
+		elapsed := int64(time.Since(began))
+		for _, ps := range s.subs {
+			var ev [eventSize]byte
+			switch {
+			case ps.tag == 0:
+				if elapsed < ps.timeout {
+					continue
+				}
+			case ps.sock == nil:
+			default:
+				re := s.pfds[ps.pfd].Revents
+				if re == 0 {
+					continue
+				}
+				if re&unix.POLLNVAL != 0 {
+					binary.LittleEndian.PutUint16(ev[eventErrno:], errnoBadf)
+				}
+				if re&unix.POLLHUP != 0 {
+					binary.LittleEndian.PutUint16(ev[eventFlags:], eventHangup)
+				}
+				if ps.tag == eventFdRead && !ps.sock.listener {
+					if avail, err := unix.IoctlGetInt(ps.sock.fd, unix.SIOCINQ); err == nil && avail > 0 {
+						binary.LittleEndian.PutUint64(ev[eventNbytes:], uint64(avail))
+					}
+				}
+			}
+			binary.LittleEndian.PutUint64(ev[subUserdata:], ps.userdata)
+			binary.LittleEndian.PutUint32(ev[eventType:], uint32(ps.tag))
+			copy(evs[nevents*eventSize:], ev[:])
+			nevents++
+		}
+	}
+	if !mem.WriteUint32Le(resultNevents, nevents) {
+		stack[0] = errnoFault
+		return true
+	}
+	stack[0] = 0
+	return true
+}
+
+// wasiErrno maps a host errno to WASI's.
+func wasiErrno(err error) uint16 {
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		return errnoIO
+	}
+	switch errno {
+	case unix.EAGAIN:
+		return errnoAgain
+	case unix.EBADF:
+		return errnoBadf
+	case unix.ECONNABORTED:
+		return 13
+	case unix.ECONNREFUSED:
+		return 14
+	case unix.ECONNRESET:
+		return 15
+	case unix.EINTR:
+		return 27
+	case unix.EINVAL:
+		return errnoInval
+	case unix.EMFILE:
+		return 33
+	case unix.ENFILE:
+		return 41
+	case unix.ENOBUFS:
+		return 42
+	case unix.ENOMEM:
+		return 48
+	case unix.ENOTCONN:
+		return errnoNotConn
+	case unix.ENOTSOCK:
+		return errnoNotSock
+	case unix.EOPNOTSUPP:
+		return errnoNotSup
+	case unix.EPIPE:
+		return 64
+	case unix.ETIMEDOUT:
+		return 73
+	case unix.ENETDOWN:
+		return 38
+	case unix.ENETUNREACH:
+		return 40
+	case unix.EHOSTUNREACH:
+		return 23
+	}
+	return errnoIO
+}
+
+// socketCall answers a WASI call on one of the instance's sockets. Its
+// i32 parameters are the low 32 bits of stack's values: wazero leaves
+// the upper ones as they were.
+type socketCall func(s *sockets, mod api.Module, num int32, f *sockFile, stack []uint64) uint16
+
+// socketCalls are the WASI functions the runtime answers for sockets;
+// for other descriptors they are wazero's (fd_write with mounts.go's
+// ENOSPC wrapper).
+var socketCalls = map[string]socketCall{
+	"sock_accept": func(s *sockets, mod api.Module, _ int32, f *sockFile, stack []uint64) uint16 {
+		num, errno := s.accept(f, uint16(stack[1]))
+		if errno == 0 && !mod.Memory().WriteUint32Le(uint32(stack[2]), uint32(num)) {
+			_ = s.closeFD(num, s.files[num])
+			return errnoFault
+		}
+		return errno
+	},
+	"sock_recv": func(s *sockets, mod api.Module, _ int32, f *sockFile, stack []uint64) uint16 {
+		mem := mod.Memory()
+		bufs, ok := s.iovecs(mem, uint32(stack[1]), uint32(stack[2]))
+		if !ok {
+			return errnoFault
+		}
+		var flags int
+		riFlags := uint16(stack[3])
+		if riFlags&recvPeek != 0 {
+			flags |= unix.MSG_PEEK
+		}
+		if riFlags&recvWaitall != 0 {
+			flags |= unix.MSG_WAITALL
+		}
+		if riFlags&^(recvPeek|recvWaitall) != 0 {
+			return errnoInval
+		}
+		n, errno := s.recv(f, bufs, flags)
+		if errno != 0 {
+			return errno
+		}
+		if !mem.WriteUint32Le(uint32(stack[4]), uint32(n)) || !mem.WriteUint16Le(uint32(stack[5]), 0) {
+			return errnoFault
+		}
+		return 0
+	},
+	"sock_send": func(s *sockets, mod api.Module, _ int32, f *sockFile, stack []uint64) uint16 {
+		mem := mod.Memory()
+		bufs, ok := s.iovecs(mem, uint32(stack[1]), uint32(stack[2]))
+		if !ok {
+			return errnoFault
+		}
+		if uint16(stack[3]) != 0 {
+			return errnoInval // WASI defines no send flags
+		}
+		n, errno := s.send(f, bufs)
+		if errno == 0 && !mem.WriteUint32Le(uint32(stack[4]), uint32(n)) {
+			return errnoFault
+		}
+		return errno
+	},
+	"sock_shutdown": func(_ *sockets, _ api.Module, _ int32, f *sockFile, stack []uint64) uint16 {
+		var how int
+		switch uint8(stack[1]) {
+		case 1:
+			how = unix.SHUT_RD
+		case 2:
+			how = unix.SHUT_WR
+		case 3:
+			how = unix.SHUT_RDWR
+		default:
+			return errnoInval
+		}
+		if err := unix.Shutdown(f.fd, how); err != nil {
+			return wasiErrno(err)
+		}
+		return 0
+	},
+	"fd_read": func(s *sockets, mod api.Module, _ int32, f *sockFile, stack []uint64) uint16 {
+		mem := mod.Memory()
+		bufs, ok := s.iovecs(mem, uint32(stack[1]), uint32(stack[2]))
+		if !ok {
+			return errnoFault
+		}
+		n, errno := s.recv(f, bufs, 0)
+		if errno == 0 && !mem.WriteUint32Le(uint32(stack[3]), uint32(n)) {
+			return errnoFault
+		}
+		return errno
+	},
+	"fd_write": func(s *sockets, mod api.Module, _ int32, f *sockFile, stack []uint64) uint16 {
+		mem := mod.Memory()
+		bufs, ok := s.iovecs(mem, uint32(stack[1]), uint32(stack[2]))
+		if !ok {
+			return errnoFault
+		}
+		n, errno := s.send(f, bufs)
+		if errno == 0 && !mem.WriteUint32Le(uint32(stack[3]), uint32(n)) {
+			return errnoFault
+		}
+		return errno
+	},
+	"fd_close": func(s *sockets, _ api.Module, num int32, f *sockFile, _ []uint64) uint16 {
+		return s.closeFD(num, f)
+	},
+	"fd_fdstat_get": func(_ *sockets, mod api.Module, _ int32, f *sockFile, stack []uint64) uint16 {
+		var st [24]byte
+		st[0] = filetypeSocketStream
+		if f.nonblock {
+			binary.LittleEndian.PutUint16(st[2:], fdflagNonblock)
+		}
+		binary.LittleEndian.PutUint64(st[8:], socketRights)
+		if !mod.Memory().Write(uint32(stack[1]), st[:]) {
+			return errnoFault
+		}
+		return 0
+	},
+	"fd_fdstat_set_flags": func(_ *sockets, _ api.Module, _ int32, f *sockFile, stack []uint64) uint16 {
+		flags := uint16(stack[1])
+		if flags&^fdflagNonblock != 0 {
+			return errnoNotSup // append and the sync flags mean nothing to a socket
+		}
+		f.nonblock = flags&fdflagNonblock != 0
+		return 0
+	},
+	"fd_filestat_get": func(_ *sockets, mod api.Module, _ int32, _ *sockFile, stack []uint64) uint16 {
+		var st [64]byte
+		st[16] = filetypeSocketStream
+		if !mod.Memory().Write(uint32(stack[1]), st[:]) {
+			return errnoFault
+		}
+		return 0
+	},
+	// A socket is no preopened directory: wasi-libc and Go stop looking
+	// for directories at the first EBADF, which the listeners, numbered
+	// after the directories, give.
+	"fd_prestat_get":        fixedErrno(errnoBadf),
+	"fd_prestat_dir_name":   fixedErrno(errnoBadf),
+	"fd_renumber":           fixedErrno(errnoNotSup),
+	"fd_seek":               fixedErrno(errnoSpipe),
+	"fd_tell":               fixedErrno(errnoSpipe),
+	"fd_pread":              fixedErrno(errnoSpipe),
+	"fd_pwrite":             fixedErrno(errnoSpipe),
+	"fd_advise":             fixedErrno(errnoSpipe),
+	"fd_allocate":           fixedErrno(errnoSpipe),
+	"fd_readdir":            fixedErrno(errnoNotDir),
+	"fd_sync":               fixedErrno(errnoInval),
+	"fd_datasync":           fixedErrno(errnoInval),
+	"fd_filestat_set_size":  fixedErrno(errnoInval),
+	"fd_filestat_set_times": fixedErrno(errnoInval),
+	"path_open":             fixedErrno(errnoNotDir),
+}
+
+func fixedErrno(errno uint16) socketCall {
+	return func(*sockets, api.Module, int32, *sockFile, []uint64) uint16 { return errno }
+}
+
+// exportSocketFunctions overrides, in b, the WASI functions of
+// socketCalls: a call on a socket is answered by the instance's table, any
+// other by wazero's function. It runs after exportNoSpaceWrappers, whose
+// fd_write wrapper it keeps for files.
+func exportSocketFunctions(ctx context.Context, wz wazero.Runtime, b wazero.HostModuleBuilder) error {
+	orig := wz.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
+	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(orig)
+	compiled, err := orig.Compile(ctx)
+	if err != nil {
+		return err
+	}
+	defer compiled.Close(ctx)
+	defs := compiled.ExportedFunctions()
+	for name, call := range socketCalls {
+		def, ok := defs[name]
+		if !ok {
+			return fmt.Errorf("wazero's WASI has no %s", name)
+		}
+		next, ok := def.GoFunction().(api.GoModuleFunction)
+		if !ok {
+			return fmt.Errorf("wazero's WASI %s is not a Go module function", name)
+		}
+		switch name {
+		case "fd_write", "fd_pwrite", "fd_filestat_set_size":
+			next = wrapNoSpace(next) // as exportNoSpaceWrappers exported them
+		}
+		b.NewFunctionBuilder().
+			WithGoModuleFunction(socketFunc(name, call, next), def.ParamTypes(), def.ResultTypes()).
+			WithParameterNames(def.ParamNames()...).
+			WithResultNames(def.ResultNames()...).
+			Export(name)
+	}
+	return nil
+}
+
+// socketFunc dispatches a WASI call on its first parameter, a descriptor
+// (fd_renumber: either of its two).
+func socketFunc(name string, call socketCall, next api.GoModuleFunction) api.GoModuleFunction {
+	return api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+		if s := guestOf(ctx).socks; s != nil {
+			num := int32(stack[0])
+			f := s.files[num]
+			if f == nil && name == "fd_renumber" {
+				f = s.files[int32(stack[1])]
+			}
+			if f != nil {
+				stack[0] = uint64(call(s, mod, num, f, stack))
+				return
+			}
+		}
+		next.Call(ctx, mod, stack)
+	})
+}

@@ -72,7 +72,9 @@ func TestFallbackImages(t *testing.T) {
 		{"bad-ref", &v1.WorkloadSpec{ModuleDigest: hello, FallbackImage: "Not A Ref"}, errdefs.IsInvalidArgument, "not valid"},
 		{"container-with-fallback", &v1.WorkloadSpec{Kind: "container", Image: "a:1", FallbackImage: "b:1"}, errdefs.IsInvalidArgument, "belongs to a wasm workload"},
 		{"port-without-route", &v1.WorkloadSpec{Kind: "container", Image: "a:1", Port: 8080}, errdefs.IsInvalidArgument, "route"},
-		{"port-for-wasm", &v1.WorkloadSpec{ModuleDigest: hello, Port: 8080, Http: &v1.HttpTrigger{Route: "/p"}}, errdefs.IsInvalidArgument, "fallback image"},
+		// A wasm workload with a port is a Wasm service (docs/services.md).
+		{"tcp-service-with-route", &v1.WorkloadSpec{ModuleDigest: hello, Port: 8080, Tcp: true, Http: &v1.HttpTrigger{Route: "/p"}}, errdefs.IsInvalidArgument, "no route"},
+		{"tcp-service-with-fallback", &v1.WorkloadSpec{ModuleDigest: hello, Port: 8080, Tcp: true, FallbackImage: "a:1"}, errdefs.IsInvalidArgument, "no fallback image"},
 	}
 	for _, tc := range refused {
 		if _, err := apply(tc.name, tc.spec); !tc.is(err) || !strings.Contains(err.Error(), tc.want) {

@@ -94,6 +94,14 @@ func linkNoFollow(orig api.GoModuleFunction) api.GoModuleFunction {
 	})
 }
 
+// fileWrappers wrap wazero's WASI functions of these names for writable
+// mounts (sock_linux.go wraps the same around its own).
+var fileWrappers = map[string]func(api.GoModuleFunction) api.GoModuleFunction{
+	"fd_write": wrapNoSpace, "fd_pwrite": wrapNoSpace, "fd_filestat_set_size": wrapNoSpace,
+	"path_open": wrapNoSpace, "path_create_directory": wrapNoSpace, "path_symlink": wrapNoSpace,
+	"path_link": func(fn api.GoModuleFunction) api.GoModuleFunction { return linkNoFollow(wrapNoSpace(fn)) },
+}
+
 // exportNoSpaceWrappers overrides, in b, the WASI functions that write to
 // files or create them with wrapNoSpace of wazero's own, and path_link
 // with linkNoFollow too.
@@ -106,11 +114,7 @@ func exportNoSpaceWrappers(ctx context.Context, wz wazero.Runtime, b wazero.Host
 	}
 	defer compiled.Close(ctx)
 	defs := compiled.ExportedFunctions()
-	for name, wrap := range map[string]func(api.GoModuleFunction) api.GoModuleFunction{
-		"fd_write": wrapNoSpace, "fd_pwrite": wrapNoSpace, "fd_filestat_set_size": wrapNoSpace,
-		"path_open": wrapNoSpace, "path_create_directory": wrapNoSpace, "path_symlink": wrapNoSpace,
-		"path_link": func(fn api.GoModuleFunction) api.GoModuleFunction { return linkNoFollow(wrapNoSpace(fn)) },
-	} {
+	for name, wrap := range fileWrappers {
 		def := defs[name]
 		fn, ok := def.GoFunction().(api.GoModuleFunction)
 		if !ok {

@@ -717,8 +717,8 @@ func fixedErrno(errno uint16) socketCall {
 
 // exportSocketFunctions overrides, in b, the WASI functions of
 // socketCalls: a call on a socket is answered by the instance's table, any
-// other by wazero's function. It runs after exportNoSpaceWrappers, whose
-// fd_write wrapper it keeps for files.
+// other by wazero's function, wrapped for files as exportNoSpaceWrappers
+// does (mounts.go).
 func exportSocketFunctions(ctx context.Context, wz wazero.Runtime, b wazero.HostModuleBuilder) error {
 	orig := wz.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
 	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(orig)
@@ -737,9 +737,8 @@ func exportSocketFunctions(ctx context.Context, wz wazero.Runtime, b wazero.Host
 		if !ok {
 			return fmt.Errorf("wazero's WASI %s is not a Go module function", name)
 		}
-		switch name {
-		case "fd_write", "fd_pwrite", "fd_filestat_set_size":
-			next = wrapNoSpace(next) // as exportNoSpaceWrappers exported them
+		if wrap, ok := fileWrappers[name]; ok {
+			next = wrap(next) // as exportNoSpaceWrappers exported it
 		}
 		b.NewFunctionBuilder().
 			WithGoModuleFunction(socketFunc(name, call, next), def.ParamTypes(), def.ResultTypes()).

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
@@ -313,5 +315,176 @@ func TestAppliedGroupsOverrideConfigured(t *testing.T) {
 	apply(bad)
 	if got := groups(); got != "extra:1-2:manifest pool:0-1:config" {
 		t.Errorf("with an object the provider refuses: %s, want the groups as they were", got)
+	}
+}
+
+// scaleDownWorld is a group of three Ready nodes of 10 slots in etcd,
+// which the controller's node writes change as the API would.
+type scaleDownWorld struct {
+	t     *testing.T
+	ctx   context.Context
+	cli   *clientv3.Client
+	st    *store.Store
+	cache *cache.Cache
+	fake  *cloudFake
+	c     *Controller
+	now   time.Time
+	ops   []string // the controller's writes to nodes, in order
+}
+
+func newScaleDownWorld(t *testing.T, min int, held map[string]int) *scaleDownWorld {
+	cli := etcdtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	c0 := cache.New(cache.Config{Client: cli})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c0.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	w := &scaleDownWorld{t: t, ctx: ctx, cli: cli, st: store.New(cli), cache: c0, now: time.Unix(1_000_000, 0),
+		fake: &cloudFake{group: newGroup("pool", min, 3, 10)}}
+	lease, err := cli.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"pool-1", "pool-2", "pool-3"} {
+		w.fake.nodes = append(w.fake.nodes, provider.Node{Name: n, ProviderID: "fake:///" + n, State: provider.Running})
+		if _, err := w.st.Nodes.Create(ctx, n, &v1.Node{Name: n, Runtimes: []string{"wasm"}, Labels: map[string]string{provider.LabelGroup: "pool"},
+			Capacity: &v1.Resources{Instances: 10, MemoryBytes: 8 << 30}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Put(ctx, store.AlivePrefix+n, "", clientv3.WithLease(lease.ID)); err != nil {
+			t.Fatal(err)
+		}
+		for i := range held[n] {
+			id := fmt.Sprintf("%s-w%d", n, i)
+			if _, err := w.st.Instances.Create(ctx, id, &v1.Instance{Id: id, Workload: "w", Node: n, Spec: &v1.WorkloadSpec{Kind: "wasm"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	change := func(name, op string, f func(*v1.Node)) error {
+		cur, err := w.st.Nodes.Get(ctx, name)
+		if err != nil {
+			return err
+		}
+		n := proto.Clone(cur.Value).(*v1.Node)
+		f(n)
+		_, err = w.st.Nodes.Update(ctx, name, n, cur.ModRevision)
+		w.ops = append(w.ops, op+" "+name)
+		return err
+	}
+	w.c = New(Config{Cache: c0, KV: cli, Providers: []provider.Provider{w.fake}, Now: func() time.Time { return w.now },
+		ScaleDownDelay: time.Minute, DrainTimeout: 10 * time.Minute,
+		Drain: func(_ context.Context, name string) error {
+			return change(name, "drain", func(n *v1.Node) { n.Cordoned, n.Draining = true, true })
+		},
+		SetCordoned: func(_ context.Context, name string, cordoned bool) error {
+			return change(name, fmt.Sprintf("cordon=%v", cordoned), func(n *v1.Node) { n.Cordoned, n.Draining = cordoned, false })
+		},
+		LabelNode: func(_ context.Context, name string, set map[string]string) error {
+			return change(name, "label", func(n *v1.Node) { maps.Copy(n.Labels, set) })
+		},
+		RemoveNode: func(_ context.Context, name string) (int32, error) {
+			w.ops = append(w.ops, "remove "+name)
+			_, err := cli.Delete(ctx, w.st.Nodes.Key(name))
+			return 0, err
+		}})
+	return w
+}
+
+// pass syncs the cache and runs a pass at the world's time.
+func (w *scaleDownWorld) pass() {
+	w.t.Helper()
+	if err := w.cache.Sync(w.ctx); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := w.c.Pass(w.ctx); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// moved deletes the instances on node, as the workload controller does
+// once their replacements run elsewhere.
+func (w *scaleDownWorld) moved(node string) {
+	w.t.Helper()
+	for _, e := range w.cache.InstancesOn(node) {
+		if _, err := w.cli.Delete(w.ctx, w.st.Instances.Key(e.Value.GetId())); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+}
+
+// drains returns the nodes drained so far.
+func (w *scaleDownWorld) drains() []string {
+	var out []string
+	for _, op := range w.ops {
+		if name, ok := strings.CutPrefix(op, "drain "); ok {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// TestScaleDownDrainsOneNodeAtATimeAboveMin: nodes whose instances could
+// run elsewhere are drained after the delay, one at a time, each deleted
+// through its provider once it holds nothing, never taking the group
+// below its min; each node is labelled with its provider id.
+func TestScaleDownDrainsOneNodeAtATimeAboveMin(t *testing.T) {
+	w := newScaleDownWorld(t, 2, map[string]int{"pool-1": 2, "pool-2": 2, "pool-3": 5})
+	w.pass()
+	if got := w.drains(); len(got) != 0 {
+		t.Fatalf("drained %v before the delay", got)
+	}
+	w.now = w.now.Add(61 * time.Second)
+	w.pass()
+	w.pass()
+	if got := w.drains(); fmt.Sprint(got) != "[pool-1]" {
+		t.Fatalf("after the delay drained %v, want only pool-1 (one at a time)", got)
+	}
+	w.moved("pool-1")
+	w.pass()
+	if fmt.Sprint(w.fake.deleted) != "[pool-1]" || !slices.Contains(w.ops, "remove pool-1") {
+		t.Fatalf("pool-1 emptied: provider deleted %v, ops %v; want it deleted and removed", w.fake.deleted, w.ops)
+	}
+	w.now = w.now.Add(time.Minute)
+	w.pass()
+	w.pass()
+	if got := w.drains(); fmt.Sprint(got) != "[pool-1]" {
+		t.Errorf("at min 2 with 2 nodes: drained %v, want no other", got)
+	}
+	for _, n := range []string{"pool-2", "pool-3"} {
+		if cur, ok := w.cache.Node(n); !ok || cur.Value.GetLabels()[provider.LabelProviderID] != n {
+			t.Errorf("node %s labels %v, want %s=%s", n, cur.Value.GetLabels(), provider.LabelProviderID, n)
+		}
+	}
+}
+
+// TestScaleDownGivesUpADrainThatDoesNotFinish: a drain that has not
+// emptied its node within the drain timeout is given up: the node is
+// uncordoned and kept.
+func TestScaleDownGivesUpADrainThatDoesNotFinish(t *testing.T) {
+	w := newScaleDownWorld(t, 0, map[string]int{"pool-1": 2, "pool-2": 9, "pool-3": 9})
+	w.pass()
+	w.now = w.now.Add(61 * time.Second)
+	w.pass()
+	if got := w.drains(); fmt.Sprint(got) != "[pool-1]" {
+		t.Fatalf("drained %v, want pool-1 (ops %v, why %+v)", got, w.ops, w.c.checked)
+	}
+	w.now = w.now.Add(11 * time.Minute)
+	w.pass()
+	if !slices.Contains(w.ops, "cordon=false pool-1") || len(w.fake.deleted) != 0 {
+		t.Errorf("a drain past its timeout: ops %v, deleted %v; want pool-1 uncordoned and kept", w.ops, w.fake.deleted)
+	}
+}
+
+// TestNodeShutDownByItsProviderIsDrained: a node its provider lists as
+// Deleting though the controller did not delete it is drained at once.
+func TestNodeShutDownByItsProviderIsDrained(t *testing.T) {
+	w := newScaleDownWorld(t, 0, map[string]int{"pool-1": 9, "pool-2": 9, "pool-3": 9})
+	w.pass()
+	w.fake.nodes[1].State = provider.Deleting
+	w.pass()
+	w.pass()
+	if got := w.drains(); fmt.Sprint(got) != "[pool-2]" {
+		t.Errorf("drained %v, want pool-2, once", got)
 	}
 }

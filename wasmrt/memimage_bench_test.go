@@ -104,12 +104,34 @@ func BenchmarkFunctionMemoryImage(b *testing.B) {
 	b.ReportMetric(p50["go-without-image"]/p50["go-image"], "x-without-image")
 }
 
+// timedAllocator times the Free of each memory it allocates: the reset of
+// a memory image's mapping.
+type timedAllocator struct {
+	experimental.MemoryAllocator
+	frees *[]time.Duration
+}
+
+func (a timedAllocator) Allocate(capacity, maxBytes uint64) experimental.LinearMemory {
+	return timedMemory{a.MemoryAllocator.Allocate(capacity, maxBytes), a.frees}
+}
+
+type timedMemory struct {
+	experimental.LinearMemory
+	frees *[]time.Duration
+}
+
+func (m timedMemory) Free() {
+	t0 := time.Now()
+	m.LinearMemory.Free()
+	*m.frees = append(*m.frees, time.Since(t0))
+}
+
 // BenchmarkGoFunctionBreakdown splits a Go function's request (gofn.wasm,
 // with its memory image) into what wazero does, measured in one run,
 // interleaved, p50 of each: "instantiate" (mostly the module's table of
 // ~1,900 function references, which wazero builds per instance),
 // "start" (_start: the Go runtime's own start-up, main, and proc_exit,
-// which frees the memory: the reset to the image), and "start" again in a
+// which frees the memory: "reset" to the image), and "start" again in a
 // runtime without WithCloseOnContextDone ("start-no-loop-checks"): that
 // option, which lets a timeout stop a busy loop, makes every loop
 // back-edge leave the machine code for a Go check.
@@ -142,8 +164,8 @@ func BenchmarkGoFunctionBreakdown(b *testing.B) {
 		b.Fatal(err)
 	}
 	cfg := r.moduleConfig.WithArgs("function").WithStdout(io.Discard).WithEnv("QUERY_STRING", "who=bench")
-	allocCtx := experimental.WithMemoryAllocator(ctx, m.image)
-	var inst, start, startUnchecked []time.Duration
+	var inst, start, startUnchecked, reset []time.Duration
+	allocCtx := experimental.WithMemoryAllocator(ctx, timedAllocator{m.image, &reset})
 	run := func(wz wazero.Runtime, code wazero.CompiledModule, starts *[]time.Duration, instantiations *[]time.Duration) {
 		t0 := time.Now()
 		mod, err := wz.InstantiateModule(allocCtx, code, cfg)
@@ -171,7 +193,7 @@ func BenchmarkGoFunctionBreakdown(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		lat  []time.Duration
-	}{{"instantiate", inst}, {"start", start}, {"start-no-loop-checks", startUnchecked}} {
+	}{{"instantiate", inst}, {"start", start}, {"start-no-loop-checks", startUnchecked}, {"reset", reset}} {
 		slices.Sort(c.lat)
 		b.ReportMetric(float64(c.lat[len(c.lat)/2])/1e3, "p50-µs-"+c.name)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,7 +28,7 @@ import (
 // the C function greet.wasm as it runs (pooled memory) and with an image
 // (which small modules do not get: "c-image" shows why), and a native Go
 // handler doing what gofn does on the same recorder. It reports each p50
-// and the Go function's ratios to the others ("x-c", "x-native",
+// (and the Go cases' p90) and the Go function's ratios to the others ("x-c", "x-native",
 // "x-without-image": how much faster the image makes it). b.N requests of
 // each; at least 200.
 func BenchmarkFunctionMemoryImage(b *testing.B) {
@@ -102,6 +103,9 @@ func BenchmarkFunctionMemoryImage(b *testing.B) {
 		slices.Sort(c.lat)
 		p50[c.name] = float64(c.lat[len(c.lat)/2])
 		b.ReportMetric(p50[c.name]/1e3, "p50-µs-"+c.name)
+		if strings.HasPrefix(c.name, "go-") {
+			b.ReportMetric(float64(c.lat[len(c.lat)*9/10])/1e3, "p90-µs-"+c.name)
+		}
 	}
 	b.ReportMetric(p50["go-image"]/p50["c"], "x-c")
 	b.ReportMetric(p50["go-image"]/p50["native"], "x-native")

@@ -4,8 +4,10 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -37,6 +39,24 @@ func writableFS(dir string) experimentalsys.FS {
 type beneathFS struct {
 	experimentalsys.UnimplementedFS
 	dir string
+
+	// root is a descriptor of dir (O_PATH) that lookups start from, opened
+	// at the first and closed when the beneathFS is garbage: the file
+	// system has no Close, and wazero keeps it as long as the instance.
+	rootOnce sync.Once
+	root     int
+	rootErr  error
+}
+
+// rootFD is the descriptor of the directory.
+func (b *beneathFS) rootFD() (int, experimentalsys.Errno) {
+	b.rootOnce.Do(func() {
+		b.root, b.rootErr = unix.Open(b.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if b.rootErr == nil {
+			runtime.AddCleanup(b, func(fd int) { unix.Close(fd) }, b.root)
+		}
+	})
+	return b.root, experimentalsys.UnwrapOSError(b.rootErr)
 }
 
 // String implements fmt.Stringer, as wazero's DirFS does.
@@ -49,11 +69,10 @@ const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
 // open opens name (a path as wazero gives it: relative, clean, perhaps with
 // a trailing slash) beneath the directory with how.
 func (b *beneathFS) open(name string, how *unix.OpenHow) (*os.File, experimentalsys.Errno) {
-	root, err := unix.Open(b.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, experimentalsys.UnwrapOSError(err)
+	root, errno := b.rootFD()
+	if errno != 0 {
+		return nil, errno
 	}
-	defer unix.Close(root)
 	if name = strings.TrimLeft(name, "/"); name == "" {
 		name = "."
 	}
@@ -222,13 +241,19 @@ func (b *beneathFS) Lstat(name string) (st sys.Stat_t, errno experimentalsys.Err
 	return st, errno
 }
 
-// Stat implements experimentalsys.FS.
-func (b *beneathFS) Stat(name string) (st sys.Stat_t, errno experimentalsys.Errno) {
-	errno = b.resolved(name, func(p string) (e experimentalsys.Errno) {
-		st, e = sysfs.DirFS(p).Stat(".")
-		return e
-	})
-	return st, errno
+// Stat implements experimentalsys.FS: fstat of the file resolved, as
+// wazero's DirFS makes its Stat_t of os.Stat.
+func (b *beneathFS) Stat(name string) (sys.Stat_t, experimentalsys.Errno) {
+	f, errno := b.open(name, &unix.OpenHow{Flags: unix.O_PATH})
+	if errno != 0 {
+		return sys.Stat_t{}, errno
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return sys.Stat_t{}, experimentalsys.UnwrapOSError(err)
+	}
+	return sys.NewStat_t(info), 0
 }
 
 // Mkdir implements experimentalsys.FS.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+	"github.com/tetratelabs/wazero/experimental/sysfs"
 )
 
 // beneathFixture is a writable mount's directory, <outer>/mnt, next to a
@@ -172,5 +173,40 @@ func TestBeneathFSPwriteOnAnAppendFile(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "log")); string(b) != "abcd" {
 		t.Errorf("file = %q, want abcd", b)
+	}
+}
+
+// BenchmarkMountOpen opens and closes a file three directories deep, and
+// stats it, through a writable mount's file system (beneathFS: openat2
+// beneath the directory, then wazero's DirFS through /proc/self/fd) and
+// through wazero's DirFS alone, the baseline, in the same run.
+func BenchmarkMountOpen(b *testing.B) {
+	dir := b.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "a", "b", "c"), 0o700); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a", "b", "c", "f"), []byte("x"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	for _, fsys := range []struct {
+		name string
+		fs   experimentalsys.FS
+	}{{"beneath", writableFS(dir)}, {"dirfs", sysfs.DirFS(dir)}} {
+		b.Run(fsys.name+"/open-close", func(b *testing.B) {
+			for b.Loop() {
+				f, errno := fsys.fs.OpenFile("a/b/c/f", experimentalsys.O_RDONLY, 0)
+				if errno != 0 {
+					b.Fatal(errno)
+				}
+				f.Close()
+			}
+		})
+		b.Run(fsys.name+"/stat", func(b *testing.B) {
+			for b.Loop() {
+				if _, errno := fsys.fs.Stat("a/b/c/f"); errno != 0 {
+					b.Fatal(errno)
+				}
+			}
+		})
 	}
 }

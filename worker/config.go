@@ -51,6 +51,11 @@ const (
 	// DefaultMaxScratchBytes is the most scratch space one instance may
 	// have on a node (state: WorkloadSpec.scratch_bytes).
 	DefaultMaxScratchBytes = 1 << 30
+	// DefaultModuleCacheBytes bounds the modules (and image archives) a
+	// node keeps on disk beside those its instances use, and its compiled
+	// code as much again: small enough for an SD card, and room for a
+	// hundred Go modules.
+	DefaultModuleCacheBytes = 512 << 20
 	// DefaultVolumeGCInterval is how often a worker looks for removed
 	// volumes to delete.
 	DefaultVolumeGCInterval = 30 * time.Second
@@ -139,6 +144,14 @@ type Config struct {
 	// removed (`volume rm`) whose directories it is to delete, besides
 	// after each (re)connection; zero: DefaultVolumeGCInterval.
 	VolumeGCInterval time.Duration `json:"volumeGCInterval" yaml:"volumeGCInterval"`
+	// edge: ModuleCacheBytes bounds the module cache on disk
+	// (worker/modcache): the least recently used modules no instance on
+	// the node uses are evicted past it, and a module larger than it is
+	// refused (the instance fails with ReasonModuleTooLarge and the
+	// control plane places it elsewhere). The compiled-code cache is
+	// trimmed to as much, oldest first. Zero: DefaultModuleCacheBytes;
+	// negative: no bound.
+	ModuleCacheBytes int64 `json:"moduleCacheBytes" yaml:"moduleCacheBytes"`
 }
 
 // Allocatable is the memory the node's instances and function requests
@@ -213,6 +226,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxScratchBytes == 0 {
 		c.MaxScratchBytes = DefaultMaxScratchBytes
+	}
+	if c.ModuleCacheBytes == 0 {
+		c.ModuleCacheBytes = DefaultModuleCacheBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

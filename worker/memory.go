@@ -6,6 +6,7 @@ import (
 	"github.com/wasmorch/wasmorch/internal/resources"
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/worker/membudget"
+	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
 
 // The node's memory budget (membudget) is its allocatable memory: what it
@@ -26,6 +27,12 @@ import (
 // ReasonInsufficientMemory is the reason of an instance the node's memory
 // budget cannot hold yet.
 const ReasonInsufficientMemory = "InsufficientMemory"
+
+// ReasonMemoryUnfit is the reason of an instance whose reservation is more
+// than the node's whole allocatable memory: it could never start here
+// (edge: unfit.go), as when the node's memory was set lower after it was
+// placed.
+const ReasonMemoryUnfit = "MemoryUnfit"
 
 // memoryReservation is what in reserves on the node.
 func memoryReservation(in *instance) int64 {
@@ -55,8 +62,24 @@ func (w *Worker) admitMemory(in *instance) bool {
 		w.memMu.Unlock()
 		return true
 	}
-	w.memoryWaiters[in] = struct{}{}
 	u := w.memory.Usage()
+	if n > u.Total {
+		w.memMu.Unlock()
+		in.mu.Lock()
+		in.busy = false
+		stopping := in.stopping
+		if !stopping && !w.closing.Load() {
+			msg := fmt.Sprintf("the instance reserves %s (its memory limit), more than node %s's whole allocatable memory (%s): it cannot run on this node",
+				membudget.FormatBytes(n), w.cfg.NodeName, membudget.FormatBytes(u.Total))
+			w.startFailedLocked(in, runtimeapi.Exit{Reason: ReasonMemoryUnfit, Message: msg, Permanent: true}, false)
+		}
+		in.mu.Unlock()
+		if stopping {
+			w.enqueueStop(in)
+		}
+		return false
+	}
+	w.memoryWaiters[in] = struct{}{}
 	w.memMu.Unlock()
 
 	in.mu.Lock()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+	"github.com/wasmorch/wasmorch/worker/modcache"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
 
@@ -54,9 +55,14 @@ func (w *Worker) fetchArtifact(ctx context.Context, spec *pb.WorkloadSpec) (runt
 		return runtimeapi.Artifact{Ref: spec.GetImage()}, nil, false
 	}
 	fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
-	path, err := w.modules.Get(fctx, spec.GetModuleDigest())
+	path, err := w.modules.Get(fctx, spec.GetModuleDigest(), spec.GetModuleSize())
 	cancel()
 	if err != nil {
+		if errors.Is(err, modcache.ErrTooLarge) {
+			// edge: this node can never hold it; the control plane places
+			// it elsewhere (unfit.go).
+			return runtimeapi.Artifact{}, &runtimeapi.Exit{Reason: ReasonModuleTooLarge, Message: err.Error(), Permanent: true}, false
+		}
 		if errdefs.IsInvalidArgument(err) {
 			return runtimeapi.Artifact{}, &runtimeapi.Exit{Reason: ReasonInvalidSpec, Message: err.Error(), Permanent: true}, false
 		}

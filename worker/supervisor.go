@@ -294,6 +294,7 @@ func (w *Worker) exitedLocked(in *instance, e runtimeapi.Exit) {
 	}
 	w.metrics.exited(in.rec.GetWorkload(), reason)
 	st := w.newStatus(in, state, reason, e.Message)
+	st.Unfit = unfitOf(in, e) // edge: unfit.go
 	st.Exited = true
 	st.ExitCode = e.Code
 	st.StartedUnixNano = in.startedAt.UnixNano()
@@ -316,6 +317,7 @@ func (w *Worker) exitedLocked(in *instance, e runtimeapi.Exit) {
 // startFailedLocked records a start attempt that never ran.
 func (w *Worker) startFailedLocked(in *instance, e runtimeapi.Exit, retryAlways bool) {
 	st := w.newStatus(in, pb.InstanceState_INSTANCE_STATE_FAILED, e.Reason, e.Message)
+	st.Unfit = unfitOf(in, e) // edge: unfit.go
 	if e.Permanent || !(retryAlways || restarts(in.rec.GetSpec().GetRestart(), false)) {
 		w.setStatusLocked(in, st)
 		return

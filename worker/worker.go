@@ -210,6 +210,7 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 	if w.modules, err = modcache.New(filepath.Join(cfg.DataDir, modulesDir), w.fetchBlob); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
+	w.modules.SetLimit(cfg.ModuleCacheBytes) // edge: negative is no bound
 	w.metrics = newMetrics(cfg.Registry, w)
 	if w.logs, err = logstore.New(filepath.Join(cfg.DataDir, logsDir), cfg.LogBytesPerInstance, 0, w.logger); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -305,6 +306,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	g.Go(func() error { return w.watchRuntimes(gctx) })
 	g.Go(func() error { return w.watchDisk(gctx) })
 	g.Go(func() error { w.removeVolumes(gctx); return nil }) // storage.go
+	g.Go(func() error { w.trimCompiled(gctx); return nil })  // edge: unfit.go
 	for range w.startWorkers {
 		g.Go(func() error { w.drain(gctx, w.startq, w.doStart); return nil })
 	}
@@ -516,6 +518,9 @@ func (w *Worker) newInstanceLocked(rec *pb.Instance) *instance {
 		w.local.add(rec) // localhttp.go
 	}
 	if spec := rec.GetSpec(); spec != nil {
+		if !usesImageRef(spec) {
+			w.modules.Pin(spec.GetModuleDigest()) // edge: not evicted while it runs here
+		}
 		in.rt = w.runtimes[kindOf(spec)]
 		if in.rt != nil {
 			w.refs[artifactKey{in.rt.Name(), artifactID(spec)}]++
@@ -527,10 +532,13 @@ func (w *Worker) newInstanceLocked(rec *pb.Instance) *instance {
 // unrefLocked drops in's reference to its artifact, releasing the artifact
 // from its runtime when no instance wants it any more.
 func (w *Worker) unrefLocked(in *instance) {
+	spec := in.rec.GetSpec()
+	if spec != nil && !usesImageRef(spec) {
+		w.modules.Unpin(spec.GetModuleDigest())
+	}
 	if in.rt == nil {
 		return
 	}
-	spec := in.rec.GetSpec()
 	key := artifactKey{in.rt.Name(), artifactID(spec)}
 	if w.refs[key]--; w.refs[key] > 0 {
 		return

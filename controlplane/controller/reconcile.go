@@ -131,6 +131,12 @@ func (c *controller) reconcile(ctx context.Context, name string, b *batch) ([]*v
 			live = append(live, w.instances[i])
 		}
 	}
+	// edge: an instance its node cannot run at all is replaced on another
+	// node, which its generation keeps to (unfit.go).
+	live, err := c.unfitInstances(wl, live, w, g, mark, remove)
+	if err != nil {
+		return nil, err
+	}
 	// rollouts: a failed rollout goes back to the previous revision; the
 	// next reconcile rolls the new generation.
 	if rolled, err := c.autoRollback(ctx, wl, live, w); err != nil {

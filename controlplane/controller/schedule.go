@@ -64,6 +64,19 @@ func (c *controller) schedule(ctx context.Context, created []*v1.Instance, workl
 		for _, inst := range created {
 			placing[inst.GetWorkload()] = true
 		}
+		// edge: the nodes each workload's generation could not run on
+		// (unfit.go).
+		now := time.Now()
+		for w := range placing {
+			if cw, ok := r.Workload(w); ok {
+				if a := unfitFor(cw.Value, now); a != nil {
+					if snap.Avoid == nil {
+						snap.Avoid = map[string]*scheduler.Avoid{}
+					}
+					snap.Avoid[w] = a
+				}
+			}
+		}
 		// Lost, terminating and evicted instances are leaving: they do
 		// not count for spreading.
 		for w := range placing {

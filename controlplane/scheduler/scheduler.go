@@ -9,7 +9,9 @@
 // workload's runtime (for a wasm workload with a fallback image, either
 // runtime: see fallback.go), has an accepted arch and OS, carries every
 // label of the workload's selector, allows the workload's scratch space,
-// and has free instance slots, memory and CPU.
+// has not already failed to run the workload's generation at all (an
+// unfit node: Snapshot.Avoid), and has free instance slots, memory and
+// CPU.
 // Among feasible nodes the scheduler prefers, in this order: the value of
 // the workload's spread label holding the fewest of its replicas, the node
 // holding the fewest of its replicas, and the least allocated node.
@@ -51,6 +53,17 @@ type Snapshot struct {
 	// Volumes maps each named volume the instances to place mount, and
 	// that exists, to the node it lives on (state: storage.go).
 	Volumes map[string]string
+	// Avoid maps a workload to the nodes where its generation could not
+	// run at all (edge: unfit.go): none of that generation is placed
+	// there.
+	Avoid map[string]*Avoid
+}
+
+// Avoid is the nodes a workload generation cannot run on, each with why
+// (the reason its instance reported there, e.g. ModuleTooLarge).
+type Avoid struct {
+	Generation int64
+	Nodes      map[string]string
 }
 
 // SnapshotOf builds a snapshot from nodes and every instance placed on
@@ -114,6 +127,7 @@ const (
 	reasonCPU      = "insufficient cpu"
 	reasonScratch  = "scratch space over the node's allowance"
 	reasonMount    = "host mount not allowed"
+	reasonUnfit    = "could not run this revision before (%s)"
 )
 
 type nodeState struct {
@@ -160,6 +174,7 @@ type pass struct {
 	counts   map[string]*workloadCounts
 	placedBy map[string][]int  // workload → node indexes of its placed instances
 	volumes  map[string]string // named volume → its node, as placed so far (storage.go)
+	avoid    map[string]*Avoid // edge: Snapshot.Avoid
 }
 
 // Schedule places the pending instances (those with no node) on nodes.
@@ -174,7 +189,7 @@ func Schedule(snap Snapshot, pending []*v1.Instance) Plan {
 func schedule(snap Snapshot, pending []*v1.Instance, linear bool) Plan {
 	plan := Plan{Bindings: make(map[string]string, len(pending)), Unplaced: make(map[string]string), Runtimes: map[string]Choice{}, NewVolumes: map[string]string{}}
 	p := &pass{byName: make(map[string]*nodeState, len(snap.Nodes)), groups: map[string]*group{}, counts: map[string]*workloadCounts{},
-		volumes: maps.Clone(snap.Volumes)}
+		volumes: maps.Clone(snap.Volumes), avoid: snap.Avoid}
 	if p.volumes == nil {
 		p.volumes = map[string]string{}
 	}
@@ -255,6 +270,10 @@ func (p *pass) group(inst *v1.Instance) *group {
 	if len(spec.GetVolumes()) > 0 {
 		g.volumes = newVolumeGroup(spec, len(p.nodes))
 	}
+	avoid := p.avoid[inst.GetWorkload()]
+	if avoid != nil && avoid.Generation != inst.GetGeneration() {
+		avoid = nil
+	}
 	if HasFallback(spec) {
 		g.fallback = &fallbackGroup{asContainer: make([]bool, len(p.nodes)), why: make([]string, len(p.nodes)), mem: spec.GetFallbackMemoryRequestBytes()}
 		if g.fallback.mem <= 0 {
@@ -280,6 +299,11 @@ func (p *pass) group(inst *v1.Instance) *group {
 		}
 		if why == "" && !mountsAllowed(spec, ns.info.Node) {
 			why = reasonMount
+		}
+		if why == "" && avoid != nil {
+			if r, ok := avoid.Nodes[ns.info.Node.GetName()]; ok {
+				why = fmt.Sprintf(reasonUnfit, r)
+			}
 		}
 		if g.volumes != nil {
 			g.volumes.why[ns.idx] = why

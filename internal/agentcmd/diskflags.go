@@ -12,9 +12,10 @@ import (
 )
 
 // DiskFlags are a worker's bounds on its disk (`up` and `agent`): its
-// instance logs, and the free space below which it reports DiskPressure.
+// instance logs, the free space below which it reports DiskPressure, and
+// its module cache.
 type DiskFlags struct {
-	instanceLog, logBudget, minFree string
+	instanceLog, logBudget, minFree, moduleCache string
 }
 
 // Add adds the flags, with the worker's defaults (diskflags_test.go holds
@@ -26,10 +27,12 @@ func (d *DiskFlags) Add(f *pflag.FlagSet) {
 		"output kept by all instances of the node together, e.g. 1Gi; beyond it the oldest output is deleted first")
 	f.StringVar(&d.minFree, "min-free-disk", "512Mi,5%",
 		"free space the worker keeps on the disk of its data dir, a size, a percentage of the disk, or both (the larger holds), e.g. 512Mi,5%; below it the node reports DiskPressure and takes no new instances (0: never)")
+	f.StringVar(&d.moduleCache, "module-cache-size", "512Mi",
+		"modules kept on disk beside those the node's instances use, e.g. 64Mi (compiled code as much again): the least recently used go first, and a module larger than this is refused and placed on another node (0: no bound)")
 }
 
 // Apply sets the worker's LogBytesPerInstance, LogBytesTotal,
-// DiskPressureFree and DiskPressureFreePercent.
+// DiskPressureFree, DiskPressureFreePercent and ModuleCacheBytes.
 func (d *DiskFlags) Apply(wk *worker.Config) error {
 	var err error
 	if wk.LogBytesPerInstance, err = parseSizeFlag("instance-log-size", d.instanceLog, "1Mi"); err != nil {
@@ -42,7 +45,14 @@ func (d *DiskFlags) Apply(wk *worker.Config) error {
 		return clierr.Errorf("give --log-budget room for at least two instances' logs, or a smaller --instance-log-size",
 			"--log-budget %s is less than twice --instance-log-size %s", d.logBudget, d.instanceLog)
 	}
-	wk.DiskPressureFree, wk.DiskPressureFreePercent, err = parseMinFreeDisk(d.minFree)
+	if wk.DiskPressureFree, wk.DiskPressureFreePercent, err = parseMinFreeDisk(d.minFree); err != nil {
+		return err
+	}
+	if strings.TrimSpace(d.moduleCache) == "0" {
+		wk.ModuleCacheBytes = -1 // the worker's "no bound"
+		return nil
+	}
+	wk.ModuleCacheBytes, err = parseSizeFlag("module-cache-size", d.moduleCache, "64Mi, or 0 for no bound")
 	return err
 }
 

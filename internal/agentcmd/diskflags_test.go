@@ -17,7 +17,8 @@ func TestDiskFlagDefaultsAreTheWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	if wk.LogBytesPerInstance != worker.DefaultLogBytesPerInstance || wk.LogBytesTotal != worker.DefaultLogBytesTotal ||
-		wk.DiskPressureFree != worker.DefaultDiskPressureFree || wk.DiskPressureFreePercent != worker.DefaultDiskPressureFreePercent {
+		wk.DiskPressureFree != worker.DefaultDiskPressureFree || wk.DiskPressureFreePercent != worker.DefaultDiskPressureFreePercent ||
+		wk.ModuleCacheBytes != worker.DefaultModuleCacheBytes {
 		t.Fatalf("the flags' defaults give %+v, want the worker's defaults", wk)
 	}
 }
@@ -44,5 +45,19 @@ func TestALogBudgetBelowTwoInstancesIsRefusedByItsFlags(t *testing.T) {
 	err := d.Apply(&worker.Config{})
 	if err == nil || !strings.HasPrefix(err.Error(), "--log-budget 1Gi is less than twice --instance-log-size 1Gi; ") {
 		t.Fatalf("apply = %v, want the two flags named", err)
+	}
+}
+
+func TestModuleCacheSizeFlag(t *testing.T) {
+	for in, want := range map[string]int64{"64Mi": 64 << 20, "1Gi": 1 << 30, "0": -1} {
+		d := DiskFlags{instanceLog: "1Mi", logBudget: "1Gi", minFree: "0", moduleCache: in}
+		var wk worker.Config
+		if err := d.Apply(&wk); err != nil || wk.ModuleCacheBytes != want {
+			t.Errorf("--module-cache-size %s = %d, %v; want %d", in, wk.ModuleCacheBytes, err, want)
+		}
+	}
+	d := DiskFlags{instanceLog: "1Mi", logBudget: "1Gi", minFree: "0", moduleCache: "lots"}
+	if err := d.Apply(&worker.Config{}); err == nil || !strings.HasPrefix(err.Error(), "invalid --module-cache-size: ") {
+		t.Fatalf("--module-cache-size lots = %v, want it refused", err)
 	}
 }

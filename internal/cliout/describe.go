@@ -42,6 +42,34 @@ type WorkloadDescription struct {
 	// while a generation waits for promotion.
 	Canary      string `json:"canary,omitempty"`
 	CanaryPhase string `json:"canaryPhase,omitempty"`
+
+	// edge: the nodes the current generation could not run on, which the
+	// scheduler keeps it off until each one's Until.
+	UnfitNodes []UnfitNode `json:"unfitNodes,omitempty"`
+}
+
+// UnfitNode is a node a workload's generation could not run on.
+type UnfitNode struct {
+	Node     string    `json:"node"`
+	Reason   string    `json:"reason"`
+	Message  string    `json:"message"`
+	Instance string    `json:"instance"`
+	Since    time.Time `json:"since"`
+	Until    time.Time `json:"until"`
+}
+
+// unfitNodes are the entries of wl that hold for its generation at now.
+func unfitNodes(wl *wasmorchv1.Workload, now time.Time) []UnfitNode {
+	var out []UnfitNode
+	for _, u := range wl.GetUnfitNodes() {
+		if u.GetGeneration() != wl.GetGeneration() || now.UnixNano() >= u.GetUntilUnixNano() {
+			continue
+		}
+		out = append(out, UnfitNode{Node: u.GetNode(), Reason: u.GetReason(), Message: u.GetMessage(), Instance: u.GetInstance(),
+			Since: unixNano(u.GetUnixNano()), Until: unixNano(u.GetUntilUnixNano())})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
+	return out
 }
 
 // NodeDescription is what `describe node` shows.
@@ -65,6 +93,7 @@ func DescribeWorkload(wv *wasmorchv1.WorkloadView, insts []*wasmorchv1.InstanceV
 
 		Canary:      canarySetting(spec),
 		CanaryPhase: canaryPhase(wv.GetWorkload(), insts),
+		UnfitNodes:  unfitNodes(wv.GetWorkload(), time.Now()),
 	}
 }
 
@@ -173,6 +202,9 @@ func (p Printer) DescribeWorkload(w io.Writer, d WorkloadDescription) error {
 	}
 	if d.CanaryPhase != "" {
 		field("Rollout", d.CanaryPhase)
+	}
+	for _, u := range d.UnfitNodes { // edge
+		field("Unfit node", fmt.Sprintf("%s: %s (%s), avoided until %s", u.Node, u.Reason, u.Message, u.Until.UTC().Format(time.RFC3339)))
 	}
 	if !x.CreatedAt.IsZero() {
 		field("Created", x.CreatedAt.Format(time.RFC3339)+" ("+Age(p.Now, x.CreatedAt)+" ago)")

@@ -57,7 +57,7 @@ func TestFetchesOnceAndServesFromDisk(t *testing.T) {
 	paths := make([]string, 16)
 	errs := make([]error, 16)
 	for i := range paths {
-		wg.Go(func() { paths[i], errs[i] = c.Get(context.Background(), d) })
+		wg.Go(func() { paths[i], errs[i] = c.Get(context.Background(), d, 0) })
 	}
 	wg.Wait()
 	for i := range paths {
@@ -89,7 +89,7 @@ func TestCorruptBlobIsRejectedAndNotCached(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		if _, err := c.Get(context.Background(), d); !errors.Is(err, ErrDigestMismatch) {
+		if _, err := c.Get(context.Background(), d, 0); !errors.Is(err, ErrDigestMismatch) {
 			t.Fatalf("Get = %v, want ErrDigestMismatch", err)
 		}
 	}
@@ -114,7 +114,7 @@ func TestFileCorruptedOnDiskIsFetchedAgain(t *testing.T) {
 	if err := os.WriteFile(path, []byte("bit rot"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Get(context.Background(), d); err != nil {
+	if _, err := c.Get(context.Background(), d, 0); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(path); string(got) != string(module) || calls.Load() != 1 {
@@ -128,7 +128,7 @@ func TestInvalidDigestIsAnInvalidArgument(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range []string{"", "sha256:abc", "md5:" + digestOf(nil)[7:], "sha256:" + digestOf(nil)[7:70] + "Z", "sha256:../../../../etc/passwd"} {
-		if _, err := c.Get(context.Background(), d); !errdefs.IsInvalidArgument(err) {
+		if _, err := c.Get(context.Background(), d, 0); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("Get(%q) = %v, want an invalid argument", d, err)
 		}
 	}

@@ -148,6 +148,69 @@ func (InstanceState) EnumDescriptor() ([]byte, []int) {
 	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{1}
 }
 
+// edge: NodeUnfit is why a node cannot run a workload revision at all.
+type NodeUnfit int32
+
+const (
+	NodeUnfit_NODE_UNFIT_UNSPECIFIED NodeUnfit = 0
+	// The module (or image archive) is larger than the node's module cache
+	// (agent --module-cache-size).
+	NodeUnfit_NODE_UNFIT_DISK NodeUnfit = 1
+	// The node's wasm runtime cannot compile or link a module the control
+	// plane accepted (an older agent, an engine without a feature).
+	NodeUnfit_NODE_UNFIT_ENGINE NodeUnfit = 2
+	// A container's binary is for another architecture (exec format error).
+	NodeUnfit_NODE_UNFIT_ARCH NodeUnfit = 3
+	// The instance's memory limit is more than the node's whole allocatable
+	// memory: it could never start there.
+	NodeUnfit_NODE_UNFIT_MEMORY NodeUnfit = 4
+)
+
+// Enum value maps for NodeUnfit.
+var (
+	NodeUnfit_name = map[int32]string{
+		0: "NODE_UNFIT_UNSPECIFIED",
+		1: "NODE_UNFIT_DISK",
+		2: "NODE_UNFIT_ENGINE",
+		3: "NODE_UNFIT_ARCH",
+		4: "NODE_UNFIT_MEMORY",
+	}
+	NodeUnfit_value = map[string]int32{
+		"NODE_UNFIT_UNSPECIFIED": 0,
+		"NODE_UNFIT_DISK":        1,
+		"NODE_UNFIT_ENGINE":      2,
+		"NODE_UNFIT_ARCH":        3,
+		"NODE_UNFIT_MEMORY":      4,
+	}
+)
+
+func (x NodeUnfit) Enum() *NodeUnfit {
+	p := new(NodeUnfit)
+	*p = x
+	return p
+}
+
+func (x NodeUnfit) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NodeUnfit) Descriptor() protoreflect.EnumDescriptor {
+	return file_wasmorch_v1_wasmorch_proto_enumTypes[2].Descriptor()
+}
+
+func (NodeUnfit) Type() protoreflect.EnumType {
+	return &file_wasmorch_v1_wasmorch_proto_enumTypes[2]
+}
+
+func (x NodeUnfit) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NodeUnfit.Descriptor instead.
+func (NodeUnfit) EnumDescriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{2}
+}
+
 // disk: NodeConditionType is a kind of trouble a worker reports about its
 // node, as Kubernetes' node conditions.
 type NodeConditionType int32
@@ -182,11 +245,11 @@ func (x NodeConditionType) String() string {
 }
 
 func (NodeConditionType) Descriptor() protoreflect.EnumDescriptor {
-	return file_wasmorch_v1_wasmorch_proto_enumTypes[2].Descriptor()
+	return file_wasmorch_v1_wasmorch_proto_enumTypes[3].Descriptor()
 }
 
 func (NodeConditionType) Type() protoreflect.EnumType {
-	return &file_wasmorch_v1_wasmorch_proto_enumTypes[2]
+	return &file_wasmorch_v1_wasmorch_proto_enumTypes[3]
 }
 
 func (x NodeConditionType) Number() protoreflect.EnumNumber {
@@ -195,7 +258,7 @@ func (x NodeConditionType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeConditionType.Descriptor instead.
 func (NodeConditionType) EnumDescriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{2}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{3}
 }
 
 // Watch (scale): the changes after a revision (0: from now), as the
@@ -246,11 +309,11 @@ func (x WatchKind) String() string {
 }
 
 func (WatchKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_wasmorch_v1_wasmorch_proto_enumTypes[3].Descriptor()
+	return file_wasmorch_v1_wasmorch_proto_enumTypes[4].Descriptor()
 }
 
 func (WatchKind) Type() protoreflect.EnumType {
-	return &file_wasmorch_v1_wasmorch_proto_enumTypes[3]
+	return &file_wasmorch_v1_wasmorch_proto_enumTypes[4]
 }
 
 func (x WatchKind) Number() protoreflect.EnumNumber {
@@ -259,7 +322,7 @@ func (x WatchKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WatchKind.Descriptor instead.
 func (WatchKind) EnumDescriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{3}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{4}
 }
 
 type WatchEventType int32
@@ -303,11 +366,11 @@ func (x WatchEventType) String() string {
 }
 
 func (WatchEventType) Descriptor() protoreflect.EnumDescriptor {
-	return file_wasmorch_v1_wasmorch_proto_enumTypes[4].Descriptor()
+	return file_wasmorch_v1_wasmorch_proto_enumTypes[5].Descriptor()
 }
 
 func (WatchEventType) Type() protoreflect.EnumType {
-	return &file_wasmorch_v1_wasmorch_proto_enumTypes[4]
+	return &file_wasmorch_v1_wasmorch_proto_enumTypes[5]
 }
 
 func (x WatchEventType) Number() protoreflect.EnumNumber {
@@ -316,7 +379,7 @@ func (x WatchEventType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WatchEventType.Descriptor instead.
 func (WatchEventType) EnumDescriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{4}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{5}
 }
 
 // WorkloadSpec is what the user asks for. Every change to it bumps the
@@ -1552,6 +1615,13 @@ type Workload struct {
 	// promote`, or its canary duration passed); a rollback is promoted as it
 	// is written (it has no canary).
 	PromotedGeneration int64 `protobuf:"varint,80,opt,name=promoted_generation,json=promotedGeneration,proto3" json:"promoted_generation,omitempty"`
+	// edge: the nodes where an instance of this generation could not run at
+	// all (the module larger than the node's module cache, a runtime that
+	// cannot compile it, a binary for another architecture): the scheduler
+	// places none of this generation there again. Written by the
+	// controller; entries of another generation, or older than the
+	// controller's bound, are ignored and dropped at its next write.
+	UnfitNodes []*UnfitNode `protobuf:"bytes,230,rep,name=unfit_nodes,json=unfitNodes,proto3" json:"unfit_nodes,omitempty"`
 	// observe: labels that find the workload (`get -l app=web`); its
 	// instances answer to them too. Not part of the spec: changing them
 	// makes no new generation.
@@ -1630,6 +1700,13 @@ func (x *Workload) GetPromotedGeneration() int64 {
 		return x.PromotedGeneration
 	}
 	return 0
+}
+
+func (x *Workload) GetUnfitNodes() []*UnfitNode {
+	if x != nil {
+		return x.UnfitNodes
+	}
+	return nil
 }
 
 func (x *Workload) GetLabels() map[string]string {
@@ -1811,8 +1888,13 @@ type InstanceStatus struct {
 	HealthFailures int32  `protobuf:"varint,80,opt,name=health_failures,json=healthFailures,proto3" json:"health_failures,omitempty"`
 	HealthMessage  string `protobuf:"bytes,81,opt,name=health_message,json=healthMessage,proto3" json:"health_message,omitempty"`
 	Unhealthy      bool   `protobuf:"varint,82,opt,name=unhealthy,proto3" json:"unhealthy,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// edge: set with a failure that is the node's, not the instance's: this
+	// node cannot run this revision at all (reason and message say why), so
+	// the controller replaces the instance on another node and keeps its
+	// revision off this one.
+	Unfit         NodeUnfit `protobuf:"varint,230,opt,name=unfit,proto3,enum=wasmorch.v1.NodeUnfit" json:"unfit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InstanceStatus) Reset() {
@@ -1957,6 +2039,114 @@ func (x *InstanceStatus) GetUnhealthy() bool {
 	return false
 }
 
+func (x *InstanceStatus) GetUnfit() NodeUnfit {
+	if x != nil {
+		return x.Unfit
+	}
+	return NodeUnfit_NODE_UNFIT_UNSPECIFIED
+}
+
+// edge: UnfitNode is one node a workload generation cannot run on.
+type UnfitNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Generation    int64                  `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Unfit         NodeUnfit              `protobuf:"varint,3,opt,name=unfit,proto3,enum=wasmorch.v1.NodeUnfit" json:"unfit,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`                                       // the instance's status reason, e.g. ModuleTooLarge
+	Message       string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`                                     // the instance's status message (bounded)
+	Instance      string                 `protobuf:"bytes,6,opt,name=instance,proto3" json:"instance,omitempty"`                                   // the instance that failed there
+	UnixNano      int64                  `protobuf:"varint,7,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`                  // when the controller learned it
+	UntilUnixNano int64                  `protobuf:"varint,8,opt,name=until_unix_nano,json=untilUnixNano,proto3" json:"until_unix_nano,omitempty"` // when the node may be tried again
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnfitNode) Reset() {
+	*x = UnfitNode{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnfitNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnfitNode) ProtoMessage() {}
+
+func (x *UnfitNode) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnfitNode.ProtoReflect.Descriptor instead.
+func (*UnfitNode) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UnfitNode) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *UnfitNode) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *UnfitNode) GetUnfit() NodeUnfit {
+	if x != nil {
+		return x.Unfit
+	}
+	return NodeUnfit_NODE_UNFIT_UNSPECIFIED
+}
+
+func (x *UnfitNode) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *UnfitNode) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *UnfitNode) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *UnfitNode) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
+func (x *UnfitNode) GetUntilUnixNano() int64 {
+	if x != nil {
+		return x.UntilUnixNano
+	}
+	return 0
+}
+
 type Resources struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	MemoryBytes   int64                  `protobuf:"varint,1,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
@@ -1968,7 +2158,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2170,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[19]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2183,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{19}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Resources) GetMemoryBytes() int64 {
@@ -2048,7 +2238,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2250,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[20]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2263,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{20}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Node) GetName() string {
@@ -2194,7 +2384,7 @@ type NodeCondition struct {
 
 func (x *NodeCondition) Reset() {
 	*x = NodeCondition{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2396,7 @@ func (x *NodeCondition) String() string {
 func (*NodeCondition) ProtoMessage() {}
 
 func (x *NodeCondition) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[21]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,7 +2409,7 @@ func (x *NodeCondition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCondition.ProtoReflect.Descriptor instead.
 func (*NodeCondition) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{21}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeCondition) GetType() NodeConditionType {
@@ -2258,7 +2448,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2460,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[22]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2473,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{22}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Event) GetObject() string {
@@ -2340,7 +2530,7 @@ type BlobMeta struct {
 
 func (x *BlobMeta) Reset() {
 	*x = BlobMeta{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2542,7 @@ func (x *BlobMeta) String() string {
 func (*BlobMeta) ProtoMessage() {}
 
 func (x *BlobMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[23]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2555,7 @@ func (x *BlobMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobMeta.ProtoReflect.Descriptor instead.
 func (*BlobMeta) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{23}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BlobMeta) GetDigest() string {
@@ -2444,7 +2634,7 @@ type FunctionLoad struct {
 
 func (x *FunctionLoad) Reset() {
 	*x = FunctionLoad{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2456,7 +2646,7 @@ func (x *FunctionLoad) String() string {
 func (*FunctionLoad) ProtoMessage() {}
 
 func (x *FunctionLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[24]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2469,7 +2659,7 @@ func (x *FunctionLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionLoad.ProtoReflect.Descriptor instead.
 func (*FunctionLoad) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{24}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FunctionLoad) GetInFlight() int64 {
@@ -2521,7 +2711,7 @@ type GenerationRequests struct {
 
 func (x *GenerationRequests) Reset() {
 	*x = GenerationRequests{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2533,7 +2723,7 @@ func (x *GenerationRequests) String() string {
 func (*GenerationRequests) ProtoMessage() {}
 
 func (x *GenerationRequests) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[25]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2546,7 +2736,7 @@ func (x *GenerationRequests) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerationRequests.ProtoReflect.Descriptor instead.
 func (*GenerationRequests) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{25}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GenerationRequests) GetRequests() int64 {
@@ -2578,7 +2768,7 @@ type Config struct {
 
 func (x *Config) Reset() {
 	*x = Config{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +2780,7 @@ func (x *Config) String() string {
 func (*Config) ProtoMessage() {}
 
 func (x *Config) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[26]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +2793,7 @@ func (x *Config) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Config.ProtoReflect.Descriptor instead.
 func (*Config) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{26}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Config) GetName() string {
@@ -2653,7 +2843,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2855,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[27]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2868,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{27}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Secret) GetName() string {
@@ -2748,7 +2938,7 @@ type MountedFile struct {
 
 func (x *MountedFile) Reset() {
 	*x = MountedFile{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2760,7 +2950,7 @@ func (x *MountedFile) String() string {
 func (*MountedFile) ProtoMessage() {}
 
 func (x *MountedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[28]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2773,7 +2963,7 @@ func (x *MountedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountedFile.ProtoReflect.Descriptor instead.
 func (*MountedFile) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{28}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MountedFile) GetPath() string {
@@ -2800,7 +2990,7 @@ type SecretData struct {
 
 func (x *SecretData) Reset() {
 	*x = SecretData{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2812,7 +3002,7 @@ func (x *SecretData) String() string {
 func (*SecretData) ProtoMessage() {}
 
 func (x *SecretData) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[29]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2825,7 +3015,7 @@ func (x *SecretData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretData.ProtoReflect.Descriptor instead.
 func (*SecretData) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{29}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SecretData) GetData() map[string]string {
@@ -2849,7 +3039,7 @@ type SecretKey struct {
 
 func (x *SecretKey) Reset() {
 	*x = SecretKey{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +3051,7 @@ func (x *SecretKey) String() string {
 func (*SecretKey) ProtoMessage() {}
 
 func (x *SecretKey) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[30]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +3064,7 @@ func (x *SecretKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretKey.ProtoReflect.Descriptor instead.
 func (*SecretKey) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{30}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SecretKey) GetId() string {
@@ -2918,7 +3108,7 @@ type UploadRequest struct {
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2930,7 +3120,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[31]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2943,7 +3133,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{31}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UploadRequest) GetPart() isUploadRequest_Part {
@@ -2998,7 +3188,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3010,7 +3200,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[32]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3023,7 +3213,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{32}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UploadHeader) GetDigest() string {
@@ -3058,7 +3248,7 @@ type UploadResponse struct {
 
 func (x *UploadResponse) Reset() {
 	*x = UploadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3070,7 +3260,7 @@ func (x *UploadResponse) String() string {
 func (*UploadResponse) ProtoMessage() {}
 
 func (x *UploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[33]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3083,7 +3273,7 @@ func (x *UploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
 func (*UploadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{33}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UploadResponse) GetDigest() string {
@@ -3121,7 +3311,7 @@ type PullReferenceRequest struct {
 
 func (x *PullReferenceRequest) Reset() {
 	*x = PullReferenceRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3133,7 +3323,7 @@ func (x *PullReferenceRequest) String() string {
 func (*PullReferenceRequest) ProtoMessage() {}
 
 func (x *PullReferenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[34]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3146,7 +3336,7 @@ func (x *PullReferenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullReferenceRequest.ProtoReflect.Descriptor instead.
 func (*PullReferenceRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{34}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PullReferenceRequest) GetReference() string {
@@ -3170,7 +3360,7 @@ type PullReferenceResponse struct {
 
 func (x *PullReferenceResponse) Reset() {
 	*x = PullReferenceResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3182,7 +3372,7 @@ func (x *PullReferenceResponse) String() string {
 func (*PullReferenceResponse) ProtoMessage() {}
 
 func (x *PullReferenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[35]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3195,7 +3385,7 @@ func (x *PullReferenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullReferenceResponse.ProtoReflect.Descriptor instead.
 func (*PullReferenceResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{35}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PullReferenceResponse) GetReference() string {
@@ -3257,7 +3447,7 @@ type ApplyWorkloadRequest struct {
 
 func (x *ApplyWorkloadRequest) Reset() {
 	*x = ApplyWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3269,7 +3459,7 @@ func (x *ApplyWorkloadRequest) String() string {
 func (*ApplyWorkloadRequest) ProtoMessage() {}
 
 func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[36]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3282,7 +3472,7 @@ func (x *ApplyWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{36}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ApplyWorkloadRequest) GetName() string {
@@ -3331,7 +3521,7 @@ type ApplyWorkloadResponse struct {
 
 func (x *ApplyWorkloadResponse) Reset() {
 	*x = ApplyWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3343,7 +3533,7 @@ func (x *ApplyWorkloadResponse) String() string {
 func (*ApplyWorkloadResponse) ProtoMessage() {}
 
 func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[37]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3356,7 +3546,7 @@ func (x *ApplyWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*ApplyWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{37}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ApplyWorkloadResponse) GetWorkload() *Workload {
@@ -3389,7 +3579,7 @@ type GetWorkloadRequest struct {
 
 func (x *GetWorkloadRequest) Reset() {
 	*x = GetWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3401,7 +3591,7 @@ func (x *GetWorkloadRequest) String() string {
 func (*GetWorkloadRequest) ProtoMessage() {}
 
 func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[38]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3414,7 +3604,7 @@ func (x *GetWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{38}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetWorkloadRequest) GetName() string {
@@ -3444,7 +3634,7 @@ type ListWorkloadsRequest struct {
 
 func (x *ListWorkloadsRequest) Reset() {
 	*x = ListWorkloadsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3456,7 +3646,7 @@ func (x *ListWorkloadsRequest) String() string {
 func (*ListWorkloadsRequest) ProtoMessage() {}
 
 func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[39]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3469,7 +3659,7 @@ func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{39}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListWorkloadsRequest) GetLimit() int32 {
@@ -3510,7 +3700,7 @@ type WorkloadView struct {
 
 func (x *WorkloadView) Reset() {
 	*x = WorkloadView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3522,7 +3712,7 @@ func (x *WorkloadView) String() string {
 func (*WorkloadView) ProtoMessage() {}
 
 func (x *WorkloadView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[40]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3535,7 +3725,7 @@ func (x *WorkloadView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadView.ProtoReflect.Descriptor instead.
 func (*WorkloadView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{40}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *WorkloadView) GetWorkload() *Workload {
@@ -3591,7 +3781,7 @@ type ListWorkloadsResponse struct {
 
 func (x *ListWorkloadsResponse) Reset() {
 	*x = ListWorkloadsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3603,7 +3793,7 @@ func (x *ListWorkloadsResponse) String() string {
 func (*ListWorkloadsResponse) ProtoMessage() {}
 
 func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[41]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3616,7 +3806,7 @@ func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkloadsResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkloadsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{41}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListWorkloadsResponse) GetWorkloads() []*WorkloadView {
@@ -3650,7 +3840,7 @@ type ScaleRequest struct {
 
 func (x *ScaleRequest) Reset() {
 	*x = ScaleRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3662,7 +3852,7 @@ func (x *ScaleRequest) String() string {
 func (*ScaleRequest) ProtoMessage() {}
 
 func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[42]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3675,7 +3865,7 @@ func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleRequest.ProtoReflect.Descriptor instead.
 func (*ScaleRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{42}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ScaleRequest) GetName() string {
@@ -3701,7 +3891,7 @@ type DeleteWorkloadRequest struct {
 
 func (x *DeleteWorkloadRequest) Reset() {
 	*x = DeleteWorkloadRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3713,7 +3903,7 @@ func (x *DeleteWorkloadRequest) String() string {
 func (*DeleteWorkloadRequest) ProtoMessage() {}
 
 func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[43]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3726,7 +3916,7 @@ func (x *DeleteWorkloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadRequest.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{43}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DeleteWorkloadRequest) GetName() string {
@@ -3744,7 +3934,7 @@ type DeleteWorkloadResponse struct {
 
 func (x *DeleteWorkloadResponse) Reset() {
 	*x = DeleteWorkloadResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3756,7 +3946,7 @@ func (x *DeleteWorkloadResponse) String() string {
 func (*DeleteWorkloadResponse) ProtoMessage() {}
 
 func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[44]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3769,7 +3959,7 @@ func (x *DeleteWorkloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkloadResponse.ProtoReflect.Descriptor instead.
 func (*DeleteWorkloadResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{44}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
 }
 
 type ListInstancesRequest struct {
@@ -3787,7 +3977,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3799,7 +3989,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[45]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3812,7 +4002,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{45}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListInstancesRequest) GetWorkload() string {
@@ -3868,7 +4058,7 @@ type InstanceView struct {
 
 func (x *InstanceView) Reset() {
 	*x = InstanceView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3880,7 +4070,7 @@ func (x *InstanceView) String() string {
 func (*InstanceView) ProtoMessage() {}
 
 func (x *InstanceView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[46]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3893,7 +4083,7 @@ func (x *InstanceView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceView.ProtoReflect.Descriptor instead.
 func (*InstanceView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{46}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *InstanceView) GetInstance() *Instance {
@@ -3928,7 +4118,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3940,7 +4130,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[47]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3953,7 +4143,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{47}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*InstanceView {
@@ -3988,7 +4178,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4000,7 +4190,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[48]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4013,7 +4203,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{48}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListNodesRequest) GetSelector() map[string]string {
@@ -4049,7 +4239,7 @@ type NodeView struct {
 
 func (x *NodeView) Reset() {
 	*x = NodeView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4061,7 +4251,7 @@ func (x *NodeView) String() string {
 func (*NodeView) ProtoMessage() {}
 
 func (x *NodeView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[49]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4074,7 +4264,7 @@ func (x *NodeView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeView.ProtoReflect.Descriptor instead.
 func (*NodeView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{49}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *NodeView) GetNode() *Node {
@@ -4116,7 +4306,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4128,7 +4318,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[50]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4141,7 +4331,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{50}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeView {
@@ -4190,7 +4380,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4202,7 +4392,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[51]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4215,7 +4405,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{51}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *LogsRequest) GetWorkload() string {
@@ -4283,7 +4473,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4295,7 +4485,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[52]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4308,7 +4498,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{52}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *LogChunk) GetInstance() string {
@@ -4350,7 +4540,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4362,7 +4552,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[53]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4375,7 +4565,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{53}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListEventsRequest) GetObject() string {
@@ -4410,7 +4600,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4422,7 +4612,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[54]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4435,7 +4625,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{54}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -4475,7 +4665,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4487,7 +4677,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[55]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4500,7 +4690,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{55}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *WatchRequest) GetKind() WatchKind {
@@ -4556,7 +4746,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4568,7 +4758,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[56]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4581,7 +4771,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{56}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *WatchEvent) GetType() WatchEventType {
@@ -4692,7 +4882,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4704,7 +4894,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[57]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4717,7 +4907,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{57}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
 }
 
 type VersionResponse struct {
@@ -4730,7 +4920,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4742,7 +4932,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[58]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4755,7 +4945,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{58}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -4782,7 +4972,7 @@ type NodeRequest struct {
 
 func (x *NodeRequest) Reset() {
 	*x = NodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4794,7 +4984,7 @@ func (x *NodeRequest) String() string {
 func (*NodeRequest) ProtoMessage() {}
 
 func (x *NodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[59]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4807,7 +4997,7 @@ func (x *NodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRequest.ProtoReflect.Descriptor instead.
 func (*NodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{59}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *NodeRequest) GetName() string {
@@ -4827,7 +5017,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4839,7 +5029,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[60]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4852,7 +5042,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{60}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -4878,7 +5068,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4890,7 +5080,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[61]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4903,7 +5093,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{61}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RemoveNodeResponse) GetLostInstances() int32 {
@@ -4933,7 +5123,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4945,7 +5135,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[62]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4958,7 +5148,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{62}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *Member) GetName() string {
@@ -5039,7 +5229,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5051,7 +5241,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[63]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5064,7 +5254,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{63}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
 }
 
 type ListMembersResponse struct {
@@ -5076,7 +5266,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5088,7 +5278,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[64]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5101,7 +5291,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{64}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -5121,7 +5311,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5133,7 +5323,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[65]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5146,7 +5336,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{65}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *AddMemberRequest) GetName() string {
@@ -5179,7 +5369,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5191,7 +5381,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[66]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5204,7 +5394,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{66}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *AddMemberResponse) GetId() uint64 {
@@ -5251,7 +5441,7 @@ type PromoteMemberRequest struct {
 
 func (x *PromoteMemberRequest) Reset() {
 	*x = PromoteMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5263,7 +5453,7 @@ func (x *PromoteMemberRequest) String() string {
 func (*PromoteMemberRequest) ProtoMessage() {}
 
 func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[67]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5276,7 +5466,7 @@ func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberRequest.ProtoReflect.Descriptor instead.
 func (*PromoteMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{67}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *PromoteMemberRequest) GetName() string {
@@ -5294,7 +5484,7 @@ type PromoteMemberResponse struct {
 
 func (x *PromoteMemberResponse) Reset() {
 	*x = PromoteMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5306,7 +5496,7 @@ func (x *PromoteMemberResponse) String() string {
 func (*PromoteMemberResponse) ProtoMessage() {}
 
 func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[68]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5319,7 +5509,7 @@ func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberResponse.ProtoReflect.Descriptor instead.
 func (*PromoteMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{68}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
 }
 
 type RemoveMemberRequest struct {
@@ -5331,7 +5521,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5343,7 +5533,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[69]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5356,7 +5546,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{69}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *RemoveMemberRequest) GetName() string {
@@ -5374,7 +5564,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5386,7 +5576,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[70]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5399,7 +5589,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{70}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
 }
 
 type SnapshotRequest struct {
@@ -5410,7 +5600,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5422,7 +5612,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[71]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5435,7 +5625,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{71}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
 }
 
 type SnapshotChunk struct {
@@ -5447,7 +5637,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5459,7 +5649,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[72]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5472,7 +5662,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{72}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -5509,7 +5699,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5521,7 +5711,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[73]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5534,7 +5724,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{73}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *JoinToken) GetId() string {
@@ -5621,7 +5811,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5633,7 +5823,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[74]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5646,7 +5836,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{74}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CreateTokenRequest) GetRole() string {
@@ -5701,7 +5891,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5713,7 +5903,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[75]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5726,7 +5916,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{75}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -5751,7 +5941,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5763,7 +5953,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[76]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5776,7 +5966,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{76}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
 }
 
 type ListTokensResponse struct {
@@ -5788,7 +5978,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5800,7 +5990,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[77]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5813,7 +6003,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{77}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ListTokensResponse) GetTokens() []*JoinToken {
@@ -5832,7 +6022,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5844,7 +6034,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[78]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5857,7 +6047,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{78}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -5875,7 +6065,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5887,7 +6077,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[79]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5900,7 +6090,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{79}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
 }
 
 // CertificateRecord is a certificate the cluster CA issued to a node or an
@@ -5924,7 +6114,7 @@ type CertificateRecord struct {
 
 func (x *CertificateRecord) Reset() {
 	*x = CertificateRecord{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5936,7 +6126,7 @@ func (x *CertificateRecord) String() string {
 func (*CertificateRecord) ProtoMessage() {}
 
 func (x *CertificateRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[80]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5949,7 +6139,7 @@ func (x *CertificateRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateRecord.ProtoReflect.Descriptor instead.
 func (*CertificateRecord) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{80}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *CertificateRecord) GetSerial() string {
@@ -6021,7 +6211,7 @@ type IssueCredentialRequest struct {
 
 func (x *IssueCredentialRequest) Reset() {
 	*x = IssueCredentialRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6033,7 +6223,7 @@ func (x *IssueCredentialRequest) String() string {
 func (*IssueCredentialRequest) ProtoMessage() {}
 
 func (x *IssueCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[81]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6046,7 +6236,7 @@ func (x *IssueCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCredentialRequest.ProtoReflect.Descriptor instead.
 func (*IssueCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{81}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *IssueCredentialRequest) GetName() string {
@@ -6081,7 +6271,7 @@ type IssueCredentialResponse struct {
 
 func (x *IssueCredentialResponse) Reset() {
 	*x = IssueCredentialResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6093,7 +6283,7 @@ func (x *IssueCredentialResponse) String() string {
 func (*IssueCredentialResponse) ProtoMessage() {}
 
 func (x *IssueCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[82]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6106,7 +6296,7 @@ func (x *IssueCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCredentialResponse.ProtoReflect.Descriptor instead.
 func (*IssueCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{82}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *IssueCredentialResponse) GetCertificate() []byte {
@@ -6138,7 +6328,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6150,7 +6340,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[83]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6163,7 +6353,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{83}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
 }
 
 type ListCredentialsResponse struct {
@@ -6175,7 +6365,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6187,7 +6377,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[84]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6200,7 +6390,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{84}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*CertificateRecord {
@@ -6220,7 +6410,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6232,7 +6422,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[85]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6245,7 +6435,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{85}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *RevokeCredentialRequest) GetSerial() string {
@@ -6271,7 +6461,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6283,7 +6473,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[86]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6296,7 +6486,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{86}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *RevokeCredentialResponse) GetRevoked() *CertificateRecord {
@@ -6319,7 +6509,7 @@ type LabelNodeRequest struct {
 
 func (x *LabelNodeRequest) Reset() {
 	*x = LabelNodeRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6331,7 +6521,7 @@ func (x *LabelNodeRequest) String() string {
 func (*LabelNodeRequest) ProtoMessage() {}
 
 func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[87]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6344,7 +6534,7 @@ func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelNodeRequest.ProtoReflect.Descriptor instead.
 func (*LabelNodeRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{87}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *LabelNodeRequest) GetName() string {
@@ -6380,7 +6570,7 @@ type SetConfigRequest struct {
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6392,7 +6582,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[88]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6405,7 +6595,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{88}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *SetConfigRequest) GetName() string {
@@ -6441,7 +6631,7 @@ type SetConfigResponse struct {
 
 func (x *SetConfigResponse) Reset() {
 	*x = SetConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6453,7 +6643,7 @@ func (x *SetConfigResponse) String() string {
 func (*SetConfigResponse) ProtoMessage() {}
 
 func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[89]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6466,7 +6656,7 @@ func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigResponse.ProtoReflect.Descriptor instead.
 func (*SetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{89}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *SetConfigResponse) GetConfig() *Config {
@@ -6506,7 +6696,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6518,7 +6708,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[90]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6531,7 +6721,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{90}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *GetConfigRequest) GetName() string {
@@ -6549,7 +6739,7 @@ type ListConfigsRequest struct {
 
 func (x *ListConfigsRequest) Reset() {
 	*x = ListConfigsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6561,7 +6751,7 @@ func (x *ListConfigsRequest) String() string {
 func (*ListConfigsRequest) ProtoMessage() {}
 
 func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[91]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6574,7 +6764,7 @@ func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsRequest.ProtoReflect.Descriptor instead.
 func (*ListConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{91}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
 }
 
 type ListConfigsResponse struct {
@@ -6586,7 +6776,7 @@ type ListConfigsResponse struct {
 
 func (x *ListConfigsResponse) Reset() {
 	*x = ListConfigsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6598,7 +6788,7 @@ func (x *ListConfigsResponse) String() string {
 func (*ListConfigsResponse) ProtoMessage() {}
 
 func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[92]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6611,7 +6801,7 @@ func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsResponse.ProtoReflect.Descriptor instead.
 func (*ListConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{92}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *ListConfigsResponse) GetConfigs() []*Config {
@@ -6630,7 +6820,7 @@ type DeleteConfigRequest struct {
 
 func (x *DeleteConfigRequest) Reset() {
 	*x = DeleteConfigRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6642,7 +6832,7 @@ func (x *DeleteConfigRequest) String() string {
 func (*DeleteConfigRequest) ProtoMessage() {}
 
 func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[93]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6655,7 +6845,7 @@ func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConfigRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{93}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *DeleteConfigRequest) GetName() string {
@@ -6673,7 +6863,7 @@ type DeleteConfigResponse struct {
 
 func (x *DeleteConfigResponse) Reset() {
 	*x = DeleteConfigResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6685,7 +6875,7 @@ func (x *DeleteConfigResponse) String() string {
 func (*DeleteConfigResponse) ProtoMessage() {}
 
 func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[94]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6698,7 +6888,7 @@ func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConfigResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConfigResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{94}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
 }
 
 // SecretView is a secret as the API shows it: never its values.
@@ -6716,7 +6906,7 @@ type SecretView struct {
 
 func (x *SecretView) Reset() {
 	*x = SecretView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6728,7 +6918,7 @@ func (x *SecretView) String() string {
 func (*SecretView) ProtoMessage() {}
 
 func (x *SecretView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[95]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6741,7 +6931,7 @@ func (x *SecretView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretView.ProtoReflect.Descriptor instead.
 func (*SecretView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{95}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *SecretView) GetName() string {
@@ -6797,7 +6987,7 @@ type SetSecretRequest struct {
 
 func (x *SetSecretRequest) Reset() {
 	*x = SetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6809,7 +6999,7 @@ func (x *SetSecretRequest) String() string {
 func (*SetSecretRequest) ProtoMessage() {}
 
 func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[96]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6822,7 +7012,7 @@ func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretRequest.ProtoReflect.Descriptor instead.
 func (*SetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{96}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *SetSecretRequest) GetName() string {
@@ -6859,7 +7049,7 @@ type SetSecretResponse struct {
 
 func (x *SetSecretResponse) Reset() {
 	*x = SetSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6871,7 +7061,7 @@ func (x *SetSecretResponse) String() string {
 func (*SetSecretResponse) ProtoMessage() {}
 
 func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[97]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6884,7 +7074,7 @@ func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretResponse.ProtoReflect.Descriptor instead.
 func (*SetSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{97}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *SetSecretResponse) GetSecret() *SecretView {
@@ -6931,7 +7121,7 @@ type GetSecretRequest struct {
 
 func (x *GetSecretRequest) Reset() {
 	*x = GetSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6943,7 +7133,7 @@ func (x *GetSecretRequest) String() string {
 func (*GetSecretRequest) ProtoMessage() {}
 
 func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[98]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6956,7 +7146,7 @@ func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{98}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *GetSecretRequest) GetName() string {
@@ -6974,7 +7164,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6986,7 +7176,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[99]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6999,7 +7189,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{99}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
 }
 
 type ListSecretsResponse struct {
@@ -7011,7 +7201,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7023,7 +7213,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[100]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7036,7 +7226,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{100}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*SecretView {
@@ -7055,7 +7245,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7067,7 +7257,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[101]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7080,7 +7270,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{101}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *DeleteSecretRequest) GetName() string {
@@ -7098,7 +7288,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7110,7 +7300,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[102]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7123,7 +7313,7 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{102}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{103}
 }
 
 type RotateSecretKeyRequest struct {
@@ -7134,7 +7324,7 @@ type RotateSecretKeyRequest struct {
 
 func (x *RotateSecretKeyRequest) Reset() {
 	*x = RotateSecretKeyRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7146,7 +7336,7 @@ func (x *RotateSecretKeyRequest) String() string {
 func (*RotateSecretKeyRequest) ProtoMessage() {}
 
 func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[103]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7159,7 +7349,7 @@ func (x *RotateSecretKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{103}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{104}
 }
 
 type RotateSecretKeyResponse struct {
@@ -7172,7 +7362,7 @@ type RotateSecretKeyResponse struct {
 
 func (x *RotateSecretKeyResponse) Reset() {
 	*x = RotateSecretKeyResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7184,7 +7374,7 @@ func (x *RotateSecretKeyResponse) String() string {
 func (*RotateSecretKeyResponse) ProtoMessage() {}
 
 func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[104]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7197,7 +7387,7 @@ func (x *RotateSecretKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateSecretKeyResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{104}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *RotateSecretKeyResponse) GetKeyId() string {
@@ -7229,7 +7419,7 @@ type TopRequest struct {
 
 func (x *TopRequest) Reset() {
 	*x = TopRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7241,7 +7431,7 @@ func (x *TopRequest) String() string {
 func (*TopRequest) ProtoMessage() {}
 
 func (x *TopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[105]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7254,7 +7444,7 @@ func (x *TopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopRequest.ProtoReflect.Descriptor instead.
 func (*TopRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{105}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *TopRequest) GetNodes() bool {
@@ -7301,7 +7491,7 @@ type InstanceUsage struct {
 
 func (x *InstanceUsage) Reset() {
 	*x = InstanceUsage{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7313,7 +7503,7 @@ func (x *InstanceUsage) String() string {
 func (*InstanceUsage) ProtoMessage() {}
 
 func (x *InstanceUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[106]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7326,7 +7516,7 @@ func (x *InstanceUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceUsage.ProtoReflect.Descriptor instead.
 func (*InstanceUsage) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{106}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *InstanceUsage) GetId() string {
@@ -7388,7 +7578,7 @@ type UsageReport struct {
 
 func (x *UsageReport) Reset() {
 	*x = UsageReport{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7400,7 +7590,7 @@ func (x *UsageReport) String() string {
 func (*UsageReport) ProtoMessage() {}
 
 func (x *UsageReport) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[107]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7413,7 +7603,7 @@ func (x *UsageReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageReport.ProtoReflect.Descriptor instead.
 func (*UsageReport) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{107}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *UsageReport) GetNode() string {
@@ -7483,7 +7673,7 @@ type CreateUITokenRequest struct {
 
 func (x *CreateUITokenRequest) Reset() {
 	*x = CreateUITokenRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7495,7 +7685,7 @@ func (x *CreateUITokenRequest) String() string {
 func (*CreateUITokenRequest) ProtoMessage() {}
 
 func (x *CreateUITokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[108]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7508,7 +7698,7 @@ func (x *CreateUITokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUITokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateUITokenRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{108}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *CreateUITokenRequest) GetTtlSeconds() int64 {
@@ -7528,7 +7718,7 @@ type CreateUITokenResponse struct {
 
 func (x *CreateUITokenResponse) Reset() {
 	*x = CreateUITokenResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7540,7 +7730,7 @@ func (x *CreateUITokenResponse) String() string {
 func (*CreateUITokenResponse) ProtoMessage() {}
 
 func (x *CreateUITokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[109]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7553,7 +7743,7 @@ func (x *CreateUITokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUITokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateUITokenResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{109}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *CreateUITokenResponse) GetToken() string {
@@ -7586,7 +7776,7 @@ type Revision struct {
 
 func (x *Revision) Reset() {
 	*x = Revision{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7598,7 +7788,7 @@ func (x *Revision) String() string {
 func (*Revision) ProtoMessage() {}
 
 func (x *Revision) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[110]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7611,7 +7801,7 @@ func (x *Revision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revision.ProtoReflect.Descriptor instead.
 func (*Revision) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{110}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *Revision) GetWorkload() string {
@@ -7658,7 +7848,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7670,7 +7860,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[111]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7683,7 +7873,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{111}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ListRevisionsRequest) GetWorkload() string {
@@ -7702,7 +7892,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7714,7 +7904,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[112]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7727,7 +7917,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{112}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*Revision {
@@ -7746,7 +7936,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7758,7 +7948,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[113]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7771,7 +7961,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{113}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *PromoteRolloutRequest) GetWorkload() string {
@@ -7790,7 +7980,7 @@ type RestartRolloutRequest struct {
 
 func (x *RestartRolloutRequest) Reset() {
 	*x = RestartRolloutRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7802,7 +7992,7 @@ func (x *RestartRolloutRequest) String() string {
 func (*RestartRolloutRequest) ProtoMessage() {}
 
 func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[114]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7815,7 +8005,7 @@ func (x *RestartRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RestartRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{114}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *RestartRolloutRequest) GetWorkload() string {
@@ -7835,7 +8025,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7847,7 +8037,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[115]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7860,7 +8050,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{115}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *RollbackRequest) GetWorkload() string {
@@ -7886,7 +8076,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7898,7 +8088,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[116]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7911,7 +8101,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{116}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *RegisterRequest) GetNode() *Node {
@@ -7934,7 +8124,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7946,7 +8136,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[117]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7959,7 +8149,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{117}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -7994,7 +8184,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[118]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8006,7 +8196,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[118]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8019,7 +8209,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{118}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *HeartbeatRequest) GetNode() string {
@@ -8044,7 +8234,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[119]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8056,7 +8246,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[119]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8069,7 +8259,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{119}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{120}
 }
 
 // SessionRequest opens a node's session. A worker that sets deltas gets
@@ -8088,7 +8278,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[120]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8100,7 +8290,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[120]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8113,7 +8303,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{120}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *SessionRequest) GetNode() string {
@@ -8153,7 +8343,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[121]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8165,7 +8355,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[121]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8178,7 +8368,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{121}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *Assignments) GetInstances() []*Instance {
@@ -8219,7 +8409,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[122]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8231,7 +8421,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[122]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8244,7 +8434,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{122}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -8269,7 +8459,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8281,7 +8471,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8294,7 +8484,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{123}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{124}
 }
 
 type FetchBlobRequest struct {
@@ -8306,7 +8496,7 @@ type FetchBlobRequest struct {
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8318,7 +8508,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8331,7 +8521,7 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{124}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
@@ -8351,7 +8541,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8363,7 +8553,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8376,7 +8566,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{125}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -8408,7 +8598,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8420,7 +8610,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8433,7 +8623,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{126}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -8474,7 +8664,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8486,7 +8676,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8499,7 +8689,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{127}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *JoinResponse) GetCertificate() []byte {
@@ -8527,7 +8717,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8539,7 +8729,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8552,7 +8742,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{128}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -8579,7 +8769,7 @@ type InstanceLogsRequest struct {
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[129]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8591,7 +8781,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[129]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8604,7 +8794,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{129}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -8659,7 +8849,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[130]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8671,7 +8861,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[130]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8684,7 +8874,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{130}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *UsageRequest) GetInstances() []string {
@@ -8725,7 +8915,7 @@ type NodeGroupStatus struct {
 
 func (x *NodeGroupStatus) Reset() {
 	*x = NodeGroupStatus{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[131]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8737,7 +8927,7 @@ func (x *NodeGroupStatus) String() string {
 func (*NodeGroupStatus) ProtoMessage() {}
 
 func (x *NodeGroupStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[131]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8750,7 +8940,7 @@ func (x *NodeGroupStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupStatus.ProtoReflect.Descriptor instead.
 func (*NodeGroupStatus) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{131}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *NodeGroupStatus) GetName() string {
@@ -8884,7 +9074,7 @@ type NodeGroupNode struct {
 
 func (x *NodeGroupNode) Reset() {
 	*x = NodeGroupNode{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8896,7 +9086,7 @@ func (x *NodeGroupNode) String() string {
 func (*NodeGroupNode) ProtoMessage() {}
 
 func (x *NodeGroupNode) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8909,7 +9099,7 @@ func (x *NodeGroupNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupNode.ProtoReflect.Descriptor instead.
 func (*NodeGroupNode) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{132}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *NodeGroupNode) GetName() string {
@@ -8955,7 +9145,7 @@ type NodeGroupSpec struct {
 
 func (x *NodeGroupSpec) Reset() {
 	*x = NodeGroupSpec{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8967,7 +9157,7 @@ func (x *NodeGroupSpec) String() string {
 func (*NodeGroupSpec) ProtoMessage() {}
 
 func (x *NodeGroupSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8980,7 +9170,7 @@ func (x *NodeGroupSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupSpec.ProtoReflect.Descriptor instead.
 func (*NodeGroupSpec) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{133}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *NodeGroupSpec) GetName() string {
@@ -9077,7 +9267,7 @@ type NodeGroupApplyRequest struct {
 
 func (x *NodeGroupApplyRequest) Reset() {
 	*x = NodeGroupApplyRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[134]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9089,7 +9279,7 @@ func (x *NodeGroupApplyRequest) String() string {
 func (*NodeGroupApplyRequest) ProtoMessage() {}
 
 func (x *NodeGroupApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[134]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9102,7 +9292,7 @@ func (x *NodeGroupApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupApplyRequest.ProtoReflect.Descriptor instead.
 func (*NodeGroupApplyRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{134}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *NodeGroupApplyRequest) GetSpec() *NodeGroupSpec {
@@ -9130,7 +9320,7 @@ type NodeGroupApplyResponse struct {
 
 func (x *NodeGroupApplyResponse) Reset() {
 	*x = NodeGroupApplyResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[135]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9142,7 +9332,7 @@ func (x *NodeGroupApplyResponse) String() string {
 func (*NodeGroupApplyResponse) ProtoMessage() {}
 
 func (x *NodeGroupApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[135]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9155,7 +9345,7 @@ func (x *NodeGroupApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupApplyResponse.ProtoReflect.Descriptor instead.
 func (*NodeGroupApplyResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{135}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *NodeGroupApplyResponse) GetCreated() bool {
@@ -9188,7 +9378,7 @@ type NodeGroupGetRequest struct {
 
 func (x *NodeGroupGetRequest) Reset() {
 	*x = NodeGroupGetRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[136]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9200,7 +9390,7 @@ func (x *NodeGroupGetRequest) String() string {
 func (*NodeGroupGetRequest) ProtoMessage() {}
 
 func (x *NodeGroupGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[136]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9213,7 +9403,7 @@ func (x *NodeGroupGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupGetRequest.ProtoReflect.Descriptor instead.
 func (*NodeGroupGetRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{136}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *NodeGroupGetRequest) GetName() string {
@@ -9235,7 +9425,7 @@ type NodeGroupView struct {
 
 func (x *NodeGroupView) Reset() {
 	*x = NodeGroupView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[137]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9247,7 +9437,7 @@ func (x *NodeGroupView) String() string {
 func (*NodeGroupView) ProtoMessage() {}
 
 func (x *NodeGroupView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[137]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9260,7 +9450,7 @@ func (x *NodeGroupView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupView.ProtoReflect.Descriptor instead.
 func (*NodeGroupView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{137}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{138}
 }
 
 func (x *NodeGroupView) GetStatus() *NodeGroupStatus {
@@ -9286,7 +9476,7 @@ type NodeGroupDeleteRequest struct {
 
 func (x *NodeGroupDeleteRequest) Reset() {
 	*x = NodeGroupDeleteRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[138]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9298,7 +9488,7 @@ func (x *NodeGroupDeleteRequest) String() string {
 func (*NodeGroupDeleteRequest) ProtoMessage() {}
 
 func (x *NodeGroupDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[138]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9311,7 +9501,7 @@ func (x *NodeGroupDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupDeleteRequest.ProtoReflect.Descriptor instead.
 func (*NodeGroupDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{138}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *NodeGroupDeleteRequest) GetName() string {
@@ -9330,7 +9520,7 @@ type NodeGroupDeleteResponse struct {
 
 func (x *NodeGroupDeleteResponse) Reset() {
 	*x = NodeGroupDeleteResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[139]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9342,7 +9532,7 @@ func (x *NodeGroupDeleteResponse) String() string {
 func (*NodeGroupDeleteResponse) ProtoMessage() {}
 
 func (x *NodeGroupDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[139]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9355,7 +9545,7 @@ func (x *NodeGroupDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupDeleteResponse.ProtoReflect.Descriptor instead.
 func (*NodeGroupDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{139}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *NodeGroupDeleteResponse) GetConfigured() bool {
@@ -9373,7 +9563,7 @@ type ListNodeGroupsRequest struct {
 
 func (x *ListNodeGroupsRequest) Reset() {
 	*x = ListNodeGroupsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[140]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9385,7 +9575,7 @@ func (x *ListNodeGroupsRequest) String() string {
 func (*ListNodeGroupsRequest) ProtoMessage() {}
 
 func (x *ListNodeGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[140]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9398,7 +9588,7 @@ func (x *ListNodeGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodeGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListNodeGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{140}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{141}
 }
 
 type ListNodeGroupsResponse struct {
@@ -9411,7 +9601,7 @@ type ListNodeGroupsResponse struct {
 
 func (x *ListNodeGroupsResponse) Reset() {
 	*x = ListNodeGroupsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[141]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[142]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9423,7 +9613,7 @@ func (x *ListNodeGroupsResponse) String() string {
 func (*ListNodeGroupsResponse) ProtoMessage() {}
 
 func (x *ListNodeGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[141]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[142]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9436,7 +9626,7 @@ func (x *ListNodeGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodeGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListNodeGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{141}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{142}
 }
 
 func (x *ListNodeGroupsResponse) GetNodeGroups() []*NodeGroupStatus {
@@ -9556,7 +9746,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
 	"\x06EnvVar\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xec\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xa6\x03\n" +
 	"\bWorkload\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04spec\x18\x02 \x01(\v2\x19.wasmorch.v1.WorkloadSpecR\x04spec\x12\x1e\n" +
@@ -9565,7 +9755,9 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"generation\x12*\n" +
 	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\x12*\n" +
 	"\x11updated_unix_nano\x18\x05 \x01(\x03R\x0fupdatedUnixNano\x12/\n" +
-	"\x13promoted_generation\x18P \x01(\x03R\x12promotedGeneration\x129\n" +
+	"\x13promoted_generation\x18P \x01(\x03R\x12promotedGeneration\x128\n" +
+	"\vunfit_nodes\x18\xe6\x01 \x03(\v2\x16.wasmorch.v1.UnfitNodeR\n" +
+	"unfitNodes\x129\n" +
 	"\x06labels\x18Z \x03(\v2!.wasmorch.v1.Workload.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -9588,7 +9780,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"volumeUids\x1a=\n" +
 	"\x0fVolumeUidsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9e\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcd\x04\n" +
 	"\x0eInstanceStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x120\n" +
@@ -9606,7 +9798,19 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x0eruntime_reason\x18) \x01(\tR\rruntimeReason\x12'\n" +
 	"\x0fhealth_failures\x18P \x01(\x05R\x0ehealthFailures\x12%\n" +
 	"\x0ehealth_message\x18Q \x01(\tR\rhealthMessage\x12\x1c\n" +
-	"\tunhealthy\x18R \x01(\bR\tunhealthy\"k\n" +
+	"\tunhealthy\x18R \x01(\bR\tunhealthy\x12-\n" +
+	"\x05unfit\x18\xe6\x01 \x01(\x0e2\x16.wasmorch.v1.NodeUnfitR\x05unfit\"\x80\x02\n" +
+	"\tUnfitNode\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x03R\n" +
+	"generation\x12,\n" +
+	"\x05unfit\x18\x03 \x01(\x0e2\x16.wasmorch.v1.NodeUnfitR\x05unfit\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12\x1a\n" +
+	"\binstance\x18\x06 \x01(\tR\binstance\x12\x1b\n" +
+	"\tunix_nano\x18\a \x01(\x03R\bunixNano\x12&\n" +
+	"\x0funtil_unix_nano\x18\b \x01(\x03R\runtilUnixNano\"k\n" +
 	"\tResources\x12!\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
@@ -10197,7 +10401,13 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x15INSTANCE_STATE_FAILED\x10\x06\x12\x17\n" +
 	"\x13INSTANCE_STATE_LOST\x10\a\x12\x1a\n" +
 	"\x16INSTANCE_STATE_STOPPED\x10\b\x12\x1e\n" +
-	"\x1aINSTANCE_STATE_TERMINATING\x10\t*_\n" +
+	"\x1aINSTANCE_STATE_TERMINATING\x10\t*\x7f\n" +
+	"\tNodeUnfit\x12\x1a\n" +
+	"\x16NODE_UNFIT_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fNODE_UNFIT_DISK\x10\x01\x12\x15\n" +
+	"\x11NODE_UNFIT_ENGINE\x10\x02\x12\x13\n" +
+	"\x0fNODE_UNFIT_ARCH\x10\x03\x12\x15\n" +
+	"\x11NODE_UNFIT_MEMORY\x10\x04*_\n" +
 	"\x11NodeConditionType\x12#\n" +
 	"\x1fNODE_CONDITION_TYPE_UNSPECIFIED\x10\x00\x12%\n" +
 	"!NODE_CONDITION_TYPE_DISK_PRESSURE\x10\x01*\xa4\x01\n" +
@@ -10296,383 +10506,388 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 	return file_wasmorch_v1_wasmorch_proto_rawDescData
 }
 
-var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 160)
+var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 161)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),               // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),               // 1: wasmorch.v1.InstanceState
-	(NodeConditionType)(0),           // 2: wasmorch.v1.NodeConditionType
-	(WatchKind)(0),                   // 3: wasmorch.v1.WatchKind
-	(WatchEventType)(0),              // 4: wasmorch.v1.WatchEventType
-	(*WorkloadSpec)(nil),             // 5: wasmorch.v1.WorkloadSpec
-	(*HostMount)(nil),                // 6: wasmorch.v1.HostMount
-	(*VolumeMount)(nil),              // 7: wasmorch.v1.VolumeMount
-	(*Volume)(nil),                   // 8: wasmorch.v1.Volume
-	(*VolumeView)(nil),               // 9: wasmorch.v1.VolumeView
-	(*ListVolumesRequest)(nil),       // 10: wasmorch.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),      // 11: wasmorch.v1.ListVolumesResponse
-	(*GetVolumeRequest)(nil),         // 12: wasmorch.v1.GetVolumeRequest
-	(*DeleteVolumeRequest)(nil),      // 13: wasmorch.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),     // 14: wasmorch.v1.DeleteVolumeResponse
-	(*RemovedVolumesRequest)(nil),    // 15: wasmorch.v1.RemovedVolumesRequest
-	(*RemovedVolumesResponse)(nil),   // 16: wasmorch.v1.RemovedVolumesResponse
-	(*HttpTrigger)(nil),              // 17: wasmorch.v1.HttpTrigger
-	(*Autoscale)(nil),                // 18: wasmorch.v1.Autoscale
-	(*Placement)(nil),                // 19: wasmorch.v1.Placement
-	(*EnvVar)(nil),                   // 20: wasmorch.v1.EnvVar
-	(*Workload)(nil),                 // 21: wasmorch.v1.Workload
-	(*Instance)(nil),                 // 22: wasmorch.v1.Instance
-	(*InstanceStatus)(nil),           // 23: wasmorch.v1.InstanceStatus
-	(*Resources)(nil),                // 24: wasmorch.v1.Resources
-	(*Node)(nil),                     // 25: wasmorch.v1.Node
-	(*NodeCondition)(nil),            // 26: wasmorch.v1.NodeCondition
-	(*Event)(nil),                    // 27: wasmorch.v1.Event
-	(*BlobMeta)(nil),                 // 28: wasmorch.v1.BlobMeta
-	(*FunctionLoad)(nil),             // 29: wasmorch.v1.FunctionLoad
-	(*GenerationRequests)(nil),       // 30: wasmorch.v1.GenerationRequests
-	(*Config)(nil),                   // 31: wasmorch.v1.Config
-	(*Secret)(nil),                   // 32: wasmorch.v1.Secret
-	(*MountedFile)(nil),              // 33: wasmorch.v1.MountedFile
-	(*SecretData)(nil),               // 34: wasmorch.v1.SecretData
-	(*SecretKey)(nil),                // 35: wasmorch.v1.SecretKey
-	(*UploadRequest)(nil),            // 36: wasmorch.v1.UploadRequest
-	(*UploadHeader)(nil),             // 37: wasmorch.v1.UploadHeader
-	(*UploadResponse)(nil),           // 38: wasmorch.v1.UploadResponse
-	(*PullReferenceRequest)(nil),     // 39: wasmorch.v1.PullReferenceRequest
-	(*PullReferenceResponse)(nil),    // 40: wasmorch.v1.PullReferenceResponse
-	(*ApplyWorkloadRequest)(nil),     // 41: wasmorch.v1.ApplyWorkloadRequest
-	(*ApplyWorkloadResponse)(nil),    // 42: wasmorch.v1.ApplyWorkloadResponse
-	(*GetWorkloadRequest)(nil),       // 43: wasmorch.v1.GetWorkloadRequest
-	(*ListWorkloadsRequest)(nil),     // 44: wasmorch.v1.ListWorkloadsRequest
-	(*WorkloadView)(nil),             // 45: wasmorch.v1.WorkloadView
-	(*ListWorkloadsResponse)(nil),    // 46: wasmorch.v1.ListWorkloadsResponse
-	(*ScaleRequest)(nil),             // 47: wasmorch.v1.ScaleRequest
-	(*DeleteWorkloadRequest)(nil),    // 48: wasmorch.v1.DeleteWorkloadRequest
-	(*DeleteWorkloadResponse)(nil),   // 49: wasmorch.v1.DeleteWorkloadResponse
-	(*ListInstancesRequest)(nil),     // 50: wasmorch.v1.ListInstancesRequest
-	(*InstanceView)(nil),             // 51: wasmorch.v1.InstanceView
-	(*ListInstancesResponse)(nil),    // 52: wasmorch.v1.ListInstancesResponse
-	(*ListNodesRequest)(nil),         // 53: wasmorch.v1.ListNodesRequest
-	(*NodeView)(nil),                 // 54: wasmorch.v1.NodeView
-	(*ListNodesResponse)(nil),        // 55: wasmorch.v1.ListNodesResponse
-	(*LogsRequest)(nil),              // 56: wasmorch.v1.LogsRequest
-	(*LogChunk)(nil),                 // 57: wasmorch.v1.LogChunk
-	(*ListEventsRequest)(nil),        // 58: wasmorch.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),       // 59: wasmorch.v1.ListEventsResponse
-	(*WatchRequest)(nil),             // 60: wasmorch.v1.WatchRequest
-	(*WatchEvent)(nil),               // 61: wasmorch.v1.WatchEvent
-	(*VersionRequest)(nil),           // 62: wasmorch.v1.VersionRequest
-	(*VersionResponse)(nil),          // 63: wasmorch.v1.VersionResponse
-	(*NodeRequest)(nil),              // 64: wasmorch.v1.NodeRequest
-	(*RemoveNodeRequest)(nil),        // 65: wasmorch.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),       // 66: wasmorch.v1.RemoveNodeResponse
-	(*Member)(nil),                   // 67: wasmorch.v1.Member
-	(*ListMembersRequest)(nil),       // 68: wasmorch.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),      // 69: wasmorch.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),         // 70: wasmorch.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 71: wasmorch.v1.AddMemberResponse
-	(*PromoteMemberRequest)(nil),     // 72: wasmorch.v1.PromoteMemberRequest
-	(*PromoteMemberResponse)(nil),    // 73: wasmorch.v1.PromoteMemberResponse
-	(*RemoveMemberRequest)(nil),      // 74: wasmorch.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 75: wasmorch.v1.RemoveMemberResponse
-	(*SnapshotRequest)(nil),          // 76: wasmorch.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),            // 77: wasmorch.v1.SnapshotChunk
-	(*JoinToken)(nil),                // 78: wasmorch.v1.JoinToken
-	(*CreateTokenRequest)(nil),       // 79: wasmorch.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 80: wasmorch.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),        // 81: wasmorch.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),       // 82: wasmorch.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),       // 83: wasmorch.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),      // 84: wasmorch.v1.RevokeTokenResponse
-	(*CertificateRecord)(nil),        // 85: wasmorch.v1.CertificateRecord
-	(*IssueCredentialRequest)(nil),   // 86: wasmorch.v1.IssueCredentialRequest
-	(*IssueCredentialResponse)(nil),  // 87: wasmorch.v1.IssueCredentialResponse
-	(*ListCredentialsRequest)(nil),   // 88: wasmorch.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),  // 89: wasmorch.v1.ListCredentialsResponse
-	(*RevokeCredentialRequest)(nil),  // 90: wasmorch.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil), // 91: wasmorch.v1.RevokeCredentialResponse
-	(*LabelNodeRequest)(nil),         // 92: wasmorch.v1.LabelNodeRequest
-	(*SetConfigRequest)(nil),         // 93: wasmorch.v1.SetConfigRequest
-	(*SetConfigResponse)(nil),        // 94: wasmorch.v1.SetConfigResponse
-	(*GetConfigRequest)(nil),         // 95: wasmorch.v1.GetConfigRequest
-	(*ListConfigsRequest)(nil),       // 96: wasmorch.v1.ListConfigsRequest
-	(*ListConfigsResponse)(nil),      // 97: wasmorch.v1.ListConfigsResponse
-	(*DeleteConfigRequest)(nil),      // 98: wasmorch.v1.DeleteConfigRequest
-	(*DeleteConfigResponse)(nil),     // 99: wasmorch.v1.DeleteConfigResponse
-	(*SecretView)(nil),               // 100: wasmorch.v1.SecretView
-	(*SetSecretRequest)(nil),         // 101: wasmorch.v1.SetSecretRequest
-	(*SetSecretResponse)(nil),        // 102: wasmorch.v1.SetSecretResponse
-	(*GetSecretRequest)(nil),         // 103: wasmorch.v1.GetSecretRequest
-	(*ListSecretsRequest)(nil),       // 104: wasmorch.v1.ListSecretsRequest
-	(*ListSecretsResponse)(nil),      // 105: wasmorch.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),      // 106: wasmorch.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),     // 107: wasmorch.v1.DeleteSecretResponse
-	(*RotateSecretKeyRequest)(nil),   // 108: wasmorch.v1.RotateSecretKeyRequest
-	(*RotateSecretKeyResponse)(nil),  // 109: wasmorch.v1.RotateSecretKeyResponse
-	(*TopRequest)(nil),               // 110: wasmorch.v1.TopRequest
-	(*InstanceUsage)(nil),            // 111: wasmorch.v1.InstanceUsage
-	(*UsageReport)(nil),              // 112: wasmorch.v1.UsageReport
-	(*CreateUITokenRequest)(nil),     // 113: wasmorch.v1.CreateUITokenRequest
-	(*CreateUITokenResponse)(nil),    // 114: wasmorch.v1.CreateUITokenResponse
-	(*Revision)(nil),                 // 115: wasmorch.v1.Revision
-	(*ListRevisionsRequest)(nil),     // 116: wasmorch.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),    // 117: wasmorch.v1.ListRevisionsResponse
-	(*PromoteRolloutRequest)(nil),    // 118: wasmorch.v1.PromoteRolloutRequest
-	(*RestartRolloutRequest)(nil),    // 119: wasmorch.v1.RestartRolloutRequest
-	(*RollbackRequest)(nil),          // 120: wasmorch.v1.RollbackRequest
-	(*RegisterRequest)(nil),          // 121: wasmorch.v1.RegisterRequest
-	(*RegisterResponse)(nil),         // 122: wasmorch.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),         // 123: wasmorch.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 124: wasmorch.v1.HeartbeatResponse
-	(*SessionRequest)(nil),           // 125: wasmorch.v1.SessionRequest
-	(*Assignments)(nil),              // 126: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),              // 127: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),                // 128: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),         // 129: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),                // 130: wasmorch.v1.BlobChunk
-	(*JoinRequest)(nil),              // 131: wasmorch.v1.JoinRequest
-	(*JoinResponse)(nil),             // 132: wasmorch.v1.JoinResponse
-	(*RenewRequest)(nil),             // 133: wasmorch.v1.RenewRequest
-	(*InstanceLogsRequest)(nil),      // 134: wasmorch.v1.InstanceLogsRequest
-	(*UsageRequest)(nil),             // 135: wasmorch.v1.UsageRequest
-	(*NodeGroupStatus)(nil),          // 136: wasmorch.v1.NodeGroupStatus
-	(*NodeGroupNode)(nil),            // 137: wasmorch.v1.NodeGroupNode
-	(*NodeGroupSpec)(nil),            // 138: wasmorch.v1.NodeGroupSpec
-	(*NodeGroupApplyRequest)(nil),    // 139: wasmorch.v1.NodeGroupApplyRequest
-	(*NodeGroupApplyResponse)(nil),   // 140: wasmorch.v1.NodeGroupApplyResponse
-	(*NodeGroupGetRequest)(nil),      // 141: wasmorch.v1.NodeGroupGetRequest
-	(*NodeGroupView)(nil),            // 142: wasmorch.v1.NodeGroupView
-	(*NodeGroupDeleteRequest)(nil),   // 143: wasmorch.v1.NodeGroupDeleteRequest
-	(*NodeGroupDeleteResponse)(nil),  // 144: wasmorch.v1.NodeGroupDeleteResponse
-	(*ListNodeGroupsRequest)(nil),    // 145: wasmorch.v1.ListNodeGroupsRequest
-	(*ListNodeGroupsResponse)(nil),   // 146: wasmorch.v1.ListNodeGroupsResponse
-	nil,                              // 147: wasmorch.v1.Placement.SelectorEntry
-	nil,                              // 148: wasmorch.v1.Workload.LabelsEntry
-	nil,                              // 149: wasmorch.v1.Instance.VolumeUidsEntry
-	nil,                              // 150: wasmorch.v1.Node.LabelsEntry
-	nil,                              // 151: wasmorch.v1.FunctionLoad.GenerationsEntry
-	nil,                              // 152: wasmorch.v1.Config.DataEntry
-	nil,                              // 153: wasmorch.v1.SecretData.DataEntry
-	nil,                              // 154: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
-	nil,                              // 155: wasmorch.v1.ListNodesRequest.SelectorEntry
-	nil,                              // 156: wasmorch.v1.JoinToken.LabelsEntry
-	nil,                              // 157: wasmorch.v1.CreateTokenRequest.LabelsEntry
-	nil,                              // 158: wasmorch.v1.LabelNodeRequest.SetEntry
-	nil,                              // 159: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                              // 160: wasmorch.v1.SetSecretRequest.DataEntry
-	nil,                              // 161: wasmorch.v1.RegisterResponse.LabelsEntry
-	nil,                              // 162: wasmorch.v1.JoinRequest.LabelsEntry
-	nil,                              // 163: wasmorch.v1.NodeGroupStatus.LabelsEntry
-	nil,                              // 164: wasmorch.v1.NodeGroupSpec.LabelsEntry
+	(NodeUnfit)(0),                   // 2: wasmorch.v1.NodeUnfit
+	(NodeConditionType)(0),           // 3: wasmorch.v1.NodeConditionType
+	(WatchKind)(0),                   // 4: wasmorch.v1.WatchKind
+	(WatchEventType)(0),              // 5: wasmorch.v1.WatchEventType
+	(*WorkloadSpec)(nil),             // 6: wasmorch.v1.WorkloadSpec
+	(*HostMount)(nil),                // 7: wasmorch.v1.HostMount
+	(*VolumeMount)(nil),              // 8: wasmorch.v1.VolumeMount
+	(*Volume)(nil),                   // 9: wasmorch.v1.Volume
+	(*VolumeView)(nil),               // 10: wasmorch.v1.VolumeView
+	(*ListVolumesRequest)(nil),       // 11: wasmorch.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),      // 12: wasmorch.v1.ListVolumesResponse
+	(*GetVolumeRequest)(nil),         // 13: wasmorch.v1.GetVolumeRequest
+	(*DeleteVolumeRequest)(nil),      // 14: wasmorch.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),     // 15: wasmorch.v1.DeleteVolumeResponse
+	(*RemovedVolumesRequest)(nil),    // 16: wasmorch.v1.RemovedVolumesRequest
+	(*RemovedVolumesResponse)(nil),   // 17: wasmorch.v1.RemovedVolumesResponse
+	(*HttpTrigger)(nil),              // 18: wasmorch.v1.HttpTrigger
+	(*Autoscale)(nil),                // 19: wasmorch.v1.Autoscale
+	(*Placement)(nil),                // 20: wasmorch.v1.Placement
+	(*EnvVar)(nil),                   // 21: wasmorch.v1.EnvVar
+	(*Workload)(nil),                 // 22: wasmorch.v1.Workload
+	(*Instance)(nil),                 // 23: wasmorch.v1.Instance
+	(*InstanceStatus)(nil),           // 24: wasmorch.v1.InstanceStatus
+	(*UnfitNode)(nil),                // 25: wasmorch.v1.UnfitNode
+	(*Resources)(nil),                // 26: wasmorch.v1.Resources
+	(*Node)(nil),                     // 27: wasmorch.v1.Node
+	(*NodeCondition)(nil),            // 28: wasmorch.v1.NodeCondition
+	(*Event)(nil),                    // 29: wasmorch.v1.Event
+	(*BlobMeta)(nil),                 // 30: wasmorch.v1.BlobMeta
+	(*FunctionLoad)(nil),             // 31: wasmorch.v1.FunctionLoad
+	(*GenerationRequests)(nil),       // 32: wasmorch.v1.GenerationRequests
+	(*Config)(nil),                   // 33: wasmorch.v1.Config
+	(*Secret)(nil),                   // 34: wasmorch.v1.Secret
+	(*MountedFile)(nil),              // 35: wasmorch.v1.MountedFile
+	(*SecretData)(nil),               // 36: wasmorch.v1.SecretData
+	(*SecretKey)(nil),                // 37: wasmorch.v1.SecretKey
+	(*UploadRequest)(nil),            // 38: wasmorch.v1.UploadRequest
+	(*UploadHeader)(nil),             // 39: wasmorch.v1.UploadHeader
+	(*UploadResponse)(nil),           // 40: wasmorch.v1.UploadResponse
+	(*PullReferenceRequest)(nil),     // 41: wasmorch.v1.PullReferenceRequest
+	(*PullReferenceResponse)(nil),    // 42: wasmorch.v1.PullReferenceResponse
+	(*ApplyWorkloadRequest)(nil),     // 43: wasmorch.v1.ApplyWorkloadRequest
+	(*ApplyWorkloadResponse)(nil),    // 44: wasmorch.v1.ApplyWorkloadResponse
+	(*GetWorkloadRequest)(nil),       // 45: wasmorch.v1.GetWorkloadRequest
+	(*ListWorkloadsRequest)(nil),     // 46: wasmorch.v1.ListWorkloadsRequest
+	(*WorkloadView)(nil),             // 47: wasmorch.v1.WorkloadView
+	(*ListWorkloadsResponse)(nil),    // 48: wasmorch.v1.ListWorkloadsResponse
+	(*ScaleRequest)(nil),             // 49: wasmorch.v1.ScaleRequest
+	(*DeleteWorkloadRequest)(nil),    // 50: wasmorch.v1.DeleteWorkloadRequest
+	(*DeleteWorkloadResponse)(nil),   // 51: wasmorch.v1.DeleteWorkloadResponse
+	(*ListInstancesRequest)(nil),     // 52: wasmorch.v1.ListInstancesRequest
+	(*InstanceView)(nil),             // 53: wasmorch.v1.InstanceView
+	(*ListInstancesResponse)(nil),    // 54: wasmorch.v1.ListInstancesResponse
+	(*ListNodesRequest)(nil),         // 55: wasmorch.v1.ListNodesRequest
+	(*NodeView)(nil),                 // 56: wasmorch.v1.NodeView
+	(*ListNodesResponse)(nil),        // 57: wasmorch.v1.ListNodesResponse
+	(*LogsRequest)(nil),              // 58: wasmorch.v1.LogsRequest
+	(*LogChunk)(nil),                 // 59: wasmorch.v1.LogChunk
+	(*ListEventsRequest)(nil),        // 60: wasmorch.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 61: wasmorch.v1.ListEventsResponse
+	(*WatchRequest)(nil),             // 62: wasmorch.v1.WatchRequest
+	(*WatchEvent)(nil),               // 63: wasmorch.v1.WatchEvent
+	(*VersionRequest)(nil),           // 64: wasmorch.v1.VersionRequest
+	(*VersionResponse)(nil),          // 65: wasmorch.v1.VersionResponse
+	(*NodeRequest)(nil),              // 66: wasmorch.v1.NodeRequest
+	(*RemoveNodeRequest)(nil),        // 67: wasmorch.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 68: wasmorch.v1.RemoveNodeResponse
+	(*Member)(nil),                   // 69: wasmorch.v1.Member
+	(*ListMembersRequest)(nil),       // 70: wasmorch.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),      // 71: wasmorch.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),         // 72: wasmorch.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 73: wasmorch.v1.AddMemberResponse
+	(*PromoteMemberRequest)(nil),     // 74: wasmorch.v1.PromoteMemberRequest
+	(*PromoteMemberResponse)(nil),    // 75: wasmorch.v1.PromoteMemberResponse
+	(*RemoveMemberRequest)(nil),      // 76: wasmorch.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 77: wasmorch.v1.RemoveMemberResponse
+	(*SnapshotRequest)(nil),          // 78: wasmorch.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),            // 79: wasmorch.v1.SnapshotChunk
+	(*JoinToken)(nil),                // 80: wasmorch.v1.JoinToken
+	(*CreateTokenRequest)(nil),       // 81: wasmorch.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 82: wasmorch.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),        // 83: wasmorch.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),       // 84: wasmorch.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),       // 85: wasmorch.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),      // 86: wasmorch.v1.RevokeTokenResponse
+	(*CertificateRecord)(nil),        // 87: wasmorch.v1.CertificateRecord
+	(*IssueCredentialRequest)(nil),   // 88: wasmorch.v1.IssueCredentialRequest
+	(*IssueCredentialResponse)(nil),  // 89: wasmorch.v1.IssueCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 90: wasmorch.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 91: wasmorch.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 92: wasmorch.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 93: wasmorch.v1.RevokeCredentialResponse
+	(*LabelNodeRequest)(nil),         // 94: wasmorch.v1.LabelNodeRequest
+	(*SetConfigRequest)(nil),         // 95: wasmorch.v1.SetConfigRequest
+	(*SetConfigResponse)(nil),        // 96: wasmorch.v1.SetConfigResponse
+	(*GetConfigRequest)(nil),         // 97: wasmorch.v1.GetConfigRequest
+	(*ListConfigsRequest)(nil),       // 98: wasmorch.v1.ListConfigsRequest
+	(*ListConfigsResponse)(nil),      // 99: wasmorch.v1.ListConfigsResponse
+	(*DeleteConfigRequest)(nil),      // 100: wasmorch.v1.DeleteConfigRequest
+	(*DeleteConfigResponse)(nil),     // 101: wasmorch.v1.DeleteConfigResponse
+	(*SecretView)(nil),               // 102: wasmorch.v1.SecretView
+	(*SetSecretRequest)(nil),         // 103: wasmorch.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),        // 104: wasmorch.v1.SetSecretResponse
+	(*GetSecretRequest)(nil),         // 105: wasmorch.v1.GetSecretRequest
+	(*ListSecretsRequest)(nil),       // 106: wasmorch.v1.ListSecretsRequest
+	(*ListSecretsResponse)(nil),      // 107: wasmorch.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),      // 108: wasmorch.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),     // 109: wasmorch.v1.DeleteSecretResponse
+	(*RotateSecretKeyRequest)(nil),   // 110: wasmorch.v1.RotateSecretKeyRequest
+	(*RotateSecretKeyResponse)(nil),  // 111: wasmorch.v1.RotateSecretKeyResponse
+	(*TopRequest)(nil),               // 112: wasmorch.v1.TopRequest
+	(*InstanceUsage)(nil),            // 113: wasmorch.v1.InstanceUsage
+	(*UsageReport)(nil),              // 114: wasmorch.v1.UsageReport
+	(*CreateUITokenRequest)(nil),     // 115: wasmorch.v1.CreateUITokenRequest
+	(*CreateUITokenResponse)(nil),    // 116: wasmorch.v1.CreateUITokenResponse
+	(*Revision)(nil),                 // 117: wasmorch.v1.Revision
+	(*ListRevisionsRequest)(nil),     // 118: wasmorch.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),    // 119: wasmorch.v1.ListRevisionsResponse
+	(*PromoteRolloutRequest)(nil),    // 120: wasmorch.v1.PromoteRolloutRequest
+	(*RestartRolloutRequest)(nil),    // 121: wasmorch.v1.RestartRolloutRequest
+	(*RollbackRequest)(nil),          // 122: wasmorch.v1.RollbackRequest
+	(*RegisterRequest)(nil),          // 123: wasmorch.v1.RegisterRequest
+	(*RegisterResponse)(nil),         // 124: wasmorch.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),         // 125: wasmorch.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 126: wasmorch.v1.HeartbeatResponse
+	(*SessionRequest)(nil),           // 127: wasmorch.v1.SessionRequest
+	(*Assignments)(nil),              // 128: wasmorch.v1.Assignments
+	(*StatusBatch)(nil),              // 129: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),                // 130: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),         // 131: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),                // 132: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),              // 133: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),             // 134: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),             // 135: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),      // 136: wasmorch.v1.InstanceLogsRequest
+	(*UsageRequest)(nil),             // 137: wasmorch.v1.UsageRequest
+	(*NodeGroupStatus)(nil),          // 138: wasmorch.v1.NodeGroupStatus
+	(*NodeGroupNode)(nil),            // 139: wasmorch.v1.NodeGroupNode
+	(*NodeGroupSpec)(nil),            // 140: wasmorch.v1.NodeGroupSpec
+	(*NodeGroupApplyRequest)(nil),    // 141: wasmorch.v1.NodeGroupApplyRequest
+	(*NodeGroupApplyResponse)(nil),   // 142: wasmorch.v1.NodeGroupApplyResponse
+	(*NodeGroupGetRequest)(nil),      // 143: wasmorch.v1.NodeGroupGetRequest
+	(*NodeGroupView)(nil),            // 144: wasmorch.v1.NodeGroupView
+	(*NodeGroupDeleteRequest)(nil),   // 145: wasmorch.v1.NodeGroupDeleteRequest
+	(*NodeGroupDeleteResponse)(nil),  // 146: wasmorch.v1.NodeGroupDeleteResponse
+	(*ListNodeGroupsRequest)(nil),    // 147: wasmorch.v1.ListNodeGroupsRequest
+	(*ListNodeGroupsResponse)(nil),   // 148: wasmorch.v1.ListNodeGroupsResponse
+	nil,                              // 149: wasmorch.v1.Placement.SelectorEntry
+	nil,                              // 150: wasmorch.v1.Workload.LabelsEntry
+	nil,                              // 151: wasmorch.v1.Instance.VolumeUidsEntry
+	nil,                              // 152: wasmorch.v1.Node.LabelsEntry
+	nil,                              // 153: wasmorch.v1.FunctionLoad.GenerationsEntry
+	nil,                              // 154: wasmorch.v1.Config.DataEntry
+	nil,                              // 155: wasmorch.v1.SecretData.DataEntry
+	nil,                              // 156: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	nil,                              // 157: wasmorch.v1.ListNodesRequest.SelectorEntry
+	nil,                              // 158: wasmorch.v1.JoinToken.LabelsEntry
+	nil,                              // 159: wasmorch.v1.CreateTokenRequest.LabelsEntry
+	nil,                              // 160: wasmorch.v1.LabelNodeRequest.SetEntry
+	nil,                              // 161: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                              // 162: wasmorch.v1.SetSecretRequest.DataEntry
+	nil,                              // 163: wasmorch.v1.RegisterResponse.LabelsEntry
+	nil,                              // 164: wasmorch.v1.JoinRequest.LabelsEntry
+	nil,                              // 165: wasmorch.v1.NodeGroupStatus.LabelsEntry
+	nil,                              // 166: wasmorch.v1.NodeGroupSpec.LabelsEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
-	20,  // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
+	21,  // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
 	0,   // 1: wasmorch.v1.WorkloadSpec.restart:type_name -> wasmorch.v1.RestartPolicy
-	17,  // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
-	18,  // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
-	19,  // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
-	33,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
-	7,   // 6: wasmorch.v1.WorkloadSpec.volumes:type_name -> wasmorch.v1.VolumeMount
-	6,   // 7: wasmorch.v1.WorkloadSpec.mounts:type_name -> wasmorch.v1.HostMount
-	8,   // 8: wasmorch.v1.VolumeView.volume:type_name -> wasmorch.v1.Volume
-	9,   // 9: wasmorch.v1.ListVolumesResponse.volumes:type_name -> wasmorch.v1.VolumeView
-	8,   // 10: wasmorch.v1.RemovedVolumesResponse.volumes:type_name -> wasmorch.v1.Volume
-	147, // 11: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
-	5,   // 12: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
-	148, // 13: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
-	5,   // 14: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
-	149, // 15: wasmorch.v1.Instance.volume_uids:type_name -> wasmorch.v1.Instance.VolumeUidsEntry
-	1,   // 16: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
-	24,  // 17: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	150, // 18: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
-	26,  // 19: wasmorch.v1.Node.conditions:type_name -> wasmorch.v1.NodeCondition
-	2,   // 20: wasmorch.v1.NodeCondition.type:type_name -> wasmorch.v1.NodeConditionType
-	151, // 21: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
-	152, // 22: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	153, // 23: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
-	37,  // 24: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
-	5,   // 25: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
-	154, // 26: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
-	21,  // 27: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
-	21,  // 28: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
-	45,  // 29: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
-	1,   // 30: wasmorch.v1.ListInstancesRequest.states:type_name -> wasmorch.v1.InstanceState
-	22,  // 31: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
-	23,  // 32: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
-	1,   // 33: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
-	51,  // 34: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
-	155, // 35: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
-	25,  // 36: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
-	24,  // 37: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
-	54,  // 38: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
-	27,  // 39: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
-	3,   // 40: wasmorch.v1.WatchRequest.kind:type_name -> wasmorch.v1.WatchKind
-	4,   // 41: wasmorch.v1.WatchEvent.type:type_name -> wasmorch.v1.WatchEventType
-	45,  // 42: wasmorch.v1.WatchEvent.workload:type_name -> wasmorch.v1.WorkloadView
-	51,  // 43: wasmorch.v1.WatchEvent.instance:type_name -> wasmorch.v1.InstanceView
-	54,  // 44: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
-	27,  // 45: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
-	136, // 46: wasmorch.v1.WatchEvent.node_group:type_name -> wasmorch.v1.NodeGroupStatus
-	67,  // 47: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
-	156, // 48: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
-	157, // 49: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
-	78,  // 50: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
-	78,  // 51: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
-	85,  // 52: wasmorch.v1.IssueCredentialResponse.info:type_name -> wasmorch.v1.CertificateRecord
-	85,  // 53: wasmorch.v1.ListCredentialsResponse.credentials:type_name -> wasmorch.v1.CertificateRecord
-	85,  // 54: wasmorch.v1.RevokeCredentialResponse.revoked:type_name -> wasmorch.v1.CertificateRecord
-	158, // 55: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
-	159, // 56: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
-	31,  // 57: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
-	31,  // 58: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	160, // 59: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
-	100, // 60: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
-	100, // 61: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
-	111, // 62: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
-	24,  // 63: wasmorch.v1.UsageReport.capacity:type_name -> wasmorch.v1.Resources
-	5,   // 64: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
-	115, // 65: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
-	25,  // 66: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	161, // 67: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
-	26,  // 68: wasmorch.v1.HeartbeatRequest.conditions:type_name -> wasmorch.v1.NodeCondition
-	22,  // 69: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
-	23,  // 70: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	162, // 71: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
-	163, // 72: wasmorch.v1.NodeGroupStatus.labels:type_name -> wasmorch.v1.NodeGroupStatus.LabelsEntry
-	137, // 73: wasmorch.v1.NodeGroupStatus.nodes:type_name -> wasmorch.v1.NodeGroupNode
-	164, // 74: wasmorch.v1.NodeGroupSpec.labels:type_name -> wasmorch.v1.NodeGroupSpec.LabelsEntry
-	138, // 75: wasmorch.v1.NodeGroupApplyRequest.spec:type_name -> wasmorch.v1.NodeGroupSpec
-	136, // 76: wasmorch.v1.NodeGroupView.status:type_name -> wasmorch.v1.NodeGroupStatus
-	138, // 77: wasmorch.v1.NodeGroupView.spec:type_name -> wasmorch.v1.NodeGroupSpec
-	136, // 78: wasmorch.v1.ListNodeGroupsResponse.node_groups:type_name -> wasmorch.v1.NodeGroupStatus
-	30,  // 79: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
-	36,  // 80: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	39,  // 81: wasmorch.v1.Control.PullReference:input_type -> wasmorch.v1.PullReferenceRequest
-	41,  // 82: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	43,  // 83: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	44,  // 84: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	47,  // 85: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	48,  // 86: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	50,  // 87: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	53,  // 88: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	56,  // 89: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	62,  // 90: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	58,  // 91: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	60,  // 92: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
-	64,  // 93: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
-	64,  // 94: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
-	64,  // 95: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
-	65,  // 96: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
-	68,  // 97: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
-	70,  // 98: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
-	72,  // 99: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
-	74,  // 100: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
-	76,  // 101: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
-	79,  // 102: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
-	81,  // 103: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
-	83,  // 104: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
-	86,  // 105: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
-	88,  // 106: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
-	90,  // 107: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
-	92,  // 108: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
-	93,  // 109: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
-	95,  // 110: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
-	96,  // 111: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
-	98,  // 112: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
-	101, // 113: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
-	103, // 114: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
-	104, // 115: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
-	106, // 116: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
-	108, // 117: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
-	116, // 118: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
-	120, // 119: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
-	118, // 120: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
-	119, // 121: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
-	110, // 122: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
-	113, // 123: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
-	10,  // 124: wasmorch.v1.Control.ListVolumes:input_type -> wasmorch.v1.ListVolumesRequest
-	12,  // 125: wasmorch.v1.Control.GetVolume:input_type -> wasmorch.v1.GetVolumeRequest
-	13,  // 126: wasmorch.v1.Control.DeleteVolume:input_type -> wasmorch.v1.DeleteVolumeRequest
-	145, // 127: wasmorch.v1.Control.ListNodeGroups:input_type -> wasmorch.v1.ListNodeGroupsRequest
-	139, // 128: wasmorch.v1.Control.ApplyNodeGroup:input_type -> wasmorch.v1.NodeGroupApplyRequest
-	141, // 129: wasmorch.v1.Control.GetNodeGroup:input_type -> wasmorch.v1.NodeGroupGetRequest
-	143, // 130: wasmorch.v1.Control.DeleteNodeGroup:input_type -> wasmorch.v1.NodeGroupDeleteRequest
-	121, // 131: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	123, // 132: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	125, // 133: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	127, // 134: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	129, // 135: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	15,  // 136: wasmorch.v1.Agent.RemovedVolumes:input_type -> wasmorch.v1.RemovedVolumesRequest
-	131, // 137: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	133, // 138: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	134, // 139: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	135, // 140: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
-	38,  // 141: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	40,  // 142: wasmorch.v1.Control.PullReference:output_type -> wasmorch.v1.PullReferenceResponse
-	42,  // 143: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	45,  // 144: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	46,  // 145: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	21,  // 146: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	49,  // 147: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	52,  // 148: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	55,  // 149: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	57,  // 150: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	63,  // 151: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	59,  // 152: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	61,  // 153: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
-	54,  // 154: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	54,  // 155: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	54,  // 156: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	66,  // 157: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	69,  // 158: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	71,  // 159: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	73,  // 160: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	75,  // 161: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	77,  // 162: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	80,  // 163: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	82,  // 164: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	84,  // 165: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	87,  // 166: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
-	89,  // 167: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
-	91,  // 168: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
-	54,  // 169: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
-	94,  // 170: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	31,  // 171: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	97,  // 172: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	99,  // 173: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	102, // 174: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	100, // 175: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	105, // 176: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	107, // 177: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	109, // 178: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	117, // 179: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
-	42,  // 180: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	21,  // 181: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
-	42,  // 182: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	112, // 183: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
-	114, // 184: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
-	11,  // 185: wasmorch.v1.Control.ListVolumes:output_type -> wasmorch.v1.ListVolumesResponse
-	9,   // 186: wasmorch.v1.Control.GetVolume:output_type -> wasmorch.v1.VolumeView
-	14,  // 187: wasmorch.v1.Control.DeleteVolume:output_type -> wasmorch.v1.DeleteVolumeResponse
-	146, // 188: wasmorch.v1.Control.ListNodeGroups:output_type -> wasmorch.v1.ListNodeGroupsResponse
-	140, // 189: wasmorch.v1.Control.ApplyNodeGroup:output_type -> wasmorch.v1.NodeGroupApplyResponse
-	142, // 190: wasmorch.v1.Control.GetNodeGroup:output_type -> wasmorch.v1.NodeGroupView
-	144, // 191: wasmorch.v1.Control.DeleteNodeGroup:output_type -> wasmorch.v1.NodeGroupDeleteResponse
-	122, // 192: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	124, // 193: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	126, // 194: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	128, // 195: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	130, // 196: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	16,  // 197: wasmorch.v1.Agent.RemovedVolumes:output_type -> wasmorch.v1.RemovedVolumesResponse
-	132, // 198: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	132, // 199: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	57,  // 200: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	112, // 201: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
-	141, // [141:202] is the sub-list for method output_type
-	80,  // [80:141] is the sub-list for method input_type
-	80,  // [80:80] is the sub-list for extension type_name
-	80,  // [80:80] is the sub-list for extension extendee
-	0,   // [0:80] is the sub-list for field type_name
+	18,  // 2: wasmorch.v1.WorkloadSpec.http:type_name -> wasmorch.v1.HttpTrigger
+	19,  // 3: wasmorch.v1.WorkloadSpec.autoscale:type_name -> wasmorch.v1.Autoscale
+	20,  // 4: wasmorch.v1.WorkloadSpec.placement:type_name -> wasmorch.v1.Placement
+	35,  // 5: wasmorch.v1.WorkloadSpec.files:type_name -> wasmorch.v1.MountedFile
+	8,   // 6: wasmorch.v1.WorkloadSpec.volumes:type_name -> wasmorch.v1.VolumeMount
+	7,   // 7: wasmorch.v1.WorkloadSpec.mounts:type_name -> wasmorch.v1.HostMount
+	9,   // 8: wasmorch.v1.VolumeView.volume:type_name -> wasmorch.v1.Volume
+	10,  // 9: wasmorch.v1.ListVolumesResponse.volumes:type_name -> wasmorch.v1.VolumeView
+	9,   // 10: wasmorch.v1.RemovedVolumesResponse.volumes:type_name -> wasmorch.v1.Volume
+	149, // 11: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	6,   // 12: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
+	25,  // 13: wasmorch.v1.Workload.unfit_nodes:type_name -> wasmorch.v1.UnfitNode
+	150, // 14: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
+	6,   // 15: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
+	151, // 16: wasmorch.v1.Instance.volume_uids:type_name -> wasmorch.v1.Instance.VolumeUidsEntry
+	1,   // 17: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
+	2,   // 18: wasmorch.v1.InstanceStatus.unfit:type_name -> wasmorch.v1.NodeUnfit
+	2,   // 19: wasmorch.v1.UnfitNode.unfit:type_name -> wasmorch.v1.NodeUnfit
+	26,  // 20: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
+	152, // 21: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	28,  // 22: wasmorch.v1.Node.conditions:type_name -> wasmorch.v1.NodeCondition
+	3,   // 23: wasmorch.v1.NodeCondition.type:type_name -> wasmorch.v1.NodeConditionType
+	153, // 24: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
+	154, // 25: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	155, // 26: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	39,  // 27: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
+	6,   // 28: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
+	156, // 29: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	22,  // 30: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
+	22,  // 31: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
+	47,  // 32: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
+	1,   // 33: wasmorch.v1.ListInstancesRequest.states:type_name -> wasmorch.v1.InstanceState
+	23,  // 34: wasmorch.v1.InstanceView.instance:type_name -> wasmorch.v1.Instance
+	24,  // 35: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
+	1,   // 36: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
+	53,  // 37: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
+	157, // 38: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
+	27,  // 39: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
+	26,  // 40: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
+	56,  // 41: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
+	29,  // 42: wasmorch.v1.ListEventsResponse.events:type_name -> wasmorch.v1.Event
+	4,   // 43: wasmorch.v1.WatchRequest.kind:type_name -> wasmorch.v1.WatchKind
+	5,   // 44: wasmorch.v1.WatchEvent.type:type_name -> wasmorch.v1.WatchEventType
+	47,  // 45: wasmorch.v1.WatchEvent.workload:type_name -> wasmorch.v1.WorkloadView
+	53,  // 46: wasmorch.v1.WatchEvent.instance:type_name -> wasmorch.v1.InstanceView
+	56,  // 47: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
+	29,  // 48: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
+	138, // 49: wasmorch.v1.WatchEvent.node_group:type_name -> wasmorch.v1.NodeGroupStatus
+	69,  // 50: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
+	158, // 51: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
+	159, // 52: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
+	80,  // 53: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
+	80,  // 54: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
+	87,  // 55: wasmorch.v1.IssueCredentialResponse.info:type_name -> wasmorch.v1.CertificateRecord
+	87,  // 56: wasmorch.v1.ListCredentialsResponse.credentials:type_name -> wasmorch.v1.CertificateRecord
+	87,  // 57: wasmorch.v1.RevokeCredentialResponse.revoked:type_name -> wasmorch.v1.CertificateRecord
+	160, // 58: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
+	161, // 59: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	33,  // 60: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
+	33,  // 61: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
+	162, // 62: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	102, // 63: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
+	102, // 64: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
+	113, // 65: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
+	26,  // 66: wasmorch.v1.UsageReport.capacity:type_name -> wasmorch.v1.Resources
+	6,   // 67: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
+	117, // 68: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
+	27,  // 69: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
+	163, // 70: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
+	28,  // 71: wasmorch.v1.HeartbeatRequest.conditions:type_name -> wasmorch.v1.NodeCondition
+	23,  // 72: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
+	24,  // 73: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
+	164, // 74: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
+	165, // 75: wasmorch.v1.NodeGroupStatus.labels:type_name -> wasmorch.v1.NodeGroupStatus.LabelsEntry
+	139, // 76: wasmorch.v1.NodeGroupStatus.nodes:type_name -> wasmorch.v1.NodeGroupNode
+	166, // 77: wasmorch.v1.NodeGroupSpec.labels:type_name -> wasmorch.v1.NodeGroupSpec.LabelsEntry
+	140, // 78: wasmorch.v1.NodeGroupApplyRequest.spec:type_name -> wasmorch.v1.NodeGroupSpec
+	138, // 79: wasmorch.v1.NodeGroupView.status:type_name -> wasmorch.v1.NodeGroupStatus
+	140, // 80: wasmorch.v1.NodeGroupView.spec:type_name -> wasmorch.v1.NodeGroupSpec
+	138, // 81: wasmorch.v1.ListNodeGroupsResponse.node_groups:type_name -> wasmorch.v1.NodeGroupStatus
+	32,  // 82: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
+	38,  // 83: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	41,  // 84: wasmorch.v1.Control.PullReference:input_type -> wasmorch.v1.PullReferenceRequest
+	43,  // 85: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	45,  // 86: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	46,  // 87: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	49,  // 88: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	50,  // 89: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	52,  // 90: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	55,  // 91: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	58,  // 92: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	64,  // 93: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	60,  // 94: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	62,  // 95: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
+	66,  // 96: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	66,  // 97: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	66,  // 98: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	67,  // 99: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	70,  // 100: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	72,  // 101: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	74,  // 102: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	76,  // 103: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	78,  // 104: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	81,  // 105: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	83,  // 106: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	85,  // 107: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	88,  // 108: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
+	90,  // 109: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
+	92,  // 110: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
+	94,  // 111: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
+	95,  // 112: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
+	97,  // 113: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
+	98,  // 114: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
+	100, // 115: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
+	103, // 116: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
+	105, // 117: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
+	106, // 118: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
+	108, // 119: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
+	110, // 120: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
+	118, // 121: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
+	122, // 122: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	120, // 123: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
+	121, // 124: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
+	112, // 125: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
+	115, // 126: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
+	11,  // 127: wasmorch.v1.Control.ListVolumes:input_type -> wasmorch.v1.ListVolumesRequest
+	13,  // 128: wasmorch.v1.Control.GetVolume:input_type -> wasmorch.v1.GetVolumeRequest
+	14,  // 129: wasmorch.v1.Control.DeleteVolume:input_type -> wasmorch.v1.DeleteVolumeRequest
+	147, // 130: wasmorch.v1.Control.ListNodeGroups:input_type -> wasmorch.v1.ListNodeGroupsRequest
+	141, // 131: wasmorch.v1.Control.ApplyNodeGroup:input_type -> wasmorch.v1.NodeGroupApplyRequest
+	143, // 132: wasmorch.v1.Control.GetNodeGroup:input_type -> wasmorch.v1.NodeGroupGetRequest
+	145, // 133: wasmorch.v1.Control.DeleteNodeGroup:input_type -> wasmorch.v1.NodeGroupDeleteRequest
+	123, // 134: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	125, // 135: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	127, // 136: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	129, // 137: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	131, // 138: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	16,  // 139: wasmorch.v1.Agent.RemovedVolumes:input_type -> wasmorch.v1.RemovedVolumesRequest
+	133, // 140: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	135, // 141: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	136, // 142: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	137, // 143: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
+	40,  // 144: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	42,  // 145: wasmorch.v1.Control.PullReference:output_type -> wasmorch.v1.PullReferenceResponse
+	44,  // 146: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	47,  // 147: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	48,  // 148: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	22,  // 149: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	51,  // 150: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	54,  // 151: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	57,  // 152: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	59,  // 153: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	65,  // 154: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	61,  // 155: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	63,  // 156: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
+	56,  // 157: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	56,  // 158: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	56,  // 159: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	68,  // 160: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	71,  // 161: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	73,  // 162: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	75,  // 163: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	77,  // 164: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	79,  // 165: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	82,  // 166: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	84,  // 167: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	86,  // 168: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	89,  // 169: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
+	91,  // 170: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
+	93,  // 171: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
+	56,  // 172: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
+	96,  // 173: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	33,  // 174: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	99,  // 175: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	101, // 176: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	104, // 177: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	102, // 178: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	107, // 179: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	109, // 180: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	111, // 181: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	119, // 182: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	44,  // 183: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	22,  // 184: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
+	44,  // 185: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	114, // 186: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
+	116, // 187: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
+	12,  // 188: wasmorch.v1.Control.ListVolumes:output_type -> wasmorch.v1.ListVolumesResponse
+	10,  // 189: wasmorch.v1.Control.GetVolume:output_type -> wasmorch.v1.VolumeView
+	15,  // 190: wasmorch.v1.Control.DeleteVolume:output_type -> wasmorch.v1.DeleteVolumeResponse
+	148, // 191: wasmorch.v1.Control.ListNodeGroups:output_type -> wasmorch.v1.ListNodeGroupsResponse
+	142, // 192: wasmorch.v1.Control.ApplyNodeGroup:output_type -> wasmorch.v1.NodeGroupApplyResponse
+	144, // 193: wasmorch.v1.Control.GetNodeGroup:output_type -> wasmorch.v1.NodeGroupView
+	146, // 194: wasmorch.v1.Control.DeleteNodeGroup:output_type -> wasmorch.v1.NodeGroupDeleteResponse
+	124, // 195: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	126, // 196: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	128, // 197: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	130, // 198: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	132, // 199: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	17,  // 200: wasmorch.v1.Agent.RemovedVolumes:output_type -> wasmorch.v1.RemovedVolumesResponse
+	134, // 201: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	134, // 202: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	59,  // 203: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	114, // 204: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
+	144, // [144:205] is the sub-list for method output_type
+	83,  // [83:144] is the sub-list for method input_type
+	83,  // [83:83] is the sub-list for extension type_name
+	83,  // [83:83] is the sub-list for extension extendee
+	0,   // [0:83] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -10680,11 +10895,11 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 	if File_wasmorch_v1_wasmorch_proto != nil {
 		return
 	}
-	file_wasmorch_v1_wasmorch_proto_msgTypes[31].OneofWrappers = []any{
+	file_wasmorch_v1_wasmorch_proto_msgTypes[32].OneofWrappers = []any{
 		(*UploadRequest_Header)(nil),
 		(*UploadRequest_Chunk)(nil),
 	}
-	file_wasmorch_v1_wasmorch_proto_msgTypes[56].OneofWrappers = []any{
+	file_wasmorch_v1_wasmorch_proto_msgTypes[57].OneofWrappers = []any{
 		(*WatchEvent_Workload)(nil),
 		(*WatchEvent_Instance)(nil),
 		(*WatchEvent_Node)(nil),
@@ -10696,8 +10911,8 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   160,
+			NumEnums:      6,
+			NumMessages:   161,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

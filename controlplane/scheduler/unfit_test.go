@@ -1,0 +1,70 @@
+package scheduler
+
+import (
+	"testing"
+
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+)
+
+// A node where a workload's generation could not run at all takes none of
+// that generation again, whatever room it has; another generation of the
+// workload, or another workload, is placed there as before.
+func TestUnfitNodesAreAvoidedForTheirGeneration(t *testing.T) {
+	nodes := []NodeInfo{node("big", 64<<30, 1000), node("small", 1<<30, 1000)}
+	gen := func(insts []*v1.Instance, g int64) []*v1.Instance {
+		for _, in := range insts {
+			in.Generation = g
+		}
+		return insts
+	}
+	avoid := map[string]*Avoid{"app": {Generation: 2, Nodes: map[string]string{"big": "ModuleTooLarge"}}}
+
+	snap := SnapshotOf(nodes, nil)
+	snap.Avoid = avoid
+	plan := Schedule(snap, gen(instances("app", 4, 64<<20), 2))
+	for id, n := range plan.Bindings {
+		if n != "small" {
+			t.Errorf("%s placed on %s, which could not run its generation", id, n)
+		}
+	}
+	if len(plan.Bindings) != 4 {
+		t.Fatalf("placed %d of 4: %v", len(plan.Bindings), plan.Unplaced)
+	}
+
+	// Without the record the least allocated node, big, would take them:
+	// the avoidance is what sent them to small.
+	plan = Schedule(SnapshotOf(nodes, nil), gen(instances("app", 1, 64<<20), 2))
+	if plan.Bindings["app-0"] != "big" {
+		t.Fatalf("without a record app-0 went to %q, want big (the test's premise)", plan.Bindings["app-0"])
+	}
+
+	// Another generation, and another workload, are not held to it.
+	snap = SnapshotOf(nodes, nil)
+	snap.Avoid = avoid
+	plan = Schedule(snap, append(gen(instances("app", 1, 64<<20), 3), gen(instances("web", 1, 64<<20), 2)...))
+	if plan.Bindings["app-0"] != "big" || plan.Bindings["web-0"] != "big" {
+		t.Fatalf("bindings %v: generation 3 of app and web should go to big", plan.Bindings)
+	}
+}
+
+// When every node that could take the generation has failed to run it,
+// its instances wait, saying so.
+func TestAllNodesUnfitSaysWhy(t *testing.T) {
+	nodes := []NodeInfo{node("a", 1<<30, 100), node("b", 1<<30, 100), node("c", 1<<30, 100)}
+	snap := SnapshotOf(nodes, nil)
+	snap.Avoid = map[string]*Avoid{"app": {Generation: 1, Nodes: map[string]string{"a": "ModuleTooLarge", "b": "ModuleTooLarge", "c": "ExecFormatError"}}}
+	pending := instances("app", 2, 64<<20)
+	for _, in := range pending {
+		in.Generation = 1
+	}
+	plan := Schedule(snap, pending)
+	if len(plan.Bindings) != 0 {
+		t.Fatalf("placed %v on nodes that cannot run it", plan.Bindings)
+	}
+	want := "0/3 nodes fit: 2 could not run this revision before (ModuleTooLarge), 1 could not run this revision before (ExecFormatError)"
+	for id, why := range plan.Unplaced {
+		if why != want {
+			t.Errorf("%s pending because %q, want %q", id, why, want)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/wasmorch/wasmorch/ctrrt/ociarchive"
 	wdefs "github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
@@ -229,6 +231,9 @@ func (r *Runtime) fetchImage(ctx context.Context, a runtimeapi.Artifact) (client
 	defer f.Close()
 	imgs, err := r.client.Import(ctx, f, client.WithIndexName(name))
 	if err != nil {
+		if why := foreignPlatform(f); why != "" { // edge
+			return nil, startError(true, runtimeapi.ReasonWrongArch, fmt.Sprintf("image archive %s %s", a.Digest, why))
+		}
 		return nil, startError(errdefs.IsInvalidArgument(err), runtimeapi.ReasonInvalid, fmt.Sprintf("importing image archive %s: %v", a.Digest, err))
 	}
 	if len(imgs) == 0 {
@@ -241,6 +246,30 @@ func (r *Runtime) fetchImage(ctx context.Context, a runtimeapi.Artifact) (client
 	}
 	r.log.Debug("image archive imported", "digest", a.Digest, "image", name)
 	return img, nil
+}
+
+// foreignPlatform says why the image archive in f has no image for this
+// node's platform ("holds linux/arm64 only; this node is linux/amd64"),
+// or "" when it has one or says nothing of its platforms: containerd's
+// import filters the images of other platforms out and then finds none,
+// which is this node's failure, not the archive's (edge: the control plane
+// places the instance on another node).
+func foreignPlatform(f *os.File) string {
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	info, err := ociarchive.InspectAt(f, st.Size())
+	if err != nil || len(info.Platforms) == 0 {
+		return ""
+	}
+	here := runtime.GOOS + "/" + runtime.GOARCH
+	for _, p := range info.Platforms {
+		if p == here {
+			return ""
+		}
+	}
+	return fmt.Sprintf("holds %s only; this node is %s", strings.Join(info.Platforms, ", "), here)
 }
 
 // Release implements runtimeapi.Runtime: it forgets the prepared image and

@@ -19,10 +19,6 @@ import (
 // --module-cache-size).
 const ReasonModuleTooLarge = "ModuleTooLarge"
 
-// ReasonExecFormat is the reason of a container whose binary is for
-// another architecture than the node's (ctrrt reports it).
-const ReasonExecFormat = runtimeapi.ReasonExecFormat
-
 // unfitOf classes a failure of in on this node: a failure no start on
 // this node can get past, whatever its restarts, but which another node
 // may not have.
@@ -32,13 +28,13 @@ const ReasonExecFormat = runtimeapi.ReasonExecFormat
 //     it lacks: the control plane validated the module and its imports
 //     with its own runtime before storing it, so this node's runtime
 //     (an older agent, another engine) is what lacks something;
-//   - a container binary for another architecture;
+//   - a container image archive for another platform;
 //   - a memory limit over the node's whole allocatable memory (memory.go).
 func unfitOf(in *instance, e runtimeapi.Exit) pb.NodeUnfit {
 	switch e.Reason {
 	case ReasonModuleTooLarge:
 		return pb.NodeUnfit_NODE_UNFIT_DISK
-	case runtimeapi.ReasonExecFormat:
+	case runtimeapi.ReasonWrongArch:
 		return pb.NodeUnfit_NODE_UNFIT_ARCH
 	case ReasonMemoryUnfit:
 		return pb.NodeUnfit_NODE_UNFIT_MEMORY

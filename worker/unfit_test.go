@@ -81,7 +81,7 @@ func TestUnfitClasses(t *testing.T) {
 		{wasm, runtimeapi.Exit{Reason: runtimeapi.ReasonInvalid, Permanent: true}, pb.NodeUnfit_NODE_UNFIT_ENGINE},
 		{wasm, runtimeapi.Exit{Reason: runtimeapi.ReasonImportError, Permanent: true}, pb.NodeUnfit_NODE_UNFIT_ENGINE},
 		{ctr, runtimeapi.Exit{Reason: runtimeapi.ReasonInvalid, Permanent: true}, pb.NodeUnfit_NODE_UNFIT_UNSPECIFIED}, // a bad image is bad everywhere
-		{ctr, runtimeapi.Exit{Reason: runtimeapi.ReasonExecFormat, Permanent: true}, pb.NodeUnfit_NODE_UNFIT_ARCH},
+		{ctr, runtimeapi.Exit{Reason: runtimeapi.ReasonWrongArch, Permanent: true}, pb.NodeUnfit_NODE_UNFIT_ARCH},
 		{wasm, runtimeapi.Exit{Reason: ReasonMemoryUnfit, Permanent: true}, pb.NodeUnfit_NODE_UNFIT_MEMORY},
 		{wasm, runtimeapi.Exit{Reason: runtimeapi.ReasonTrap, Code: 134}, pb.NodeUnfit_NODE_UNFIT_UNSPECIFIED}, // a crash is the instance's
 		{wasm, runtimeapi.Exit{Reason: runtimeapi.ReasonError, Code: 1}, pb.NodeUnfit_NODE_UNFIT_UNSPECIFIED},

@@ -52,7 +52,7 @@ func TestUnfitNodesAreAvoidedForTheirGeneration(t *testing.T) {
 func TestAllNodesUnfitSaysWhy(t *testing.T) {
 	nodes := []NodeInfo{node("a", 1<<30, 100), node("b", 1<<30, 100), node("c", 1<<30, 100)}
 	snap := SnapshotOf(nodes, nil)
-	snap.Avoid = map[string]*Avoid{"app": {Generation: 1, Nodes: map[string]string{"a": "ModuleTooLarge", "b": "ModuleTooLarge", "c": "ExecFormatError"}}}
+	snap.Avoid = map[string]*Avoid{"app": {Generation: 1, Nodes: map[string]string{"a": "ModuleTooLarge", "b": "ModuleTooLarge", "c": "WrongArchitecture"}}}
 	pending := instances("app", 2, 64<<20)
 	for _, in := range pending {
 		in.Generation = 1
@@ -61,7 +61,7 @@ func TestAllNodesUnfitSaysWhy(t *testing.T) {
 	if len(plan.Bindings) != 0 {
 		t.Fatalf("placed %v on nodes that cannot run it", plan.Bindings)
 	}
-	want := "0/3 nodes fit: 2 could not run this revision before (ModuleTooLarge), 1 could not run this revision before (ExecFormatError)"
+	want := "0/3 nodes fit: 2 could not run this revision before (ModuleTooLarge), 1 could not run this revision before (WrongArchitecture)"
 	for id, why := range plan.Unplaced {
 		if why != want {
 			t.Errorf("%s pending because %q, want %q", id, why, want)

@@ -22,9 +22,9 @@ const (
 	ReasonStopped     = "Stopped" // stopped by the worker
 	ReasonStartError  = "StartError"
 	ReasonOOMKilled   = "OOMKilled" // the kernel's OOM killer ended it at its memory limit (containers)
-	// edge: the container's binary is for another architecture than the
-	// node's (exec format error): no start on this node gets past it.
-	ReasonExecFormat = "ExecFormatError"
+	// edge: the container's image is for another platform (OS and
+	// architecture) than the node's: no start on this node gets past it.
+	ReasonWrongArch = "WrongArchitecture"
 )
 
 // TrapExitCode is the exit code recorded for a trap: 128+SIGABRT, the code

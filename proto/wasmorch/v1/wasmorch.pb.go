@@ -159,7 +159,7 @@ const (
 	// The node's wasm runtime cannot compile or link a module the control
 	// plane accepted (an older agent, an engine without a feature).
 	NodeUnfit_NODE_UNFIT_ENGINE NodeUnfit = 2
-	// A container's binary is for another architecture (exec format error).
+	// A container image archive holds no image for the node's platform.
 	NodeUnfit_NODE_UNFIT_ARCH NodeUnfit = 3
 	// The instance's memory limit is more than the node's whole allocatable
 	// memory: it could never start there.

@@ -4,7 +4,7 @@ BIN      := bin/wasmorch
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/wasmorch/wasmorch/internal/version.Version=$(VERSION)
 
-.PHONY: all build release run test test-unit test-e2e bench bench-scale bench-cloud proto testdata tour-images vet fmt clean
+.PHONY: all build release run test test-unit test-e2e bench bench-scale bench-cloud bench-edge proto testdata tour-images vet fmt clean
 
 all: build
 
@@ -61,6 +61,13 @@ bench:
 # (docs/scale.md).
 bench-scale:
 	WASMORCH_BENCH_SCALE=1 $(GO) test ./e2e/scale -run '^$$' -bench Scale -benchtime 1x -timeout 90m -v
+
+# The edge benchmarks (issue 19, BENCHMARKS.md "Edge"): the slim agent's
+# memory idle and with 100 idle instances, then in a memory cgroup of its
+# own limited to 64 MiB with 200 (root; WASMORCH_EDGE_CGROUP=SIZE and
+# WASMORCH_EDGE_INSTANCES=N change them).
+bench-edge:
+	$(GO) test ./e2e -run '^$$' -bench 'AgentMemory|AgentUnderMemoryCgroup' -benchtime 1x -timeout 20m -v
 
 # The cloud controller with the local provider (issue 20): pending instance
 # -> new node Ready -> Running, the same deploy onto a running node, and

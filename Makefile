@@ -70,8 +70,9 @@ bench-edge:
 	$(GO) test ./e2e -run '^$$' -bench 'AgentMemory|AgentUnderMemoryCgroup' -benchtime 1x -timeout 20m -v
 
 # The cloud controller with the local provider (issue 20): pending instance
-# -> new node Ready -> Running, the same deploy onto a running node, and
-# idle -> node deleted, each phase's median over 5 rounds (BENCHMARKS.md).
+# -> new node Ready -> Running, the same deploy onto a running node,
+# idle -> node deleted, and a drain that moves an instance before its node
+# is deleted, each phase's median over 5 rounds (BENCHMARKS.md).
 bench-cloud:
 	$(GO) test ./e2e -run '^$$' -bench CloudLocal -benchtime 5x
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -149,4 +150,109 @@ func benchUpload(b *testing.B, control v1.ControlClient, path string) string {
 		b.Fatal(err)
 	}
 	return digest
+}
+
+// BenchmarkCloudLocalDrain measures scale-down that moves instances, with
+// the local provider: a group of min 0, max 2, 10 instances per node,
+// --scale-down-delay 1s. Each round a's 10 replicas, which mount a named
+// volume (so that their node can never be drained), fill one node and b's
+// 1 replica gets a second; a scaled to 9 leaves room for b on the first
+// node. From the scale: the second node draining (after the delay), b's
+// replacement Running on the first node, the second node deleted.
+//
+//	go test ./e2e -run '^$' -bench CloudLocalDrain -benchtime 5x
+func BenchmarkCloudLocalDrain(b *testing.B) {
+	const delay = time.Second
+	env := benchEnv(b)
+	api, http := loopbackAddr(b, "127.0.0.1"), loopbackAddr(b, "127.0.0.1")
+	dataDir := b.TempDir()
+	startDaemon(b, "server", env, "server", "--data-dir", dataDir, "--api", api, "--http", http, "--metrics-addr", "127.0.0.1:0", "--name", "cp",
+		"--node-group", "name=pool,provider=local,min=0,max=2,instances=10", "--scale-down-delay", delay.String())
+	joinTokenWhenUp(b, env, api)
+	conn, err := grpc.NewClient(api, grpc.WithTransportCredentials(adminCreds(b, dataDir)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = conn.Close() })
+	control := v1.NewControlClient(conn)
+	ctx := context.Background()
+	digest := benchUpload(b, control, filepath.Join(repoRoot, "testdata", "ticker.wasm"))
+	nodes := func() []*v1.NodeView {
+		l, err := control.ListNodes(ctx, &v1.ListNodesRequest{})
+		if err != nil {
+			return nil
+		}
+		return l.GetNodes()
+	}
+	apply := func(name string, replicas int32, vol string) {
+		spec := &v1.WorkloadSpec{ModuleDigest: digest, Replicas: replicas}
+		if vol != "" {
+			spec.Volumes = []*v1.VolumeMount{{Name: vol, Path: "/data"}}
+		}
+		if _, err := control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: name, Spec: spec}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var toDraining, toMoved, toDeleted []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		benchWait(b, "no node", func() bool { return len(nodes()) == 0 })
+		apply("a", 10, fmt.Sprintf("v%d", i))
+		benchWait(b, "a's 10 Running on one node", func() bool { return len(runningOn(ctx, control, "a")) == 1 && runningOn(ctx, control, "a")[nodeOf(nodes(), 10)] == 10 })
+		full := nodeOf(nodes(), 10)
+		apply("b", 1, "")
+		var second string
+		benchWait(b, "b Running on a second node", func() bool {
+			for n, c := range runningOn(ctx, control, "b") {
+				second = n
+				return c == 1 && n != full
+			}
+			return false
+		})
+		b.StartTimer()
+
+		t0 := time.Now()
+		if _, err := control.ScaleWorkload(ctx, &v1.ScaleRequest{Name: "a", Replicas: 9}); err != nil {
+			b.Fatal(err)
+		}
+		var drainingAt, movedAt time.Duration
+		benchWait(b, "node "+second+" deleted", func() bool {
+			ns := nodes()
+			if drainingAt == 0 && slices.ContainsFunc(ns, func(n *v1.NodeView) bool { return n.GetNode().GetName() == second && n.GetNode().GetDraining() }) {
+				drainingAt = time.Since(t0)
+			}
+			if movedAt == 0 && runningOn(ctx, control, "b")[full] == 1 {
+				movedAt = time.Since(t0)
+			}
+			return len(ns) == 1
+		})
+		toDeleted = append(toDeleted, time.Since(t0))
+		toDraining, toMoved = append(toDraining, drainingAt), append(toMoved, movedAt)
+
+		b.StopTimer()
+		for _, w := range []string{"a", "b"} {
+			if _, err := control.DeleteWorkload(ctx, &v1.DeleteWorkloadRequest{Name: w}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	ms := func(ds []time.Duration) float64 { return float64(median(ds).Microseconds()) / 1000 }
+	b.ReportMetric(ms(toDraining), "ms-to-draining")
+	b.ReportMetric(ms(toMoved), "ms-to-moved")
+	b.ReportMetric(ms(toDeleted), "ms-to-deleted")
+	b.ReportMetric(ms(toDeleted)-float64(delay.Milliseconds()), "ms-past-delay")
+	b.ReportMetric(0, "ns/op")
+}
+
+// nodeOf is the node holding n instances ("" if none).
+func nodeOf(ns []*v1.NodeView, n int32) string {
+	for _, nv := range ns {
+		if nv.GetInstances() == n {
+			return nv.GetNode().GetName()
+		}
+	}
+	return ""
 }

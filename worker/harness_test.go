@@ -435,6 +435,8 @@ type envOptions struct {
 	worker   func(*Worker)
 	// cp, when set, edits the fake control plane before the worker starts.
 	cp func(*fakeCP)
+	// expiredCredential gives the worker a certificate that has expired.
+	expiredCredential bool
 }
 
 func startEnv(t *testing.T, o envOptions) *env {
@@ -457,7 +459,11 @@ func startEnv(t *testing.T, o envOptions) *env {
 	if o.config != nil {
 		o.config(&cfg)
 	}
-	giveNodeCredential(t, cfg.DataDir, cfg.NodeName)
+	if o.expiredCredential {
+		giveExpiredNodeCredential(t, cfg.DataDir, cfg.NodeName)
+	} else {
+		giveNodeCredential(t, cfg.DataDir, cfg.NodeName)
+	}
 	w, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -42,8 +42,9 @@ func (w *Worker) pkiDir() string { return w.cfg.PKIDir() }
 func (c Config) PKIDir() string { return filepath.Join(c.DataDir, pkiDir) }
 
 // loadIdentity reads the node's credential. Without a usable one (none
-// yet, another node's, expired) the worker needs a join token: it joins in
-// Start; without a token it cannot run.
+// yet, another node's) the worker needs a join token: it joins in Start;
+// without a token it cannot run. An expired one is kept until New has read
+// the set on disk (expiredIdentity decides).
 func (w *Worker) loadIdentity() error {
 	nc, err := auth.LoadNodeCredential(w.pkiDir())
 	why := ""
@@ -63,6 +64,13 @@ func (w *Worker) loadIdentity() error {
 			why = fmt.Sprintf("the certificate in %s is not node %s's", w.pkiDir(), w.cfg.NodeName)
 		case !time.Now().Before(id.kp.Leaf().NotAfter):
 			why = fmt.Sprintf("its certificate expired at %s", id.kp.Leaf().NotAfter.UTC().Format(time.RFC3339))
+			if w.cfg.JoinToken == "" || tokenMatches(w.cfg.JoinToken, nc.CAPEM) {
+				// Kept for the set on disk (New, expiredIdentity): an
+				// edge agent whose certificate ran out while it was cut
+				// off still runs what it ran.
+				w.id, w.expired = id, why
+				return nil
+			}
 		case w.cfg.JoinToken != "" && !tokenMatches(w.cfg.JoinToken, nc.CAPEM):
 			// A token of another cluster (the control plane was set up
 			// anew): the node joins that one.
@@ -75,6 +83,67 @@ func (w *Worker) loadIdentity() error {
 	if w.cfg.JoinToken == "" {
 		return errdefs.Preconditionf("worker: node %s cannot join the cluster: %s and no join token was given (create one on the server with 'wasmorch token create' and pass it as --token)", w.cfg.NodeName, why)
 	}
+	return nil
+}
+
+// expiredIdentity decides, in New once the set on disk is read, what a
+// node whose certificate expired does: with instances kept on disk it
+// runs them with the expired credential (no control plane takes it) and,
+// given a join token, joins again in the background (rejoin); without, it
+// joins in Start as a node without a certificate, or cannot run without a
+// token.
+func (w *Worker) expiredIdentity(restored bool) error {
+	if w.expired == "" {
+		return nil
+	}
+	if !restored {
+		why := w.expired
+		w.id, w.expired = nil, ""
+		if w.cfg.JoinToken == "" {
+			return errdefs.Preconditionf("worker: node %s cannot join the cluster: %s and no join token was given (create one on the server with 'wasmorch token create --node %s' and pass it as --token)", w.cfg.NodeName, why, w.cfg.NodeName)
+		}
+		return nil
+	}
+	if w.cfg.JoinToken == "" {
+		w.logger.Error("this node cannot reach the cluster: " + w.expired + "; it runs the desired set kept on disk until it is given a join token (create one on the server with 'wasmorch token create --node " + w.cfg.NodeName + "' and restart the agent with --token)")
+	} else {
+		w.logger.Warn("this node's certificate expired: it runs the desired set kept on disk while it joins the cluster again", "why", w.expired)
+	}
+	return nil
+}
+
+// certExpired says whether the node runs on an expired certificate, kept
+// for the set on disk, not yet replaced by a join (rejoin).
+func (w *Worker) certExpired() bool {
+	w.renewMu.Lock()
+	defer w.renewMu.Unlock()
+	return w.expired != ""
+}
+
+// rejoin joins the cluster again with the join token for a node that runs
+// its set from disk on an expired certificate, in the background: the
+// certificate issued replaces the expired one in place, as a renewal does,
+// and the sessions use it from their next connection. A refused token is
+// logged and ends the attempt; the instances keep running.
+func (w *Worker) rejoin(ctx context.Context) error {
+	if !w.certExpired() || w.cfg.JoinToken == "" {
+		return nil
+	}
+	nc, err := w.obtainCredential(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err == nil {
+		err = w.installCredential(nc)
+	}
+	if err != nil {
+		w.logger.Error("cannot join the cluster again: the node runs the desired set kept on disk, unconnected; restart the agent with a valid join token ('wasmorch token create --node "+w.cfg.NodeName+"')", "err", err)
+		return nil
+	}
+	w.renewMu.Lock()
+	w.expired = ""
+	w.renewMu.Unlock()
+	w.logger.Info("joined the cluster again: received this node's certificate", "expires", w.id.kp.Leaf().NotAfter)
 	return nil
 }
 
@@ -102,44 +171,78 @@ func parseIdentity(nc auth.NodeCredential) (*identity, error) {
 }
 
 // join presents the join token to the servers in turn until one issues
-// the node's certificate. Refusals (a token not valid, expired, for
-// another cluster) end it; an unreachable control plane is retried.
+// the node's certificate (obtainCredential), and makes it the node's.
 func (w *Worker) join(ctx context.Context) error {
+	nc, err := w.obtainCredential(ctx)
+	if err != nil {
+		return err
+	}
+	id, err := parseIdentity(nc)
+	if err != nil {
+		return err
+	}
+	if err := auth.SaveNodeCredential(w.pkiDir(), nc); err != nil {
+		return err
+	}
+	w.id = id
+	w.logger.Info("joined the cluster: received this node's certificate", "expires", id.kp.Leaf().NotAfter)
+	return nil
+}
+
+// installCredential makes nc, issued to a node already running on an
+// expired certificate of the same cluster (the token's, checked in
+// loadIdentity: the CA pool stays), the node's: saved, and put in place of
+// the expired one, as a renewal does.
+func (w *Worker) installCredential(nc auth.NodeCredential) error {
+	if _, err := parseIdentity(nc); err != nil {
+		return err
+	}
+	if err := auth.SaveNodeCredential(w.pkiDir(), nc); err != nil {
+		return err
+	}
+	if err := w.id.kp.Set(nc.CertPEM, nc.KeyPEM); err != nil {
+		return err
+	}
+	w.renewMu.Lock()
+	close(w.renewed)
+	w.renewed = make(chan struct{})
+	w.renewMu.Unlock()
+	return nil
+}
+
+// obtainCredential presents the join token to the servers in turn until
+// one issues the node's certificate. Refusals (a token not valid, expired,
+// for another cluster) end it; an unreachable control plane is retried.
+func (w *Worker) obtainCredential(ctx context.Context) (auth.NodeCredential, error) {
 	tok, err := auth.ParseToken(w.cfg.JoinToken)
 	if err != nil {
-		return errdefs.Unauthenticatedf("%v", err) // what to do is the same as for a token refused
+		return auth.NodeCredential{}, errdefs.Unauthenticatedf("%v", err) // what to do is the same as for a token refused
 	}
 	csr, keyPEM, err := auth.NewRequest(w.cfg.NodeName)
 	if err != nil {
-		return err
+		return auth.NodeCredential{}, err
 	}
 	delay := w.reconnectBase
 	for {
 		for _, addr := range w.cfg.Servers {
 			resp, err := w.joinAt(ctx, addr, tok, csr)
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return auth.NodeCredential{}, ctx.Err()
 			}
 			if err == nil {
 				nc := auth.NodeCredential{CAPEM: resp.GetCaCertificate(), CertPEM: resp.GetCertificate(), KeyPEM: keyPEM}
-				id, err := parseIdentity(nc)
-				if err != nil {
-					return fmt.Errorf("the certificate %s issued: %w", addr, err)
+				if _, err := parseIdentity(nc); err != nil {
+					return auth.NodeCredential{}, fmt.Errorf("the certificate %s issued: %w", addr, err)
 				}
-				if err := auth.SaveNodeCredential(w.pkiDir(), nc); err != nil {
-					return err
-				}
-				w.id = id
-				w.logger.Info("joined the cluster: received this node's certificate", "server", addr, "expires", id.kp.Leaf().NotAfter)
-				return nil
+				return nc, nil
 			}
 			if errors.Is(err, auth.ErrPinMismatch) || errdefs.IsUnauthenticated(err) || errdefs.IsPermissionDenied(err) || errdefs.IsInvalidArgument(err) || errdefs.IsFailedPrecondition(err) {
-				return fmt.Errorf("joining through %s: %w", addr, err)
+				return auth.NodeCredential{}, fmt.Errorf("joining through %s: %w", addr, err)
 			}
 			w.logger.Warn("cannot join the cluster yet", "server", addr, "err", err)
 		}
 		if !sleep(ctx, realClock{}, delay) {
-			return ctx.Err()
+			return auth.NodeCredential{}, ctx.Err()
 		}
 		delay = min(2*delay, w.reconnectMax)
 	}
@@ -174,6 +277,15 @@ func (w *Worker) joinAt(ctx context.Context, addr string, tok auth.Token, csr []
 func (w *Worker) keepCertificate(ctx context.Context) error {
 	retry := time.Duration(0)
 	for {
+		if w.certExpired() {
+			// Nothing to renew over: a join replaces it (rejoin).
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-w.renewedCh():
+			}
+			continue
+		}
 		wait := time.Until(auth.RenewAt(w.id.kp.Leaf()))
 		if retry > 0 {
 			wait = retry

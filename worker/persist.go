@@ -117,27 +117,28 @@ func (w *Worker) clusterPin() (string, error) {
 // restoreState reads the file (in New, once the node's credential is
 // loaded) and, when it is this node's in this cluster, makes its set the
 // desired set, held until a session message arrives or the control plane
-// proves out of reach (releaseRestored).
-func (w *Worker) restoreState() {
+// proves out of reach (releaseRestored). It says whether it restored
+// instances to run.
+func (w *Worker) restoreState() bool {
 	if w.id == nil {
-		return // joining: the file, if any, is of an earlier membership
+		return false // joining: the file, if any, is of an earlier membership
 	}
 	st, err := readState(w.persist.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return
+		return false
 	case err != nil:
 		w.logger.Warn("the desired set kept on disk cannot be read: starting without it; the control plane sends it again", "file", w.persist.path, "err", err)
-		return
+		return false
 	}
 	pin, err := w.clusterPin()
 	switch {
 	case err != nil:
 		w.logger.Warn("the desired set kept on disk is not used: the node's credential cannot be read", "file", w.persist.path, "err", err)
-		return
+		return false
 	case st.cluster != pin || st.node != w.cfg.NodeName:
 		w.logger.Warn("the desired set kept on disk is another node's or another cluster's: starting without it", "file", w.persist.path, "node", st.node)
-		return
+		return false
 	}
 	w.desired.restore(st.set.GetInstances(), st.set.GetRevision())
 	wanted := make(map[string]bool, len(st.set.GetInstances()))
@@ -153,6 +154,7 @@ func (w *Worker) restoreState() {
 	w.mu.Unlock()
 	w.logger.Info("restored the desired set kept on disk", "instances", len(st.set.GetInstances()), "revision", st.set.GetRevision(),
 		"saved", st.saved.UTC().Format(time.RFC3339))
+	return len(st.set.GetInstances()) > 0
 }
 
 // releaseRestored runs the set restored from disk, if it is still held:

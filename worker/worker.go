@@ -105,6 +105,10 @@ type Worker struct {
 
 	renewMu sync.Mutex
 	renewed chan struct{} // closed and replaced when the certificate is renewed
+	// expired says why the node runs on an expired certificate, kept for
+	// the set on disk until a join replaces it ("": it does not);
+	// guarded by renewMu after New.
+	expired string
 
 	unavailableMu   sync.Mutex
 	unavailable     map[string]bool // runtimes that stopped answering (see runtimes.go)
@@ -216,7 +220,9 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w.logs.SetTotalLimit(cfg.LogBytesTotal)
-	w.restoreState() // persist.go
+	if err = w.expiredIdentity(w.restoreState()); err != nil { // persist.go, identity.go
+		return nil, err
+	}
 	// localhttp.go
 	if err = w.listenLocal(ctx); err != nil {
 		return nil, err
@@ -301,6 +307,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return w.keepCertificate(gctx) })
+	g.Go(func() error { return w.rejoin(gctx) }) // identity.go
 	g.Go(func() error { return w.reconcileLoop(gctx) })
 	g.Go(func() error { return w.sendStatuses(gctx) })
 	g.Go(func() error { return w.watchRuntimes(gctx) })

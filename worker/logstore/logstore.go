@@ -1,14 +1,16 @@
 // Package logstore keeps each instance's output (stdout and stderr) on disk,
 // bounded in size and in open file descriptors: a worker holds ten thousand
 // instances, so each log is one current file plus one rotated ".1" file (each
-// at most half the bound), and only a small LRU of files stays open. Each
-// line is kept with the time it was written (read.go), so that output can
-// be read by lines and by time, and a reader may follow what is written
-// next.
+// at most half the bound), and only a bounded set of files stays open (at
+// most half the descriptor limit), that of logs written recently:
+// a file not written for idleClose is closed, and a log written while the
+// open files are all in use opens its file for that write only (see
+// ensureOpen). Each line is kept with the time it was written (read.go), so
+// that output can be read by lines and by time, and a reader may follow
+// what is written next.
 package logstore
 
 import (
-	"container/list"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -24,28 +26,36 @@ import (
 )
 
 // DefaultMaxOpen is the fewest log files a Store keeps open when told 0:
-// it keeps a quarter of the process's file descriptor limit when that is
-// more (Go raises the soft limit to the hard one at start). Instances
-// write in turn, so a bound below the instances that write makes every
-// write reopen its file: 2,000 tickers under 512 open files made ~4 MiB/s
-// of garbage and an open and a close per line ([hardening] 21 item 26).
+// it keeps half the process's file descriptor limit when that is more (Go
+// raises the soft limit to the hard one at start). Only logs written in
+// the last idleClose hold a file, so the bound is for instances that write
+// all the time: each one beyond it pays an open and a close per write
+// (2,000 tickers under 512 open files made ~4 MiB/s of garbage, [hardening]
+// 21 item 26; 10,000 tickers under 5,000 kept thousands of threads blocked
+// in open and close, and did not all start within 5 minutes). Half leaves
+// the other half to the rest of the process (sockets, guests' files).
 const DefaultMaxOpen = 512
 
-// defaultMaxOpen is DefaultMaxOpen or a quarter of the descriptor limit.
+// defaultMaxOpen is DefaultMaxOpen or half the descriptor limit.
 func defaultMaxOpen() int {
 	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur/4 < DefaultMaxOpen {
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur/2 < DefaultMaxOpen {
 		return DefaultMaxOpen
 	}
-	return int(min(lim.Cur/4, 1<<20))
+	return int(min(lim.Cur/2, 1<<20))
 }
 
 // minLimit keeps rotation meaningful: each half must hold at least a line.
 const minLimit = 2
 
-// evictScan bounds how many busy logs an opener skips while looking for a
-// file to close; past it the open-file bound is briefly exceeded instead.
+// evictScan bounds how many open files an opener looks at for one not
+// written since the last idle pass, to close in its place.
 const evictScan = 8
+
+// idleClose is how often the store closes the files of the logs not
+// written since it last looked: an instance that is quiet (most are) holds
+// no descriptor, one that writes every few seconds keeps its file open.
+const idleClose = 5 * time.Second
 
 const (
 	currentSuffix = ".log"
@@ -55,18 +65,23 @@ const (
 // Store holds the logs of the instances of one worker, one directory.
 //
 // Lock order: Log.mu, then Store.mu; a Log's mutex is only ever tried
-// (TryLock) while Store.mu is held, so eviction never deadlocks.
+// (TryLock) while Store.mu is held, so eviction never deadlocks. A write to
+// an open file takes no store-wide lock: it marks its log used (an atomic),
+// which the idle pass and openers read.
 type Store struct {
 	dir     string
 	limit   int64
 	maxOpen int
 	logger  *slog.Logger
 
-	now func() time.Time // the time lines are stamped with
+	now       func() time.Time // the time lines are stamped with
+	idleAfter time.Duration    // idleClose; shorter in tests
 
 	mu     sync.Mutex
 	logs   map[string]*Log
-	lru    list.List     // of *Log whose file is open; front = most recent
+	open   []*Log        // the logs whose file is kept open, in no order
+	hand   int           // the next index of open an opener looks at
+	idle   *time.Timer   // closes unused files every idleClose while any is open
 	opened chan struct{} // closed (and replaced) when a new log is opened
 
 	// The node-wide budget (budget.go).
@@ -85,13 +100,17 @@ type Log struct {
 	id   string
 	name string // file name stem, derived from id
 
-	mu      sync.Mutex
-	f       *os.File      // nil while closed
-	elem    *list.Element // in s.lru while f != nil; guarded by s.mu
-	size    int64         // bytes in the current file
-	sized   bool          // size has been read from disk once
-	removed bool
-	failed  bool // a write error has been logged already
+	mu   sync.Mutex
+	f    *os.File // nil while closed
+	slot int      // index in s.open while f != nil; guarded by s.mu
+	// transient: f was opened for the write in progress only (the open
+	// files are all in use), and is closed at its end.
+	transient bool
+	used      atomic.Bool // written since the idle pass last looked
+	size      int64       // bytes in the current file
+	sized     bool        // size has been read from disk once
+	removed   bool
+	failed    bool // a write error has been logged already
 	// midLine is set while the output kept so far ends in an unfinished
 	// line: the next write continues it rather than start a stamped line.
 	midLine bool
@@ -106,7 +125,7 @@ type Log struct {
 }
 
 // New returns a Store over dir, keeping at most limit bytes per instance on
-// disk and at most maxOpen files open (0 means a quarter of the process's
+// disk and at most maxOpen files open (0 means half the process's
 // file descriptor limit, at least DefaultMaxOpen).
 func New(dir string, limit int64, maxOpen int, logger *slog.Logger) (*Store, error) {
 	if limit < minLimit {
@@ -121,7 +140,7 @@ func New(dir string, limit int64, maxOpen int, logger *slog.Logger) (*Store, err
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("logstore: %w", err)
 	}
-	return &Store{dir: dir, limit: limit, maxOpen: maxOpen, logger: logger, logs: map[string]*Log{}, now: time.Now, opened: make(chan struct{})}, nil
+	return &Store{dir: dir, limit: limit, maxOpen: maxOpen, logger: logger, logs: map[string]*Log{}, now: time.Now, idleAfter: idleClose, opened: make(chan struct{})}, nil
 }
 
 // Open returns the log of instance id, creating it if needed. Output already
@@ -132,7 +151,7 @@ func (s *Store) Open(id string) *Log {
 	if l, ok := s.logs[id]; ok {
 		return l
 	}
-	l := &Log{s: s, id: id, name: fileStem(id)}
+	l := &Log{s: s, id: id, name: fileStem(id), slot: -1}
 	s.logs[id] = l
 	close(s.opened)
 	s.opened = make(chan struct{})
@@ -220,15 +239,16 @@ func (s *Store) RemoveUnknown() error {
 func (s *Store) OpenFiles() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.lru.Len()
+	return len(s.open)
 }
 
 // Close closes every open file; logs stay usable and reopen on demand.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	logs := make([]*Log, 0, s.lru.Len())
-	for e := s.lru.Front(); e != nil; e = e.Next() {
-		logs = append(logs, e.Value.(*Log))
+	logs := append([]*Log(nil), s.open...)
+	if s.idle != nil {
+		s.idle.Stop()
+		s.idle = nil
 	}
 	s.mu.Unlock()
 	for _, l := range logs {
@@ -243,14 +263,19 @@ func (s *Store) Close() error {
 
 // closeLocked closes l's file; the caller holds l.mu and s.mu.
 func (s *Store) closeLocked(l *Log) {
-	if l.elem != nil {
-		s.lru.Remove(l.elem)
-		l.elem = nil
+	if i := l.slot; i >= 0 {
+		last := len(s.open) - 1
+		s.open[i] = s.open[last]
+		s.open[i].slot = i
+		s.open[last] = nil
+		s.open = s.open[:last]
+		l.slot = -1
 	}
 	if l.f != nil {
 		_ = l.f.Close() // Written with plain writes: nothing buffered to lose.
 		l.f = nil
 	}
+	l.transient = false
 }
 
 // Write appends p, each line that starts in it stamped with the time,
@@ -264,6 +289,7 @@ func (l *Log) Write(p []byte) (int, error) {
 	now := l.s.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	defer l.closeTransient()
 	if l.removed {
 		return n, nil
 	}
@@ -311,16 +337,30 @@ func (l *Log) fail(err error) {
 	}
 }
 
+// closeTransient closes a file opened for one write; the caller holds l.mu.
+func (l *Log) closeTransient() {
+	if l.transient {
+		_ = l.f.Close()
+		l.f, l.transient = nil, false
+	}
+}
+
 // ensureOpen opens the current file in append mode if it is closed, and
-// marks it most recently used. The caller holds l.mu.
+// marks it used. The caller holds l.mu.
+//
+// A file opened when the store already keeps its bound of open files
+// takes the place of one not written since the last idle pass, or, when
+// every one was, is opened for this write only (transient). Instances
+// write in turn, so closing the least recently written file instead (LRU)
+// would make every write reopen its file as soon as more instances write
+// than the bound allows: with a transient open, only the writes beyond
+// the bound pay for one.
 func (l *Log) ensureOpen() error {
 	s := l.s
 	if l.f != nil {
-		s.mu.Lock()
-		if l.elem != nil {
-			s.lru.MoveToFront(l.elem)
+		if !l.used.Load() {
+			l.used.Store(true)
 		}
-		s.mu.Unlock()
 		return nil
 	}
 	f, err := os.OpenFile(l.path(currentSuffix), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
@@ -342,24 +382,59 @@ func (l *Log) ensureOpen() error {
 	}
 	s.mu.Lock()
 	l.f = f
-	l.elem = s.lru.PushFront(l)
-	s.evictLocked()
+	l.used.Store(true)
+	if len(s.open) >= s.maxOpen {
+		s.evictQuietLocked()
+	}
+	if len(s.open) >= s.maxOpen {
+		l.transient = true
+		s.mu.Unlock()
+		return nil
+	}
+	l.slot = len(s.open)
+	s.open = append(s.open, l)
+	if s.idle == nil {
+		s.idle = time.AfterFunc(s.idleAfter, s.closeIdle)
+	}
 	s.mu.Unlock()
 	return nil
 }
 
-// evictLocked closes least recently used files beyond the bound, skipping
-// logs that are busy writing.
-func (s *Store) evictLocked() {
-	e := s.lru.Back()
-	for scanned := 0; s.lru.Len() > s.maxOpen && e != nil && scanned < evictScan; scanned++ {
-		prev := e.Prev()
-		victim := e.Value.(*Log)
-		if victim.mu.TryLock() {
-			s.closeLocked(victim)
-			victim.mu.Unlock()
+// evictQuietLocked closes one open file not written since the last idle
+// pass, if it finds one among the next evictScan; a log busy writing (its
+// mutex held) is passed over.
+func (s *Store) evictQuietLocked() {
+	for range min(evictScan, len(s.open)) {
+		if s.hand >= len(s.open) {
+			s.hand = 0
 		}
-		e = prev
+		victim := s.open[s.hand]
+		if !victim.used.Load() && victim.mu.TryLock() {
+			s.closeLocked(victim) // the last file moves here
+			victim.mu.Unlock()
+			return
+		}
+		s.hand++
+	}
+}
+
+// closeIdle closes the files of the logs not written since it last ran,
+// and runs again after idleAfter while any file is open.
+func (s *Store) closeIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := 0; i < len(s.open); {
+		l := s.open[i]
+		if !l.used.Swap(false) && l.mu.TryLock() {
+			s.closeLocked(l) // the last file moves to i
+			l.mu.Unlock()
+			continue
+		}
+		i++
+	}
+	s.idle = nil
+	if len(s.open) > 0 {
+		s.idle = time.AfterFunc(s.idleAfter, s.closeIdle)
 	}
 }
 

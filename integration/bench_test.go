@@ -108,6 +108,7 @@ func BenchmarkDensity(b *testing.B) {
 	digest := a.instances(b, "warm")[0].GetInstance().GetSpec().GetModuleDigest()
 	ctx := context.Background()
 	baseRSS, baseHeap := settle()
+	baseStack, baseG := stackInuse(), runtime.NumGoroutine()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
@@ -120,6 +121,7 @@ func BenchmarkDensity(b *testing.B) {
 	b.StopTimer()
 	rss, heap := settle()
 	fds := openFiles()
+	stack, goroutines := stackInuse(), runtime.NumGoroutine()
 	if path := os.Getenv("WASMORCH_DENSITY_HEAP_PROFILE"); path != "" {
 		// After the readings above: the collection the profile needs to
 		// be current changes none of them.
@@ -132,6 +134,11 @@ func BenchmarkDensity(b *testing.B) {
 			b.Fatal(err)
 		}
 		_ = f.Close()
+		if f, err = os.Create(path + ".goroutines"); err != nil {
+			b.Fatal(err)
+		}
+		_ = pprof.Lookup("goroutine").WriteTo(f, 1)
+		_ = f.Close()
 	}
 	t0 := time.Now()
 	if all := a.allInstances(b); len(all) < n {
@@ -142,6 +149,16 @@ func BenchmarkDensity(b *testing.B) {
 	b.ReportMetric(float64(rss-baseRSS)/float64(n)/1024, "KiB-RSS/instance")
 	b.ReportMetric(float64(heap-baseHeap)/float64(n)/1024, "KiB-heap/instance")
 	b.ReportMetric(float64(fds)/float64(n), "fds/instance")
+	b.ReportMetric(float64(stack-baseStack)/float64(n)/1024, "KiB-stacks/instance")
+	b.ReportMetric(float64(goroutines-baseG)/float64(n), "goroutines/instance")
+}
+
+// stackInuse is the memory of the goroutines' stacks (read; no
+// collection).
+func stackInuse() int64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.StackInuse)
 }
 
 // openFiles counts this process's open file descriptors.

@@ -199,7 +199,9 @@ func BenchmarkCloudLocalDrain(b *testing.B) {
 		b.StopTimer()
 		benchWait(b, "no node", func() bool { return len(nodes()) == 0 })
 		apply("a", 10, fmt.Sprintf("v%d", i))
-		benchWait(b, "a's 10 Running on one node", func() bool { return len(runningOn(ctx, control, "a")) == 1 && runningOn(ctx, control, "a")[nodeOf(nodes(), 10)] == 10 })
+		benchWait(b, "a's 10 Running on one node", func() bool {
+			return len(runningOn(ctx, control, "a")) == 1 && runningOn(ctx, control, "a")[nodeOf(nodes(), 10)] == 10
+		})
 		full := nodeOf(nodes(), 10)
 		apply("b", 1, "")
 		var second string

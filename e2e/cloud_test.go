@@ -65,8 +65,8 @@ func TestCloudLocalGroupFollowsDemand(t *testing.T) {
 // drainsOntoOthers: a node whose instances can all run on another node for
 // the scale-down delay is drained, its instances replaced there first, and
 // deleted. Workload a's 10 replicas fill a first node; b's 4 get a second;
-// a scaled to 6 leaves either node's instances room on the other: one is
-// drained, and the 10 instances run on the node left. (Nodes holding an
+// a scaled to 6 leaves b's 4 room on the first node: the second, at most
+// half full, is drained, and the 10 instances run on the node left. (Nodes holding an
 // instance that cannot move are TestMovable's.)
 func drainsOntoOthers(t *testing.T, m *multi) {
 	m.mustRun("deploy", "testdata/ticker.wasm", "--name", "a", "--replicas", "10")

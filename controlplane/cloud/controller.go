@@ -132,8 +132,12 @@ type Controller struct {
 	deleting map[string]bool
 	// checked is when each node's instances were last found able to run
 	// elsewhere or not (movable), and why not: a check reads every node,
-	// so it is made at most once a period per node.
+	// so it is not repeated while the cache has not changed.
 	checked map[string]check
+	// passNodes are the cluster's nodes as this pass's first movable
+	// check read them: one read of every node a pass, however many
+	// nodes are checked.
+	passNodes []cache.Node
 	// mine are the groups whose recorded scale-up this leadership asked
 	// its provider for (so the provider's target size already holds it),
 	// with the nodes it asked for.
@@ -168,6 +172,7 @@ type Controller struct {
 
 type check struct {
 	at  time.Time
+	rev int64 // the cache's revision it read
 	ok  bool
 	why string
 }
@@ -294,6 +299,8 @@ func (c *Controller) read() view {
 
 // Pass runs node lifecycle, scale up and scale down once.
 func (c *Controller) Pass(ctx context.Context) error {
+	c.due = time.Time{} // this pass says when the next is due
+	c.passNodes = nil
 	c.refresh(ctx)
 	v := c.read()
 	var errs []error
@@ -305,7 +312,6 @@ func (c *Controller) Pass(ctx context.Context) error {
 		return errors.Join(errs...)
 	}
 	sizes := map[string]int{}
-	c.due = time.Time{}
 	for _, g := range c.groups {
 		size, err := c.lifecycle(ctx, g, v.nodes[g.Name])
 		if err != nil {

@@ -85,9 +85,11 @@ func shuttingDown(listed []provider.Node, nodes []groupNode, deleting map[string
 
 // scaleDown deletes the nodes of g that have held nothing but what could
 // run elsewhere for the delay, down to the group's min: an empty one at
-// once, one that holds instances after a drain (one node at a time in the
-// cluster, and only while no instance waits for room and no node of the
-// group is on its way: its room may be what they need). A drain that has
+// once, one that holds instances (at most half what it takes, as
+// cluster-autoscaler's utilization threshold: a fuller node is not worth
+// the moves, and it bounds the checks) after a drain (one node at a time
+// in the cluster, and only while no instance waits for room and no node
+// of the group is on its way: its room may be what they need). A drain that has
 // not emptied the node within the drain timeout is given up: the node is
 // uncordoned and kept.
 func (c *Controller) scaleDown(ctx context.Context, g group, nodes []groupNode, size int, waiting bool, target int) error {
@@ -124,7 +126,7 @@ func (c *Controller) scaleDown(ctx context.Context, g group, nodes []groupNode, 
 			continue
 		}
 		candidate, why := n.alive && n.instances == 0, ""
-		if n.alive && n.instances > 0 && !n.cordoned && !waiting && target <= ready {
+		if n.alive && n.instances > 0 && 2*n.instances <= g.Template.Instances && !n.cordoned && !waiting && target <= ready {
 			candidate, why = c.movable(n.name, now)
 		}
 		if !candidate {
@@ -164,16 +166,28 @@ func (c *Controller) scaleDown(ctx context.Context, g group, nodes []groupNode, 
 	return nil
 }
 
-// movable is the movable check of node's instances against the cache,
-// made at most once a period per node.
+// checkEvery is how long a node's positive movable check holds while the
+// cluster changes: a check reads every node, so that a pass woken by each
+// change does not repeat it (the drain checks afresh anyway).
+const checkEvery = time.Second
+
+// movable is the movable check of node's instances against the cache:
+// made again once the cache has changed since, but a positive one only
+// once per checkEvery.
 func (c *Controller) movable(node string, now time.Time) (bool, string) {
-	if ch, ok := c.checked[node]; ok && now.Sub(ch.at) < c.cfg.Period {
+	rev := c.cfg.Cache.Rev()
+	if ch, ok := c.checked[node]; ok && (ch.rev == rev || ch.ok && now.Sub(ch.at) < checkEvery) {
 		return ch.ok, ch.why
 	}
 	var ok bool
 	var why string
-	c.cfg.Cache.Read(func(r cache.Reader) { ok, why = movable(node, r.Nodes(), r.InstancesOn(node)) })
-	c.checked[node] = check{at: now, ok: ok, why: why}
+	c.cfg.Cache.Read(func(r cache.Reader) {
+		if c.passNodes == nil {
+			c.passNodes = r.Nodes()
+		}
+		ok, why = movable(node, c.passNodes, r.InstancesOn(node))
+	})
+	c.checked[node] = check{at: now, rev: rev, ok: ok, why: why}
 	return ok, why
 }
 
@@ -184,6 +198,7 @@ func (c *Controller) drain(ctx context.Context, g group, n groupNode) error {
 		return err
 	}
 	delete(c.checked, n.name)
+	c.passNodes = nil
 	ok, why := c.movable(n.name, c.cfg.Now())
 	if !ok {
 		delete(c.since, n.name)

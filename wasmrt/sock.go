@@ -33,7 +33,9 @@ import (
 // descriptors, always non-blocking on the host, whose WASI calls
 // (sock_accept, sock_recv, sock_send, sock_shutdown, fd_read, fd_write,
 // fd_close, fd_fdstat_*, ...) it answers itself, and a poll_oneoff that
-// waits on them for real with poll(2), which Stop interrupts.
+// waits on them for real, on an epoll instance of the guest's that Go's
+// netpoller watches (the guest's goroutine parks, holding no thread), and
+// that Stop interrupts.
 //
 // Descriptor numbers: wasi-libc and Go find the preopened directories by
 // asking fd_prestat_get from fd 3 upwards until EBADF, so the listeners

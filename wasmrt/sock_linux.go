@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -47,17 +48,26 @@ const (
 // connections accepted from them, by the descriptor numbers the guest
 // knows. Only the instance's goroutine uses it, but for the wake-up that
 // Stop sends from another.
+//
+// The guest waits for its sockets on an epoll instance of its own, which
+// Go's netpoller watches like any socket: a waiting guest parks its
+// goroutine, holding no thread, and is woken as a native Go server is.
 type sockets struct {
 	inst  *instance
 	files map[int32]*sockFile
-	wake  [2]int // a pipe: Stop writes wake[1]; every wait polls wake[0]
+
+	ep      *os.File        // the epoll instance, non-blocking, in Go's netpoller
+	epRC    syscall.RawConn // ep's
+	watched map[int]uint32  // host descriptor -> events registered in ep
+	want    map[int]uint32  // reused by every wait
+	events  []unix.EpollEvent
 
 	mu       sync.Mutex // guards closed against wakeUp
 	closed   bool
 	stopWake func() bool
 
 	accepting sync.Once
-	pfds      []unix.PollFd // reused by every wait
+	pfds      []unix.PollFd // what a wait waits for, and what it got
 	subs      []pollSub     // reused by poll_oneoff
 	iov       [][]byte      // reused by reads and writes
 }
@@ -73,17 +83,25 @@ type sockFile struct {
 // newSockets preopens duplicates of listeners for instance i, the first
 // at descriptor first.
 func newSockets(i *instance, listeners []*os.File, first int32) (_ *sockets, err error) {
-	s := &sockets{inst: i, files: map[int32]*sockFile{}, wake: [2]int{-1, -1}}
+	s := &sockets{inst: i, files: map[int32]*sockFile{}, watched: map[int]uint32{}, want: map[int]uint32{},
+		events: make([]unix.EpollEvent, 16)}
 	defer func() {
 		if err != nil {
 			s.close() // Don't leak the descriptors on error.
 		}
 	}()
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return nil, fmt.Errorf("sockets: wake-up pipe: %w", err)
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("sockets: epoll: %w", err)
 	}
-	s.wake = p
+	if err := unix.SetNonblock(ep, true); err != nil {
+		_ = unix.Close(ep)
+		return nil, fmt.Errorf("sockets: epoll: %w", err)
+	}
+	s.ep = os.NewFile(uintptr(ep), "epoll")
+	if s.epRC, err = s.ep.SyscallConn(); err != nil {
+		return nil, fmt.Errorf("sockets: epoll: %w", err)
+	}
 	for n, f := range listeners {
 		fd, err := dupListener(f)
 		if err != nil {
@@ -147,7 +165,7 @@ func (s *sockets) wakeUp() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.closed {
-		_, _ = unix.Write(s.wake[1], []byte{1})
+		_ = s.ep.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 
@@ -167,10 +185,8 @@ func (s *sockets) close() {
 		_ = unix.Close(f.fd)
 		delete(s.files, num)
 	}
-	for _, fd := range s.wake {
-		if fd >= 0 {
-			_ = unix.Close(fd)
-		}
+	if s.ep != nil {
+		_ = s.ep.Close()
 	}
 }
 
@@ -189,35 +205,110 @@ func (s *sockets) wait(fd int, events int16) {
 	s.block(-1)
 }
 
-// block polls s.pfds and the wake-up pipe for up to timeout nanoseconds
-// (less than 0: no limit). The guest counts as sleeping meanwhile. If the
-// instance was stopped, the guest ends here, as a cut-short sleep does.
+// block waits until one of s.pfds is ready, for up to timeout nanoseconds
+// (less than 0: no limit), and sets their Revents. The guest counts as
+// sleeping meanwhile. If the instance was stopped, the guest ends here,
+// as a cut-short sleep does.
 func (s *sockets) block(timeout int64) {
 	i := s.inst
-	s.pfds = append(s.pfds, unix.PollFd{Fd: int32(s.wake[0]), Events: unix.POLLIN})
+	s.watch()
 	guestProcs.leave() // a waiting guest needs no P
 	began := time.Now()
 	i.sleepingSince.Store(began.UnixNano())
 	defer func() {
-		s.pfds = s.pfds[:len(s.pfds)-1]
 		i.slept.Add(int64(time.Since(began)))
 		i.sleepingSince.Store(0)
 		guestProcs.enter()
 	}()
-	deadline := began.Add(time.Duration(timeout))
-	for i.ctx.Err() == nil {
-		var ts *unix.Timespec
-		if timeout >= 0 {
-			t := unix.NsecToTimespec(max(0, int64(time.Until(deadline))))
-			ts = &t
-		}
-		if _, err := unix.Ppoll(s.pfds, ts, nil); err != unix.EINTR {
-			break
+	n := s.epollWait(timeout)
+	for k := range s.pfds {
+		s.pfds[k].Revents = 0
+	}
+	for _, ev := range s.events[:n] {
+		for k := range s.pfds {
+			if p := &s.pfds[k]; p.Fd == ev.Fd {
+				p.Revents |= int16(ev.Events) & (p.Events | unix.POLLERR | unix.POLLHUP)
+			}
 		}
 	}
 	if i.ctx.Err() != nil {
 		panic(sys.NewExitError(sys.ExitCodeContextCanceled))
 	}
+}
+
+// watch makes the epoll instance watch what s.pfds ask, and nothing else
+// (level-triggered: a ready socket no wait asks about would end every
+// wait). A guest that waits on the same sockets each time costs nothing.
+func (s *sockets) watch() {
+	clear(s.want)
+	for _, p := range s.pfds {
+		s.want[int(p.Fd)] |= uint32(uint16(p.Events))
+	}
+	_ = s.epRC.Control(func(ep uintptr) {
+		for fd := range s.watched {
+			if _, ok := s.want[fd]; !ok {
+				_ = unix.EpollCtl(int(ep), unix.EPOLL_CTL_DEL, fd, nil)
+				delete(s.watched, fd)
+			}
+		}
+		for fd, events := range s.want {
+			old, ok := s.watched[fd]
+			if ok && old == events {
+				continue
+			}
+			op := unix.EPOLL_CTL_ADD
+			if ok {
+				op = unix.EPOLL_CTL_MOD
+			}
+			if unix.EpollCtl(int(ep), op, fd, &unix.EpollEvent{Events: events, Fd: int32(fd)}) == nil {
+				s.watched[fd] = events
+			}
+		}
+	})
+}
+
+// unwatch stops watching fd, before it is closed: a listener is a
+// duplicate, whose watch closing it would not end.
+func (s *sockets) unwatch(fd int) {
+	if _, ok := s.watched[fd]; !ok {
+		return
+	}
+	delete(s.watched, fd)
+	_ = s.epRC.Control(func(ep uintptr) { _ = unix.EpollCtl(int(ep), unix.EPOLL_CTL_DEL, fd, nil) })
+}
+
+// epollWait waits until the epoll instance has events, for up to timeout
+// nanoseconds (less than 0: no limit) or until Stop, and returns how many
+// it read into s.events. The wait parks the goroutine in Go's netpoller.
+func (s *sockets) epollWait(timeout int64) int {
+	n := 0
+	check := func(fd uintptr) bool {
+		for {
+			k, err := unix.EpollWait(int(fd), s.events, 0)
+			if err == unix.EINTR {
+				continue
+			}
+			n = max(k, 0)
+			return n > 0
+		}
+	}
+	if timeout == 0 {
+		_ = s.epRC.Control(func(fd uintptr) { check(fd) })
+		return n
+	}
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(time.Duration(timeout))
+	}
+	_ = s.ep.SetReadDeadline(deadline)
+	if s.inst.ctx.Err() != nil {
+		return 0 // stopped: wakeUp's deadline may have come before this one
+	}
+	if err := s.epRC.Read(check); err != nil && s.inst.ctx.Err() == nil {
+		// The timeout: what is ready now, as poll(2) would report it.
+		_ = s.epRC.Control(func(fd uintptr) { check(fd) })
+	}
+	return n
 }
 
 // nextConnFD is the lowest free number for an accepted connection.
@@ -374,6 +465,7 @@ func (s *sockets) iovecs(mem api.Memory, iovs, n uint32) ([][]byte, bool) {
 // closeFD closes one socket (fd_close).
 func (s *sockets) closeFD(num int32, f *sockFile) uint16 {
 	delete(s.files, num)
+	s.unwatch(f.fd)
 	if err := unix.Close(f.fd); err != nil {
 		return wasiErrno(err)
 	}
@@ -391,8 +483,9 @@ type pollSub struct {
 
 // pollOneoff answers a poll_oneoff call that waits on at least one of
 // the instance's sockets, and reports whether it did: other calls are
-// left to the rest of the runtime's poll_oneoff. It waits with ppoll(2)
-// until a socket is ready or the earliest relative clock expires, and
+// left to the rest of the runtime's poll_oneoff. It waits on the
+// instance's epoll (block) until a socket is ready or the earliest
+// relative clock expires, and
 // reports every subscription that then holds. Descriptors that are not
 // sockets (files, stdio) are reported ready at once, as a regular file
 // always is; absolute clocks are ENOTSUP, as in wazero.

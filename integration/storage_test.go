@@ -190,3 +190,99 @@ func TestHostMountsOnlyUnderWhatTheNodeAllows(t *testing.T) {
 			strings.Contains(is[0].GetStatus().GetMessage(), "host mount "+filepath.Join(allowed, "link")+": not under a directory node it-node allows"), describe(is)
 	})
 }
+
+// Per-instance volumes: each replica of a counter keeps its own count in
+// its replica slot's volume across a rollout restart; a scale-down keeps
+// the volume of the slot it removes (in use no longer: `volume rm` takes
+// it) and a scale-up makes a new one, while the slots in use cannot be
+// removed.
+func TestPerInstanceVolumesKeepEachReplicasCount(t *testing.T) {
+	var workerDir string
+	a := start(t, options{worker: func(c *worker.Config) {
+		workerDir = c.DataDir
+		c.VolumeGCInterval = 20 * time.Millisecond
+	}})
+	spec := &v1.WorkloadSpec{Replicas: 2, Volumes: []*v1.VolumeMount{{Name: "data", Path: "/data", PerInstance: true}}}
+	a.deploy(t, "counter", "volcounter.wasm", spec)
+	counts := func() (map[string]string, string) {
+		got, why := map[string]string{}, ""
+		for _, name := range []string{"data-counter-0", "data-counter-1"} {
+			v, err := a.control.GetVolume(t.Context(), &v1.GetVolumeRequest{Name: name})
+			if err != nil {
+				why += fmt.Sprintf("%s: %v; ", name, err)
+				continue
+			}
+			if !v.GetVolume().GetPerInstance() || v.GetVolume().GetWorkload() != "counter" || v.GetVolume().GetMount() != "data" || !slices.Equal(v.GetWorkloads(), []string{"counter"}) {
+				why += fmt.Sprintf("%s: %v; ", name, v)
+			}
+			b, err := os.ReadFile(filepath.Join(workerDir, "volumes", name+"."+v.GetVolume().GetUid(), "count"))
+			got[name] = string(b)
+			why += fmt.Sprintf("%s: %q %v; ", name, b, err)
+		}
+		return got, why
+	}
+	waitCounts := func(want string) {
+		a.waitFor(t, "each replica's count at "+want, func() (bool, string) {
+			got, why := counts()
+			return got["data-counter-0"] == want+"\n" && got["data-counter-1"] == want+"\n", why
+		})
+	}
+	waitCounts("1")
+	if _, err := a.control.RestartRollout(t.Context(), &v1.RestartRolloutRequest{Workload: "counter"}); err != nil {
+		t.Fatal(err)
+	}
+	// A shared volume would have counted to 4; each replica counts on its own.
+	waitCounts("2")
+	a.waitInstances(t, "counter", 2, state(v1.InstanceState_INSTANCE_STATE_RUNNING))
+	slots := map[int32]bool{}
+	for _, iv := range a.instances(t, "counter") {
+		slots[iv.GetInstance().GetOrdinal()] = true
+	}
+	if !slots[0] || !slots[1] {
+		t.Fatalf("the instances after the rollout hold slots %v, want 0 and 1", slots)
+	}
+
+	_, err := a.control.DeleteVolume(t.Context(), &v1.DeleteVolumeRequest{Name: "data-counter-1"})
+	if err = errdefs.FromGRPC(err); !errdefs.IsFailedPrecondition(err) ||
+		!strings.Contains(err.Error(), `volume "data-counter-1" is the per-instance volume data of replica 1 of workload counter, which has 2 replicas; scale it to 1 or fewer`) {
+		t.Fatalf("removing a replica's volume in use: %v", err)
+	}
+	if _, err := a.control.ScaleWorkload(t.Context(), &v1.ScaleRequest{Name: "counter", Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	a.waitFor(t, "slot 1 to be scaled away", func() (bool, string) {
+		insts := a.instances(t, "counter")
+		return len(insts) == 1 && insts[0].GetInstance().GetOrdinal() == 0, describe(insts)
+	})
+	kept, err := a.control.GetVolume(t.Context(), &v1.GetVolumeRequest{Name: "data-counter-1"})
+	if err != nil || len(kept.GetWorkloads()) != 0 {
+		t.Fatalf("slot 1's volume after the scale-down: %v, %v; want it kept, used by none", kept, err)
+	}
+	// Scaled up again, slot 1 finds its count.
+	if _, err := a.control.ScaleWorkload(t.Context(), &v1.ScaleRequest{Name: "counter", Replicas: 2}); err != nil {
+		t.Fatal(err)
+	}
+	a.waitFor(t, "slot 1 to count on", func() (bool, string) {
+		got, why := counts()
+		return got["data-counter-1"] == "3\n", why
+	})
+	if _, err := a.control.ScaleWorkload(t.Context(), &v1.ScaleRequest{Name: "counter", Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	a.waitFor(t, "slot 1's volume to be removable", func() (bool, string) {
+		_, err := a.control.DeleteVolume(t.Context(), &v1.DeleteVolumeRequest{Name: "data-counter-1"})
+		return err == nil, fmt.Sprint(err)
+	})
+	a.waitFor(t, "the removed volume's directory to be deleted from its node", func() (bool, string) {
+		_, err := os.Stat(filepath.Join(workerDir, "volumes", "data-counter-1."+kept.GetVolume().GetUid()))
+		return os.IsNotExist(err), fmt.Sprint(err)
+	})
+	// Scaled up once more, slot 1 has a new, empty volume.
+	if _, err := a.control.ScaleWorkload(t.Context(), &v1.ScaleRequest{Name: "counter", Replicas: 2}); err != nil {
+		t.Fatal(err)
+	}
+	a.waitFor(t, "slot 1 to start over in a new volume", func() (bool, string) {
+		got, why := counts()
+		return got["data-counter-1"] == "1\n" && got["data-counter-0"] == "2\n", why
+	})
+}

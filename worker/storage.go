@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wasmorch/wasmorch/internal/manifest"
+	"github.com/wasmorch/wasmorch/internal/volumes"
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
@@ -29,7 +30,8 @@ const scratchDir = "scratch"
 // created when it bound the first instance that mounts it to this node),
 // created if need be and never removed with an instance: it outlives
 // restarts, redeploys and rollouts, and a worker killed and started again
-// finds it.
+// finds it. A per-instance volume is the record of the instance's replica
+// slot, NAME-WORKLOAD-ORDINAL (internal/volumes), in the same place.
 
 // volumesDir is the subdirectory of DataDir that holds named volumes.
 const volumesDir = "volumes"
@@ -40,7 +42,7 @@ func (w *Worker) instanceVolumes(rec *pb.Instance) ([]runtimeapi.Mount, *runtime
 	var mounts []runtimeapi.Mount
 	for _, vm := range rec.GetSpec().GetVolumes() {
 		uid := rec.GetVolumeUids()[vm.GetName()]
-		dir := vm.GetName() + "." + uid
+		dir := volumes.RecordName(vm, rec) + "." + uid
 		if uid == "" || dir != filepath.Base(dir) {
 			return nil, &runtimeapi.Exit{Reason: runtimeapi.ReasonStartError, Permanent: true,
 				Message: fmt.Sprintf("volume %s: the instance record names no directory for it", vm.GetName())}

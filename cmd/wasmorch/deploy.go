@@ -110,7 +110,7 @@ rollout go on.`,
 	f.StringArrayVar(&cfg.Env, "env", nil, "environment variable NAME=VALUE for the module (repeatable)")
 	f.StringVar(&cfg.Memory, "memory", "", "memory limit per instance, e.g. 64Mi, 128MiB, 1Gi or bytes (default: the runtime's, 128Mi)")
 	f.StringVar(&cfg.Scratch, "scratch", "", "a writable /tmp of this size for each Wasm instance, e.g. 64Mi, removed with the instance; writes past it fail with ENOSPC (default: no /tmp)")
-	f.StringArrayVar(&cfg.Volumes, "volume", nil, "a named volume NAME:/PATH every Wasm instance mounts, writable, kept on its node across restarts, redeploys and rollouts (repeatable; see 'wasmorch volume')")
+	f.StringArrayVar(&cfg.Volumes, "volume", nil, "a named volume NAME:/PATH every Wasm instance mounts, writable, kept on its node across restarts, redeploys and rollouts; NAME:/PATH,per-instance gives each replica its own, NAME-WORKLOAD-N (repeatable; see 'wasmorch volume')")
 	f.StringArrayVar(&cfg.Mounts, "mount", nil, "a host directory HOST-DIR:/PATH[:ro] every Wasm instance mounts, writable unless :ro; only under what the node allows (up|agent --allow-mount) (repeatable)")
 	f.StringVar(&cfg.Restart, "restart", "always", "restart policy: "+strings.Join(cliclient.RestartNames(), ", "))
 	f.DurationVar(&cfg.Timeout, "timeout", cliclient.DefaultDeployTimeout, "how long to wait for the workload to be ready")

@@ -21,7 +21,8 @@ func newVolumeCommand() *cobra.Command {
 (deploy --volume NAME:/PATH, or volumes: in a manifest). It is created on the node
 where the first instance that mounts it is placed, and every later instance that
 mounts it is placed there too. It outlives restarts, redeploys, rollouts and the
-workload itself, until 'wasmorch volume rm'.`,
+workload itself, until 'wasmorch volume rm'. A per-instance volume
+(--volume NAME:/PATH,per-instance) is one per replica: NAME-WORKLOAD-0, -1, ...`,
 	}
 	cmd.AddCommand(newVolumeListCommand(), newVolumeDescribeCommand(), newVolumeRemoveCommand())
 	return cmd
@@ -35,6 +36,15 @@ type volumeView struct {
 	CreatedFor string    `json:"createdFor,omitempty" yaml:"createdFor,omitempty"`
 	Created    time.Time `json:"created" yaml:"created"`
 	Workloads  []string  `json:"workloads" yaml:"workloads"`
+	// A per-instance volume: the replica slot of the workload it is for.
+	Replica *replicaView `json:"replica,omitempty" yaml:"replica,omitempty"`
+}
+
+// replicaView is the replica slot a per-instance volume belongs to.
+type replicaView struct {
+	Workload string `json:"workload" yaml:"workload"`
+	Volume   string `json:"volume" yaml:"volume"` // the name it mounts (--volume NAME:/PATH,per-instance)
+	Ordinal  int32  `json:"ordinal" yaml:"ordinal"`
 }
 
 func volumeViewOf(v *v1.VolumeView) volumeView {
@@ -43,8 +53,12 @@ func volumeViewOf(v *v1.VolumeView) volumeView {
 	if ws == nil {
 		ws = []string{}
 	}
-	return volumeView{Name: vol.GetName(), Node: vol.GetNode(), UID: vol.GetUid(), CreatedFor: vol.GetCreatedFor(),
+	view := volumeView{Name: vol.GetName(), Node: vol.GetNode(), UID: vol.GetUid(), CreatedFor: vol.GetCreatedFor(),
 		Created: time.Unix(0, vol.GetCreatedUnixNano()).UTC(), Workloads: ws}
+	if vol.GetPerInstance() {
+		view.Replica = &replicaView{Workload: vol.GetWorkload(), Volume: vol.GetMount(), Ordinal: vol.GetOrdinal()}
+	}
+	return view
 }
 
 func newVolumeListCommand() *cobra.Command {
@@ -96,6 +110,9 @@ func newVolumeDescribeCommand() *cobra.Command {
 			fmt.Fprintf(out, "Node:        %s\n", view.Node)
 			fmt.Fprintf(out, "Directory:   <worker data dir>/volumes/%s.%s\n", view.Name, view.UID)
 			fmt.Fprintf(out, "Created:     %s (%s ago), for workload %s\n", view.Created.Format(time.RFC3339), cliout.Age(time.Now(), view.Created), view.CreatedFor)
+			if r := view.Replica; r != nil {
+				fmt.Fprintf(out, "Replica:     %d of workload %s (its per-instance volume %s)\n", r.Ordinal, r.Workload, r.Volume)
+			}
 			fmt.Fprintf(out, "Mounted by:  %s\n", users)
 			return nil
 		})

@@ -104,7 +104,7 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		var routeErr error
 		a.s.cache.Read(func(r cache.Reader) {
 			if routeErr = gateway.CheckRouteIn(r, req.GetName(), spec.GetHttp()); routeErr == nil {
-				routeErr = checkStorageIn(r, spec) // storage.go
+				routeErr = checkStorageIn(r, req.GetName(), spec) // storage.go
 			}
 		})
 		if routeErr != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/internal/manifest"
+	"github.com/wasmorch/wasmorch/internal/volumes"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -24,7 +25,10 @@ import (
 // With no node registered yet there is nothing to compare with: the
 // scheduler says why it waits. It looks at the nodes only for a spec that
 // asks for scratch space or host mounts.
-func checkStorageIn(r cache.Reader, spec *v1.WorkloadSpec) error {
+func checkStorageIn(r cache.Reader, name string, spec *v1.WorkloadSpec) error {
+	if err := workloads.ValidatePerInstanceNames(name, spec); err != nil {
+		return err
+	}
 	want := spec.GetScratchBytes()
 	if want <= 0 && len(spec.GetMounts()) == 0 {
 		return nil
@@ -49,13 +53,13 @@ func checkStorageIn(r cache.Reader, spec *v1.WorkloadSpec) error {
 	return errdefs.Invalidf("scratch space of %s is more than any node allows one instance (at most %s: agent|up --max-scratch)", manifest.FormatBytes(want), manifest.FormatBytes(most))
 }
 
-// volumeUsers are the workloads whose spec mounts each volume (all
-// volumes when names is nil).
+// volumeUsers are the workloads whose spec mounts each shared volume
+// (all volumes when names is nil).
 func volumeUsers(r cache.Reader, names map[string]bool) map[string][]string {
 	users := map[string][]string{}
 	for _, w := range r.Workloads() {
 		for _, vm := range w.Value.GetSpec().GetVolumes() {
-			if names == nil || names[vm.GetName()] {
+			if !vm.GetPerInstance() && (names == nil || names[vm.GetName()]) {
 				users[vm.GetName()] = append(users[vm.GetName()], w.Value.GetName())
 			}
 		}
@@ -63,8 +67,50 @@ func volumeUsers(r cache.Reader, names map[string]bool) map[string][]string {
 	return users
 }
 
+// slotUser says whether the workload a per-instance volume was made for
+// still uses it: it mounts the volume's name per instance, and the
+// volume's replica slot is below its replica count (to be filled again)
+// or held by one of its instances (a scale-down still stopping). A
+// volume of a slot a scale-down removed is kept, as Kubernetes keeps a
+// StatefulSet's claims, and is no longer in use: `volume rm` may take it.
+// It returns the workload's entry as read, to guard a removal on.
+func slotUser(r cache.Reader, vol *v1.Volume) (cache.Workload, bool) {
+	if !vol.GetPerInstance() {
+		return cache.Workload{}, false
+	}
+	w, ok := r.Workload(vol.GetWorkload())
+	if !ok {
+		return cache.Workload{}, false
+	}
+	mounts := false
+	for _, vm := range w.Value.GetSpec().GetVolumes() {
+		mounts = mounts || vm.GetPerInstance() && vm.GetName() == vol.GetMount()
+	}
+	if !mounts {
+		return cache.Workload{}, false
+	}
+	if vol.GetOrdinal() < w.Value.GetSpec().GetReplicas() {
+		return w, true
+	}
+	for _, inst := range r.InstancesOf(vol.GetWorkload()) {
+		if inst.Value.GetOrdinal() == vol.GetOrdinal() && volumes.PerInstance(inst.Value.GetSpec()) {
+			return w, true
+		}
+	}
+	return cache.Workload{}, false
+}
+
+// usersOf are the workloads that use vol: those that mount it by its name,
+// and the one whose replica slot it is.
+func usersOf(r cache.Reader, vol *v1.Volume, shared []string) []string {
+	if w, ok := slotUser(r, vol); ok && !slices.Contains(shared, w.Value.GetName()) {
+		return append(slices.Clip(shared), w.Value.GetName())
+	}
+	return shared
+}
+
 // ListVolumes lists the named volumes, by name, with the workloads that
-// mount them.
+// use them.
 func (a *controlAPI) ListVolumes(ctx context.Context, _ *v1.ListVolumesRequest) (*v1.ListVolumesResponse, error) {
 	if err := a.s.cache.Sync(ctx); err != nil {
 		return nil, err
@@ -73,16 +119,17 @@ func (a *controlAPI) ListVolumes(ctx context.Context, _ *v1.ListVolumesRequest) 
 	if err != nil {
 		return nil, err
 	}
-	var users map[string][]string
-	a.s.cache.Read(func(r cache.Reader) { users = volumeUsers(r, nil) })
 	resp := &v1.ListVolumesResponse{}
-	for _, v := range list {
-		resp.Volumes = append(resp.Volumes, &v1.VolumeView{Volume: v.Value, Workloads: users[v.Name]})
-	}
+	a.s.cache.Read(func(r cache.Reader) {
+		users := volumeUsers(r, nil)
+		for _, v := range list {
+			resp.Volumes = append(resp.Volumes, &v1.VolumeView{Volume: v.Value, Workloads: usersOf(r, v.Value, users[v.Name])})
+		}
+	})
 	return resp, nil
 }
 
-// GetVolume is one volume with the workloads that mount it.
+// GetVolume is one volume with the workloads that use it.
 func (a *controlAPI) GetVolume(ctx context.Context, req *v1.GetVolumeRequest) (*v1.VolumeView, error) {
 	if err := workloads.ValidateVolumeName(req.GetName()); err != nil {
 		return nil, err
@@ -94,12 +141,14 @@ func (a *controlAPI) GetVolume(ctx context.Context, req *v1.GetVolumeRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	var users map[string][]string
-	a.s.cache.Read(func(r cache.Reader) { users = volumeUsers(r, map[string]bool{req.GetName(): true}) })
-	return &v1.VolumeView{Volume: cur.Value, Workloads: users[req.GetName()]}, nil
+	view := &v1.VolumeView{Volume: cur.Value}
+	a.s.cache.Read(func(r cache.Reader) {
+		view.Workloads = usersOf(r, cur.Value, volumeUsers(r, map[string]bool{req.GetName(): true})[req.GetName()])
+	})
+	return view, nil
 }
 
-// DeleteVolume removes a volume's record, refused while a workload mounts
+// DeleteVolume removes a volume's record, refused while a workload uses
 // it, and records the removal for its node, whose worker deletes the
 // directory (RemovedVolumes); a volume created again under the name has
 // another uid.
@@ -111,14 +160,24 @@ func (a *controlAPI) DeleteVolume(ctx context.Context, req *v1.DeleteVolumeReque
 	if err := a.s.cache.Sync(ctx); err != nil {
 		return nil, err
 	}
-	var users []string
-	a.s.cache.Read(func(r cache.Reader) { users = volumeUsers(r, map[string]bool{name: true})[name] })
-	if len(users) > 0 {
-		return nil, errdefs.Preconditionf("volume %q is mounted by workload %s; delete them or deploy them without --volume %s first", name, strings.Join(users, ", "), name)
-	}
 	cur, err := a.s.store.Volumes.Get(ctx, name)
 	if err != nil {
 		return nil, err
+	}
+	var users []string
+	a.s.cache.Read(func(r cache.Reader) {
+		users = usersOf(r, cur.Value, volumeUsers(r, map[string]bool{name: true})[name])
+	})
+	if len(users) > 0 {
+		if v := cur.Value; v.GetPerInstance() && slices.Contains(users, v.GetWorkload()) {
+			if n := a.replicasOf(v.GetWorkload()); n > v.GetOrdinal() {
+				return nil, errdefs.Preconditionf("volume %q is the per-instance volume %s of replica %d of workload %s, which has %d replicas; scale it to %d or fewer, or delete it, first",
+					name, v.GetMount(), v.GetOrdinal(), v.GetWorkload(), n, v.GetOrdinal())
+			}
+			return nil, errdefs.Preconditionf("volume %q is the per-instance volume %s of replica %d of workload %s, whose instance is still stopping; try again once it has stopped ('wasmorch get instances')",
+				name, v.GetMount(), v.GetOrdinal(), v.GetWorkload())
+		}
+		return nil, errdefs.Preconditionf("volume %q is mounted by workload %s; delete them or deploy them without --volume %s first", name, strings.Join(users, ", "), name)
 	}
 	// Its node deletes the directory once it learns of the removal
 	// (RemovedVolumes), recorded in the same transaction.
@@ -138,6 +197,17 @@ func (a *controlAPI) DeleteVolume(ctx context.Context, req *v1.DeleteVolumeReque
 	}
 	a.s.log.Info("volume deleted", "volume", name, "node", cur.Value.GetNode())
 	return &v1.DeleteVolumeResponse{}, nil
+}
+
+// replicasOf is a workload's replica count as the cache has it.
+func (a *controlAPI) replicasOf(name string) int32 {
+	var n int32
+	a.s.cache.Read(func(r cache.Reader) {
+		if w, ok := r.Workload(name); ok {
+			n = w.Value.GetSpec().GetReplicas()
+		}
+	})
+	return n
 }
 
 // RemovedVolumes forgets the removed volumes whose directories the node

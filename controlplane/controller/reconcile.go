@@ -12,6 +12,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/scheduler"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
+	"github.com/wasmorch/wasmorch/internal/volumes"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -29,6 +30,12 @@ type world struct {
 	// on a ready node (terminate.go): a rolling update counts them
 	// against max surge.
 	terminating int
+
+	// slotsHeld are the replica slots of the current generation's
+	// instances, for a workload with per-instance volumes (state):
+	// rollingStep stops the old instance of a slot that has its
+	// replacement first.
+	slotsHeld map[int32]bool
 
 	// loads are the gateways' load reports of the workload, if it is a
 	// function (rollouts: its requests by generation).
@@ -161,8 +168,9 @@ func (c *controller) reconcile(ctx context.Context, name string, b *batch) ([]*v
 	for _, inst := range w.instances {
 		taken[inst.Name] = true
 	}
-	for range toCreate {
+	for _, slot := range slotsFor(wl.Value, live, toRemove, w, toCreate) {
 		inst := newInstance(wl.Value, taken)
+		inst.Ordinal = slot // state: its replica slot, and with it its per-instance volumes
 		taken[inst.GetId()] = true
 		created = append(created, inst)
 	}
@@ -257,9 +265,15 @@ func (c *controller) diff(wl *v1.Workload, insts []store.Versioned[*v1.Instance]
 			old = append(old, inst)
 		}
 	}
+	perInstance := volumes.PerInstance(wl.GetSpec())
 	if len(current) > want {
-		// Scale down: drop the ones that help least first.
+		// Scale down: drop the ones that help least first; with
+		// per-instance volumes (state), the highest replica slots, as a
+		// StatefulSet does, so that the slots kept are 0..want-1.
 		sort.SliceStable(current, func(i, j int) bool {
+			if perInstance {
+				return current[i].Value.GetOrdinal() > current[j].Value.GetOrdinal()
+			}
 			ci, ti := removalRank(current[i].Value, w)
 			cj, tj := removalRank(current[j].Value, w)
 			return ci < cj || ci == cj && ti > tj
@@ -268,6 +282,12 @@ func (c *controller) diff(wl *v1.Workload, insts []store.Versioned[*v1.Instance]
 		current = current[len(current)-want:]
 	}
 	create = want - len(current)
+	if perInstance {
+		w.slotsHeld = make(map[int32]bool, len(current))
+		for _, inst := range current {
+			w.slotsHeld[inst.Value.GetOrdinal()] = true
+		}
+	}
 	ready := 0
 	for _, inst := range current {
 		if isReady(inst.Value, w.statuses[inst.Name], w.alive) {
@@ -293,6 +313,47 @@ func (c *controller) diff(wl *v1.Workload, insts []store.Versioned[*v1.Instance]
 		remove, create = append(remove, gone...), n
 	}
 	return remove, create
+}
+
+// slotsFor chooses the replica slots (Instance.ordinal) of n instances a
+// pass creates for wl: first the lowest slots below the replica count
+// that no instance still running holds (the slot of a lost instance, or
+// of an old one a rolling update stopped), then the lowest that no
+// instance of the current generation holds (the replacement of an old
+// instance still running, or of one evicted from a draining node, takes
+// its slot). An instance keeps its slot for life, so a slot's
+// per-instance volumes follow it from instance to instance (state).
+func slotsFor(wl *v1.Workload, live, removed []store.Versioned[*v1.Instance], w *world, n int) []int32 {
+	if n <= 0 {
+		return nil
+	}
+	going := make(map[string]bool, len(removed))
+	for _, inst := range removed {
+		going[inst.Name] = true
+	}
+	current, other := map[int32]bool{}, map[int32]bool{}
+	for _, inst := range live {
+		if going[inst.Name] {
+			continue
+		}
+		if inst.Value.GetGeneration() == wl.GetGeneration() && !w.draining[inst.Value.GetNode()] {
+			current[inst.Value.GetOrdinal()] = true
+		} else {
+			other[inst.Value.GetOrdinal()] = true
+		}
+	}
+	out := make([]int32, 0, n)
+	for s := int32(0); len(out) < n && s < wl.GetSpec().GetReplicas(); s++ {
+		if !current[s] && !other[s] {
+			out, current[s] = append(out, s), true
+		}
+	}
+	for s := int32(0); len(out) < n; s++ {
+		if !current[s] {
+			out, current[s] = append(out, s), true
+		}
+	}
+	return out
 }
 
 // removalRank orders instances for scale-down: unplaced first, then not

@@ -53,6 +53,11 @@ func rollingStep(want, surge, unavailable int, current, ready int, old []store.V
 		if same[a.Name] != same[b.Name] {
 			return !same[a.Name]
 		}
+		// state: with per-instance volumes, the old instance of a slot
+		// whose replacement is there goes first.
+		if ra, rb := w.slotsHeld[a.Value.GetOrdinal()], w.slotsHeld[b.Value.GetOrdinal()]; ra != rb {
+			return ra
+		}
 		gi, gj := a.Value.GetGeneration(), b.Value.GetGeneration()
 		return gi < gj || gi == gj && a.Value.GetCreatedUnixNano() > b.Value.GetCreatedUnixNano()
 	})

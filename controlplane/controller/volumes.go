@@ -11,6 +11,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/scheduler"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/internal/volumes"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -21,7 +22,9 @@ import (
 // volumes that do not exist yet on the node their first instance is bound
 // to, and writes each bound instance with the uids of its volumes, in the
 // same transaction as the bindings (which fails if a volume was created or
-// removed meanwhile).
+// removed meanwhile). A per-instance volume is a record of its own per
+// replica slot (internal/volumes names it); the instance's volume_uids
+// are keyed by the name it mounts, whichever record that is.
 
 // volumePlacement is what scheduling knows of the volumes of the instances
 // it places.
@@ -40,7 +43,7 @@ func (c *controller) readVolumes(ctx context.Context, instances []*v1.Instance, 
 				vp = &volumePlacement{existing: map[string]store.Versioned[*v1.Volume]{}, created: map[string]*v1.Volume{}}
 				snap.Volumes = map[string]string{}
 			}
-			name := vm.GetName()
+			name := volumes.RecordName(vm, inst)
 			if _, seen := snap.Volumes[name]; seen {
 				continue
 			}
@@ -74,15 +77,18 @@ func (vp *volumePlacement) bind(st *store.Store, inst *v1.Instance, plan schedul
 	}
 	inst.VolumeUids = map[string]string{}
 	for _, vm := range inst.GetSpec().GetVolumes() {
-		name := vm.GetName()
+		name := volumes.RecordName(vm, inst)
 		if rec, ok := vp.existing[name]; ok {
-			inst.VolumeUids[name] = rec.Value.GetUid()
+			inst.VolumeUids[vm.GetName()] = rec.Value.GetUid()
 			cmps = append(cmps, st.Volumes.Unchanged(name, rec.ModRevision))
 			continue
 		}
 		vol, ok := vp.created[name]
 		if !ok {
 			vol = &v1.Volume{Name: name, Node: plan.NewVolumes[name], Uid: newUID(), CreatedUnixNano: time.Now().UnixNano(), CreatedFor: inst.GetWorkload()}
+			if vm.GetPerInstance() {
+				vol.PerInstance, vol.Workload, vol.Mount, vol.Ordinal = true, inst.GetWorkload(), vm.GetName(), inst.GetOrdinal()
+			}
 			op, err := st.Volumes.PutOp(name, vol)
 			if err != nil {
 				return nil, nil, err
@@ -91,7 +97,7 @@ func (vp *volumePlacement) bind(st *store.Store, inst *v1.Instance, plan schedul
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(st.Volumes.Key(name)), "=", 0))
 			ops = append(ops, op)
 		}
-		inst.VolumeUids[name] = vol.GetUid()
+		inst.VolumeUids[vm.GetName()] = vol.GetUid()
 	}
 	return cmps, ops, nil
 }

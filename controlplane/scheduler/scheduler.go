@@ -25,6 +25,7 @@ import (
 	"strings"
 
 	"github.com/wasmorch/wasmorch/internal/resources"
+	"github.com/wasmorch/wasmorch/internal/volumes"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -257,6 +258,11 @@ func schedule(snap Snapshot, pending []*v1.Instance, linear bool) Plan {
 // it on first use.
 func (p *pass) group(inst *v1.Instance) *group {
 	key := fmt.Sprintf("%s/%d", inst.GetWorkload(), inst.GetGeneration())
+	if volumes.PerInstance(inst.GetSpec()) {
+		// state: each replica slot has volumes of its own, and so a node
+		// of its own once they exist.
+		key = fmt.Sprintf("%s/%d/%d", inst.GetWorkload(), inst.GetGeneration(), inst.GetOrdinal())
+	}
 	if g, ok := p.groups[key]; ok {
 		return g
 	}
@@ -268,7 +274,7 @@ func (p *pass) group(inst *v1.Instance) *group {
 	}
 	pl := spec.GetPlacement()
 	if len(spec.GetVolumes()) > 0 {
-		g.volumes = newVolumeGroup(spec, len(p.nodes))
+		g.volumes = newVolumeGroup(inst, len(p.nodes))
 	}
 	avoid := p.avoid[inst.GetWorkload()]
 	if avoid != nil && avoid.Generation != inst.GetGeneration() {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
+	"github.com/wasmorch/wasmorch/internal/volumes"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -11,7 +12,9 @@ import (
 // mounts volumes that exist is placed only on their node; one whose
 // volumes do not exist yet is placed as any other, and its volumes are to
 // be created on the node it is bound to (Plan.NewVolumes), which the rest
-// of the pass then holds to as well.
+// of the pass then holds to as well. An instance with per-instance
+// volumes is a group of its own (its replica slot's volumes are its own),
+// so each replica is pinned to the node of its slot's volumes.
 
 // volumeGroup is what a group whose workload mounts volumes knows on top
 // of the others.
@@ -22,10 +25,10 @@ type volumeGroup struct {
 	volume string   // the volume that pinned it
 }
 
-func newVolumeGroup(spec *v1.WorkloadSpec, nodes int) *volumeGroup {
+func newVolumeGroup(inst *v1.Instance, nodes int) *volumeGroup {
 	vg := &volumeGroup{why: make([]string, nodes)}
-	for _, v := range spec.GetVolumes() {
-		vg.names = append(vg.names, v.GetName())
+	for _, v := range inst.GetSpec().GetVolumes() {
+		vg.names = append(vg.names, volumes.RecordName(v, inst))
 	}
 	return vg
 }

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -126,5 +127,54 @@ func TestHostMountsPlaceOnNodesThatAllowThem(t *testing.T) {
 	plan = Schedule(SnapshotOf([]NodeInfo{srv, none}, nil), pending[:1])
 	if why := plan.Unplaced["m-0"]; why != "0/2 nodes fit: 2 host mount not allowed" {
 		t.Errorf("an instance mounting /etc waits because %q", why)
+	}
+}
+
+// Per-instance volumes: each replica slot has a volume of its own, so
+// replicas whose volumes do not exist yet spread like any others, and
+// each whose volume exists is pinned to that volume's node alone.
+func TestPerInstanceVolumesPinEachReplicaToItsOwnNode(t *testing.T) {
+	nodes := []NodeInfo{node("a", 1<<30, 100), node("b", 1<<30, 100), node("c", 1<<30, 100)}
+	perInstance := func(n int) []*v1.Instance {
+		out := volumeInstances("db", n)
+		for i, inst := range out {
+			inst.Ordinal = int32(i)
+			inst.Spec.Volumes = []*v1.VolumeMount{{Name: "data", Path: "/data", PerInstance: true}}
+		}
+		return out
+	}
+
+	plan := Schedule(SnapshotOf(nodes, nil), perInstance(3))
+	if len(plan.NewVolumes) != 3 {
+		t.Fatalf("new volumes %v, want data-db-0, -1 and -2", plan.NewVolumes)
+	}
+	seen := map[string]bool{}
+	for i := range 3 {
+		id, vol := fmt.Sprintf("db-%d", i), fmt.Sprintf("data-db-%d", i)
+		if at := plan.NewVolumes[vol]; at == "" || at != plan.Bindings[id] {
+			t.Errorf("%s placed on %q, its new volume %s on %q", id, plan.Bindings[id], vol, at)
+		}
+		seen[plan.Bindings[id]] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("three replicas whose volumes are new did not spread over three nodes: %v", plan.Bindings)
+	}
+
+	// Existing volumes: each replica goes to its own volume's node, even
+	// all to the same one, and a replica whose node is full waits alone.
+	snap := SnapshotOf([]NodeInfo{node("a", 1<<30, 100), node("b", 1<<30, 1), node("c", 1<<30, 100)}, nil)
+	snap.Volumes = map[string]string{"data-db-0": "c", "data-db-1": "c", "data-db-2": "b"}
+	pending := perInstance(4)
+	plan = Schedule(snap, pending)
+	if plan.Bindings["db-0"] != "c" || plan.Bindings["db-1"] != "c" || plan.Bindings["db-2"] != "b" {
+		t.Errorf("bindings %v, want db-0 and db-1 on c, db-2 on b; unplaced %v", plan.Bindings, plan.Unplaced)
+	}
+	if plan.Bindings["db-3"] == "" || plan.NewVolumes["data-db-3"] != plan.Bindings["db-3"] || len(plan.NewVolumes) != 1 {
+		t.Errorf("db-3, whose volume is new: bound %q, new volumes %v", plan.Bindings["db-3"], plan.NewVolumes)
+	}
+	snap.Volumes["data-db-3"] = "b"
+	plan = Schedule(snap, pending[2:])
+	if plan.Bindings["db-2"] != "b" || plan.Unplaced["db-3"] != "volume data-db-3 lives on node b: instance slots full" {
+		t.Errorf("bindings %v, unplaced %v", plan.Bindings, plan.Unplaced)
 	}
 }

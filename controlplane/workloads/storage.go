@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/internal/volumes"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -44,6 +45,24 @@ var reservedGuestPaths = []string{"/config", "/secrets"}
 func ValidateVolumeName(name string) error {
 	if len(name) > maxWorkloadNameLn || !dnsLabel.MatchString(name) {
 		return errdefs.Invalidf("volume name %q is not a DNS label: use 1-63 lowercase letters, digits and '-', starting with a letter and not ending with '-'", name)
+	}
+	return nil
+}
+
+// ValidatePerInstanceNames checks that the volumes workload name mounts
+// per instance have names for every replica slot it may have:
+// NAME-WORKLOAD-ORDINAL (internal/volumes) is a DNS label up to the
+// highest slot (MaxReplicas-1).
+func ValidatePerInstanceNames(name string, spec *v1.WorkloadSpec) error {
+	for _, v := range spec.GetVolumes() {
+		if !v.GetPerInstance() {
+			continue
+		}
+		longest := volumes.PerInstanceName(v.GetName(), name, MaxReplicas-1)
+		if len(longest) > maxWorkloadNameLn {
+			return errdefs.Invalidf("volume %s: the per-instance volumes of workload %s are named %s, up to %d characters (%s), more than 63: use a shorter volume or workload name",
+				v.GetName(), name, volumes.PerInstanceName(v.GetName(), name, 0), len(longest), longest)
+		}
 	}
 	return nil
 }

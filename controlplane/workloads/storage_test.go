@@ -113,3 +113,21 @@ func TestValidateHostMounts(t *testing.T) {
 		}
 	}
 }
+
+// A per-instance volume's records are NAME-WORKLOAD-ORDINAL: that must be
+// a volume name (63 characters) for every replica slot a workload may have.
+func TestValidatePerInstanceNames(t *testing.T) {
+	spec := &v1.WorkloadSpec{Replicas: 2, Volumes: []*v1.VolumeMount{{Name: "data", Path: "/data", PerInstance: true}}}
+	if err := ValidatePerInstanceNames("counter", spec); err != nil {
+		t.Errorf("data per instance of counter: %v", err)
+	}
+	long := strings.Repeat("w", 53)
+	err := ValidatePerInstanceNames(long, spec)
+	if err == nil || !strings.Contains(err.Error(), "volume data: the per-instance volumes of workload "+long+" are named data-"+long+"-0, up to 64 characters") {
+		t.Errorf("a name too long for slot 99999: %v", err)
+	}
+	spec.Volumes[0].PerInstance = false
+	if err := ValidatePerInstanceNames(long, spec); err != nil {
+		t.Errorf("a shared volume is named as it is: %v", err)
+	}
+}

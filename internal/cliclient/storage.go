@@ -45,23 +45,34 @@ func ParseSize(s string) (int64, error) {
 	return int64(bytes), nil
 }
 
-// ParseVolumes parses --volume NAME:/PATH flags into volume mounts; the
-// server checks the rest (a DNS label, an absolute path clear of /config
-// and /secrets).
+// ParseVolumes parses --volume NAME:/PATH[,per-instance] flags into
+// volume mounts; the server checks the rest (a DNS label, an absolute
+// path clear of /config and /secrets).
 func ParseVolumes(flags []string) ([]*wasmorchv1.VolumeMount, error) {
+	const hint = "use --volume NAME:/PATH or NAME:/PATH,per-instance, e.g. --volume data:/data"
 	var out []*wasmorchv1.VolumeMount
 	for _, f := range flags {
-		name, path, ok := strings.Cut(f, ":")
+		spec, opts, hasOpts := strings.Cut(f, ",")
+		name, path, ok := strings.Cut(spec, ":")
 		if !ok || name == "" || path == "" {
-			return nil, Errorf("use --volume NAME:/PATH, e.g. --volume data:/data", "invalid --volume %q: want NAME:/PATH", f)
+			return nil, Errorf(hint, "invalid --volume %q: want NAME:/PATH[,per-instance]", f)
 		}
 		if err := ValidateName(name); err != nil {
 			return nil, Errorf(nameRules, "invalid --volume %q: the volume name %v", f, err)
 		}
 		if !strings.HasPrefix(path, "/") {
-			return nil, Errorf("use --volume NAME:/PATH, e.g. --volume data:/data", "invalid --volume %q: the guest path %q is not absolute", f, path)
+			return nil, Errorf(hint, "invalid --volume %q: the guest path %q is not absolute", f, path)
 		}
-		out = append(out, &wasmorchv1.VolumeMount{Name: name, Path: path})
+		vm := &wasmorchv1.VolumeMount{Name: name, Path: path}
+		if hasOpts {
+			for _, o := range strings.Split(opts, ",") {
+				if o != "per-instance" {
+					return nil, Errorf(hint, "invalid --volume %q: unknown option %q (the one option is per-instance)", f, o)
+				}
+				vm.PerInstance = true
+			}
+		}
+		out = append(out, vm)
 	}
 	return out, nil
 }

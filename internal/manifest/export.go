@@ -237,7 +237,11 @@ func unixNano(n int64) time.Time {
 func volumeFlags(vols []*v1.VolumeMount) []string {
 	var out []string
 	for _, v := range vols {
-		out = append(out, v.GetName()+":"+v.GetPath())
+		f := v.GetName() + ":" + v.GetPath()
+		if v.GetPerInstance() {
+			f += ",per-instance"
+		}
+		out = append(out, f)
 	}
 	return out
 }

@@ -821,9 +821,14 @@ func (x *HostMount) GetReadOnly() bool {
 
 // state: VolumeMount mounts named volume `name` at `path` in the guest.
 type VolumeMount struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // a DNS label
-	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"` // absolute; not /config, /secrets or under them
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // a DNS label
+	Path  string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"` // absolute; not /config, /secrets or under them
+	// state: each replica slot (Instance.ordinal) mounts a volume of its
+	// own, NAME-WORKLOAD-ORDINAL, kept across restarts, redeploys,
+	// rollouts and scale-downs of that slot (after Kubernetes'
+	// volumeClaimTemplates).
+	PerInstance   bool `protobuf:"varint,3,opt,name=per_instance,json=perInstance,proto3" json:"per_instance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -872,6 +877,13 @@ func (x *VolumeMount) GetPath() string {
 	return ""
 }
 
+func (x *VolumeMount) GetPerInstance() bool {
+	if x != nil {
+		return x.PerInstance
+	}
+	return false
+}
+
 // state: Volume is a named volume, /wasmorch/volumes/<name>: a directory
 // on one node, created when the first instance that mounts it is placed
 // (there), and removed by `volume rm` only.
@@ -884,8 +896,15 @@ type Volume struct {
 	Uid             string `protobuf:"bytes,3,opt,name=uid,proto3" json:"uid,omitempty"`
 	CreatedUnixNano int64  `protobuf:"varint,4,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	CreatedFor      string `protobuf:"bytes,5,opt,name=created_for,json=createdFor,proto3" json:"created_for,omitempty"` // the workload whose instance created it
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// state: set for the volume of one replica slot of a workload that
+	// mounts `mount` per instance (VolumeMount.per_instance): that
+	// workload and slot.
+	PerInstance   bool   `protobuf:"varint,6,opt,name=per_instance,json=perInstance,proto3" json:"per_instance,omitempty"`
+	Workload      string `protobuf:"bytes,7,opt,name=workload,proto3" json:"workload,omitempty"`
+	Mount         string `protobuf:"bytes,8,opt,name=mount,proto3" json:"mount,omitempty"`
+	Ordinal       int32  `protobuf:"varint,9,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Volume) Reset() {
@@ -951,6 +970,34 @@ func (x *Volume) GetCreatedFor() string {
 		return x.CreatedFor
 	}
 	return ""
+}
+
+func (x *Volume) GetPerInstance() bool {
+	if x != nil {
+		return x.PerInstance
+	}
+	return false
+}
+
+func (x *Volume) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *Volume) GetMount() string {
+	if x != nil {
+		return x.Mount
+	}
+	return ""
+}
+
+func (x *Volume) GetOrdinal() int32 {
+	if x != nil {
+		return x.Ordinal
+	}
+	return 0
 }
 
 // VolumeView is a volume with the workloads that name it.
@@ -1744,7 +1791,11 @@ type Instance struct {
 	RuntimeReason string `protobuf:"bytes,42,opt,name=runtime_reason,json=runtimeReason,proto3" json:"runtime_reason,omitempty"`
 	// state: the uid of each named volume it mounts (Volume.uid), set when
 	// it is bound to the volume's node.
-	VolumeUids    map[string]string `protobuf:"bytes,100,rep,name=volume_uids,json=volumeUids,proto3" json:"volume_uids,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	VolumeUids map[string]string `protobuf:"bytes,100,rep,name=volume_uids,json=volumeUids,proto3" json:"volume_uids,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// state: its replica slot, 0..replicas-1, for a workload with
+	// per-instance volumes: a replacement (restart, rollout, lost node)
+	// takes the slot of the one it replaces, and with it its volumes.
+	Ordinal       int32 `protobuf:"varint,210,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1861,6 +1912,13 @@ func (x *Instance) GetVolumeUids() map[string]string {
 		return x.VolumeUids
 	}
 	return nil
+}
+
+func (x *Instance) GetOrdinal() int32 {
+	if x != nil {
+		return x.Ordinal
+	}
+	return 0
 }
 
 type InstanceStatus struct {
@@ -9691,17 +9749,22 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\tHostMount\x12\x1b\n" +
 	"\thost_path\x18\x01 \x01(\tR\bhostPath\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1b\n" +
-	"\tread_only\x18\x03 \x01(\bR\breadOnly\"5\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"X\n" +
 	"\vVolumeMount\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04path\x18\x02 \x01(\tR\x04path\"\x8f\x01\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12!\n" +
+	"\fper_instance\x18\x03 \x01(\bR\vperInstance\"\xfe\x01\n" +
 	"\x06Volume\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x10\n" +
 	"\x03uid\x18\x03 \x01(\tR\x03uid\x12*\n" +
 	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\x12\x1f\n" +
 	"\vcreated_for\x18\x05 \x01(\tR\n" +
-	"createdFor\"W\n" +
+	"createdFor\x12!\n" +
+	"\fper_instance\x18\x06 \x01(\bR\vperInstance\x12\x1a\n" +
+	"\bworkload\x18\a \x01(\tR\bworkload\x12\x14\n" +
+	"\x05mount\x18\b \x01(\tR\x05mount\x12\x18\n" +
+	"\aordinal\x18\t \x01(\x05R\aordinal\"W\n" +
 	"\n" +
 	"VolumeView\x12+\n" +
 	"\x06volume\x18\x01 \x01(\v2\x13.wasmorch.v1.VolumeR\x06volume\x12\x1c\n" +
@@ -9761,7 +9824,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x06labels\x18Z \x03(\v2!.wasmorch.v1.Workload.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa9\x04\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x1e\n" +
@@ -9777,7 +9840,8 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\aruntime\x18) \x01(\tR\aruntime\x12%\n" +
 	"\x0eruntime_reason\x18* \x01(\tR\rruntimeReason\x12F\n" +
 	"\vvolume_uids\x18d \x03(\v2%.wasmorch.v1.Instance.VolumeUidsEntryR\n" +
-	"volumeUids\x1a=\n" +
+	"volumeUids\x12\x19\n" +
+	"\aordinal\x18\xd2\x01 \x01(\x05R\aordinal\x1a=\n" +
 	"\x0fVolumeUidsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcd\x04\n" +

@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// volumeJSON is a volume as `volume ls -o json` prints it.
+type volumeJSON struct {
+	Name      string   `json:"name"`
+	Node      string   `json:"node"`
+	UID       string   `json:"uid"`
+	Workloads []string `json:"workloads"`
+	Replica   *struct {
+		Workload string `json:"workload"`
+		Volume   string `json:"volume"`
+		Ordinal  int32  `json:"ordinal"`
+	} `json:"replica"`
+}
+
+func (c *cluster) volumes(t *testing.T) map[string]volumeJSON {
+	t.Helper()
+	var vols []volumeJSON
+	if err := json.Unmarshal([]byte(c.mustRun("volume", "ls", "-o", "json").stdout), &vols); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]volumeJSON{}
+	for _, v := range vols {
+		out[v.Name] = v
+	}
+	return out
+}
+
+// State (issue 14), per-instance volumes with the built binary, as
+// docs/storage.md shows them: two replicas of a counter, each with its
+// own volume (data-counter-0 and -1), each keep their own count across a
+// `rollout restart`; `volume ls|describe` show whose slot each is, `rm`
+// is refused while the slot is in use, and misspelled flags are refused
+// in one line before anything is stored.
+func TestPerInstanceVolumeCounter(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	c := startUpAt(t, dataDir, freeAddr(t), freeAddr(t))
+
+	oneLineError(t, c.run("deploy", "testdata/volcounter.wasm", "--name", "counter", "--volume", "data:/data,per-instanse"),
+		`invalid --volume "data:/data,per-instanse": unknown option "per-instanse" (the one option is per-instance)`)
+	long := strings.Repeat("c", 55)
+	oneLineError(t, c.run("deploy", "testdata/volcounter.wasm", "--name", long, "--volume", "data:/data,per-instance"),
+		"volume data: the per-instance volumes of workload "+long+" are named data-"+long+"-0, up to 66 characters")
+	if ws := c.workloads(); len(ws) != 0 {
+		t.Fatalf("refused deploys stored workloads: %v", toJSON(ws))
+	}
+
+	c.mustRun("deploy", "testdata/volcounter.wasm", "--name", "counter", "--replicas", "2", "--volume", "data:/data,per-instance")
+	counts := func() (map[string]string, string) {
+		got := map[string]string{}
+		vols := c.volumes(t)
+		for _, name := range []string{"data-counter-0", "data-counter-1"} {
+			b, _ := os.ReadFile(filepath.Join(dataDir, "worker", "volumes", name+"."+vols[name].UID, "count"))
+			got[name] = strings.TrimSpace(string(b))
+		}
+		return got, toJSON(got)
+	}
+	eventually(t, "each replica to count 1 in its own volume", func() (bool, string) {
+		got, why := counts()
+		return got["data-counter-0"] == "1" && got["data-counter-1"] == "1", why
+	})
+	c.mustRun("rollout", "restart", "counter")
+	c.mustRun("rollout", "status", "counter")
+	// One shared volume would count to 4.
+	eventually(t, "each replica to count 2 in its own volume", func() (bool, string) {
+		got, why := counts()
+		return got["data-counter-0"] == "2" && got["data-counter-1"] == "2", why
+	})
+
+	vols := c.volumes(t)
+	for i, name := range []string{"data-counter-0", "data-counter-1"} {
+		v := vols[name]
+		if v.Node != "e2e-node" || len(v.Workloads) != 1 || v.Workloads[0] != "counter" || v.Replica == nil ||
+			v.Replica.Workload != "counter" || v.Replica.Volume != "data" || v.Replica.Ordinal != int32(i) {
+			t.Errorf("volume ls: %s is %s", name, toJSON(v))
+		}
+	}
+	if out := c.mustRun("volume", "describe", "data-counter-1").stdout; !strings.Contains(out, "Replica:     1 of workload counter (its per-instance volume data)\n") ||
+		!strings.Contains(out, "Mounted by:  counter\n") {
+		t.Errorf("volume describe:\n%s", out)
+	}
+	if out := c.mustRun("get", "workload", "counter", "-o", "yaml").stdout; !strings.Contains(out, "data:/data,per-instance") {
+		t.Errorf("get -o yaml does not show the per-instance volume:\n%s", out)
+	}
+	oneLineError(t, c.run("volume", "rm", "data-counter-1"),
+		`volume "data-counter-1" is the per-instance volume data of replica 1 of workload counter, which has 2 replicas; scale it to 1 or fewer, or delete it, first`)
+
+	// A scale-down keeps the volume of the slot it removes, no longer in use.
+	c.mustRun("scale", "counter", "--replicas", "1")
+	eventually(t, "slot 1's volume to be in use no more", func() (bool, string) {
+		v := c.volumes(t)["data-counter-1"]
+		return len(v.Workloads) == 0 && len(c.instances("counter")) == 1, fmt.Sprint(toJSON(v), toJSON(c.instances("counter")))
+	})
+	c.mustRun("volume", "rm", "data-counter-1")
+	oneLineError(t, c.run("volume", "rm", "data-counter-0"), `volume "data-counter-0" is the per-instance volume data of replica 0 of workload counter`)
+}

@@ -127,6 +127,13 @@ func (r *Runtime) Start(ctx context.Context, spec runtimeapi.InstanceSpec) (_ ru
 		}()
 		specOpts = append(specOpts, oci.WithMounts(mounts))
 	}
+	if len(spec.Mounts) > 0 {
+		mounts, merr := mountsOf(spec.Mounts) // mounts.go
+		if merr != nil {
+			return nil, startError(true, runtimeapi.ReasonStartError, merr.Error())
+		}
+		specOpts = append(specOpts, oci.WithMounts(mounts))
+	}
 	if spec.MilliCPU > 0 {
 		specOpts = append(specOpts, oci.WithCPUCFS(spec.MilliCPU*cpuPeriod/1000, cpuPeriod))
 	}

@@ -23,7 +23,7 @@ func TestScratchSpace(t *testing.T) {
 	oneLineError(t, c.run("deploy", "testdata/scratch.wasm", "--name", "big", "--scratch", "32Mi"),
 		"scratch space of 32Mi is more than any node allows one instance (at most 16Mi: agent|up --max-scratch)")
 	oneLineError(t, c.run("deploy", "testdata/scratch.wasm", "--name", "big", "--scratch", "lots"), `invalid --scratch: "lots" is not a size`)
-	oneLineError(t, c.run("deploy", "--image", "team/app:1", "--name", "big", "--scratch", "1Mi"), "scratch space is for wasm workloads")
+	oneLineError(t, c.run("deploy", "--image", "team/app:1", "--name", "big", "--scratch", "32Mi"), "scratch space of 32Mi is more than any node allows one instance")
 	if ws := c.workloads(); len(ws) != 0 {
 		t.Fatalf("refused deploys stored workloads: %v", toJSON(ws))
 	}

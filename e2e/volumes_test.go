@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wasmorch/wasmorch/internal/ctrtest"
 )
 
 // volumeJSON is a volume as `volume ls -o json` prints it.
@@ -103,4 +105,67 @@ func TestPerInstanceVolumeCounter(t *testing.T) {
 	})
 	c.mustRun("volume", "rm", "data-counter-1")
 	oneLineError(t, c.run("volume", "rm", "data-counter-0"), `volume "data-counter-0" is the per-instance volume data of replica 0 of workload counter`)
+}
+
+// State (issue 14), volumes, host mounts and scratch space for containers
+// with the built binary and a containerd of the test's own: the counter
+// of testdata/volcounter.c, built for Linux into an image, counts in a
+// named volume as a container across a `rollout restart`; the same
+// module built for Wasm counts on in the same volume, and so does a Wasm
+// workload that falls back to that image; a container's host mount is
+// read-only with :ro, and its scratch space is a tmpfs that a flood
+// fills to its size and no further.
+func TestContainerVolumes(t *testing.T) {
+	t.Parallel()
+	d := ctrtest.Start(t)
+	counter := ctrtest.CImage(t, "volcounter")
+	dataDir, media := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(media, "hello"), []byte("hi"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := startUpAt(t, dataDir, freeAddr(t), freeAddr(t), "--containerd-socket", d.Socket, "--allow-mount", media, "--max-scratch", "16Mi")
+	waitLogs := func(workload, want string) {
+		t.Helper()
+		eventually(t, workload+" to print "+want, func() (bool, string) {
+			out := c.run("logs", workload).stdout
+			return strings.Contains(out, want+"\n"), out
+		})
+	}
+
+	c.mustRun("deploy", counter, "--name", "box", "--volume", "data:/data")
+	if is := c.instanceDetails("box"); len(is) != 1 || is[0].Runtime != "container" {
+		t.Fatalf("box runs as %s, want a container", toJSON(is))
+	}
+	waitLogs("box", "count 1")
+	c.mustRun("rollout", "restart", "box")
+	c.mustRun("rollout", "status", "box")
+	waitLogs("box", "count 2")
+	c.mustRun("delete", "box")
+	gone := func() (bool, string) { is := c.instances(""); return len(is) == 0, toJSON(is) }
+	eventually(t, "box's instances to go", gone)
+
+	c.mustRun("deploy", "testdata/volcounter.wasm", "--name", "wasm", "--volume", "data:/data")
+	waitLogs("wasm", "count 3") // what the container wrote, read by a Wasm instance
+	c.mustRun("delete", "wasm")
+	eventually(t, "wasm's instances to go", gone)
+
+	// badimport.wasm cannot run on the wasm runtime: it falls back to the
+	// counter's image, which finds the same volume.
+	c.mustRun("deploy", "testdata/badimport.wasm", "--name", "legacy", "--fallback-image", counter, "--volume", "data:/data")
+	if is := c.instanceDetails("legacy"); len(is) != 1 || is[0].Runtime != "container" {
+		t.Fatalf("legacy runs as %s, want its fallback container", toJSON(is))
+	}
+	waitLogs("legacy", "count 4")
+	uid := c.volumes(t)["data"].UID
+	if b, err := os.ReadFile(filepath.Join(dataDir, "worker", "volumes", "data."+uid, "count")); err != nil || string(b) != "4\n" {
+		t.Errorf("the count in the volume's directory on the node: %q, %v", b, err)
+	}
+
+	c.mustRun("deploy", ctrtest.CImage(t, "cat"), "--name", "media", "--restart", "never", "--mount", media+":/media:ro", "--", "/media/hello", "+/media/new")
+	waitLogs("media", "/media/hello: hi\n/media/new: cannot write")
+
+	c.mustRun("deploy", ctrtest.CImage(t, "scratch"), "--name", "flood", "--scratch", "1Mi")
+	waitLogs("flood", "wrote 1048576 bytes to /tmp/fill: No space left on device\nalive 1")
+	oneLineError(t, c.run("deploy", ctrtest.CImage(t, "scratch"), "--name", "big", "--scratch", "32Mi"),
+		"scratch space of 32Mi is more than any node allows one instance (at most 16Mi: agent|up --max-scratch)")
 }

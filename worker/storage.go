@@ -94,11 +94,13 @@ func (w *Worker) allowedHostDir(dir string) (string, error) {
 // scratchGuestPath is where an instance sees its scratch space.
 const scratchGuestPath = "/tmp"
 
-// instanceMounts returns the instance's mounts: its named volumes and its
-// scratch space, creating their directories; none when it does not run on
-// the wasm runtime (a container has a writable root of its own).
+// instanceMounts returns the instance's mounts: its named volumes, host
+// mounts and scratch space, creating their directories. A container
+// (ctrrt) bind-mounts the same volume and host directories a Wasm
+// instance would see, and makes its scratch space a tmpfs of the size
+// (a host directory cannot be bounded for it): it gets no directory here.
 func (w *Worker) instanceMounts(in *instance, spec *pb.WorkloadSpec) ([]runtimeapi.Mount, *runtimeapi.Exit) {
-	if in.rt == nil || in.rt.Name() != "wasm" {
+	if in.rt == nil {
 		return nil, nil
 	}
 	mounts, failure := w.instanceVolumes(in.rec)
@@ -113,6 +115,9 @@ func (w *Worker) instanceMounts(in *instance, spec *pb.WorkloadSpec) ([]runtimea
 		return nil, &runtimeapi.Exit{Reason: runtimeapi.ReasonStartError, Permanent: true, Message: fmt.Sprintf(
 			"scratch space of %s is over the %s an instance may have on node %s (agent|up --max-scratch)",
 			manifest.FormatBytes(size), manifest.FormatBytes(w.cfg.MaxScratchBytes), w.cfg.NodeName)}
+	}
+	if in.rt.Name() != "wasm" {
+		return append(mounts, runtimeapi.Mount{GuestPath: scratchGuestPath, LimitBytes: size}), nil
 	}
 	dir, err := w.scratchPath(in.id())
 	if err == nil {

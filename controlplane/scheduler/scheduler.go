@@ -298,9 +298,9 @@ func (p *pass) group(inst *v1.Instance) *group {
 		} else {
 			why = staticMismatch(ns.info, kind, pl)
 		}
-		// state: the scratch space of a wasm instance (a fallback running
-		// as its container has none).
-		if why == "" && spec.GetScratchBytes() > ns.info.Node.GetMaxScratchBytes() && !g.runsAsContainer(ns) {
+		// state: the scratch space of an instance, a directory for a wasm
+		// one, a tmpfs for a container, both within the node's allowance.
+		if why == "" && spec.GetScratchBytes() > ns.info.Node.GetMaxScratchBytes() {
 			why = reasonScratch
 		}
 		if why == "" && !mountsAllowed(spec, ns.info.Node) {

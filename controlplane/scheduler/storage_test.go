@@ -9,7 +9,7 @@ import (
 )
 
 // An instance that asks for scratch space is placed only on a node that
-// allows that much; a fallback running as its container needs none.
+// allows that much, whichever runtime runs it.
 func TestScratchSpacePlacesOnNodesThatAllowIt(t *testing.T) {
 	small, big := node("small", 1<<30, 100), node("big", 1<<30, 100)
 	small.Node.MaxScratchBytes, big.Node.MaxScratchBytes = 64<<20, 1<<30
@@ -31,8 +31,15 @@ func TestScratchSpacePlacesOnNodesThatAllowIt(t *testing.T) {
 		}
 	}
 
+	// A fallback running as its container has a tmpfs of the size, within
+	// the node's allowance too.
 	ctr := node("ctr", 1<<30, 100, "container")
 	fallback := &v1.Instance{Id: "f-0", Workload: "f", Spec: &v1.WorkloadSpec{Kind: "wasm", FallbackImage: "team/f:1", ScratchBytes: 256 << 20}}
+	plan = Schedule(SnapshotOf([]NodeInfo{ctr}, nil), []*v1.Instance{fallback})
+	if why := plan.Unplaced["f-0"]; why != "0/1 nodes fit: 1 scratch space over the node's allowance" {
+		t.Errorf("a fallback running as its container on a node without scratch space: %q", why)
+	}
+	ctr.Node.MaxScratchBytes = 1 << 30
 	plan = Schedule(SnapshotOf([]NodeInfo{ctr}, nil), []*v1.Instance{fallback})
 	if plan.Bindings["f-0"] != "ctr" {
 		t.Errorf("a fallback running as its container was not placed: %v", plan.Unplaced)

@@ -29,8 +29,6 @@ func validateStorage(spec *v1.WorkloadSpec) error {
 		return nil
 	case s < 0 || s > MaxScratchBytes:
 		return errdefs.Invalidf("scratch space of %d bytes is outside 1 byte .. 1Ti", s)
-	case spec.GetKind() == KindContainer:
-		return errdefs.Invalidf("scratch space is for wasm workloads: a container writes to its own root file system, /tmp included")
 	case spec.GetHttp() != nil:
 		return errdefs.Invalidf("scratch space is for long-running instances: a function's sandbox lives for one request; drop --scratch or the route")
 	}
@@ -79,12 +77,7 @@ func validateVolumes(spec *v1.WorkloadSpec) error {
 	if len(vols)+len(spec.GetMounts()) > MaxVolumes {
 		return errdefs.Invalidf("a workload mounts at most %d volumes and host directories, not %d", MaxVolumes, len(vols)+len(spec.GetMounts()))
 	}
-	switch {
-	case spec.GetKind() == KindContainer:
-		return errdefs.Invalidf("volumes and host mounts are for wasm workloads for now: a container's bind mounts of them are not there yet")
-	case spec.GetFallbackImage() != "" || spec.GetFallbackArchiveDigest() != "":
-		return errdefs.Invalidf("volumes and host mounts are for wasm workloads for now: its fallback container would run without them")
-	case spec.GetHttp() != nil:
+	if spec.GetHttp() != nil {
 		return errdefs.Invalidf("volumes and host mounts are for long-running instances: a function's sandbox lives for one request; drop --volume/--mount or the route")
 	}
 	taken := slices.Clone(reservedGuestPaths)

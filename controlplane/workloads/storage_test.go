@@ -16,7 +16,7 @@ func TestValidateScratch(t *testing.T) {
 		{&v1.WorkloadSpec{ModuleDigest: digest, ScratchBytes: 64 << 20}, ""},
 		{&v1.WorkloadSpec{ModuleDigest: digest, ScratchBytes: -1}, "scratch space of -1 bytes is outside 1 byte .. 1Ti"},
 		{&v1.WorkloadSpec{ModuleDigest: digest, ScratchBytes: 2 << 40}, "outside 1 byte .. 1Ti"},
-		{&v1.WorkloadSpec{Kind: KindContainer, Image: "team/app:1", ScratchBytes: 1 << 20}, "scratch space is for wasm workloads"},
+		{&v1.WorkloadSpec{Kind: KindContainer, Image: "team/app:1", ScratchBytes: 1 << 20}, ""},
 		{&v1.WorkloadSpec{ModuleDigest: digest, Http: &v1.HttpTrigger{Route: "/f"}, ScratchBytes: 1 << 20}, "a function's sandbox lives for one request"},
 	}
 	for _, tc := range tests {
@@ -55,8 +55,8 @@ func TestValidateVolumes(t *testing.T) {
 		{vols(&v1.WorkloadSpec{ModuleDigest: digest, ScratchBytes: 1 << 20}, "data:/tmp/x"), "overlaps /tmp"},
 		{vols(wasm(), "data:/data", "logs:/data/logs"), "volume logs: guest path /data/logs overlaps /data"},
 		{vols(wasm(), "data:/a", "data:/b"), `volume "data" is mounted twice`},
-		{vols(&v1.WorkloadSpec{Kind: KindContainer, Image: "team/app:1"}, "data:/data"), "volumes and host mounts are for wasm workloads for now"},
-		{vols(&v1.WorkloadSpec{ModuleDigest: digest, FallbackImage: "team/app:1"}, "data:/data"), "its fallback container would run without them"},
+		{vols(&v1.WorkloadSpec{Kind: KindContainer, Image: "team/app:1"}, "data:/data"), ""},
+		{vols(&v1.WorkloadSpec{ModuleDigest: digest, FallbackImage: "team/app:1"}, "data:/data"), ""},
 		{vols(&v1.WorkloadSpec{ModuleDigest: digest, Http: &v1.HttpTrigger{Route: "/f"}}, "data:/data"), "volumes and host mounts are for long-running instances"},
 	}
 	for _, tc := range tests {

@@ -20,7 +20,7 @@ type StorageFlags struct {
 // Add adds the flags to f.
 func (s *StorageFlags) Add(f *pflag.FlagSet) {
 	f.StringSliceVar(&s.allowMounts, "allow-mount", nil, "host directories DIR[,DIR...] that workloads may mount (deploy --mount), with what is below them; none by default")
-	f.StringVar(&s.maxScratch, "max-scratch", "1Gi", "the most scratch space (deploy --scratch) one Wasm instance may have on this node, under the data dir; 0: none")
+	f.StringVar(&s.maxScratch, "max-scratch", "1Gi", "the most scratch space (deploy --scratch) one instance may have on this node (a Wasm instance: under the data dir; a container: a tmpfs); 0: none")
 }
 
 // Apply sets the worker's config from the flags.

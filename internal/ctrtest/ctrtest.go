@@ -275,6 +275,25 @@ func BuildStatic(t testing.TB, dir string) string {
 	return out
 }
 
+// CImage compiles the C program testdata/NAME.c of the repository (a
+// Wasm module's source, such as volcounter.c) as a static Linux binary
+// with the host's C compiler and packs it as an image archive (ImageArchive):
+// the same program for both runtimes. It skips the test when there is no
+// C compiler.
+func CImage(t testing.TB, name string) string {
+	t.Helper()
+	cc, err := exec.LookPath("cc")
+	if err != nil {
+		t.Skipf("ctrtest: no C compiler to build %s.c for a container: %v", name, err)
+	}
+	src := filepath.Join(testdataDir(t, ""), "..", "..", "..", "testdata", name+".c")
+	out := filepath.Join(t.TempDir(), name)
+	if b, err := exec.Command(cc, "-static", "-O2", "-o", out, src).CombinedOutput(); err != nil {
+		t.Fatalf("ctrtest: cc -static %s: %v\n%s", src, err, b)
+	}
+	return ImageArchive(t, out)
+}
+
 // ImageArchive packs the binary at bin into an OCI image layout archive
 // whose entrypoint runs it as /app, and returns the archive's path.
 func ImageArchive(t testing.TB, bin string, env ...string) string {

@@ -169,3 +169,23 @@ func TestContainerVolumes(t *testing.T) {
 	oneLineError(t, c.run("deploy", ctrtest.CImage(t, "scratch"), "--name", "big", "--scratch", "32Mi"),
 		"scratch space of 32Mi is more than any node allows one instance (at most 16Mi: agent|up --max-scratch)")
 }
+
+// State (issue 14), scratch space for a Wasm HTTP function with the built
+// binary: each request's sandbox has a /tmp of its own, of the size, that
+// a flood fills to its size and no further, that the next request does
+// not see, and that is gone with the request; a size over the node's
+// allowance is refused before anything is stored.
+func TestFunctionScratchSpace(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	c := startUpAt(t, dataDir, freeAddr(t), freeAddr(t), "--max-scratch", "16Mi")
+	oneLineError(t, c.run("deploy", "testdata/scratchfn.wasm", "--name", "big", "--route", "/big", "--scratch", "32Mi"),
+		"scratch space of 32Mi is more than any node allows one instance (at most 16Mi: agent|up --max-scratch)")
+
+	c.deployFunction("testdata/scratchfn.wasm", "scratchfn", "/s", "--scratch", "1Mi")
+	expect(t, "a request flooding its /tmp", c.call(request{path: "/s?3000000"}), 200, "mark: absent\nwrote 1048576 bytes: No space left on device\n")
+	expect(t, "the next request", c.call(request{path: "/s?1000"}), 200, "mark: absent\nwrote 1000 bytes\n")
+	if left, err := os.ReadDir(filepath.Join(dataDir, "worker", "function-scratch")); err != nil || len(left) != 0 {
+		t.Errorf("the requests' scratch spaces are left on the node: %v, %v", left, err)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -30,8 +32,12 @@ type function struct {
 	m   *module
 	env []string // the workload's K=V
 	// fs preopens the function's files for every request; nil: none.
-	fs   wazero.FSConfig
-	once chan struct{}
+	fs wazero.FSConfig
+	// files and scratch: a function with scratch space (state) gets a
+	// new /tmp per request (scratchConfig), and its files with it.
+	files   map[string][]byte
+	scratch runtimeapi.Mount
+	once    chan struct{}
 	// alloc lends the instances their memory: the module's memory image
 	// (memimage.go), which its instances must start from, if it has one;
 	// else pooled memories (memory.go) if its initial memory is small
@@ -61,6 +67,13 @@ func (r *Runtime) prepareFunction(ctx context.Context, a runtimeapi.Artifact, sp
 	f := &function{r: r, m: m, env: spec.Env, once: make(chan struct{}, 1)}
 	if len(spec.Files) > 0 {
 		f.fs = filesConfig(spec.Files)
+	}
+	if spec.ScratchBytes > 0 {
+		if !filepath.IsAbs(spec.ScratchDir) {
+			r.drop(m)
+			return nil, startError(true, fmt.Sprintf("scratch space: directory %q is not an absolute path", spec.ScratchDir))
+		}
+		f.files, f.scratch = spec.Files, runtimeapi.Mount{GuestPath: "/tmp", HostPath: spec.ScratchDir, LimitBytes: spec.ScratchBytes}
 	}
 	switch pages := minMemoryPages(m.code); {
 	case m.image != nil:
@@ -121,6 +134,14 @@ func (f *function) Serve(ctx context.Context, w http.ResponseWriter, req *runtim
 	if f.fs != nil {
 		cfg = cfg.WithFSConfig(f.fs)
 	}
+	if f.scratch.LimitBytes > 0 {
+		fsc, st, done, err := f.scratchConfig()
+		if err != nil {
+			return failCall(w, req, http.StatusInternalServerError, runtimeapi.OutcomeError, "scratch space: "+firstLine(err))
+		}
+		defer done()
+		cfg, ctx = cfg.WithFSConfig(fsc), withFSState(ctx, st)
+	}
 
 	mod, err := f.m.wz.InstantiateModule(experimental.WithMemoryAllocator(ctx, f.alloc), f.m.code, cfg)
 	if err == nil {
@@ -133,6 +154,32 @@ func (f *function) Serve(ctx context.Context, w http.ResponseWriter, req *runtim
 	}
 	out.end()
 	return finishCall(ctx, w, req, out, body, err)
+}
+
+// scratchConfig makes one request's scratch space (state): a new
+// directory under the function's, preopened at /tmp within its size
+// beside the function's files, and the func that removes it once the
+// request is over. Each request has its own, as it has its own sandbox:
+// nothing one request writes is seen by another.
+func (f *function) scratchConfig() (wazero.FSConfig, *fsState, func(), error) {
+	dir, err := os.MkdirTemp(f.scratch.HostPath, "req-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	done := func() {
+		if err := os.RemoveAll(dir); err != nil {
+			f.r.log.Warn("removing a request's scratch space", "dir", dir, "err", err)
+		}
+	}
+	m := f.scratch
+	m.HostPath = dir
+	st := &fsState{}
+	fsc, err := fsConfig(f.files, []runtimeapi.Mount{m}, st)
+	if err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	return fsc, st, done, nil
 }
 
 // errCallTimeout is the cause of a call's context when its timeout expires.

@@ -80,7 +80,11 @@ func (w *Worker) prepareCold(ctx context.Context, workload string, spec *pb.Work
 	if failure != nil {
 		return nil, errors.New(failure.Message)
 	}
-	return frt.PrepareFunction(ctx, art, runtimeapi.FunctionSpec{MemoryBytes: spec.GetMemoryBytes(), Env: envList(spec.GetEnv())})
+	fs := runtimeapi.FunctionSpec{MemoryBytes: spec.GetMemoryBytes(), Env: envList(spec.GetEnv())}
+	if err := w.functionScratch(spec, &fs); err != nil { // storage.go
+		return nil, err
+	}
+	return frt.PrepareFunction(ctx, art, fs)
 }
 
 // FunctionHandler is the function server, for a gateway in the same
@@ -117,7 +121,11 @@ func (w *Worker) startFunction(ctx context.Context, in *instance, art runtimeapi
 		msg := fmt.Sprintf("runtime %q on node %s cannot serve HTTP functions", in.rt.Name(), w.cfg.NodeName)
 		return nil, time.Time{}, runtimeapi.Exit{Reason: runtimeapi.ReasonStartError, Message: msg, Permanent: true}, false
 	}
-	fn, err := frt.PrepareFunction(ctx, art, runtimeapi.FunctionSpec{MemoryBytes: spec.GetMemoryBytes(), Env: envList(spec.GetEnv()), Files: filesOf(spec.GetFiles())})
+	fs := runtimeapi.FunctionSpec{MemoryBytes: spec.GetMemoryBytes(), Env: envList(spec.GetEnv()), Files: filesOf(spec.GetFiles())}
+	if err := w.functionScratch(spec, &fs); err != nil { // storage.go
+		return nil, time.Time{}, runtimeapi.Exit{Reason: runtimeapi.ReasonStartError, Message: err.Error(), Permanent: true}, false
+	}
+	fn, err := frt.PrepareFunction(ctx, art, fs)
 	if err != nil {
 		return nil, time.Time{}, startExit(err), false
 	}

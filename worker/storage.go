@@ -100,8 +100,8 @@ const scratchGuestPath = "/tmp"
 // instance would see, and makes its scratch space a tmpfs of the size
 // (a host directory cannot be bounded for it): it gets no directory here.
 func (w *Worker) instanceMounts(in *instance, spec *pb.WorkloadSpec) ([]runtimeapi.Mount, *runtimeapi.Exit) {
-	if in.rt == nil {
-		return nil, nil
+	if in.rt == nil || spec.GetHttp() != nil && in.rt.Name() == "wasm" {
+		return nil, nil // a Wasm function's requests have scratch spaces of their own (functionScratch)
 	}
 	mounts, failure := w.instanceVolumes(in.rec)
 	if failure != nil {
@@ -146,6 +146,42 @@ func (w *Worker) removeScratch(id string) {
 	if err := os.RemoveAll(dir); err != nil {
 		w.logger.Warn("removing scratch space", "instance", id, "err", err)
 	}
+}
+
+// A Wasm HTTP function with scratch space gives each request's sandbox a
+// /tmp of its own: a new directory under DataDir/function-scratch, made
+// by the wasm runtime when the request starts and removed when it ends
+// (runtimeapi.FunctionSpec.ScratchDir). A worker killed mid-request
+// leaves some behind: the next one empties the directory before it
+// serves anything (resetFunctionScratch).
+
+// functionScratchDir is the subdirectory of DataDir that holds the
+// scratch spaces of function requests.
+const functionScratchDir = "function-scratch"
+
+// resetFunctionScratch empties the directory of function requests'
+// scratch spaces, at the worker's start.
+func resetFunctionScratch(dataDir string) error {
+	dir := filepath.Join(dataDir, functionScratchDir)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("worker: removing the scratch spaces of earlier function requests: %w", err)
+	}
+	return os.MkdirAll(dir, 0o700)
+}
+
+// functionScratch sets fs's scratch space for a function's requests, the
+// workload's size, within the node's allowance.
+func (w *Worker) functionScratch(spec *pb.WorkloadSpec, fs *runtimeapi.FunctionSpec) error {
+	size := spec.GetScratchBytes()
+	if size <= 0 {
+		return nil
+	}
+	if size > w.cfg.MaxScratchBytes {
+		return fmt.Errorf("scratch space of %s is over the %s a request may have on node %s (agent|up --max-scratch)",
+			manifest.FormatBytes(size), manifest.FormatBytes(w.cfg.MaxScratchBytes), w.cfg.NodeName)
+	}
+	fs.ScratchBytes, fs.ScratchDir = size, filepath.Join(w.cfg.DataDir, functionScratchDir)
+	return nil
 }
 
 // removeUnknownScratch removes the scratch spaces of instances the worker

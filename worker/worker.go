@@ -220,6 +220,9 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w.logs.SetTotalLimit(cfg.LogBytesTotal)
+	if err = resetFunctionScratch(cfg.DataDir); err != nil { // storage.go
+		return nil, err
+	}
 	if err = w.expiredIdentity(w.restoreState()); err != nil { // persist.go, identity.go
 		return nil, err
 	}

@@ -29,8 +29,6 @@ func validateStorage(spec *v1.WorkloadSpec) error {
 		return nil
 	case s < 0 || s > MaxScratchBytes:
 		return errdefs.Invalidf("scratch space of %d bytes is outside 1 byte .. 1Ti", s)
-	case spec.GetHttp() != nil:
-		return errdefs.Invalidf("scratch space is for long-running instances: a function's sandbox lives for one request; drop --scratch or the route")
 	}
 	return nil
 }

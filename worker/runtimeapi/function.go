@@ -27,6 +27,12 @@ type FunctionSpec struct {
 	// guest path, as InstanceSpec.Files: configs and secrets mounted as
 	// files. The runtime prepares them once, not per request.
 	Files map[string][]byte
+	// ScratchBytes, when positive, gives every request's sandbox a
+	// writable /tmp of its own, bounded as InstanceSpec's scratch mount,
+	// in a new directory under ScratchDir (an existing directory the
+	// worker owns), removed when the request ends (state).
+	ScratchBytes int64
+	ScratchDir   string
 }
 
 // Function serves requests of one prepared revision; it is safe for

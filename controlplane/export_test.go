@@ -5,6 +5,10 @@ package controlplane
 // in that window.
 func SetRouteCheckedHook(s *Server, f func()) { s.api.SetRouteChecked(f) }
 
+// SetUsersCheckedHook makes the removals of volumes, configs and secrets
+// call f between checking their users and removing them.
+func SetUsersCheckedHook(s *Server, f func(kind, name string)) { s.api.SetUsersChecked(f) }
+
 // UploadWaiters is how many uploads of digest wait for the one the member
 // is receiving.
 func UploadWaiters(s *Server, digest string) int { return s.api.UploadWaiters(digest) }

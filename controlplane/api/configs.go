@@ -201,28 +201,49 @@ func (a *controlAPI) DeleteConfig(ctx context.Context, req *v1.DeleteConfigReque
 }
 
 // deleteUnused deletes the config or secret at key unless a workload
-// references it.
+// references it. The users are read from the cache, and the deletion is
+// guarded on them in its transaction (workloadsUnchangedSince, storage.go),
+// so that a deploy that references it, stored meanwhile, fails the
+// deletion, which looks again.
 func (s *Server) deleteUnused(ctx context.Context, kind, name, key string, secret bool) error {
-	users, err := s.users(ctx, name, secret)
-	if err != nil {
-		return err
-	}
-	if len(users) > 0 {
-		names := make([]string, len(users))
-		for i, u := range users {
-			names[i] = u.Name
+	for attempt := 0; ; attempt++ {
+		if err := s.cache.Sync(ctx); err != nil {
+			return err
 		}
-		return errdefs.Preconditionf("%s %q is used by workload %s; deploy them without --from-%s %s or delete them first", kind, name, strings.Join(names, ", "), kind, name)
+		var names []string
+		var rev int64
+		s.cache.Read(func(r cache.Reader) {
+			rev = r.Rev()
+			users := r.ConfigUsers(name)
+			if secret {
+				users = r.SecretUsers(name)
+			}
+			for _, u := range users {
+				names = append(names, u.Value.GetName())
+			}
+		})
+		if len(names) > 0 {
+			return errdefs.Preconditionf("%s %q is used by workload %s; deploy them without --from-%s %s or delete them first", kind, name, strings.Join(names, ", "), kind, name)
+		}
+		if s.usersChecked != nil {
+			s.usersChecked(kind, name)
+		}
+		resp, err := s.store.Client.Txn(ctx).If(s.workloadsUnchangedSince(rev)).Then(clientv3.OpDelete(key)).Commit()
+		if err != nil {
+			return errdefs.Unavailablef("delete %s %s: %v", kind, name, err)
+		}
+		if !resp.Succeeded {
+			if attempt == maxUserChecks-1 {
+				return errdefs.Conflictf("the workloads changed meanwhile, %d times, while deleting %s %q; try again", maxUserChecks, kind, name)
+			}
+			continue
+		}
+		if resp.Responses[0].GetResponseDeleteRange().GetDeleted() == 0 {
+			return errdefs.NotFoundf("%s %q not found", kind, name)
+		}
+		s.log.Info(kind+" deleted", kind, name)
+		return nil
 	}
-	resp, err := s.store.Client.Delete(ctx, key)
-	if err != nil {
-		return errdefs.Unavailablef("delete %s %s: %v", kind, name, err)
-	}
-	if resp.Deleted == 0 {
-		return errdefs.NotFoundf("%s %q not found", kind, name)
-	}
-	s.log.Info(kind+" deleted", kind, name)
-	return nil
 }
 
 // secretView is what the API shows of a secret: never its values.

@@ -98,6 +98,9 @@ type Server struct {
 	revoked     *revocations // the revocation list (certs.go)
 
 	routeChecked func()
+	// usersChecked, when set, is called between checking that no workload
+	// uses a volume, config or secret and removing it (tests).
+	usersChecked func(kind, name string)
 
 	exits      exitNotes // observe: rate limit of exit events
 	heartbeats sync.Map  // observe: node name → time of its last heartbeat here
@@ -187,6 +190,11 @@ func (s *Server) Start(ctx context.Context) error {
 // SetRouteChecked makes ApplyWorkload call f between checking the routes
 // and writing the workload: tests line two deploys up in that window.
 func (s *Server) SetRouteChecked(f func()) { s.routeChecked = f }
+
+// SetUsersChecked makes the removals of volumes, configs and secrets call
+// f between checking that no workload uses them and removing them: tests
+// deploy a user in that window.
+func (s *Server) SetUsersChecked(f func(kind, name string)) { s.usersChecked = f }
 
 // Close closes the API's connections to workers.
 func (s *Server) Close() { s.workers.close() }

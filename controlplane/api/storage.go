@@ -151,52 +151,84 @@ func (a *controlAPI) GetVolume(ctx context.Context, req *v1.GetVolumeRequest) (*
 // DeleteVolume removes a volume's record, refused while a workload uses
 // it, and records the removal for its node, whose worker deletes the
 // directory (RemovedVolumes); a volume created again under the name has
-// another uid.
+// another uid. The users are read from the cache, and the removal is
+// guarded on them in its transaction (workloadsUnchangedSince): a deploy
+// that mounts the volume and is stored between the check and the removal
+// fails the removal, which looks again, rather than have its data
+// removed under it.
 func (a *controlAPI) DeleteVolume(ctx context.Context, req *v1.DeleteVolumeRequest) (*v1.DeleteVolumeResponse, error) {
 	name := req.GetName()
 	if err := workloads.ValidateVolumeName(name); err != nil {
 		return nil, err
 	}
-	if err := a.s.cache.Sync(ctx); err != nil {
-		return nil, err
-	}
-	cur, err := a.s.store.Volumes.Get(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	var users []string
-	a.s.cache.Read(func(r cache.Reader) {
-		users = usersOf(r, cur.Value, volumeUsers(r, map[string]bool{name: true})[name])
-	})
-	if len(users) > 0 {
-		if v := cur.Value; v.GetPerInstance() && slices.Contains(users, v.GetWorkload()) {
-			if n := a.replicasOf(v.GetWorkload()); n > v.GetOrdinal() {
-				return nil, errdefs.Preconditionf("volume %q is the per-instance volume %s of replica %d of workload %s, which has %d replicas; scale it to %d or fewer, or delete it, first",
-					name, v.GetMount(), v.GetOrdinal(), v.GetWorkload(), n, v.GetOrdinal())
-			}
-			return nil, errdefs.Preconditionf("volume %q is the per-instance volume %s of replica %d of workload %s, whose instance is still stopping; try again once it has stopped ('wasmorch get instances')",
-				name, v.GetMount(), v.GetOrdinal(), v.GetWorkload())
+	for attempt := 0; ; attempt++ {
+		if err := a.s.cache.Sync(ctx); err != nil {
+			return nil, err
 		}
-		return nil, errdefs.Preconditionf("volume %q is mounted by workload %s; delete them or deploy them without --volume %s first", name, strings.Join(users, ", "), name)
+		cur, err := a.s.store.Volumes.Get(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		var users []string
+		var rev int64
+		a.s.cache.Read(func(r cache.Reader) {
+			rev = r.Rev()
+			users = usersOf(r, cur.Value, volumeUsers(r, map[string]bool{name: true})[name])
+		})
+		if len(users) > 0 {
+			return nil, a.volumeInUse(cur.Value, users)
+		}
+		if a.s.usersChecked != nil {
+			a.s.usersChecked("volume", name)
+		}
+		// Its node deletes the directory once it learns of the removal
+		// (RemovedVolumes), recorded in the same transaction.
+		tomb, err := a.s.store.RemovedVolumes.PutOp(cur.Value.GetNode()+"/"+cur.Value.GetUid(), cur.Value)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := a.s.store.Client.Txn(ctx).
+			If(a.s.store.Volumes.Unchanged(name, cur.ModRevision), a.s.workloadsUnchangedSince(rev)).
+			Then(a.s.store.Volumes.DeleteOp(name), tomb).
+			Commit()
+		if err != nil {
+			return nil, errdefs.Unavailablef("delete volume %s: %v", name, err)
+		}
+		if resp.Succeeded {
+			a.s.log.Info("volume deleted", "volume", name, "node", cur.Value.GetNode())
+			return &v1.DeleteVolumeResponse{}, nil
+		}
+		if attempt == maxUserChecks-1 {
+			return nil, errdefs.Conflictf("volume %q or the workloads changed meanwhile, %d times; try again", name, maxUserChecks)
+		}
 	}
-	// Its node deletes the directory once it learns of the removal
-	// (RemovedVolumes), recorded in the same transaction.
-	tomb, err := a.s.store.RemovedVolumes.PutOp(cur.Value.GetNode()+"/"+cur.Value.GetUid(), cur.Value)
-	if err != nil {
-		return nil, err
+}
+
+// maxUserChecks bounds how often a removal guarded on the users of what it
+// removes looks again after they changed meanwhile.
+const maxUserChecks = 5
+
+// volumeInUse is the error of removing a volume users use.
+func (a *controlAPI) volumeInUse(v *v1.Volume, users []string) error {
+	if v.GetPerInstance() && slices.Contains(users, v.GetWorkload()) {
+		if n := a.replicasOf(v.GetWorkload()); n > v.GetOrdinal() {
+			return errdefs.Preconditionf("volume %q is the per-instance volume %s of replica %d of workload %s, which has %d replicas; scale it to %d or fewer, or delete it, first",
+				v.GetName(), v.GetMount(), v.GetOrdinal(), v.GetWorkload(), n, v.GetOrdinal())
+		}
+		return errdefs.Preconditionf("volume %q is the per-instance volume %s of replica %d of workload %s, whose instance is still stopping; try again once it has stopped ('wasmorch get instances')",
+			v.GetName(), v.GetMount(), v.GetOrdinal(), v.GetWorkload())
 	}
-	resp, err := a.s.store.Client.Txn(ctx).
-		If(a.s.store.Volumes.Unchanged(name, cur.ModRevision)).
-		Then(a.s.store.Volumes.DeleteOp(name), tomb).
-		Commit()
-	if err != nil {
-		return nil, errdefs.Unavailablef("delete volume %s: %v", name, err)
-	}
-	if !resp.Succeeded {
-		return nil, errdefs.Conflictf("volume %q changed meanwhile; try again", name)
-	}
-	a.s.log.Info("volume deleted", "volume", name, "node", cur.Value.GetNode())
-	return &v1.DeleteVolumeResponse{}, nil
+	return errdefs.Preconditionf("volume %q is mounted by workload %s; delete them or deploy them without --volume %s first", v.GetName(), strings.Join(users, ", "), v.GetName())
+}
+
+// workloadsUnchangedSince holds a transaction to no workload having been
+// stored after etcd revision rev: what the users of a config, secret or
+// volume were read at (the cache). A workload deleted since only removes
+// a user. etcd compares every workload key for it, in the transaction: the
+// cost of one list of the workloads' keys, as the cache's check of their
+// specs, for a removal, which is rare.
+func (s *Server) workloadsUnchangedSince(rev int64) clientv3.Cmp {
+	return clientv3.Compare(clientv3.ModRevision(s.store.Workloads.Prefix()), "<", rev+1).WithPrefix()
 }
 
 // replicasOf is a workload's replica count as the cache has it.

@@ -22,7 +22,16 @@ import (
 // tmpfs of that size instead (Docker's `--tmpfs /tmp:size=N`): the
 // kernel refuses a write past it with ENOSPC. Its pages are memory, which
 // the kernel charges to the container's memory cgroup, and it lasts as
-// long as the container: a restarted container finds it empty.
+// long as the container: a restarted container finds it empty. It holds
+// as many names (inodes) as a Wasm instance's may (wasmrt: one per 16 KiB
+// of its size, at least 1,024), so that a flood of empty files stops too.
+
+// bytesPerName and minNames bound the inodes of a scratch tmpfs, as
+// wasmrt bounds the names in a Wasm instance's scratch space.
+const (
+	bytesPerName = 16 << 10
+	minNames     = 1024
+)
 
 // mountsOf returns the OCI mounts of an instance's mounts.
 func mountsOf(ms []runtimeapi.Mount) ([]specs.Mount, error) {
@@ -36,7 +45,8 @@ func mountsOf(ms []runtimeapi.Mount) ([]specs.Mount, error) {
 				Destination: m.GuestPath,
 				Type:        "tmpfs",
 				Source:      "tmpfs",
-				Options:     []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(m.LimitBytes, 10)},
+				Options: []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(m.LimitBytes, 10),
+					"nr_inodes=" + strconv.FormatInt(max(m.LimitBytes/bytesPerName, minNames)+1, 10)}, // +1: its root
 			})
 			continue
 		}

@@ -101,3 +101,16 @@ func TestMountAtABadPathIsRefused(t *testing.T) {
 		t.Fatalf("Start with a mount at /data/../etc: %v", err)
 	}
 }
+
+// The scratch tmpfs holds as many names as a Wasm instance's scratch
+// space: one per 16 KiB of its size, at least 1,024; a flood of empty
+// files stops there with ENOSPC.
+func TestScratchSpaceBoundsItsNames(t *testing.T) {
+	f := newFixture(t)
+	many := archiveArtifact(t, ctrtest.CImage(t, "manyfiles")) // testdata/manyfiles.c, built for Linux
+	exit, out := runToExit(t, f.rt, runtimeapi.InstanceSpec{ID: "many-1", Artifact: many,
+		Mounts: []runtimeapi.Mount{{GuestPath: "/tmp", LimitBytes: 1 << 20}}})
+	if exit.Code != 0 || !strings.HasPrefix(out, "made 1024 files: No space left on device\n") {
+		t.Errorf("exit %+v, output %q; want 1024 files, then ENOSPC", exit, out)
+	}
+}

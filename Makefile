@@ -4,7 +4,7 @@ BIN      := bin/wasmorch
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/wasmorch/wasmorch/internal/version.Version=$(VERSION)
 
-.PHONY: all build release run test test-unit test-e2e bench bench-scale bench-cloud bench-edge proto testdata tour-images vet fmt clean
+.PHONY: all build release run test test-unit test-e2e bench bench-scale bench-cloud bench-edge bench-across bench-density proto testdata tour-images vet fmt clean
 
 all: build
 
@@ -59,6 +59,17 @@ bench:
 # nodes (`wasmorch simulate`) at 10k, 50k and 200k instances; tens of
 # minutes. WASMORCH_SCALE_POINTS and WASMORCH_SCALE_NODES change the scale
 # (docs/scale.md).
+# Issue 16: a warm function and a cold start with the gateway and the
+# worker in separate processes, and 10,000 instances on one node, idle
+# and logging (figures in BENCHMARKS.md).
+bench-across:
+	$(GO) test ./e2e -run '^$$' -bench 'FunctionAcrossProcesses' -benchtime 3000x
+	$(GO) test ./e2e -run '^$$' -bench 'FunctionColdStartAcrossProcesses' -benchtime 10x
+
+bench-density:
+	WASMORCH_DENSITY=10000 WASMORCH_DENSITY_MODULE=sleep.wasm $(GO) test ./integration -run '^$$' -bench '^BenchmarkDensity$$' -benchtime 1x -timeout 30m
+	WASMORCH_DENSITY=10000 WASMORCH_DENSITY_MODULE=ticker.wasm $(GO) test ./integration -run '^$$' -bench '^BenchmarkDensity$$' -benchtime 1x -timeout 30m
+
 bench-scale:
 	WASMORCH_BENCH_SCALE=1 $(GO) test ./e2e/scale -run '^$$' -bench Scale -benchtime 1x -timeout 90m -v
 

@@ -84,9 +84,11 @@ func drainsOntoOthers(t *testing.T, m *multi) {
 	if evs := m.events("ScaleDown"); len(evs) != 1 || !strings.Contains(evs[0], "can run on other nodes") {
 		t.Errorf("want one ScaleDown (drain) event, got %v", evs)
 	}
-	if evs := m.events("ScaledDown"); !slices.ContainsFunc(evs, func(e string) bool { return strings.Contains(e, "its instances moved to other nodes") }) {
-		t.Errorf("no ScaledDown event for the drained node: %v", evs)
-	}
+	// The event is recorded once the node is removed.
+	eventually(t, "a ScaledDown event for the drained node", func() (bool, string) {
+		evs := m.events("ScaledDown")
+		return slices.ContainsFunc(evs, func(e string) bool { return strings.Contains(e, "its instances moved to other nodes") }), strings.Join(evs, "\n")
+	})
 	if got := m.metric(`wasmorch_cloud_nodes_removed_total{group="pool",reason="drained"}`); got != 1 {
 		t.Errorf("nodes removed as drained = %v, want 1", got)
 	}
@@ -227,10 +229,11 @@ func followsDemand(t *testing.T, m *multi, provider, nodesDir string) {
 		_, there := ns[victim]
 		return !there, toJSON(ns)
 	})
-	deleted := m.events("NodeDeleted")
-	if !strings.Contains(strings.Join(deleted, "\n"), "node "+victim+" removed: provider "+provider+" says it no longer exists") {
-		t.Errorf("no NodeDeleted event for %s: %v", victim, deleted)
-	}
+	// The event is recorded once the node is removed.
+	eventually(t, "a NodeDeleted event for "+victim, func() (bool, string) {
+		deleted := strings.Join(m.events("NodeDeleted"), "\n")
+		return strings.Contains(deleted, "node "+victim+" removed: provider "+provider+" says it no longer exists"), deleted
+	})
 	if notReady := m.events("NodeNotReady"); len(notReady) > 0 {
 		t.Errorf("the node was only removed once its heartbeats were missed: %v", notReady)
 	}
@@ -252,9 +255,10 @@ func followsDemand(t *testing.T, m *multi, provider, nodesDir string) {
 		ns := m.nodes()
 		return len(ns) == 0, toJSON(ns)
 	})
-	if down := m.events("ScaledDown"); len(down) != 3 {
-		t.Errorf("want 3 ScaledDown events, got %v", down)
-	}
+	eventually(t, "3 ScaledDown events", func() (bool, string) {
+		down := m.events("ScaledDown")
+		return len(down) == 3, strings.Join(down, "\n")
+	})
 	eventually(t, "no agent processes", func() (bool, string) {
 		pids := localAgents(api)
 		return len(pids) == 0, fmt.Sprint(pids)

@@ -48,6 +48,7 @@ type instance struct {
 	memory        atomic.Int64 // bytes of linear memory
 
 	accepting chan struct{} // a Wasm service's: see Accepting (sock.go)
+	socks     *sockets      // a Wasm service's, set by its goroutine; finish closes them
 }
 
 var _ runtimeapi.Measured = (*instance)(nil)
@@ -164,7 +165,7 @@ func (i *instance) run(r *Runtime, m *module, spec runtimeapi.InstanceSpec) {
 			i.finish(r, m, runtimeapi.Exit{Code: NotStartedExitCode, Reason: runtimeapi.ReasonStartError, Message: err.Error()})
 			return
 		}
-		defer socks.close()
+		i.socks = socks
 		fsc = reserveListenerFDs(fsc, len(spec.Listeners))
 		env := append(slices.Clip(spec.Env), listenFDEnv+"="+strconv.Itoa(int(first)))
 		guest = withGuestSockets(ctx, env, i.sleep, socks)
@@ -185,10 +186,14 @@ func (i *instance) run(r *Runtime, m *module, spec runtimeapi.InstanceSpec) {
 	i.finish(r, m, i.exitFrom(err, ""))
 }
 
-// finish records the exit, lets go of the module, tells the supervisor and
-// closes done, in that order.
+// finish closes a service's sockets, records the exit, lets go of the
+// module, tells the supervisor and closes done, in that order: once the
+// instance is done, nothing listens for it.
 func (i *instance) finish(r *Runtime, m *module, exit runtimeapi.Exit) {
 	defer r.running.Done()
+	if i.socks != nil {
+		i.socks.close()
+	}
 	if m != nil {
 		r.drop(m)
 	}

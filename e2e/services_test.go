@@ -13,7 +13,8 @@ import (
 // its preopened listener) serves a route through the gateway with two
 // replicas and a health path; under steady load it goes through a
 // `rollout restart` and a redeploy as a Go net/http server (poll_oneoff
-// on its sockets) with zero failed requests. Bad --port input is refused
+// on its sockets) with zero failed requests; the C server comes back as a
+// canary beside the Go one, then is promoted. Bad --port input is refused
 // with one line and nothing stored; a guest that never accepts is not
 // ready, saying why.
 func TestWasmServicesThroughTheGateway(t *testing.T) {
@@ -91,6 +92,24 @@ func TestWasmServicesThroughTheGateway(t *testing.T) {
 		t.Errorf("the load was answered %d times by the C server and %d by the Go server, want both", fromC, fromGo)
 	}
 	t.Logf("load: %s", s)
+
+	// A canary: the C server again as a new revision gets its share of the
+	// traffic beside the Go server, on its own replica, until promoted.
+	if r := c.mustRun("deploy", "testdata/cserver.wasm", "--name", "svc", "--port", "8080", "--route", "/svc", "--replicas", "2",
+		"--health-path", "/healthz", "--health-interval", "200ms", "--canary", "50%", "--timeout", "3m"); !strings.Contains(r.stdout, "svc: canary of generation 4 ready (1 replica, 50% of traffic)") {
+		t.Fatalf("deploy --canary: %s", r)
+	}
+	const fromCanary, fromStable = "hello from c: GET /svc/k (0 bytes)", "hello from go: GET /svc/k (0 bytes)"
+	eventually(t, "both revisions answer during the canary", func() (bool, string) {
+		answers, failed := c.canaryLoad("/svc/k", 40)
+		if len(failed) > 0 {
+			t.Fatalf("during the canary: %d of 40 requests failed, e.g. %s", len(failed), failed[0])
+		}
+		return answers[fromCanary] > 0 && answers[fromStable] > 0 && answers[fromCanary]+answers[fromStable] == 40, fmt.Sprint(answers)
+	})
+	c.mustRun("rollout", "promote", "svc")
+	c.mustRun("rollout", "status", "svc", "--timeout", "3m")
+	c.onlyAnswer("/svc/k", fromCanary)
 
 	// A guest that never accepts: deploy gives up saying why, and the
 	// instance stays Starting with that message.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -44,6 +45,10 @@ const (
 	workerIdleTimeout = 90 * time.Second
 	// maxInformational bounds the 1xx answers read before the final one.
 	maxInformational = 5
+	// maxAnswerHeadBytes bounds what is read of an answer before its body
+	// (net/http's Transport reads at most 10 MB; a function's own CGI
+	// headers are held to 64 KiB by the worker).
+	maxAnswerHeadBytes = 1 << 20
 )
 
 // workerTransport is an http.RoundTripper to the workers' function servers
@@ -84,8 +89,9 @@ func newWorkerTransport(cfg *tls.Config, fallback http.RoundTripper) *workerTran
 type workerConn struct {
 	t         *workerTransport
 	addr      string
-	raw       net.Conn // the TCP connection
-	conn      net.Conn // raw, or the TLS client over it
+	raw       net.Conn   // the TCP connection
+	conn      net.Conn   // raw, or the TLS client over it
+	lim       *readLimit // under br: bounds the answer's head
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
@@ -197,11 +203,32 @@ func (t *workerTransport) dial(ctx context.Context, addr string) (*workerConn, e
 		}
 		conn = tc
 	}
+	lim := &readLimit{r: conn, left: math.MaxInt64}
 	return &workerConn{
-		t: t, addr: addr, raw: raw, conn: conn,
-		br: bufio.NewReaderSize(conn, 16<<10),
+		t: t, addr: addr, raw: raw, conn: conn, lim: lim,
+		br: bufio.NewReaderSize(lim, 16<<10),
 		bw: bufio.NewWriterSize(conn, 16<<10),
 	}, nil
+}
+
+// readLimit fails reads once left bytes have been read.
+type readLimit struct {
+	r    io.Reader
+	left int64
+}
+
+var errAnswerHeadTooLarge = fmt.Errorf("the worker's answer has more than %d bytes before its body", maxAnswerHeadBytes)
+
+func (l *readLimit) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, errAnswerHeadTooLarge
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
 }
 
 // alive looks, without blocking, whether the worker closed an idle
@@ -284,6 +311,7 @@ func (wc *workerConn) roundTrip(req *http.Request) (*http.Response, error) {
 		return fail(noAnswer{err})
 	}
 	var resp *http.Response
+	wc.lim.left = maxAnswerHeadBytes
 	for informational := 0; ; informational++ {
 		r, err := http.ReadResponse(wc.br, req)
 		if err != nil {
@@ -301,6 +329,7 @@ func (wc *workerConn) roundTrip(req *http.Request) (*http.Response, error) {
 			return fail(errors.New("too many 1xx answers from the worker"))
 		}
 	}
+	wc.lim.left = math.MaxInt64
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return fail(errors.New("the worker switched protocols for a request that asked for no upgrade"))
 	}

@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -220,5 +222,32 @@ func TestAnUnreachableWorkerIsADialError(t *testing.T) {
 	_, err = send(t, rt, context.Background(), http.MethodPost, "http://"+addr+"/", []byte("x"))
 	if err == nil || !unsent(err) {
 		t.Errorf("error %v, want a dial error", err)
+	}
+}
+
+// An answer whose head is over the bound is an error, not read on.
+func TestAnAnswerWithHugeHeadersIsRefused(t *testing.T) {
+	var small atomic.Bool
+	w := newWorkerStub(t, func(w http.ResponseWriter, r *http.Request) {
+		if small.Load() {
+			_, _ = io.WriteString(w, "small")
+			return
+		}
+		for i := range 24 {
+			w.Header().Set(fmt.Sprintf("X-Big-%d", i), strings.Repeat("a", 64<<10))
+		}
+		_, _ = io.WriteString(w, "body")
+	})
+	rt := newWorkerTransport(nil, http.DefaultTransport)
+	if _, err := send(t, rt, context.Background(), http.MethodGet, w.URL, nil); !errors.Is(err, errAnswerHeadTooLarge) {
+		t.Errorf("error %v, want %v", err, errAnswerHeadTooLarge)
+	}
+	small.Store(true)
+	resp, err := send(t, rt, context.Background(), http.MethodGet, w.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readBody(t, resp); got != "small" {
+		t.Errorf("%q", got)
 	}
 }

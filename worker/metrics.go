@@ -29,6 +29,12 @@ func newMetrics(reg prometheus.Registerer, w *Worker) *metrics {
 		starts: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "wasmorch_worker_instance_start_seconds",
 			Help: "Time of one start of an instance: fetching its module if needed, preparing and starting it.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14)}),
 	}
+	// edge: the module cache (worker/modcache) against its bound.
+	cache := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "wasmorch_worker_module_cache_bytes",
+		Help: "Bytes of modules (and image archives) this worker keeps on disk."}, func() float64 { return float64(w.modules.Usage().Bytes) })
+	evicted := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "wasmorch_worker_module_cache_evictions_total",
+		Help: "Modules this worker evicted from its cache to stay within --module-cache-size (none in use by its instances)."}, func() float64 { return float64(w.modules.Usage().Evicted) })
+	reg.MustRegister(cache, evicted)
 	reg.MustRegister(m.restarts, m.exits, m.starts, &instanceCollector{w: w,
 		desc: prometheus.NewDesc("wasmorch_worker_instances", "Instances this worker holds, by the state it last reported.", []string{"node", "state"}, nil)})
 	return m

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
@@ -38,7 +40,8 @@ func TestModuleOverTheCacheIsRefusedAsUnfit(t *testing.T) {
 // the room, one in use never.
 func TestModulesInUseAreNotEvicted(t *testing.T) {
 	other := []byte("\x00asm\x01\x00\x00\x00 another fake module")
-	e := startEnv(t, envOptions{config: func(c *Config) { c.ModuleCacheBytes = int64(len(other)) + 4 }})
+	reg := prometheus.NewRegistry()
+	e := startEnv(t, envOptions{config: func(c *Config) { c.ModuleCacheBytes, c.Registry = int64(len(other))+4, reg }})
 	e.cp.mu.Lock()
 	e.cp.blobs[digestOf(other)] = other
 	e.cp.mu.Unlock()
@@ -66,6 +69,19 @@ func TestModulesInUseAreNotEvicted(t *testing.T) {
 	}
 	if u := e.w.modules.Usage(); u.Pinned != 1 || u.Evicted != 1 {
 		t.Fatalf("cache usage %+v, want 1 pinned, 1 evicted", u)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			got[mf.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	if got["wasmorch_worker_module_cache_bytes"] != float64(len(other)) || got["wasmorch_worker_module_cache_evictions_total"] != 1 {
+		t.Fatalf("module cache metrics %v, want %d bytes and 1 eviction", got, len(other))
 	}
 }
 

@@ -2,7 +2,10 @@
 
 package wasmrt
 
-import "os"
+import (
+	"os"
+	"unsafe"
+)
 
 // imageFile is an empty file for a memory image: a temporary file,
 // already unlinked, so that it goes when the last mapping does.
@@ -17,3 +20,13 @@ func imageFile() (*os.File, error) {
 	}
 	return f, nil
 }
+
+// Page flags are Linux's: a reset compares the whole memory.
+const (
+	pagePresent = 1 << iota
+	pageSwapped
+	pageFile
+	pageExclusive
+)
+
+func readPageFlags(unsafe.Pointer, []uint64) bool { return false }

@@ -39,6 +39,8 @@ type memImage struct {
 	view   []byte
 	viewMu sync.RWMutex
 
+	comparePages bool // reset compares every page, without the kernel's page flags (tests)
+
 	mu     sync.Mutex
 	idle   []*mappedMemory // reset to the image, most recently used last
 	trim   *time.Timer     // unmaps idle mappings unused for idleMappingTTL; nil until needed
@@ -221,6 +223,7 @@ type mappedMemory struct {
 	accessible uint64 // bytes from base readable and writable
 	max        uint64
 	lastUsed   time.Time // when it was kept
+	flags      []uint64  // reset's page flags, kept for the next reset
 }
 
 // Reallocate implements experimental.LinearMemory: the memory grows in
@@ -256,9 +259,12 @@ var zeroPage = make([]byte, 64<<10)
 
 // reset makes the memory equal to the image again, as far as it is
 // accessible: a page that differs from the image is copied back, and a
-// page beyond it that is not zero is cleared. Reading a page the instance
-// never touched maps it (the file's page, or the zero page) and costs no
-// copy. It reports false if the image is gone.
+// page beyond it that is not zero is cleared. Where the kernel says which
+// pages the instance wrote (Linux's pagemap), only those are looked at: a
+// page still mapped from the image's file, or not mapped at all, is the
+// image's or zero. Elsewhere every page is compared; reading a page the
+// instance never touched maps it (the file's page, or the zero page) and
+// costs no copy. It reports false if the image is gone.
 func (m *mappedMemory) reset() bool {
 	m.im.viewMu.RLock()
 	defer m.im.viewMu.RUnlock()
@@ -266,6 +272,35 @@ func (m *mappedMemory) reset() bool {
 	if uint64(len(view)) != m.im.fileSize {
 		return false
 	}
+	pages := m.accessible / osPage
+	if uint64(cap(m.flags)) < pages {
+		m.flags = make([]uint64, pages)
+	}
+	flags := m.flags[:pages]
+	if m.im.comparePages || !readPageFlags(m.base, flags) {
+		m.compareAll(view)
+		return true
+	}
+	for i, f := range flags {
+		if f&(pagePresent|pageSwapped) == 0 {
+			continue // never touched, or the file's page dropped
+		}
+		at := uint64(i) * osPage
+		mem := m.bytes(at, at+osPage)
+		switch {
+		case at < m.im.fileSize:
+			if f&pageFile == 0 { // written: a private copy
+				copy(mem, view[at:at+osPage])
+			}
+		case f&(pageExclusive|pageSwapped) != 0 || !bytes.Equal(mem, zeroPage[:osPage]):
+			clear(mem)
+		}
+	}
+	return true
+}
+
+// compareAll is reset without page flags: every page is compared.
+func (m *mappedMemory) compareAll(view []byte) {
 	const chunk = 16 << 10 // compare and copy in chunks of a few pages
 	for at := uint64(0); at < m.im.fileSize; at += chunk {
 		end := min(at+chunk, m.im.fileSize)
@@ -279,7 +314,6 @@ func (m *mappedMemory) reset() bool {
 			clear(mem)
 		}
 	}
-	return true
 }
 
 // unmap returns the memory's address space and pages to the OS.

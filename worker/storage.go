@@ -100,7 +100,7 @@ const scratchGuestPath = "/tmp"
 // instance would see, and makes its scratch space a tmpfs of the size
 // (a host directory cannot be bounded for it): it gets no directory here.
 func (w *Worker) instanceMounts(in *instance, spec *pb.WorkloadSpec) ([]runtimeapi.Mount, *runtimeapi.Exit) {
-	if in.rt == nil || spec.GetHttp() != nil && in.rt.Name() == "wasm" {
+	if in.rt == nil || spec.GetHttp() != nil && in.rt.Name() == "wasm" && !isWasmService(spec) {
 		return nil, nil // a Wasm function's requests have scratch spaces of their own (functionScratch)
 	}
 	mounts, failure := w.instanceVolumes(in.rec)

@@ -154,3 +154,22 @@ func TestWasmTCPServiceOnTheNodePort(t *testing.T) {
 		t.Errorf("message %q, want %q", st.GetMessage(), want)
 	}
 }
+
+// An HTTP Wasm service is a long-running instance, not a function: its
+// scratch space is the instance's own /tmp, kept while it runs and removed
+// with it (a function's requests get one each instead).
+func TestWasmServiceHasTheScratchSpaceOfAnInstance(t *testing.T) {
+	e, digest := serviceEnv(t, false)
+	e.cp.setDesired(serviceRec("svc-1", digest, &pb.WorkloadSpec{Port: 8080, ScratchBytes: 1 << 20, Http: &pb.HttpTrigger{Route: "/c"}}))
+	e.waitState("svc-1", pb.InstanceState_INSTANCE_STATE_RUNNING, "")
+	dir, err := e.w.scratchPath("svc-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("the service's scratch space %s: %v", dir, err)
+	}
+	e.cp.setDesired()
+	e.waitState("svc-1", pb.InstanceState_INSTANCE_STATE_STOPPED, runtimeapi.ReasonStopped)
+	eventually(t, "the scratch space removed", func() bool { _, err := os.Stat(dir); return os.IsNotExist(err) })
+}

@@ -75,8 +75,8 @@ func validateVolumes(spec *v1.WorkloadSpec) error {
 	if len(vols)+len(spec.GetMounts()) > MaxVolumes {
 		return errdefs.Invalidf("a workload mounts at most %d volumes and host directories, not %d", MaxVolumes, len(vols)+len(spec.GetMounts()))
 	}
-	if spec.GetHttp() != nil {
-		return errdefs.Invalidf("volumes and host mounts are for long-running instances: a function's sandbox lives for one request; drop --volume/--mount or the route")
+	if spec.GetHttp() != nil && (spec.GetPort() == 0 || spec.GetKind() == KindContainer) {
+		return errdefs.Invalidf("volumes and host mounts are for long-running instances: a function's sandbox lives for one request; drop --volume/--mount or the route, or make it a Wasm service (--port)")
 	}
 	taken := slices.Clone(reservedGuestPaths)
 	if spec.GetScratchBytes() > 0 {

@@ -58,6 +58,8 @@ func TestValidateVolumes(t *testing.T) {
 		{vols(&v1.WorkloadSpec{Kind: KindContainer, Image: "team/app:1"}, "data:/data"), ""},
 		{vols(&v1.WorkloadSpec{ModuleDigest: digest, FallbackImage: "team/app:1"}, "data:/data"), ""},
 		{vols(&v1.WorkloadSpec{ModuleDigest: digest, Http: &v1.HttpTrigger{Route: "/f"}}, "data:/data"), "volumes and host mounts are for long-running instances"},
+		{vols(&v1.WorkloadSpec{ModuleDigest: digest, Port: 8080, Http: &v1.HttpTrigger{Route: "/s"}}, "data:/data"), ""},
+		{vols(&v1.WorkloadSpec{Kind: KindContainer, Image: "team/app:1", Port: 8080, Http: &v1.HttpTrigger{Route: "/s"}}, "data:/data"), "volumes and host mounts are for long-running instances"},
 	}
 	for _, tc := range tests {
 		err := Validate(tc.spec)

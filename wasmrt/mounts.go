@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -94,12 +95,60 @@ func linkNoFollow(orig api.GoModuleFunction) api.GoModuleFunction {
 	})
 }
 
+// errnoRange is WASI preview 1's ERANGE; maxLinkLen the longest link
+// target there is (Linux's PATH_MAX).
+const (
+	errnoRange = 68
+	maxLinkLen = 4096
+)
+
+// readlinkTruncates returns path_readlink as wazero's (orig), except that
+// a buffer shorter than the link gets its first bytes, as WASI (and
+// readlink(2)) have it, where wazero's fails with ERANGE. wazero's
+// file-system interface gives the whole target only, and its WASI module
+// keeps the file table to itself, so on ERANGE orig is called again with
+// the guest's buffer made long enough out of the memory that follows it,
+// which is put back as it was before the guest runs again: a WASI preview
+// 1 guest has one thread, and its memory is its own.
+func readlinkTruncates(orig api.GoModuleFunction) api.GoModuleFunction {
+	return api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+		params := [6]uint64(stack[:6])
+		orig.Call(ctx, mod, stack)
+		if stack[0] != errnoRange {
+			return
+		}
+		mem := mod.Memory()
+		buf, bufLen, resultBufused := uint32(params[3]), uint32(params[4]), uint32(params[5])
+		long := min(uint64(bufLen)+maxLinkLen, uint64(mem.Size())-uint64(min(buf, mem.Size())), math.MaxUint32)
+		if long <= uint64(bufLen) {
+			return // nothing follows the buffer: ERANGE stands
+		}
+		after, ok := mem.Read(buf+bufLen, uint32(long)-bufLen)
+		if !ok {
+			return
+		}
+		saved := append([]byte(nil), after...)
+		copy(stack, params[:])
+		stack[4] = long
+		orig.Call(ctx, mod, stack)
+		used, _ := mem.ReadUint32Le(resultBufused)
+		mem.Write(buf+bufLen, saved)
+		if stack[0] != 0 {
+			return // ERANGE still (a target longer than PATH_MAX), or another error
+		}
+		if !mem.WriteUint32Le(resultBufused, min(used, bufLen)) {
+			stack[0] = errnoFault
+		}
+	})
+}
+
 // fileWrappers wrap wazero's WASI functions of these names for writable
 // mounts (sock_linux.go wraps the same around its own).
 var fileWrappers = map[string]func(api.GoModuleFunction) api.GoModuleFunction{
 	"fd_write": wrapNoSpace, "fd_pwrite": wrapNoSpace, "fd_filestat_set_size": wrapNoSpace,
 	"path_open": wrapNoSpace, "path_create_directory": wrapNoSpace, "path_symlink": wrapNoSpace,
-	"path_link": func(fn api.GoModuleFunction) api.GoModuleFunction { return linkNoFollow(wrapNoSpace(fn)) },
+	"path_link":     func(fn api.GoModuleFunction) api.GoModuleFunction { return linkNoFollow(wrapNoSpace(fn)) },
+	"path_readlink": readlinkTruncates,
 }
 
 // exportNoSpaceWrappers overrides, in b, the WASI functions that write to

@@ -1,6 +1,7 @@
 package wasmrt
 
 import (
+	"bytes"
 	"context"
 	"io/fs"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
@@ -248,4 +251,76 @@ func TestScratchNamesAreGivenBack(t *testing.T) {
 	check("unlink e", fsys.Unlink("e"), 2)
 	check("unlink d/b", fsys.Unlink("d/b"), 1)
 	check("rmdir d", fsys.Rmdir("d"), 0)
+}
+
+// path_readlink into a buffer shorter than the link fills it (wazero's
+// fails with ERANGE); the memory readlinkTruncates borrows after the
+// buffer is as it was, and the count is written last, even where it lies
+// in that memory.
+func TestReadlinkTruncatesIntoAShortBuffer(t *testing.T) {
+	ctx := context.Background()
+	wz := wazero.NewRuntime(ctx)
+	defer wz.Close(ctx)
+	// A module of one page of memory and nothing else.
+	mod, err := wz.Instantiate(ctx, []byte("\x00asm\x01\x00\x00\x00\x05\x03\x01\x00\x01"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const target = "a/longer/target"
+	calls := 0
+	// As wazero's: ERANGE before writing anything when the buffer is short.
+	orig := api.GoModuleFunc(func(_ context.Context, m api.Module, stack []uint64) {
+		calls++
+		buf, bufLen, result := uint32(stack[3]), uint32(stack[4]), uint32(stack[5])
+		if len(target) > int(bufLen) {
+			stack[0] = errnoRange
+			return
+		}
+		m.Memory().WriteString(buf, target)
+		m.Memory().WriteUint32Le(result, uint32(len(target)))
+		stack[0] = 0
+	})
+	fn := readlinkTruncates(orig)
+	mem := mod.Memory()
+	for _, tc := range []struct {
+		name             string
+		buf, len, result uint32
+		want             string
+	}{
+		{"short", 100, 4, 200, "a/lo"},
+		{"count inside the borrowed memory", 300, 4, 306, "a/lo"},
+		{"long enough", 400, 32, 500, target},
+		{"at the end of memory", 65536 - 4, 4, 0, ""},
+	} {
+		pattern := bytes.Repeat([]byte{0xee}, 64)
+		mem.Write(tc.buf, pattern[:min(64, 65536-tc.buf)])
+		stack := []uint64{3, 0, 1, uint64(tc.buf), uint64(tc.len), uint64(tc.result)}
+		calls = 0
+		fn.Call(ctx, mod, stack)
+		if tc.want == "" {
+			if stack[0] != errnoRange || calls != 1 {
+				t.Errorf("%s: errno %d after %d calls, want ERANGE: no memory follows the buffer", tc.name, stack[0], calls)
+			}
+			continue
+		}
+		if stack[0] != 0 {
+			t.Errorf("%s: errno %d", tc.name, stack[0])
+			continue
+		}
+		got, _ := mem.Read(tc.buf, uint32(len(tc.want)))
+		used, _ := mem.ReadUint32Le(tc.result)
+		if string(got) != tc.want || used != uint32(len(tc.want)) {
+			t.Errorf("%s: buffer %q, bufused %d; want %q, %d", tc.name, got, used, tc.want, len(tc.want))
+		}
+		after, _ := mem.Read(tc.buf+uint32(len(tc.want)), 64-uint32(len(tc.want)))
+		for i, b := range after {
+			if tc.buf+uint32(len(tc.want))+uint32(i) == tc.result {
+				break // the count is there
+			}
+			if b != 0xee {
+				t.Errorf("%s: the guest's memory after the buffer was changed at +%d", tc.name, len(tc.want)+i)
+				break
+			}
+		}
+	}
 }

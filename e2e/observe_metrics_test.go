@@ -67,6 +67,7 @@ func scrape(t testing.TB, addr string) map[string]float64 {
 func TestMetricsEventsAndTopAfterRealWork(t *testing.T) {
 	c := startUp(t)
 	c.mustRun("deploy", "testdata/greet.wasm", "--name", "greet", "--route", "/greet", "--env", "GREETING=hi")
+	c.waitRouted("/greet", "")
 	for i := range 3 {
 		resp, err := http.Get("http://" + c.http + "/greet?who=e2e")
 		if err != nil {

@@ -71,21 +71,24 @@ func (s *Store) updateCapLocked() {
 	s.cap.Store(c)
 }
 
-// makeRoom evicts the oldest output of any log, l's own rotated segment
-// included, until n more bytes fit in the budget, when they do not. The
+// makeRoom counts n bytes about to be written (a reservation that wrote
+// settles, so that writers at once cannot all pass the check before any
+// counts) and evicts the oldest output of any log, l's own rotated
+// segment included, until they fit in the budget, when they do not. The
 // caller holds l.mu (so l's current segment is never evicted under it).
 func (s *Store) makeRoom(n int64) {
+	total := s.total.Add(n)
 	c := s.cap.Load()
-	if c <= 0 || s.total.Load()+n <= c {
+	if c <= 0 || total <= c {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c = s.cap.Load()
-	if c <= 0 || s.total.Load()+n <= c {
+	if c <= 0 || s.total.Load() <= c {
 		return // another writer made room
 	}
-	target := c - c/headroomDivisor - n
+	target := c - c/headroomDivisor
 	for _, l := range s.rotatedLocked() {
 		if s.total.Load() <= target {
 			return
@@ -146,11 +149,11 @@ func (s *Store) dropCurrentLocked(l *Log) {
 	l.midLine = false
 }
 
-// wrote counts n bytes written to l's current segment; the caller holds
-// l.mu.
-func (s *Store) wrote(l *Log, n int64) {
+// wrote counts n bytes written to l's current segment, of the reserved
+// bytes makeRoom counted; the caller holds l.mu.
+func (s *Store) wrote(l *Log, n, reserved int64) {
 	l.size += n
-	s.total.Add(n)
+	s.total.Add(n - reserved)
 	l.lastWrite.Store(s.seq.Add(1))
 }
 

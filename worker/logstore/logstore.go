@@ -320,7 +320,7 @@ func (l *Log) Write(p []byte) (int, error) {
 		chunk := p[:min(int64(len(p)), half-l.size)]
 		l.s.makeRoom(int64(len(chunk)))
 		m, err := l.f.Write(chunk)
-		l.s.wrote(l, int64(m))
+		l.s.wrote(l, int64(m), int64(len(chunk)))
 		p = p[m:]
 		if err != nil {
 			l.fail(err)

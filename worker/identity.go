@@ -189,10 +189,10 @@ func (w *Worker) join(ctx context.Context) error {
 	return nil
 }
 
-// installCredential makes nc, issued to a node already running on an
-// expired certificate of the same cluster (the token's, checked in
-// loadIdentity: the CA pool stays), the node's: saved, and put in place of
-// the expired one, as a renewal does.
+// installCredential makes nc, a certificate renewed over the session or
+// issued by a join to a node running on an expired one of the same cluster
+// (the token's, checked in loadIdentity: the CA pool stays), the node's:
+// saved, put in place of the one in use, and announced (renewedCh).
 func (w *Worker) installCredential(nc auth.NodeCredential) error {
 	if _, err := parseIdentity(nc); err != nil {
 		return err
@@ -326,21 +326,7 @@ func (w *Worker) renew(ctx context.Context) error {
 	if err != nil {
 		return errdefs.FromGRPC(err)
 	}
-	nc := auth.NodeCredential{CAPEM: resp.GetCaCertificate(), CertPEM: resp.GetCertificate(), KeyPEM: keyPEM}
-	if _, err := parseIdentity(nc); err != nil {
-		return err
-	}
-	if err := auth.SaveNodeCredential(w.pkiDir(), nc); err != nil {
-		return err
-	}
-	if err := w.id.kp.Set(nc.CertPEM, nc.KeyPEM); err != nil {
-		return err
-	}
-	w.renewMu.Lock()
-	close(w.renewed)
-	w.renewed = make(chan struct{})
-	w.renewMu.Unlock()
-	return nil
+	return w.installCredential(auth.NodeCredential{CAPEM: resp.GetCaCertificate(), CertPEM: resp.GetCertificate(), KeyPEM: keyPEM})
 }
 
 // renewedCh is closed when the node's certificate is next renewed.

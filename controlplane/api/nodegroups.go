@@ -2,13 +2,11 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -237,54 +235,21 @@ func (s *Server) nodeGroupStatus(ctx context.Context, name string) (*v1.NodeGrou
 // from etcd (the controller writes one when it changes): MODIFIED with
 // the status, DELETED with its last one.
 func (s *Server) watchNodeGroups(ctx context.Context, req *v1.WatchRequest, send func(*v1.WatchEvent) error) error {
-	rev, err := s.currentRevision(ctx, req.GetRevision())
-	if err != nil {
-		return err
-	}
-	if req.GetRevision() > 0 {
-		rev = req.GetRevision()
-	}
-	if err := send(&v1.WatchEvent{Type: v1.WatchEventType_WATCH_EVENT_TYPE_BOOKMARK, Revision: rev}); err != nil {
-		return err
-	}
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := s.store.Client.Watch(wctx, nodeGroupsPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithPrevKV())
-	for resp := range wch {
-		if err := resp.Err(); errors.Is(err, rpctypes.ErrCompacted) {
-			return errdefs.Expiredf("revision %d is older than the changes this member keeps (from revision %d on): list again and watch from the list's revision", rev, resp.CompactRevision)
-		} else if err != nil {
-			return errdefs.Unavailablef("watch node groups: %v", err)
+	return s.relayEtcd(ctx, req, nodeGroupsPrefix, "node groups", true, func(ev *clientv3.Event) *v1.WatchEvent {
+		out := &v1.WatchEvent{Type: v1.WatchEventType_WATCH_EVENT_TYPE_MODIFIED, Revision: ev.Kv.ModRevision}
+		value := ev.Kv.Value
+		if ev.Type == mvccpb.DELETE {
+			out.Type = v1.WatchEventType_WATCH_EVENT_TYPE_DELETED
+			if ev.PrevKv == nil {
+				return nil
+			}
+			value = ev.PrevKv.Value
 		}
-		var last int64
-		for _, ev := range resp.Events {
-			last = max(last, ev.Kv.ModRevision)
-			out := &v1.WatchEvent{Type: v1.WatchEventType_WATCH_EVENT_TYPE_MODIFIED, Revision: ev.Kv.ModRevision}
-			value := ev.Kv.Value
-			if ev.Type == mvccpb.DELETE {
-				out.Type = v1.WatchEventType_WATCH_EVENT_TYPE_DELETED
-				if ev.PrevKv == nil {
-					continue
-				}
-				value = ev.PrevKv.Value
-			}
-			st := &v1.NodeGroupStatus{}
-			if proto.Unmarshal(value, st) != nil {
-				continue
-			}
-			out.Object = &v1.WatchEvent_NodeGroup{NodeGroup: st}
-			if err := send(out); err != nil {
-				return err
-			}
+		st := &v1.NodeGroupStatus{}
+		if proto.Unmarshal(value, st) != nil {
+			return nil
 		}
-		if last > 0 {
-			if err := send(&v1.WatchEvent{Type: v1.WatchEventType_WATCH_EVENT_TYPE_BOOKMARK, Revision: last}); err != nil {
-				return err
-			}
-		}
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return errdefs.Unavailablef("the watch of node groups ended: etcd has no leader; watch again from the last revision received")
+		out.Object = &v1.WatchEvent_NodeGroup{NodeGroup: st}
+		return out
+	}, send)
 }

@@ -302,6 +302,25 @@ func (s *Server) watchEvents(ctx context.Context, req *v1.WatchRequest, send fun
 	case req.GetNode() != "":
 		object = events.Node(req.GetNode())
 	}
+	return s.relayEtcd(ctx, req, events.PrefixOf(object), "events", false, func(ev *clientv3.Event) *v1.WatchEvent {
+		if ev.Type != mvccpb.PUT {
+			return nil // an event expired
+		}
+		e := &v1.Event{}
+		if proto.Unmarshal(ev.Kv.Value, e) != nil {
+			return nil
+		}
+		return &v1.WatchEvent{Type: v1.WatchEventType_WATCH_EVENT_TYPE_ADDED, Revision: ev.Kv.ModRevision, Object: &v1.WatchEvent_Event{Event: e}}
+	}, send)
+}
+
+// relayEtcd streams the changes under prefix after the request's revision
+// (the current one when it gives none) straight from etcd, for the kinds
+// the member cache does not hold: a bookmark first and after each batch,
+// and each change as convert makes it (nil: not sent). prevKV asks etcd
+// for a deleted key's last value. what names the stream in errors.
+func (s *Server) relayEtcd(ctx context.Context, req *v1.WatchRequest, prefix, what string, prevKV bool,
+	convert func(*clientv3.Event) *v1.WatchEvent, send func(*v1.WatchEvent) error) error {
 	rev, err := s.currentRevision(ctx, req.GetRevision())
 	if err != nil {
 		return err
@@ -314,25 +333,23 @@ func (s *Server) watchEvents(ctx context.Context, req *v1.WatchRequest, send fun
 	}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := s.store.Client.Watch(wctx, events.PrefixOf(object), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	for resp := range wch {
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithRev(rev + 1)}
+	if prevKV {
+		opts = append(opts, clientv3.WithPrevKV())
+	}
+	for resp := range s.store.Client.Watch(wctx, prefix, opts...) {
 		if err := resp.Err(); errors.Is(err, rpctypes.ErrCompacted) {
 			return errdefs.Expiredf("revision %d is older than the changes this member keeps (from revision %d on): list again and watch from the list's revision", rev, resp.CompactRevision)
 		} else if err != nil {
-			return errdefs.Unavailablef("watch events: %v", err)
+			return errdefs.Unavailablef("watch %s: %v", what, err)
 		}
 		var last int64
 		for _, ev := range resp.Events {
 			last = max(last, ev.Kv.ModRevision)
-			if ev.Type != mvccpb.PUT {
-				continue // an event expired
-			}
-			e := &v1.Event{}
-			if proto.Unmarshal(ev.Kv.Value, e) != nil {
-				continue
-			}
-			if err := send(&v1.WatchEvent{Type: v1.WatchEventType_WATCH_EVENT_TYPE_ADDED, Revision: ev.Kv.ModRevision, Object: &v1.WatchEvent_Event{Event: e}}); err != nil {
-				return err
+			if out := convert(ev); out != nil {
+				if err := send(out); err != nil {
+					return err
+				}
 			}
 		}
 		if last > 0 {
@@ -344,7 +361,7 @@ func (s *Server) watchEvents(ctx context.Context, req *v1.WatchRequest, send fun
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return errdefs.Unavailablef("the watch of events ended: etcd has no leader; watch again from the last revision received")
+	return errdefs.Unavailablef("the watch of %s ended: etcd has no leader; watch again from the last revision received", what)
 }
 
 // selectedSet is what a watch with a label selector has shown of its

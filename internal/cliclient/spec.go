@@ -63,6 +63,12 @@ var byteUnits = map[string]float64{
 // or "1048576" into bytes. An empty string or "0" means the runtime's
 // default and returns 0.
 func ParseMemory(s string) (int64, error) {
+	return parseBytes(s, maxMemoryBytes, "4Gi, the most a wasm32 module can address")
+}
+
+// parseBytes parses a size as ParseMemory and ParseSize do, refusing one
+// over limit, which the error names as most.
+func parseBytes(s string, limit float64, most string) (int64, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return 0, nil
@@ -84,8 +90,8 @@ func ParseMemory(s string) (int64, error) {
 	if bytes != math.Trunc(bytes) {
 		return 0, fmt.Errorf("%q is not a whole number of bytes", s)
 	}
-	if bytes > maxMemoryBytes {
-		return 0, fmt.Errorf("%q is more than 4Gi, the most a wasm32 module can address", s)
+	if bytes > limit {
+		return 0, fmt.Errorf("%q is more than %s", s, most)
 	}
 	return int64(bytes), nil
 }

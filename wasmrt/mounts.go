@@ -143,7 +143,7 @@ func readlinkTruncates(orig api.GoModuleFunction) api.GoModuleFunction {
 }
 
 // fileWrappers wrap wazero's WASI functions of these names for writable
-// mounts (sock_linux.go wraps the same around its own).
+// mounts (sock_wasi_linux.go wraps the same around its own).
 var fileWrappers = map[string]func(api.GoModuleFunction) api.GoModuleFunction{
 	"fd_write": wrapNoSpace, "fd_pwrite": wrapNoSpace, "fd_filestat_set_size": wrapNoSpace,
 	"path_open": wrapNoSpace, "path_create_directory": wrapNoSpace, "path_symlink": wrapNoSpace,

@@ -25,7 +25,7 @@ func BenchmarkContainerStart(b *testing.B) {
 	if err := f.rt.Prepare(ctx, f.artifact, 0); err != nil {
 		b.Fatal(err)
 	}
-	c := f.d.Client(b, "wasmorch")
+	c := f.d.Client(b, f.d.Namespace)
 	img, err := c.GetImage(ctx, "wasmorch.local/archive:"+strings.TrimPrefix(f.artifact.Digest, "sha256:"))
 	if err != nil {
 		b.Fatal(err)

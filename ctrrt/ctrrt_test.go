@@ -82,7 +82,7 @@ func TestMain(m *testing.M) {
 func newRuntime(t testing.TB, d *ctrtest.Daemon) *ctrrt.Runtime {
 	t.Helper()
 	cfg := ctrrt.DefaultConfig()
-	cfg.Socket = d.Socket
+	cfg.Socket, cfg.Namespace = d.Socket, d.Namespace
 	cfg.FIFODir = filepath.Join(d.Dir, "fifo")
 	cfg.FilesDir = filepath.Join(d.Dir, "files")
 	rt, err := ctrrt.New(context.Background(), cfg)
@@ -125,7 +125,7 @@ func TestExitRemovesContainerAndSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := f.d.Client(t, "wasmorch")
+	c := f.d.Client(t, f.d.Namespace)
 	ctr, err := c.LoadContainer(ctx, "gone-1")
 	if err != nil {
 		t.Fatalf("the running instance has no container: %v", err)
@@ -174,7 +174,7 @@ func TestStartReplacesLeftoverContainer(t *testing.T) {
 	}
 	// What a worker that died mid-run leaves: a container with a running
 	// task and its snapshot, named after the instance.
-	c := f.d.Client(t, "wasmorch")
+	c := f.d.Client(t, f.d.Namespace)
 	img, err := c.GetImage(ctx, "wasmorch.local/archive:"+strings.TrimPrefix(f.artifact.Digest, "sha256:"))
 	if err != nil {
 		t.Fatal(err)
@@ -255,8 +255,8 @@ func TestCloseStopsInstances(t *testing.T) {
 	default:
 		t.Fatal("Close returned while an instance runs")
 	}
-	c := f.d.Client(t, "wasmorch")
-	if ctrs, _ := c.Containers(namespaces.WithNamespace(ctx, "wasmorch")); len(ctrs) != 0 {
+	c := f.d.Client(t, f.d.Namespace)
+	if ctrs, _ := c.Containers(namespaces.WithNamespace(ctx, f.d.Namespace)); len(ctrs) != 0 {
 		t.Errorf("containers left after Close: %d", len(ctrs))
 	}
 	if _, err := rt.Start(ctx, runtimeapi.InstanceSpec{ID: "close-2", Artifact: f.artifact}); err == nil {
@@ -271,7 +271,7 @@ func TestCloseStopsInstances(t *testing.T) {
 func TestRestartedWorkerAdoptsAndRemoves(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	c := f.d.Client(t, "wasmorch")
+	c := f.d.Client(t, f.d.Namespace)
 	for _, id := range []string{"kept-1", "orphan-1"} {
 		inst, err := f.rt.Start(ctx, runtimeapi.InstanceSpec{ID: id, Artifact: f.artifact, Args: []string{"tick"}, Restarts: 3})
 		if err != nil {

@@ -96,7 +96,7 @@ func TestFilesDirectoryLivesWithTheContainer(t *testing.T) {
 			t.Errorf("%s: %v %v, want mode %v", c.path, fi, err, c.mode)
 		}
 	}
-	ctr, err := f.d.Client(t, "wasmorch").LoadContainer(ctx, "files-1")
+	ctr, err := f.d.Client(t, f.d.Namespace).LoadContainer(ctx, "files-1")
 	if err != nil {
 		t.Fatal(err)
 	}

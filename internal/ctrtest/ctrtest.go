@@ -37,6 +37,12 @@ const (
 type Daemon struct {
 	Socket string // the gRPC socket clients dial
 	Dir    string // holds config, root, state, socket and log
+	// Namespace is a containerd namespace of this daemon's own. runc keeps
+	// its state under /run/containerd/runc/NAMESPACE and containers get the
+	// cgroup /NAMESPACE/ID whatever the daemon's root, so two test runs on
+	// one machine that name a container alike collide unless their
+	// namespaces differ.
+	Namespace string
 
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -85,7 +91,8 @@ func Prepare(t testing.TB) *Daemon {
 	if err != nil {
 		t.Fatalf("ctrtest: %v", err)
 	}
-	d := &Daemon{Socket: filepath.Join(dir, "containerd.sock"), Dir: dir, log: filepath.Join(dir, "containerd.log")}
+	d := &Daemon{Socket: filepath.Join(dir, "containerd.sock"), Dir: dir, log: filepath.Join(dir, "containerd.log"),
+		Namespace: "wasmorch-" + strings.TrimPrefix(filepath.Base(dir), "wctrd-")}
 	t.Cleanup(func() {
 		if err := d.Stop(); err != nil {
 			t.Errorf("ctrtest: %v", err)
@@ -93,6 +100,7 @@ func Prepare(t testing.TB) *Daemon {
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("ctrtest: removing %s: %v", dir, err)
 		}
+		removeNamespaceDirs(d.Namespace)
 	})
 	return d
 }
@@ -342,4 +350,18 @@ func testdataDir(t testing.TB, name string) string {
 		t.Fatal("ctrtest: cannot locate its own source")
 	}
 	return filepath.Join(filepath.Dir(file), "testdata", name)
+}
+
+// removeNamespaceDirs removes what runc leaves of a namespace outside the
+// daemon's directory once its containers are gone: its state directory and
+// its parent cgroups (one per hierarchy on cgroup v1). Only empty
+// directories go: rmdir of a cgroup with a process in it fails.
+func removeNamespaceDirs(ns string) {
+	dirs := []string{filepath.Join("/run/containerd/runc", ns), filepath.Join("/sys/fs/cgroup", ns)}
+	if v1, err := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", ns)); err == nil {
+		dirs = append(dirs, v1...)
+	}
+	for _, dir := range dirs {
+		_ = os.Remove(dir)
+	}
 }

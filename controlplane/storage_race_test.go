@@ -103,3 +103,55 @@ func TestRemovalRacingADeployOfAUserIsRefused(t *testing.T) {
 		t.Errorf("deleting a config twice: %v, want NotFound", err)
 	}
 }
+
+// Configs: the other direction. A deploy that names a config (or a
+// secret) checks that it exists, then stores the workload; a `config
+// delete` that lands in between (it finds no user yet) fails the
+// deploy's write, which is guarded on what it checked: its retry finds
+// the config gone and refuses in one line, and no workload is stored that
+// references a missing config.
+func TestDeployRacingADeleteOfItsConfigIsRefused(t *testing.T) {
+	c := startCluster(t, t.TempDir())
+	ctx := context.Background()
+	digest := uploadModule(ctx, t, c, "hello.wasm")
+	if _, err := c.control.SetConfig(ctx, &v1.SetConfigRequest{Name: "cfg", Data: map[string]string{"A": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.control.SetSecret(ctx, &v1.SetSecretRequest{Name: "sec", Data: map[string]string{"S": "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		kind, name string
+		spec       *v1.WorkloadSpec
+		remove     func() error
+		want       string
+	}{
+		{"config", "uses-cfg", &v1.WorkloadSpec{ModuleDigest: digest, ConfigFiles: []string{"cfg"}},
+			func() error { _, err := c.control.DeleteConfig(ctx, &v1.DeleteConfigRequest{Name: "cfg"}); return err },
+			`config "cfg" does not exist; create it first`},
+		{"secret", "uses-sec", &v1.WorkloadSpec{ModuleDigest: digest, Secrets: []string{"sec"}},
+			func() error { _, err := c.control.DeleteSecret(ctx, &v1.DeleteSecretRequest{Name: "sec"}); return err },
+			`secret "sec" does not exist; create it first`},
+	} {
+		// In the deploy's window, once: the delete, which finds no user.
+		removed := 0
+		controlplane.SetRouteCheckedHook(c.srv, func() {
+			if removed++; removed == 1 {
+				if err := tc.remove(); err != nil {
+					t.Errorf("deleting the %s in the deploy's window: %v", tc.kind, err)
+				}
+			}
+		})
+		_, err := c.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: tc.name, Spec: tc.spec})
+		controlplane.SetRouteCheckedHook(c.srv, nil)
+		if removed == 0 {
+			t.Fatalf("the deploy using the %s never reached its window", tc.kind)
+		}
+		if err = errdefs.FromGRPC(err); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("a deploy whose %s was deleted in its window: %v; want it refused: %s", tc.kind, err, tc.want)
+		}
+		if _, err := c.control.GetWorkload(ctx, &v1.GetWorkloadRequest{Name: tc.name}); !errdefs.IsNotFound(errdefs.FromGRPC(err)) {
+			t.Errorf("workload %s after the race: %v; want it not stored", tc.name, err)
+		}
+	}
+}

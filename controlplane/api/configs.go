@@ -19,23 +19,30 @@ import (
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
-// checkReferences fails unless every config and secret spec names exists.
-func (s *Server) checkReferences(ctx context.Context, spec *v1.WorkloadSpec) error {
+// checkReferences fails unless every config and secret spec names exists,
+// and returns what the transaction that stores the workload must compare
+// so that none of them is deleted between this check and the write (a
+// 'config delete' in between fails the write, whose retry checks again
+// and refuses): the delete side guards on the users it read (users).
+func (s *Server) checkReferences(ctx context.Context, spec *v1.WorkloadSpec) ([]clientv3.Cmp, error) {
+	var guards []clientv3.Cmp
 	for _, n := range slices.Concat(spec.GetConfigs(), spec.GetConfigFiles()) {
 		if _, err := s.store.Configs.Get(ctx, n); errdefs.IsNotFound(err) {
-			return errdefs.Preconditionf("config %q does not exist; create it first ('wasmorch config set %s KEY=VALUE...')", n, n)
+			return nil, errdefs.Preconditionf("config %q does not exist; create it first ('wasmorch config set %s KEY=VALUE...')", n, n)
 		} else if err != nil {
-			return err
+			return nil, err
 		}
+		guards = append(guards, clientv3.Compare(clientv3.CreateRevision(s.store.Configs.Key(n)), ">", 0))
 	}
 	for _, n := range slices.Concat(spec.GetSecrets(), spec.GetSecretFiles()) {
 		if _, err := s.store.Secrets.Get(ctx, n); errdefs.IsNotFound(err) {
-			return errdefs.Preconditionf("secret %q does not exist; create it first ('wasmorch secret set %s KEY=VALUE...')", n, n)
+			return nil, errdefs.Preconditionf("secret %q does not exist; create it first ('wasmorch secret set %s KEY=VALUE...')", n, n)
 		} else if err != nil {
-			return err
+			return nil, err
 		}
+		guards = append(guards, clientv3.Compare(clientv3.CreateRevision(s.store.Secrets.Key(n)), ">", 0))
 	}
-	return nil
+	return guards, nil
 }
 
 // users returns the workloads that reference the config (secret false) or

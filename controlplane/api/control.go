@@ -18,6 +18,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/internal/resources"
 	"github.com/wasmorch/wasmorch/internal/selector"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -97,14 +98,19 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 			return nil, err
 		}
 		// configs: a dry run (diff, apply's check) may name configs that
-		// the same manifest creates; the client checks the others.
-		if err := a.s.checkReferences(ctx, spec); err != nil && !req.GetDryRun() {
+		// the same manifest creates; the client checks the others. The
+		// write is guarded on those it found (checkReferences).
+		refs, err := a.s.checkReferences(ctx, spec)
+		if err != nil && !req.GetDryRun() {
 			return nil, err
 		}
 		var routeErr error
 		a.s.cache.Read(func(r cache.Reader) {
 			if routeErr = gateway.CheckRouteIn(r, req.GetName(), spec.GetHttp()); routeErr == nil {
 				routeErr = checkStorageIn(r, req.GetName(), spec) // storage.go
+			}
+			if routeErr == nil {
+				routeErr = checkPortIn(r, req.GetName(), spec) // services.go
 			}
 		})
 		if routeErr != nil {
@@ -133,6 +139,9 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 			}
 			spec.ModuleSize = meta.GetSize()
 			spec.MemoryRequestBytes = max(meta.GetWasmMinMemoryBytes(), wasmPageSize)
+			if err := a.s.checkAccepts(ctx, spec, meta); err != nil { // services.go
+				return nil, err
+			}
 			if err := checkMemoryLimit(spec, meta); err != nil {
 				return nil, err
 			}
@@ -146,7 +155,7 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 			if req.GetDryRun() {
 				return &v1.ApplyWorkloadResponse{Workload: wl, Created: true, Changed: true}, nil
 			}
-			if err := a.writeWorkload(ctx, wl, nil, 0, req.GetChangeCause()); errdefs.IsConflict(err) && attempt < 5 {
+			if err := a.writeWorkload(ctx, wl, nil, 0, req.GetChangeCause(), refs); errdefs.IsConflict(err) && attempt < 5 {
 				continue
 			} else if err != nil {
 				return nil, err
@@ -182,7 +191,7 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 		if !newGeneration {
 			cause = "-" // rollouts: a replica change makes no revision
 		}
-		if err := a.writeWorkload(ctx, wl, cur.Value.GetSpec().GetHttp(), cur.ModRevision, cause); errdefs.IsConflict(err) && attempt < 5 {
+		if err := a.writeWorkload(ctx, wl, cur.Value.GetSpec(), cur.ModRevision, cause, refs); errdefs.IsConflict(err) && attempt < 5 {
 			continue
 		} else if err != nil {
 			return nil, err
@@ -192,15 +201,22 @@ func (a *controlAPI) applyWorkload(ctx context.Context, req *v1.ApplyWorkloadReq
 }
 
 // writeWorkload creates (modRev 0) or updates wl if it is still at modRev,
-// claiming its HTTP route in the same transaction (gateway.ClaimRoute;
-// prev is its trigger until now). It fails with ErrConflict when either
+// claiming its HTTP route and its node port in the same transaction
+// (gateway.ClaimRoute, workloads.ClaimPort; prev is its spec until now),
+// on the condition guards hold (the configs and secrets it uses still
+// exist: checkReferences). It fails with ErrConflict when any of them
 // changed since it was read. rollouts: unless cause is "-", wl's
 // generation is new and its revision is written in the same transaction.
-func (a *controlAPI) writeWorkload(ctx context.Context, wl *v1.Workload, prev *v1.HttpTrigger, modRev int64, cause string) error {
-	cmps, ops, err := gateway.ClaimRoute(ctx, a.s.store, wl.GetName(), wl.GetSpec().GetHttp(), prev)
+func (a *controlAPI) writeWorkload(ctx context.Context, wl *v1.Workload, prev *v1.WorkloadSpec, modRev int64, cause string, guards []clientv3.Cmp) error {
+	cmps, ops, err := gateway.ClaimRoute(ctx, a.s.store, wl.GetName(), wl.GetSpec().GetHttp(), prev.GetHttp())
 	if err != nil {
 		return err
 	}
+	pcmps, pops, err := workloads.ClaimPort(ctx, a.s.store, wl.GetName(), wl.GetSpec(), prev)
+	if err != nil {
+		return err
+	}
+	cmps, ops = append(append(cmps, pcmps...), guards...), append(ops, pops...)
 	if cause != "-" {
 		rcmps, rops, err := a.s.revisionOps(ctx, wl, cause)
 		if err != nil {
@@ -231,7 +247,7 @@ func (a *controlAPI) writeWorkload(ctx context.Context, wl *v1.Workload, prev *v
 		return store.EtcdError(fmt.Sprintf("write workload %q", wl.GetName()), err)
 	}
 	if !resp.Succeeded {
-		return errdefs.Conflictf("workload %q, the claim of its route or one of its blobs changed since they were read", wl.GetName())
+		return errdefs.Conflictf("workload %q, the claim of its route or port, one of its blobs, configs or secrets changed since they were read", wl.GetName())
 	}
 	return nil
 }
@@ -267,6 +283,9 @@ func (a *controlAPI) DeleteWorkload(ctx context.Context, req *v1.DeleteWorkloadR
 			clientv3.OpDelete(a.s.store.Revisions.Key(req.GetName()+"/"), clientv3.WithPrefix())} // rollouts
 		if trig := cur.Value.GetSpec().GetHttp(); trig.GetRoute() != "" {
 			ops = append(ops, gateway.ReleaseRouteOp(req.GetName(), trig))
+		}
+		if port := resources.NodePort(cur.Value.GetSpec()); port != 0 {
+			ops = append(ops, workloads.ReleasePortOp(req.GetName(), port))
 		}
 		resp, err := a.s.store.Client.Txn(ctx).If(a.s.store.Workloads.Unchanged(req.GetName(), cur.ModRevision)).Then(ops...).Commit()
 		if err != nil {

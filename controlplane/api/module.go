@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/wasmorch/wasmorch/wasmrt"
 
 	"github.com/wasmorch/wasmorch/internal/errdefs"
@@ -15,6 +16,10 @@ const wasmPageSize = 64 * 1024
 type moduleInfo struct {
 	minMemoryBytes int64
 	unsupported    string // why the wasm runtime cannot run it ("" = it can)
+	// services: whether it imports wasi_snapshot_preview1.sock_accept,
+	// and so can accept connections on a listener (importsRead: this was
+	// read, which it is not for a component).
+	importsRead, accepts bool
 }
 
 // inspectModule validates a module with wazero's interpreter (it compiles
@@ -35,7 +40,12 @@ func inspectModule(ctx context.Context, wasm []byte) (moduleInfo, error) {
 	if _, ok := cm.ExportedFunctions()["_start"]; !ok {
 		return moduleInfo{}, errdefs.Invalidf("not a WASI command module: no _start export")
 	}
-	info := moduleInfo{unsupported: wasmrt.UnresolvedImports(cm)}
+	info := moduleInfo{unsupported: wasmrt.UnresolvedImports(cm), importsRead: true}
+	for _, f := range cm.ImportedFunctions() {
+		if mod, name, _ := f.Import(); mod == wasi_snapshot_preview1.ModuleName && name == "sock_accept" {
+			info.accepts = true
+		}
+	}
 	for _, m := range cm.ExportedMemories() {
 		info.minMemoryBytes = max(info.minMemoryBytes, int64(m.Min())*wasmPageSize)
 	}

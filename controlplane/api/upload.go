@@ -200,6 +200,7 @@ func (a *controlAPI) inspect(ctx context.Context, f *os.File, size int64, media 
 	defer unmap()
 	info, err := inspectModule(ctx, wasm)
 	meta.WasmMinMemoryBytes, meta.WasmUnsupported = info.minMemoryBytes, info.unsupported
+	meta.ImportsRead, meta.WasmAcceptsConnections = info.importsRead, info.accepts
 	return meta, err
 }
 

@@ -86,12 +86,15 @@ func (s *Store) Stat(ctx context.Context, digest string) (*v1.BlobMeta, error) {
 }
 
 // Meta is what the store records about a blob beside its bytes: its
-// media type and, for a module, its initial memory and why the wasm
-// runtime cannot run it ("" when it can).
+// media type and, for a module, its initial memory, why the wasm runtime
+// cannot run it ("" when it can) and, when ImportsRead, whether it
+// imports sock_accept (services).
 type Meta struct {
-	MediaType          string
-	WasmMinMemoryBytes int64
-	WasmUnsupported    string
+	MediaType              string
+	WasmMinMemoryBytes     int64
+	WasmUnsupported        string
+	ImportsRead            bool
+	WasmAcceptsConnections bool
 }
 
 // Put stores the size bytes of content under digest, chunk by chunk (its
@@ -176,7 +179,7 @@ func (s *Store) write(ctx context.Context, hexPart string, content io.ReaderAt, 
 	meta, err := proto.Marshal(&v1.BlobMeta{
 		Digest: digest, Size: size, Chunks: int32(chunks), ChunkSize: ChunkSize,
 		MediaType: m.MediaType, CreatedUnixNano: time.Now().UnixNano(), WasmMinMemoryBytes: m.WasmMinMemoryBytes,
-		WasmUnsupported: m.WasmUnsupported,
+		WasmUnsupported: m.WasmUnsupported, WasmImportsRead: m.ImportsRead, WasmAcceptsConnections: m.WasmAcceptsConnections,
 	})
 	if err != nil {
 		return false, err

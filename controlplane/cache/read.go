@@ -110,6 +110,13 @@ func (r Reader) RouteHolder(t *v1.HttpTrigger) (string, bool) {
 	return name, ok
 }
 
+// PortHolder names the workload that serves on node port port (a plain
+// TCP service, services: --tcp).
+func (r Reader) PortHolder(port int32) (string, bool) {
+	name, ok := r.s.tcpPorts[port]
+	return name, ok
+}
+
 // ConfigUsers and SecretUsers return the workloads that reference a config
 // or secret (as environment or files), by name.
 func (r Reader) ConfigUsers(name string) []Workload { return r.s.users(r.s.configUsers[name]) }
@@ -370,6 +377,7 @@ func (s *state) instancesOn(node string) []Instance { return s.collect(s.byNode[
 func (s *state) nodeView(name string, n Node) Node {
 	n.Lease, n.Alive = s.alive[name]
 	n.Used = s.usage[name]
+	n.Ports = s.ports[name]
 	return n
 }
 

@@ -39,6 +39,7 @@ type Instance struct {
 	usedNode  string
 	usedMem   int64
 	usedMilli int64
+	usedPort  int32
 }
 
 // Node is a node with its liveness and what its instances hold.
@@ -53,6 +54,10 @@ type Node struct {
 	// terminating instance holds its share until its node reports it
 	// stopped.
 	Used Usage
+	// Ports are the node's own TCP ports its instances (bound, not lost,
+	// as for Used) serve on (services: --tcp), each with how many hold it.
+	// Shared: it is replaced, never modified, when they change.
+	Ports map[int32]int32
 }
 
 // Usage is what a node's instances reserve, as the scheduler counts it.

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"maps"
 	"strings"
 
 	"github.com/google/btree"
@@ -9,6 +10,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/scheduler"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
+	"github.com/wasmorch/wasmorch/internal/resources"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -22,6 +24,7 @@ type state struct {
 	workloadNames *btree.BTreeG[string]
 	functions     map[string]struct{} // workloads with an HTTP route
 	routes        map[string]string   // route key (RouteKey) → workload
+	tcpPorts      map[int32]string    // node port of a plain TCP service → workload
 	configUsers   map[string]map[string]struct{}
 	secretUsers   map[string]map[string]struct{}
 
@@ -36,6 +39,7 @@ type state struct {
 	nodeNames *btree.BTreeG[string]
 	alive     map[string]int64 // node → the lease of its liveness key
 	usage     map[string]Usage
+	ports     map[string]map[int32]int32 // node → Node.Ports (copy on write)
 
 	configs map[string]StoredConfig
 	secrets map[string]StoredSecret
@@ -65,12 +69,12 @@ func newState() *state {
 	less := func(a, b string) bool { return a < b }
 	return &state{
 		workloads: map[string]Workload{}, workloadNames: btree.NewG(32, less),
-		functions: map[string]struct{}{}, routes: map[string]string{},
+		functions: map[string]struct{}{}, routes: map[string]string{}, tcpPorts: map[int32]string{},
 		configUsers: map[string]map[string]struct{}{}, secretUsers: map[string]map[string]struct{}{},
 		instances: map[string]Instance{}, instanceIDs: btree.NewG(32, less),
 		byWorkload: map[string]map[string]struct{}{}, byNode: map[string]map[string]struct{}{},
 		byState: map[v1.InstanceState]map[string]struct{}{}, orphans: map[string]orphan{},
-		nodes: map[string]Node{}, nodeNames: btree.NewG(32, less), alive: map[string]int64{}, usage: map[string]Usage{},
+		nodes: map[string]Node{}, nodeNames: btree.NewG(32, less), alive: map[string]int64{}, usage: map[string]Usage{}, ports: map[string]map[int32]int32{},
 		configs: map[string]StoredConfig{}, secrets: map[string]StoredSecret{}, loads: map[string]map[string]*v1.FunctionLoad{},
 		specs:         map[specKey]*v1.WorkloadSpec{},
 		countsChanged: map[string]struct{}{},
@@ -206,6 +210,9 @@ func (s *state) indexWorkload(name string, wl *v1.Workload) {
 		s.functions[name] = struct{}{}
 		s.routes[RouteKey(t)] = name
 	}
+	if p := resources.NodePort(spec); p != 0 {
+		s.tcpPorts[p] = name
+	}
 	for _, c := range append(append([]string{}, spec.GetConfigs()...), spec.GetConfigFiles()...) {
 		addTo(s.configUsers, c, name)
 	}
@@ -221,6 +228,9 @@ func (s *state) unindexWorkload(name string, wl *v1.Workload) {
 		if s.routes[RouteKey(t)] == name {
 			delete(s.routes, RouteKey(t))
 		}
+	}
+	if p := resources.NodePort(spec); p != 0 && s.tcpPorts[p] == name {
+		delete(s.tcpPorts, p)
 	}
 	for _, c := range append(append([]string{}, spec.GetConfigs()...), spec.GetConfigFiles()...) {
 		removeFrom(s.configUsers, c, name)
@@ -336,7 +346,25 @@ func (s *state) detach(id string, e *Instance) {
 		} else {
 			s.usage[e.usedNode] = u
 		}
-		e.usedNode, e.usedMem, e.usedMilli = "", 0, 0
+		if e.usedPort != 0 {
+			s.holdPort(e.usedNode, e.usedPort, -1)
+		}
+		e.usedNode, e.usedMem, e.usedMilli, e.usedPort = "", 0, 0, 0
+	}
+}
+
+// holdPort adds delta holders of port on node, replacing the node's
+// ports map (readers may hold the old one).
+func (s *state) holdPort(node string, port, delta int32) {
+	next := make(map[int32]int32, len(s.ports[node])+1)
+	maps.Copy(next, s.ports[node])
+	if next[port] += delta; next[port] <= 0 {
+		delete(next, port)
+	}
+	if len(next) == 0 {
+		delete(s.ports, node)
+	} else {
+		s.ports[node] = next
 	}
 }
 
@@ -370,6 +398,9 @@ func (s *state) attach(id string, e *Instance) {
 		u.MemoryBytes += e.usedMem
 		u.CPUMillis += e.usedMilli
 		s.usage[node] = u
+		if e.usedPort = resources.NodePort(inst.GetSpec()); e.usedPort != 0 {
+			s.holdPort(node, e.usedPort, 1)
+		}
 	}
 }
 

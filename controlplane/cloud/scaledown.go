@@ -52,7 +52,7 @@ func movable(node string, nodes []cache.Node, on []cache.Instance) (bool, string
 	infos := make([]scheduler.NodeInfo, 0, len(nodes))
 	for _, n := range nodes {
 		if n.Value.GetName() != node {
-			infos = append(infos, scheduler.NodeInfo{Node: n.Value, Ready: n.Alive, Used: n.Used})
+			infos = append(infos, scheduler.NodeInfo{Node: n.Value, Ready: n.Alive, Used: n.Used, Ports: n.Ports})
 		}
 	}
 	sort.Slice(moving, func(i, j int) bool { return moving[i].GetId() < moving[j].GetId() })

@@ -341,6 +341,11 @@ func (c *controller) autoRollback(ctx context.Context, wl store.Versioned[*v1.Wo
 	if err != nil {
 		return false, err
 	}
+	pcmps, pops, err := workloads.ClaimPort(ctx, c.st, wl.Name, next.GetSpec(), wl.Value.GetSpec()) // services
+	if err != nil {
+		return false, err
+	}
+	cmps, ops = append(cmps, pcmps...), append(ops, pops...)
 	rcmps, rops, err := workloads.RevisionOps(ctx, c.st, c.revisionLimit, next, cause)
 	if err != nil {
 		return false, err

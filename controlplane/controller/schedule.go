@@ -52,7 +52,7 @@ func (c *controller) schedule(ctx context.Context, created []*v1.Instance, workl
 		}
 		draining := map[string]bool{}
 		for _, n := range r.Nodes() {
-			snap.Nodes = append(snap.Nodes, scheduler.NodeInfo{Node: n.Value, Ready: n.Alive, Used: n.Used})
+			snap.Nodes = append(snap.Nodes, scheduler.NodeInfo{Node: n.Value, Ready: n.Alive, Used: n.Used, Ports: n.Ports})
 			if n.Value.GetDraining() {
 				draining[n.Value.GetName()] = true
 			}

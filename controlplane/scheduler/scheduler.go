@@ -10,8 +10,9 @@
 // runtime: see fallback.go), has an accepted arch and OS, carries every
 // label of the workload's selector, allows the workload's scratch space,
 // has not already failed to run the workload's generation at all (an
-// unfit node: Snapshot.Avoid), and has free instance slots, memory and
-// CPU.
+// unfit node: Snapshot.Avoid), has free instance slots, memory and CPU,
+// and, for a plain TCP service, has its port free (no instance on it
+// serves on that port: a node runs one instance per port).
 // Among feasible nodes the scheduler prefers, in this order: the value of
 // the workload's spread label holding the fewest of its replicas, the node
 // holding the fewest of its replicas, and the least allocated node.
@@ -35,6 +36,9 @@ type NodeInfo struct {
 	Ready bool
 	// Used is what the instances already placed on it reserve.
 	Used Usage
+	// Ports are the node's own TCP ports its placed instances serve on
+	// (plain TCP services), each with how many hold it; read only.
+	Ports map[int32]int32
 }
 
 // Usage is what instances reserve on a node.
@@ -86,6 +90,12 @@ func SnapshotOf(nodes []NodeInfo, placed []*v1.Instance) Snapshot {
 		u.Instances++
 		u.MemoryBytes += InstanceMemoryRequest(inst)
 		u.CPUMillis += inst.GetSpec().GetCpuMillis()
+		if port := resources.NodePort(inst.GetSpec()); port != 0 {
+			if snap.Nodes[i].Ports == nil {
+				snap.Nodes[i].Ports = map[int32]int32{}
+			}
+			snap.Nodes[i].Ports[port]++
+		}
 		snap.Placed[inst.GetWorkload()] = append(snap.Placed[inst.GetWorkload()], inst.GetNode())
 	}
 	return snap
@@ -129,6 +139,7 @@ const (
 	reasonScratch  = "scratch space over the node's allowance"
 	reasonMount    = "host mount not allowed"
 	reasonUnfit    = "could not run this revision before (%s)"
+	reasonPort     = "port %d in use"
 )
 
 type nodeState struct {
@@ -140,6 +151,15 @@ type nodeState struct {
 	memCap  int64 // 0: unlimited
 	cpuCap  int64
 	slots   int32
+	// ports are the node ports in use: its instances' (NodeInfo.Ports,
+	// shared) and those placed in this pass.
+	ports  map[int32]int32
+	placed []int32
+}
+
+// portInUse says whether an instance on ns serves on node port port.
+func (ns *nodeState) portInUse(port int32) bool {
+	return ns.ports[port] > 0 || slices.Contains(ns.placed, port)
 }
 
 // group is what one workload generation's instances share: the nodes that
@@ -154,6 +174,8 @@ type group struct {
 	fallback    *fallbackGroup // nil without a fallback image
 	ranked      *ranking       // the feasible nodes by preference (rank.go), built on first use
 	volumes     *volumeGroup   // nil without named volumes (storage.go)
+	port        int32          // the node port its instances hold (resources.NodePort), or 0
+	portReason  string
 }
 
 // workloadCounts are where one workload's replicas are.
@@ -197,7 +219,7 @@ func schedule(snap Snapshot, pending []*v1.Instance, linear bool) Plan {
 	for _, n := range snap.Nodes {
 		capy := n.Node.GetCapacity()
 		p.nodes = append(p.nodes, &nodeState{info: n, memCap: capy.GetMemoryBytes(), cpuCap: capy.GetCpuMillis(), slots: capy.GetInstances(),
-			memUsed: n.Used.MemoryBytes, cpuUsed: n.Used.CPUMillis, count: n.Used.Instances})
+			memUsed: n.Used.MemoryBytes, cpuUsed: n.Used.CPUMillis, count: n.Used.Instances, ports: n.Ports})
 	}
 	sort.Slice(p.nodes, func(i, j int) bool { return p.nodes[i].info.Node.GetName() < p.nodes[j].info.Node.GetName() })
 	for i, ns := range p.nodes {
@@ -246,6 +268,9 @@ func schedule(snap Snapshot, pending []*v1.Instance, linear bool) Plan {
 		best.memUsed += g.memOn(best)
 		best.cpuUsed += g.cpu
 		best.count++
+		if g.port != 0 {
+			best.placed = append(best.placed, g.port)
+		}
 		g.counts.add(best.idx)
 		if g.volumes != nil {
 			p.placeVolumes(g, best, plan.NewVolumes)
@@ -268,6 +293,9 @@ func (p *pass) group(inst *v1.Instance) *group {
 	}
 	spec := inst.GetSpec()
 	g := &group{static: map[string]int{}, mem: MemoryRequest(spec), cpu: spec.GetCpuMillis(), counts: p.workloadCounts(inst.GetWorkload())}
+	if g.port = resources.NodePort(spec); g.port != 0 {
+		g.portReason = fmt.Sprintf(reasonPort, g.port)
+	}
 	kind := spec.GetKind()
 	if kind == "" {
 		kind = "wasm"
@@ -415,6 +443,8 @@ func (g *group) fits(ns *nodeState) string {
 		return reasonMemory
 	case ns.cpuCap > 0 && g.cpu > 0 && ns.cpuUsed+g.cpu > ns.cpuCap:
 		return reasonCPU
+	case g.port != 0 && ns.portInUse(g.port):
+		return g.portReason
 	}
 	return ""
 }

@@ -10,6 +10,7 @@ package store
 //	/wasmorch/nodes/<name>                v1.Node
 //	/wasmorch/alive/<name>                empty, bound to the node's liveness lease
 //	/wasmorch/routes/<host>/<route>       the name of the workload holding an HTTP route
+//	/wasmorch/ports/<port>                the name of the workload holding a node TCP port (--tcp)
 //	/wasmorch/fnload/<workload>/<member>  v1.FunctionLoad, bound to the gateway's lease
 //	/wasmorch/configs/<name>              v1.Config
 //	/wasmorch/secrets/<name>              v1.Secret (sealed)
@@ -56,6 +57,9 @@ const (
 	// RoutesPrefix holds one claim per HTTP route and host (see
 	// gateway.ClaimRoute).
 	RoutesPrefix = Root + "routes/"
+	// PortsPrefix holds one claim per node TCP port a plain TCP service
+	// serves on (see workloads.ClaimPort).
+	PortsPrefix = Root + "ports/"
 	// LoadsPrefix holds each gateway's load per function.
 	LoadsPrefix = Root + "fnload/"
 	// configs

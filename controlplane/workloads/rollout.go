@@ -9,6 +9,7 @@ import (
 
 	"github.com/wasmorch/wasmorch/internal/canary"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
+	"github.com/wasmorch/wasmorch/internal/resources"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
@@ -51,10 +52,18 @@ func scaled(s, def string, replicas int, roundUp bool) int {
 // RolloutBounds resolves a spec's max surge (rounded up) and max
 // unavailable (rounded down) against its replicas, as Kubernetes does:
 // when both come to 0, max unavailable is 1 so that a rollout can move.
+// A plain TCP service (services: --tcp) never surges: an extra instance
+// could not run where an old one holds the port, so that a rollout with
+// no free node would wait for ever; its instances are replaced in place
+// (stopped, then started again), at least one at a time, as a DaemonSet
+// with host ports is.
 func RolloutBounds(spec *v1.WorkloadSpec) (surge, unavailable int) {
 	replicas := int(spec.GetReplicas())
 	surge = scaled(spec.GetMaxSurge(), DefaultMaxSurge, replicas, true)
 	unavailable = min(scaled(spec.GetMaxUnavailable(), DefaultMaxUnavailable, replicas, false), replicas)
+	if resources.NodePort(spec) != 0 {
+		surge = 0
+	}
 	if surge == 0 && unavailable == 0 {
 		unavailable = 1
 	}

@@ -173,6 +173,9 @@ func (p Printer) DescribeWorkload(w io.Writer, d WorkloadDescription) error {
 			field("Port", fmt.Sprint(spec.GetPort()))
 		}
 	}
+	if spec.GetTcp() {
+		field("Port", fmt.Sprintf("%d/TCP on its node (plain TCP: one instance per node)", spec.GetPort()))
+	}
 	if as := spec.GetAutoscale(); as.GetMaxReplicas() > 0 {
 		field("Autoscale", autoscaleSetting(as))
 	}
@@ -196,7 +199,12 @@ func (p Printer) DescribeWorkload(w io.Writer, d WorkloadDescription) error {
 			field(ref.name, strings.Join(ref.items, ", "))
 		}
 	}
-	field("Rolling update", fmt.Sprintf("max surge %s, max unavailable %s", orDefault(spec.GetMaxSurge(), "25%"), orDefault(spec.GetMaxUnavailable(), "25%")))
+	if spec.GetTcp() {
+		// services: a plain TCP service never surges (workloads.RolloutBounds).
+		field("Rolling update", fmt.Sprintf("in place (plain TCP: no surge), max unavailable %s, at least 1", orDefault(spec.GetMaxUnavailable(), "25%")))
+	} else {
+		field("Rolling update", fmt.Sprintf("max surge %s, max unavailable %s", orDefault(spec.GetMaxSurge(), "25%"), orDefault(spec.GetMaxUnavailable(), "25%")))
+	}
 	if d.Canary != "" {
 		field("Canary", d.Canary)
 	}

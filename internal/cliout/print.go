@@ -71,18 +71,22 @@ func (p Printer) Nodes(w io.Writer, ns []Node) error {
 }
 
 // workloadHeader is the workload table's header; route adds ROUTE and
-// IN-FLIGHT.
-func workloadHeader(route bool) []string {
+// IN-FLIGHT, ports PORTS (a plain TCP service's node port, as kubectl
+// shows a service's: 9000/TCP).
+func workloadHeader(route, ports bool) []string {
 	// UP-TO-DATE counts the instances of the current generation, as
 	// kubectl's does: below REPLICAS while a rollout goes on.
 	h := []string{"NAME", "READY", "UP-TO-DATE", "REPLICAS", "GENERATION", "KIND", "AGE"}
 	if route {
 		h = append(h, "ROUTE", "IN-FLIGHT")
 	}
+	if ports {
+		h = append(h, "PORTS")
+	}
 	return h
 }
 
-func (p Printer) workloadRow(x Workload, route bool) []string {
+func (p Printer) workloadRow(x Workload, route, ports bool) []string {
 	row := []string{
 		x.Name,
 		fmt.Sprintf("%d/%d", x.Ready, x.Replicas),
@@ -99,7 +103,25 @@ func (p Printer) workloadRow(x Workload, route bool) []string {
 		}
 		row = append(row, dash(x.Route), inFlight)
 	}
+	if ports {
+		cell := "-"
+		if x.TCP {
+			cell = fmt.Sprintf("%d/TCP", x.Port)
+		}
+		row = append(row, cell)
+	}
 	return row
+}
+
+// anyTCP says whether any workload is a plain TCP service: the PORTS
+// column is shown only then.
+func anyTCP(ws []Workload) bool {
+	for _, x := range ws {
+		if x.TCP {
+			return true
+		}
+	}
+	return false
 }
 
 // anyRoute says whether any workload is an HTTP function: the ROUTE

@@ -308,3 +308,31 @@ func TestFunctionsShowBoundsAndRequestsInFlight(t *testing.T) {
 		t.Errorf("ticker's JSON has inFlight: %v", got[1])
 	}
 }
+
+// TestTCPServicesShowTheirPort: a PORTS column appears when a workload is
+// a plain TCP service (its node port, as kubectl shows 9000/TCP), "-" for
+// the others; without one, the table keeps its columns.
+func TestTCPServicesShowTheirPort(t *testing.T) {
+	plain := &wasmorchv1.WorkloadView{Workload: &wasmorchv1.Workload{Name: "plain", Generation: 1, CreatedUnixNano: ago(time.Minute),
+		Spec: &wasmorchv1.WorkloadSpec{Kind: "wasm", Replicas: 2, Port: 9000, Tcp: true}}}
+	ticker := &wasmorchv1.WorkloadView{Workload: &wasmorchv1.Workload{Name: "ticker", Generation: 1, CreatedUnixNano: ago(time.Minute),
+		Spec: &wasmorchv1.WorkloadSpec{Kind: "wasm", Replicas: 2}}}
+	var b strings.Builder
+	if err := (Printer{Format: Table, Now: now}).Workloads(&b, Workloads([]*wasmorchv1.WorkloadView{plain, ticker})); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if h := strings.Fields(lines[0]); h[len(h)-1] != "PORTS" {
+		t.Fatalf("no PORTS column:\n%s", b.String())
+	}
+	if p, tk := strings.Fields(lines[1]), strings.Fields(lines[2]); p[len(p)-1] != "9000/TCP" || tk[len(tk)-1] != "-" {
+		t.Errorf("rows:\n%s\nwant 9000/TCP for plain, - for ticker", b.String())
+	}
+	b.Reset()
+	if err := (Printer{Format: Table, Now: now}).Workloads(&b, Workloads([]*wasmorchv1.WorkloadView{ticker})); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "PORTS") {
+		t.Errorf("a PORTS column without a TCP service:\n%s", b.String())
+	}
+}

@@ -33,6 +33,7 @@ type Stream struct {
 	header []string
 	widths []int
 	route  bool // workloads: the ROUTE column, decided by the first page
+	ports  bool // workloads: the PORTS column, likewise
 	count  int  // objects written
 }
 
@@ -55,13 +56,13 @@ func (s *Stream) Workloads(ws []Workload, event string) error {
 		return writeObjects(s, ws, event)
 	}
 	if s.header == nil {
-		s.route = anyRoute(ws)
+		s.route, s.ports = anyRoute(ws), anyTCP(ws)
 	}
 	rows := make([][]string, len(ws))
 	for i, x := range ws {
-		rows[i] = s.p.workloadRow(x, s.route)
+		rows[i] = s.p.workloadRow(x, s.route, s.ports)
 	}
-	return s.table(workloadHeader(s.route), rows, event)
+	return s.table(workloadHeader(s.route, s.ports), rows, event)
 }
 
 // Instances prints a page of instances.

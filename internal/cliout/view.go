@@ -49,6 +49,7 @@ type Workload struct {
 	Image          string            `json:"image,omitempty"`
 	FallbackImage  string            `json:"fallbackImage,omitempty"` // a reference, or an uploaded archive's digest
 	Port           int32             `json:"port,omitempty"`
+	TCP            bool              `json:"tcp,omitempty"` // a plain TCP service: Port is its nodes' own port
 	CPUMillis      int64             `json:"cpuMillis,omitempty"`
 	NodeSelector   map[string]string `json:"nodeSelector,omitempty"`
 	Spread         string            `json:"spread,omitempty"`
@@ -222,6 +223,7 @@ func WorkloadFrom(v *wasmorchv1.WorkloadView) Workload {
 		Image:          spec.GetImage(),
 		FallbackImage:  spec.GetFallbackImage() + spec.GetFallbackArchiveDigest(),
 		Port:           spec.GetPort(),
+		TCP:            spec.GetTcp(),
 		CPUMillis:      spec.GetCpuMillis(),
 		NodeSelector:   spec.GetPlacement().GetSelector(),
 		Spread:         spec.GetPlacement().GetSpread(),

@@ -30,3 +30,14 @@ func MemoryLimit(spec *v1.WorkloadSpec) int64 {
 func MemoryRequest(spec *v1.WorkloadSpec) int64 {
 	return max(MemoryLimit(spec), spec.GetMemoryRequestBytes())
 }
+
+// NodePort is the node's own TCP port one instance of spec holds while it
+// runs: a plain TCP service's port (services: --tcp), which one instance
+// per node can listen on; 0 for anything else (a service behind a route
+// listens on a loopback port its worker chooses).
+func NodePort(spec *v1.WorkloadSpec) int32 {
+	if !spec.GetTcp() {
+		return 0
+	}
+	return spec.GetPort()
+}

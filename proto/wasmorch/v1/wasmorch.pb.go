@@ -2582,8 +2582,14 @@ type BlobMeta struct {
 	// containers: why a module cannot run on the wasm runtime ("" = it can):
 	// imports it does not provide, or a component (WASI preview 2).
 	WasmUnsupported string `protobuf:"bytes,41,opt,name=wasm_unsupported,json=wasmUnsupported,proto3" json:"wasm_unsupported,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// services: whether the module imports wasi_snapshot_preview1's
+	// sock_accept (it can accept connections on a listener, as a service
+	// deployed with a port must), read from its imports at upload;
+	// wasm_imports_read is false for a blob stored before it was recorded.
+	WasmImportsRead        bool `protobuf:"varint,300,opt,name=wasm_imports_read,json=wasmImportsRead,proto3" json:"wasm_imports_read,omitempty"`
+	WasmAcceptsConnections bool `protobuf:"varint,301,opt,name=wasm_accepts_connections,json=wasmAcceptsConnections,proto3" json:"wasm_accepts_connections,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *BlobMeta) Reset() {
@@ -2670,6 +2676,20 @@ func (x *BlobMeta) GetWasmUnsupported() string {
 		return x.WasmUnsupported
 	}
 	return ""
+}
+
+func (x *BlobMeta) GetWasmImportsRead() bool {
+	if x != nil {
+		return x.WasmImportsRead
+	}
+	return false
+}
+
+func (x *BlobMeta) GetWasmAcceptsConnections() bool {
+	if x != nil {
+		return x.WasmAcceptsConnections
+	}
+	return false
 }
 
 // functions
@@ -9911,7 +9931,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1b\n" +
 	"\tunix_nano\x18\x04 \x01(\x03R\bunixNano\x12\x16\n" +
-	"\x06source\x18\x05 \x01(\tR\x06source\"\x96\x02\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"\xfe\x02\n" +
 	"\bBlobMeta\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -9922,7 +9942,9 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"media_type\x18\x05 \x01(\tR\tmediaType\x12*\n" +
 	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\x121\n" +
 	"\x15wasm_min_memory_bytes\x18\a \x01(\x03R\x12wasmMinMemoryBytes\x12)\n" +
-	"\x10wasm_unsupported\x18) \x01(\tR\x0fwasmUnsupported\"\xd1\x02\n" +
+	"\x10wasm_unsupported\x18) \x01(\tR\x0fwasmUnsupported\x12+\n" +
+	"\x11wasm_imports_read\x18\xac\x02 \x01(\bR\x0fwasmImportsRead\x129\n" +
+	"\x18wasm_accepts_connections\x18\xad\x02 \x01(\bR\x16wasmAcceptsConnections\"\xd1\x02\n" +
 	"\fFunctionLoad\x12\x1b\n" +
 	"\tin_flight\x18\x01 \x01(\x03R\binFlight\x12$\n" +
 	"\x0epeak_in_flight\x18\x02 \x01(\x03R\fpeakInFlight\x123\n" +

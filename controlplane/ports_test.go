@@ -219,3 +219,94 @@ func TestTCPServiceOnePerNodeAndRolloutInPlace(t *testing.T) {
 		t.Fatal(violation)
 	}
 }
+
+// TestRollbackToAPortTakenSinceIsRefused: a TCP service moved from port
+// 9000 to 9001 whose new generation crash-loops cannot go back to 9000
+// once another workload serves there: the rollback is refused with an
+// event saying why (once), the workload is still reconciled, and the
+// rollback happens once 9000 is free again.
+func TestRollbackToAPortTakenSinceIsRefused(t *testing.T) {
+	c := startCluster(t, t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	digest := uploadModule(ctx, t, c, "cserver.wasm")
+	var crashing atomic.Bool // generation 2's instances report restarts
+	report := func(node string, set *v1.Assignments) {
+		batch := &v1.StatusBatch{Node: node}
+		for _, inst := range set.GetInstances() {
+			if inst.GetTerminatingUnixNano() != 0 {
+				continue
+			}
+			st := &v1.InstanceStatus{Id: inst.GetId(), State: v1.InstanceState_INSTANCE_STATE_RUNNING}
+			if inst.GetGeneration() == 2 && crashing.Load() {
+				st.Restarts, st.Reason = 5, "Error"
+			}
+			batch.Statuses = append(batch.Statuses, st)
+		}
+		if len(batch.Statuses) > 0 {
+			_, _ = c.agent.ReportStatus(ctx, batch)
+		}
+	}
+	nodes := map[string]*rolloutNode{}
+	for _, name := range []string{"n1", "n2"} {
+		nodes[name] = startRolloutNode(ctx, t, c, name, func(set *v1.Assignments) { report(name, set) })
+	}
+	apply := func(name string, port int32, replicas int32) error {
+		_, err := c.control.ApplyWorkload(ctx, &v1.ApplyWorkloadRequest{Name: name,
+			Spec: &v1.WorkloadSpec{ModuleDigest: digest, Replicas: replicas, Port: port, Tcp: true}})
+		return err
+	}
+	if err := apply("svc", 9000, 2); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "2/2 ready", func() (bool, string) {
+		v, err := c.control.GetWorkload(ctx, &v1.GetWorkloadRequest{Name: "svc"})
+		return err == nil && v.GetReady() == 2, v.String()
+	})
+	if err := apply("svc", 9001, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply("other", 9000, 0); err != nil {
+		t.Fatalf("9000 left by svc: %v", err)
+	}
+	crashing.Store(true)
+	// The first new instance replaces an old one in place; its node
+	// reports it crash-looping.
+	eventually(t, "generation 2 crash-loops and its rollback is refused", func() (bool, string) {
+		for _, n := range nodes {
+			if set := n.current(); countGen(set, 2) > 0 {
+				report("n1", nodes["n1"].current())
+				report("n2", nodes["n2"].current())
+				break
+			}
+		}
+		evs, err := c.control.ListEvents(ctx, &v1.ListEventsRequest{Object: "workload/svc"})
+		if err != nil {
+			return false, err.Error()
+		}
+		refused := 0
+		for _, e := range evs.GetEvents() {
+			if e.GetReason() == "RollbackRefused" && strings.Contains(e.GetMessage(), "generation 2 failed (instance svc-") &&
+				strings.Contains(e.GetMessage(), "cannot be rolled back to revision 1: port 9000 is already served by workload other") {
+				refused++
+			}
+		}
+		return refused == 1, evs.String()
+	})
+	if v, err := c.control.GetWorkload(ctx, &v1.GetWorkloadRequest{Name: "svc"}); err != nil || v.GetWorkload().GetGeneration() != 2 {
+		t.Fatalf("svc after the refused rollback: %v, %v; want generation 2", v, err)
+	}
+
+	if _, err := c.control.DeleteWorkload(ctx, &v1.DeleteWorkloadRequest{Name: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	report("n1", nodes["n1"].current())
+	report("n2", nodes["n2"].current())
+	if cause := rolledBackAs(ctx, t, c, "svc", 3); !strings.Contains(cause, "automatic rollback to revision 1") {
+		t.Errorf("the rollback's change cause is %q", cause)
+	}
+	v, err := c.control.GetWorkload(ctx, &v1.GetWorkloadRequest{Name: "svc"})
+	if err != nil || v.GetWorkload().GetSpec().GetPort() != 9000 {
+		t.Fatalf("svc rolled back: %v, %v; want port 9000", v, err)
+	}
+}

@@ -77,6 +77,10 @@ type controller struct {
 	// health checks, by workload, for events on a change
 	// (healthTransitions).
 	unhealthy map[string]map[string]bool
+	// rollbackRefused is, by workload, the generation whose automatic
+	// rollback was refused (its revision's route or port is another
+	// workload's now), so that it is said once.
+	rollbackRefused map[string]int64
 
 	pendingEvents []*v1.Event // queued by a reconcile, recorded once its writes commit
 }

@@ -116,6 +116,7 @@ func (c *controller) reconcile(ctx context.Context, name string, b *batch) ([]*v
 		}
 		delete(c.readySince, name)
 		delete(c.unhealthy, name)
+		delete(c.rollbackRefused, name)
 		c.unhealthyWorkloads.Delete(name)
 		return nil, nil
 	}

@@ -7,12 +7,14 @@ import (
 	"strings"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
+	"github.com/wasmorch/wasmorch/internal/errdefs"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -338,14 +340,29 @@ func (c *controller) autoRollback(ctx context.Context, wl store.Versioned[*v1.Wo
 	next.UpdatedUnixNano = time.Now().UnixNano()
 	cause := fmt.Sprintf("%s to revision %d: %s", autoRollbackCause, target.GetGeneration(), reason)
 	cmps, ops, err := gateway.ClaimRoute(ctx, c.st, wl.Name, next.GetSpec().GetHttp(), wl.Value.GetSpec().GetHttp())
+	if err == nil {
+		var pcmps []clientv3.Cmp
+		var pops []clientv3.Op
+		pcmps, pops, err = workloads.ClaimPort(ctx, c.st, wl.Name, next.GetSpec(), wl.Value.GetSpec()) // services
+		cmps, ops = append(cmps, pcmps...), append(ops, pops...)
+	}
+	if errdefs.IsFailedPrecondition(err) {
+		// The revision's route or port went to another workload since:
+		// it cannot come back. Said once per generation; the workload's
+		// reconcile goes on, and a later one rolls back if it is freed.
+		if c.rollbackRefused[wl.Name] != wl.Value.GetGeneration() {
+			if c.rollbackRefused == nil {
+				c.rollbackRefused = map[string]int64{}
+			}
+			c.rollbackRefused[wl.Name] = wl.Value.GetGeneration()
+			c.note("workload/"+wl.Name, "RollbackRefused", "generation %d failed (%s) but cannot be rolled back to revision %d: %v",
+				wl.Value.GetGeneration(), reason, target.GetGeneration(), err)
+		}
+		return false, nil
+	}
 	if err != nil {
 		return false, err
 	}
-	pcmps, pops, err := workloads.ClaimPort(ctx, c.st, wl.Name, next.GetSpec(), wl.Value.GetSpec()) // services
-	if err != nil {
-		return false, err
-	}
-	cmps, ops = append(cmps, pcmps...), append(ops, pops...)
 	rcmps, rops, err := workloads.RevisionOps(ctx, c.st, c.revisionLimit, next, cause)
 	if err != nil {
 		return false, err

@@ -140,7 +140,8 @@ func TestTCPPortsAtApply(t *testing.T) {
 // port is in use on both. A `rollout restart` replaces them in place
 // (the old instance stopped, then the new one started where it was):
 // no node is ever sent two instances that serve on the port, and the
-// rollout completes.
+// rollout completes. A drain of one node, the other holding the port,
+// leaves its instance running while its replacement waits.
 func TestTCPServiceOnePerNodeAndRolloutInPlace(t *testing.T) {
 	c := startCluster(t, t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -213,6 +214,23 @@ func TestTCPServiceOnePerNodeAndRolloutInPlace(t *testing.T) {
 		v, err := c.control.GetWorkload(ctx, &v1.GetWorkloadRequest{Name: "svc"})
 		return err == nil && v.GetReady() == 2 && v.GetCurrent() == 2 && v.GetTotal() == 2, v.String()
 	})
+
+	// Draining n1 when n2 holds the port: the replacement waits, saying
+	// why, and n1's instance keeps running until it can run elsewhere.
+	if _, err := c.control.DrainNode(ctx, &v1.NodeRequest{Name: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the replacement of n1's instance waits, saying why", func() (bool, string) {
+		l, err := c.control.ListInstances(ctx, &v1.ListInstancesRequest{Workload: "svc", States: []v1.InstanceState{v1.InstanceState_INSTANCE_STATE_PENDING}})
+		if err != nil {
+			return false, err.Error()
+		}
+		is := l.GetInstances()
+		return len(is) == 1 && is[0].GetInstance().GetPendingReason() == "0/2 nodes fit: 1 cordoned, 1 port 9000 in use", l.String()
+	})
+	if set := nodes["n1"].current(); countGen(set, 2) != 1 {
+		t.Errorf("n1's instance was stopped with nowhere for its replacement to run: %v", set)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if violation != "" {

@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/cloud"
 	"github.com/wasmorch/wasmorch/controlplane/cloud/local"
@@ -17,6 +20,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
+	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
 
 // The cloud controller's wiring (docs/cloud.md): the member makes the
@@ -113,6 +117,32 @@ func checkNodeGroup(providers []provider.Provider, plugins map[string]string, g 
 	return fmt.Errorf("node group %s: unknown provider %q (known: %s)", g.Name, g.Provider, strings.Join(known, ", "))
 }
 
+// nodeServers are the API addresses a node the controller asks for joins
+// at: this member's first, then the other members' (as they advertise
+// themselves), so that a node still coming when the leader changes (a
+// plugin's, which outlives it) joins through another. One read of the
+// members' records a scale-up.
+func (s *Server) nodeServers() []string {
+	out := []string{dialableAddr(s.APIAddr())}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := s.store.Client.Get(ctx, store.MembersPrefix, clientv3.WithPrefix(), clientv3.WithSerializable())
+	if err != nil {
+		s.log.Warn("reading the members for a new node's servers; it joins through this member only", "err", err)
+		return out
+	}
+	for _, kv := range resp.Kvs {
+		m := &v1.Member{}
+		if proto.Unmarshal(kv.Value, m) != nil || m.GetApiAddress() == "" {
+			continue
+		}
+		if a := dialableAddr(m.GetApiAddress()); !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func (s *Server) closeProviders() {
 	for _, p := range s.providers {
 		if err := p.Close(); err != nil {
@@ -130,10 +160,10 @@ func (s *Server) runCloud(ctx context.Context, el *concurrency.Election) <-chan 
 		kv := store.Fenced(s.store.Client, el)
 		nodes := s.api.CloudNodes(kv)
 		c := cloud.New(cloud.Config{
-			Cache: s.cache, KV: kv, Events: s.events, Logger: s.log, Providers: s.providers, Metrics: s.cloudMetrics,
+			Cache: s.cache, KV: kv, Watcher: s.store.Client, Events: s.events, Logger: s.log, Providers: s.providers, Metrics: s.cloudMetrics,
 			RemoveNode: nodes.Remove, SetCordoned: nodes.SetCordoned, Drain: nodes.Drain, LabelNode: nodes.Label,
 			ScaleDownDelay: s.cfg.ScaleDownDelay, Configured: s.cfg.NodeGroups,
-			Token: s.api.NodeToken, Servers: func() []string { return []string{dialableAddr(s.APIAddr())} },
+			Token: s.api.NodeToken, Servers: s.nodeServers,
 		})
 		_ = c.Start(ctx) // returns nil when ctx ends
 	}()

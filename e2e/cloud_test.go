@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -185,6 +187,7 @@ func followsDemand(t *testing.T, m *multi, provider, nodesDir string) {
 	if pids := localAgents(api); len(pids) != 3 {
 		t.Errorf("want 3 agent processes, found %v", pids)
 	}
+	owner := nodeNetworks(t, api, ns)
 	m.waitNodeGroup(provider, 3, 3)
 	if evs := m.events("ScaledUp"); len(evs) == 0 {
 		t.Errorf("no ScaledUp event for the scale-up")
@@ -283,6 +286,11 @@ func followsDemand(t *testing.T, m *multi, provider, nodesDir string) {
 	if err != nil || len(dirs) != 0 {
 		t.Errorf("the deleted nodes' data dirs are left: %v %v", dirs, err)
 	}
+	if owner > 0 {
+		if nss, links := providerNetworks(owner); len(nss)+len(links) > 0 {
+			t.Errorf("the deleted nodes' network namespaces %v and veths %v are left", nss, links)
+		}
+	}
 	// The watch saw the group grow to 3 Ready nodes and shrink to none.
 	eventually(t, "the watch to see the group back at 0", func() (bool, string) {
 		out, _ := os.ReadFile(watch.log)
@@ -380,6 +388,85 @@ func (m *multi) events(reason string) []string {
 		}
 	}
 	return out
+}
+
+// netnsAllowed reports whether this host lets the local provider put its
+// nodes in network namespaces, as the provider judges it: root and
+// iproute2's ip.
+func netnsAllowed() bool {
+	_, err := exec.LookPath("ip")
+	return os.Geteuid() == 0 && err == nil
+}
+
+// The subnet of the local provider's nodes (local.DefaultSubnet).
+var nodeSubnet = func() *net.IPNet {
+	_, n, _ := net.ParseCIDR("10.215.0.0/16")
+	return n
+}()
+
+// nodeNetworks checks that each node's agent runs in a network namespace
+// of its own and registered the namespace's address, which the servers
+// and gateways dial (or, on a host that does not allow namespaces, this
+// host's loopback). It returns the pid of the provider's process, whose
+// namespaces are named wol-<owner>-<pid>-<node> (0 without namespaces).
+func nodeNetworks(t *testing.T, api string, ns map[string]clusterNode) int {
+	t.Helper()
+	self, _ := os.Readlink("/proc/self/ns/net")
+	seen := map[string]bool{}
+	owner := 0
+	for name, n := range ns {
+		host, _, err := net.SplitHostPort(n.Address)
+		if err != nil {
+			t.Fatalf("node %s's address %q: %v", name, n.Address, err)
+		}
+		pid := agentPID(t, api, name)
+		netns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !netnsAllowed() {
+			if host != "127.0.0.1" || netns != self {
+				t.Errorf("node %s on a host without namespaces: address %s, namespace %s (this process %s); want loopback in the host's", name, n.Address, netns, self)
+			}
+			continue
+		}
+		if netns == self || seen[netns] || !nodeSubnet.Contains(net.ParseIP(host)) {
+			t.Errorf("node %s: address %s, namespace %s (this process %s, seen %v); want a namespace of its own and an address of %s", name, n.Address, netns, self, seen, nodeSubnet)
+		}
+		seen[netns] = true
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The parent is the provider (field 4 of stat, after the command's
+		// parenthesis).
+		fields := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		owner, _ = strconv.Atoi(fields[1])
+		if nss, _ := providerNetworks(owner); !slices.ContainsFunc(nss, func(s string) bool { return strings.HasSuffix(s, "-"+name) }) {
+			t.Errorf("no namespace of node %s among the provider's %v", name, nss)
+		}
+	}
+	return owner
+}
+
+// providerNetworks returns the network namespaces and veths (by their
+// alias, the namespace's name) of the local provider in process pid.
+func providerNetworks(pid int) (nss, links []string) {
+	infix := fmt.Sprintf("-%d-", pid)
+	es, _ := os.ReadDir("/run/netns")
+	for _, e := range es {
+		if strings.HasPrefix(e.Name(), "wol-") && strings.Contains(e.Name(), infix) {
+			nss = append(nss, e.Name())
+		}
+	}
+	ls, _ := os.ReadDir("/sys/class/net")
+	for _, l := range ls {
+		alias, _ := os.ReadFile(filepath.Join("/sys/class/net", l.Name(), "ifalias"))
+		if a := strings.TrimSpace(string(alias)); strings.HasPrefix(a, "wol-") && strings.Contains(a, infix) {
+			links = append(links, a)
+		}
+	}
+	return nss, links
 }
 
 // localAgents returns the pids of the `wasmorch agent` processes joined to

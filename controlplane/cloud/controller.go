@@ -26,6 +26,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,8 +73,10 @@ const ScaleUpsPrefix = store.CloudPrefix + "scaleups/"
 type Config struct {
 	Cache *cache.Cache
 	// KV is fenced on the leadership: a deposed leader records no
-	// scale-up (and so asks for none).
+	// scale-up (and so asks for none). Watcher follows the applied
+	// NodeGroup objects (nil: they are read once, at the first pass).
 	KV        clientv3.KV
+	Watcher   clientv3.Watcher
 	Events    *events.Recorder
 	Logger    *slog.Logger
 	Metrics   *Metrics
@@ -144,8 +147,20 @@ type Controller struct {
 	mine map[string][]string
 	// unjoined is when each node a provider lists was first seen not
 	// joined: one that has not joined within the provision timeout is
-	// deleted.
+	// deleted. asked is when each node the controller asked for was asked
+	// for, as recorded in etcd (AskedPrefix), which counts instead, so that
+	// a new leader does not start the timeout anew; recs are the scale-ups
+	// in flight as recorded (ScaleUpsPrefix). Both are read at the first
+	// pass and kept after (records.go).
 	unjoined map[string]time.Time
+	asked    map[string]askedNode
+	recs     map[string]scaleUp
+	// specs are the applied NodeGroup objects (nil: not read yet), as read
+	// at specsRev and followed since by watchSpecs.
+	specsMu     sync.Mutex
+	specs       map[string]*v1.NodeGroupSpec
+	specsRev    int64
+	specsLoaded chan struct{}
 	// said keeps the last message of repeated events, per object and
 	// reason, so that a condition that lasts is recorded once.
 	said map[string]string
@@ -204,7 +219,7 @@ func New(cfg Config) *Controller {
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger.With("loop", "cloud"), since: map[string]time.Time{}, mine: map[string][]string{}, unjoined: map[string]time.Time{}, said: map[string]string{},
 		known: map[string][]group{}, written: map[string]*v1.NodeGroupStatus{}, handed: map[string][]provider.NodeGroup{}, source: map[string]string{},
-		listed: map[string][]provider.Node{}, draining: map[string]time.Time{}, deleting: map[string]bool{}, checked: map[string]check{}}
+		listed: map[string][]provider.Node{}, draining: map[string]time.Time{}, deleting: map[string]bool{}, checked: map[string]check{}, specsLoaded: make(chan struct{})}
 }
 
 // minGap is the least time between two passes woken by changes.
@@ -212,13 +227,27 @@ const minGap = 50 * time.Millisecond
 
 // Start runs a pass every period until ctx ends, and sooner when the
 // cache changes in a way a pass may act on (an instance created, placed
-// or removed, a node joining or leaving) or a node's scale-down delay
-// ends: a Pending instance is seen at once rather than at the next tick.
+// or removed, a node joining or leaving), a NodeGroup object changes or a
+// node's scale-down delay ends: a Pending instance is seen at once rather
+// than at the next tick. A pass reads the cluster from the member cache
+// and etcd's records only when they change (records.go).
 func (c *Controller) Start(ctx context.Context) error {
 	if len(c.cfg.Providers) == 0 {
 		return nil
 	}
 	wake := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+	if c.cfg.Watcher != nil {
+		wctx, stop := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() { defer close(watched); c.watchSpecs(wctx, poke) }()
+		defer func() { stop(); <-watched }()
+	}
 	if c.cfg.Cache != nil {
 		defer c.cfg.Cache.Subscribe(func(cs []cache.Change) {
 			if !c.active.Load() {
@@ -226,10 +255,7 @@ func (c *Controller) Start(ctx context.Context) error {
 			}
 			for _, ch := range cs {
 				if ch.Kind == cache.KindNode || (ch.Kind == cache.KindInstance && !ch.Observed) {
-					select {
-					case wake <- struct{}{}:
-					default:
-					}
+					poke()
 					return
 				}
 			}
@@ -304,6 +330,11 @@ func (c *Controller) Pass(ctx context.Context) error {
 	c.refresh(ctx)
 	v := c.read()
 	var errs []error
+	if len(c.groups) > 0 {
+		if err := c.loadRecords(ctx); err != nil {
+			return err
+		}
+	}
 	if err := c.prune(ctx); err != nil {
 		errs = append(errs, err)
 	}

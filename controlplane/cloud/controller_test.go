@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -125,11 +126,14 @@ func TestRecordedScaleUpCountsForANewLeader(t *testing.T) {
 	ctx := context.Background()
 	now := time.Unix(1_000_000, 0)
 	c := New(Config{KV: cli, Now: func() time.Time { return now }, ProvisionTimeout: time.Minute})
+	// A record written by another leadership: this one reads the records
+	// at its first pass (c.recs nil), as here after each write.
 	record := func(target int, at time.Time) {
 		b, _ := json.Marshal(scaleUp{Target: target, AtUnixNano: at.UnixNano()})
 		if _, err := cli.Put(ctx, ScaleUpsPrefix+"pool", string(b)); err != nil {
 			t.Fatal(err)
 		}
+		c.recs = nil
 	}
 	recorded := func() bool {
 		resp, err := cli.Get(ctx, ScaleUpsPrefix+"pool")
@@ -167,6 +171,7 @@ func TestRecordedScaleUpCountsForANewLeader(t *testing.T) {
 		if _, err := cli.Put(ctx, ScaleUpsPrefix+"pool", string(b)); err != nil {
 			t.Fatal(err)
 		}
+		c.recs = nil
 	}
 	named("pool-b", "pool-c")
 	c.listed["pool"] = []provider.Node{{Name: "pool-c", State: provider.Creating}}
@@ -265,6 +270,108 @@ func TestNodeThatNeverJoinsIsDeleted(t *testing.T) {
 	}
 }
 
+// TestNeverJoinedTimeoutRunsFromWhenTheNodeWasAsked: the provision timeout
+// of a node that never joins runs from when the node was asked for, as
+// recorded in etcd with the scale-up, so that a new leader does not start
+// it anew (the bound would double with each leader change); the record is
+// forgotten once the node is deleted or joins. And a pass with nothing
+// changed reads nothing from etcd.
+func TestNeverJoinedTimeoutRunsFromWhenTheNodeWasAsked(t *testing.T) {
+	cli := etcdtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c0 := cache.New(cache.Config{Client: cli})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c0.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+	st := store.New(cli)
+	if _, err := st.Instances.Create(ctx, "w-1", &v1.Instance{Id: "w-1", Workload: "w", PendingReason: "0/0 nodes fit", Spec: &v1.WorkloadSpec{Kind: "wasm"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c0.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_000_000, 0)
+	// The provider outlives the leaders (a plugin, a cloud).
+	fake := &cloudFake{group: newGroup("pool", 0, 3, 10)}
+	rec := events.New(cli, "test")
+	leadership := func() (*Controller, *countingKV) {
+		kv := &countingKV{KV: cli}
+		return New(Config{Cache: c0, KV: kv, Watcher: cli, Events: rec, Providers: []provider.Provider{fake}, Now: func() time.Time { return now }, ProvisionTimeout: time.Minute,
+			Token:     func(context.Context, string, map[string]string) (string, error) { return "token", nil },
+			Servers:   func() []string { return []string{"127.0.0.1:1"} },
+			LabelNode: func(context.Context, string, map[string]string) error { return nil }}), kv
+	}
+	asked := func() []string {
+		resp, err := cli.Get(ctx, AskedPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, kv := range resp.Kvs {
+			out = append(out, strings.TrimPrefix(string(kv.Key), AskedPrefix))
+		}
+		return out
+	}
+	first, _ := leadership()
+	if err := first.Pass(ctx); err != nil || len(fake.nodes) != 1 {
+		t.Fatalf("first pass: %v, provider nodes %v; want one asked for", err, fake.nodes)
+	}
+	node := fake.nodes[0].Name
+	if got := asked(); fmt.Sprint(got) != "["+node+"]" {
+		t.Fatalf("nodes recorded as asked for: %v, want [%s]", got, node)
+	}
+
+	// 40 s later the leader changes: the new one first sees the node then.
+	now = now.Add(40 * time.Second)
+	second, kv := leadership()
+	if err := second.Pass(ctx); err != nil || len(fake.deleted) != 0 || len(fake.nodes) != 1 {
+		t.Fatalf("the new leader's first pass, 40s after the node was asked for: %v, deleted %v, nodes %v; want it kept and no other asked for", err, fake.deleted, fake.nodes)
+	}
+	kv.gets.Store(0)
+	if err := second.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := kv.gets.Load(); n != 0 {
+		t.Errorf("a pass with nothing changed read etcd %d times, want none", n)
+	}
+	// 61 s after it was asked for (21 s after the new leader first saw it).
+	now = now.Add(21 * time.Second)
+	if err := second.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(fake.deleted) != "["+node+"]" || len(fake.nodes) != 1 || fake.nodes[0].Name == node {
+		t.Fatalf("61s after it was asked for: deleted %v, nodes %v; want %s deleted and another asked for", fake.deleted, fake.nodes, node)
+	}
+	evs, err := rec.List(ctx, "nodegroup/pool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(evs, func(e *v1.Event) bool {
+		return e.GetReason() == "NodeNeverJoined" && strings.Contains(e.GetMessage(), "node "+node+" ")
+	}) {
+		t.Errorf("no NodeNeverJoined event for %s: %v", node, evs)
+	}
+	replacement := fake.nodes[0].Name
+	if got := asked(); fmt.Sprint(got) != "["+replacement+"]" {
+		t.Errorf("nodes recorded as asked for: %v, want only the replacement %s", got, replacement)
+	}
+	// The replacement joins: its record is forgotten.
+	if _, err := st.Nodes.Create(ctx, replacement, &v1.Node{Name: replacement, Runtimes: []string{"wasm"}, Labels: map[string]string{provider.LabelGroup: "pool"},
+		Capacity: &v1.Resources{Instances: 10}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c0.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := asked(); len(got) != 0 {
+		t.Errorf("nodes recorded as asked for once the replacement joined: %v, want none", got)
+	}
+}
+
 // TestAppliedGroupsOverrideConfigured: the local provider is handed the
 // server's configured groups merged with the NodeGroup objects stored in
 // etcd, an applied group replacing a configured one of its name; deleting
@@ -279,7 +386,15 @@ func TestAppliedGroupsOverrideConfigured(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	c := New(Config{KV: cli, Providers: []provider.Provider{p}, Configured: []provider.NodeGroup{configured}})
+	kv := &countingKV{KV: cli}
+	c := New(Config{KV: kv, Watcher: cli, Providers: []provider.Provider{p}, Configured: []provider.NodeGroup{configured}})
+	// The objects are read at the first pass, then followed through etcd's
+	// watch, which wakes a pass at each change.
+	wctx, stop := context.WithCancel(ctx)
+	woken := make(chan struct{}, 16)
+	watched := make(chan struct{})
+	go func() { defer close(watched); c.watchSpecs(wctx, func() { woken <- struct{}{} }) }()
+	defer func() { stop(); <-watched }()
 	apply := func(g provider.NodeGroup) {
 		b, _ := proto.Marshal(g.Spec())
 		if _, err := cli.Put(ctx, SpecsPrefix+g.Name, string(b)); err != nil {
@@ -294,17 +409,47 @@ func TestAppliedGroupsOverrideConfigured(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
+	// wait waits for the watch to have seen the store's revision.
+	wait := func() {
+		t.Helper()
+		resp, err := cli.Get(ctx, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			c.specsMu.Lock()
+			rev := c.specsRev
+			c.specsMu.Unlock()
+			if rev >= resp.Header.Revision {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the watch of the applied groups is at revision %d, the store at %d", rev, resp.Header.Revision)
+			}
+			select {
+			case <-woken:
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
 	if got := groups(); got != "pool:0-1:config" {
 		t.Errorf("configured only: %s", got)
 	}
 	apply(newGroup("pool", 0, 3, 10))
 	apply(newGroup("extra", 1, 2, 5))
+	select {
+	case <-woken:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an applied group did not wake a pass")
+	}
+	wait()
 	if got := groups(); got != "extra:1-2:manifest pool:0-3:manifest" {
 		t.Errorf("with pool and extra applied: %s, want extra and pool's max 3", got)
 	}
 	if _, err := cli.Delete(ctx, SpecsPrefix+"pool"); err != nil {
 		t.Fatal(err)
 	}
+	wait()
 	if got := groups(); got != "extra:1-2:manifest pool:0-1:config" {
 		t.Errorf("pool's object deleted: %s, want the configured pool back", got)
 	}
@@ -313,9 +458,30 @@ func TestAppliedGroupsOverrideConfigured(t *testing.T) {
 	bad := newGroup("bad", 0, 1, 1)
 	bad.Template.Arch = "not-" + runtime.GOARCH
 	apply(bad)
+	wait()
 	if got := groups(); got != "extra:1-2:manifest pool:0-1:config" {
 		t.Errorf("with an object the provider refuses: %s, want the groups as they were", got)
 	}
+	// Passes while nothing changes read nothing from etcd: the specs are
+	// the ones the watch keeps.
+	kv.gets.Store(0)
+	for range 3 {
+		c.refresh(ctx)
+	}
+	if n := kv.gets.Load(); n != 0 {
+		t.Errorf("3 refreshes with nothing changed read etcd %d times, want none", n)
+	}
+}
+
+// countingKV counts the reads of etcd.
+type countingKV struct {
+	clientv3.KV
+	gets atomic.Int64
+}
+
+func (k *countingKV) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	k.gets.Add(1)
+	return k.KV.Get(ctx, key, opts...)
 }
 
 // scaleDownWorld is a group of three Ready nodes of 10 slots in etcd,

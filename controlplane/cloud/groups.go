@@ -25,17 +25,13 @@ func (c *Controller) configure(ctx context.Context) {
 		merged[g.Name], source[g.Name] = g, SourceConfig
 	}
 	if c.cfg.KV != nil {
-		resp, err := c.cfg.KV.Get(ctx, SpecsPrefix, clientv3.WithPrefix())
+		specs, err := c.appliedSpecs(ctx)
 		if err != nil {
 			c.log.Warn("reading the applied node groups; keeping the groups as they were", "err", err)
 			return
 		}
-		for _, kv := range resp.Kvs {
-			spec := &v1.NodeGroupSpec{}
-			if proto.Unmarshal(kv.Value, spec) != nil {
-				continue
-			}
-			g := provider.FromSpec(spec)
+		for _, spec := range specs {
+			g := provider.FromSpec(proto.Clone(spec).(*v1.NodeGroupSpec)) // specs are shared
 			merged[g.Name], source[g.Name] = g, SourceManifest
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
 )
@@ -94,19 +95,34 @@ func (c *Controller) providerIDs(ctx context.Context, listed []provider.Node, no
 // have not joined the cluster within the provision timeout (a machine
 // that never booted, an agent that cannot reach the servers), so that the
 // need they were asked for is planned again at once: the group's scale-up
-// record is forgotten. It returns the group's target size after.
+// record is forgotten. The timeout runs from when the node was asked for,
+// as recorded in etcd with the scale-up (so a new leader does not start it
+// anew), or, for a node the controller did not ask for, from when this
+// leadership first saw it. It returns the group's target size after.
 func (c *Controller) unjoinedNodes(ctx context.Context, g group, listed []provider.Node, nodes []groupNode, size int) (int, error) {
 	now := c.cfg.Now()
+	joinedSet, listedSet := map[string]bool{}, map[string]bool{}
+	for _, n := range nodes {
+		joinedSet[n.name] = true
+	}
 	for _, pn := range listed {
-		joined := slices.ContainsFunc(nodes, func(n groupNode) bool { return n.name == pn.Name })
-		if joined || pn.State == provider.Deleting || c.deleting[pn.Name] {
+		listedSet[pn.Name] = true
+	}
+	if err := c.sweepAsked(ctx, g.Name, listedSet, joinedSet); err != nil {
+		return size, err
+	}
+	for _, pn := range listed {
+		if joinedSet[pn.Name] || pn.State == provider.Deleting || c.deleting[pn.Name] {
 			delete(c.unjoined, pn.Name)
 			continue
 		}
 		first, ok := c.unjoined[pn.Name]
 		if !ok {
-			c.unjoined[pn.Name] = now
 			first = now
+			if a, asked := c.asked[pn.Name]; asked && a.Group == g.Name {
+				first = time.Unix(0, a.AtUnixNano)
+			}
+			c.unjoined[pn.Name] = first
 		}
 		if due := first.Add(c.cfg.ProvisionTimeout); now.Before(due) {
 			c.wakeAt(due)
@@ -124,6 +140,9 @@ func (c *Controller) unjoinedNodes(ctx context.Context, g group, listed []provid
 		c.deleting[pn.Name] = true
 		size = max(0, size-1)
 		if err := c.forget(ctx, g.Name); err != nil {
+			return size, err
+		}
+		if err := c.unask(ctx, []string{pn.Name}); err != nil {
 			return size, err
 		}
 		c.cfg.Metrics.removed(g.Name, "unjoined")

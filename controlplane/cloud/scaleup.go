@@ -24,19 +24,10 @@ import (
 // provider or in the cluster: they are not coming, and the need is
 // planned again at once.
 func (c *Controller) targets(ctx context.Context, v view, sizes map[string]int) (map[string]int, error) {
-	resp, err := c.cfg.KV.Get(ctx, ScaleUpsPrefix, clientv3.WithPrefix())
-	if err != nil {
+	if err := c.loadRecords(ctx); err != nil {
 		return nil, err
 	}
-	recs := map[string]scaleUp{}
-	for _, kv := range resp.Kvs {
-		var su scaleUp
-		name := strings.TrimPrefix(string(kv.Key), ScaleUpsPrefix)
-		if err := json.Unmarshal(kv.Value, &su); err != nil {
-			su = scaleUp{} // unreadable: forgotten below
-		}
-		recs[name] = su
-	}
+	recs := c.recs
 	out := map[string]int{}
 	for name, size := range sizes {
 		out[name] = size
@@ -80,8 +71,11 @@ func (c *Controller) targets(ctx context.Context, v view, sizes map[string]int) 
 
 func (c *Controller) forget(ctx context.Context, group string) error {
 	delete(c.mine, group)
-	_, err := c.cfg.KV.Txn(ctx).Then(clientv3.OpDelete(ScaleUpsPrefix + group)).Commit()
-	return err
+	if _, err := c.cfg.KV.Txn(ctx).Then(clientv3.OpDelete(ScaleUpsPrefix + group)).Commit(); err != nil {
+		return err
+	}
+	delete(c.recs, group)
+	return nil
 }
 
 // scaleUp carries out the plan: events for the limited groups and for the
@@ -132,18 +126,35 @@ func (c *Controller) grow(ctx context.Context, g group, from, by, pending int) e
 	for i := range names {
 		names[i] = g.Name + "-" + suffix()
 	}
-	b, err := json.Marshal(scaleUp{Target: from + by, AtUnixNano: c.cfg.Now().UnixNano(), Nodes: append(slices.Clone(c.mine[g.Name]), names...)})
+	now := c.cfg.Now()
+	su := scaleUp{Target: from + by, AtUnixNano: now.UnixNano(), Nodes: append(slices.Clone(c.mine[g.Name]), names...)}
+	b, err := json.Marshal(su)
 	if err != nil {
 		return err
 	}
+	// With the record, when each node is asked for: a new leader measures
+	// the never-joined timeout from then.
+	ops := []clientv3.Op{clientv3.OpPut(ScaleUpsPrefix+g.Name, string(b))}
+	asked := askedNode{Group: g.Name, AtUnixNano: now.UnixNano()}
+	ab, err := json.Marshal(asked)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		ops = append(ops, clientv3.OpPut(AskedPrefix+name, string(ab)))
+	}
 	// Through a transaction, which the fence holds: a deposed leader
 	// records nothing and so asks for nothing.
-	resp, err := c.cfg.KV.Txn(ctx).Then(clientv3.OpPut(ScaleUpsPrefix+g.Name, string(b))).Commit()
+	resp, err := c.cfg.KV.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return fmt.Errorf("recording the scale-up of group %s: %w", g.Name, err)
 	}
 	if !resp.Succeeded {
 		return fmt.Errorf("recording the scale-up of group %s: no longer the leader", g.Name)
+	}
+	c.recs[g.Name] = su
+	for _, name := range names {
+		c.asked[name] = asked
 	}
 	nodes := make([]provider.NewNode, by)
 	for i, name := range names {
@@ -151,6 +162,7 @@ func (c *Controller) grow(ctx context.Context, g group, from, by, pending int) e
 		tok, err := c.cfg.Token(ctx, name, labels)
 		if err != nil {
 			_ = c.forget(ctx, g.Name)
+			_ = c.unask(ctx, names)
 			return fmt.Errorf("join token for node %s of group %s: %w", name, g.Name, err)
 		}
 		nodes[i] = provider.NewNode{Name: name, Labels: labels, Token: tok, Servers: c.cfg.Servers()}
@@ -159,6 +171,7 @@ func (c *Controller) grow(ctx context.Context, g group, from, by, pending int) e
 	defer cancel()
 	if err := g.p.IncreaseSize(cctx, g.Name, nodes); err != nil {
 		_ = c.forget(ctx, g.Name)
+		_ = c.unask(ctx, names)
 		c.record(ctx, "nodegroup/"+g.Name, "FailedScaleUp", "provider %s could not grow group %s by %d: %v", g.p.Name(), g.Name, by, err)
 		return fmt.Errorf("growing group %s: %w", g.Name, err)
 	}

@@ -28,6 +28,7 @@ package store
 //	/wasmorch/volumes/<name>              v1.Volume: a named volume and the node it lives on
 //	/wasmorch/volumes-removed/<node>/<uid> v1.Volume: a removed volume whose directory its node is to delete
 //	/wasmorch/cloud/scaleups/<group>      the scale-up in flight of a node group (JSON; controlplane/cloud)
+//	/wasmorch/cloud/asked/<node>          when a node asked of a provider was asked for, until it joins (JSON; controlplane/cloud)
 
 // Root is the prefix of every key wasmorch writes.
 const Root = "/wasmorch/"

@@ -1,9 +1,10 @@
 // Package local is the built-in node provider whose nodes are real
-// `wasmorch agent` processes on this host: each with its own data dir,
-// free loopback ports and a join token minted for it alone (one use, bound
-// to its name and labels), labelled with its group and zone. It is how the
-// cloud controller is tested end to end, and a way to give one big machine
-// nodes that come and go with demand.
+// `wasmorch agent` processes on this host: each with its own data dir, its
+// own network namespace where the host allows it (netns.go; else free
+// loopback ports of the host's network) and a join token minted for it
+// alone (one use, bound to its name and labels), labelled with its group
+// and zone. It is how the cloud controller is tested end to end, and a way
+// to give one big machine nodes that come and go with demand.
 package local
 
 import (
@@ -46,12 +47,23 @@ type Config struct {
 	DataDir string
 	Groups  []provider.NodeGroup
 	Logger  *slog.Logger
+	// HostNetwork keeps the agents in the host's network even where
+	// network namespaces are allowed. IPCommand is iproute2's ip (default:
+	// "ip" on PATH) and Subnet the IPv4 range of the nodes' /30 veth
+	// pairs (default DefaultSubnet).
+	HostNetwork bool
+	IPCommand   string
+	Subnet      string
 }
 
 // Provider is the local provider.
 type Provider struct {
 	cfg Config
 	log *slog.Logger
+	// ns puts each node in a network namespace (nil: the host's network,
+	// for hostReason).
+	ns         *netns
+	hostReason string
 
 	mu     sync.Mutex
 	groups map[string]provider.NodeGroup
@@ -65,6 +77,7 @@ var _ provider.Configurable = (*Provider)(nil)
 type agent struct {
 	group, name, dir string
 	cmd              *exec.Cmd
+	net              *nodeNet // nil: the host's network
 	state            provider.State
 	exited           chan struct{}
 }
@@ -97,8 +110,27 @@ func New(cfg Config) (*Provider, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("local provider: %w", err)
 	}
+	if cfg.HostNetwork {
+		p.hostReason = "asked to (HostNetwork)"
+	} else {
+		p.ns, p.hostReason = detectNetns(cfg.IPCommand, cfg.DataDir, cfg.Subnet)
+	}
+	if p.ns == nil {
+		p.log.Warn("the nodes' agents share the host's network, on loopback ports: no network namespaces", "reason", p.hostReason)
+		return p, nil
+	}
+	// Namespaces and veths of nodes a previous run left (killed before it
+	// could stop its agents), and of providers whose process is gone.
+	if removed := p.ns.sweep(); len(removed) > 0 {
+		p.log.Info("removed the network namespaces and veths of nodes a stopped provider left", "removed", removed)
+	}
+	p.log.Info("each node's agent runs in a network namespace of its own", "subnet", p.ns.subnet.String())
 	return p, nil
 }
+
+// Network says whether the agents run in network namespaces of their own,
+// and, if not, why.
+func (p *Provider) Network() (namespaces bool, why string) { return p.ns != nil, p.hostReason }
 
 // Name implements provider.Provider.
 func (p *Provider) Name() string { return Name }
@@ -242,25 +274,31 @@ func (p *Provider) start(g provider.NodeGroup, n provider.NewNode) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("local provider: node %s: %w", name, err)
 	}
-	listen, err := freePort()
-	if err != nil {
-		return err
-	}
-	functions, err := freePort()
-	if err != nil {
-		return err
-	}
 	logFile, err := os.Create(filepath.Join(dir, "agent.log"))
 	if err != nil {
 		return fmt.Errorf("local provider: node %s: %w", name, err)
 	}
 	defer logFile.Close() // the child has its own descriptor
+	// The agent binds port 0 and registers the port it got: no port is
+	// chosen here that another process could take before the agent binds
+	// it. In a namespace, on the namespace's address; else on loopback.
+	host, servers := "127.0.0.1", n.Servers
+	var nn *nodeNet
+	if p.ns != nil {
+		nn, servers, err = p.ns.setup(name, n.Servers)
+		if err != nil {
+			_ = os.RemoveAll(dir)
+			return fmt.Errorf("local provider: node %s's network: %w", name, err)
+		}
+		host = nn.nodeIP
+	}
+	listen, functions := net.JoinHostPort(host, "0"), net.JoinHostPort(host, "0")
 	var lbls []string
 	for k, v := range labels {
 		lbls = append(lbls, k+"="+v)
 	}
 	sort.Strings(lbls)
-	args := []string{"agent", "--server", strings.Join(n.Servers, ","), "--name", name, "--data-dir", filepath.Join(dir, "data"),
+	args := []string{"agent", "--server", strings.Join(servers, ","), "--name", name, "--data-dir", filepath.Join(dir, "data"),
 		"--listen", listen, "--functions-listen", functions, "--max-instances", strconv.Itoa(int(g.Template.Instances)), "--containerd-socket", ""}
 	for _, l := range lbls {
 		args = append(args, "--labels", l)
@@ -273,19 +311,36 @@ func (p *Provider) start(g provider.NodeGroup, n provider.NewNode) error {
 	// The agents die with the process that started them, even killed:
 	// nothing else would stop them.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	a := &agent{group: g.Name, name: name, dir: dir, cmd: cmd, state: provider.Running, exited: make(chan struct{})}
+	a := &agent{group: g.Name, name: name, dir: dir, cmd: cmd, net: nn, state: provider.Running, exited: make(chan struct{})}
+	failed := func(err error) error {
+		if nn != nil {
+			if terr := nn.teardown(); terr != nil {
+				p.log.Warn("removing the network of a node that did not start", "node", name, "err", terr)
+			}
+		}
+		_ = os.RemoveAll(dir)
+		return err
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return errors.New("local provider is closed")
+		return failed(errors.New("local provider is closed"))
 	}
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if nn != nil {
+		start = func() error { return nn.start(cmd) }
+	}
+	if err := start(); err != nil {
 		p.mu.Unlock()
-		return fmt.Errorf("local provider: starting the agent of node %s: %w", name, err)
+		return failed(fmt.Errorf("local provider: starting the agent of node %s: %w", name, err))
 	}
 	p.nodes[name] = a
 	p.mu.Unlock()
-	p.log.Info("started node", "group", g.Name, "node", name, "pid", cmd.Process.Pid, "dir", dir)
+	if nn != nil {
+		p.log.Info("started node", "group", g.Name, "node", name, "pid", cmd.Process.Pid, "dir", dir, "netns", nn.name, "address", nn.nodeIP)
+	} else {
+		p.log.Info("started node", "group", g.Name, "node", name, "pid", cmd.Process.Pid, "dir", dir)
+	}
 	go p.wait(a)
 	return nil
 }
@@ -300,6 +355,11 @@ func (p *Provider) wait(a *agent) {
 	p.mu.Unlock()
 	if !deleting {
 		p.log.Warn("node's agent exited", "group", a.group, "node", a.name, "err", err)
+	}
+	if a.net != nil {
+		if err := a.net.teardown(); err != nil {
+			p.log.Warn("removing a node's network namespace", "node", a.name, "err", err)
+		}
 	}
 	_ = os.RemoveAll(a.dir)
 	close(a.exited)
@@ -378,14 +438,4 @@ func (p *Provider) Close() error {
 		stop(context.Background(), a)
 	}
 	return nil
-}
-
-// freePort returns a loopback address with a port nothing listens on.
-func freePort() (string, error) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("local provider: a free port: %w", err)
-	}
-	addr := lis.Addr().String()
-	return addr, lis.Close()
 }

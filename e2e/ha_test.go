@@ -41,13 +41,14 @@ type haCluster struct {
 
 func startHACluster(t *testing.T) *haCluster { return startHAClusterTB(t) }
 
-func startHAClusterTB(t testing.TB) *haCluster {
+func startHAClusterTB(t testing.TB, extra ...string) *haCluster {
 	t.Helper()
 	h := &haCluster{t: t, env: cliEnv(t)}
 	for i := 1; i <= 3; i++ {
 		ip := fmt.Sprintf("127.0.0.%d", 30+i)
 		m := &member{name: fmt.Sprintf("cp%d", i), api: loopbackAddr(t, ip), http: loopbackAddr(t, ip), peer: loopbackAddr(t, ip), dataDir: t.TempDir()}
 		args := []string{"server", "--name", m.name, "--data-dir", m.dataDir, "--api", m.api, "--http", m.http, "--metrics-addr", loopbackAddr(t, ip), "--peer", m.peer}
+		args = append(args, extra...)
 		if i == 1 {
 			args = append(args, "--init")
 		} else {

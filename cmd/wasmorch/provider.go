@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -29,13 +30,16 @@ func newProviderCommand(stopSignals func()) *cobra.Command {
 func newProviderLocalCommand(stopSignals func()) *cobra.Command {
 	var cp controlplane.Config // only its NodeGroups, filled by --node-group
 	var socket, dataDir, logLevel string
+	var bootDelay time.Duration
 	cmd := &cobra.Command{
 		Use:   "local",
 		Short: "Serve the local provider (agent processes on this host) on a unix socket",
 		Long: `Serve the local provider on a unix socket, as an external plugin: its node groups
 (--node-group) are made of 'wasmorch agent' processes on this host, which the
 server's cloud controller (started with --node-provider NAME=SOCKET) grows and
-shrinks. The agents are stopped when the provider stops.`,
+shrinks. Each agent runs in a network namespace of its own where this host
+allows it (root and iproute2's ip; docs/cloud.md), else on loopback ports.
+The agents are stopped when the provider stops.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := newLogger(cmd.ErrOrStderr(), logLevel)
@@ -48,7 +52,10 @@ shrinks. The agents are stopped when the provider stops.`,
 			if len(cp.NodeGroups) == 0 {
 				return cliclient.Errorf("give at least one --node-group name=NAME,provider=local,min=N,max=N,instances=N", "the provider has no node group")
 			}
-			p, err := local.New(local.Config{DataDir: dataDir, Groups: cp.NodeGroups, Logger: logger})
+			if bootDelay < 0 {
+				return cliclient.Errorf("give --boot-delay 0 or more", "--boot-delay %s is negative", bootDelay)
+			}
+			p, err := local.New(local.Config{DataDir: dataDir, Groups: cp.NodeGroups, Logger: logger, BootDelay: bootDelay})
 			if err != nil {
 				return cliclient.Errorf("check --node-group and --data-dir", "%v", err)
 			}
@@ -71,6 +78,7 @@ shrinks. The agents are stopped when the provider stops.`,
 	f.StringVar(&socket, "socket", "", "unix socket to serve on (made for this user only)")
 	f.StringVar(&dataDir, "data-dir", ".wasmorch-provider", "directory of the nodes' data dirs (cleared at start)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.DurationVar(&bootDelay, "boot-delay", 0, "how long a new node is Creating before its agent starts, as a cloud's machine boots")
 	f.Var(&nodeGroupsValue{cp: &cp}, "node-group", "a node group of agent processes, name=NAME,provider=local,min=N,max=N,instances=N[,zone=Z][,labels=k:v;k:v] (repeat for several)")
 	return cmd
 }

@@ -54,6 +54,11 @@ type Config struct {
 	HostNetwork bool
 	IPCommand   string
 	Subnet      string
+	// BootDelay is how long a node is Creating before its agent starts,
+	// as a cloud's machine boots (0: it starts at once): what the
+	// controller does while nodes are on their way can be seen and
+	// tested.
+	BootDelay time.Duration
 }
 
 // Provider is the local provider.
@@ -74,12 +79,31 @@ type Provider struct {
 var _ provider.Configurable = (*Provider)(nil)
 
 // agent is one node: its process, and whether the provider is stopping it.
+// Until started (Config.BootDelay), it is Creating and its process is not
+// running; closing cancel then deletes it.
 type agent struct {
 	group, name, dir string
 	cmd              *exec.Cmd
 	net              *nodeNet // nil: the host's network
 	state            provider.State
+	started          bool
+	cancel           chan struct{}
 	exited           chan struct{}
+}
+
+// terminate asks the agent to stop: SIGTERM, or, before it has started,
+// not to start. p.mu held.
+func (a *agent) terminate() {
+	a.state = provider.Deleting
+	if a.started {
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		return
+	}
+	select {
+	case <-a.cancel:
+	default:
+		close(a.cancel)
+	}
 }
 
 // New returns the provider for cfg's groups (each must name provider
@@ -160,8 +184,7 @@ func (p *Provider) SetNodeGroups(gs []provider.NodeGroup) error {
 	var gone []string
 	for name, a := range p.nodes {
 		if _, ok := groups[a.group]; !ok && a.state != provider.Deleting {
-			a.state = provider.Deleting
-			_ = a.cmd.Process.Signal(syscall.SIGTERM)
+			a.terminate()
 			gone = append(gone, name)
 		}
 	}
@@ -311,38 +334,79 @@ func (p *Provider) start(g provider.NodeGroup, n provider.NewNode) error {
 	// The agents die with the process that started them, even killed:
 	// nothing else would stop them.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	a := &agent{group: g.Name, name: name, dir: dir, cmd: cmd, net: nn, state: provider.Running, exited: make(chan struct{})}
-	failed := func(err error) error {
-		if nn != nil {
-			if terr := nn.teardown(); terr != nil {
-				p.log.Warn("removing the network of a node that did not start", "node", name, "err", terr)
-			}
-		}
-		_ = os.RemoveAll(dir)
+	a := &agent{group: g.Name, name: name, dir: dir, cmd: cmd, net: nn, state: provider.Creating, cancel: make(chan struct{}), exited: make(chan struct{})}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		p.cleanup(a)
+		return errors.New("local provider is closed")
+	}
+	if p.cfg.BootDelay > 0 {
+		p.nodes[name] = a
+		p.log.Info("node booting", "group", g.Name, "node", name, "delay", p.cfg.BootDelay)
+		go p.boot(a)
+		return nil
+	}
+	if err := p.run(a); err != nil {
+		p.cleanup(a)
 		return err
 	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return failed(errors.New("local provider is closed"))
-	}
-	start := cmd.Start
-	if nn != nil {
-		start = func() error { return nn.start(cmd) }
+	p.nodes[name] = a
+	return nil
+}
+
+// run starts a's process (in its namespace, if it has one). p.mu held.
+func (p *Provider) run(a *agent) error {
+	start := a.cmd.Start
+	if a.net != nil {
+		start = func() error { return a.net.start(a.cmd) }
 	}
 	if err := start(); err != nil {
-		p.mu.Unlock()
-		return failed(fmt.Errorf("local provider: starting the agent of node %s: %w", name, err))
+		return fmt.Errorf("local provider: starting the agent of node %s: %w", a.name, err)
 	}
-	p.nodes[name] = a
-	p.mu.Unlock()
-	if nn != nil {
-		p.log.Info("started node", "group", g.Name, "node", name, "pid", cmd.Process.Pid, "dir", dir, "netns", nn.name, "address", nn.nodeIP)
+	a.started, a.state = true, provider.Running
+	if a.net != nil {
+		p.log.Info("started node", "group", a.group, "node", a.name, "pid", a.cmd.Process.Pid, "dir", a.dir, "netns", a.net.name, "address", a.net.nodeIP)
 	} else {
-		p.log.Info("started node", "group", g.Name, "node", name, "pid", cmd.Process.Pid, "dir", dir)
+		p.log.Info("started node", "group", a.group, "node", a.name, "pid", a.cmd.Process.Pid, "dir", a.dir)
 	}
 	go p.wait(a)
 	return nil
+}
+
+// boot starts a's agent once the boot delay has passed, unless it was
+// deleted meanwhile. An agent that cannot start is a machine that did not
+// boot: the node is gone.
+func (p *Provider) boot(a *agent) {
+	t := time.NewTimer(p.cfg.BootDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-a.cancel:
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if a.state != provider.Deleting && !p.closed {
+		err := p.run(a)
+		if err == nil {
+			return
+		}
+		p.log.Warn("node did not boot", "group", a.group, "node", a.name, "err", err)
+	}
+	delete(p.nodes, a.name)
+	p.cleanup(a)
+	close(a.exited)
+}
+
+// cleanup removes the network and directory of an agent that is not
+// running.
+func (p *Provider) cleanup(a *agent) {
+	if a.net != nil {
+		if err := a.net.teardown(); err != nil {
+			p.log.Warn("removing a node's network namespace", "node", a.name, "err", err)
+		}
+	}
+	_ = os.RemoveAll(a.dir)
 }
 
 // wait forgets an agent once its process has exited: a node whose process
@@ -356,12 +420,7 @@ func (p *Provider) wait(a *agent) {
 	if !deleting {
 		p.log.Warn("node's agent exited", "group", a.group, "node", a.name, "err", err)
 	}
-	if a.net != nil {
-		if err := a.net.teardown(); err != nil {
-			p.log.Warn("removing a node's network namespace", "node", a.name, "err", err)
-		}
-	}
-	_ = os.RemoveAll(a.dir)
+	p.cleanup(a)
 	close(a.exited)
 }
 
@@ -382,18 +441,19 @@ func (p *Provider) DeleteNodes(ctx context.Context, group string, nodes []string
 		stopping = append(stopping, a)
 	}
 	for _, a := range stopping {
-		a.state = provider.Deleting
-		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		a.terminate()
 	}
 	p.mu.Unlock()
 	for _, a := range stopping {
-		stop(ctx, a)
+		p.stop(ctx, a)
 		p.log.Info("deleted node", "group", group, "node", a.name)
 	}
 	return nil
 }
 
-func stop(ctx context.Context, a *agent) {
+// stop waits for a terminated agent to exit, killing it after stopGrace
+// or once ctx ends.
+func (p *Provider) stop(ctx context.Context, a *agent) {
 	t := time.NewTimer(stopGrace)
 	defer t.Stop()
 	select {
@@ -402,7 +462,11 @@ func stop(ctx context.Context, a *agent) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	_ = a.cmd.Process.Kill()
+	p.mu.Lock()
+	if a.started {
+		_ = a.cmd.Process.Kill()
+	}
+	p.mu.Unlock()
 	<-a.exited
 }
 
@@ -429,13 +493,12 @@ func (p *Provider) Close() error {
 	p.closed = true
 	all := make([]*agent, 0, len(p.nodes))
 	for _, a := range p.nodes {
-		a.state = provider.Deleting
-		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		a.terminate()
 		all = append(all, a)
 	}
 	p.mu.Unlock()
 	for _, a := range all {
-		stop(context.Background(), a)
+		p.stop(context.Background(), a)
 	}
 	return nil
 }

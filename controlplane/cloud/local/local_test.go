@@ -382,3 +382,50 @@ func TestHostNetworkFallback(t *testing.T) {
 		t.Errorf("agent on the host's network: listening on %s in %s, want 127.0.0.1 in %s", h.Listen, h.Netns, self)
 	}
 }
+
+// TestBootDelay: with a boot delay a node is Creating, its agent not yet
+// started, until the delay has passed; one deleted meanwhile never starts,
+// and its network and directory are removed.
+func TestBootDelay(t *testing.T) {
+	server, lines := fakeServer(t)
+	ctx := context.Background()
+	p := newProvider(t, Config{BootDelay: time.Hour})
+	if err := p.IncreaseSize(ctx, "pool", []provider.NewNode{newNode("pool-a", server)}); err != nil {
+		t.Fatal(err)
+	}
+	if nodes, _ := p.Nodes(ctx, "pool"); len(nodes) != 1 || nodes[0].State != provider.Creating {
+		t.Fatalf("a node booting: %v, want it Creating", nodes)
+	}
+	if n, _ := p.TargetSize(ctx, "pool"); n != 1 {
+		t.Errorf("target size with a node booting: %d, want 1", n)
+	}
+	if err := p.DeleteNodes(ctx, "pool", []string{"pool-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if nodes, _ := p.Nodes(ctx, "pool"); len(nodes) != 0 {
+		t.Errorf("a booting node deleted: %v, want none", nodes)
+	}
+	if _, err := os.Stat(filepath.Join(p.cfg.DataDir, "pool-a")); !os.IsNotExist(err) {
+		t.Errorf("a booting node deleted: its directory: %v", err)
+	}
+	if p.ns != nil {
+		nss, links := netState(t)
+		if len(ofOwner(nss, p.ns.owner))+len(ofOwner(links, p.ns.owner)) != 0 {
+			t.Errorf("a booting node deleted: namespaces %v, veths %v left", nss, links)
+		}
+	}
+	select {
+	case l := <-lines:
+		t.Errorf("a node deleted while booting reached the server: %s", l)
+	default:
+	}
+
+	q := newProvider(t, Config{BootDelay: 50 * time.Millisecond})
+	if err := q.IncreaseSize(ctx, "pool", []provider.NewNode{newNode("pool-b", server)}); err != nil {
+		t.Fatal(err)
+	}
+	greeted(t, lines, "pool-b")
+	if nodes, _ := q.Nodes(ctx, "pool"); len(nodes) != 1 || nodes[0].State != provider.Running {
+		t.Errorf("a node booted: %v, want it Running", nodes)
+	}
+}

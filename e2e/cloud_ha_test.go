@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/wasmorch/wasmorch/controlplane/cloud/plugin"
+	"github.com/wasmorch/wasmorch/controlplane/cloud/provider"
+)
+
+// TestCloudLeaderChangeDuringScaleUp: three members share a node provider
+// plugin (the local provider served by 'wasmorch provider local', whose
+// nodes outlive the leader, as a cloud's machines do) that boots a node in
+// 5 s. The leader asks for 3 nodes for 25 instances and is killed (SIGKILL)
+// while they boot. The new leader counts the old one's recorded scale-up as
+// nodes on their way: it asks for none (the group's max of 6 would let it
+// double the scale-up), the 3 nodes join through another member, and the
+// 25 instances run on them.
+func TestCloudLeaderChangeDuringScaleUp(t *testing.T) {
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "provider.sock")
+	p := startDaemon(t, "provider", cliEnv(t), "provider", "local", "--socket", socket, "--data-dir", filepath.Join(dir, "nodes"),
+		"--node-group", "name=pool,provider=local,min=0,max=6,instances=10", "--boot-delay", "5s")
+	eventually(t, "the provider's socket", func() (bool, string) {
+		if !p.running() {
+			out, _ := os.ReadFile(p.log)
+			t.Fatalf("wasmorch provider local exited with %d:\n%s", p.proc.exitCode, out)
+		}
+		_, err := os.Stat(socket)
+		return err == nil, fmt.Sprint(err)
+	})
+	ext, err := plugin.Dial("ext", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ext.Close()
+	ctx := context.Background()
+
+	h := startHAClusterTB(t, "--node-provider", "ext="+socket, "--scale-down-delay", "10m", "--node-grace", "10m")
+	var leader *member
+	eventually(t, "a controller leader", func() (ok bool, seen string) {
+		leader, seen = h.controllerLeader(h.members[0].api)
+		return leader != nil, seen
+	})
+	h.mustRun("deploy", "testdata/ticker.wasm", "--name", "load", "--replicas", "25", "--no-wait")
+	var asked []provider.Node
+	eventually(t, "3 nodes asked of the provider", func() (bool, string) {
+		asked, err = ext.Nodes(ctx, "pool")
+		return len(asked) == 3, fmt.Sprint(asked, err)
+	})
+	leader.proc.stop(syscall.SIGKILL)
+	// The premise: the leader died while its nodes were booting.
+	now, err := ext.Nodes(ctx, "pool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range now {
+		if n.State != provider.Creating {
+			t.Fatalf("node %s was %s when the leader was killed: the test did not kill it during the scale-up (the 5 s boot passed first)", n.Name, n.State)
+		}
+	}
+
+	var others []*member
+	for _, m := range h.members {
+		if m != leader {
+			others = append(others, m)
+		}
+	}
+	eventually(t, "a new controller leader", func() (bool, string) {
+		l, seen := h.controllerLeader(others[0].api)
+		return l != nil && l != leader, seen
+	})
+	eventually(t, "25 instances of load Running", func() (bool, string) {
+		var is []instanceJSON
+		haGet(h, &is, "get", "instances", "--workload", "load")
+		running := 0
+		for _, in := range is {
+			if in.State == "Running" {
+				running++
+			}
+		}
+		return running == 25 && len(is) == 25, toJSON(is)
+	})
+
+	// Never a node made twice for one need: the provider made the 3 nodes
+	// the killed leader asked for and no other, and they are the cluster's.
+	names := func(ns []provider.Node) []string {
+		var out []string
+		for _, n := range ns {
+			out = append(out, n.Name)
+		}
+		return out
+	}
+	now, err = ext.Nodes(ctx, "pool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(names(now), names(asked)) {
+		t.Errorf("the provider's nodes: %v, want only the 3 the killed leader asked for, %v", now, asked)
+	}
+	log, _ := os.ReadFile(p.log)
+	if made := strings.Count(string(log), `msg="node booting"`); made != 3 {
+		t.Errorf("the provider made %d nodes, want 3:\n%s", made, log)
+	}
+	var ns []clusterNode
+	haGet(h, &ns, "get", "nodes")
+	var joined []string
+	for _, n := range ns {
+		joined = append(joined, n.Name)
+	}
+	slices.Sort(joined)
+	if !slices.Equal(joined, names(asked)) {
+		t.Errorf("the cluster's nodes: %v, want the 3 asked for, %v", joined, names(asked))
+	}
+	var evs []struct{ Reason, Message string }
+	haGet(h, &evs, "get", "events")
+	var ups []string
+	for _, e := range evs {
+		switch e.Reason {
+		case "ScaledUp":
+			ups = append(ups, e.Message)
+		case "ScaleUpLost", "NodeNeverJoined":
+			t.Errorf("event %s: %s", e.Reason, e.Message)
+		}
+	}
+	if len(ups) != 1 {
+		t.Errorf("ScaledUp events %v, want the killed leader's only", ups)
+	}
+}
+
+// haGet runs a client command with -o json against the members that
+// answer and decodes its output.
+func haGet(h *haCluster, out any, args ...string) {
+	h.t.Helper()
+	r := h.mustRun(append(args, "-o", "json")...)
+	if err := json.Unmarshal([]byte(r.stdout), out); err != nil {
+		h.t.Fatalf("%v: %v\n%s", args, err, r.stdout)
+	}
+}

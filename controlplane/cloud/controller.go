@@ -330,10 +330,8 @@ func (c *Controller) Pass(ctx context.Context) error {
 	c.refresh(ctx)
 	v := c.read()
 	var errs []error
-	if len(c.groups) > 0 {
-		if err := c.loadRecords(ctx); err != nil {
-			return err
-		}
+	if err := c.loadRecords(ctx); err != nil {
+		return err
 	}
 	if err := c.prune(ctx); err != nil {
 		errs = append(errs, err)

@@ -313,13 +313,17 @@ func TestNeverJoinedTimeoutRunsFromWhenTheNodeWasAsked(t *testing.T) {
 		}
 		return out
 	}
+	// A node asked for of a group no provider lists any more.
+	if _, err := cli.Put(ctx, AskedPrefix+"old-x", `{"group":"old","atUnixNano":1}`); err != nil {
+		t.Fatal(err)
+	}
 	first, _ := leadership()
 	if err := first.Pass(ctx); err != nil || len(fake.nodes) != 1 {
 		t.Fatalf("first pass: %v, provider nodes %v; want one asked for", err, fake.nodes)
 	}
 	node := fake.nodes[0].Name
 	if got := asked(); fmt.Sprint(got) != "["+node+"]" {
-		t.Fatalf("nodes recorded as asked for: %v, want [%s]", got, node)
+		t.Fatalf("nodes recorded as asked for: %v, want [%s] (and not old-x, of a group gone)", got, node)
 	}
 
 	// 40 s later the leader changes: the new one first sees the node then.

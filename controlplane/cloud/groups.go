@@ -134,6 +134,19 @@ func (c *Controller) prune(ctx context.Context) error {
 			c.cfg.Metrics.forget(name)
 		}
 	}
+	// The nodes asked for of groups no longer listed will not be swept
+	// with their group's.
+	if c.asked != nil {
+		var gone []string
+		for name, a := range c.asked {
+			if !slices.Contains(names, a.Group) {
+				gone = append(gone, name)
+			}
+		}
+		if err := c.unask(ctx, gone); err != nil {
+			return err
+		}
+	}
 	c.pruned, c.prunedOnce = listed, true
 	return nil
 }

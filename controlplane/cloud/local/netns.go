@@ -150,7 +150,7 @@ func (n *netns) run(args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), err
 }
 
-// leftovers names a namespace or veth alias of this naming: its owner and
+// leftover parses a namespace or veth alias of this naming: its owner and
 // pid, and whether it is one.
 func leftover(name string) (owner string, pid int, ok bool) {
 	rest, ok := strings.CutPrefix(name, nsPrefix)

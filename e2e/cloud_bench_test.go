@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -94,6 +95,7 @@ func BenchmarkCloudLocalScaleUpAndDown(b *testing.B) {
 			if readyAt == 0 {
 				if ns := nodes(); len(ns) == 1 && ns[0].GetReady() {
 					readyAt = time.Since(t0)
+					inNetns(b, ns[0].GetNode().GetAddress())
 				}
 			}
 			return readyAt != 0 && running(cold)
@@ -126,6 +128,16 @@ func BenchmarkCloudLocalScaleUpAndDown(b *testing.B) {
 	b.ReportMetric(ms(idleToDeleted), "ms-idle-to-deleted")
 	b.ReportMetric(ms(idleToDeleted)-float64(delay.Milliseconds()), "ms-past-delay")
 	b.ReportMetric(0, "ns/op")
+}
+
+// inNetns fails the benchmark when a node of the local provider is not
+// in a network namespace of its own (its address one of the provider's
+// subnet) on a host that allows them: the figures are with namespaces.
+func inNetns(b *testing.B, addr string) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || netnsAllowed() != nodeSubnet.Contains(net.ParseIP(host)) {
+		b.Fatalf("node address %q: want one of %s where the host allows namespaces (it does: %v), else loopback", addr, nodeSubnet, netnsAllowed())
+	}
 }
 
 // benchUpload uploads the file at path and returns its digest.

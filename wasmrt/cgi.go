@@ -285,11 +285,14 @@ func ctxSleep(ctx context.Context, pause func()) sys.Nanosleep {
 			t := time.NewTimer(time.Duration(ns))
 			select {
 			case <-t.C:
-				return
 			case <-ctx.Done():
 				t.Stop()
 			}
 		}
+		// Also after a sleep that ended: when both were ready, select
+		// may have taken the timer although ctx had ended long before
+		// (a loaded machine: the timeout passed while this goroutine
+		// waited to run).
 		if ctx.Err() != nil {
 			panic(sys.NewExitError(sys.ExitCodeContextCanceled))
 		}

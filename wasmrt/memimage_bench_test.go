@@ -139,10 +139,15 @@ func (m timedMemory) Free() {
 // interleaved, p50 of each: "instantiate" (mostly the module's table of
 // ~1,900 function references, which wazero builds per instance),
 // "start" (_start: the Go runtime's own start-up, main, and proc_exit,
-// which frees the memory: "reset" to the image), and "start" again in a
-// runtime without WithCloseOnContextDone ("start-no-loop-checks"): that
-// option, which lets a timeout stop a busy loop, makes every loop
-// back-edge leave the machine code for a Go check.
+// which frees the memory: "reset" to the image), "start" again leaving
+// machine code for Go at every loop back-edge, as wazero does upstream
+// ("start-interval-1", where this runtime's wazero leaves once every
+// experimental.DefaultInterruptCheckInterval, 256: "start";
+// third_party/wazero/PATCHES.md) and at other intervals
+// ("start-interval-N"), and "start" in a runtime without
+// WithCloseOnContextDone ("start-no-loop-checks"): that option, which lets
+// a timeout stop a busy loop and the Go scheduler preempt it, is what puts
+// the checks in the loops.
 func BenchmarkGoFunctionBreakdown(b *testing.B) {
 	r := newTestRuntime(b, Config{})
 	ctx := context.Background()
@@ -174,7 +179,10 @@ func BenchmarkGoFunctionBreakdown(b *testing.B) {
 	cfg := r.moduleConfig.WithArgs("function").WithStdout(io.Discard).WithEnv("QUERY_STRING", "who=bench")
 	var inst, start, startUnchecked, reset []time.Duration
 	allocCtx := experimental.WithMemoryAllocator(ctx, timedAllocator{m.image, &reset})
-	run := func(wz wazero.Runtime, code wazero.CompiledModule, starts *[]time.Duration, instantiations *[]time.Duration) {
+	// Other intervals, for the choice of the default: 1 is upstream's.
+	intervals := []uint64{1, 64, 1024}
+	startAt := make([][]time.Duration, len(intervals))
+	run := func(ctx context.Context, wz wazero.Runtime, code wazero.CompiledModule, starts *[]time.Duration, instantiations *[]time.Duration) {
 		t0 := time.Now()
 		mod, err := wz.InstantiateModule(allocCtx, code, cfg)
 		if err != nil {
@@ -194,14 +202,22 @@ func BenchmarkGoFunctionBreakdown(b *testing.B) {
 	n := max(b.N, 200)
 	b.ResetTimer()
 	for range n {
-		run(m.wz, m.code, &start, &inst)
-		run(unchecked, uncheckedCode, &startUnchecked, nil)
+		run(ctx, m.wz, m.code, &start, &inst)
+		for i, iv := range intervals {
+			run(experimental.WithInterruptCheckInterval(ctx, iv), m.wz, m.code, &startAt[i], nil)
+		}
+		run(ctx, unchecked, uncheckedCode, &startUnchecked, nil)
 	}
 	b.StopTimer()
-	for _, c := range []struct {
+	type part struct {
 		name string
 		lat  []time.Duration
-	}{{"instantiate", inst}, {"start", start}, {"start-no-loop-checks", startUnchecked}, {"reset", reset}} {
+	}
+	parts := []part{{"instantiate", inst}, {"start", start}, {"start-no-loop-checks", startUnchecked}, {"reset", reset}}
+	for i, iv := range intervals {
+		parts = append(parts, part{fmt.Sprint("start-interval-", iv), startAt[i]})
+	}
+	for _, c := range parts {
 		slices.Sort(c.lat)
 		b.ReportMetric(float64(c.lat[len(c.lat)/2])/1e3, "p50-µs-"+c.name)
 	}

@@ -13,8 +13,9 @@ import (
 // until a P (one of GOMAXPROCS) is free, and a busy goroutine gives its P
 // up only when preempted, every 10 ms. Compiled guest code is preempted
 // like Go code (with WithCloseOnContextDone, wazero leaves native code for
-// Go at every loop back-edge), so one busy guest costs little; but with
-// twenty busy guests on two Ps, every goroutine the control plane wakes
+// Go once every 256 loop back-edges, third_party/wazero/PATCHES.md), so one
+// busy guest costs little; but with twenty busy guests on two Ps, every
+// goroutine the control plane wakes
 // (a heartbeat, a session message, an etcd apply, an API call) queues
 // behind the guests for about 100 ms, and a heartbeat crosses tens of
 // such hand-offs: the node's lease expired although nothing was wrong

@@ -237,6 +237,20 @@ func evaluateConstExprInModuleInstance(e *ConstantExpression, m *ModuleInstance)
 	return v
 }
 
+// refFuncIndex returns the function index of a constant expression that is
+// only "ref.func index" (then end), and whether it is one.
+// [wasmorch patch: see third_party/wazero/PATCHES.md]
+func refFuncIndex(data []byte) (Index, bool) {
+	if len(data) < 3 || data[0] != OpcodeRefFunc || data[len(data)-1] != OpcodeEnd {
+		return 0, false
+	}
+	v, n, err := leb128.LoadUint32(data[1:])
+	if err != nil || 1+int(n) != len(data)-1 {
+		return 0, false
+	}
+	return v, true
+}
+
 func NewConstantExpressionFromOpcode(
 	opcode byte, opData []byte,
 ) ConstantExpression {

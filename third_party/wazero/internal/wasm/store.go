@@ -224,6 +224,14 @@ func (m *ModuleInstance) applyElements(elems []ElementSegment) {
 			}
 		} else {
 			for i, init := range elem.Init {
+				// A plain ref.func, what compilers emit for a function table,
+				// is read here rather than by the general evaluator, which
+				// allocates for each: a Go module's table has ~1,900.
+				// [wasmorch patch: see third_party/wazero/PATCHES.md]
+				if funcIndex, ok := refFuncIndex(init.Data); ok {
+					references[offset+uint32(i)] = m.Engine.FunctionInstanceReference(funcIndex)
+					continue
+				}
 				initExprResults := evaluateConstExprInModuleInstance(&init, m)
 				references[offset+uint32(i)] = Reference(initExprResults[0])
 			}

@@ -136,6 +136,12 @@ type (
 		// when an exception is caught. Compiled code loads this from execCtx
 		// after the trampoline call to decide which handler to dispatch to.
 		caughtExceptionClauseIdx int64
+		// interruptCounter is how many loop back-edges compiled code may still
+		// take before it leaves for Go to check whether the module was closed
+		// (with ensureTermination). It is set to the call's interrupt-check
+		// interval when the call starts and after each check.
+		// [wasmorch patch: see third_party/wazero/PATCHES.md]
+		interruptCounter uint64
 	}
 )
 
@@ -253,7 +259,12 @@ func (c *callEngine) callWithStack(ctx context.Context, paramResultStack []uint6
 	p := c.parent
 	ensureTermination := p.parent.ensureTermination
 	m := p.module
+	interruptCheckInterval := uint64(experimental.DefaultInterruptCheckInterval)
 	if ensureTermination {
+		if v, ok := ctx.Value(expctxkeys.InterruptCheckIntervalKey{}).(uint64); ok {
+			interruptCheckInterval = v
+		}
+		c.execCtx.interruptCounter = interruptCheckInterval
 		select {
 		case <-ctx.Done():
 			// If the provided context is already done, close the module and return the error.
@@ -474,9 +485,10 @@ func (c *callEngine) callWithStack(ctx context.Context, paramResultStack []uint6
 			// Note: this operation must be done in Go, not native code. The reason is that
 			// native code cannot be preempted and that means it can block forever if there are not
 			// enough OS threads (which we don't have control over).
-			if err := m.FailIfClosed(); err != nil {
+			if err := interruptCheckpoint(m); err != nil {
 				panic(err)
 			}
+			c.execCtx.interruptCounter = interruptCheckInterval
 			c.execCtx.exitCode = wazevoapi.ExitCodeOK
 			afterGoFunctionCallEntrypoint(c.execCtx.goCallReturnAddress, c.execCtxPtr,
 				uintptr(unsafe.Pointer(c.execCtx.stackPointerBeforeGoCall)), c.execCtx.framePointerBeforeGoCall)
@@ -881,4 +893,20 @@ func snapshotRecoverFn(c *callEngine) {
 			panic(r)
 		}
 	}
+}
+
+// interruptCheckpoint is where a call that compiled code left at a loop's
+// interrupt check (ExitCodeCheckModuleExitCode) checks whether its module was
+// closed. It is never inlined, and calls on, so that its prologue checks the
+// goroutine's stack guard: a preemption the Go scheduler or the garbage
+// collector asked for (which sets the stack guard) is taken here, at once.
+// Compiled code exits only once every interrupt-check interval back-edges, and
+// spends most of its time in machine code, where Go's asynchronous
+// preemption signal cannot stop it: this checkpoint is what bounds the wait.
+//
+// [wasmorch patch: see third_party/wazero/PATCHES.md]
+//
+//go:noinline
+func interruptCheckpoint(m *wasm.ModuleInstance) error {
+	return m.FailIfClosed()
 }

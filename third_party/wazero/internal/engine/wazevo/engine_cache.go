@@ -146,7 +146,11 @@ func (e *engine) getCompiledModuleFromCache(module *wasm.Module) (cm *compiledMo
 	return
 }
 
-var magic = []byte{'W', 'A', 'Z', 'E', 'V', 'O'}
+// magic differs from upstream's "WAZEVO" so that code compiled by this patched
+// copy (whose loops count down an interrupt counter) and code compiled by
+// wazero itself never share a file-cache entry: the key hashes it.
+// [wasmorch patch: see third_party/wazero/PATCHES.md]
+var magic = []byte{'W', 'A', 'Z', 'E', 'V', 'N'}
 
 func serializeCompiledModule(wazeroVersion string, cm *compiledModule) io.Reader {
 	buf := bytes.NewBuffer(nil)

@@ -19,11 +19,19 @@ type (
 	// moduleEngine implements wasm.ModuleEngine.
 	moduleEngine struct {
 		// opaquePtr equals &opaque[0].
-		opaquePtr              *byte
-		parent                 *compiledModule
-		module                 *wasm.ModuleInstance
-		opaque                 moduleContextOpaque
-		localFunctionInstances []*functionInstance
+		opaquePtr *byte
+		parent    *compiledModule
+		module    *wasm.ModuleInstance
+		opaque    moduleContextOpaque
+		// localFunctionInstances holds the chunks that FunctionInstanceReference
+		// takes the function instances it returns from (the references are
+		// uintptrs, invisible to the GC); freeFunctionInstances is what is left
+		// of the last chunk. Allocating them one by one was most of the
+		// instantiation of a module with a large table.
+		// [wasmorch patch: see third_party/wazero/PATCHES.md]
+		localFunctionInstances [][]functionInstance
+		freeFunctionInstances  []functionInstance
+		functionInstancesTaken int
 		importedFunctions      []importedFunction
 		listeners              []experimental.FunctionListener
 	}
@@ -329,13 +337,21 @@ func (m *moduleEngine) FunctionInstanceReference(funcIndex wasm.Index) wasm.Refe
 	executable := &p.executable[p.functionOffsets[localIndex]]
 	typeID := m.module.TypeIDs[m.module.Source.FunctionSection[localIndex]]
 
-	lf := &functionInstance{
+	if len(m.freeFunctionInstances) == 0 {
+		// Chunks of 16, then as many as were taken so far, up to 512.
+		chunk := make([]functionInstance, min(max(16, m.functionInstancesTaken), 512))
+		m.localFunctionInstances = append(m.localFunctionInstances, chunk)
+		m.freeFunctionInstances = chunk
+	}
+	lf := &m.freeFunctionInstances[0]
+	m.freeFunctionInstances = m.freeFunctionInstances[1:]
+	m.functionInstancesTaken++
+	*lf = functionInstance{
 		executable:             executable,
 		moduleContextOpaquePtr: m.opaquePtr,
 		typeID:                 typeID,
 		indexInModule:          funcIndex,
 	}
-	m.localFunctionInstances = append(m.localFunctionInstances, lf)
 	return uintptr(unsafe.Pointer(lf))
 }
 

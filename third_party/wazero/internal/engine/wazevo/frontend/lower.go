@@ -1353,16 +1353,7 @@ func (c *Compiler) lowerCurrentOpcode() {
 		c.switchTo(originalLen, loopHeader)
 
 		if c.ensureTermination {
-			checkModuleExitCodePtr := builder.AllocateInstruction().
-				AsLoad(c.execCtxPtrValue,
-					wazevoapi.ExecutionContextOffsetCheckModuleExitCodeTrampolineAddress.U32(),
-					ssa.TypeI64,
-				).Insert(builder).Return()
-
-			args := c.allocateVarLengthValues(1, c.execCtxPtrValue)
-			builder.AllocateInstruction().
-				AsCallIndirect(checkModuleExitCodePtr, &c.checkModuleExitCodeSig, args).
-				Insert(builder)
+			c.insertInterruptCheck()
 		}
 	case wasm.OpcodeIf:
 		bt := c.readBlockType()
@@ -5042,4 +5033,47 @@ func (c *Compiler) boundsCheckInMemory(memLen, offset, size ssa.Value) {
 	builder.AllocateInstruction().
 		AsExitIfTrueWithCode(c.execCtxPtrValue, cmp, wazevoapi.ExitCodeMemoryOutOfBounds).
 		Insert(builder)
+}
+
+// insertInterruptCheck inserts, at a loop header, the check that lets a call
+// be interrupted (WithCloseOnContextDone): a counter in the execution context
+// is decremented, and only when it reaches zero does the code leave for Go
+// (the checkModuleExitCode trampoline), which fails the call if the module was
+// closed, gives the Go scheduler a chance to preempt the goroutine, and sets
+// the counter again to the call's interrupt-check interval. Leaving for Go is
+// a full exit from machine code; doing it once every interval back-edges
+// rather than at every one is what makes loops cheap.
+//
+// [wasmorch patch: see third_party/wazero/PATCHES.md]
+func (c *Compiler) insertInterruptCheck() {
+	builder := c.ssaBuilder
+	counter := builder.AllocateInstruction().
+		AsLoad(c.execCtxPtrValue, wazevoapi.ExecutionContextOffsetInterruptCounter.U32(), ssa.TypeI64).
+		Insert(builder).Return()
+	one := builder.AllocateInstruction().AsIconst64(1).Insert(builder).Return()
+	next := builder.AllocateInstruction().AsIsub(counter, one).Insert(builder).Return()
+	builder.AllocateInstruction().
+		AsStore(ssa.OpcodeStore, next, c.execCtxPtrValue, wazevoapi.ExecutionContextOffsetInterruptCounter.U32()).
+		Insert(builder)
+
+	exitBlk, contBlk := builder.AllocateBasicBlock(), builder.AllocateBasicBlock()
+	brz := builder.AllocateInstruction()
+	brz.AsBrz(next, ssa.ValuesNil, exitBlk)
+	builder.InsertInstruction(brz)
+	c.insertJumpToBlock(ssa.ValuesNil, contBlk)
+
+	builder.SetCurrentBlock(exitBlk)
+	checkModuleExitCodePtr := builder.AllocateInstruction().
+		AsLoad(c.execCtxPtrValue,
+			wazevoapi.ExecutionContextOffsetCheckModuleExitCodeTrampolineAddress.U32(),
+			ssa.TypeI64,
+		).Insert(builder).Return()
+	args := c.allocateVarLengthValues(1, c.execCtxPtrValue)
+	builder.AllocateInstruction().
+		AsCallIndirect(checkModuleExitCodePtr, &c.checkModuleExitCodeSig, args).
+		Insert(builder)
+	c.insertJumpToBlock(ssa.ValuesNil, contBlk)
+	builder.Seal(exitBlk)
+	builder.Seal(contBlk)
+	builder.SetCurrentBlock(contBlk)
 }

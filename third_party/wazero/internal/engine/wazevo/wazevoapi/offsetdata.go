@@ -70,6 +70,10 @@ const (
 	// ExecutionContextOffsetCaughtExceptionClauseIdx is the matched catch clause index
 	// written by handleException and read by compiled handler dispatch code.
 	ExecutionContextOffsetCaughtExceptionClauseIdx Offset = 1232
+	// ExecutionContextOffsetInterruptCounter is an offset of `interruptCounter` field in wazevo.executionContext:
+	// the back-edges left before compiled code leaves for Go to check whether the module was closed.
+	// [wasmorch patch: see third_party/wazero/PATCHES.md]
+	ExecutionContextOffsetInterruptCounter Offset = 1240
 )
 
 // ModuleContextOffsetData allows the compilers to get the information about offsets to the fields of wazevo.moduleContextOpaque,

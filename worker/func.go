@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -96,7 +95,10 @@ func (w *Worker) FunctionAddr() string { return w.funcLis.Addr().String() }
 
 // serveFunctions runs the function server until ctx is done.
 func (w *Worker) serveFunctions(ctx context.Context) error {
-	srv := &http.Server{Handler: w.funcs, ReadHeaderTimeout: 10 * time.Second}
+	// Only control-plane members call functions here, over mutual TLS,
+	// each request answered on its connection's goroutine (funcserver's
+	// ConnServer).
+	srv := &funcserver.ConnServer{Handler: w.funcs, TLS: auth.NodeServerTLS(w.id.pool, w.id.kp), ReadHeaderTimeout: 10 * time.Second, Log: w.logger.With("component", "funcserver")}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), functionServerShutdown)
@@ -106,8 +108,7 @@ func (w *Worker) serveFunctions(ctx context.Context) error {
 		}
 		w.funcs.Close(functionServerShutdown)
 	}()
-	// Only control-plane members call functions here, over mutual TLS.
-	if err := srv.Serve(tls.NewListener(w.funcLis, auth.NodeServerTLS(w.id.pool, w.id.kp))); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(w.funcLis); err != nil && !errors.Is(err, funcserver.ErrServerClosed) {
 		return fmt.Errorf("worker: function server on %s: %w", w.FunctionAddr(), err)
 	}
 	return nil

@@ -134,9 +134,15 @@ func New(cfg Config) *Gateway {
 		g.scheme = "https"
 	}
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite:        rewrite,
-		Transport:      &upstream{g: g, base: newWorkerTransport(tlsCfg, transport)},
-		FlushInterval:  -1, // stream what the function writes as it writes it
+		Rewrite:   rewrite,
+		Transport: &upstream{g: g, base: newWorkerTransport(tlsCfg, transport)},
+		// An answer of unknown length (a function that streams) is
+		// flushed at each write (ReverseProxy does so whatever this
+		// says); one of known length goes out through the server's
+		// buffer. -1 here would also flush those, from a timer armed for
+		// every request: a timer goroutine and a wake-up of the thread
+		// waiting on the network, for every request.
+		FlushInterval:  0,
 		ModifyResponse: g.answered,
 		ErrorHandler:   g.proxyError,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
@@ -100,6 +101,27 @@ func TestUnreachableWorkerIsSkippedForAnyMethod(t *testing.T) {
 // is always tried first; it returns a function that sends a request with
 // a small body and returns the answer's status and body.
 func twoReplicas(t *testing.T, addrA, addrB string) func(method string) (int, string) {
+	url := gatewayOf(t, addrA, addrB)
+	return func(method string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, url+"/greet", strings.NewReader("a body"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+}
+
+// gatewayOf serves, through a gateway, function greet at /greet with
+// replica greet-a on a worker at addrA and greet-b on one at addrB (which
+// looks busier: tried second); it returns the gateway's URL.
+func gatewayOf(t *testing.T, addrA, addrB string) string {
 	k := newCluster(t)
 	k.node("n1", addrA)
 	k.node("n2", addrB)
@@ -130,18 +152,58 @@ func twoReplicas(t *testing.T, addrA, addrB string) func(method string) (int, st
 	}
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
-	return func(method string) (int, string) {
-		t.Helper()
-		req, err := http.NewRequest(method, srv.URL+"/greet", strings.NewReader("a body"))
-		if err != nil {
-			t.Fatal(err)
+	return srv.URL
+}
+
+// TestAnswersPassAsTheWorkerSendsThem: an answer of unknown length (a
+// function that streams) reaches the client part by part as the worker
+// flushes it; one of known length arrives whole.
+func TestAnswersPassAsTheWorkerSendsThem(t *testing.T) {
+	release := make(chan struct{})
+	worker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("known") != "" {
+			w.Header().Set("Content-Length", "5")
+			_, _ = io.WriteString(w, "whole")
+			return
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+		_, _ = io.WriteString(w, "first ")
+		w.(http.Flusher).Flush()
+		<-release
+		_, _ = io.WriteString(w, "second")
+	}))
+	defer worker.Close()
+	addr := strings.TrimPrefix(worker.URL, "http://")
+	url := gatewayOf(t, addr, addr) + "/greet"
+	resp, err := http.Get(url + "?known=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "whole" || resp.ContentLength != 5 {
+		t.Fatalf("an answer of known length: %d %q (length %d)", resp.StatusCode, b, resp.ContentLength)
+	}
+	_ = resp.Body.Close()
+	resp, err = http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, len("first "))
+	read := make(chan error, 1)
+	go func() {
+		_, err := io.ReadFull(resp.Body, first)
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		if err != nil || string(first) != "first " {
+			t.Fatalf("before the function ends: %q, %v; want what it flushed", first, err)
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, strings.TrimSpace(string(b))
+	case <-time.After(30 * time.Second): // a safety net, not a speed check
+		close(release)
+		t.Fatal("what the function flushed did not reach the client before it ended")
+	}
+	close(release)
+	if rest, err := io.ReadAll(resp.Body); err != nil || string(rest) != "second" {
+		t.Fatalf("the rest: %q, %v", rest, err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,8 +47,7 @@ func TestColdStartServesWithoutAReplicaWithinTheFunctionsLimits(t *testing.T) {
 		gotSpec = spec
 		return fn, nil
 	}, Logs: func(string) io.Writer { return io.Discard }})
-	srv := httptest.NewServer(s)
-	defer srv.Close()
+	srv := startConnServer(t, s)
 	defer s.Close(time.Second)
 	spec := &pb.WorkloadSpec{ModuleDigest: "sha256:ab", MemoryBytes: 1 << 20,
 		Http: &pb.HttpTrigger{Route: "/fn", Concurrency: 1, Queue: 1, MaxBodyBytes: 8, TimeoutMs: safetyTimeout.Milliseconds()}}
@@ -125,8 +123,7 @@ func TestColdStartServesWithoutAReplicaWithinTheFunctionsLimits(t *testing.T) {
 // back to waiting for one.
 func TestColdStartUnavailableWithoutPreparer(t *testing.T) {
 	s := New(nil)
-	srv := httptest.NewServer(s)
-	defer srv.Close()
+	srv := startConnServer(t, s)
 	spec := &pb.WorkloadSpec{Http: &pb.HttpTrigger{Route: "/fn"}}
 	check := func(what string) {
 		t.Helper()
@@ -174,8 +171,7 @@ func TestStoppedReplicaKeepsItsFunctionForColdStarts(t *testing.T) {
 		prepared.Add(1)
 		return &fakeFunction{}, nil
 	}, Logs: func(string) io.Writer { return io.Discard }})
-	srv := httptest.NewServer(s)
-	defer srv.Close()
+	srv := startConnServer(t, s)
 	set := httptrigger.Effective(&pb.HttpTrigger{Route: "/fn"})
 	rep, err := s.Add(ReplicaSpec{ID: "fn-abc", Workload: "fn", Settings: set, Function: fn, ColdKey: "fn/1"})
 	if err != nil {

@@ -321,6 +321,11 @@ func (r *Replica) borrowMemory(w http.ResponseWriter, req *http.Request) (giveBa
 	if lim == nil || n <= 0 {
 		return func() {}, true
 	}
+	if lim.budget.TryBorrow(n) {
+		// Free at once: no timer to arm (each one may wake the thread
+		// waiting on the network).
+		return func() { lim.budget.Return(n) }, true
+	}
 	wait := min(lim.wait, r.spec.Settings.Timeout)
 	ctx, cancel := context.WithTimeoutCause(req.Context(), wait, errMemoryWait)
 	defer cancel()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,7 +63,7 @@ func headerNames(h http.Header) []string {
 	return out
 }
 
-func newServer(t *testing.T, fn *fakeFunction, set httptrigger.Settings) (*Server, *Replica, *httptest.Server) {
+func newServer(t *testing.T, fn *fakeFunction, set httptrigger.Settings) (*Server, *Replica, *testServer) {
 	t.Helper()
 	s := New(nil)
 	if set.Timeout == 0 {
@@ -83,12 +82,11 @@ func newServer(t *testing.T, fn *fakeFunction, set httptrigger.Settings) (*Serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(s)
-	t.Cleanup(ts.Close)
+	ts := startConnServer(t, s)
 	return s, rep, ts
 }
 
-func send(t *testing.T, ts *httptest.Server, path, instance string, body io.Reader) *http.Response {
+func send(t *testing.T, ts *testServer, path, instance string, body io.Reader) *http.Response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), safetyTimeout)
 	t.Cleanup(cancel)

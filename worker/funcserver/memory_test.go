@@ -1,7 +1,6 @@
 package funcserver
 
 import (
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -146,9 +145,8 @@ func TestContainerRequestsHoldNoMemory(t *testing.T) {
 	}
 }
 
-func serve(t *testing.T, s *Server) *httptest.Server {
+func serve(t *testing.T, s *Server) *testServer {
 	t.Helper()
-	ts := httptest.NewServer(s)
-	t.Cleanup(ts.Close)
+	ts := startConnServer(t, s)
 	return ts
 }

@@ -118,6 +118,18 @@ func (b *Budget) Borrow(ctx context.Context, n int64) error {
 	return context.Cause(ctx)
 }
 
+// TryBorrow lends n bytes if they are free and no request waits before
+// it, without waiting: Borrow's first step.
+func (b *Budget) TryBorrow(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.queue.Len() == 0 && b.fitsLocked(n) {
+		b.borrowed += n
+		return true
+	}
+	return false
+}
+
 // Return gives back what Borrow lent.
 func (b *Budget) Return(n int64) {
 	b.mu.Lock()

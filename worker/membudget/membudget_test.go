@@ -182,3 +182,28 @@ func TestBorrowersNeverPassTheBudget(t *testing.T) {
 		t.Errorf("after every request ended: %+v", u)
 	}
 }
+
+// TryBorrow lends what is free, and never passes a request waiting in
+// line.
+func TestTryBorrowNeverWaitsNorPasses(t *testing.T) {
+	b := New(100*MiB, 10)
+	if !b.TryBorrow(60 * MiB) {
+		t.Fatal("60 MiB free of 100 refused")
+	}
+	if b.TryBorrow(50 * MiB) {
+		t.Fatal("50 MiB lent with 40 free")
+	}
+	waiting := make(chan error, 1)
+	go func() { waiting <- b.Borrow(context.Background(), 50*MiB) }()
+	waitFor(t, "the 50 MiB request in line", func() bool { return b.Usage().Waiting == 1 })
+	if b.TryBorrow(10 * MiB) {
+		t.Fatal("10 MiB lent past a request waiting in line")
+	}
+	b.Return(60 * MiB)
+	if err := <-waiting; err != nil {
+		t.Fatal(err)
+	}
+	if u := b.Usage(); u.Borrowed != 50*MiB || !b.TryBorrow(50*MiB) || b.TryBorrow(1) {
+		t.Fatalf("usage %+v: want the waiting request lent, then exactly the rest", u)
+	}
+}

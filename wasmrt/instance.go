@@ -65,17 +65,24 @@ func (i *instance) Usage() runtimeapi.Usage {
 	return runtimeapi.Usage{CPU: max(busy, 0), MemoryBytes: i.memory.Load()}
 }
 
-// trackedMemory is a linear memory that records its size on its
-// instance, as wazero's own grows (by append, within the capacity first).
+// Allocate implements experimental.MemoryAllocator: the instance's linear
+// memory is a mapping of its own where the host allows
+// (instmem_linux.go), else a trackedMemory. Either records its size on
+// the instance.
+func (i *instance) Allocate(capacity, maxBytes uint64) experimental.LinearMemory {
+	if m := mapInstanceMemory(i, maxBytes); m != nil {
+		return m
+	}
+	return &trackedMemory{buf: make([]byte, 0, capacity), max: maxBytes, i: i}
+}
+
+// trackedMemory is a linear memory on the Go heap that records its size
+// on its instance, as wazero's own grows (by append, within the capacity
+// first).
 type trackedMemory struct {
 	buf []byte
 	max uint64
 	i   *instance
-}
-
-// Allocate implements experimental.MemoryAllocator.
-func (i *instance) Allocate(capacity, maxBytes uint64) experimental.LinearMemory {
-	return &trackedMemory{buf: make([]byte, 0, capacity), max: maxBytes, i: i}
 }
 
 // Reallocate implements experimental.LinearMemory.

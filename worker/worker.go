@@ -321,6 +321,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		g.Go(func() error { w.drain(gctx, w.startq, w.doStart); return nil })
 	}
 	g.Go(func() error { w.dispatchStops(gctx); return nil })
+	g.Go(func() error { w.retireThreadsLoop(gctx); return nil }) // threads.go
 	w.logger.Info("worker started", "addr", w.Addr(), "servers", w.cfg.Servers)
 	err := g.Wait()
 

@@ -47,6 +47,11 @@ type instance struct {
 	sleepingSince atomic.Int64 // unix nano when the current sleep began, 0 when awake
 	memory        atomic.Int64 // bytes of linear memory
 
+	// mem is the linear memory Allocate gave, freed by finish: wazero
+	// frees it when the module closes, except when its watcher closed the
+	// module first and the guest then ended by a panic (a stopped sleep).
+	mem experimental.LinearMemory
+
 	accepting chan struct{} // a Wasm service's: see Accepting (sock.go)
 	socks     *sockets      // a Wasm service's, set by its goroutine; finish closes them
 }
@@ -70,10 +75,11 @@ func (i *instance) Usage() runtimeapi.Usage {
 // (instmem_linux.go), else a trackedMemory. Either records its size on
 // the instance.
 func (i *instance) Allocate(capacity, maxBytes uint64) experimental.LinearMemory {
-	if m := mapInstanceMemory(i, maxBytes); m != nil {
-		return m
+	i.mem = mapInstanceMemory(i, maxBytes)
+	if i.mem == nil {
+		i.mem = &trackedMemory{buf: make([]byte, 0, capacity), max: maxBytes, i: i}
 	}
-	return &trackedMemory{buf: make([]byte, 0, capacity), max: maxBytes, i: i}
+	return i.mem
 }
 
 // trackedMemory is a linear memory on the Go heap that records its size
@@ -203,6 +209,9 @@ func (i *instance) finish(r *Runtime, m *module, exit runtimeapi.Exit) {
 	}
 	if m != nil {
 		r.drop(m)
+	}
+	if i.mem != nil {
+		i.mem.Free() // a no-op if wazero freed it; nothing runs on it any more
 	}
 	i.cancel(nil) // frees the context; a no-op if already stopped
 	exit.At = time.Now()

@@ -182,3 +182,29 @@ func TestGuestsRunOnMappedMemory(t *testing.T) {
 		})
 	}
 }
+
+// A stopped instance gives its memory back, whichever of wazero's
+// watcher and its own sleep noticed the stop first.
+func TestStoppedInstanceFreesItsMemory(t *testing.T) {
+	r := newTestRuntime(t, Config{})
+	for n := range 20 {
+		stdout := newOutput()
+		inst, err := r.Start(context.Background(), runtimeapi.InstanceSpec{
+			ID: "sleep", Artifact: testArtifact(t, "sleep.wasm"), MemoryBytes: 1 << 20, Stdout: stdout,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout.waitFor(t, "sleeping")
+		i := inst.(*instance)
+		if i.memory.Load() == 0 {
+			t.Fatal("a running instance records no memory")
+		}
+		if exit := stopInstance(t, inst); exit.Reason != runtimeapi.ReasonStopped {
+			t.Fatalf("exit %+v, want Stopped", exit)
+		}
+		if got := i.memory.Load(); got != 0 {
+			t.Fatalf("stop %d: %d bytes of memory still held after the instance ended", n, got)
+		}
+	}
+}

@@ -88,7 +88,16 @@ func BenchmarkStart500Instances(b *testing.B) {
 // same run, plus how long `get instances` takes with all of them. The
 // ticker logs a line every 100 ms; WASMORCH_DENSITY_MODULE=sleep.wasm runs
 // idle instances instead (one line, then asleep). It also reports the
-// process's open file descriptors per instance (its log files among them).
+// process's open file descriptors per instance (its log files among them),
+// its page tables per instance (VmPTE, which VmRSS does not count), the
+// Go heap's free memory not yet returned to the OS per instance (garbage
+// of the start that RSS still holds) and its threads. Memory is read from
+// /proc/self/status (VmRSS) and runtime.ReadMemStats, never after a forced
+// GC. WASMORCH_DENSITY_WINDOW=5m reads it again that long after all were
+// Running (the -late metrics), to see what the GC and its scavenger
+// return while the node runs on. WASMORCH_DENSITY_REPLACE=1 replaces
+// every instance once (scaled to zero and back) before reading, as a node
+// that runs for long sees deploys and restarts.
 // Target (TARGETS.md): ≤ 64 KiB per idle instance, ≤ 96 KiB for one that
 // logs continuously; the figure reported includes the module's linear
 // memory (one 64 KiB page, of which only what it touches is resident) and
@@ -109,6 +118,8 @@ func BenchmarkDensity(b *testing.B) {
 	ctx := context.Background()
 	baseRSS, baseHeap := settle()
 	baseStack, baseG := stackInuse(), runtime.NumGoroutine()
+	basePTE, baseFree := statusKiB("VmPTE")<<10, heapFree()
+	peaks := samplePeaks()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
@@ -117,11 +128,30 @@ func BenchmarkDensity(b *testing.B) {
 		}
 		waitReady(b, a, "dense", n, 5*time.Minute)
 		b.ReportMetric(time.Since(t0).Seconds(), "s-to-all-running")
+		if os.Getenv("WASMORCH_DENSITY_REPLACE") != "" {
+			// Every instance replaced once, as deploys and restarts do
+			// on a node that runs for long: the new ones take memory
+			// the old ones had.
+			if _, err := a.control.ScaleWorkload(ctx, &v1.ScaleRequest{Name: "dense", Replicas: 0}); err != nil {
+				b.Fatal(err)
+			}
+			a.waitInstances(b, "dense", 0, nil)
+			if _, err := a.control.ScaleWorkload(ctx, &v1.ScaleRequest{Name: "dense", Replicas: int32(n)}); err != nil {
+				b.Fatal(err)
+			}
+			waitReady(b, a, "dense", n, 5*time.Minute)
+		}
 	}
+	settled := time.Now()
 	b.StopTimer()
+	peakProcs, peakThreads := peaks()
+	b.ReportMetric(float64(peakProcs), "peak-GOMAXPROCS")
+	b.ReportMetric(float64(peakThreads), "peak-threads")
 	rss, heap := settle()
 	fds := openFiles()
 	stack, goroutines := stackInuse(), runtime.NumGoroutine()
+	pte, threads := statusKiB("VmPTE")<<10, statusKiB("Threads")
+	free := heapFree()
 	if path := os.Getenv("WASMORCH_DENSITY_HEAP_PROFILE"); path != "" {
 		// After the readings above: the collection the profile needs to
 		// be current changes none of them.
@@ -139,6 +169,11 @@ func BenchmarkDensity(b *testing.B) {
 		}
 		_ = pprof.Lookup("goroutine").WriteTo(f, 1)
 		_ = f.Close()
+		if f, err = os.Create(path + ".threads"); err != nil {
+			b.Fatal(err)
+		}
+		_ = pprof.Lookup("threadcreate").WriteTo(f, 1)
+		_ = f.Close()
 	}
 	t0 := time.Now()
 	if all := a.allInstances(b); len(all) < n {
@@ -151,6 +186,73 @@ func BenchmarkDensity(b *testing.B) {
 	b.ReportMetric(float64(fds)/float64(n), "fds/instance")
 	b.ReportMetric(float64(stack-baseStack)/float64(n)/1024, "KiB-stacks/instance")
 	b.ReportMetric(float64(goroutines-baseG)/float64(n), "goroutines/instance")
+	b.ReportMetric(float64(pte-basePTE)/float64(n)/1024, "KiB-PTE/instance")
+	b.ReportMetric(float64(free-baseFree)/float64(n)/1024, "KiB-heap-free/instance")
+	b.ReportMetric(float64(threads), "threads")
+	if s := os.Getenv("WASMORCH_DENSITY_WINDOW"); s != "" {
+		// The same reading again, later: what the GC and its scavenger
+		// return of the start's garbage while the node runs on.
+		window, err := time.ParseDuration(s)
+		if err != nil {
+			b.Fatalf("WASMORCH_DENSITY_WINDOW: %v", err)
+		}
+		time.Sleep(time.Until(settled.Add(window - 10*time.Second)))
+		late, lateHeap := settle()
+		b.ReportMetric(window.Seconds(), "s-window")
+		b.ReportMetric(float64(late-baseRSS)/float64(n)/1024, "KiB-RSS-late/instance")
+		b.ReportMetric(float64(lateHeap-baseHeap)/float64(n)/1024, "KiB-heap-late/instance")
+		b.ReportMetric(float64(heapFree()-baseFree)/float64(n)/1024, "KiB-heap-free-late/instance")
+	}
+}
+
+// statusKiB reads a field of /proc/self/status that counts KiB (or,
+// for Threads, things).
+func statusKiB(field string) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field+":" {
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			return v
+		}
+	}
+	return 0
+}
+
+// heapFree is the Go heap's memory that holds no object and that the
+// runtime has not returned to the OS (read; no collection): garbage of
+// the past that RSS still counts.
+func heapFree() int64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapIdle - ms.HeapReleased)
+}
+
+// samplePeaks samples GOMAXPROCS and the process's threads every 20 ms
+// until the function it returns is called, which returns their peaks.
+func samplePeaks() func() (procs, threads int64) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	var procs, threads int64
+	go func() {
+		defer close(done)
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			procs, threads = max(procs, int64(runtime.GOMAXPROCS(0))), max(threads, statusKiB("Threads"))
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() (int64, int64) {
+		close(stop)
+		<-done
+		return procs, threads
+	}
 }
 
 // stackInuse is the memory of the goroutines' stacks (read; no
@@ -202,19 +304,7 @@ func settle() (rss, heap int64) {
 	return median(rs), median(hs)
 }
 
-func residentBytes() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
+func residentBytes() int64 { return statusKiB("VmRSS") << 10 }
 
 func reportPercentiles(b *testing.B, lat []time.Duration) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })

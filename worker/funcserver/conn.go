@@ -228,11 +228,10 @@ type serverConn struct {
 	broken atomic.Bool
 
 	// The call in flight, when it is watched by reading (conn_watch.go).
-	watchMu   sync.Mutex
-	call      *callWatch
-	dateBuf   [len(http.TimeFormat)]byte
-	clenBuf   [20]byte
-	headerBuf []byte
+	watchMu sync.Mutex
+	call    *callWatch
+	dateBuf [len(http.TimeFormat)]byte
+	clenBuf [20]byte
 }
 
 func (s *ConnServer) newConn(raw net.Conn) *serverConn {

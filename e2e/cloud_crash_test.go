@@ -11,7 +11,8 @@ import (
 // agents die with it, and their namespaces and veths are left, named after
 // its data dir and pid. Started again on the same data dir, its provider
 // removes them before anything else, the nodes of the killed agents are
-// removed as gone, and the instances run on new nodes.
+// removed as gone, and the instances run on new nodes, which the gateway
+// reaches at their namespaces' addresses.
 func TestCloudLocalProviderKilledLeavesNothingBehind(t *testing.T) {
 	if !netnsAllowed() {
 		t.Skip("this host does not let the local provider make network namespaces (root and ip)")
@@ -58,4 +59,13 @@ func TestCloudLocalProviderKilledLeavesNothingBehind(t *testing.T) {
 		}
 	}
 	nodeNetworks(t, api, after)
+
+	// The gateway reaches a function on a node at the namespace's address.
+	m.deployFunction("testdata/greet.wasm", "greet", "/greet", "--env", "GREETING=hi")
+	expect(t, "greet ana, on a node in a namespace", m.call(request{path: "/greet?who=ana"}), 200, "hi, ana!")
+	for _, in := range m.instances("greet") {
+		if _, ok := after[in.Node]; !ok {
+			t.Errorf("greet runs on %q, not on a node of the group %s", in.Node, toJSON(after))
+		}
+	}
 }

@@ -3,11 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestFunctions drives HTTP functions through the real gateway of one
@@ -350,5 +352,31 @@ func scaleToZero(t *testing.T, m *multi, name string) {
 		m.mustRun("scale", name, "--replicas", "0")
 		is := m.instances(name)
 		return len(is) == 0, toJSON(is)
+	})
+}
+
+// TestAClientGoingAwayStopsItsCallAcrossProcesses: with `wasmorch server`
+// and a separate `wasmorch agent`, a client that gives up on a function
+// spinning in a busy loop makes the gateway close its connection to the
+// worker, and the worker's function server cancels the call, which stops
+// the guest (its outcome: Canceled) long before the function's timeout.
+func TestAClientGoingAwayStopsItsCallAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	m := startServer(t)
+	agent := m.startAgentWith("a1", "127.0.0.1", m.joinToken(), "--log-level", "debug")
+	// At most two spin at once should the calls not be stopped.
+	m.deployFunction("testdata/loop.wasm", "spin", "/spin", "--request-timeout", "10m", "--max-body", "1Ki", "--concurrency", "2", "--queue", "1")
+	eventually(t, "a call the worker canceled", func() (bool, string) {
+		// The client gives up after a second, once the call has
+		// (almost always) reached the worker; if it had not, the next
+		// try.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		rep, err := m.do(ctx, request{path: "/spin"})
+		if err == nil {
+			return false, fmt.Sprintf("the spinning function answered %d %q", rep.status, rep.body)
+		}
+		out, rerr := os.ReadFile(agent.log)
+		return rerr == nil && strings.Contains(string(out), `msg="function call failed"`) && strings.Contains(string(out), "outcome=Canceled"), string(out)
 	})
 }

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -95,10 +96,7 @@ func (w *Worker) FunctionAddr() string { return w.funcLis.Addr().String() }
 
 // serveFunctions runs the function server until ctx is done.
 func (w *Worker) serveFunctions(ctx context.Context) error {
-	// Only control-plane members call functions here, over mutual TLS,
-	// each request answered on its connection's goroutine (funcserver's
-	// ConnServer).
-	srv := &funcserver.ConnServer{Handler: w.funcs, TLS: auth.NodeServerTLS(w.id.pool, w.id.kp), ReadHeaderTimeout: 10 * time.Second, Log: w.logger.With("component", "funcserver")}
+	srv := &http.Server{Handler: w.funcs, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), functionServerShutdown)
@@ -108,7 +106,8 @@ func (w *Worker) serveFunctions(ctx context.Context) error {
 		}
 		w.funcs.Close(functionServerShutdown)
 	}()
-	if err := srv.Serve(w.funcLis); err != nil && !errors.Is(err, funcserver.ErrServerClosed) {
+	// Only control-plane members call functions here, over mutual TLS.
+	if err := srv.Serve(tls.NewListener(w.funcLis, auth.NodeServerTLS(w.id.pool, w.id.kp))); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("worker: function server on %s: %w", w.FunctionAddr(), err)
 	}
 	return nil

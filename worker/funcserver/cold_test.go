@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,7 +48,8 @@ func TestColdStartServesWithoutAReplicaWithinTheFunctionsLimits(t *testing.T) {
 		gotSpec = spec
 		return fn, nil
 	}, Logs: func(string) io.Writer { return io.Discard }})
-	srv := startConnServer(t, s)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
 	defer s.Close(time.Second)
 	spec := &pb.WorkloadSpec{ModuleDigest: "sha256:ab", MemoryBytes: 1 << 20,
 		Http: &pb.HttpTrigger{Route: "/fn", Concurrency: 1, Queue: 1, MaxBodyBytes: 8, TimeoutMs: safetyTimeout.Milliseconds()}}
@@ -123,7 +125,8 @@ func TestColdStartServesWithoutAReplicaWithinTheFunctionsLimits(t *testing.T) {
 // back to waiting for one.
 func TestColdStartUnavailableWithoutPreparer(t *testing.T) {
 	s := New(nil)
-	srv := startConnServer(t, s)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
 	spec := &pb.WorkloadSpec{Http: &pb.HttpTrigger{Route: "/fn"}}
 	check := func(what string) {
 		t.Helper()
@@ -171,7 +174,8 @@ func TestStoppedReplicaKeepsItsFunctionForColdStarts(t *testing.T) {
 		prepared.Add(1)
 		return &fakeFunction{}, nil
 	}, Logs: func(string) io.Writer { return io.Discard }})
-	srv := startConnServer(t, s)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
 	set := httptrigger.Effective(&pb.HttpTrigger{Route: "/fn"})
 	rep, err := s.Add(ReplicaSpec{ID: "fn-abc", Workload: "fn", Settings: set, Function: fn, ColdKey: "fn/1"})
 	if err != nil {

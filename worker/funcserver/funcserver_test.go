@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,7 +64,7 @@ func headerNames(h http.Header) []string {
 	return out
 }
 
-func newServer(t *testing.T, fn *fakeFunction, set httptrigger.Settings) (*Server, *Replica, *testServer) {
+func newServer(t *testing.T, fn *fakeFunction, set httptrigger.Settings) (*Server, *Replica, *httptest.Server) {
 	t.Helper()
 	s := New(nil)
 	if set.Timeout == 0 {
@@ -82,11 +83,12 @@ func newServer(t *testing.T, fn *fakeFunction, set httptrigger.Settings) (*Serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := startConnServer(t, s)
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
 	return s, rep, ts
 }
 
-func send(t *testing.T, ts *testServer, path, instance string, body io.Reader) *http.Response {
+func send(t *testing.T, ts *httptest.Server, path, instance string, body io.Reader) *http.Response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), safetyTimeout)
 	t.Cleanup(cancel)

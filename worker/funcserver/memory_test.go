@@ -1,6 +1,7 @@
 package funcserver
 
 import (
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -145,8 +146,9 @@ func TestContainerRequestsHoldNoMemory(t *testing.T) {
 	}
 }
 
-func serve(t *testing.T, s *Server) *testServer {
+func serve(t *testing.T, s *Server) *httptest.Server {
 	t.Helper()
-	ts := startConnServer(t, s)
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
 	return ts
 }

@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -133,6 +135,125 @@ func TestCloudLeaderChangeDuringScaleUp(t *testing.T) {
 	if len(ups) != 1 {
 		t.Errorf("ScaledUp events %v, want the killed leader's only", ups)
 	}
+}
+
+// TestCloudLocalLeaderKilledDuringScaleUp: three members each with the
+// built-in local provider's group (min 0, max 6, 10 per node). The leader
+// asks for 3 nodes for 25 instances, which its provider starts as its own
+// children, and is killed (SIGKILL): its agents die with it. The new
+// leader finds that none of the nodes the old one recorded exists
+// (ScaleUpLost), plans again at once and makes 3 nodes of its own, never
+// more; the 25 instances run on them. The killed member, started again,
+// removes the network namespaces its killed agents left.
+func TestCloudLocalLeaderKilledDuringScaleUp(t *testing.T) {
+	h := startHAClusterTB(t, "--node-group", "name=pool,provider=local,min=0,max=6,instances=10", "--scale-down-delay", "10m", "--node-grace", "10m")
+	var leader *member
+	eventually(t, "a controller leader", func() (ok bool, seen string) {
+		leader, seen = h.controllerLeader(h.members[0].api)
+		return leader != nil, seen
+	})
+	h.mustRun("deploy", "testdata/ticker.wasm", "--name", "load", "--replicas", "25", "--no-wait")
+	old := leader.proc.proc.cmd.Process.Pid
+	var killed []string
+	eventually(t, "the leader's 3 agents", func() (bool, string) {
+		killed = agentsOf(old)
+		return len(killed) == 3, fmt.Sprint(killed)
+	})
+	leader.proc.stop(syscall.SIGKILL)
+	eventually(t, "the killed leader's agents gone", func() (bool, string) {
+		left := agentsOf(old)
+		return len(left) == 0, fmt.Sprint(left)
+	})
+	if netnsAllowed() {
+		if nss, _ := providerNetworks(old); len(nss) != 3 {
+			t.Errorf("the killed leader's nodes' namespaces: %v, want 3 left (nothing else removes them)", nss)
+		}
+	}
+
+	var others []*member
+	for _, m := range h.members {
+		if m != leader {
+			others = append(others, m)
+		}
+	}
+	var next *member
+	eventually(t, "a new controller leader", func() (ok bool, seen string) {
+		next, seen = h.controllerLeader(others[0].api)
+		return next != nil && next != leader, seen
+	})
+	eventually(t, "25 instances of load Running", func() (bool, string) {
+		var is []instanceJSON
+		haGet(h, &is, "get", "instances", "--workload", "load")
+		running := 0
+		for _, in := range is {
+			if in.State == "Running" {
+				running++
+			}
+		}
+		return running == 25 && len(is) == 25, toJSON(is)
+	})
+	// The new leader's 3 nodes, and none of the killed agents'.
+	mine := agentsOf(next.proc.proc.cmd.Process.Pid)
+	var ns []clusterNode
+	haGet(h, &ns, "get", "nodes")
+	var joined []string
+	for _, n := range ns {
+		joined = append(joined, n.Name)
+	}
+	slices.Sort(joined)
+	if len(mine) != 3 || !slices.Equal(joined, mine) {
+		t.Errorf("the cluster's nodes %v, the new leader's agents %v: want the same 3", joined, mine)
+	}
+	for _, n := range killed {
+		if slices.Contains(joined, n) {
+			t.Errorf("node %s of a killed agent is still in the cluster", n)
+		}
+	}
+	var evs []struct{ Reason, Message string }
+	haGet(h, &evs, "get", "events")
+	count := map[string]int{}
+	for _, e := range evs {
+		count[e.Reason]++
+	}
+	if count["ScaledUp"] != 2 || count["ScaleUpLost"] != 1 {
+		t.Errorf("events %v: want 2 ScaledUp (each leader's 3 nodes) and 1 ScaleUpLost", count)
+	}
+
+	leader.proc.start()
+	h.waitHealthy(3)
+	if netnsAllowed() {
+		eventually(t, "the killed member's leftover namespaces removed", func() (bool, string) {
+			nss, links := providerNetworks(old)
+			return len(nss)+len(links) == 0, fmt.Sprint(nss, links)
+		})
+	}
+}
+
+// agentsOf returns the node names of the agent processes whose parent is
+// pid (the local provider's nodes of that process), sorted.
+func agentsOf(pid int) []string {
+	var out []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range procs {
+		st, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		fields := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		if len(fields) < 2 || fields[1] != strconv.Itoa(pid) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if i := slices.Index(args, "--name"); len(args) > 1 && args[1] == "agent" && i > 0 && i+1 < len(args) {
+			out = append(out, args[i+1])
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // haGet runs a client command with -o json against the members that

@@ -156,16 +156,17 @@ func startServerOn(t *testing.T, api string, extra ...string) *multi {
 	return nil
 }
 
-// loopbackAddr returns ip:port with a port free on that loopback address.
+// loopbackAddr returns ip:port with a port free on that loopback address,
+// handed out as freeAddr's are (below the ephemeral range, once each), so
+// that a connection going out cannot take it before the server listens.
 func loopbackAddr(t testing.TB, ip string) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		t.Skipf("cannot listen on %s (this test needs the whole 127.0.0.0/8 on loopback): %v", ip, err)
 	}
-	addr := lis.Addr().String()
 	_ = lis.Close()
-	return addr
+	return freeAddrOn(t, ip)
 }
 
 // startAgent starts `wasmorch agent` for node name on loopback address ip

@@ -80,9 +80,16 @@ func runTests(m *testing.M) int {
 // something else holds.
 func freeAddr(t *testing.T) string {
 	t.Helper()
+	return freeAddrOn(t, "127.0.0.1")
+}
+
+// freeAddrOn is freeAddr on another local address (a loopback one other
+// than 127.0.0.1, say); ports are handed out once each across addresses.
+func freeAddrOn(t testing.TB, ip string) string {
+	t.Helper()
 	for range freePortHigh - freePortLow {
 		port := freePortLow + int(nextFreePort.Add(1))%(freePortHigh-freePortLow)
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		addr := net.JoinHostPort(ip, strconv.Itoa(port))
 		lis, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue
@@ -92,7 +99,7 @@ func freeAddr(t *testing.T) string {
 		}
 		return addr
 	}
-	t.Fatalf("no free port in %d-%d", freePortLow, freePortHigh)
+	t.Fatalf("no free port on %s in %d-%d", ip, freePortLow, freePortHigh)
 	return ""
 }
 

@@ -16,6 +16,10 @@ build:
 # riscv64, with their SHA-256 sums in SHA256SUMS. DIST=DIR writes them
 # elsewhere.
 DIST    ?= dist
+# The slim agent leaves out gRPC's request tracing (golang.org/x/net/trace
+# and html/template: 2.9 MB of the binary), which it never turns on; the
+# e2e tests build it with the same tags (e2e/edge_test.go).
+AGENT_TAGS := grpcnotrace
 RELEASE := amd64 arm64 armv7 riscv64
 release:
 	rm -rf $(DIST) && mkdir -p $(DIST)
@@ -24,7 +28,8 @@ release:
 	  if [ $$target = armv7 ]; then arch=arm; arm=7; fi; \
 	  for cmd in wasmorch wasmorch-agent; do \
 	    echo "$(DIST)/$$cmd-linux-$$target"; \
-	    CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath \
+	    tags=; if [ $$cmd = wasmorch-agent ]; then tags="$(AGENT_TAGS)"; fi; \
+	    CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -tags "$$tags" \
 	      -ldflags "-s -w $(LDFLAGS)" -o $(DIST)/$$cmd-linux-$$target ./cmd/$$cmd; \
 	  done; \
 	done

@@ -24,8 +24,12 @@ import (
 // 5 s, after 5 s settled; never after a forced GC), idle with no
 // instance, then with N idle instances (sleep.wasm; 100, or
 // $WASMORCH_EDGE_INSTANCES) Running. It reports the size of the slim
-// binary as make release builds it for this machine too. Run it once:
-// -benchtime 1x.
+// binary as make release builds it for this machine too. The processes
+// settle 5 s before the readings, or $WASMORCH_EDGE_SETTLE (a duration:
+// a few minutes show what the GC lets pile up between its cycles). With
+// $WASMORCH_EDGE_BASELINE naming another wasmorch-agent binary (one built
+// from an earlier commit), it measures that one too, in the same run, as
+// "base". Run it once: -benchtime 1x.
 func BenchmarkAgentMemory(b *testing.B) {
 	n := 100
 	if s := os.Getenv("WASMORCH_EDGE_INSTANCES"); s != "" {
@@ -34,32 +38,47 @@ func BenchmarkAgentMemory(b *testing.B) {
 			b.Fatalf("WASMORCH_EDGE_INSTANCES=%q is not a positive number", s)
 		}
 	}
+	settle := 5 * time.Second
+	if s := os.Getenv("WASMORCH_EDGE_SETTLE"); s != "" {
+		var err error
+		if settle, err = time.ParseDuration(s); err != nil || settle < 0 {
+			b.Fatalf("WASMORCH_EDGE_SETTLE=%q is not a duration", s)
+		}
+	}
 	slim := slimAgent(b, runtime.GOARCH, "")
 	if fi, err := os.Stat(slim); err == nil {
 		b.ReportMetric(float64(fi.Size())/1e6, "slim-binary-MB")
 	}
+	type agent struct {
+		name, bin string
+		args      []string
+	}
+	variants := []agent{{"slim", slim, nil}}
+	if base := os.Getenv("WASMORCH_EDGE_BASELINE"); base != "" {
+		fi, err := os.Stat(base)
+		if err != nil {
+			b.Fatalf("WASMORCH_EDGE_BASELINE: %v", err)
+		}
+		b.ReportMetric(float64(fi.Size())/1e6, "base-binary-MB")
+		variants = append(variants, agent{"base", base, nil})
+	}
+	variants = append(variants, agent{"full", "", []string{"agent"}})
 	bc := startBenchCluster(b, nil)
 	token := joinTokenWhenUp(b, bc.env, bc.api)
 	ctx := context.Background()
-	for _, variant := range []struct {
-		name, bin string
-		args      []string
-	}{
-		{"slim", slim, nil},
-		{"full", "", []string{"agent"}},
-	} {
+	for _, variant := range variants {
 		node := "mem-" + variant.name
 		args := append(slices.Clone(variant.args), "--server", bc.api, "--token", token, "--name", node, "--data-dir", b.TempDir(), "--listen", loopbackAddr(b, "127.0.0.1"))
 		d := startBinary(b, "agent-"+node, bc.env, variant.bin, nil, args...)
 		benchWait(b, node+" Ready", func() bool { return nodeReady(ctx, bc.control, node) })
-		idle := steadyRSS(b, d.proc.cmd.Process.Pid)
+		idle := steadyRSS(b, d.proc.cmd.Process.Pid, settle)
 
 		workload := "sleep-" + variant.name
 		if r := run(b, bc.env, "deploy", "testdata/sleep.wasm", "--name", workload, "--replicas", strconv.Itoa(n), "--no-wait", "--server", bc.api); r.code != 0 {
 			b.Fatal(r)
 		}
 		benchWait(b, fmt.Sprintf("%d instances Running on %s", n, node), func() bool { return runningOn(ctx, bc.control, workload)[node] == n })
-		loaded := steadyRSS(b, d.proc.cmd.Process.Pid)
+		loaded := steadyRSS(b, d.proc.cmd.Process.Pid, settle)
 		b.ReportMetric(float64(idle)/(1<<20), variant.name+"-idle-MiB")
 		b.ReportMetric(float64(loaded)/(1<<20), fmt.Sprintf("%s-%d-instances-MiB", variant.name, n))
 		b.ReportMetric(float64(loaded-idle)/float64(n)/(1<<10), variant.name+"-KiB/instance")
@@ -86,11 +105,11 @@ func nodeReady(ctx context.Context, c v1.ControlClient, node string) bool {
 }
 
 // steadyRSS is the median VmRSS of process pid over 10 readings 500 ms
-// apart, after 5 s settled: what the process holds, never forced to
-// collect or to return memory to the OS.
-func steadyRSS(b *testing.B, pid int) int64 {
+// apart, after settle: what the process holds, never forced to collect or
+// to return memory to the OS.
+func steadyRSS(b *testing.B, pid int, settle time.Duration) int64 {
 	b.Helper()
-	time.Sleep(5 * time.Second)
+	time.Sleep(settle)
 	var readings []int64
 	for range 10 {
 		rss, err := vmRSS(pid)
@@ -153,14 +172,14 @@ func BenchmarkAgentUnderMemoryCgroup(b *testing.B) {
 	args := []string{"--server", bc.api, "--token", token, "--name", "tiny", "--data-dir", b.TempDir(), "--listen", loopbackAddr(b, "127.0.0.1")}
 	d := startBinary(b, "agent-tiny", bc.env, slimAgent(b, runtime.GOARCH, ""), wrap, args...)
 	benchWait(b, "tiny Ready", func() bool { return nodeReady(ctx, bc.control, "tiny") })
-	idle := steadyRSS(b, d.proc.cmd.Process.Pid)
+	idle := steadyRSS(b, d.proc.cmd.Process.Pid, 5*time.Second)
 	idleUsage := cg.read(b, cg.usage)
 
 	if r := run(b, bc.env, "deploy", "testdata/sleep.wasm", "--name", "tiny-sleep", "--replicas", strconv.Itoa(n), "--memory", "1Mi", "--no-wait", "--server", bc.api); r.code != 0 {
 		b.Fatal(r)
 	}
 	benchWait(b, fmt.Sprintf("%d instances Running on tiny", n), func() bool { return runningOn(ctx, bc.control, "tiny-sleep")["tiny"] == n })
-	loaded := steadyRSS(b, d.proc.cmd.Process.Pid)
+	loaded := steadyRSS(b, d.proc.cmd.Process.Pid, 5*time.Second)
 	if !d.running() {
 		b.Fatalf("the agent exited (killed at the cgroup's limit?) with %d", d.proc.exitCode)
 	}

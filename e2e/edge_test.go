@@ -19,8 +19,12 @@ var slimBuilds = struct {
 	paths map[string]string
 }{paths: map[string]string{}}
 
+// agentTags are the build tags make release builds wasmorch-agent with
+// (the Makefile's AGENT_TAGS).
+const agentTags = "grpcnotrace"
+
 // slimAgent builds wasmorch-agent for linux/goarch (goarm "7" for armv7)
-// as make release does: static, stripped.
+// as make release does: static, stripped, with agentTags.
 func slimAgent(t testing.TB, goarch, goarm string) string {
 	t.Helper()
 	slimBuilds.Lock()
@@ -33,7 +37,7 @@ func slimAgent(t testing.TB, goarch, goarm string) string {
 		return p
 	}
 	path := filepath.Join(filepath.Dir(binary), "wasmorch-agent-linux-"+target)
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", path, "./cmd/wasmorch-agent")
+	build := exec.Command("go", "build", "-trimpath", "-tags", agentTags, "-ldflags", "-s -w", "-o", path, "./cmd/wasmorch-agent")
 	build.Dir = repoRoot
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch, "GOARM="+goarm)
 	if out, err := build.CombinedOutput(); err != nil {

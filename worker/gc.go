@@ -2,27 +2,122 @@ package worker
 
 import (
 	"os"
+	"runtime"
 	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
-// DefaultGCPercent is the Go GC target a worker sets. Every function
-// request allocates a fresh sandbox whose linear memory (128 KiB for a
-// small C module) lives on the Go heap for the request's few microseconds;
-// with the default of 100 and the small live heap of a worker, the GC runs
-// every few dozen requests and the runtime keeps returning and faulting in
-// the same pages (madvise and page clearing were a third of a request's
-// CPU). At 400 a small C function's call costs about half (BENCHMARKS.md);
-// the soft memory limit (GCMemoryLimit) keeps the larger heap goal from
-// growing past what the node can spare: near the limit the GC runs as
-// often as it must.
+// DefaultGCPercent is the Go GC target a worker sets while it allocates
+// fast (it serves function requests). Every function request allocates a
+// fresh sandbox whose linear memory (128 KiB for a small C module) lives
+// on the Go heap for the request's few microseconds; with the default of
+// 100 and the small live heap of a worker, the GC runs every few dozen
+// requests and the runtime keeps returning and faulting in the same pages
+// (madvise and page clearing were a third of a request's CPU). At 400 a
+// small C function's call costs about half (BENCHMARKS.md); the soft
+// memory limit (GCMemoryLimit) keeps the larger heap goal from growing
+// past what the node can spare: near the limit the GC runs as often as it
+// must.
 const DefaultGCPercent = 400
 
-// tuneGC applies the config's GC settings unless the environment chose.
+// IdleGCPercent is the Go GC target of a worker that allocates slowly (no
+// function traffic): Go's default. At 400 the heap goal is never below 16
+// MiB (the runtime's 4 MiB floor scaled by the target), so the garbage of
+// an idle agent's heartbeats, a few KiB a second, piled up for a quarter
+// of an hour before the first collection: an idle slim agent grew from 18
+// to over 30 MiB resident. At 100 it is collected past 4 MiB.
+const IdleGCPercent = 100
+
+// The GC cycles' spacing that switches the target: a cycle less than
+// gcBusyGap after the previous one means the worker allocates fast (at
+// IdleGCPercent that is a few MiB a second); one more than gcIdleGap
+// after it (the runtime forces a cycle every 2 minutes) means it no
+// longer does. Between them the target stays.
+const (
+	gcBusyGap = 2 * time.Second
+	gcIdleGap = 30 * time.Second
+)
+
+// processGC is the process's one GC tuner: the first worker's settings
+// hold (`wasmorch up` and tests run several workers in one process).
+var (
+	processGC    sync.Once
+	processTuner atomic.Pointer[gcTuner]
+)
+
+// tuneGC applies the config's GC settings unless the environment chose:
+// IdleGCPercent until the GC cycles show fast allocation, then
+// cfg.GCPercent, and back once they no longer do.
 func tuneGC(cfg Config) {
-	if cfg.GCPercent > 0 && os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(cfg.GCPercent)
-	}
 	if cfg.GCMemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(cfg.GCMemoryLimit)
 	}
+	if cfg.GCPercent <= 0 || os.Getenv("GOGC") != "" {
+		return
+	}
+	processGC.Do(func() {
+		t := newGCTuner(cfg.GCPercent, min(IdleGCPercent, cfg.GCPercent), time.Now)
+		debug.SetGCPercent(t.current)
+		processTuner.Store(t)
+		t.watch()
+	})
 }
+
+// gcTuner switches the GC target between busy and idle from the spacing
+// of GC cycles, which it learns through a cleanup that each cycle runs.
+type gcTuner struct {
+	busy, idle int
+	current    int
+	now        func() time.Time
+	last       time.Time // the previous cycle (or the tuner's start)
+	stopped    atomic.Bool
+	onCycle    func(pct int) // tests: after each cycle, with the target
+}
+
+func newGCTuner(busy, idle int, now func() time.Time) *gcTuner {
+	return &gcTuner{busy: busy, idle: idle, current: idle, now: now, last: now()}
+}
+
+// cycle records a GC cycle at now and returns the target it calls for,
+// and whether that is a change.
+func (t *gcTuner) cycle(now time.Time) (pct int, changed bool) {
+	gap := now.Sub(t.last)
+	t.last = now
+	next := t.current
+	switch {
+	case gap < gcBusyGap:
+		next = t.busy
+	case gap > gcIdleGap:
+		next = t.idle
+	}
+	changed, t.current = next != t.current, next
+	return next, changed
+}
+
+// gcSentinel is an object no one keeps: the GC frees it in the cycle after
+// it is made, which runs its cleanup. It holds a pointer so that it is not
+// batched into a tiny allocation (whose cleanups may never run).
+type gcSentinel struct{ _ *int }
+
+// watch arranges for the next GC cycle to call cycle (on the runtime's
+// cleanup goroutine), which sets the target and watches again, until
+// stop.
+func (t *gcTuner) watch() {
+	runtime.AddCleanup(new(gcSentinel), func(t *gcTuner) {
+		if t.stopped.Load() {
+			return
+		}
+		pct, changed := t.cycle(t.now())
+		if changed {
+			debug.SetGCPercent(pct)
+		}
+		if t.onCycle != nil {
+			t.onCycle(pct)
+		}
+		t.watch()
+	}, t)
+}
+
+func (t *gcTuner) stop() { t.stopped.Store(true) }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/wasmorch/wasmorch/internal/clierr"
 )
@@ -51,36 +51,30 @@ func CommandLineOnly(fs *pflag.FlagSet, names ...string) {
 // command (the root's PersistentPreRunE), so each command gets the same
 // precedence without code of its own.
 func ApplySettings(cmd *cobra.Command) error {
-	v := viper.New()
-	v.SetEnvPrefix(EnvPrefix)
-	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
-	v.AutomaticEnv()
-
 	path, explicit := ConfigPath(cmd)
-	if path != "" {
-		v.SetConfigFile(path)
-		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
-			if explicit || !errors.Is(err, fs.ErrNotExist) {
-				return &clierr.Error{
-					What:  fmt.Sprintf("cannot read the config file %s: %v", path, err),
-					Hint:  "fix it, or point --config or WASMORCH_CONFIG at another file",
-					Cause: err,
-				}
-			}
+	file, err := readConfig(path, explicit)
+	if err != nil {
+		return &clierr.Error{
+			What:  fmt.Sprintf("cannot read the config file %s: %v", path, err),
+			Hint:  "fix it, or point --config or WASMORCH_CONFIG at another file",
+			Cause: err,
 		}
 	}
 
 	var errs []error
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if f.Changed || ignoredFlags[f.Name] || f.Annotations[onlyOnCommandLine] != nil || !v.IsSet(f.Name) {
+		if f.Changed || ignoredFlags[f.Name] || f.Annotations[onlyOnCommandLine] != nil {
 			return
 		}
-		if err := setFlag(cmd.Flags(), f, v.Get(f.Name)); err != nil {
-			source := fmt.Sprintf("config file key %q in %s", f.Name, path)
-			if env := EnvName(f.Name); os.Getenv(env) != "" {
-				source = env
-			}
+		value, source := any(nil), ""
+		if env := EnvName(f.Name); os.Getenv(env) != "" {
+			value, source = os.Getenv(env), env
+		} else if v, ok := file[f.Name]; ok {
+			value, source = v, fmt.Sprintf("config file key %q in %s", f.Name, path)
+		} else {
+			return
+		}
+		if err := setFlag(cmd.Flags(), f, value); err != nil {
 			errs = append(errs, &clierr.Error{
 				What:  fmt.Sprintf("invalid value for --%s from %s: %v", f.Name, source, err),
 				Hint:  fmt.Sprintf("fix it, or pass --%s", f.Name),
@@ -89,6 +83,31 @@ func ApplySettings(cmd *cobra.Command) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// readConfig reads the config file at path, a YAML mapping of flag names
+// (in any case) to values, into a map keyed by lower-case name. A file
+// that does not exist is no settings unless it was named explicitly.
+func readConfig(path string, explicit bool) (map[string]any, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if !explicit && errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, err
+	}
+	settings := make(map[string]any, len(doc))
+	for k, v := range doc {
+		settings[strings.ToLower(k)] = v
+	}
+	return settings, nil
 }
 
 // EnvName is the variable that sets a flag: --data-dir is WASMORCH_DATA_DIR.
@@ -138,6 +157,13 @@ func setFlag(fs *pflag.FlagSet, f *pflag.Flag, value any) error {
 		pairs := make([]string, 0, len(x))
 		for k, val := range x {
 			pairs = append(pairs, k+"="+fmt.Sprint(val))
+		}
+		sort.Strings(pairs)
+		return setFlag(fs, f, toAnySlice(pairs))
+	case map[any]any:
+		pairs := make([]string, 0, len(x))
+		for k, val := range x {
+			pairs = append(pairs, fmt.Sprint(k)+"="+fmt.Sprint(val))
 		}
 		sort.Strings(pairs)
 		return setFlag(fs, f, toAnySlice(pairs))

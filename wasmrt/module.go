@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"time"
@@ -198,6 +201,10 @@ func (r *Runtime) compileModule(ctx context.Context, key moduleKey, a runtimeapi
 	}
 	r.compiles.Add(1)
 	code, err := wz.CompileModule(experimental.WithCompilationWorkers(ctx, r.cfg.CompilationWorkers), compiled)
+	if err != nil && ctx.Err() == nil && r.engine == EngineCompiler && !errors.As(err, new(syscall.Errno)) &&
+		!r.whyNotCompiled(ctx, a, bin, key.pages, err).Exit.Permanent {
+		wz, code, err = r.compileDespite(ctx, key.pages, a, compiled, err)
+	}
 	if err != nil {
 		if image != nil {
 			image.close()
@@ -217,6 +224,95 @@ func (r *Runtime) compileModule(ctx context.Context, key moduleKey, a runtimeapi
 		return nil, nil, nil, &runtimeapi.StartError{Exit: exit}
 	}
 	return wz, code, image, nil
+}
+
+// compileDespite compiles a module that the compiler failed on although it
+// is valid and its memory fits the limit (the interpreter accepted it:
+// whyNotCompiled). wazero's compiler fails such a module for one of two
+// causes, and wazero says which only in its error's text:
+//
+//   - its compile cache holds an entry for the module that it cannot read
+//     (a file cut short or corrupted on disk: wazero neither ignores nor
+//     deletes it, so every later compile failed the same way). The module
+//     is compiled afresh into a cache of its own, and the entry it writes
+//     replaces the bad one; the compile then reads that.
+//   - the compiler cannot compile it at all (its limits: on arm64 a
+//     function over 16 MiB of machine code, a module of over a million
+//     functions; or a bug of the compiler). The module runs in wazero's
+//     interpreter instead, more slowly: every compiling node of this
+//     wazero would fail it the same way, so avoiding the node would only
+//     leave the workload nowhere to run, while the interpreter runs any
+//     valid module (it is the engine of armv7 and riscv64 nodes).
+//
+// Both are logged as warnings, the interpreter with the compiler's error.
+func (r *Runtime) compileDespite(ctx context.Context, pages uint32, a runtimeapi.Artifact, compiled []byte, compileErr error) (wazero.Runtime, wazero.CompiledModule, error) {
+	cctx := experimental.WithCompilationWorkers(ctx, r.cfg.CompilationWorkers)
+	if wz, err := r.wazeroFor(ctx, pages); err == nil && r.cfg.CacheDir != "" {
+		if repaired, rerr := r.repairCacheEntry(cctx, pages, compiled); rerr != nil {
+			r.log.Debug("compile cache not repaired", "digest", a.Digest, "err", rerr)
+		} else if repaired {
+			code, err := wz.CompileModule(cctx, compiled)
+			if err == nil {
+				r.log.Warn("replaced an unreadable entry of the compile cache", "digest", a.Digest, "cacheDir", r.cfg.CacheDir, "error", firstLine(compileErr))
+				return wz, code, nil
+			}
+			compileErr = err
+		}
+	}
+	wz, err := r.wazeroOf(ctx, wazeroKey{EngineInterpreter, pages})
+	if err != nil {
+		return nil, nil, err
+	}
+	code, err := wz.CompileModule(cctx, compiled)
+	if err != nil {
+		return nil, nil, err
+	}
+	r.log.Warn("wazero's compiler failed on a valid module: its interpreter runs it, more slowly", "digest", a.Digest, "error", firstLine(compileErr))
+	return wz, code, nil
+}
+
+// repairCacheEntry compiles a module into a compile cache of its own, in a
+// directory under the runtime's, and moves the entry that makes into the
+// runtime's cache, replacing the one there. It says whether it did.
+func (r *Runtime) repairCacheEntry(ctx context.Context, pages uint32, compiled []byte) (bool, error) {
+	tmp, err := os.MkdirTemp(r.cfg.CacheDir, ".recompile-")
+	if err != nil {
+		return false, err
+	}
+	defer os.RemoveAll(tmp)
+	cache, err := wazero.NewCompilationCacheWithDir(tmp)
+	if err != nil {
+		return false, err
+	}
+	// The same configuration as the runtime's (it is part of the entry's
+	// key), but for the cache.
+	wz := wazero.NewRuntimeWithConfig(context.WithoutCancel(ctx), runtimeConfig(wazeroKey{EngineCompiler, pages}).WithCompilationCache(cache))
+	code, err := wz.CompileModule(ctx, compiled)
+	if err == nil {
+		_ = code.Close(ctx)
+	}
+	_ = wz.Close(ctx)
+	_ = cache.Close(ctx)
+	if err != nil {
+		return false, err
+	}
+	moved := false
+	err = filepath.WalkDir(tmp, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(tmp, path)
+		dst := filepath.Join(r.cfg.CacheDir, rel)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := os.Rename(path, dst); err != nil {
+			return err
+		}
+		moved = true
+		return nil
+	})
+	return moved, err
 }
 
 // imageOf splits a module whose initial memory is larger than above into

@@ -50,7 +50,7 @@ type Runtime struct {
 	// because wazero sets the limit per runtime; they share the engine, so
 	// machine code is compiled once whatever the limit.
 	wazeroMu sync.Mutex
-	wazeros  map[uint32]wazero.Runtime
+	wazeros  map[wazeroKey]wazero.Runtime
 	wasi     map[string]api.FunctionDefinition // what WASI exports, by name
 
 	mu       sync.Mutex
@@ -106,7 +106,7 @@ func New(ctx context.Context, cfg Config) (_ *Runtime, err error) {
 			WithRandSource(rand.Reader),
 		base:       base,
 		cancelBase: cancel,
-		wazeros:    map[uint32]wazero.Runtime{},
+		wazeros:    map[wazeroKey]wazero.Runtime{},
 		modules:    map[moduleKey]*module{},
 		imageAbove: maxPooledMemory,
 	}
@@ -132,19 +132,35 @@ func (r *Runtime) Name() string { return "wasm" }
 // wazeroFor returns the wazero runtime for a memory limit, creating it with
 // WASI on first use.
 func (r *Runtime) wazeroFor(ctx context.Context, pages uint32) (wazero.Runtime, error) {
+	return r.wazeroOf(ctx, wazeroKey{r.engine, pages})
+}
+
+// runtimeConfig is the configuration of a wazero runtime, but for its
+// compile cache.
+func runtimeConfig(key wazeroKey) wazero.RuntimeConfig {
+	return newRuntimeConfig(key.engine).
+		WithCloseOnContextDone(true). // lets Stop end a guest in a busy loop
+		WithMemoryLimitPages(key.pages)
+}
+
+// wazeroKey names a wazero runtime: its engine (the runtime's own, or the
+// interpreter for a module the compiler fails: module.go) and memory limit.
+type wazeroKey struct {
+	engine string
+	pages  uint32
+}
+
+func (r *Runtime) wazeroOf(ctx context.Context, key wazeroKey) (wazero.Runtime, error) {
 	r.wazeroMu.Lock()
 	defer r.wazeroMu.Unlock()
 	if r.wazeros == nil {
 		return nil, errors.New("the wasm runtime is closed")
 	}
-	if wz, ok := r.wazeros[pages]; ok {
+	if wz, ok := r.wazeros[key]; ok {
 		return wz, nil
 	}
 	ctx = context.WithoutCancel(ctx)
-	wz := wazero.NewRuntimeWithConfig(ctx, newRuntimeConfig(r.engine).
-		WithCompilationCache(r.cache).
-		WithCloseOnContextDone(true). // lets Stop end a guest in a busy loop
-		WithMemoryLimitPages(pages))
+	wz := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(key).WithCompilationCache(r.cache))
 	if err := instantiateWASI(ctx, wz); err != nil {
 		_ = wz.Close(ctx)
 		return nil, fmt.Errorf("wasm runtime: instantiate WASI: %w", err)
@@ -152,7 +168,7 @@ func (r *Runtime) wazeroFor(ctx context.Context, pages uint32) (wazero.Runtime, 
 	if r.wasi == nil {
 		r.wasi = wz.Module(wasi_snapshot_preview1.ModuleName).ExportedFunctionDefinitions()
 	}
-	r.wazeros[pages] = wz
+	r.wazeros[key] = wz
 	return wz, nil
 }
 

@@ -163,6 +163,13 @@ func (r *Runtime) Start(ctx context.Context, spec runtimeapi.InstanceSpec) (_ ru
 		return nil, startError(false, runtimeapi.ReasonStartError, fmt.Sprintf("creating the task of container %s: %v", spec.ID, firstLine(err)))
 	}
 	in.task = task
+	if why := r.foreignEntrypoint(ctx, ctr, task.Pid()); why != "" { // edge: entryarch.go
+		dctx, cancel := context.WithTimeout(r.base, cleanupTimeout)
+		_, _ = task.Delete(dctx, client.WithProcessKill)
+		cancel()
+		err = startError(true, runtimeapi.ReasonWrongArch, fmt.Sprintf("container %s: %s", spec.ID, why))
+		return nil, err
+	}
 	// Waiting under the runtime's own context: the exit must be seen
 	// whatever becomes of the caller's ctx.
 	exitCh, err := task.Wait(r.base)

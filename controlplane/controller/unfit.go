@@ -124,9 +124,12 @@ func unfitFor(wl *v1.Workload, now time.Time) *scheduler.Avoid {
 			continue
 		}
 		if a == nil {
-			a = &scheduler.Avoid{Generation: wl.GetGeneration(), Nodes: map[string]string{}}
+			a = &scheduler.Avoid{Generation: wl.GetGeneration(), Nodes: map[string]string{}, WasmOnly: map[string]bool{}}
 		}
 		a.Nodes[u.GetNode()] = u.GetReason()
+		// The node's wasm runtime failed the module: a fallback image may
+		// still run there (scheduler.Avoid.WasmOnly).
+		a.WasmOnly[u.GetNode()] = u.GetUnfit() == v1.NodeUnfit_NODE_UNFIT_ENGINE
 	}
 	return a
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +51,13 @@ func TestUnfitNodesAreForgottenAndBounded(t *testing.T) {
 	a := unfitFor(wl, now)
 	if a == nil || a.Generation != 2 || len(a.Nodes) != 2 || a.Nodes["kept"] != "ModuleTooLarge" || a.Nodes["again"] == "" {
 		t.Fatalf("unfitFor = %+v, want kept and again for generation 2", a)
+	}
+	// edge: only a wasm runtime's failure leaves the node to a fallback image.
+	engine := unfitEntry("wasm-failed", 2, now)
+	engine.Unfit, engine.Reason = v1.NodeUnfit_NODE_UNFIT_ENGINE, "InvalidModule"
+	a = unfitFor(&v1.Workload{Name: "app", Generation: 2, UnfitNodes: append(slices.Clone(had), engine)}, now)
+	if !a.WasmOnly["wasm-failed"] || a.WasmOnly["kept"] || a.Nodes["wasm-failed"] != "InvalidModule" {
+		t.Fatalf("unfitFor = %+v, want wasm-failed alone marked WasmOnly", a)
 	}
 	if a := unfitFor(&v1.Workload{Name: "app", Generation: 3, UnfitNodes: had}, now); a != nil {
 		t.Fatalf("a new generation is still held to %v", a.Nodes)

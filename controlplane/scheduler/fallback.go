@@ -59,22 +59,29 @@ type fallbackGroup struct {
 }
 
 // choose says which runtime runs spec on node n, why, and when neither
-// can, why not.
-func choose(n *v1.Node, spec *v1.WorkloadSpec) (c Choice, mismatch string) {
+// can, why not. notWasm, when not empty, says why the node's wasm runtime
+// cannot run this revision (edge: it failed the module before).
+func choose(n *v1.Node, spec *v1.WorkloadSpec, notWasm string) (c Choice, mismatch string) {
 	wasm := slices.Contains(n.GetRuntimes(), RuntimeWasm)
 	unsupported := spec.GetWasmUnsupported()
-	if wasm && unsupported == "" {
+	if wasm && unsupported == "" && notWasm == "" {
 		return Choice{Runtime: RuntimeWasm}, ""
 	}
 	if !slices.Contains(n.GetRuntimes(), RuntimeContainer) {
-		if wasm {
+		switch {
+		case wasm && unsupported == "" && notWasm != "":
+			return Choice{}, notWasm + " and no container runtime for the fallback image"
+		case wasm:
 			return Choice{}, "no container runtime for the fallback image"
 		}
 		return Choice{}, "no wasm or container runtime"
 	}
 	why := reasonNoWasmRuntime
-	if unsupported != "" {
+	switch {
+	case unsupported != "":
 		why = unsupported
+	case wasm && notWasm != "":
+		why = notWasm
 	}
 	return Choice{Runtime: RuntimeContainer, Reason: fallbackPrefix + why}, ""
 }

@@ -69,6 +69,20 @@ type Snapshot struct {
 type Avoid struct {
 	Generation int64
 	Nodes      map[string]string
+	// WasmOnly marks the nodes of Nodes whose wasm runtime is what failed
+	// (InvalidModule, ImportError): a workload with a fallback image runs
+	// there as its container, as it would on a node without the wasm
+	// runtime (fallback.go).
+	WasmOnly map[string]bool
+}
+
+// on says whether a must avoid node, and why; a may be nil.
+func (a *Avoid) on(node string) (why string, ok bool) {
+	if a == nil {
+		return "", false
+	}
+	why, ok = a.Nodes[node]
+	return why, ok
 }
 
 // SnapshotOf builds a snapshot from nodes and every instance placed on
@@ -140,6 +154,8 @@ const (
 	reasonMount    = "host mount not allowed"
 	reasonUnfit    = "could not run this revision before (%s)"
 	reasonPort     = "port %d in use"
+	// edge: a node whose wasm runtime failed a workload with a fallback.
+	reasonWasmUnfit = "its wasm runtime could not run this revision before (%s)"
 )
 
 type nodeState struct {
@@ -316,9 +332,15 @@ func (p *pass) group(inst *v1.Instance) *group {
 	}
 	for _, ns := range p.nodes {
 		why := ""
+		unfit, avoided := avoid.on(ns.info.Node.GetName())
 		if g.fallback != nil {
 			var c Choice
-			if c, why = choose(ns.info.Node, spec); why == "" {
+			notWasm := ""
+			if avoided && avoid.WasmOnly[ns.info.Node.GetName()] {
+				notWasm = fmt.Sprintf(reasonWasmUnfit, unfit)
+			}
+			if c, why = choose(ns.info.Node, spec, notWasm); why == "" {
+				avoided = avoided && notWasm == "" // its container may run where its module could not
 				why = staticMismatch(ns.info, c.Runtime, pl)
 				g.fallback.asContainer[ns.idx] = c.Runtime == RuntimeContainer
 				g.fallback.why[ns.idx] = c.Reason
@@ -334,10 +356,8 @@ func (p *pass) group(inst *v1.Instance) *group {
 		if why == "" && !mountsAllowed(spec, ns.info.Node) {
 			why = reasonMount
 		}
-		if why == "" && avoid != nil {
-			if r, ok := avoid.Nodes[ns.info.Node.GetName()]; ok {
-				why = fmt.Sprintf(reasonUnfit, r)
-			}
+		if why == "" && avoided {
+			why = fmt.Sprintf(reasonUnfit, unfit)
 		}
 		if g.volumes != nil {
 			g.volumes.why[ns.idx] = why

@@ -3,9 +3,11 @@ package worker
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -30,19 +32,22 @@ import (
 // reach them, the functions' routes; bind it to the site's network.
 
 // localRoute is one route of the functions this node runs, and the
-// replicas (instance IDs) that serve it.
+// replicas (instance IDs) that serve it, with their generations.
 type localRoute struct {
 	settings httptrigger.Settings
+	workload string
 	ids      []string
+	gens     map[string]int64 // by instance ID
 }
 
 // localRoutes is the local listener's route table, kept as instances are
 // created and forgotten, so that a request costs the routes of this node's
 // functions, not its instances.
 type localRoutes struct {
-	mu     sync.RWMutex
-	routes []*localRoute // host-specific first, then the longest route first, as the gateway
-	next   atomic.Uint64 // turns between replicas
+	mu      sync.RWMutex
+	routes  []*localRoute // host-specific first, then the longest route first, as the gateway
+	next    atomic.Uint64 // turns between replicas
+	metrics *localMetrics // nil without a registry
 }
 
 func functionSettings(rec *pb.Instance) (httptrigger.Settings, bool) {
@@ -64,11 +69,14 @@ func (t *localRoutes) add(rec *pb.Instance) {
 	for _, r := range t.routes {
 		if r.settings.Route == set.Route && r.settings.Host == set.Host {
 			r.ids = append(r.ids, rec.GetId())
+			r.gens[rec.GetId()] = rec.GetGeneration()
 			r.settings = set // the newest replica's settings (a rollout changes them)
+			r.workload = rec.GetWorkload()
 			return
 		}
 	}
-	t.routes = append(t.routes, &localRoute{settings: set, ids: []string{rec.GetId()}})
+	t.routes = append(t.routes, &localRoute{settings: set, workload: rec.GetWorkload(), ids: []string{rec.GetId()},
+		gens: map[string]int64{rec.GetId(): rec.GetGeneration()}})
 	slices.SortFunc(t.routes, func(a, b *localRoute) int {
 		x, y := a.settings, b.settings
 		if (x.Host != "") != (y.Host != "") {
@@ -92,6 +100,7 @@ func (t *localRoutes) remove(rec *pb.Instance) {
 	for i, r := range t.routes {
 		if r.settings.Route == set.Route && r.settings.Host == set.Host {
 			r.ids = slices.DeleteFunc(r.ids, func(id string) bool { return id == rec.GetId() })
+			delete(r.gens, rec.GetId())
 			if len(r.ids) == 0 {
 				t.routes = slices.Delete(t.routes, i, i+1)
 			}
@@ -100,9 +109,18 @@ func (t *localRoutes) remove(rec *pb.Instance) {
 	}
 }
 
+// localMatch is a request's route: its settings, its workload, and its
+// replicas from the next one's turn, with their generations.
+type localMatch struct {
+	settings httptrigger.Settings
+	workload string
+	ids      []string
+	gens     []int64
+}
+
 // match finds the route of a request and its replicas, starting from the
 // next one's turn.
-func (t *localRoutes) match(host, path string) (httptrigger.Settings, []string, bool) {
+func (t *localRoutes) match(host, path string) (localMatch, bool) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
@@ -115,11 +133,14 @@ func (t *localRoutes) match(host, path string) (httptrigger.Settings, []string, 
 		}
 		n := len(r.ids)
 		first := int(t.next.Add(1) % uint64(n))
-		ids := make([]string, 0, n)
-		ids = append(append(ids, r.ids[first:]...), r.ids[:first]...)
-		return r.settings, ids, true
+		m := localMatch{settings: r.settings, workload: r.workload, ids: make([]string, 0, n), gens: make([]int64, 0, n)}
+		m.ids = append(append(m.ids, r.ids[first:]...), r.ids[:first]...)
+		for _, id := range m.ids {
+			m.gens = append(m.gens, r.gens[id])
+		}
+		return m, true
 	}
-	return httptrigger.Settings{}, nil, false
+	return localMatch{}, false
 }
 
 // listenLocal binds the local function listener, if one is configured (in
@@ -134,7 +155,7 @@ func (w *Worker) listenLocal(ctx context.Context) error {
 		return fmt.Errorf("worker: local function listener on %s: %w", w.cfg.LocalHTTPAddr, err)
 	}
 	w.localLis = lis
-	w.local = &localRoutes{}
+	w.local = &localRoutes{metrics: newLocalMetrics(w.cfg.Registry)}
 	return nil
 }
 
@@ -177,13 +198,22 @@ func (w *Worker) serveLocal(ctx context.Context) error {
 // serveLocalRequest serves one request of a local client: it names the
 // replica and the route to the function server as a gateway does, and
 // tries the next replica of the route when one is not served (not
-// started yet, stopped): that answer comes before the body is read.
+// started yet, stopped): that answer comes before the body is read. As
+// the gateway does, it gives every request an id of its own (the
+// client's is replaced), on the request the function sees and on the
+// answer, and counts it in the local function metrics.
 func (w *Worker) serveLocalRequest(rw http.ResponseWriter, req *http.Request) {
-	set, ids, ok := w.local.match(req.Host, req.URL.Path)
+	id := newRequestID()
+	req.Header.Set(HeaderRequestID, id)
+	rw.Header().Set(HeaderRequestID, id)
+	m, ok := w.local.match(req.Host, req.URL.Path)
 	if !ok {
-		localRefuse(rw, http.StatusNotFound, "no function on this node serves "+req.URL.Path)
+		localRefuse(rw, id, http.StatusNotFound, "no function on this node serves "+req.URL.Path)
 		return
 	}
+	obs := w.local.metrics.begin(m.workload, m.settings.Route)
+	sw := &localStatus{ResponseWriter: rw}
+	defer func() { obs.done(sw.status()) }()
 	for name := range req.Header {
 		if strings.HasPrefix(name, "X-Wasmorch-") {
 			req.Header.Del(name) // a client cannot name a replica or claim an address
@@ -191,19 +221,33 @@ func (w *Worker) serveLocalRequest(rw http.ResponseWriter, req *http.Request) {
 	}
 	req.Header.Set(httptrigger.HeaderRemoteAddr, req.RemoteAddr)
 	setForwardedHeaders(req)
-	req.Header.Set(httptrigger.HeaderRoute, set.Route)
-	for _, id := range ids {
-		req.Header.Set(httptrigger.HeaderInstance, id)
-		lw := &localWriter{w: rw, h: http.Header{}, log: w.logger, id: id}
+	req.Header.Set(httptrigger.HeaderRoute, m.settings.Route)
+	for i, inst := range m.ids {
+		req.Header.Set(httptrigger.HeaderInstance, inst)
+		lw := &localWriter{w: sw, h: http.Header{}, log: w.logger, id: inst, request: id}
 		w.funcs.ServeHTTP(lw, req)
 		if !lw.retry {
+			if lw.wrote {
+				obs.answeredBy(m.gens[i])
+			}
 			return
 		}
 	}
-	localRefuse(rw, http.StatusServiceUnavailable, "no replica of the function at "+set.Route+" is running on this node")
+	localRefuse(sw, id, http.StatusServiceUnavailable, "no replica of the function at "+m.settings.Route+" is running on this node")
 }
 
-func localRefuse(rw http.ResponseWriter, status int, msg string) {
+// HeaderRequestID carries the id of a request, as the gateway's does
+// (controlplane/gateway).
+const HeaderRequestID = "X-Request-Id"
+
+// newRequestID is 64 random bits in hex, as the gateway's ids.
+func newRequestID() string {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+	return hex.EncodeToString(b[:])
+}
+
+func localRefuse(rw http.ResponseWriter, id string, status int, msg string) {
 	h := rw.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -211,7 +255,7 @@ func localRefuse(rw http.ResponseWriter, status int, msg string) {
 		h.Set("Retry-After", "1")
 	}
 	rw.WriteHeader(status)
-	_, _ = io.WriteString(rw, msg+"\n")
+	_, _ = fmt.Fprintf(rw, "%s (request id %s)\n", msg, id)
 }
 
 // setForwardedHeaders sets the X-Forwarded-* headers as the gateway does,
@@ -235,12 +279,13 @@ func setForwardedHeaders(req *http.Request) {
 // answered: its X-Wasmorch-Failure) is logged, as the gateway does, and
 // the client gets its status and a plain body.
 type localWriter struct {
-	w     http.ResponseWriter
-	h     http.Header
-	log   interface{ Warn(string, ...any) }
-	id    string
-	wrote bool
-	retry bool
+	w       http.ResponseWriter
+	h       http.Header
+	log     interface{ Warn(string, ...any) }
+	id      string // the replica
+	request string // the request's id
+	wrote   bool
+	retry   bool
 }
 
 func (l *localWriter) Header() http.Header { return l.h }
@@ -256,7 +301,7 @@ func (l *localWriter) WriteHeader(code int) {
 	l.wrote = true
 	if f := l.h.Get(httptrigger.HeaderFailure); f != "" {
 		outcome, detail := httptrigger.ParseFailure(f)
-		l.log.Warn("a local function request was not answered by the function", "instance", l.id, "status", code, "outcome", outcome, "detail", detail)
+		l.log.Warn("a local function request was not answered by the function", "request", l.request, "instance", l.id, "status", code, "outcome", outcome, "detail", detail)
 	}
 	dst := l.w.Header()
 	for k, v := range l.h {

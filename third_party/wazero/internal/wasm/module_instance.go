@@ -25,19 +25,33 @@ func (m *ModuleInstance) FailIfClosed() (err error) {
 }
 
 // CloseModuleOnCanceledOrTimeout take a context `ctx`, which might be a Cancel or Timeout context,
-// and spawns the Goroutine to check the context is canceled ot deadline exceeded. If it reaches
-// one of the conditions, it sets the appropriate exit code.
+// and arranges for the module to be closed when the context is canceled or its deadline exceeded,
+// with the appropriate exit code.
 //
-// Callers of this function must invoke the returned context.CancelFunc to release the spawned Goroutine.
+// Callers of this function must invoke the returned context.CancelFunc to stop watching the context.
 func (m *ModuleInstance) CloseModuleOnCanceledOrTimeout(ctx context.Context) context.CancelFunc {
-	// Creating an empty channel in this case is a bit more efficient than
-	// creating a context.Context and canceling it with the same effect. We
-	// really just need to be notified when to stop listening to the users
-	// context. Closing the channel will unblock the select in the goroutine
-	// causing it to return an stop listening to ctx.Done().
-	cancelChan := make(chan struct{})
-	go m.closeModuleOnCanceledOrTimeout(ctx, cancelChan)
-	return func() { close(cancelChan) }
+	// context.AfterFunc rather than a goroutine per call waiting on
+	// ctx.Done(): the goroutine was started, scheduled and woken again for
+	// every call, a few µs of a short one. A context that cannot be done
+	// needs nothing.
+	// [wasmorch patch: see third_party/wazero/PATCHES.md]
+	if ctx.Done() == nil {
+		return func() {}
+	}
+	stop := context.AfterFunc(ctx, func() { m.closeOnDone(ctx) })
+	return func() { stop() }
+}
+
+// closeOnDone closes the module for a context that is done, as
+// closeModuleOnCanceledOrTimeout does.
+// [wasmorch patch: see third_party/wazero/PATCHES.md]
+func (m *ModuleInstance) closeOnDone(ctx context.Context) {
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		_ = m.closeWithExitCodeWithoutClosingResource(sys.ExitCodeContextCanceled)
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		_ = m.closeWithExitCodeWithoutClosingResource(sys.ExitCodeDeadlineExceeded)
+	}
 }
 
 // closeModuleOnCanceledOrTimeout is extracted from CloseModuleOnCanceledOrTimeout for testing.

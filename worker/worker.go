@@ -317,10 +317,8 @@ func (w *Worker) Start(ctx context.Context) error {
 	g.Go(func() error { return w.watchDisk(gctx) })
 	g.Go(func() error { w.removeVolumes(gctx); return nil }) // storage.go
 	g.Go(func() error { w.trimCompiled(gctx); return nil })  // edge: unfit.go
-	for range w.startWorkers {
-		g.Go(func() error { w.drain(gctx, w.startq, w.doStart); return nil })
-	}
-	g.Go(func() error { w.dispatchStops(gctx); return nil })
+	g.Go(func() error { w.dispatch(gctx, w.startq, w.startWorkers, w.doStart); return nil })
+	g.Go(func() error { w.dispatch(gctx, w.stopq, w.stopWorkers, w.doStop); return nil })
 	g.Go(func() error { w.retireThreadsLoop(gctx); return nil }) // threads.go
 	w.logger.Info("worker started", "addr", w.Addr(), "servers", w.cfg.Servers)
 	err := g.Wait()
@@ -353,41 +351,32 @@ func (w *Worker) Close() error {
 	return err
 }
 
-// drain runs step for each instance popped from q until ctx is done.
-func (w *Worker) drain(ctx context.Context, q *queue, step func(context.Context, *instance)) {
-	for {
-		in, ok := q.pop(ctx)
-		if !ok || ctx.Err() != nil {
-			return
-		}
-		step(ctx, in)
-	}
-}
-
-// dispatchStops runs the stop of each instance popped from the stop queue
-// in a goroutine of its own, at most stopWorkers at once: a stop mostly
-// waits (for the requests in flight, for a container's grace), so that
-// instances that leave together are all signalled together, rather than
-// a few at a time, each batch waiting out its grace. It returns once ctx
-// is done and the stops under way have ended.
-func (w *Worker) dispatchStops(ctx context.Context) {
+// dispatch runs step for each instance popped from q in a goroutine of
+// its own, at most n at once, and returns once ctx is done and the steps
+// under way have ended. Starts (fetch, prepare, instantiate) run 16 at
+// once; stops mostly wait (for the requests in flight, for a container's
+// grace), so that instances that leave together are all signalled
+// together, rather than a few at a time, each batch waiting out its grace.
+// The goroutines exist while there is work: an idle worker (edge: a board
+// that holds a few instances) keeps none.
+func (w *Worker) dispatch(ctx context.Context, q *queue, n int, step func(context.Context, *instance)) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	slots := make(chan struct{}, w.stopWorkers)
+	slots := make(chan struct{}, n)
 	for {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
 			return
 		}
-		in, ok := w.stopq.pop(ctx)
+		in, ok := q.pop(ctx)
 		if !ok || ctx.Err() != nil {
 			return
 		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			w.doStop(ctx, in)
+			step(ctx, in)
 		}()
 	}
 }

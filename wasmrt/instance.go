@@ -271,15 +271,14 @@ func (i *instance) sleep(ns int64) {
 		i.sleepingSince.Store(began.UnixNano())
 		select {
 		case <-i.timer.C:
-			i.slept.Add(int64(time.Since(began)))
-			i.sleepingSince.Store(0)
-			return
 		case <-i.ctx.Done():
 			i.timer.Stop()
-			i.slept.Add(int64(time.Since(began)))
-			i.sleepingSince.Store(0)
 		}
+		i.slept.Add(int64(time.Since(began)))
+		i.sleepingSince.Store(0)
 	}
+	// Also after a sleep that ended: when both were ready, select may have
+	// taken the timer although the instance was stopped before.
 	if i.ctx.Err() != nil {
 		panic(sys.NewExitError(sys.ExitCodeContextCanceled))
 	}

@@ -30,10 +30,12 @@ import (
 // (not charged until written), one mapping per chunk and slot size,
 // rather than one per instance: starting ten thousand instances at once
 // then makes a few dozen mmap calls, not ten thousand (each takes the
-// process's address-space lock, and a thread blocked on it makes Go start
-// another: a burst of per-instance mappings left the node with 800-1,800
-// threads, each costing about 80 KiB). A chunk whose slots are all free
-// is unmapped, unless it is the only one with free slots of its size.
+// process's address-space lock against every page fault, and a thread
+// blocked in a system call makes Go start another; per-instance mappings
+// made the start burst of the density benchmark slower), and the process
+// has a few dozen mappings, far below vm.max_map_count. A chunk whose
+// slots are all free is unmapped, unless it is the only one with free
+// slots of its size.
 //
 // Under strict overcommit accounting (vm.overcommit_memory 2), which
 // ignores MAP_NORESERVE and would charge a chunk in full, on 32-bit hosts,

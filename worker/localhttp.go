@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wasmorch/wasmorch/internal/httpstatus"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -212,8 +213,8 @@ func (w *Worker) serveLocalRequest(rw http.ResponseWriter, req *http.Request) {
 		return
 	}
 	obs := w.local.metrics.begin(m.workload, m.settings.Route)
-	sw := &localStatus{ResponseWriter: rw}
-	defer func() { obs.done(sw.status()) }()
+	sw := httpstatus.New(rw)
+	defer func() { obs.done(sw.Status()) }()
 	for name := range req.Header {
 		if strings.HasPrefix(name, "X-Wasmorch-") {
 			req.Header.Del(name) // a client cannot name a replica or claim an address

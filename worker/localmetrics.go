@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -72,39 +71,3 @@ func (o *localObserved) done(status int) {
 	o.m.requests.WithLabelValues(o.workload, o.route, gen, strconv.Itoa(status)).Inc()
 	o.m.duration.WithLabelValues(o.workload, o.route, gen).Observe(time.Since(o.start).Seconds())
 }
-
-// localStatus remembers the status a response was written with.
-type localStatus struct {
-	http.ResponseWriter
-	code int
-}
-
-func (s *localStatus) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *localStatus) Write(p []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(p)
-}
-
-// Flush implements http.Flusher, which functions stream through.
-func (s *localStatus) Flush() {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// Unwrap lets http.ResponseController reach the server's writer.
-func (s *localStatus) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-// status is the status written, or 0 if nothing was (the client went).
-func (s *localStatus) status() int { return s.code }

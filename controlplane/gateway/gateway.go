@@ -33,6 +33,7 @@ import (
 
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/store"
+	"github.com/wasmorch/wasmorch/internal/httpstatus"
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
@@ -263,9 +264,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	set := rt.settings
 	c := &call{route: rt, id: id}
 	if obs := g.metrics.begin(rt.workload, set.Route); obs != nil {
-		sw := &statusWriter{ResponseWriter: w}
+		sw := httpstatus.New(w)
 		w = sw
-		defer func() { obs.done(sw.code) }()
+		defer func() { obs.done(sw.Status()) }()
 		req = req.WithContext(context.WithValue(req.Context(), observedKey{}, obs))
 		c.obs = obs
 	}

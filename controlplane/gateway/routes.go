@@ -85,33 +85,17 @@ func ClaimRoute(ctx context.Context, st *store.Store, name string, trig, prev *v
 	if trig == nil || trig.GetRoute() == "" {
 		return cmps, ops, nil
 	}
-	key := ClaimKey(trig)
-	resp, err := st.Client.Get(ctx, key)
+	holds := func(spec *v1.WorkloadSpec) bool { return httptrigger.SameRoute(spec.GetHttp(), trig) }
+	taken := func(holder string) error { return routeTaken(trig, holder) }
+	c, o, err := store.Claim(ctx, st, ClaimKey(trig), name, "route "+httptrigger.Describe(trig), holds, taken)
 	if err != nil {
-		return nil, nil, errdefs.Unavailablef("read the claim of route %s: %v", httptrigger.Describe(trig), err)
+		return nil, nil, err
 	}
-	if len(resp.Kvs) == 0 {
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
-		return cmps, append(ops, clientv3.OpPut(key, name)), nil
-	}
-	kv := resp.Kvs[0]
-	if holder := string(kv.Value); holder != name {
-		wl, err := st.Workloads.Get(ctx, holder)
-		switch {
-		case err == nil && httptrigger.SameRoute(wl.Value.GetSpec().GetHttp(), trig):
-			return nil, nil, routeTaken(trig, holder)
-		case err != nil && !errdefs.IsNotFound(err):
-			return nil, nil, err
-		}
-		// Left by a workload that no longer has it: take it over.
-	}
-	cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision))
-	return cmps, append(ops, clientv3.OpPut(key, name)), nil
+	return append(cmps, c...), append(ops, o...), nil
 }
 
 // ReleaseRouteOp deletes trig's route claim if name holds it, for the
 // transaction that deletes the workload or changes its route.
 func ReleaseRouteOp(name string, trig *v1.HttpTrigger) clientv3.Op {
-	key := ClaimKey(trig)
-	return clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(key), "=", name)}, []clientv3.Op{clientv3.OpDelete(key)}, nil)
+	return store.ReleaseClaimOp(ClaimKey(trig), name)
 }

@@ -45,33 +45,17 @@ func ClaimPort(ctx context.Context, st *store.Store, name string, spec, prev *v1
 	if port == 0 {
 		return cmps, ops, nil
 	}
-	key := PortClaimKey(port)
-	resp, err := st.Client.Get(ctx, key)
+	holds := func(spec *v1.WorkloadSpec) bool { return resources.NodePort(spec) == port }
+	taken := func(holder string) error { return PortTaken(port, holder) }
+	c, o, err := store.Claim(ctx, st, PortClaimKey(port), name, fmt.Sprintf("port %d", port), holds, taken)
 	if err != nil {
-		return nil, nil, store.EtcdError(fmt.Sprintf("read the claim of port %d", port), err)
+		return nil, nil, err
 	}
-	if len(resp.Kvs) == 0 {
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
-		return cmps, append(ops, clientv3.OpPut(key, name)), nil
-	}
-	kv := resp.Kvs[0]
-	if holder := string(kv.Value); holder != name {
-		wl, err := st.Workloads.Get(ctx, holder)
-		switch {
-		case err == nil && resources.NodePort(wl.Value.GetSpec()) == port:
-			return nil, nil, PortTaken(port, holder)
-		case err != nil && !errdefs.IsNotFound(err):
-			return nil, nil, err
-		}
-		// Left by a workload that no longer serves on it: take it over.
-	}
-	cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision))
-	return cmps, append(ops, clientv3.OpPut(key, name)), nil
+	return append(cmps, c...), append(ops, o...), nil
 }
 
 // ReleasePortOp deletes port's claim if name holds it, for the
 // transaction that deletes the workload or changes its port.
 func ReleasePortOp(name string, port int32) clientv3.Op {
-	key := PortClaimKey(port)
-	return clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(key), "=", name)}, []clientv3.Op{clientv3.OpDelete(key)}, nil)
+	return store.ReleaseClaimOp(PortClaimKey(port), name)
 }

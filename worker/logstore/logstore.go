@@ -196,14 +196,20 @@ func (s *Store) Remove(id string) error {
 	l.removed = true
 	l.endFollowers()
 	s.mu.Lock()
-	if s.logs[id] == l {
-		delete(s.logs, id)
-	}
+	defer s.mu.Unlock()
 	s.closeLocked(l)
 	s.total.Add(-l.size - l.rotated)
 	l.size, l.rotated = 0, 0
-	s.mu.Unlock()
-	return l.deleteFiles()
+	if s.logs[id] != l {
+		return nil // Its files are another Log's now.
+	}
+	// The files go before the id leaves the map, both under s.mu: a log
+	// opened again under the id (Open takes s.mu) starts its files after
+	// these are gone, rather than have them deleted under it, its bytes
+	// counted and no longer on disk.
+	err := l.deleteFiles()
+	delete(s.logs, id)
+	return err
 }
 
 // RemoveUnknown deletes the files of every log the store does not hold: the

@@ -152,29 +152,6 @@ func BenchmarkDensity(b *testing.B) {
 	stack, goroutines := stackInuse(), runtime.NumGoroutine()
 	pte, threads := statusKiB("VmPTE")<<10, statusKiB("Threads")
 	free := heapFree()
-	if path := os.Getenv("WASMORCH_DENSITY_HEAP_PROFILE"); path != "" {
-		// After the readings above: the collection the profile needs to
-		// be current changes none of them.
-		runtime.GC()
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := pprof.WriteHeapProfile(f); err != nil {
-			b.Fatal(err)
-		}
-		_ = f.Close()
-		if f, err = os.Create(path + ".goroutines"); err != nil {
-			b.Fatal(err)
-		}
-		_ = pprof.Lookup("goroutine").WriteTo(f, 1)
-		_ = f.Close()
-		if f, err = os.Create(path + ".threads"); err != nil {
-			b.Fatal(err)
-		}
-		_ = pprof.Lookup("threadcreate").WriteTo(f, 1)
-		_ = f.Close()
-	}
 	t0 := time.Now()
 	if all := a.allInstances(b); len(all) < n {
 		b.Fatalf("list instances: %d, want %d", len(all), n)
@@ -203,6 +180,34 @@ func BenchmarkDensity(b *testing.B) {
 		b.ReportMetric(float64(lateHeap-baseHeap)/float64(n)/1024, "KiB-heap-late/instance")
 		b.ReportMetric(float64(heapFree()-baseFree)/float64(n)/1024, "KiB-heap-free-late/instance")
 	}
+	if path := os.Getenv("WASMORCH_DENSITY_HEAP_PROFILE"); path != "" {
+		writeProfiles(b, path)
+	}
+}
+
+// writeProfiles writes the heap, goroutine and thread-creation profiles
+// to path, path.goroutines and path.threads. The heap profile needs a
+// collection to be current, so this comes after every memory reading.
+func writeProfiles(b *testing.B, path string) {
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	_ = f.Close()
+	if f, err = os.Create(path + ".goroutines"); err != nil {
+		b.Fatal(err)
+	}
+	_ = pprof.Lookup("goroutine").WriteTo(f, 1)
+	_ = f.Close()
+	if f, err = os.Create(path + ".threads"); err != nil {
+		b.Fatal(err)
+	}
+	_ = pprof.Lookup("threadcreate").WriteTo(f, 1)
+	_ = f.Close()
 }
 
 // statusKiB reads a field of /proc/self/status that counts KiB (or,

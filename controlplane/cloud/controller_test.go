@@ -28,6 +28,29 @@ func newGroup(name string, min, max int, instances int32) provider.NodeGroup {
 	return provider.NodeGroup{Name: name, Provider: "local", Min: min, Max: max, Template: provider.Template{Instances: instances}}
 }
 
+// startCache runs a member cache over cli until the test ends, and
+// returns the context it runs in.
+func startCache(t *testing.T, cli *clientv3.Client) (context.Context, *cache.Cache) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := cache.New(cache.Config{Client: cli})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ctx, c
+}
+
+// onePending stores one instance Pending for lack of a node, and has the
+// cache see it.
+func onePending(t *testing.T, ctx context.Context, st *store.Store, c *cache.Cache) {
+	t.Helper()
+	if _, err := st.Instances.Create(ctx, "w-1", &v1.Instance{Id: "w-1", Workload: "w", PendingReason: "0/0 nodes fit", Spec: &v1.WorkloadSpec{Kind: "wasm"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func pending(workload string, n int, pl *v1.Placement) []*v1.Instance {
 	out := make([]*v1.Instance, n)
 	for i := range out {
@@ -224,20 +247,9 @@ func (f *cloudFake) Close() error { return nil }
 // another at once.
 func TestNodeThatNeverJoinsIsDeleted(t *testing.T) {
 	cli := etcdtest.Start(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c0 := cache.New(cache.Config{Client: cli})
-	done := make(chan struct{})
-	go func() { defer close(done); _ = c0.Start(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx, c0 := startCache(t, cli)
 	st := store.New(cli)
-	// One instance Pending for lack of a node.
-	if _, err := st.Instances.Create(ctx, "w-1", &v1.Instance{Id: "w-1", Workload: "w", PendingReason: "0/0 nodes fit", Spec: &v1.WorkloadSpec{Kind: "wasm"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c0.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	onePending(t, ctx, st, c0)
 	now := time.Unix(1_000_000, 0)
 	fake := &cloudFake{group: newGroup("pool", 0, 3, 10)}
 	rec := events.New(cli, "test")
@@ -278,19 +290,9 @@ func TestNodeThatNeverJoinsIsDeleted(t *testing.T) {
 // changed reads nothing from etcd.
 func TestNeverJoinedTimeoutRunsFromWhenTheNodeWasAsked(t *testing.T) {
 	cli := etcdtest.Start(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c0 := cache.New(cache.Config{Client: cli})
-	done := make(chan struct{})
-	go func() { defer close(done); _ = c0.Start(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx, c0 := startCache(t, cli)
 	st := store.New(cli)
-	if _, err := st.Instances.Create(ctx, "w-1", &v1.Instance{Id: "w-1", Workload: "w", PendingReason: "0/0 nodes fit", Spec: &v1.WorkloadSpec{Kind: "wasm"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c0.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	onePending(t, ctx, st, c0)
 	now := time.Unix(1_000_000, 0)
 	// The provider outlives the leaders (a plugin, a cloud).
 	fake := &cloudFake{group: newGroup("pool", 0, 3, 10)}
@@ -504,11 +506,7 @@ type scaleDownWorld struct {
 
 func newScaleDownWorld(t *testing.T, min int, held map[string]int) *scaleDownWorld {
 	cli := etcdtest.Start(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	c0 := cache.New(cache.Config{Client: cli})
-	done := make(chan struct{})
-	go func() { defer close(done); _ = c0.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	ctx, c0 := startCache(t, cli)
 	w := &scaleDownWorld{t: t, ctx: ctx, cli: cli, st: store.New(cli), cache: c0, now: time.Unix(1_000_000, 0),
 		fake: &cloudFake{group: newGroup("pool", min, 3, 10)}}
 	lease, err := cli.Grant(ctx, 600)

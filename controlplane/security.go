@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wasmorch/wasmorch/controlplane/auth"
+	"github.com/wasmorch/wasmorch/controlplane/certrecords"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/wasmorch/wasmorch/controlplane/api"
@@ -210,7 +211,7 @@ func (s *Server) keepAdminCredential(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	if err := api.RecordCertificate(ctx, s.store.Client, []byte(cur.Cert), auth.Identity{Role: auth.RoleAdmin, Name: cert.Subject.CommonName}); err != nil && ctx.Err() == nil {
+	if err := certrecords.Record(ctx, s.store.Client, []byte(cur.Cert), auth.Identity{Role: auth.RoleAdmin, Name: cert.Subject.CommonName}); err != nil && ctx.Err() == nil {
 		s.log.Warn("could not record the admin credential", "err", err)
 	}
 }
@@ -256,7 +257,7 @@ func (s *Server) IssueNodeCredential(dir, node string) error {
 	// revokes it.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := api.RecordCertificate(ctx, s.store.Client, certPEM, id); err != nil {
+	if err := certrecords.Record(ctx, s.store.Client, certPEM, id); err != nil {
 		return err
 	}
 	return auth.SaveNodeCredential(dir, auth.NodeCredential{CAPEM: s.sec.ca.CertPEM, CertPEM: certPEM, KeyPEM: keyPEM})

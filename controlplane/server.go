@@ -37,6 +37,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/gateway"
 	"github.com/wasmorch/wasmorch/controlplane/membership"
+	"github.com/wasmorch/wasmorch/controlplane/secretstore"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/datadir"
 )
@@ -62,8 +63,8 @@ type Server struct {
 	loops   *controller.Metrics // the leader's loops
 	events  *events.Recorder
 	gateway *gateway.Gateway
-	sec     *security    // the cluster CA and this member's certificate
-	keys    *api.Keyring // configs: the secrets key and the data keys it unwrapped
+	sec     *security            // the cluster CA and this member's certificate
+	keys    *secretstore.Keyring // configs: the secrets key and the data keys it unwrapped
 
 	// metricsSrv serves /metrics on Config.MetricsAddr, apart from the
 	// gateway's public port; nil when it is off.
@@ -134,7 +135,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if err := auth.SaveCA(pkiDir(cfg.DataDir), joined.CACert, joined.CAKey); err != nil {
 			return nil, fmt.Errorf("the cluster CA received on joining: %w", err)
 		}
-		if err := api.SaveReceivedSecretsKey(cfg.DataDir, joined.SecretsKey); err != nil {
+		if err := secretstore.SaveReceivedSecretsKey(cfg.DataDir, joined.SecretsKey); err != nil {
 			return nil, fmt.Errorf("the secrets key received on joining: %w", err)
 		}
 	}
@@ -159,12 +160,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.cache = cache.New(cache.Config{Client: cli, Logger: s.log.With("component", "cache")})
 	// configs: the secrets key: shared through etcd by a static
 	// bootstrap, received by a joining member, created otherwise.
-	if cfg.InitialCluster != "" && !api.HasSecretsKey(cfg.DataDir) {
-		if err := api.AdoptBootstrapSecretsKey(ctx, cli, cfg.DataDir); err != nil {
+	if cfg.InitialCluster != "" && !secretstore.HasSecretsKey(cfg.DataDir) {
+		if err := secretstore.AdoptBootstrapSecretsKey(ctx, cli, cfg.DataDir); err != nil {
 			return nil, err
 		}
 	}
-	if s.keys, err = api.LoadKeyring(cfg.DataDir); err != nil {
+	if s.keys, err = secretstore.LoadKeyring(cfg.DataDir); err != nil {
 		return nil, err
 	}
 	if err := s.sec.writeAdminCredential(cfg, s.clientAddr()); err != nil {

@@ -383,7 +383,7 @@ func settle(ctx context.Context) error {
 }
 
 // ReportStatus stores a batch of observed states, with the reports of other
-// nodes arriving meanwhile (statusWriter).
+// nodes arriving meanwhile (store.Batcher).
 func (a *agentAPI) ReportStatus(ctx context.Context, batch *v1.StatusBatch) (*v1.StatusAck, error) {
 	if err := a.checkOwnership(ctx, batch); err != nil {
 		return nil, err
@@ -410,7 +410,7 @@ func (a *agentAPI) ReportStatus(ctx context.Context, batch *v1.StatusBatch) (*v1
 		exists := clientv3.Compare(clientv3.CreateRevision(a.s.store.Instances.Key(st.GetId())), ">", 0)
 		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{exists}, []clientv3.Op{op}, nil))
 	}
-	if err := a.s.statuses.write(ctx, ops); err != nil {
+	if err := a.s.statuses.Write(ctx, ops); err != nil {
 		return nil, err
 	}
 	a.s.recordExits(prev, batch.GetStatuses())

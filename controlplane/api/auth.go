@@ -25,7 +25,7 @@ import (
 // Who may call what. Every connection to the API is TLS with this member's
 // certificate; a client certificate is requested, judged once per
 // connection (apiCreds), checked again on every call against its expiry
-// and the revocation list (certs.go), and each call is authorized here:
+// and the revocation list (controlplane/certrecords), and each call is authorized here:
 //
 //   - Control: an admin (the CLI) or a member;
 //   - Agent: a node, for its own node name only, or a member; Join needs
@@ -218,7 +218,7 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	}
 	ctx, cancel := context.WithCancelCause(ss.Context())
 	defer cancel(nil)
-	untrack := s.revoked.track(serial, cancel)
+	untrack := s.revoked.Track(serial, cancel)
 	defer untrack()
 	// Revoked between the check above and the tracking: end it now.
 	if err := recheck(ctx); err != nil {

@@ -299,7 +299,7 @@ func (a *controlAPI) SetSecret(ctx context.Context, req *v1.SetSecretRequest) (*
 		sec := &v1.Secret{Name: name, CreatedUnixNano: now, UpdatedUnixNano: now}
 		var old map[string]string
 		if exists {
-			if old, err = a.s.openSecret(ctx, cur.Value); err != nil {
+			if old, err = a.s.secrets.Open(ctx, cur.Value); err != nil {
 				return nil, err
 			}
 			if maps.Equal(old, data) {
@@ -312,7 +312,7 @@ func (a *controlAPI) SetSecret(ctx context.Context, req *v1.SetSecretRequest) (*
 			sec.Keys = slices.Sorted(maps.Keys(data))
 			return &v1.SetSecretResponse{Secret: secretView(sec), Created: !exists, Changed: true, ChangedKeys: changed}, nil
 		}
-		if err := a.s.sealSecret(ctx, sec, data); err != nil {
+		if err := a.s.secrets.Seal(ctx, sec, data); err != nil {
 			return nil, err
 		}
 		users, err := a.s.users(ctx, name, true)
@@ -324,7 +324,7 @@ func (a *controlAPI) SetSecret(ctx context.Context, req *v1.SetSecretRequest) (*
 			return nil, err
 		}
 		// Its data key must not have been pruned since it sealed it.
-		rolled, err := a.s.putRolling(ctx, "secret", name, guardOf(a.s.store.Secrets.Key(name), cur.ModRevision), put, users, a.s.dataKeyPresent(sec.GetKeyId()))
+		rolled, err := a.s.putRolling(ctx, "secret", name, guardOf(a.s.store.Secrets.Key(name), cur.ModRevision), put, users, a.s.secrets.KeyPresent(sec.GetKeyId()))
 		if errdefs.IsConflict(err) && attempt < 5 {
 			continue
 		} else if err != nil {
@@ -407,7 +407,7 @@ func (s *Server) resolveEnv(ctx context.Context, insts []*v1.Instance) error {
 			s.log.Warn("an instance references a missing secret", "secret", n)
 			continue
 		}
-		data, err := s.openSecret(ctx, sec)
+		data, err := s.secrets.Open(ctx, sec)
 		if err != nil {
 			return err
 		}
@@ -463,4 +463,22 @@ func (s *Server) resolveEnv(ctx context.Context, insts []*v1.Instance) error {
 		insts[i] = c
 	}
 	return nil
+}
+
+// RotateSecretKey makes a new data key current and re-encrypts every
+// secret under it.
+func (a *controlAPI) RotateSecretKey(ctx context.Context, _ *v1.RotateSecretKeyRequest) (*v1.RotateSecretKeyResponse, error) {
+	s := a.s
+	id, n, err := s.secrets.Rotate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("rotated the secrets data key", "key", id, "secrets", n)
+	// The rotation is done; keys left behind go at the next one.
+	if pruned, err := s.secrets.Prune(ctx); err != nil {
+		s.log.Warn("could not delete the secret data keys no secret uses; the next rotation tries again", "err", err)
+	} else if len(pruned) > 0 {
+		s.log.Info("deleted secret data keys no secret uses", "keys", pruned)
+	}
+	return &v1.RotateSecretKeyResponse{KeyId: id, Secrets: n}, nil
 }

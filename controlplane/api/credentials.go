@@ -8,6 +8,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/wasmorch/wasmorch/controlplane/auth"
+	"github.com/wasmorch/wasmorch/controlplane/certrecords"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -16,7 +17,7 @@ import (
 // Admin credentials: each is a certificate of the cluster CA with role
 // admin, issued by a member to its own admin.yaml or, through
 // IssueCredential, to a key an admin made; recorded while valid, and
-// revocable by serial (the revocation list of certs.go).
+// revocable by serial (the revocation list of controlplane/certrecords).
 
 // IssueCredential signs an admin certificate for the key of the request.
 func (a *controlAPI) IssueCredential(ctx context.Context, req *v1.IssueCredentialRequest) (*v1.IssueCredentialResponse, error) {
@@ -32,7 +33,7 @@ func (a *controlAPI) IssueCredential(ctx context.Context, req *v1.IssueCredentia
 	if err != nil {
 		return nil, err
 	}
-	rec, err := certRecord(certPEM, id, "")
+	rec, err := certrecords.New(certPEM, id, "")
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +59,7 @@ func (a *controlAPI) ListCredentials(ctx context.Context, _ *v1.ListCredentialsR
 	out := &v1.ListCredentialsResponse{}
 	now := time.Now().UnixNano()
 	for _, kv := range append(issued.Kvs, revoked.Kvs...) {
-		if rec := decodeRecord(kv.Value); rec != nil && rec.GetRole() == string(auth.RoleAdmin) && rec.GetExpiresUnixNano() > now {
+		if rec := certrecords.Decode(kv.Value); rec != nil && rec.GetRole() == string(auth.RoleAdmin) && rec.GetExpiresUnixNano() > now {
 			out.Credentials = append(out.Credentials, rec)
 		}
 	}
@@ -86,7 +87,7 @@ func (a *controlAPI) RevokeCredential(ctx context.Context, req *v1.RevokeCredent
 	var rec *v1.CertificateRecord
 	var key string
 	for _, kv := range resp.Kvs {
-		if r := decodeRecord(kv.Value); r != nil && r.GetSerial() == serial {
+		if r := certrecords.Decode(kv.Value); r != nil && r.GetSerial() == serial {
 			rec, key = r, string(kv.Key)
 		}
 	}
@@ -101,7 +102,7 @@ func (a *controlAPI) RevokeCredential(ctx context.Context, req *v1.RevokeCredent
 	if reason == "" {
 		reason = "revoked by an admin ('wasmorch credentials revoke')"
 	}
-	op, err := revokedOp(ctx, cli, rec, reason)
+	op, err := certrecords.RevokedOp(ctx, cli, rec, reason)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +114,7 @@ func (a *controlAPI) RevokeCredential(ctx context.Context, req *v1.RevokeCredent
 		return nil, errdefs.Unavailablef("revoke credential %s: %v", serial, err)
 	}
 	a.s.log.Info("revoked a credential", "serial", serial, "name", rec.GetName(), "reason", reason)
-	out := decodeRecord(op.ValueBytes())
+	out := certrecords.Decode(op.ValueBytes())
 	return &v1.RevokeCredentialResponse{Revoked: out}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
 	"github.com/wasmorch/wasmorch/controlplane/events"
+	"github.com/wasmorch/wasmorch/controlplane/secretstore"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/etcdtest"
 )
@@ -34,7 +35,7 @@ func newTestServer(t testing.TB, set func(*Config)) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := LoadKeyring(dir)
+	keys, err := secretstore.LoadKeyring(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmorch/wasmorch/controlplane/auth"
+	"github.com/wasmorch/wasmorch/controlplane/certrecords"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -58,7 +59,7 @@ func (a *agentAPI) Join(ctx context.Context, req *v1.JoinRequest) (*v1.JoinRespo
 	if err != nil {
 		return nil, err
 	}
-	revoke, certsUnchanged, held, err := revokeOps(ctx, cli, certPrefix(auth.RoleNode, name), "node "+name+" joined again with a token made for its name")
+	revoke, certsUnchanged, held, err := certrecords.RevokeOps(ctx, cli, certrecords.Prefix(auth.RoleNode, name), "node "+name+" joined again with a token made for its name")
 	if err != nil {
 		return nil, err
 	}
@@ -70,11 +71,11 @@ func (a *agentAPI) Join(ctx context.Context, req *v1.JoinRequest) (*v1.JoinRespo
 	if err != nil {
 		return nil, err
 	}
-	rec, err := certRecord(certPEM, auth.Identity{Role: auth.RoleNode, Name: name}, tok.GetId())
+	rec, err := certrecords.New(certPEM, auth.Identity{Role: auth.RoleNode, Name: name}, tok.GetId())
 	if err != nil {
 		return nil, err
 	}
-	record, _, err := recordOp(ctx, cli, rec)
+	record, _, err := certrecords.PutOp(ctx, cli, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +135,7 @@ func (a *agentAPI) RenewCertificate(ctx context.Context, req *v1.RenewRequest) (
 	if err != nil {
 		return nil, err
 	}
-	rec, err := certRecord(certPEM, id, "")
+	rec, err := certrecords.New(certPEM, id, "")
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +143,7 @@ func (a *agentAPI) RenewCertificate(ctx context.Context, req *v1.RenewRequest) (
 	// revokes, and fails if one is added after its read; this write fails
 	// if it comes after the removal. Either way no certificate of a
 	// removed node escapes the revocation.
-	op, lease, err := recordOp(ctx, a.s.store.Client, rec)
+	op, lease, err := certrecords.PutOp(ctx, a.s.store.Client, rec)
 	if err != nil {
 		return nil, err
 	}

@@ -109,7 +109,7 @@ func (a *controlAPI) AddMember(ctx context.Context, req *v1.AddMemberRequest) (*
 			return nil, err
 		}
 		resp.CaCertificate, resp.CaKey = a.s.sec.ca.CertPEM, key
-		resp.SecretsKey = a.s.keys.member[:] // configs: secrets sealed by any member open on every member
+		resp.SecretsKey = a.s.cfg.Secrets.MemberKey() // configs: secrets sealed by any member open on every member
 	}
 	return resp, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/certrecords"
 	"github.com/wasmorch/wasmorch/controlplane/events"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/controlplane/workloads"
@@ -68,9 +69,9 @@ func (s *Server) removeNode(ctx context.Context, kv clientv3.KV, req *v1.RemoveN
 	if cur.Alive && !req.GetForce() {
 		return nil, errdefs.Preconditionf("node %s is Ready: stop its agent first (or drain it with 'wasmorch drain %s'), or pass --force", name, name)
 	}
-	// Its certificates are revoked with it (certs.go): its agent, still
+	// Its certificates are revoked with it (controlplane/certrecords): its agent, still
 	// running or not, is refused from then on and must join again.
-	revoke, certsUnchanged, revoked, err := revokeOps(ctx, a.s.store.Client, certPrefix(auth.RoleNode, name), "node "+name+" was removed from the cluster ('wasmorch node rm'): it must join again with a join token")
+	revoke, certsUnchanged, revoked, err := certrecords.RevokeOps(ctx, a.s.store.Client, certrecords.Prefix(auth.RoleNode, name), "node "+name+" was removed from the cluster ('wasmorch node rm'): it must join again with a join token")
 	if err != nil {
 		return nil, err
 	}

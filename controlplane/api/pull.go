@@ -75,7 +75,7 @@ func (s *Server) registrySettings(ctx context.Context, host string) (registry.Se
 	if err != nil {
 		return registry.Settings{}, err
 	}
-	data, err := s.openSecret(ctx, rec.Value)
+	data, err := s.secrets.Open(ctx, rec.Value)
 	if err != nil {
 		return registry.Settings{}, err
 	}

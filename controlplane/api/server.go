@@ -21,7 +21,9 @@ import (
 	"github.com/wasmorch/wasmorch/controlplane/auth"
 	"github.com/wasmorch/wasmorch/controlplane/blobs"
 	"github.com/wasmorch/wasmorch/controlplane/cache"
+	"github.com/wasmorch/wasmorch/controlplane/certrecords"
 	"github.com/wasmorch/wasmorch/controlplane/events"
+	"github.com/wasmorch/wasmorch/controlplane/secretstore"
 	"github.com/wasmorch/wasmorch/controlplane/store"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
@@ -49,8 +51,8 @@ type Config struct {
 	// and the member's own certificate (served, and presented to workers).
 	CA       *auth.CA
 	Identity *auth.Keypair
-	// Secrets is the member's keyring (LoadKeyring).
-	Secrets *Keyring
+	// Secrets is the member's keyring (secretstore.LoadKeyring).
+	Secrets *secretstore.Keyring
 	// Registry receives the API's metrics.
 	Registry prometheus.Registerer
 	// HeartbeatInterval and NodeGrace are told to the workers at
@@ -85,9 +87,9 @@ type Server struct {
 	events   *events.Recorder
 	etcd     *embed.Etcd
 	sec      *security
-	keys     *Keyring
+	secrets  *secretstore.Store
 	workers  *workerClients
-	statuses *statusWriter
+	statuses *store.Batcher
 	stopping <-chan struct{}
 	calls    *prometheus.CounterVec
 	// uploads (upload.go)
@@ -95,7 +97,7 @@ type Server struct {
 	uploadDir   string
 	uploads     uploadLocks
 	inspections chan struct{}
-	revoked     *revocations // the revocation list (certs.go)
+	revoked     *certrecords.Revocations // the revocation list
 
 	routeChecked func()
 	// usersChecked, when set, is called between checking that no workload
@@ -122,14 +124,14 @@ func New(cfg Config) *Server {
 	}
 	sec := &security{ca: cfg.CA, member: cfg.Identity}
 	s := &Server{cfg: cfg, log: log, store: cfg.Store, cache: cfg.Cache, blobs: cfg.Blobs, events: cfg.Events, etcd: cfg.Etcd,
-		sec: sec, keys: cfg.Secrets, workers: newWorkerClients(), statuses: newStatusWriter(cfg.Store.Client), stopping: cfg.Stopping,
+		sec: sec, secrets: secretstore.New(cfg.Store, cfg.Secrets), workers: newWorkerClients(), statuses: store.NewBatcher(cfg.Store.Client), stopping: cfg.Stopping,
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wasmorch_api_calls_total", Help: "Unary API calls by method and outcome."}, []string{"method", "code"})}
 	s.workers.sec = sec
 	s.maxUpload, s.uploadDir, s.inspections = cfg.MaxUploadBytes, cfg.UploadDir, make(chan struct{}, maxInspections)
 	if s.maxUpload <= 0 {
 		s.maxUpload = blobs.DefaultMaxUpload
 	}
-	s.revoked = newRevocations(cfg.Store.Client, log)
+	s.revoked = certrecords.NewRevocations(cfg.Store.Client, log)
 	if cfg.Registry != nil {
 		cfg.Registry.MustRegister(s.calls, newClusterCollector(cfg.Cache, &s.heartbeats))
 	}
@@ -180,9 +182,9 @@ func (s *Server) Start(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.revoked.run(ctx)
+		s.revoked.Run(ctx)
 	}()
-	s.statuses.run(ctx)
+	s.statuses.Run(ctx)
 	<-done
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/wasmorch/wasmorch/controlplane/auth"
+	"github.com/wasmorch/wasmorch/controlplane/certrecords"
 	"github.com/wasmorch/wasmorch/internal/errdefs"
 	v1 "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 )
@@ -64,12 +65,12 @@ func (s *Server) VerifyUIToken(ctx context.Context, raw string) (auth.UIToken, e
 	if err != nil {
 		return auth.UIToken{}, err
 	}
-	rec, err := s.revoked.lookup(ctx, t.Minter)
+	rec, err := s.revoked.Lookup(ctx, t.Minter)
 	if err != nil {
 		return auth.UIToken{}, err
 	}
 	if rec != nil {
-		return auth.UIToken{}, errdefs.Unauthenticatedf("the dashboard token was minted with a credential that is revoked since: %v", revokedError(rec))
+		return auth.UIToken{}, errdefs.Unauthenticatedf("the dashboard token was minted with a credential that is revoked since: %v", certrecords.RevokedError(rec))
 	}
 	return t, nil
 }

@@ -1,4 +1,8 @@
-package api
+// Package secretstore keeps secrets at rest: the member key each member
+// holds on disk, the data keys it wraps in etcd, sealing and opening
+// secrets under them, rotating to a new data key and deleting the keys
+// no secret uses.
+package secretstore
 
 import (
 	"context"
@@ -29,7 +33,7 @@ import (
 // under /wasmorch/secretkeys/<id>; the current one, named by
 // currentSecretKey, seals new secrets. An old data key stays (wrapped)
 // while a secret is sealed under it; a rotation, once it has re-encrypted
-// every secret, deletes the ones no secret uses (datakeys.go).
+// every secret, deletes the ones no secret uses (prune.go).
 const (
 	secretsKeyFile   = "secrets.key"
 	currentSecretKey = store.CurrentSecretKey
@@ -40,6 +44,15 @@ const (
 func secretsKeyPath(dataDir string) string {
 	return filepath.Join(dataDir, "pki", secretsKeyFile)
 }
+
+// Store seals and opens secrets under the data keys in etcd.
+type Store struct {
+	st   *store.Store
+	keys *Keyring
+}
+
+// New is the secrets at rest of the cluster st, opened with keys.
+func New(st *store.Store, keys *Keyring) *Store { return &Store{st: st, keys: keys} }
 
 // Keyring is a member's member key and the data keys it has unwrapped.
 type Keyring struct {
@@ -93,7 +106,7 @@ func dataKeyAAD(id string) []byte  { return []byte("wasmorch secret key " + id) 
 func secretAAD(name string) []byte { return []byte("wasmorch secret " + name) }
 
 // dataKey returns the data key id, unwrapped.
-func (s *Server) dataKey(ctx context.Context, id string) (secretbox.Key, error) {
+func (s *Store) dataKey(ctx context.Context, id string) (secretbox.Key, error) {
 	kr := s.keys
 	kr.mu.Lock()
 	k, ok := kr.data[id]
@@ -101,7 +114,7 @@ func (s *Server) dataKey(ctx context.Context, id string) (secretbox.Key, error) 
 	if ok {
 		return k, nil
 	}
-	rec, err := s.store.SecretKeys.Get(ctx, id)
+	rec, err := s.st.SecretKeys.Get(ctx, id)
 	if err != nil {
 		return secretbox.Key{}, err
 	}
@@ -120,8 +133,8 @@ func (s *Server) dataKey(ctx context.Context, id string) (secretbox.Key, error) 
 
 // currentDataKey returns the data key that seals new secrets, creating the
 // first one when there is none.
-func (s *Server) currentDataKey(ctx context.Context) (string, secretbox.Key, error) {
-	resp, err := s.store.Client.Get(ctx, currentSecretKey)
+func (s *Store) currentDataKey(ctx context.Context) (string, secretbox.Key, error) {
+	resp, err := s.st.Client.Get(ctx, currentSecretKey)
 	if err != nil {
 		return "", secretbox.Key{}, errdefs.Unavailablef("read the current secret key: %v", err)
 	}
@@ -143,7 +156,7 @@ func (s *Server) currentDataKey(ctx context.Context) (string, secretbox.Key, err
 
 // newDataKey creates a data key and makes it current, if the current
 // pointer is still at modRev (0: absent); otherwise ErrConflict.
-func (s *Server) newDataKey(ctx context.Context, modRev int64) (string, error) {
+func (s *Store) newDataKey(ctx context.Context, modRev int64) (string, error) {
 	k, err := secretbox.NewKey()
 	if err != nil {
 		return "", err
@@ -157,12 +170,12 @@ func (s *Server) newDataKey(ctx context.Context, modRev int64) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	put, err := s.store.SecretKeys.PutOp(id, &v1.SecretKey{Id: id, Nonce: nonce, Wrapped: wrapped, CreatedUnixNano: time.Now().UnixNano()})
+	put, err := s.st.SecretKeys.PutOp(id, &v1.SecretKey{Id: id, Nonce: nonce, Wrapped: wrapped, CreatedUnixNano: time.Now().UnixNano()})
 	if err != nil {
 		return "", err
 	}
 	guard := clientv3.Compare(clientv3.ModRevision(currentSecretKey), "=", modRev)
-	resp, err := s.store.Client.Txn(ctx).If(guard).Then(put, clientv3.OpPut(currentSecretKey, id)).Commit()
+	resp, err := s.st.Client.Txn(ctx).If(guard).Then(put, clientv3.OpPut(currentSecretKey, id)).Commit()
 	if err != nil {
 		return "", errdefs.Unavailablef("store a new secret key: %v", err)
 	}
@@ -172,9 +185,9 @@ func (s *Server) newDataKey(ctx context.Context, modRev int64) (string, error) {
 	return id, nil
 }
 
-// sealSecret fills sec's sealed fields (keys, digest, key ID, nonce,
+// Seal fills sec's sealed fields (keys, digest, key ID, nonce,
 // ciphertext) from data under the current data key.
-func (s *Server) sealSecret(ctx context.Context, sec *v1.Secret, data map[string]string) error {
+func (s *Store) Seal(ctx context.Context, sec *v1.Secret, data map[string]string) error {
 	id, k, err := s.currentDataKey(ctx)
 	if err != nil {
 		return err
@@ -193,8 +206,8 @@ func (s *Server) sealSecret(ctx context.Context, sec *v1.Secret, data map[string
 	return nil
 }
 
-// openSecret decrypts a stored secret's data.
-func (s *Server) openSecret(ctx context.Context, sec *v1.Secret) (map[string]string, error) {
+// Open decrypts a stored secret's data.
+func (s *Store) Open(ctx context.Context, sec *v1.Secret) (map[string]string, error) {
 	k, err := s.dataKey(ctx, sec.GetKeyId())
 	if err != nil {
 		return nil, err
@@ -213,15 +226,19 @@ func (s *Server) openSecret(ctx context.Context, sec *v1.Secret) (map[string]str
 	return d.Data, nil
 }
 
-// RotateSecretKey makes a new data key current and re-encrypts every
-// secret under it.
-func (a *controlAPI) RotateSecretKey(ctx context.Context, _ *v1.RotateSecretKeyRequest) (*v1.RotateSecretKeyResponse, error) {
-	s := a.s
+// MemberKey is the member key, which a joining member receives with the
+// CA: secrets sealed by any member open on every member.
+func (kr *Keyring) MemberKey() []byte { return kr.member[:] }
+
+// Rotate makes a new data key current and re-encrypts every secret under
+// it; it returns the key's ID and how many secrets it sealed again. The
+// keys left unused are deleted by Prune.
+func (s *Store) Rotate(ctx context.Context) (string, int32, error) {
 	var id string
 	for attempt := 0; ; attempt++ {
-		resp, err := s.store.Client.Get(ctx, currentSecretKey)
+		resp, err := s.st.Client.Get(ctx, currentSecretKey)
 		if err != nil {
-			return nil, errdefs.Unavailablef("read the current secret key: %v", err)
+			return "", 0, errdefs.Unavailablef("read the current secret key: %v", err)
 		}
 		var rev int64
 		if len(resp.Kvs) > 0 {
@@ -232,51 +249,44 @@ func (a *controlAPI) RotateSecretKey(ctx context.Context, _ *v1.RotateSecretKeyR
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return "", 0, err
 		}
 		break
 	}
 	var n int32
-	secrets, _, err := s.store.Secrets.List(ctx)
+	secrets, _, err := s.st.Secrets.List(ctx)
 	if err != nil {
-		return nil, err
+		return "", 0, err
 	}
 	for _, cur := range secrets {
 		for attempt := 0; ; attempt++ {
 			if cur.Value.GetKeyId() == id {
 				break // sealed under the new key by a set meanwhile
 			}
-			data, err := s.openSecret(ctx, cur.Value)
+			data, err := s.Open(ctx, cur.Value)
 			if err != nil {
-				return nil, err
+				return "", 0, err
 			}
 			next := proto.Clone(cur.Value).(*v1.Secret)
-			if err := s.sealSecret(ctx, next, data); err != nil {
-				return nil, err
+			if err := s.Seal(ctx, next, data); err != nil {
+				return "", 0, err
 			}
-			err = s.resealSecret(ctx, cur, next)
+			err = s.reseal(ctx, cur, next)
 			if err == nil {
 				n++
 				break
 			}
 			if !errdefs.IsConflict(err) || attempt >= 5 {
-				return nil, err
+				return "", 0, err
 			}
-			if cur, err = s.store.Secrets.Get(ctx, cur.Name); errdefs.IsNotFound(err) {
+			if cur, err = s.st.Secrets.Get(ctx, cur.Name); errdefs.IsNotFound(err) {
 				break
 			} else if err != nil {
-				return nil, err
+				return "", 0, err
 			}
 		}
 	}
-	s.log.Info("rotated the secrets data key", "key", id, "secrets", n)
-	// The rotation is done; keys left behind go at the next one.
-	if pruned, err := s.pruneDataKeys(ctx); err != nil {
-		s.log.Warn("could not delete the secret data keys no secret uses; the next rotation tries again", "err", err)
-	} else if len(pruned) > 0 {
-		s.log.Info("deleted secret data keys no secret uses", "keys", pruned)
-	}
-	return &v1.RotateSecretKeyResponse{KeyId: id, Secrets: n}, nil
+	return id, n, nil
 }
 
 // HasSecretsKey says whether the data dir holds a secrets key already.

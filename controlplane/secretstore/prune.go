@@ -1,4 +1,4 @@
-package api
+package secretstore
 
 import (
 	"context"
@@ -17,25 +17,25 @@ import (
 // deleted once no secret is sealed under it, unless it is current. The
 // deletion is a transaction that holds only if no secret and not the
 // current-key pointer changed since they were read, and every write of a
-// secret in turn requires its data key to exist (dataKeyPresent): a
+// secret in turn requires its data key to exist (KeyPresent): a
 // secret sealed under a key just before it is deleted fails to be written
 // (and is sealed again under the current key) rather than being stored
 // where nothing can open it.
 
-// dataKeyPresent holds while the data key id exists.
-func (s *Server) dataKeyPresent(id string) clientv3.Cmp {
-	return clientv3.Compare(clientv3.CreateRevision(s.store.SecretKeys.Key(id)), ">", 0)
+// KeyPresent holds while the data key id exists.
+func (s *Store) KeyPresent(id string) clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(s.st.SecretKeys.Key(id)), ">", 0)
 }
 
-// resealSecret replaces cur with next (sealed again) if cur is unchanged
+// reseal replaces cur with next (sealed again) if cur is unchanged
 // and next's data key still exists; otherwise ErrConflict.
-func (s *Server) resealSecret(ctx context.Context, cur store.Versioned[*v1.Secret], next *v1.Secret) error {
-	put, err := s.store.Secrets.PutOp(cur.Name, next)
+func (s *Store) reseal(ctx context.Context, cur store.Versioned[*v1.Secret], next *v1.Secret) error {
+	put, err := s.st.Secrets.PutOp(cur.Name, next)
 	if err != nil {
 		return err
 	}
-	resp, err := s.store.Client.Txn(ctx).
-		If(s.store.Secrets.Unchanged(cur.Name, cur.ModRevision), s.dataKeyPresent(next.GetKeyId())).
+	resp, err := s.st.Client.Txn(ctx).
+		If(s.st.Secrets.Unchanged(cur.Name, cur.ModRevision), s.KeyPresent(next.GetKeyId())).
 		Then(put).Commit()
 	if err != nil {
 		return errdefs.Unavailablef("write secret %q: %v", cur.Name, err)
@@ -56,8 +56,8 @@ type unusedDataKeys struct {
 
 // findUnusedDataKeys reads the secrets, the data keys and the current key
 // at one revision.
-func (s *Server) findUnusedDataKeys(ctx context.Context) (*unusedDataKeys, error) {
-	resp, err := s.store.Client.Txn(ctx).Then(
+func (s *Store) findUnusedDataKeys(ctx context.Context) (*unusedDataKeys, error) {
+	resp, err := s.st.Client.Txn(ctx).Then(
 		clientv3.OpGet(store.SecretsPrefix, clientv3.WithPrefix()),
 		clientv3.OpGet(store.SecretKeysPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 		clientv3.OpGet(currentSecretKey),
@@ -73,14 +73,14 @@ func (s *Server) findUnusedDataKeys(ctx context.Context) (*unusedDataKeys, error
 	plan.currentModRev = current[0].ModRevision
 	used := map[string]bool{string(current[0].Value): true}
 	for _, kv := range resp.Responses[0].GetResponseRange().GetKvs() {
-		sec, err := s.store.Secrets.Decode(kv.Value)
+		sec, err := s.st.Secrets.Decode(kv.Value)
 		if err != nil {
 			return nil, fmt.Errorf("secret record %s: %w", kv.Key, err) // it might use any key
 		}
 		used[sec.GetKeyId()] = true
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().GetKvs() {
-		if id := s.store.SecretKeys.NameOf(kv.Key); !used[id] {
+		if id := s.st.SecretKeys.NameOf(kv.Key); !used[id] {
 			plan.ids = append(plan.ids, id)
 		}
 	}
@@ -93,7 +93,7 @@ func (s *Server) findUnusedDataKeys(ctx context.Context) (*unusedDataKeys, error
 
 // deleteDataKeys carries plan out if no secret and not the current key
 // changed since it was read, and reports whether it did.
-func (s *Server) deleteDataKeys(ctx context.Context, plan *unusedDataKeys) (bool, error) {
+func (s *Store) deleteDataKeys(ctx context.Context, plan *unusedDataKeys) (bool, error) {
 	if len(plan.ids) == 0 {
 		return true, nil
 	}
@@ -103,18 +103,18 @@ func (s *Server) deleteDataKeys(ctx context.Context, plan *unusedDataKeys) (bool
 	}
 	ops := make([]clientv3.Op, 0, len(plan.ids))
 	for _, id := range plan.ids {
-		ops = append(ops, s.store.SecretKeys.DeleteOp(id))
+		ops = append(ops, s.st.SecretKeys.DeleteOp(id))
 	}
-	resp, err := s.store.Client.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := s.st.Client.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return false, errdefs.Unavailablef("delete unused secret data keys: %v", err)
 	}
 	return resp.Succeeded, nil
 }
 
-// pruneDataKeys deletes the data keys that no secret uses and that are
+// Prune deletes the data keys that no secret uses and that are
 // not current, and returns their IDs.
-func (s *Server) pruneDataKeys(ctx context.Context) ([]string, error) {
+func (s *Store) Prune(ctx context.Context) ([]string, error) {
 	for range 5 {
 		plan, err := s.findUnusedDataKeys(ctx)
 		if err != nil {

@@ -1,4 +1,4 @@
-package api
+package store
 
 import (
 	"context"
@@ -25,19 +25,19 @@ func (g *gatedKV) Txn(ctx context.Context) clientv3.Txn {
 	return g.KV.Txn(ctx)
 }
 
-// TestStatusReportsShareTransactions: the reports that arrive while a
+// TestBatchedWritesShareTransactions: the reports that arrive while a
 // transaction is being written all go into the next one, so fifty nodes
 // reporting at once cost two transactions, and every report is stored.
-func TestStatusReportsShareTransactions(t *testing.T) {
+func TestBatchedWritesShareTransactions(t *testing.T) {
 	cli := etcdtest.Start(t)
 	kv := &gatedKV{KV: cli, entered: make(chan struct{}), gate: make(chan struct{})}
-	w := newStatusWriter(kv)
-	etcdtest.Run(t, func(ctx context.Context) error { w.run(ctx); return nil })
+	w := NewBatcher(kv)
+	etcdtest.Run(t, func(ctx context.Context) error { w.Run(ctx); return nil })
 	ctx := context.Background()
 	const nodes = 50
 	errs := make(chan error, nodes)
 	put := func(i int) {
-		errs <- w.write(ctx, []clientv3.Op{clientv3.OpPut(fmt.Sprintf("/wasmorch/test/%02d", i), "Running")})
+		errs <- w.Write(ctx, []clientv3.Op{clientv3.OpPut(fmt.Sprintf("/wasmorch/test/%02d", i), "Running")})
 	}
 	go put(0)
 	<-kv.entered // the first report's transaction is being written

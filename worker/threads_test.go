@@ -46,8 +46,15 @@ func TestIdleThreadsAreEnded(t *testing.T) {
 		t.Errorf("threads: %d before, %d ended, %d after; want about %d fewer", before, n, after, n)
 	}
 	// What is left is what runs Go code, what is in system calls, and
-	// keep: a second pass has little or nothing to end.
-	if again := retireThreads(keep); again > keep {
-		t.Errorf("a second pass ended %d more threads", again)
+	// keep: passes that follow have little or nothing to end. (The runtime
+	// frees an ended thread's M later, at its next thread start, so the
+	// count read right after a pass may still hold a few: a pass or two
+	// more may end what that made it see.)
+	passes := []int{n}
+	for again := retireThreads(keep); again > keep; again = retireThreads(keep) {
+		if passes = append(passes, again); len(passes) > 4 {
+			t.Errorf("threads ended by each pass: %v; want passes after the first to end ≤ %d", passes, keep)
+			break
+		}
 	}
 }

@@ -132,6 +132,7 @@ func registration(prev, rep *v1.Node, byNode bool) (*v1.Node, error) {
 	n.Conditions = cleanConditions(rep.GetConditions())   // what holds now: disk pressure
 	n.MaxScratchBytes = max(rep.GetMaxScratchBytes(), 0)  // state
 	n.AllowedMounts = cleanMounts(rep.GetAllowedMounts()) // state
+	n.LocalHttp = rep.GetLocalHttp()                      // edge: its session carries its local functions
 	n.RegisteredUnixNano = now
 	return n, nil
 }
@@ -211,14 +212,18 @@ const defaultSessionRefresh = 30 * time.Second
 // changed since, when this member still keeps those changes. A worker
 // that did not ask for deltas gets the whole set again on every change.
 // Every message is built from the member's cache, and only a change to
-// one of the node's own instances wakes its session.
+// one of the node's own instances wakes its session. A node that serves
+// its functions locally (Node.local_http) also hears of the functions it
+// may start cold there (localfunctions.go): the whole set in the first
+// message, then what changed.
 func (a *agentAPI) Session(req *v1.SessionRequest, stream v1.Agent_SessionServer) error {
 	ctx := stream.Context()
 	node := req.GetNode()
 	if err := a.s.cache.Sync(ctx); err != nil {
 		return err
 	}
-	if _, ok := a.s.cache.Node(node); !ok {
+	rec, ok := a.s.cache.Node(node)
+	if !ok {
 		return errdefs.NotFoundf("node %q not found", node)
 	}
 	var since int64
@@ -228,12 +233,20 @@ func (a *agentAPI) Session(req *v1.SessionRequest, stream v1.Agent_SessionServer
 	w, full, rev, resumed := a.s.cache.WatchNode(node, since)
 	defer w.Close()
 	sess := &nodeSession{a: a, node: node, deltas: req.GetDeltas(), sent: map[string]int64{}}
+	if rec.Value.GetLocalHttp() {
+		// Followed before the set is read, so that no change falls between.
+		w.FollowWorkloads()
+		sess.local = &localSet{sent: map[string]int64{}}
+	}
 	var first *v1.Assignments
 	if resumed {
 		ids, rev := w.Take()
 		first = sess.delta(ids, rev, true)
 	} else {
 		first = sess.fullFrom(full, rev)
+	}
+	if sess.local != nil {
+		a.s.cache.Read(func(r cache.Reader) { sess.localFull(r, first) })
 	}
 	if err := sess.send(ctx, stream, first); err != nil {
 		return err
@@ -265,7 +278,9 @@ func (a *agentAPI) Session(req *v1.SessionRequest, stream v1.Agent_SessionServer
 			// holds them: nothing at or below rev is left unsent.
 			rev := a.s.cache.Rev()
 			ids, _ := w.Take()
-			if err := sess.send(ctx, stream, sess.delta(ids, rev, true)); err != nil {
+			msg := sess.delta(ids, rev, true)
+			sess.takeLocal(w, msg)
+			if err := sess.send(ctx, stream, msg); err != nil {
 				return err
 			}
 			continue
@@ -276,7 +291,12 @@ func (a *agentAPI) Session(req *v1.SessionRequest, stream v1.Agent_SessionServer
 		ids, rev := w.Take()
 		msg := sess.delta(ids, rev, false)
 		if msg == nil {
-			continue // only statuses or liveness changed: nothing the node must hear
+			msg = &v1.Assignments{Revision: rev}
+			if !sess.takeLocal(w, msg) {
+				continue // only statuses or liveness changed: nothing the node must hear
+			}
+		} else {
+			sess.takeLocal(w, msg)
 		}
 		if !sess.deltas {
 			msg = sess.fullNow()
@@ -298,6 +318,25 @@ type nodeSession struct {
 	// knows only what it sent since).
 	sent     map[string]int64
 	complete bool
+	// local is what it has told the node of its local functions; nil for
+	// a node without a local listener.
+	local *localSet
+}
+
+// takeLocal adds to msg what changed in the node's local functions since
+// the last take; it reports whether there was anything.
+func (n *nodeSession) takeLocal(w *cache.NodeWatch, msg *v1.Assignments) bool {
+	if n.local == nil {
+		return false
+	}
+	names, nodeChanged, rev := w.TakeWorkloads()
+	if len(names) == 0 && !nodeChanged {
+		return false
+	}
+	added := false
+	n.a.s.cache.Read(func(r cache.Reader) { added = n.localDelta(r, names, nodeChanged, msg) })
+	msg.Revision = max(msg.Revision, rev)
+	return added
 }
 
 // wanted says whether the node must run inst: bound to it and not lost
@@ -323,12 +362,14 @@ func (n *nodeSession) fullFrom(insts []cache.Instance, rev int64) *v1.Assignment
 
 // fullNow is the whole set as the cache holds it now.
 func (n *nodeSession) fullNow() *v1.Assignments {
-	var (
-		insts []cache.Instance
-		rev   int64
-	)
-	n.a.s.cache.Read(func(r cache.Reader) { insts, rev = r.InstancesOn(n.node), r.Rev() })
-	return n.fullFrom(insts, rev)
+	var msg *v1.Assignments
+	n.a.s.cache.Read(func(r cache.Reader) {
+		msg = n.fullFrom(r.InstancesOn(n.node), r.Rev())
+		if n.local != nil {
+			n.localFull(r, msg)
+		}
+	})
+	return msg
 }
 
 // delta is what the node must hear about the instances ids, which changed
@@ -364,6 +405,10 @@ func (n *nodeSession) delta(ids []string, rev int64, always bool) *v1.Assignment
 func (n *nodeSession) send(ctx context.Context, stream v1.Agent_SessionServer, msg *v1.Assignments) error {
 	if err := n.a.s.resolveEnv(ctx, msg.Instances); err != nil {
 		n.a.s.log.Warn("cannot resolve the configs and secrets of a node's instances", "node", n.node, "err", err)
+		return err
+	}
+	if err := n.a.s.resolveLocal(ctx, msg.LocalFunctions); err != nil {
+		n.a.s.log.Warn("cannot resolve the configs and secrets of a node's local functions", "node", n.node, "err", err)
 		return err
 	}
 	return stream.Send(msg)
@@ -425,14 +470,14 @@ func (a *agentAPI) FetchBlob(req *v1.FetchBlobRequest, stream v1.Agent_FetchBlob
 	if err != nil {
 		return err
 	}
-	if caller.Role == auth.RoleNode && !a.nodeRuns(caller.Name, req.GetDigest()) {
+	if caller.Role == auth.RoleNode && !a.nodeMayFetch(caller.Name, req) {
 		// Bound a moment ago through another member: once more when this
 		// member's cache has caught up with etcd.
 		if err := a.s.cache.Sync(stream.Context()); err != nil {
 			return err
 		}
-		if !a.nodeRuns(caller.Name, req.GetDigest()) {
-			return errdefs.Deniedf("node %s may fetch only the blobs of its own instances; none runs %s", caller.Name, req.GetDigest())
+		if !a.nodeMayFetch(caller.Name, req) {
+			return errdefs.Deniedf("node %s may fetch only the blobs of its own instances and local functions; none runs %s", caller.Name, req.GetDigest())
 		}
 	}
 	first := true
@@ -443,6 +488,13 @@ func (a *agentAPI) FetchBlob(req *v1.FetchBlobRequest, stream v1.Agent_FetchBlob
 		}
 		return stream.Send(msg)
 	})
+}
+
+// nodeMayFetch says whether node may fetch the blob req names: one of
+// its instances runs it, or (edge) the local function req names does.
+func (a *agentAPI) nodeMayFetch(node string, req *v1.FetchBlobRequest) bool {
+	return a.nodeRuns(node, req.GetDigest()) ||
+		req.GetLocalFunction() != "" && a.localFunctionBlob(node, req.GetLocalFunction(), req.GetDigest())
 }
 
 // nodeRuns says whether an instance bound to node (and not lost) runs the

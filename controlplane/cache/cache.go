@@ -108,8 +108,11 @@ type Cache struct {
 	s      *state
 	hist   *history
 	nodeWs map[string]map[*NodeWatch]struct{}
-	subs   map[int]func([]Change)
-	nextID int
+	// workloadWs are the node watches that follow workloads too
+	// (FollowWorkloads).
+	workloadWs map[*NodeWatch]struct{}
+	subs       map[int]func([]Change)
+	nextID     int
 	// advanced is closed and replaced each time the revision moves.
 	advanced chan struct{}
 	synced   chan struct{}
@@ -134,7 +137,7 @@ func New(cfg Config) *Cache {
 	}
 	return &Cache{
 		cli: cfg.Client, log: log, pageSize: page,
-		s: newState(), hist: newHistory(h), nodeWs: map[string]map[*NodeWatch]struct{}{}, subs: map[int]func([]Change){},
+		s: newState(), hist: newHistory(h), nodeWs: map[string]map[*NodeWatch]struct{}{}, workloadWs: map[*NodeWatch]struct{}{}, subs: map[int]func([]Change){},
 		advanced: make(chan struct{}), synced: make(chan struct{}),
 	}
 }

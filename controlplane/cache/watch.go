@@ -69,6 +69,10 @@ type NodeWatch struct {
 	dirty map[string]struct{}
 	rev   int64
 	ch    chan struct{}
+	// edge: with FollowWorkloads, the workloads whose record changed (not
+	// only their counts) and whether the node's own record changed.
+	workloads   map[string]struct{}
+	nodeChanged bool
 }
 
 // WatchNode starts following node's instances. With since set and its
@@ -120,6 +124,36 @@ func (w *NodeWatch) Take() (ids []string, rev int64) {
 	return ids, w.rev
 }
 
+// FollowWorkloads makes the watch also collect the workloads whose record
+// changed (created, changed, deleted; not a change of their counts) and
+// note changes of the node's own record, for TakeWorkloads (edge: the
+// session of a node that starts functions cold on its local listener).
+// Those changes cost work only for the watches that follow them. What
+// changed before it was called is not collected: read the cache after it.
+func (w *NodeWatch) FollowWorkloads() {
+	w.c.mu.Lock()
+	defer w.c.mu.Unlock()
+	w.mu.Lock()
+	w.workloads = map[string]struct{}{}
+	w.mu.Unlock()
+	w.c.workloadWs[w] = struct{}{}
+}
+
+// TakeWorkloads returns the workloads that changed since the last call,
+// whether the node's record changed, and the revision the cache had
+// reached when the latest change was marked.
+func (w *NodeWatch) TakeWorkloads() (names []string, node bool, rev int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	names = make([]string, 0, len(w.workloads))
+	for n := range w.workloads {
+		names = append(names, n)
+	}
+	clear(w.workloads)
+	node, w.nodeChanged = w.nodeChanged, false
+	return names, node, w.rev
+}
+
 // Close ends the watch.
 func (w *NodeWatch) Close() {
 	w.c.mu.Lock()
@@ -130,6 +164,15 @@ func (w *NodeWatch) Close() {
 			delete(w.c.nodeWs, w.node)
 		}
 	}
+	delete(w.c.workloadWs, w)
+}
+
+// signal wakes the watch's owner.
+func (w *NodeWatch) signal() {
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
 }
 
 func (w *NodeWatch) mark(id string, rev int64) {
@@ -137,19 +180,44 @@ func (w *NodeWatch) mark(id string, rev int64) {
 	w.dirty[id] = struct{}{}
 	w.rev = rev
 	w.mu.Unlock()
-	select {
-	case w.ch <- struct{}{}:
-	default:
+	w.signal()
+}
+
+// markWorkload notes a workload's change, or (name "") the node's.
+func (w *NodeWatch) markWorkload(name string, rev int64) {
+	w.mu.Lock()
+	if name == "" {
+		w.nodeChanged = true
+	} else {
+		w.workloads[name] = struct{}{}
 	}
+	w.rev = max(w.rev, rev)
+	w.mu.Unlock()
+	w.signal()
 }
 
 // dispatchToNodes hands instance changes to the watches of the nodes they
-// concern (under the write lock).
+// concern, and workload and node changes to the watches that follow them
+// (under the write lock).
 func (c *Cache) dispatchToNodes(cs []Change) {
 	if len(c.nodeWs) == 0 {
 		return
 	}
 	for _, ch := range cs {
+		if len(c.workloadWs) > 0 {
+			switch {
+			case ch.Kind == KindWorkload && !ch.CountsOnly:
+				for w := range c.workloadWs {
+					w.markWorkload(ch.Name, ch.Rev)
+				}
+			case ch.Kind == KindNode:
+				for w := range c.nodeWs[ch.Name] {
+					if w.workloads != nil {
+						w.markWorkload("", ch.Rev)
+					}
+				}
+			}
+		}
 		if ch.Kind != KindInstance {
 			continue
 		}

@@ -386,6 +386,15 @@ func staticMismatch(n NodeInfo, kind string, pl *v1.Placement) string {
 		return reasonCordoned
 	case DiskPressure(node):
 		return reasonDisk
+	}
+	return placementMismatch(node, kind, pl)
+}
+
+// placementMismatch says why node can never take an instance of kind
+// under placement pl, whatever its state: its runtimes, architecture, OS
+// and labels; "" when it can.
+func placementMismatch(node *v1.Node, kind string, pl *v1.Placement) string {
+	switch {
 	case !slices.Contains(node.GetRuntimes(), kind):
 		return fmt.Sprintf("no %s runtime", kind)
 	case len(pl.GetArch()) > 0 && !slices.Contains(pl.GetArch(), node.GetArch()):
@@ -397,6 +406,26 @@ func staticMismatch(n NodeInfo, kind string, pl *v1.Placement) string {
 		if got, ok := node.GetLabels()[k]; !ok || got != v {
 			return reasonSelector
 		}
+	}
+	return ""
+}
+
+// StaticFit says why node n can never run a Wasm instance of spec,
+// whatever its resources and its state (ready, cordoned, disk pressure):
+// the predicates of a placement that only the node's record decides — the
+// wasm runtime, the placement's arch, OS and selector, the scratch
+// allowance and the allowed host mounts; "" when it can. edge: the
+// functions a node may start cold on its local listener are those it fits
+// so (controlplane/api, local functions).
+func StaticFit(n *v1.Node, spec *v1.WorkloadSpec) string {
+	if why := placementMismatch(n, RuntimeWasm, spec.GetPlacement()); why != "" {
+		return why
+	}
+	if spec.GetScratchBytes() > n.GetMaxScratchBytes() {
+		return reasonScratch
+	}
+	if !mountsAllowed(spec, n) {
+		return reasonMount
 	}
 	return ""
 }

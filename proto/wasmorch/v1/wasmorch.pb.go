@@ -2290,6 +2290,10 @@ type Node struct {
 	// state: the host directories instances may mount, with what is below
 	// them (agent|up --allow-mount); none by default.
 	AllowedMounts []string `protobuf:"bytes,101,rep,name=allowed_mounts,json=allowedMounts,proto3" json:"allowed_mounts,omitempty"`
+	// edge: its agent serves the node's functions to the clients of its own
+	// site (agent --local-http): its session also carries the functions it
+	// may start cold there (Assignments.local_functions).
+	LocalHttp     bool `protobuf:"varint,370,opt,name=local_http,json=localHttp,proto3" json:"local_http,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2427,6 +2431,13 @@ func (x *Node) GetAllowedMounts() []string {
 		return x.AllowedMounts
 	}
 	return nil
+}
+
+func (x *Node) GetLocalHttp() bool {
+	if x != nil {
+		return x.LocalHttp
+	}
+	return false
 }
 
 // NodeCondition is one condition that holds on a node; one that no longer
@@ -8410,13 +8421,22 @@ func (x *SessionRequest) GetResumeRevision() int64 {
 // instances are added or changed ones and removed the IDs that left the
 // set. A worker that did not ask for deltas gets only full sets.
 type Assignments struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Instances     []*Instance            `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
-	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"` // the set is as of this etcd revision (or later)
-	Full          bool                   `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
-	Removed       []string               `protobuf:"bytes,4,rep,name=removed,proto3" json:"removed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Instances []*Instance            `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
+	Revision  int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"` // the set is as of this etcd revision (or later)
+	Full      bool                   `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
+	Removed   []string               `protobuf:"bytes,4,rep,name=removed,proto3" json:"removed,omitempty"`
+	// edge: only to a node that serves functions locally (Node.local_http):
+	// the routed functions its placement admits, which its local listener
+	// starts cold when no replica of theirs runs there. With
+	// local_functions_full set, local_functions is the whole set (the first
+	// message of every session); otherwise the added or changed ones, and
+	// removed_local_functions the workloads that left it.
+	LocalFunctions        []*LocalFunction `protobuf:"bytes,370,rep,name=local_functions,json=localFunctions,proto3" json:"local_functions,omitempty"`
+	RemovedLocalFunctions []string         `protobuf:"bytes,371,rep,name=removed_local_functions,json=removedLocalFunctions,proto3" json:"removed_local_functions,omitempty"`
+	LocalFunctionsFull    bool             `protobuf:"varint,372,opt,name=local_functions_full,json=localFunctionsFull,proto3" json:"local_functions_full,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Assignments) Reset() {
@@ -8477,6 +8497,90 @@ func (x *Assignments) GetRemoved() []string {
 	return nil
 }
 
+func (x *Assignments) GetLocalFunctions() []*LocalFunction {
+	if x != nil {
+		return x.LocalFunctions
+	}
+	return nil
+}
+
+func (x *Assignments) GetRemovedLocalFunctions() []string {
+	if x != nil {
+		return x.RemovedLocalFunctions
+	}
+	return nil
+}
+
+func (x *Assignments) GetLocalFunctionsFull() bool {
+	if x != nil {
+		return x.LocalFunctionsFull
+	}
+	return false
+}
+
+// edge: LocalFunction is a function a node may start cold on its local
+// listener: its workload's current generation and spec, with its configs
+// and secrets resolved as an instance's are (env and files).
+type LocalFunction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workload      string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	Generation    int64                  `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Spec          *WorkloadSpec          `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalFunction) Reset() {
+	*x = LocalFunction{}
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalFunction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalFunction) ProtoMessage() {}
+
+func (x *LocalFunction) ProtoReflect() protoreflect.Message {
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalFunction.ProtoReflect.Descriptor instead.
+func (*LocalFunction) Descriptor() ([]byte, []int) {
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{123}
+}
+
+func (x *LocalFunction) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *LocalFunction) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *LocalFunction) GetSpec() *WorkloadSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
 type StatusBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -8487,7 +8591,7 @@ type StatusBatch struct {
 
 func (x *StatusBatch) Reset() {
 	*x = StatusBatch{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8499,7 +8603,7 @@ func (x *StatusBatch) String() string {
 func (*StatusBatch) ProtoMessage() {}
 
 func (x *StatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[123]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8512,7 +8616,7 @@ func (x *StatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusBatch.ProtoReflect.Descriptor instead.
 func (*StatusBatch) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{123}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *StatusBatch) GetNode() string {
@@ -8537,7 +8641,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8549,7 +8653,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[124]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8562,19 +8666,22 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{124}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{125}
 }
 
 type FetchBlobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Digest        string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Digest string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// edge: the function of the node's local set (Assignments.local_functions)
+	// the blob is fetched for, when no instance of the node runs it.
+	LocalFunction string `protobuf:"bytes,370,opt,name=local_function,json=localFunction,proto3" json:"local_function,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchBlobRequest) Reset() {
 	*x = FetchBlobRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8586,7 +8693,7 @@ func (x *FetchBlobRequest) String() string {
 func (*FetchBlobRequest) ProtoMessage() {}
 
 func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[125]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8599,12 +8706,19 @@ func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
 func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{125}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *FetchBlobRequest) GetDigest() string {
 	if x != nil {
 		return x.Digest
+	}
+	return ""
+}
+
+func (x *FetchBlobRequest) GetLocalFunction() string {
+	if x != nil {
+		return x.LocalFunction
 	}
 	return ""
 }
@@ -8619,7 +8733,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8631,7 +8745,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[126]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8644,7 +8758,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{126}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -8676,7 +8790,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8688,7 +8802,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[127]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8701,7 +8815,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{127}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -8742,7 +8856,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8754,7 +8868,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[128]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8767,7 +8881,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{128}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *JoinResponse) GetCertificate() []byte {
@@ -8795,7 +8909,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[129]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8807,7 +8921,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[129]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8820,7 +8934,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{129}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -8847,7 +8961,7 @@ type InstanceLogsRequest struct {
 
 func (x *InstanceLogsRequest) Reset() {
 	*x = InstanceLogsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[130]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8859,7 +8973,7 @@ func (x *InstanceLogsRequest) String() string {
 func (*InstanceLogsRequest) ProtoMessage() {}
 
 func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[130]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8872,7 +8986,7 @@ func (x *InstanceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceLogsRequest.ProtoReflect.Descriptor instead.
 func (*InstanceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{130}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *InstanceLogsRequest) GetInstances() []string {
@@ -8927,7 +9041,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[131]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8939,7 +9053,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[131]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8952,7 +9066,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{131}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *UsageRequest) GetInstances() []string {
@@ -8993,7 +9107,7 @@ type NodeGroupStatus struct {
 
 func (x *NodeGroupStatus) Reset() {
 	*x = NodeGroupStatus{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9005,7 +9119,7 @@ func (x *NodeGroupStatus) String() string {
 func (*NodeGroupStatus) ProtoMessage() {}
 
 func (x *NodeGroupStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[132]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9018,7 +9132,7 @@ func (x *NodeGroupStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupStatus.ProtoReflect.Descriptor instead.
 func (*NodeGroupStatus) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{132}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *NodeGroupStatus) GetName() string {
@@ -9152,7 +9266,7 @@ type NodeGroupNode struct {
 
 func (x *NodeGroupNode) Reset() {
 	*x = NodeGroupNode{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9164,7 +9278,7 @@ func (x *NodeGroupNode) String() string {
 func (*NodeGroupNode) ProtoMessage() {}
 
 func (x *NodeGroupNode) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[133]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9177,7 +9291,7 @@ func (x *NodeGroupNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupNode.ProtoReflect.Descriptor instead.
 func (*NodeGroupNode) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{133}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *NodeGroupNode) GetName() string {
@@ -9223,7 +9337,7 @@ type NodeGroupSpec struct {
 
 func (x *NodeGroupSpec) Reset() {
 	*x = NodeGroupSpec{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[134]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9235,7 +9349,7 @@ func (x *NodeGroupSpec) String() string {
 func (*NodeGroupSpec) ProtoMessage() {}
 
 func (x *NodeGroupSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[134]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9248,7 +9362,7 @@ func (x *NodeGroupSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupSpec.ProtoReflect.Descriptor instead.
 func (*NodeGroupSpec) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{134}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *NodeGroupSpec) GetName() string {
@@ -9345,7 +9459,7 @@ type NodeGroupApplyRequest struct {
 
 func (x *NodeGroupApplyRequest) Reset() {
 	*x = NodeGroupApplyRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[135]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9357,7 +9471,7 @@ func (x *NodeGroupApplyRequest) String() string {
 func (*NodeGroupApplyRequest) ProtoMessage() {}
 
 func (x *NodeGroupApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[135]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9370,7 +9484,7 @@ func (x *NodeGroupApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupApplyRequest.ProtoReflect.Descriptor instead.
 func (*NodeGroupApplyRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{135}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *NodeGroupApplyRequest) GetSpec() *NodeGroupSpec {
@@ -9398,7 +9512,7 @@ type NodeGroupApplyResponse struct {
 
 func (x *NodeGroupApplyResponse) Reset() {
 	*x = NodeGroupApplyResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[136]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9410,7 +9524,7 @@ func (x *NodeGroupApplyResponse) String() string {
 func (*NodeGroupApplyResponse) ProtoMessage() {}
 
 func (x *NodeGroupApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[136]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9423,7 +9537,7 @@ func (x *NodeGroupApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupApplyResponse.ProtoReflect.Descriptor instead.
 func (*NodeGroupApplyResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{136}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *NodeGroupApplyResponse) GetCreated() bool {
@@ -9456,7 +9570,7 @@ type NodeGroupGetRequest struct {
 
 func (x *NodeGroupGetRequest) Reset() {
 	*x = NodeGroupGetRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[137]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9468,7 +9582,7 @@ func (x *NodeGroupGetRequest) String() string {
 func (*NodeGroupGetRequest) ProtoMessage() {}
 
 func (x *NodeGroupGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[137]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9481,7 +9595,7 @@ func (x *NodeGroupGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupGetRequest.ProtoReflect.Descriptor instead.
 func (*NodeGroupGetRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{137}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{138}
 }
 
 func (x *NodeGroupGetRequest) GetName() string {
@@ -9503,7 +9617,7 @@ type NodeGroupView struct {
 
 func (x *NodeGroupView) Reset() {
 	*x = NodeGroupView{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[138]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9515,7 +9629,7 @@ func (x *NodeGroupView) String() string {
 func (*NodeGroupView) ProtoMessage() {}
 
 func (x *NodeGroupView) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[138]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9528,7 +9642,7 @@ func (x *NodeGroupView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupView.ProtoReflect.Descriptor instead.
 func (*NodeGroupView) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{138}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *NodeGroupView) GetStatus() *NodeGroupStatus {
@@ -9554,7 +9668,7 @@ type NodeGroupDeleteRequest struct {
 
 func (x *NodeGroupDeleteRequest) Reset() {
 	*x = NodeGroupDeleteRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[139]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9566,7 +9680,7 @@ func (x *NodeGroupDeleteRequest) String() string {
 func (*NodeGroupDeleteRequest) ProtoMessage() {}
 
 func (x *NodeGroupDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[139]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9579,7 +9693,7 @@ func (x *NodeGroupDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupDeleteRequest.ProtoReflect.Descriptor instead.
 func (*NodeGroupDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{139}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *NodeGroupDeleteRequest) GetName() string {
@@ -9598,7 +9712,7 @@ type NodeGroupDeleteResponse struct {
 
 func (x *NodeGroupDeleteResponse) Reset() {
 	*x = NodeGroupDeleteResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[140]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9610,7 +9724,7 @@ func (x *NodeGroupDeleteResponse) String() string {
 func (*NodeGroupDeleteResponse) ProtoMessage() {}
 
 func (x *NodeGroupDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[140]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9623,7 +9737,7 @@ func (x *NodeGroupDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeGroupDeleteResponse.ProtoReflect.Descriptor instead.
 func (*NodeGroupDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{140}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{141}
 }
 
 func (x *NodeGroupDeleteResponse) GetConfigured() bool {
@@ -9641,7 +9755,7 @@ type ListNodeGroupsRequest struct {
 
 func (x *ListNodeGroupsRequest) Reset() {
 	*x = ListNodeGroupsRequest{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[141]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[142]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9653,7 +9767,7 @@ func (x *ListNodeGroupsRequest) String() string {
 func (*ListNodeGroupsRequest) ProtoMessage() {}
 
 func (x *ListNodeGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[141]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[142]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9666,7 +9780,7 @@ func (x *ListNodeGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodeGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListNodeGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{141}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{142}
 }
 
 type ListNodeGroupsResponse struct {
@@ -9679,7 +9793,7 @@ type ListNodeGroupsResponse struct {
 
 func (x *ListNodeGroupsResponse) Reset() {
 	*x = ListNodeGroupsResponse{}
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[142]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[143]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9691,7 +9805,7 @@ func (x *ListNodeGroupsResponse) String() string {
 func (*ListNodeGroupsResponse) ProtoMessage() {}
 
 func (x *ListNodeGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[142]
+	mi := &file_wasmorch_v1_wasmorch_proto_msgTypes[143]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9704,7 +9818,7 @@ func (x *ListNodeGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodeGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListNodeGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{142}
+	return file_wasmorch_v1_wasmorch_proto_rawDescGZIP(), []int{143}
 }
 
 func (x *ListNodeGroupsResponse) GetNodeGroups() []*NodeGroupStatus {
@@ -9899,7 +10013,7 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x02 \x01(\x03R\tcpuMillis\x12\x1c\n" +
-	"\tinstances\x18\x03 \x01(\x05R\tinstances\"\xd0\x04\n" +
+	"\tinstances\x18\x03 \x01(\x05R\tinstances\"\xf0\x04\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -9918,7 +10032,9 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"conditions\x182 \x03(\v2\x1a.wasmorch.v1.NodeConditionR\n" +
 	"conditions\x12*\n" +
 	"\x11max_scratch_bytes\x18d \x01(\x03R\x0fmaxScratchBytes\x12%\n" +
-	"\x0eallowed_mounts\x18e \x03(\tR\rallowedMounts\x1a9\n" +
+	"\x0eallowed_mounts\x18e \x03(\tR\rallowedMounts\x12\x1e\n" +
+	"\n" +
+	"local_http\x18\xf2\x02 \x01(\bR\tlocalHttp\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x01\n" +
@@ -10360,18 +10476,28 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x0eSessionRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
 	"\x06deltas\x18\x02 \x01(\bR\x06deltas\x12'\n" +
-	"\x0fresume_revision\x18\x03 \x01(\x03R\x0eresumeRevision\"\x8c\x01\n" +
+	"\x0fresume_revision\x18\x03 \x01(\x03R\x0eresumeRevision\"\xbe\x02\n" +
 	"\vAssignments\x123\n" +
 	"\tinstances\x18\x01 \x03(\v2\x15.wasmorch.v1.InstanceR\tinstances\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04full\x18\x03 \x01(\bR\x04full\x12\x18\n" +
-	"\aremoved\x18\x04 \x03(\tR\aremoved\"Z\n" +
+	"\aremoved\x18\x04 \x03(\tR\aremoved\x12D\n" +
+	"\x0flocal_functions\x18\xf2\x02 \x03(\v2\x1a.wasmorch.v1.LocalFunctionR\x0elocalFunctions\x127\n" +
+	"\x17removed_local_functions\x18\xf3\x02 \x03(\tR\x15removedLocalFunctions\x121\n" +
+	"\x14local_functions_full\x18\xf4\x02 \x01(\bR\x12localFunctionsFull\"z\n" +
+	"\rLocalFunction\x12\x1a\n" +
+	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x03R\n" +
+	"generation\x12-\n" +
+	"\x04spec\x18\x03 \x01(\v2\x19.wasmorch.v1.WorkloadSpecR\x04spec\"Z\n" +
 	"\vStatusBatch\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x127\n" +
 	"\bstatuses\x18\x02 \x03(\v2\x1b.wasmorch.v1.InstanceStatusR\bstatuses\"\v\n" +
-	"\tStatusAck\"*\n" +
+	"\tStatusAck\"R\n" +
 	"\x10FetchBlobRequest\x12\x16\n" +
-	"\x06digest\x18\x01 \x01(\tR\x06digest\"3\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12&\n" +
+	"\x0elocal_function\x18\xf2\x02 \x01(\tR\rlocalFunction\"3\n" +
 	"\tBlobChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\"\xc2\x01\n" +
@@ -10593,7 +10719,7 @@ func file_wasmorch_v1_wasmorch_proto_rawDescGZIP() []byte {
 }
 
 var file_wasmorch_v1_wasmorch_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 161)
+var file_wasmorch_v1_wasmorch_proto_msgTypes = make([]protoimpl.MessageInfo, 162)
 var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(RestartPolicy)(0),               // 0: wasmorch.v1.RestartPolicy
 	(InstanceState)(0),               // 1: wasmorch.v1.InstanceState
@@ -10724,44 +10850,45 @@ var file_wasmorch_v1_wasmorch_proto_goTypes = []any{
 	(*HeartbeatResponse)(nil),        // 126: wasmorch.v1.HeartbeatResponse
 	(*SessionRequest)(nil),           // 127: wasmorch.v1.SessionRequest
 	(*Assignments)(nil),              // 128: wasmorch.v1.Assignments
-	(*StatusBatch)(nil),              // 129: wasmorch.v1.StatusBatch
-	(*StatusAck)(nil),                // 130: wasmorch.v1.StatusAck
-	(*FetchBlobRequest)(nil),         // 131: wasmorch.v1.FetchBlobRequest
-	(*BlobChunk)(nil),                // 132: wasmorch.v1.BlobChunk
-	(*JoinRequest)(nil),              // 133: wasmorch.v1.JoinRequest
-	(*JoinResponse)(nil),             // 134: wasmorch.v1.JoinResponse
-	(*RenewRequest)(nil),             // 135: wasmorch.v1.RenewRequest
-	(*InstanceLogsRequest)(nil),      // 136: wasmorch.v1.InstanceLogsRequest
-	(*UsageRequest)(nil),             // 137: wasmorch.v1.UsageRequest
-	(*NodeGroupStatus)(nil),          // 138: wasmorch.v1.NodeGroupStatus
-	(*NodeGroupNode)(nil),            // 139: wasmorch.v1.NodeGroupNode
-	(*NodeGroupSpec)(nil),            // 140: wasmorch.v1.NodeGroupSpec
-	(*NodeGroupApplyRequest)(nil),    // 141: wasmorch.v1.NodeGroupApplyRequest
-	(*NodeGroupApplyResponse)(nil),   // 142: wasmorch.v1.NodeGroupApplyResponse
-	(*NodeGroupGetRequest)(nil),      // 143: wasmorch.v1.NodeGroupGetRequest
-	(*NodeGroupView)(nil),            // 144: wasmorch.v1.NodeGroupView
-	(*NodeGroupDeleteRequest)(nil),   // 145: wasmorch.v1.NodeGroupDeleteRequest
-	(*NodeGroupDeleteResponse)(nil),  // 146: wasmorch.v1.NodeGroupDeleteResponse
-	(*ListNodeGroupsRequest)(nil),    // 147: wasmorch.v1.ListNodeGroupsRequest
-	(*ListNodeGroupsResponse)(nil),   // 148: wasmorch.v1.ListNodeGroupsResponse
-	nil,                              // 149: wasmorch.v1.Placement.SelectorEntry
-	nil,                              // 150: wasmorch.v1.Workload.LabelsEntry
-	nil,                              // 151: wasmorch.v1.Instance.VolumeUidsEntry
-	nil,                              // 152: wasmorch.v1.Node.LabelsEntry
-	nil,                              // 153: wasmorch.v1.FunctionLoad.GenerationsEntry
-	nil,                              // 154: wasmorch.v1.Config.DataEntry
-	nil,                              // 155: wasmorch.v1.SecretData.DataEntry
-	nil,                              // 156: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
-	nil,                              // 157: wasmorch.v1.ListNodesRequest.SelectorEntry
-	nil,                              // 158: wasmorch.v1.JoinToken.LabelsEntry
-	nil,                              // 159: wasmorch.v1.CreateTokenRequest.LabelsEntry
-	nil,                              // 160: wasmorch.v1.LabelNodeRequest.SetEntry
-	nil,                              // 161: wasmorch.v1.SetConfigRequest.DataEntry
-	nil,                              // 162: wasmorch.v1.SetSecretRequest.DataEntry
-	nil,                              // 163: wasmorch.v1.RegisterResponse.LabelsEntry
-	nil,                              // 164: wasmorch.v1.JoinRequest.LabelsEntry
-	nil,                              // 165: wasmorch.v1.NodeGroupStatus.LabelsEntry
-	nil,                              // 166: wasmorch.v1.NodeGroupSpec.LabelsEntry
+	(*LocalFunction)(nil),            // 129: wasmorch.v1.LocalFunction
+	(*StatusBatch)(nil),              // 130: wasmorch.v1.StatusBatch
+	(*StatusAck)(nil),                // 131: wasmorch.v1.StatusAck
+	(*FetchBlobRequest)(nil),         // 132: wasmorch.v1.FetchBlobRequest
+	(*BlobChunk)(nil),                // 133: wasmorch.v1.BlobChunk
+	(*JoinRequest)(nil),              // 134: wasmorch.v1.JoinRequest
+	(*JoinResponse)(nil),             // 135: wasmorch.v1.JoinResponse
+	(*RenewRequest)(nil),             // 136: wasmorch.v1.RenewRequest
+	(*InstanceLogsRequest)(nil),      // 137: wasmorch.v1.InstanceLogsRequest
+	(*UsageRequest)(nil),             // 138: wasmorch.v1.UsageRequest
+	(*NodeGroupStatus)(nil),          // 139: wasmorch.v1.NodeGroupStatus
+	(*NodeGroupNode)(nil),            // 140: wasmorch.v1.NodeGroupNode
+	(*NodeGroupSpec)(nil),            // 141: wasmorch.v1.NodeGroupSpec
+	(*NodeGroupApplyRequest)(nil),    // 142: wasmorch.v1.NodeGroupApplyRequest
+	(*NodeGroupApplyResponse)(nil),   // 143: wasmorch.v1.NodeGroupApplyResponse
+	(*NodeGroupGetRequest)(nil),      // 144: wasmorch.v1.NodeGroupGetRequest
+	(*NodeGroupView)(nil),            // 145: wasmorch.v1.NodeGroupView
+	(*NodeGroupDeleteRequest)(nil),   // 146: wasmorch.v1.NodeGroupDeleteRequest
+	(*NodeGroupDeleteResponse)(nil),  // 147: wasmorch.v1.NodeGroupDeleteResponse
+	(*ListNodeGroupsRequest)(nil),    // 148: wasmorch.v1.ListNodeGroupsRequest
+	(*ListNodeGroupsResponse)(nil),   // 149: wasmorch.v1.ListNodeGroupsResponse
+	nil,                              // 150: wasmorch.v1.Placement.SelectorEntry
+	nil,                              // 151: wasmorch.v1.Workload.LabelsEntry
+	nil,                              // 152: wasmorch.v1.Instance.VolumeUidsEntry
+	nil,                              // 153: wasmorch.v1.Node.LabelsEntry
+	nil,                              // 154: wasmorch.v1.FunctionLoad.GenerationsEntry
+	nil,                              // 155: wasmorch.v1.Config.DataEntry
+	nil,                              // 156: wasmorch.v1.SecretData.DataEntry
+	nil,                              // 157: wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	nil,                              // 158: wasmorch.v1.ListNodesRequest.SelectorEntry
+	nil,                              // 159: wasmorch.v1.JoinToken.LabelsEntry
+	nil,                              // 160: wasmorch.v1.CreateTokenRequest.LabelsEntry
+	nil,                              // 161: wasmorch.v1.LabelNodeRequest.SetEntry
+	nil,                              // 162: wasmorch.v1.SetConfigRequest.DataEntry
+	nil,                              // 163: wasmorch.v1.SetSecretRequest.DataEntry
+	nil,                              // 164: wasmorch.v1.RegisterResponse.LabelsEntry
+	nil,                              // 165: wasmorch.v1.JoinRequest.LabelsEntry
+	nil,                              // 166: wasmorch.v1.NodeGroupStatus.LabelsEntry
+	nil,                              // 167: wasmorch.v1.NodeGroupSpec.LabelsEntry
 }
 var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	21,  // 0: wasmorch.v1.WorkloadSpec.env:type_name -> wasmorch.v1.EnvVar
@@ -10775,25 +10902,25 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	9,   // 8: wasmorch.v1.VolumeView.volume:type_name -> wasmorch.v1.Volume
 	10,  // 9: wasmorch.v1.ListVolumesResponse.volumes:type_name -> wasmorch.v1.VolumeView
 	9,   // 10: wasmorch.v1.RemovedVolumesResponse.volumes:type_name -> wasmorch.v1.Volume
-	149, // 11: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
+	150, // 11: wasmorch.v1.Placement.selector:type_name -> wasmorch.v1.Placement.SelectorEntry
 	6,   // 12: wasmorch.v1.Workload.spec:type_name -> wasmorch.v1.WorkloadSpec
 	25,  // 13: wasmorch.v1.Workload.unfit_nodes:type_name -> wasmorch.v1.UnfitNode
-	150, // 14: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
+	151, // 14: wasmorch.v1.Workload.labels:type_name -> wasmorch.v1.Workload.LabelsEntry
 	6,   // 15: wasmorch.v1.Instance.spec:type_name -> wasmorch.v1.WorkloadSpec
-	151, // 16: wasmorch.v1.Instance.volume_uids:type_name -> wasmorch.v1.Instance.VolumeUidsEntry
+	152, // 16: wasmorch.v1.Instance.volume_uids:type_name -> wasmorch.v1.Instance.VolumeUidsEntry
 	1,   // 17: wasmorch.v1.InstanceStatus.state:type_name -> wasmorch.v1.InstanceState
 	2,   // 18: wasmorch.v1.InstanceStatus.unfit:type_name -> wasmorch.v1.NodeUnfit
 	2,   // 19: wasmorch.v1.UnfitNode.unfit:type_name -> wasmorch.v1.NodeUnfit
 	26,  // 20: wasmorch.v1.Node.capacity:type_name -> wasmorch.v1.Resources
-	152, // 21: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
+	153, // 21: wasmorch.v1.Node.labels:type_name -> wasmorch.v1.Node.LabelsEntry
 	28,  // 22: wasmorch.v1.Node.conditions:type_name -> wasmorch.v1.NodeCondition
 	3,   // 23: wasmorch.v1.NodeCondition.type:type_name -> wasmorch.v1.NodeConditionType
-	153, // 24: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
-	154, // 25: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
-	155, // 26: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
+	154, // 24: wasmorch.v1.FunctionLoad.generations:type_name -> wasmorch.v1.FunctionLoad.GenerationsEntry
+	155, // 25: wasmorch.v1.Config.data:type_name -> wasmorch.v1.Config.DataEntry
+	156, // 26: wasmorch.v1.SecretData.data:type_name -> wasmorch.v1.SecretData.DataEntry
 	39,  // 27: wasmorch.v1.UploadRequest.header:type_name -> wasmorch.v1.UploadHeader
 	6,   // 28: wasmorch.v1.ApplyWorkloadRequest.spec:type_name -> wasmorch.v1.WorkloadSpec
-	156, // 29: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
+	157, // 29: wasmorch.v1.ApplyWorkloadRequest.labels:type_name -> wasmorch.v1.ApplyWorkloadRequest.LabelsEntry
 	22,  // 30: wasmorch.v1.ApplyWorkloadResponse.workload:type_name -> wasmorch.v1.Workload
 	22,  // 31: wasmorch.v1.WorkloadView.workload:type_name -> wasmorch.v1.Workload
 	47,  // 32: wasmorch.v1.ListWorkloadsResponse.workloads:type_name -> wasmorch.v1.WorkloadView
@@ -10802,7 +10929,7 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	24,  // 35: wasmorch.v1.InstanceView.status:type_name -> wasmorch.v1.InstanceStatus
 	1,   // 36: wasmorch.v1.InstanceView.state:type_name -> wasmorch.v1.InstanceState
 	53,  // 37: wasmorch.v1.ListInstancesResponse.instances:type_name -> wasmorch.v1.InstanceView
-	157, // 38: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
+	158, // 38: wasmorch.v1.ListNodesRequest.selector:type_name -> wasmorch.v1.ListNodesRequest.SelectorEntry
 	27,  // 39: wasmorch.v1.NodeView.node:type_name -> wasmorch.v1.Node
 	26,  // 40: wasmorch.v1.NodeView.allocated:type_name -> wasmorch.v1.Resources
 	56,  // 41: wasmorch.v1.ListNodesResponse.nodes:type_name -> wasmorch.v1.NodeView
@@ -10813,20 +10940,20 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	53,  // 46: wasmorch.v1.WatchEvent.instance:type_name -> wasmorch.v1.InstanceView
 	56,  // 47: wasmorch.v1.WatchEvent.node:type_name -> wasmorch.v1.NodeView
 	29,  // 48: wasmorch.v1.WatchEvent.event:type_name -> wasmorch.v1.Event
-	138, // 49: wasmorch.v1.WatchEvent.node_group:type_name -> wasmorch.v1.NodeGroupStatus
+	139, // 49: wasmorch.v1.WatchEvent.node_group:type_name -> wasmorch.v1.NodeGroupStatus
 	69,  // 50: wasmorch.v1.ListMembersResponse.members:type_name -> wasmorch.v1.Member
-	158, // 51: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
-	159, // 52: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
+	159, // 51: wasmorch.v1.JoinToken.labels:type_name -> wasmorch.v1.JoinToken.LabelsEntry
+	160, // 52: wasmorch.v1.CreateTokenRequest.labels:type_name -> wasmorch.v1.CreateTokenRequest.LabelsEntry
 	80,  // 53: wasmorch.v1.CreateTokenResponse.info:type_name -> wasmorch.v1.JoinToken
 	80,  // 54: wasmorch.v1.ListTokensResponse.tokens:type_name -> wasmorch.v1.JoinToken
 	87,  // 55: wasmorch.v1.IssueCredentialResponse.info:type_name -> wasmorch.v1.CertificateRecord
 	87,  // 56: wasmorch.v1.ListCredentialsResponse.credentials:type_name -> wasmorch.v1.CertificateRecord
 	87,  // 57: wasmorch.v1.RevokeCredentialResponse.revoked:type_name -> wasmorch.v1.CertificateRecord
-	160, // 58: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
-	161, // 59: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
+	161, // 58: wasmorch.v1.LabelNodeRequest.set:type_name -> wasmorch.v1.LabelNodeRequest.SetEntry
+	162, // 59: wasmorch.v1.SetConfigRequest.data:type_name -> wasmorch.v1.SetConfigRequest.DataEntry
 	33,  // 60: wasmorch.v1.SetConfigResponse.config:type_name -> wasmorch.v1.Config
 	33,  // 61: wasmorch.v1.ListConfigsResponse.configs:type_name -> wasmorch.v1.Config
-	162, // 62: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
+	163, // 62: wasmorch.v1.SetSecretRequest.data:type_name -> wasmorch.v1.SetSecretRequest.DataEntry
 	102, // 63: wasmorch.v1.SetSecretResponse.secret:type_name -> wasmorch.v1.SecretView
 	102, // 64: wasmorch.v1.ListSecretsResponse.secrets:type_name -> wasmorch.v1.SecretView
 	113, // 65: wasmorch.v1.UsageReport.instances:type_name -> wasmorch.v1.InstanceUsage
@@ -10834,146 +10961,148 @@ var file_wasmorch_v1_wasmorch_proto_depIdxs = []int32{
 	6,   // 67: wasmorch.v1.Revision.spec:type_name -> wasmorch.v1.WorkloadSpec
 	117, // 68: wasmorch.v1.ListRevisionsResponse.revisions:type_name -> wasmorch.v1.Revision
 	27,  // 69: wasmorch.v1.RegisterRequest.node:type_name -> wasmorch.v1.Node
-	163, // 70: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
+	164, // 70: wasmorch.v1.RegisterResponse.labels:type_name -> wasmorch.v1.RegisterResponse.LabelsEntry
 	28,  // 71: wasmorch.v1.HeartbeatRequest.conditions:type_name -> wasmorch.v1.NodeCondition
 	23,  // 72: wasmorch.v1.Assignments.instances:type_name -> wasmorch.v1.Instance
-	24,  // 73: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
-	164, // 74: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
-	165, // 75: wasmorch.v1.NodeGroupStatus.labels:type_name -> wasmorch.v1.NodeGroupStatus.LabelsEntry
-	139, // 76: wasmorch.v1.NodeGroupStatus.nodes:type_name -> wasmorch.v1.NodeGroupNode
-	166, // 77: wasmorch.v1.NodeGroupSpec.labels:type_name -> wasmorch.v1.NodeGroupSpec.LabelsEntry
-	140, // 78: wasmorch.v1.NodeGroupApplyRequest.spec:type_name -> wasmorch.v1.NodeGroupSpec
-	138, // 79: wasmorch.v1.NodeGroupView.status:type_name -> wasmorch.v1.NodeGroupStatus
-	140, // 80: wasmorch.v1.NodeGroupView.spec:type_name -> wasmorch.v1.NodeGroupSpec
-	138, // 81: wasmorch.v1.ListNodeGroupsResponse.node_groups:type_name -> wasmorch.v1.NodeGroupStatus
-	32,  // 82: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
-	38,  // 83: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
-	41,  // 84: wasmorch.v1.Control.PullReference:input_type -> wasmorch.v1.PullReferenceRequest
-	43,  // 85: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
-	45,  // 86: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
-	46,  // 87: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
-	49,  // 88: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
-	50,  // 89: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
-	52,  // 90: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
-	55,  // 91: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
-	58,  // 92: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
-	64,  // 93: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
-	60,  // 94: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
-	62,  // 95: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
-	66,  // 96: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
-	66,  // 97: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
-	66,  // 98: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
-	67,  // 99: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
-	70,  // 100: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
-	72,  // 101: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
-	74,  // 102: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
-	76,  // 103: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
-	78,  // 104: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
-	81,  // 105: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
-	83,  // 106: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
-	85,  // 107: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
-	88,  // 108: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
-	90,  // 109: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
-	92,  // 110: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
-	94,  // 111: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
-	95,  // 112: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
-	97,  // 113: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
-	98,  // 114: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
-	100, // 115: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
-	103, // 116: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
-	105, // 117: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
-	106, // 118: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
-	108, // 119: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
-	110, // 120: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
-	118, // 121: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
-	122, // 122: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
-	120, // 123: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
-	121, // 124: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
-	112, // 125: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
-	115, // 126: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
-	11,  // 127: wasmorch.v1.Control.ListVolumes:input_type -> wasmorch.v1.ListVolumesRequest
-	13,  // 128: wasmorch.v1.Control.GetVolume:input_type -> wasmorch.v1.GetVolumeRequest
-	14,  // 129: wasmorch.v1.Control.DeleteVolume:input_type -> wasmorch.v1.DeleteVolumeRequest
-	147, // 130: wasmorch.v1.Control.ListNodeGroups:input_type -> wasmorch.v1.ListNodeGroupsRequest
-	141, // 131: wasmorch.v1.Control.ApplyNodeGroup:input_type -> wasmorch.v1.NodeGroupApplyRequest
-	143, // 132: wasmorch.v1.Control.GetNodeGroup:input_type -> wasmorch.v1.NodeGroupGetRequest
-	145, // 133: wasmorch.v1.Control.DeleteNodeGroup:input_type -> wasmorch.v1.NodeGroupDeleteRequest
-	123, // 134: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
-	125, // 135: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
-	127, // 136: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
-	129, // 137: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
-	131, // 138: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
-	16,  // 139: wasmorch.v1.Agent.RemovedVolumes:input_type -> wasmorch.v1.RemovedVolumesRequest
-	133, // 140: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
-	135, // 141: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
-	136, // 142: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
-	137, // 143: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
-	40,  // 144: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
-	42,  // 145: wasmorch.v1.Control.PullReference:output_type -> wasmorch.v1.PullReferenceResponse
-	44,  // 146: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	47,  // 147: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
-	48,  // 148: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
-	22,  // 149: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
-	51,  // 150: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
-	54,  // 151: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
-	57,  // 152: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
-	59,  // 153: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
-	65,  // 154: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
-	61,  // 155: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
-	63,  // 156: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
-	56,  // 157: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
-	56,  // 158: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
-	56,  // 159: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
-	68,  // 160: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
-	71,  // 161: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
-	73,  // 162: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
-	75,  // 163: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
-	77,  // 164: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
-	79,  // 165: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
-	82,  // 166: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
-	84,  // 167: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
-	86,  // 168: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
-	89,  // 169: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
-	91,  // 170: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
-	93,  // 171: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
-	56,  // 172: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
-	96,  // 173: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
-	33,  // 174: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
-	99,  // 175: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
-	101, // 176: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
-	104, // 177: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
-	102, // 178: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
-	107, // 179: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
-	109, // 180: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
-	111, // 181: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
-	119, // 182: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
-	44,  // 183: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	22,  // 184: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
-	44,  // 185: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
-	114, // 186: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
-	116, // 187: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
-	12,  // 188: wasmorch.v1.Control.ListVolumes:output_type -> wasmorch.v1.ListVolumesResponse
-	10,  // 189: wasmorch.v1.Control.GetVolume:output_type -> wasmorch.v1.VolumeView
-	15,  // 190: wasmorch.v1.Control.DeleteVolume:output_type -> wasmorch.v1.DeleteVolumeResponse
-	148, // 191: wasmorch.v1.Control.ListNodeGroups:output_type -> wasmorch.v1.ListNodeGroupsResponse
-	142, // 192: wasmorch.v1.Control.ApplyNodeGroup:output_type -> wasmorch.v1.NodeGroupApplyResponse
-	144, // 193: wasmorch.v1.Control.GetNodeGroup:output_type -> wasmorch.v1.NodeGroupView
-	146, // 194: wasmorch.v1.Control.DeleteNodeGroup:output_type -> wasmorch.v1.NodeGroupDeleteResponse
-	124, // 195: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
-	126, // 196: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
-	128, // 197: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
-	130, // 198: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
-	132, // 199: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
-	17,  // 200: wasmorch.v1.Agent.RemovedVolumes:output_type -> wasmorch.v1.RemovedVolumesResponse
-	134, // 201: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
-	134, // 202: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
-	59,  // 203: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
-	114, // 204: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
-	144, // [144:205] is the sub-list for method output_type
-	83,  // [83:144] is the sub-list for method input_type
-	83,  // [83:83] is the sub-list for extension type_name
-	83,  // [83:83] is the sub-list for extension extendee
-	0,   // [0:83] is the sub-list for field type_name
+	129, // 73: wasmorch.v1.Assignments.local_functions:type_name -> wasmorch.v1.LocalFunction
+	6,   // 74: wasmorch.v1.LocalFunction.spec:type_name -> wasmorch.v1.WorkloadSpec
+	24,  // 75: wasmorch.v1.StatusBatch.statuses:type_name -> wasmorch.v1.InstanceStatus
+	165, // 76: wasmorch.v1.JoinRequest.labels:type_name -> wasmorch.v1.JoinRequest.LabelsEntry
+	166, // 77: wasmorch.v1.NodeGroupStatus.labels:type_name -> wasmorch.v1.NodeGroupStatus.LabelsEntry
+	140, // 78: wasmorch.v1.NodeGroupStatus.nodes:type_name -> wasmorch.v1.NodeGroupNode
+	167, // 79: wasmorch.v1.NodeGroupSpec.labels:type_name -> wasmorch.v1.NodeGroupSpec.LabelsEntry
+	141, // 80: wasmorch.v1.NodeGroupApplyRequest.spec:type_name -> wasmorch.v1.NodeGroupSpec
+	139, // 81: wasmorch.v1.NodeGroupView.status:type_name -> wasmorch.v1.NodeGroupStatus
+	141, // 82: wasmorch.v1.NodeGroupView.spec:type_name -> wasmorch.v1.NodeGroupSpec
+	139, // 83: wasmorch.v1.ListNodeGroupsResponse.node_groups:type_name -> wasmorch.v1.NodeGroupStatus
+	32,  // 84: wasmorch.v1.FunctionLoad.GenerationsEntry.value:type_name -> wasmorch.v1.GenerationRequests
+	38,  // 85: wasmorch.v1.Control.UploadBlob:input_type -> wasmorch.v1.UploadRequest
+	41,  // 86: wasmorch.v1.Control.PullReference:input_type -> wasmorch.v1.PullReferenceRequest
+	43,  // 87: wasmorch.v1.Control.ApplyWorkload:input_type -> wasmorch.v1.ApplyWorkloadRequest
+	45,  // 88: wasmorch.v1.Control.GetWorkload:input_type -> wasmorch.v1.GetWorkloadRequest
+	46,  // 89: wasmorch.v1.Control.ListWorkloads:input_type -> wasmorch.v1.ListWorkloadsRequest
+	49,  // 90: wasmorch.v1.Control.ScaleWorkload:input_type -> wasmorch.v1.ScaleRequest
+	50,  // 91: wasmorch.v1.Control.DeleteWorkload:input_type -> wasmorch.v1.DeleteWorkloadRequest
+	52,  // 92: wasmorch.v1.Control.ListInstances:input_type -> wasmorch.v1.ListInstancesRequest
+	55,  // 93: wasmorch.v1.Control.ListNodes:input_type -> wasmorch.v1.ListNodesRequest
+	58,  // 94: wasmorch.v1.Control.Logs:input_type -> wasmorch.v1.LogsRequest
+	64,  // 95: wasmorch.v1.Control.Version:input_type -> wasmorch.v1.VersionRequest
+	60,  // 96: wasmorch.v1.Control.ListEvents:input_type -> wasmorch.v1.ListEventsRequest
+	62,  // 97: wasmorch.v1.Control.Watch:input_type -> wasmorch.v1.WatchRequest
+	66,  // 98: wasmorch.v1.Control.CordonNode:input_type -> wasmorch.v1.NodeRequest
+	66,  // 99: wasmorch.v1.Control.UncordonNode:input_type -> wasmorch.v1.NodeRequest
+	66,  // 100: wasmorch.v1.Control.DrainNode:input_type -> wasmorch.v1.NodeRequest
+	67,  // 101: wasmorch.v1.Control.RemoveNode:input_type -> wasmorch.v1.RemoveNodeRequest
+	70,  // 102: wasmorch.v1.Control.ListMembers:input_type -> wasmorch.v1.ListMembersRequest
+	72,  // 103: wasmorch.v1.Control.AddMember:input_type -> wasmorch.v1.AddMemberRequest
+	74,  // 104: wasmorch.v1.Control.PromoteMember:input_type -> wasmorch.v1.PromoteMemberRequest
+	76,  // 105: wasmorch.v1.Control.RemoveMember:input_type -> wasmorch.v1.RemoveMemberRequest
+	78,  // 106: wasmorch.v1.Control.Snapshot:input_type -> wasmorch.v1.SnapshotRequest
+	81,  // 107: wasmorch.v1.Control.CreateToken:input_type -> wasmorch.v1.CreateTokenRequest
+	83,  // 108: wasmorch.v1.Control.ListTokens:input_type -> wasmorch.v1.ListTokensRequest
+	85,  // 109: wasmorch.v1.Control.RevokeToken:input_type -> wasmorch.v1.RevokeTokenRequest
+	88,  // 110: wasmorch.v1.Control.IssueCredential:input_type -> wasmorch.v1.IssueCredentialRequest
+	90,  // 111: wasmorch.v1.Control.ListCredentials:input_type -> wasmorch.v1.ListCredentialsRequest
+	92,  // 112: wasmorch.v1.Control.RevokeCredential:input_type -> wasmorch.v1.RevokeCredentialRequest
+	94,  // 113: wasmorch.v1.Control.LabelNode:input_type -> wasmorch.v1.LabelNodeRequest
+	95,  // 114: wasmorch.v1.Control.SetConfig:input_type -> wasmorch.v1.SetConfigRequest
+	97,  // 115: wasmorch.v1.Control.GetConfig:input_type -> wasmorch.v1.GetConfigRequest
+	98,  // 116: wasmorch.v1.Control.ListConfigs:input_type -> wasmorch.v1.ListConfigsRequest
+	100, // 117: wasmorch.v1.Control.DeleteConfig:input_type -> wasmorch.v1.DeleteConfigRequest
+	103, // 118: wasmorch.v1.Control.SetSecret:input_type -> wasmorch.v1.SetSecretRequest
+	105, // 119: wasmorch.v1.Control.GetSecret:input_type -> wasmorch.v1.GetSecretRequest
+	106, // 120: wasmorch.v1.Control.ListSecrets:input_type -> wasmorch.v1.ListSecretsRequest
+	108, // 121: wasmorch.v1.Control.DeleteSecret:input_type -> wasmorch.v1.DeleteSecretRequest
+	110, // 122: wasmorch.v1.Control.RotateSecretKey:input_type -> wasmorch.v1.RotateSecretKeyRequest
+	118, // 123: wasmorch.v1.Control.ListRevisions:input_type -> wasmorch.v1.ListRevisionsRequest
+	122, // 124: wasmorch.v1.Control.RollbackWorkload:input_type -> wasmorch.v1.RollbackRequest
+	120, // 125: wasmorch.v1.Control.PromoteRollout:input_type -> wasmorch.v1.PromoteRolloutRequest
+	121, // 126: wasmorch.v1.Control.RestartRollout:input_type -> wasmorch.v1.RestartRolloutRequest
+	112, // 127: wasmorch.v1.Control.Top:input_type -> wasmorch.v1.TopRequest
+	115, // 128: wasmorch.v1.Control.CreateUIToken:input_type -> wasmorch.v1.CreateUITokenRequest
+	11,  // 129: wasmorch.v1.Control.ListVolumes:input_type -> wasmorch.v1.ListVolumesRequest
+	13,  // 130: wasmorch.v1.Control.GetVolume:input_type -> wasmorch.v1.GetVolumeRequest
+	14,  // 131: wasmorch.v1.Control.DeleteVolume:input_type -> wasmorch.v1.DeleteVolumeRequest
+	148, // 132: wasmorch.v1.Control.ListNodeGroups:input_type -> wasmorch.v1.ListNodeGroupsRequest
+	142, // 133: wasmorch.v1.Control.ApplyNodeGroup:input_type -> wasmorch.v1.NodeGroupApplyRequest
+	144, // 134: wasmorch.v1.Control.GetNodeGroup:input_type -> wasmorch.v1.NodeGroupGetRequest
+	146, // 135: wasmorch.v1.Control.DeleteNodeGroup:input_type -> wasmorch.v1.NodeGroupDeleteRequest
+	123, // 136: wasmorch.v1.Agent.Register:input_type -> wasmorch.v1.RegisterRequest
+	125, // 137: wasmorch.v1.Agent.Heartbeat:input_type -> wasmorch.v1.HeartbeatRequest
+	127, // 138: wasmorch.v1.Agent.Session:input_type -> wasmorch.v1.SessionRequest
+	130, // 139: wasmorch.v1.Agent.ReportStatus:input_type -> wasmorch.v1.StatusBatch
+	132, // 140: wasmorch.v1.Agent.FetchBlob:input_type -> wasmorch.v1.FetchBlobRequest
+	16,  // 141: wasmorch.v1.Agent.RemovedVolumes:input_type -> wasmorch.v1.RemovedVolumesRequest
+	134, // 142: wasmorch.v1.Agent.Join:input_type -> wasmorch.v1.JoinRequest
+	136, // 143: wasmorch.v1.Agent.RenewCertificate:input_type -> wasmorch.v1.RenewRequest
+	137, // 144: wasmorch.v1.Worker.InstanceLogs:input_type -> wasmorch.v1.InstanceLogsRequest
+	138, // 145: wasmorch.v1.Worker.Usage:input_type -> wasmorch.v1.UsageRequest
+	40,  // 146: wasmorch.v1.Control.UploadBlob:output_type -> wasmorch.v1.UploadResponse
+	42,  // 147: wasmorch.v1.Control.PullReference:output_type -> wasmorch.v1.PullReferenceResponse
+	44,  // 148: wasmorch.v1.Control.ApplyWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	47,  // 149: wasmorch.v1.Control.GetWorkload:output_type -> wasmorch.v1.WorkloadView
+	48,  // 150: wasmorch.v1.Control.ListWorkloads:output_type -> wasmorch.v1.ListWorkloadsResponse
+	22,  // 151: wasmorch.v1.Control.ScaleWorkload:output_type -> wasmorch.v1.Workload
+	51,  // 152: wasmorch.v1.Control.DeleteWorkload:output_type -> wasmorch.v1.DeleteWorkloadResponse
+	54,  // 153: wasmorch.v1.Control.ListInstances:output_type -> wasmorch.v1.ListInstancesResponse
+	57,  // 154: wasmorch.v1.Control.ListNodes:output_type -> wasmorch.v1.ListNodesResponse
+	59,  // 155: wasmorch.v1.Control.Logs:output_type -> wasmorch.v1.LogChunk
+	65,  // 156: wasmorch.v1.Control.Version:output_type -> wasmorch.v1.VersionResponse
+	61,  // 157: wasmorch.v1.Control.ListEvents:output_type -> wasmorch.v1.ListEventsResponse
+	63,  // 158: wasmorch.v1.Control.Watch:output_type -> wasmorch.v1.WatchEvent
+	56,  // 159: wasmorch.v1.Control.CordonNode:output_type -> wasmorch.v1.NodeView
+	56,  // 160: wasmorch.v1.Control.UncordonNode:output_type -> wasmorch.v1.NodeView
+	56,  // 161: wasmorch.v1.Control.DrainNode:output_type -> wasmorch.v1.NodeView
+	68,  // 162: wasmorch.v1.Control.RemoveNode:output_type -> wasmorch.v1.RemoveNodeResponse
+	71,  // 163: wasmorch.v1.Control.ListMembers:output_type -> wasmorch.v1.ListMembersResponse
+	73,  // 164: wasmorch.v1.Control.AddMember:output_type -> wasmorch.v1.AddMemberResponse
+	75,  // 165: wasmorch.v1.Control.PromoteMember:output_type -> wasmorch.v1.PromoteMemberResponse
+	77,  // 166: wasmorch.v1.Control.RemoveMember:output_type -> wasmorch.v1.RemoveMemberResponse
+	79,  // 167: wasmorch.v1.Control.Snapshot:output_type -> wasmorch.v1.SnapshotChunk
+	82,  // 168: wasmorch.v1.Control.CreateToken:output_type -> wasmorch.v1.CreateTokenResponse
+	84,  // 169: wasmorch.v1.Control.ListTokens:output_type -> wasmorch.v1.ListTokensResponse
+	86,  // 170: wasmorch.v1.Control.RevokeToken:output_type -> wasmorch.v1.RevokeTokenResponse
+	89,  // 171: wasmorch.v1.Control.IssueCredential:output_type -> wasmorch.v1.IssueCredentialResponse
+	91,  // 172: wasmorch.v1.Control.ListCredentials:output_type -> wasmorch.v1.ListCredentialsResponse
+	93,  // 173: wasmorch.v1.Control.RevokeCredential:output_type -> wasmorch.v1.RevokeCredentialResponse
+	56,  // 174: wasmorch.v1.Control.LabelNode:output_type -> wasmorch.v1.NodeView
+	96,  // 175: wasmorch.v1.Control.SetConfig:output_type -> wasmorch.v1.SetConfigResponse
+	33,  // 176: wasmorch.v1.Control.GetConfig:output_type -> wasmorch.v1.Config
+	99,  // 177: wasmorch.v1.Control.ListConfigs:output_type -> wasmorch.v1.ListConfigsResponse
+	101, // 178: wasmorch.v1.Control.DeleteConfig:output_type -> wasmorch.v1.DeleteConfigResponse
+	104, // 179: wasmorch.v1.Control.SetSecret:output_type -> wasmorch.v1.SetSecretResponse
+	102, // 180: wasmorch.v1.Control.GetSecret:output_type -> wasmorch.v1.SecretView
+	107, // 181: wasmorch.v1.Control.ListSecrets:output_type -> wasmorch.v1.ListSecretsResponse
+	109, // 182: wasmorch.v1.Control.DeleteSecret:output_type -> wasmorch.v1.DeleteSecretResponse
+	111, // 183: wasmorch.v1.Control.RotateSecretKey:output_type -> wasmorch.v1.RotateSecretKeyResponse
+	119, // 184: wasmorch.v1.Control.ListRevisions:output_type -> wasmorch.v1.ListRevisionsResponse
+	44,  // 185: wasmorch.v1.Control.RollbackWorkload:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	22,  // 186: wasmorch.v1.Control.PromoteRollout:output_type -> wasmorch.v1.Workload
+	44,  // 187: wasmorch.v1.Control.RestartRollout:output_type -> wasmorch.v1.ApplyWorkloadResponse
+	114, // 188: wasmorch.v1.Control.Top:output_type -> wasmorch.v1.UsageReport
+	116, // 189: wasmorch.v1.Control.CreateUIToken:output_type -> wasmorch.v1.CreateUITokenResponse
+	12,  // 190: wasmorch.v1.Control.ListVolumes:output_type -> wasmorch.v1.ListVolumesResponse
+	10,  // 191: wasmorch.v1.Control.GetVolume:output_type -> wasmorch.v1.VolumeView
+	15,  // 192: wasmorch.v1.Control.DeleteVolume:output_type -> wasmorch.v1.DeleteVolumeResponse
+	149, // 193: wasmorch.v1.Control.ListNodeGroups:output_type -> wasmorch.v1.ListNodeGroupsResponse
+	143, // 194: wasmorch.v1.Control.ApplyNodeGroup:output_type -> wasmorch.v1.NodeGroupApplyResponse
+	145, // 195: wasmorch.v1.Control.GetNodeGroup:output_type -> wasmorch.v1.NodeGroupView
+	147, // 196: wasmorch.v1.Control.DeleteNodeGroup:output_type -> wasmorch.v1.NodeGroupDeleteResponse
+	124, // 197: wasmorch.v1.Agent.Register:output_type -> wasmorch.v1.RegisterResponse
+	126, // 198: wasmorch.v1.Agent.Heartbeat:output_type -> wasmorch.v1.HeartbeatResponse
+	128, // 199: wasmorch.v1.Agent.Session:output_type -> wasmorch.v1.Assignments
+	131, // 200: wasmorch.v1.Agent.ReportStatus:output_type -> wasmorch.v1.StatusAck
+	133, // 201: wasmorch.v1.Agent.FetchBlob:output_type -> wasmorch.v1.BlobChunk
+	17,  // 202: wasmorch.v1.Agent.RemovedVolumes:output_type -> wasmorch.v1.RemovedVolumesResponse
+	135, // 203: wasmorch.v1.Agent.Join:output_type -> wasmorch.v1.JoinResponse
+	135, // 204: wasmorch.v1.Agent.RenewCertificate:output_type -> wasmorch.v1.JoinResponse
+	59,  // 205: wasmorch.v1.Worker.InstanceLogs:output_type -> wasmorch.v1.LogChunk
+	114, // 206: wasmorch.v1.Worker.Usage:output_type -> wasmorch.v1.UsageReport
+	146, // [146:207] is the sub-list for method output_type
+	85,  // [85:146] is the sub-list for method input_type
+	85,  // [85:85] is the sub-list for extension type_name
+	85,  // [85:85] is the sub-list for extension extendee
+	0,   // [0:85] is the sub-list for field type_name
 }
 
 func init() { file_wasmorch_v1_wasmorch_proto_init() }
@@ -10998,7 +11127,7 @@ func file_wasmorch_v1_wasmorch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wasmorch_v1_wasmorch_proto_rawDesc), len(file_wasmorch_v1_wasmorch_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   161,
+			NumMessages:   162,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

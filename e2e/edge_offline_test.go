@@ -107,7 +107,10 @@ func failedAfter(fs []siteFailure, t time.Time) []string {
 // instance IDs, their logs kept, the job that had completed not run again,
 // and the HTTP function answering the site's clients on the agent's own
 // listener (`--local-http`), which a client in the site's network calls
-// throughout, counting the answers. When the link returns, the control
+// throughout, counting the answers; so does a function at zero replicas
+// that never ran on the node, started cold by the agent for each call,
+// before the cut, while cut off and after the agent's restart (it stays
+// at zero replicas: local calls never reach a gateway). When the link returns, the control
 // plane has replaced nothing (the node is within its 3m grace), and the
 // agent restarts nothing: the same IDs, the restart counts it reported
 // (each instance's one restart, the agent's own), the tickers counting on.
@@ -128,6 +131,8 @@ func TestEdgeAgentRestartedWhileCutOff(t *testing.T) {
 	m.mustRun("deploy", "testdata/ticker.wasm", "--name", "tick", "--replicas", "2", "--selector", grace)
 	m.mustRun("deploy", "testdata/hello.wasm", "--name", "job", "--restart", "never", "--selector", grace, "--no-wait")
 	m.deployFunction("testdata/greet.wasm", "greet", "/greet", "--selector", grace)
+	m.mustRun("deploy", "testdata/greet.wasm", "--name", "lazy", "--route", "/lazy", "--env", "GREETING=cold", "--selector", grace,
+		"--replicas", "0", "--min-replicas", "0", "--max-replicas", "1", "--idle", "1h")
 	m.waitSettled("tick", 2)
 	eventually(t, "job succeeded", func() (bool, string) {
 		is := m.instances("job")
@@ -140,17 +145,24 @@ func TestEdgeAgentRestartedWhileCutOff(t *testing.T) {
 	}
 
 	site := siteClient(t, link.ns)
-	call := func() (bool, string) {
-		resp, err := site.Get("http://" + local + "/greet?who=site")
+	callPath := func(path, want string) (bool, string) {
+		resp, err := site.Get("http://" + local + path)
 		if err != nil {
 			return false, err.Error()
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode == 200 && strings.Contains(string(b), "hello, site!"), fmt.Sprintf("%d %s", resp.StatusCode, b)
+		return resp.StatusCode == 200 && strings.Contains(string(b), want), fmt.Sprintf("%d %s", resp.StatusCode, b)
 	}
+	call := func() (bool, string) { return callPath("/greet?who=site", "hello, site!") }
+	callLazy := func() (bool, string) { return callPath("/lazy?who=site", "cold, site!") }
 	if ok, got := call(); !ok {
 		t.Fatalf("the site's client through the agent's local listener: %s", got)
+	}
+	// The node hears of lazy in its session, a moment after the deploy.
+	eventually(t, "lazy, at zero replicas, started cold on the local listener", callLazy)
+	if is := m.instances("lazy"); len(is) != 0 {
+		t.Fatalf("lazy has instances %s: the local listener's cold start must not scale it", toJSON(is))
 	}
 	// 404 for a path no function of this node serves.
 	if resp, err := site.Get("http://" + local + "/nothing-here"); err != nil || resp.StatusCode != 404 {
@@ -159,7 +171,7 @@ func TestEdgeAgentRestartedWhileCutOff(t *testing.T) {
 		resp.Body.Close()
 	}
 
-	calls := &siteCalls{}
+	calls, lazyCalls := &siteCalls{}, &siteCalls{}
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -173,6 +185,9 @@ func TestEdgeAgentRestartedWhileCutOff(t *testing.T) {
 			began := time.Now()
 			ok, what := call()
 			calls.record(began, ok, what)
+			began = time.Now()
+			ok, what = callLazy()
+			lazyCalls.record(began, ok, what)
 		}
 	}()
 	defer func() {
@@ -203,6 +218,9 @@ func TestEdgeAgentRestartedWhileCutOff(t *testing.T) {
 	if okBeforeKill == 0 || len(failedBeforeKill) > 0 {
 		t.Fatalf("cut off, before the agent was killed: %d calls answered, failed: %v", okBeforeKill, failedBeforeKill)
 	}
+	if ok, failed, _ := lazyCalls.snapshot(); ok == 0 || len(failed) > 0 {
+		t.Fatalf("cut off, before the agent was killed: %d calls of lazy (at zero replicas) answered, failed: %v", ok, failed)
+	}
 
 	agent.stop(syscall.SIGKILL)
 	killed := time.Now()
@@ -211,9 +229,10 @@ func TestEdgeAgentRestartedWhileCutOff(t *testing.T) {
 		out, _ := os.ReadFile(agent.log)
 		return strings.Contains(string(out), "running the desired set kept on disk"), string(out)
 	})
-	eventually(t, "the function answers the site again", func() (bool, string) {
+	eventually(t, "the functions answer the site again", func() (bool, string) {
 		_, _, last := calls.snapshot()
-		return last.After(killed), "no answer since the agent was killed"
+		_, _, lastLazy := lazyCalls.snapshot()
+		return last.After(killed) && lastLazy.After(killed), "no answer of greet or lazy since the agent was killed"
 	})
 	resumed := time.Now()
 	t.Logf("the site's calls failed for %v across the agent's restart (from kill -9 to the set from disk answering)", resumed.Sub(killed).Round(100*time.Millisecond))
@@ -225,6 +244,11 @@ func TestEdgeAgentRestartedWhileCutOff(t *testing.T) {
 	if failedUp := failedAfter(failedCut, resumed); len(failedUp) > 0 {
 		t.Errorf("calls through the local listener failed after the restarted agent answered, while cut off: %v", failedUp)
 	}
+	okLazy, failedLazy, _ := lazyCalls.snapshot()
+	if failedUp := failedAfter(failedLazy, resumed); len(failedUp) > 0 {
+		t.Errorf("calls of lazy (at zero replicas) through the local listener failed after the restarted agent answered, while cut off: %v", failedUp)
+	}
+	t.Logf("cut off: %d calls of lazy, at zero replicas, answered cold by the agent, %d failed (while the agent was down)", okLazy, len(failedLazy))
 	t.Logf("cut off for %v: %d calls answered through the agent's local listener, %d failed (while the agent was down)", time.Since(cut).Round(time.Second), okCut, len(failedCut))
 
 	link.ip("link", "set", link.hostIf, "up")
@@ -308,4 +332,7 @@ func TestEdgeAgentRestartedWhileCutOff(t *testing.T) {
 	})
 	okAll, failedAll, _ := calls.snapshot()
 	t.Logf("in all: %d calls answered through the agent's local listener, %d failed", okAll, len(failedAll))
+	if is := m.instances("lazy"); len(is) != 0 {
+		t.Errorf("lazy has instances after the cut %s: the local listener's cold starts must not scale it", toJSON(is))
+	}
 }

@@ -25,10 +25,13 @@ type desiredSet struct {
 	rev   int64
 	all   bool                // the next pass looks at every instance
 	dirty map[string]struct{} // IDs to look at in the next pass
+	// edge: the functions the node may start cold on its local listener,
+	// by workload (localcold.go), kept and restored with the instances.
+	fns map[string]*pb.LocalFunction
 }
 
 func newDesiredSet() *desiredSet {
-	return &desiredSet{set: map[string]*pb.Instance{}, dirty: map[string]struct{}{}}
+	return &desiredSet{set: map[string]*pb.Instance{}, dirty: map[string]struct{}{}, fns: map[string]*pb.LocalFunction{}}
 }
 
 // apply records one message of a session. A delta before any full set
@@ -39,6 +42,9 @@ func (d *desiredSet) apply(a *pb.Assignments) {
 	defer d.mu.Unlock()
 	if a.GetFull() || d.have {
 		d.held = false // the control plane has spoken: converge to what it says
+	}
+	if a.GetFull() || d.have {
+		d.applyFunctions(a)
 	}
 	if a.GetFull() {
 		clear(d.set)
@@ -68,11 +74,26 @@ func (d *desiredSet) apply(a *pb.Assignments) {
 	d.rev = max(d.rev, a.GetRevision())
 }
 
+// applyFunctions records the local functions a carries.
+func (d *desiredSet) applyFunctions(a *pb.Assignments) {
+	if a.GetLocalFunctionsFull() {
+		clear(d.fns)
+	}
+	for _, name := range a.GetRemovedLocalFunctions() {
+		delete(d.fns, name)
+	}
+	for _, f := range a.GetLocalFunctions() {
+		if f.GetWorkload() != "" {
+			d.fns[f.GetWorkload()] = f
+		}
+	}
+}
+
 // restore makes set, as of revision rev, the desired set, as a full set
 // would, but held: no pass is taken until a session message arrives (it
 // builds on this set when it is a delta) or release is called (the control
 // plane could not be reached).
-func (d *desiredSet) restore(set []*pb.Instance, rev int64) {
+func (d *desiredSet) restore(set []*pb.Instance, fns []*pb.LocalFunction, rev int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	clear(d.set)
@@ -81,6 +102,7 @@ func (d *desiredSet) restore(set []*pb.Instance, rev int64) {
 			d.set[rec.GetId()] = rec
 		}
 	}
+	d.applyFunctions(&pb.Assignments{LocalFunctionsFull: true, LocalFunctions: fns})
 	clear(d.dirty)
 	d.have, d.all, d.held = true, true, true
 	d.rev = rev
@@ -108,6 +130,38 @@ func (d *desiredSet) snapshot() ([]*pb.Instance, int64, bool) {
 		out = append(out, d.set[id])
 	}
 	return out, d.rev, true
+}
+
+// functions is the local functions, by workload.
+func (d *desiredSet) functions() []*pb.LocalFunction {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]*pb.LocalFunction, 0, len(d.fns))
+	for _, name := range slices.Sorted(maps.Keys(d.fns)) {
+		out = append(out, d.fns[name])
+	}
+	return out
+}
+
+// function is the local function of workload, if the node has it.
+func (d *desiredSet) function(workload string) (*pb.LocalFunction, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, ok := d.fns[workload]
+	return f, ok
+}
+
+// functionRunning names a local function whose module is digest, "" when
+// none is.
+func (d *desiredSet) functionRunning(digest string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, f := range d.fns {
+		if f.GetSpec().GetModuleDigest() == digest {
+			return name
+		}
+	}
+	return ""
 }
 
 // resumeRevision is the revision a new session resumes from: that of the

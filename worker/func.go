@@ -63,10 +63,12 @@ func (w *Worker) listenFunctions(ctx context.Context) error {
 // What a cold replica writes to stderr is kept under the function's cold
 // log (httptrigger.ColdLogID), as it has no instance.
 func (w *Worker) prepareCold(ctx context.Context, workload string, spec *pb.WorkloadSpec) (runtimeapi.Function, error) {
-	if len(spec.GetConfigFiles())+len(spec.GetSecretFiles()) > 0 {
+	if len(spec.GetConfigFiles())+len(spec.GetSecretFiles()) > 0 && !w.localSpec(workload, spec) {
 		// The spec the gateway sends is the workload's, which names its
 		// config and secret files but never holds them: only an
-		// instance's assignment does. Such a function waits for a replica.
+		// instance's assignment does, and (edge) the spec of a local
+		// function, which the local listener passes on (localcold.go).
+		// Such a function waits for a replica.
 		return nil, errors.New("a function with config or secret files is not started without a replica")
 	}
 	if isWasmService(spec) {
@@ -80,7 +82,7 @@ func (w *Worker) prepareCold(ctx context.Context, workload string, spec *pb.Work
 	if failure != nil {
 		return nil, errors.New(failure.Message)
 	}
-	fs := runtimeapi.FunctionSpec{MemoryBytes: spec.GetMemoryBytes(), Env: envList(spec.GetEnv())}
+	fs := runtimeapi.FunctionSpec{MemoryBytes: spec.GetMemoryBytes(), Env: envList(spec.GetEnv()), Files: filesOf(spec.GetFiles())}
 	if err := w.functionScratch(spec, &fs); err != nil { // storage.go
 		return nil, err
 	}

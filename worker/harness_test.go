@@ -55,6 +55,11 @@ type fakeCP struct {
 	rev        int64         // of the latest change
 	history    []fakeChange  // every change after floor
 	changed    chan struct{} // closed when desired changes
+	// edge: the node's local functions, the revision they last changed
+	// at, and the local function each blob fetch named (localcold.go).
+	local      []*pb.LocalFunction
+	localRev   int64
+	fetchedFor []string
 }
 
 // fakeChange says that instance id changed (or left the set) at rev.
@@ -156,7 +161,7 @@ func (f *fakeCP) Session(req *pb.SessionRequest, stream grpc.ServerStreamingServ
 }
 
 func (f *fakeCP) fullLocked() *pb.Assignments {
-	a := &pb.Assignments{Full: true, Revision: f.rev}
+	a := &pb.Assignments{Full: true, Revision: f.rev, LocalFunctionsFull: true, LocalFunctions: f.local}
 	for _, id := range slices.Sorted(maps.Keys(f.desired)) {
 		a.Instances = append(a.Instances, f.desired[id])
 	}
@@ -166,6 +171,9 @@ func (f *fakeCP) fullLocked() *pb.Assignments {
 // deltaLocked is what changed after since.
 func (f *fakeCP) deltaLocked(since int64) *pb.Assignments {
 	a := &pb.Assignments{Revision: f.rev}
+	if f.localRev > since {
+		a.LocalFunctionsFull, a.LocalFunctions = true, f.local
+	}
 	seen := map[string]bool{}
 	for _, c := range f.history {
 		if c.rev <= since || seen[c.id] {
@@ -194,6 +202,7 @@ func (f *fakeCP) ReportStatus(_ context.Context, b *pb.StatusBatch) (*pb.StatusA
 func (f *fakeCP) FetchBlob(req *pb.FetchBlobRequest, stream grpc.ServerStreamingServer[pb.BlobChunk]) error {
 	f.mu.Lock()
 	f.fetches++
+	f.fetchedFor = append(f.fetchedFor, req.GetLocalFunction())
 	b, ok := f.blobs[req.GetDigest()]
 	f.mu.Unlock()
 	if !ok {
@@ -234,6 +243,16 @@ func (f *fakeCP) setDesired(instances ...*pb.Instance) {
 		}
 	}
 	f.desired = next
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// setLocal makes fns the node's local functions, as one change.
+func (f *fakeCP) setLocal(fns ...*pb.LocalFunction) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rev++
+	f.local, f.localRev = fns, f.rev
 	close(f.changed)
 	f.changed = make(chan struct{})
 }

@@ -27,28 +27,68 @@ import (
 // HTTP and without the gateways' client certificate: it is how an edge
 // site reaches its functions while its uplink is down (docs/edge.md). It
 // answers from the function replicas this worker runs, whether or not the
-// control plane can be reached, and knows nothing of the others: a route
-// with no replica running here is answered 503, an unknown path 404.
+// control plane can be reached, and, for a route with none running here,
+// from a cold replica of the function, when the function is one of those
+// the control plane said this node may start cold (localcold.go); an
+// unknown path is answered 404.
 // What it exposes is what the gateways already expose to anyone who can
 // reach them, the functions' routes; bind it to the site's network.
 
 // localRoute is one route of the functions this node runs, and the
-// replicas (instance IDs) that serve it, with their generations.
+// replicas (instance IDs) that serve it, with their generations, and the
+// function that may start cold there when none does.
 type localRoute struct {
 	settings httptrigger.Settings
 	workload string
 	ids      []string
 	gens     map[string]int64 // by instance ID
+	cold     *localCold       // nil: none (localcold.go)
 }
 
 // localRoutes is the local listener's route table, kept as instances are
-// created and forgotten, so that a request costs the routes of this node's
-// functions, not its instances.
+// created and forgotten, and as the local functions change, so that a
+// request costs the routes of this node's functions, not its instances.
 type localRoutes struct {
 	mu      sync.RWMutex
-	routes  []*localRoute // host-specific first, then the longest route first, as the gateway
-	next    atomic.Uint64 // turns between replicas
-	metrics *localMetrics // nil without a registry
+	routes  []*localRoute          // host-specific first, then the longest route first, as the gateway
+	cold    map[string]*localRoute // by the workload of their cold function
+	next    atomic.Uint64          // turns between replicas
+	metrics *localMetrics          // nil without a registry
+}
+
+// findLocked is the route of settings, nil when there is none.
+func (t *localRoutes) findLocked(set httptrigger.Settings) (*localRoute, int) {
+	for i, r := range t.routes {
+		if r.settings.Route == set.Route && r.settings.Host == set.Host {
+			return r, i
+		}
+	}
+	return nil, -1
+}
+
+// insertLocked adds r in its place in the order of the routes.
+func (t *localRoutes) insertLocked(r *localRoute) {
+	t.routes = append(t.routes, r)
+	slices.SortFunc(t.routes, func(a, b *localRoute) int {
+		x, y := a.settings, b.settings
+		if (x.Host != "") != (y.Host != "") {
+			if x.Host != "" {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(len(y.Route)-len(x.Route), strings.Compare(x.Route, y.Route), strings.Compare(x.Host, y.Host))
+	})
+}
+
+// pruneLocked drops r when nothing serves it any more.
+func (t *localRoutes) pruneLocked(r *localRoute) {
+	if len(r.ids) > 0 || r.cold != nil {
+		return
+	}
+	if _, i := t.findLocked(r.settings); i >= 0 && t.routes[i] == r {
+		t.routes = slices.Delete(t.routes, i, i+1)
+	}
 }
 
 func functionSettings(rec *pb.Instance) (httptrigger.Settings, bool) {
@@ -67,27 +107,15 @@ func (t *localRoutes) add(rec *pb.Instance) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, r := range t.routes {
-		if r.settings.Route == set.Route && r.settings.Host == set.Host {
-			r.ids = append(r.ids, rec.GetId())
-			r.gens[rec.GetId()] = rec.GetGeneration()
-			r.settings = set // the newest replica's settings (a rollout changes them)
-			r.workload = rec.GetWorkload()
-			return
-		}
+	if r, _ := t.findLocked(set); r != nil {
+		r.ids = append(r.ids, rec.GetId())
+		r.gens[rec.GetId()] = rec.GetGeneration()
+		r.settings = set // the newest replica's settings (a rollout changes them)
+		r.workload = rec.GetWorkload()
+		return
 	}
-	t.routes = append(t.routes, &localRoute{settings: set, workload: rec.GetWorkload(), ids: []string{rec.GetId()},
+	t.insertLocked(&localRoute{settings: set, workload: rec.GetWorkload(), ids: []string{rec.GetId()},
 		gens: map[string]int64{rec.GetId(): rec.GetGeneration()}})
-	slices.SortFunc(t.routes, func(a, b *localRoute) int {
-		x, y := a.settings, b.settings
-		if (x.Host != "") != (y.Host != "") {
-			if x.Host != "" {
-				return -1
-			}
-			return 1
-		}
-		return cmp.Or(len(y.Route)-len(x.Route), strings.Compare(x.Route, y.Route), strings.Compare(x.Host, y.Host))
-	})
 }
 
 // remove takes rec's replica off its route.
@@ -98,25 +126,22 @@ func (t *localRoutes) remove(rec *pb.Instance) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for i, r := range t.routes {
-		if r.settings.Route == set.Route && r.settings.Host == set.Host {
-			r.ids = slices.DeleteFunc(r.ids, func(id string) bool { return id == rec.GetId() })
-			delete(r.gens, rec.GetId())
-			if len(r.ids) == 0 {
-				t.routes = slices.Delete(t.routes, i, i+1)
-			}
-			return
-		}
+	if r, _ := t.findLocked(set); r != nil {
+		r.ids = slices.DeleteFunc(r.ids, func(id string) bool { return id == rec.GetId() })
+		delete(r.gens, rec.GetId())
+		t.pruneLocked(r)
 	}
 }
 
 // localMatch is a request's route: its settings, its workload, and its
-// replicas from the next one's turn, with their generations.
+// replicas from the next one's turn, with their generations, and the
+// function that may start cold there (nil: none).
 type localMatch struct {
 	settings httptrigger.Settings
 	workload string
 	ids      []string
 	gens     []int64
+	cold     *localCold
 }
 
 // match finds the route of a request and its replicas, starting from the
@@ -132,12 +157,14 @@ func (t *localRoutes) match(host, path string) (localMatch, bool) {
 		if r.settings.Host != "" && r.settings.Host != host || !httptrigger.Matches(r.settings.Route, path) {
 			continue
 		}
-		n := len(r.ids)
-		first := int(t.next.Add(1) % uint64(n))
-		m := localMatch{settings: r.settings, workload: r.workload, ids: make([]string, 0, n), gens: make([]int64, 0, n)}
-		m.ids = append(append(m.ids, r.ids[first:]...), r.ids[:first]...)
-		for _, id := range m.ids {
-			m.gens = append(m.gens, r.gens[id])
+		m := localMatch{settings: r.settings, workload: r.workload, cold: r.cold}
+		if n := len(r.ids); n > 0 {
+			first := int(t.next.Add(1) % uint64(n))
+			m.ids, m.gens = make([]string, 0, n), make([]int64, 0, n)
+			m.ids = append(append(m.ids, r.ids[first:]...), r.ids[:first]...)
+			for _, id := range m.ids {
+				m.gens = append(m.gens, r.gens[id])
+			}
 		}
 		return m, true
 	}
@@ -156,7 +183,7 @@ func (w *Worker) listenLocal(ctx context.Context) error {
 		return fmt.Errorf("worker: local function listener on %s: %w", w.cfg.LocalHTTPAddr, err)
 	}
 	w.localLis = lis
-	w.local = &localRoutes{metrics: newLocalMetrics(w.cfg.Registry)}
+	w.local = &localRoutes{cold: map[string]*localRoute{}, metrics: newLocalMetrics(w.cfg.Registry)}
 	return nil
 }
 
@@ -234,6 +261,9 @@ func (w *Worker) serveLocalRequest(rw http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
+	if m.cold != nil && w.serveLocalCold(sw, req, id, m.cold, obs) { // localcold.go
+		return
+	}
 	localRefuse(sw, id, http.StatusServiceUnavailable, "no replica of the function at "+m.settings.Route+" is running on this node")
 }
 
@@ -287,6 +317,7 @@ type localWriter struct {
 	request string // the request's id
 	wrote   bool
 	retry   bool
+	why     string // with retry: the function server's detail
 }
 
 func (l *localWriter) Header() http.Header { return l.h }
@@ -297,6 +328,7 @@ func (l *localWriter) WriteHeader(code int) {
 	}
 	if code == http.StatusServiceUnavailable && l.h.Get(httptrigger.HeaderUnavailable) == httptrigger.UnavailableNoReplica {
 		l.retry = true
+		_, l.why = httptrigger.ParseFailure(l.h.Get(httptrigger.HeaderFailure))
 		return
 	}
 	l.wrote = true

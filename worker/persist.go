@@ -118,7 +118,8 @@ func (w *Worker) clusterPin() (string, error) {
 // loaded) and, when it is this node's in this cluster, makes its set the
 // desired set, held until a session message arrives or the control plane
 // proves out of reach (releaseRestored). It says whether it restored
-// instances to run.
+// instances to run (or, edge, functions to start cold on the local
+// listener).
 func (w *Worker) restoreState() bool {
 	if w.id == nil {
 		return false // joining: the file, if any, is of an earlier membership
@@ -140,7 +141,7 @@ func (w *Worker) restoreState() bool {
 		w.logger.Warn("the desired set kept on disk is another node's or another cluster's: starting without it", "file", w.persist.path, "node", st.node)
 		return false
 	}
-	w.desired.restore(st.set.GetInstances(), st.set.GetRevision())
+	w.desired.restore(st.set.GetInstances(), st.set.GetLocalFunctions(), st.set.GetRevision())
 	wanted := make(map[string]bool, len(st.set.GetInstances()))
 	for _, rec := range st.set.GetInstances() {
 		wanted[rec.GetId()] = true
@@ -152,9 +153,9 @@ func (w *Worker) restoreState() bool {
 		}
 	}
 	w.mu.Unlock()
-	w.logger.Info("restored the desired set kept on disk", "instances", len(st.set.GetInstances()), "revision", st.set.GetRevision(),
+	w.logger.Info("restored the desired set kept on disk", "instances", len(st.set.GetInstances()), "local functions", len(st.set.GetLocalFunctions()), "revision", st.set.GetRevision(),
 		"saved", st.saved.UTC().Format(time.RFC3339))
-	return len(st.set.GetInstances()) > 0
+	return len(st.set.GetInstances()) > 0 || w.cfg.LocalHTTPAddr != "" && len(st.set.GetLocalFunctions()) > 0
 }
 
 // releaseRestored runs the set restored from disk, if it is still held:
@@ -165,6 +166,7 @@ func (w *Worker) releaseRestored(why string) {
 	}
 	_, rev, _ := w.desired.snapshot()
 	w.logger.Warn("running the desired set kept on disk: "+why, "revision", rev)
+	w.releaseLocalFunctions() // localcold.go
 	w.kickReconcile()
 }
 
@@ -261,8 +263,9 @@ func (w *Worker) saveState(pin string) {
 	st := savedState{
 		cluster: pin,
 		node:    w.cfg.NodeName,
-		set:     &pb.Assignments{Full: true, Revision: rev, Instances: set},
-		known:   &pb.StatusBatch{Node: w.cfg.NodeName, Statuses: w.knownInstances(set)},
+		set: &pb.Assignments{Full: true, Revision: rev, Instances: set,
+			LocalFunctions: w.desired.functions(), LocalFunctionsFull: true}, // edge: localcold.go
+		known: &pb.StatusBatch{Node: w.cfg.NodeName, Statuses: w.knownInstances(set)},
 	}
 	if err := writeState(w.persist.path, st); err != nil {
 		w.logger.Warn("could not keep the desired set on disk", "file", w.persist.path, "err", err)

@@ -248,6 +248,9 @@ func (w *Worker) node() *pb.Node {
 		// state (storage.go)
 		MaxScratchBytes: max(w.cfg.MaxScratchBytes, 0),
 		AllowedMounts:   slices.Clone(w.cfg.AllowedMounts),
+		// edge: its session carries the functions it may start cold
+		// (localcold.go).
+		LocalHttp: w.cfg.LocalHTTPAddr != "",
 	}
 }
 
@@ -272,7 +275,13 @@ func (w *Worker) fetchBlob(ctx context.Context, digest string, dst io.Writer) er
 	if client == nil {
 		return errdefs.Unavailablef("not connected to a control plane")
 	}
-	stream, err := client.FetchBlob(ctx, &pb.FetchBlobRequest{Digest: digest})
+	req := &pb.FetchBlobRequest{Digest: digest}
+	if w.local != nil {
+		// edge: a module of a local function, which no instance here
+		// may run (localcold.go).
+		req.LocalFunction = w.desired.functionRunning(digest)
+	}
+	stream, err := client.FetchBlob(ctx, req)
 	if err != nil {
 		return errdefs.FromGRPC(err)
 	}

@@ -125,6 +125,10 @@ type Worker struct {
 	// The local function listener (localhttp.go); nil without one.
 	local    *localRoutes
 	localLis net.Listener
+	// The modules of local functions to fetch (localcold.go).
+	localFetchMu   sync.Mutex
+	localFetch     map[string]int64 // digest → size
+	localFetchKick chan struct{}
 }
 
 type artifactKey struct{ runtime, digest string }
@@ -200,6 +204,8 @@ func New(ctx context.Context, cfg Config) (_ *Worker, err error) {
 		unavailable:     map[string]bool{},
 		runtimesChanged: make(chan struct{}, 1),
 		volumeGC:        volumeGC{kick: make(chan struct{}, 1)},
+		localFetch:      map[string]int64{},
+		localFetchKick:  make(chan struct{}, 1),
 	}
 	for _, rt := range cfg.Runtimes {
 		w.runtimes[rt.Name()] = rt
@@ -300,7 +306,8 @@ func (w *Worker) Start(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return w.serveFunctions(gctx) })
-	g.Go(func() error { return w.serveLocal(gctx) }) // localhttp.go
+	g.Go(func() error { return w.serveLocal(gctx) })        // localhttp.go
+	g.Go(func() error { w.prefetchLoop(gctx); return nil }) // localcold.go
 	g.Go(func() error { return w.runSessions(gctx) })
 	g.Go(func() error { return w.persistLoop(gctx) }) // persist.go
 	g.Go(func() error {
@@ -425,6 +432,7 @@ func (w *Worker) closeRuntimes() {
 // to the desired set; the reconciler converges to it when it runs.
 func (w *Worker) setDesired(a *pb.Assignments) {
 	w.desired.apply(a)
+	w.applyLocalFunctions(a) // localcold.go
 	w.kickReconcile()
 	w.persistSoon()
 }

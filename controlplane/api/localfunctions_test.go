@@ -73,9 +73,9 @@ func TestLocalNodeSessionCarriesItsFunctions(t *testing.T) {
 	w.function("fa", 1, map[string]string{"site": "a"}, func(s *v1.WorkloadSpec) { s.ConfigFiles = []string{"cfg"} })
 	w.function("fb", 1, map[string]string{"site": "b"}, nil)
 	w.function("fany", 1, nil, nil)
-	w.function("stopped", 1, nil, func(s *v1.WorkloadSpec) { s.Autoscale = nil })                     // replicas 0, not autoscaled
-	w.function("svc", 1, nil, func(s *v1.WorkloadSpec) { s.Port = 8080 })                             // a Wasm service
-	w.function("arm", 1, nil, func(s *v1.WorkloadSpec) { s.Placement.Arch = []string{"arm64"} })      // another architecture
+	w.function("stopped", 1, nil, func(s *v1.WorkloadSpec) { s.Autoscale = nil })                      // replicas 0, not autoscaled
+	w.function("svc", 1, nil, func(s *v1.WorkloadSpec) { s.Port = 8080 })                              // a Wasm service
+	w.function("arm", 1, nil, func(s *v1.WorkloadSpec) { s.Placement.Arch = []string{"arm64"} })       // another architecture
 	rev := w.function("fixed", 1, nil, func(s *v1.WorkloadSpec) { s.Autoscale = nil; s.Replicas = 2 }) // replicas elsewhere
 	w.reached(rev)
 

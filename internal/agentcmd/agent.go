@@ -89,7 +89,7 @@ containers when containerd answers on --containerd-socket.`,
 	f.StringVar(&dataDir, "data-dir", ".wasmorch-agent", "directory for the worker's state (module and compile caches)")
 	f.StringVar(&listen, "listen", "127.0.0.1:7071", "address HOST:PORT of the worker's own gRPC service (logs)")
 	f.StringVar(&functionsListen, "functions-listen", worker.DefaultFunctionListenAddr, "address HOST:PORT of the worker's HTTP function server, which the gateways call")
-	f.StringVar(&localHTTP, "local-http", "", "serve the functions placed on this node to local clients at HOST:PORT, by their routes, in plain HTTP without the gateways' certificate, also while the control plane is out of reach; anyone who can reach it can call them, as through a gateway (default \"\": off)")
+	f.StringVar(&localHTTP, "local-http", "", "serve the functions placed on this node, and start cold those at zero replicas that it may run, to local clients at HOST:PORT, by their routes, in plain HTTP without the gateways' certificate, also while the control plane is out of reach; anyone who can reach it can call them, as through a gateway (default \"\": off)")
 	f.StringVar(&name, "name", Hostname(), "node name")
 	f.StringSliceVar(&labels, "labels", nil, "node labels k=v[,k=v...] asked for at the join, as far as the join token allows them (later starts do not change them: see 'wasmorch node label')")
 	f.StringVar(&token, "token", "", "join token (from 'wasmorch token create'), needed on the first start only: the node's certificate is kept in --data-dir")

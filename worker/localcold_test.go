@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
 	"github.com/wasmorch/wasmorch/wasmrt"
@@ -99,6 +101,8 @@ func TestLocalFunctionStartsColdAndOutlivesARestartCutOff(t *testing.T) {
 	greet := &pb.LocalFunction{Workload: "greet", Generation: 2, Spec: &pb.WorkloadSpec{Kind: "wasm", ModuleDigest: digest, ModuleSize: int64(len(module)),
 		Http: &pb.HttpTrigger{Route: "/greet"}, Autoscale: &pb.Autoscale{MaxReplicas: 2}}}
 	first.cp.setLocal(greet)
+	// Fetched when told of it, before any request.
+	eventually(t, "greet's module fetched into the module cache", func() bool { return first.w.modules.Usage().Modules == 1 })
 	eventually(t, "greet answered cold", func() bool {
 		code, body := localGet(t, first.w, "/greet?who=site")
 		return code == http.StatusOK && body == "hello, site!\n"
@@ -140,4 +144,44 @@ func TestLocalFunctionStartsColdAndOutlivesARestartCutOff(t *testing.T) {
 		code, _ := localGet(t, second.w, "/greet?who=site")
 		return code == http.StatusNotFound
 	})
+}
+
+// TestLocalColdStartKeepsTheFunctionsLimits: a cold start on the local
+// listener holds the function's limits: its body limit (413), and its
+// memory limit from the node's memory budget (a function whose requests
+// need more than the node has is answered 503, as a replica's would be).
+func TestLocalColdStartKeepsTheFunctionsLimits(t *testing.T) {
+	module, err := os.ReadFile(filepath.Join("..", "testdata", "greet.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := digestOf(module)
+	rt, err := wasmrt.New(context.Background(), wasmrt.Config{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startEnv(t, envOptions{cp: func(cp *fakeCP) { cp.blobs[digest] = module }, config: func(c *Config) {
+		c.Runtimes, c.LocalHTTPAddr = []runtimeapi.Runtime{rt}, "127.0.0.1:0"
+		c.MemoryBytes, c.FunctionMemoryWait = 256<<20, 10*time.Millisecond
+	}})
+	fn := func(name string, http *pb.HttpTrigger, memory int64) *pb.LocalFunction {
+		return &pb.LocalFunction{Workload: name, Generation: 1, Spec: &pb.WorkloadSpec{Kind: "wasm", ModuleDigest: digest, ModuleSize: int64(len(module)),
+			Http: http, MemoryBytes: memory, Autoscale: &pb.Autoscale{MaxReplicas: 1}}}
+	}
+	e.cp.setLocal(fn("small", &pb.HttpTrigger{Route: "/small", MaxBodyBytes: 8}, 16<<20), fn("big", &pb.HttpTrigger{Route: "/big"}, 1<<30))
+	eventually(t, "small answered cold", func() bool {
+		code, _ := localGet(t, e.w, "/small?who=site")
+		return code == http.StatusOK
+	})
+	resp, err := http.Post("http://"+e.w.LocalHTTPAddr()+"/small", "text/plain", strings.NewReader("more than eight bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a body over the function's 8 bytes: %s, want 413", resp.Status)
+	}
+	if code, body := localGet(t, e.w, "/big?who=site"); code != http.StatusServiceUnavailable || strings.Contains(body, "no replica") {
+		t.Fatalf("a function whose requests need 1 GiB on a node of 256 MiB: %d %q, want 503 for want of memory, not a failed start", code, body)
+	}
 }

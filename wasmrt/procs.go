@@ -23,8 +23,13 @@ import (
 //
 // So the runtime keeps a P free for the rest of the process: when guests
 // running Wasm code hold every P but one for longer than growAfter, it
-// raises GOMAXPROCS to the count of those that ran (or waited to run) all
-// that time, plus the Ps the process had without guests. A busy guest then holds a P of its own, the rest of the process
+// raises GOMAXPROCS to the count of those that ran all that time, plus the
+// Ps the process had without guests. Only guests holding a P count: no
+// more of them than there are Ps; those beyond wait in the run queue, and
+// counting them would raise GOMAXPROCS to its cap at the first loaded
+// burst of short guests (a burst of requests). So each check grows it by
+// at most a chunk past the Ps there are, and busy guests that stay busy get
+// a P each after a few checks. A busy guest then holds a P of its own, the rest of the process
 // always finds free Ps, and the kernel shares the CPUs among the threads,
 // giving a thread that wakes after a wait (a heartbeat) the CPU soon
 // rather than after every busy guest's slice. A guest counts as running
@@ -106,8 +111,10 @@ func (p *procReserve) grow() {
 		p.base = runtime.GOMAXPROCS(0)
 	}
 	// Every guest that entered since the check was armed may be one of
-	// those running now; the rest have been running all along.
+	// those running now; the rest have been running (or waiting to) all
+	// along, and of those no more than there are Ps hold one.
 	long := p.running.Load() - (p.entered.Load() - p.armed.Load())
+	long = min(long, int64(max(p.procs, p.base)))
 	if want := p.target(int(long)); want > max(p.procs, p.base) {
 		p.resize(want)
 	} else {

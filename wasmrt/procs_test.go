@@ -70,3 +70,34 @@ func TestBusyGuestsEachHoldAP(t *testing.T) {
 		t.Errorf("GOMAXPROCS %d once the guests are gone, want the process's own %d", got, base)
 	}
 }
+
+// Guests waiting in the run queue hold no P and do not count: a burst of
+// guests far more than the Ps (requests at once on a loaded node) grows
+// GOMAXPROCS by a chunk past the Ps there are at a check, not to the
+// count of guests (up to its cap).
+func TestWaitingGuestsDoNotCountAsHoldingAP(t *testing.T) {
+	var p procReserve
+	p.grow() // the first check learns the process's Ps
+	defer func() {
+		p.running.Store(0)
+		p.shrink()
+	}()
+	// A check armed once every guest of the burst had entered: each has
+	// been running, or waiting to, since, as when a burst outlasts a check.
+	p.growing.Store(true) // no timer: this test runs the check
+	burst := 4*maxGuestProcs + 1
+	for range burst {
+		p.entered.Add(1)
+		p.running.Add(1)
+	}
+	p.armed.Store(p.entered.Load())
+	before := max(p.procs, p.base)
+	p.grow()
+	p.mu.Lock()
+	procs, base := p.procs, p.base
+	p.mu.Unlock()
+	if want := base + roundUp(before, procChunk); procs != want {
+		t.Errorf("GOMAXPROCS set to %d with %d guests on %d Ps (%d without guests), want %d: a P each for no more guests than there are Ps",
+			procs, burst, before, base, want)
+	}
+}

@@ -6,6 +6,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -190,6 +191,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		CA: s.sec.ca, Identity: s.sec.member, Secrets: s.keys, Registry: s.metrics.registry,
 		HeartbeatInterval: cfg.HeartbeatInterval, NodeGrace: cfg.NodeGrace, RevisionHistoryLimit: cfg.RevisionHistoryLimit,
 		Stopping: s.stopping, MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploads,
+		RolloutMinReady: cmp.Or(cfg.RolloutMinReady, DefaultMinReady),
 	})
 	s.grpc = grpc.NewServer(s.api.ServerOptions()...)
 	s.api.Register(s.grpc)

@@ -34,7 +34,7 @@ func TestFallbackImage(t *testing.T) {
 		return strings.Contains(logs, "sleeping"), logs
 	})
 
-	c.mustRun("deploy", "testdata/hello.wasm", "--name", "plain", "--fallback-image", archive)
+	c.mustRun("deploy", "testdata/hello.wasm", "--name", "plain", "--restart", "on-failure", "--fallback-image", archive)
 	plain := c.instanceDetails("plain")
 	if len(plain) != 1 || plain[0].Runtime != "wasm" || plain[0].RuntimeReason != "" {
 		t.Fatalf("instances of plain = %s, want one running as wasm", toJSON(plain))

@@ -108,7 +108,7 @@ func TestContainerPendingWithoutContainerd(t *testing.T) {
 		t.Errorf("get instances -o wide does not say why nowhere is Pending:\n%s", wide)
 	}
 	// Wasm workloads are unaffected.
-	c.mustRun("deploy", "testdata/hello.wasm", "--name", "hello")
+	c.mustRun("deploy", "testdata/hello.wasm", "--name", "hello", "--restart", "on-failure")
 }
 
 // TestContainerBadInput refuses what cannot run as a container before
@@ -202,7 +202,7 @@ func TestContainerdStoppedNodeStopsOfferingContainers(t *testing.T) {
 	if is := c.instanceDetails("ticker"); len(is) != 1 || is[0].State != "Running" {
 		t.Errorf("the wasm workload after containerd stopped: %s", toJSON(is))
 	}
-	c.mustRun("deploy", "testdata/hello.wasm", "--name", "hello")
+	c.mustRun("deploy", "testdata/hello.wasm", "--name", "hello", "--restart", "on-failure")
 
 	// containerd back: the node offers containers again and the waiting
 	// instance runs.

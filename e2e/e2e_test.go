@@ -14,7 +14,7 @@ func TestDeployScaleDelete(t *testing.T) {
 	t.Parallel()
 	c := startUp(t)
 
-	r := c.mustRun("deploy", "testdata/hello.wasm", "--name", "hello", "--replicas", "3")
+	r := c.mustRun("deploy", "testdata/hello.wasm", "--name", "hello", "--replicas", "3", "--restart", "on-failure")
 	if !strings.Contains(r.stdout, "deployed hello (generation 1): 3/3 ready") {
 		t.Errorf("deploy printed %q", r.stdout)
 	}
@@ -213,8 +213,8 @@ func TestDeployOutcomes(t *testing.T) {
 
 	t.Run("deploying again changes the generation", func(t *testing.T) {
 		c := c.with(t)
-		c.mustRun("deploy", "testdata/hello.wasm", "--name", "gen", "--replicas", "2")
-		r := c.mustRun("deploy", "testdata/hello.wasm", "--name", "gen", "--replicas", "2", "--env", "GREETING=again")
+		c.mustRun("deploy", "testdata/hello.wasm", "--name", "gen", "--replicas", "2", "--restart", "on-failure")
+		r := c.mustRun("deploy", "testdata/hello.wasm", "--name", "gen", "--replicas", "2", "--restart", "on-failure", "--env", "GREETING=again")
 		if !strings.Contains(r.stdout, "deployed gen (generation 2): 2/2 ready") {
 			t.Errorf("redeploy printed %q", r.stdout)
 		}

@@ -191,7 +191,7 @@ func runUp(ctx context.Context, d daemonIO, cp controlplane.Config, wk worker.Co
 	srv.ServeFunctionsLocally(wk.NodeName, w.FunctionHandler())
 
 	server := dialable(srv.APIAddr())
-	try := "wasmorch deploy testdata/hello.wasm --name hello"
+	try := "wasmorch deploy testdata/hello.wasm --name hello --restart on-failure"
 	if server != defaultServer {
 		try += " --server " + server
 	}

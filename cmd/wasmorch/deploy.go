@@ -52,7 +52,7 @@ With --canary, a new revision of a function first gets that share of its traffic
 on its own replicas while the old ones serve the rest; deploy returns once the
 canary is ready, and 'wasmorch rollout promote' (or --canary-duration) lets the
 rollout go on.`,
-		Example: `  wasmorch deploy testdata/hello.wasm --replicas 3
+		Example: `  wasmorch deploy testdata/hello.wasm --replicas 3 --restart on-failure
   wasmorch deploy app.wasm --name api --env MODE=prod --memory 64Mi -- --port 8000
   wasmorch deploy ./api-oci.tar --name api2
   wasmorch deploy oci://registry.example.com/team/app:1.0 --name app

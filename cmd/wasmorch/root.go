@@ -27,7 +27,7 @@ they fail, scales them, serves HTTP functions with a fresh sandbox per
 request, and rolls out new versions.
 
 Start a cluster of one with 'wasmorch up', then from another terminal:
-  wasmorch deploy testdata/hello.wasm --name hello --replicas 3
+  wasmorch deploy testdata/hello.wasm --name hello --replicas 3 --restart on-failure
   wasmorch get instances
   wasmorch logs hello
 

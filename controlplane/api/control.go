@@ -319,6 +319,7 @@ func (a *controlAPI) GetWorkload(ctx context.Context, req *v1.GetWorkloadRequest
 	if out == nil {
 		return nil, errdefs.NotFoundf("workload %q not found", req.GetName())
 	}
+	out.MinReadyMillis = a.s.cfg.RolloutMinReady.Milliseconds()
 	return out, nil
 }
 

@@ -62,6 +62,10 @@ type Config struct {
 	// RevisionHistoryLimit is how many revisions of a workload are kept
 	// (zero: workloads.DefaultRevisionHistoryLimit).
 	RevisionHistoryLimit int
+	// RolloutMinReady is how long an instance must have been running
+	// before it counts as available, told to clients in GetWorkload's
+	// answer (WorkloadView.min_ready_millis) for their waits.
+	RolloutMinReady time.Duration
 	// MaxUploadBytes bounds an uploaded module or image archive (zero:
 	// blobs.DefaultMaxUpload; at most blobs.MaxSize). UploadDir is where
 	// uploads are spooled while they are received and checked (empty: the

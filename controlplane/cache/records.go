@@ -82,15 +82,30 @@ const (
 )
 
 // IsReady says whether an instance is doing its job: running (and not
-// failing its health check), or, for a command, its last run completed;
-// its node must be alive and the status its own, and the control plane
-// must still want it (not terminating).
+// failing its health check), or, for a command (restart on-failure or
+// never), its last run completed; its node must be alive and the status
+// its own, and the control plane must still want it (not terminating).
+// A service (restart always) that exited 0 is down until its restart
+// runs: not ready.
 func IsReady(inst *v1.Instance, st *v1.InstanceStatus, alive bool) bool {
 	if inst.GetNode() == "" || inst.GetLostUnixNano() != 0 || inst.GetTerminatingUnixNano() != 0 || !alive || st == nil || st.GetNode() != inst.GetNode() {
 		return false
 	}
-	s := st.GetState()
-	return s == v1.InstanceState_INSTANCE_STATE_RUNNING && !st.GetUnhealthy() || s == v1.InstanceState_INSTANCE_STATE_SUCCEEDED
+	switch st.GetState() {
+	case v1.InstanceState_INSTANCE_STATE_RUNNING:
+		return !st.GetUnhealthy()
+	case v1.InstanceState_INSTANCE_STATE_SUCCEEDED:
+		return CompletesOnSuccess(inst.GetSpec().GetRestart())
+	}
+	return false
+}
+
+// CompletesOnSuccess says whether a run that exits 0 is done under a
+// restart policy (on-failure, never): a command that completed. Under
+// always (and unspecified, which is always) the instance is a service,
+// run again after any exit.
+func CompletesOnSuccess(p v1.RestartPolicy) bool {
+	return p == v1.RestartPolicy_RESTART_POLICY_ON_FAILURE || p == v1.RestartPolicy_RESTART_POLICY_NEVER
 }
 
 // EffectiveState is the state users see: Pending until placed, Lost while

@@ -65,7 +65,7 @@ func TestRolloutStopsWaitingAtACanaryThatWaitsForPromotion(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := assess(tc.w, tc.instances)
+			r := assessed(tc.w, tc.instances)
 			if got := r.held() != nil; got != tc.held {
 				t.Errorf("held() = %v, want %v", r.held(), tc.held)
 			}
@@ -77,7 +77,7 @@ func TestRolloutStopsWaitingAtACanaryThatWaitsForPromotion(t *testing.T) {
 			}
 		})
 	}
-	c := assess(canaryView("10%", 0, 1), fourOld(inst("hello-e", 2, running, nil))).held()
+	c := assessed(canaryView("10%", 0, 1), fourOld(inst("hello-e", 2, running, nil))).held()
 	want := "app: canary of generation 2 ready (1 replica, 10% of traffic); promote with 'wasmorch rollout promote app' or roll back with 'wasmorch rollout undo app'"
 	if got := c.Summary("app"); got != want {
 		t.Errorf("Summary = %q\nwant      %q", got, want)
@@ -137,7 +137,7 @@ spec:
 }
 
 func TestRolloutTimeoutDuringACanarySaysItWaitsForItsDuration(t *testing.T) {
-	r := assess(canaryView("25%", 300000, 1), fourOld(inst("hello-e", 2, running, nil)))
+	r := assessed(canaryView("25%", 300000, 1), fourOld(inst("hello-e", 2, running, nil)))
 	err := r.timeoutError("hello", 2*time.Minute, nil)
 	want := "workload hello is not ready after 2m0s: 1/4 ready; its canary is ready and is promoted once ready for 5m0s; see "
 	if err == nil || !strings.HasPrefix(err.Error(), want) {

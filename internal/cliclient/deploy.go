@@ -336,10 +336,11 @@ func (c *Client) upload(ctx context.Context, digest string, wasm []byte, mediaTy
 func (c *Client) wait(ctx context.Context, name string, gen int64, timeout time.Duration, progress func(cliout.Step)) (rollout, error) {
 	var last rollout
 	var lastErr error
+	seen := runsSeen{}
 	ticker := time.NewTicker(pollInterval)
 	defer ticker.Stop()
 	for {
-		r, err := c.poll(ctx, name)
+		r, err := c.poll(ctx, name, seen)
 		if err == nil && gen == 0 {
 			gen = r.generation
 		}
@@ -406,8 +407,9 @@ func (c *Client) rollbackOf(ctx context.Context, name string, gen, now int64) (*
 	return nil, nil
 }
 
-// poll reads the workload and its instances once.
-func (c *Client) poll(ctx context.Context, name string) (rollout, error) {
+// poll reads the workload and its instances once; seen is what the
+// wait's earlier polls saw running.
+func (c *Client) poll(ctx context.Context, name string, seen runsSeen) (rollout, error) {
 	w, err := call(ctx, c, name, c.api.GetWorkload, &wasmorchv1.GetWorkloadRequest{Name: name})
 	if err != nil {
 		return rollout{}, err
@@ -416,7 +418,7 @@ func (c *Client) poll(ctx context.Context, name string) (rollout, error) {
 	if err != nil {
 		return rollout{}, err
 	}
-	return assess(w, is), nil
+	return assess(w, is, seen, time.Now()), nil
 }
 
 // isTransient reports whether a poll that failed may succeed if tried

@@ -1,6 +1,7 @@
 package cliclient
 
 import (
+	"cmp"
 	"fmt"
 	"sort"
 	"strings"
@@ -22,9 +23,13 @@ type rollout struct {
 	// waited for until they have started, not until they are ready.
 	startOnly bool
 	current   int32 // instances of the current generation
-	ready     int32 // of them, Running or Succeeded
-	started   int32 // of them, Running, Succeeded or Failed: they ran
-	old       int32 // instances of older generations still active
+	// ready: of them, those the wait has seen Running (and passing their
+	// health check) for minReady in one run, or Succeeded for good (a
+	// command: restart on-failure or never).
+	ready     int32
+	started   int32         // of them, Running, Succeeded or Failed: they ran
+	minReady  time.Duration // the server's --rollout-min-ready
+	old       int32         // instances of older generations still active
 	failed    *wasmorchv1.InstanceView
 	waitingOn string // why the first instance that is not ready is not
 	// canary.go: set in a canary phase, the share of the traffic, the
@@ -35,16 +40,54 @@ type rollout struct {
 	canaryDuration time.Duration
 }
 
-// assess summarizes a workload and its instances.
-func assess(w *wasmorchv1.WorkloadView, views []*wasmorchv1.InstanceView) rollout {
+// defaultMinReady is the min-ready of a server that does not say its own
+// (WorkloadView.min_ready_millis): its controller's default then.
+const defaultMinReady = time.Second
+
+// runMark is when a wait first saw an instance running, in the run it is
+// in (a restart starts a new run).
+type runMark struct {
+	restarts int32
+	started  int64
+	since    time.Time
+}
+
+// runsSeen is what a wait remembers between its looks: when it first saw
+// each instance running. A running instance counts as ready once the wait
+// has seen it running for the server's min-ready, on the wait's own clock
+// (as the controller counts an instance available for a rolling update):
+// the worker reports a guest Running as soon as it starts, and one that
+// crashes in its start-up must not pass for ready in between.
+type runsSeen map[string]runMark
+
+// since returns when the wait first saw v running in its current run,
+// marking it now if it had not.
+func (s runsSeen) since(v *wasmorchv1.InstanceView, now time.Time) time.Time {
+	st := v.GetStatus()
+	m, ok := s[v.GetInstance().GetId()]
+	if !ok || m.restarts != st.GetRestarts() || m.started != st.GetStartedUnixNano() {
+		m = runMark{restarts: st.GetRestarts(), started: st.GetStartedUnixNano(), since: now}
+		s[v.GetInstance().GetId()] = m
+	}
+	return m.since
+}
+
+// assess summarizes a workload and its instances as seen at now; seen
+// carries what earlier looks saw running (nil: none).
+func assess(w *wasmorchv1.WorkloadView, views []*wasmorchv1.InstanceView, seen runsSeen, now time.Time) rollout {
 	spec := w.GetWorkload().GetSpec()
 	r := rollout{
 		generation: w.GetWorkload().GetGeneration(),
 		replicas:   spec.GetReplicas(),
 		startOnly:  spec.GetRestart() == wasmorchv1.RestartPolicy_RESTART_POLICY_NEVER,
+		minReady:   cmp.Or(time.Duration(w.GetMinReadyMillis())*time.Millisecond, defaultMinReady),
+	}
+	if seen == nil {
+		seen = runsSeen{}
 	}
 	views = append([]*wasmorchv1.InstanceView(nil), views...)
 	sort.Slice(views, func(i, j int) bool { return views[i].GetInstance().GetId() < views[j].GetInstance().GetId() })
+	running := make(map[string]bool, len(views))
 	for _, v := range views {
 		state := cliout.EffectiveState(v)
 		if v.GetInstance().GetGeneration() != r.generation {
@@ -56,10 +99,28 @@ func assess(w *wasmorchv1.WorkloadView, views []*wasmorchv1.InstanceView) rollou
 		r.current++
 		unhealthy := v.GetStatus().GetUnhealthy()
 		switch {
-		case state == wasmorchv1.InstanceState_INSTANCE_STATE_RUNNING && !unhealthy, state == wasmorchv1.InstanceState_INSTANCE_STATE_SUCCEEDED:
-			r.ready++
+		case state == wasmorchv1.InstanceState_INSTANCE_STATE_RUNNING && !unhealthy:
 			r.started++
+			running[v.GetInstance().GetId()] = true
+			if now.Sub(seen.since(v, now)) >= r.minReady {
+				r.ready++
+				continue
+			}
+			if r.waitingOn == "" {
+				r.waitingOn = fmt.Sprintf("instance %s is Running, ready once running for %s", v.GetInstance().GetId(), r.minReady)
+			}
 			continue
+		case state == wasmorchv1.InstanceState_INSTANCE_STATE_SUCCEEDED:
+			r.started++
+			if completes(v.GetInstance().GetSpec().GetRestart()) {
+				r.ready++
+				continue
+			}
+			// A service (restart always) that exited: it is restarted,
+			// and exits again, where it should keep running.
+			if r.failed == nil {
+				r.failed = v
+			}
 		case state == wasmorchv1.InstanceState_INSTANCE_STATE_STARTING && v.GetStatus().GetHealthFailures() >= httptrigger.HealthFailureThreshold:
 			// A function replica that has never passed its health check
 			// (the control plane rolls such a revision back).
@@ -79,8 +140,21 @@ func assess(w *wasmorchv1.WorkloadView, views []*wasmorchv1.InstanceView) rollou
 	if r.waitingOn == "" && r.current < r.replicas {
 		r.waitingOn = fmt.Sprintf("%d of %d instances created", r.current, r.replicas)
 	}
+	for id := range seen {
+		if !running[id] {
+			delete(seen, id) // gone, or no longer running: a new run starts again
+		}
+	}
 	r.assessCanary(w.GetWorkload())
 	return r
+}
+
+// completes says whether a run that exits 0 is done under a restart
+// policy (on-failure, never): a command that completed, where under
+// always (the default) the instance is a service, run again after any
+// exit (as controlplane/cache.CompletesOnSuccess).
+func completes(p wasmorchv1.RestartPolicy) bool {
+	return p == wasmorchv1.RestartPolicy_RESTART_POLICY_ON_FAILURE || p == wasmorchv1.RestartPolicy_RESTART_POLICY_NEVER
 }
 
 // finished reports whether an instance of an older generation has stopped
@@ -92,7 +166,7 @@ func finished(v *wasmorchv1.InstanceView, state wasmorchv1.InstanceState) bool {
 	case wasmorchv1.InstanceState_INSTANCE_STATE_STOPPED, wasmorchv1.InstanceState_INSTANCE_STATE_LOST:
 		return true
 	case wasmorchv1.InstanceState_INSTANCE_STATE_SUCCEEDED:
-		return restart == wasmorchv1.RestartPolicy_RESTART_POLICY_NEVER || restart == wasmorchv1.RestartPolicy_RESTART_POLICY_ON_FAILURE
+		return completes(restart)
 	case wasmorchv1.InstanceState_INSTANCE_STATE_FAILED:
 		return restart == wasmorchv1.RestartPolicy_RESTART_POLICY_NEVER
 	}
@@ -155,6 +229,13 @@ func (r rollout) done() bool {
 func (r rollout) failure(name string) error {
 	if r.failed == nil {
 		return nil
+	}
+	if st := r.failed.GetStatus(); st.GetState() == wasmorchv1.InstanceState_INSTANCE_STATE_SUCCEEDED {
+		return &Error{
+			What: fmt.Sprintf("workload %s is not ready: instance %s exited with code 0 and restart policy always runs it again, where a service keeps running",
+				name, r.failed.GetInstance().GetId()),
+			Hint: fmt.Sprintf("deploy a command that ends with --restart on-failure or never; see 'wasmorch logs %s'", name),
+		}
 	}
 	if st := r.failed.GetStatus(); st.GetState() == wasmorchv1.InstanceState_INSTANCE_STATE_STARTING {
 		return &Error{

@@ -36,6 +36,24 @@ func inst(id string, gen int64, state wasmorchv1.InstanceState, st *wasmorchv1.I
 	}
 }
 
+// assessed is how a wait that has watched the instances for an hour sees
+// them: those running have been running longer than any min-ready.
+func assessed(w *wasmorchv1.WorkloadView, views []*wasmorchv1.InstanceView) rollout {
+	seen, t0 := runsSeen{}, time.Now()
+	assess(w, views, seen, t0)
+	return assess(w, views, seen, t0.Add(time.Hour))
+}
+
+// withRestart sets the restart policy of an instance from inst (always).
+func withRestart(p wasmorchv1.RestartPolicy, v *wasmorchv1.InstanceView) *wasmorchv1.InstanceView {
+	v.Instance.Spec.Restart = p
+	return v
+}
+
+func onFailure(v *wasmorchv1.InstanceView) *wasmorchv1.InstanceView {
+	return withRestart(wasmorchv1.RestartPolicy_RESTART_POLICY_ON_FAILURE, v)
+}
+
 func TestRolloutIsDoneWhenTheCurrentGenerationIsReadyAndTheOldOneGone(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -56,9 +74,9 @@ func TestRolloutIsDoneWhenTheCurrentGenerationIsReadyAndTheOldOneGone(t *testing
 			summary:   "hello: 1/2 ready (instance hello-b is Starting)",
 		},
 		{
-			name:      "running and succeeded are ready",
-			w:         workloadView(1, 2, always),
-			instances: []*wasmorchv1.InstanceView{inst("hello-a", 1, running, nil), inst("hello-b", 1, succeeded, nil)},
+			name:      "running and a command that succeeded are ready",
+			w:         workloadView(1, 2, wasmorchv1.RestartPolicy_RESTART_POLICY_ON_FAILURE),
+			instances: []*wasmorchv1.InstanceView{onFailure(inst("hello-a", 1, running, nil)), onFailure(inst("hello-b", 1, succeeded, nil))},
 			done:      true,
 			summary:   "hello: 2/2 ready",
 		},
@@ -91,7 +109,7 @@ func TestRolloutIsDoneWhenTheCurrentGenerationIsReadyAndTheOldOneGone(t *testing
 		{
 			name:      "restart never waits for a start, not readiness",
 			w:         workloadView(1, 2, never),
-			instances: []*wasmorchv1.InstanceView{inst("hello-a", 1, succeeded, nil), inst("hello-b", 1, running, nil)},
+			instances: []*wasmorchv1.InstanceView{withRestart(never, inst("hello-a", 1, succeeded, nil)), withRestart(never, inst("hello-b", 1, running, nil))},
 			done:      true,
 			summary:   "hello: 2/2 started",
 		},
@@ -109,7 +127,7 @@ func TestRolloutIsDoneWhenTheCurrentGenerationIsReadyAndTheOldOneGone(t *testing
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := assess(tc.w, tc.instances)
+			r := assessed(tc.w, tc.instances)
 			if r.done() != tc.done {
 				t.Errorf("done() = %v, want %v", r.done(), tc.done)
 			}
@@ -146,15 +164,25 @@ func TestRolloutFailsOnAFailedInstanceOfTheCurrentGeneration(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := assess(tc.w, tc.is).failure("hello")
+			err := assessed(tc.w, tc.is).failure("hello")
 			if err == nil || err.Error() != tc.want {
 				t.Errorf("failure() = %v, want %q", err, tc.want)
 			}
 		})
 	}
 
+	t.Run("a service that exited 0 fails the wait", func(t *testing.T) {
+		done := &wasmorchv1.InstanceStatus{State: succeeded, Exited: true, Reason: "Completed", Message: "restarting in 100ms"}
+		err := assessed(workloadView(1, 2, always), []*wasmorchv1.InstanceView{inst("hello-a", 1, running, nil), inst("hello-b", 1, succeeded, done)}).failure("hello")
+		want := "workload hello is not ready: instance hello-b exited with code 0 and restart policy always runs it again, where a service keeps running; " +
+			"deploy a command that ends with --restart on-failure or never; see 'wasmorch logs hello'"
+		if err == nil || err.Error() != want {
+			t.Errorf("failure() = %v, want %q", err, want)
+		}
+	})
+
 	t.Run("an old generation's failure does not count", func(t *testing.T) {
-		r := assess(workloadView(2, 1, always), []*wasmorchv1.InstanceView{inst("hello-a", 1, failedSt, exit3), inst("hello-b", 2, running, nil)})
+		r := assessed(workloadView(2, 1, always), []*wasmorchv1.InstanceView{inst("hello-a", 1, failedSt, exit3), inst("hello-b", 2, running, nil)})
 		if err := r.failure("hello"); err != nil {
 			t.Errorf("failure() = %v, want none", err)
 		}
@@ -162,7 +190,7 @@ func TestRolloutFailsOnAFailedInstanceOfTheCurrentGeneration(t *testing.T) {
 }
 
 func TestRolloutTimeoutSaysHowManyAreReadyAndWhy(t *testing.T) {
-	r := assess(workloadView(1, 3, always), []*wasmorchv1.InstanceView{
+	r := assessed(workloadView(1, 3, always), []*wasmorchv1.InstanceView{
 		inst("hello-a", 1, running, nil),
 		{Instance: &wasmorchv1.Instance{Id: "hello-b", Generation: 1, PendingReason: "no node is ready"}, State: pending},
 	})
@@ -171,5 +199,47 @@ func TestRolloutTimeoutSaysHowManyAreReadyAndWhy(t *testing.T) {
 		if !strings.Contains(err, want) {
 			t.Errorf("timeout error %q does not mention %q", err, want)
 		}
+	}
+}
+
+// A running instance is ready once the wait has seen it running for the
+// server's min-ready, in one run: a module that crashes in its start-up,
+// reported Running first, never passes for ready; a restart starts the
+// count again.
+func TestRunningIsReadyOnlyOnceSeenRunningForMinReady(t *testing.T) {
+	w := workloadView(1, 1, always)
+	w.MinReadyMillis = 1500
+	run := func(restarts int32, started int64) []*wasmorchv1.InstanceView {
+		return []*wasmorchv1.InstanceView{inst("hello-a", 1, running, &wasmorchv1.InstanceStatus{State: running, Restarts: restarts, StartedUnixNano: started})}
+	}
+	seen, t0 := runsSeen{}, time.Now()
+	look := func(at time.Duration, views []*wasmorchv1.InstanceView) rollout {
+		return assess(w, views, seen, t0.Add(at))
+	}
+	if r := look(0, run(0, 1)); r.done() || r.summary("hello") != "hello: 0/1 ready (instance hello-a is Running, ready once running for 1.5s)" {
+		t.Errorf("first seen running: done %v, %q", r.done(), r.summary("hello"))
+	}
+	if r := look(1499*time.Millisecond, run(0, 1)); r.done() {
+		t.Errorf("done before min-ready: %q", r.summary("hello"))
+	}
+	// It crashed and restarted: a new run, counted from now.
+	crashed := &wasmorchv1.InstanceStatus{State: failedSt, Exited: true, ExitCode: 2, Reason: "Error", Restarts: 0}
+	if err := look(1400*time.Millisecond, []*wasmorchv1.InstanceView{inst("hello-a", 1, failedSt, crashed)}).failure("hello"); err == nil {
+		t.Error("a crash after Running does not fail the wait")
+	}
+	if r := look(2*time.Second, run(1, 2)); r.done() {
+		t.Errorf("a restarted run is ready at once: %q", r.summary("hello"))
+	}
+	if r := look(3499*time.Millisecond, run(1, 2)); r.done() {
+		t.Errorf("a restarted run is ready before min-ready: %q", r.summary("hello"))
+	}
+	if r := look(3500*time.Millisecond, run(1, 2)); !r.done() || r.summary("hello") != "hello: 1/1 ready" {
+		t.Errorf("running for min-ready: done %v, %q", r.done(), r.summary("hello"))
+	}
+	// Without the server's setting: the controller's default.
+	w.MinReadyMillis = 0
+	seen = runsSeen{}
+	if r := look(0, run(0, 1)); r.minReady != time.Second || r.done() {
+		t.Errorf("min-ready %s, done %v", r.minReady, r.done())
 	}
 }

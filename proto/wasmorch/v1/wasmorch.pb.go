@@ -3782,9 +3782,15 @@ type WorkloadView struct {
 	// observe: functions: requests answered across every gateway since each
 	// started (their latest load reports); its rate is the function's
 	// request rate.
-	Requests      int64 `protobuf:"varint,21,opt,name=requests,proto3" json:"requests,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Requests int64 `protobuf:"varint,21,opt,name=requests,proto3" json:"requests,omitempty"`
+	// ready (GetWorkload's answer only; 0 in lists and watches): how long
+	// an instance must have been running, in one run,
+	// before it counts as available (the server's --rollout-min-ready, as
+	// rolling updates use it): deploy's wait counts a running instance
+	// ready once it has seen it running that long.
+	MinReadyMillis int64 `protobuf:"varint,390,opt,name=min_ready_millis,json=minReadyMillis,proto3" json:"min_ready_millis,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *WorkloadView) Reset() {
@@ -3855,6 +3861,13 @@ func (x *WorkloadView) GetInFlight() int64 {
 func (x *WorkloadView) GetRequests() int64 {
 	if x != nil {
 		return x.Requests
+	}
+	return 0
+}
+
+func (x *WorkloadView) GetMinReadyMillis() int64 {
+	if x != nil {
+		return x.MinReadyMillis
 	}
 	return 0
 }
@@ -10147,14 +10160,15 @@ const file_wasmorch_v1_wasmorch_proto_rawDesc = "" +
 	"\x14ListWorkloadsRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x1a\n" +
 	"\bcontinue\x18\x02 \x01(\tR\bcontinue\x12\x1a\n" +
-	"\bselector\x18\x03 \x01(\tR\bselector\"\xc0\x01\n" +
+	"\bselector\x18\x03 \x01(\tR\bselector\"\xeb\x01\n" +
 	"\fWorkloadView\x121\n" +
 	"\bworkload\x18\x01 \x01(\v2\x15.wasmorch.v1.WorkloadR\bworkload\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\x05R\x05ready\x12\x18\n" +
 	"\acurrent\x18\x03 \x01(\x05R\acurrent\x12\x14\n" +
 	"\x05total\x18\x04 \x01(\x05R\x05total\x12\x1b\n" +
 	"\tin_flight\x18\x14 \x01(\x03R\binFlight\x12\x1a\n" +
-	"\brequests\x18\x15 \x01(\x03R\brequests\"\x88\x01\n" +
+	"\brequests\x18\x15 \x01(\x03R\brequests\x12)\n" +
+	"\x10min_ready_millis\x18\x86\x03 \x01(\x03R\x0eminReadyMillis\"\x88\x01\n" +
 	"\x15ListWorkloadsResponse\x127\n" +
 	"\tworkloads\x18\x01 \x03(\v2\x19.wasmorch.v1.WorkloadViewR\tworkloads\x12\x1a\n" +
 	"\bcontinue\x18\x02 \x01(\tR\bcontinue\x12\x1a\n" +

@@ -24,19 +24,20 @@ import (
 // So the runtime keeps a P free for the rest of the process: when guests
 // running Wasm code hold every P but one for longer than growAfter, it
 // raises GOMAXPROCS to the count of those that ran all that time, plus the
-// Ps the process had without guests. Only guests holding a P count: no
-// more of them than there are Ps; those beyond wait in the run queue, and
-// counting them would raise GOMAXPROCS to its cap at the first loaded
-// burst of short guests (a burst of requests). So each check grows it by
-// at most a chunk past the Ps there are, and busy guests that stay busy get
-// a P each after a few checks. A busy guest then holds a P of its own, the rest of the process
-// always finds free Ps, and the kernel shares the CPUs among the threads,
-// giving a thread that wakes after a wait (a heartbeat) the CPU soon
-// rather than after every busy guest's slice. A guest counts as running
-// from the start of _start until it returns, except while it sleeps.
-// Guests that wake for microseconds (a ticker), even thousands starting
-// at once, do not raise it: idle Ps make Go wake more threads for every
-// timer, and Go keeps a thread for every P it ever ran, parked.
+// Ps the process had without guests. Only guests holding a P count, and no
+// more of them can than there are Ps: those beyond wait in the run queue,
+// and counting them would raise GOMAXPROCS to its cap at the first loaded
+// burst of short guests (requests at once). So a check raises it to at
+// most the Ps there are, rounded up to a chunk, plus the process's own;
+// guests that stay busy get a P each after a few checks. A busy guest then
+// holds a P of its own, the rest of the process always finds free Ps, and
+// the kernel shares the CPUs among the threads, giving a thread that wakes
+// after a wait (a heartbeat) the CPU soon rather than after every busy
+// guest's slice. A guest counts as running from the start of _start until
+// it returns, except while it sleeps. Guests that wake for microseconds (a
+// ticker), even thousands starting at once, do not raise it: idle Ps make
+// Go wake more threads for every timer, and Go keeps a thread for every P
+// it ever ran, parked.
 
 // growAfter is how long guests may hold all Ps but one before GOMAXPROCS
 // grows; what they cost the rest of the process meanwhile is a wait of

@@ -19,10 +19,16 @@ func TestCanaryFailingItsRequestsIsRolledBack(t *testing.T) {
 	l := c.startLoad("/shop", 4)
 	defer l.stop()
 
-	r := c.mustRun("deploy", "testdata/greet.wasm", "--name", "shop", "--route", "/shop", "--replicas", "4", "--health-path", "/healthz",
+	// deploy returns once the canary has been running for min-ready, or
+	// fails saying it was rolled back if its failed requests roll it back
+	// first (it answers 500 from its first request on).
+	r := c.run("deploy", "testdata/greet.wasm", "--name", "shop", "--route", "/shop", "--replicas", "4", "--health-path", "/healthz",
 		"--env", "GREETING=v2", "--env", "FAIL=yes", "--canary", "25%")
-	if !strings.Contains(r.stdout, "canary of generation 2 ready") {
+	if r.code == 0 && !strings.Contains(r.stdout, "canary of generation 2 ready") {
 		t.Fatalf("deploy of the failing canary: %s", r)
+	}
+	if r.code != 0 {
+		errorLine(t, r, "generation 2 of shop was rolled back: generation 3 is an automatic rollback to revision 1: generation 2 failed")
 	}
 	eventually(t, "generation 3, an automatic rollback", func() (bool, string) {
 		ws := c.workloads()

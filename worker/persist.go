@@ -141,7 +141,11 @@ func (w *Worker) restoreState() bool {
 		w.logger.Warn("the desired set kept on disk is another node's or another cluster's: starting without it", "file", w.persist.path, "node", st.node)
 		return false
 	}
-	w.desired.restore(st.set.GetInstances(), st.set.GetLocalFunctions(), st.set.GetRevision())
+	fns := st.set.GetLocalFunctions()
+	if w.cfg.LocalHTTPAddr == "" {
+		fns = nil // edge: kept by an agent started with --local-http before; this one serves none
+	}
+	w.desired.restore(st.set.GetInstances(), fns, st.set.GetRevision())
 	wanted := make(map[string]bool, len(st.set.GetInstances()))
 	for _, rec := range st.set.GetInstances() {
 		wanted[rec.GetId()] = true
@@ -153,9 +157,9 @@ func (w *Worker) restoreState() bool {
 		}
 	}
 	w.mu.Unlock()
-	w.logger.Info("restored the desired set kept on disk", "instances", len(st.set.GetInstances()), "local functions", len(st.set.GetLocalFunctions()), "revision", st.set.GetRevision(),
+	w.logger.Info("restored the desired set kept on disk", "instances", len(st.set.GetInstances()), "local functions", len(fns), "revision", st.set.GetRevision(),
 		"saved", st.saved.UTC().Format(time.RFC3339))
-	return len(st.set.GetInstances()) > 0 || w.cfg.LocalHTTPAddr != "" && len(st.set.GetLocalFunctions()) > 0
+	return len(st.set.GetInstances()) > 0 || len(fns) > 0
 }
 
 // releaseRestored runs the set restored from disk, if it is still held:

@@ -329,13 +329,14 @@ func (n *nodeSession) takeLocal(w *cache.NodeWatch, msg *v1.Assignments) bool {
 	if n.local == nil {
 		return false
 	}
-	names, nodeChanged, rev := w.TakeWorkloads()
+	names, nodeChanged := w.TakeWorkloads()
 	if len(names) == 0 && !nodeChanged {
 		return false
 	}
 	added := false
+	// msg keeps the revision of its instances: functions are sent whole
+	// when a session starts, so their changes never move its resume point.
 	n.a.s.cache.Read(func(r cache.Reader) { added = n.localDelta(r, names, nodeChanged, msg) })
-	msg.Revision = max(msg.Revision, rev)
 	return added
 }
 

@@ -114,6 +114,12 @@ func (w *NodeWatch) Changed() <-chan struct{} { return w.ch }
 // Take returns the IDs of the instances that changed since the last Take
 // and the revision the cache had reached when the latest was marked.
 func (w *NodeWatch) Take() (ids []string, rev int64) {
+	// Not in the middle of a batch of changes being handed out: one
+	// revision may bind several instances, and a take between their marks
+	// would carry that revision with only some of them, so that a session
+	// resuming from it would never hear of the others.
+	w.c.mu.RLock()
+	defer w.c.mu.RUnlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ids = make([]string, 0, len(w.dirty))
@@ -140,9 +146,10 @@ func (w *NodeWatch) FollowWorkloads() {
 }
 
 // TakeWorkloads returns the workloads that changed since the last call,
-// whether the node's record changed, and the revision the cache had
-// reached when the latest change was marked.
-func (w *NodeWatch) TakeWorkloads() (names []string, node bool, rev int64) {
+// and whether the node's record changed. They leave Take's revision as
+// it is: that is where a session resumes its instances from, and a
+// session sends its workloads whole when it starts.
+func (w *NodeWatch) TakeWorkloads() (names []string, node bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	names = make([]string, 0, len(w.workloads))
@@ -151,7 +158,7 @@ func (w *NodeWatch) TakeWorkloads() (names []string, node bool, rev int64) {
 	}
 	clear(w.workloads)
 	node, w.nodeChanged = w.nodeChanged, false
-	return names, node, w.rev
+	return names, node
 }
 
 // Close ends the watch.
@@ -184,14 +191,13 @@ func (w *NodeWatch) mark(id string, rev int64) {
 }
 
 // markWorkload notes a workload's change, or (name "") the node's.
-func (w *NodeWatch) markWorkload(name string, rev int64) {
+func (w *NodeWatch) markWorkload(name string) {
 	w.mu.Lock()
 	if name == "" {
 		w.nodeChanged = true
 	} else {
 		w.workloads[name] = struct{}{}
 	}
-	w.rev = max(w.rev, rev)
 	w.mu.Unlock()
 	w.signal()
 }
@@ -208,12 +214,12 @@ func (c *Cache) dispatchToNodes(cs []Change) {
 			switch {
 			case ch.Kind == KindWorkload && !ch.CountsOnly:
 				for w := range c.workloadWs {
-					w.markWorkload(ch.Name, ch.Rev)
+					w.markWorkload(ch.Name)
 				}
 			case ch.Kind == KindNode:
 				for w := range c.nodeWs[ch.Name] {
 					if w.workloads != nil {
-						w.markWorkload("", ch.Rev)
+						w.markWorkload("")
 					}
 				}
 			}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,8 +32,10 @@ type function struct {
 	r   *Runtime
 	m   *module
 	env []string // the workload's K=V
-	// fs preopens the function's files for every request; nil: none.
-	fs wazero.FSConfig
+	// cfg is what every request's instance is configured with before its
+	// own stdio and sleep: its arguments, and the function's files
+	// preopened, if it has any.
+	cfg wazero.ModuleConfig
 	// files and scratch: a function with scratch space (state) gets a
 	// new /tmp per request (scratchConfig), and its files with it.
 	files   map[string][]byte
@@ -65,8 +68,9 @@ func (r *Runtime) prepareFunction(ctx context.Context, a runtimeapi.Artifact, sp
 		return nil, err
 	}
 	f := &function{r: r, m: m, env: spec.Env, once: make(chan struct{}, 1)}
+	f.cfg = r.moduleConfig.WithArgs("function")
 	if len(spec.Files) > 0 {
-		f.fs = filesConfig(spec.Files)
+		f.cfg = f.cfg.WithFSConfig(filesConfig(spec.Files))
 	}
 	if spec.ScratchBytes > 0 {
 		if !filepath.IsAbs(spec.ScratchDir) {
@@ -125,15 +129,11 @@ func (f *function) Serve(ctx context.Context, w http.ResponseWriter, req *runtim
 		logs = io.Discard
 	}
 	sleep := ctxSleep(ctx, out.pause)
-	cfg := r.moduleConfig.
-		WithArgs("function").
+	cfg := f.cfg.
 		WithStdin(body).
 		WithStdout(out).
 		WithStderr(logs).
 		WithNanosleep(sleep)
-	if f.fs != nil {
-		cfg = cfg.WithFSConfig(f.fs)
-	}
 	if f.scratch.LimitBytes > 0 {
 		fsc, st, done, err := f.scratchConfig()
 		if err != nil {
@@ -351,32 +351,43 @@ func cgiEnv(req *runtimeapi.FunctionRequest, workloadEnv []string) []string {
 	if hr.TLS != nil {
 		scheme = "https"
 	}
-	env := make([]string, 0, 20+len(hr.Header)+len(workloadEnv))
-	env = append(env,
-		"GATEWAY_INTERFACE=CGI/1.1",
-		"SERVER_SOFTWARE=wasmorch",
-		"SERVER_PROTOCOL="+hr.Proto,
-		"SERVER_NAME="+host,
-		"SERVER_PORT="+port,
-		"REQUEST_METHOD="+hr.Method,
-		"SCRIPT_NAME="+req.ScriptName,
-		"PATH_INFO="+req.PathInfo,
-		"PATH_TRANSLATED="+req.PathInfo,
-		"QUERY_STRING="+hr.URL.RawQuery,
-		"REMOTE_ADDR="+remote,
-		"REMOTE_HOST="+remote,
-		"X_MATCHED_ROUTE="+req.ScriptName,
-		"X_RAW_PATH_INFO="+req.PathInfo,
-		"X_FULL_URL="+scheme+"://"+hr.Host+hr.URL.RequestURI(),
-	)
+	// Every variable is written into one string, then sliced out of it.
+	var e envBuilder
+	size := 512 + len(hr.Host) + 2*len(hr.URL.RawQuery) + 5*len(req.PathInfo) + 2*len(req.ScriptName)
+	for name, values := range hr.Header {
+		size += len("HTTP_=") + len(name)
+		for _, v := range values {
+			size += len(v) + len(", ")
+		}
+	}
+	e.b.Grow(size)
+	e.ends = make([]int, 0, 20+len(hr.Header))
+	e.add("GATEWAY_INTERFACE=CGI/1.1")
+	e.add("SERVER_SOFTWARE=wasmorch")
+	e.add("SERVER_PROTOCOL=", hr.Proto)
+	e.add("SERVER_NAME=", host)
+	e.add("SERVER_PORT=", port)
+	e.add("REQUEST_METHOD=", hr.Method)
+	e.add("SCRIPT_NAME=", req.ScriptName)
+	e.add("PATH_INFO=", req.PathInfo)
+	e.add("PATH_TRANSLATED=", req.PathInfo)
+	e.add("QUERY_STRING=", hr.URL.RawQuery)
+	e.add("REMOTE_ADDR=", remote)
+	e.add("REMOTE_HOST=", remote)
+	e.add("X_MATCHED_ROUTE=", req.ScriptName)
+	e.add("X_RAW_PATH_INFO=", req.PathInfo)
+	e.add("X_FULL_URL=", scheme, "://", hr.Host, hr.URL.RequestURI())
 	if ct := hr.Header.Get("Content-Type"); ct != "" {
-		env = append(env, "CONTENT_TYPE="+ct)
+		e.add("CONTENT_TYPE=", ct)
 	}
 	if hr.ContentLength >= 0 {
-		env = append(env, fmt.Sprintf("CONTENT_LENGTH=%d", hr.ContentLength))
+		e.b.WriteString("CONTENT_LENGTH=")
+		var n [20]byte
+		e.b.Write(strconv.AppendInt(n[:0], hr.ContentLength, 10))
+		e.end()
 	}
 	if hr.Host != "" {
-		env = append(env, "HTTP_HOST="+hr.Host)
+		e.add("HTTP_HOST=", hr.Host)
 	}
 	for name, values := range hr.Header {
 		switch name {
@@ -385,26 +396,92 @@ func cgiEnv(req *runtimeapi.FunctionRequest, workloadEnv []string) []string {
 		case "Proxy":
 			continue // httpoxy: HTTP_PROXY would configure the guest's proxy
 		}
-		key := "HTTP_" + strings.Map(func(r rune) rune {
-			switch {
-			case r == '-':
-				return '_'
-			case r >= 'a' && r <= 'z':
-				return r - 'a' + 'A'
-			}
-			return r
-		}, name)
-		env = append(env, key+"="+strings.Join(values, ", "))
+		e.header(name, values)
 	}
-	set := make(map[string]bool, len(env))
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		set[k] = true
+	env := e.vars(len(workloadEnv))
+	if len(workloadEnv) == 0 {
+		return env
 	}
-	for _, kv := range workloadEnv {
-		if k, _, _ := strings.Cut(kv, "="); !set[k] {
-			env = append(env, kv)
+	// The workload's variables that the request does not set: looked up
+	// in a set of the request's names, or along them when there are few.
+	request := env
+	var set map[string]bool
+	if len(workloadEnv) > 8 {
+		set = make(map[string]bool, len(request))
+		for _, kv := range request {
+			k, _, _ := strings.Cut(kv, "=")
+			set[k] = true
 		}
 	}
+	for _, kv := range workloadEnv {
+		k, _, _ := strings.Cut(kv, "=")
+		if set != nil && set[k] || set == nil && hasVar(request, k) {
+			continue
+		}
+		env = append(env, kv)
+	}
 	return env
+}
+
+// envBuilder writes an environment's KEY=VALUE entries one after the
+// other into one string.
+type envBuilder struct {
+	b    strings.Builder
+	ends []int // where each entry ends
+}
+
+// add writes an entry made of parts.
+func (e *envBuilder) add(parts ...string) {
+	for _, p := range parts {
+		e.b.WriteString(p)
+	}
+	e.end()
+}
+
+// end ends the entry being written.
+func (e *envBuilder) end() { e.ends = append(e.ends, e.b.Len()) }
+
+// header writes the CGI variable of a request header: HTTP_ and its name
+// in upper case with '-' as '_', its values joined by ", ".
+func (e *envBuilder) header(name string, values []string) {
+	e.b.WriteString("HTTP_")
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c == '-':
+			e.b.WriteByte('_')
+		case c >= 'a' && c <= 'z':
+			e.b.WriteByte(c - 'a' + 'A')
+		default:
+			e.b.WriteByte(c)
+		}
+	}
+	e.b.WriteByte('=')
+	for i, v := range values {
+		if i > 0 {
+			e.b.WriteString(", ")
+		}
+		e.b.WriteString(v)
+	}
+	e.end()
+}
+
+// vars returns the entries, with room for extra more.
+func (e *envBuilder) vars(extra int) []string {
+	all := e.b.String()
+	env := make([]string, len(e.ends), len(e.ends)+extra)
+	start := 0
+	for i, end := range e.ends {
+		env[i], start = all[start:end], end
+	}
+	return env
+}
+
+// hasVar reports whether env (KEY=VALUE entries) sets key.
+func hasVar(env []string, key string) bool {
+	for _, kv := range env {
+		if len(kv) > len(key) && kv[len(key)] == '=' && kv[:len(key)] == key {
+			return true
+		}
+	}
+	return false
 }

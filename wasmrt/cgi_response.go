@@ -183,11 +183,13 @@ func headerEnd(b []byte) (end, bodyAt int) {
 func parseCGIHeaders(block []byte) (http.Header, int, error) {
 	h := http.Header{}
 	status := 0
-	lines := strings.Split(strings.TrimSuffix(string(block), "\n"), "\n")
-	if len(lines) == 1 && strings.TrimSuffix(lines[0], "\r") == "" {
+	rest := strings.TrimSuffix(string(block), "\n")
+	if strings.TrimSuffix(rest, "\r") == "" && !strings.Contains(rest, "\n") {
 		return nil, 0, fmt.Errorf("no CGI headers before the blank line (print at least Content-Type)")
 	}
-	for _, line := range lines {
+	for more := true; more; {
+		var line string
+		line, rest, more = strings.Cut(rest, "\n")
 		line = strings.TrimSuffix(line, "\r")
 		name, value, ok := strings.Cut(line, ":")
 		if !ok {
@@ -200,7 +202,8 @@ func parseCGIHeaders(block []byte) (http.Header, int, error) {
 		if strings.ContainsAny(value, "\x00\r") {
 			return nil, 0, fmt.Errorf("header %s has a control character in its value", name)
 		}
-		if http.CanonicalHeaderKey(name) == "Status" {
+		switch key := http.CanonicalHeaderKey(name); key {
+		case "Status":
 			code, _, _ := strings.Cut(value, " ")
 			n, err := strconv.Atoi(code)
 			if err != nil || n < 100 || n > 599 || len(code) != 3 {
@@ -213,12 +216,10 @@ func parseCGIHeaders(block []byte) (http.Header, int, error) {
 				return nil, 0, errors.New("the Status header is given twice")
 			}
 			status = n
-			continue
+		case "Content-Length":
+		default:
+			h[key] = append(h[key], value)
 		}
-		if http.CanonicalHeaderKey(name) == "Content-Length" {
-			continue
-		}
-		h.Add(name, value)
 	}
 	if status == 0 {
 		status = http.StatusOK

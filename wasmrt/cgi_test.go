@@ -445,3 +445,42 @@ func TestCGIServeFilesReadOnly(t *testing.T) {
 		t.Errorf("a function without files reads another's: %d %q", code, body)
 	}
 }
+
+// TestCGIEnvWorkloadVariables: the workload's variables come after the
+// request's, those the request sets left out, whether there are few
+// (looked up along the request's) or many (in a set).
+func TestCGIEnvWorkloadVariables(t *testing.T) {
+	t.Parallel()
+	req := httptest.NewRequest("GET", "http://example.test/fn?q=1", nil)
+	req.Header.Set("X-Test", "one")
+	req.Header.Add("X-Test", "two")
+	req.Header.Set("Proxy", "http://evil.test")
+	for _, extra := range []int{0, 12} {
+		workload := []string{"SERVER_NAME=not-this-one", "HTTP_X_TEST=nor-this", "GREETING=hi", "QUERY_STRINGS=kept"}
+		for i := range extra {
+			workload = append(workload, "EXTRA_"+string(rune('A'+i))+"=x")
+		}
+		env := cgiEnv(&runtimeapi.FunctionRequest{HTTP: req, ScriptName: "/fn", RemoteAddr: "192.0.2.7:1"}, workload)
+		count := map[string]int{}
+		vars := map[string]string{}
+		for i, kv := range env {
+			k, v, _ := strings.Cut(kv, "=")
+			count[k]++
+			vars[k] = v
+			if k == "GREETING" && i < len(env)-len(workload)+2 {
+				t.Errorf("%d extra: GREETING at %d of %d, before the request's variables", extra, i, len(env))
+			}
+		}
+		for k, want := range map[string]string{"SERVER_NAME": "example.test", "HTTP_X_TEST": "one, two", "GREETING": "hi", "QUERY_STRING": "q=1", "QUERY_STRINGS": "kept"} {
+			if vars[k] != want || count[k] != 1 {
+				t.Errorf("%d extra: %s = %q (%d times), want %q once", extra, k, vars[k], count[k], want)
+			}
+		}
+		if _, ok := vars["HTTP_PROXY"]; ok {
+			t.Errorf("%d extra: HTTP_PROXY set from the request's Proxy header", extra)
+		}
+		if extra > 0 && vars["EXTRA_L"] != "x" {
+			t.Errorf("%d extra: EXTRA_L = %q", extra, vars["EXTRA_L"])
+		}
+	}
+}

@@ -33,8 +33,15 @@ import (
 // failure answers are one short line.
 const holdLimit = 4 << 10
 
-// hopHeaders are meaningful for one connection only (RFC 9110 7.6.1).
-var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+// hopHeader reports whether a (canonical) header name is meaningful for
+// one connection only (RFC 9110 7.6.1).
+func hopHeader(name string) bool {
+	switch name {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
 
 // dropForeignHeaders removes from a function's answer the headers that
 // are not its to send: hop-by-hop ones, those its Connection header names,
@@ -47,11 +54,8 @@ func dropForeignHeaders(h http.Header) {
 			}
 		}
 	}
-	for _, name := range hopHeaders {
-		h.Del(name)
-	}
 	for name := range h {
-		if strings.HasPrefix(name, "X-Wasmorch-") {
+		if hopHeader(name) || strings.HasPrefix(name, "X-Wasmorch-") {
 			delete(h, name)
 		}
 	}

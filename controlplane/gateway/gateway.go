@@ -451,7 +451,7 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 			c.route, tried = fresh, nil
 			continue
 		}
-		try := out.Clone(out.Context())
+		try := u.tryOf(out)
 		if err := rewind(try); err != nil {
 			return nil, err
 		}
@@ -497,6 +497,24 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 		resp.Body = &countedBody{ReadCloser: resp.Body, rep: rep}
 		return resp, nil
 	}
+}
+
+// tryOf is a copy of out to send to one replica. out is the proxy's own
+// copy of the client's request; a request the worker transport sends
+// itself (sendsInMemory) is written whole before RoundTrip returns, so
+// its tries can share out's header, each naming its replica in it: the
+// copy is shallow, but for the URL. Any other request is cloned, as
+// net/http's Transport may still read a request's header after
+// RoundTrip returned an error.
+func (u *upstream) tryOf(out *http.Request) *http.Request {
+	if !sendsInMemory(out) {
+		return out.Clone(out.Context())
+	}
+	try := new(http.Request)
+	*try = *out
+	target := *out.URL
+	try.URL = &target
+	return try
 }
 
 // replayLimit is the largest request body the gateway reads before

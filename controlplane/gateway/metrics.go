@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +18,65 @@ type metrics struct {
 	inFlight  *prometheus.GaugeVec
 	cold      *prometheus.CounterVec
 	coldTaken *prometheus.HistogramVec
+
+	// byRoute keeps each function's series (routeKey: *routeMetrics),
+	// so that a request looks its function up once rather than a series
+	// per metric by its label values. Series are never deleted.
+	byRoute sync.Map
+}
+
+// routeKey names a function's series.
+type routeKey struct{ workload, route string }
+
+// routeMetrics are one function's series.
+type routeMetrics struct {
+	m        *metrics
+	key      routeKey
+	inFlight prometheus.Gauge
+	answers  sync.Map // answerKey: *answerMetrics
+}
+
+// answerKey names the series of the answers of one generation (0: none
+// answered) with one status code.
+type answerKey struct {
+	generation int64
+	code       int
+}
+
+// answerMetrics are the series of the answers of an answerKey.
+type answerMetrics struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// route returns a function's series (those of cold starts are made at
+// the first one, on that rarer path).
+func (m *metrics) route(workload, route string) *routeMetrics {
+	key := routeKey{workload, route}
+	if rm, ok := m.byRoute.Load(key); ok {
+		return rm.(*routeMetrics)
+	}
+	rm, _ := m.byRoute.LoadOrStore(key, &routeMetrics{
+		m: m, key: key, inFlight: m.inFlight.WithLabelValues(workload, route),
+	})
+	return rm.(*routeMetrics)
+}
+
+// answer returns the series of answers of a generation with a code.
+func (rm *routeMetrics) answer(generation int64, code int) *answerMetrics {
+	key := answerKey{generation, code}
+	if am, ok := rm.answers.Load(key); ok {
+		return am.(*answerMetrics)
+	}
+	gen := ""
+	if generation != 0 {
+		gen = strconv.FormatInt(generation, 10)
+	}
+	am, _ := rm.answers.LoadOrStore(key, &answerMetrics{
+		requests: rm.m.requests.WithLabelValues(rm.key.workload, rm.key.route, gen, strconv.Itoa(code)),
+		duration: rm.m.duration.WithLabelValues(rm.key.workload, rm.key.route, gen),
+	})
+	return am.(*answerMetrics)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -45,9 +105,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // observed is one request's measurement: ServeHTTP starts it, the
 // replica that answers sets its generation, and done records it.
 type observed struct {
-	m          *metrics
-	workload   string
-	route      string
+	rm         *routeMetrics
 	start      time.Time
 	cold       bool
 	generation atomic.Int64 // 0: no replica answered
@@ -58,8 +116,9 @@ func (m *metrics) begin(workload, route string) *observed {
 	if m == nil {
 		return nil
 	}
-	m.inFlight.WithLabelValues(workload, route).Inc()
-	return &observed{m: m, workload: workload, route: route, start: time.Now()}
+	rm := m.route(workload, route)
+	rm.inFlight.Inc()
+	return &observed{rm: rm, start: time.Now()}
 }
 
 // answeredBy notes the generation of the replica that answered.
@@ -73,7 +132,7 @@ func (o *observed) answeredBy(generation int64) {
 func (o *observed) coldStart() {
 	if o != nil {
 		o.cold = true
-		o.m.cold.WithLabelValues(o.workload, o.route).Inc()
+		o.rm.m.cold.WithLabelValues(o.rm.key.workload, o.rm.key.route).Inc()
 	}
 }
 
@@ -83,17 +142,14 @@ func (o *observed) done(code int) {
 		return
 	}
 	took := time.Since(o.start).Seconds()
-	gen := ""
-	if g := o.generation.Load(); g != 0 {
-		gen = strconv.FormatInt(g, 10)
-	}
 	if code == 0 {
 		code = http.StatusOK
 	}
-	o.m.inFlight.WithLabelValues(o.workload, o.route).Dec()
-	o.m.requests.WithLabelValues(o.workload, o.route, gen, strconv.Itoa(code)).Inc()
-	o.m.duration.WithLabelValues(o.workload, o.route, gen).Observe(took)
+	o.rm.inFlight.Dec()
+	am := o.rm.answer(o.generation.Load(), code)
+	am.requests.Inc()
+	am.duration.Observe(took)
 	if o.cold {
-		o.m.coldTaken.WithLabelValues(o.workload, o.route).Observe(took)
+		o.rm.m.coldTaken.WithLabelValues(o.rm.key.workload, o.rm.key.route).Observe(took)
 	}
 }

@@ -91,8 +91,7 @@ type Gateway struct {
 	swapMu sync.Mutex
 	swap   chan struct{} // closed and replaced at each table swap
 
-	loadsMu sync.Mutex
-	loads   map[string]*load // by workload
+	loads sync.Map // workload: *load; never deleted
 
 	localMu sync.Mutex
 	local   map[string]*localServer // function servers in this process, by node
@@ -113,7 +112,7 @@ func New(cfg Config) *Gateway {
 	}
 	g := &Gateway{
 		st: cfg.Store, cache: cfg.Cache, build: newBuilder(), member: cfg.Member, record: cfg.Record, log: log,
-		ready: make(chan struct{}), swap: make(chan struct{}), loads: map[string]*load{},
+		ready: make(chan struct{}), swap: make(chan struct{}),
 		local: map[string]*localServer{}, metrics: newMetrics(cfg.Registry),
 	}
 	g.table.Store(&table{})
@@ -242,6 +241,8 @@ type call struct {
 	first *replica
 	// obs measures the request (metrics.go); nil without metrics.
 	obs *observed
+	// load is the function's load record (scale.go).
+	load *load
 }
 
 type callKey struct{}
@@ -295,6 +296,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	ctx = context.WithValue(ctx, callKey{}, c)
 	req = req.WithContext(ctx)
 	l := g.loadOf(rt.workload)
+	c.load = l
 	l.begin(time.Now())
 	defer l.end()
 	if len(rt.replicas) == 0 && len(rt.coldTargets) > 0 {
@@ -492,7 +494,7 @@ func (u *upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 		}
 		c.obs.answeredBy(rep.generation)
 		saturated := resp.Header.Get(httptrigger.HeaderUnavailable) == httptrigger.UnavailableSaturated
-		u.g.loadOf(c.route.workload).answered(rep.generation, failedAnswer(resp.StatusCode, saturated), time.Now())
+		c.load.answered(rep.generation, failedAnswer(resp.StatusCode, saturated), time.Now())
 		resp.Header.Del(httptrigger.HeaderUnavailable)
 		resp.Body = &countedBody{ReadCloser: resp.Body, rep: rep}
 		return resp, nil

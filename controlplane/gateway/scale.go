@@ -112,14 +112,11 @@ func (l *load) end() {
 
 // loadOf returns the load record of a workload.
 func (g *Gateway) loadOf(workload string) *load {
-	g.loadsMu.Lock()
-	defer g.loadsMu.Unlock()
-	l := g.loads[workload]
-	if l == nil {
-		l = &load{}
-		g.loads[workload] = l
+	if l, ok := g.loads.Load(workload); ok {
+		return l.(*load)
 	}
-	return l
+	l, _ := g.loads.LoadOrStore(workload, &load{})
+	return l.(*load)
 }
 
 // reportLoads publishes the load of every function that saw requests,
@@ -134,16 +131,16 @@ func (g *Gateway) reportLoads(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		g.loadsMu.Lock()
 		type report struct {
 			workload string
 			rec      *v1.FunctionLoad
 		}
 		var reports []report
-		for name, l := range g.loads {
+		g.loads.Range(func(name, v any) bool {
+			l := v.(*load)
 			l.mu.Lock()
 			if l.dirty || l.inFlight > 0 {
-				reports = append(reports, report{name, &v1.FunctionLoad{
+				reports = append(reports, report{name.(string), &v1.FunctionLoad{
 					InFlight: l.inFlight, PeakInFlight: l.peak, LastRequestUnixNano: l.last.UnixNano(), Requests: l.requests,
 					Generations: l.generationsLocked(time.Now()),
 				}})
@@ -152,8 +149,8 @@ func (g *Gateway) reportLoads(ctx context.Context) {
 				l.dirty, l.peak = l.peak != l.inFlight, l.inFlight
 			}
 			l.mu.Unlock()
-		}
-		g.loadsMu.Unlock()
+			return true
+		})
 		if len(reports) == 0 {
 			continue
 		}

@@ -16,7 +16,7 @@ import (
 // TestLocalListenerStartsFunctionsAtZeroReplicasCold (edge): the agent's
 // local listener (--local-http) answers a function scaled to zero, of
 // which no replica ever ran on the node, by a cold start, with its config
-// files; a function whose selector excludes the node is never sent to it
+// files and environment from a config; a function whose selector excludes the node is never sent to it
 // (404); a deleted function, and one changed to a selector that excludes
 // the node, leave it at once (404). Local requests never reach a gateway:
 // the function stays at zero replicas.
@@ -41,6 +41,10 @@ func TestLocalListenerStartsFunctionsAtZeroReplicasCold(t *testing.T) {
 	}
 	a.deploy(t, "far", "greet.wasm", &v1.WorkloadSpec{Kind: "wasm", Http: &v1.HttpTrigger{Route: "/far"}, Autoscale: atZero(),
 		Placement: &v1.Placement{Selector: map[string]string{"site": "far"}}})
+	if _, err := a.control.SetConfig(ctx, &v1.SetConfigRequest{Name: "env", Data: map[string]string{"GREETING": "from-config"}}); err != nil {
+		t.Fatal(err)
+	}
+	a.deploy(t, "greetcfg", "greet.wasm", &v1.WorkloadSpec{Kind: "wasm", Http: &v1.HttpTrigger{Route: "/greetcfg"}, Autoscale: atZero(), Configs: []string{"env"}})
 	a.deploy(t, "cat", "catfn.wasm", &v1.WorkloadSpec{Kind: "wasm", Http: &v1.HttpTrigger{Route: "/cat"}, Autoscale: atZero(), ConfigFiles: []string{"app"}})
 	a.deploy(t, "greet", "greet.wasm", &v1.WorkloadSpec{Kind: "wasm", Http: &v1.HttpTrigger{Route: "/greet"}, Autoscale: atZero()})
 
@@ -51,11 +55,14 @@ func TestLocalListenerStartsFunctionsAtZeroReplicasCold(t *testing.T) {
 	if code, body := get("/cat/config/app/greeting"); code != http.StatusOK || body != "hello from the site" {
 		t.Fatalf("cat's config file, started cold: %d %q", code, body)
 	}
+	if code, body := get("/greetcfg?who=site"); code != http.StatusOK || body != "from-config, site!\n" {
+		t.Fatalf("greetcfg's environment from a config, started cold: %d %q", code, body)
+	}
 	// far was applied before greet: the node would have heard of it first.
 	if code, body := get("/far"); code != http.StatusNotFound {
 		t.Fatalf("GET /far, whose selector excludes the node: %d %q, want 404", code, body)
 	}
-	for _, name := range []string{"greet", "cat"} {
+	for _, name := range []string{"greet", "cat", "greetcfg"} {
 		if insts := a.instances(t, name); len(insts) != 0 {
 			t.Fatalf("%s has instances: %s; local requests must not scale it", name, describe(insts))
 		}

@@ -63,13 +63,15 @@ func (w *Worker) listenFunctions(ctx context.Context) error {
 // What a cold replica writes to stderr is kept under the function's cold
 // log (httptrigger.ColdLogID), as it has no instance.
 func (w *Worker) prepareCold(ctx context.Context, workload string, spec *pb.WorkloadSpec) (runtimeapi.Function, error) {
-	if len(spec.GetConfigFiles())+len(spec.GetSecretFiles()) > 0 && !w.localSpec(workload, spec) {
+	if len(spec.GetConfigs())+len(spec.GetSecrets())+len(spec.GetConfigFiles())+len(spec.GetSecretFiles()) > 0 && !w.localSpec(workload, spec) {
 		// The spec the gateway sends is the workload's, which names its
-		// config and secret files but never holds them: only an
-		// instance's assignment does, and (edge) the spec of a local
-		// function, which the local listener passes on (localcold.go).
-		// Such a function waits for a replica.
-		return nil, errors.New("a function with config or secret files is not started without a replica")
+		// configs and secrets (environment variables or files) but never
+		// holds their values: only an instance's assignment does, and
+		// (edge) the spec of a local function, which the local listener
+		// passes on (localcold.go). Such a function waits for a replica,
+		// or answers from the kept function of a replica that stopped
+		// here, which has them.
+		return nil, errors.New("a function with configs or secrets (config or secret files, or environment from them) is not started without a replica")
 	}
 	if isWasmService(spec) {
 		return nil, errors.New("a Wasm service is not started without a replica") // wasmsvc.go

@@ -2,6 +2,8 @@ package wasmrt
 
 import (
 	"context"
+	"slices"
+	"sync"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -62,10 +64,12 @@ func instantiateWASI(ctx context.Context, wz wazero.Runtime) error {
 		WithParameterNames("environ", "environ_buf").
 		WithResultNames("errno").
 		Export("environ_get")
-	if err := exportNoSpaceWrappers(ctx, wz, b); err != nil { // mounts.go
+	defs, err := wazeroWASIFuncs(ctx, wz)
+	if err != nil {
 		return err
 	}
-	if err := exportSocketFunctions(ctx, wz, b); err != nil { // sock.go
+	exportNoSpaceWrappers(b, defs)                         // mounts.go
+	if err := exportSocketFunctions(b, defs); err != nil { // sock.go
 		return err
 	}
 	if wazerosPollOneoff {
@@ -77,8 +81,59 @@ func instantiateWASI(ctx context.Context, wz wazero.Runtime) error {
 		WithParameterNames("in", "out", "nsubscriptions", "result.nevents").
 		WithResultNames("errno").
 		Export("poll_oneoff")
-	_, err := b.Instantiate(ctx)
+	_, err = b.Instantiate(ctx)
 	return err
+}
+
+// wasiFunc is one of wazero's own WASI functions, as its host module
+// defines it: what the runtime's wrappers of it call and export.
+type wasiFunc struct {
+	fn                      any // api.GoModuleFunction for wazero's usual kind
+	params, results         []api.ValueType
+	paramNames, resultNames []string
+}
+
+// export exports, in b under name, fn with f's signature.
+func (f wasiFunc) export(b wazero.HostModuleBuilder, name string, fn api.GoModuleFunction) {
+	b.NewFunctionBuilder().
+		WithGoModuleFunction(fn, f.params, f.results).
+		WithParameterNames(f.paramNames...).
+		WithResultNames(f.resultNames...).
+		Export(name)
+}
+
+// wazeroWASI holds wazero's WASI functions, read once a process: they are
+// package-level Go functions of wazero's, the same for every wazero
+// runtime, and reading them compiles a host module (its trampolines and
+// definitions), which each runtime's instantiateWASI did twice before.
+var wazeroWASI struct {
+	once  sync.Once
+	funcs map[string]wasiFunc
+	err   error
+}
+
+// wazeroWASIFuncs returns wazero's WASI functions by name, read through wz
+// the first time.
+func wazeroWASIFuncs(ctx context.Context, wz wazero.Runtime) (map[string]wasiFunc, error) {
+	wazeroWASI.once.Do(func() {
+		orig := wz.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
+		wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(orig)
+		compiled, err := orig.Compile(ctx)
+		if err != nil {
+			wazeroWASI.err = err
+			return
+		}
+		defer compiled.Close(ctx)
+		defs := compiled.ExportedFunctions()
+		funcs := make(map[string]wasiFunc, len(defs))
+		for name, def := range defs {
+			funcs[name] = wasiFunc{fn: def.GoFunction(),
+				params: slices.Clone(def.ParamTypes()), results: slices.Clone(def.ResultTypes()),
+				paramNames: slices.Clone(def.ParamNames()), resultNames: slices.Clone(def.ResultNames())}
+		}
+		wazeroWASI.funcs = funcs
+	})
+	return wazeroWASI.funcs, wazeroWASI.err
 }
 
 func environOf(ctx context.Context) []string { return guestOf(ctx).env }

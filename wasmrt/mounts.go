@@ -15,7 +15,6 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
@@ -152,30 +151,17 @@ var fileWrappers = map[string]func(api.GoModuleFunction) api.GoModuleFunction{
 }
 
 // exportNoSpaceWrappers overrides, in b, the WASI functions that write to
-// files or create them with wrapNoSpace of wazero's own, and path_link
-// with linkNoFollow too.
-func exportNoSpaceWrappers(ctx context.Context, wz wazero.Runtime, b wazero.HostModuleBuilder) error {
-	orig := wz.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
-	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(orig)
-	compiled, err := orig.Compile(ctx)
-	if err != nil {
-		return err
-	}
-	defer compiled.Close(ctx)
-	defs := compiled.ExportedFunctions()
+// files or create them with wrapNoSpace of wazero's own (defs), and
+// path_link with linkNoFollow too.
+func exportNoSpaceWrappers(b wazero.HostModuleBuilder, defs map[string]wasiFunc) {
 	for name, wrap := range fileWrappers {
 		def := defs[name]
-		fn, ok := def.GoFunction().(api.GoModuleFunction)
+		fn, ok := def.fn.(api.GoModuleFunction)
 		if !ok {
 			continue // not wazero's usual kind of host function: left as is
 		}
-		b.NewFunctionBuilder().
-			WithGoModuleFunction(wrap(fn), def.ParamTypes(), def.ResultTypes()).
-			WithParameterNames(def.ParamNames()...).
-			WithResultNames(def.ResultNames()...).
-			Export(name)
+		def.export(b, name, wrap(fn))
 	}
-	return nil
 }
 
 // fsConfig preopens an instance's read-only files (filesConfig) and its

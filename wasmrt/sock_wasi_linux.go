@@ -16,7 +16,6 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"golang.org/x/sys/unix"
 )
 
@@ -225,34 +224,22 @@ func fixedErrno(errno uint16) socketCall {
 
 // exportSocketFunctions overrides, in b, the WASI functions of
 // socketCalls: a call on a socket is answered by the instance's table, any
-// other by wazero's function, wrapped for files as exportNoSpaceWrappers
-// does (mounts.go).
-func exportSocketFunctions(ctx context.Context, wz wazero.Runtime, b wazero.HostModuleBuilder) error {
-	orig := wz.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
-	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(orig)
-	compiled, err := orig.Compile(ctx)
-	if err != nil {
-		return err
-	}
-	defer compiled.Close(ctx)
-	defs := compiled.ExportedFunctions()
+// other by wazero's function (defs), wrapped for files as
+// exportNoSpaceWrappers does (mounts.go).
+func exportSocketFunctions(b wazero.HostModuleBuilder, defs map[string]wasiFunc) error {
 	for name, call := range socketCalls {
 		def, ok := defs[name]
 		if !ok {
 			return fmt.Errorf("wazero's WASI has no %s", name)
 		}
-		next, ok := def.GoFunction().(api.GoModuleFunction)
+		next, ok := def.fn.(api.GoModuleFunction)
 		if !ok {
 			return fmt.Errorf("wazero's WASI %s is not a Go module function", name)
 		}
 		if wrap, ok := fileWrappers[name]; ok {
 			next = wrap(next) // as exportNoSpaceWrappers exported it
 		}
-		b.NewFunctionBuilder().
-			WithGoModuleFunction(socketFunc(name, call, next), def.ParamTypes(), def.ResultTypes()).
-			WithParameterNames(def.ParamNames()...).
-			WithResultNames(def.ResultNames()...).
-			Export(name)
+		def.export(b, name, socketFunc(name, call, next))
 	}
 	return nil
 }

@@ -23,18 +23,28 @@ import (
 const DefaultGCPercent = 400
 
 // IdleGCPercent is the Go GC target of a worker that allocates slowly (no
-// function traffic): Go's default. At 400 the heap goal is never below 16
-// MiB (the runtime's 4 MiB floor scaled by the target), so the garbage of
-// an idle agent's heartbeats, a few KiB a second, piled up for a quarter
-// of an hour before the first collection: an idle slim agent grew from 18
-// to over 30 MiB resident. At 100 it is collected past 4 MiB.
-const IdleGCPercent = 100
+// function traffic). At 400 the heap goal is never below 16 MiB (the
+// runtime's 4 MiB floor scaled by the target), so the garbage of an idle
+// agent's heartbeats, a few KiB a second, piled up for a quarter of an
+// hour before the first collection: an idle slim agent grew from 18 to
+// over 30 MiB resident. At Go's default of 100 the goal is 4 MiB at
+// least, about three times what an idle agent keeps live (1.3 MiB), and
+// the pages its garbage reaches before each collection stay resident (the
+// scavenger keeps 10 % beyond the goal): the idle slim agent held 20.3 to
+// 20.8 MiB after 5 to 10 minutes. At 50 the goal is 2 MiB at least, the
+// idle agent is collected about once a minute (2 ms of CPU each) and it
+// holds about 0.7 MiB less (BENCHMARKS.md, "Edge").
+const IdleGCPercent = 50
 
-// The GC cycles' spacing that switches the target: a cycle less than
-// gcBusyGap after the previous one means the worker allocates fast (at
-// IdleGCPercent that is a few MiB a second); one more than gcIdleGap
-// after it (the runtime forces a cycle every 2 minutes) means it no
-// longer does. Between them the target stays.
+// The GC cycles' spacing that switches the target: cycles less than
+// gcBusyGap apart (scaled by the idle target over 100: the heap goal above
+// what is live is proportional to the target, and so is the time the
+// worker takes to allocate it), one after the other for gcBusyGap at
+// least, mean the worker allocates fast (a few MiB a second, sustained:
+// a burst of a few cycles, as the worker's own start makes, is not); one
+// cycle more than gcIdleGap after the previous (the runtime forces a
+// cycle every 2 minutes) means it no longer does. Otherwise the target
+// stays.
 const (
 	gcBusyGap = 2 * time.Second
 	gcIdleGap = 30 * time.Second
@@ -69,29 +79,45 @@ func tuneGC(cfg Config) {
 // of GC cycles, which it learns through a cleanup that each cycle runs.
 type gcTuner struct {
 	busy, idle int
+	busyGap    time.Duration // gcBusyGap at the idle target
 	current    int
 	now        func() time.Time
-	last       time.Time // the previous cycle (or the tuner's start)
+	last       time.Time // the previous cycle; zero before the first
+	fastSince  time.Time // the first cycle of the current run of close ones; zero outside one
 	stopped    atomic.Bool
 	onCycle    func(pct int) // tests: after each cycle, with the target
 }
 
 func newGCTuner(busy, idle int, now func() time.Time) *gcTuner {
-	return &gcTuner{busy: busy, idle: idle, current: idle, now: now, last: now()}
+	return &gcTuner{busy: busy, idle: idle, busyGap: gcBusyGap * time.Duration(idle) / 100, current: idle, now: now}
 }
 
 // cycle records a GC cycle at now and returns the target it calls for,
-// and whether that is a change.
+// and whether that is a change. The first cycle the tuner sees only
+// starts the count (the time since the tuner began is no spacing of
+// cycles).
 func (t *gcTuner) cycle(now time.Time) (pct int, changed bool) {
+	if t.last.IsZero() {
+		t.last = now
+		return t.current, false
+	}
 	gap := now.Sub(t.last)
-	t.last = now
 	next := t.current
 	switch {
-	case gap < gcBusyGap:
-		next = t.busy
+	case gap < t.busyGap:
+		if t.fastSince.IsZero() {
+			t.fastSince = t.last
+		}
+		if now.Sub(t.fastSince) >= t.busyGap {
+			next = t.busy
+		}
 	case gap > gcIdleGap:
+		t.fastSince = time.Time{}
 		next = t.idle
+	default:
+		t.fastSince = time.Time{}
 	}
+	t.last = now
 	changed, t.current = next != t.current, next
 	return next, changed
 }

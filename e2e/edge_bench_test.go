@@ -19,17 +19,20 @@ import (
 )
 
 // BenchmarkAgentMemory measures the slim wasmorch-agent and `wasmorch
-// agent`, each joined alone to a `wasmorch server`, as an operator reads
-// them: the VmRSS of the running process (the median of 10 readings over
-// 5 s, after 5 s settled; never after a forced GC), idle with no
-// instance, then with N idle instances (sleep.wasm; 100, or
-// $WASMORCH_EDGE_INSTANCES) Running. It reports the size of the slim
-// binary as make release builds it for this machine too. The processes
-// settle 5 s before the readings, or $WASMORCH_EDGE_SETTLE (a duration:
-// a few minutes show what the GC lets pile up between its cycles). With
+// agent`, joined side by side to one `wasmorch server`, as an operator
+// reads them: the VmRSS of each running process (the median of 10
+// readings over 5 s; never after a forced GC), idle with no instance,
+// then with N idle instances (sleep.wasm; 100, or
+// $WASMORCH_EDGE_INSTANCES) Running on each (placed there by a node
+// label). It reports the size of the slim binary as make release builds
+// it for this machine too. The readings come 5 s after the agents are
+// Ready (and after the instances are Running), or at each of the
+// durations of $WASMORCH_EDGE_SETTLE (comma-separated, e.g. "15s,5m,10m":
+// what the GC lets pile up, and whether the process is still growing),
+// reported as MiB-at-DURATION, the last also without the suffix. With
 // $WASMORCH_EDGE_BASELINE naming another wasmorch-agent binary (one built
-// from an earlier commit), it measures that one too, in the same run, as
-// "base". Run it once: -benchtime 1x.
+// from an earlier commit), it measures that one too, in the same run and
+// at the same times, as "base". Run it once: -benchtime 1x.
 func BenchmarkAgentMemory(b *testing.B) {
 	n := 100
 	if s := os.Getenv("WASMORCH_EDGE_INSTANCES"); s != "" {
@@ -38,11 +41,15 @@ func BenchmarkAgentMemory(b *testing.B) {
 			b.Fatalf("WASMORCH_EDGE_INSTANCES=%q is not a positive number", s)
 		}
 	}
-	settle := 5 * time.Second
+	settles := []time.Duration{5 * time.Second}
 	if s := os.Getenv("WASMORCH_EDGE_SETTLE"); s != "" {
-		var err error
-		if settle, err = time.ParseDuration(s); err != nil || settle < 0 {
-			b.Fatalf("WASMORCH_EDGE_SETTLE=%q is not a duration", s)
+		settles = nil
+		for _, f := range strings.Split(s, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(f))
+			if err != nil || d < 0 || (len(settles) > 0 && d <= settles[len(settles)-1]) {
+				b.Fatalf("WASMORCH_EDGE_SETTLE=%q is not a list of increasing durations", s)
+			}
+			settles = append(settles, d)
 		}
 	}
 	slim := slimAgent(b, runtime.GOARCH, "")
@@ -52,40 +59,74 @@ func BenchmarkAgentMemory(b *testing.B) {
 	type agent struct {
 		name, bin string
 		args      []string
+		pid       int
 	}
-	variants := []agent{{"slim", slim, nil}}
+	variants := []*agent{{name: "slim", bin: slim}}
 	if base := os.Getenv("WASMORCH_EDGE_BASELINE"); base != "" {
 		fi, err := os.Stat(base)
 		if err != nil {
 			b.Fatalf("WASMORCH_EDGE_BASELINE: %v", err)
 		}
 		b.ReportMetric(float64(fi.Size())/1e6, "base-binary-MB")
-		variants = append(variants, agent{"base", base, nil})
+		variants = append(variants, &agent{name: "base", bin: base})
 	}
-	variants = append(variants, agent{"full", "", []string{"agent"}})
+	variants = append(variants, &agent{name: "full", args: []string{"agent"}})
 	bc := startBenchCluster(b, nil)
 	token := joinTokenWhenUp(b, bc.env, bc.api)
 	ctx := context.Background()
-	for _, variant := range variants {
-		node := "mem-" + variant.name
-		args := append(slices.Clone(variant.args), "--server", bc.api, "--token", token, "--name", node, "--data-dir", b.TempDir(), "--listen", loopbackAddr(b, "127.0.0.1"))
-		d := startBinary(b, "agent-"+node, bc.env, variant.bin, nil, args...)
+	var daemons []*daemon
+	for _, v := range variants {
+		node := "mem-" + v.name
+		args := append(slices.Clone(v.args), "--server", bc.api, "--token", token, "--name", node, "--data-dir", b.TempDir(), "--listen", loopbackAddr(b, "127.0.0.1"))
+		d := startBinary(b, "agent-"+node, bc.env, v.bin, nil, args...)
+		daemons = append(daemons, d)
+		v.pid = d.proc.cmd.Process.Pid
+	}
+	for _, v := range variants {
+		node := "mem-" + v.name
 		benchWait(b, node+" Ready", func() bool { return nodeReady(ctx, bc.control, node) })
-		idle := steadyRSS(b, d.proc.cmd.Process.Pid, settle)
-
-		workload := "sleep-" + variant.name
-		if r := run(b, bc.env, "deploy", "testdata/sleep.wasm", "--name", workload, "--replicas", strconv.Itoa(n), "--no-wait", "--server", bc.api); r.code != 0 {
+		if r := run(b, bc.env, "node", "label", node, "edge-bench="+v.name, "--server", bc.api); r.code != 0 {
 			b.Fatal(r)
 		}
+	}
+	pids := make([]int, len(variants))
+	for i, v := range variants {
+		pids[i] = v.pid
+	}
+	report := func(what string, readings [][]int64) {
+		for i, v := range variants {
+			for j, d := range settles {
+				if len(settles) > 1 {
+					b.ReportMetric(float64(readings[j][i])/(1<<20), fmt.Sprintf("%s-%s-MiB-at-%v", v.name, what, d))
+				}
+			}
+			b.ReportMetric(float64(readings[len(settles)-1][i])/(1<<20), v.name+"-"+what+"-MiB")
+		}
+	}
+	idle := steadyRSSAt(b, pids, settles)
+	report("idle", idle)
+
+	for _, v := range variants {
+		if r := run(b, bc.env, "deploy", "testdata/sleep.wasm", "--name", "sleep-"+v.name, "--replicas", strconv.Itoa(n), "--selector", "edge-bench="+v.name, "--no-wait", "--server", bc.api); r.code != 0 {
+			b.Fatal(r)
+		}
+	}
+	for _, v := range variants {
+		node, workload := "mem-"+v.name, "sleep-"+v.name
 		benchWait(b, fmt.Sprintf("%d instances Running on %s", n, node), func() bool { return runningOn(ctx, bc.control, workload)[node] == n })
-		loaded := steadyRSS(b, d.proc.cmd.Process.Pid, settle)
-		b.ReportMetric(float64(idle)/(1<<20), variant.name+"-idle-MiB")
-		b.ReportMetric(float64(loaded)/(1<<20), fmt.Sprintf("%s-%d-instances-MiB", variant.name, n))
-		b.ReportMetric(float64(loaded-idle)/float64(n)/(1<<10), variant.name+"-KiB/instance")
-
-		if r := run(b, bc.env, "delete", workload, "--server", bc.api); r.code != 0 {
+	}
+	loaded := steadyRSSAt(b, pids, settles)
+	report(fmt.Sprintf("%d-instances", n), loaded)
+	last := len(settles) - 1
+	for i, v := range variants {
+		b.ReportMetric(float64(loaded[last][i]-idle[last][i])/float64(n)/(1<<10), v.name+"-KiB/instance")
+	}
+	for _, v := range variants {
+		if r := run(b, bc.env, "delete", "sleep-"+v.name, "--server", bc.api); r.code != 0 {
 			b.Fatal(r)
 		}
+	}
+	for _, d := range daemons {
 		d.stop(syscall.SIGTERM)
 	}
 }
@@ -109,18 +150,36 @@ func nodeReady(ctx context.Context, c v1.ControlClient, node string) bool {
 // to return memory to the OS.
 func steadyRSS(b *testing.B, pid int, settle time.Duration) int64 {
 	b.Helper()
-	time.Sleep(settle)
-	var readings []int64
-	for range 10 {
-		rss, err := vmRSS(pid)
-		if err != nil {
-			b.Fatal(err)
+	return steadyRSSAt(b, []int{pid}, []time.Duration{settle})[0][0]
+}
+
+// steadyRSSAt reads the processes pids as steadyRSS does, side by side (a
+// reading of each every 500 ms), at each of the times settles (increasing)
+// after now: readings[j][i] is pids[i] at settles[j].
+func steadyRSSAt(b *testing.B, pids []int, settles []time.Duration) [][]int64 {
+	b.Helper()
+	start := time.Now()
+	out := make([][]int64, len(settles))
+	for j, settle := range settles {
+		time.Sleep(time.Until(start.Add(settle)))
+		readings := make([][]int64, len(pids))
+		for range 10 {
+			for i, pid := range pids {
+				rss, err := vmRSS(pid)
+				if err != nil {
+					b.Fatal(err)
+				}
+				readings[i] = append(readings[i], rss)
+			}
+			time.Sleep(500 * time.Millisecond)
 		}
-		readings = append(readings, rss)
-		time.Sleep(500 * time.Millisecond)
+		out[j] = make([]int64, len(pids))
+		for i, r := range readings {
+			slices.Sort(r)
+			out[j][i] = r[len(r)/2]
+		}
 	}
-	slices.Sort(readings)
-	return readings[len(readings)/2]
+	return out
 }
 
 // vmRSS reads VmRSS from /proc/PID/status.

@@ -185,3 +185,61 @@ func TestLocalColdStartKeepsTheFunctionsLimits(t *testing.T) {
 		t.Fatalf("a function whose requests need 1 GiB on a node of 256 MiB: %d %q, want 503 for want of memory, not a failed start", code, body)
 	}
 }
+
+// TestLocalFunctionEvictedWhileCutOff: the modules of local functions are
+// bounded by the module cache like any module no instance uses; one
+// evicted cannot start cold while the node is cut off (503, saying so),
+// and trying evicts nothing: one held still starts.
+func TestLocalFunctionEvictedWhileCutOff(t *testing.T) {
+	read := func(name string) ([]byte, string) {
+		b, err := os.ReadFile(filepath.Join("..", "testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b, digestOf(b)
+	}
+	greet, greetDigest := read("greet.wasm")
+	echo, echoDigest := read("echo.wasm")
+	hello, helloDigest := read("hello.wasm")
+	rt, err := wasmrt.New(context.Background(), wasmrt.Config{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startEnv(t, envOptions{cp: func(cp *fakeCP) {
+		cp.blobs[greetDigest], cp.blobs[echoDigest], cp.blobs[helloDigest] = greet, echo, hello
+	}, config: func(c *Config) {
+		c.Runtimes, c.LocalHTTPAddr = []runtimeapi.Runtime{rt}, "127.0.0.1:0"
+		c.ModuleCacheBytes = int64(len(greet) + len(echo)) // the two functions', not a third module beside them
+	}})
+	fn := func(name, digest string, size int) *pb.LocalFunction {
+		return &pb.LocalFunction{Workload: name, Generation: 1, Spec: &pb.WorkloadSpec{Kind: "wasm", ModuleDigest: digest, ModuleSize: int64(size),
+			Http: &pb.HttpTrigger{Route: "/" + name}, Autoscale: &pb.Autoscale{MaxReplicas: 1}}}
+	}
+	e.cp.setLocal(fn("greet", greetDigest, len(greet)), fn("echo", echoDigest, len(echo)))
+	eventually(t, "both modules fetched", func() bool { return e.w.modules.Usage().Modules == 2 })
+	// Another module comes in (an instance's): the least recently used of
+	// the two goes.
+	if _, err := e.w.modules.Get(context.Background(), helloDigest, int64(len(hello))); err != nil {
+		t.Fatal(err)
+	}
+	onDisk := func(digest string) bool {
+		p, _ := e.w.modules.Path(digest)
+		_, err := os.Stat(p)
+		return err == nil
+	}
+	evicted, held := "/greet?who=site", "/echo"
+	if onDisk(greetDigest) == onDisk(echoDigest) {
+		t.Fatalf("greet on disk %v, echo on disk %v: want one evicted (%+v)", onDisk(greetDigest), onDisk(echoDigest), e.w.modules.Usage())
+	}
+	if onDisk(greetDigest) {
+		evicted, held = held, evicted
+	}
+	e.stopCP()
+	eventually(t, "the session gone", func() bool { return e.w.agentClient() == nil })
+	if code, body := localGet(t, e.w, evicted); code != http.StatusServiceUnavailable || !strings.Contains(body, "could not start here") {
+		t.Fatalf("%s, evicted, cut off: %d %q, want 503 saying it could not start", evicted, code, body)
+	}
+	if code, body := localGet(t, e.w, held); code != http.StatusOK {
+		t.Fatalf("%s, held, cut off: %d %q, want 200", held, code, body)
+	}
+}

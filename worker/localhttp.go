@@ -261,7 +261,10 @@ func (w *Worker) serveLocalRequest(rw http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	if m.cold != nil && w.serveLocalCold(sw, req, id, m.cold, obs) { // localcold.go
+	if m.cold != nil {
+		if !w.serveLocalCold(sw, req, id, m.cold, obs) { // localcold.go
+			localRefuse(sw, id, http.StatusServiceUnavailable, "no replica of the function at "+m.settings.Route+" is running on this node, and it could not start here (the agent's log says why)")
+		}
 		return
 	}
 	localRefuse(sw, id, http.StatusServiceUnavailable, "no replica of the function at "+m.settings.Route+" is running on this node")

@@ -3,6 +3,7 @@ package modcache
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -197,5 +198,43 @@ func TestTrimDirRemovesOldestFirst(t *testing.T) {
 	}
 	if n, _, err := TrimDir(dir+"/missing", 1); n != 0 || err != nil {
 		t.Fatalf("TrimDir of a missing dir = %d, %v", n, err)
+	}
+}
+
+// TestAFetchThatCannotBeginEvictsNothing (edge): a module the cache must
+// fetch, when the fetch fails before any byte arrives (a node cut off from
+// its control plane), evicts no other module to make room for it.
+func TestAFetchThatCannotBeginEvictsNothing(t *testing.T) {
+	ds, blobs := modules(2, 100)
+	var calls atomic.Int32
+	cutOff := false
+	fetch := serve(blobs, &calls)
+	c, err := New(t.TempDir(), func(ctx context.Context, digest string, w io.Writer) error {
+		if cutOff {
+			return errors.New("not connected to a control plane")
+		}
+		return fetch(ctx, digest, w)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetLimit(150) // one module
+	ctx := context.Background()
+	if _, err := c.Get(ctx, ds[0], 100); err != nil {
+		t.Fatal(err)
+	}
+	cutOff = true
+	if _, err := c.Get(ctx, ds[1], 100); err == nil {
+		t.Fatal("a fetch that cannot begin succeeded")
+	}
+	if !onDisk(t, c, ds[0]) || c.Usage().Evicted != 0 {
+		t.Fatalf("a fetch that could not begin evicted a module: %+v", c.Usage())
+	}
+	cutOff = false
+	if _, err := c.Get(ctx, ds[1], 100); err != nil {
+		t.Fatal(err)
+	}
+	if onDisk(t, c, ds[0]) || !onDisk(t, c, ds[1]) {
+		t.Fatalf("a fetch that began did not make room: %+v", c.Usage())
 	}
 }

@@ -350,10 +350,7 @@ func (c *Cache) fill(ctx context.Context, digest, h, path string, size int64) er
 	} else if !os.IsNotExist(err) {
 		return fmt.Errorf("modcache: module %s: %w", digest, err)
 	}
-	// Make room for it first, so that the disk never holds more than the
-	// bound of modules no instance uses.
 	c.mu.Lock()
-	c.trimLocked(size)
 	limit := c.limit
 	c.mu.Unlock()
 
@@ -369,7 +366,12 @@ func (c *Cache) fill(ctx context.Context, digest, h, path string, size int64) er
 		}
 	}()
 	sum := sha256.New()
-	out := &bounded{w: io.MultiWriter(tmp, sum), limit: limit}
+	// Room is made for it once its first bytes arrive, so that the disk
+	// never holds more than the bound of modules no instance uses, and a
+	// fetch that cannot begin (edge: no control plane to fetch from)
+	// evicts nothing.
+	room := &makeRoom{w: io.MultiWriter(tmp, sum), c: c, size: size}
+	out := &bounded{w: room, limit: limit}
 	if err := c.fetch(ctx, digest, out); err != nil {
 		if out.over {
 			return &TooLargeError{Digest: digest, Size: out.n, Limit: limit}
@@ -395,6 +397,25 @@ func (c *Cache) fill(ctx context.Context, digest, h, path string, size int64) er
 	c.trimLocked(0)
 	c.mu.Unlock()
 	return nil
+}
+
+// makeRoom is a writer that trims the cache to make room for size bytes
+// before the first write.
+type makeRoom struct {
+	w    io.Writer
+	c    *Cache
+	size int64
+	made bool
+}
+
+func (m *makeRoom) Write(p []byte) (int, error) {
+	if !m.made {
+		m.made = true
+		m.c.mu.Lock()
+		m.c.trimLocked(m.size)
+		m.c.mu.Unlock()
+	}
+	return m.w.Write(p)
 }
 
 // bounded is a writer that fails once more than limit bytes (0: no

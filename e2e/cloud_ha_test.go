@@ -223,9 +223,11 @@ func TestCloudLocalLeaderKilledDuringScaleUp(t *testing.T) {
 	// that leader, once its 3 nodes were Ready before it was killed, or by
 	// the new one when none of them exists (ScaleUpLost): which one is a
 	// race between the kill and the agents joining. Either way the need
-	// is planned once more, never twice.
-	if count["ScaledUp"] != 2 || count["ScaleUpLost"] > 1 || count["ScaleUpLost"] == 0 && readyBeforeKill != len(killed) {
-		t.Errorf("events %v (%d of the killed leader's nodes were Ready): want 2 ScaledUp (each leader's 3 nodes), and 1 ScaleUpLost unless all 3 were", count, readyBeforeKill)
+	// is planned once more, never twice (the new leader's 3 agents, above).
+	// The killed leader records its ScaledUp after its provider started
+	// the agents, so the kill may come first: 1 or 2 of them.
+	if count["ScaledUp"] < 1 || count["ScaledUp"] > 2 || count["ScaleUpLost"] > 1 || count["ScaleUpLost"] == 0 && readyBeforeKill != len(killed) {
+		t.Errorf("events %v (%d of the killed leader's nodes were Ready): want the new leader's ScaledUp (and the killed one's, if it recorded it before it died), and 1 ScaleUpLost unless all 3 were", count, readyBeforeKill)
 	}
 
 	leader.proc.start()

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
@@ -21,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
+	"github.com/wasmorch/wasmorch/wasmrt"
 	"github.com/wasmorch/wasmorch/worker/internal/fakert"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
@@ -420,6 +423,28 @@ var (
 	testModule = []byte("\x00asm\x01\x00\x00\x00 a fake module")
 	testDigest = digestOf(testModule)
 )
+
+// readTestdata reads testdata/name, with its digest.
+func readTestdata(t *testing.T, name string) ([]byte, string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, digestOf(b)
+}
+
+// newWasmRuntime is a wasm runtime with a compile cache of its own, closed
+// when the test ends.
+func newWasmRuntime(t *testing.T) *wasmrt.Runtime {
+	t.Helper()
+	rt, err := wasmrt.New(context.Background(), wasmrt.Config{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Close(context.Background()) })
+	return rt
+}
 
 func digestOf(b []byte) string {
 	sum := sha256.Sum256(b)

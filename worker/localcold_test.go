@@ -5,14 +5,12 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
-	"github.com/wasmorch/wasmorch/wasmrt"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
 
@@ -76,18 +74,8 @@ func localGet(t *testing.T, w *Worker, path string) (int, string) {
 // when the control plane returns and the function has left the set, the
 // path is unknown (404). A real wasm function (greet.wasm).
 func TestLocalFunctionStartsColdAndOutlivesARestartCutOff(t *testing.T) {
-	module, err := os.ReadFile(filepath.Join("..", "testdata", "greet.wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	digest := digestOf(module)
-	newRT := func() runtimeapi.Runtime {
-		rt, err := wasmrt.New(context.Background(), wasmrt.Config{CacheDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rt
-	}
+	module, digest := readTestdata(t, "greet.wasm")
+	newRT := func() runtimeapi.Runtime { return newWasmRuntime(t) }
 	dir := t.TempDir()
 	config := func(c *Config) {
 		c.DataDir, c.Runtimes, c.LocalHTTPAddr = dir, []runtimeapi.Runtime{newRT()}, "127.0.0.1:0"
@@ -151,15 +139,8 @@ func TestLocalFunctionStartsColdAndOutlivesARestartCutOff(t *testing.T) {
 // memory limit from the node's memory budget (a function whose requests
 // need more than the node has is answered 503, as a replica's would be).
 func TestLocalColdStartKeepsTheFunctionsLimits(t *testing.T) {
-	module, err := os.ReadFile(filepath.Join("..", "testdata", "greet.wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	digest := digestOf(module)
-	rt, err := wasmrt.New(context.Background(), wasmrt.Config{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	module, digest := readTestdata(t, "greet.wasm")
+	rt := newWasmRuntime(t)
 	e := startEnv(t, envOptions{cp: func(cp *fakeCP) { cp.blobs[digest] = module }, config: func(c *Config) {
 		c.Runtimes, c.LocalHTTPAddr = []runtimeapi.Runtime{rt}, "127.0.0.1:0"
 		c.MemoryBytes, c.FunctionMemoryWait = 256<<20, 10*time.Millisecond
@@ -191,20 +172,10 @@ func TestLocalColdStartKeepsTheFunctionsLimits(t *testing.T) {
 // evicted cannot start cold while the node is cut off (503, saying so),
 // and trying evicts nothing: one held still starts.
 func TestLocalFunctionEvictedWhileCutOff(t *testing.T) {
-	read := func(name string) ([]byte, string) {
-		b, err := os.ReadFile(filepath.Join("..", "testdata", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b, digestOf(b)
-	}
-	greet, greetDigest := read("greet.wasm")
-	echo, echoDigest := read("echo.wasm")
-	hello, helloDigest := read("hello.wasm")
-	rt, err := wasmrt.New(context.Background(), wasmrt.Config{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	greet, greetDigest := readTestdata(t, "greet.wasm")
+	echo, echoDigest := readTestdata(t, "echo.wasm")
+	hello, helloDigest := readTestdata(t, "hello.wasm")
+	rt := newWasmRuntime(t)
 	e := startEnv(t, envOptions{cp: func(cp *fakeCP) {
 		cp.blobs[greetDigest], cp.blobs[echoDigest], cp.blobs[helloDigest] = greet, echo, hello
 	}, config: func(c *Config) {

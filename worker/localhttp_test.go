@@ -1,12 +1,9 @@
 package worker
 
 import (
-	"context"
 	"encoding/hex"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
-	"github.com/wasmorch/wasmorch/wasmrt"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
 
@@ -71,16 +67,8 @@ func TestLocalRoutesMatchAsTheGatewayDoes(t *testing.T) {
 // requests in the local function metrics by workload, route, generation
 // and status; with a real wasm function (greet.wasm) behind it.
 func TestLocalListenerGivesRequestIDsAndMetrics(t *testing.T) {
-	module, err := os.ReadFile(filepath.Join("..", "testdata", "greet.wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	digest := digestOf(module)
-	rt, err := wasmrt.New(context.Background(), wasmrt.Config{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rt.Close(context.Background()) })
+	module, digest := readTestdata(t, "greet.wasm")
+	rt := newWasmRuntime(t)
 	reg := prometheus.NewRegistry()
 	e := startEnv(t, envOptions{
 		cp: func(cp *fakeCP) { cp.blobs[digest] = module },

@@ -3,13 +3,11 @@
 package worker
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/wasmorch/wasmorch/internal/httptrigger"
 	pb "github.com/wasmorch/wasmorch/proto/wasmorch/v1"
-	"github.com/wasmorch/wasmorch/wasmrt"
 	"github.com/wasmorch/wasmorch/worker/runtimeapi"
 )
 
@@ -25,21 +22,13 @@ import (
 // serves cserver.wasm.
 func serviceEnv(t *testing.T, fakeTime bool) (*env, string) {
 	t.Helper()
-	module, err := os.ReadFile(filepath.Join("..", "testdata", "cserver.wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	digest := digestOf(module)
-	rt, err := wasmrt.New(context.Background(), wasmrt.Config{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	module, digest := readTestdata(t, "cserver.wasm")
+	rt := newWasmRuntime(t)
 	e := startEnv(t, envOptions{
 		fakeTime: fakeTime,
 		cp:       func(cp *fakeCP) { cp.blobs[digest] = module },
 		config:   func(c *Config) { c.Runtimes = []runtimeapi.Runtime{rt} },
 	})
-	t.Cleanup(func() { _ = rt.Close(context.Background()) })
 	return e, digest
 }
 

@@ -28,16 +28,7 @@ import (
 func TestCloudLeaderChangeDuringScaleUp(t *testing.T) {
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "provider.sock")
-	p := startDaemon(t, "provider", cliEnv(t), "provider", "local", "--socket", socket, "--data-dir", filepath.Join(dir, "nodes"),
-		"--node-group", "name=pool,provider=local,min=0,max=6,instances=10", "--boot-delay", "5s")
-	eventually(t, "the provider's socket", func() (bool, string) {
-		if !p.running() {
-			out, _ := os.ReadFile(p.log)
-			t.Fatalf("wasmorch provider local exited with %d:\n%s", p.proc.exitCode, out)
-		}
-		_, err := os.Stat(socket)
-		return err == nil, fmt.Sprint(err)
-	})
+	p := startLocalProvider(t, socket, filepath.Join(dir, "nodes"), "name=pool,provider=local,min=0,max=6,instances=10", "--boot-delay", "5s")
 	ext, err := plugin.Dial("ext", socket)
 	if err != nil {
 		t.Fatal(err)
@@ -79,17 +70,7 @@ func TestCloudLeaderChangeDuringScaleUp(t *testing.T) {
 		l, seen := h.controllerLeader(others[0].api)
 		return l != nil && l != leader, seen
 	})
-	eventually(t, "25 instances of load Running", func() (bool, string) {
-		var is []instanceJSON
-		haGet(h, &is, "get", "instances", "--workload", "load")
-		running := 0
-		for _, in := range is {
-			if in.State == "Running" {
-				running++
-			}
-		}
-		return running == 25 && len(is) == 25, toJSON(is)
-	})
+	haAllRunning(t, h, "load", 25)
 
 	// Never a node made twice for one need: the provider made the 3 nodes
 	// the killed leader asked for and no other, and they are the cluster's.
@@ -181,17 +162,7 @@ func TestCloudLocalLeaderKilledDuringScaleUp(t *testing.T) {
 		next, seen = h.controllerLeader(others[0].api)
 		return next != nil && next != leader, seen
 	})
-	eventually(t, "25 instances of load Running", func() (bool, string) {
-		var is []instanceJSON
-		haGet(h, &is, "get", "instances", "--workload", "load")
-		running := 0
-		for _, in := range is {
-			if in.State == "Running" {
-				running++
-			}
-		}
-		return running == 25 && len(is) == 25, toJSON(is)
-	})
+	haAllRunning(t, h, "load", 25)
 	// The new leader's 3 nodes, and none of the killed agents'.
 	mine := agentsOf(next.proc.proc.cmd.Process.Pid)
 	var ns []clusterNode
@@ -269,6 +240,22 @@ func agentsOf(pid int) []string {
 
 // haGet runs a client command with -o json against the members that
 // answer and decodes its output.
+// haAllRunning waits until workload has exactly n instances, all Running.
+func haAllRunning(t *testing.T, h *haCluster, workload string, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d instances of %s Running", n, workload), func() (bool, string) {
+		var is []instanceJSON
+		haGet(h, &is, "get", "instances", "--workload", workload)
+		running := 0
+		for _, in := range is {
+			if in.State == "Running" {
+				running++
+			}
+		}
+		return running == n && len(is) == n, toJSON(is)
+	})
+}
+
 func haGet(h *haCluster, out any, args ...string) {
 	h.t.Helper()
 	r := h.mustRun(append(args, "-o", "json")...)

@@ -109,16 +109,7 @@ func TestCloudPluginGroupFollowsDemand(t *testing.T) {
 	noAgentsLeft(t, api)
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "provider.sock")
-	p := startDaemon(t, "provider", cliEnv(t), "provider", "local", "--socket", socket, "--data-dir", filepath.Join(dir, "nodes"),
-		"--node-group", "name=pool,provider=local,min=0,max=3,instances=10")
-	eventually(t, "the provider's socket", func() (bool, string) {
-		if !p.running() {
-			out, _ := os.ReadFile(p.log)
-			t.Fatalf("wasmorch provider local exited with %d:\n%s", p.proc.exitCode, out)
-		}
-		_, err := os.Stat(socket)
-		return err == nil, fmt.Sprint(err)
-	})
+	startLocalProvider(t, socket, filepath.Join(dir, "nodes"), "name=pool,provider=local,min=0,max=3,instances=10")
 	m := startServerOn(t, api, "--node-provider", "ext="+socket, "--scale-down-delay", "2s", "--node-grace", "10m")
 	// A plugin lists its own groups: a NodeGroup of it is refused.
 	doc := filepath.Join(dir, "ext.yaml")
@@ -499,4 +490,21 @@ func agentPID(t *testing.T, api, node string) int {
 	}
 	t.Fatalf("no agent process of node %s", node)
 	return 0
+}
+
+// startLocalProvider starts 'wasmorch provider local' serving group on
+// socket, its nodes' data under dataDir, and waits for its socket.
+func startLocalProvider(t *testing.T, socket, dataDir, group string, extra ...string) *daemon {
+	t.Helper()
+	args := append([]string{"provider", "local", "--socket", socket, "--data-dir", dataDir, "--node-group", group}, extra...)
+	p := startDaemon(t, "provider", cliEnv(t), args...)
+	eventually(t, "the provider's socket", func() (bool, string) {
+		if !p.running() {
+			out, _ := os.ReadFile(p.log)
+			t.Fatalf("wasmorch provider local exited with %d:\n%s", p.proc.exitCode, out)
+		}
+		_, err := os.Stat(socket)
+		return err == nil, fmt.Sprint(err)
+	})
+	return p
 }
